@@ -1,0 +1,138 @@
+"""The nouns every layer shares: endpoint URIs, samples and captures. Immutable; any thread."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlencode
+
+import numpy as np
+
+# Query keys that would put a secret into a URI, the store or a log. Refused at parse time.
+_SECRET_KEYS = frozenset({"token", "password", "secret", "api_key", "apikey", "key", "auth"})
+
+
+class UriError(ValueError):
+    """An endpoint URI that cannot be understood; the message says what a valid one looks like."""
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointUri:
+    """One string that names any endpoint: ``scheme:target?key=value``.
+
+    ``onnx:assets/demo/m.onnx?provider=cpu``, ``v2+http://host:8000/models/m``, ``system:``.
+    """
+
+    scheme: str
+    target: str
+    params: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> EndpointUri:
+        text = text.strip()
+        scheme, sep, rest = text.partition(":")
+        if not sep or not scheme or not scheme.replace("+", "").replace("-", "").isalnum():
+            raise UriError(
+                f"'{text}' is not an endpoint URI; expected SCHEME:TARGET, "
+                "for example onnx:model.onnx?provider=cpu or system:"
+            )
+        target, _, query = rest.partition("?")
+        params = tuple(parse_qsl(query, keep_blank_values=True))
+        secret = sorted({k for k, _ in params if k.lower() in _SECRET_KEYS})
+        if secret:
+            raise UriError(
+                f"secrets do not belong in a URI (found {', '.join(secret)}); "
+                "pass them with an environment variable or a token file"
+            )
+        return cls(scheme.lower(), target, params)
+
+    def param(self, key: str, default: str | None = None) -> str | None:
+        for k, v in self.params:
+            if k == key:
+                return v
+        return default
+
+    def __str__(self) -> str:
+        query = f"?{urlencode(self.params)}" if self.params else ""
+        return f"{self.scheme}:{self.target}{query}"
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One measured value of one metric of one endpoint at one instant."""
+
+    endpoint: str
+    ts_ns: int
+    metric: str
+    value: float
+
+
+class CaptureStatus(enum.StrEnum):
+    """Why a capture is (or is not) a failure. Anything but OK is a failure worth replaying."""
+
+    OK = "ok"
+    ERROR = "error"  # the runtime or the server raised
+    TIMEOUT = "timeout"
+    NON_FINITE = "non_finite"  # NaN or inf in the output
+    SLOW = "slow"  # latency above the endpoint's SLO
+    MISMATCH = "mismatch"  # prediction disagrees with the ground-truth label
+    LOW_CONFIDENCE = "low_confidence"
+
+
+@dataclass(frozen=True, slots=True)
+class TensorBlob:
+    """A tensor kept as exact bytes so a replay is bit-for-bit."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    data: bytes
+
+    @classmethod
+    def from_array(cls, name: str, array: np.ndarray) -> TensorBlob:
+        array = np.ascontiguousarray(array)
+        return cls(name, array.dtype.str, tuple(int(d) for d in array.shape), array.tobytes())
+
+    def to_array(self) -> np.ndarray:
+        return np.frombuffer(self.data, dtype=np.dtype(self.dtype)).reshape(self.shape)
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """One recorded request: what went in, what came out, how long it took, how it ended."""
+
+    endpoint: str
+    ts_ns: int
+    latency_ms: float
+    status: CaptureStatus
+    inputs: tuple[TensorBlob, ...] = ()
+    outputs: tuple[TensorBlob, ...] = ()
+    request_id: str | None = None
+    error: str | None = None
+    label: str | None = None
+    prediction: str | None = None
+    confidence: float | None = None
+    model_version: str | None = None
+    truncated: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return self.status is not CaptureStatus.OK
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What the recorder committed in one transaction; handed to listeners after the commit."""
+
+    samples: tuple[Sample, ...] = ()
+    captures: tuple[Capture, ...] = ()
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+class Metric:
+    """Names of the series every probe of a kind emits; plots and summaries read these."""
+
+    LATENCY_MS = "latency_ms"  # one per request, failed ones included
+    FAILURE = "failure"  # 1.0 per failed request (any CaptureStatus but OK)
+    RSS_MB = "rss_mb"
+    DROPPED = "probescope.dropped"  # items refused by a full bus or an overflowing backlog

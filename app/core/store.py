@@ -1,0 +1,336 @@
+"""The workspace's SQLite file: schema, migrations, batched writes, downsampled reads.
+
+This is the only module that writes SQL. One ``Store`` is one connection and belongs to one
+thread: the recorder owns a writer, and each reader (the GUI's history worker, the CLI) opens
+its own. WAL lets those readers run while the recorder writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import sqlite_utils
+
+from app.core import codec
+from app.core.domain import Capture, CaptureStatus, Sample
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+
+class StoreError(Exception):
+    """The workspace file cannot be opened, read or written; the message says why."""
+
+
+def _migrate_to_1(db: sqlite_utils.Database) -> None:
+    db["endpoints"].create(
+        {"id": int, "uri": str, "kind": str, "created_ns": int, "slo_ms": float,
+         "model_version": str},
+        pk="id", not_null={"uri"},
+    )
+    db["endpoints"].create_index(["uri"], unique=True)
+    db["metrics"].create({"id": int, "name": str}, pk="id", not_null={"name"})
+    db["metrics"].create_index(["name"], unique=True)
+    db["samples"].create({"endpoint_id": int, "metric_id": int, "ts_ns": int, "value": float})
+    db["samples"].create_index(["endpoint_id", "metric_id", "ts_ns"])
+    db["captures"].create(
+        {"id": int, "endpoint_id": int, "ts_ns": int, "request_id": str, "latency_ms": float,
+         "status": str, "error": str, "label": str, "prediction": str, "confidence": float,
+         "model_version": str, "truncated": int, "inputs": bytes, "outputs": bytes},
+        pk="id",
+    )
+    db["captures"].create_index(["endpoint_id", "ts_ns"])
+    db["captures"].create_index(["status"])
+    db["captures"].create_index(["request_id"])
+
+
+# Index i migrates a database at version i to version i + 1. Append; never edit a shipped one.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_to_1]
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """One downsampled series: per time bucket its start, min, max, mean and count."""
+
+    ts_ns: np.ndarray
+    vmin: np.ndarray
+    vmax: np.ndarray
+    mean: np.ndarray
+    count: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ts_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCapture:
+    id: int
+    capture: Capture
+
+
+class Store:
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        try:
+            if readonly:
+                if not self.path.exists():
+                    raise StoreError(f"no workspace at {self.path}")
+                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
+                                       check_same_thread=False)
+            else:
+                if self.path.parent and not self.path.parent.exists():
+                    raise StoreError(f"cannot create workspace {self.path}: "
+                                     f"folder {self.path.parent} does not exist")
+                conn = sqlite3.connect(self.path, check_same_thread=False)
+            self.db = sqlite_utils.Database(conn)
+            if not readonly:
+                # WAL lets readers run while the recorder writes; NORMAL sync in WAL mode keeps
+                # every committed transaction across a crash of this process (kill -9).
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            if not readonly:
+                self._migrate()
+            else:
+                self._check_version()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open workspace {self.path}: {exc}") from exc
+        self._endpoint_ids: dict[str, int] = {}
+        self._metric_ids: dict[str, int] = {}
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        if "meta" not in self.db.table_names():
+            return 0
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", ["schema_version"]).fetchone()
+        return int(row[0]) if row else 0
+
+    def _check_version(self) -> None:
+        version = self.schema_version()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} was written by a newer ProbeScope (schema {version}; "
+                f"this one knows up to {SCHEMA_VERSION}); upgrade ProbeScope to open it"
+            )
+
+    def _migrate(self) -> None:
+        self._check_version()
+        version = self.schema_version()
+        if version == SCHEMA_VERSION:
+            return
+        with self.db.conn:
+            if "meta" not in self.db.table_names():
+                self.db["meta"].create({"key": str, "value": str}, pk="key")
+            for step in MIGRATIONS[version:]:
+                step(self.db)
+            self.db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                                   pk="key")
+        log.info("workspace %s migrated from schema %d to %d", self.path, version, SCHEMA_VERSION)
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # -- ids ------------------------------------------------------------------------------
+
+    def endpoint_id(self, uri: str, kind: str | None = None) -> int:
+        cached = self._endpoint_ids.get(uri)
+        if cached is not None:
+            return cached
+        row = self.db.execute("SELECT id FROM endpoints WHERE uri = ?", [uri]).fetchone()
+        if row is None:
+            kind = kind or uri.partition(":")[0]
+            cur = self.db.execute(
+                "INSERT INTO endpoints (uri, kind, created_ns) VALUES (?, ?, ?)",
+                [uri, kind, time.time_ns()],
+            )
+            row = (cur.lastrowid,)
+        self._endpoint_ids[uri] = int(row[0])
+        return int(row[0])
+
+    def metric_id(self, name: str) -> int:
+        cached = self._metric_ids.get(name)
+        if cached is not None:
+            return cached
+        row = self.db.execute("SELECT id FROM metrics WHERE name = ?", [name]).fetchone()
+        if row is None:
+            row = (self.db.execute("INSERT INTO metrics (name) VALUES (?)", [name]).lastrowid,)
+        self._metric_ids[name] = int(row[0])
+        return int(row[0])
+
+    def _lookup_endpoint(self, uri: str) -> int | None:
+        row = self.db.execute("SELECT id FROM endpoints WHERE uri = ?", [uri]).fetchone()
+        return None if row is None else int(row[0])
+
+    def _lookup_metric(self, name: str) -> int | None:
+        row = self.db.execute("SELECT id FROM metrics WHERE name = ?", [name]).fetchone()
+        return None if row is None else int(row[0])
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def write_batch(self, samples: Sequence[Sample], captures: Sequence[Capture]) -> None:
+        """Write everything in one transaction: all of it is committed, or none of it."""
+        conn = self.db.conn
+        try:
+            with conn:
+                if samples:
+                    eid, mid = self.endpoint_id, self.metric_id
+                    conn.executemany(
+                        "INSERT INTO samples (endpoint_id, metric_id, ts_ns, value) "
+                        "VALUES (?, ?, ?, ?)",
+                        [(eid(s.endpoint), mid(s.metric), s.ts_ns, s.value) for s in samples],
+                    )
+                if captures:
+                    conn.executemany(
+                        "INSERT INTO captures (endpoint_id, ts_ns, request_id, latency_ms, "
+                        "status, error, label, prediction, confidence, model_version, "
+                        "truncated, inputs, outputs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        [self._capture_row(c) for c in captures],
+                    )
+        except sqlite3.Error as exc:
+            # The ids cached inside the rolled-back transaction no longer exist.
+            self._endpoint_ids.clear()
+            self._metric_ids.clear()
+            raise StoreError(f"cannot write to {self.path}: {exc}") from exc
+
+    def _capture_row(self, c: Capture) -> tuple:
+        return (
+            self.endpoint_id(c.endpoint), c.ts_ns, c.request_id, c.latency_ms, str(c.status),
+            c.error, c.label, c.prediction, c.confidence, c.model_version, int(c.truncated),
+            codec.encode(c.inputs), codec.encode(c.outputs),
+        )
+
+    def set_endpoint_info(self, uri: str, *, slo_ms: float | None = None,
+                          model_version: str | None = None) -> None:
+        eid = self.endpoint_id(uri)
+        with self.db.conn:
+            self.db.execute(
+                "UPDATE endpoints SET slo_ms = coalesce(?, slo_ms), "
+                "model_version = coalesce(?, model_version) WHERE id = ?",
+                [slo_ms, model_version, eid],
+            )
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def endpoints(self) -> list[dict]:
+        return list(self.db.query("SELECT * FROM endpoints ORDER BY id"))
+
+    def metric_names(self, endpoint: str) -> list[str]:
+        eid = self._lookup_endpoint(endpoint)
+        if eid is None:
+            return []
+        rows = self.db.execute(
+            "SELECT DISTINCT m.name FROM samples s JOIN metrics m ON m.id = s.metric_id "
+            "WHERE s.endpoint_id = ? ORDER BY m.name", [eid]).fetchall()
+        return [r[0] for r in rows]
+
+    def values(self, endpoint: str, metric: str, start_ns: int | None = None,
+               end_ns: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Raw (ts_ns, value) of one series, oldest first."""
+        eid, mid = self._lookup_endpoint(endpoint), self._lookup_metric(metric)
+        if eid is None or mid is None:
+            return np.empty(0, np.int64), np.empty(0)
+        rows = self.db.execute(
+            "SELECT ts_ns, value FROM samples WHERE endpoint_id = ? AND metric_id = ? "
+            "AND ts_ns >= ? AND ts_ns <= ? ORDER BY ts_ns",
+            [eid, mid, start_ns if start_ns is not None else -(2**63),
+             end_ns if end_ns is not None else 2**63 - 1],
+        ).fetchall()
+        if not rows:
+            return np.empty(0, np.int64), np.empty(0)
+        arr = np.array(rows, dtype=np.float64)
+        return np.array([r[0] for r in rows], dtype=np.int64), arr[:, 1]
+
+    def history(self, endpoint: str, metric: str, start_ns: int, end_ns: int,
+                buckets: int = 1000) -> History:
+        """Min/max/mean per time bucket, computed in SQL so a week returns in milliseconds."""
+        eid, mid = self._lookup_endpoint(endpoint), self._lookup_metric(metric)
+        empty = History(*(np.empty(0) for _ in range(5)))
+        if eid is None or mid is None or end_ns <= start_ns:
+            return empty
+        width = max(1, (end_ns - start_ns) // max(1, buckets))
+        rows = self.db.execute(
+            "SELECT (ts_ns - ?) / ? AS b, min(value), max(value), avg(value), count(*) "
+            "FROM samples WHERE endpoint_id = ? AND metric_id = ? AND ts_ns >= ? AND ts_ns < ? "
+            "GROUP BY b ORDER BY b",
+            [start_ns, width, eid, mid, start_ns, end_ns],
+        ).fetchall()
+        if not rows:
+            return empty
+        a = np.array(rows, dtype=np.float64)
+        ts = (start_ns + a[:, 0].astype(np.int64) * width).astype(np.int64)
+        return History(ts, a[:, 1], a[:, 2], a[:, 3], a[:, 4].astype(np.int64))
+
+    def count_samples(self, endpoint: str | None = None, metric: str | None = None) -> int:
+        where, args = [], []
+        if endpoint is not None:
+            where.append("endpoint_id = ?")
+            args.append(self._lookup_endpoint(endpoint) or -1)
+        if metric is not None:
+            where.append("metric_id = ?")
+            args.append(self._lookup_metric(metric) or -1)
+        sql = "SELECT count(*) FROM samples" + (" WHERE " + " AND ".join(where) if where else "")
+        return int(self.db.execute(sql, args).fetchone()[0])
+
+    def count_captures(self, endpoint: str | None = None, *, failed: bool | None = None) -> int:
+        where, args = [], []
+        if endpoint is not None:
+            where.append("endpoint_id = ?")
+            args.append(self._lookup_endpoint(endpoint) or -1)
+        if failed is not None:
+            where.append("status != ?" if failed else "status = ?")
+            args.append(str(CaptureStatus.OK))
+        sql = "SELECT count(*) FROM captures" + (" WHERE " + " AND ".join(where) if where else "")
+        return int(self.db.execute(sql, args).fetchone()[0])
+
+    def captures(self, endpoint: str | None = None, *, failed: bool | None = None,
+                 limit: int = 1000, with_tensors: bool = True) -> list[StoredCapture]:
+        where, args = [], []
+        if endpoint is not None:
+            where.append("c.endpoint_id = ?")
+            args.append(self._lookup_endpoint(endpoint) or -1)
+        if failed is not None:
+            where.append("c.status != ?" if failed else "c.status = ?")
+            args.append(str(CaptureStatus.OK))
+        tensors = "c.inputs, c.outputs" if with_tensors else "NULL, NULL"
+        sql = (f"SELECT c.id, e.uri, c.ts_ns, c.latency_ms, c.status, {tensors}, c.request_id, "
+               "c.error, c.label, c.prediction, c.confidence, c.model_version, c.truncated "
+               "FROM captures c JOIN endpoints e ON e.id = c.endpoint_id"
+               + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY c.ts_ns LIMIT ?")
+        args.append(limit)
+        return [self._row_to_capture(r) for r in self.db.execute(sql, args).fetchall()]
+
+    def capture(self, capture_id: int) -> StoredCapture | None:
+        row = self.db.execute(
+            "SELECT c.id, e.uri, c.ts_ns, c.latency_ms, c.status, c.inputs, c.outputs, "
+            "c.request_id, c.error, c.label, c.prediction, c.confidence, c.model_version, "
+            "c.truncated FROM captures c JOIN endpoints e ON e.id = c.endpoint_id "
+            "WHERE c.id = ?", [capture_id]).fetchone()
+        return None if row is None else self._row_to_capture(row)
+
+    @staticmethod
+    def _row_to_capture(r: Iterable) -> StoredCapture:
+        (cid, uri, ts, lat, status, inputs, outputs, rid, err, label, pred, conf, ver,
+         trunc) = r
+        return StoredCapture(int(cid), Capture(
+            endpoint=uri, ts_ns=int(ts), latency_ms=float(lat), status=CaptureStatus(status),
+            inputs=codec.decode(inputs), outputs=codec.decode(outputs), request_id=rid,
+            error=err, label=label, prediction=pred, confidence=conf, model_version=ver,
+            truncated=bool(trunc),
+        ))
+
+    def size_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            p = Path(f"{self.path}{suffix}")
+            if p.exists():
+                total += p.stat().st_size
+        return total

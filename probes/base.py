@@ -1,0 +1,156 @@
+"""The one interface every probe implements, and the registry from URI scheme to probe class.
+
+Thread: a probe is built and controlled from any one thread; ``run`` executes on the probe's
+own thread and talks to the rest of the program only through the bus.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from app.core.bus import Bus
+from app.core.domain import EndpointUri, UriError
+
+log = logging.getLogger(__name__)
+
+
+class ProbeError(Exception):
+    """Something about an endpoint that the user can fix; the message says what and how."""
+
+
+class EndpointState(enum.StrEnum):
+    STARTING = "starting"
+    UP = "up"
+    DEGRADED = "degraded"  # answering, but some requests fail
+    DOWN = "down"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeOptions:
+    """Settings that the CLI or the attach dialog give every probe; the URI may override them."""
+
+    rate_hz: float = 20.0  # active requests per second; 0 = as fast as the endpoint answers
+    payload: Path | None = None  # rows to send; generated from the model's signature if absent
+    capture_rate: float = 1.0  # share of successful requests kept as captures; failures always
+    slo_ms: float | None = None
+    min_confidence: float | None = None
+    seed: int = 0
+
+
+_REGISTRY: dict[str, type[Probe]] = {}
+
+
+def register(scheme: str) -> Callable[[type[Probe]], type[Probe]]:
+    def decorate(cls: type[Probe]) -> type[Probe]:
+        cls.scheme = scheme
+        _REGISTRY[scheme] = cls
+        return cls
+
+    return decorate
+
+
+def schemes() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def open_probe(uri: str | EndpointUri, bus: Bus, options: ProbeOptions | None = None) -> Probe:
+    """Build the probe for a URI; raises ProbeError with a message meant for the user."""
+    try:
+        parsed = uri if isinstance(uri, EndpointUri) else EndpointUri.parse(uri)
+    except UriError as exc:
+        raise ProbeError(str(exc)) from exc
+    cls = _REGISTRY.get(parsed.scheme)
+    if cls is None:
+        raise ProbeError(f"unknown endpoint kind '{parsed.scheme}' in '{uri}'; "
+                         f"known kinds: {', '.join(s + ':' for s in schemes())}")
+    return cls(parsed, bus, options or ProbeOptions())
+
+
+class Probe(ABC):
+    scheme: ClassVar[str] = ""
+
+    def __init__(self, uri: EndpointUri, bus: Bus, options: ProbeOptions) -> None:
+        self.uri = uri
+        self.endpoint = str(uri)
+        self.bus = bus
+        self.options = options
+        self.state = EndpointState.STARTING
+        self.last_error: str | None = None
+        self.requests = 0
+        self.errors = 0
+        self._stop = threading.Event()
+        self._resume = threading.Event()
+        self._resume.set()
+        self._thread: threading.Thread | None = None
+
+    # -- what a subclass provides ---------------------------------------------------------
+
+    @abstractmethod
+    def run(self, stop: threading.Event) -> None:
+        """Measure until ``stop`` is set, putting samples and captures on the bus."""
+
+    def info(self) -> dict[str, str]:
+        """Facts for the endpoint list: kind, model version, provider..."""
+        return {"kind": self.scheme}
+
+    def close(self) -> None:
+        """Release sessions and connections; called on the probe thread after ``run``."""
+        return None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name=f"probe {self.endpoint}",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        self._resume.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.warning("probe %s did not stop within %.1f s", self.endpoint, timeout_s)
+
+    def pause(self) -> None:
+        self._resume.clear()
+        self.state = EndpointState.PAUSED
+
+    def resume(self) -> None:
+        self.state = EndpointState.STARTING
+        self._resume.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._resume.is_set()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait_if_paused(self) -> None:
+        """Block while paused; call between requests."""
+        self._resume.wait()
+
+    def _main(self) -> None:
+        try:
+            self.run(self._stop)
+        except Exception as exc:  # a probe bug must not take the program down
+            log.exception("probe %s stopped on an unexpected error", self.endpoint)
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.state = EndpointState.DOWN
+        finally:
+            try:
+                self.close()
+            finally:
+                if self.state is not EndpointState.DOWN:
+                    self.state = EndpointState.STOPPED

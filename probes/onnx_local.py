@@ -1,0 +1,287 @@
+"""Probes an ONNX model on this machine through an onnxruntime session: ``onnx:PATH?provider=cpu``.
+
+URI parameters: ``provider`` (cpu, cuda, tensorrt, openvino, coreml, dml, rocm), ``payload``
+(a file of input rows), ``rate`` (requests/s), ``capture`` (share of successes kept),
+``slo_ms``, ``min_confidence``, ``threads`` (intra-op threads), ``version``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import psutil
+
+from app.core.bus import Bus
+from app.core.domain import Capture, CaptureStatus, EndpointUri, Metric, Sample, TensorBlob
+from probes.base import EndpointState, Probe, ProbeError, ProbeOptions, register
+from probes.payload import Payload, load_payload
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+}
+
+_ORT_DTYPES = {
+    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+}
+
+MEMORY_INTERVAL_S = 0.5
+LATENCY_METRIC = Metric.LATENCY_MS
+FAILURE_METRIC = Metric.FAILURE
+RSS_METRIC = Metric.RSS_MB
+
+
+def available_providers() -> list[str]:
+    names = {v: k for k, v in PROVIDERS.items()}
+    return [names.get(p, p) for p in ort.get_available_providers()]
+
+
+def load_session(path: str | Path, provider: str = "cpu", threads: int | None = None
+                 ) -> ort.InferenceSession:
+    """An onnxruntime session, or a ProbeError that says what is wrong and what to do."""
+    path = Path(path)
+    if provider not in PROVIDERS:
+        raise ProbeError(f"unknown provider '{provider}'; use one of {', '.join(PROVIDERS)}")
+    available = available_providers()
+    if provider not in available:
+        raise ProbeError(f"provider '{provider}' is not installed here; available: "
+                         f"{', '.join(available)}. Install probescope[gpu] or use ?provider=cpu")
+    if not path.is_file():
+        raise ProbeError(f"model file {path} does not exist")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # onnxruntime's own warnings go to stderr otherwise
+    if threads:
+        options.intra_op_num_threads = threads
+    chosen = [PROVIDERS[provider]]
+    if provider != "cpu":
+        chosen.append(PROVIDERS["cpu"])  # ops the accelerator lacks fall back, as ORT intends
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ProbeError(f"cannot load {path} as an ONNX model: {reason}") from exc
+
+
+def _concrete_shape(shape: list, rows: int = 1) -> tuple[int, ...]:
+    # Symbolic or missing dims: the first is the batch (one request = one row), others 1.
+    dims = []
+    for i, d in enumerate(shape):
+        dims.append(d if isinstance(d, int) and d > 0 else (rows if i == 0 else 1))
+    return tuple(dims)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    feed: dict[str, np.ndarray]
+    label: str | None
+    request_id: str | None
+
+
+def build_requests(session: ort.InferenceSession, payload: Payload | None, *, seed: int = 0,
+                   generated: int = 64) -> list[Request]:
+    """Turn payload rows (or random inputs shaped like the signature) into ready feeds."""
+    inputs = session.get_inputs()
+    if payload is None:
+        rng = np.random.default_rng(seed)
+        requests = []
+        for _ in range(generated):
+            feed = {}
+            for i in inputs:
+                dtype = _ORT_DTYPES.get(i.type)
+                if dtype is None:
+                    raise ProbeError(f"input '{i.name}' has type {i.type}, which cannot be "
+                                     "generated; give rows with --payload")
+                shape = _concrete_shape(i.shape)
+                if np.issubdtype(dtype, np.floating):
+                    feed[i.name] = rng.standard_normal(shape).astype(dtype)
+                else:
+                    feed[i.name] = rng.integers(0, 2, shape).astype(dtype)
+            requests.append(Request(feed, None, None))
+        return requests
+    if len(inputs) != 1:
+        names = {i.name for i in inputs}
+        missing = names - set(payload.columns)
+        if missing:
+            raise ProbeError(f"model has inputs {', '.join(sorted(names))}; payload columns "
+                             f"lack {', '.join(sorted(missing))}")
+    first = inputs[0]
+    dtype = _ORT_DTYPES.get(first.type, np.float32)
+    want = _concrete_shape(first.shape)
+    per_row = int(np.prod(want[1:])) if len(want) > 1 else 1
+    got = int(np.prod(payload.features.shape[1:])) if payload.features.ndim > 1 else 1
+    if len(inputs) == 1 and got != per_row:
+        raise ProbeError(f"payload rows have {got} values but input '{first.name}' wants "
+                         f"{per_row} per row (shape {first.shape})")
+    requests = []
+    for r in range(len(payload)):
+        if len(inputs) == 1:
+            feed = {first.name: payload.features[r].reshape(want).astype(dtype)}
+        else:
+            col = {c: k for k, c in enumerate(payload.columns)}
+            feed = {i.name: np.asarray(payload.features[r, col[i.name]]).reshape(
+                _concrete_shape(i.shape)).astype(_ORT_DTYPES.get(i.type, np.float32))
+                for i in inputs}
+        label = payload.labels[r] if payload.labels else None
+        rid = payload.ids[r] if payload.ids else None
+        requests.append(Request(feed, label or None, rid))
+    return requests
+
+
+def classify(output: np.ndarray) -> tuple[str | None, float | None]:
+    """Top class and its probability, when the first output is one row of class scores."""
+    flat = output.reshape(-1) if output.ndim <= 2 and output.shape[0] == 1 else None
+    if flat is None or flat.size < 2 or not np.issubdtype(flat.dtype, np.floating):
+        return None, None
+    top = int(np.argmax(flat))
+    total = float(flat.sum())
+    if flat.min() >= 0.0 and abs(total - 1.0) < 1e-3:
+        return str(top), float(flat[top])
+    return str(top), None  # logits: a class but no calibrated confidence
+
+
+@register("onnx")
+class OnnxProbe(Probe):
+    def __init__(self, uri: EndpointUri, bus: Bus, options: ProbeOptions) -> None:
+        super().__init__(uri, bus, options)
+        self.path = Path(uri.target)
+        self.provider = uri.param("provider", "cpu") or "cpu"
+        threads = uri.param("threads")
+        self.session = load_session(self.path, self.provider, int(threads) if threads else None)
+        payload_path = uri.param("payload") or options.payload
+        payload = load_payload(payload_path) if payload_path else None
+        self.requests_ready = build_requests(self.session, payload, seed=options.seed)
+        self.rate_hz = _float_param(uri, "rate", options.rate_hz)
+        self.capture_rate = min(1.0, max(0.0, _float_param(uri, "capture", options.capture_rate)))
+        self.slo_ms = _opt_float_param(uri, "slo_ms", options.slo_ms)
+        self.min_confidence = _opt_float_param(uri, "min_confidence", options.min_confidence)
+        meta = self.session.get_modelmeta()
+        self.model_version = (uri.param("version") or meta.custom_metadata_map.get("version")
+                              or self.path.stem)
+        self._output_names = [o.name for o in self.session.get_outputs()]
+        self._process = psutil.Process()
+        self._next = 0
+        self._capture_credit = 0.0
+
+    def info(self) -> dict[str, str]:
+        return {"kind": "onnx", "model_version": self.model_version, "provider": self.provider,
+                "path": str(self.path)}
+
+    def measure_one(self) -> Capture | None:
+        """Send the next request, put its samples on the bus; returns the capture, if kept."""
+        request = self.requests_ready[self._next]
+        self._next = (self._next + 1) % len(self.requests_ready)
+        ts_ns = time.time_ns()
+        error = None
+        t0 = time.perf_counter_ns()
+        try:
+            outputs = self.session.run(self._output_names, request.feed)
+        except Exception as exc:
+            outputs = None
+            error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        latency_ms = (time.perf_counter_ns() - t0) / 1e6
+        self.requests += 1
+
+        prediction = confidence = None
+        if error is not None:
+            status = CaptureStatus.ERROR
+        elif not all(np.isfinite(o).all() for o in outputs
+                     if isinstance(o, np.ndarray) and o.dtype.kind == "f"):
+            status = CaptureStatus.NON_FINITE
+        else:
+            prediction, confidence = classify(outputs[0])
+            if request.label is not None and prediction is not None and prediction != request.label:
+                status = CaptureStatus.MISMATCH
+            elif self.slo_ms is not None and latency_ms > self.slo_ms:
+                status = CaptureStatus.SLOW
+            elif (self.min_confidence is not None and confidence is not None
+                  and confidence < self.min_confidence):
+                status = CaptureStatus.LOW_CONFIDENCE
+            else:
+                status = CaptureStatus.OK
+        failed = status is not CaptureStatus.OK
+        if failed:
+            self.errors += 1
+        self.bus.put(Sample(self.endpoint, ts_ns, LATENCY_METRIC, latency_ms))
+        if failed:
+            self.bus.put(Sample(self.endpoint, ts_ns, FAILURE_METRIC, 1.0))
+
+        self._capture_credit += self.capture_rate
+        if not failed and self._capture_credit < 1.0:
+            return None
+        if not failed:
+            self._capture_credit -= 1.0
+        capture = Capture(
+            endpoint=self.endpoint, ts_ns=ts_ns, latency_ms=latency_ms, status=status,
+            inputs=tuple(TensorBlob.from_array(k, v) for k, v in request.feed.items()),
+            outputs=tuple(TensorBlob.from_array(n, o) for n, o in
+                          zip(self._output_names, outputs or (), strict=False)
+                          if isinstance(o, np.ndarray)),
+            request_id=request.request_id or uuid.uuid4().hex, error=error,
+            label=request.label, prediction=prediction, confidence=confidence,
+            model_version=self.model_version,
+        )
+        self.bus.put(capture)
+        return capture
+
+    def run(self, stop: threading.Event) -> None:
+        period_s = 1.0 / self.rate_hz if self.rate_hz > 0 else 0.0
+        next_due = time.perf_counter()
+        next_memory = 0.0
+        window_errors = window_requests = 0
+        while not stop.is_set():
+            if self.paused:
+                self.wait_if_paused()
+                next_due = time.perf_counter()
+                continue
+            capture = self.measure_one()
+            window_requests += 1
+            window_errors += capture is not None and capture.status is CaptureStatus.ERROR
+            now = time.perf_counter()
+            if now >= next_memory:
+                self.bus.put(Sample(self.endpoint, time.time_ns(), RSS_METRIC,
+                                    self._process.memory_info().rss / 2**20))
+                next_memory = now + MEMORY_INTERVAL_S
+                self.state = (EndpointState.DOWN if window_errors == window_requests
+                              else EndpointState.DEGRADED if window_errors
+                              else EndpointState.UP)
+                window_errors = window_requests = 0
+            if period_s:
+                next_due += period_s
+                delay = next_due - time.perf_counter()
+                if delay > 0:
+                    stop.wait(delay)
+                elif delay < -1.0:
+                    next_due = time.perf_counter()  # fell far behind: do not burst to catch up
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]
+
+
+def _float_param(uri: EndpointUri, key: str, default: float) -> float:
+    value = uri.param(key)
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ProbeError(f"'{key}={value}' in {uri} is not a number") from None
+
+
+def _opt_float_param(uri: EndpointUri, key: str, default: float | None) -> float | None:
+    return default if uri.param(key) is None else _float_param(uri, key, 0.0)

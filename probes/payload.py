@@ -1,0 +1,89 @@
+"""Loads the rows an active probe sends: CSV, Parquet or .npy, with optional ids and labels.
+
+Columns named ``id``/``request_id``, ``label``, ``ts``/``timestamp`` and ``prediction`` are
+bookkeeping, not features; every other column is a feature, in file order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from probes.base import ProbeError
+
+ID_COLUMNS = ("request_id", "id")
+LABEL_COLUMN = "label"
+RESERVED = {"request_id", "id", "label", "ts", "timestamp", "prediction"}
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """Rows to send. ``features`` has one row per request (any trailing shape for .npy)."""
+
+    features: np.ndarray
+    columns: tuple[str, ...]
+    labels: tuple[str, ...] | None = None
+    ids: tuple[str, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+def load_payload(path: str | Path) -> Payload:
+    path = Path(path)
+    if not path.is_file():
+        raise ProbeError(f"payload file {path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            # allow_pickle=False: a payload file must never be able to run code.
+            array = np.load(path, allow_pickle=False)
+            if array.ndim == 0 or len(array) == 0:
+                raise ProbeError(f"payload {path} holds no rows")
+            return Payload(array, ())
+        if suffix == ".csv":
+            frame = pd.read_csv(path)
+        elif suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        elif suffix in (".jsonl", ".ndjson"):
+            frame = pd.read_json(path, lines=True)
+        else:
+            raise ProbeError(f"payload {path}: unsupported format '{suffix}'; "
+                             "use .csv, .parquet, .jsonl or .npy")
+    except ProbeError:
+        raise
+    except Exception as exc:
+        raise ProbeError(f"cannot read payload {path}: {exc}") from exc
+    return payload_from_frame(frame, source=str(path))
+
+
+def payload_from_frame(frame: pd.DataFrame, source: str = "payload") -> Payload:
+    if frame.empty:
+        raise ProbeError(f"{source} holds no rows")
+    feature_cols = [c for c in frame.columns if str(c).lower() not in RESERVED]
+    if not feature_cols:
+        raise ProbeError(f"{source} has no feature columns (only {', '.join(frame.columns)})")
+    numeric = frame[feature_cols].apply(pd.to_numeric, errors="coerce")
+    bad = [c for c in feature_cols if numeric[c].isna().all() and not frame[c].isna().all()]
+    if bad:
+        raise ProbeError(f"{source}: columns {', '.join(map(str, bad))} are not numeric")
+    lower = {str(c).lower(): c for c in frame.columns}
+    labels = None
+    if LABEL_COLUMN in lower:
+        labels = tuple("" if pd.isna(v) else _label_text(v) for v in frame[lower[LABEL_COLUMN]])
+    ids = None
+    for name in ID_COLUMNS:
+        if name in lower:
+            ids = tuple(str(v) for v in frame[lower[name]])
+            break
+    return Payload(numeric.to_numpy(np.float64), tuple(map(str, feature_cols)), labels, ids)
+
+
+def _label_text(value: object) -> str:
+    # 2.0 from a float column and "2" from a text column are the same class.
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
