@@ -48,8 +48,10 @@ RSS_METRIC = Metric.RSS_MB
 
 
 def available_providers() -> list[str]:
+    # Azure's provider calls a cloud endpoint; it is not a way to run a local model.
     names = {v: k for k, v in PROVIDERS.items()}
-    return [names.get(p, p) for p in ort.get_available_providers()]
+    return [names.get(p, p) for p in ort.get_available_providers()
+            if p != "AzureExecutionProvider"]
 
 
 def load_session(path: str | Path, provider: str = "cpu", threads: int | None = None

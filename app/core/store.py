@@ -22,14 +22,11 @@ from app.core.domain import Capture, CaptureStatus, Sample
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-
-
 class StoreError(Exception):
     """The workspace file cannot be opened, read or written; the message says why."""
 
 
-def _migrate_to_1(db: sqlite_utils.Database) -> None:
+def _migrate_core(db: sqlite_utils.Database) -> None:
     db["endpoints"].create(
         {"id": int, "uri": str, "kind": str, "created_ns": int, "slo_ms": float,
          "model_version": str},
@@ -51,8 +48,13 @@ def _migrate_to_1(db: sqlite_utils.Database) -> None:
     db["captures"].create_index(["request_id"])
 
 
-# Index i migrates a database at version i to version i + 1. Append; never edit a shipped one.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_to_1]
+# Named, ordered migrations. Append new ones at the end; never edit or reorder a shipped one.
+# Each feature that needs tables appends its own step (e.g. "drift_points"), so work on
+# different features does not fight over one version number.
+MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
+    ("core", _migrate_core),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,33 +109,38 @@ class Store:
 
     # -- schema ---------------------------------------------------------------------------
 
+    def applied_migrations(self) -> list[str]:
+        if "migrations" not in self.db.table_names():
+            return []
+        return [r[0] for r in self.db.execute("SELECT name FROM migrations ORDER BY step")]
+
     def schema_version(self) -> int:
-        if "meta" not in self.db.table_names():
-            return 0
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", ["schema_version"]).fetchone()
-        return int(row[0]) if row else 0
+        return len(self.applied_migrations())
 
     def _check_version(self) -> None:
-        version = self.schema_version()
-        if version > SCHEMA_VERSION:
+        known = {name for name, _ in MIGRATIONS}
+        unknown = [n for n in self.applied_migrations() if n not in known]
+        if unknown:
             raise StoreError(
-                f"{self.path} was written by a newer ProbeScope (schema {version}; "
-                f"this one knows up to {SCHEMA_VERSION}); upgrade ProbeScope to open it"
+                f"{self.path} was written by a newer ProbeScope (it has schema steps "
+                f"{', '.join(unknown)} that this one does not know); upgrade ProbeScope to open it"
             )
 
     def _migrate(self) -> None:
         self._check_version()
-        version = self.schema_version()
-        if version == SCHEMA_VERSION:
+        applied = set(self.applied_migrations())
+        missing = [(i, n, f) for i, (n, f) in enumerate(MIGRATIONS) if n not in applied]
+        if not missing:
             return
         with self.db.conn:
-            if "meta" not in self.db.table_names():
-                self.db["meta"].create({"key": str, "value": str}, pk="key")
-            for step in MIGRATIONS[version:]:
-                step(self.db)
-            self.db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)},
-                                   pk="key")
-        log.info("workspace %s migrated from schema %d to %d", self.path, version, SCHEMA_VERSION)
+            if "migrations" not in self.db.table_names():
+                self.db["migrations"].create({"step": int, "name": str, "applied_ns": int},
+                                             pk="name")
+            for step, name, migrate in missing:
+                migrate(self.db)
+                self.db["migrations"].insert(
+                    {"step": step, "name": name, "applied_ns": time.time_ns()})
+                log.info("workspace %s: applied schema step %s", self.path, name)
 
     def close(self) -> None:
         self.db.conn.close()

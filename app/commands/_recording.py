@@ -1,0 +1,57 @@
+"""Shared by ``watch`` and ``demo``: record some endpoints for a while, then summarise."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from app.core.monitor import Monitor
+from app.core.store import Store
+from app.core.summary import format_table, summarize
+from probes import ProbeOptions
+
+
+def add_run_options(p: argparse.ArgumentParser, *, default_seconds: float) -> None:
+    p.add_argument("--db", required=True, type=Path, help="workspace SQLite file")
+    p.add_argument("--seconds", type=float, default=default_seconds,
+                   help=f"how long to record (default {default_seconds:g}); Ctrl+C stops early")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+def record(uris: Sequence[str], db: Path, seconds: float, options: ProbeOptions | None,
+           as_json: bool, extra: Callable[[dict], None] | None = None) -> int:
+    start_ns = time.time_ns()
+    monitor = Monitor(db)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        attached = [monitor.attach(uri, options).endpoint for uri in uris]
+        stop.wait(seconds)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        monitor.close()
+    stats = monitor.stats()
+    store = Store(db, readonly=True)
+    try:
+        summaries = [summarize(store, uri, start_ns) for uri in attached]
+    finally:
+        store.close()
+    result = {"endpoints": [s.to_json() for s in summaries], "dropped": stats.dropped}
+    if extra:
+        extra(result)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print(format_table(summaries))
+        for key, value in result.items():
+            if key != "endpoints":
+                print(f"{key.replace('_', ' ')}: {value}")
+    if stats.last_error:
+        print(f"probescope: warning: {stats.last_error}", file=sys.stderr)
+    return 0

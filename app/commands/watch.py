@@ -1,0 +1,29 @@
+"""``probescope watch URI... --db PATH --seconds N``: attach probes headless and summarise."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from app.commands._recording import add_run_options, record
+from probes import ProbeOptions
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("watch", help="attach probes headless, record, print a summary")
+    p.add_argument("uris", nargs="+", metavar="URI",
+                   help="endpoints, e.g. onnx:model.onnx?provider=cpu or system:")
+    add_run_options(p, default_seconds=10)
+    p.add_argument("--rate", type=float, default=20.0,
+                   help="requests per second for active probes; 0 = flat out (default 20)")
+    p.add_argument("--payload", type=Path,
+                   help="input rows active probes send (.csv, .parquet, .jsonl, .npy)")
+    p.add_argument("--capture-rate", type=float, default=1.0,
+                   help="share of successful requests kept as captures (failures always)")
+    p.add_argument("--slo-ms", type=float, help="latency above this is a failure")
+
+
+def run(args: argparse.Namespace) -> int:
+    options = ProbeOptions(rate_hz=args.rate, payload=args.payload,
+                           capture_rate=args.capture_rate, slo_ms=args.slo_ms)
+    return record(args.uris, args.db, args.seconds, options, args.json)
