@@ -1,0 +1,110 @@
+"""The workspace file: schema steps, batched writes, exact round trips, downsampled history."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from app.core import store as store_module
+from app.core.domain import Capture, CaptureStatus, Sample, TensorBlob
+from app.core.store import Store, StoreError
+
+
+def test_a_new_workspace_gets_every_schema_step_once(workspace):
+    Store(workspace).close()
+    s = Store(workspace)  # reopening must not re-run steps
+    assert s.applied_migrations() == [name for name, _ in store_module.MIGRATIONS]
+    assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    s.close()
+
+
+def test_a_workspace_from_a_newer_version_is_refused_with_advice(workspace):
+    Store(workspace).close()
+    conn = sqlite3.connect(workspace)
+    conn.execute("INSERT INTO migrations (step, name, applied_ns) VALUES (99, 'future', 0)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match=r"newer ProbeScope.*future.*upgrade"):
+        Store(workspace)
+
+
+def test_a_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        Store(tmp_path / "no" / "such" / "x.db")
+
+
+def test_a_file_that_is_not_sqlite_is_a_clear_error(tmp_path):
+    bogus = tmp_path / "notes.db"
+    bogus.write_text("these are my notes, not a database" * 100)
+    with pytest.raises(StoreError, match="cannot open workspace"):
+        Store(bogus)
+
+
+def test_samples_round_trip_in_time_order(workspace):
+    s = Store(workspace)
+    samples = [Sample("onnx:m", ts, "latency_ms", ts / 10) for ts in (30, 10, 20)]
+    s.write_batch(samples, [])
+    ts, values = s.values("onnx:m", "latency_ms")
+    assert ts.tolist() == [10, 20, 30]
+    assert values.tolist() == [1.0, 2.0, 3.0]
+    assert s.count_samples("onnx:m") == 3
+    assert s.values("onnx:other", "latency_ms")[0].size == 0
+    s.close()
+
+
+def test_history_buckets_agree_with_numpy(workspace):
+    rng = np.random.default_rng(1)
+    ts = np.sort(rng.integers(0, 10_000_000_000, 20_000))
+    values = rng.standard_normal(len(ts))
+    s = Store(workspace)
+    s.write_batch([Sample("e", int(t), "m", float(v)) for t, v in zip(ts, values, strict=True)], [])
+    h = s.history("e", "m", 0, 10_000_000_000, buckets=100)
+    assert len(h) == 100
+    width = 10_000_000_000 // 100
+    for k in (0, 37, 99):
+        inside = values[(ts >= k * width) & (ts < (k + 1) * width)]
+        assert h.ts_ns[k] == k * width
+        assert h.count[k] == len(inside)
+        assert h.vmin[k] == pytest.approx(inside.min())
+        assert h.vmax[k] == pytest.approx(inside.max())
+        assert h.mean[k] == pytest.approx(inside.mean())
+    assert h.count.sum() == len(ts)
+    s.close()
+
+
+def test_captures_keep_their_exact_bytes(workspace):
+    x = np.array([[1.5, np.nan, -0.0, 3e38]], dtype=np.float32)
+    y = np.array([[0.1, 0.2, 0.7]], dtype=np.float32)
+    capture = Capture("onnx:m", 5, 0.25, CaptureStatus.NON_FINITE,
+                      (TensorBlob.from_array("features", x),),
+                      (TensorBlob.from_array("probabilities", y),),
+                      request_id="r1", label="2", prediction="2", confidence=0.7,
+                      model_version="1.0.0")
+    s = Store(workspace)
+    s.write_batch([], [capture])
+    (stored,) = s.captures("onnx:m", failed=True)
+    back = stored.capture
+    assert back.inputs[0].to_array().tobytes() == x.tobytes()
+    assert back.inputs[0].to_array().dtype == np.float32
+    assert back.outputs[0].to_array().shape == (1, 3)
+    assert (back.status, back.request_id, back.model_version) == (
+        CaptureStatus.NON_FINITE, "r1", "1.0.0")
+    assert s.count_captures(failed=False) == 0
+    assert s.capture(stored.id) == stored
+    s.close()
+
+
+def test_a_failed_batch_leaves_nothing_half_written(workspace):
+    s = Store(workspace)
+    s.write_batch([Sample("e", 1, "m", 1.0)], [])
+    s.db.execute("PRAGMA max_page_count = 1")  # the file cannot grow: like a full disk
+    big = [Sample(f"e{i}", i, "m", 1.0) for i in range(5000)]
+    with pytest.raises(StoreError, match="full"):
+        s.write_batch(big, [])
+    s.db.execute("PRAGMA max_page_count = 1073741823")
+    assert s.count_samples() == 1
+    s.write_batch(big, [])  # and the ids forgotten in the rollback are made again
+    assert s.count_samples() == 5001
+    s.close()

@@ -1,0 +1,152 @@
+"""The onnx: probe on the demo's real models: what it measures, keeps and refuses."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import pytest
+
+from app.core.bus import Bus
+from app.core.domain import Capture, CaptureStatus, Metric, Sample
+from probes import ProbeError, ProbeOptions, open_probe
+from probes.onnx_local import available_providers
+from tests.helpers import wait_until
+
+
+def _drain(bus: Bus) -> tuple[list[Sample], list[Capture]]:
+    items, _ = bus.drain()
+    return ([i for i in items if isinstance(i, Sample)],
+            [i for i in items if isinstance(i, Capture)])
+
+
+def test_each_request_gives_a_latency_sample_and_a_capture(demo_model):
+    bus = Bus()
+    probe = open_probe(f"onnx:{demo_model}", bus)
+    for _ in range(10):
+        probe.measure_one()
+    samples, captures = _drain(bus)
+    latencies = [s for s in samples if s.metric == Metric.LATENCY_MS]
+    assert len(latencies) == 10 and all(s.value > 0 for s in latencies)
+    assert len(captures) == 10
+    c = captures[0]
+    assert c.inputs[0].name == "features" and c.inputs[0].shape == (1, 13)
+    assert c.outputs[0].to_array().shape == (1, 3)
+    assert c.model_version == "1.0.0"  # from the model's metadata
+    assert probe.info()["provider"] == "cpu"
+
+
+def test_payload_rows_are_sent_exactly_and_judged_against_their_labels(demo_dir, tmp_path):
+    rows = pd.read_csv(demo_dir / "production.csv").iloc[:200]
+    rows = rows[~rows.isna().any(axis=1)]
+    payload = tmp_path / "rows.csv"
+    rows.to_csv(payload, index=False)
+    model = demo_dir / "wine-v1.onnx"
+    bus = Bus()
+    probe = open_probe(f"onnx:{model}?payload={payload}", bus)
+    for _ in range(len(rows)):
+        probe.measure_one()
+    _, captures = _drain(bus)
+
+    features = rows.drop(columns=["id", "label"]).to_numpy(np.float32)
+    truth = ort.InferenceSession(str(model)).run(None, {"features": features})[0]
+    expected_mismatch = truth.argmax(1) != rows["label"].to_numpy()
+    assert expected_mismatch.any(), "the demo stream should hold some real mistakes"
+    got = [c.status is CaptureStatus.MISMATCH for c in captures]
+    assert got == expected_mismatch.tolist()
+    first = captures[0]
+    assert first.request_id == rows["id"].iloc[0]
+    assert first.inputs[0].to_array().tobytes() == features[:1].tobytes()
+    np.testing.assert_allclose(first.outputs[0].to_array(), truth[:1], rtol=1e-6)
+
+
+def test_nan_inputs_are_failures_with_non_finite_output(demo_dir, tmp_path):
+    row = pd.read_csv(demo_dir / "reference.csv").iloc[:1].copy()
+    row["alcohol"] = np.nan
+    payload = tmp_path / "nan.csv"
+    row.to_csv(payload, index=False)
+    bus = Bus()
+    probe = open_probe(f"onnx:{demo_dir / 'wine-v1.onnx'}", bus, ProbeOptions(payload=payload))
+    probe.measure_one()
+    samples, captures = _drain(bus)
+    assert captures[0].status is CaptureStatus.NON_FINITE
+    assert any(s.metric == Metric.FAILURE for s in samples)
+    assert probe.errors == 1
+
+
+def test_capture_rate_thins_successes_but_keeps_every_failure(demo_model):
+    bus = Bus()
+    probe = open_probe(f"onnx:{demo_model}?capture=0.25&slo_ms=1000", bus)
+    for _ in range(400):
+        probe.measure_one()
+    samples, captures = _drain(bus)
+    assert sum(s.metric == Metric.LATENCY_MS for s in samples) == 400
+    assert len(captures) == 100
+
+    bus = Bus()
+    strict = open_probe(f"onnx:{demo_model}?capture=0&slo_ms=0.000001", bus)
+    for _ in range(50):
+        strict.measure_one()
+    _, captures = _drain(bus)
+    assert len(captures) == 50 and all(c.status is CaptureStatus.SLOW for c in captures)
+
+
+def test_the_running_probe_paces_itself_and_stops(demo_model):
+    bus = Bus()
+    probe = open_probe(f"onnx:{demo_model}?rate=200", bus)
+    probe.start()
+    try:
+        assert wait_until(lambda: probe.requests >= 20)
+    finally:
+        probe.stop()
+    assert not probe.alive
+    assert probe.requests >= 20
+    samples, _ = _drain(bus)
+    assert any(s.metric == Metric.RSS_MB and s.value > 10 for s in samples)
+
+
+def test_an_absent_provider_names_the_installed_ones(demo_model):
+    assert "azure" not in available_providers()
+    with pytest.raises(ProbeError, match=r"provider 'cuda' is not installed here; available: cpu"):
+        open_probe(f"onnx:{demo_model}?provider=cuda", Bus())
+    with pytest.raises(ProbeError, match="unknown provider 'gpu'"):
+        open_probe(f"onnx:{demo_model}?provider=gpu", Bus())
+
+
+def test_missing_and_corrupt_models_are_clear_errors(tmp_path, demo_model):
+    with pytest.raises(ProbeError, match="does not exist"):
+        open_probe(f"onnx:{tmp_path / 'nope.onnx'}", Bus())
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(demo_model.read_bytes()[:300])
+    with pytest.raises(ProbeError, match=r"cannot load .* as an ONNX model"):
+        open_probe(f"onnx:{corrupt}", Bus())
+
+
+def test_a_payload_of_the_wrong_width_is_refused(demo_model, tmp_path):
+    payload = tmp_path / "narrow.csv"
+    pd.DataFrame({"a": [1.0], "b": [2.0]}).to_csv(payload, index=False)
+    with pytest.raises(ProbeError, match="2 values but input 'features' wants 13"):
+        open_probe(f"onnx:{demo_model}?payload={payload}", Bus())
+
+
+def test_npy_payloads_load_without_pickle(demo_model, tmp_path):
+    good = tmp_path / "rows.npy"
+    np.save(good, np.zeros((4, 13), dtype=np.float32))
+    bus = Bus()
+    probe = open_probe(f"onnx:{demo_model}?payload={good}", bus)
+    probe.measure_one()
+    _, captures = _drain(bus)
+    assert captures[0].inputs[0].to_array().sum() == 0
+    evil = tmp_path / "objects.npy"
+    np.save(evil, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ProbeError, match="cannot read payload"):
+        open_probe(f"onnx:{demo_model}?payload={evil}", Bus())
+
+
+def test_secrets_and_nonsense_in_uris_are_refused(demo_model):
+    with pytest.raises(ProbeError, match="secrets do not belong in a URI"):
+        open_probe(f"onnx:{demo_model}?token=abc", Bus())
+    with pytest.raises(ProbeError, match="unknown endpoint kind 'ftp'"):
+        open_probe("ftp:host", Bus())
+    with pytest.raises(ProbeError, match="not an endpoint URI"):
+        open_probe("just words", Bus())
