@@ -1,0 +1,124 @@
+"""The headless CLI as a user runs it: watch, demo, and its errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.cli import main
+from app.core.domain import Metric
+from app.core.store import Store
+from tests.helpers import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_watch_records_an_onnx_model_and_reports_from_the_store(demo_model, workspace, capsys):
+    uri = f"onnx:{demo_model}"
+    assert main(["watch", uri, "--seconds", "1.5", "--rate", "100", "--db", str(workspace),
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (endpoint,) = report["endpoints"]
+    assert endpoint["uri"] == uri
+    assert endpoint["requests"] > 0
+    assert 0 < endpoint["latency_ms"]["p50"] <= endpoint["latency_ms"]["p95"] \
+        <= endpoint["latency_ms"]["p99"]
+    assert endpoint["peak_rss_mb"] > 10
+    store = Store(workspace)
+    assert store.count_samples(uri, Metric.LATENCY_MS) == endpoint["requests"]
+    assert store.count_captures(uri) == endpoint["requests"]
+    store.close()
+
+
+def test_watch_prints_a_table_for_people(demo_model, workspace, capsys):
+    assert main(["watch", f"onnx:{demo_model}", "system:", "--seconds", "1",
+                 "--db", str(workspace)]) == 0
+    out = capsys.readouterr().out
+    assert "p95 ms" in out and "system:" in out and "wine-v1.onnx" in out
+
+
+def test_demo_runs_headless_and_captures_failures(workspace, capsys):
+    assert main(["demo", "--db", str(workspace), "--seconds", "4", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["failures_captured"] > 0
+    uris = [e["uri"] for e in report["endpoints"]]
+    assert any("wine-v1" in u for u in uris) and "system:" in uris
+    store = Store(workspace)
+    assert store.count_captures(failed=True) == report["failures_captured"]
+    store.close()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["watch", "onnx:no/such.onnx"], "model file no/such.onnx does not exist"),
+    (["watch", "gopher:x"], "unknown endpoint kind 'gopher'"),
+    (["watch", "nonsense"], "is not an endpoint URI"),
+    (["watch", "onnx:{model}?provider=tensorrt"], "provider 'tensorrt' is not installed here"),
+])
+def test_user_errors_are_one_line_and_exit_2(args, message, demo_model, workspace):
+    args = [a.replace("{model}", str(demo_model)) for a in args]
+    result = subprocess.run(
+        [sys.executable, "main.py", *args, "--seconds", "1", "--db", str(workspace)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_a_corrupt_model_and_an_unwritable_db_are_one_line_errors(tmp_path, demo_model):
+    corrupt = tmp_path / "broken.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage" * 50)
+    for args, message in [
+        (["watch", f"onnx:{corrupt}", "--db", str(tmp_path / "w.db")], "as an ONNX model"),
+        (["watch", f"onnx:{demo_model}", "--db", str(tmp_path / "missing" / "w.db")],
+         "does not exist"),
+    ]:
+        result = subprocess.run([sys.executable, "main.py", *args, "--seconds", "1"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_version_is_printed():
+    result = subprocess.run([sys.executable, "main.py", "--version"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("probescope ")
+
+
+def test_kill_9_loses_no_committed_batch(demo_model, workspace):
+    """Whatever a reader saw committed before SIGKILL is still there after it."""
+    proc = subprocess.Popen(
+        [sys.executable, "main.py", "watch", f"onnx:{demo_model}", "--rate", "0",
+         "--capture-rate", "0.1", "--seconds", "120", "--db", str(workspace)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        def committed() -> int:
+            if not workspace.exists():
+                return 0
+            try:
+                conn = sqlite3.connect(f"file:{workspace}?mode=ro", uri=True, timeout=5)
+                try:
+                    return conn.execute("SELECT count(*) FROM samples").fetchone()[0]
+                finally:
+                    conn.close()
+            except sqlite3.OperationalError:
+                return 0  # schema not created yet
+
+        assert wait_until(lambda: committed() > 5000, timeout_s=60), proc.stderr
+        seen = committed()
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    store = Store(workspace)  # opens, replays the WAL, and is whole
+    assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert store.count_samples() >= seen
+    store.close()
