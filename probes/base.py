@@ -44,6 +44,9 @@ class ProbeOptions:
     slo_ms: float | None = None
     min_confidence: float | None = None
     seed: int = 0
+    # The workspace file the recorder commits to, for probes that resume from what was
+    # committed (agent+http:). Set by Monitor.attach; None when nothing is recorded.
+    workspace: Path | None = None
 
 
 _REGISTRY: dict[str, type[Probe]] = {}

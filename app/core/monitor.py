@@ -8,6 +8,7 @@ flush empties the bus.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from app.core.bus import DEFAULT_CAPACITY, Bus
@@ -42,6 +43,7 @@ class Monitor:
     def attach(self, uri: str, options: ProbeOptions | None = None, *,
                start: bool = True) -> Probe:
         """Open a probe for the URI and start it; raises ProbeError for the user to read."""
+        options = replace(options or ProbeOptions(), workspace=self.db_path)
         probe = open_probe(uri, self.bus, options)
         if probe.endpoint in self.probes:
             raise ProbeError(f"{probe.endpoint} is already attached")

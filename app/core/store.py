@@ -341,3 +341,20 @@ class Store:
             if p.exists():
                 total += p.stat().st_size
         return total
+
+    # -- agent cursors and late labels (issue 4) ------------------------------------------
+
+    def last_value(self, endpoint: str, metric: str) -> float | None:
+        """The most recently *written* value of one series (insertion order, not timestamp).
+
+        The agent+http probe commits a ``probescope.agent_seq`` marker in the same transaction
+        as the samples it covers, so the last marker written is the high-water mark to resume
+        from; insertion order survives wall-clock jumps on either machine.
+        """
+        eid, mid = self._lookup_endpoint(endpoint), self._lookup_metric(metric)
+        if eid is None or mid is None:
+            return None
+        row = self.db.execute(
+            "SELECT value FROM samples WHERE endpoint_id = ? AND metric_id = ? "
+            "ORDER BY rowid DESC LIMIT 1", [eid, mid]).fetchone()
+        return None if row is None else float(row[0])
