@@ -358,3 +358,31 @@ class Store:
             "SELECT value FROM samples WHERE endpoint_id = ? AND metric_id = ? "
             "ORDER BY rowid DESC LIMIT 1", [eid, mid]).fetchone()
         return None if row is None else float(row[0])
+
+    # -- live dashboard reads (issue 3) ---------------------------------------------------
+
+    def time_range(self, endpoint: str, metric: str) -> tuple[int, int] | None:
+        """(first, last) ts_ns of one series, answered from the index; None when empty."""
+        eid, mid = self._lookup_endpoint(endpoint), self._lookup_metric(metric)
+        if eid is None or mid is None:
+            return None
+        row = self.db.execute(
+            "SELECT min(ts_ns), max(ts_ns) FROM samples WHERE endpoint_id = ? AND metric_id = ?",
+            [eid, mid]).fetchone()
+        return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+
+    def capture_near(self, endpoint: str, ts_ns: int, *, failed: bool | None = None,
+                     within_ns: int = 2_000_000_000) -> StoredCapture | None:
+        """The capture of an endpoint closest in time to ``ts_ns`` (a clicked plot point)."""
+        eid = self._lookup_endpoint(endpoint)
+        if eid is None:
+            return None
+        status = ""
+        args: list = [eid, ts_ns - within_ns, ts_ns + within_ns]
+        if failed is not None:
+            status = " AND status != ?" if failed else " AND status = ?"
+            args.append(str(CaptureStatus.OK))
+        row = self.db.execute(
+            "SELECT id FROM captures WHERE endpoint_id = ? AND ts_ns >= ? AND ts_ns <= ?"
+            + status + " ORDER BY abs(ts_ns - ?) LIMIT 1", [*args, ts_ns]).fetchone()
+        return None if row is None else self.capture(int(row[0]))
