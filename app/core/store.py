@@ -386,3 +386,15 @@ class Store:
             "SELECT id FROM captures WHERE endpoint_id = ? AND ts_ns >= ? AND ts_ns <= ?"
             + status + " ORDER BY abs(ts_ns - ?) LIMIT 1", [*args, ts_ns]).fetchone()
         return None if row is None else self.capture(int(row[0]))
+
+    def backup_to(self, dest: str | Path) -> None:
+        """Copy the whole workspace, consistent even while the recorder writes (File > Save as)."""
+        dest = Path(dest)
+        try:
+            target = sqlite3.connect(dest)
+            try:
+                self.db.conn.backup(target)
+            finally:
+                target.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot save the workspace to {dest}: {exc}") from exc
