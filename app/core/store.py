@@ -7,6 +7,7 @@ its own. WAL lets those readers run while the recorder writes.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
@@ -51,8 +52,25 @@ def _migrate_core(db: sqlite_utils.Database) -> None:
 # Named, ordered migrations. Append new ones at the end; never edit or reorder a shipped one.
 # Each feature that needs tables appends its own step (e.g. "drift_points"), so work on
 # different features does not fight over one version number.
+def _migrate_drift(db: sqlite_utils.Database) -> None:
+    # One reference per endpoint; drift points are narrow rows (one per feature per evaluation)
+    # and each evaluation keeps its share of drifted features for the share-over-time series.
+    db["drift_references"].create(
+        {"endpoint_id": int, "kind": str, "path": str, "source_endpoint": str, "start_ns": int,
+         "end_ns": int, "columns": str, "set_ns": int}, pk="endpoint_id")
+    db["drift_evaluations"].create(
+        {"id": int, "endpoint_id": int, "ts_ns": int, "source": str, "rows_reference": int,
+         "rows_current": int, "share_drifted": float, "report_path": str}, pk="id")
+    db["drift_evaluations"].create_index(["endpoint_id", "source", "ts_ns"])
+    db["drift_points"].create(
+        {"evaluation_id": int, "endpoint_id": int, "ts_ns": int, "feature": str, "method": str,
+         "score": float, "threshold": float, "drifted": int, "source": str})
+    db["drift_points"].create_index(["endpoint_id", "source", "ts_ns"])
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("core", _migrate_core),
+    ("drift", _migrate_drift),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -398,3 +416,106 @@ class Store:
                 target.close()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot save the workspace to {dest}: {exc}") from exc
+
+    # -- drift (issue 5) ------------------------------------------------------------------
+
+    def set_drift_reference(self, endpoint: str, *, kind: str, path: str | None = None,
+                            source_endpoint: str | None = None, start_ns: int | None = None,
+                            end_ns: int | None = None, columns: Sequence[str] = ()) -> None:
+        eid = self.endpoint_id(endpoint)
+        with self.db.conn:
+            self.db.execute(
+                "INSERT OR REPLACE INTO drift_references (endpoint_id, kind, path, "
+                "source_endpoint, start_ns, end_ns, columns, set_ns) VALUES (?,?,?,?,?,?,?,?)",
+                [eid, kind, path, source_endpoint, start_ns, end_ns, json.dumps(list(columns)),
+                 time.time_ns()])
+
+    def drift_reference(self, endpoint: str) -> dict | None:
+        eid = self._lookup_endpoint(endpoint)
+        if eid is None:
+            return None
+        rows = list(self.db.query(
+            "SELECT kind, path, source_endpoint, start_ns, end_ns, columns, set_ns "
+            "FROM drift_references WHERE endpoint_id = ?", [eid]))
+        if not rows:
+            return None
+        row = rows[0]
+        row["columns"] = json.loads(row["columns"] or "[]")
+        return row
+
+    def write_drift_evaluation(self, endpoint: str, ts_ns: int, *, source: str,
+                               rows_reference: int, rows_current: int, share_drifted: float,
+                               points: Sequence[tuple[str, str | None, float | None,
+                                                      float | None, bool]],
+                               report_path: str | None = None) -> int:
+        """One evaluation and its per-feature points (feature, method, score, threshold,
+        drifted), in one transaction; returns the evaluation's id."""
+        try:
+            with self.db.conn:
+                eid = self.endpoint_id(endpoint)
+                cur = self.db.execute(
+                    "INSERT INTO drift_evaluations (endpoint_id, ts_ns, source, rows_reference, "
+                    "rows_current, share_drifted, report_path) VALUES (?,?,?,?,?,?,?)",
+                    [eid, ts_ns, source, rows_reference, rows_current, share_drifted,
+                     report_path])
+                ev_id = int(cur.lastrowid)
+                self.db.conn.executemany(
+                    "INSERT INTO drift_points (evaluation_id, endpoint_id, ts_ns, feature, "
+                    "method, score, threshold, drifted, source) VALUES (?,?,?,?,?,?,?,?,?)",
+                    [(ev_id, eid, ts_ns, f, m, s, t, int(d), source)
+                     for f, m, s, t, d in points])
+        except sqlite3.Error as exc:
+            self._endpoint_ids.clear()
+            raise StoreError(f"cannot write drift results to {self.path}: {exc}") from exc
+        return ev_id
+
+    def drift_points(self, endpoint: str, start_ns: int | None = None,
+                     end_ns: int | None = None, *, source: str = "fast") -> list[dict]:
+        """Per-feature drift points, oldest first: ts_ns, feature, method, score, threshold,
+        drifted."""
+        eid = self._lookup_endpoint(endpoint)
+        if eid is None:
+            return []
+        return list(self.db.query(
+            "SELECT ts_ns, feature, method, score, threshold, drifted FROM drift_points "
+            "WHERE endpoint_id = ? AND source = ? AND ts_ns >= ? AND ts_ns <= ? "
+            "ORDER BY ts_ns, rowid",
+            [eid, source, start_ns if start_ns is not None else -(2**63),
+             end_ns if end_ns is not None else 2**63 - 1]))
+
+    def drift_evaluations(self, endpoint: str, start_ns: int | None = None,
+                          end_ns: int | None = None, *, source: str = "fast") -> list[dict]:
+        eid = self._lookup_endpoint(endpoint)
+        if eid is None:
+            return []
+        return list(self.db.query(
+            "SELECT id, ts_ns, rows_reference, rows_current, share_drifted, report_path "
+            "FROM drift_evaluations WHERE endpoint_id = ? AND source = ? AND ts_ns >= ? "
+            "AND ts_ns <= ? ORDER BY ts_ns, id",
+            [eid, source, start_ns if start_ns is not None else -(2**63),
+             end_ns if end_ns is not None else 2**63 - 1]))
+
+    def capture_inputs(self, endpoint: str, start_ns: int | None = None,
+                       end_ns: int | None = None, *, limit: int | None = None
+                       ) -> list[tuple[int, tuple, str | None]]:
+        """(ts_ns, input tensors, prediction) of captures in a time range, oldest first; with
+        ``limit``, the latest ones."""
+        eid = self._lookup_endpoint(endpoint)
+        if eid is None:
+            return []
+        rows = self.db.execute(
+            "SELECT ts_ns, inputs, prediction FROM captures WHERE endpoint_id = ? "
+            "AND ts_ns >= ? AND ts_ns <= ? ORDER BY ts_ns DESC LIMIT ?",
+            [eid, start_ns if start_ns is not None else -(2**63),
+             end_ns if end_ns is not None else 2**63 - 1,
+             limit if limit is not None else -1]).fetchall()
+        return [(int(ts), codec.decode(blob), pred) for ts, blob, pred in reversed(rows)]
+
+    def capture_span(self, endpoint: str) -> tuple[int, int] | None:
+        """(first, last) ts_ns of an endpoint's captures; None when it has none."""
+        eid = self._lookup_endpoint(endpoint)
+        if eid is None:
+            return None
+        row = self.db.execute("SELECT min(ts_ns), max(ts_ns) FROM captures WHERE endpoint_id = ?",
+                              [eid]).fetchone()
+        return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
