@@ -49,9 +49,6 @@ def _migrate_core(db: sqlite_utils.Database) -> None:
     db["captures"].create_index(["request_id"])
 
 
-# Named, ordered migrations. Append new ones at the end; never edit or reorder a shipped one.
-# Each feature that needs tables appends its own step (e.g. "drift_points"), so work on
-# different features does not fight over one version number.
 def _migrate_drift(db: sqlite_utils.Database) -> None:
     # One reference per endpoint; drift points are narrow rows (one per feature per evaluation)
     # and each evaluation keeps its share of drifted features for the share-over-time series.
@@ -68,6 +65,9 @@ def _migrate_drift(db: sqlite_utils.Database) -> None:
     db["drift_points"].create_index(["endpoint_id", "source", "ts_ns"])
 
 
+# Named, ordered migrations. Append new ones at the end; never edit or reorder a shipped one.
+# Each feature that needs tables appends its own step (e.g. "drift_points"), so work on
+# different features does not fight over one version number.
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("core", _migrate_core),
     ("drift", _migrate_drift),
