@@ -90,8 +90,7 @@ class TensorBlob:
 
     @classmethod
     def from_array(cls, name: str, array: np.ndarray) -> TensorBlob:
-        array = np.ascontiguousarray(array)
-        return cls(name, array.dtype.str, tuple(int(d) for d in array.shape), array.tobytes())
+        return cls(name, array.dtype.str, array.shape, array.tobytes())
 
     def to_array(self) -> np.ndarray:
         return np.frombuffer(self.data, dtype=np.dtype(self.dtype)).reshape(self.shape)
