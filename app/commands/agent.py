@@ -1,0 +1,64 @@
+"""``probescope agent --listen HOST:PORT --token-file F (--model PATH | --upstream URI)``: run
+the headless edge agent until Ctrl+C or SIGTERM. Never imports Qt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from app.core.agent import Agent, AgentConfig, AgentError, parse_listen
+from app.core.agent_auth import TOKEN_ENV, TokenError, read_token
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("agent", help="run the edge agent beside a model (headless, no Qt)")
+    p.add_argument("--listen", default="127.0.0.1:7070",
+                   help="HOST:PORT to serve on (default 127.0.0.1:7070; port 0 picks one)")
+    p.add_argument("--token-file", type=Path,
+                   help=f"file holding the bearer token (chmod 600); else ${TOKEN_ENV}")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", type=Path, help="an ONNX model to probe on this machine")
+    src.add_argument("--upstream", metavar="URI",
+                     help="a local server to probe, e.g. v2+http://127.0.0.1:8000/models/m")
+    p.add_argument("--buffer", type=Path, default=Path("probescope-agent.sqlite"),
+                   help="on-disk buffer file (default ./probescope-agent.sqlite)")
+    p.add_argument("--max-items", type=int, default=1_000_000,
+                   help="the buffer keeps at most this many items; older ones are trimmed")
+    p.add_argument("--rate", type=float, default=10.0, help="requests/s to the model")
+    p.add_argument("--payload", type=Path, help="input rows to send (.csv, .parquet, .npy)")
+    p.add_argument("--capture-rate", type=float, default=0.0,
+                   help="share of successful requests kept as captures (failures always)")
+    p.add_argument("--system-rate", type=float, default=1.0, help="system samples per second")
+    p.add_argument("--cert", type=Path, help="TLS certificate (PEM); serve HTTPS")
+    p.add_argument("--key", type=Path, help="TLS private key (PEM)")
+    p.add_argument("--seconds", type=float, help="stop after this long (default: run until "
+                   "Ctrl+C or SIGTERM)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        host, port = parse_listen(args.listen)
+        token = read_token(args.token_file)
+        agent = Agent(AgentConfig(
+            token=token, buffer_path=args.buffer, host=host, port=port, model=args.model,
+            upstream=args.upstream, rate_hz=args.rate, payload=args.payload,
+            capture_rate=args.capture_rate, system_rate_hz=args.system_rate,
+            max_items=args.max_items, cert=args.cert, key=args.key))
+    except (AgentError, TokenError) as exc:
+        print(f"probescope: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    agent.start()
+    try:
+        # One line on stdout, so a supervisor (or a test) learns the port that was picked.
+        print(f"probescope agent serving {agent.url} (buffer {args.buffer})", flush=True)
+        stop.wait(args.seconds)
+    finally:
+        agent.close()
+    return 0

@@ -1,0 +1,186 @@
+"""Pulls a ProbeScope agent's buffered samples: ``agent+http://HOST:PORT`` (``agent+https://``).
+
+Resumes from the last sequence number the workspace *committed*: each page pulled goes on the
+bus followed by a ``probescope.agent_seq`` marker sample, and the recorder writes a page and its
+marker in one transaction (a page's items are put contiguously, marker last). On start the
+probe reads the last marker written (``Store.last_value``), so a dropped connection, a dashboard
+kill -9 or a restart loses nothing and duplicates nothing.
+
+The token is a secret, so it never goes in the URI: it comes from ``$PROBESCOPE_AGENT_TOKEN``,
+from another variable named by ``?token_env=NAME``, or from a file named by
+``?token_file=PATH`` (a path is not a secret; the file should be chmod 600). Other parameters:
+``interval`` (seconds between pulls, default 0.5), ``page`` (items per pull, default 5000),
+``ca`` (a CA bundle to verify the agent's TLS certificate), ``timeout_s``.
+
+Thread: ``run`` on the probe thread; it only talks to the bus (and reads the store once).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from app.core.agent_auth import TOKEN_ENV, TokenError, read_token
+from app.core.agent_buffer import capture_from_json
+from app.core.bus import Bus
+from app.core.domain import Capture, EndpointUri, Metric, Sample
+from app.core.store import Store, StoreError
+from probes.base import EndpointState, Probe, ProbeError, ProbeOptions, register
+
+log = logging.getLogger(__name__)
+
+SEQ_METRIC = "probescope.agent_seq"
+MAX_BACKOFF_S = 5.0
+
+
+def committed_cursor(workspace: Path | None, endpoint: str) -> int:
+    """The last agent sequence the workspace committed for this endpoint (0 if none)."""
+    if workspace is None:
+        return 0
+    try:
+        store = Store(workspace, readonly=True)
+    except StoreError:
+        return 0  # no workspace yet: nothing committed
+    try:
+        value = store.last_value(endpoint, SEQ_METRIC)
+    finally:
+        store.close()
+    return 0 if value is None else int(value)
+
+
+@register("agent+https")
+@register("agent+http")
+class AgentProbe(Probe):
+    def __init__(self, uri: EndpointUri, bus: Bus, options: ProbeOptions) -> None:
+        super().__init__(uri, bus, options)
+        host = uri.target.removeprefix("//").rstrip("/")
+        if not host or "/" in host:
+            raise ProbeError(f"'{uri}' should look like {uri.scheme}://HOST:PORT")
+        self.base_url = f"{uri.scheme.split('+', 1)[1]}://{host}"
+        try:
+            self._token = read_token(uri.param("token_file"),
+                                     uri.param("token_env", TOKEN_ENV) or TOKEN_ENV)
+        except TokenError as exc:
+            raise ProbeError(f"{self.endpoint}: {exc}") from None
+        try:
+            self.interval_s = float(uri.param("interval", "0.5") or 0.5)
+            self.page = int(uri.param("page", "5000") or 5000)
+            self.timeout_s = float(uri.param("timeout_s", "5") or 5)
+        except ValueError as exc:
+            raise ProbeError(f"bad parameter in {uri}: {exc}") from None
+        ca = uri.param("ca")
+        try:
+            self.verify: ssl.SSLContext | bool = (ssl.create_default_context(cafile=ca)
+                                                  if ca else True)
+        except (OSError, ssl.SSLError) as exc:
+            raise ProbeError(f"cannot read the CA bundle {ca}: {exc}") from None
+        self.workspace = getattr(options, "workspace", None)
+        if self.workspace is None:
+            log.warning("%s: no workspace, so pulls start from the agent's oldest item",
+                        self.endpoint)
+        self.cursor = 0
+        self.pulled = 0
+        self.agent_info: dict = {}
+
+    def info(self) -> dict[str, str]:
+        out = {"kind": self.scheme, "agent": self.base_url}
+        if self.agent_info.get("model_version"):
+            out["model_version"] = str(self.agent_info["model_version"])
+        return out
+
+    def run(self, stop: threading.Event) -> None:
+        self.cursor = committed_cursor(self.workspace, self.endpoint)
+        failures = 0
+        with httpx.Client(base_url=self.base_url, timeout=self.timeout_s, verify=self.verify,
+                          headers={"Authorization": f"Bearer {self._token}"}) as client:
+            while not stop.is_set():
+                if self.paused:
+                    self.wait_if_paused()
+                    continue
+                try:
+                    more = self.pull_once(client)
+                    failures = 0
+                except ProbeError as exc:
+                    failures += 1
+                    self._down(str(exc))
+                    more = False
+                if not more:
+                    stop.wait(min(MAX_BACKOFF_S, self.interval_s * 2 ** min(failures, 4))
+                              if failures else self.interval_s)
+
+    def _down(self, message: str) -> None:
+        if self.last_error != message:
+            log.warning("%s: %s", self.endpoint, message)
+        self.last_error = message
+        self.errors += 1
+        self.state = EndpointState.DOWN
+
+    def pull_once(self, client: httpx.Client) -> bool:
+        """Fetch one page after the cursor and put it on the bus; True if more is waiting."""
+        try:
+            response = client.get("/v1/items", params={"after": self.cursor, "limit": self.page})
+        except httpx.TimeoutException:
+            raise ProbeError(f"agent at {self.base_url} did not answer within "
+                             f"{self.timeout_s:g} s") from None
+        except httpx.TransportError as exc:
+            raise ProbeError(f"agent at {self.base_url} is unreachable: "
+                             f"{type(exc).__name__}: {exc}") from None
+        self.requests += 1
+        if response.status_code == 401:
+            raise ProbeError(f"agent at {self.base_url} refused the token; check "
+                             f"${TOKEN_ENV} or ?token_file= against the agent's --token-file")
+        if response.status_code != 200:
+            raise ProbeError(f"agent at {self.base_url} answered HTTP {response.status_code}")
+        try:
+            page = response.json()
+            items = self._items(page)
+            next_seq, last_seq = int(page["next_seq"]), int(page["last_seq"])
+            first_seq = int(page["first_seq"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProbeError(f"agent at {self.base_url} sent a page that cannot be read: "
+                             f"{exc}") from None
+        if last_seq < self.cursor:
+            # The agent's buffer was deleted or replaced: its numbering started again.
+            log.warning("%s: agent restarted its numbering (%d < %d); pulling from its start",
+                        self.endpoint, last_seq, self.cursor)
+            self.cursor = 0
+            return True
+        self.state = EndpointState.UP
+        self.last_error = None
+        if not items:
+            return False
+        out: list[Sample | Capture] = []
+        lost = first_seq - self.cursor - 1 if first_seq > self.cursor + 1 else 0
+        if lost:
+            log.warning("%s: the agent trimmed %d items before they were pulled",
+                        self.endpoint, lost)
+            out.append(Sample(self.endpoint, time.time_ns(), Metric.DROPPED, float(lost)))
+        seqs = [seq for seq, _ in items]
+        out += [item for _, item in items]
+        out.append(Sample(self.endpoint, time.time_ns(), SEQ_METRIC, float(next_seq)))
+        accepted = self.bus.put_many(out)
+        done = accepted - (1 if lost else 0)  # page items (and marker) that got on the bus
+        if done >= len(items) + 1:
+            self.cursor = next_seq
+        else:
+            # A full bus took only a prefix: resume after it; the next page's marker covers it.
+            self.cursor = seqs[done - 1] if done > 0 else self.cursor
+            self.state = EndpointState.DEGRADED
+        self.pulled += max(0, min(done, len(items)))
+        return next_seq < last_seq
+
+    def _items(self, page: dict) -> list[tuple[int, Sample | Capture]]:
+        e = self.endpoint
+        items: list[tuple[int, Sample | Capture]] = [
+            # SQLite keeps NaN as NULL, so a NaN the agent measured comes back as None.
+            (int(seq), Sample(e, int(ts), str(metric),
+                              float("nan") if value is None else float(value)))
+            for seq, ts, metric, value in page["samples"]]
+        items += [(int(c["seq"]), capture_from_json(e, c)) for c in page["captures"]]
+        items.sort(key=lambda pair: pair[0])
+        return items

@@ -1,0 +1,236 @@
+"""The edge agent as a real process: no Qt, bearer token, TLS, and pulls that survive kills."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.core.agent_buffer import AgentBuffer
+from app.core.domain import Metric
+from app.core.monitor import Monitor
+from app.core.store import Store
+from probes import EndpointState
+from probes.agent import SEQ_METRIC, committed_cursor
+from tests.agent.conftest import NO_QT_MAIN, ROOT, Proc, env_with
+from tests.helpers import wait_until
+
+MODEL = ROOT / "assets" / "demo" / "wine-v1.onnx"
+STREAM = ROOT / "assets" / "demo" / "production.csv"
+
+
+def agent_args(tmp_path: Path, token_file: Path, port: int = 0, *extra: str) -> list[str]:
+    return ["agent", "--listen", f"127.0.0.1:{port}", "--token-file", str(token_file),
+            "--model", str(MODEL), "--payload", str(STREAM), "--rate", "100",
+            "--system-rate", "5", "--buffer", str(tmp_path / "agent.sqlite"), *extra]
+
+
+def buffer_items(path: Path) -> tuple[Counter, int, int]:
+    """What the agent holds: a multiset of (ts_ns, metric, value), the capture count, last seq."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        samples = Counter(conn.execute(
+            "SELECT ts_ns, metric, value FROM items WHERE kind = 's'").fetchall())
+        captures = conn.execute("SELECT count(*) FROM items WHERE kind = 'c'").fetchone()[0]
+        last = conn.execute("SELECT max(seq) FROM items").fetchone()[0] or 0
+    finally:
+        conn.close()
+    return samples, captures, last
+
+
+def store_items(db: Path, endpoint: str) -> tuple[Counter, int]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        samples = Counter(conn.execute(
+            "SELECT s.ts_ns, m.name, s.value FROM samples s JOIN metrics m ON m.id = s.metric_id "
+            "JOIN endpoints e ON e.id = s.endpoint_id WHERE e.uri = ? AND m.name NOT IN (?, ?)",
+            [endpoint, SEQ_METRIC, Metric.DROPPED]).fetchall())
+        captures = conn.execute(
+            "SELECT count(*) FROM captures c JOIN endpoints e ON e.id = c.endpoint_id "
+            "WHERE e.uri = ?", [endpoint]).fetchone()[0]
+    finally:
+        conn.close()
+    return samples, captures
+
+
+def assert_same(db: Path, endpoint: str, buffer: Path) -> None:
+    want, want_captures, _ = buffer_items(buffer)
+    got, got_captures = store_items(db, endpoint)
+    assert sum(want.values()) > 0
+    assert got == want, (f"lost {sum((want - got).values())}, "
+                         f"duplicated {sum((got - want).values())}")
+    assert got_captures == want_captures
+
+
+def test_agent_runs_without_qt_and_serves_its_samples(tmp_path, token_file, token, procs):
+    agent = Proc(agent_args(tmp_path, token_file))  # PySide6 is unimportable in there
+    procs.append(agent)
+    auth = {"Authorization": f"Bearer {token}"}
+    info = httpx.get(f"{agent.url}/v1/info", headers=auth, timeout=5).json()
+    assert any(s.startswith("onnx:") for s in info["sources"])
+    assert wait_until(lambda: httpx.get(f"{agent.url}/v1/info", headers=auth,
+                                        timeout=5).json()["last_seq"] > 50)
+    page = httpx.get(f"{agent.url}/v1/items", params={"after": 10, "limit": 20},
+                     headers=auth, timeout=5).json()
+    seqs = [s[0] for s in page["samples"]] + [c["seq"] for c in page["captures"]]
+    assert sorted(seqs) == list(range(11, 31))
+    assert {s[2] for s in page["samples"]} & {"latency_ms", "cpu_percent", "rss_mb"}
+    assert agent.popen.poll() is None
+
+
+def test_wrong_or_missing_token_is_refused_and_nothing_leaks(tmp_path, token_file, token,
+                                                             procs):
+    agent = Proc(agent_args(tmp_path, token_file))
+    procs.append(agent)
+    good = {"Authorization": f"Bearer {token}"}
+    assert wait_until(lambda: httpx.get(f"{agent.url}/v1/info", headers=good,
+                                        timeout=5).json()["last_seq"] > 0)
+    wrong = "W" + token[1:]
+    for headers in ({}, {"Authorization": f"Bearer {wrong}"}, {"Authorization": token},
+                    {"Authorization": f"Basic {token}"}, {"Authorization": "Bearer x"}):
+        for path in ("/v1/items?after=0", "/v1/info", "/nothing"):
+            r = httpx.get(agent.url + path, headers=headers, timeout=5)
+            assert r.status_code == 401
+            assert r.headers["www-authenticate"].startswith("Bearer")
+            assert r.json() == {"error": "missing or wrong bearer token"}
+            assert token not in r.text and wrong not in r.text
+    assert httpx.post(f"{agent.url}/v1/items", headers={}, timeout=5).status_code == 401
+    assert httpx.post(f"{agent.url}/v1/items", headers=good, timeout=5).status_code == 405
+    err = agent.stop()
+    assert "refused a request" in err
+    assert token not in err and wrong not in err
+
+
+def test_agent_refuses_to_start_without_a_token(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", NO_QT_MAIN, "agent", "--listen", "127.0.0.1:0",
+         "--model", str(MODEL), "--buffer", str(tmp_path / "b.sqlite")],
+        cwd=ROOT, env=env_with(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "PROBESCOPE_AGENT_TOKEN" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_token_from_env_and_warning_for_a_readable_token_file(tmp_path, token, procs):
+    env_agent = Proc(["agent", "--listen", "127.0.0.1:0", "--model", str(MODEL),
+                      "--buffer", str(tmp_path / "env.sqlite")],
+                     env=env_with(PROBESCOPE_AGENT_TOKEN=token))
+    procs.append(env_agent)
+    assert httpx.get(f"{env_agent.url}/v1/info", timeout=5,
+                     headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    loose = tmp_path / "loose.token"
+    loose.write_text(token)
+    loose.chmod(0o644)
+    agent = Proc(agent_args(tmp_path, loose))
+    procs.append(agent)
+    err = agent.stop()
+    assert "readable by group or others" in err and "chmod 600" in err
+    assert token not in err
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_agent_serves_tls_and_the_probe_verifies_it(tmp_path, token_file, token, procs):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    agent = Proc(agent_args(tmp_path, token_file, 0, "--cert", str(cert), "--key", str(key)))
+    procs.append(agent)
+    assert agent.url.startswith("https://")
+    with pytest.raises(httpx.ConnectError):  # not trusted without the CA
+        httpx.get(f"{agent.url}/v1/info", timeout=5)
+    port = agent.url.rsplit(":", 1)[1]
+    uri = f"agent+https://127.0.0.1:{port}?ca={cert}&token_file={token_file}&interval=0.05"
+    db = tmp_path / "ws.db"
+    monitor = Monitor(db)
+    try:
+        probe = monitor.attach(uri)
+        assert wait_until(lambda: probe.pulled > 20, timeout_s=20), probe.last_error
+        assert probe.state is EndpointState.UP
+    finally:
+        monitor.close()
+    assert committed_cursor(db, probe.endpoint) > 20
+
+
+def test_dashboard_kill_9_and_restart_lose_nothing_and_duplicate_nothing(
+        tmp_path, token_file, token, procs):
+    agent = Proc(agent_args(tmp_path, token_file))
+    procs.append(agent)
+    uri = f"agent+{agent.url}?interval=0.02&page=50"
+    db = tmp_path / "ws.db"
+    watch = ["watch", uri, "--db", str(db), "--seconds", "120"]
+    env = env_with(PROBESCOPE_AGENT_TOKEN=token)
+    dash = subprocess.Popen([sys.executable, "-c", NO_QT_MAIN, *watch], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert wait_until(lambda: db.exists() and committed_cursor(db, uri) > 300, 30)
+        dash.kill()  # kill -9, mid-stream: pages on its bus and in flight are lost with it
+        dash.wait(10)
+        at_kill = committed_cursor(db, uri)
+        dash = subprocess.Popen([sys.executable, "-c", NO_QT_MAIN, *watch], cwd=ROOT,
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert wait_until(lambda: committed_cursor(db, uri) > at_kill + 300, 30)
+        agent.stop()  # the agent's buffer is now final: that is what the store must hold
+        _, _, last = buffer_items(tmp_path / "agent.sqlite")
+        assert wait_until(lambda: committed_cursor(db, uri) == last, 30)
+        dash.send_signal(signal.SIGINT)
+        dash.wait(30)
+    finally:
+        if dash.poll() is None:
+            dash.kill()
+    assert_same(db, uri, tmp_path / "agent.sqlite")
+
+
+def test_agent_killed_and_restarted_goes_down_then_up(tmp_path, token_file, token, procs,
+                                                      monkeypatch):
+    monkeypatch.setenv("PROBESCOPE_AGENT_TOKEN", token)
+    agent = Proc(agent_args(tmp_path, token_file))
+    procs.append(agent)
+    port = int(agent.url.rsplit(":", 1)[1])
+    db = tmp_path / "ws.db"
+    monitor = Monitor(db)
+    try:
+        probe = monitor.attach(f"agent+{agent.url}?interval=0.05&timeout_s=1")
+        assert wait_until(lambda: probe.state is EndpointState.UP and probe.pulled > 50, 20)
+        agent.kill()
+        assert wait_until(lambda: probe.state is EndpointState.DOWN, 20)
+        assert "unreachable" in (probe.last_error or "")
+        again = Proc(agent_args(tmp_path, token_file, port))
+        procs.append(again)
+        assert wait_until(lambda: probe.state is EndpointState.UP, 20), probe.last_error
+        again.stop()
+        _, _, last = buffer_items(tmp_path / "agent.sqlite")
+        assert wait_until(lambda: committed_cursor(db, probe.endpoint) == last, 20)
+    finally:
+        monitor.close()
+    assert_same(db, probe.endpoint, tmp_path / "agent.sqlite")
+
+
+def test_items_trimmed_before_a_pull_are_counted_as_dropped(tmp_path, token_file, procs,
+                                                            monkeypatch, token):
+    monkeypatch.setenv("PROBESCOPE_AGENT_TOKEN", token)
+    buffer = tmp_path / "agent.sqlite"
+    agent = Proc(agent_args(tmp_path, token_file, 0, "--max-items", "100"))
+    procs.append(agent)
+    assert wait_until(lambda: buffer.exists() and AgentBuffer(buffer, readonly=True)
+                      .bounds()[0] > 1, 20)
+    db = tmp_path / "ws.db"
+    monitor = Monitor(db)
+    try:
+        probe = monitor.attach(f"agent+{agent.url}?interval=0.05")
+        assert wait_until(lambda: probe.pulled > 0, 20)
+    finally:
+        monitor.close()
+    store = Store(db, readonly=True)
+    try:
+        _, dropped = store.values(probe.endpoint, Metric.DROPPED)
+    finally:
+        store.close()
+    assert dropped.sum() > 0
