@@ -1,0 +1,252 @@
+"""HTTP plumbing the remote probes share: a pooled httpx client with timeouts, a response-size
+cap, retries with backoff for idempotent reads, and errors that say what went wrong.
+
+Errors (all carry a one-line message meant for a person)::
+
+    RemoteError
+     ├── Unreachable   no connection, or the connection died before the answer: server down
+     ├── TimedOut      connected, but no full answer within the timeout
+     └── BadResponse   an answer we cannot use: HTTP error status, not JSON, too large
+
+Thread: one HttpClient per probe, used from one thread at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from app.core.domain import EndpointUri
+from probes.base import ProbeError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_CONNECT_TIMEOUT_S = 2.0
+DEFAULT_MAX_MB = 16.0
+DEFAULT_RETRIES = 2
+_SNIPPET = 60
+
+
+class RemoteError(Exception):
+    """A request to a remote endpoint that did not give a usable answer."""
+
+
+class Unreachable(RemoteError):
+    """The server could not be reached, or dropped the connection: treat it as down."""
+
+
+class TimedOut(RemoteError):
+    """The server accepted the connection but did not answer in time."""
+
+
+class BadResponse(RemoteError):
+    """The server answered, but not with something we can use."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """Per-endpoint HTTP settings, read from the URI (``?timeout_s=&connect_timeout_s=&max_mb=
+    &retries=&token_env=``). The token itself never appears in the URI: only the name of the
+    environment variable that holds it."""
+
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    max_bytes: int = int(DEFAULT_MAX_MB * 2**20)
+    retries: int = DEFAULT_RETRIES
+    token_env: str | None = None
+
+    @classmethod
+    def from_uri(cls, uri: EndpointUri) -> HttpSettings:
+        def number(key: str, default: float) -> float:
+            raw = uri.param(key)
+            if raw is None:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ProbeError(f"'{key}={raw}' in {uri} is not a number") from None
+            if value < 0 or (value == 0 and key != "retries"):
+                raise ProbeError(f"'{key}={raw}' in {uri} must be positive")
+            return value
+
+        token_env = uri.param("token_env")
+        if token_env is not None and not os.environ.get(token_env):
+            raise ProbeError(f"environment variable {token_env} (named by ?token_env=) is not "
+                             "set; export the bearer token there")
+        return cls(
+            timeout_s=number("timeout_s", DEFAULT_TIMEOUT_S),
+            connect_timeout_s=number("connect_timeout_s", DEFAULT_CONNECT_TIMEOUT_S),
+            max_bytes=int(number("max_mb", DEFAULT_MAX_MB) * 2**20),
+            retries=int(number("retries", DEFAULT_RETRIES)),
+            token_env=token_env,
+        )
+
+
+def split_http_target(uri: EndpointUri, example: str) -> tuple[str, str]:
+    """``v2+http://host:8000/models/m`` -> (``http://host:8000``, ``/models/m``)."""
+    transport = uri.scheme.rpartition("+")[2]
+    if transport not in ("http", "https") or not uri.target.startswith("//"):
+        raise ProbeError(f"'{uri}' is not a valid endpoint; expected {example}")
+    parts = urlsplit(f"{transport}:{uri.target}")
+    if not parts.hostname:
+        raise ProbeError(f"'{uri}' names no host; expected {example}")
+    if parts.username or parts.password:
+        raise ProbeError("credentials do not belong in a URI; put a bearer token in an "
+                         "environment variable and name it with ?token_env=VAR")
+    try:
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError:
+        raise ProbeError(f"'{uri}' has an invalid port; expected {example}") from None
+    return f"{transport}://{parts.netloc}", parts.path.rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status_code: int
+    body: bytes
+    elapsed_ms: float  # wall time from sending the request to the last byte of the answer
+    content_type: str
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError):
+            raise BadResponse(f"answered with something that is not JSON: "
+                              f"{snippet(self.body)!r}", self.status_code) from None
+
+    def error_text(self) -> str:
+        """The server's own words for an error status, in one line."""
+        try:
+            doc = json.loads(self.body)
+        except (ValueError, UnicodeDecodeError):
+            doc = None
+        if isinstance(doc, dict):
+            for field in ("error", "message", "detail"):
+                if doc.get(field):
+                    return one_line(str(doc[field]))
+        return snippet(self.body) or "(empty body)"
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def snippet(body: bytes) -> str:
+    return one_line(body[:_SNIPPET * 4].decode("utf-8", "replace"), _SNIPPET)
+
+
+class Backoff:
+    """Exponential delays between reconnection attempts: 0.25 s, 0.5 s ... capped."""
+
+    def __init__(self, first_s: float = 0.25, max_s: float = 5.0, factor: float = 2.0) -> None:
+        self.first_s, self.max_s, self.factor = first_s, max_s, factor
+        self._next_s = first_s
+
+    def next(self) -> float:
+        delay = self._next_s
+        self._next_s = min(self.max_s, self._next_s * self.factor)
+        return delay
+
+    def reset(self) -> None:
+        self._next_s = self.first_s
+
+
+class HttpClient:
+    """Keeps connections to one server open between requests (a probe sends many)."""
+
+    def __init__(self, base_url: str, settings: HttpSettings) -> None:
+        self.base_url = base_url
+        self.settings = settings
+        headers = {"user-agent": "probescope"}
+        if settings.token_env:
+            headers["authorization"] = f"Bearer {os.environ.get(settings.token_env, '')}"
+        self._client = httpx.Client(
+            base_url=base_url,
+            headers=headers,
+            timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
+            follow_redirects=False,
+        )
+
+    def request(self, method: str, path: str, *, content: bytes | None = None,
+                content_type: str = "application/json") -> Answer:
+        """One request; the body is read in chunks and refused past the size cap."""
+        headers = {"content-type": content_type} if content is not None else None
+        url = f"{self.base_url}{path}"
+        limit = self.settings.max_bytes
+        t0 = time.perf_counter_ns()
+        try:
+            with self._client.stream(method, path, content=content, headers=headers) as r:
+                declared = r.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > limit:
+                    raise _too_large(url, limit)
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in r.iter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise _too_large(url, limit)
+                    chunks.append(chunk)
+                elapsed_ms = (time.perf_counter_ns() - t0) / 1e6
+                return Answer(r.status_code, b"".join(chunks), elapsed_ms,
+                              r.headers.get("content-type", ""))
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise Unreachable(f"cannot connect to {self.base_url}: {_reason(exc)}") from None
+        except httpx.TimeoutException:
+            raise TimedOut(f"{method} {url}: no answer within {self.settings.timeout_s:g} s "
+                           "(raise ?timeout_s= if the model is slow)") from None
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise Unreachable(f"{method} {url}: connection lost: {_reason(exc)}") from None
+        except httpx.HTTPError as exc:
+            raise BadResponse(f"{method} {url}: {_reason(exc)}") from None
+
+    def get_json(self, path: str, *, retries: int | None = None,
+                 stop: threading.Event | None = None) -> Any:
+        """GET a JSON document; retries (with backoff) when the server is down or slow."""
+        attempts = 1 + (self.settings.retries if retries is None else retries)
+        backoff = Backoff(first_s=0.1, max_s=1.0)
+        for attempt in range(attempts):
+            try:
+                answer = self.request("GET", path)
+                break
+            except (Unreachable, TimedOut):
+                if attempt + 1 >= attempts or (stop is not None and stop.is_set()):
+                    raise
+                delay = backoff.next()
+                if stop is not None:
+                    stop.wait(delay)
+                else:
+                    threading.Event().wait(delay)
+        if answer.status_code >= 400:
+            raise BadResponse(f"GET {self.base_url}{path}: HTTP {answer.status_code}: "
+                              f"{answer.error_text()}", answer.status_code)
+        return answer.json()
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _too_large(url: str, limit: int) -> BadResponse:
+    return BadResponse(f"answer from {url} is larger than the {limit / 2**20:g} MiB cap; "
+                       "raise ?max_mb= if that is expected")
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    if "[Errno 111]" in text or "Connection refused" in text:
+        return "connection refused (is the server running?)"
+    return one_line(text) if text else type(exc).__name__

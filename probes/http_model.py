@@ -1,0 +1,305 @@
+"""The active-probe loop shared by the model-server probes (v2, TorchServe, TF Serving): pacing,
+failure judgement, captures, and the down/up cycle when a server goes away and comes back.
+
+A subclass says how to check health, how to learn the model's inputs, how to encode one request
+and how to decode one answer. Thread: ``run`` on the probe's own thread; the constructor makes
+one quick attempt to reach the server so user-fixable problems surface at attach time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from abc import abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.core.bus import Bus
+from app.core.domain import Capture, CaptureStatus, EndpointUri, Metric, Sample, TensorBlob
+from probes.base import EndpointState, Probe, ProbeError, ProbeOptions
+from probes.http_common import (
+    Backoff,
+    BadResponse,
+    HttpClient,
+    HttpSettings,
+    RemoteError,
+    TimedOut,
+    Unreachable,
+    split_http_target,
+)
+from probes.onnx_local import classify
+from probes.payload import Payload, load_payload
+
+log = logging.getLogger(__name__)
+
+UP_METRIC = "up"  # 1 when the server answers, 0 while it is down (as Prometheus names it)
+STATE_INTERVAL_S = 0.5
+_NUMERIC_KINDS = frozenset("biuf")
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteRequest:
+    """One ready request: the tensors it carries (for the capture) and its encoded body."""
+
+    inputs: dict[str, np.ndarray]
+    body: bytes
+    label: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """What a server answered, in our terms. A subclass may name the class itself."""
+
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    model_version: str | None = None
+    prediction: str | None = None
+    confidence: float | None = None
+    request_id: str | None = None
+
+
+def predict(outputs: dict[str, np.ndarray]) -> tuple[str | None, float | None]:
+    """Class and confidence from the first output: scores (argmax) or a class label itself."""
+    if not outputs:
+        return None, None
+    first = next(iter(outputs.values()))
+    if first.size == 0:
+        return None, None
+    prediction, confidence = classify(first) if first.dtype.kind == "f" else (None, None)
+    if prediction is None and first.size == 1:
+        value = first.reshape(-1)[0]
+        if first.dtype.kind in "biuUSO":
+            prediction = str(value.item() if hasattr(value, "item") else value)
+        elif first.dtype.kind == "f" and np.isfinite(value) and float(value).is_integer():
+            prediction = str(int(value))  # a class id that a server sent as a float
+    return prediction, confidence
+
+
+def payload_path(uri: EndpointUri, options: ProbeOptions) -> Payload | None:
+    path = uri.param("payload") or options.payload
+    return load_payload(path) if path else None
+
+
+class RemoteModelProbe(Probe):
+    """Sends requests to a model server at a steady rate and records each as a capture."""
+
+    example: str = ""  # a valid URI, for error messages
+
+    def __init__(self, uri: EndpointUri, bus: Bus, options: ProbeOptions) -> None:
+        super().__init__(uri, bus, options)
+        self.base_url, path = split_http_target(uri, self.example)
+        self.settings = HttpSettings.from_uri(uri)
+        self.model_version: str | None = uri.param("version")
+        self.parse_path(path)
+        self.payload = payload_path(uri, options)
+        self.rate_hz = _float_param(uri, "rate", options.rate_hz)
+        self.capture_rate = min(1.0, max(0.0, _float_param(uri, "capture", options.capture_rate)))
+        self.slo_ms = _opt_float_param(uri, "slo_ms", options.slo_ms)
+        self.min_confidence = _opt_float_param(uri, "min_confidence", options.min_confidence)
+        self.client = HttpClient(self.base_url, self.settings)
+        self.requests_ready: list[RemoteRequest] = []
+        self._next = 0
+        self._capture_credit = 0.0
+        self._backoff = Backoff()
+        try:
+            self._connect(retries=0)
+        except (Unreachable, TimedOut) as exc:
+            # Not the user's mistake (yet): start down and keep trying from the probe thread.
+            self._mark_down(str(exc))
+        except ProbeError:
+            self.client.close()
+            raise
+
+    # -- what a subclass provides -------------------------------------------------------------
+
+    @abstractmethod
+    def parse_path(self, path: str) -> None:
+        """Read model name/version from the URI's path; ProbeError if it is not understood."""
+
+    @abstractmethod
+    def check_ready(self, retries: int) -> None:
+        """Raise Unreachable/TimedOut when the server is down, BadResponse when not ready."""
+
+    @abstractmethod
+    def build_requests(self, retries: int) -> list[RemoteRequest]:
+        """Learn the inputs (metadata, payload) and encode every request body once."""
+
+    @abstractmethod
+    def infer_path(self) -> str: ...
+
+    @abstractmethod
+    def decode(self, doc: object) -> Decoded:
+        """Turn a 2xx JSON answer into outputs; BadResponse when it is not what we expect."""
+
+    # -- connection state ---------------------------------------------------------------------
+
+    def _connect(self, retries: int) -> None:
+        """Health, then (first time only) metadata and requests. Raises RemoteError/ProbeError."""
+        try:
+            self.check_ready(retries)
+            if not self.requests_ready:
+                self.requests_ready = self.build_requests(retries)
+        except BadResponse as exc:
+            if exc.status_code == 404:
+                raise ProbeError(f"{self.endpoint}: {exc}; check the model name and version "
+                                 "in the URI") from None
+            raise
+        was_down = self.state is EndpointState.DOWN
+        self.state = EndpointState.UP
+        self.last_error = None
+        self._backoff.reset()
+        if was_down:
+            log.info("%s is back up", self.endpoint)
+        self.bus.put(Sample(self.endpoint, time.time_ns(), UP_METRIC, 1.0))
+
+    def _mark_down(self, reason: str) -> None:
+        if self.state is not EndpointState.DOWN:
+            log.warning("%s is down: %s", self.endpoint, reason)
+        self.state = EndpointState.DOWN
+        self.last_error = reason
+        self.bus.put(Sample(self.endpoint, time.time_ns(), UP_METRIC, 0.0))
+
+    def _reconnect(self, stop: threading.Event) -> bool:
+        """One attempt to come back; on failure waits the next backoff delay."""
+        try:
+            self._connect(retries=0)
+            return True
+        except (RemoteError, ProbeError) as exc:
+            self._mark_down(str(exc))
+        stop.wait(self._backoff.next())
+        return False
+
+    # -- measuring ----------------------------------------------------------------------------
+
+    def measure_one(self) -> Capture | None:
+        """Send the next request, put its samples on the bus; returns the capture, if kept."""
+        request = self.requests_ready[self._next]
+        self._next = (self._next + 1) % len(self.requests_ready)
+        ts_ns = time.time_ns()
+        t0 = time.perf_counter_ns()
+        decoded = Decoded()
+        error = None
+        status = CaptureStatus.OK
+        try:
+            answer = self.client.request("POST", self.infer_path(), content=request.body)
+            latency_ms = answer.elapsed_ms
+            if answer.status_code >= 400:
+                raise BadResponse(f"HTTP {answer.status_code}: {answer.error_text()}",
+                                  answer.status_code)
+            decoded = self.decode(answer.json())
+        except TimedOut as exc:
+            status, error = CaptureStatus.TIMEOUT, str(exc)
+        except Unreachable as exc:
+            status, error = CaptureStatus.ERROR, str(exc)
+            self._mark_down(str(exc))
+        except BadResponse as exc:
+            status, error = CaptureStatus.ERROR, str(exc)
+        if error is not None:
+            latency_ms = (time.perf_counter_ns() - t0) / 1e6
+        self.requests += 1
+
+        outputs = decoded.outputs
+        prediction, confidence = decoded.prediction, decoded.confidence
+        if prediction is None and confidence is None:
+            prediction, confidence = predict(outputs)
+        if error is not None:
+            pass
+        elif not all(np.isfinite(o).all() for o in outputs.values() if o.dtype.kind == "f"):
+            status = CaptureStatus.NON_FINITE
+        elif request.label is not None and prediction is not None and prediction != request.label:
+            status = CaptureStatus.MISMATCH
+        elif self.slo_ms is not None and latency_ms > self.slo_ms:
+            status = CaptureStatus.SLOW
+        elif (self.min_confidence is not None and confidence is not None
+              and confidence < self.min_confidence):
+            status = CaptureStatus.LOW_CONFIDENCE
+        if decoded.model_version:
+            self.model_version = decoded.model_version
+        failed = status is not CaptureStatus.OK
+        if failed:
+            self.errors += 1
+        self.bus.put(Sample(self.endpoint, ts_ns, Metric.LATENCY_MS, latency_ms))
+        if failed:
+            self.bus.put(Sample(self.endpoint, ts_ns, Metric.FAILURE, 1.0))
+
+        self._capture_credit += self.capture_rate
+        if not failed and self._capture_credit < 1.0:
+            return None
+        if not failed:
+            self._capture_credit -= 1.0
+        capture = Capture(
+            endpoint=self.endpoint, ts_ns=ts_ns, latency_ms=latency_ms, status=status,
+            inputs=tuple(TensorBlob.from_array(k, v) for k, v in request.inputs.items()),
+            # Text outputs (BYTES) are not stored as tensors; their class is in ``prediction``.
+            outputs=tuple(TensorBlob.from_array(k, v) for k, v in outputs.items()
+                          if v.dtype.kind in _NUMERIC_KINDS),
+            request_id=request.request_id or decoded.request_id or uuid.uuid4().hex,
+            error=error, label=request.label, prediction=prediction, confidence=confidence,
+            model_version=self.model_version,
+        )
+        self.bus.put(capture)
+        return capture
+
+    def run(self, stop: threading.Event) -> None:
+        period_s = 1.0 / self.rate_hz if self.rate_hz > 0 else 0.0
+        next_due = time.perf_counter()
+        next_state = 0.0
+        window_failed = window_requests = 0
+        while not stop.is_set():
+            if self.paused:
+                self.wait_if_paused()
+                next_due = time.perf_counter()
+                continue
+            if self.state is EndpointState.DOWN or not self.requests_ready:
+                if not self._reconnect(stop):
+                    continue
+                next_due = time.perf_counter()
+                window_failed = window_requests = 0
+            capture = self.measure_one()
+            if self.state is EndpointState.DOWN:
+                continue  # the request found the server gone; reconnect before the next one
+            window_requests += 1
+            window_failed += capture is not None and capture.failed
+            now = time.perf_counter()
+            if now >= next_state:
+                self.state = EndpointState.DEGRADED if window_failed else EndpointState.UP
+                window_failed = window_requests = 0
+                next_state = now + STATE_INTERVAL_S
+            if period_s:
+                next_due += period_s
+                delay = next_due - time.perf_counter()
+                if delay > 0:
+                    stop.wait(delay)
+                elif delay < -1.0:
+                    next_due = time.perf_counter()  # fell far behind: do not burst to catch up
+
+    def info(self) -> dict[str, str]:
+        facts = {"kind": self.scheme, "server": self.base_url}
+        if self.model_version:
+            facts["model_version"] = self.model_version
+        return facts
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def require_payload(endpoint: str, why: str) -> ProbeError:
+    return ProbeError(f"{endpoint}: {why}, so ProbeScope cannot make up requests; give input "
+                      "rows with --payload FILE or ?payload=FILE (.csv, .parquet, .jsonl, .npy)")
+
+
+def _float_param(uri: EndpointUri, key: str, default: float) -> float:
+    value = uri.param(key)
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ProbeError(f"'{key}={value}' in {uri} is not a number") from None
+
+
+def _opt_float_param(uri: EndpointUri, key: str, default: float | None) -> float | None:
+    return default if uri.param(key) is None else _float_param(uri, key, 0.0)
