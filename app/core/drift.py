@@ -89,6 +89,12 @@ class PreparedReference:
     def column(self, name: str) -> ColumnReference:
         return self._columns[name]
 
+    def add_column(self, column: ColumnReference) -> None:
+        """Add (or replace) one prepared column, e.g. a prediction baseline gathered later."""
+        self._columns[column.name] = column
+        if column.name not in self.columns:
+            self.columns = (*self.columns, column.name)
+
     def warm(self) -> PreparedReference:
         """Sort numeric columns now, so the first evaluation costs no more than the next."""
         for ref in self._columns.values():

@@ -1,0 +1,236 @@
+"""Live drift: keeps a rolling window of captured inputs per endpoint and evaluates it against
+the endpoint's reference every few seconds, writing drift points. Thread: its own worker.
+
+The instance is a Recorder listener (``recorder.subscribe(monitor)``). On the recorder thread
+it only queues the committed captures; the worker thread owns the windows, its own Store
+connection (a Store belongs to one thread) and the evaluations. Subscribers get each
+``DriftUpdate`` on the worker thread, after its points are committed.
+
+Prediction drift: predictions are compared with the reference's ``prediction`` column; a
+reference without one (a data file of inputs and labels) gets a baseline from the endpoint's
+first ``window_rows`` captured predictions instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from app.core.domain import Batch, Capture
+from app.core.drift import (
+    PREDICTION_COLUMN,
+    DriftError,
+    DriftResult,
+    PreparedReference,
+    evaluate,
+)
+from app.core.drift_stats import ColumnReference, Kind
+from app.core.references import get_reference, input_columns, load_reference
+from app.core.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+SOURCE = "fast"
+
+
+@dataclass(frozen=True, slots=True)
+class DriftUpdate:
+    """One committed evaluation of one endpoint's window."""
+
+    endpoint: str
+    ts_ns: int
+    result: DriftResult
+    evaluation_id: int
+
+
+@dataclass(slots=True)
+class _Window:
+    rows: deque = field(default_factory=deque)  # (ts_ns, features row, prediction)
+    new_rows: int = 0
+    reference: PreparedReference | None = None
+    reference_set_ns: int | None = None
+    features: tuple[str, ...] = ()
+    baseline: list = field(default_factory=list)  # the first window_rows predictions seen
+    missing_logged: bool = False
+
+
+def save_result(store: Store, endpoint: str, ts_ns: int, result: DriftResult, *,
+                source: str = SOURCE, report_path: str | None = None) -> int:
+    """Write one evaluation's per-column points; returns the evaluation id."""
+    return store.write_drift_evaluation(
+        endpoint, ts_ns, source=source, rows_reference=result.rows_reference,
+        rows_current=result.rows_current, share_drifted=result.share_drifted,
+        points=[(c.name, c.method, c.score, c.threshold, c.drifted) for c in result.columns],
+        report_path=report_path)
+
+
+class DriftMonitor:
+    def __init__(self, db_path: str | Path, *, window_rows: int = 500, min_rows: int = 50,
+                 interval_s: float = 5.0) -> None:
+        self.db_path = Path(db_path)
+        self.window_rows = window_rows
+        self.min_rows = min_rows
+        self.interval_s = interval_s
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._listeners: list[Callable[[DriftUpdate], None]] = []
+        self._windows: dict[str, _Window] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+
+    # -- any thread -----------------------------------------------------------------------
+
+    def __call__(self, batch: Batch) -> None:
+        """Recorder listener: queue the captures that carry inputs; nothing else here."""
+        captures = [c for c in batch.captures if c.inputs]
+        if captures:
+            self._queue.put(captures)
+
+    def subscribe(self, listener: Callable[[DriftUpdate], None]) -> None:
+        self._listeners.append(listener)
+
+    def start(self) -> DriftMonitor:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="drift", daemon=True)
+            self._thread.start()
+        return self
+
+    def evaluate_soon(self) -> threading.Event:
+        """Ask for an evaluation of every window with new rows now; the event is set after."""
+        done = threading.Event()
+        self._queue.put(done)
+        return done
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    # -- worker thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            store = Store(self.db_path)
+        except StoreError as exc:
+            self.last_error = str(exc)
+            log.error("drift monitor stopped: %s", exc)
+            return
+        try:
+            next_due = time.monotonic() + self.interval_s
+            while not self._stop.is_set():
+                try:
+                    item = self._queue.get(timeout=max(0.0, next_due - time.monotonic()))
+                except queue.Empty:
+                    item = None
+                if isinstance(item, list):
+                    self._add(item)
+                    continue
+                if isinstance(item, threading.Event) or time.monotonic() >= next_due:
+                    self._drain()
+                    self._evaluate_all(store)
+                    next_due = time.monotonic() + self.interval_s
+                if isinstance(item, threading.Event):
+                    item.set()
+        finally:
+            store.close()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, list):
+                self._add(item)
+            elif isinstance(item, threading.Event):
+                self._queue.put(item)  # answered after this evaluation, in order
+                return
+
+    def _add(self, captures: list[Capture]) -> None:
+        for c in captures:
+            window = self._windows.setdefault(c.endpoint, _Window(deque(maxlen=self.window_rows)))
+            values = c.inputs[0].to_array().reshape(-1).astype(np.float64, copy=False)
+            window.rows.append((c.ts_ns, values, c.prediction))
+            window.new_rows += 1
+            if len(window.baseline) < self.window_rows:
+                window.baseline.append(c.prediction)
+
+    def _evaluate_all(self, store: Store) -> None:
+        for endpoint, window in self._windows.items():
+            if window.new_rows == 0 or len(window.rows) < self.min_rows:
+                continue
+            try:
+                update = self._evaluate(store, endpoint, window)
+            except (DriftError, StoreError) as exc:
+                self.last_error = f"drift of {endpoint}: {exc}"
+                log.warning("%s", self.last_error)
+                continue
+            if update is None:
+                continue
+            window.new_rows = 0
+            for listener in list(self._listeners):
+                try:
+                    listener(update)
+                except Exception:
+                    log.exception("drift listener %r failed", listener)
+
+    def _load_reference(self, store: Store, endpoint: str, window: _Window) -> bool:
+        row = store.drift_reference(endpoint)
+        if row is None:
+            if not window.missing_logged:
+                log.info("no drift reference for %s; set one to see its drift", endpoint)
+                window.missing_logged = True
+            return False
+        if window.reference is not None and row["set_ns"] == window.reference_set_ns:
+            return True
+        reference = get_reference(store, endpoint)
+        assert reference is not None
+        frame = load_reference(store, reference)
+        width = len(window.rows[-1][1])
+        features = reference.columns or input_columns(frame)
+        features = tuple(features[:width]) + tuple(
+            f"x{i}" for i in range(len(features), width))
+        usable = [f for f in features if f in frame.columns]
+        columns = usable + ([PREDICTION_COLUMN] if PREDICTION_COLUMN in frame.columns else [])
+        window.reference = PreparedReference(frame, columns).warm()
+        window.reference_set_ns = row["set_ns"]
+        window.features = features
+        return True
+
+    def _evaluate(self, store: Store, endpoint: str, window: _Window) -> DriftUpdate | None:
+        if not self._load_reference(store, endpoint, window):
+            return None
+        reference = window.reference
+        assert reference is not None
+        rows = list(window.rows)
+        width = len(window.features)
+        matrix = np.full((len(rows), width), np.nan)
+        for i, (_, values, _) in enumerate(rows):
+            k = min(width, len(values))
+            matrix[i, :k] = values[:k]
+        current = pd.DataFrame(matrix, columns=list(window.features))
+        current[PREDICTION_COLUMN] = pd.Series([r[2] for r in rows], dtype=object)
+        columns = [f for f in window.features if f in reference]
+        if PREDICTION_COLUMN not in reference and len(window.baseline) >= self.window_rows:
+            # The prediction baseline is complete: it becomes the reference's prediction column.
+            reference.add_column(ColumnReference.prepare(
+                PREDICTION_COLUMN, pd.Series(window.baseline, dtype=object)))
+        if PREDICTION_COLUMN in reference:
+            columns.append(PREDICTION_COLUMN)
+        kinds = dict.fromkeys(columns, Kind.NUMERICAL)
+        kinds[PREDICTION_COLUMN] = Kind.CATEGORICAL
+        result = evaluate(reference, current, columns=columns, kinds=kinds)
+        ts_ns = rows[-1][0]
+        ev_id = save_result(store, endpoint, ts_ns, result)
+        return DriftUpdate(endpoint, ts_ns, result, ev_id)

@@ -1,0 +1,146 @@
+"""An endpoint's drift reference, kept in the workspace: a data file, a time range of its own
+captures, or the demo's reference; and loading it as a data frame. Thread: the caller's Store.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from app.core.demo import demo_path
+from app.core.drift import BOOKKEEPING_COLUMNS, PREDICTION_COLUMN, DriftError, capture_frame
+from app.core.store import Store
+
+# Columns of a data file that are not model inputs: the same set probes/payload.py skips when it
+# turns rows into tensors, so capture tensors line up with the remaining columns in order.
+NON_INPUT_COLUMNS = BOOKKEEPING_COLUMNS | {"label", PREDICTION_COLUMN}
+DEMO_REFERENCE = "reference.csv"
+
+
+class ReferenceKind(enum.StrEnum):
+    FILE = "file"
+    CAPTURES = "captures"
+    DEMO = "demo"
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """Where a reference comes from; ``columns`` names the input tensor's features in order."""
+
+    kind: ReferenceKind
+    path: Path | None = None
+    source_endpoint: str | None = None
+    start_ns: int | None = None
+    end_ns: int | None = None
+    columns: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.kind is ReferenceKind.CAPTURES:
+            return (f"captures of {self.source_endpoint} from {_iso(self.start_ns)} "
+                    f"to {_iso(self.end_ns)}")
+        if self.kind is ReferenceKind.DEMO:
+            return f"the demo reference ({DEMO_REFERENCE})"
+        return f"file {self.path}"
+
+
+def _iso(ts_ns: int | None) -> str:
+    if ts_ns is None:
+        return "the open end"
+    return datetime.fromtimestamp(ts_ns / 1e9, UTC).isoformat(timespec="seconds")
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A CSV, Parquet or JSON-lines file as a data frame, or a DriftError saying why not."""
+    path = Path(path)
+    if not path.is_file():
+        raise DriftError(f"data file {path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path)
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        if suffix in (".jsonl", ".ndjson"):
+            return pd.read_json(path, lines=True)
+    except Exception as exc:
+        raise DriftError(f"cannot read {path}: {str(exc).strip().splitlines()[0]}") from exc
+    raise DriftError(f"{path}: unsupported format '{suffix}'; use .csv, .parquet or .jsonl")
+
+
+def input_columns(frame: pd.DataFrame) -> tuple[str, ...]:
+    """The columns of a data file that a probe sends as the input tensor, in order."""
+    return tuple(str(c) for c in frame.columns if str(c).lower() not in NON_INPUT_COLUMNS)
+
+
+def file_reference(path: str | Path) -> Reference:
+    path = Path(path).resolve()
+    return Reference(ReferenceKind.FILE, path=path, columns=input_columns(read_table(path)))
+
+
+def demo_reference() -> Reference:
+    return Reference(ReferenceKind.DEMO,
+                     columns=input_columns(read_table(demo_path(DEMO_REFERENCE))))
+
+
+def captures_reference(endpoint: str, start_ns: int | None, end_ns: int | None,
+                       columns: Sequence[str] = ()) -> Reference:
+    return Reference(ReferenceKind.CAPTURES, source_endpoint=endpoint, start_ns=start_ns,
+                     end_ns=end_ns, columns=tuple(columns))
+
+
+def set_reference(store: Store, endpoint: str, reference: Reference) -> None:
+    store.set_drift_reference(
+        endpoint, kind=str(reference.kind),
+        path=str(reference.path) if reference.path else None,
+        source_endpoint=reference.source_endpoint, start_ns=reference.start_ns,
+        end_ns=reference.end_ns, columns=reference.columns)
+
+
+def get_reference(store: Store, endpoint: str) -> Reference | None:
+    row = store.drift_reference(endpoint)
+    if row is None:
+        return None
+    return Reference(ReferenceKind(row["kind"]), Path(row["path"]) if row["path"] else None,
+                     row["source_endpoint"], row["start_ns"], row["end_ns"],
+                     tuple(row["columns"]))
+
+
+def load_reference(store: Store, reference: Reference) -> pd.DataFrame:
+    """The reference rows. For a captures reference: features of the first input tensor
+    (named by ``columns``, or x0, x1, ... when none are known) plus the prediction."""
+    if reference.kind is ReferenceKind.FILE:
+        assert reference.path is not None
+        return read_table(reference.path)
+    if reference.kind is ReferenceKind.DEMO:
+        return read_table(demo_path(DEMO_REFERENCE))
+    rows = store.capture_inputs(reference.source_endpoint or "", reference.start_ns,
+                                reference.end_ns)
+    if not rows:
+        raise DriftError(f"the reference ({reference.describe()}) holds no captures")
+    names = reference.columns
+    if not names:
+        first = next((r[1][0] for r in rows if r[1]), None)
+        width = int(np.prod(first.shape)) if first is not None else 0
+        names = tuple(f"x{i}" for i in range(width))
+    return capture_frame(rows, names)
+
+
+def resolve_endpoint(store: Store, name: str) -> str:
+    """The endpoint URI that ``name`` names: the URI itself, or a part only one URI contains."""
+    uris = [e["uri"] for e in store.endpoints()]
+    if name in uris:
+        return name
+    matches = [u for u in uris if name in u]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        known = ", ".join(uris) or "none"
+        raise DriftError(f"no endpoint matching '{name}' in {store.path}; known: {known}")
+    raise DriftError(f"'{name}' matches {len(matches)} endpoints ({', '.join(matches)}); "
+                     "give more of the URI")
