@@ -1,0 +1,128 @@
+"""Reads downsampled history and single captures off the GUI thread, with its own Store.
+
+Thread: ``HistoryWorker`` lives on its own QThread (one Store = one connection = one thread);
+``HistoryClient`` is the GUI-side handle that starts it, sends requests as queued signals and
+stops it cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from app.core.domain import Metric
+from app.core.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+HISTORY_BUCKETS = 800
+SKIPPED = {Metric.DROPPED}
+
+
+class HistoryWorker(QObject):
+    history_ready = Signal(int, str, object)  # request id, endpoint, {metric: History}
+    capture_ready = Signal(int, object)  # request id, StoredCapture | None
+    failed = Signal(str)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._path: Path | None = None
+        self._store: Store | None = None
+
+    def _open(self) -> Store | None:
+        if self._store is None and self._path is not None:
+            self._store = Store(self._path)
+        return self._store
+
+    @Slot(str)
+    def set_path(self, path: str) -> None:
+        self.close()
+        self._path = Path(path) if path else None
+
+    @Slot(int, str, "qint64", "qint64")
+    def load_history(self, request_id: int, endpoint: str, start_ns: int, end_ns: int) -> None:
+        """start_ns < 0 means from the endpoint's first sample."""
+        try:
+            store = self._open()
+            if store is None:
+                return
+            metrics = [m for m in store.metric_names(endpoint) if m not in SKIPPED]
+            if start_ns < 0:
+                ranges = [r for m in metrics if (r := store.time_range(endpoint, m))]
+                start_ns = min((r[0] for r in ranges), default=end_ns - 1)
+            result = {m: store.history(endpoint, m, start_ns, end_ns + 1, HISTORY_BUCKETS)
+                      for m in metrics}
+            self.history_ready.emit(request_id, endpoint, result)
+        except StoreError as exc:
+            self.failed.emit(str(exc))
+
+    @Slot(int, str, "qint64", bool)
+    def load_capture(self, request_id: int, endpoint: str, ts_ns: int, failed: bool) -> None:
+        try:
+            store = self._open()
+            found = None
+            if store is not None:
+                found = store.capture_near(endpoint, ts_ns, failed=True if failed else None)
+            self.capture_ready.emit(request_id, found)
+        except StoreError as exc:
+            self.failed.emit(str(exc))
+
+    @Slot()
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+class HistoryClient(QObject):
+    """GUI-side: owns the worker thread; results arrive as this object's signals."""
+
+    history_ready = Signal(int, str, object)
+    capture_ready = Signal(int, object)
+    failed = Signal(str)
+    _path_requested = Signal(str)
+    _history_requested = Signal(int, str, "qint64", "qint64")
+    _capture_requested = Signal(int, str, "qint64", bool)
+    _close_requested = Signal()
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._next_id = 0
+        self._thread = QThread()
+        self._thread.setObjectName("history")
+        self._worker = HistoryWorker()
+        self._worker.moveToThread(self._thread)
+        self._path_requested.connect(self._worker.set_path)
+        self._history_requested.connect(self._worker.load_history)
+        self._capture_requested.connect(self._worker.load_capture)
+        self._close_requested.connect(self._worker.close)
+        self._worker.history_ready.connect(self.history_ready)
+        self._worker.capture_ready.connect(self.capture_ready)
+        self._worker.failed.connect(self.failed)
+        self._thread.start()
+
+    def _id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def set_path(self, path: Path | None) -> None:
+        self._path_requested.emit(str(path) if path else "")
+
+    def request_history(self, endpoint: str, start_ns: int, end_ns: int) -> int:
+        rid = self._id()
+        self._history_requested.emit(rid, endpoint, start_ns, end_ns)
+        return rid
+
+    def request_capture(self, endpoint: str, ts_ns: int, failed: bool) -> int:
+        rid = self._id()
+        self._capture_requested.emit(rid, endpoint, ts_ns, failed)
+        return rid
+
+    def stop(self) -> None:
+        """Close the worker's Store on its own thread, then end the thread."""
+        if self._thread.isRunning():
+            self._close_requested.emit()
+            self._thread.quit()
+            self._thread.wait()

@@ -1,0 +1,68 @@
+"""Ring buffer, per-second summaries and the bridge's regrouping: plain numpy, no window."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.core.domain import Batch, Capture, CaptureStatus, Sample
+from app.gui.bridge import regroup
+from widgets.endpoint_panel import short_name
+from widgets.ring import Ring
+from widgets.series import EndpointSeries
+
+
+def test_ring_keeps_the_newest_points_in_order_across_wraps():
+    ring = Ring(7)
+    seen = []
+    for k in (1, 3, 5, 9, 2, 6):
+        t = np.arange(len(seen), len(seen) + k, dtype=float)
+        seen.extend(t)
+        ring.extend(t, t * 10)
+        tv, vv = ring.view()
+        assert list(tv) == seen[-7:]
+        assert np.array_equal(vv, tv * 10)
+    assert ring.total == len(seen)
+    t, _ = ring.since(seen[-3])
+    assert list(t) == seen[-3:]
+    assert ring.last() == (seen[-1], seen[-1] * 10)
+
+
+def test_series_summarises_each_whole_second():
+    s = EndpointSeries(raw_capacity=10_000)
+    t = 1000.0 + np.arange(0, 3.0, 0.01)  # 100 requests/s for three seconds
+    lat = np.where(np.arange(len(t)) % 10 == 0, 9.0, 1.0)
+    fail_t = t[::20]
+    s.extend("failure", fail_t, np.ones(len(fail_t)))
+    s.extend("latency_ms", t, lat)
+    s.extend("latency_ms", np.array([1003.5]), np.array([1.0]))  # closes second 1002
+    _, rate = s.throughput.view()
+    _, errors = s.errors.view()
+    _, p50 = s.p50.view()
+    _, p99 = s.p99.view()
+    assert list(rate) == [100.0, 100.0, 100.0]
+    assert list(errors) == [5.0, 5.0, 5.0]
+    assert p50[-1] == 1.0 and p99[-1] == 9.0
+    assert s.error_rate() == 0.05
+
+
+def test_regroup_splits_by_endpoint_and_metric_and_keeps_failures():
+    batch = Batch(
+        samples=(Sample("a:", 2_000_000_000, "latency_ms", 2.0),
+                 Sample("a:", 1_000_000_000, "latency_ms", 1.0),
+                 Sample("b:", 1_500_000_000, "rss_mb", 50.0)),
+        captures=(Capture("a:", 2_000_000_000, 2.0, CaptureStatus.MISMATCH),
+                  Capture("a:", 1_000_000_000, 1.0, CaptureStatus.OK)),
+    )
+    out = regroup(batch)
+    t, v = out.series["a:"]["latency_ms"]
+    assert list(t) == [1.0, 2.0] and list(v) == [1.0, 2.0]
+    assert list(out.series["b:"]["rss_mb"][1]) == [50.0]
+    ft, fl = out.failures["a:"]
+    assert list(ft) == [2.0] and list(fl) == [2.0]
+    assert out.sample_count == 3 and out.capture_count == 2
+
+
+def test_short_names_keep_lists_readable():
+    assert short_name("onnx:assets/demo/wine-v1.onnx?provider=cpu&rate=5") == "onnx: wine-v1.onnx"
+    assert short_name("system:") == "system:"
+    assert short_name("v2+http://h:8000/models/m") == "v2+http: h:8000/models/m"

@@ -1,0 +1,235 @@
+"""One endpoint's row of plots (latency, throughput & errors, memory) and its header. Thread: GUI.
+
+Live windows draw from the endpoint's rings; long windows draw the downsampled history its
+owner fetched off the GUI thread. Which plots a panel has follows what the endpoint emits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout
+
+from widgets.plots import LatencyPlotWidget, SeriesPlotWidget
+from widgets.series import FAILURE, LATENCY, EndpointSeries
+from widgets.theme import Theme
+
+SKIPPED = {"probescope.dropped"}
+NS = 1e9
+
+
+def short_name(endpoint: str) -> str:
+    """``onnx:assets/demo/wine-v1.onnx?provider=cpu&...`` -> ``onnx: wine-v1.onnx``."""
+    scheme, _, rest = endpoint.partition(":")
+    target = rest.partition("?")[0]
+    if target.startswith("//"):  # a URL: host and path are the useful part
+        target = target[2:]
+    elif "/" in target:  # a file: its name
+        target = target.rstrip("/").rsplit("/", 1)[-1]
+    return f"{scheme}: {target}" if target else f"{scheme}:"
+
+
+def _is_memory(metric: str) -> bool:
+    return metric.endswith("_mb") and "total" not in metric
+
+
+def _is_load(metric: str) -> bool:
+    return metric.endswith("_percent")
+
+
+def _label(metric: str) -> str:
+    return metric.removesuffix("_mb").removesuffix("_percent").replace("_", " ")
+
+
+class EndpointPanel(QFrame):
+    """Header plus plots for one endpoint; ``plots()`` lists them so an owner can link x."""
+
+    point_clicked = Signal(str, float, bool)  # endpoint, epoch seconds, failed?
+
+    def __init__(self, endpoint: str, kind: str, theme: Theme, parent=None, *,
+                 raw_capacity: int | None = None) -> None:
+        super().__init__(parent)
+        self.endpoint = endpoint
+        self.kind = kind
+        self.theme = theme
+        self.series = EndpointSeries(raw_capacity) if raw_capacity else EndpointSeries()
+        self.mode = "live"
+        self._drawn_version = -1
+        self._drawn_start = 0.0
+        self.setObjectName("endpointPanel")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(8, 6, 8, 6)
+        outer.setSpacing(4)
+        header = QHBoxLayout()
+        self.dot = QLabel("●")
+        self.title = QLabel(short_name(endpoint))
+        self.title.setToolTip(endpoint)
+        self.title.setObjectName("panelTitle")
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.stats = QLabel("")
+        self.stats.setObjectName("panelStats")
+        header.addWidget(self.dot)
+        header.addWidget(self.title, 1)
+        header.addWidget(self.stats)
+        outer.addLayout(header)
+        row = QHBoxLayout()
+        row.setSpacing(6)
+        outer.addLayout(row)
+        self.latency_plot: LatencyPlotWidget | None = None
+        self.rate_plot: SeriesPlotWidget | None = None
+        if kind != "system":
+            self.latency_plot = LatencyPlotWidget(theme)
+            self.latency_plot.point_clicked.connect(
+                lambda t, failed: self.point_clicked.emit(self.endpoint, t, failed))
+            self.rate_plot = SeriesPlotWidget("Throughput & errors", "/s", theme)
+            self.rate_plot.add_curve("throughput", "requests", theme.series[0], width=1.6)
+            self.rate_plot.add_curve("errors", "failed", theme.failure, width=1.6)
+            row.addWidget(self.latency_plot, 3)
+            row.addWidget(self.rate_plot, 2)
+            self.load_plot = None
+        else:
+            self.load_plot = SeriesPlotWidget("Load", "%", theme)
+            row.addWidget(self.load_plot, 3)
+        self.memory_plot = SeriesPlotWidget("Memory", "MB", theme)
+        row.addWidget(self.memory_plot, 2)
+        self.setMinimumHeight(230)
+        self.set_state("starting")
+
+    def plots(self) -> list[SeriesPlotWidget]:
+        return [p for p in (self.latency_plot, self.rate_plot, self.load_plot, self.memory_plot)
+                if p is not None]
+
+    # -- data in --------------------------------------------------------------------------
+
+    def ingest(self, metrics: dict[str, tuple[np.ndarray, np.ndarray]],
+               failures: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        for metric, (t, v) in metrics.items():
+            if metric in SKIPPED:
+                continue
+            self.series.extend(metric, t, v)
+            self._ensure_curve(metric)
+        if failures is not None:
+            self.series.extend_failures(*failures)
+
+    def _ensure_curve(self, metric: str) -> None:
+        plot = (self.memory_plot if _is_memory(metric)
+                else self.load_plot if _is_load(metric) and self.load_plot is not None else None)
+        if plot is not None and metric not in plot.curves:
+            color = self.theme.series[len(plot.curves) % len(self.theme.series)]
+            plot.add_curve(metric, _label(metric), color, width=1.6)
+
+    def set_slo(self, slo_ms: float | None) -> None:
+        if self.latency_plot is not None:
+            self.latency_plot.set_slo(slo_ms)
+
+    def set_state(self, state: str, detail: str = "") -> None:
+        self._state = state
+        color = self.theme.states.get(state, self.theme.muted)
+        self.dot.setStyleSheet(f"color: {color}; font-size: 14pt;")
+        self.dot.setToolTip(state + (f": {detail}" if detail else ""))
+
+    # -- drawing --------------------------------------------------------------------------
+
+    def redraw(self, start_s: float) -> bool:
+        """Hand the live window's points to the curves; False when nothing changed."""
+        if self.mode != "live" or (self.series.version == self._drawn_version
+                                   and start_s >= self._drawn_start):
+            return False
+        # A little margin before the window so lines enter from the left edge.
+        lo = start_s - 2.0
+        s = self.series
+        if self.latency_plot is not None:
+            self.latency_plot.set_curve("points", *s.ring(LATENCY).since(lo))
+            self.latency_plot.set_curve("failures", *s.failures.since(lo))
+            for key, ring in (("p50", s.p50), ("p95", s.p95), ("p99", s.p99)):
+                self.latency_plot.set_curve(key, *ring.since(lo))
+            self.rate_plot.set_curve("throughput", *s.throughput.since(lo))
+            self.rate_plot.set_curve("errors", *s.errors.since(lo))
+        for plot in (self.memory_plot, self.load_plot):
+            if plot is None:
+                continue
+            for metric in plot.curves:
+                plot.set_curve(metric, *s.ring(metric).since(lo))
+        self._drawn_version = s.version
+        self._drawn_start = lo
+        self._update_stats()
+        return True
+
+    def _update_stats(self) -> None:
+        s = self.series
+        parts = []
+        last_rate = s.throughput.last()
+        if last_rate is not None and np.isfinite(last_rate[1]):
+            parts.append(f"{last_rate[1]:.0f} req/s")
+        p95 = s.p95.last()
+        if p95 is not None and np.isfinite(p95[1]):
+            parts.append(f"p95 {p95[1]:.2f} ms")
+        rate = s.error_rate()
+        if rate is not None:
+            parts.append(f"failed {rate:.0%}")
+        rss = s.metrics.get("rss_mb")
+        if rss is not None and rss.n:
+            parts.append(f"RSS {rss.last()[1]:.0f} MB")
+        cpu = s.metrics.get("cpu_percent")
+        if cpu is not None and cpu.n:
+            parts.append(f"CPU {cpu.last()[1]:.0f} %")
+        self.stats.setText("   ".join(parts))
+
+    def set_mode(self, mode: str) -> None:
+        """'live' draws the rings; 'history' waits for ``set_history``."""
+        self.mode = mode
+        self._drawn_version = -1
+        self._drawn_start = 0.0
+        if self.latency_plot is not None:
+            live = mode == "live"
+            names = (("points", "request", "max"), ("p50", "p50", "mean"))
+            for key, live_name, history_name in names:
+                self.latency_plot.rename(key, live_name if live else history_name)
+            for key in ("p95", "p99"):
+                self.latency_plot.curves[key].setVisible(live)
+
+    def set_history(self, history: dict[str, object]) -> None:
+        """Draw downsampled history: {metric: app.core.store.History-like}."""
+        self.mode = "history"
+        empty = (np.empty(0), np.empty(0))
+
+        def mid(h) -> np.ndarray:
+            return np.asarray(h.ts_ns, dtype=np.float64) / NS
+
+        if self.latency_plot is not None:
+            lat = history.get(LATENCY)
+            fail = history.get(FAILURE)
+            if lat is not None and len(lat):
+                t = mid(lat)
+                width = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
+                self.latency_plot.set_curve("points", t, np.asarray(lat.vmax, dtype=float))
+                self.latency_plot.set_curve("p50", t, np.asarray(lat.mean, dtype=float))
+                self.rate_plot.set_curve("throughput", t, np.asarray(lat.count) / width)
+                for key in ("p95", "p99", "failures"):
+                    self.latency_plot.set_curve(key, *empty)
+                if fail is not None and len(fail):
+                    self.rate_plot.set_curve("errors", mid(fail),
+                                             np.asarray(fail.count) / width)
+                else:
+                    self.rate_plot.set_curve("errors", *empty)
+        for metric, h in history.items():
+            if metric in SKIPPED or h is None or not len(h):
+                continue
+            self._ensure_curve(metric)
+            for plot in (self.memory_plot, self.load_plot):
+                if plot is not None and metric in plot.curves:
+                    plot.set_curve(metric, mid(h), np.asarray(h.mean, dtype=float))
+
+    def apply_theme(self, theme: Theme) -> None:
+        self.theme = theme
+        for plot in self.plots():
+            plot.apply_theme(theme)
+            if plot is self.memory_plot or plot is self.load_plot:
+                for i, key in enumerate(plot.curves):
+                    plot.set_curve_color(key, theme.series[i % len(theme.series)])
+        if self.rate_plot is not None:
+            self.rate_plot.set_curve_color("throughput", theme.series[0])
+            self.rate_plot.set_curve_color("errors", theme.failure)
+        self.set_state(self._state)
