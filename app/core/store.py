@@ -471,13 +471,14 @@ class Store:
 
     def drift_points(self, endpoint: str, start_ns: int | None = None,
                      end_ns: int | None = None, *, source: str = "fast") -> list[dict]:
-        """Per-feature drift points, oldest first: ts_ns, feature, method, score, threshold,
-        drifted."""
+        """Per-feature drift points, oldest first: evaluation_id, ts_ns, feature, method, score,
+        threshold, drifted."""
         eid = self._lookup_endpoint(endpoint)
         if eid is None:
             return []
         return list(self.db.query(
-            "SELECT ts_ns, feature, method, score, threshold, drifted FROM drift_points "
+            "SELECT evaluation_id, ts_ns, feature, method, score, threshold, drifted "
+            "FROM drift_points "
             "WHERE endpoint_id = ? AND source = ? AND ts_ns >= ? AND ts_ns <= ? "
             "ORDER BY ts_ns, rowid",
             [eid, source, start_ns if start_ns is not None else -(2**63),

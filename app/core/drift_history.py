@@ -1,0 +1,108 @@
+"""Drift read back from the store for plots: features x time scores, the share of drifted
+features over time, and the latest per-feature table sorted by drift. Thread: the caller's Store.
+
+Scores of different methods are not comparable (p-values fall, distances rise), so each cell
+also carries a *severity*: 1.0 exactly at the method's threshold, above 1 when drifted.
+Distances: score / threshold. P-values: log(p) / log(threshold), so p = threshold gives 1 and
+p = 1 gives 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.core.drift_stats import METHODS
+from app.core.store import Store
+
+MAX_SEVERITY = 10.0  # p = 0 or huge distances: clipped so a heat map keeps its scale
+
+
+def severity(method: str | None, score: float | None, threshold: float | None) -> float:
+    """How far past its threshold a score is: 1.0 at the threshold, NaN when untested."""
+    if method is None or score is None or threshold is None or not math.isfinite(score):
+        return math.nan
+    known = METHODS.get(method)
+    if known is not None and known.is_p_value:
+        if score <= 0.0:
+            return MAX_SEVERITY
+        return min(MAX_SEVERITY, math.log(min(score, 1.0)) / math.log(threshold))
+    return min(MAX_SEVERITY, score / threshold) if threshold > 0 else math.nan
+
+
+@dataclass(frozen=True, slots=True)
+class DriftMatrix:
+    """One row per evaluation, one column per feature (in order of first appearance)."""
+
+    ts_ns: np.ndarray  # (T,) int64
+    features: tuple[str, ...]
+    score: np.ndarray  # (T, F) float, NaN where a feature was not tested
+    severity: np.ndarray  # (T, F) float, see module docstring
+    drifted: np.ndarray  # (T, F) bool
+    methods: tuple[str | None, ...]  # latest method per feature
+
+    def __len__(self) -> int:
+        return len(self.ts_ns)
+
+
+def drift_matrix(store: Store, endpoint: str, start_ns: int | None = None,
+                 end_ns: int | None = None, *, source: str = "fast") -> DriftMatrix:
+    points = store.drift_points(endpoint, start_ns, end_ns, source=source)
+    features: dict[str, int] = {}
+    times: dict[int, int] = {}  # evaluation id -> row
+    stamps: list[int] = []
+    for p in points:
+        features.setdefault(p["feature"], len(features))
+        if p["evaluation_id"] not in times:
+            times[p["evaluation_id"]] = len(times)
+            stamps.append(p["ts_ns"])
+    shape = (len(times), len(features))
+    score = np.full(shape, np.nan)
+    sev = np.full(shape, np.nan)
+    drifted = np.zeros(shape, dtype=bool)
+    methods: list[str | None] = [None] * len(features)
+    for p in points:
+        i, j = times[p["evaluation_id"]], features[p["feature"]]
+        if p["score"] is not None:
+            score[i, j] = p["score"]
+        sev[i, j] = severity(p["method"], p["score"], p["threshold"])
+        drifted[i, j] = bool(p["drifted"])
+        if p["method"] is not None:
+            methods[j] = p["method"]
+    return DriftMatrix(np.array(stamps, dtype=np.int64), tuple(features),
+                       score, sev, drifted, tuple(methods))
+
+
+def share_series(store: Store, endpoint: str, start_ns: int | None = None,
+                 end_ns: int | None = None, *, source: str = "fast"
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(ts_ns, share of drifted columns) per evaluation, oldest first."""
+    rows = store.drift_evaluations(endpoint, start_ns, end_ns, source=source)
+    return (np.array([r["ts_ns"] for r in rows], dtype=np.int64),
+            np.array([r["share_drifted"] for r in rows], dtype=np.float64))
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureRow:
+    feature: str
+    method: str | None
+    score: float | None
+    threshold: float | None
+    drifted: bool
+    severity: float
+
+
+def latest_table(store: Store, endpoint: str, *, source: str = "fast") -> list[FeatureRow]:
+    """The latest evaluation's features, most drifted first (untested ones last)."""
+    evaluations = store.drift_evaluations(endpoint, source=source)
+    if not evaluations:
+        return []
+    last = evaluations[-1]
+    rows = [p for p in store.drift_points(endpoint, last["ts_ns"], last["ts_ns"], source=source)
+            if p["evaluation_id"] == last["id"]]
+    table = [FeatureRow(p["feature"], p["method"], p["score"], p["threshold"],
+                        bool(p["drifted"]), severity(p["method"], p["score"], p["threshold"]))
+             for p in rows]
+    return sorted(table, key=lambda r: (math.isnan(r.severity), -np.nan_to_num(r.severity)))
