@@ -1,0 +1,206 @@
+"""``probescope drift``: per-column drift of a data file, or of an endpoint's recent captures,
+against a reference; ``--evidently`` runs Evidently's full report instead of the fast path.
+
+    probescope drift --reference REF.csv --current CUR.csv [--json] [--evidently]
+    probescope drift --db WS.db --endpoint NAME [--window 10m] [--json] [--evidently]
+    probescope drift --db WS.db --endpoint NAME --set-reference FILE|demo|captures:FROM..TO
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from app.core.drift import (
+    PREDICTION_COLUMN,
+    DriftError,
+    DriftResult,
+    capture_frame,
+    drift,
+    evaluate,
+    prepare_reference,
+)
+from app.core.drift_monitor import save_result
+from app.core.drift_report import evidently_report, report_path_for
+from app.core.drift_stats import Kind
+from app.core.references import (
+    Reference,
+    captures_reference,
+    demo_reference,
+    file_reference,
+    get_reference,
+    input_columns,
+    load_reference,
+    read_table,
+    resolve_endpoint,
+    set_reference,
+)
+from app.core.store import Store
+
+_UNITS_S = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("drift", help="per-column data drift against a reference",
+                       description="Per-column drift (method, score, threshold, verdict) and the "
+                                   "share of drifted columns, with Evidently's methods and "
+                                   "thresholds.")
+    p.add_argument("--reference", type=Path, metavar="FILE",
+                   help="reference data (.csv, .parquet, .jsonl); with --db it overrides the "
+                        "endpoint's stored reference")
+    p.add_argument("--current", type=Path, metavar="FILE", help="current data to compare")
+    p.add_argument("--db", type=Path, help="workspace SQLite file (with --endpoint)")
+    p.add_argument("--endpoint", metavar="NAME", help="endpoint URI, or a part of it")
+    p.add_argument("--window", default="10m",
+                   help="with --db: how much of the endpoint's latest captures to compare, "
+                        "ending at its last capture (e.g. 90s, 10m, 2h; default 10m)")
+    p.add_argument("--set-reference", metavar="SPEC",
+                   help="with --db: store the endpoint's reference: a data file, 'demo', or "
+                        "captures:FROM..TO (ISO times; either may be empty)")
+    p.add_argument("--evidently", action="store_true",
+                   help="run Evidently's full data-drift report instead of the fast path")
+    p.add_argument("--html", type=Path, metavar="PATH",
+                   help="with --evidently: where to save the report's HTML (with --db it goes "
+                        "beside the workspace by default)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except DriftError as exc:
+        print(f"probescope: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.db is not None:
+        if not args.endpoint:
+            raise DriftError("--db needs --endpoint NAME (which endpoint's captures to compare)")
+        if args.current is not None:
+            raise DriftError("give either --current FILE or --db with --endpoint, not both")
+        if args.set_reference:
+            return _set_reference(args)
+        return _endpoint_drift(args)
+    if args.reference is None or args.current is None:
+        raise DriftError("give --reference FILE and --current FILE, "
+                         "or --db PATH and --endpoint NAME")
+    reference, current = read_table(args.reference), read_table(args.current)
+    if args.evidently:
+        result = evidently_report(reference, current, html_path=args.html)
+    else:
+        result = drift(reference, current)
+    _print(result, args.json, {})
+    return 0
+
+
+def parse_duration_s(text: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", text)
+    if not match or float(match.group(1)) <= 0:
+        raise DriftError(f"'{text}' is not a duration; use e.g. 90s, 10m, 2h")
+    return float(match.group(1)) * _UNITS_S[match.group(2) or "s"]
+
+
+def _parse_time_ns(text: str) -> int | None:
+    if not text.strip():
+        return None
+    try:
+        stamp = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise DriftError(f"'{text}' is not an ISO time such as 2026-11-23T10:00:00") from exc
+    return int(stamp.timestamp() * 1e9)
+
+
+def _set_reference(args: argparse.Namespace) -> int:
+    store = Store(args.db)
+    try:
+        endpoint = resolve_endpoint(store, args.endpoint)
+        spec = args.set_reference
+        reference: Reference
+        if spec == "demo":
+            reference = demo_reference()
+        elif spec.startswith("captures:"):
+            start, sep, end = spec.removeprefix("captures:").partition("..")
+            if not sep:
+                raise DriftError("write a captures reference as captures:FROM..TO")
+            previous = get_reference(store, endpoint)
+            reference = captures_reference(endpoint, _parse_time_ns(start), _parse_time_ns(end),
+                                           previous.columns if previous else ())
+            load_reference(store, reference)  # refuse a range with no captures now, not later
+        else:
+            reference = file_reference(spec)
+        set_reference(store, endpoint, reference)
+    finally:
+        store.close()
+    print(f"drift reference of {endpoint}: {reference.describe()}")
+    return 0
+
+
+def _endpoint_drift(args: argparse.Namespace) -> int:
+    window_ns = int(parse_duration_s(args.window) * 1e9)
+    store = Store(args.db)  # writable: applies the drift schema step to older workspaces
+    try:
+        endpoint = resolve_endpoint(store, args.endpoint)
+        if args.reference is not None:
+            ref_frame = read_table(args.reference)
+            features = input_columns(ref_frame)
+        else:
+            reference = get_reference(store, endpoint)
+            if reference is None:
+                raise DriftError(f"{endpoint} has no drift reference; set one with "
+                                 "--set-reference FILE|demo|captures:FROM..TO, or pass "
+                                 "--reference FILE")
+            ref_frame = load_reference(store, reference)
+            features = reference.columns or input_columns(ref_frame)
+        span = store.capture_span(endpoint)
+        end_ns = span[1] if span else 0
+        start_ns = end_ns - window_ns
+        current = capture_frame(store.capture_inputs(endpoint, start_ns, end_ns), features)
+        columns = [f for f in features if f in ref_frame.columns]
+        if PREDICTION_COLUMN in ref_frame.columns:
+            columns.append(PREDICTION_COLUMN)
+        kinds = dict.fromkeys(columns, Kind.NUMERICAL)
+        kinds[PREDICTION_COLUMN] = Kind.CATEGORICAL
+        extra = {"endpoint": endpoint, "window": {"start_ns": start_ns, "end_ns": end_ns}}
+        if args.evidently:
+            html = args.html or report_path_for(args.db, endpoint, end_ns)
+            result = evidently_report(ref_frame, current, columns=columns, kinds=kinds,
+                                      html_path=html)
+            save_result(store, endpoint, end_ns, result, source="evidently",
+                        report_path=str(html))
+            extra["html"] = str(html)
+        else:
+            result = evaluate(prepare_reference(ref_frame, columns), current, columns=columns,
+                              kinds=kinds)
+    finally:
+        store.close()
+    _print(result, args.json, extra)
+    return 0
+
+
+def _print(result: DriftResult, as_json: bool, extra: dict) -> None:
+    if as_json:
+        print(json.dumps({**result.to_json(), **extra}))
+        return
+    rows = [[c.name, c.method or "-", "-" if c.score is None else f"{c.score:.4g}",
+             "-" if c.threshold is None else f"{c.threshold:g}",
+             "DRIFT" if c.drifted else ("no" if c.tested else "not tested"), c.note or ""]
+            for c in result.columns]
+    table = pd.DataFrame(rows, columns=["column", "method", "score", "threshold", "drifted",
+                                        "note"])
+    print(table.to_string(index=False))
+    tested = len(result.tested)
+    print(f"share drifted: {result.share_drifted:.3f} "
+          f"({sum(c.drifted for c in result.columns)} of {tested} tested columns; "
+          f"{result.rows_current} current rows vs {result.rows_reference} reference rows)")
+    if result.note:
+        print(result.note)
+    for key in ("endpoint", "html"):
+        if key in extra:
+            print(f"{key}: {extra[key]}")
