@@ -7,6 +7,7 @@ URI parameters: ``provider`` (cpu, cuda, tensorrt, openvino, coreml, dml, rocm),
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -89,11 +90,16 @@ def _concrete_shape(shape: list, rows: int = 1) -> tuple[int, ...]:
     return tuple(dims)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Request:
     feed: dict[str, np.ndarray]
     label: str | None
     request_id: str | None
+
+    @functools.cached_property
+    def blobs(self) -> tuple[TensorBlob, ...]:
+        """The feed as capture tensors, made once: a request is sent many times."""
+        return tuple(TensorBlob.from_array(k, v) for k, v in self.feed.items())
 
 
 def build_requests(session: ort.InferenceSession, payload: Payload | None, *, seed: int = 0,
@@ -227,11 +233,12 @@ class OnnxProbe(Probe):
         items: list[Sample | Capture] = []
         captures: list[Capture] = []
         endpoint = self.endpoint
-        for index, ts_ns, latency_ns, outputs, error in unsettled:
+        verdicts = self._judge_batch(unsettled)
+        for (index, ts_ns, latency_ns, outputs, error), (status, prediction, confidence) in zip(
+                unsettled, verdicts, strict=True):
             request = self.requests_ready[index]
             latency_ms = latency_ns / 1e6
             self.requests += 1
-            status, prediction, confidence = self._judge(request, latency_ms, outputs, error)
             items.append(Sample(endpoint, ts_ns, LATENCY_METRIC, latency_ms))
             failed = status is not CaptureStatus.OK
             if failed:
@@ -246,7 +253,7 @@ class OnnxProbe(Probe):
                 self._capture_credit -= 1.0
             capture = Capture(
                 endpoint=endpoint, ts_ns=ts_ns, latency_ms=latency_ms, status=status,
-                inputs=tuple(TensorBlob.from_array(k, v) for k, v in request.feed.items()),
+                inputs=request.blobs,
                 outputs=tuple(TensorBlob.from_array(n, o) for n, o in
                               zip(self._output_names, outputs or (), strict=False)
                               if isinstance(o, np.ndarray)),
@@ -260,6 +267,35 @@ class OnnxProbe(Probe):
             self.bus.put_many(items)
         return captures
 
+    def _judge_batch(self, unsettled: list) -> list[tuple[CaptureStatus, str | None,
+                                                          float | None]]:
+        """Status, top class and confidence per request, with numpy over the whole batch."""
+        verdicts: list[tuple[CaptureStatus, str | None, float | None]] = []
+        firsts = [u[3][0] if u[3] is not None else None for u in unsettled]
+        shape = firsts[0].shape if firsts and firsts[0] is not None else None
+        uniform = (shape is not None and len(shape) == 2 and shape[0] == 1 and shape[1] >= 2
+                   and len(self._output_names) == 1
+                   and all(f is not None and f.shape == shape and f.dtype.kind == "f"
+                           for f in firsts))
+        if not uniform:
+            return [self._judge(self.requests_ready[u[0]], u[2] / 1e6, u[3], u[4])
+                    for u in unsettled]
+        scores = np.concatenate(firsts)  # one row per request
+        finite = np.isfinite(scores).all(axis=1).tolist()
+        top = scores.argmax(axis=1)
+        top_score = scores[np.arange(len(top)), top].tolist()
+        is_prob = ((scores.min(axis=1) >= 0.0)
+                   & (np.abs(scores.sum(axis=1) - 1.0) < 1e-3)).tolist()
+        for k, (index, _, latency_ns, _, _) in enumerate(unsettled):
+            if not finite[k]:
+                verdicts.append((CaptureStatus.NON_FINITE, None, None))
+                continue
+            prediction = str(int(top[k]))
+            confidence = top_score[k] if is_prob[k] else None
+            verdicts.append((self._verdict(self.requests_ready[index], latency_ns / 1e6,
+                                           prediction, confidence), prediction, confidence))
+        return verdicts
+
     def _judge(self, request: Request, latency_ms: float, outputs: list | None,
                error: str | None) -> tuple[CaptureStatus, str | None, float | None]:
         if error is not None or outputs is None:
@@ -268,14 +304,18 @@ class OnnxProbe(Probe):
                    if isinstance(o, np.ndarray) and o.dtype.kind == "f"):
             return CaptureStatus.NON_FINITE, None, None
         prediction, confidence = classify(outputs[0])
+        return self._verdict(request, latency_ms, prediction, confidence), prediction, confidence
+
+    def _verdict(self, request: Request, latency_ms: float, prediction: str | None,
+                 confidence: float | None) -> CaptureStatus:
         if request.label is not None and prediction is not None and prediction != request.label:
-            return CaptureStatus.MISMATCH, prediction, confidence
+            return CaptureStatus.MISMATCH
         if self.slo_ms is not None and latency_ms > self.slo_ms:
-            return CaptureStatus.SLOW, prediction, confidence
+            return CaptureStatus.SLOW
         if (self.min_confidence is not None and confidence is not None
                 and confidence < self.min_confidence):
-            return CaptureStatus.LOW_CONFIDENCE, prediction, confidence
-        return CaptureStatus.OK, prediction, confidence
+            return CaptureStatus.LOW_CONFIDENCE
+        return CaptureStatus.OK
 
     def run(self, stop: threading.Event) -> None:
         period_s = 1.0 / self.rate_hz if self.rate_hz > 0 else 0.0

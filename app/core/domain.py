@@ -79,6 +79,9 @@ class CaptureStatus(enum.StrEnum):
     LOW_CONFIDENCE = "low_confidence"
 
 
+_DTYPE_CODES: dict[np.dtype, str] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class TensorBlob:
     """A tensor kept as exact bytes so a replay is bit-for-bit."""
@@ -90,7 +93,12 @@ class TensorBlob:
 
     @classmethod
     def from_array(cls, name: str, array: np.ndarray) -> TensorBlob:
-        return cls(name, array.dtype.str, array.shape, array.tobytes())
+        dtype = array.dtype
+        # dtype.str builds a new string on every call; on a probe's hot path that adds up.
+        code = _DTYPE_CODES.get(dtype)
+        if code is None:
+            code = _DTYPE_CODES.setdefault(dtype, dtype.str)
+        return cls(name, code, array.shape, array.tobytes())
 
     def to_array(self) -> np.ndarray:
         return np.frombuffer(self.data, dtype=np.dtype(self.dtype)).reshape(self.shape)

@@ -36,26 +36,34 @@ def test_each_request_gives_a_latency_sample_and_a_capture(demo_model):
     assert probe.info()["provider"] == "cpu"
 
 
-def test_payload_rows_are_sent_exactly_and_judged_against_their_labels(demo_dir, tmp_path):
-    rows = pd.read_csv(demo_dir / "production.csv").iloc[:200]
-    rows = rows[~rows.isna().any(axis=1)]
+@pytest.mark.parametrize("batched", [False, True], ids=["one-by-one", "batched"])
+def test_payload_rows_are_sent_exactly_and_judged_against_their_labels(
+        demo_dir, tmp_path, batched):
+    rows = pd.read_csv(demo_dir / "production.csv").iloc[:600]
     payload = tmp_path / "rows.csv"
     rows.to_csv(payload, index=False)
     model = demo_dir / "wine-v1.onnx"
     bus = Bus()
     probe = open_probe(f"onnx:{model}?payload={payload}", bus)
     for _ in range(len(rows)):
-        probe.measure_one()
+        if batched:
+            probe.step()  # judged in batches of up to 64, as the run loop does
+        else:
+            probe.measure_one()
+    probe.settle()
     _, captures = _drain(bus)
 
     features = rows.drop(columns=["id", "label"]).to_numpy(np.float32)
     truth = ort.InferenceSession(str(model)).run(None, {"features": features})[0]
-    expected_mismatch = truth.argmax(1) != rows["label"].to_numpy()
-    assert expected_mismatch.any(), "the demo stream should hold some real mistakes"
-    got = [c.status is CaptureStatus.MISMATCH for c in captures]
-    assert got == expected_mismatch.tolist()
+    nan_rows = np.isnan(features).any(axis=1)
+    mismatch = (truth.argmax(1) != rows["label"].to_numpy()) & ~nan_rows
+    assert mismatch.any() and nan_rows.any(), "the demo stream holds mistakes and NaN rows"
+    expected = np.where(nan_rows, "non_finite", np.where(mismatch, "mismatch", "ok")).tolist()
+    assert [str(c.status) for c in captures] == expected
     first = captures[0]
     assert first.request_id == rows["id"].iloc[0]
+    assert first.prediction == str(truth[0].argmax())
+    assert first.confidence == pytest.approx(float(truth[0].max()))
     assert first.inputs[0].to_array().tobytes() == features[:1].tobytes()
     np.testing.assert_allclose(first.outputs[0].to_array(), truth[:1], rtol=1e-6)
 
