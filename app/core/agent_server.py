@@ -59,6 +59,9 @@ def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
 class _Handler(BaseHTTPRequestHandler):
     server: AgentHttpServer
     protocol_version = "HTTP/1.1"  # keep-alive: the probe reuses one connection
+    # Headers and body go out in separate writes; with Nagle on, the body waits ~40 ms for
+    # the peer's delayed ACK.
+    disable_nagle_algorithm = True
     timeout = HANDLER_TIMEOUT_S
     server_version = "probescope-agent"
     sys_version = ""

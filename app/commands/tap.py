@@ -1,0 +1,52 @@
+"""``probescope tap --listen HOST:PORT --upstream URL --db PATH``: a recording reverse proxy in
+front of a model server; runs until Ctrl+C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from app.core.agent import AgentError, parse_listen
+from app.core.tap import DEFAULT_MAX_RECORD_BYTES, Tap, TapError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tap", help="recording reverse proxy: forward to a model server and "
+                                   "record each request as a capture")
+    p.add_argument("--listen", default="127.0.0.1:9000",
+                   help="HOST:PORT clients connect to (default 127.0.0.1:9000; port 0 picks one)")
+    p.add_argument("--upstream", required=True, help="the model server, e.g. http://host:8000")
+    p.add_argument("--db", required=True, type=Path, help="workspace SQLite file")
+    p.add_argument("--max-record-bytes", type=int, default=DEFAULT_MAX_RECORD_BYTES,
+                   help="bodies longer than this are forwarded whole but recorded cut "
+                        f"(default {DEFAULT_MAX_RECORD_BYTES})")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds to wait for the upstream's answer (then 504, recorded)")
+    p.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl+C)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        host, port = parse_listen(args.listen)
+        tap = Tap(args.upstream, args.db, host=host, port=port,
+                  max_record_bytes=args.max_record_bytes, timeout_s=args.timeout)
+        tap.start()
+    except (AgentError, TapError) as exc:
+        print(f"probescope: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        h, p = tap.address
+        print(f"probescope tap serving http://{h}:{p} -> {args.upstream} (db {args.db})",
+              flush=True)
+        stop.wait(args.seconds)
+    finally:
+        tap.close()
+    print(f"forwarded {tap.forwarded} requests, recorded {tap.recorded} captures")
+    return 0

@@ -1,0 +1,178 @@
+"""Turns one proxied HTTP exchange into a Capture: which endpoint, which tensors went in and came
+out, and how it ended. Knows the three JSON protocols: Open Inference (v2), TorchServe and TF
+Serving. Thread: the tap's decoder thread; pure functions otherwise.
+
+A body that is not JSON, is too large, or holds non-numeric data is kept as raw bytes (a uint8
+tensor named ``request_body``/``response_body``), so nothing the client sent is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.core.domain import Capture, CaptureStatus, Metric, Sample, TensorBlob
+
+V2_DTYPES = {
+    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
+    "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
+    "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+}
+_V2 = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
+_TORCHSERVE = re.compile(r"^/predictions/(?P<name>[^/]+)(?:/(?P<version>[^/]+))?$")
+_TFSERVING = re.compile(
+    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/[^/:]+)?:predict$")
+_ERROR_SNIPPET = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """What the proxy saw of one request; bodies are cut at the tap's record limit."""
+
+    ts_ns: int
+    method: str
+    path: str
+    request_body: bytes
+    request_truncated: bool
+    status: int | None  # None: no answer from upstream
+    response_body: bytes
+    response_truncated: bool
+    latency_ms: float
+    error: str | None = None
+    timed_out: bool = False
+    request_id: str | None = None  # from an X-Request-Id header, when the client sent one
+
+
+def route(method: str, path: str, upstream: str) -> tuple[str, str, str | None] | None:
+    """(protocol, endpoint URI, model version) for an inference call; None for anything else.
+
+    ``upstream`` is ``host:port``. The endpoint URI is the one a probe of the same model would
+    use, so tapped traffic and active probing of one model land on one endpoint.
+    """
+    if method != "POST":
+        return None
+    path = path.split("?", 1)[0]
+    if m := _V2.match(path):
+        version = m["version"]
+        suffix = f"/versions/{version}" if version else ""
+        return "v2", f"v2+http://{upstream}/models/{m['name']}{suffix}", version
+    if m := _TORCHSERVE.match(path):
+        return "torchserve", f"torchserve+http://{upstream}/{m['name']}", m["version"]
+    if m := _TFSERVING.match(path):
+        return "tfserving", f"tfserving+http://{upstream}/{m['name']}", m["version"]
+    return None
+
+
+def _numeric(name: str, data: object, dtype: type | None = None,
+             shape: list | None = None) -> TensorBlob | None:
+    try:
+        array = np.asarray(data, dtype=dtype)
+        if array.dtype.kind not in "biuf":
+            return None
+        if shape is not None:
+            array = array.reshape([int(d) for d in shape])
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return TensorBlob.from_array(name, array)
+
+
+def _v2_tensors(entries: object) -> tuple[TensorBlob, ...] | None:
+    if not isinstance(entries, list):
+        return None
+    out = []
+    for e in entries:
+        if not isinstance(e, dict):
+            return None
+        dtype = V2_DTYPES.get(str(e.get("datatype", "")).upper())
+        blob = _numeric(str(e.get("name", "")), e.get("data"), dtype, e.get("shape"))
+        if dtype is None or blob is None:
+            return None  # BYTES or malformed: keep the raw body instead
+        out.append(blob)
+    return tuple(out)
+
+
+def _named(doc: object, keys: tuple[str, ...]) -> tuple[TensorBlob, ...] | None:
+    """TorchServe / TF Serving bodies: a bare array, {key: array}, or {key: {name: array}}."""
+    if isinstance(doc, dict):
+        for key in keys:
+            if key in doc:
+                value = doc[key]
+                if isinstance(value, dict):
+                    blobs = [_numeric(str(k), v) for k, v in value.items()]
+                    return None if any(b is None for b in blobs) else tuple(blobs)  # type: ignore[misc]
+                blob = _numeric(key, value)
+                return None if blob is None else (blob,)
+        return None
+    blob = _numeric(keys[0], doc)
+    return None if blob is None else (blob,)
+
+
+def _decode(protocol: str, body: bytes, side: str, truncated: bool
+            ) -> tuple[tuple[TensorBlob, ...], dict | None]:
+    raw = (TensorBlob.from_array(f"{side}_body", np.frombuffer(body, np.uint8)),) if body else ()
+    if truncated or not body:
+        return raw, None
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return raw, None
+    if protocol == "v2":
+        tensors = _v2_tensors(doc.get("inputs" if side == "request" else "outputs")
+                              if isinstance(doc, dict) else None)
+    elif protocol == "tfserving":
+        keys = ("instances", "inputs") if side == "request" else ("predictions", "outputs")
+        tensors = _named(doc, keys)
+    else:
+        tensors = _named(doc, ("data", "instances") if side == "request" else ("output",))
+    return (raw if tensors is None else tensors), (doc if isinstance(doc, dict) else None)
+
+
+def to_capture(x: Exchange, upstream: str) -> tuple[Capture, list[Sample]] | None:
+    """The capture and samples for one exchange, or None when it was not an inference call."""
+    from probes.onnx_local import classify  # the same rule the ONNX probe uses
+
+    routed = route(x.method, x.path, upstream)
+    if routed is None:
+        return None
+    protocol, endpoint, version = routed
+    inputs, req_doc = _decode(protocol, x.request_body, "request", x.request_truncated)
+    answered = x.status is not None
+    outputs, resp_doc = (_decode(protocol, x.response_body, "response", x.response_truncated)
+                         if answered else ((), None))
+    request_id = x.request_id
+    if request_id is None and protocol == "v2":
+        request_id = next((str(d["id"]) for d in (req_doc, resp_doc)
+                           if d and d.get("id") is not None), None)
+    if protocol == "v2" and resp_doc and resp_doc.get("model_version"):
+        version = str(resp_doc["model_version"])
+    prediction = confidence = None
+    error = x.error
+    if x.timed_out:
+        status = CaptureStatus.TIMEOUT
+    elif not answered:
+        status = CaptureStatus.ERROR
+    elif x.status is not None and x.status >= 400:
+        status = CaptureStatus.ERROR
+        snippet = x.response_body[:_ERROR_SNIPPET].decode("utf-8", "replace").strip()
+        error = f"HTTP {x.status}: {snippet}" if snippet else f"HTTP {x.status}"
+    elif any(t.dtype[1] == "f" and not np.isfinite(t.to_array()).all() for t in outputs
+             if not t.name.endswith("_body")):
+        status = CaptureStatus.NON_FINITE
+    else:
+        status = CaptureStatus.OK
+        first = next((t for t in outputs if not t.name.endswith("_body")), None)
+        if first is not None and first.shape:
+            prediction, confidence = classify(first.to_array())
+    capture = Capture(
+        endpoint=endpoint, ts_ns=x.ts_ns, latency_ms=x.latency_ms, status=status,
+        inputs=inputs, outputs=outputs, request_id=request_id or uuid.uuid4().hex,
+        error=error, prediction=prediction, confidence=confidence, model_version=version,
+        truncated=x.request_truncated or x.response_truncated)
+    samples = [Sample(endpoint, x.ts_ns, Metric.LATENCY_MS, x.latency_ms)]
+    if capture.failed:
+        samples.append(Sample(endpoint, x.ts_ns, Metric.FAILURE, 1.0))
+    return capture, samples

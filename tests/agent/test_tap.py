@@ -1,0 +1,172 @@
+"""The tap as a real process in front of a real model server process: clients see the very
+bytes the server sent, and every inference call becomes a capture."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from app.core.domain import CaptureStatus
+from app.core.store import Store
+from tests.agent.conftest import ROOT, Proc, env_with
+from tests.helpers import wait_until
+
+MODEL = ROOT / "assets" / "demo" / "wine-v1.onnx"
+ROW = [14.1073, 2.1564, 2.1327, 15.8808, 93.2727, 2.9264, 3.303, 0.2425, 2.1661, 5.7784,
+       1.0091, 3.4976, 1023.1786]
+RECORD_LIMIT = 2000
+
+
+class ModelServer(Proc):
+    def __init__(self, port: int = 0) -> None:
+        import subprocess
+
+        self.popen = subprocess.Popen(
+            [sys.executable, str(ROOT / "tools" / "onnx_http_server.py"), "--model", str(MODEL),
+             "--port", str(port)], cwd=ROOT, env=env_with(), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        assert self.popen.stdout is not None
+        self.first_line = self.popen.stdout.readline().strip()
+        assert self.first_line.startswith("serving"), self.popen.stderr.read()
+
+    @property
+    def url(self) -> str:
+        return self.first_line.split()[1]
+
+
+@pytest.fixture
+def server(procs) -> ModelServer:
+    s = ModelServer()
+    procs.append(s)
+    return s
+
+
+@pytest.fixture
+def tap(tmp_path, server, procs) -> Iterator[tuple[Proc, Path]]:
+    db = tmp_path / "ws.db"
+    t = Proc(["tap", "--listen", "127.0.0.1:0", "--upstream", server.url, "--db", str(db),
+              "--max-record-bytes", str(RECORD_LIMIT), "--timeout", "1"])
+    procs.append(t)
+    yield t, db
+
+
+def raw_exchange(url: str, method: str, path: str, body: bytes = b"",
+                 headers: dict[str, str] | None = None) -> bytes:
+    """Send one request over a bare socket and return every byte of the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close",
+             f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def without_date(response: bytes) -> bytes:
+    return b"\r\n".join(line for line in response.split(b"\r\n")
+                        if not line.lower().startswith(b"date:"))
+
+
+def v2_body(rows: list[list[float]], rid: str = "req-1") -> bytes:
+    return json.dumps({"id": rid, "inputs": [{"name": "features", "datatype": "FP32",
+                                               "shape": [len(rows), 13],
+                                               "data": [v for row in rows for v in row]}]}).encode()
+
+
+CALLS = [
+    ("v2", "/v2/models/wine-v1/infer", v2_body([ROW])),
+    ("tfserving", "/v1/models/wine-v1:predict", json.dumps({"instances": [ROW]}).encode()),
+    ("torchserve", "/predictions/wine-v1", json.dumps([ROW]).encode()),
+]
+
+
+def captures(db: Path, failed: bool | None = None):
+    store = Store(db, readonly=True)
+    try:
+        return [c.capture for c in store.captures(failed=failed)]
+    finally:
+        store.close()
+
+
+def test_clients_see_the_servers_bytes_and_each_call_is_recorded(tap, server):
+    proxy, db = tap
+    for _, path, body in CALLS:
+        through = raw_exchange(proxy.url, "POST", path, body)
+        direct = raw_exchange(server.url, "POST", path, body)
+        assert through.startswith(b"HTTP/1.1 200")
+        assert without_date(through) == without_date(direct)
+    # Not inference calls: forwarded, not recorded.
+    assert without_date(raw_exchange(proxy.url, "GET", "/v2/models/wine-v1")) == \
+        without_date(raw_exchange(server.url, "GET", "/v2/models/wine-v1"))
+    assert wait_until(lambda: db.exists() and len(captures(db)) == 3)
+    by_kind = {c.endpoint.split("+", 1)[0]: c for c in captures(db)}
+    host = server.url.removeprefix("http://")
+    assert set(by_kind) == {"v2", "tfserving", "torchserve"}
+    assert by_kind["v2"].endpoint == f"v2+http://{host}/models/wine-v1"
+    assert by_kind["v2"].request_id == "req-1"
+    for c in by_kind.values():
+        assert c.status is CaptureStatus.OK and not c.truncated
+        assert np.allclose(c.inputs[0].to_array().reshape(-1), ROW)
+        assert c.prediction == "0" and c.confidence is not None
+    assert by_kind["v2"].inputs[0].to_array().dtype == np.float32
+    assert by_kind["v2"].inputs[0].shape == (1, 13)
+
+
+def test_keep_alive_clients_are_served_through_the_pool(tap, server):
+    proxy, db = tap
+    with httpx.Client(base_url=proxy.url) as client:
+        answers = [client.post("/v2/models/wine-v1/infer", content=v2_body([ROW], f"k{i}"))
+                   for i in range(30)]
+    assert all(a.status_code == 200 for a in answers)
+    assert [a.json()["id"] for a in answers] == [f"k{i}" for i in range(30)]
+    assert wait_until(lambda: db.exists() and len(captures(db)) == 30)
+
+
+def test_server_errors_and_timeouts_are_recorded_as_failures(tap, server):
+    proxy, db = tap
+    bad = json.dumps([[1.0, 2.0]]).encode()
+    through = raw_exchange(proxy.url, "POST", "/predictions/wine-v1", bad)
+    assert without_date(through) == without_date(
+        raw_exchange(server.url, "POST", "/predictions/wine-v1", bad))
+    assert through.startswith(b"HTTP/1.1 500")
+    slow = raw_exchange(proxy.url, "POST", "/v2/models/wine-v1/infer", v2_body([ROW]),
+                        {"X-Test-Delay-S": "3"})
+    assert slow.startswith(b"HTTP/1.1 504")
+    assert wait_until(lambda: db.exists() and len(captures(db, failed=True)) == 2)
+    statuses = {c.status: c for c in captures(db, failed=True)}
+    assert set(statuses) == {CaptureStatus.ERROR, CaptureStatus.TIMEOUT}
+    assert "HTTP 500" in statuses[CaptureStatus.ERROR].error
+    assert "did not answer within 1 s" in statuses[CaptureStatus.TIMEOUT].error
+
+
+def test_upstream_down_gives_502_and_a_failure(tap, server):
+    proxy, db = tap
+    server.kill()
+    answer = raw_exchange(proxy.url, "POST", "/v2/models/wine-v1/infer", v2_body([ROW]))
+    assert answer.startswith(b"HTTP/1.1 502")
+    assert wait_until(lambda: db.exists() and len(captures(db, failed=True)) == 1)
+    assert captures(db, failed=True)[0].status is CaptureStatus.ERROR
+
+
+def test_oversized_payload_is_forwarded_whole_and_recorded_truncated(tap, server):
+    proxy, db = tap
+    body = v2_body([ROW] * 400)
+    assert len(body) > RECORD_LIMIT
+    through = raw_exchange(proxy.url, "POST", "/v2/models/wine-v1/infer", body)
+    direct = raw_exchange(server.url, "POST", "/v2/models/wine-v1/infer", body)
+    assert without_date(through) == without_date(direct)
+    assert len(json.loads(through.split(b"\r\n\r\n", 1)[1])["outputs"][0]["data"]) == 1200
+    assert wait_until(lambda: db.exists() and len(captures(db)) == 1)
+    (c,) = captures(db)
+    assert c.truncated and c.status is CaptureStatus.OK
+    assert c.inputs[0].name == "request_body"
+    assert c.inputs[0].data == body[:RECORD_LIMIT]
