@@ -1,0 +1,56 @@
+"""Fixtures for remote-probe tests: a real MLServer (built once, cached) and our fault server."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.remote.fault_server import FaultServer
+from tests.servers import mlserver as mls
+from tests.servers.venvs import ServerUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@pytest.fixture(scope="session")
+def mlserver_venv() -> Path:
+    try:
+        return mls.venv()
+    except ServerUnavailable as exc:
+        pytest.skip(f"MLServer {mls.VERSION} cannot be installed here: {exc}")
+
+
+@pytest.fixture(scope="session")
+def mlserver(mlserver_venv: Path,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[mls.MLServer]:
+    """One MLServer for the whole session; tests must not stop it (see ``own_mlserver``)."""
+    server = mls.MLServer(tmp_path_factory.mktemp("mlserver"), mlserver_venv)
+    try:
+        server.start()
+    except ServerUnavailable as exc:
+        pytest.fail(str(exc))
+    log.info("MLServer %s ready after %.2f s", mls.VERSION, server.ready_after_s)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_mlserver(mlserver_venv: Path, tmp_path: Path) -> Iterator[mls.MLServer]:
+    """An MLServer this test may kill and restart."""
+    server = mls.MLServer(tmp_path / "mlserver", mlserver_venv)
+    try:
+        server.start()
+    except ServerUnavailable as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fault_server() -> Iterator[FaultServer]:
+    server = FaultServer().start()
+    yield server
+    server.stop()
