@@ -12,7 +12,7 @@ import argparse
 import json
 import re
 import sys
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -114,7 +114,10 @@ def _parse_time_ns(text: str) -> int | None:
         stamp = datetime.fromisoformat(text.strip())
     except ValueError as exc:
         raise DriftError(f"'{text}' is not an ISO time such as 2026-11-23T10:00:00") from exc
-    return int(stamp.timestamp() * 1e9)
+    if stamp.tzinfo is None:
+        stamp = stamp.astimezone()  # a time without a zone is local time
+    # Whole microseconds, exactly: float seconds would lose the last digits of a ns stamp.
+    return (stamp - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
 
 
 def _set_reference(args: argparse.Namespace) -> int:

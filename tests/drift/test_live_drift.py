@@ -77,8 +77,8 @@ def test_the_demo_stream_shows_its_drift_as_it_happens(tmp_path):
     # The demo's production endpoint at 8x its rate: 3,000 rows in about 8 s instead of a
     # minute; drift ramps in from row 1,000.
     production = demo_endpoints(rate_scale=8.0)[0]
-    monitor, watcher, endpoint, updates = _start(tmp_path / "ws.db", production,
-                                                 window_rows=500, interval_s=0.5)
+    monitor, watcher, _, updates = _start(tmp_path / "ws.db", production,
+                                          window_rows=500, interval_s=0.5)
 
     def found() -> bool:
         return any({"alcohol", "color_intensity"} <= set(u.result.drifted_columns)

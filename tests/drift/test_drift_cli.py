@@ -1,0 +1,138 @@
+"""``probescope drift`` as a user runs it: files or a workspace, fast or Evidently, and errors."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app.cli import main
+from app.core.domain import Capture, CaptureStatus, TensorBlob
+from app.core.store import Store
+
+T0_NS = 1_700_000_000_000_000_000
+STEP_NS = 10_000_000  # 10 ms between captures
+FEATURES_END = -1  # production.csv: id, 13 features, label
+
+
+@pytest.fixture
+def halves(tmp_path, demo_dir):
+    """Unshifted and shifted stretches of the demo's production stream, as files."""
+    production = pd.read_csv(demo_dir / "production.csv")
+    calm, shifted = tmp_path / "calm.csv", tmp_path / "shifted.csv"
+    production.iloc[:500].to_csv(calm, index=False)
+    production.iloc[1000:2000].to_csv(shifted, index=False)
+    return demo_dir / "reference.csv", calm, shifted
+
+
+def _json(capsys, argv: list[str]) -> dict:
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _verdicts(report: dict) -> dict:
+    return {c["name"]: (c["method"], c["threshold"], c["drifted"]) for c in report["columns"]}
+
+
+def test_files_fast_and_evidently_agree_on_shifted_and_unshifted_data(halves, capsys):
+    reference, calm, shifted = halves
+    for current, drifted in ((calm, set()), (shifted, {"alcohol", "color_intensity"})):
+        argv = ["drift", "--reference", str(reference), "--current", str(current), "--json"]
+        fast = _json(capsys, argv)
+        full = _json(capsys, [*argv, "--evidently"])
+        assert set(fast) >= {"columns", "share_drifted"}
+        assert set(fast["columns"][0]) >= {"name", "method", "score", "threshold", "drifted"}
+        assert _verdicts(fast) == _verdicts(full)
+        assert fast["share_drifted"] == pytest.approx(full["share_drifted"])
+        for f, e in zip(fast["columns"], full["columns"], strict=True):
+            assert f["score"] == pytest.approx(e["score"], rel=1e-9, abs=1e-300)
+        assert drifted <= {c["name"] for c in fast["columns"] if c["drifted"]}
+        if not drifted:
+            assert fast["share_drifted"] == 0.0
+
+
+def test_files_as_a_table_for_people(halves, capsys):
+    reference, _, shifted = halves
+    assert main(["drift", "--reference", str(reference), "--current", str(shifted)]) == 0
+    out = capsys.readouterr().out
+    assert "alcohol" in out and "DRIFT" in out and "share drifted:" in out
+
+
+@pytest.fixture
+def recorded(tmp_path, demo_dir):
+    """A workspace holding 1,000 captures of the demo stream's drifted stretch, 10 ms apart."""
+    rows = pd.read_csv(demo_dir / "production.csv").iloc[1000:2000]
+    features = rows.iloc[:, 1:FEATURES_END].to_numpy(np.float32)
+    uri = "onnx:wine-v1.onnx?provider=cpu"
+    captures = [Capture(uri, T0_NS + i * STEP_NS, 1.0, CaptureStatus.OK,
+                        inputs=(TensorBlob.from_array("input", f.reshape(1, -1)),),
+                        prediction=str(label))
+                for i, (f, label) in enumerate(zip(features, rows["label"], strict=True))]
+    db = tmp_path / "ws.db"
+    store = Store(db)
+    store.write_batch([], captures)
+    store.close()
+    return db, uri
+
+
+def test_an_endpoints_window_fast_and_evidently(recorded, capsys):
+    db, uri = recorded
+    assert main(["drift", "--db", str(db), "--endpoint", "wine-v1", "--set-reference",
+                 "demo"]) == 0
+    assert "demo reference" in capsys.readouterr().out
+    base = ["drift", "--db", str(db), "--endpoint", "wine-v1", "--window", "10m", "--json"]
+    fast = _json(capsys, base)
+    assert fast["endpoint"] == uri and fast["rows"]["current"] == 1000
+    assert {"alcohol", "color_intensity"} <= {c["name"] for c in fast["columns"] if c["drifted"]}
+    full = _json(capsys, [*base, "--evidently"])
+    assert _verdicts(fast) == _verdicts(full)
+    html = db.parent / "ws-drift-reports"
+    assert full["html"].startswith(str(html)) and len(list(html.glob("*.html"))) == 1
+    store = Store(db)
+    (saved,) = store.drift_evaluations(uri, source="evidently")
+    assert saved["share_drifted"] == pytest.approx(full["share_drifted"])
+    assert saved["report_path"] == full["html"]
+    store.close()
+
+
+def test_the_window_counts_back_from_the_last_capture(recorded, capsys):
+    db, _ = recorded
+    main(["drift", "--db", str(db), "--endpoint", "wine", "--set-reference", "demo"])
+    capsys.readouterr()
+    report = _json(capsys, ["drift", "--db", str(db), "--endpoint", "wine", "--window", "2s",
+                            "--json"])
+    assert report["rows"]["current"] == 201  # both ends included, 10 ms apart
+
+
+def test_a_reference_from_the_endpoints_own_captures(recorded, capsys):
+    db, _ = recorded
+    main(["drift", "--db", str(db), "--endpoint", "wine", "--set-reference", "demo"])
+    first = datetime.fromtimestamp(T0_NS / 1e9, UTC)
+    until = datetime.fromtimestamp((T0_NS + 499 * STEP_NS) / 1e9, UTC)
+    spec = f"captures:{first.isoformat()}..{until.isoformat()}"
+    assert main(["drift", "--db", str(db), "--endpoint", "wine", "--set-reference", spec]) == 0
+    assert "captures of" in capsys.readouterr().out
+    report = _json(capsys, ["drift", "--db", str(db), "--endpoint", "wine", "--window", "4.9s",
+                            "--json"])
+    assert report["rows"] == {"reference": 500, "current": 491}  # both ends included
+    names = [c["name"] for c in report["columns"]]
+    assert names[0] == "alcohol" and names[-1] == "prediction"  # names kept from the demo
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--reference", "nope.csv", "--current", "nope.csv"], "does not exist"),
+    (["--current", "x.csv"], "give --reference FILE and --current FILE"),
+    (["--db", "{db}"], "--db needs --endpoint"),
+    (["--db", "{db}", "--endpoint", "resnet"], "no endpoint matching 'resnet'"),
+    (["--db", "{db}", "--endpoint", "wine"], "has no drift reference"),
+    (["--db", "{db}", "--endpoint", "wine", "--window", "soon"], "not a duration"),
+])
+def test_mistakes_print_one_line_and_exit_2(recorded, capsys, argv, message):
+    db, _ = recorded
+    assert main(["drift", *[a.format(db=db) for a in argv]]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
