@@ -139,22 +139,26 @@ class PrometheusProbe(Probe):
             if previous is None or t <= previous[0]:
                 return []
             old = previous[1]
-            increases = [delta(cur[s.key], old[s.key]) for s in rule.sources
-                         if cur.get(s.key) is not None and old.get(s.key) is not None]
+            # A series absent from the previous scrape was created since: it counted from zero.
+            increases = [delta(cur[s.key], old.get(s.key) or 0.0) for s in rule.sources
+                         if cur.get(s.key) is not None]
             return [(rule.out, sum(increases) / (t - previous[0]))] if increases else []
+        if start[0] >= t:
+            return []  # the first scrape: no window yet
         old = start[1]
         if rule.op == "ratio":
             if len(rule.sources) == 2:
                 num_key, den_key = (s.key for s in rule.sources)
-                if any(d.get(k) is None for d in (cur, old) for k in (num_key, den_key)):
+                if cur.get(num_key) is None or cur.get(den_key) is None:
                     return []
-                num = delta(cur[num_key], old[num_key])
-                den = delta(cur[den_key], old[den_key])
+                num = delta(cur[num_key], old.get(num_key) or 0.0)
+                den = delta(cur[den_key], old.get(den_key) or 0.0)
             else:
                 key = rule.sources[0].key
-                if key not in cur or key not in old:
+                if key not in cur:
                     return []
-                c, o = cur[key], old[key]
+                c = cur[key]
+                o = old.get(key) or (({}, 0.0, 0.0) if isinstance(c[0], dict) else (0.0, 0.0, {}))
                 # histogram: (buckets, sum, count); summary: (sum, count, quantiles)
                 (s1, n1), (s0, n0) = ((c[1], c[2]), (o[1], o[2])) if isinstance(c[0], dict) \
                     else ((c[0], c[1]), (o[0], o[1]))
@@ -165,9 +169,7 @@ class PrometheusProbe(Probe):
             return []
         c = cur[key]
         if isinstance(c[0], dict):  # histogram: over the window
-            if key not in old:
-                return []
-            buckets = window_buckets(c[0], old[key][0])
+            buckets = window_buckets(c[0], old[key][0] if key in old else {})
             out = []
             for label, q in QUANTILES:
                 value = histogram_quantile(q, buckets)

@@ -6,7 +6,9 @@ Thread: serves on its own daemon threads; the test controls it through attribute
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -34,6 +36,7 @@ class FaultServer:
         self.release = threading.Event()  # ends every slow answer at once (test teardown)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._open: set[socket.socket] = set()  # kept-alive connections, cut on stop
         self.port = 0
 
     @property
@@ -49,6 +52,14 @@ class FaultServer:
             def log_message(self, *args: object) -> None:  # keep test output quiet
                 return None
 
+            def setup(self) -> None:
+                super().setup()
+                owner._open.add(self.connection)
+
+            def finish(self) -> None:
+                owner._open.discard(self.connection)
+                super().finish()
+
             def do_GET(self) -> None:
                 owner._answer(self, "GET")
 
@@ -63,11 +74,15 @@ class FaultServer:
         return self
 
     def stop(self) -> None:
+        """Stop as a killed server would: the listener and every open connection go."""
         self.release.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        for conn in list(self._open):
+            with contextlib.suppress(OSError):  # already closed by the client
+                conn.shutdown(socket.SHUT_RDWR)
         self.release = threading.Event()
 
     # -- answers ---------------------------------------------------------------------------

@@ -1,0 +1,159 @@
+"""The prom+http probe: MLServer's real metrics port, and known servers' series formats."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from app.core.bus import Bus
+from app.core.domain import Sample
+from probes import EndpointState, Probe, ProbeError, ProbeOptions, open_probe
+from tests.helpers import wait_until
+from tests.remote.fault_server import FaultServer
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _values(samples: list[Sample]) -> dict[str, float]:
+    return {s.metric: s.value for s in samples}
+
+
+def _timed_scrape(probe: Probe) -> tuple[dict[str, float], float, float]:
+    before = time.monotonic()
+    values = _values(probe.scrape_once())
+    return values, before, time.monotonic()
+
+
+def test_mlserver_metrics_become_rates_and_latency_quantiles(mlserver, demo_dir):
+    bus = Bus()
+    traffic = open_probe(mlserver.v2_uri, bus, ProbeOptions(payload=demo_dir / "reference.csv"))
+    prom = open_probe(f"prom+http://127.0.0.1:{mlserver.metrics_port}/metrics?window_s=600"
+                      "&series=process_resident_memory_bytes,rest_server_requests", bus)
+    _, b1, a1 = _timed_scrape(prom)
+    sent = 40
+    for _ in range(sent):
+        traffic.measure_one()
+    values, b2, a2 = _timed_scrape(prom)
+
+    # the counter rose by exactly the requests sent, over the time between the two scrapes
+    assert sent / (a2 - b1) <= values["requests_per_s"] <= sent / (b2 - a1)
+    assert values["failures_per_s"] == 0.0
+    assert values["up"] == 1.0 and values["scrape_ms"] > 0
+    assert 0 < values["latency_p50_ms"] <= values["latency_p95_ms"] <= values["latency_p99_ms"]
+    assert values["latency_mean_ms"] > 0
+    assert values["process_resident_memory_bytes"] > 1e6  # a picked gauge, as the server says
+    assert values["rest_server_requests_per_s"] >= values["requests_per_s"]  # a picked counter
+    assert prom.state is EndpointState.UP and prom.last_error is None
+
+
+def test_model_filter_and_a_missing_series(mlserver):
+    base = f"prom+http://127.0.0.1:{mlserver.metrics_port}/metrics"
+    other = open_probe(f"{base}?model=not-served&series=no_such_series", Bus())
+    values = _values(other.scrape_once())
+    assert "requests_per_s" not in values  # every model series was filtered out
+    assert other.state is EndpointState.DEGRADED
+    assert "no_such_series not found" in other.last_error
+
+
+def test_a_page_that_is_not_prometheus_text_is_refused_at_attach(fault_server):
+    fault_server.mode = "garbage"
+    with pytest.raises(ProbeError, match="not Prometheus text format"):
+        open_probe(f"prom+http://127.0.0.1:{fault_server.port}/metrics", Bus())
+
+
+def test_scraping_goes_down_and_up_with_the_server(fault_server):
+    bus = Bus()
+    probe = open_probe(f"prom+http://127.0.0.1:{fault_server.port}/metrics?interval_s=0.05",
+                       bus)
+    probe.start()
+    try:
+        assert wait_until(lambda: probe.requests >= 3)
+        fault_server.stop()
+        assert wait_until(lambda: probe.state is EndpointState.DOWN)
+        assert "connection refused" in probe.last_error
+        fault_server.start()
+        assert wait_until(lambda: probe.state is EndpointState.UP and probe.last_error is None)
+    finally:
+        probe.stop()
+    ups = [s.value for s in bus.drain()[0] if isinstance(s, Sample) and s.metric == "up"]
+    assert 0.0 in ups and ups[-1] == 1.0
+
+
+TRITON = """\
+# TYPE nv_inference_request_success counter
+nv_inference_request_success{{model="resnet",version="1"}} {ok}
+nv_inference_request_success{{model="bert",version="1"}} 1000
+# TYPE nv_inference_request_failure counter
+nv_inference_request_failure{{model="resnet",version="1"}} {bad}
+# TYPE nv_inference_count counter
+nv_inference_count{{model="resnet",version="1"}} {ok}
+# TYPE nv_inference_request_duration_us counter
+nv_inference_request_duration_us{{model="resnet",version="1"}} {dur}
+# TYPE nv_inference_queue_duration_us counter
+nv_inference_queue_duration_us{{model="resnet",version="1"}} {queue}
+# TYPE nv_gpu_utilization gauge
+nv_gpu_utilization{{gpu_uuid="GPU-1"}} 0.25
+"""
+
+VLLM = """\
+# TYPE vllm:e2e_request_latency_seconds histogram
+vllm:e2e_request_latency_seconds_bucket{{le="0.1",model_name="llama"}} {b1}
+vllm:e2e_request_latency_seconds_bucket{{le="0.5",model_name="llama"}} {b2}
+vllm:e2e_request_latency_seconds_bucket{{le="1.0",model_name="llama"}} {b3}
+vllm:e2e_request_latency_seconds_bucket{{le="+Inf",model_name="llama"}} {b3}
+vllm:e2e_request_latency_seconds_count{{model_name="llama"}} {b3}
+vllm:e2e_request_latency_seconds_sum{{model_name="llama"}} {total}
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{{model_name="llama"}} 3
+# TYPE vllm:generation_tokens_total counter
+vllm:generation_tokens_total{{model_name="llama"}} {tokens}
+"""
+
+TORCHSERVE = """\
+# TYPE ts_inference_requests_total counter
+ts_inference_requests_total{{model_name="mnist",model_version="default",hostname="h"}} {n}
+# TYPE ts_inference_latency_microseconds counter
+ts_inference_latency_microseconds{{model_name="mnist",model_version="default",hostname="h"}} {us}
+"""
+
+
+def _two_scrapes(fault_server: FaultServer, uri_suffix: str, first: str,
+                 second: str) -> dict[str, float]:
+    fault_server.metrics_text = first
+    probe = open_probe(f"prom+http://127.0.0.1:{fault_server.port}/metrics{uri_suffix}",
+                       Bus())
+    fault_server.metrics_text = second
+    return _values(probe.scrape_once())
+
+
+def test_triton_series_under_stable_names(fault_server):
+    values = _two_scrapes(
+        fault_server, "?model=resnet",
+        TRITON.format(ok=100, bad=0, dur=100 * 2000, queue=100 * 500),
+        TRITON.format(ok=300, bad=10, dur=100 * 2000 + 200 * 4000, queue=100 * 500 + 200 * 100))
+    assert values["latency_mean_ms"] == pytest.approx(4.0)  # 800 ms over 200 new requests
+    assert values["queue_mean_ms"] == pytest.approx(0.1)
+    assert values["requests_per_s"] > values["failures_per_s"] > 0
+    assert values["gpu_util_percent"] == pytest.approx(25.0)
+
+
+def test_vllm_histograms_give_quantiles_over_the_window(fault_server):
+    values = _two_scrapes(
+        fault_server, "",
+        VLLM.format(b1=10, b2=10, b3=10, total=0.5, tokens=0),
+        VLLM.format(b1=60, b2=100, b3=110, total=0.5 + 30.0, tokens=5000))
+    # 100 new requests: 50 under 0.1 s, 40 in (0.1, 0.5], 10 in (0.5, 1.0]
+    assert values["latency_p50_ms"] == pytest.approx(100.0)
+    assert values["latency_p95_ms"] == pytest.approx(750.0)
+    assert values["latency_mean_ms"] == pytest.approx(300.0)
+    assert values["running"] == 3.0 and values["generation_tokens_per_s"] > 0
+
+
+def test_torchserve_series_and_a_counter_reset(fault_server):
+    values = _two_scrapes(
+        fault_server, "",
+        TORCHSERVE.format(n=500, us=500 * 1000),
+        TORCHSERVE.format(n=20, us=20 * 3000))  # restarted: counts began again from zero
+    assert values["latency_mean_ms"] == pytest.approx(3.0)
+    assert values["requests_per_s"] > 0
