@@ -520,3 +520,53 @@ class Store:
         row = self.db.execute("SELECT min(ts_ns), max(ts_ns) FROM captures WHERE endpoint_id = ?",
                               [eid]).fetchone()
         return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+
+    # -- production logs and late labels (issue 4) ----------------------------------------
+
+    def existing_request_ids(self, endpoint: str, request_ids: Sequence[str]) -> set[str]:
+        """Which of these request ids already have a capture on this endpoint."""
+        eid = self._lookup_endpoint(endpoint)
+        if eid is None:
+            return set()
+        found: set[str] = set()
+        for i in range(0, len(request_ids), 500):
+            chunk = list(request_ids[i:i + 500])
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self.db.execute(
+                f"SELECT request_id FROM captures WHERE endpoint_id = ? "
+                f"AND request_id IN ({marks})", [eid, *chunk]))
+        return found
+
+    def captures_for_labels(self, request_ids: Sequence[str], endpoint: str | None = None
+                            ) -> list[tuple[int, str, int, str, str | None, str]]:
+        """(capture id, endpoint uri, ts_ns, request id, prediction, status) per matching id."""
+        out: list[tuple[int, str, int, str, str | None, str]] = []
+        eid = None if endpoint is None else (self._lookup_endpoint(endpoint) or -1)
+        for i in range(0, len(request_ids), 500):
+            chunk = list(request_ids[i:i + 500])
+            marks = ",".join("?" * len(chunk))
+            where = "" if eid is None else " AND c.endpoint_id = ?"
+            out += [(int(a), b, int(c), d, e, f) for a, b, c, d, e, f in self.db.execute(
+                "SELECT c.id, e.uri, c.ts_ns, c.request_id, c.prediction, c.status "
+                "FROM captures c JOIN endpoints e ON e.id = c.endpoint_id "
+                f"WHERE c.request_id IN ({marks}){where}",
+                [*chunk, *([] if eid is None else [eid])])]
+        return out
+
+    def label_captures(self, updates: Sequence[tuple[int, str, str]],
+                       samples: Sequence[Sample] = ()) -> None:
+        """Set (capture id, label, status) and add samples (new failures), in one transaction."""
+        conn = self.db.conn
+        try:
+            with conn:
+                conn.executemany("UPDATE captures SET label = ?, status = ? WHERE id = ?",
+                                 [(label, status, cid) for cid, label, status in updates])
+                conn.executemany(
+                    "INSERT INTO samples (endpoint_id, metric_id, ts_ns, value) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(self.endpoint_id(s.endpoint), self.metric_id(s.metric), s.ts_ns, s.value)
+                     for s in samples])
+        except sqlite3.Error as exc:
+            self._endpoint_ids.clear()
+            self._metric_ids.clear()
+            raise StoreError(f"cannot write to {self.path}: {exc}") from exc
