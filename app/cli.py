@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import keyword
 import logging
 import sys
 from collections.abc import Sequence
@@ -43,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _module_name(command: str) -> str:
+    # A subcommand spelled like a Python keyword (import) lives in a module with a trailing _.
+    return f"{command}_" if keyword.iskeyword(command) else command
+
+
 def _run_window(args: argparse.Namespace) -> int:
     from app.gui.main_window import run_window
 
@@ -66,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command is None:
             return _run_window(args)
-        return importlib.import_module(f"app.commands.{args.command}").run(args)
+        return importlib.import_module(f"app.commands.{_module_name(args.command)}").run(args)
     except _user_errors() as exc:
         if args.debug:
             raise

@@ -1,0 +1,60 @@
+"""``probescope import FILE --db PATH --endpoint NAME``: a production log (CSV, Parquet, JSON
+lines) becomes captures; rows whose prediction disagrees with their label become failures.
+
+The module is ``import_`` because ``import`` is a Python keyword; it registers ``import``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from app.core.importer import ColumnMap, LogImportError, import_log
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import", help="load a production log (CSV, Parquet, JSON lines) "
+                                      "as captures")
+    p.add_argument("file", type=Path, help="the log: .csv, .parquet or .jsonl")
+    p.add_argument("--db", required=True, type=Path, help="workspace SQLite file")
+    p.add_argument("--endpoint", required=True,
+                   help="name for the log's endpoint (stored as log:NAME unless it is a URI)")
+    p.add_argument("--id-column", help="request id column (default: request_id or id)")
+    p.add_argument("--timestamp-column", help="time column: dates, or epoch seconds "
+                                              "(default: timestamp, ts or time)")
+    p.add_argument("--features", help="comma-separated feature columns "
+                                      "(default: every column not used for something else)")
+    p.add_argument("--prediction-column", help="(default: prediction)")
+    p.add_argument("--label-column", help="(default: label)")
+    p.add_argument("--latency-column", help="(default: latency_ms)")
+    p.add_argument("--input-name", default="features",
+                   help="the model input the features feed, for replay (default: features)")
+    p.add_argument("--dtype", default="float32", help="feature dtype for replay "
+                                                      "(default float32)")
+    p.add_argument("--model-version", help="the model version that made the predictions")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    columns = ColumnMap(
+        id=args.id_column, timestamp=args.timestamp_column,
+        features=tuple(c.strip() for c in args.features.split(",")) if args.features else None,
+        prediction=args.prediction_column, label=args.label_column,
+        latency=args.latency_column)
+    try:
+        result = import_log(args.file, args.db, args.endpoint, columns,
+                            input_name=args.input_name, dtype=args.dtype,
+                            model_version=args.model_version)
+    except LogImportError as exc:
+        print(f"probescope: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"endpoint": result.endpoint, "rows": result.rows,
+                          "imported": result.imported, "skipped": result.skipped,
+                          "failures": result.failures}))
+    else:
+        print(f"{result.endpoint}: imported {result.imported} of {result.rows} rows "
+              f"({result.skipped} already there), {result.failures} failures")
+    return 0

@@ -1,0 +1,244 @@
+"""Production logs into the workspace: ``import`` turns rows (CSV, Parquet, JSON lines) into
+captures; ``label`` joins late ground-truth labels by request id, and a capture whose prediction
+disagrees with its label becomes a failure (MISMATCH). Thread: the caller's; plain functions.
+
+Columns are found by name (``request_id``/``id``, ``timestamp``/``ts``, ``prediction``,
+``label``, ``latency_ms``, ``confidence``) or named explicitly in a ``ColumnMap``; every other
+column is a feature, in file order. A feature column may also hold whole lists (JSON lines).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from app.core.domain import Capture, CaptureStatus, Metric, Sample, TensorBlob
+from app.core.store import Store
+
+CHUNK_ROWS = 5000
+_AUTO = {"id": ("request_id", "id"), "timestamp": ("timestamp", "ts", "time"),
+         "prediction": ("prediction", "predicted"), "label": ("label", "ground_truth"),
+         "latency": ("latency_ms",), "confidence": ("confidence",)}
+
+
+class LogImportError(Exception):
+    """A log or label file that cannot be read as asked; the message says what to change."""
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnMap:
+    """Which column holds what; None means "find it by its usual name"."""
+
+    id: str | None = None
+    timestamp: str | None = None
+    features: tuple[str, ...] | None = None
+    prediction: str | None = None
+    label: str | None = None
+    latency: str | None = None
+    confidence: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    endpoint: str
+    rows: int
+    imported: int
+    skipped: int  # request ids already in the workspace for this endpoint
+    failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class LabelResult:
+    rows: int
+    matched: int  # captures that got a label
+    unknown: int  # label rows whose request id has no capture
+    new_failures: int  # captures that became MISMATCH
+    cleared: int  # MISMATCH captures whose corrected label now agrees
+
+
+def endpoint_name(name: str) -> str:
+    """An endpoint URI for a log: ``log:NAME`` unless NAME already is a URI."""
+    return name if ":" in name else f"log:{name}"
+
+
+def label_text(value: object) -> str | None:
+    """Labels and predictions as comparable text: 2, 2.0 and "2" are one class."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return None
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, np.integer):
+        return str(int(value))
+    text = str(value).strip()
+    return text or None
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise LogImportError(f"{path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".tsv"):
+            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        if suffix in (".jsonl", ".ndjson", ".json"):
+            return pd.read_json(path, lines=suffix != ".json")
+    except Exception as exc:
+        raise LogImportError(f"cannot read {path}: {str(exc).splitlines()[0]}") from exc
+    raise LogImportError(f"{path}: unsupported format '{suffix}'; use .csv, .parquet or .jsonl")
+
+
+def _column(frame: pd.DataFrame, given: str | None, role: str, source: str) -> str | None:
+    if given is not None:
+        if given not in frame.columns:
+            raise LogImportError(f"{source} has no column '{given}' (for {role}); columns: "
+                                 f"{', '.join(map(str, frame.columns))}")
+        return given
+    lower = {str(c).lower(): c for c in frame.columns}
+    return next((lower[n] for n in _AUTO[role] if n in lower), None)
+
+
+def _timestamps(col: pd.Series | None, rows: int) -> np.ndarray:
+    now = time.time_ns()
+    if col is None:
+        return now + np.arange(rows, dtype=np.int64)  # import order, one ns apart
+    if pd.api.types.is_numeric_dtype(col):
+        return (col.to_numpy(np.float64) * 1e9).astype(np.int64)  # epoch seconds
+    parsed = pd.to_datetime(col, utc=True, errors="coerce")
+    if parsed.isna().any():
+        bad = col[parsed.isna()].iloc[0]
+        raise LogImportError(f"timestamp '{bad}' cannot be read as a date and time")
+    return parsed.astype("int64").to_numpy()
+
+
+def _features(frame: pd.DataFrame, cols: list[str], dtype: np.dtype, source: str) -> np.ndarray:
+    if not cols:
+        raise LogImportError(f"{source} has no feature columns; name them with --features")
+    if len(cols) == 1 and frame[cols[0]].map(lambda v: isinstance(v, list | np.ndarray)).all():
+        try:
+            return np.stack([np.asarray(v, dtype) for v in frame[cols[0]]])
+        except ValueError as exc:
+            raise LogImportError(f"{source}: the lists in '{cols[0]}' differ: {exc}") from None
+    numeric = frame[cols].apply(pd.to_numeric, errors="coerce")
+    bad = [c for c in cols if numeric[c].isna().all() and not frame[c].isna().all()]
+    if bad:
+        raise LogImportError(f"{source}: feature columns {', '.join(map(str, bad))} are not "
+                             "numeric; leave them out with --features")
+    return numeric.to_numpy(np.float64).astype(dtype)
+
+
+def import_log(path: str | Path, db: str | Path, endpoint: str,
+               columns: ColumnMap = ColumnMap(), *, input_name: str = "features",
+               dtype: str = "float32", model_version: str | None = None,
+               progress: Callable[[float], None] = lambda _: None) -> ImportResult:
+    """Add one capture per row; rows whose request id is already there are skipped."""
+    source = str(path)
+    frame = read_table(path)
+    if frame.empty:
+        raise LogImportError(f"{source} holds no rows")
+    endpoint = endpoint_name(endpoint)
+    roles = {r: _column(frame, getattr(columns, r), r, source) for r in _AUTO}
+    if columns.features is not None:
+        for c in columns.features:
+            _column(frame, c, "features", source)
+        feature_cols = list(columns.features)
+    else:
+        taken = {c for c in roles.values() if c is not None}
+        feature_cols = [c for c in frame.columns if c not in taken]
+    try:
+        np_dtype = np.dtype(dtype)
+    except TypeError:
+        raise LogImportError(f"unknown dtype '{dtype}'") from None
+    features = _features(frame, feature_cols, np_dtype, source)
+    ts = _timestamps(frame[roles["timestamp"]] if roles["timestamp"] else None, len(frame))
+    ids = ([str(v) for v in frame[roles["id"]]] if roles["id"]
+           else [uuid.uuid4().hex for _ in range(len(frame))])
+
+    def texts(role: str) -> list[str | None]:
+        col = roles[role]
+        return [label_text(v) for v in frame[col]] if col else [None] * len(frame)
+
+    preds, labels = texts("prediction"), texts("label")
+    latency = (frame[roles["latency"]].to_numpy(np.float64) if roles["latency"] else None)
+    conf = (frame[roles["confidence"]].to_numpy(np.float64) if roles["confidence"] else None)
+
+    store = Store(db)
+    imported = skipped = failures = 0
+    try:
+        store.endpoint_id(endpoint, "log")
+        for start in range(0, len(frame), CHUNK_ROWS):
+            stop = min(len(frame), start + CHUNK_ROWS)
+            existing = store.existing_request_ids(endpoint, ids[start:stop])
+            captures, samples = [], []
+            for i in range(start, stop):
+                if ids[i] in existing:
+                    skipped += 1
+                    continue
+                mismatch = preds[i] is not None and labels[i] is not None and preds[i] != labels[i]
+                status = CaptureStatus.MISMATCH if mismatch else CaptureStatus.OK
+                lat = float(latency[i]) if latency is not None and np.isfinite(latency[i]) else 0.0
+                c = conf[i] if conf is not None and np.isfinite(conf[i]) else None
+                captures.append(Capture(
+                    endpoint=endpoint, ts_ns=int(ts[i]), latency_ms=lat, status=status,
+                    inputs=(TensorBlob.from_array(input_name, features[i:i + 1]),),
+                    request_id=ids[i], label=labels[i], prediction=preds[i],
+                    confidence=None if c is None else float(c), model_version=model_version))
+                if latency is not None and np.isfinite(latency[i]):
+                    samples.append(Sample(endpoint, int(ts[i]), Metric.LATENCY_MS, lat))
+                if mismatch:
+                    failures += 1
+                    samples.append(Sample(endpoint, int(ts[i]), Metric.FAILURE, 1.0))
+            store.write_batch(samples, captures)
+            imported += len(captures)
+            progress(stop / len(frame))
+    finally:
+        store.close()
+    return ImportResult(endpoint, len(frame), imported, skipped, failures)
+
+
+def apply_labels(path: str | Path, db: str | Path, *, id_column: str | None = None,
+                 label_column: str | None = None, endpoint: str | None = None) -> LabelResult:
+    """Join labels to captures by request id and re-judge each: MISMATCH when they disagree."""
+    source = str(path)
+    frame = read_table(path)
+    id_col = _column(frame, id_column, "id", source)
+    label_col = _column(frame, label_column, "label", source)
+    if id_col is None or label_col is None:
+        raise LogImportError(f"{source} needs a request id and a label column (found "
+                             f"{', '.join(map(str, frame.columns))}); name them with "
+                             "--id-column and --label-column")
+    labels = {str(i): label_text(v) for i, v in zip(frame[id_col], frame[label_col],
+                                                    strict=True)}
+    labels = {k: v for k, v in labels.items() if v is not None}
+    store = Store(db)
+    try:
+        rows = store.captures_for_labels(list(labels),
+                                         endpoint_name(endpoint) if endpoint else None)
+        updates, samples = [], []
+        new_failures = cleared = 0
+        for cid, uri, ts, rid, prediction, status in rows:
+            label = labels[rid]
+            disagree = prediction is not None and prediction != label
+            new = status
+            if disagree and status == CaptureStatus.OK:
+                new = str(CaptureStatus.MISMATCH)
+                new_failures += 1
+                samples.append(Sample(uri, ts, Metric.FAILURE, 1.0))
+            elif not disagree and status == CaptureStatus.MISMATCH:
+                new = str(CaptureStatus.OK)  # an earlier, wrong label is corrected
+                cleared += 1
+            updates.append((cid, label, new))
+        store.label_captures(updates, samples)
+    finally:
+        store.close()
+    matched_ids = {r[3] for r in rows}
+    return LabelResult(len(frame), len(updates), len(set(labels) - matched_ids),
+                       new_failures, cleared)

@@ -1,0 +1,123 @@
+"""Production logs and late labels: import a log, join labels, and find the right failures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import pytest
+
+from app.cli import main
+from app.core.domain import CaptureStatus, Metric
+from app.core.store import Store
+from tests.agent.conftest import ROOT
+
+DEMO = ROOT / "assets" / "demo"
+
+
+@pytest.fixture
+def log_and_labels(tmp_path):
+    """300 production rows, predicted by the real wine-v1 model; labels kept apart."""
+    frame = pd.read_csv(DEMO / "production.csv").iloc[:300].dropna()
+    features = frame.drop(columns=["id", "label"])
+    session = ort.InferenceSession(str(DEMO / "wine-v1.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    probs = session.run(None, {"features": features.to_numpy(np.float32)})[0]
+    log = features.copy()
+    log.insert(0, "request_id", frame["id"])
+    log.insert(1, "timestamp", pd.date_range("2026-11-01", periods=len(frame), freq="s"))
+    log["prediction"] = probs.argmax(axis=1)
+    labels = pd.DataFrame({"request_id": frame["id"], "label": frame["label"].astype(int)})
+    wrong = set(log["request_id"][log["prediction"].to_numpy() != labels["label"].to_numpy()])
+    assert 0 < len(wrong) < len(log)
+    return log, labels, wrong
+
+
+def failures(db):
+    store = Store(db, readonly=True)
+    try:
+        return store.captures(failed=True, limit=10_000, with_tensors=False)
+    finally:
+        store.close()
+
+
+def test_import_then_late_labels_turn_disagreements_into_failures(tmp_path, log_and_labels,
+                                                                  capsys):
+    log, labels, wrong = log_and_labels
+    db = tmp_path / "ws.db"
+    log.to_csv(tmp_path / "log.csv", index=False)
+    labels.to_parquet(tmp_path / "labels.parquet")
+    assert main(["import", str(tmp_path / "log.csv"), "--db", str(db), "--endpoint", "prod",
+                 "--model-version", "wine-v1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result == {"endpoint": "log:prod", "rows": len(log), "imported": len(log),
+                      "skipped": 0, "failures": 0}
+    store = Store(db, readonly=True)
+    try:
+        first = store.captures("log:prod", limit=1)[0].capture
+    finally:
+        store.close()
+    assert first.request_id == log["request_id"].iloc[0]
+    assert first.ts_ns == pd.Timestamp("2026-11-01", tz="UTC").value
+    assert first.inputs[0].name == "features" and first.inputs[0].shape == (1, 13)
+    np.testing.assert_array_equal(first.inputs[0].to_array()[0],
+                                  log.iloc[0, 2:15].to_numpy(np.float32))
+
+    assert main(["label", str(tmp_path / "labels.parquet"), "--db", str(db), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result == {"rows": len(labels), "matched": len(labels), "unknown": 0,
+                      "new_failures": len(wrong), "cleared": 0}
+    failed = failures(db)
+    assert {c.capture.request_id for c in failed} == wrong
+    assert all(c.capture.status is CaptureStatus.MISMATCH for c in failed)
+    assert all(c.capture.label != c.capture.prediction for c in failed)
+    store = Store(db, readonly=True)
+    try:
+        assert store.count_samples("log:prod", Metric.FAILURE) == len(wrong)
+    finally:
+        store.close()
+
+    # The same log again adds nothing; a corrected label clears its mismatch.
+    assert main(["import", str(tmp_path / "log.csv"), "--db", str(db), "--endpoint", "prod",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["skipped"] == len(log)
+    one = sorted(wrong)[0]
+    fixed = log.loc[log["request_id"] == one, ["request_id", "prediction"]].rename(
+        columns={"prediction": "truth"})
+    fixed.to_csv(tmp_path / "fix.csv", index=False)
+    assert main(["label", str(tmp_path / "fix.csv"), "--db", str(db),
+                 "--label-column", "truth", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cleared"] == 1
+    assert {c.capture.request_id for c in failures(db)} == wrong - {one}
+
+
+def test_json_lines_with_list_features_and_inline_labels(tmp_path, log_and_labels, capsys):
+    log, labels, wrong = log_and_labels
+    rows = [{"id": r.request_id, "x": list(map(float, r[2:15])), "predicted": int(r.prediction),
+             "label": int(lab), "latency_ms": 2.5}
+            for r, lab in zip(log.itertuples(index=False), labels["label"], strict=True)]
+    path = tmp_path / "log.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    db = tmp_path / "ws.db"
+    assert main(["import", str(path), "--db", str(db), "--endpoint", "edge", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["imported"] == len(log) and result["failures"] == len(wrong)
+    assert {c.capture.request_id for c in failures(db)} == wrong
+    store = Store(db, readonly=True)
+    try:
+        assert store.count_samples("log:edge", Metric.LATENCY_MS) == len(log)
+        assert store.captures("log:edge", limit=1)[0].capture.inputs[0].shape == (1, 13)
+    finally:
+        store.close()
+
+
+def test_a_missing_column_is_one_clear_line(tmp_path, log_and_labels, capsys):
+    log, _, _ = log_and_labels
+    log.to_csv(tmp_path / "log.csv", index=False)
+    code = main(["import", str(tmp_path / "log.csv"), "--db", str(tmp_path / "ws.db"),
+                 "--endpoint", "p", "--label-column", "truth"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "no column 'truth'" in err
