@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from app.core.bus import Bus
+from probes import Probe, ProbeOptions, open_probe
 from tests.remote.fault_server import FaultServer
 from tests.servers import mlserver as mls
 from tests.servers.venvs import ServerUnavailable
@@ -54,3 +56,19 @@ def fault_server() -> Iterator[FaultServer]:
     server = FaultServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def opened() -> Iterator[Callable[..., Probe]]:
+    """``open_probe`` whose probes are closed after the test (their pooled connections too)."""
+    made: list[Probe] = []
+
+    def open_(uri: str, bus: Bus | None = None, options: ProbeOptions | None = None) -> Probe:
+        probe = open_probe(uri, bus if bus is not None else Bus(), options)
+        made.append(probe)
+        return probe
+
+    yield open_
+    for probe in made:
+        if not probe.alive:
+            probe.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -25,10 +26,10 @@ def _timed_scrape(probe: Probe) -> tuple[dict[str, float], float, float]:
     return values, before, time.monotonic()
 
 
-def test_mlserver_metrics_become_rates_and_latency_quantiles(mlserver, demo_dir):
+def test_mlserver_metrics_become_rates_and_latency_quantiles(opened, mlserver, demo_dir):
     bus = Bus()
-    traffic = open_probe(mlserver.v2_uri, bus, ProbeOptions(payload=demo_dir / "reference.csv"))
-    prom = open_probe(f"prom+http://127.0.0.1:{mlserver.metrics_port}/metrics?window_s=600"
+    traffic = opened(mlserver.v2_uri, bus, ProbeOptions(payload=demo_dir / "reference.csv"))
+    prom = opened(f"prom+http://127.0.0.1:{mlserver.metrics_port}/metrics?window_s=600"
                       "&series=process_resident_memory_bytes,rest_server_requests", bus)
     _, b1, a1 = _timed_scrape(prom)
     sent = 40
@@ -47,9 +48,9 @@ def test_mlserver_metrics_become_rates_and_latency_quantiles(mlserver, demo_dir)
     assert prom.state is EndpointState.UP and prom.last_error is None
 
 
-def test_model_filter_and_a_missing_series(mlserver):
+def test_model_filter_and_a_missing_series(opened, mlserver):
     base = f"prom+http://127.0.0.1:{mlserver.metrics_port}/metrics"
-    other = open_probe(f"{base}?model=not-served&series=no_such_series", Bus())
+    other = opened(f"{base}?model=not-served&series=no_such_series", Bus())
     values = _values(other.scrape_once())
     assert "requests_per_s" not in values  # every model series was filtered out
     assert other.state is EndpointState.DEGRADED
@@ -62,9 +63,9 @@ def test_a_page_that_is_not_prometheus_text_is_refused_at_attach(fault_server):
         open_probe(f"prom+http://127.0.0.1:{fault_server.port}/metrics", Bus())
 
 
-def test_scraping_goes_down_and_up_with_the_server(fault_server):
+def test_scraping_goes_down_and_up_with_the_server(opened, fault_server):
     bus = Bus()
-    probe = open_probe(f"prom+http://127.0.0.1:{fault_server.port}/metrics?interval_s=0.05",
+    probe = opened(f"prom+http://127.0.0.1:{fault_server.port}/metrics?interval_s=0.05",
                        bus)
     probe.start()
     try:
@@ -118,18 +119,18 @@ ts_inference_latency_microseconds{{model_name="mnist",model_version="default",ho
 """
 
 
-def _two_scrapes(fault_server: FaultServer, uri_suffix: str, first: str,
-                 second: str) -> dict[str, float]:
+def _two_scrapes(opened: Callable[..., Probe], fault_server: FaultServer, uri_suffix: str,
+                 first: str, second: str) -> dict[str, float]:
     fault_server.metrics_text = first
-    probe = open_probe(f"prom+http://127.0.0.1:{fault_server.port}/metrics{uri_suffix}",
+    probe = opened(f"prom+http://127.0.0.1:{fault_server.port}/metrics{uri_suffix}",
                        Bus())
     fault_server.metrics_text = second
     return _values(probe.scrape_once())
 
 
-def test_triton_series_under_stable_names(fault_server):
+def test_triton_series_under_stable_names(opened, fault_server):
     values = _two_scrapes(
-        fault_server, "?model=resnet",
+        opened, fault_server, "?model=resnet",
         TRITON.format(ok=100, bad=0, dur=100 * 2000, queue=100 * 500),
         TRITON.format(ok=300, bad=10, dur=100 * 2000 + 200 * 4000, queue=100 * 500 + 200 * 100))
     assert values["latency_mean_ms"] == pytest.approx(4.0)  # 800 ms over 200 new requests
@@ -138,9 +139,9 @@ def test_triton_series_under_stable_names(fault_server):
     assert values["gpu_util_percent"] == pytest.approx(25.0)
 
 
-def test_vllm_histograms_give_quantiles_over_the_window(fault_server):
+def test_vllm_histograms_give_quantiles_over_the_window(opened, fault_server):
     values = _two_scrapes(
-        fault_server, "",
+        opened, fault_server, "",
         VLLM.format(b1=10, b2=10, b3=10, total=0.5, tokens=0),
         VLLM.format(b1=60, b2=100, b3=110, total=0.5 + 30.0, tokens=5000))
     # 100 new requests: 50 under 0.1 s, 40 in (0.1, 0.5], 10 in (0.5, 1.0]
@@ -150,9 +151,9 @@ def test_vllm_histograms_give_quantiles_over_the_window(fault_server):
     assert values["running"] == 3.0 and values["generation_tokens_per_s"] > 0
 
 
-def test_torchserve_series_and_a_counter_reset(fault_server):
+def test_torchserve_series_and_a_counter_reset(opened, fault_server):
     values = _two_scrapes(
-        fault_server, "",
+        opened, fault_server, "",
         TORCHSERVE.format(n=500, us=500 * 1000),
         TORCHSERVE.format(n=20, us=20 * 3000))  # restarted: counts began again from zero
     assert values["latency_mean_ms"] == pytest.approx(3.0)

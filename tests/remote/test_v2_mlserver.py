@@ -36,15 +36,15 @@ def test_a_model_without_declared_inputs_needs_a_payload_and_says_so(mlserver):
     assert "declares no inputs" in message and "--payload" in message
 
 
-def test_payload_rows_reach_mlserver_exactly_and_are_judged_by_their_labels(mlserver, demo_dir,
-                                                                            tmp_path):
+def test_payload_rows_reach_mlserver_exactly_and_are_judged_by_their_labels(
+        opened, mlserver, demo_dir, tmp_path):
     rows = pd.read_csv(demo_dir / "production.csv")
     rows = rows[~rows.isna().any(axis=1)].iloc[:120]
     payload = tmp_path / "rows.csv"
     rows.to_csv(payload, index=False)
     bus = Bus()
     base = mlserver.v2_uri
-    scores = open_probe(f"{base}?outputs=predict_proba", bus, ProbeOptions(payload=payload))
+    scores = opened(f"{base}?outputs=predict_proba", bus, ProbeOptions(payload=payload))
     for _ in range(len(rows)):
         scores.measure_one()
     samples, captures = _drain(bus)
@@ -67,7 +67,7 @@ def test_payload_rows_reach_mlserver_exactly_and_are_judged_by_their_labels(mlse
     assert [c.status is CaptureStatus.MISMATCH for c in captures] == mismatch.tolist()
 
     # The runtime's default output is the class itself (INT64): same verdicts, no confidence.
-    labels = open_probe(base, bus, ProbeOptions(payload=payload))
+    labels = opened(base, bus, ProbeOptions(payload=payload))
     for _ in range(len(rows)):
         labels.measure_one()
     _, plain = _drain(bus)
@@ -75,13 +75,14 @@ def test_payload_rows_reach_mlserver_exactly_and_are_judged_by_their_labels(mlse
     assert all(c.confidence is None for c in plain)
 
 
-def test_nan_rows_are_refused_by_the_server_and_recorded_as_errors(mlserver, demo_dir, tmp_path):
+def test_nan_rows_are_refused_by_the_server_and_recorded_as_errors(opened, mlserver, demo_dir,
+                                                                   tmp_path):
     row = pd.read_csv(demo_dir / "reference.csv").iloc[:1].copy()
     row["alcohol"] = np.nan
     payload = tmp_path / "nan.csv"
     row.to_csv(payload, index=False)
     bus = Bus()
-    probe = open_probe(f"{mlserver.v2_uri}", bus,
+    probe = opened(f"{mlserver.v2_uri}", bus,
                        ProbeOptions(payload=payload))
     probe.measure_one()
     samples, captures = _drain(bus)
@@ -91,9 +92,9 @@ def test_nan_rows_are_refused_by_the_server_and_recorded_as_errors(mlserver, dem
     assert [s.metric for s in samples].count(Metric.FAILURE) == 1
 
 
-def test_a_versioned_uri_and_an_unknown_model(mlserver, demo_dir):
+def test_a_versioned_uri_and_an_unknown_model(opened, mlserver, demo_dir):
     bus = Bus()
-    probe = open_probe(f"{mlserver.v2_uri}/versions/{MODEL_VERSION}", bus,
+    probe = opened(f"{mlserver.v2_uri}/versions/{MODEL_VERSION}", bus,
                        ProbeOptions(payload=demo_dir / "reference.csv"))
     assert probe.measure_one().status is not CaptureStatus.ERROR
     assert probe.info()["model"] == MODEL

@@ -1,0 +1,174 @@
+"""Model-server probes under faults, from a server of our own: slow, garbage, oversized,
+cut-off and failing answers, a server that is not there yet, one that dies and comes back.
+Also the TorchServe and TF Serving wire formats (no TF Serving package exists to run here)."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from app.core.bus import Bus
+from app.core.domain import Capture, CaptureStatus, Metric, Sample
+from probes import EndpointState, ProbeError, ProbeOptions, open_probe
+from tests.helpers import wait_until
+from tests.remote.fault_server import SCORES, FaultServer
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _drain(bus: Bus) -> tuple[list[Sample], list[Capture]]:
+    items, _ = bus.drain()
+    return ([i for i in items if isinstance(i, Sample)],
+            [i for i in items if isinstance(i, Capture)])
+
+
+def _v2(server: FaultServer, query: str = "") -> str:
+    return f"v2+http://127.0.0.1:{server.port}/models/m{query}"
+
+
+def test_metadata_decides_the_request_and_the_answer_is_recorded(opened, fault_server, demo_dir):
+    bus = Bus()
+    probe = opened(_v2(fault_server), bus, ProbeOptions(payload=demo_dir / "reference.csv"))
+    capture = probe.measure_one()
+    sent = json.loads(fault_server.bodies[-1])
+    [tensor] = sent["inputs"]
+    assert tensor["name"] == "features" and tensor["datatype"] == "FP32"
+    assert tensor["shape"] == [1, 13] and len(tensor["data"]) == 13
+    assert capture.inputs[0].dtype == "<f4"
+    assert capture.outputs[0].to_array().tolist() == [pytest.approx(SCORES)]
+    assert (capture.prediction, capture.model_version) == ("1", "7")
+    assert capture.confidence == pytest.approx(0.7)
+
+
+def test_without_a_payload_requests_are_generated_from_the_metadata(opened, fault_server):
+    probe = opened(_v2(fault_server, "?min_confidence=0.9"), Bus())
+    capture = probe.measure_one()
+    assert capture.inputs[0].shape == (1, 13)
+    assert capture.status is CaptureStatus.LOW_CONFIDENCE
+
+
+def test_a_slow_server_gives_timeout_failures_not_a_hang(opened, fault_server, demo_dir):
+    fault_server.mode, fault_server.delay_s = "slow", 5.0
+    bus = Bus()
+    probe = opened(_v2(fault_server, "?timeout_s=0.3"), bus,
+                       ProbeOptions(payload=demo_dir / "reference.csv"))
+    capture = probe.measure_one()
+    assert capture.status is CaptureStatus.TIMEOUT
+    assert "no answer within 0.3 s" in capture.error
+    samples, _ = _drain(bus)
+    assert Metric.FAILURE in [s.metric for s in samples]
+    assert probe.state is not EndpointState.DOWN  # slow is not gone
+    fault_server.release.set()
+    fault_server.mode = "ok"
+    assert probe.measure_one().status is CaptureStatus.OK
+
+
+@pytest.mark.parametrize(("mode", "expected"), [
+    ("garbage", "not JSON: '<html><body>502"),
+    ("huge", "larger than the 1 MiB cap"),
+    ("huge_stream", "larger than the 1 MiB cap"),
+    ("error500", "HTTP 500: model crashed: CUDA out of memory"),
+])
+def test_unusable_answers_are_clear_errors(opened, fault_server, demo_dir, mode, expected):
+    bus = Bus()
+    probe = opened(_v2(fault_server, "?max_mb=1"), bus,
+                       ProbeOptions(payload=demo_dir / "reference.csv"))
+    fault_server.mode = mode
+    capture = probe.measure_one()
+    assert capture.status is CaptureStatus.ERROR
+    assert expected in capture.error
+    assert "\n" not in capture.error
+    fault_server.mode = "ok"
+    assert probe.measure_one().status is CaptureStatus.OK  # the probe carries on
+
+
+def test_an_answer_cut_mid_stream_marks_the_server_down_until_it_answers(opened, fault_server,
+                                                                         demo_dir):
+    bus = Bus()
+    probe = opened(_v2(fault_server, "?rate=200"), bus,
+                       ProbeOptions(payload=demo_dir / "reference.csv"))
+    fault_server.mode = "cut"
+    probe.start()
+    try:
+        assert wait_until(lambda: probe.state is EndpointState.DOWN)
+        assert "connection lost" in probe.last_error
+        fault_server.mode = "ok"
+        assert wait_until(lambda: probe.state is EndpointState.UP and probe.requests > 5)
+    finally:
+        probe.stop()
+    assert not probe.alive
+
+
+def test_a_server_not_there_yet_is_down_then_up_by_itself(opened, demo_dir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bus = Bus()
+    probe = opened(f"v2+http://127.0.0.1:{port}/models/m", bus,
+                       ProbeOptions(payload=demo_dir / "reference.csv"))
+    assert probe.state is EndpointState.DOWN  # attaching did not fail
+    assert "connection refused" in probe.last_error
+    server = FaultServer()
+    server.port = port
+    probe.start()
+    try:
+        server.start()
+        assert wait_until(lambda: probe.state is EndpointState.UP and probe.requests > 3)
+        server.stop()
+        assert wait_until(lambda: probe.state is EndpointState.DOWN)
+        server.start()
+        assert wait_until(lambda: probe.state is EndpointState.UP and probe.last_error is None)
+    finally:
+        probe.stop()
+        server.stop()
+    samples, captures = _drain(bus)
+    assert [s.value for s in samples if s.metric == "up"][-1] == 1.0
+    assert any(c.status is CaptureStatus.OK for c in captures)
+
+
+def test_bad_uris_and_user_errors_are_one_line_probe_errors(fault_server, monkeypatch):
+    for uri, words in [
+        ("v2+http://127.0.0.1:1", "does not name a model"),
+        ("v2+http:/models/m", "expected v2+http://HOST:PORT/models/NAME"),
+        ("v2+http://user:pw@127.0.0.1:1/models/m", "credentials do not belong"),
+        (f"v2+http://127.0.0.1:{fault_server.port}/models/m?timeout_s=-1", "must be positive"),
+        (f"v2+http://127.0.0.1:{fault_server.port}/models/m?token_env=PS_NOT_SET",
+         "PS_NOT_SET"),
+        (f"v2+http://127.0.0.1:{fault_server.port}/models/gone", "no model 'gone'"),
+        (f"torchserve+http://127.0.0.1:{fault_server.port}/m", "--payload"),
+    ]:
+        monkeypatch.delenv("PS_NOT_SET", raising=False)
+        with pytest.raises(ProbeError, match=words.replace("+", r"\+").replace("[", r"\[")):
+            open_probe(uri, Bus())
+
+
+def test_a_bearer_token_comes_from_the_environment_never_the_uri(opened, fault_server, demo_dir,
+                                                                 monkeypatch):
+    monkeypatch.setenv("PS_TEST_TOKEN", "s3cret-value")
+    probe = opened(_v2(fault_server, "?token_env=PS_TEST_TOKEN"), Bus(),
+                       ProbeOptions(payload=demo_dir / "reference.csv"))
+    probe.measure_one()
+    assert fault_server.authorizations[-1] == "Bearer s3cret-value"
+    assert "s3cret" not in probe.endpoint and "s3cret" not in json.dumps(probe.info())
+
+
+def test_torchserve_predictions_and_class_probabilities(opened, fault_server, demo_dir):
+    probe = opened(f"torchserve+http://127.0.0.1:{fault_server.port}/m?min_confidence=0.5",
+                       Bus(), ProbeOptions(payload=demo_dir / "reference.csv"))
+    capture = probe.measure_one()
+    assert len(json.loads(fault_server.bodies[-1])["data"]) == 13
+    assert (capture.prediction, capture.confidence) == ("class_b", pytest.approx(0.7))
+    assert capture.status is CaptureStatus.MISMATCH  # the payload's label is "1"
+
+
+def test_tfserving_status_metadata_and_predict(opened, fault_server, demo_dir):
+    probe = opened(f"tfserving+http://127.0.0.1:{fault_server.port}/m", Bus(),
+                       ProbeOptions(payload=demo_dir / "reference.csv"))
+    capture = probe.measure_one()
+    [instance] = json.loads(fault_server.bodies[-1])["instances"]
+    assert len(instance) == 13
+    assert capture.inputs[0].name == "x" and capture.inputs[0].dtype == "<f4"
+    assert (capture.prediction, capture.model_version) == ("1", "3")
+    assert probe.info()["signature"] == "serving_default"
