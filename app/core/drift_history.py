@@ -14,7 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.core.drift_stats import METHODS
+from app.core.drift import (
+    PREDICTION_COLUMN,
+    Distribution,
+    capture_frame,
+    distribution,
+    prepare_reference,
+)
+from app.core.drift_stats import METHODS, Kind
+from app.core.references import get_reference, input_columns, load_reference
 from app.core.store import Store
 
 MAX_SEVERITY = 10.0  # p = 0 or huge distances: clipped so a heat map keeps its scale
@@ -106,3 +114,20 @@ def latest_table(store: Store, endpoint: str, *, source: str = "fast") -> list[F
                         bool(p["drifted"]), severity(p["method"], p["score"], p["threshold"]))
              for p in rows]
     return sorted(table, key=lambda r: (math.isnan(r.severity), -np.nan_to_num(r.severity)))
+
+
+def feature_distribution(store: Store, endpoint: str, feature: str, *, rows: int = 500,
+                         bins: int = 30) -> Distribution | None:
+    """Reference and latest-window shares of one feature (or ``prediction``) on shared bins;
+    None when the endpoint has no reference or the feature is not in it."""
+    reference = get_reference(store, endpoint)
+    if reference is None:
+        return None
+    frame = load_reference(store, reference)
+    if feature not in frame.columns:
+        return None
+    names = reference.columns or input_columns(frame)
+    current = capture_frame(store.capture_inputs(endpoint, limit=rows), names)
+    kind = Kind.CATEGORICAL if feature == PREDICTION_COLUMN else Kind.NUMERICAL
+    return distribution(prepare_reference(frame, [feature]), feature, current[feature],
+                        bins=bins, kind=kind)

@@ -160,7 +160,11 @@ class DriftMonitor:
     def _add(self, captures: list[Capture]) -> None:
         for c in captures:
             window = self._windows.setdefault(c.endpoint, _Window(deque(maxlen=self.window_rows)))
-            values = c.inputs[0].to_array().reshape(-1).astype(np.float64, copy=False)
+            try:
+                values = c.inputs[0].to_array().reshape(-1).astype(np.float64, copy=False)
+            except (ValueError, TypeError) as exc:  # a tensor whose bytes do not fit its shape
+                self._report(f"drift of {c.endpoint}: skipped a capture: {exc}")
+                continue
             window.rows.append((c.ts_ns, values, c.prediction))
             window.new_rows += 1
             if len(window.baseline) < self.window_rows:
@@ -173,8 +177,11 @@ class DriftMonitor:
             try:
                 update = self._evaluate(store, endpoint, window)
             except (DriftError, StoreError) as exc:
-                self.last_error = f"drift of {endpoint}: {exc}"
-                log.warning("%s", self.last_error)
+                self._report(f"drift of {endpoint}: {exc}")
+                continue
+            except Exception as exc:  # keep watching the other endpoints; say what broke
+                log.exception("drift of %s failed", endpoint)
+                self._report(f"drift of {endpoint}: internal error: {type(exc).__name__}: {exc}")
                 continue
             if update is None:
                 continue
@@ -184,6 +191,13 @@ class DriftMonitor:
                     listener(update)
                 except Exception:
                     log.exception("drift listener %r failed", listener)
+
+    def _report(self, message: str) -> None:
+        # Logged once per distinct message: a missing reference file would otherwise log
+        # every few seconds.
+        if message != self.last_error:
+            log.warning("%s", message)
+        self.last_error = message
 
     def _load_reference(self, store: Store, endpoint: str, window: _Window) -> bool:
         row = store.drift_reference(endpoint)

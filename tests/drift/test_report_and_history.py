@@ -109,3 +109,23 @@ def test_distributions_share_bins_for_an_overlaid_plot():
     colour = distribution(prepared, "colour", current["colour"])
     assert set(colour.categories) == {"red", "green", "blue"}
     assert colour.current.sum() == pytest.approx(1.0)
+
+
+def test_a_features_distribution_from_the_workspace(tmp_path, demo_dir):
+    from app.core.domain import Capture, CaptureStatus, TensorBlob
+    from app.core.drift_history import feature_distribution
+
+    rows = pd.read_csv(demo_dir / "production.csv").iloc[1500:2000]
+    uri = "onnx:wine-v1.onnx"
+    store = Store(tmp_path / "ws.db")
+    store.write_batch([], [Capture(uri, i, 1.0, CaptureStatus.OK, inputs=(TensorBlob.from_array(
+        "x", r.astype(np.float32).reshape(1, -1)),)) for i, r in
+        enumerate(rows.iloc[:, 1:-1].to_numpy())])
+    assert feature_distribution(store, uri, "alcohol") is None  # no reference yet
+    set_reference(store, uri, demo_reference())
+    alcohol = feature_distribution(store, uri, "alcohol", rows=400, bins=25)
+    centres = (alcohol.edges[:-1] + alcohol.edges[1:]) / 2
+    # The demo shifts alcohol up by 1.2 standard deviations in this stretch.
+    assert centres @ alcohol.current > centres @ alcohol.reference + 0.5
+    assert alcohol.current.sum() == pytest.approx(1.0)
+    store.close()
