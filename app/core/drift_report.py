@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from app.core.drift import DriftError, DriftResult, feature_columns
-from app.core.drift_stats import BY_DISPLAY, ColumnDrift, Kind, clean, infer_kind
+from app.core.drift_stats import BY_DISPLAY, ColumnDrift, Kind, clean, infer_kind, kind_note
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,8 @@ def evidently_report(reference: pd.DataFrame, current: pd.DataFrame, *,
     for n in names:
         kind = kind_of[n]
         if kind in (Kind.TEXT, Kind.UNSUPPORTED):
-            what = "text" if kind is Kind.TEXT else f"values of type {current[n].dtype}"
             untested[n] = ColumnDrift(n, kind, None, None, None, False,
-                                      f"not tested: {what} (the fast path tests numbers "
-                                      "and categories)")
+                                      kind_note(kind, current[n].dtype))
         elif len(clean(reference[n])) == 0 or len(clean(current[n])) == 0:
             side = "reference" if len(clean(reference[n])) == 0 else "current data"
             untested[n] = ColumnDrift(n, kind, None, None, None, False,

@@ -96,10 +96,12 @@ def infer_kind(values: pd.Series) -> Kind:
     dtype = values.dtype.name
     if dtype.startswith("float"):
         return Kind.NUMERICAL
-    if dtype.startswith(("int", "uint", "Int", "UInt")):
+    # Exactly Evidently's dtype names: uint8, Int64 or boolean columns are "unknown" to it,
+    # so they are not tested here either.
+    if dtype.startswith("int"):
         return (Kind.CATEGORICAL if values.nunique() <= INTEGER_CARDINALITY_LIMIT
                 else Kind.NUMERICAL)
-    if dtype in ("bool", "boolean", "category"):
+    if dtype in ("bool", "category"):
         return Kind.CATEGORICAL
     if dtype in ("string", "str", "object"):
         present = values.dropna()
@@ -108,6 +110,13 @@ def infer_kind(values: pd.Series) -> Kind:
             return Kind.UNSUPPORTED
         return Kind.TEXT if values.nunique() > values.count() * 0.5 else Kind.CATEGORICAL
     return Kind.UNSUPPORTED
+
+
+def kind_note(kind: Kind, dtype: object) -> str:
+    """Why a column of this kind is not tested (by the fast path or the full report)."""
+    if kind is Kind.TEXT:
+        return "not tested: free text (only numbers and categories are compared)"
+    return f"not tested: {dtype} values are neither numbers nor categories to Evidently"
 
 
 def clean(values: pd.Series | np.ndarray) -> pd.Series:
@@ -214,6 +223,8 @@ def _aligned_counts(ref: ColumnReference, cur: pd.Series) -> tuple[np.ndarray, n
     keys = rc.index.union(cc.index)
     r = rc.reindex(keys, fill_value=0).to_numpy(dtype=np.float64)
     c = cc.reindex(keys, fill_value=0).to_numpy(dtype=np.float64)
+    seen = (r > 0) | (c > 0)  # a pandas category that occurs on neither side is not a key
+    r, c = r[seen], c[seen]
     return r, c, int(((r == 0) & (c > 0)).sum())
 
 
@@ -252,9 +263,7 @@ def column_drift(ref: ColumnReference, current: pd.Series, kind: Kind | None = N
     name = ref.name
     kind = infer_kind(current) if kind is None else kind
     if kind in (Kind.TEXT, Kind.UNSUPPORTED):
-        what = "text" if kind is Kind.TEXT else f"values of type {current.dtype}"
-        return ColumnDrift(name, kind, None, None, None, False,
-                           f"not tested: {what} (the fast path tests numbers and categories)")
+        return ColumnDrift(name, kind, None, None, None, False, kind_note(kind, current.dtype))
     cur = clean(current)
     if len(ref) == 0 or len(cur) == 0:
         side = "reference" if len(ref) == 0 else "current data"

@@ -92,3 +92,16 @@ def test_bookkeeping_columns_are_not_features():
 def test_no_shared_columns_is_a_clear_error():
     with pytest.raises(DriftError, match="share no feature columns"):
         drift(_frame(10, 1), pd.DataFrame({"other": [1.0, 2.0]}))
+
+
+def test_pandas_categories_and_types_evidently_does_not_test():
+    r = np.random.default_rng(5)
+    kinds = pd.CategoricalDtype(["a", "b", "c", "never"])
+    reference = _frame(400, 1, grade=pd.Series(r.choice(["a", "b", "c"], 400), dtype=kinds),
+                       counts=r.integers(0, 50, 400).astype("uint8"))
+    current = _frame(300, 2, grade=pd.Series(r.choice(["a", "b"], 300), dtype=kinds),
+                     counts=r.integers(0, 50, 300).astype("uint8"))
+    result = drift(reference, current)
+    assert_agrees(result, evidently_columns(reference, current))  # 'counts' absent from both
+    assert result.column("grade").drifted
+    assert "neither numbers nor categories" in result.column("counts").note
