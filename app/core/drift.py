@@ -97,10 +97,18 @@ class PreparedReference:
 
     def warm(self) -> PreparedReference:
         """Sort numeric columns now, so the first evaluation costs no more than the next."""
-        for ref in self._columns.values():
+        def warm_one(ref: ColumnReference) -> None:
             if ref.numeric:
                 ref.sorted()
                 ref.std()
+                ref.unique()
+
+        if self.rows >= PARALLEL_MIN_ROWS and len(self._columns) > 1:
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                list(pool.map(warm_one, self._columns.values()))
+        else:
+            for ref in self._columns.values():
+                warm_one(ref)
         return self
 
 
