@@ -102,6 +102,15 @@ def set_reference(store: Store, endpoint: str, reference: Reference) -> None:
         end_ns=reference.end_ns, columns=reference.columns)
 
 
+def set_reference_if_missing(store: Store, endpoint: str, reference: Reference) -> bool:
+    """Give an endpoint this reference unless it has one (the demo's endpoints at start-up);
+    returns whether it was set."""
+    if store.drift_reference(endpoint) is not None:
+        return False
+    set_reference(store, endpoint, reference)
+    return True
+
+
 def get_reference(store: Store, endpoint: str) -> Reference | None:
     row = store.drift_reference(endpoint)
     if row is None:

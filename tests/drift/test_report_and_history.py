@@ -20,6 +20,7 @@ from app.core.references import (
     get_reference,
     load_reference,
     set_reference,
+    set_reference_if_missing,
 )
 from app.core.store import Store
 from tests.drift.oracle import mixed
@@ -50,10 +51,12 @@ def test_references_are_kept_in_the_workspace(tmp_path, demo_dir):
     store = Store(db)
     endpoint = "onnx:wine-v1.onnx"
     assert get_reference(store, endpoint) is None
-    set_reference(store, endpoint, demo_reference())
+    assert set_reference_if_missing(store, endpoint, demo_reference())
     store.close()
 
-    store = Store(db)  # a later session sees it
+    store = Store(db)  # a later session sees it, and keeps it
+    assert not set_reference_if_missing(store, endpoint, file_reference(
+        demo_dir / "validation.csv"))
     reference = get_reference(store, endpoint)
     assert reference.kind is ReferenceKind.DEMO
     assert reference.columns[:2] == ("alcohol", "malic_acid") and "label" not in reference.columns
