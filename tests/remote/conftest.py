@@ -12,6 +12,7 @@ from app.core.bus import Bus
 from probes import Probe, ProbeOptions, open_probe
 from tests.remote.fault_server import FaultServer
 from tests.servers import mlserver as mls
+from tests.servers import torchserve as tss
 from tests.servers.venvs import ServerUnavailable
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,22 @@ def own_mlserver(mlserver_venv: Path, tmp_path: Path) -> Iterator[mls.MLServer]:
         server.start()
     except ServerUnavailable as exc:
         pytest.fail(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def torchserve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tss.TorchServe]:
+    try:
+        env_dir = tss.venv()
+    except ServerUnavailable as exc:
+        pytest.skip(f"TorchServe {tss.VERSION} cannot be installed here: {exc}")
+    server = tss.TorchServe(tmp_path_factory.mktemp("torchserve"), env_dir)
+    try:
+        server.start()
+    except ServerUnavailable as exc:
+        pytest.fail(str(exc))
+    log.info("TorchServe %s ready after %.2f s", tss.VERSION, server.ready_after_s)
     yield server
     server.stop()
 
