@@ -13,11 +13,13 @@ Thread: one HttpClient per probe, used from one thread at a time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,6 +35,7 @@ DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_CONNECT_TIMEOUT_S = 2.0
 DEFAULT_MAX_MB = 16.0
 DEFAULT_RETRIES = 2
+ATTACH_TIMEOUT_S = 2.0  # per request while attaching, so a hung server cannot stall the caller
 _SNIPPET = 60
 
 
@@ -181,6 +184,17 @@ class HttpClient:
             limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
             follow_redirects=False,
         )
+        self._timeout_s = settings.timeout_s
+
+    @contextlib.contextmanager
+    def quick(self, timeout_s: float = ATTACH_TIMEOUT_S) -> Iterator[None]:
+        """Within the block, no request waits longer than ``timeout_s`` (attach-time checks)."""
+        previous = self._timeout_s
+        self._timeout_s = min(previous, timeout_s)
+        try:
+            yield
+        finally:
+            self._timeout_s = previous
 
     def request(self, method: str, path: str, *, content: bytes | None = None,
                 content_type: str = "application/json") -> Answer:
@@ -188,9 +202,13 @@ class HttpClient:
         headers = {"content-type": content_type} if content is not None else None
         url = f"{self.base_url}{path}"
         limit = self.settings.max_bytes
+        timeout_s = self._timeout_s
+        timeout = httpx.Timeout(timeout_s, connect=min(timeout_s,
+                                                       self.settings.connect_timeout_s))
         t0 = time.perf_counter_ns()
         try:
-            with self._client.stream(method, path, content=content, headers=headers) as r:
+            with self._client.stream(method, path, content=content, headers=headers,
+                                     timeout=timeout) as r:
                 declared = r.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > limit:
                     raise _too_large(url, limit)
@@ -207,7 +225,7 @@ class HttpClient:
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise Unreachable(f"cannot connect to {self.base_url}: {_reason(exc)}") from None
         except httpx.TimeoutException:
-            raise TimedOut(f"{method} {url}: no answer within {self.settings.timeout_s:g} s "
+            raise TimedOut(f"{method} {url}: no answer within {timeout_s:g} s "
                            "(raise ?timeout_s= if the model is slow)") from None
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
             raise Unreachable(f"{method} {url}: connection lost: {_reason(exc)}") from None

@@ -105,7 +105,8 @@ class RemoteModelProbe(Probe):
         self._capture_credit = 0.0
         self._backoff = Backoff()
         try:
-            self._connect(retries=0)
+            with self.client.quick():
+                self._connect(retries=0)
         except (Unreachable, TimedOut) as exc:
             # Not the user's mistake (yet): start down and keep trying from the probe thread.
             self._mark_down(str(exc))
@@ -182,10 +183,11 @@ class RemoteModelProbe(Probe):
         t0 = time.perf_counter_ns()
         decoded = Decoded()
         error = None
+        latency_ms: float | None = None
         status = CaptureStatus.OK
         try:
             answer = self.client.request("POST", self.infer_path(), content=request.body)
-            latency_ms = answer.elapsed_ms
+            latency_ms = answer.elapsed_ms  # the HTTP exchange only, not our decoding
             if answer.status_code >= 400:
                 raise BadResponse(f"HTTP {answer.status_code}: {answer.error_text()}",
                                   answer.status_code)
@@ -197,7 +199,7 @@ class RemoteModelProbe(Probe):
             self._mark_down(str(exc))
         except BadResponse as exc:
             status, error = CaptureStatus.ERROR, str(exc)
-        if error is not None:
+        if latency_ms is None:  # no answer at all: the time until we gave up
             latency_ms = (time.perf_counter_ns() - t0) / 1e6
         self.requests += 1
 
@@ -206,7 +208,7 @@ class RemoteModelProbe(Probe):
         if prediction is None and confidence is None:
             prediction, confidence = predict(outputs)
         if error is not None:
-            pass
+            pass  # status already says how it failed
         elif not all(np.isfinite(o).all() for o in outputs.values() if o.dtype.kind == "f"):
             status = CaptureStatus.NON_FINITE
         elif request.label is not None and prediction is not None and prediction != request.label:

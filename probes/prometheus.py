@@ -76,7 +76,8 @@ class PrometheusProbe(Probe):
         self.families_seen = 0
         self._history: deque[Reading] = deque()
         try:
-            self.bus.put_many(self.scrape_once())
+            with self.client.quick():
+                self.bus.put_many(self.scrape_once())
         except (Unreachable, TimedOut) as exc:
             self._mark_down(str(exc))  # not the user's fault yet: retried from the probe thread
         except BadResponse as exc:

@@ -24,7 +24,8 @@ TF_METADATA = {"model_spec": {"name": "m", "version": "3"}, "metadata": {"signat
 
 
 class FaultServer:
-    """``mode``: ok, slow (``delay_s``), garbage, huge, huge_stream, cut, error500."""
+    """``mode``: ok, slow (``delay_s``; hang: every call), garbage, huge, huge_stream, cut,
+    error500."""
 
     def __init__(self) -> None:
         self.mode = "ok"
@@ -94,8 +95,8 @@ class FaultServer:
             self.bodies.append(body)
             self.authorizations.append(h.headers.get("authorization"))
         path = h.path
-        data_call = method == "POST" or path == "/metrics"
-        if data_call and self.mode == "slow":
+        data_call = method == "POST" or path == "/metrics" or self.mode == "hang"
+        if data_call and self.mode in ("slow", "hang"):
             self.release.wait(self.delay_s)
         if data_call and self.mode == "garbage":
             return self._send(h, 200, b"<html><body>502 upstream hiccup</body></html>",

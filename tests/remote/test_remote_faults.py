@@ -65,6 +65,13 @@ def test_a_slow_server_gives_timeout_failures_not_a_hang(opened, fault_server, d
     assert probe.measure_one().status is CaptureStatus.OK
 
 
+def test_attaching_to_a_hung_server_does_not_hang_the_caller(opened, fault_server, demo_dir):
+    fault_server.mode, fault_server.delay_s = "hang", 30.0
+    probe = opened(_v2(fault_server), Bus(), ProbeOptions(payload=demo_dir / "reference.csv"))
+    assert probe.state is EndpointState.DOWN
+    assert "no answer within 2 s" in probe.last_error  # the attach-time cap, not timeout_s=10
+
+
 @pytest.mark.parametrize(("mode", "expected"), [
     ("garbage", "not JSON: '<html><body>502"),
     ("huge", "larger than the 1 MiB cap"),
