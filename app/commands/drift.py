@@ -12,6 +12,7 @@ import argparse
 import json
 import re
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from app.core.drift import (
 )
 from app.core.drift_monitor import save_result
 from app.core.drift_report import evidently_report, report_path_for
-from app.core.drift_stats import Kind
+from app.core.drift_stats import ColumnDrift, Kind
 from app.core.references import (
     Reference,
     captures_reference,
@@ -183,6 +184,11 @@ def _endpoint_drift(args: argparse.Namespace) -> int:
                               kinds=kinds)
     finally:
         store.close()
+    if PREDICTION_COLUMN not in columns:
+        result = replace(result, columns=(*result.columns, ColumnDrift(
+            PREDICTION_COLUMN, Kind.CATEGORICAL, None, None, None, False,
+            "not tested: the reference has no prediction column (the live monitor uses the "
+            "endpoint's first captured predictions instead)")))
     _print(result, args.json, extra)
     return 0
 
@@ -193,7 +199,7 @@ def _print(result: DriftResult, as_json: bool, extra: dict) -> None:
         return
     rows = [[c.name, c.method or "-", "-" if c.score is None else f"{c.score:.4g}",
              "-" if c.threshold is None else f"{c.threshold:g}",
-             "DRIFT" if c.drifted else ("no" if c.tested else "not tested"), c.note or ""]
+             "DRIFT" if c.drifted else ("no" if c.tested else "-"), c.note or ""]
             for c in result.columns]
     table = pd.DataFrame(rows, columns=["column", "method", "score", "threshold", "drifted",
                                         "note"])
