@@ -65,12 +65,50 @@ def _migrate_drift(db: sqlite_utils.Database) -> None:
     db["drift_points"].create_index(["endpoint_id", "source", "ts_ns"])
 
 
+def _migrate_versions_replay(db: sqlite_utils.Database) -> None:
+    # Model versions in registration order (the order bisect walks); replays keep their cases
+    # (by capture id) and one narrow row per case x version, so a replay reopens as it was.
+    db["versions"].create(
+        {"id": int, "name": str, "kind": str, "location": str, "version": str, "sha256": str,
+         "parameters": int, "opset": int, "producer": str, "inputs": str, "outputs": str,
+         "size_bytes": int, "registered_ns": int}, pk="id", not_null={"name", "location"})
+    db["versions"].create_index(["name"], unique=True)
+    db["replays"].create(
+        {"id": int, "created_ns": int, "title": str, "selection": str, "versions": str,
+         "criteria": str, "cancelled": int, "cases": int}, pk="id")
+    db["replay_cases"].create(
+        {"replay_id": int, "idx": int, "capture_id": int, "control": int,
+         "first_failing": str}, pk=("replay_id", "idx"))
+    db["replay_results"].create(
+        {"replay_id": int, "case_idx": int, "version_idx": int, "prediction": str,
+         "confidence": float, "latency_ms": float, "error": str, "failing": int,
+         "outputs": bytes}, pk=("replay_id", "version_idx", "case_idx"))
+
+
+def _migrate_incidents(db: sqlite_utils.Database) -> None:
+    # An incident is one row that the rules keep up to date (peak value, severity, when it
+    # cleared); people add notes and move its status (open, acknowledged, resolved).
+    db["incidents"].create(
+        {"id": int, "endpoint_id": int, "rule": str, "severity": str, "status": str,
+         "opened_ns": int, "trigger_ns": int, "cleared_ns": int, "updated_ns": int,
+         "value": float, "threshold": float, "summary": str, "details": str}, pk="id")
+    db["incidents"].create_index(["endpoint_id", "rule", "opened_ns"])
+    db["incidents"].create_index(["opened_ns"])
+    db["incident_notes"].create(
+        {"id": int, "incident_id": int, "ts_ns": int, "author": str, "text": str}, pk="id")
+    db["incident_notes"].create_index(["incident_id", "ts_ns"])
+    db["incident_rules"].create({"endpoint_id": int, "rules": str, "set_ns": int},
+                                pk="endpoint_id")
+
+
 # Named, ordered migrations. Append new ones at the end; never edit or reorder a shipped one.
 # Each feature that needs tables appends its own step (e.g. "drift_points"), so work on
 # different features does not fight over one version number.
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("core", _migrate_core),
     ("drift", _migrate_drift),
+    ("versions_replay", _migrate_versions_replay),
+    ("incidents", _migrate_incidents),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -570,3 +608,266 @@ class Store:
             self._endpoint_ids.clear()
             self._metric_ids.clear()
             raise StoreError(f"cannot write to {self.path}: {exc}") from exc
+
+    # -- model versions and replays (issue 6) ---------------------------------------------
+
+    def upsert_version(self, row: dict) -> int:
+        """Register a model version by name; registering the name again updates it in place
+        (its id, hence its place in registry order, stays)."""
+        cols = ["name", "kind", "location", "version", "sha256", "parameters", "opset",
+                "producer", "inputs", "outputs", "size_bytes", "registered_ns"]
+        values = [row.get(c) for c in cols]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
+        try:
+            with self.db.conn:
+                self.db.execute(
+                    f"INSERT INTO versions ({', '.join(cols)}) VALUES "
+                    f"({', '.join('?' for _ in cols)}) ON CONFLICT(name) DO UPDATE SET {updates}",
+                    values)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot register a version in {self.path}: {exc}") from exc
+        return int(self.db.execute("SELECT id FROM versions WHERE name = ?",
+                                   [row["name"]]).fetchone()[0])
+
+    def versions(self) -> list[dict]:
+        """Registered versions in registry (registration) order."""
+        return list(self.db.query("SELECT * FROM versions ORDER BY id"))
+
+    def select_captures(self, *, endpoint: str | None = None,
+                        statuses: Sequence[str] | None = None, failed: bool | None = None,
+                        start_ns: int | None = None, end_ns: int | None = None,
+                        label: str | None = None, model_version: str | None = None,
+                        limit: int = 1000, newest_first: bool = True) -> list[StoredCapture]:
+        """Captures matching every filter given (statuses: CaptureStatus values)."""
+        where, args = ["c.ts_ns >= ?", "c.ts_ns <= ?"], [
+            start_ns if start_ns is not None else -(2**63),
+            end_ns if end_ns is not None else 2**63 - 1]
+        if endpoint is not None:
+            where.append("c.endpoint_id = ?")
+            args.append(self._lookup_endpoint(endpoint) or -1)
+        if statuses:
+            where.append(f"c.status IN ({', '.join('?' for _ in statuses)})")
+            args.extend(str(s) for s in statuses)
+        if failed is not None:
+            where.append("c.status != ?" if failed else "c.status = ?")
+            args.append(str(CaptureStatus.OK))
+        if label is not None:
+            where.append("c.label = ?")
+            args.append(label)
+        if model_version is not None:
+            where.append("c.model_version = ?")
+            args.append(model_version)
+        sql = ("SELECT c.id, e.uri, c.ts_ns, c.latency_ms, c.status, c.inputs, c.outputs, "
+               "c.request_id, c.error, c.label, c.prediction, c.confidence, c.model_version, "
+               "c.truncated FROM captures c JOIN endpoints e ON e.id = c.endpoint_id WHERE "
+               + " AND ".join(where)
+               + f" ORDER BY c.ts_ns {'DESC' if newest_first else 'ASC'}, c.id LIMIT ?")
+        args.append(limit)
+        return [self._row_to_capture(r) for r in self.db.execute(sql, args).fetchall()]
+
+    def save_replay(self, meta: dict, cases: Sequence[tuple[int, int, bool, str | None]],
+                    results: Iterable[tuple]) -> int:
+        """One replay in one transaction. ``cases``: (idx, capture_id, control, first_failing);
+        ``results``: (case_idx, version_idx, prediction, confidence, latency_ms, error, failing,
+        outputs blob). Returns the replay's id."""
+        try:
+            with self.db.conn:
+                cur = self.db.execute(
+                    "INSERT INTO replays (created_ns, title, selection, versions, criteria, "
+                    "cancelled, cases) VALUES (?,?,?,?,?,?,?)",
+                    [meta["created_ns"], meta.get("title"), meta["selection"], meta["versions"],
+                     meta["criteria"], int(meta.get("cancelled", False)), len(cases)])
+                rid = int(cur.lastrowid)
+                self.db.conn.executemany(
+                    "INSERT INTO replay_cases (replay_id, idx, capture_id, control, "
+                    "first_failing) VALUES (?,?,?,?,?)",
+                    [(rid, i, cid, int(ctl), ff) for i, cid, ctl, ff in cases])
+                self.db.conn.executemany(
+                    "INSERT INTO replay_results (replay_id, case_idx, version_idx, prediction, "
+                    "confidence, latency_ms, error, failing, outputs) VALUES (?,?,?,?,?,?,?,?,?)",
+                    ((rid, *r) for r in results))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot save the replay to {self.path}: {exc}") from exc
+        return rid
+
+    def replays(self) -> list[dict]:
+        """Saved replays, newest first (no cases or results)."""
+        return list(self.db.query("SELECT * FROM replays ORDER BY id DESC"))
+
+    def replay_rows(self, replay_id: int) -> tuple[dict, list[tuple], list[tuple]] | None:
+        """(meta, cases, results) of a saved replay, in the shapes ``save_replay`` took."""
+        metas = list(self.db.query("SELECT * FROM replays WHERE id = ?", [replay_id]))
+        if not metas:
+            return None
+        cases = self.db.execute(
+            "SELECT idx, capture_id, control, first_failing FROM replay_cases "
+            "WHERE replay_id = ? ORDER BY idx", [replay_id]).fetchall()
+        results = self.db.execute(
+            "SELECT case_idx, version_idx, prediction, confidence, latency_ms, error, failing, "
+            "outputs FROM replay_results WHERE replay_id = ? ORDER BY version_idx, case_idx",
+            [replay_id]).fetchall()
+        return metas[0], cases, results
+
+    # -- incidents and reports (issue 7) --------------------------------------------------
+
+    _INCIDENT_COLUMNS = ("severity", "status", "trigger_ns", "cleared_ns", "updated_ns",
+                         "value", "threshold", "summary", "details")
+
+    def insert_incident(self, endpoint: str, *, rule: str, severity: str, status: str,
+                        opened_ns: int, trigger_ns: int, value: float, threshold: float,
+                        summary: str, details: dict | None = None, note: str | None = None,
+                        ) -> int:
+        """A new incident (and its first note, in the same transaction); returns its id."""
+        try:
+            with self.db.conn:
+                eid = self.endpoint_id(endpoint)
+                cur = self.db.execute(
+                    "INSERT INTO incidents (endpoint_id, rule, severity, status, opened_ns, "
+                    "trigger_ns, cleared_ns, updated_ns, value, threshold, summary, details) "
+                    "VALUES (?,?,?,?,?,?,NULL,?,?,?,?,?)",
+                    [eid, rule, severity, status, opened_ns, trigger_ns, trigger_ns, value,
+                     threshold, summary, json.dumps(details or {})])
+                incident_id = int(cur.lastrowid)
+                if note:
+                    self._insert_note(incident_id, note, "probescope", trigger_ns)
+        except sqlite3.Error as exc:
+            self._endpoint_ids.clear()
+            raise StoreError(f"cannot write an incident to {self.path}: {exc}") from exc
+        return incident_id
+
+    def update_incident(self, incident_id: int, *, note: str | None = None,
+                        note_author: str = "probescope", note_ts_ns: int | None = None,
+                        **changes: object) -> None:
+        """Change some of an incident's columns (and add a note) in one transaction."""
+        bad = sorted(set(changes) - set(self._INCIDENT_COLUMNS))
+        if bad:
+            raise ValueError(f"not incident columns: {', '.join(bad)}")
+        if "details" in changes:
+            changes["details"] = json.dumps(changes["details"] or {})
+        try:
+            with self.db.conn:
+                if changes:
+                    # Column names come from the fixed list above, values are parameters.
+                    sets = ", ".join(f"{k} = ?" for k in changes)
+                    self.db.execute(f"UPDATE incidents SET {sets} WHERE id = ?",
+                                    [*changes.values(), incident_id])
+                if note:
+                    self._insert_note(incident_id, note, note_author, note_ts_ns)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot update incident {incident_id} in {self.path}: "
+                             f"{exc}") from exc
+
+    def _insert_note(self, incident_id: int, text: str, author: str,
+                     ts_ns: int | None) -> int:
+        cur = self.db.execute(
+            "INSERT INTO incident_notes (incident_id, ts_ns, author, text) VALUES (?,?,?,?)",
+            [incident_id, ts_ns if ts_ns is not None else time.time_ns(), author, text])
+        return int(cur.lastrowid)
+
+    def add_incident_note(self, incident_id: int, text: str, *, author: str = "",
+                          ts_ns: int | None = None) -> int:
+        try:
+            with self.db.conn:
+                return self._insert_note(incident_id, text, author, ts_ns)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot add a note to {self.path}: {exc}") from exc
+
+    def incidents(self, *, endpoint: str | None = None, rule: str | None = None,
+                  status: str | None = None, limit: int = 1000) -> list[dict]:
+        """Incidents, newest first, with the endpoint's URI and details decoded."""
+        where, args = [], []
+        if endpoint is not None:
+            where.append("i.endpoint_id = ?")
+            args.append(self._lookup_endpoint(endpoint) or -1)
+        if rule is not None:
+            where.append("i.rule = ?")
+            args.append(rule)
+        if status is not None:
+            where.append("i.status = ?")
+            args.append(status)
+        sql = ("SELECT i.*, e.uri AS endpoint FROM incidents i "
+               "JOIN endpoints e ON e.id = i.endpoint_id"
+               + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY i.opened_ns DESC, i.id DESC LIMIT ?")
+        rows = list(self.db.query(sql, [*args, limit]))
+        for row in rows:
+            row["details"] = json.loads(row["details"] or "{}")
+        return rows
+
+    def incident(self, incident_id: int) -> dict | None:
+        rows = list(self.db.query(
+            "SELECT i.*, e.uri AS endpoint FROM incidents i "
+            "JOIN endpoints e ON e.id = i.endpoint_id WHERE i.id = ?", [incident_id]))
+        if not rows:
+            return None
+        rows[0]["details"] = json.loads(rows[0]["details"] or "{}")
+        return rows[0]
+
+    def incident_notes(self, incident_id: int) -> list[dict]:
+        return list(self.db.query(
+            "SELECT id, ts_ns, author, text FROM incident_notes WHERE incident_id = ? "
+            "ORDER BY ts_ns, id", [incident_id]))
+
+    def set_incident_rules(self, endpoint: str, rules: dict) -> None:
+        """Per-endpoint overrides of the incident rules' defaults (a JSON object)."""
+        with self.db.conn:
+            self.db.execute(
+                "INSERT OR REPLACE INTO incident_rules (endpoint_id, rules, set_ns) "
+                "VALUES (?,?,?)", [self.endpoint_id(endpoint), json.dumps(rules),
+                                   time.time_ns()])
+
+    def incident_rules(self, endpoint: str) -> dict | None:
+        eid = self._lookup_endpoint(endpoint)
+        if eid is None:
+            return None
+        row = self.db.execute("SELECT rules FROM incident_rules WHERE endpoint_id = ?",
+                              [eid]).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def count_between(self, endpoint: str, metric: str, start_ns: int, end_ns: int) -> int:
+        """Samples of one series with start_ns <= ts_ns <= end_ns, counted in the index."""
+        eid, mid = self._lookup_endpoint(endpoint), self._lookup_metric(metric)
+        if eid is None or mid is None:
+            return 0
+        return int(self.db.execute(
+            "SELECT count(*) FROM samples WHERE endpoint_id = ? AND metric_id = ? "
+            "AND ts_ns >= ? AND ts_ns <= ?", [eid, mid, start_ns, end_ns]).fetchone()[0])
+
+    def last_sample_ns(self, endpoint: str, before_ns: int | None = None) -> int | None:
+        """The newest ts_ns of any series of an endpoint (at or before ``before_ns``)."""
+        eid = self._lookup_endpoint(endpoint)
+        if eid is None:
+            return None
+        # One max() per metric lets SQLite answer each from the index's end.
+        best = None
+        for (mid,) in self.db.execute("SELECT id FROM metrics").fetchall():
+            row = self.db.execute(
+                "SELECT max(ts_ns) FROM samples WHERE endpoint_id = ? AND metric_id = ? "
+                "AND ts_ns <= ?", [eid, mid, before_ns if before_ns is not None else 2**63 - 1]
+            ).fetchone()
+            if row[0] is not None and (best is None or row[0] > best):
+                best = int(row[0])
+        return best
+
+    def captures_between(self, endpoint: str, start_ns: int, end_ns: int, *,
+                         failed: bool | None = None, limit: int = 1000,
+                         with_tensors: bool = True) -> list[StoredCapture]:
+        """An endpoint's captures in a time range, oldest first."""
+        where = ["c.endpoint_id = ?", "c.ts_ns >= ?", "c.ts_ns <= ?"]
+        args: list = [self._lookup_endpoint(endpoint) or -1, start_ns, end_ns]
+        if failed is not None:
+            where.append("c.status != ?" if failed else "c.status = ?")
+            args.append(str(CaptureStatus.OK))
+        tensors = "c.inputs, c.outputs" if with_tensors else "NULL, NULL"
+        sql = (f"SELECT c.id, e.uri, c.ts_ns, c.latency_ms, c.status, {tensors}, c.request_id, "
+               "c.error, c.label, c.prediction, c.confidence, c.model_version, c.truncated "
+               "FROM captures c JOIN endpoints e ON e.id = c.endpoint_id WHERE "
+               + " AND ".join(where) + " ORDER BY c.ts_ns LIMIT ?")
+        return [self._row_to_capture(r) for r in self.db.execute(sql, [*args, limit])]
+
+    def capture_status_counts(self, endpoint: str, start_ns: int, end_ns: int) -> dict[str, int]:
+        rows = self.db.execute(
+            "SELECT status, count(*) FROM captures WHERE endpoint_id = ? AND ts_ns >= ? "
+            "AND ts_ns <= ? GROUP BY status ORDER BY count(*) DESC",
+            [self._lookup_endpoint(endpoint) or -1, start_ns, end_ns]).fetchall()
+        return {str(s): int(n) for s, n in rows}

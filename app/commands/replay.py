@@ -1,0 +1,140 @@
+"""``probescope replay --db PATH --versions A.onnx B.onnx ...``: replay captured failures (and a
+control set of passing captures) on model versions; print verdicts per version and save the
+replay in the workspace."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from app.core.domain import CaptureStatus
+from app.core.replay import (
+    DEFAULT_BATCH,
+    DEFAULT_MIN_CONFIDENCE,
+    Criteria,
+    ReplayResult,
+    Selection,
+    replay,
+    select_cases,
+)
+from app.core.replay_store import save_replay
+from app.core.replay_targets import ReplayError, open_target
+from app.core.store import Store
+from app.core.versions import find, registered
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("replay", help="replay captured failures against model versions")
+    p.add_argument("--db", required=True, type=Path, help="workspace SQLite file")
+    p.add_argument("--versions", nargs="+", metavar="VERSION",
+                   help="ONNX files, v2+http:// endpoints or registered version names, in "
+                        "bisect order (default: every registered version, in registry order)")
+    p.add_argument("--endpoint", help="only failures of this endpoint (its URI, or a part of it "
+                   "that names one endpoint, e.g. wine-v1)")
+    p.add_argument("--kind", action="append", choices=[s.value for s in CaptureStatus
+                                                       if s is not CaptureStatus.OK],
+                   help="only failures of this kind (repeatable)")
+    p.add_argument("--label", help="only captures with this ground-truth label")
+    p.add_argument("--model-version", help="only captures made by this model version")
+    p.add_argument("--limit", type=int, default=1000, help="most failures to replay")
+    p.add_argument("--controls", type=int, default=200,
+                   help="passing captures replayed as a control set (default 200)")
+    p.add_argument("--provider", default="cpu", help="onnxruntime provider for ONNX files")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
+                   help=f"rows per inference call (default {DEFAULT_BATCH}); latency is each "
+                        "batch's wall time shared among its rows, so use 1 for per-request "
+                        "latency")
+    p.add_argument("--min-confidence", type=float, default=DEFAULT_MIN_CONFIDENCE,
+                   help="confidence below which a LOW_CONFIDENCE capture still fails")
+    p.add_argument("--slo-ms", type=float, help="latency above which a SLOW capture still fails")
+    p.add_argument("--no-save", action="store_true", help="do not save the replay")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def resolve_endpoint(store: Store, name: str) -> str:
+    uris = [e["uri"] for e in store.endpoints()]
+    if name in uris:
+        return name
+    matches = [u for u in uris if name in u]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise ReplayError(f"no endpoint matching '{name}' in {store.path}; it has "
+                          f"{', '.join(uris) or 'none'}")
+    raise ReplayError(f"'{name}' matches {len(matches)} endpoints; give more of the URI")
+
+
+def _locations(store: Store, wanted: list[str] | None) -> list[tuple[str, str | None]]:
+    """(location, name) per version: files and URIs as given, names looked up."""
+    if not wanted:
+        found = registered(store)
+        if not found:
+            raise ReplayError("no versions given and none registered; pass --versions A.onnx "
+                              "B.onnx ... or register them with `probescope versions add`")
+        return [(v.location, v.name) for v in found]
+    out = []
+    for w in wanted:
+        if Path(w).is_file() or "://" in w or w.startswith("onnx:"):
+            out.append((w, None))
+            continue
+        v = find(store, w)
+        if v is None:
+            raise ReplayError(f"'{w}' is neither a model file, an endpoint nor a registered "
+                              "version")
+        out.append((v.location, v.name))
+    return out
+
+
+def _text(result: ReplayResult) -> str:
+    lines = [f"{'version':<20} {'cases':>6} {'fixed':>6} {'still failing':>14} "
+             f"{'newly broken':>13} {'errors':>7} {'p50 ms':>9} {'p95 ms':>9}"]
+    for s in result.summaries():
+        p50 = f"{s.latency_p50_ms:.4f}" if s.latency_p50_ms is not None else "-"
+        p95 = f"{s.latency_p95_ms:.4f}" if s.latency_p95_ms is not None else "-"
+        lines.append(f"{s.version:<20} {s.cases:>6} {s.fixed:>6} {s.still_failing:>14} "
+                     f"{s.newly_broken:>13} {s.errors:>7} {p50:>9} {p95:>9}")
+    first = result.first_failing()
+    failures = [f for f, c in zip(first, result.cases, strict=True) if not c.control]
+    counts: dict[str, int] = {}
+    for f in failures:
+        counts[f or "none"] = counts.get(f or "none", 0) + 1
+    lines.append(f"{len(failures)} failures, {len(result.cases) - len(failures)} controls; "
+                 "first failing version: "
+                 + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if result.replay_id is not None:
+        lines.append(f"saved as replay {result.replay_id}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.db.exists():
+        print(f"probescope: no workspace at {args.db}", file=sys.stderr)
+        return 2
+    store = Store(args.db)
+    targets = []
+    try:
+        endpoint = resolve_endpoint(store, args.endpoint) if args.endpoint else None
+        selection = Selection(endpoint=endpoint, kinds=tuple(args.kind or ()), label=args.label,
+                              model_version=args.model_version, limit=args.limit,
+                              controls=args.controls)
+        cases = select_cases(store, selection)
+        if not any(not c.control for c in cases):
+            raise ReplayError(f"no failures to replay in {args.db}"
+                              + (f" for {endpoint}" if endpoint else ""))
+        for location, name in _locations(store, args.versions):
+            targets.append(open_target(location, provider=args.provider, name=name))
+        result = replay(cases, targets, selection=selection, batch_size=args.batch_size,
+                        criteria=Criteria(args.min_confidence, args.slo_ms))
+        if not args.no_save:
+            save_replay(store, result)
+    except ReplayError as exc:
+        print(f"probescope: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        for t in targets:
+            t.close()
+        store.close()
+    print(json.dumps(result.to_json()) if args.json else _text(result))
+    return 0

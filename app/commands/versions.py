@@ -1,0 +1,71 @@
+"""``probescope versions add|list --db PATH``: the workspace's model-version registry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from app.core.store import Store
+from app.core.versions import ModelVersion, VersionError, register, registered
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("versions", help="register model versions and list them")
+    actions = p.add_subparsers(dest="versions_action", metavar="ACTION", required=True)
+    add = actions.add_parser("add", help="register an ONNX file or a remote endpoint")
+    add.add_argument("--db", required=True, type=Path, help="workspace SQLite file")
+    add.add_argument("location", nargs="+",
+                     help="model.onnx files, or endpoint URIs like v2+http://HOST:PORT/models/M")
+    add.add_argument("--name", help="name to register under (one location only; default: "
+                     "the file's stem)")
+    add.add_argument("--version", dest="model_version",
+                     help="version string (default: the model's metadata 'version')")
+    add.add_argument("--json", action="store_true", help="print the registered versions as JSON")
+    ls = actions.add_parser("list", help="list registered versions in registry order")
+    ls.add_argument("--db", required=True, type=Path, help="workspace SQLite file")
+    ls.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _table(versions: list[ModelVersion]) -> str:
+    head = f"{'#':>3}  {'name':<18} {'version':<10} {'params':>9} {'opset':>5} {'size':>9}  " \
+           f"{'sha256':<12}  signature / location"
+    lines = [head]
+    for v in versions:
+        lines.append(
+            f"{v.id or '':>3}  {v.name:<18} {v.version or '-':<10} "
+            f"{v.parameters if v.parameters is not None else '-':>9} "
+            f"{v.opset if v.opset is not None else '-':>5} "
+            f"{v.size_bytes if v.size_bytes is not None else '-':>9}  "
+            f"{(v.sha256 or '-')[:12]:<12}  {v.signature() or v.location}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.versions_action == "add" and args.name and len(args.location) > 1:
+        print("probescope: --name names one version; give one location with it", file=sys.stderr)
+        return 2
+    if args.versions_action == "list" and not args.db.exists():
+        print(f"probescope: no workspace at {args.db}", file=sys.stderr)
+        return 2
+    store = Store(args.db)
+    try:
+        if args.versions_action == "add":
+            try:
+                added = [register(store, loc, args.name, args.model_version)
+                         for loc in args.location]
+            except VersionError as exc:
+                print(f"probescope: {exc}", file=sys.stderr)
+                return 2
+            shown = added
+        else:
+            shown = registered(store)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"versions": [v.to_json() for v in shown]}))
+    else:
+        print(_table(shown) if shown else "no versions registered; add one with "
+              "`probescope versions add --db PATH MODEL.onnx`")
+    return 0

@@ -1,0 +1,320 @@
+"""The handover contract (``<model stem>.contract.toml`` or ``model.contract.toml`` beside a
+model): parse it, measure each clause on each hardware target, give verdicts.
+Thread: the caller's; each target's measurement runs in a fresh child process.
+
+Why a child process: peak memory is only honest in a process that has loaded nothing else, and
+latency is steadier away from a GUI's or a test runner's other threads. The child reports the
+rise of its peak RSS (``ru_maxrss``) over its RSS just before loading the model.
+
+A target is ``cpu``, ``cuda`` or any other onnxruntime provider name (``probes.onnx_local``),
+or ``agent+http(s)://HOST:PORT``. A provider that is not installed, or an agent that cannot be
+reached, is *unreachable*; an agent that answers is *unsupported* (agents run no models), and
+neither is ever a pass.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import multiprocessing
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.core.versions import ModelVersion, VersionError, inspect_onnx
+
+log = logging.getLogger(__name__)
+
+PASS, FAIL, UNREACHABLE, UNSUPPORTED, NO_LIMIT = (
+    "pass", "fail", "unreachable", "unsupported", "no_limit")
+LATENCY_RUNS = 300
+WARMUP_RUNS = 20
+CHILD_TIMEOUT_S = 120.0
+
+
+class ContractError(Exception):
+    """A contract file that is missing or malformed; the message says what to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    path: Path
+    framework: str | None = None
+    version: str | None = None
+    max_parameters: int | None = None
+    max_peak_memory_mb: float | None = None
+    min_accuracy: float | None = None
+    validation: Path | None = None
+    max_latency_p95_ms: dict[str, float] = field(default_factory=dict)  # per target kind
+
+
+def contract_path_for(model: str | Path) -> Path | None:
+    """``<stem>.contract.toml`` beside the model, else ``model.contract.toml`` there."""
+    model = Path(model)
+    for candidate in (model.with_name(f"{model.stem}.contract.toml"),
+                      model.with_name("model.contract.toml")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _number(doc: dict, key: str, where: str, path: Path) -> float | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ContractError(f"{path}: {where}{key} must be a number, not {value!r}")
+    return float(value)
+
+
+def load_contract(path: str | Path) -> Contract:
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ContractError(f"no contract file at {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ContractError(f"{path} is not valid TOML: {exc}") from None
+    head = doc.get("contract", {})
+    acc = doc.get("accuracy", {})
+    lat = doc.get("latency_p95_ms", {})
+    if not all(isinstance(t, dict) for t in (head, acc, lat)):
+        raise ContractError(f"{path}: [contract], [accuracy] and [latency_p95_ms] must be tables")
+    validation = acc.get("validation")
+    min_accuracy = _number(acc, "min", "[accuracy] ", path)
+    if min_accuracy is not None and validation is None:
+        raise ContractError(f"{path}: [accuracy] min needs a validation file "
+                            "(validation = \"validation.csv\", relative to the contract)")
+    max_params = _number(head, "max_parameters", "", path)
+    return Contract(
+        path=path,
+        framework=str(head["framework"]) if "framework" in head else None,
+        version=str(head["version"]) if "version" in head else None,
+        max_parameters=int(max_params) if max_params is not None else None,
+        max_peak_memory_mb=_number(head, "max_peak_memory_mb", "", path),
+        min_accuracy=min_accuracy,
+        validation=(path.parent / validation) if validation else None,
+        max_latency_p95_ms={str(k): float(_number(lat, k, "[latency_p95_ms] ", path) or 0)
+                            for k in lat},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    name: str  # accuracy, latency_p95_ms, peak_memory_mb, parameters, framework, version
+    status: str  # pass | fail | no_limit
+    measured: float | str | None
+    limit: float | str | None
+    detail: str = ""
+
+    def to_json(self) -> dict:
+        return {"clause": self.name, "status": self.status, "measured": self.measured,
+                "limit": self.limit, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class TargetCheck:
+    target: str
+    status: str  # pass | fail | unreachable | unsupported
+    clauses: tuple[Clause, ...] = ()
+    reason: str = ""
+
+    def to_json(self) -> dict:
+        return {"target": self.target, "status": self.status, "reason": self.reason or None,
+                "clauses": [c.to_json() for c in self.clauses]}
+
+
+@dataclass(frozen=True, slots=True)
+class ContractReport:
+    model: ModelVersion
+    contract: Contract
+    targets: tuple[TargetCheck, ...]
+
+    @property
+    def passed(self) -> bool:
+        """Every target was measured and passed."""
+        return all(t.status == PASS for t in self.targets)
+
+    def to_json(self) -> dict:
+        return {"model": self.model.location, "name": self.model.name,
+                "version": self.model.version, "contract": str(self.contract.path),
+                "passed": self.passed, "targets": [t.to_json() for t in self.targets]}
+
+
+def _limit_clause(name: str, measured: float, limit: float | None, *, at_most: bool,
+                  detail: str = "") -> Clause:
+    if limit is None:
+        return Clause(name, NO_LIMIT, measured, None, detail)
+    ok = measured <= limit if at_most else measured >= limit
+    return Clause(name, PASS if ok else FAIL, measured, limit, detail)
+
+
+def static_clauses(model: ModelVersion, contract: Contract) -> list[Clause]:
+    """Clauses read from the file itself: parameters, framework, version."""
+    out = [_limit_clause("parameters", float(model.parameters or 0), contract.max_parameters,
+                         at_most=True)]
+    if contract.framework is not None:
+        # An ONNX file is framework "onnx"; the producer names the framework it came from.
+        producer = (model.producer or "").lower()
+        ok = contract.framework.lower() in ("onnx", *producer.split())
+        out.append(Clause("framework", PASS if ok else FAIL,
+                          f"onnx ({model.producer})" if model.producer else "onnx",
+                          contract.framework))
+    if contract.version is not None:
+        out.append(Clause("version", PASS if model.version == contract.version else FAIL,
+                          model.version, contract.version))
+    return out
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _measure_in_child(path: str, provider: str, validation: str | None, runs: int) -> dict:
+    """Runs in a fresh process: accuracy, latency p95 and the peak RSS rise of one model."""
+    import resource
+    import time
+
+    import numpy as np
+    import psutil
+
+    from probes.onnx_local import _ORT_DTYPES, load_session
+    from probes.payload import load_payload
+
+    payload = load_payload(validation) if validation else None
+    # Imports can peak above what the process later holds; start the peak afresh (Linux:
+    # writing 5 to clear_refs resets VmHWM) so it covers the model alone.
+    reset = _reset_peak_rss()
+    baseline_mb = psutil.Process().memory_info().rss / 2**20
+    session = load_session(path, provider)
+    first = session.get_inputs()[0]
+    dtype = _ORT_DTYPES.get(first.type, np.float32)
+    if payload is not None:
+        rows = payload.features.reshape(len(payload), -1).astype(dtype)
+    else:
+        width = next((d for d in first.shape[1:] if isinstance(d, int) and d > 0), 1)
+        rows = np.random.default_rng(0).standard_normal((64, width)).astype(dtype)
+    out: dict = {}
+    scores = session.run(None, {first.name: rows})[0]
+    if payload is not None and payload.labels:
+        predicted = scores.reshape(len(rows), -1).argmax(axis=1).astype(str)
+        labelled = [i for i, lab in enumerate(payload.labels) if lab]
+        correct = sum(predicted[i] == payload.labels[i] for i in labelled)
+        out["accuracy"] = correct / len(labelled) if labelled else None
+        out["validation_rows"] = len(labelled)
+    run = session.run
+    for i in range(WARMUP_RUNS):
+        run(None, {first.name: rows[i % len(rows)][None, :]})
+    times = []
+    for i in range(runs):
+        row = rows[i % len(rows)][None, :]
+        t0 = time.perf_counter_ns()
+        run(None, {first.name: row})
+        times.append((time.perf_counter_ns() - t0) / 1e6)
+    out["latency_p95_ms"] = float(np.percentile(times, 95))
+    out["latency_p50_ms"] = float(np.percentile(times, 50))
+    peak_mb = (_peak_rss_mb() if reset else None) or (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # KiB on Linux
+    out["peak_memory_mb"] = max(0.0, peak_mb - baseline_mb)
+    out["process_peak_mb"] = peak_mb
+    return out
+
+
+def _latency_limit(contract: Contract, target: str) -> float | None:
+    kind = "agent" if target.startswith("agent+") else target
+    return contract.max_latency_p95_ms.get(target, contract.max_latency_p95_ms.get(kind))
+
+
+def _agent_check(target: str) -> TargetCheck:
+    from app.core.domain import EndpointUri
+    from probes.base import ProbeError
+    from probes.http_common import HttpClient, HttpSettings, RemoteError, split_http_target
+
+    try:
+        base_url, _ = split_http_target(EndpointUri.parse(target), "agent+http://HOST:PORT")
+    except (ProbeError, ValueError) as exc:
+        return TargetCheck(target, UNREACHABLE, reason=str(exc))
+    client = HttpClient(base_url, HttpSettings(timeout_s=3.0, connect_timeout_s=2.0,
+                                               retries=0))
+    try:
+        client.request("GET", "/v1/info")
+    except RemoteError as exc:
+        return TargetCheck(target, UNREACHABLE, reason=str(exc))
+    finally:
+        client.close()
+    return TargetCheck(target, UNSUPPORTED, reason=f"the agent at {base_url} answers but runs "
+                       "no models (it forwards metrics), so no clause can be measured there")
+
+
+def check_target(model: ModelVersion, contract: Contract, target: str,
+                 runs: int = LATENCY_RUNS) -> TargetCheck:
+    """Measure every clause of ``contract`` for ``model`` on one target."""
+    from probes.onnx_local import PROVIDERS, available_providers
+
+    if target.startswith(("agent+http://", "agent+https://")):
+        return _agent_check(target)
+    if target not in PROVIDERS:
+        return TargetCheck(target, UNSUPPORTED, reason=f"unknown target '{target}'; use a "
+                           f"provider ({', '.join(PROVIDERS)}) or agent+http://HOST:PORT")
+    if target not in available_providers():
+        return TargetCheck(target, UNREACHABLE, reason=f"provider '{target}' is not available "
+                           f"here (available: {', '.join(available_providers())})")
+    ctx = multiprocessing.get_context("spawn")
+    validation = str(contract.validation) if contract.validation else None
+    try:
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            measured = pool.submit(_measure_in_child, model.location, target, validation,
+                                   runs).result(timeout=CHILD_TIMEOUT_S)
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return TargetCheck(target, UNREACHABLE, reason=f"cannot run {model.name} on {target}: "
+                           f"{text}")
+    clauses = static_clauses(model, contract)
+    if measured.get("accuracy") is not None:
+        clauses.insert(0, _limit_clause(
+            "accuracy", round(measured["accuracy"], 4), contract.min_accuracy, at_most=False,
+            detail=f"{measured['validation_rows']} validation rows"))
+    elif contract.min_accuracy is not None:
+        clauses.insert(0, Clause("accuracy", FAIL, None, contract.min_accuracy,
+                                 "the validation file has no labels"))
+    clauses.insert(1, _limit_clause(
+        "latency_p95_ms", round(measured["latency_p95_ms"], 4),
+        _latency_limit(contract, target), at_most=True,
+        detail=f"p50 {measured['latency_p50_ms']:.4f} ms, {runs} single-row runs"))
+    clauses.insert(2, _limit_clause(
+        "peak_memory_mb", round(measured["peak_memory_mb"], 1), contract.max_peak_memory_mb,
+        at_most=True, detail=f"process peak {measured['process_peak_mb']:.0f} MB"))
+    status = FAIL if any(c.status == FAIL for c in clauses) else PASS
+    return TargetCheck(target, status, tuple(clauses))
+
+
+def check_contract(model_path: str | Path, targets: list[str], *,
+                   contract_path: str | Path | None = None,
+                   runs: int = LATENCY_RUNS) -> ContractReport:
+    """Check one model against its contract on each target, in order."""
+    try:
+        model = inspect_onnx(model_path)
+    except VersionError as exc:
+        raise ContractError(str(exc)) from None
+    found = Path(contract_path) if contract_path else contract_path_for(model_path)
+    if found is None:
+        stem = Path(model_path).stem
+        raise ContractError(f"no contract beside {model_path}: write {stem}.contract.toml or "
+                            "model.contract.toml in the same folder")
+    contract = load_contract(found)
+    return ContractReport(model, contract,
+                          tuple(check_target(model, contract, t, runs) for t in targets))
