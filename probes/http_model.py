@@ -221,14 +221,15 @@ class RemoteModelProbe(Probe):
         if decoded.model_version:
             self.model_version = decoded.model_version
         failed = status is not CaptureStatus.OK
+        items: list[Sample | Capture] = [
+            Sample(self.endpoint, ts_ns, Metric.LATENCY_MS, latency_ms)]
         if failed:
             self.errors += 1
-        self.bus.put(Sample(self.endpoint, ts_ns, Metric.LATENCY_MS, latency_ms))
-        if failed:
-            self.bus.put(Sample(self.endpoint, ts_ns, Metric.FAILURE, 1.0))
+            items.append(Sample(self.endpoint, ts_ns, Metric.FAILURE, 1.0))
 
         self._capture_credit += self.capture_rate
         if not failed and self._capture_credit < 1.0:
+            self.bus.put_many(items)
             return None
         if not failed:
             self._capture_credit -= 1.0
@@ -242,7 +243,8 @@ class RemoteModelProbe(Probe):
             error=error, label=request.label, prediction=prediction, confidence=confidence,
             model_version=self.model_version,
         )
-        self.bus.put(capture)
+        items.append(capture)
+        self.bus.put_many(items)  # one lock for the request's samples and capture
         return capture
 
     def run(self, stop: threading.Event) -> None:
