@@ -12,37 +12,30 @@ import argparse
 import json
 import re
 import sys
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 
-from app.core.drift import (
-    PREDICTION_COLUMN,
-    DriftError,
-    DriftResult,
-    capture_frame,
-    drift,
-    evaluate,
-    prepare_reference,
+from app.core.drift import DriftError, DriftResult, drift
+from app.core.drift_report import evidently_report
+from app.core.drift_window import (
+    NoReferenceError,
+    endpoint_drift,
+    endpoint_report,
+    open_workspace,
 )
-from app.core.drift_monitor import save_result
-from app.core.drift_report import evidently_report, report_path_for
-from app.core.drift_stats import ColumnDrift, Kind
 from app.core.references import (
     Reference,
     captures_reference,
     demo_reference,
     file_reference,
     get_reference,
-    input_columns,
     load_reference,
     read_table,
     resolve_endpoint,
     set_reference,
 )
-from app.core.store import Store
 
 _UNITS_S = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -122,7 +115,7 @@ def _parse_time_ns(text: str) -> int | None:
 
 
 def _set_reference(args: argparse.Namespace) -> int:
-    store = Store(args.db)
+    store = open_workspace(args.db)
     try:
         endpoint = resolve_endpoint(store, args.endpoint)
         spec = args.set_reference
@@ -147,49 +140,23 @@ def _set_reference(args: argparse.Namespace) -> int:
 
 
 def _endpoint_drift(args: argparse.Namespace) -> int:
-    window_ns = int(parse_duration_s(args.window) * 1e9)
-    store = Store(args.db)  # writable: applies the drift schema step to older workspaces
+    window_s = parse_duration_s(args.window)
     try:
-        endpoint = resolve_endpoint(store, args.endpoint)
-        if args.reference is not None:
-            ref_frame = read_table(args.reference)
-            features = input_columns(ref_frame)
-        else:
-            reference = get_reference(store, endpoint)
-            if reference is None:
-                raise DriftError(f"{endpoint} has no drift reference; set one with "
-                                 "--set-reference FILE|demo|captures:FROM..TO, or pass "
-                                 "--reference FILE")
-            ref_frame = load_reference(store, reference)
-            features = reference.columns or input_columns(ref_frame)
-        span = store.capture_span(endpoint)
-        end_ns = span[1] if span else 0
-        start_ns = end_ns - window_ns
-        current = capture_frame(store.capture_inputs(endpoint, start_ns, end_ns), features)
-        columns = [f for f in features if f in ref_frame.columns]
-        if PREDICTION_COLUMN in ref_frame.columns:
-            columns.append(PREDICTION_COLUMN)
-        kinds = dict.fromkeys(columns, Kind.NUMERICAL)
-        kinds[PREDICTION_COLUMN] = Kind.CATEGORICAL
-        extra = {"endpoint": endpoint, "window": {"start_ns": start_ns, "end_ns": end_ns}}
         if args.evidently:
-            html = args.html or report_path_for(args.db, endpoint, end_ns)
-            result = evidently_report(ref_frame, current, columns=columns, kinds=kinds,
-                                      html_path=html)
-            save_result(store, endpoint, end_ns, result, source="evidently",
-                        report_path=str(html))
-            extra["html"] = str(html)
+            done = endpoint_report(args.db, args.endpoint, window_s,
+                                   reference_file=args.reference, html_path=args.html)
         else:
-            result = evaluate(prepare_reference(ref_frame, columns), current, columns=columns,
-                              kinds=kinds)
-    finally:
-        store.close()
-    if PREDICTION_COLUMN not in columns:
-        result = replace(result, columns=(*result.columns, ColumnDrift(
-            PREDICTION_COLUMN, Kind.CATEGORICAL, None, None, None, False,
-            "not tested: the reference has no prediction column (the live monitor uses the "
-            "endpoint's first captured predictions instead)")))
-    _print(result, args.json, extra)
+            done = endpoint_drift(args.db, args.endpoint, window_s,
+                                  reference_file=args.reference)
+    except NoReferenceError as exc:
+        raise DriftError(f"{exc}: --set-reference FILE|demo|captures:FROM..TO, or pass "
+                         "--reference FILE") from exc
+    window = done.window
+    extra: dict = {"endpoint": window.endpoint,
+                   "window": {"start_ns": window.start_ns, "end_ns": window.end_ns}}
+    if done.html_path is not None:
+        extra["html"] = str(done.html_path)
+    _print(done.result, args.json, extra)
     return 0
 
 

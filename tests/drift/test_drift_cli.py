@@ -129,6 +129,7 @@ def test_a_reference_from_the_endpoints_own_captures(recorded, capsys):
     (["--db", "{db}", "--endpoint", "resnet"], "no endpoint matching 'resnet'"),
     (["--db", "{db}", "--endpoint", "wine"], "has no drift reference"),
     (["--db", "{db}", "--endpoint", "wine", "--window", "soon"], "not a duration"),
+    (["--db", "{db}.typo", "--endpoint", "wine"], "no workspace at"),
 ])
 def test_mistakes_print_one_line_and_exit_2(recorded, capsys, argv, message):
     db, _ = recorded
@@ -136,3 +137,23 @@ def test_mistakes_print_one_line_and_exit_2(recorded, capsys, argv, message):
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
+
+
+def test_the_gui_entry_points_report_progress_and_store_the_report(recorded):
+    from app.core.drift_window import endpoint_drift, endpoint_report
+    from app.core.references import demo_reference, set_reference
+
+    db, uri = recorded
+    store = Store(db)
+    set_reference(store, uri, demo_reference())
+    store.close()
+    fast = endpoint_drift(db, "wine", 600)
+    assert fast.result.column("prediction").note.startswith("not tested: the reference has no")
+    seen: list[float] = []
+    full = endpoint_report(db, "wine", 600, progress=seen.append)
+    assert seen[-1] == 1.0 and full.html_path.is_file()
+    assert [c.drifted for c in full.result.columns] == [c.drifted for c in fast.result.columns]
+    store = Store(db)
+    assert store.drift_evaluations(uri, source="evidently")[0]["id"] == full.evaluation_id
+    store.close()
+    assert not (db.parent / "ws.db.typo").exists()
