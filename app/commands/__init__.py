@@ -3,4 +3,4 @@
 A new subcommand is a new module here plus one name in ``COMMAND_MODULES``.
 """
 
-COMMAND_MODULES = ("watch", "demo", "agent", "drift", "tap", "import_", "label", "versions", "contract", "replay")
+COMMAND_MODULES = ("watch", "demo", "agent", "drift", "tap", "import_", "label", "versions", "contract", "replay", "incidents", "report")

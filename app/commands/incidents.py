@@ -1,0 +1,138 @@
+"""``probescope incidents``: list incidents, judge stored history, acknowledge, resolve, add
+notes, and set an endpoint's incident rules.
+
+    probescope incidents --db WS.db [list] [--status open] [--json]
+    probescope incidents --db WS.db evaluate [--step 5]
+    probescope incidents --db WS.db ack|resolve ID [--note TEXT]
+    probescope incidents --db WS.db note ID TEXT
+    probescope incidents --db WS.db rules ENDPOINT [KEY=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from app.core.incident_rules import RULE_TITLES, IncidentError, RuleConfig
+from app.core.incidents import Status, evaluate_range, find_incident
+from app.core.store import Store
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("incidents", help="list, judge, acknowledge and resolve incidents")
+    p.add_argument("--db", required=True, type=Path, help="workspace SQLite file")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    ls = actions.add_parser("list", help="list incidents, newest first (the default)")
+    for q in (p, ls):
+        q.add_argument("--status", choices=Status.ALL, help="only incidents with this status")
+        q.add_argument("--json", action="store_true", help="one JSON object per line")
+    ev = actions.add_parser("evaluate", help="run the incident rules over the stored history")
+    ev.add_argument("--step", type=float, default=5.0, help="seconds between evaluations")
+    for name, text in (("ack", "acknowledge an incident"), ("resolve", "resolve an incident")):
+        a = actions.add_parser(name, help=text)
+        a.add_argument("id", help="incident id or 'latest'")
+        a.add_argument("--note", help="a note to add with the change")
+    n = actions.add_parser("note", help="add a note to an incident")
+    n.add_argument("id", help="incident id or 'latest'")
+    n.add_argument("text", help="the note")
+    r = actions.add_parser("rules", help="show or set an endpoint's incident rules")
+    r.add_argument("endpoint", help="endpoint URI")
+    r.add_argument("settings", nargs="*", metavar="KEY=VALUE",
+                   help="overrides, e.g. error_rate=0.2 window_s=60 disabled=memory,down")
+
+
+def _utc(ts_ns: int | None) -> str:
+    if ts_ns is None:
+        return "-"
+    return datetime.fromtimestamp(ts_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def run(args: argparse.Namespace) -> int:
+    action = args.action or "list"
+    store = Store(args.db, readonly=action == "list")
+    try:
+        return {"list": _list, "evaluate": _evaluate, "ack": _set_status,
+                "resolve": _set_status, "note": _note, "rules": _rules}[action](store, args)
+    except IncidentError as exc:
+        print(f"probescope: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+
+
+def _list(store: Store, args: argparse.Namespace) -> int:
+    rows = store.incidents(status=getattr(args, "status", None))
+    if getattr(args, "json", False):
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    if not rows:
+        print("no incidents")
+        return 0
+    print(f"{'id':>4}  {'status':<12} {'severity':<8} {'opened (UTC)':<19}  {'cleared (UTC)':<19}"
+          f"  {'trigger':<16} endpoint")
+    for r in rows:
+        print(f"{r['id']:>4}  {r['status']:<12} {r['severity']:<8} {_utc(r['opened_ns']):<19}  "
+              f"{_utc(r['cleared_ns']):<19}  {RULE_TITLES.get(r['rule'], r['rule']):<16} "
+              f"{r['endpoint']}")
+    return 0
+
+
+def _evaluate(store: Store, args: argparse.Namespace) -> int:
+    spans = [store.time_range(e["uri"], "latency_ms") or store.time_range(e["uri"], "rss_mb")
+             for e in store.endpoints()]
+    spans = [s for s in spans if s]
+    if not spans:
+        print("no samples to judge")
+        return 0
+    events = evaluate_range(store, min(s[0] for s in spans), max(s[1] for s in spans),
+                            step_s=args.step)
+    for e in events:
+        print(f"{_utc(e.ts_ns)}  #{e.incident_id} {e.kind}: {e.endpoint}: {e.detail}")
+    print(f"{sum(e.kind == 'opened' for e in events)} incident(s) opened")
+    return 0
+
+
+def _set_status(store: Store, args: argparse.Namespace) -> int:
+    row = find_incident(store, args.id)
+    status = Status.ACKNOWLEDGED if args.action == "ack" else Status.RESOLVED
+    note = f"{status.capitalize()}" + (f": {args.note}" if args.note else ".")
+    store.update_incident(row["id"], status=status, note=note, note_author=_author())
+    print(f"incident #{row['id']} {status}")
+    return 0
+
+
+def _note(store: Store, args: argparse.Namespace) -> int:
+    row = find_incident(store, args.id)
+    store.add_incident_note(row["id"], args.text, author=_author())
+    print(f"note added to incident #{row['id']}")
+    return 0
+
+
+def _rules(store: Store, args: argparse.Namespace) -> int:
+    overrides = dict(store.incident_rules(args.endpoint) or {})
+    for item in args.settings:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise IncidentError(f"'{item}' is not KEY=VALUE")
+        overrides[key] = [v for v in value.split(",") if v] if key == "disabled" else value
+    config = RuleConfig().merged(overrides)  # refuses unknown keys before anything is stored
+    if args.settings:
+        if args.endpoint not in {e["uri"] for e in store.endpoints()}:
+            raise IncidentError(f"no endpoint {args.endpoint} in {store.path}")
+        store.set_incident_rules(args.endpoint, overrides)
+    for key, value in config.to_json().items():
+        mark = " (set)" if key in overrides else ""
+        print(f"{key} = {value}{mark}")
+    return 0
+
+
+def _author() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""

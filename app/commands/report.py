@@ -1,0 +1,39 @@
+"""``probescope report --db PATH --incident ID|latest --out FILE.pdf``: an incident's PDF report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from app.core.incident_rules import IncidentError
+from app.report import PAGE_SIZES, ReportError, write_report
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write an incident's PDF report",
+                       description="Write one incident's report as PDF: what tripped and when, "
+                                   "plots of its window, failures, notes, reproducibility.")
+    p.add_argument("--db", required=True, type=Path, help="workspace SQLite file")
+    p.add_argument("--incident", default="latest", metavar="ID|latest",
+                   help="incident id (see `probescope incidents`) or 'latest' (default)")
+    p.add_argument("--out", required=True, type=Path, help="PDF file to write")
+    p.add_argument("--page-size", default="A4", choices=PAGE_SIZES, type=_page_size,
+                   help="paper size (default A4)")
+
+
+def _page_size(text: str) -> str:
+    for size in PAGE_SIZES:
+        if size.lower() == text.lower():
+            return size
+    return text  # argparse's choices check names the valid ones
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        out = write_report(args.db, args.incident, args.out, page_size=args.page_size)
+    except (ReportError, IncidentError) as exc:
+        print(f"probescope: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0

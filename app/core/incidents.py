@@ -1,0 +1,386 @@
+"""Opens, updates and closes incidents from the rules in incident_rules.py, with hysteresis.
+
+``IncidentEngine`` judges every endpoint at one instant on the caller's Store (one thread).
+``IncidentMonitor`` is a Recorder listener: on the recorder thread it only notes which
+endpoints reported; its own worker thread owns a separate Store connection and runs the engine
+every few seconds. ``evaluate_range`` runs the engine over stored history (CLI, tests).
+
+Hysteresis: a rule must trip on ``open_after`` consecutive evaluations to open an incident; it
+closes only after staying below ``close_ratio`` x its threshold for ``close_after_s``; and
+tripping again within ``reopen_within_s`` reopens the same incident instead of a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.core import incident_rules as rules
+from app.core.domain import Batch
+from app.core.incident_rules import NS, RULE_TITLES, IncidentError, Reading, RuleConfig
+from app.core.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["IncidentEngine", "IncidentError", "IncidentEvent", "IncidentMonitor", "RuleConfig",
+           "Status", "evaluate_range", "find_incident", "incident_window"]
+
+
+class Status:
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+    ALL = ("open", "acknowledged", "resolved")
+
+
+SEVERITY_RANK = {"warning": 1, "critical": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentEvent:
+    """What the engine did: ``kind`` is opened, reopened, escalated or cleared."""
+
+    kind: str
+    incident_id: int
+    endpoint: str
+    rule: str
+    ts_ns: int
+    detail: str
+
+
+@dataclass(slots=True)
+class _Track:
+    """Hysteresis state of one rule of one endpoint."""
+
+    loaded: bool = False
+    trips: int = 0
+    first_trip_ns: int | None = None
+    clear_since_ns: int | None = None
+    incident_id: int | None = None
+    severity: str = "warning"
+    peak: float = 0.0
+
+
+@dataclass(slots=True)
+class _Context:
+    """What the engine knows beyond the store: when each endpoint last reported, and what its
+    probe says (live only)."""
+
+    last_seen_ns: dict[str, int] = field(default_factory=dict)
+    states: Callable[[], Mapping[str, str]] | None = None
+
+
+def _title(rule: str) -> str:
+    return RULE_TITLES.get(rule, rule)
+
+
+class IncidentEngine:
+    def __init__(self, store: Store, defaults: RuleConfig | None = None) -> None:
+        self.store = store
+        self.defaults = defaults or RuleConfig()
+        self._tracks: dict[tuple[str, str], _Track] = {}
+
+    def config(self, endpoint: str) -> RuleConfig:
+        return self.defaults.merged(self.store.incident_rules(endpoint))
+
+    def evaluate(self, t_ns: int, endpoints: Iterable[str] | None = None, *,
+                 last_seen_ns: Mapping[str, int] | None = None,
+                 states: Mapping[str, str] | None = None) -> list[IncidentEvent]:
+        """Judge each endpoint at ``t_ns``. With ``last_seen_ns`` (live), the down rule uses it;
+        without, it asks the store for the newest sample at or before ``t_ns``."""
+        infos = {e["uri"]: e for e in self.store.endpoints()}
+        events: list[IncidentEvent] = []
+        for endpoint in (endpoints if endpoints is not None else infos):
+            info = infos.get(endpoint)
+            if info is None:
+                continue
+            try:
+                cfg = self.config(endpoint)
+            except IncidentError as exc:
+                log.warning("incident rules of %s: %s; using the defaults", endpoint, exc)
+                cfg = self.defaults
+            for reading in self._readings(endpoint, info, t_ns, cfg, last_seen_ns, states):
+                event = self._step(endpoint, reading, t_ns, cfg)
+                if event is not None:
+                    events.append(event)
+        return events
+
+    def _readings(self, endpoint: str, info: dict, t_ns: int, cfg: RuleConfig,
+                  last_seen_ns: Mapping[str, int] | None,
+                  states: Mapping[str, str] | None) -> list[Reading]:
+        off = set(cfg.disabled)
+        out: list[Reading | None] = []
+        if "latency" not in off:
+            out.append(rules.latency(self.store, endpoint, t_ns, cfg, info.get("slo_ms")))
+        if "error_rate" not in off:
+            out.append(rules.error_rate(self.store, endpoint, t_ns, cfg))
+        if "drift" not in off:
+            out.append(rules.drift(self.store, endpoint, t_ns, cfg))
+        if "memory" not in off:
+            out.append(rules.memory(self.store, endpoint, t_ns, cfg))
+        if "down" not in off:
+            seen = (last_seen_ns.get(endpoint) if last_seen_ns is not None
+                    else self.store.last_sample_ns(endpoint, t_ns))
+            out.append(rules.down(seen, t_ns, cfg, (states or {}).get(endpoint)))
+        return [r for r in out if r is not None]
+
+    # -- the state machine ----------------------------------------------------------------
+
+    def _latest(self, endpoint: str, rule: str, t_ns: int) -> dict | None:
+        """The newest incident of this rule that had opened by ``t_ns``."""
+        rows = self.store.incidents(endpoint=endpoint, rule=rule, limit=50)
+        return next((r for r in rows if r["opened_ns"] <= t_ns), None)
+
+    def _load(self, endpoint: str, rule: str, track: _Track, t_ns: int) -> None:
+        """Adopt an incident still active at ``t_ns``: one this rule left open before a
+        restart, or one found earlier when the same history is judged again."""
+        track.loaded = True
+        latest = self._latest(endpoint, rule, t_ns)
+        if latest and (latest["cleared_ns"] is None or latest["cleared_ns"] >= t_ns):
+            track.incident_id = latest["id"]
+            track.severity = latest["severity"]
+            track.peak = latest["value"] or 0.0
+
+    def _step(self, endpoint: str, r: Reading, t_ns: int, cfg: RuleConfig
+              ) -> IncidentEvent | None:
+        track = self._tracks.setdefault((endpoint, r.rule), _Track())
+        if not track.loaded:
+            self._load(endpoint, r.rule, track, t_ns)
+        if r.tripped:
+            track.trips += 1
+            track.clear_since_ns = None
+            if track.first_trip_ns is None:
+                track.first_trip_ns = t_ns
+            if track.incident_id is None:
+                return self._open(endpoint, r, t_ns, cfg, track) \
+                    if track.trips >= cfg.open_after else None
+            return self._escalate(endpoint, r, t_ns, track)
+        track.trips = 0
+        track.first_trip_ns = None
+        if track.incident_id is None:
+            return None
+        if not r.clear:
+            track.clear_since_ns = None  # in the hysteresis band: stays open
+            return None
+        if track.clear_since_ns is None:
+            track.clear_since_ns = t_ns
+        if t_ns - track.clear_since_ns < cfg.close_after_s * NS:
+            return None
+        incident_id, track.incident_id = track.incident_id, None
+        cleared = track.clear_since_ns
+        track.clear_since_ns = None
+        note = f"Cleared: {r.detail}."
+        self.store.update_incident(incident_id, cleared_ns=cleared, updated_ns=t_ns,
+                                   status=Status.RESOLVED, note=note, note_ts_ns=t_ns)
+        return IncidentEvent("cleared", incident_id, endpoint, r.rule, t_ns, note)
+
+    def _open(self, endpoint: str, r: Reading, t_ns: int, cfg: RuleConfig,
+              track: _Track) -> IncidentEvent | None:
+        opened_ns = track.first_trip_ns or t_ns
+        summary = f"{_title(r.rule)}: {r.detail}"
+        details = {"detail": r.detail, "unit": r.unit, "config": cfg.to_json()}
+        recent = self._latest(endpoint, r.rule, t_ns)
+        if recent is not None and (recent["cleared_ns"] is None or recent["cleared_ns"] >= t_ns):
+            # Already recorded (history judged twice): continue it, say nothing new.
+            track.incident_id, track.severity = recent["id"], recent["severity"]
+            track.peak = recent["value"] or 0.0
+            return None
+        if (recent is not None and recent["cleared_ns"] is not None
+                and recent["cleared_ns"] >= opened_ns - int(cfg.reopen_within_s * NS)):
+            # Flapping: the same trouble again soon after it cleared is the same incident.
+            track.incident_id, track.severity = recent["id"], r.severity
+            track.peak = max(r.value, recent["value"] or 0.0)
+            if SEVERITY_RANK[recent["severity"]] > SEVERITY_RANK[r.severity]:
+                track.severity = recent["severity"]
+            note = f"Reopened: {r.detail}."
+            self.store.update_incident(
+                recent["id"], cleared_ns=None, status=Status.OPEN, updated_ns=t_ns,
+                severity=track.severity, value=track.peak, note=note, note_ts_ns=t_ns)
+            return IncidentEvent("reopened", recent["id"], endpoint, r.rule, t_ns, note)
+        note = f"Opened: {r.detail}."
+        track.incident_id = self.store.insert_incident(
+            endpoint, rule=r.rule, severity=r.severity, status=Status.OPEN, opened_ns=opened_ns,
+            trigger_ns=t_ns, value=r.value, threshold=r.threshold, summary=summary,
+            details=details, note=note)
+        track.severity, track.peak = r.severity, r.value
+        log.info("incident %d opened on %s: %s", track.incident_id, endpoint, summary)
+        return IncidentEvent("opened", track.incident_id, endpoint, r.rule, t_ns, note)
+
+    def _escalate(self, endpoint: str, r: Reading, t_ns: int, track: _Track
+                  ) -> IncidentEvent | None:
+        assert track.incident_id is not None
+        worse = SEVERITY_RANK[r.severity] > SEVERITY_RANK[track.severity]
+        if r.value > track.peak:
+            track.peak = r.value
+            self.store.update_incident(track.incident_id, value=r.value, updated_ns=t_ns,
+                                       summary=f"{_title(r.rule)}: {r.detail}",
+                                       details={"detail": r.detail, "unit": r.unit,
+                                                "config": self.config(endpoint).to_json()})
+        if not worse:
+            return None
+        track.severity = r.severity
+        note = f"Escalated to {r.severity}: {r.detail}."
+        self.store.update_incident(track.incident_id, severity=r.severity, updated_ns=t_ns,
+                                   note=note, note_ts_ns=t_ns)
+        return IncidentEvent("escalated", track.incident_id, endpoint, r.rule, t_ns, note)
+
+
+def evaluate_range(store: Store, start_ns: int, end_ns: int, *, step_s: float = 5.0,
+                   defaults: RuleConfig | None = None, endpoints: Iterable[str] | None = None,
+                   progress: Callable[[float], None] = lambda _: None,
+                   cancelled: Callable[[], bool] = lambda: False) -> list[IncidentEvent]:
+    """Run the rules over stored history, one evaluation every ``step_s``; incidents found are
+    written to the store (ones already there are continued, not duplicated)."""
+    engine = IncidentEngine(store, defaults)
+    chosen = list(endpoints) if endpoints is not None else None
+    step = max(1, int(step_s * NS))
+    events: list[IncidentEvent] = []
+    total = max(1, end_ns - start_ns)
+    t = start_ns
+    while t <= end_ns and not cancelled():
+        events += engine.evaluate(t, chosen)
+        progress(min(1.0, (t - start_ns) / total))
+        t += step
+    progress(1.0)
+    return events
+
+
+class IncidentMonitor:
+    """Live incidents: subscribe the instance to a Recorder, ``start`` it, ``close`` it."""
+
+    def __init__(self, db_path: str | Path, *, defaults: RuleConfig | None = None,
+                 interval_s: float = 5.0,
+                 states: Callable[[], Mapping[str, str]] | None = None) -> None:
+        self.db_path = Path(db_path)
+        self.defaults = defaults or RuleConfig()
+        self.interval_s = interval_s
+        self._states = states
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._last_seen: dict[str, int] = {}
+        self._listeners: list[Callable[[IncidentEvent], None]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+        self.opened = 0
+
+    # -- any thread -----------------------------------------------------------------------
+
+    def __call__(self, batch: Batch) -> None:
+        """Recorder listener: note who reported and when; the judging happens elsewhere."""
+        now = time.time_ns()
+        seen = {s.endpoint for s in batch.samples if s.metric != "probescope.dropped"}
+        seen.update(c.endpoint for c in batch.captures)
+        if seen:
+            self._queue.put((now, seen))
+
+    def subscribe(self, listener: Callable[[IncidentEvent], None]) -> None:
+        self._listeners.append(listener)
+
+    def start(self) -> IncidentMonitor:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="incidents", daemon=True)
+            self._thread.start()
+        return self
+
+    def evaluate_soon(self) -> threading.Event:
+        """Ask for an evaluation now; the event is set once it is committed."""
+        done = threading.Event()
+        self._queue.put(done)
+        return done
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    # -- worker thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            store = Store(self.db_path)
+        except StoreError as exc:
+            self.last_error = str(exc)
+            log.error("incident monitor stopped: %s", exc)
+            return
+        engine = IncidentEngine(store, self.defaults)
+        try:
+            next_due = time.monotonic() + self.interval_s
+            while not self._stop.is_set():
+                try:
+                    item = self._queue.get(timeout=max(0.0, next_due - time.monotonic()))
+                except queue.Empty:
+                    item = None
+                if isinstance(item, tuple):
+                    now, seen = item
+                    for endpoint in seen:
+                        self._last_seen[endpoint] = now
+                    if time.monotonic() < next_due:
+                        continue
+                if item is None and self._stop.is_set():
+                    break
+                self._evaluate(engine)
+                next_due = time.monotonic() + self.interval_s
+                if isinstance(item, threading.Event):
+                    item.set()
+        finally:
+            store.close()
+
+    def _evaluate(self, engine: IncidentEngine) -> None:
+        states: Mapping[str, str] = {}
+        if self._states is not None:
+            try:
+                states = {k: str(v) for k, v in self._states().items()}
+            except Exception:  # a probe going away mid-read: judge without states this time
+                log.debug("probe states unavailable", exc_info=True)
+        try:
+            events = engine.evaluate(time.time_ns(), list(self._last_seen),
+                                     last_seen_ns=self._last_seen, states=states)
+        except (StoreError, IncidentError) as exc:
+            if self.last_error != str(exc):
+                log.warning("incident evaluation failed: %s", exc)
+            self.last_error = str(exc)
+            return
+        self.last_error = None
+        for event in events:
+            self.opened += event.kind == "opened"
+            for listener in list(self._listeners):
+                try:
+                    listener(event)
+                except Exception:
+                    log.exception("incident listener %r failed", listener)
+
+
+def find_incident(store: Store, which: str | int) -> dict:
+    """The incident an ID (or ``latest``) names, or IncidentError saying what exists."""
+    if str(which).lower() == "latest":
+        rows = store.incidents(limit=1)
+        if not rows:
+            raise IncidentError(f"no incidents in {store.path} yet; run `probescope incidents "
+                                f"--db {store.path} evaluate` to judge its history")
+        return rows[0]
+    try:
+        incident_id = int(which)
+    except ValueError:
+        raise IncidentError(f"'{which}' is not an incident id; give a number or 'latest'") \
+            from None
+    row = store.incident(incident_id)
+    if row is None:
+        raise IncidentError(f"no incident {incident_id} in {store.path}; "
+                            "`probescope incidents --db PATH` lists them")
+    return row
+
+
+def incident_window(incident: Mapping, *, last_ns: int | None = None,
+                    pad_s: float = 30.0) -> tuple[int, int]:
+    """The time span a report or a plot shows: the incident with some context either side."""
+    start = int(incident["opened_ns"])
+    end = incident["cleared_ns"] or last_ns or incident["updated_ns"] or start
+    span = max(int(pad_s * NS), (int(end) - start) // 5)
+    return start - span, int(end) + span // 2

@@ -1,0 +1,11 @@
+"""Incident -> PDF with Qt painting (QPdfWriter + QPainter, works offscreen)."""
+
+from app.report.writer import (
+    PAGE_SIZES,
+    ReportCancelled,
+    ReportError,
+    ensure_gui_app,
+    write_report,
+)
+
+__all__ = ["PAGE_SIZES", "ReportCancelled", "ReportError", "ensure_gui_app", "write_report"]

@@ -1,0 +1,316 @@
+"""Everything an incident report shows, read from the store into plain data. Qt-free; runs on
+the caller's thread with the caller's Store.
+
+Each figure keeps the query that produced it, so a reader can reproduce the plot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+
+from app.core.domain import EndpointUri, Metric, UriError
+from app.core.incident_rules import NS
+from app.core.incidents import incident_window
+from app.core.store import History, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+BUCKETS = 400  # at most this many points per figure: about one per 0.4 mm of plot width
+MAX_FAILURE_ROWS = 40
+
+HISTORY_SQL = ("Store.history(endpoint, metric, start_ns, end_ns, buckets) runs "
+               "SELECT (ts_ns - :start) / :width AS bucket, min(value), max(value), avg(value),"
+               " count(*) FROM samples WHERE endpoint_id = :endpoint AND metric_id = :metric"
+               " AND ts_ns >= :start AND ts_ns < :end GROUP BY bucket"
+               " with width = (end_ns - start_ns) // buckets")
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    title: str
+    query: str  # how to get the same numbers back from the workspace
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesFigure(Figure):
+    ts_ns: np.ndarray
+    lines: dict[str, np.ndarray]  # legend -> values (NaN = gap)
+    band: tuple[np.ndarray, np.ndarray] | None  # min/max envelope of the first line
+    y_label: str
+    hlines: dict[str, float] = field(default_factory=dict)  # legend -> value (e.g. the SLO)
+    zero_based: bool = True  # the y axis starts at 0 (rates, latency); not for memory
+
+
+@dataclass(frozen=True, slots=True)
+class HeatmapFigure(Figure):
+    ts_ns: np.ndarray
+    features: tuple[str, ...]
+    severity: np.ndarray  # (T, F); 1.0 = at the drift threshold
+
+
+@dataclass(slots=True)
+class ReportData:
+    incident: dict
+    endpoint: dict
+    start_ns: int
+    end_ns: int
+    model: dict[str, str]  # path, version, sha256
+    hardware: dict[str, str]
+    figures: list[Figure]
+    status_counts: dict[str, int]
+    failures: list[list[str]]  # rows of the failures table
+    failures_total: int
+    notes: list[dict]
+    replays: list[list[str]]
+    contract: list[list[str]]
+    probescope_version: str
+
+
+def sha256_of(path: Path) -> str | None:
+    try:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+    except OSError:
+        return None
+
+
+def model_info(endpoint: dict) -> dict[str, str]:
+    info = {"version": endpoint.get("model_version") or "unknown"}
+    try:
+        uri = EndpointUri.parse(endpoint["uri"])
+    except UriError:
+        return info
+    if uri.scheme == "onnx":
+        path = Path(unquote(uri.target))
+        info["path"] = str(path)
+        info["sha256"] = sha256_of(path) or "file not readable here"
+    return info
+
+
+def hardware_info() -> dict[str, str]:
+    info = {"platform": platform.platform(), "python": platform.python_version(),
+            "cpu": _cpu_name(), "cores": str(os.cpu_count() or "?")}
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = (f"{onnxruntime.__version__} "
+                               f"({', '.join(onnxruntime.get_available_providers())})")
+    except ImportError:
+        info["onnxruntime"] = "not installed"
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _query(metric: str, start: int, end: int, buckets: int) -> str:
+    return (f"Store.history(ENDPOINT, '{metric}', start_ns={start}, end_ns={end}, "
+            f"buckets={buckets})")
+
+
+def _per_s(h: History, width_ns: int, n: int, start: int) -> np.ndarray:
+    """Counts per bucket as a rate, zero where a bucket had no samples."""
+    out = np.zeros(n)
+    if len(h):
+        out[((h.ts_ns - start) // width_ns).astype(np.int64).clip(0, n - 1)] = h.count
+    return out / (width_ns / 1e9)
+
+
+def _on_grid(h: History, values: np.ndarray, width_ns: int, n: int, start: int) -> np.ndarray:
+    out = np.full(n, np.nan)
+    if len(h):
+        out[((h.ts_ns - start) // width_ns).astype(np.int64).clip(0, n - 1)] = values
+    return out
+
+
+def figures(store: Store, endpoint: dict, start: int, end: int) -> list[Figure]:
+    uri = endpoint["uri"]
+    # Buckets of at least a second: finer ones turn a steady request rate into comb teeth.
+    n = int(max(1, min(BUCKETS, (end - start) // NS)))
+    width = max(1, (end - start) // n)
+    grid = start + np.arange(n, dtype=np.int64) * width
+    out: list[Figure] = []
+    lat = store.history(uri, Metric.LATENCY_MS, start, end, n)
+    fails = store.history(uri, Metric.FAILURE, start, end, n)
+    if len(lat):
+        hl = {"SLO": float(endpoint["slo_ms"])} if endpoint.get("slo_ms") else {}
+        out.append(SeriesFigure(
+            "Latency per request (mean, with min-max band)",
+            _query(Metric.LATENCY_MS, start, end, n), grid,
+            {"mean latency": _on_grid(lat, lat.mean, width, n, start)},
+            (_on_grid(lat, lat.vmin, width, n, start), _on_grid(lat, lat.vmax, width, n, start)),
+            "ms", hl))
+        out.append(SeriesFigure(
+            "Throughput and failures",
+            _query(Metric.LATENCY_MS, start, end, n) + " and "
+            + _query(Metric.FAILURE, start, end, n) + "; count per bucket / bucket seconds",
+            grid,
+            {"requests/s": _per_s(lat, width, n, start),
+             "failures/s": _per_s(fails, width, n, start)}, None, "per second"))
+    rss = store.history(uri, Metric.RSS_MB, start, end, n)
+    if len(rss):
+        out.append(SeriesFigure(
+            "Memory (resident set size)",
+            _query(Metric.RSS_MB, start, end, n), grid,
+            {"RSS": _on_grid(rss, rss.mean, width, n, start)},
+            (_on_grid(rss, rss.vmin, width, n, start), _on_grid(rss, rss.vmax, width, n, start)),
+            "MB", zero_based=False))
+    heat = _drift(store, uri, start, end)
+    if heat is not None:
+        out.append(heat)
+    return out
+
+
+def _drift(store: Store, uri: str, start: int, end: int) -> HeatmapFigure | None:
+    try:
+        from app.core.drift_history import drift_matrix
+
+        m = drift_matrix(store, uri, start, end)
+    except (ImportError, AttributeError, StoreError, Exception) as exc:  # drift is optional
+        log.debug("no drift for the report: %s", exc)
+        return None
+    if len(m) == 0 or not m.features:
+        return None
+    return HeatmapFigure(
+        "Drift by feature (severity: 1 = at the drift threshold)",
+        f"app.core.drift_history.drift_matrix(store, ENDPOINT, start_ns={start}, "
+        f"end_ns={end}) over SELECT evaluation_id, ts_ns, feature, method, score, threshold, "
+        "drifted FROM drift_points WHERE endpoint_id = :endpoint AND source = 'fast' AND "
+        "ts_ns BETWEEN :start AND :end", m.ts_ns, m.features, m.severity)
+
+
+def summarize_inputs(capture) -> str:
+    parts = []
+    for blob in capture.inputs:
+        try:
+            a = blob.to_array()
+        except (ValueError, TypeError):
+            parts.append(f"{blob.name}: {blob.dtype}{list(blob.shape)} (unreadable)")
+            continue
+        shape = "x".join(str(d) for d in a.shape)
+        text = f"{blob.name} {a.dtype} {shape}"
+        if a.dtype.kind in "fiub" and a.size:
+            f = a.astype(np.float64).reshape(-1)
+            finite = f[np.isfinite(f)]
+            if len(finite) < len(f):
+                text += f"; {len(f) - len(finite)} NaN/inf"
+            if len(finite):
+                text += f"; min {finite.min():.3g}, max {finite.max():.3g}"
+            text += "; [" + ", ".join(f"{v:.3g}" for v in f[:5]) + (", …]" if f.size > 5
+                                                                      else "]")
+        parts.append(text)
+    return "; ".join(parts) or "(no inputs kept)"
+
+
+def failure_rows(store: Store, uri: str, start: int, end: int) -> list[list[str]]:
+    from datetime import UTC, datetime
+
+    rows = []
+    for sc in store.captures_between(uri, start, end, failed=True, limit=MAX_FAILURE_ROWS):
+        c = sc.capture
+        when = datetime.fromtimestamp(c.ts_ns / 1e9, UTC).strftime("%H:%M:%S.%f")[:-3]
+        outcome = c.error or (f"predicted {c.prediction}" if c.prediction is not None else "-")
+        if c.label is not None:
+            outcome += f", label {c.label}"
+        if c.confidence is not None:
+            outcome += f", conf {c.confidence:.2f}"
+        rows.append([str(sc.id), when, str(c.status), f"{c.latency_ms:.2f}", outcome,
+                     summarize_inputs(c)])
+    return rows
+
+
+def replay_rows(store: Store, uri: str, start: int) -> list[list[str]]:
+    """One row per version of each replay made since the incident began; none if replay is
+    absent from this workspace."""
+    if not hasattr(store, "replays"):
+        return []
+    out: list[list[str]] = []
+    try:
+        for meta in store.replays():
+            if (meta.get("created_ns") or 0) < start:
+                continue
+            loaded = store.replay_rows(meta["id"])
+            if loaded is None:
+                continue
+            _, cases, results = loaded
+            versions = meta.get("versions")
+            names = versions if isinstance(versions, list) else _json_list(versions)
+            by_version: dict[int, list[int]] = {}
+            for r in results:
+                by_version.setdefault(int(r[1]), []).append(int(bool(r[6])))
+            for vi, failing in sorted(by_version.items()):
+                name = str(names[vi]) if vi < len(names) else f"version {vi}"
+                if isinstance(names[vi] if vi < len(names) else None, dict):
+                    name = str(names[vi].get("name", name))
+                out.append([f"#{meta['id']} {meta.get('title') or ''}".strip(), name,
+                            str(len(cases)), str(sum(failing)),
+                            f"{1 - sum(failing) / max(1, len(failing)):.0%}"])
+    except Exception as exc:  # another feature's tables: a report must not fail on them
+        log.warning("replay results left out of the report: %s", exc)
+        return []
+    return out
+
+
+def _json_list(text: object) -> list:
+    import json
+
+    try:
+        value = json.loads(text) if isinstance(text, str) else []
+    except ValueError:
+        return []
+    return value if isinstance(value, list) else []
+
+
+def contract_rows(model_path: str | None) -> list[list[str]]:
+    """The handover contract beside the model, when contracts exist in this build."""
+    if not model_path:
+        return []
+    try:
+        from app.core import contract  # landed by another feature; optional here
+    except ImportError:
+        return []
+    check = getattr(contract, "report_rows", None)
+    if check is None:
+        return []
+    try:
+        return [[str(c) for c in row] for row in check(Path(model_path))]
+    except Exception as exc:
+        log.warning("contract status left out of the report: %s", exc)
+        return []
+
+
+def gather(store: Store, incident: dict, version: str) -> ReportData:
+    uri = incident["endpoint"]
+    endpoint = next((e for e in store.endpoints() if e["uri"] == uri), {"uri": uri})
+    last = store.last_sample_ns(uri)
+    start, end = incident_window(incident, last_ns=last)
+    model = model_info(endpoint)
+    eid_failed = store.capture_status_counts(uri, start, end)
+    failures_total = sum(n for s, n in eid_failed.items() if s != "ok")
+    # The table lists failures from the moment the rule first tripped: the evidence.
+    listed_from = int(incident["opened_ns"])
+    return ReportData(
+        incident=incident, endpoint=endpoint, start_ns=start, end_ns=end, model=model,
+        hardware=hardware_info(), figures=figures(store, endpoint, start, end),
+        status_counts=eid_failed, failures=failure_rows(store, uri, listed_from, end),
+        failures_total=failures_total, notes=store.incident_notes(incident["id"]),
+        replays=replay_rows(store, uri, start), contract=contract_rows(model.get("path")),
+        probescope_version=version)

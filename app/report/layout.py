@@ -1,0 +1,257 @@
+"""A small flowing page layout over QPdfWriter: headings, paragraphs, key-value blocks, tables
+whose header repeats on every page, and figures; then page headers and "page n of N" footers.
+Thread: any one thread (QPdfWriter and QPainter need no GUI thread; a QGuiApplication must
+exist for fonts).
+
+Layout happens first, into a list of pages of drawing operations, so the total page count is
+known when the footers are painted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from PySide6.QtCore import QMarginsF, QPointF, QRectF, Qt
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QFontMetricsF,
+    QPageLayout,
+    QPageSize,
+    QPainter,
+    QPdfWriter,
+    QPen,
+    QTextLayout,
+    QTextOption,
+)
+
+DPI = 300
+PT = DPI / 72.0  # device units per typographic point
+FONT_FAMILY = "DejaVu Sans"
+INK = QColor("#1d2430")
+MUTED = QColor("#5b6573")
+RULE = QColor("#c9cfd8")
+HEADER_FILL = QColor("#eef1f5")
+ACCENT = QColor("#1f5fa8")
+
+Op = Callable[[QPainter], None]
+
+
+def font(size_pt: float, *, bold: bool = False, mono: bool = False) -> QFont:
+    f = QFont("DejaVu Sans Mono" if mono else FONT_FAMILY)
+    f.setPointSizeF(size_pt)
+    f.setBold(bold)
+    return f
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    title: str
+    weight: float  # share of the table's width
+    mono: bool = False
+
+
+class PageFlow:
+    """Places blocks top to bottom, starting new pages as needed."""
+
+    def __init__(self, writer: QPdfWriter, header: str) -> None:
+        self.writer = writer
+        self.header = header
+        rect = writer.pageLayout().paintRectPixels(DPI)
+        self.width = float(rect.width())
+        self.height = float(rect.height())
+        self.top = 16 * PT  # room for the running header
+        self.bottom = self.height - 18 * PT  # room for the footer
+        self.pages: list[list[Op]] = [[]]
+        self.y = 0.0  # the first page has no running header
+
+    # -- measuring --------------------------------------------------------------------------
+
+    def wrapped(self, text: str, f: QFont, width: float) -> tuple[QTextLayout, float]:
+        """Text broken into lines at word boundaries (mid-word only for a word wider than the
+        line, such as a URI); measured and later drawn by the same layout."""
+        tl = QTextLayout(str(text).replace("\n", "\u2028"), f, self.writer)
+        option = QTextOption()
+        option.setWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
+        tl.setTextOption(option)
+        tl.beginLayout()
+        h = 0.0
+        while True:
+            line = tl.createLine()
+            if not line.isValid():
+                break
+            line.setLineWidth(width)
+            line.setPosition(QPointF(0, h))
+            h += line.height()
+        tl.endLayout()
+        return tl, h
+
+    def text_height(self, text: str, f: QFont, width: float) -> float:
+        return self.wrapped(text, f, width)[1]
+
+    # -- flow -------------------------------------------------------------------------------
+
+    def new_page(self) -> None:
+        self.pages.append([])
+        self.y = self.top
+
+    def ensure(self, height: float) -> None:
+        if self.y + height > self.bottom and self.y > self.top:
+            self.new_page()
+
+    def add(self, op: Op) -> None:
+        self.pages[-1].append(op)
+
+    def space(self, pt: float) -> None:
+        self.y += pt * PT
+
+    def text(self, text: str, f: QFont, *, color: QColor = INK, indent: float = 0.0,
+             after_pt: float = 4.0, keep_with_next: float = 0.0) -> None:
+        tl, h = self.wrapped(text, f, self.width - indent)
+        self.ensure(h + keep_with_next)
+        at = QPointF(indent, self.y)
+
+        def op(p: QPainter) -> None:
+            p.setPen(color)
+            tl.draw(p, at)
+
+        self.add(op)
+        self.y += h + after_pt * PT
+
+    def heading(self, text: str) -> None:
+        self.space(6)
+        # Keep a heading with at least a few lines of what follows it.
+        self.text(text, font(13, bold=True), color=ACCENT, after_pt=4, keep_with_next=60 * PT)
+
+    def key_values(self, pairs: Sequence[tuple[str, str]], key_width_pt: float = 110, *,
+                   mono_values: QFont | None = None) -> None:
+        kf, vf = font(9, bold=True), font(9)
+        kw = key_width_pt * PT
+        for key, value in pairs:
+            kl, kh = self.wrapped(key, kf, kw - 6 * PT)
+            vl, vh = self.wrapped(value, mono_values if mono_values else vf, self.width - kw)
+            h = max(kh, vh)
+            self.ensure(h)
+            y = self.y
+
+            def op(p: QPainter, kl=kl, vl=vl, y=y) -> None:
+                p.setPen(MUTED)
+                kl.draw(p, QPointF(0, y))
+                p.setPen(INK)
+                vl.draw(p, QPointF(kw, y))
+
+            self.add(op)
+            self.y += h + 2.5 * PT
+        self.space(4)
+
+    def table(self, columns: Sequence[Column], rows: Sequence[Sequence[str]], *,
+              size_pt: float = 7.5) -> None:
+        """A table; its header row is drawn again at the top of every page it spans."""
+        total = sum(c.weight for c in columns)
+        widths = [self.width * c.weight / total for c in columns]
+        pad = 2.5 * PT
+        hf = font(size_pt, bold=True)
+        cell_fonts = [font(size_pt, mono=c.mono) for c in columns]
+        header_h = max(self.text_height(c.title, hf, w - 2 * pad)
+                       for c, w in zip(columns, widths, strict=True)) + 2 * pad
+
+        def draw_header(y: float) -> None:
+            def op(p: QPainter) -> None:
+                p.fillRect(QRectF(0, y, self.width, header_h), HEADER_FILL)
+                p.setFont(hf)
+                p.setPen(INK)
+                x = 0.0
+                for c, w in zip(columns, widths, strict=True):
+                    p.drawText(QRectF(x + pad, y + pad, w - 2 * pad, header_h - 2 * pad),
+                               int(Qt.TextFlag.TextWordWrap), c.title)
+                    x += w
+
+            self.add(op)
+            self.y = y + header_h
+
+        self.ensure(header_h * 3)
+        draw_header(self.y)
+        for i, row in enumerate(rows):
+            cells = [self.wrapped(str(v), f, w - 2 * pad)
+                     for v, f, w in zip(row, cell_fonts, widths, strict=True)]
+            h = max(c[1] for c in cells) + 2 * pad
+            if self.y + h > self.bottom:
+                self.new_page()
+                draw_header(self.y)
+            y = self.y
+
+            def op(p: QPainter, cells=cells, y=y, h=h, shade=i % 2 == 1) -> None:
+                if shade:
+                    p.fillRect(QRectF(0, y, self.width, h), QColor("#f8f9fb"))
+                p.setPen(QPen(RULE, 0.5 * PT))
+                p.drawLine(QRectF(0, y, self.width, h).bottomLeft(),
+                           QRectF(0, y, self.width, h).bottomRight())
+                x = 0.0
+                p.setPen(INK)
+                for (tl, _), w in zip(cells, widths, strict=True):
+                    tl.draw(p, QPointF(x + pad, y + pad))
+                    x += w
+
+            self.add(op)
+            self.y += h
+        self.space(6)
+
+    def block(self, height: float, draw: Callable[[QPainter, QRectF], None]) -> None:
+        """A fixed-height block (a figure) drawn by ``draw`` into its rectangle."""
+        self.ensure(height)
+        rect = QRectF(0, self.y, self.width, height)
+        self.add(lambda p: draw(p, rect))
+        self.y += height
+
+    # -- painting ---------------------------------------------------------------------------
+
+    def paint(self, painter: QPainter, footer_left: str,
+              on_page: Callable[[int, int], None] = lambda i, n: None) -> None:
+        total = len(self.pages)
+        for i, ops in enumerate(self.pages):
+            if i:
+                self.writer.newPage()
+            for op in ops:
+                painter.save()
+                op(painter)
+                painter.restore()
+            self._chrome(painter, i + 1, total, footer_left)
+            on_page(i + 1, total)
+
+    def _chrome(self, p: QPainter, number: int, total: int, footer_left: str) -> None:
+        small = font(7.5)
+        p.setFont(small)
+        p.setPen(MUTED)
+        if number > 1:
+            header = QFontMetricsF(small, self.writer).elidedText(
+                self.header, Qt.TextElideMode.ElideMiddle, self.width)
+            p.drawText(QRectF(0, 0, self.width, 10 * PT), int(Qt.AlignmentFlag.AlignLeft),
+                       header)
+            p.setPen(QPen(RULE, 0.5 * PT))
+            p.drawLine(QRectF(0, 11 * PT, self.width, 0).topLeft(),
+                       QRectF(0, 11 * PT, self.width, 0).topRight())
+        y = self.height - 11 * PT
+        p.setPen(QPen(RULE, 0.5 * PT))
+        p.drawLine(QRectF(0, y - 3 * PT, self.width, 0).topLeft(),
+                   QRectF(0, y - 3 * PT, self.width, 0).topRight())
+        p.setPen(MUTED)
+        p.drawText(QRectF(0, y, self.width * 0.75, 10 * PT), int(Qt.AlignmentFlag.AlignLeft),
+                   footer_left)
+        p.drawText(QRectF(0, y, self.width, 10 * PT), int(Qt.AlignmentFlag.AlignRight),
+                   f"Page {number} of {total}")
+
+
+def page_size(name: str) -> QPageSize:
+    sizes = {"a4": QPageSize.PageSizeId.A4, "letter": QPageSize.PageSizeId.Letter}
+    return QPageSize(sizes[name.lower()])
+
+
+def make_writer(path: str, size: str, title: str, creator: str) -> QPdfWriter:
+    writer = QPdfWriter(path)
+    writer.setResolution(DPI)
+    writer.setTitle(title)
+    writer.setCreator(creator)
+    writer.setPageLayout(QPageLayout(page_size(size), QPageLayout.Orientation.Portrait,
+                                     QMarginsF(18, 16, 18, 14), QPageLayout.Unit.Millimeter))
+    return writer

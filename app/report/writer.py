@@ -1,0 +1,238 @@
+"""Writes one incident's PDF report: gathers the data, lays out the pages, paints them.
+Thread: any one thread (the window calls it from a worker; the CLI from its main thread).
+A QGuiApplication must exist (fonts); ``ensure_gui_app`` makes an offscreen one for the CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from PySide6.QtGui import QGuiApplication, QPainter
+
+from app.core.incident_rules import RULE_TITLES
+from app.core.incidents import find_incident
+from app.core.store import Store
+from app.report import data as report_data
+from app.report.layout import PT, Column, PageFlow, font, make_writer
+from app.report.plots import draw_heatmap, draw_series
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZES = ("A4", "Letter")
+FIGURE_HEIGHT_PT = 175
+
+
+class ReportError(Exception):
+    """The report cannot be written; the message says why and what to do."""
+
+
+class ReportCancelled(Exception):
+    """The user cancelled the export; nothing was written."""
+
+
+def ensure_gui_app() -> QGuiApplication:
+    app = QGuiApplication.instance()
+    if app is None:
+        # Reports need fonts, not a screen: the offscreen platform works on headless servers.
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+        app = QGuiApplication([])
+    return app  # type: ignore[return-value]
+
+
+def _probescope_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("probescope")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _utc(ts_ns: int | None) -> str:
+    if ts_ns is None:
+        return "-"
+    return datetime.fromtimestamp(ts_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _duration(ns: int) -> str:
+    s = int(ns / 1e9)
+    return f"{s // 3600} h {s % 3600 // 60:02d} min" if s >= 3600 else \
+        f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
+
+
+def check_writable(out: Path) -> None:
+    """Fail early, with a line a person can act on, if ``out`` cannot be written."""
+    folder = out.parent if str(out.parent) else Path(".")
+    if out.is_dir():
+        raise ReportError(f"cannot write the report to {out}: it is a folder; give a file name")
+    if not folder.is_dir():
+        raise ReportError(f"cannot write the report to {out}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise ReportError(f"cannot write the report to {out}: permission denied; "
+                          "choose another --out")
+
+
+def write_report(db_path: str | Path, incident: str | int, out: str | Path, *,
+                 page_size: str = "A4",
+                 progress: Callable[[float], None] = lambda _: None,
+                 cancelled: Callable[[], bool] = lambda: False) -> Path:
+    """Write the PDF of ``incident`` (an id or 'latest') from the workspace at ``db_path``.
+
+    Raises ReportError (unwritable path, unknown page size), IncidentError (no such incident),
+    StoreError, or ReportCancelled; on any of them no file is left at ``out``.
+    """
+    out = Path(out)
+    if page_size.lower() not in {s.lower() for s in PAGE_SIZES}:
+        raise ReportError(f"unknown page size '{page_size}'; use {' or '.join(PAGE_SIZES)}")
+    check_writable(out)
+    ensure_gui_app()
+    store = Store(db_path, readonly=True)
+    try:
+        row = find_incident(store, incident)
+        progress(0.05)
+        data = report_data.gather(store, row, _probescope_version())
+    finally:
+        store.close()
+    if cancelled():
+        raise ReportCancelled("report export cancelled")
+    progress(0.3)
+    # Painted into a temporary file beside the target and moved into place at the end, so a
+    # cancelled or failed export never leaves half a PDF under the user's name.
+    fd, tmp = tempfile.mkstemp(prefix=".probescope-report-", suffix=".pdf", dir=out.parent)
+    os.close(fd)
+    try:
+        _paint(data, tmp, page_size, progress, cancelled)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    progress(1.0)
+    log.info("wrote incident report %s", out)
+    return out
+
+
+def _amount(inc: dict, key: str = "value") -> str:
+    value, unit = inc[key], inc["details"].get("unit", "")
+    if inc["rule"] in ("error_rate", "drift"):
+        return f"{value:.1%}"
+    return f"{value:.4g} {unit}".strip()
+
+
+def _title(data: report_data.ReportData) -> str:
+    inc = data.incident
+    return f"Incident #{inc['id']}: {RULE_TITLES.get(inc['rule'], inc['rule'])}"
+
+
+def _paint(data: report_data.ReportData, path: str, page_size: str,
+           progress: Callable[[float], None], cancelled: Callable[[], bool]) -> None:
+    title = _title(data)
+    writer = make_writer(path, page_size, f"{title} on {data.incident['endpoint']}",
+                         f"ProbeScope {data.probescope_version}")
+    flow = PageFlow(writer, f"{title} · {data.incident['endpoint']}")
+    _compose(flow, data, cancelled)
+    if cancelled():
+        raise ReportCancelled("report export cancelled")
+    painter = QPainter()
+    if not painter.begin(writer):
+        raise ReportError(f"cannot write the report to {path}: the PDF could not be started")
+    try:
+        footer = (f"ProbeScope {data.probescope_version} · generated "
+                  f"{_utc(datetime.now(UTC).timestamp() * 1e9)}")
+
+        def on_page(n: int, total: int) -> None:
+            progress(0.5 + 0.5 * n / total)
+            if cancelled():
+                raise ReportCancelled("report export cancelled")
+
+        flow.paint(painter, footer, on_page)
+    finally:
+        painter.end()
+
+
+def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[], bool]) -> None:
+    inc = data.incident
+    flow.text("ProbeScope incident report", font(9), after_pt=2)
+    flow.text(_title(data), font(20, bold=True), after_pt=4)
+    flow.text(inc["details"].get("detail") or inc["summary"], font(10.5), after_pt=10)
+    window = (inc["cleared_ns"] or data.end_ns) - inc["opened_ns"]
+    flow.key_values([
+        ("Endpoint", inc["endpoint"]),
+        ("Status", f"{inc['status']} · severity {inc['severity']}"
+                   + ("" if inc["cleared_ns"] else " · still active at the last sample")),
+        ("Opened", f"{_utc(inc['opened_ns'])} (rule first tripped)"),
+        ("Confirmed", f"{_utc(inc['trigger_ns'])} (tripped on consecutive evaluations)"),
+        ("Cleared", _utc(inc["cleared_ns"]) if inc["cleared_ns"] else "not cleared"),
+        ("Duration", _duration(window)),
+        ("What tripped", f"{RULE_TITLES.get(inc['rule'], inc['rule'])}: peak {_amount(inc)} "
+                         f"against a threshold of {_amount(inc, 'threshold')}"),
+        ("Plotted window", f"{_utc(data.start_ns)} to {_utc(data.end_ns)}"),
+    ])
+    flow.heading("Model and hardware")
+    hw = data.hardware
+    flow.key_values([
+        ("Model version", data.model.get("version", "unknown")),
+        ("Model file", data.model.get("path", "not a local model")),
+        ("Platform", hw["platform"]),
+        ("CPU", f"{hw['cpu']} ({hw['cores']} logical cores)"),
+        ("onnxruntime", hw["onnxruntime"]),
+        ("SLO", f"{data.endpoint['slo_ms']:g} ms" if data.endpoint.get("slo_ms") else "none set"),
+    ])
+    flow.heading("Figures")
+    if not data.figures:
+        flow.text("No samples were recorded for this endpoint in the incident window.", font(9))
+    incident_span = (inc["opened_ns"], inc["cleared_ns"])
+    for i, fig in enumerate(data.figures, start=1):
+        if cancelled():
+            raise ReportCancelled("report export cancelled")
+        draw = draw_heatmap if isinstance(fig, report_data.HeatmapFigure) else draw_series
+        height = FIGURE_HEIGHT_PT * PT
+        if isinstance(fig, report_data.HeatmapFigure):
+            height = (60 + 11 * min(len(fig.features), 20)) * PT
+        numbered = type(fig)(**{**{f: getattr(fig, f) for f in fig.__dataclass_fields__},
+                                "title": f"Figure {i}. {fig.title}"})
+        flow.block(height, lambda p, r, fig=numbered, draw=draw: draw(
+            p, r, fig, data.start_ns, data.end_ns, incident_span))
+        flow.space(8)
+    flow.heading("Failures in the window")
+    if data.failures_total == 0:
+        flow.text("No failed requests were captured in the incident window.", font(9))
+    else:
+        counts = ", ".join(f"{s}: {n:,}" for s, n in data.status_counts.items() if s != "ok")
+        shown = len(data.failures)
+        flow.text(f"{data.failures_total:,} failed requests captured in the plotted window "
+                  f"({counts}). The first {shown} since the rule first tripped are listed with "
+                  "their inputs summarised; each replays bit for bit from its capture id.",
+                  font(9))
+        flow.table([Column("ID", 0.65), Column("Time (UTC)", 1.05),
+                    Column("Status", 1.3), Column("ms", 0.5), Column("Outcome", 1.75),
+                    Column("Inputs", 3.9, mono=True)], data.failures)
+    if data.replays:
+        flow.heading("Replay results")
+        flow.table([Column("Replay", 2.0), Column("Version", 2.0), Column("Cases", 0.8),
+                    Column("Failing", 0.8), Column("Fixed", 0.8)], data.replays)
+    if data.contract:
+        flow.heading("Contract status")
+        flow.table([Column(h, 1.0) for h in data.contract[0]], data.contract[1:])
+    flow.heading("Notes")
+    if not data.notes:
+        flow.text("No notes.", font(9))
+    for note in data.notes:
+        who = f" · {note['author']}" if note.get("author") else ""
+        flow.text(f"{_utc(note['ts_ns'])}{who}", font(8, bold=True), after_pt=1)
+        flow.text(note["text"], font(9), indent=8 * PT, after_pt=5)
+    flow.heading("Reproducibility")
+    flow.key_values([
+        ("Model sha256", data.model.get("sha256", "not a local model file")),
+        ("ProbeScope", data.probescope_version),
+        ("Incident rules", ", ".join(f"{k}={v}" for k, v in
+                                     inc["details"].get("config", {}).items()) or "-"),
+        ("ENDPOINT", inc["endpoint"]),
+    ])
+    pairs = [(f"Figure {i}", fig.query) for i, fig in enumerate(data.figures, start=1)]
+    pairs.append(("Store.history", report_data.HISTORY_SQL.split(" runs ", 1)[1]))
+    flow.key_values(pairs, mono_values=font(7, mono=True))
