@@ -150,3 +150,11 @@ def test_a_killed_server_marks_the_endpoint_down_and_it_comes_back(own_mlserver,
         assert ok >= 20 and failed >= 1
     finally:
         store.close()
+
+
+def test_watch_without_a_payload_prints_one_line_and_exits_2(mlserver, tmp_path, capsys):
+    code = cli_main(["watch", mlserver.v2_uri, "--seconds", "1", "--db",
+                     str(tmp_path / "w.db")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "declares no inputs" in err and "Traceback" not in err
