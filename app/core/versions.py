@@ -132,8 +132,16 @@ def remote_version(uri: str, name: str | None = None, version: str | None = None
     if "+" not in parsed.scheme:
         raise VersionError(f"'{uri}' is neither an ONNX file nor a remote endpoint; expected a "
                            "path to a .onnx file or a URI like v2+http://HOST:PORT/models/NAME")
-    return ModelVersion(name=name or f"{parsed.target.rstrip('/').rpartition('/')[2]}"
-                        f"{'@' + version if version else ''}",
+    # .../models/NAME[/versions/V] names the model (and maybe its version); else the last part.
+    parts = [p for p in parsed.target.split("?")[0].split("/") if p]
+    model, path_version = (parts[-1] if parts else parsed.scheme), None
+    if "models" in parts and parts.index("models") + 1 < len(parts):
+        at = parts.index("models")
+        model = parts[at + 1]
+        if parts[at + 2:at + 3] == ["versions"] and at + 3 < len(parts):
+            path_version = parts[at + 3]
+    version = version or path_version
+    return ModelVersion(name=name or (f"{model}@{version}" if version else model),
                         kind=KIND_REMOTE, location=str(parsed), version=version)
 
 

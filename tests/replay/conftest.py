@@ -1,0 +1,57 @@
+"""Replay fixtures: a workspace holding real captures of wine-v1 walking the demo's production
+stream (drift, NaN rows, labels), made by the real onnx probe and written by the real Store."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from app.core.bus import Bus
+from app.core.domain import Capture, EndpointUri, Sample
+from app.core.store import Store
+from probes.base import ProbeOptions
+from probes.onnx_local import OnnxProbe
+from tests.conftest import DEMO
+
+ROWS = 3000  # the whole production stream, once
+
+
+def record_stream(db: Path, model: Path, rows: int = ROWS, capture: float = 0.2) -> str:
+    """Send ``rows`` production rows through the onnx probe; commit what it put on the bus."""
+    uri = EndpointUri.parse(f"onnx:{model}?provider=cpu&payload={DEMO / 'production.csv'}"
+                            f"&min_confidence=0.6&capture={capture}")
+    bus = Bus(capacity=1_000_000)
+    probe = OnnxProbe(uri, bus, ProbeOptions(rate_hz=0))
+    for _ in range(rows):
+        probe.step()
+    probe.settle()
+    items, _ = bus.drain()
+    store = Store(db)
+    try:
+        store.write_batch([i for i in items if isinstance(i, Sample)],
+                          [i for i in items if isinstance(i, Capture)])
+    finally:
+        store.close()
+    return probe.endpoint
+
+
+@pytest.fixture(scope="session")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    db = tmp_path_factory.mktemp("replay") / "recorded.db"
+    endpoint = record_stream(db, DEMO / "wine-v1.onnx")
+    return db, endpoint
+
+
+@pytest.fixture
+def demo_db(recorded: tuple[Path, str], tmp_path: Path) -> Path:
+    """A private copy of the recorded workspace (tests save replays into it)."""
+    db = tmp_path / "demo.db"
+    shutil.copy(recorded[0], db)
+    return db
+
+
+@pytest.fixture
+def versions() -> list[Path]:
+    return [DEMO / f"wine-v{i}.onnx" for i in (1, 2, 3)]

@@ -1,0 +1,96 @@
+"""Handover contracts: parsing, measuring each clause on each target, honest unreachables."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from app.core.agent_server import AgentHttpServer
+from app.core.contract import (
+    FAIL,
+    PASS,
+    UNREACHABLE,
+    UNSUPPORTED,
+    ContractError,
+    check_contract,
+    contract_path_for,
+    load_contract,
+)
+from tests.conftest import DEMO
+
+RUNS = 50  # latency runs; figures are not asserted against thresholds, only against limits
+
+
+def clauses(check) -> dict:
+    return {c.name: c for c in check.clauses}
+
+
+def test_the_demo_contracts_pass_v1_and_fail_v3_on_accuracy_on_cpu():
+    v1 = check_contract(DEMO / "wine-v1.onnx", ["cpu"], runs=RUNS)
+    v3 = check_contract(DEMO / "wine-v3.onnx", ["cpu"], runs=RUNS)
+    assert v1.targets[0].status == PASS and v1.passed
+    c1, c3 = clauses(v1.targets[0]), clauses(v3.targets[0])
+    assert set(c1) == {"accuracy", "latency_p95_ms", "peak_memory_mb", "parameters",
+                       "framework", "version"}
+    assert c1["accuracy"].measured == pytest.approx(0.963, abs=0.001)  # models.json's figure
+    assert c1["parameters"].measured == v1.model.parameters
+    assert c1["latency_p95_ms"].measured > 0 and c1["peak_memory_mb"].measured >= 0
+    assert v3.targets[0].status == FAIL and c3["accuracy"].status == FAIL
+    assert c3["accuracy"].measured < c3["accuracy"].limit
+
+
+def test_targets_that_cannot_be_reached_are_never_passes(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    agent = AgentHttpServer(("127.0.0.1", 0), token="t" * 32, buffer_path=tmp_path / "buf",
+                            info={"agent": "test"})
+    agent.serve_in_thread()
+    try:
+        report = check_contract(
+            DEMO / "wine-v1.onnx",
+            ["cuda", f"agent+http://127.0.0.1:{port}",
+             f"agent+http://127.0.0.1:{agent.server_address[1]}", "quantum"], runs=RUNS)
+    finally:
+        agent.shutdown()
+        agent.server_close()
+    cuda, dead, alive, unknown = report.targets
+    assert cuda.status == UNREACHABLE and "cuda" in cuda.reason and not cuda.clauses
+    assert dead.status == UNREACHABLE and "cannot connect" in dead.reason
+    assert alive.status == UNSUPPORTED and "runs no models" in alive.reason
+    assert unknown.status == UNSUPPORTED
+    assert not report.passed
+
+
+def test_contract_files_are_found_beside_the_model_and_checked_for_mistakes(tmp_path):
+    model = tmp_path / "m.onnx"
+    shutil.copy(DEMO / "wine-v1.onnx", model)
+    assert contract_path_for(model) is None
+    with pytest.raises(ContractError, match=r"m\.contract\.toml or model\.contract\.toml"):
+        check_contract(model, ["cpu"])
+    (tmp_path / "model.contract.toml").write_text("[contract]\nmax_parameters = 10\n")
+    assert contract_path_for(model) == tmp_path / "model.contract.toml"
+    report = check_contract(model, ["cpu"], runs=RUNS)
+    assert report.targets[0].status == FAIL
+    assert clauses(report.targets[0])["parameters"].status == FAIL
+    assert clauses(report.targets[0])["latency_p95_ms"].status == "no_limit"
+    (tmp_path / "m.contract.toml").write_text("[accuracy]\nmin = 0.9\n")
+    with pytest.raises(ContractError, match="needs a validation file"):
+        load_contract(contract_path_for(model))
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[contract\n")
+    with pytest.raises(ContractError, match="not valid TOML"):
+        load_contract(bad)
+    bad.write_text('[latency_p95_ms]\ncpu = "fast"\n')
+    with pytest.raises(ContractError, match="must be a number"):
+        load_contract(bad)
+
+
+def test_each_demo_model_has_its_own_contract():
+    for v in (1, 2, 3):
+        c = load_contract(contract_path_for(DEMO / f"wine-v{v}.onnx"))
+        assert c.version == f"{v}.0.0" and c.validation == DEMO / "validation.csv"
+        assert Path(c.validation).is_file() and "cpu" in c.max_latency_p95_ms

@@ -1,0 +1,84 @@
+"""The CLI as a user runs it: versions add/list, contract check, replay (text and JSON)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.cli import main
+from app.core.store import Store
+from tests.conftest import DEMO
+
+
+def run_json(capsys, argv: list[str]) -> tuple[int, dict]:
+    code = main(argv)
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+def test_replay_json_shows_v2_fixing_and_v3_breaking(capsys, demo_db: Path, versions):
+    code, doc = run_json(capsys, ["replay", "--db", str(demo_db), "--versions",
+                                  *map(str, versions), "--json"])
+    assert code == 0
+    v1, v2, v3 = doc["versions"]
+    assert [v["version"] for v in doc["versions"]] == ["wine-v1", "wine-v2", "wine-v3"]
+    for v in doc["versions"]:
+        assert set(v) >= {"version", "cases", "fixed", "still_failing", "newly_broken",
+                          "latency_ms"}
+        assert set(v["latency_ms"]) == {"p50", "p95"}
+        assert v["fixed"] + v["still_failing"] + v["newly_broken"] <= v["cases"]
+    assert v1["fixed"] == 0 and v2["fixed"] > v1["still_failing"] // 2
+    assert v3["newly_broken"] > v2["newly_broken"]
+    store = Store(demo_db)
+    try:
+        assert store.replays()[0]["id"] == doc["replay_id"]  # saved, reopenable
+    finally:
+        store.close()
+
+
+def test_replay_text_limit_endpoint_and_registered_names(capsys, demo_db: Path, versions):
+    assert main(["versions", "add", "--db", str(demo_db), *map(str, versions)]) == 0
+    capsys.readouterr()
+    _, doc = run_json(capsys, ["versions", "list", "--db", str(demo_db), "--json"])
+    assert [v["name"] for v in doc["versions"]] == ["wine-v1", "wine-v2", "wine-v3"]
+    assert main(["replay", "--db", str(demo_db), "--endpoint", "wine-v1", "--limit", "5",
+                 "--controls", "0", "--no-save"]) == 0
+    out = capsys.readouterr().out
+    assert "wine-v3" in out and "5 failures, 0 controls" in out
+    _, doc = run_json(capsys, ["replay", "--db", str(demo_db), "--versions", "wine-v2",
+                                  "--limit", "3", "--json"])
+    assert doc["versions"][0]["version"] == "wine-v2"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--endpoint", "nope"], "no endpoint matching 'nope'"),
+    (["--versions", "not-a-version"], "neither a model file"),
+    (["--kind", "timeout"], "no failures to replay"),
+])
+def test_replay_mistakes_are_one_line_and_exit_2(capsys, demo_db, argv, message):
+    assert main(["replay", "--db", str(demo_db), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_contract_check_json_reports_cuda_as_unreachable(capsys):
+    code, doc = run_json(capsys, ["contract", "check", str(DEMO / "wine-v1.onnx"),
+                                  "--targets", "cpu,cuda", "--runs", "30", "--json"])
+    cpu, cuda = doc["models"][0]["targets"]
+    assert cpu["status"] == "pass" and cuda["status"] == "unreachable"
+    assert code == 1 and doc["models"][0]["passed"] is False  # not every target measured
+
+
+@pytest.mark.slow
+def test_demo_then_replay_end_to_end(capsys, tmp_path, versions):
+    db = tmp_path / "demo.db"
+    assert main(["demo", "--db", str(db), "--seconds", "20", "--json"]) == 0
+    capsys.readouterr()
+    code, doc = run_json(capsys, ["replay", "--db", str(db), "--endpoint", "wine-v1",
+                                  "--versions", *map(str, versions), "--json"])
+    v1, v2, v3 = doc["versions"]
+    assert code == 0 and v1["still_failing"] > 20 and v1["fixed"] == 0
+    assert v2["fixed"] > v1["still_failing"] // 2
+    assert v3["newly_broken"] > 5

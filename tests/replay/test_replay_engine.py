@@ -1,0 +1,192 @@
+"""The replay engine on real captures: exact reproduction, verdicts, bisect, batching, cancel,
+saving and reopening."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.core.domain import Capture, CaptureStatus, TensorBlob
+from app.core.replay import (
+    FIXED,
+    NEWLY_BROKEN,
+    STILL_FAILING,
+    Case,
+    Criteria,
+    Selection,
+    replay,
+    select_cases,
+)
+from app.core.replay_store import load_replay, save_replay
+from app.core.replay_targets import LocalOnnxTarget, ReplayError, open_target
+from app.core.store import Store
+
+
+@pytest.fixture
+def cases(demo_db: Path) -> list[Case]:
+    store = Store(demo_db)
+    try:
+        return select_cases(store, Selection(limit=10_000, controls=10_000))
+    finally:
+        store.close()
+
+
+def targets(paths: list[Path]) -> list[LocalOnnxTarget]:
+    return [LocalOnnxTarget(p) for p in paths]
+
+
+def test_the_recorded_workspace_holds_every_kind_of_demo_failure(cases):
+    kinds = {c.capture.status for c in cases}
+    assert {CaptureStatus.MISMATCH, CaptureStatus.NON_FINITE, CaptureStatus.LOW_CONFIDENCE,
+            CaptureStatus.OK} <= kinds
+    assert sum(c.control for c in cases) > 100 and sum(not c.control for c in cases) > 100
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 256])
+def test_replaying_on_the_producing_version_reproduces_the_recorded_outputs(
+        cases, versions, batch_size):
+    result = replay(cases, targets(versions[:1]), batch_size=batch_size)
+    run = result.runs[0]
+    compared = 0
+    for i, case in enumerate(cases):
+        recorded = case.capture.outputs[0].to_array()
+        (name, replayed), = run.output(i)
+        assert name == case.capture.outputs[0].name
+        assert replayed.shape == recorded.shape
+        # NaN rows (the stream's NaN inputs) must come back NaN in the same places.
+        assert np.array_equal(np.isnan(replayed), np.isnan(recorded))
+        ok = ~np.isnan(recorded)
+        assert np.abs(replayed[ok].astype(np.float64) - recorded[ok]).max(initial=0) <= 1e-6
+        compared += 1
+    assert compared == len(cases)
+    summary = result.summaries()[0]
+    # Same version, same inputs: every failure still fails and no control breaks.
+    assert summary.fixed == 0 and summary.newly_broken == 0
+    assert summary.still_failing == summary.failures
+
+
+def test_v2_fixes_many_failures_and_v3_breaks_class_2(cases, versions):
+    result = replay(cases, targets(versions))
+    v1, v2, v3 = result.summaries()
+    assert v2.fixed > v1.failures // 2
+    assert v2.newly_broken <= 2
+    assert v3.newly_broken > 5
+    broken = [c for i, c in enumerate(cases) if result.verdict(i, 2) == NEWLY_BROKEN]
+    labels = [c.capture.label for c in broken]
+    assert labels.count("2") > len(labels) * 0.8  # the regression is on cultivar 2
+    for i, c in enumerate(cases):  # verdict names follow the case's role
+        assert result.verdict(i, 1) in ((NEWLY_BROKEN, "ok") if c.control
+                                        else (FIXED, STILL_FAILING))
+
+
+def test_bisect_names_the_first_version_where_each_case_fails(cases, versions):
+    result = replay(cases, targets(versions))
+    first = result.first_failing()
+    for i, case in enumerate(cases):
+        failing = [bool(f[i]) for f in result.failing]
+        expected = ["wine-v1", "wine-v2", "wine-v3"][failing.index(True)] if any(failing) \
+            else None
+        assert first[i] == expected
+        if not case.control:
+            assert first[i] == "wine-v1"  # each failure was recorded failing on v1
+    # Order matters: bisect walks the versions as given.
+    reversed_result = replay(cases, targets(versions[::-1]))
+    newly = [i for i, c in enumerate(cases) if c.control and result.verdict(i, 2) == NEWLY_BROKEN]
+    assert newly and all(reversed_result.first_failing()[i] == "wine-v3" for i in newly)
+
+
+def test_failing_follows_the_capture_kind(cases, versions):
+    low = [c for c in cases if c.capture.status is CaptureStatus.LOW_CONFIDENCE]
+    nan = [c for c in cases if c.capture.status is CaptureStatus.NON_FINITE]
+    strict = replay(low + nan, targets(versions[:1]), criteria=Criteria(min_confidence=0.6))
+    lenient = replay(low + nan, targets(versions[:1]), criteria=Criteria(min_confidence=0.0))
+    assert strict.summaries()[0].still_failing == len(low) + len(nan)
+    # With no confidence threshold the correctly labelled low-confidence cases pass; NaN
+    # outputs never do.
+    assert lenient.summaries()[0].fixed == len(low)
+    assert lenient.summaries()[0].still_failing == len(nan)
+
+
+def test_an_error_is_a_failure_and_a_bad_row_does_not_sink_its_batch(cases, versions):
+    good = [c for c in cases if c.capture.status is CaptureStatus.MISMATCH][:20]
+    wrong = Capture(endpoint="x", ts_ns=1, latency_ms=1.0, status=CaptureStatus.ERROR,
+                    inputs=(TensorBlob.from_array("features",
+                                                  np.zeros((1, 5), np.float32)),))
+    mixed = [*good[:10], Case(None, wrong), *good[10:]]
+    result = replay(mixed, targets(versions[1:2]))
+    run = result.runs[0]
+    assert set(run.errors) == {10}
+    assert "dimension" in run.errors[10].lower()
+    assert result.failing[0][10]
+    assert result.summaries()[0].errors == 1
+    assert all(run.output(i) for i in range(len(mixed)) if i != 10)
+
+
+def test_progress_reaches_one_and_cancel_stops_between_batches(cases, versions):
+    seen: list[float] = []
+    replay(cases, targets(versions), batch_size=64, progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
+    calls = {"n": 0}
+
+    def cancelled() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    result = replay(cases, targets(versions), batch_size=64, cancelled=cancelled)
+    assert result.cancelled and len(result.runs) < 3
+
+
+def test_a_saved_replay_reopens_as_it_was(demo_db, versions):
+    store = Store(demo_db)
+    try:
+        selection = Selection(kinds=("mismatch",), limit=50, controls=30)
+        cases = select_cases(store, selection)
+        result = replay(cases, targets(versions), selection=selection)
+        rid = save_replay(store, result, title="demo")
+        reopened = load_replay(store, rid)
+        assert [s.to_json() for s in reopened.summaries()] == \
+            [s.to_json() for s in result.summaries()]
+        assert reopened.first_failing() == result.first_failing()
+        assert reopened.selection == selection
+        assert [c.capture_id for c in reopened.cases] == [c.capture_id for c in cases]
+        for j in range(3):
+            for i in range(len(cases)):
+                a, b = reopened.runs[j].output(i), result.runs[j].output(i)
+                assert [n for n, _ in a] == [n for n, _ in b]
+                assert all(np.array_equal(x, y, equal_nan=True)
+                           for (_, x), (_, y) in zip(a, b, strict=True))
+        assert store.replays()[0]["id"] == rid
+        with pytest.raises(ReplayError, match="no replay"):
+            load_replay(store, rid + 100)
+    finally:
+        store.close()
+
+
+def test_selection_filters_by_kind_label_time_and_version(demo_db):
+    store = Store(demo_db)
+    try:
+        everything = select_cases(store, Selection(limit=10_000, controls=0))
+        two = select_cases(store, Selection(kinds=("mismatch",), label="2", controls=0))
+        assert two and all(c.capture.status is CaptureStatus.MISMATCH
+                           and c.capture.label == "2" for c in two)
+        mid = sorted(c.capture.ts_ns for c in everything)[len(everything) // 2]
+        late = select_cases(store, Selection(start_ns=mid, limit=10_000, controls=0))
+        assert 0 < len(late) < len(everything) and all(c.capture.ts_ns >= mid for c in late)
+        assert select_cases(store, Selection(model_version="nope", controls=5)) == []
+        controls = select_cases(store, Selection(limit=0, controls=7))
+        assert len(controls) == 7 and all(c.control and not c.capture.failed for c in controls)
+    finally:
+        store.close()
+
+
+def test_targets_refuse_what_they_cannot_run(tmp_path):
+    with pytest.raises(ReplayError, match="does not exist"):
+        open_target(str(tmp_path / "missing.onnx"))
+    with pytest.raises(ReplayError, match=r"not available|not installed"):
+        open_target(str(tmp_path / "m.onnx"), provider="tensorrt")
+    with pytest.raises(ReplayError, match="ONNX files or v2"):
+        open_target("torchserve+http://127.0.0.1:1/m")
+    with pytest.raises(ReplayError, match="batch size"):
+        replay([], [], batch_size=0)
