@@ -27,7 +27,10 @@ def probescope_version() -> str:
         return "0+unknown"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given the arguments about to be parsed, it imports only the command named
+    there, so one command's imports (Qt, for the window and reports) never load under another
+    (the headless agent and tap). With no command named, every command is registered."""
     parser = argparse.ArgumentParser(
         prog="probescope",
         description="Watch ML inference endpoints: latency, memory, drift, failures. "
@@ -39,9 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--db", type=Path, dest="gui_db",
                         help="open this workspace in the window (no COMMAND)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    wanted = _command_named(argv) if argv is not None else None
+    for name in COMMAND_MODULES if wanted not in COMMAND_MODULES else (wanted,):
         importlib.import_module(f"app.commands.{name}").add_parser(sub)
     return parser
+
+
+def _command_named(argv: Sequence[str]) -> str | None:
+    """The module of the first argument that is not a global option, if any."""
+    items = iter(argv)
+    for item in items:
+        if item == "--db":
+            next(items, None)  # the global --db takes a value
+        elif not item.startswith("-"):
+            return _module_name(item)
+    return None
 
 
 def _module_name(command: str) -> str:
@@ -66,7 +81,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -47,6 +47,8 @@ def committed_cursor(workspace: Path | None, endpoint: str) -> int:
     except StoreError:
         return 0  # no workspace yet: nothing committed
     try:
+        if "samples" not in store.db.table_names():
+            return 0  # created but not yet migrated: nothing committed
         value = store.last_value(endpoint, SEQ_METRIC)
     finally:
         store.close()

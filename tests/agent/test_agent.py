@@ -76,7 +76,7 @@ def test_agent_runs_without_qt_and_serves_its_samples(tmp_path, token_file, toke
     info = httpx.get(f"{agent.url}/v1/info", headers=auth, timeout=5).json()
     assert any(s.startswith("onnx:") for s in info["sources"])
     assert wait_until(lambda: httpx.get(f"{agent.url}/v1/info", headers=auth,
-                                        timeout=5).json()["last_seq"] > 50)
+                                        timeout=5).json()["last_seq"] > 50, 30)
     page = httpx.get(f"{agent.url}/v1/items", params={"after": 10, "limit": 20},
                      headers=auth, timeout=5).json()
     seqs = [s[0] for s in page["samples"]] + [c["seq"] for c in page["captures"]]
@@ -91,7 +91,7 @@ def test_wrong_or_missing_token_is_refused_and_nothing_leaks(tmp_path, token_fil
     procs.append(agent)
     good = {"Authorization": f"Bearer {token}"}
     assert wait_until(lambda: httpx.get(f"{agent.url}/v1/info", headers=good,
-                                        timeout=5).json()["last_seq"] > 0)
+                                        timeout=5).json()["last_seq"] > 0, 30)
     wrong = "W" + token[1:]
     for headers in ({}, {"Authorization": f"Bearer {wrong}"}, {"Authorization": token},
                     {"Authorization": f"Basic {token}"}, {"Authorization": "Bearer x"}):
