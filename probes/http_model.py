@@ -107,8 +107,9 @@ class RemoteModelProbe(Probe):
         try:
             with self.client.quick():
                 self._connect(retries=0)
-        except (Unreachable, TimedOut) as exc:
-            # Not the user's mistake (yet): start down and keep trying from the probe thread.
+        except RemoteError as exc:
+            # Not the user's mistake (yet): gone, slow, or still loading its model. Start down
+            # and keep trying from the probe thread; last_error says why meanwhile.
             self._mark_down(str(exc))
         except ProbeError:
             self.client.close()

@@ -29,6 +29,7 @@ class FaultServer:
 
     def __init__(self) -> None:
         self.mode = "ok"
+        self.model_ready = True
         self.delay_s = 5.0
         self.huge_bytes = 3 * 2**20
         self.metrics_text = "# TYPE demo_total counter\ndemo_total 1\n"
@@ -130,6 +131,8 @@ class FaultServer:
         return self._route(h, method, path, body)
 
     def _route(self, h: BaseHTTPRequestHandler, method: str, path: str, body: bytes) -> None:
+        if path.endswith("/ready") and path.startswith("/v2/models") and not self.model_ready:
+            return self._json(h, 400, {"error": "model m is still loading"})
         if path in ("/v2/health/live", "/v2/health/ready", "/v2/models/m/ready",
                     "/v2/models/m/versions/7/ready"):
             return self._json(h, 200, {})

@@ -72,6 +72,19 @@ def test_attaching_to_a_hung_server_does_not_hang_the_caller(opened, fault_serve
     assert "no answer within 2 s" in probe.last_error  # the attach-time cap, not timeout_s=10
 
 
+def test_a_model_still_loading_is_down_until_ready(opened, fault_server, demo_dir):
+    fault_server.model_ready = False
+    probe = opened(_v2(fault_server), Bus(), ProbeOptions(payload=demo_dir / "reference.csv"))
+    assert probe.state is EndpointState.DOWN
+    assert "not ready" in probe.last_error and "still loading" in probe.last_error
+    probe.start()
+    try:
+        fault_server.model_ready = True
+        assert wait_until(lambda: probe.state is EndpointState.UP and probe.requests > 0)
+    finally:
+        probe.stop()
+
+
 @pytest.mark.parametrize(("mode", "expected"), [
     ("garbage", "not JSON: '<html><body>502"),
     ("huge", "larger than the 1 MiB cap"),
