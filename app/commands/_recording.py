@@ -25,9 +25,13 @@ def add_run_options(p: argparse.ArgumentParser, *, default_seconds: float) -> No
 
 
 def record(uris: Sequence[str], db: Path, seconds: float, options: ProbeOptions | None,
-           as_json: bool, extra: Callable[[dict], None] | None = None) -> int:
+           as_json: bool, extra: Callable[[dict], None] | None = None, *,
+           with_monitor: Callable[[Monitor], Callable[[], None]] | None = None) -> int:
+    """``with_monitor`` sets up extra listeners on the monitor before probes attach and
+    returns what to call once recording has stopped (the demo's incident rules use it)."""
     start_ns = time.time_ns()
     monitor = Monitor(db)
+    finish = with_monitor(monitor) if with_monitor else None
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
@@ -36,6 +40,8 @@ def record(uris: Sequence[str], db: Path, seconds: float, options: ProbeOptions 
     finally:
         signal.signal(signal.SIGINT, previous)
         monitor.close()
+        if finish:
+            finish()
     stats = monitor.stats()
     store = Store(db, readonly=True)
     try:

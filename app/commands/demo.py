@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from app.commands._recording import add_run_options, record
 from app.core.demo import demo_endpoints
+from app.core.incidents import IncidentMonitor
+from app.core.monitor import Monitor
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +17,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    incidents = IncidentMonitor(args.db)
+
+    def with_incidents(monitor: Monitor) -> Callable[[], None]:
+        # Judged live, as in the window: the error-rate burst opens once drift sets in.
+        incidents.states = lambda: {e: str(p.state) for e, p in list(monitor.probes.items())}
+        monitor.subscribe(incidents)
+        incidents.start()
+        return incidents.close
+
     def failures(result: dict) -> None:
         result["failures_captured"] = sum(e["failures_captured"] for e in result["endpoints"])
+        result["incidents_opened"] = incidents.opened
 
-    return record(demo_endpoints(), args.db, args.seconds, None, args.json, failures)
+    return record(demo_endpoints(), args.db, args.seconds, None, args.json, failures,
+                  with_monitor=with_incidents)

@@ -259,7 +259,7 @@ class IncidentMonitor:
         self.db_path = Path(db_path)
         self.defaults = defaults or RuleConfig()
         self.interval_s = interval_s
-        self._states = states
+        self.states = states  # probe verdicts by endpoint (live only)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._last_seen: dict[str, int] = {}
         self._listeners: list[Callable[[IncidentEvent], None]] = []
@@ -334,9 +334,9 @@ class IncidentMonitor:
 
     def _evaluate(self, engine: IncidentEngine) -> None:
         states: Mapping[str, str] = {}
-        if self._states is not None:
+        if self.states is not None:
             try:
-                states = {k: str(v) for k, v in self._states().items()}
+                states = {k: str(v) for k, v in self.states().items()}
             except Exception:  # a probe going away mid-read: judge without states this time
                 log.debug("probe states unavailable", exc_info=True)
         try:

@@ -1,0 +1,288 @@
+"""The incidents list: status, severity, endpoint, window and trigger; notes; acknowledge and
+resolve. Selecting one emits its time window for the plots. Thread: GUI only.
+
+The panel reads the workspace itself (a few small queries on a short-lived connection), so it
+runs alone for preview: ``IncidentsPanel(db_path).show()``. The window connects
+``incident_selected`` to its plots, ``export_requested`` to its report worker, and calls
+``refresh`` when the incident monitor reports an event.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+from datetime import datetime
+from pathlib import Path
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    Qt,
+    QTimer,
+    Signal,
+)
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.incident_rules import RULE_TITLES
+from app.core.incidents import Status, incident_window
+from app.core.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("#", "Status", "Severity", "Endpoint", "Window", "Trigger")
+SEVERITY_COLORS = {"critical": QColor("#c0392b"), "warning": QColor("#d68910")}
+STATUS_COLORS = {Status.OPEN: QColor("#c0392b"), Status.ACKNOWLEDGED: QColor("#1f5fa8"),
+                 Status.RESOLVED: QColor("#5b6573")}
+
+
+def _clock(ts_ns: int | None) -> str:
+    if ts_ns is None:
+        return "now"
+    return datetime.fromtimestamp(ts_ns / 1e9).strftime("%d %b %H:%M:%S")
+
+
+def _short(uri: str, width: int = 40) -> str:
+    return uri if len(uri) <= width else uri[: width - 1] + "…"
+
+
+class IncidentTableModel(QAbstractTableModel):
+    """Incidents (dicts as the store returns them), newest first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[dict] = []
+
+    def set_rows(self, rows: list[dict]) -> None:
+        self.beginResetModel()
+        self.rows = rows
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation,
+                   role: int = Qt.ItemDataRole.DisplayRole) -> object:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex | QPersistentModelIndex,
+             role: int = Qt.ItemDataRole.DisplayRole) -> object:
+        if not index.isValid():
+            return None
+        row, col = self.rows[index.row()], index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return (str(row["id"]), row["status"], row["severity"], _short(row["endpoint"]),
+                    f"{_clock(row['opened_ns'])} – {_clock(row['cleared_ns'])}",
+                    RULE_TITLES.get(row["rule"], row["rule"]))[col]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"{row['endpoint']}\n{row['summary']}"
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if col == 1:
+                return STATUS_COLORS.get(row["status"])
+            if col == 2:
+                return SEVERITY_COLORS.get(row["severity"])
+        return None
+
+
+class IncidentsPanel(QWidget):
+    incident_selected = Signal(object, object, str)  # start_ns, end_ns, endpoint
+    export_requested = Signal(int)  # incident id
+    error_occurred = Signal(str)  # a line for the status bar
+
+    def __init__(self, db_path: str | Path | None = None, parent: QWidget | None = None, *,
+                 auto_refresh_ms: int = 0) -> None:
+        super().__init__(parent)
+        self.db_path = Path(db_path) if db_path else None
+        self.model = IncidentTableModel()
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.selectionModel().currentRowChanged.connect(self._on_table_current_changed)
+
+        self.summary = QLabel("No incident selected")
+        self.summary.setWordWrap(True)
+        self.notes = QPlainTextEdit()
+        self.notes.setReadOnly(True)
+        self.note_edit = QLineEdit()
+        self.note_edit.setPlaceholderText("Add a note and press Enter")
+        self.note_edit.returnPressed.connect(self._on_note_edit_return_pressed)
+        self.ack_button = QPushButton("Acknowledge")
+        self.resolve_button = QPushButton("Resolve")
+        self.export_button = QPushButton("Export report…")
+        self.ack_button.clicked.connect(lambda: self.set_status(Status.ACKNOWLEDGED))
+        self.resolve_button.clicked.connect(lambda: self.set_status(Status.RESOLVED))
+        self.export_button.clicked.connect(self._on_export_button_clicked)
+
+        buttons = QHBoxLayout()
+        for b in (self.ack_button, self.resolve_button, self.export_button):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        detail = QWidget()
+        dl = QVBoxLayout(detail)
+        dl.setContentsMargins(0, 0, 0, 0)
+        dl.addWidget(self.summary)
+        dl.addLayout(buttons)
+        dl.addWidget(self.notes, 1)
+        dl.addWidget(self.note_edit)
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(self.table)
+        splitter.addWidget(detail)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(splitter)
+        self._update_buttons()
+        self._timer = QTimer(self)
+        self._timer.timeout.connect(self.refresh)
+        if auto_refresh_ms > 0:
+            self._timer.start(auto_refresh_ms)
+        if self.db_path is not None:
+            self.refresh()
+
+    # -- public ---------------------------------------------------------------------------
+
+    def set_workspace(self, db_path: str | Path) -> None:
+        self.db_path = Path(db_path)
+        self.refresh()
+
+    def selected_incident(self) -> dict | None:
+        index = self.table.currentIndex()
+        if not index.isValid() or index.row() >= len(self.model.rows):
+            return None
+        return self.model.rows[index.row()]
+
+    def refresh(self) -> None:
+        """Re-read the incidents, keeping the selection on the same incident."""
+        if self.db_path is None or not self.db_path.exists():
+            return
+        current = self.selected_incident()
+        try:
+            store = Store(self.db_path, readonly=True)
+            try:
+                rows = store.incidents(limit=500) if "incidents" in store.db.table_names() \
+                    else []
+            finally:
+                store.close()
+        except StoreError as exc:
+            self.error_occurred.emit(str(exc))
+            return
+        self.model.set_rows(rows)
+        if current is not None:
+            for i, row in enumerate(rows):
+                if row["id"] == current["id"]:
+                    self.table.selectRow(i)
+                    break
+        self._show_detail()
+
+    def select_incident(self, incident_id: int) -> bool:
+        for i, row in enumerate(self.model.rows):
+            if row["id"] == incident_id:
+                self.table.selectRow(i)
+                return True
+        return False
+
+    def set_status(self, status: str) -> None:
+        row = self.selected_incident()
+        if row is None or self.db_path is None:
+            return
+        note = self.note_edit.text().strip()
+        self._write(lambda s: s.update_incident(
+            row["id"], status=status, note_author=_author(),
+            note=f"{status.capitalize()}" + (f": {note}" if note else ".")))
+        self.note_edit.clear()
+
+    def add_note(self, text: str) -> None:
+        row = self.selected_incident()
+        if row is None or not text.strip():
+            return
+        self._write(lambda s: s.add_incident_note(row["id"], text.strip(), author=_author()))
+
+    # -- handlers -------------------------------------------------------------------------
+
+    def _on_table_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        self._show_detail()
+        row = self.selected_incident()
+        if row is None:
+            return
+        start, end = incident_window(row, last_ns=row["updated_ns"])
+        self.incident_selected.emit(start, end, row["endpoint"])
+
+    def _on_note_edit_return_pressed(self) -> None:
+        text = self.note_edit.text()
+        self.note_edit.clear()
+        self.add_note(text)
+
+    def _on_export_button_clicked(self) -> None:
+        row = self.selected_incident()
+        if row is not None:
+            self.export_requested.emit(int(row["id"]))
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _write(self, change) -> None:
+        assert self.db_path is not None
+        try:
+            store = Store(self.db_path)
+            try:
+                change(store)
+            finally:
+                store.close()
+        except StoreError as exc:
+            self.error_occurred.emit(str(exc))
+            return
+        self.refresh()
+
+    def _update_buttons(self) -> None:
+        row = self.selected_incident()
+        self.ack_button.setEnabled(row is not None and row["status"] == Status.OPEN)
+        self.resolve_button.setEnabled(row is not None and row["status"] != Status.RESOLVED)
+        self.export_button.setEnabled(row is not None)
+        self.note_edit.setEnabled(row is not None)
+
+    def _show_detail(self) -> None:
+        self._update_buttons()
+        row = self.selected_incident()
+        if row is None or self.db_path is None:
+            self.summary.setText("No incident selected")
+            self.notes.setPlainText("")
+            return
+        self.summary.setText(f"#{row['id']} {row['summary']}")
+        try:
+            store = Store(self.db_path, readonly=True)
+            try:
+                notes = store.incident_notes(row["id"])
+            finally:
+                store.close()
+        except StoreError as exc:
+            self.error_occurred.emit(str(exc))
+            return
+        self.notes.setPlainText("\n".join(
+            f"{_clock(n['ts_ns'])}  {n['author'] or ''}: {n['text']}" for n in notes))
+
+
+def _author() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""
