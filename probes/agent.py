@@ -66,7 +66,8 @@ class AgentProbe(Probe):
         self.base_url = f"{uri.scheme.split('+', 1)[1]}://{host}"
         try:
             self._token = read_token(uri.param("token_file"),
-                                     uri.param("token_env", TOKEN_ENV) or TOKEN_ENV)
+                                     uri.param("token_env", TOKEN_ENV) or TOKEN_ENV,
+                                     file_hint="?token_file=PATH in the URI")
         except TokenError as exc:
             raise ProbeError(f"{self.endpoint}: {exc}") from None
         try:

@@ -20,7 +20,8 @@ class TokenError(Exception):
     """No usable token; the message says where one is looked for and how to make one."""
 
 
-def read_token(token_file: str | Path | None = None, env: str = TOKEN_ENV) -> str:
+def read_token(token_file: str | Path | None = None, env: str = TOKEN_ENV, *,
+               file_hint: str = "--token-file PATH") -> str:
     """The token from ``token_file`` if given, else from the environment variable ``env``.
 
     A file readable by group or others still works, with a warning, because refusing would
@@ -42,7 +43,7 @@ def read_token(token_file: str | Path | None = None, env: str = TOKEN_ENV) -> st
     else:
         token = os.environ.get(env, "").strip()
         if not token:
-            raise TokenError(f"no token: give --token-file PATH (a 0600 file) or set {env}. "
+            raise TokenError(f"no token: give {file_hint} (a 0600 file) or set {env}. "
                              "Make one with: python -c \"import secrets; "
                              "print(secrets.token_urlsafe(32))\" > token && chmod 600 token")
     if len(token) < MIN_TOKEN_CHARS:
