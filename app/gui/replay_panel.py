@@ -1,0 +1,385 @@
+"""The replay panel: a filterable failure list, a version picker, run with progress and cancel,
+a results grid coloured by verdict, a side-by-side view of one case, and saved replays to
+reopen. Thread: GUI; selecting cases, replaying and reopening run on its own worker pool.
+
+Runs alone for preview: ``ReplayPanel(db_path, versions=[...]).show()``. It opens its own
+short-lived Store connections on the worker thread, so it shares nothing with the window.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QItemSelectionModel, Qt, Signal
+from PySide6.QtGui import QCloseEvent
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.domain import CaptureStatus
+from app.core.replay import Case, Criteria, ReplayResult, Selection, replay, select_cases
+from app.core.replay_store import load_replay, save_replay
+from app.core.replay_targets import open_target
+from app.core.store import Store
+from app.core.versions import registered
+from app.gui.jobs import Job, JobRunner
+from app.gui.replay_models import FailureTableModel, ResultTableModel, feature_names
+from widgets.case_view import CaseViewWidget
+
+log = logging.getLogger(__name__)
+
+ALL = ""
+
+
+class ReplayPanel(QWidget):
+    failures_loaded = Signal(int)  # failures listed
+    replay_finished = Signal(object)  # ReplayResult (saved; ``replay_id`` set)
+    replay_failed = Signal(str)  # one line for the status bar
+    case_selected = Signal(object)  # capture id (int) of the case shown, or None
+    busy_changed = Signal(bool)
+
+    def __init__(self, db_path: str | Path, parent: QWidget | None = None, *,
+                 versions: Sequence[str | Path] = (), provider: str = "cpu",
+                 criteria: Criteria | None = None, batch_size: int = 256) -> None:
+        super().__init__(parent)
+        self.db_path = Path(db_path)
+        self.provider = provider
+        self.criteria = criteria or Criteria()
+        self.batch_size = batch_size
+        self.runner = JobRunner(self)
+        self._job: Job | None = None
+        self._controls: list[Case] = []
+        self.result: ReplayResult | None = None
+        self._build()
+        self.refresh_versions(extra=[str(v) for v in versions])
+        self.refresh_endpoints()
+
+    # -- layout ---------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.endpoint_box = QComboBox()
+        self.kind_box = QComboBox()
+        self.kind_box.addItem("all failures", ALL)
+        for s in CaptureStatus:
+            if s is not CaptureStatus.OK:
+                self.kind_box.addItem(s.value.replace("_", " "), s.value)
+        self.label_edit = QLineEdit(placeholderText="label")
+        self.label_edit.setMaximumWidth(70)
+        self.limit_spin = QSpinBox(minimum=1, maximum=100_000, value=1000, prefix="max ")
+        self.controls_spin = QSpinBox(minimum=0, maximum=100_000, value=200,
+                                      suffix=" controls")
+        self.load_button = QPushButton("Load failures")
+        self.load_button.clicked.connect(self.load_failures)
+        filters = QHBoxLayout()
+        for w in (self.endpoint_box, self.kind_box, self.label_edit, self.limit_spin,
+                  self.controls_spin, self.load_button):
+            filters.addWidget(w)
+        filters.setStretch(0, 1)
+
+        self.failure_model = FailureTableModel()
+        self.failure_view = QTableView()
+        self.failure_view.setModel(self.failure_model)
+        self.failure_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.failure_view.verticalHeader().setVisible(False)
+        self.failure_count = QLabel("no failures loaded")
+
+        self.version_list = QListWidget()
+        self.version_list.setMaximumHeight(110)
+        self.add_button = QPushButton("Add ONNX…")
+        self.add_button.clicked.connect(self._on_add_button_clicked)
+        self.run_button = QPushButton("Replay")
+        self.run_button.clicked.connect(self.run_replay)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.saved_box = QComboBox()
+        self.open_button = QPushButton("Open")
+        self.open_button.clicked.connect(
+            lambda: self.saved_box.currentData() is not None
+            and self.open_replay(int(self.saved_box.currentData())))
+        runbar = QHBoxLayout()
+        for w in (self.add_button, self.run_button, self.cancel_button, self.progress,
+                  QLabel("saved:"), self.saved_box, self.open_button):
+            runbar.addWidget(w)
+        runbar.setStretch(3, 1)
+
+        self.result_model = ResultTableModel()
+        self.result_view = QTableView()
+        self.result_view.setModel(self.result_model)
+        self.result_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.result_view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.result_view.verticalHeader().setVisible(False)
+        self.result_view.selectionModel().currentRowChanged.connect(
+            lambda current, _previous: self.show_case(current.row()))
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.case_view = CaseViewWidget()
+
+        left = QWidget()
+        lv = QVBoxLayout(left)
+        lv.setContentsMargins(0, 0, 0, 0)
+        lv.addLayout(filters)
+        lv.addWidget(self.failure_view, 1)
+        lv.addWidget(self.failure_count)
+        lv.addWidget(QLabel("Versions (bisect order):"))
+        lv.addWidget(self.version_list)
+        results = QWidget()
+        rv = QVBoxLayout(results)
+        rv.setContentsMargins(0, 0, 0, 0)
+        rv.addWidget(self.summary)
+        rv.addWidget(self.result_view, 1)
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(results)
+        right.addWidget(self.case_view)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(left)
+        split.addWidget(right)
+        split.setStretchFactor(1, 2)
+        layout = QVBoxLayout(self)
+        layout.addLayout(runbar)
+        layout.addWidget(split, 1)
+
+    # -- versions and endpoints -----------------------------------------------------------
+
+    def _with_store(self, fn: Callable[[Store], Any]) -> Any:
+        store = Store(self.db_path)
+        try:
+            return fn(store)
+        finally:
+            store.close()
+
+    def refresh_versions(self, extra: Sequence[str] = ()) -> None:
+        """Registered versions (registry order) then ``extra`` locations, all checked."""
+        known = {self.version_list.item(i).data(Qt.ItemDataRole.UserRole)
+                 for i in range(self.version_list.count())}
+        found = [(v.location, v.name) for v in self._with_store(registered)]
+        found += [(x, Path(x).stem if x.endswith(".onnx") else x) for x in extra]
+        for location, name in found:
+            if location in known:
+                continue
+            known.add(location)
+            item = QListWidgetItem(name)
+            item.setData(Qt.ItemDataRole.UserRole, location)
+            item.setToolTip(location)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked)
+            self.version_list.addItem(item)
+
+    def checked_versions(self) -> list[tuple[str, str]]:
+        """(location, name) of the versions to replay on, in list order."""
+        out = []
+        for i in range(self.version_list.count()):
+            item = self.version_list.item(i)
+            if item.checkState() == Qt.CheckState.Checked:
+                out.append((item.data(Qt.ItemDataRole.UserRole), item.text()))
+        return out
+
+    def refresh_endpoints(self) -> None:
+        current = self.endpoint_box.currentData()
+        uris = [e["uri"] for e in self._with_store(lambda s: s.endpoints())]
+        self.endpoint_box.clear()
+        self.endpoint_box.addItem("all endpoints", ALL)
+        for uri in uris:
+            self.endpoint_box.addItem(uri if len(uri) < 60 else uri[:59] + "…", uri)
+        if current:
+            self.endpoint_box.setCurrentIndex(max(0, self.endpoint_box.findData(current)))
+        saved = self._with_store(lambda s: s.replays())
+        self.saved_box.clear()
+        for r in saved:
+            self.saved_box.addItem(f"#{r['id']} {r['cases']} cases"
+                                   f"{' (cancelled)' if r['cancelled'] else ''}", r["id"])
+
+    def _on_add_button_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Add a model version", "",
+                                              "ONNX models (*.onnx)")
+        if path:
+            self.refresh_versions(extra=[path])
+
+    # -- work -----------------------------------------------------------------------------
+
+    def selection(self) -> Selection:
+        kind = self.kind_box.currentData()
+        return Selection(endpoint=self.endpoint_box.currentData() or None,
+                         kinds=(kind,) if kind else (), label=self.label_edit.text().strip()
+                         or None, limit=self.limit_spin.value(),
+                         controls=self.controls_spin.value())
+
+    def busy(self) -> bool:
+        return self._job is not None
+
+    def _start(self, fn: Callable, on_done: Callable[[Any], None]) -> Job | None:
+        if self._job is not None:
+            return None
+        job = Job(fn)
+        job.signals.progressed.connect(self._on_job_progressed)
+        job.signals.finished.connect(lambda result: self._finish(on_done, result))
+        job.signals.failed.connect(self._on_job_failed)
+        self._job = job
+        self.progress.setValue(0)
+        for w in (self.run_button, self.load_button, self.open_button):
+            w.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.busy_changed.emit(True)
+        self.runner.start(job)
+        return job
+
+    def _idle(self) -> None:
+        self._job = None
+        for w in (self.run_button, self.load_button, self.open_button):
+            w.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.busy_changed.emit(False)
+
+    def _finish(self, on_done: Callable[[Any], None], result: Any) -> None:
+        self._idle()
+        on_done(result)
+
+    def _on_job_progressed(self, fraction: float) -> None:
+        self.progress.setValue(int(fraction * 1000))
+
+    def _on_job_failed(self, message: str) -> None:
+        self._idle()
+        self.summary.setText(f"<b>Replay failed:</b> {message}")
+        self.replay_failed.emit(message)
+
+    def load_failures(self) -> None:
+        """Select failures and controls with the current filters (on the worker)."""
+        selection, path = self.selection(), self.db_path
+
+        def work(progress, cancelled) -> list[Case]:
+            store = Store(path)
+            try:
+                return select_cases(store, selection)
+            finally:
+                store.close()
+
+        self._start(work, self._on_failures_loaded)
+
+    def _on_failures_loaded(self, cases: list[Case]) -> None:
+        failures = [c for c in cases if not c.control]
+        self._controls = [c for c in cases if c.control]
+        self.failure_model.set_cases(failures)
+        self.failure_count.setText(f"{len(failures)} failures, {len(self._controls)} controls"
+                                   " (select rows to replay only those)")
+        self.failures_loaded.emit(len(failures))
+
+    def run_replay(self) -> Job | None:
+        """Replay the selected failures (all listed when none is selected) plus the controls
+        on every checked version; the result is saved and shown."""
+        rows = sorted({i.row() for i in self.failure_view.selectionModel().selectedRows()})
+        failures = self.failure_model.cases
+        cases = [failures[r] for r in rows] if rows else list(failures)
+        if not cases:
+            self._on_job_failed("no failures loaded; press Load failures first")
+            return None
+        versions = self.checked_versions()
+        if not versions:
+            self._on_job_failed("no version checked; tick at least one")
+            return None
+        cases += self._controls
+        path, provider, criteria = self.db_path, self.provider, self.criteria
+        batch, selection = self.batch_size, self.selection()
+
+        def work(progress, cancelled) -> ReplayResult:
+            targets = []
+            try:
+                for location, name in versions:
+                    targets.append(open_target(location, provider=provider, name=name))
+                result = replay(cases, targets, criteria=criteria, batch_size=batch,
+                                selection=selection, progress=progress, cancelled=cancelled)
+            finally:
+                for t in targets:
+                    t.close()
+            store = Store(path)
+            try:
+                save_replay(store, result)
+            finally:
+                store.close()
+            return result
+
+        return self._start(work, self._on_replay_done)
+
+    def open_replay(self, replay_id: int) -> Job | None:
+        path = self.db_path
+
+        def work(progress, cancelled) -> ReplayResult:
+            store = Store(path)
+            try:
+                return load_replay(store, replay_id)
+            finally:
+                store.close()
+
+        return self._start(work, self._on_replay_done)
+
+    def cancel(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+
+    def _on_replay_done(self, result: ReplayResult) -> None:
+        self.result = result
+        self.result_model.set_result(result)
+        self.result_view.resizeColumnsToContents()
+        lines = [f"<b>Replay #{result.replay_id}</b>"
+                 + (" — <b>cancelled</b>; finished versions only" if result.cancelled else "")]
+        for s in result.summaries():
+            p95 = "-" if s.latency_p95_ms is None else f"{s.latency_p95_ms:.4f}"
+            lines.append(f"{s.version}: fixed {s.fixed}/{s.failures}, still failing "
+                         f"{s.still_failing}, newly broken {s.newly_broken}/{s.controls}, "
+                         f"errors {s.errors}, p95 {p95} ms/row")
+        self.summary.setText("<br>".join(lines))
+        self.progress.setValue(1000)
+        self.refresh_endpoints()
+        self.case_view.clear()
+        self.replay_finished.emit(result)
+
+    def show_case(self, row: int) -> None:
+        """Show case ``row`` of the results side by side across versions."""
+        if self.result is None or not 0 <= row < len(self.result.cases):
+            return
+        case = self.result.cases[row]
+        blobs = case.capture.inputs
+        array = blobs[0].to_array() if blobs else None
+        width = int(array.size) if array is not None else 0
+        kind = "control" if case.control else str(case.capture.status)
+        title = (f"Capture {case.capture_id} · {kind} · label {case.capture.label or '-'} · "
+                 f"recorded {case.capture.prediction or '-'} by "
+                 f"{case.capture.model_version or '?'}")
+        if array is not None:
+            self.case_view.show_case(title, array, feature_names(width),
+                                     self.result_model.answers(row))
+        self.case_view.title.setText(title)
+        self.case_selected.emit(case.capture_id)
+
+    def select_result_row(self, row: int) -> None:
+        index = self.result_model.index(row, 0)
+        self.result_view.selectionModel().setCurrentIndex(
+            index, QItemSelectionModel.SelectionFlag.ClearAndSelect
+            | QItemSelectionModel.SelectionFlag.Rows)
+
+    def shutdown(self) -> None:
+        """Cancel and wait for the worker; call before the workspace closes."""
+        self.runner.shutdown()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.shutdown()
+        super().closeEvent(event)

@@ -1,0 +1,265 @@
+"""Model versions and their handover contracts: the registry as a table, and a versions x
+targets table where each cell is pass/fail with the measured figures. Thread: GUI; registering
+and contract checks run on its own worker pool (each check spawns a measuring process).
+
+Runs alone for preview: ``VersionsPanel(db_path, seed_versions=[...]).show()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QCloseEvent, QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.contract import (
+    FAIL,
+    LATENCY_RUNS,
+    PASS,
+    ContractError,
+    ContractReport,
+    TargetCheck,
+    check_contract,
+)
+from app.core.store import Store
+from app.core.versions import KIND_ONNX, ModelVersion, register, registered
+from app.gui.jobs import Job, JobRunner
+
+log = logging.getLogger(__name__)
+
+VERSION_COLUMNS = ("name", "version", "kind", "parameters", "opset", "producer", "size",
+                   "sha256", "signature / location")
+CELL_COLORS = {PASS: "#2e7d32", FAIL: "#c62828", "unreachable": "#607d8b",
+               "unsupported": "#607d8b", "no_contract": "#607d8b"}
+_SHORT = {"accuracy": "acc", "latency_p95_ms": "p95", "peak_memory_mb": "mem",
+          "parameters": "params"}
+_UNITS = {"latency_p95_ms": " ms", "peak_memory_mb": " MB"}
+
+
+def cell_text(check: TargetCheck) -> str:
+    """``PASS · acc 0.963 · p95 0.006 ms · mem 10 MB`` (failed clauses marked ✗)."""
+    if not check.clauses:
+        return check.status.upper()
+    parts = [check.status.upper()]
+    for c in check.clauses:
+        if c.name in _SHORT and c.measured is not None:
+            mark = "✗ " if c.status == FAIL else ""
+            value = c.measured if isinstance(c.measured, str) else f"{c.measured:g}"
+            parts.append(f"{mark}{_SHORT[c.name]} {value}{_UNITS.get(c.name, '')}")
+        elif c.status == FAIL:
+            parts.append(f"✗ {c.name}")
+    return " · ".join(parts)
+
+
+def cell_tooltip(check: TargetCheck) -> str:
+    lines = [f"{check.target}: {check.status}"] + ([check.reason] if check.reason else [])
+    for c in check.clauses:
+        limit = "no limit" if c.limit is None else f"limit {c.limit}"
+        lines.append(f"{c.status:>8}  {c.name}: {c.measured} ({limit})"
+                     + (f" — {c.detail}" if c.detail else ""))
+    return "\n".join(lines)
+
+
+class VersionsPanel(QWidget):
+    versions_changed = Signal()
+    contracts_checked = Signal(object)  # {version name: ContractReport | str (why none)}
+    error_occurred = Signal(str)  # one line for the status bar
+
+    def __init__(self, db_path: str | Path, parent: QWidget | None = None, *,
+                 targets: Sequence[str] = ("cpu", "cuda"),
+                 seed_versions: Sequence[str | Path] = (), runs: int = LATENCY_RUNS) -> None:
+        super().__init__(parent)
+        self.db_path = Path(db_path)
+        self.runs = runs
+        self.runner = JobRunner(self)
+        self._job: Job | None = None
+        self.reports: dict[str, ContractReport | str] = {}
+        self.versions: list[ModelVersion] = []
+
+        self.table = QTableWidget(0, len(VERSION_COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(VERSION_COLUMNS))
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.contract_table = QTableWidget(0, 0)
+        self.contract_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.contract_table.horizontalHeader().setSectionResizeMode(
+            QHeaderView.ResizeMode.Stretch)
+        self.targets_edit = QLineEdit(",".join(targets))
+        self.targets_edit.setToolTip("cpu, cuda, … or agent+http://HOST:PORT, comma-separated")
+        self.add_button = QPushButton("Add ONNX…")
+        self.add_button.clicked.connect(self._on_add_button_clicked)
+        self.check_button = QPushButton("Check contracts")
+        self.check_button.clicked.connect(self.check_contracts)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.status = QLabel("")
+        bar = QHBoxLayout()
+        for w in (self.add_button, QLabel("targets:"), self.targets_edit, self.check_button,
+                  self.progress):
+            bar.addWidget(w)
+        bar.setStretch(2, 1)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.table)
+        split.addWidget(self.contract_table)
+        layout = QVBoxLayout(self)
+        layout.addLayout(bar)
+        layout.addWidget(split, 1)
+        layout.addWidget(self.status)
+        if seed_versions:
+            store = Store(self.db_path)
+            try:
+                if not registered(store):
+                    for v in seed_versions:
+                        register(store, str(v))
+            finally:
+                store.close()
+        self.refresh()
+
+    def targets(self) -> list[str]:
+        return [t.strip() for t in self.targets_edit.text().split(",") if t.strip()]
+
+    def refresh(self) -> None:
+        store = Store(self.db_path)
+        try:
+            self.versions = registered(store)
+        finally:
+            store.close()
+        self.table.setRowCount(len(self.versions))
+        for r, v in enumerate(self.versions):
+            cells = (v.name, v.version or "", v.kind, "" if v.parameters is None else
+                     f"{v.parameters:,}", "" if v.opset is None else str(v.opset),
+                     v.producer or "", "" if v.size_bytes is None else f"{v.size_bytes:,} B",
+                     (v.sha256 or "")[:12], v.signature() or v.location)
+            for c, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setToolTip(v.sha256 if c == 7 and v.sha256 else v.location)
+                self.table.setItem(r, c, item)
+        self.table.resizeColumnsToContents()
+        self._fill_contract_table()
+
+    def _fill_contract_table(self) -> None:
+        targets = self.targets()
+        self.contract_table.clear()
+        self.contract_table.setRowCount(len(self.versions))
+        self.contract_table.setColumnCount(len(targets))
+        self.contract_table.setHorizontalHeaderLabels(targets)
+        self.contract_table.setVerticalHeaderLabels([v.name for v in self.versions])
+        for r, v in enumerate(self.versions):
+            report = self.reports.get(v.name)
+            for c, target in enumerate(targets):
+                if report is None:
+                    item = QTableWidgetItem("not checked")
+                elif isinstance(report, str):
+                    item = QTableWidgetItem("no contract")
+                    item.setToolTip(report)
+                    item.setBackground(QColor(CELL_COLORS["no_contract"]))
+                else:
+                    check = next((t for t in report.targets if t.target == target), None)
+                    if check is None:
+                        item = QTableWidgetItem("not checked")
+                    else:
+                        item = QTableWidgetItem(cell_text(check))
+                        item.setToolTip(cell_tooltip(check))
+                        item.setBackground(QColor(CELL_COLORS.get(check.status, "#607d8b")))
+                        item.setForeground(QColor("white"))
+                        item.setData(Qt.ItemDataRole.UserRole, check.status)
+                self.contract_table.setItem(r, c, item)
+
+    def cell_status(self, version: str, target: str) -> str | None:
+        """The verdict shown for one version on one target (None when not checked)."""
+        report = self.reports.get(version)
+        if report is None or isinstance(report, str):
+            return None
+        return next((t.status for t in report.targets if t.target == target), None)
+
+    def add_version(self, location: str | Path) -> None:
+        store = Store(self.db_path)
+        try:
+            register(store, str(location))
+        except Exception as exc:
+            self.status.setText(str(exc))
+            self.error_occurred.emit(str(exc))
+            return
+        finally:
+            store.close()
+        self.refresh()
+        self.versions_changed.emit()
+
+    def _on_add_button_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Register a model version", "",
+                                              "ONNX models (*.onnx)")
+        if path:
+            self.add_version(path)
+
+    def busy(self) -> bool:
+        return self._job is not None
+
+    def check_contracts(self) -> Job | None:
+        """Check every registered ONNX version against its contract on each target."""
+        if self._job is not None:
+            return None
+        versions = [v for v in self.versions if v.kind == KIND_ONNX]
+        targets, runs = self.targets(), self.runs
+
+        def work(progress, cancelled) -> dict[str, ContractReport | str]:
+            out: dict[str, ContractReport | str] = {}
+            for k, v in enumerate(versions):
+                if cancelled():
+                    break
+                try:
+                    out[v.name] = check_contract(v.location, targets, runs=runs)
+                except ContractError as exc:
+                    out[v.name] = str(exc)
+                progress((k + 1) / max(1, len(versions)))
+            return out
+
+        job = Job(work)
+        job.signals.progressed.connect(lambda f: self.progress.setValue(int(f * 1000)))
+        job.signals.finished.connect(self._on_check_finished)
+        job.signals.failed.connect(self._on_check_failed)
+        self._job = job
+        self.check_button.setEnabled(False)
+        self.progress.setValue(0)
+        self.status.setText(f"checking {len(versions)} versions on {', '.join(targets)}…")
+        self.runner.start(job)
+        return job
+
+    def _on_check_finished(self, reports: dict[str, ContractReport | str]) -> None:
+        self._job = None
+        self.check_button.setEnabled(True)
+        self.reports.update(reports)
+        self._fill_contract_table()
+        self.progress.setValue(1000)
+        self.status.setText(f"checked {len(reports)} versions")
+        self.contracts_checked.emit(reports)
+
+    def _on_check_failed(self, message: str) -> None:
+        self._job = None
+        self.check_button.setEnabled(True)
+        self.status.setText(message)
+        self.error_occurred.emit(message)
+
+    def shutdown(self) -> None:
+        self.runner.shutdown(timeout_ms=60_000)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.shutdown()
+        super().closeEvent(event)

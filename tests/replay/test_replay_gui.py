@@ -1,0 +1,151 @@
+"""The replay and versions panels as a user drives them, offscreen, on a real workspace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from app.core.replay import NEWLY_BROKEN
+from app.core.store import Store
+from app.gui.replay_panel import ReplayPanel
+from app.gui.versions_panel import VersionsPanel
+from widgets.case_view import VERDICT_COLORS, CaseViewWidget, VersionAnswer, image_of
+
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture
+def panel(qtbot, demo_db: Path, versions: list[Path]):
+    p = ReplayPanel(demo_db, versions=[str(v) for v in versions])
+    qtbot.addWidget(p)
+    p.resize(1300, 800)
+    p.show()
+    yield p
+    p.shutdown()
+
+
+def load(qtbot, panel: ReplayPanel) -> int:
+    with qtbot.waitSignal(panel.failures_loaded, timeout=TIMEOUT_MS) as blocker:
+        panel.load_button.click()
+    return blocker.args[0]
+
+
+def test_select_failures_replay_them_and_compare_one_case(qtbot, panel):
+    assert [name for _, name in panel.checked_versions()] == ["wine-v1", "wine-v2", "wine-v3"]
+    n = load(qtbot, panel)
+    assert n == panel.failure_model.rowCount() > 100
+    with qtbot.waitSignal(panel.replay_finished, timeout=TIMEOUT_MS) as blocker:
+        panel.run_button.click()
+    result = blocker.args[0]
+    assert result.replay_id is not None and not result.cancelled
+    model = panel.result_model
+    assert model.rowCount() == len(result.cases) == n + panel.controls_spin.value()
+    assert model.headerData(3, Qt.Orientation.Horizontal) == "wine-v1"
+    # The grid is coloured by verdict: find a control that v3 newly breaks.
+    row = next(i for i in range(model.rowCount()) if result.verdict(i, 2) == NEWLY_BROKEN)
+    colour = model.data(model.index(row, 5), Qt.ItemDataRole.BackgroundRole)
+    assert colour.name() == VERDICT_COLORS[NEWLY_BROKEN]
+    assert "wine-v3: fixed" in panel.summary.text()
+    assert panel.progress.value() == 1000
+    with qtbot.waitSignal(panel.case_selected, timeout=TIMEOUT_MS) as shown:
+        panel.select_result_row(row)
+    assert shown.args[0] == result.cases[row].capture_id
+    view = panel.case_view
+    assert not view.showing_image()
+    assert view.inputs.rowCount() == 13 and view.inputs.item(0, 0).text() == "alcohol"
+    assert view.bar_count() == 3 and view.answers.rowCount() == 3
+    assert view.answers.item(2, 4).text() == "newly broken"
+    assert float(view.answers.item(1, 3).text()) >= 0  # latency per version
+
+
+def test_filters_and_a_subset_of_rows(qtbot, panel):
+    panel.kind_box.setCurrentIndex(panel.kind_box.findData("mismatch"))
+    panel.label_edit.setText("2")
+    panel.controls_spin.setValue(0)
+    n = load(qtbot, panel)
+    assert n > 0 and all(c.capture.label == "2" for c in panel.failure_model.cases)
+    panel.failure_view.selectRow(0)
+    with qtbot.waitSignal(panel.replay_finished, timeout=TIMEOUT_MS) as blocker:
+        panel.run_replay()
+    assert len(blocker.args[0].cases) == 1
+
+
+def test_cancel_stops_the_replay_and_the_panel_comes_back(qtbot, panel):
+    load(qtbot, panel)
+    panel.batch_size = 1
+    with qtbot.waitSignal(panel.replay_finished, timeout=TIMEOUT_MS) as blocker:
+        assert panel.run_replay() is not None
+        assert panel.cancel_button.isEnabled()
+        panel.cancel_button.click()  # the worker is still opening sessions
+    assert blocker.args[0].cancelled and len(blocker.args[0].runs) < 3
+    assert panel.run_button.isEnabled() and not panel.cancel_button.isEnabled()
+    assert "cancelled" in panel.summary.text()
+
+
+def test_a_saved_replay_reopens_from_the_list(qtbot, panel):
+    load(qtbot, panel)
+    with qtbot.waitSignal(panel.replay_finished, timeout=TIMEOUT_MS) as first:
+        panel.run_replay()
+    rid = first.args[0].replay_id
+    assert panel.saved_box.findData(rid) >= 0
+    panel.result_model.set_result(None)
+    with qtbot.waitSignal(panel.replay_finished, timeout=TIMEOUT_MS) as again:
+        panel.open_replay(rid)
+    assert again.args[0].replay_id == rid
+    assert [s.to_json() for s in again.args[0].summaries()] == \
+        [s.to_json() for s in first.args[0].summaries()]
+    assert panel.result_model.rowCount() == len(first.args[0].cases)
+
+
+def test_mistakes_are_reported_in_the_panel(qtbot, panel):
+    with qtbot.waitSignal(panel.replay_failed, timeout=TIMEOUT_MS) as blocker:
+        panel.run_replay()
+    assert "Load failures" in blocker.args[0]
+    load(qtbot, panel)
+    for i in range(panel.version_list.count()):
+        panel.version_list.item(i).setCheckState(Qt.CheckState.Unchecked)
+    with qtbot.waitSignal(panel.replay_failed, timeout=TIMEOUT_MS) as blocker:
+        panel.run_replay()
+    assert "no version checked" in blocker.args[0]
+
+
+def test_image_shaped_inputs_show_as_an_image(qtbot):
+    view = CaseViewWidget()
+    qtbot.addWidget(view)
+    picture = np.random.default_rng(0).random((1, 1, 28, 28)).astype(np.float32)
+    assert image_of(picture).shape == (28, 28) and image_of(np.zeros((1, 13))) is None
+    answer = VersionAnswer("m", np.array([0.2, 0.8]), "1", 0.8, 0.1, "fixed")
+    view.show_case("img", picture, [], [answer])
+    assert view.showing_image() and not view.image.pixmap().isNull()
+    view.show_case("row", np.arange(4.0).reshape(1, 4), [], [answer])
+    assert not view.showing_image() and view.inputs.item(3, 0).text() == "f3"
+
+
+def test_versions_table_and_contract_cells_on_cpu(qtbot, workspace, versions):
+    p = VersionsPanel(workspace, seed_versions=[str(v) for v in versions], runs=30)
+    qtbot.addWidget(p)
+    p.show()
+    try:
+        assert p.table.rowCount() == 3 and p.table.item(0, 0).text() == "wine-v1"
+        assert p.table.item(1, 3).text() == "573"
+        assert p.contract_table.columnCount() == 2
+        with qtbot.waitSignal(p.contracts_checked, timeout=60_000):
+            p.check_button.click()
+        assert p.cell_status("wine-v1", "cpu") == "pass"
+        assert p.cell_status("wine-v3", "cpu") == "fail"
+        assert p.cell_status("wine-v2", "cuda") == "unreachable"
+        text = p.contract_table.item(2, 0).text()
+        assert text.startswith("FAIL") and "✗ acc 0.923" in text and "p95" in text
+        assert p.contract_table.item(0, 1).text() == "UNREACHABLE"
+        store = Store(workspace)
+        try:
+            assert len(store.versions()) == 3
+        finally:
+            store.close()
+        p.add_version(versions[0])  # again: updated in place, not duplicated
+        assert p.table.rowCount() == 3
+    finally:
+        p.shutdown()

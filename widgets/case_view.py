@@ -1,0 +1,171 @@
+"""One replayed case side by side: its input (a table of named features, or an image when the
+input is image-shaped), each version's output as bars, and each version's answer and latency.
+Fed plain data by its owner. Thread: GUI only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QImage, QPixmap
+from PySide6.QtWidgets import (
+    QHeaderView,
+    QLabel,
+    QSplitter,
+    QStackedWidget,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+VERSION_COLORS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1")
+VERDICT_COLORS = {"fixed": "#2e7d32", "still_failing": "#c62828", "newly_broken": "#ef6c00",
+                  "ok": "#546e7a"}
+
+
+@dataclass(frozen=True, slots=True)
+class VersionAnswer:
+    """What one version answered for the case shown."""
+
+    version: str
+    scores: np.ndarray | None  # the first output, flattened; None after an error
+    prediction: str | None
+    confidence: float | None
+    latency_ms: float | None
+    verdict: str
+    error: str | None = None
+
+
+def image_of(array: np.ndarray) -> np.ndarray | None:
+    """A 2-D grey or HxWx3 view when the input looks like an image, else None."""
+    a = np.asarray(array)
+    while a.ndim > 2 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[2] not in (1, 3):
+        a = np.moveaxis(a, 0, -1)  # CHW -> HWC
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    grey = a.ndim == 2 and min(a.shape) >= 8
+    colour = a.ndim == 3 and a.shape[2] == 3 and min(a.shape[:2]) >= 8
+    return a if grey or colour else None
+
+
+def _to_qimage(a: np.ndarray) -> QImage:
+    a = a.astype(np.float64)
+    finite = np.isfinite(a)
+    lo, hi = (a[finite].min(), a[finite].max()) if finite.any() else (0.0, 1.0)
+    scaled = np.zeros(a.shape, np.uint8) if hi <= lo else \
+        np.clip((np.nan_to_num(a, nan=lo) - lo) / (hi - lo) * 255, 0, 255).astype(np.uint8)
+    scaled = np.ascontiguousarray(scaled)
+    h, w = scaled.shape[:2]
+    if scaled.ndim == 2:
+        return QImage(scaled.data, w, h, w, QImage.Format.Format_Grayscale8).copy()
+    return QImage(scaled.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+class CaseViewWidget(QWidget):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.title = QLabel("Select a case to compare versions")
+        self.title.setWordWrap(True)
+        self.inputs = QTableWidget(0, 2)
+        self.inputs.setHorizontalHeaderLabels(["feature", "value"])
+        self.inputs.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.inputs.verticalHeader().setVisible(False)
+        self.image = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
+        self.input_stack = QStackedWidget()
+        self.input_stack.addWidget(self.inputs)
+        self.input_stack.addWidget(self.image)
+        self.bars = pg.PlotWidget()
+        self.bars.setMinimumHeight(160)
+        self.bars.addLegend(offset=(5, 5))
+        self.bars.setLabel("bottom", "class")
+        self.bars.setLabel("left", "output")
+        self.answers = QTableWidget(0, 5)
+        self.answers.setHorizontalHeaderLabels(["version", "class", "confidence", "latency ms",
+                                                "verdict"])
+        self.answers.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.answers.verticalHeader().setVisible(False)
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.bars)
+        right.addWidget(self.answers)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.input_stack)
+        split.addWidget(right)
+        split.setStretchFactor(1, 2)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.title)
+        layout.addWidget(split, 1)
+        self._bar_items: list[pg.BarGraphItem] = []
+
+    def showing_image(self) -> bool:
+        return self.input_stack.currentWidget() is self.image
+
+    def bar_count(self) -> int:
+        return len(self._bar_items)
+
+    def clear(self) -> None:
+        self.title.setText("Select a case to compare versions")
+        self.inputs.setRowCount(0)
+        self.answers.setRowCount(0)
+        self._clear_bars()
+
+    def _clear_bars(self) -> None:
+        for item in self._bar_items:
+            self.bars.removeItem(item)
+        self._bar_items = []
+        legend = self.bars.plotItem.legend
+        if legend is not None:
+            legend.clear()
+
+    def show_case(self, title: str, array: np.ndarray, feature_names: list[str],
+                  answers: list[VersionAnswer]) -> None:
+        self.title.setText(title)
+        picture = image_of(array)
+        if picture is not None:
+            pixmap = QPixmap.fromImage(_to_qimage(picture))
+            self.image.setPixmap(pixmap.scaled(240, 240, Qt.AspectRatioMode.KeepAspectRatio))
+            self.input_stack.setCurrentWidget(self.image)
+        else:
+            values = np.asarray(array).reshape(-1)
+            self.inputs.setRowCount(len(values))
+            for r, v in enumerate(values.tolist()):
+                name = feature_names[r] if r < len(feature_names) else f"f{r}"
+                self.inputs.setItem(r, 0, QTableWidgetItem(name))
+                self.inputs.setItem(r, 1, QTableWidgetItem(f"{v:.6g}"))
+            self.input_stack.setCurrentWidget(self.inputs)
+        self._show_bars(answers)
+        self.answers.setRowCount(len(answers))
+        for r, a in enumerate(answers):
+            cells = [a.version, a.error or (a.prediction or "-"),
+                     "-" if a.confidence is None else f"{a.confidence:.3f}",
+                     "-" if a.latency_ms is None else f"{a.latency_ms:.4f}",
+                     a.verdict.replace("_", " ")]
+            for c, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if c == 4:
+                    item.setBackground(QColor(VERDICT_COLORS.get(a.verdict, "#546e7a")))
+                    item.setForeground(QColor("white"))
+                if a.error:
+                    item.setToolTip(a.error)
+                self.answers.setItem(r, c, item)
+
+    def _show_bars(self, answers: list[VersionAnswer]) -> None:
+        self._clear_bars()
+        shown = [a for a in answers if a.scores is not None and a.scores.size]
+        if not shown:
+            return
+        width = 0.8 / len(shown)
+        for k, a in enumerate(shown):
+            scores = np.nan_to_num(a.scores.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+            x = np.arange(len(scores)) - 0.4 + width * (k + 0.5)
+            color = VERSION_COLORS[k % len(VERSION_COLORS)]
+            item = pg.BarGraphItem(x=x, height=scores, width=width * 0.9, brush=color,
+                                   name=a.version)
+            self.bars.addItem(item)
+            self._bar_items.append(item)
