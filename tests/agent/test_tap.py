@@ -170,3 +170,99 @@ def test_oversized_payload_is_forwarded_whole_and_recorded_truncated(tap, server
     assert c.truncated and c.status is CaptureStatus.OK
     assert c.inputs[0].name == "request_body"
     assert c.inputs[0].data == body[:RECORD_LIMIT]
+
+
+class CannedUpstream:
+    """A bare TCP server that reads one request per connection and answers with fixed bytes."""
+
+    def __init__(self, answer: bytes) -> None:
+        import socketserver
+        import threading
+
+        self.requests: list[bytes] = []
+        outer = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += self.request.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(body) < length:
+                    body += self.request.recv(65536)
+                outer.requests.append(head + b"\r\n\r\n" + body)
+                self.request.sendall(answer)
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def canned(tmp_path, procs):
+    made = []
+
+    def make(answer: bytes) -> tuple[CannedUpstream, Proc, Path]:
+        up = CannedUpstream(answer)
+        made.append(up)
+        db = tmp_path / "canned.db"
+        t = Proc(["tap", "--listen", "127.0.0.1:0", "--upstream", up.url, "--db", str(db)])
+        procs.append(t)
+        return up, t, db
+
+    yield make
+    for up in made:
+        up.close()
+
+
+def test_a_chunked_answer_passes_byte_for_byte_and_is_decoded_for_the_record(canned):
+    doc = json.dumps({"predictions": [[0.1, 0.7, 0.2]]}).encode()
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+              b"Transfer-Encoding: chunked\r\nX-Server: canned\r\n\r\n"
+              + b"%x\r\n%s\r\n" % (10, doc[:10]) + b"%x\r\n%s\r\n" % (len(doc) - 10, doc[10:])
+              + b"0\r\n\r\n")
+    up, proxy, db = canned(answer)
+    got = raw_exchange(proxy.url, "POST", "/v1/models/m:predict",
+                       json.dumps({"instances": [ROW]}).encode(), {"X-Request-Id": "abc"})
+    assert got == answer
+    forwarded = up.requests[0]
+    assert b"X-Request-Id: abc" in forwarded
+    assert f"Host: {up.url.removeprefix('http://')}".encode() in forwarded
+    assert wait_until(lambda: db.exists() and len(captures(db)) == 1)
+    (c,) = captures(db)
+    assert c.request_id == "abc" and c.prediction == "1"
+    assert np.allclose(c.outputs[0].to_array(), [[0.1, 0.7, 0.2]])
+
+
+def test_expect_100_continue_is_answered_and_the_body_still_forwarded(canned):
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]"
+    up, proxy, _ = canned(answer)
+    host, port = proxy.url.removeprefix("http://").split(":")
+    body = json.dumps([ROW]).encode()
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(f"POST /predictions/m HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                  f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode())
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(body)
+        rest = b""
+        while chunk := s.recv(65536):
+            rest += chunk
+    assert rest == answer
+    assert up.requests[0].endswith(body)
+    assert b"expect" not in up.requests[0].lower()
+
+
+def test_a_garbage_answer_is_a_502_with_a_clear_error(canned):
+    _, proxy, db = canned(b"NOT HTTP AT ALL\r\n\r\n")
+    got = raw_exchange(proxy.url, "POST", "/v2/models/m/infer", v2_body([ROW]))
+    assert got.startswith(b"HTTP/1.1 502")
+    assert b"malformed response" in got
+    assert wait_until(lambda: db.exists() and len(captures(db, failed=True)) == 1)
+    assert "malformed response" in captures(db, failed=True)[0].error
