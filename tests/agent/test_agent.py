@@ -234,3 +234,25 @@ def test_items_trimmed_before_a_pull_are_counted_as_dropped(tmp_path, token_file
     finally:
         store.close()
     assert dropped.sum() > 0
+
+
+def test_agent_probes_a_local_server_given_as_an_upstream_uri(tmp_path, token_file, token,
+                                                              procs):
+    from tests.agent.test_tap import ModelServer
+
+    server = ModelServer()
+    procs.append(server)
+    agent = Proc(["agent", "--listen", "127.0.0.1:0", "--token-file", str(token_file),
+                  "--upstream", f"v2+{server.url}/models/wine-v1", "--payload", str(STREAM),
+                  "--rate", "50", "--buffer", str(tmp_path / "agent.sqlite")])
+    procs.append(agent)
+    auth = {"Authorization": f"Bearer {token}"}
+    info = httpx.get(f"{agent.url}/v1/info", headers=auth, timeout=5).json()
+    assert info["sources"][0].startswith("v2+http://")
+
+    def latencies() -> int:
+        page = httpx.get(f"{agent.url}/v1/items", params={"after": 0, "limit": 20000},
+                         headers=auth, timeout=5).json()
+        return sum(1 for s in page["samples"] if s[2] == Metric.LATENCY_MS)
+
+    assert wait_until(lambda: latencies() >= 20, 30)
