@@ -42,6 +42,10 @@ def font(size_pt: float, *, bold: bool = False, mono: bool = False) -> QFont:
     f = QFont("DejaVu Sans Mono" if mono else FONT_FAMILY)
     f.setPointSizeF(size_pt)
     f.setBold(bold)
+    # Ligatures would put one glyph for "fi" into the PDF's text: a search for "confidence"
+    # or "file" would then miss it.
+    for tag in ("liga", "clig", "dlig"):
+        f.setFeature(QFont.Tag(tag), 0)
     return f
 
 

@@ -1,0 +1,139 @@
+"""PDF incident reports read back with pypdf: a demo incident's report, a bare one, page sizes,
+cancelling, a worker thread, and paths that cannot be written."""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader
+
+from app.cli import main
+from app.core.domain import Metric
+from app.core.incidents import IncidentError
+from app.core.store import Store
+from app.report import ReportCancelled, ReportError, write_report
+from tests.incidents.conftest import NS, T0, write_requests
+
+
+def _pages(path: Path) -> list[str]:
+    # pypdf reads Qt's word spacing as tabs; words are what matter.
+    return [" ".join(page.extract_text().split()) for page in PdfReader(path).pages]
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def test_a_demo_incident_report_reads_back_as_text(qapp, demo_incident, tmp_path):
+    db, incident_id = demo_incident
+    progress: list[float] = []
+    out = write_report(db, incident_id, tmp_path / "incident.pdf", progress=progress.append)
+    pages = _pages(out)
+    text = "\n".join(pages)
+    store = Store(db, readonly=True)
+    endpoint = store.incident(incident_id)["endpoint"]
+    store.close()
+    assert len(pages) >= 2
+    assert f"Incident #{incident_id}: Error-rate burst" in pages[0]
+    assert _squash(endpoint) in _squash(pages[0])  # the URI may wrap, but it is all there
+    for title in ("Figure 1. Latency per request", "Figure 2. Throughput and failures",
+                  "Figure 3. Memory", "Drift by feature", "Failures in the window", "Notes",
+                  "Reproducibility", "Model sha256", "onnxruntime"):
+        assert title in text, title
+    assert "alcohol" in text  # a drifted feature named on the heat map
+    assert all(f"Page {i} of {len(pages)}" in p for i, p in enumerate(pages, start=1))
+    # The failures table spans pages; its header row is on each of them.
+    assert sum("Time (UTC)" in p and "Inputs" in p for p in pages) >= 2
+    assert "Opened:" in text  # the rule's own note
+    assert progress[-1] == 1.0 and progress == sorted(progress)
+    assert PdfReader(out).metadata.title.startswith(f"Incident #{incident_id}")
+
+
+def test_an_incident_without_failures_drift_or_replay_still_renders(qapp, workspace, tmp_path):
+    ep = "onnx:quiet.onnx"
+    store = Store(workspace)
+    store.set_endpoint_info(ep, slo_ms=5.0)
+    write_requests(store, ep, 0, 120, latency_ms=7.0)
+    incident_id = store.insert_incident(
+        ep, rule="latency", severity="warning", status="open", opened_ns=T0 + 40 * NS,
+        trigger_ns=T0 + 45 * NS, value=7.0, threshold=5.0, summary="Latency above SLO",
+        details={"detail": "p95 7.00 ms over 30 s; SLO 5 ms", "unit": "ms"})
+    store.close()
+    pages = _pages(write_report(workspace, "latest", tmp_path / "quiet.pdf"))
+    text = "\n".join(pages)
+    assert f"Incident #{incident_id}: Latency above SLO" in text
+    assert "No failed requests were captured in the incident window." in text
+    assert "No notes." in text
+    assert "Drift by feature" not in text and "Replay results" not in text
+    assert "Figure 3" not in text  # no memory samples, no memory figure
+    assert "SLO 5 ms" in text  # the SLO line's legend on the latency plot
+
+
+def test_letter_paper_is_letter_sized(qapp, demo_incident, tmp_path):
+    db, incident_id = demo_incident
+    out = write_report(db, incident_id, tmp_path / "letter.pdf", page_size="letter")
+    box = PdfReader(out).pages[0].mediabox
+    assert (round(float(box.width)), round(float(box.height))) == (612, 792)
+    a4 = PdfReader(write_report(db, incident_id, tmp_path / "a4.pdf")).pages[0].mediabox
+    assert (round(float(a4.width)), round(float(a4.height))) == (595, 842)
+
+
+def test_a_cancelled_report_leaves_no_file(qapp, demo_incident, tmp_path):
+    db, incident_id = demo_incident
+    calls = []
+
+    def cancelled() -> bool:
+        calls.append(1)
+        return len(calls) > 2  # part-way through the painting
+
+    with pytest.raises(ReportCancelled):
+        write_report(db, incident_id, tmp_path / "c.pdf", cancelled=cancelled)
+    assert list(tmp_path.glob("*.pdf")) == [] and list(tmp_path.glob(".probescope-*")) == []
+
+
+def test_a_report_can_be_written_from_a_worker_thread(qapp, demo_incident, tmp_path):
+    db, incident_id = demo_incident
+    result: list[object] = []
+    worker = threading.Thread(target=lambda: result.append(
+        write_report(db, incident_id, tmp_path / "worker.pdf")))
+    worker.start()
+    worker.join(60)
+    assert result and "Error-rate burst" in _pages(tmp_path / "worker.pdf")[0]
+
+
+def test_unwritable_paths_fail_with_one_clear_line(qapp, demo_incident, tmp_path, capsys):
+    db, incident_id = demo_incident
+    with pytest.raises(ReportError, match=r"folder .* does not exist"):
+        write_report(db, incident_id, tmp_path / "missing" / "r.pdf")
+    with pytest.raises(ReportError, match="it is a folder"):
+        write_report(db, incident_id, tmp_path)
+    code = main(["report", "--db", str(db), "--incident", str(incident_id),
+                 "--out", str(tmp_path / "missing" / "r.pdf")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("probescope: cannot write the report to")
+    assert "Traceback" not in err
+
+
+def test_an_unknown_incident_is_named_in_the_error(qapp, demo_incident, tmp_path, capsys):
+    db, _ = demo_incident
+    with pytest.raises(IncidentError, match="no incident 999"):
+        write_report(db, 999, tmp_path / "r.pdf")
+    assert main(["report", "--db", str(db), "--incident", "999",
+                 "--out", str(tmp_path / "r.pdf")]) == 2
+    assert "no incident 999" in capsys.readouterr().err
+
+
+def test_the_cli_writes_the_latest_incident(qapp, demo_incident, tmp_path, capsys):
+    db, _ = demo_incident
+    store = Store(db, readonly=True)
+    latest = store.incidents(limit=1)[0]["id"]
+    store.close()
+    out = tmp_path / "cli.pdf"
+    assert main(["report", "--db", str(db), "--incident", "latest", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {out}"
+    assert f"Incident #{latest}:" in _pages(out)[0]
+    assert Metric.LATENCY_MS in "\n".join(_pages(out))  # the figure's query names its series
