@@ -1,0 +1,90 @@
+"""The incidents panel, a real widget offscreen on a real workspace: it lists incidents,
+emits the selected one's window, acknowledges, resolves and keeps notes."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.core.store import Store
+from app.gui.incidents_panel import IncidentsPanel
+from tests.incidents.conftest import NS, T0, write_requests
+
+EP_A, EP_B = "onnx:a.onnx", "onnx:b.onnx"
+
+
+@pytest.fixture
+def filled(workspace):
+    store = Store(workspace)
+    write_requests(store, EP_A, 0, 60)
+    ids = [store.insert_incident(
+        ep, rule=rule, severity=sev, status="open", opened_ns=T0 + k * 10 * NS,
+        trigger_ns=T0 + (k * 10 + 5) * NS, value=0.4, threshold=0.15,
+        summary=f"{rule} on {ep}", details={"detail": "x"}, note="Opened: x.")
+        for k, (ep, rule, sev) in enumerate([(EP_A, "error_rate", "warning"),
+                                             (EP_B, "latency", "critical")])]
+    store.close()
+    return workspace, ids
+
+
+def test_the_panel_lists_incidents_newest_first(qtbot, filled):
+    workspace, ids = filled
+    panel = IncidentsPanel(workspace)
+    qtbot.addWidget(panel)
+    model = panel.model
+    assert model.rowCount() == 2
+    first = [model.data(model.index(0, c)) for c in range(model.columnCount())]
+    assert first[0] == str(ids[1]) and first[1:3] == ["open", "critical"]
+    assert first[3] == EP_B and first[5] == "Latency above SLO"
+    assert not panel.ack_button.isEnabled()  # nothing selected yet
+
+
+def test_selecting_an_incident_emits_its_window_and_shows_its_notes(qtbot, filled):
+    workspace, ids = filled
+    panel = IncidentsPanel(workspace)
+    qtbot.addWidget(panel)
+    with qtbot.waitSignal(panel.incident_selected) as signal:
+        assert panel.select_incident(ids[0])
+    start, end, endpoint = signal.args
+    assert endpoint == EP_A
+    assert start < T0 <= T0 + 5 * NS < end  # the incident with context either side
+    assert "Opened: x." in panel.notes.toPlainText()
+    assert panel.ack_button.isEnabled() and panel.export_button.isEnabled()
+
+
+def test_acknowledge_resolve_and_notes_are_stored(qtbot, filled):
+    workspace, ids = filled
+    panel = IncidentsPanel(workspace)
+    qtbot.addWidget(panel)
+    panel.select_incident(ids[0])
+    panel.ack_button.click()
+    panel.note_edit.setText("rolled back to v2")
+    qtbot.keyClick(panel.note_edit, "\r")
+    panel.resolve_button.click()
+    store = Store(workspace, readonly=True)
+    try:
+        incident = store.incident(ids[0])
+        texts = [n["text"] for n in store.incident_notes(ids[0])]
+    finally:
+        store.close()
+    assert incident["status"] == "resolved"
+    assert texts == ["Opened: x.", "Acknowledged.", "rolled back to v2", "Resolved."]
+    assert panel.selected_incident()["id"] == ids[0]  # the selection survives the refresh
+    assert "rolled back to v2" in panel.notes.toPlainText()
+    assert not panel.resolve_button.isEnabled()
+
+
+def test_export_asks_for_the_selected_incident(qtbot, filled):
+    workspace, ids = filled
+    panel = IncidentsPanel(workspace)
+    qtbot.addWidget(panel)
+    panel.select_incident(ids[1])
+    with qtbot.waitSignal(panel.export_requested) as signal:
+        panel.export_button.click()
+    assert signal.args == [ids[1]]
+
+
+def test_a_panel_on_a_workspace_without_incidents_is_empty(qtbot, workspace):
+    Store(workspace).close()
+    panel = IncidentsPanel(workspace)
+    qtbot.addWidget(panel)
+    assert panel.model.rowCount() == 0 and panel.summary.text() == "No incident selected"
