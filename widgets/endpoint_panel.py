@@ -56,6 +56,7 @@ class EndpointPanel(QFrame):
         self.mode = "live"
         self._drawn_version = -1
         self._drawn_start = 0.0
+        self._fed: dict[tuple[int, str], int] = {}  # curve -> ring.total when last handed over
         self.setObjectName("endpointPanel")
         self.setFrameShape(QFrame.Shape.StyledPanel)
         outer = QVBoxLayout(self)
@@ -84,8 +85,8 @@ class EndpointPanel(QFrame):
             self.latency_plot.point_clicked.connect(
                 lambda t, failed: self.point_clicked.emit(self.endpoint, t, failed))
             self.rate_plot = SeriesPlotWidget("Throughput & errors", "/s", theme)
-            self.rate_plot.add_curve("throughput", "requests", theme.series[0], width=1.6)
-            self.rate_plot.add_curve("errors", "failed", theme.failure, width=1.6)
+            self.rate_plot.add_curve("throughput", "requests", theme.series[0])
+            self.rate_plot.add_curve("errors", "failed", theme.failure)
             row.addWidget(self.latency_plot, 3)
             row.addWidget(self.rate_plot, 2)
             self.load_plot = None
@@ -118,7 +119,7 @@ class EndpointPanel(QFrame):
                 else self.load_plot if _is_load(metric) and self.load_plot is not None else None)
         if plot is not None and metric not in plot.curves:
             color = self.theme.series[len(plot.curves) % len(self.theme.series)]
-            plot.add_curve(metric, _label(metric), color, width=1.6)
+            plot.add_curve(metric, _label(metric), color)
 
     def set_slo(self, slo_ms: float | None) -> None:
         if self.latency_plot is not None:
@@ -132,8 +133,11 @@ class EndpointPanel(QFrame):
 
     # -- drawing --------------------------------------------------------------------------
 
-    def redraw(self, start_s: float) -> bool:
-        """Hand the live window's points to the curves; False when nothing changed."""
+    def redraw(self, start_s: float, *, coarse: bool = False) -> bool:
+        """Hand the live window's points to the curves; False when nothing changed.
+
+        ``coarse`` draws per-second extremes instead of every point (long windows).
+        """
         if self.mode != "live" or (self.series.version == self._drawn_version
                                    and start_s >= self._drawn_start):
             return False
@@ -141,21 +145,32 @@ class EndpointPanel(QFrame):
         lo = start_s - 2.0
         s = self.series
         if self.latency_plot is not None:
-            self.latency_plot.set_curve("points", *s.ring(LATENCY).since(lo))
-            self.latency_plot.set_curve("failures", *s.failures.since(lo))
+            self._feed(self.latency_plot, "points", s.ring(LATENCY),
+                       lambda: s.window(LATENCY, lo, coarse=coarse))
+            self._feed(self.latency_plot, "failures", s.failures, lambda: s.failures.since(lo))
             for key, ring in (("p50", s.p50), ("p95", s.p95), ("p99", s.p99)):
-                self.latency_plot.set_curve(key, *ring.since(lo))
-            self.rate_plot.set_curve("throughput", *s.throughput.since(lo))
-            self.rate_plot.set_curve("errors", *s.errors.since(lo))
+                self._feed(self.latency_plot, key, ring, lambda r=ring: r.since(lo))
+            self._feed(self.rate_plot, "throughput", s.throughput,
+                       lambda: s.throughput.since(lo))
+            self._feed(self.rate_plot, "errors", s.errors, lambda: s.errors.since(lo))
         for plot in (self.memory_plot, self.load_plot):
             if plot is None:
                 continue
             for metric in plot.curves:
-                plot.set_curve(metric, *s.ring(metric).since(lo))
+                self._feed(plot, metric, s.ring(metric),
+                           lambda m=metric: s.window(m, lo, coarse=coarse))
         self._drawn_version = s.version
         self._drawn_start = lo
         self._update_stats()
         return True
+
+    def _feed(self, plot: SeriesPlotWidget, key: str, ring, data) -> None:
+        """setData only for curves whose ring grew: a curve's setData is most of a frame."""
+        mark = (id(plot), key)
+        if self._fed.get(mark) == ring.total:
+            return
+        self._fed[mark] = ring.total
+        plot.set_curve(key, *data())
 
     def _update_stats(self) -> None:
         s = self.series
@@ -180,6 +195,7 @@ class EndpointPanel(QFrame):
     def set_mode(self, mode: str) -> None:
         """'live' draws the rings; 'history' waits for ``set_history``."""
         self.mode = mode
+        self._fed.clear()
         self._drawn_version = -1
         self._drawn_start = 0.0
         if self.latency_plot is not None:

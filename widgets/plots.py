@@ -11,7 +11,9 @@ import time
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtWidgets import QGraphicsItem
 
+from widgets.points_item import PointsItem
 from widgets.theme import Theme
 
 HOVER_RADIUS_PX = 10.0
@@ -38,7 +40,11 @@ class SeriesPlotWidget(pg.PlotWidget):
         item = self.getPlotItem()
         item.setMenuEnabled(False)
         item.hideButtons()
-        item.showGrid(x=True, y=True, alpha=0.15)
+        # No grid: pyqtgraph draws grid lines as part of the axes, which then repaint the whole
+        # plot on every frame of a scrolling window (ten times slower with eight endpoints).
+        for name in ("left", "bottom"):
+            # Axes redraw from a cached pixmap unless their own range changed.
+            item.getAxis(name).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         item.setClipToView(True)
         self.setMinimumHeight(140)
         vb = item.getViewBox()
@@ -46,6 +52,10 @@ class SeriesPlotWidget(pg.PlotWidget):
         vb.enableAutoRange(axis="y")
         self.legend = item.addLegend(offset=(4, 2), labelTextSize="8pt", colCount=5,
                                      verSpacing=-6, horSpacing=8)
+        # Text is the costliest thing a plot paints; legend and title change rarely, so they
+        # are drawn once into pixmaps and blitted on every frame.
+        self.legend.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        item.titleLabel.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self._hover_text = pg.TextItem(anchor=(0, 1))
         self._hover_text.setZValue(100)
         self._hover_line = pg.InfiniteLine(angle=90, movable=False)
@@ -59,32 +69,80 @@ class SeriesPlotWidget(pg.PlotWidget):
     # -- curves ---------------------------------------------------------------------------
 
     def add_curve(self, key: str, label: str, color: str, *, points: bool = False,
-                  width: float = 1.5, dash: bool = False, size: float = 3.0,
-                  z: float = 0.0) -> pg.PlotDataItem:
+                  width: float = 1.0, dash: bool = False, size: float = 3.0,
+                  z: float = 0.0) -> pg.GraphicsObject:
         style: dict = {"color": color, "points": points, "width": width, "dash": dash,
                        "size": size}
-        curve = pg.PlotDataItem(
-            name=label, clipToView=True, autoDownsample=True, downsampleMethod="peak",
-            skipFiniteCheck=False, connect="finite")
+        if points:
+            curve = PointsItem(label, color, size)
+        else:
+            curve = pg.PlotDataItem(
+                name=label, clipToView=True, autoDownsample=True, downsampleMethod="peak",
+                skipFiniteCheck=False, connect="finite")
+            # Peak decimation keeps each pixel column's min and max, so ~2 points a pixel
+            # lose nothing visible; pyqtgraph's default draws ~5 and strokes 2.5x the work.
+            curve.opts["autoDownsampleFactor"] = 1.0
         curve.setZValue(z)
         self.curves[key] = curve
         self._styles[key] = style
         self._style(curve, style)
         self.getPlotItem().addItem(curve)
+        if points:  # PlotItem only lists its own data items in the legend
+            self.legend.addItem(curve, label)
         return curve
 
-    def _style(self, curve: pg.PlotDataItem, style: dict) -> None:
+    def _style(self, curve: pg.GraphicsObject, style: dict) -> None:
         color = style["color"]
-        if style["points"]:
-            curve.setPen(None)
-            curve.setSymbol("o")
-            curve.setSymbolSize(style["size"])
-            curve.setSymbolPen(None)
-            curve.setSymbolBrush(pg.mkBrush(color))
+        if isinstance(curve, PointsItem):
+            curve.set_style(color, style["size"])
         else:
             pen = pg.mkPen(color, width=style["width"],
                            style=Qt.PenStyle.DashLine if style["dash"] else Qt.PenStyle.SolidLine)
             curve.setPen(pen)
+
+    def y_extent(self, x0: float, x1: float) -> tuple[float, float] | None:
+        """Min and max of the visible curves' values between x0 and x1."""
+        lo = hi = None
+        for key, (t, v) in self._data.items():
+            if not len(t) or not self.curves[key].isVisible():
+                continue
+            i, j = np.searchsorted(t, (x0, x1))
+            part = v[i:j]
+            if not len(part):
+                continue
+            a, b = np.nanmin(part), np.nanmax(part)
+            if np.isfinite(a):
+                lo = a if lo is None else min(lo, a)
+                hi = b if hi is None else max(hi, b)
+        return None if lo is None else (float(lo), float(hi))
+
+    def set_view(self, x0: float, x1: float) -> None:
+        """Show [x0, x1] with y fitted to what is visible, in one range change (one repaint)."""
+        vb = self.getPlotItem().getViewBox()
+        extent = self.y_extent(x0, x1)
+        if extent is None:
+            vb.setRange(xRange=(x0, x1), padding=0)
+            return
+        lo, hi = extent
+        lo, hi = min(lo, self.y_floor()), max(hi, self.y_ceiling())
+        pad = (hi - lo) * 0.08 or max(abs(hi) * 0.1, 1.0)
+        vb.setRange(xRange=(x0, x1), yRange=(lo - pad, hi + pad), padding=0)
+        # Apply the new transform now rather than while painting: items that react to it
+        # would otherwise schedule a second paint of the same frame.
+        vb.prepareForPaint()
+
+    def y_floor(self) -> float:
+        return 0.0  # every series here is a duration, a rate, a size or a share: 0 is a floor
+
+    def y_ceiling(self) -> float:
+        return -np.inf
+
+    def fit_y(self) -> None:
+        """Hand y back to pyqtgraph's auto-range (paused or history views)."""
+        self.getPlotItem().getViewBox().enableAutoRange(axis="y")
+
+    def show_time_axis(self, shown: bool) -> None:
+        self.getPlotItem().showAxis("bottom", shown)
 
     def set_curve_color(self, key: str, color: str) -> None:
         self._styles[key]["color"] = color
@@ -181,11 +239,15 @@ class LatencyPlotWidget(SeriesPlotWidget):
         self.slo_line = pg.InfiniteLine(angle=0, movable=False, label="SLO",
                                         labelOpts={"position": 0.03, "anchors": [(0, 1), (0, 1)]})
         self.slo_line.setZValue(5)
+        self.slo_line.label.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.slo_line.hide()
         # Counted in the y auto-range on purpose: the SLO is always in sight.
         self.getPlotItem().addItem(self.slo_line)
         self._apply_slo_theme()
         self.scene().sigMouseClicked.connect(self._on_scene_mouse_clicked)
+
+    def y_ceiling(self) -> float:
+        return self.slo_line.value() if self.slo_line.isVisible() else -np.inf
 
     def set_slo(self, slo_ms: float | None) -> None:
         if slo_ms is None:
@@ -241,6 +303,19 @@ class XLinker:
                 plot.setXRange(x0, x1, padding=padding)
         finally:
             self._busy = False
+
+    def set_views(self, x0: float, x1: float) -> None:
+        """Live frame: each plot gets x and a fitted y in one change."""
+        self._busy = True
+        try:
+            for plot in self.plots:
+                plot.set_view(x0, x1)
+        finally:
+            self._busy = False
+
+    def fit_y(self) -> None:
+        for plot in self.plots:
+            plot.fit_y()
 
     def _on_view_x_range_changed(self, vb, x_range) -> None:
         if self._busy:

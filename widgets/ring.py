@@ -1,4 +1,4 @@
-"""A fixed-capacity numpy ring buffer of (time, value) whose newest points are one slice. Thread: one.
+"""A fixed-capacity numpy ring of (time, value); the newest points are one slice. Thread: one.
 
 Each point is written twice, at ``i`` and ``i + capacity``, so the newest ``n`` points are
 always a contiguous slice of one array: plots read a view, never a concatenated copy.

@@ -17,7 +17,41 @@ FAILURE = "failure"
 RAW_CAPACITY = 360_000  # one hour at 100 requests/s
 SLOW_CAPACITY = 36_000  # ten hours of 1 Hz series
 PERCENTILE_WINDOW_S = 5.0  # the rolling window each p50/p95/p99 point summarises
-MAX_CATCH_UP_S = 600  # longer gaps (a paused probe) leave a break instead of zeros
+MAX_CATCH_UP_S = 3600  # seconds summarised at most in one go
+
+
+class CoarseRing:
+    """Per-second min and max of one raw series, for windows too long to draw point by point.
+
+    At ten minutes across a plot a pixel is already more than a second wide, so each second's
+    extremes draw the same picture as every raw point, from a hundredth of the data.
+    """
+
+    def __init__(self, capacity_s: int) -> None:
+        self.ring = Ring(2 * capacity_s)
+        self._open: list[float] | None = None  # [second, min, max] still filling
+
+    def extend(self, t: np.ndarray, v: np.ndarray) -> None:
+        sec = np.floor(t)
+        starts = np.flatnonzero(np.r_[True, sec[1:] != sec[:-1]])
+        lo = np.fmin.reduceat(v, starts)
+        hi = np.fmax.reduceat(v, starts)
+        secs = sec[starts]
+        if self._open is not None:
+            if secs[0] == self._open[0]:
+                lo[0] = np.fmin(lo[0], self._open[1])
+                hi[0] = np.fmax(hi[0], self._open[2])
+            else:
+                self._close(*self._open)
+        for k in range(len(secs) - 1):
+            self._close(secs[k], lo[k], hi[k])
+        self._open = [float(secs[-1]), float(lo[-1]), float(hi[-1])]
+
+    def _close(self, sec: float, lo: float, hi: float) -> None:
+        self.ring.extend(np.array([sec + 0.5, sec + 0.5]), np.array([lo, hi]))
+
+    def open_second(self) -> float | None:
+        return None if self._open is None else self._open[0]
 
 
 class EndpointSeries:
@@ -26,6 +60,7 @@ class EndpointSeries:
     def __init__(self, raw_capacity: int = RAW_CAPACITY) -> None:
         self.raw_capacity = raw_capacity
         self.metrics: dict[str, Ring] = {}
+        self.coarse: dict[str, CoarseRing] = {}
         self.failures = Ring(raw_capacity // 4 or 1)  # (time, latency ms) of failed requests
         self.throughput = Ring(SLOW_CAPACITY)  # requests/s, one point per second
         self.errors = Ring(SLOW_CAPACITY)  # failed requests/s
@@ -38,14 +73,18 @@ class EndpointSeries:
     def ring(self, metric: str) -> Ring:
         ring = self.metrics.get(metric)
         if ring is None:
-            big = metric in (LATENCY, FAILURE)
-            ring = self.metrics[metric] = Ring(self.raw_capacity if big else SLOW_CAPACITY)
+            # Memory is only touched as it fills (np.zeros), so a slow series costs little.
+            ring = self.metrics[metric] = Ring(self.raw_capacity)
         return ring
 
     def extend(self, metric: str, t: np.ndarray, v: np.ndarray) -> None:
         if len(t) == 0:
             return
         self.ring(metric).extend(t, v)
+        coarse = self.coarse.get(metric)
+        if coarse is None:
+            coarse = self.coarse[metric] = CoarseRing(SLOW_CAPACITY)
+        coarse.extend(np.asarray(t, dtype=np.float64), np.asarray(v, dtype=np.float64))
         self.version += 1
         if metric == LATENCY:
             if self._next_second is None:
@@ -57,6 +96,17 @@ class EndpointSeries:
             self.failures.extend(t, latency_ms)
             self.version += 1
 
+    def window(self, metric: str, start_s: float, *, coarse: bool = False
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """A series from ``start_s`` on: raw points, or per-second extremes plus the raw tail."""
+        ring = self.ring(metric)
+        summary = self.coarse.get(metric)
+        if not coarse or summary is None or summary.open_second() is None:
+            return ring.since(start_s)
+        ct, cv = summary.ring.since(start_s)
+        rt, rv = ring.since(max(start_s, summary.open_second()))
+        return np.concatenate((ct, rt)), np.concatenate((cv, rv))
+
     def has(self, metric: str) -> bool:
         ring = self.metrics.get(metric)
         return ring is not None and ring.n > 0
@@ -66,9 +116,11 @@ class EndpointSeries:
         upto = math.floor(newest_s)
         assert self._next_second is not None
         if upto - self._next_second > MAX_CATCH_UP_S:
+            # After a very long gap, summarise only the last hour; the gap itself stays
+            # visible as a break in the lines rather than thousands of made-up zeros.
             for ring in (self.throughput, self.errors, self.p50, self.p95, self.p99):
-                ring.append(self._next_second, math.nan)  # a visible gap, not made-up zeros
-            self._next_second = float(upto - 1)
+                ring.append(self._next_second, math.nan)
+            self._next_second = float(upto - MAX_CATCH_UP_S)
         lat_t, lat_v = self.ring(LATENCY).since(self._next_second - PERCENTILE_WINDOW_S)
         fail_t, _ = self.ring(FAILURE).since(self._next_second)
         seconds = np.arange(self._next_second, upto, 1.0)

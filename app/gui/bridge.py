@@ -7,6 +7,7 @@ Qt queues the emission to the bridge's own (GUI) thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -82,10 +83,8 @@ class Bridge(QObject):
         """Stop forwarding; call after ``Monitor.close`` so the final flush is not lost."""
         self._open = False
         if self._monitor is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 self._monitor.recorder.unsubscribe(self._on_recorder_batch)
-            except ValueError:
-                pass
             self._monitor = None
 
     def _on_recorder_batch(self, batch: Batch) -> None:

@@ -51,7 +51,7 @@ class CaptureDialog(QDialog):
         for name, value in rows:
             label = QLabel(value)
             label.setWordWrap(True)
-            if name == "Status" and c.failed or name == "Error":
+            if (name == "Status" and c.failed) or name == "Error":
                 label.setObjectName("error")
             form.addRow(name, label)
         self.inputs = QPlainTextEdit(

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 FRAME_INTERVAL_MS = 33  # ~30 Hz
 HISTORY_REFRESH_MS = 2000
 STATUS_INTERVAL_MS = 1000
+MAX_PANELS_WITH_OWN_AXIS = 4
+COARSE_WINDOW_S = 300.0  # from here on a pixel spans over a second: draw per-second extremes
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -134,7 +136,11 @@ class MainWindow(QMainWindow):
         self._history_timer.timeout.connect(self._request_history)
         self._status_timer = QTimer(self, interval=STATUS_INTERVAL_MS)
         self._status_timer.timeout.connect(self._on_status_timer_timeout)
-        self.open_workspace(db_path)
+        try:
+            self.open_workspace(db_path)
+        except BaseException:
+            self.history.stop()  # no thread may outlive a window that failed to open
+            raise
         if (geometry := self.settings.geometry()) is not None:
             self.restoreGeometry(geometry)
         if (state := self.settings.window_state()) is not None:
@@ -269,7 +275,17 @@ class MainWindow(QMainWindow):
             self._panel_layout.insertWidget(self._panel_layout.count() - 1, panel)
             for plot in panel.plots():
                 self.x_link.add(plot)
+            self._place_time_axes()
         return panel
+
+    def _place_time_axes(self) -> None:
+        # Time labels are costly to redraw on every frame; with many panels stacked on one
+        # linked time axis, only the bottom panel shows it.
+        panels = list(self.panels.values())
+        for i, panel in enumerate(panels):
+            shown = len(panels) <= MAX_PANELS_WITH_OWN_AXIS or i == len(panels) - 1
+            for plot in panel.plots():
+                plot.show_time_axis(shown)
 
     def show_attach_dialog(self) -> AttachDialog:
         dialog = AttachDialog(schemes(), self.attach, user_errors(), self)
@@ -318,12 +334,14 @@ class MainWindow(QMainWindow):
         if self.live_paused or self._window_key() not in LIVE_WINDOWS or not self.panels:
             return
         now = time.time()
-        start = now - (TIME_WINDOWS[self._window_key()] or 60.0)
+        span = TIME_WINDOWS[self._window_key()] or 60.0
+        start = now - span
+        coarse = span >= COARSE_WINDOW_S
         drew = False
         for panel in self.panels.values():
             if not panel.visibleRegion().isEmpty():
-                drew = panel.redraw(start) or drew
-        self.x_link.set_range(start, now)
+                drew = panel.redraw(start, coarse=coarse) or drew
+        self.x_link.set_views(start, now)
         self.frames += drew
 
     def _window_key(self) -> str:
@@ -361,6 +379,8 @@ class MainWindow(QMainWindow):
         if panel is None or self._window_key() in LIVE_WINDOWS:
             return
         panel.set_history(result)
+        for plot in panel.plots():
+            plot.fit_y()
         start_ns, end_ns = self._history_span
         if start_ns < 0:
             starts = [h.ts_ns[0] for h in result.values() if len(h)]
@@ -370,6 +390,8 @@ class MainWindow(QMainWindow):
 
     def set_live_paused(self, paused: bool) -> None:
         self.live_paused = paused
+        if paused:
+            self.x_link.fit_y()  # panning a frozen view refits y to what is in sight
         self.status.set_paused(paused)
         if self.actions.freeze.isChecked() != paused:
             self.actions.freeze.setChecked(paused)
@@ -467,6 +489,7 @@ def run_window(db_path: Path | None, *, screenshot: Path | None = None,
         def grab() -> None:
             window.grab().save(str(screenshot))
             window.close()
+            app.quit()
 
         QTimer.singleShot(int(screenshot_after_s * 1000), grab)
     code = app.exec()

@@ -66,3 +66,18 @@ def test_short_names_keep_lists_readable():
     assert short_name("onnx:assets/demo/wine-v1.onnx?provider=cpu&rate=5") == "onnx: wine-v1.onnx"
     assert short_name("system:") == "system:"
     assert short_name("v2+http://h:8000/models/m") == "v2+http: h:8000/models/m"
+
+
+def test_coarse_window_keeps_each_seconds_extremes_and_the_raw_tail():
+    s = EndpointSeries(raw_capacity=100_000)
+    t = 100.0 + np.arange(0, 5.5, 0.01)
+    v = np.sin(t * 7.0)
+    v[123] = 50.0  # one outlier must survive the summary
+    for chunk in np.array_split(np.arange(len(t)), 13):  # arrives in uneven batches
+        s.extend("rss_mb", t[chunk], v[chunk])
+    ct, cv = s.window("rss_mb", 0.0, coarse=True)
+    rt, _ = s.window("rss_mb", 0.0)
+    assert len(ct) < len(rt) / 5
+    assert cv.max() == 50.0 and cv.min() == v.min()
+    assert ct[-1] == t[-1]  # the unfinished second is drawn raw
+    assert np.all(np.diff(ct) >= 0)

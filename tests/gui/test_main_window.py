@@ -1,0 +1,213 @@
+"""The window as a user meets it: demo data moving, attach/detach, errors, clean close."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent
+from PySide6.QtWidgets import QDialogButtonBox
+
+from app.core.demo import demo_endpoints, model_path
+from app.core.domain import Sample
+from app.core.store import Store
+from app.gui.main_window import run_window, start_demo
+from app.gui.settings import Settings
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _probe_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate()
+            if t.is_alive() and (t.name.startswith("probe ") or t.name == "recorder")]
+
+
+def test_demo_plots_receive_latency_memory_throughput_and_failures(window, qtbot):
+    start_demo(window)
+    endpoints = list(window.monitor.probes)
+    assert len(endpoints) == len(demo_endpoints())
+    assert window.endpoint_list.endpoints() == endpoints
+    production = window.panels[endpoints[0]]
+    qtbot.waitUntil(lambda: production.latency_plot.point_count("points") > 0, timeout=10_000)
+    qtbot.waitUntil(lambda: production.memory_plot.point_count() > 0, timeout=10_000)
+    qtbot.waitUntil(lambda: production.rate_plot.point_count("throughput") > 0, timeout=10_000)
+    # The demo's stream carries mislabelled and NaN rows: failures show as red points.
+    qtbot.waitUntil(lambda: production.latency_plot.point_count("failures") > 0, timeout=10_000)
+    system = window.panels["system:"]
+    qtbot.waitUntil(lambda: system.memory_plot.point_count() > 0, timeout=10_000)
+    qtbot.waitUntil(lambda: window.endpoint_list.state(endpoints[0]) in ("up", "degraded"),
+                    timeout=10_000)
+    assert window.frames > 0
+
+
+def test_attaching_a_uri_starts_data_and_detaching_stops_it(window, qtbot):
+    clock = window.attach("system:?rate=20")
+    uri = f"onnx:{model_path('wine-v3')}?provider=cpu&rate=100"
+    probe = window.attach(uri)
+    panel = window.panels[probe.endpoint]
+    qtbot.waitUntil(lambda: panel.latency_plot.point_count("points") > 0, timeout=10_000)
+
+    window.detach(probe.endpoint)
+    assert not probe.alive
+    assert window.endpoint_list.state(probe.endpoint) == "stopped"
+    bus = window.monitor.bus
+    qtbot.waitUntil(lambda: len(bus) == 0, timeout=5_000)
+    clock_ring = window.panels[clock.endpoint].series.ring("rss_mb")
+    mark = clock_ring.total
+    qtbot.waitUntil(lambda: clock_ring.total >= mark + 2, timeout=5_000)  # a flush went by
+    held = panel.series.ring("latency_ms").total
+    mark = clock_ring.total
+    qtbot.waitUntil(lambda: clock_ring.total >= mark + 10, timeout=10_000)
+    assert panel.series.ring("latency_ms").total == held
+
+
+def _press_attach(dialog) -> None:
+    dialog.buttons.button(QDialogButtonBox.StandardButton.Ok).click()
+
+
+@pytest.mark.parametrize(("uri", "expected"), [
+    ("onnx:/no/such/model.onnx?provider=cpu", "does not exist"),
+    ("bogus:thing", "unknown endpoint kind"),
+    ("onnx:model.onnx?token=abc", "secrets do not belong in a URI"),
+])
+def test_a_bad_uri_shows_its_error_in_the_dialog(window, qtbot, uri, expected):
+    dialog = window.show_attach_dialog()
+    qtbot.waitExposed(dialog)
+    dialog.uri.setText(uri)
+    _press_attach(dialog)
+    assert dialog.isVisible()
+    assert dialog.error.isVisible()
+    assert expected in dialog.error.text()
+    assert window.endpoint_list.endpoints() == []
+    dialog.reject()
+
+
+def test_the_dialog_attaches_a_good_uri_and_closes(window, qtbot):
+    dialog = window.show_attach_dialog()
+    assert "onnx" in [dialog.kind.itemData(i) for i in range(dialog.kind.count())]
+    dialog.uri.setText(f"onnx:{model_path('wine-v2')}?provider=cpu&rate=50")
+    with qtbot.waitSignal(dialog.accepted, timeout=5_000):
+        _press_attach(dialog)
+    (endpoint,) = window.endpoint_list.endpoints()
+    qtbot.waitUntil(lambda: window.panels[endpoint].latency_plot.point_count() > 0,
+                    timeout=10_000)
+
+
+def test_dropping_an_onnx_file_attaches_it(window, qtbot):
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(model_path("wine-v1")))])
+    event = QDropEvent(QPointF(50, 50), Qt.DropAction.CopyAction, mime,
+                       Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(event)
+    (endpoint,) = window.endpoint_list.endpoints()
+    assert endpoint.startswith("onnx:") and "wine-v1.onnx" in endpoint
+    qtbot.waitUntil(lambda: window.panels[endpoint].latency_plot.point_count() > 0,
+                    timeout=10_000)
+
+
+def test_clicking_a_failed_point_opens_its_capture(window, qtbot):
+    start_demo(window)
+    panel = window.panels[next(iter(window.monitor.probes))]
+    plot = panel.latency_plot
+    qtbot.waitUntil(lambda: plot.point_count("failures") > 0, timeout=15_000)
+    window.set_live_paused(True)  # hold the view still while we aim
+    t, v = plot._data["failures"]
+    vb = plot.getViewBox()
+    vb.setXRange(t[-1] - 2, t[-1] + 2, padding=0)
+    vb.setYRange(v[-1] - 1, v[-1] + 1, padding=0)
+    qtbot.wait(50)  # let the view settle so the mapping below is the one on screen
+    scene_pt = vb.mapViewToScene(QPointF(t[-1], v[-1]))
+    pos = plot.mapFromScene(scene_pt)
+    qtbot.mouseClick(plot.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(pos.x(), pos.y()))
+    qtbot.waitUntil(lambda: window.capture_dialog is not None, timeout=10_000)
+    capture = window.capture_dialog.capture
+    assert capture.failed
+    assert abs(capture.ts_ns / 1e9 - t[-1]) < 0.01
+    assert capture.inputs and "shape" in window.capture_dialog.inputs.toPlainText()
+    window.capture_dialog.reject()
+
+
+def test_long_windows_draw_history_from_the_store(window, qtbot):
+    probe = window.attach(f"onnx:{model_path('wine-v1')}?provider=cpu&rate=100")
+    panel = window.panels[probe.endpoint]
+    qtbot.waitUntil(lambda: panel.latency_plot.point_count() > 20, timeout=10_000)
+    window.set_time_window("all")
+    assert panel.mode == "history"
+    qtbot.waitUntil(lambda: panel.latency_plot.point_count("p50") > 0
+                    and panel.memory_plot.point_count() > 0, timeout=10_000)
+    window.set_time_window("1 min")
+    assert panel.mode == "live"
+
+
+def test_close_with_probes_running_stops_everything_and_keeps_the_data(window, qtbot,
+                                                                       workspace: Path):
+    start_demo(window)
+    qtbot.waitUntil(lambda: window.monitor.stats().committed_samples > 100, timeout=10_000)
+    assert _probe_threads()
+    window.close()
+    assert not _probe_threads()
+    assert not window.history._thread.isRunning()
+    store = Store(workspace)
+    try:
+        assert store.count_samples() > 100
+    finally:
+        store.close()
+
+
+def test_settings_remember_theme_window_and_recent(window, qtbot, workspace: Path):
+    window.set_theme("light")
+    window.set_time_window("10 min")
+    window.close()
+    settings = Settings()
+    assert settings.theme() == "light"
+    assert settings.time_window() == "10 min"
+    assert settings.recent()[0] == str(workspace.resolve())
+    assert settings.geometry() is not None
+
+
+def test_event_loop_stays_responsive_at_10k_samples_per_second(window, qtbot):
+    monitor = window.monitor
+    monitor.start()
+    stop = threading.Event()
+    endpoints = [f"load:{i}" for i in range(4)]
+
+    def feed() -> None:  # 10,000 samples/s: 500 every 50 ms, spread over four endpoints
+        rng = np.random.default_rng(0)
+        while not stop.wait(0.05):
+            now = time.time_ns()
+            batch = [Sample(endpoints[k % 4], now + k, "latency_ms", float(rng.random()))
+                     for k in range(500)]
+            monitor.bus.put_many(batch)
+
+    feeder = threading.Thread(target=feed, name="feeder", daemon=True)
+    feeder.start()
+    try:
+        qtbot.waitUntil(lambda: all(e in window.panels for e in endpoints), timeout=10_000)
+        window.lag_meter.reset()
+        start = monitor.stats().committed_samples
+        qtbot.waitUntil(lambda: monitor.stats().committed_samples - start >= 30_000,
+                        timeout=30_000)
+        worst_ms = window.lag_meter.worst_ever_ms
+    finally:
+        stop.set()
+        feeder.join()
+    assert window.panels[endpoints[0]].latency_plot.point_count("points") > 0
+    assert worst_ms < 1000, f"GUI stalled {worst_ms:.0f} ms"
+
+
+def test_run_window_opens_the_demo_workspace_in_the_user_data_dir(qtbot, isolated_user_dirs):
+    shot = isolated_user_dirs / "shot.png"
+    assert run_window(None, screenshot=shot, screenshot_after_s=3.0) == 0
+    assert shot.stat().st_size > 10_000
+    demo_db = isolated_user_dirs / "data" / "probescope" / "demo.db"
+    store = Store(demo_db)
+    try:
+        assert store.count_samples(metric="latency_ms") > 0
+        assert {e["kind"] for e in store.endpoints()} >= {"onnx", "system"}
+    finally:
+        store.close()
+    assert not _probe_threads()
