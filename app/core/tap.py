@@ -20,6 +20,7 @@ import logging
 import queue
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -33,6 +34,7 @@ from app.core.tap_proxy import ClientConnection, Pool, ProxySettings
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_RECORD_BYTES = 1 << 20
+DECODE_INTERVAL_S = 0.02
 
 
 class TapError(Exception):
@@ -107,24 +109,46 @@ class Tap:
     def close(self) -> None:
         if self._loop is not None and self._loop.is_running():
             self._loop.call_soon_threadsafe(self._loop.stop)
+        # The proxy first, so no exchange arrives after the decoder's end marker.
+        proxy, decoder = [*self._threads, None, None][:2]
+        if proxy is not None:
+            proxy.join(10)
         self._exchanges.put(None)
-        for t in self._threads:
-            t.join(10)
+        if decoder is not None:
+            decoder.join(10)
         self.recorder.stop()
 
     # -- decoder thread -------------------------------------------------------------------
 
     def _decode(self) -> None:
-        while (x := self._exchanges.get()) is not None:
-            try:
-                decoded = to_capture(x, self.upstream.hostport)
-            except Exception:  # a decoding bug must not stop the recording of later requests
-                log.exception("tap could not decode a %s %s exchange", x.method, x.path)
-                continue
-            if decoded is not None:
-                capture, samples = decoded
-                self.bus.put_many([*samples, capture])
-                self.recorded += 1
+        # Wake on a clock, not per request: a wake-up per exchange costs the proxy thread a
+        # context switch and GIL hand-over on every request (measured: about +0.1 ms a call
+        # on two busy cores). Between items the GIL is yielded, so a request that arrives
+        # meanwhile waits for at most one item's decoding, not a whole batch.
+        done = False
+        while not done:
+            time.sleep(DECODE_INTERVAL_S)
+            while True:
+                try:
+                    x = self._exchanges.get_nowait()
+                except queue.Empty:
+                    break
+                if x is None:
+                    done = True
+                    break
+                self._decode_one(x)
+                time.sleep(0)
+
+    def _decode_one(self, x: Exchange) -> None:
+        try:
+            decoded = to_capture(x, self.upstream.hostport)
+        except Exception:  # a decoding bug must not stop the recording of later requests
+            log.exception("tap could not decode a %s %s exchange", x.method, x.path)
+            return
+        if decoded is not None:
+            capture, samples = decoded
+            self.bus.put_many([*samples, capture])
+            self.recorded += 1
 
     # -- proxy thread ---------------------------------------------------------------------
 

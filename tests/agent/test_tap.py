@@ -266,3 +266,14 @@ def test_a_garbage_answer_is_a_502_with_a_clear_error(canned):
     assert b"malformed response" in got
     assert wait_until(lambda: db.exists() and len(captures(db, failed=True)) == 1)
     assert "malformed response" in captures(db, failed=True)[0].error
+
+
+def test_stopping_the_tap_records_every_call_it_forwarded(tap, server):
+    proxy, db = tap
+    with httpx.Client(base_url=proxy.url) as client:
+        for i in range(20):
+            assert client.post("/v2/models/wine-v1/infer",
+                               content=v2_body([ROW], f"s{i}")).status_code == 200
+    proxy.stop()  # SIGTERM right after the last answer: nothing may be left unrecorded
+    assert proxy.popen.returncode == 0
+    assert len(captures(db)) == 20
