@@ -71,6 +71,7 @@ class ReportData:
     notes: list[dict]
     replays: list[list[str]]
     contract: list[list[str]]
+    related: list[dict]  # other incidents of the endpoint that overlap the window
     probescope_version: str
 
 
@@ -227,7 +228,8 @@ def failure_rows(store: Store, uri: str, start: int, end: int) -> list[list[str]
     for sc in store.captures_between(uri, start, end, failed=True, limit=MAX_FAILURE_ROWS):
         c = sc.capture
         when = datetime.fromtimestamp(c.ts_ns / 1e9, UTC).strftime("%H:%M:%S.%f")[:-3]
-        outcome = c.error or (f"predicted {c.prediction}" if c.prediction is not None else "-")
+        outcome = c.error or (f"predicted {c.prediction}" if c.prediction is not None
+                              else "no prediction")
         if c.label is not None:
             outcome += f", label {c.label}"
         if c.confidence is not None:
@@ -313,4 +315,7 @@ def gather(store: Store, incident: dict, version: str) -> ReportData:
         status_counts=eid_failed, failures=failure_rows(store, uri, listed_from, end),
         failures_total=failures_total, notes=store.incident_notes(incident["id"]),
         replays=replay_rows(store, uri, start), contract=contract_rows(model.get("path")),
+        related=[r for r in store.incidents(endpoint=uri, limit=200)
+                 if r["id"] != incident["id"] and r["opened_ns"] <= end
+                 and (r["cleared_ns"] or end) >= start],
         probescope_version=version)

@@ -120,6 +120,17 @@ def draw_series(p: QPainter, rect: QRectF, fig: SeriesFigure, start_ns: int, end
     finite = np.concatenate([v[np.isfinite(v)] for v in stacks] + [np.zeros(0)])
     lo = float(finite.min()) if len(finite) else 0.0
     hi = float(finite.max()) if len(finite) else 1.0
+    off_scale = None
+    if fig.band is not None and len(finite):
+        # One stall (a GC pause, a page fault) would flatten everything else to the floor:
+        # scale to the bulk of the envelope and say that the peak is off the chart.
+        tops = fig.band[1][np.isfinite(fig.band[1])]
+        first = next(iter(fig.lines.values()))
+        means = first[np.isfinite(first)]
+        bulk = max(float(np.quantile(tops, 0.98)) if len(tops) else 0.0,
+                   float(means.max()) if len(means) else 0.0)
+        if hi > 3 * bulk > 0:
+            off_scale, hi = hi, bulk * 1.5
     hi = max([hi, *[v * 1.1 for v in fig.hlines.values()]])
     if fig.zero_based:
         lo, hi = min(0.0, lo), hi * 1.05 or 1.0
@@ -164,6 +175,9 @@ def draw_series(p: QPainter, rect: QRectF, fig: SeriesFigure, start_ns: int, end
     p.setClipping(False)
     legend = [(n, PALETTE[k % len(PALETTE)], False) for k, n in enumerate(fig.lines)]
     legend += [(f"{n} {_fmt(v)} {fig.y_label}", SLO_COLOR, True) for n, v in fig.hlines.items()]
+    if off_scale is not None:
+        legend.insert(0, (f"peak {_fmt(off_scale)} {fig.y_label} off scale", QColor("#000000"),
+                          "text"))
     if incident is not None:
         legend.append(("incident", INCIDENT_FILL, None))
     _legend(p, frame.plot, legend)
@@ -176,7 +190,9 @@ def _legend(p: QPainter, plot: QRectF, items: list) -> None:
     for name, color, dashed in reversed(items):
         w = p.fontMetrics().horizontalAdvance(name) + 16 * PT
         x -= w
-        if dashed is None:
+        if dashed == "text":
+            pass  # a note, no swatch
+        elif dashed is None:
             p.fillRect(QRectF(x, y + 2 * PT, 10 * PT, 6 * PT), QColor(192, 57, 43, 70))
         else:
             p.setPen(QPen(color, 1.2 * PT, Qt.PenStyle.DashLine if dashed
@@ -201,9 +217,10 @@ def draw_heatmap(p: QPainter, rect: QRectF, fig: HeatmapFigure, start_ns: int, e
     p.setPen(INK)
     p.drawText(QRectF(rect.left(), rect.top(), rect.width(), 13 * PT),
                int(Qt.AlignmentFlag.AlignLeft), fig.title)
-    label_w = 70 * PT
+    p.setFont(font(6.5 if len(fig.features) > 12 else 7))
+    label_w = max(p.fontMetrics().horizontalAdvance(f) for f in fig.features) + 8 * PT
     plot = QRectF(rect.left() + label_w, rect.top() + 18 * PT, rect.width() - label_w - 6 * PT,
-                  rect.height() - 34 * PT)
+                  rect.height() - 46 * PT)
     n_f = len(fig.features)
     row_h = plot.height() / max(1, n_f)
     span = max(1, end_ns - start_ns)

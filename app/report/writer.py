@@ -171,6 +171,9 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
         ("What tripped", f"{RULE_TITLES.get(inc['rule'], inc['rule'])}: peak {_amount(inc)} "
                          f"against a threshold of {_amount(inc, 'threshold')}"),
         ("Plotted window", f"{_utc(data.start_ns)} to {_utc(data.end_ns)}"),
+        *([("Related", "; ".join(
+            f"#{r['id']} {RULE_TITLES.get(r['rule'], r['rule'])} ({r['status']}, opened "
+            f"{_utc(r['opened_ns'])})" for r in data.related))] if data.related else []),
     ])
     flow.heading("Model and hardware")
     hw = data.hardware
