@@ -7,6 +7,9 @@ samples back raw (``Store.values`` for the three series over the report's window
 any report drawn from them must do if it looked at every sample. The report instead asks SQL
 for per-bucket min/max/mean, then lays out and paints vector plots, the failures table and the
 rest. Prints the median of five runs of each and the ratio.
+
+Also printed, for the live monitor's cost: the incident rules judging that hour from the store
+(one evaluation per 5 s, 720 in all), per evaluation.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import numpy as np
 
 from app.core.domain import Capture, CaptureStatus, Metric, Sample, TensorBlob
-from app.core.incidents import incident_window
+from app.core.incidents import evaluate_range, incident_window
 from app.core.store import Store
 from app.report import ensure_gui_app, write_report
 
@@ -91,12 +94,20 @@ def main() -> None:
             write_report(db, incident_id, Path(tmp) / f"r{i}.pdf")
             report.append(time.perf_counter() - t)
         size_kb = (Path(tmp) / "r0.pdf").stat().st_size / 1024
+        store = Store(db)
+        t_start = store.time_range(EP, Metric.LATENCY_MS)[0]
+        t = time.perf_counter()
+        evaluate_range(store, t_start, t_start + HOUR_S * NS, step_s=5.0)
+        per_eval_ms = (time.perf_counter() - t) / (HOUR_S / 5) * 1000
+        store.close()
     b, r = statistics.median(baseline), statistics.median(report)
     print(f"samples in the report window: {count:,}")
     print(f"baseline, read them raw from the store: {b * 1000:8.1f} ms (median of {RUNS})")
     print(f"write the incident report PDF:          {r * 1000:8.1f} ms (median of {RUNS}, "
           f"{size_kb:.0f} KB)")
     print(f"ratio report / raw read: {r / b:.2f}")
+    print(f"incident rules, one evaluation of the endpoint: {per_eval_ms:.2f} ms "
+          f"({HOUR_S // 5} evaluations over the hour)")
 
 
 if __name__ == "__main__":
