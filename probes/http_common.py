@@ -232,23 +232,26 @@ class HttpClient:
         except httpx.HTTPError as exc:
             raise BadResponse(f"{method} {url}: {_reason(exc)}") from None
 
-    def get_json(self, path: str, *, retries: int | None = None,
-                 stop: threading.Event | None = None) -> Any:
-        """GET a JSON document; retries (with backoff) when the server is down or slow."""
+    def get(self, path: str, *, retries: int | None = None,
+            stop: threading.Event | None = None) -> Answer:
+        """GET (idempotent, so safe to repeat): retried with backoff while the server is
+        unreachable or slow, up to ``retries`` more times (default: the URI's ``retries``)."""
         attempts = 1 + (self.settings.retries if retries is None else retries)
         backoff = Backoff(first_s=0.1, max_s=1.0)
+        pause = stop if stop is not None else threading.Event()
         for attempt in range(attempts):
             try:
-                answer = self.request("GET", path)
-                break
+                return self.request("GET", path)
             except (Unreachable, TimedOut):
-                if attempt + 1 >= attempts or (stop is not None and stop.is_set()):
+                if attempt + 1 >= attempts or pause.is_set():
                     raise
-                delay = backoff.next()
-                if stop is not None:
-                    stop.wait(delay)
-                else:
-                    threading.Event().wait(delay)
+                pause.wait(backoff.next())
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def get_json(self, path: str, *, retries: int | None = None,
+                 stop: threading.Event | None = None) -> Any:
+        """GET a JSON document (retried as ``get``); BadResponse for an error status."""
+        answer = self.get(path, retries=retries, stop=stop)
         if answer.status_code >= 400:
             raise BadResponse(f"GET {self.base_url}{path}: HTTP {answer.status_code}: "
                               f"{answer.error_text()}", answer.status_code)

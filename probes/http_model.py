@@ -165,9 +165,10 @@ class RemoteModelProbe(Probe):
         self.bus.put(Sample(self.endpoint, time.time_ns(), UP_METRIC, 0.0))
 
     def _reconnect(self, stop: threading.Event) -> bool:
-        """One attempt to come back; on failure waits the next backoff delay."""
+        """One attempt to come back (its reads retried as ``?retries=`` says); on failure
+        waits the next, longer backoff delay."""
         try:
-            self._connect(retries=0)
+            self._connect(retries=self.settings.retries)
             return True
         except (RemoteError, ProbeError) as exc:
             self._mark_down(str(exc))

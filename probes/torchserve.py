@@ -84,7 +84,7 @@ class TorchServeProbe(RemoteModelProbe):
             self.model_version = self.path_version
 
     def check_ready(self, retries: int) -> None:
-        ping = self.client.request("GET", "/ping")
+        ping = self.client.get("/ping", retries=retries)
         if ping.status_code >= 400:
             raise BadResponse(f"TorchServe at {self.base_url} is unhealthy: HTTP "
                               f"{ping.status_code}: {ping.error_text()}", ping.status_code)

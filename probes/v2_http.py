@@ -95,11 +95,11 @@ class V2Probe(RemoteModelProbe):
         self.model_path = f"/v2/models/{self.model}" + (f"/versions/{version}" if version else "")
 
     def check_ready(self, retries: int) -> None:
-        live = self.client.request("GET", "/v2/health/live")
+        live = self.client.get("/v2/health/live", retries=retries)
         if live.status_code >= 400:
             raise BadResponse(f"server at {self.base_url} is not live: HTTP {live.status_code}",
                               live.status_code)
-        ready = self.client.request("GET", f"{self.model_path}/ready")
+        ready = self.client.get(f"{self.model_path}/ready", retries=retries)
         if ready.status_code == 404:
             raise BadResponse(f"server at {self.base_url} has no model '{self.model}'"
                               f"{' version ' + self.path_version if self.path_version else ''}"
