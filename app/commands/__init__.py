@@ -3,4 +3,17 @@
 A new subcommand is a new module here plus one name in ``COMMAND_MODULES``.
 """
 
-COMMAND_MODULES = ("watch", "demo", "agent", "drift", "tap", "import_", "label", "versions", "contract", "replay", "incidents", "report")
+COMMAND_MODULES = (
+    "watch",
+    "demo",
+    "agent",
+    "drift",
+    "tap",
+    "import_",
+    "label",
+    "versions",
+    "contract",
+    "replay",
+    "incidents",
+    "report",
+)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from app.core.domain import CaptureStatus
 from app.core.replay import (
-    DEFAULT_BATCH,
     DEFAULT_MIN_CONFIDENCE,
+    MAX_BATCH_ROWS,
     Criteria,
     ReplayResult,
     Selection,
@@ -42,10 +42,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--controls", type=int, default=200,
                    help="passing captures replayed as a control set (default 200)")
     p.add_argument("--provider", default="cpu", help="onnxruntime provider for ONNX files")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
-                   help=f"rows per inference call (default {DEFAULT_BATCH}); latency is each "
-                        "batch's wall time shared among its rows, so use 1 for per-request "
-                        "latency")
+    p.add_argument("--batch-size", type=int,
+                   help=f"rows per inference call (default: up to {MAX_BATCH_ROWS}, fewer for "
+                        "large inputs); latency is each batch's wall time shared among its "
+                        "rows, so use 1 for per-request latency")
     p.add_argument("--min-confidence", type=float, default=DEFAULT_MIN_CONFIDENCE,
                    help="confidence below which a LOW_CONFIDENCE capture still fails")
     p.add_argument("--slo-ms", type=float, help="latency above which a SLOW capture still fails")

@@ -21,8 +21,8 @@ from app.core.replay import (
     ReplayResult,
     Selection,
     VersionRun,
-    _Collector,
 )
+from app.core.replay_run import Columns
 from app.core.replay_targets import ReplayError
 from app.core.store import Store
 
@@ -92,7 +92,7 @@ def load_replay(store: Store, replay_id: int) -> ReplayResult:
         finite = np.ones(n, dtype=bool)
         fail = np.zeros(n, dtype=bool)
         errors: dict[int, str] = {}
-        col = _Collector(n)
+        col = Columns(n)
         for i, _, pred, conf, lat, err, failed, blob in rows:
             if pred is not None and pred.lstrip("-").isdigit():
                 prediction[i] = int(pred)
@@ -103,7 +103,7 @@ def load_replay(store: Store, replay_id: int) -> ReplayResult:
                 errors[i] = err
             outs = [(t.name, t.to_array()) for t in codec.decode(blob)]
             if outs:
-                col.place(np.array([i]), outs)
+                col.place(slice(i, i + 1), 1, outs)
                 finite[i] = all(np.isfinite(a).all() for _, a in outs if a.dtype.kind == "f")
         runs.append(VersionRun(v["name"], v["location"], prediction, confidence, latency,
                                finite, errors, col.outputs, col.irregular))

@@ -42,10 +42,19 @@ class Target(ABC):
 
     name: str
     location: str
+    warmed: bool = False  # set by the replay after one untimed call
 
     @abstractmethod
     def run(self, feeds: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
         """Outputs as (name, array with one row per input row); raises on failure."""
+
+    def adapt(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Captured tensors as this target's feed (names, dtypes), done once per stacked group
+        so ``run_adapted`` can skip it per batch."""
+        return feeds
+
+    def run_adapted(self, feeds: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+        return self.run(feeds)
 
     def close(self) -> None:  # noqa: B027  (optional hook)
         """Release the session or the connection."""
@@ -92,8 +101,14 @@ class LocalOnnxTarget(Target):
         return out
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
-        outputs = self._run(self._outputs, self.feed_for(feeds))
-        return list(zip(self._outputs, outputs, strict=True))
+        return self.run_adapted(self.feed_for(feeds))
+
+    def adapt(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.feed_for(feeds)
+
+    def run_adapted(self, feeds: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+        names = self._outputs
+        return list(zip(names, self._run(names, feeds), strict=True))
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]

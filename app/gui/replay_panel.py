@@ -57,7 +57,7 @@ class ReplayPanel(QWidget):
 
     def __init__(self, db_path: str | Path, parent: QWidget | None = None, *,
                  versions: Sequence[str | Path] = (), provider: str = "cpu",
-                 criteria: Criteria | None = None, batch_size: int = 256) -> None:
+                 criteria: Criteria | None = None, batch_size: int | None = None) -> None:
         super().__init__(parent)
         self.db_path = Path(db_path)
         self.provider = provider
