@@ -7,6 +7,7 @@ Each figure keeps the query that produced it, so a reader can reproduce the plot
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -239,32 +240,32 @@ def failure_rows(store: Store, uri: str, start: int, end: int) -> list[list[str]
     return rows
 
 
-def replay_rows(store: Store, uri: str, start: int) -> list[list[str]]:
-    """One row per version of each replay made since the incident began; none if replay is
-    absent from this workspace."""
+def replay_rows(store: Store, uri: str, start: int, end: int) -> list[list[str]]:
+    """One row per version of each saved replay that replayed captures of this endpoint from
+    the window: cases, how many still fail, how many it fixes. Empty when replay is absent."""
     if not hasattr(store, "replays"):
         return []
     out: list[list[str]] = []
     try:
+        ids = {sc.id for sc in store.captures_between(uri, start, end, limit=1_000_000,
+                                                      with_tensors=False)}
         for meta in store.replays():
-            if (meta.get("created_ns") or 0) < start:
-                continue
             loaded = store.replay_rows(meta["id"])
             if loaded is None:
                 continue
             _, cases, results = loaded
-            versions = meta.get("versions")
-            names = versions if isinstance(versions, list) else _json_list(versions)
+            if not any(int(c[1]) in ids for c in cases):
+                continue
+            names = [v.get("name", "?") if isinstance(v, dict) else str(v)
+                     for v in _json_list(meta.get("versions"))]
             by_version: dict[int, list[int]] = {}
             for r in results:
                 by_version.setdefault(int(r[1]), []).append(int(bool(r[6])))
+            title = f"#{meta['id']} {meta.get('title') or ''}".strip()
             for vi, failing in sorted(by_version.items()):
-                name = str(names[vi]) if vi < len(names) else f"version {vi}"
-                if isinstance(names[vi] if vi < len(names) else None, dict):
-                    name = str(names[vi].get("name", name))
-                out.append([f"#{meta['id']} {meta.get('title') or ''}".strip(), name,
-                            str(len(cases)), str(sum(failing)),
-                            f"{1 - sum(failing) / max(1, len(failing)):.0%}"])
+                name = names[vi] if vi < len(names) else f"version {vi}"
+                out.append([title, name, str(len(failing)), str(sum(failing)),
+                            str(len(failing) - sum(failing))])
     except Exception as exc:  # another feature's tables: a report must not fail on them
         log.warning("replay results left out of the report: %s", exc)
         return []
@@ -272,31 +273,41 @@ def replay_rows(store: Store, uri: str, start: int) -> list[list[str]]:
 
 
 def _json_list(text: object) -> list:
-    import json
-
     try:
-        value = json.loads(text) if isinstance(text, str) else []
+        value = json.loads(text) if isinstance(text, str) else text
     except ValueError:
         return []
     return value if isinstance(value, list) else []
 
 
 def contract_rows(model_path: str | None) -> list[list[str]]:
-    """The handover contract beside the model, when contracts exist in this build."""
+    """The handover contract beside the model, when there is one: the clauses a file can answer
+    (parameters, framework, version) checked here; the measured ones (accuracy, latency,
+    memory) listed with their limits, since measuring them is ``probescope contract``'s job."""
     if not model_path:
         return []
     try:
-        from app.core import contract  # landed by another feature; optional here
-    except ImportError:
+        from app.core import contract as contracts  # another feature; optional here
+        from app.core.versions import inspect_onnx
+
+        found = contracts.contract_path_for(model_path)
+        if found is None:
+            return []
+        contract = contracts.load_contract(found)
+        clauses = contracts.static_clauses(inspect_onnx(model_path), contract)
+    except Exception as exc:  # absent or unreadable: the report goes on without it
+        log.info("contract status left out of the report: %s", exc)
         return []
-    check = getattr(contract, "report_rows", None)
-    if check is None:
-        return []
-    try:
-        return [[str(c) for c in row] for row in check(Path(model_path))]
-    except Exception as exc:
-        log.warning("contract status left out of the report: %s", exc)
-        return []
+    rows = [["Clause", "Status", "Measured", "Limit"]]
+    rows += [[c.name, c.status, str(c.measured), str(c.limit)] for c in clauses]
+    measured_later = [("min_accuracy", contract.min_accuracy),
+                      ("max_peak_memory_mb", contract.max_peak_memory_mb),
+                      *[(f"max_latency_p95_ms ({t})", v)
+                        for t, v in contract.max_latency_p95_ms.items()]]
+    rows += [[name, "not measured here", "run probescope contract", str(limit)]
+             for name, limit in measured_later if limit is not None]
+    rows.append(["contract file", "", "", str(found)])
+    return rows
 
 
 def gather(store: Store, incident: dict, version: str) -> ReportData:
@@ -314,7 +325,7 @@ def gather(store: Store, incident: dict, version: str) -> ReportData:
         hardware=hardware_info(), figures=figures(store, endpoint, start, end),
         status_counts=eid_failed, failures=failure_rows(store, uri, listed_from, end),
         failures_total=failures_total, notes=store.incident_notes(incident["id"]),
-        replays=replay_rows(store, uri, start), contract=contract_rows(model.get("path")),
+        replays=replay_rows(store, uri, start, end), contract=contract_rows(model.get("path")),
         related=[r for r in store.incidents(endpoint=uri, limit=200)
                  if r["id"] != incident["id"] and r["opened_ns"] <= end
                  and (r["cleared_ns"] or end) >= start],

@@ -216,8 +216,10 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
                     Column("Inputs", 3.9, mono=True)], data.failures)
     if data.replays:
         flow.heading("Replay results")
+        flow.text("Captured failures from this window replayed against model versions: "
+                  "per version, how many cases still fail and how many pass.", font(9))
         flow.table([Column("Replay", 2.0), Column("Version", 2.0), Column("Cases", 0.8),
-                    Column("Failing", 0.8), Column("Fixed", 0.8)], data.replays)
+                    Column("Still failing", 0.9), Column("Passing", 0.8)], data.replays)
     if data.contract:
         flow.heading("Contract status")
         flow.table([Column(h, 1.0) for h in data.contract[0]], data.contract[1:])

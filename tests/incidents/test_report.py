@@ -3,6 +3,7 @@ cancelling, a worker thread, and paths that cannot be written."""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from pathlib import Path
@@ -44,6 +45,8 @@ def test_a_demo_incident_report_reads_back_as_text(qapp, demo_incident, tmp_path
                   "Reproducibility", "Model sha256", "onnxruntime"):
         assert title in text, title
     assert "alcohol" in text  # a drifted feature named on the heat map
+    # wine-v1's handover contract sits beside it: the clauses a file can answer are checked.
+    assert "Contract status" in text and "parameters pass" in text
     assert all(f"Page {i} of {len(pages)}" in p for i, p in enumerate(pages, start=1))
     # The failures table spans pages; its header row is on each of them.
     assert sum("Time (UTC)" in p and "Inputs" in p for p in pages) >= 2
@@ -137,3 +140,24 @@ def test_the_cli_writes_the_latest_incident(qapp, demo_incident, tmp_path, capsy
     assert capsys.readouterr().out.strip() == f"wrote {out}"
     assert f"Incident #{latest}:" in _pages(out)[0]
     assert Metric.LATENCY_MS in "\n".join(_pages(out))  # the figure's query names its series
+
+
+def test_replays_of_the_windows_failures_appear_with_their_versions(qapp, demo_incident,
+                                                                   tmp_path):
+    db, incident_id = demo_incident
+    store = Store(db)
+    incident = store.incident(incident_id)
+    failed = store.captures_between(incident["endpoint"], incident["opened_ns"],
+                                    incident["updated_ns"], failed=True, limit=3,
+                                    with_tensors=False)
+    cases = [(i, sc.id, False, None) for i, sc in enumerate(failed)]
+    # Version 0 still fails all three; version 1 fixes two.
+    results = [(i, 0, "0", 0.5, 0.1, None, 1, None) for i in range(3)]
+    results += [(i, 1, "1", 0.9, 0.1, None, int(i == 2), None) for i in range(3)]
+    store.save_replay({"created_ns": incident["updated_ns"], "title": "bisect", "selection": "{}",
+                       "versions": json.dumps([{"name": "wine-v1"}, {"name": "wine-v2"}]),
+                       "criteria": "{}"}, cases, results)
+    store.close()
+    text = "\n".join(_pages(write_report(db, incident_id, tmp_path / "replay.pdf")))
+    assert "Replay results" in text
+    assert "wine-v1 3 3 0" in text and "wine-v2 3 1 2" in text
