@@ -158,3 +158,28 @@ def test_torchserve_series_and_a_counter_reset(opened, fault_server):
         TORCHSERVE.format(n=20, us=20 * 3000))  # restarted: counts began again from zero
     assert values["latency_mean_ms"] == pytest.approx(3.0)
     assert values["requests_per_s"] > 0
+
+
+PICKED = """\
+# TYPE my_latency_seconds histogram
+my_latency_seconds_bucket{{le="0.2"}} {a}
+my_latency_seconds_bucket{{le="+Inf"}} {a}
+my_latency_seconds_count {a}
+my_latency_seconds_sum {s}
+# TYPE my_rpc summary
+my_rpc{{quantile="0.5"}} 0.03
+my_rpc{{quantile="0.99"}} 0.4
+my_rpc_count {a}
+my_rpc_sum {s}
+"""
+
+
+def test_picked_histograms_and_summaries_keep_their_own_units(opened, fault_server):
+    values = _two_scrapes(opened, fault_server, "?series=my_latency_seconds,my_rpc",
+                          PICKED.format(a=0, s=0), PICKED.format(a=10, s=1.0))
+    assert values["my_latency_seconds_p50"] == pytest.approx(0.1)  # seconds, as exposed
+    assert values["my_latency_seconds_mean"] == pytest.approx(0.1)
+    assert values["my_rpc_p50"] == pytest.approx(0.03)
+    assert values["my_rpc_p99"] == pytest.approx(0.4)
+    assert values["my_rpc_mean"] == pytest.approx(0.1)
+    assert "my_rpc_p95" not in values  # the server does not expose it: not made up
