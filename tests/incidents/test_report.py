@@ -161,3 +161,22 @@ def test_replays_of_the_windows_failures_appear_with_their_versions(qapp, demo_i
     text = "\n".join(_pages(write_report(db, incident_id, tmp_path / "replay.pdf")))
     assert "Replay results" in text
     assert "wine-v1 3 3 0" in text and "wine-v2 3 1 2" in text
+
+
+def test_the_window_s_job_runner_exports_with_progress(qtbot, demo_incident, tmp_path):
+    # How File > Export incident report runs it: a Job on a pool thread, progress and the
+    # result back through queued signals.
+    from app.gui.jobs import Job, JobRunner
+
+    db, incident_id = demo_incident
+    out = tmp_path / "from-window.pdf"
+    runner = JobRunner()
+    job = Job(lambda progress, cancelled: write_report(db, incident_id, out,
+                                                       progress=progress, cancelled=cancelled))
+    seen: list[float] = []
+    job.signals.progressed.connect(seen.append)
+    with qtbot.waitSignal(job.signals.finished, timeout=60_000) as finished:
+        runner.start(job)
+    assert finished.args == [out] and seen[-1] == 1.0
+    assert f"Incident #{incident_id}" in _pages(out)[0]
+    runner.shutdown()
