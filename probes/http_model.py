@@ -78,7 +78,8 @@ def predict(outputs: dict[str, np.ndarray]) -> tuple[str | None, float | None]:
     return prediction, confidence
 
 
-def payload_path(uri: EndpointUri, options: ProbeOptions) -> Payload | None:
+def uri_payload(uri: EndpointUri, options: ProbeOptions) -> Payload | None:
+    """The rows named by ``?payload=`` (first) or the options; None when neither names any."""
     path = uri.param("payload") or options.payload
     return load_payload(path) if path else None
 
@@ -94,7 +95,7 @@ class RemoteModelProbe(Probe):
         self.settings = HttpSettings.from_uri(uri)
         self.model_version: str | None = uri.param("version")
         self.parse_path(path)
-        self.payload = payload_path(uri, options)
+        self.payload = uri_payload(uri, options)
         self.rate_hz = _float_param(uri, "rate", options.rate_hz)
         self.capture_rate = min(1.0, max(0.0, _float_param(uri, "capture", options.capture_rate)))
         self.slo_ms = _opt_float_param(uri, "slo_ms", options.slo_ms)
