@@ -190,3 +190,33 @@ def test_targets_refuse_what_they_cannot_run(tmp_path):
         open_target("torchserve+http://127.0.0.1:1/m")
     with pytest.raises(ReplayError, match="batch size"):
         replay([], [], batch_size=0)
+
+
+def test_wide_outputs_are_judged_like_numpy_would(tmp_path):
+    """More than a few classes go through the onnxruntime reducer; same answers as numpy."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array(rng.standard_normal((13, 10)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["features", "w"], ["m"]),
+         helper.make_node("Softmax", ["m"], ["probabilities"], axis=-1)], "wide",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 13])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 10])],
+        [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    save(model, tmp_path / "wide.onnx")
+    rows = rng.random((50, 13)).astype(np.float32)
+    rows[7, 3] = np.nan
+    cases = [Case(i, Capture("x", i, 1.0, CaptureStatus.MISMATCH,
+                             inputs=(TensorBlob.from_array("features", rows[i:i + 1]),),
+                             label="4")) for i in range(50)]
+    result = replay(cases, [LocalOnnxTarget(tmp_path / "wide.onnx")])
+    run = result.runs[0]
+    probs = run.outputs["probabilities"]
+    ok = np.arange(50) != 7
+    assert np.array_equal(run.prediction[ok], probs[ok].argmax(axis=1))
+    assert np.allclose(run.confidence[ok], probs[ok].max(axis=1))
+    assert not run.finite[7] and run.prediction[7] == -1 and result.failing[0][7]
+    assert np.array_equal(result.failing[0][ok], run.prediction[ok] != 4)
