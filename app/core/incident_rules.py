@@ -172,7 +172,12 @@ def memory(store: Store, endpoint: str, t_ns: int, cfg: RuleConfig) -> Reading |
     if len(ts) < 5 or (ts[-1] - ts[0]) < cfg.memory_min_span_s * NS:
         return None
     minutes = (ts - ts[0]) / (60 * NS)
-    slope = float(np.polyfit(minutes, rss, 1)[0])
+    whole = float(np.polyfit(minutes, rss, 1)[0])
+    # A leak keeps growing; start-up (a cache filling, a window opening) grows once and stops.
+    # The later half of the window must climb as steeply as the whole of it.
+    half = minutes >= minutes[-1] / 2
+    later = float(np.polyfit(minutes[half], rss[half], 1)[0]) if half.sum() >= 3 else whole
+    slope = min(whole, later)
     if not math.isfinite(slope):
         return None
     detail = (f"RSS grows {slope:.1f} MB/min over {minutes[-1]:.1f} min "
@@ -184,8 +189,8 @@ def memory(store: Store, endpoint: str, t_ns: int, cfg: RuleConfig) -> Reading |
 def down(last_seen_ns: int | None, t_ns: int, cfg: RuleConfig,
          state: str | None = None) -> Reading | None:
     """``last_seen_ns``: the endpoint's newest sample; ``state``: its probe's own verdict."""
-    if last_seen_ns is None and state is None:
-        return None
+    if (last_seen_ns is None and state is None) or state in ("paused", "stopped"):
+        return None  # silence the user asked for is not an outage
     gap_s = max(0.0, (t_ns - last_seen_ns) / NS) if last_seen_ns is not None else math.inf
     said_down = state == "down"
     if said_down:

@@ -337,10 +337,14 @@ class IncidentMonitor:
         if self.states is not None:
             try:
                 states = {k: str(v) for k, v in self.states().items()}
-            except Exception:  # a probe going away mid-read: judge without states this time
+            except Exception:  # a probe going away mid-read: judge again next time
                 log.debug("probe states unavailable", exc_info=True)
+                return
+        # With probe states known, only attached endpoints are judged: a detached one is
+        # silent by choice, not down.
+        endpoints = [e for e in self._last_seen if self.states is None or e in states]
         try:
-            events = engine.evaluate(time.time_ns(), list(self._last_seen),
+            events = engine.evaluate(time.time_ns(), endpoints,
                                      last_seen_ns=self._last_seen, states=states)
         except (StoreError, IncidentError) as exc:
             if self.last_error != str(exc):

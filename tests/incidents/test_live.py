@@ -25,7 +25,7 @@ def live(workspace):
     bus = Bus()
     recorder = Recorder(bus, lambda: Store(workspace))
     events: list[IncidentEvent] = []
-    states: dict[str, str] = {}
+    states: dict[str, str] = {EP: "up"}  # what Monitor.probes would say: attached, answering
     # Evaluations only on request, so the test decides when the rules look.
     monitor = IncidentMonitor(workspace, defaults=RULES, interval_s=3600, states=lambda: states)
     monitor.subscribe(events.append)
@@ -93,3 +93,16 @@ def test_probescope_demo_opens_an_incident_within_two_minutes(workspace, capsys)
     assert main(["demo", "--db", str(workspace), "--seconds", "100", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["incidents_opened"] >= 1
+
+
+def test_paused_or_detached_endpoints_are_not_down(live):
+    bus, _, monitor, events, states = live
+    _traffic(bus, failures=0)
+    assert wait_until(lambda: bool(monitor._last_seen))
+    states[EP] = "paused"
+    for _ in range(3):
+        assert monitor.evaluate_soon().wait(10)
+    del states[EP]  # detached
+    for _ in range(3):
+        assert monitor.evaluate_soon().wait(10)
+    assert events == []

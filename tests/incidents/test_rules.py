@@ -100,6 +100,14 @@ def test_memory_growth_opens_and_flat_memory_does_not(store):
     assert incident["value"] == pytest.approx(30.0, rel=0.05)  # 0.5 MB/s = 30 MB/min
 
 
+def test_memory_that_steps_up_once_and_stays_is_not_a_leak(store):
+    # Start-up: +250 MB in the first 20 s, flat after. Over the first two to three minutes the
+    # fitted slope is well above 20 MB/min; the later half of each window is flat.
+    write_series(store, EP, Metric.RSS_MB,
+                 [(t, 200 + min(t, 20) * 12.5) for t in range(0, 320, 2)])
+    assert judge(store, 320, disabled=("down",)) == []
+
+
 def test_an_endpoint_that_stops_reporting_is_down_until_it_reports_again(store):
     write_requests(store, EP, 0, 60)
     write_requests(store, EP, 120, 200)
