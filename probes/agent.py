@@ -94,6 +94,8 @@ class AgentProbe(Probe):
         out = {"kind": self.scheme, "agent": self.base_url}
         if self.agent_info.get("model_version"):
             out["model_version"] = str(self.agent_info["model_version"])
+        if self.agent_info.get("sources"):
+            out["sources"] = ", ".join(map(str, self.agent_info["sources"]))
         return out
 
     def run(self, stop: threading.Event) -> None:
@@ -155,6 +157,8 @@ class AgentProbe(Probe):
             return True
         self.state = EndpointState.UP
         self.last_error = None
+        if not self.agent_info:
+            self._learn_info(client)
         if not items:
             return False
         out: list[Sample | Capture] = []
@@ -176,6 +180,15 @@ class AgentProbe(Probe):
             self.state = EndpointState.DEGRADED
         self.pulled += max(0, min(done, len(items)))
         return next_seq < last_seq
+
+    def _learn_info(self, client: httpx.Client) -> None:
+        """What the agent probes (for ``info()``); best effort, the pull goes on without it."""
+        try:
+            response = client.get("/v1/info")
+            if response.status_code == 200:
+                self.agent_info = dict(response.json())
+        except (httpx.HTTPError, ValueError, TypeError) as exc:
+            log.debug("%s: no agent info: %s", self.endpoint, exc)
 
     def _items(self, page: dict) -> list[tuple[int, Sample | Capture]]:
         e = self.endpoint

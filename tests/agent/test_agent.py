@@ -154,6 +154,8 @@ def test_agent_serves_tls_and_the_probe_verifies_it(tmp_path, token_file, token,
         probe = monitor.attach(uri)
         assert wait_until(lambda: probe.pulled > 20, timeout_s=20), probe.last_error
         assert probe.state is EndpointState.UP
+        assert probe.info()["model_version"]  # learnt from the agent
+        assert probe.info()["sources"].startswith("onnx:")
     finally:
         monitor.close()
     assert committed_cursor(db, probe.endpoint) > 20
