@@ -281,9 +281,10 @@ def _json_list(text: object) -> list:
 
 
 def contract_rows(model_path: str | None) -> list[list[str]]:
-    """The handover contract beside the model, when there is one: the clauses a file can answer
-    (parameters, framework, version) checked here; the measured ones (accuracy, latency,
-    memory) listed with their limits, since measuring them is ``probescope contract``'s job."""
+    """The handover contract beside the model, when there is one: its path, a header row, then
+    one row per clause. Clauses the file answers (parameters, framework, version) are checked
+    here; measured ones (accuracy, latency, memory) are listed with their limits, since
+    measuring them is ``probescope contract``'s job."""
     if not model_path:
         return []
     try:
@@ -299,15 +300,20 @@ def contract_rows(model_path: str | None) -> list[list[str]]:
         log.info("contract status left out of the report: %s", exc)
         return []
     rows = [["Clause", "Status", "Measured", "Limit"]]
-    rows += [[c.name, c.status, str(c.measured), str(c.limit)] for c in clauses]
+    rows += [[c.name, c.status, _plain(c.measured), _plain(c.limit)] for c in clauses]
     measured_later = [("min_accuracy", contract.min_accuracy),
                       ("max_peak_memory_mb", contract.max_peak_memory_mb),
                       *[(f"max_latency_p95_ms ({t})", v)
                         for t, v in contract.max_latency_p95_ms.items()]]
-    rows += [[name, "not measured here", "run probescope contract", str(limit)]
+    rows += [[name, "not measured here", "run probescope contract", _plain(limit)]
              for name, limit in measured_later if limit is not None]
-    rows.append(["contract file", "", "", str(found)])
-    return rows
+    return [[str(found)], *rows]
+
+
+def _plain(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def gather(store: Store, incident: dict, version: str) -> ReportData:

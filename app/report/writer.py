@@ -222,7 +222,9 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
                     Column("Still failing", 0.9), Column("Passing", 0.8)], data.replays)
     if data.contract:
         flow.heading("Contract status")
-        flow.table([Column(h, 1.0) for h in data.contract[0]], data.contract[1:])
+        flow.text(f"The handover contract beside the model ({data.contract[0][0]}), checked "
+                  "against the model file when this report was written.", font(9))
+        flow.table([Column(h, 1.0) for h in data.contract[1]], data.contract[2:])
     flow.heading("Notes")
     if not data.notes:
         flow.text("No notes.", font(9))
