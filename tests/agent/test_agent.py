@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
 import signal
 import sqlite3
@@ -11,9 +12,10 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
-from app.core.agent_buffer import AgentBuffer
+from app.core.agent_buffer import AgentBuffer, capture_from_json
 from app.core.domain import Metric
 from app.core.monitor import Monitor
 from app.core.store import Store
@@ -82,6 +84,21 @@ def test_agent_runs_without_qt_and_serves_its_samples(tmp_path, token_file, toke
     seqs = [s[0] for s in page["samples"]] + [c["seq"] for c in page["captures"]]
     assert sorted(seqs) == list(range(11, 31))
     assert {s[2] for s in page["samples"]} & {"latency_ms", "cpu_percent", "rss_mb"}
+
+    def failures() -> list[dict]:
+        return httpx.get(f"{agent.url}/v1/items", params={"after": 0, "limit": 20000},
+                         headers=auth, timeout=5).json()["captures"]
+
+    # The demo stream has wrong predictions: those failures travel with their exact inputs.
+    assert wait_until(lambda: len(failures()) > 0, 30)
+    capture = capture_from_json("agent+http://x", failures()[0])
+    assert capture.failed and capture.request_id.startswith("req-")
+    row = capture.inputs[0].to_array()
+    assert row.dtype == np.float32 and row.shape == (1, 13)
+    stream = {r["id"]: r for r in csv.DictReader(STREAM.open())}
+    values = list(stream[capture.request_id].values())[1:14]
+    want = [float(v) if v else float("nan") for v in values]  # an empty cell is a NaN row
+    np.testing.assert_array_equal(row[0], np.array(want, np.float32))
     assert agent.popen.poll() is None
 
 
