@@ -360,13 +360,13 @@ class ClientConnection(asyncio.Protocol):
             timed_out, rid.decode("latin-1") if rid else None))
         if not self.keep_client or status is None:
             self.transport.close()
-        elif self.buf:
+        elif self.buf and not self.transport.is_closing():
             self._next()  # a pipelined request already waiting
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.busy = False
-        if self.timer is not None:
-            self.timer.cancel()
+        # A request already forwarded still gets its answer (or its timeout) recorded: the
+        # server did the work even if the client stopped waiting.
+        self.buf.clear()
 
 
 def _error_response(status: int, message: str) -> bytes:

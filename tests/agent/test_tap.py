@@ -277,3 +277,15 @@ def test_stopping_the_tap_records_every_call_it_forwarded(tap, server):
     proxy.stop()  # SIGTERM right after the last answer: nothing may be left unrecorded
     assert proxy.popen.returncode == 0
     assert len(captures(db)) == 20
+
+
+def test_a_client_that_hangs_up_early_still_has_its_call_recorded(tap, server):
+    proxy, db = tap
+    host, port = proxy.url.removeprefix("http://").split(":")
+    body = v2_body([ROW], "gone")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"POST /v2/models/wine-v1/infer HTTP/1.1\r\nHost: x\r\nX-Test-Delay-S: 0.3\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    assert wait_until(lambda: db.exists() and len(captures(db)) == 1)
+    (c,) = captures(db)
+    assert c.request_id == "gone" and c.status is CaptureStatus.OK
