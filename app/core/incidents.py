@@ -385,6 +385,8 @@ def incident_window(incident: Mapping, *, last_ns: int | None = None,
                     pad_s: float = 30.0) -> tuple[int, int]:
     """The time span a report or a plot shows: the incident with some context either side."""
     start = int(incident["opened_ns"])
-    end = incident["cleared_ns"] or last_ns or incident["updated_ns"] or start
-    span = max(int(pad_s * NS), (int(end) - start) // 5)
-    return start - span, int(end) + span // 2
+    end = int(incident["cleared_ns"] or last_ns or incident["updated_ns"] or start)
+    span = max(int(pad_s * NS), (end - start) // 5)
+    if incident["cleared_ns"] is None:
+        return start - span, end  # still active: up to the newest data, no empty margin
+    return start - span, end + span // 2

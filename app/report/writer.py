@@ -167,7 +167,8 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
         ("Opened", f"{_utc(inc['opened_ns'])} (rule first tripped)"),
         ("Confirmed", f"{_utc(inc['trigger_ns'])} (tripped on consecutive evaluations)"),
         ("Cleared", _utc(inc["cleared_ns"]) if inc["cleared_ns"] else "not cleared"),
-        ("Duration", _duration(window)),
+        ("Duration", _duration(window) + ("" if inc["cleared_ns"] else
+                                           " so far (to the last sample)")),
         ("What tripped", f"{RULE_TITLES.get(inc['rule'], inc['rule'])}: peak {_amount(inc)} "
                          f"against a threshold of {_amount(inc, 'threshold')}"),
         ("Plotted window", f"{_utc(data.start_ns)} to {_utc(data.end_ns)}"),
