@@ -26,6 +26,7 @@ from app.core.store import StoreError
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ITEMS = 1_000_000
+MAX_PAGE_BYTES = 8 << 20  # captures per page, so a page of big tensors stays small
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -163,20 +164,27 @@ class AgentBuffer:
         first, last = self.conn.execute("SELECT min(seq), max(seq) FROM items").fetchone()
         return (int(first or 0), int(last or 0))
 
-    def page(self, after: int, limit: int = 5000) -> Page:
-        rows = self.conn.execute(
+    def page(self, after: int, limit: int = 5000, max_bytes: int = MAX_PAGE_BYTES) -> Page:
+        """Items after ``after``, oldest first: at most ``limit`` of them, and no more captures
+        than fit in about ``max_bytes`` (at least one item, so a page always moves on)."""
+        cursor = self.conn.execute(
             "SELECT seq, kind, ts_ns, metric, value, capture FROM items WHERE seq > ? "
-            "ORDER BY seq LIMIT ?", [after, limit]).fetchall()
+            "ORDER BY seq LIMIT ?", [after, limit])
         samples: list[tuple[int, int, str, float]] = []
         captures: list[tuple[int, dict]] = []
-        for seq, kind, ts, metric, value, cap in rows:
+        size, next_seq = 0, after
+        for seq, kind, ts, metric, value, cap in cursor:
             if kind == "s":
                 samples.append((seq, ts, metric, value))
             else:
+                if size and size + len(cap) > max_bytes:
+                    break  # big tensors: the rest waits for the next page
+                size += len(cap)
                 captures.append((seq, json.loads(cap)))
+            next_seq = seq
         first, last = self.bounds()
-        return Page(samples, captures, rows[-1][0] if rows else after, first, last,
-                    self.agent_id, int(self._meta("trimmed")))
+        return Page(samples, captures, next_seq, first, last, self.agent_id,
+                    int(self._meta("trimmed")))
 
 
 def _dumps(d: dict) -> str:

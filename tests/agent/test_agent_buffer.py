@@ -1,0 +1,37 @@
+"""The agent's on-disk buffer on its own: numbering, trimming, pages bounded by count and size."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.core.agent_buffer import AgentBuffer, capture_from_json
+from app.core.domain import Capture, CaptureStatus, Sample, TensorBlob
+
+
+def test_sequence_numbers_survive_trimming_and_the_gap_is_counted(tmp_path):
+    buffer = AgentBuffer(tmp_path / "b.sqlite", max_items=10)
+    buffer.write_batch([Sample("e", i, "m", float(i)) for i in range(25)], [])
+    assert buffer.bounds() == (16, 25)
+    page = buffer.page(0)
+    assert [s[0] for s in page.samples] == list(range(16, 26))
+    assert page.trimmed == 15 and page.next_seq == 25
+    buffer.write_batch([Sample("e", 99, "m", 1.0)], [])
+    assert buffer.page(25).samples == [(26, 99, "m", 1.0)]  # numbers never reused
+    buffer.close()
+    reopened = AgentBuffer(tmp_path / "b.sqlite", max_items=10)
+    assert reopened.bounds() == (17, 26) and reopened.agent_id == page.agent_id
+
+
+def test_a_page_of_big_captures_is_cut_by_size_and_keeps_exact_bytes(tmp_path):
+    buffer = AgentBuffer(tmp_path / "b.sqlite")
+    image = np.random.default_rng(0).random((1, 3, 64, 64)).astype(np.float32)  # 48 KiB
+    caps = [Capture("e", i, 1.5, CaptureStatus.ERROR, (TensorBlob.from_array("x", image),),
+                    request_id=f"r{i}", error="boom") for i in range(10)]
+    buffer.write_batch([], caps)
+    page = buffer.page(0, limit=1000, max_bytes=200_000)
+    assert 1 <= len(page.captures) < 10 and page.next_seq == page.captures[-1][0]
+    first = capture_from_json("agent+http://x", page.captures[0][1])
+    assert first.request_id == "r0" and first.error == "boom"
+    np.testing.assert_array_equal(first.inputs[0].to_array(), image)
+    rest = buffer.page(page.next_seq, limit=1000, max_bytes=10**9)
+    assert len(page.captures) + len(rest.captures) == 10
