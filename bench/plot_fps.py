@@ -64,7 +64,7 @@ def build_window(db: Path, *, filled: bool, height: int):
     t = now - (POINTS - np.arange(POINTS)) / RATE_HZ
     rng = np.random.default_rng(0)
     for i in range(ENDPOINTS):
-        panel = window._panel(f"bench:{i}", "onnx")
+        panel = window.live.panel(f"bench:{i}", "onnx")
         panel.set_slo(5.0)
         if filled:
             panel.ingest({
@@ -100,8 +100,8 @@ def measure(app: QApplication, window, *, interval_ms: int, seconds: float
     counter = FrameCounter()
     plot = next(iter(window.panels.values())).latency_plot
     plot.viewport().installEventFilter(counter)
-    window._frame_timer.setInterval(interval_ms)
-    window._frame_timer.timeout.connect(counter.on_tick)
+    window.live.frame_timer.setInterval(interval_ms)
+    window.live.frame_timer.timeout.connect(counter.on_tick)
     deadline = time.perf_counter() + 1.0
     while time.perf_counter() < deadline:  # warm up: first layouts, caches
         app.processEvents()
@@ -114,7 +114,7 @@ def measure(app: QApplication, window, *, interval_ms: int, seconds: float
     fps = counter.frames / (time.perf_counter() - t0)
     cpu_ms = (time.thread_time() - cpu0) * 1000 / max(1, counter.frames)
     plot.viewport().removeEventFilter(counter)
-    window._frame_timer.timeout.disconnect(counter.on_tick)
+    window.live.frame_timer.timeout.disconnect(counter.on_tick)
     return fps, window.lag_meter.worst_ever_ms, cpu_ms
 
 

@@ -30,7 +30,11 @@ def short_name(endpoint: str) -> str:
 
 
 def _is_memory(metric: str) -> bool:
-    return metric.endswith("_mb") and "total" not in metric
+    return metric.endswith("_mb") and "total" not in metric and not _is_host(metric)
+
+
+def _is_host(metric: str) -> bool:
+    return metric.startswith("ram_used")
 
 
 def _is_load(metric: str) -> bool:
@@ -90,17 +94,20 @@ class EndpointPanel(QFrame):
             row.addWidget(self.latency_plot, 3)
             row.addWidget(self.rate_plot, 2)
             self.load_plot = None
+            self.host_plot = None
         else:
             self.load_plot = SeriesPlotWidget("Load", "%", theme)
+            self.host_plot = SeriesPlotWidget("Machine RAM", "MB", theme, zero_floor=False)
             row.addWidget(self.load_plot, 3)
-        self.memory_plot = SeriesPlotWidget("Memory", "MB", theme)
+            row.addWidget(self.host_plot, 2)
+        self.memory_plot = SeriesPlotWidget("Memory", "MB", theme, zero_floor=False)
         row.addWidget(self.memory_plot, 2)
         self.setMinimumHeight(230)
         self.set_state("starting")
 
     def plots(self) -> list[SeriesPlotWidget]:
-        return [p for p in (self.latency_plot, self.rate_plot, self.load_plot, self.memory_plot)
-                if p is not None]
+        return [p for p in (self.latency_plot, self.rate_plot, self.load_plot, self.host_plot,
+                            self.memory_plot) if p is not None]
 
     # -- data in --------------------------------------------------------------------------
 
@@ -116,7 +123,8 @@ class EndpointPanel(QFrame):
 
     def _ensure_curve(self, metric: str) -> None:
         plot = (self.memory_plot if _is_memory(metric)
-                else self.load_plot if _is_load(metric) and self.load_plot is not None else None)
+                else self.host_plot if _is_host(metric)
+                else self.load_plot if _is_load(metric) else None)
         if plot is not None and metric not in plot.curves:
             color = self.theme.series[len(plot.curves) % len(self.theme.series)]
             plot.add_curve(metric, _label(metric), color)
@@ -153,7 +161,7 @@ class EndpointPanel(QFrame):
             self._feed(self.rate_plot, "throughput", s.throughput,
                        lambda: s.throughput.since(lo))
             self._feed(self.rate_plot, "errors", s.errors, lambda: s.errors.since(lo))
-        for plot in (self.memory_plot, self.load_plot):
+        for plot in (self.memory_plot, self.load_plot, self.host_plot):
             if plot is None:
                 continue
             for metric in plot.curves:
@@ -234,7 +242,7 @@ class EndpointPanel(QFrame):
             if metric in SKIPPED or h is None or not len(h):
                 continue
             self._ensure_curve(metric)
-            for plot in (self.memory_plot, self.load_plot):
+            for plot in (self.memory_plot, self.load_plot, self.host_plot):
                 if plot is not None and metric in plot.curves:
                     plot.set_curve(metric, mid(h), np.asarray(h.mean, dtype=float))
 
@@ -242,7 +250,7 @@ class EndpointPanel(QFrame):
         self.theme = theme
         for plot in self.plots():
             plot.apply_theme(theme)
-            if plot is self.memory_plot or plot is self.load_plot:
+            if plot in (self.memory_plot, self.load_plot, self.host_plot):
                 for i, key in enumerate(plot.curves):
                     plot.set_curve_color(key, theme.series[i % len(theme.series)])
         if self.rate_plot is not None:

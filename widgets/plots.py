@@ -29,8 +29,10 @@ class TimeAxisItem(pg.DateAxisItem):
 class SeriesPlotWidget(pg.PlotWidget):
     """A titled plot of named curves over epoch seconds, with a hover read-out."""
 
-    def __init__(self, title: str, unit: str, theme: Theme, parent=None) -> None:
+    def __init__(self, title: str, unit: str, theme: Theme, parent=None, *,
+                 zero_floor: bool = True) -> None:
         super().__init__(parent=parent, axisItems={"bottom": TimeAxisItem()})
+        self.zero_floor = zero_floor
         self.title = title
         self.unit = unit
         self.theme = theme
@@ -122,6 +124,7 @@ class SeriesPlotWidget(pg.PlotWidget):
         extent = self.y_extent(x0, x1)
         if extent is None:
             vb.setRange(xRange=(x0, x1), padding=0)
+            vb.prepareForPaint()
             return
         lo, hi = extent
         lo, hi = min(lo, self.y_floor()), max(hi, self.y_ceiling())
@@ -132,7 +135,9 @@ class SeriesPlotWidget(pg.PlotWidget):
         vb.prepareForPaint()
 
     def y_floor(self) -> float:
-        return 0.0  # every series here is a duration, a rate, a size or a share: 0 is a floor
+        # Durations, rates and shares read best from 0; memory reads best zoomed on its
+        # changes, where a leak shows.
+        return 0.0 if self.zero_floor else np.inf
 
     def y_ceiling(self) -> float:
         return -np.inf
@@ -178,6 +183,8 @@ class SeriesPlotWidget(pg.PlotWidget):
         self._hover_text.fill = pg.mkBrush(theme.window + "e0")
         self._hover_line.setPen(pg.mkPen(theme.muted, style=Qt.PenStyle.DotLine))
         self.legend.setLabelTextColor(theme.muted)
+        self.legend.setBrush(pg.mkBrush(theme.base + "d0"))  # readable over the data
+        self.legend.update()
 
     # -- hover ----------------------------------------------------------------------------
 
@@ -232,12 +239,13 @@ class LatencyPlotWidget(SeriesPlotWidget):
     def __init__(self, theme: Theme, parent=None) -> None:
         super().__init__("Latency", "ms", theme, parent)
         self.add_curve("points", "request", theme.points, points=True, size=3, z=1)
-        self.add_curve("failures", "failed", theme.failure, points=True, size=6, z=3)
+        self.add_curve("failures", "failed", theme.failure, points=True, size=5, z=3)
         self.add_curve("p50", "p50", theme.p50, width=1.6, z=4)
         self.add_curve("p95", "p95", theme.p95, width=1.6, z=4)
         self.add_curve("p99", "p99", theme.p99, width=1.6, z=4)
+        # The label sits under the line, so it stays inside the plot when the SLO is the top.
         self.slo_line = pg.InfiniteLine(angle=0, movable=False, label="SLO",
-                                        labelOpts={"position": 0.03, "anchors": [(0, 1), (0, 1)]})
+                                        labelOpts={"position": 0.04, "anchors": [(0, 0), (0, 0)]})
         self.slo_line.setZValue(5)
         self.slo_line.label.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.slo_line.hide()

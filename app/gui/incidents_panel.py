@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import getpass
 import logging
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -225,7 +226,8 @@ class IncidentsPanel(QWidget):
         row = self.selected_incident()
         if row is None:
             return
-        start, end = incident_window(row, last_ns=row["updated_ns"])
+        # An incident still active is shown up to now, as the live plots are.
+        start, end = incident_window(row, last_ns=time.time_ns())
         self.incident_selected.emit(start, end, row["endpoint"])
 
     def _on_note_edit_return_pressed(self) -> None:

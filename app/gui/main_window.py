@@ -18,10 +18,10 @@ from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
     QFileDialog,
+    QLabel,
     QMainWindow,
     QMessageBox,
-    QScrollArea,
-    QVBoxLayout,
+    QSplitter,
     QWidget,
 )
 
@@ -29,34 +29,22 @@ from app.core.monitor import Monitor
 from app.core.store import Store
 from app.gui.actions import LIVE_WINDOWS, TIME_WINDOWS, build_actions
 from app.gui.attach_dialog import AttachDialog, onnx_uri
-from app.gui.bridge import Bridge, CommittedSeries
+from app.gui.bridge import Bridge
 from app.gui.capture_dialog import CaptureDialog
+from app.gui.demo import details_html, fresh_demo_path, start_demo, user_errors
 from app.gui.history import HistoryClient
-from app.gui.settings import Settings, demo_db_path
+from app.gui.live_view import LiveView
+from app.gui.settings import Settings
 from app.gui.theme import app_icon, apply_app_theme
-from probes import Probe, ProbeError, schemes
+from probes import Probe, schemes
 from widgets.endpoint_list import EndpointListWidget
-from widgets.endpoint_panel import EndpointPanel
 from widgets.lag_meter import EventLoopLagMeter
-from widgets.plots import XLinker
 from widgets.status_bar import StatusBarWidget
 from widgets.theme import theme_named
 
 log = logging.getLogger(__name__)
 
-FRAME_INTERVAL_MS = 33  # ~30 Hz
-HISTORY_REFRESH_MS = 2000
 STATUS_INTERVAL_MS = 1000
-MAX_PANELS_WITH_OWN_AXIS = 4
-COARSE_WINDOW_S = 300.0  # from here on a pixel spans over a second: draw per-second extremes
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    from app.core.demo import DemoError
-    from app.core.domain import UriError
-    from app.core.store import StoreError
-
-    return (ProbeError, StoreError, UriError, DemoError, OSError)
 
 
 class MainWindow(QMainWindow):
@@ -71,46 +59,40 @@ class MainWindow(QMainWindow):
         self.monitor: Monitor | None = None
         self.db_path = db_path
         self._title = title
-        self.panels: dict[str, EndpointPanel] = {}
-        self.x_link = XLinker()  # every plot shares one time axis
-        self.live_paused = False
-        self.frames = 0  # repaint ticks that handed new data to a plot
-        self._samples_seen = 0
         self._rate_mark = (time.perf_counter(), 0)
         self._capture_requests: set[int] = set()
-        self._history_span = (-1, 0)
         self.capture_dialog: CaptureDialog | None = None
         self._closed = False
 
         self.bridge = Bridge(self)
-        self.bridge.batch_committed.connect(self._on_bridge_batch_committed)
         self.history = HistoryClient(self)
-        self.history.history_ready.connect(self._on_history_ready)
         self.history.capture_ready.connect(self._on_history_capture_ready)
         self.history.failed.connect(lambda msg: self.statusBar().showMessage(msg, 8000))
 
+        self.actions = build_actions(self)
         self.endpoint_list = EndpointListWidget(self.theme)
         self.endpoint_list.current_endpoint_changed.connect(self._on_list_current_changed)
-        dock = QDockWidget("Endpoints", self)
-        dock.setObjectName("endpointsDock")
-        dock.setWidget(self.endpoint_list)
-        dock.setMinimumWidth(380)
-        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
-        self._panel_host = QWidget()
-        self._panel_layout = QVBoxLayout(self._panel_host)
-        self._panel_layout.setContentsMargins(8, 8, 8, 8)
-        self._panel_layout.setSpacing(8)
-        self._panel_layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(self._panel_host)
-        self.setCentralWidget(scroll)
+        self.details = QLabel()
+        self.details.setObjectName("hint")
+        self.details.setWordWrap(True)
+        self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.details.setAlignment(Qt.AlignmentFlag.AlignTop)
+        self.details.setContentsMargins(8, 8, 8, 8)
+        side = QSplitter(Qt.Orientation.Vertical)
+        side.addWidget(self.endpoint_list)
+        side.addWidget(self.details)
+        side.setSizes([300, 200])
+        dock = self.add_dock("Endpoints", side, Qt.DockWidgetArea.LeftDockWidgetArea)
+        dock.setMinimumWidth(440)
+        self.live = LiveView(self.theme, self.history)
+        self.live.point_clicked.connect(self._on_live_point_clicked)
+        self.bridge.batch_committed.connect(self.live.ingest)
+        self.panels = self.live.panels  # the same dict: endpoint -> EndpointPanel
+        self.setCentralWidget(self.live)
         self.status = StatusBarWidget(self.theme)
         self.setStatusBar(self.status)
 
-        self.actions = build_actions(self)
         a = self.actions
-        a.view_menu.addAction(dock.toggleViewAction())
         a.open.triggered.connect(self._on_open_triggered)
         a.save_as.triggered.connect(self._on_save_as_triggered)
         a.quit.triggered.connect(self.close)
@@ -129,11 +111,6 @@ class MainWindow(QMainWindow):
         self._fill_recent_menu(self.settings.recent())
 
         self.lag_meter = EventLoopLagMeter(self)
-        self._frame_timer = QTimer(self, interval=FRAME_INTERVAL_MS)
-        self._frame_timer.setTimerType(Qt.TimerType.PreciseTimer)
-        self._frame_timer.timeout.connect(self._on_frame_timer_timeout)
-        self._history_timer = QTimer(self, interval=HISTORY_REFRESH_MS)
-        self._history_timer.timeout.connect(self._request_history)
         self._status_timer = QTimer(self, interval=STATUS_INTERVAL_MS)
         self._status_timer.timeout.connect(self._on_status_timer_timeout)
         try:
@@ -146,7 +123,7 @@ class MainWindow(QMainWindow):
         if (state := self.settings.window_state()) is not None:
             self.restoreState(state)
         self.lag_meter.start()
-        self._frame_timer.start()
+        self.live.frame_timer.start()
         self._status_timer.start()
         self.set_time_window(a.window_box.currentText())
 
@@ -156,10 +133,7 @@ class MainWindow(QMainWindow):
         """Close the current workspace (stopping its probes) and open another."""
         monitor = Monitor(path)  # raises StoreError before anything is torn down
         self._close_monitor()
-        for panel in self.panels.values():
-            panel.deleteLater()
-        self.panels.clear()
-        self.x_link.clear()
+        self.live.clear()
         for endpoint in self.endpoint_list.endpoints():
             self.endpoint_list.remove_endpoint(endpoint)
         self.monitor = monitor
@@ -173,7 +147,7 @@ class MainWindow(QMainWindow):
         finally:
             store.close()
         for row in stored:  # what earlier sessions recorded: history, no live probe
-            panel = self._panel(row["uri"], row["kind"] or "")
+            panel = self.live.panel(row["uri"], row["kind"] or "")
             panel.set_slo(row.get("slo_ms"))
             panel.set_state("stopped")
             self.endpoint_list.set_endpoint(row["uri"], state="stopped", kind=row["kind"] or "",
@@ -182,7 +156,7 @@ class MainWindow(QMainWindow):
             self._fill_recent_menu(self.settings.add_recent(self.db_path))
         if stored and self.actions.window_box.currentText() in LIVE_WINDOWS:
             self.actions.window_box.setCurrentText("all")  # nothing live yet: show the past
-        self._request_history()
+        self.live.request_history()
 
     def _close_monitor(self) -> None:
         if self.monitor is not None:
@@ -231,7 +205,7 @@ class MainWindow(QMainWindow):
         assert self.monitor is not None
         probe = self.monitor.attach(uri)
         info = probe.info()
-        panel = self._panel(probe.endpoint, info.get("kind", probe.scheme))
+        panel = self.live.panel(probe.endpoint, info.get("kind", probe.scheme))
         panel.set_slo(getattr(probe, "slo_ms", None))
         self._show_probe(probe)
         self.endpoint_list.select(probe.endpoint)
@@ -266,26 +240,30 @@ class MainWindow(QMainWindow):
         if panel is not None:
             panel.set_state(state, probe.last_error or "")
 
-    def _panel(self, endpoint: str, kind: str) -> EndpointPanel:
-        panel = self.panels.get(endpoint)
-        if panel is None:
-            panel = self.panels[endpoint] = EndpointPanel(endpoint, kind, self.theme)
-            panel.point_clicked.connect(self._on_panel_point_clicked)
-            panel.set_mode("live" if self._window_key() in LIVE_WINDOWS else "history")
-            self._panel_layout.insertWidget(self._panel_layout.count() - 1, panel)
-            for plot in panel.plots():
-                self.x_link.add(plot)
-            self._place_time_axes()
-        return panel
+    def _show_details(self, endpoint: str) -> None:
+        probe = self.monitor.probes.get(endpoint) if self.monitor and endpoint else None
+        self.details.setText(details_html(endpoint, self.endpoint_list.state(endpoint), probe)
+                             if endpoint else "")
 
-    def _place_time_axes(self) -> None:
-        # Time labels are costly to redraw on every frame; with many panels stacked on one
-        # linked time axis, only the bottom panel shows it.
-        panels = list(self.panels.values())
-        for i, panel in enumerate(panels):
-            shown = len(panels) <= MAX_PANELS_WITH_OWN_AXIS or i == len(panels) - 1
-            for plot in panel.plots():
-                plot.show_time_axis(shown)
+    def add_dock(self, title: str, widget: QWidget,
+                 area: Qt.DockWidgetArea = Qt.DockWidgetArea.BottomDockWidgetArea
+                 ) -> QDockWidget:
+        """Dock a panel (replay, incidents, ...); its place is remembered with the layout."""
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"{title.lower().replace(' ', '_')}Dock")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        self.actions.view_menu.addAction(dock.toggleViewAction())
+        return dock
+
+    def show_time_range(self, start_s: float, end_s: float) -> None:
+        """Freeze the plots on a past stretch (an incident's window); Space resumes live."""
+        self.live.show_range(start_s, end_s)
+        self.status.set_paused(True)
+        if not self.actions.freeze.isChecked():
+            self.actions.freeze.blockSignals(True)
+            self.actions.freeze.setChecked(True)
+            self.actions.freeze.blockSignals(False)
 
     def show_attach_dialog(self) -> AttachDialog:
         dialog = AttachDialog(schemes(), self.attach, user_errors(), self)
@@ -298,9 +276,8 @@ class MainWindow(QMainWindow):
         self.actions.detach.setEnabled(probe is not None)
         self.actions.pause_probe.setEnabled(probe is not None)
         self.actions.pause_probe.setChecked(bool(probe and probe.paused))
-        panel = self.panels.get(endpoint)
-        if panel is not None:
-            self.centralWidget().ensureWidgetVisible(panel)
+        self.live.show_endpoint(endpoint)
+        self._show_details(endpoint)
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if any(u.toLocalFile().lower().endswith(".onnx") for u in event.mimeData().urls()):
@@ -319,33 +296,11 @@ class MainWindow(QMainWindow):
                     box.open()
         event.acceptProposedAction()
 
-    # -- data in, frames out --------------------------------------------------------------
+    # -- time ------------------------------------------------------------------------------
 
-    def _on_bridge_batch_committed(self, committed: CommittedSeries) -> None:
-        self._samples_seen += committed.sample_count
-        for endpoint, metrics in committed.series.items():
-            panel = self.panels.get(endpoint) or self._panel(endpoint, endpoint.partition(":")[0])
-            panel.ingest(metrics, committed.failures.get(endpoint))
-        for endpoint, failures in committed.failures.items():
-            if endpoint not in committed.series and endpoint in self.panels:
-                self.panels[endpoint].ingest({}, failures)
-
-    def _on_frame_timer_timeout(self) -> None:
-        if self.live_paused or self._window_key() not in LIVE_WINDOWS or not self.panels:
-            return
-        now = time.time()
-        span = TIME_WINDOWS[self._window_key()] or 60.0
-        start = now - span
-        coarse = span >= COARSE_WINDOW_S
-        drew = False
-        for panel in self.panels.values():
-            if not panel.visibleRegion().isEmpty():
-                drew = panel.redraw(start, coarse=coarse) or drew
-        self.x_link.set_views(start, now)
-        self.frames += drew
-
-    def _window_key(self) -> str:
-        return self.actions.window_box.currentText()
+    @property
+    def frames(self) -> int:
+        return self.live.frames
 
     def set_time_window(self, key: str) -> None:
         if key not in TIME_WINDOWS:
@@ -354,49 +309,19 @@ class MainWindow(QMainWindow):
             self.actions.window_box.setCurrentText(key)  # comes back here through the signal
             return
         self.settings.set_time_window(key)
-        live = key in LIVE_WINDOWS
-        for panel in self.panels.values():
-            panel.set_mode("live" if live else "history")
-        if live:
-            self._history_timer.stop()
-        else:
-            self._request_history()
-            self._history_timer.start()
+        self.live.set_time_window(key)
 
-    def _request_history(self) -> None:
-        key = self._window_key()
-        if key in LIVE_WINDOWS or self.live_paused:
-            return
-        end_ns = time.time_ns()
-        span = TIME_WINDOWS[key]
-        start_ns = -1 if span is None else end_ns - int(span * 1e9)
-        self._history_span = (start_ns, end_ns)
-        for endpoint in self.panels:
-            self.history.request_history(endpoint, start_ns, end_ns)
-
-    def _on_history_ready(self, _rid: int, endpoint: str, result: dict) -> None:
-        panel = self.panels.get(endpoint)
-        if panel is None or self._window_key() in LIVE_WINDOWS:
-            return
-        panel.set_history(result)
-        for plot in panel.plots():
-            plot.fit_y()
-        start_ns, end_ns = self._history_span
-        if start_ns < 0:
-            starts = [h.ts_ns[0] for h in result.values() if len(h)]
-            start_ns = min(starts) if starts else end_ns - 60 * 10**9
-        self.x_link.set_range(start_ns / 1e9, end_ns / 1e9, padding=0.01)
-        self.frames += 1
+    @property
+    def live_paused(self) -> bool:
+        return self.live.paused
 
     def set_live_paused(self, paused: bool) -> None:
-        self.live_paused = paused
-        if paused:
-            self.x_link.fit_y()  # panning a frozen view refits y to what is in sight
+        self.live.set_paused(paused)
         self.status.set_paused(paused)
         if self.actions.freeze.isChecked() != paused:
             self.actions.freeze.setChecked(paused)
 
-    def _on_panel_point_clicked(self, endpoint: str, t_s: float, failed: bool) -> None:
+    def _on_live_point_clicked(self, endpoint: str, t_s: float, failed: bool) -> None:
         self._capture_requests.add(self.history.request_capture(endpoint, int(t_s * 1e9),
                                                                 failed))
 
@@ -416,8 +341,9 @@ class MainWindow(QMainWindow):
     def _on_status_timer_timeout(self) -> None:
         now = time.perf_counter()
         t0, n0 = self._rate_mark
-        rate = (self._samples_seen - n0) / max(1e-6, now - t0)
-        self._rate_mark = (now, self._samples_seen)
+        seen = self.live.samples_seen
+        rate = (seen - n0) / max(1e-6, now - t0)
+        self._rate_mark = (now, seen)
         dropped = self.monitor.stats().dropped if self.monitor else 0
         size = sum(p.stat().st_size for s in ("", "-wal", "-shm")
                    if (p := Path(f"{self.db_path}{s}")).exists())
@@ -425,6 +351,7 @@ class MainWindow(QMainWindow):
         if self.monitor is not None:
             for probe in self.monitor.probes.values():
                 self._show_probe(probe)
+        self._show_details(self.endpoint_list.current_endpoint())
 
     # -- look and lifetime ----------------------------------------------------------------
 
@@ -432,7 +359,7 @@ class MainWindow(QMainWindow):
         self.theme = theme_named(name)
         self.settings.set_theme(self.theme.name)
         apply_app_theme(QApplication.instance(), self.theme)
-        for widget in (self.endpoint_list, self.status, *self.panels.values()):
+        for widget in (self.endpoint_list, self.status, self.live):
             widget.apply_theme(self.theme)
         self.actions.retint(self.theme)
         (self.actions.dark if name == "dark" else self.actions.light).setChecked(True)
@@ -447,30 +374,11 @@ class MainWindow(QMainWindow):
             return
         self._closed = True
         self.settings.save_layout(self.saveGeometry(), self.saveState())
-        for timer in (self._frame_timer, self._history_timer, self._status_timer):
-            timer.stop()
+        self.live.stop()
+        self._status_timer.stop()
         self.lag_meter.stop()
         self._close_monitor()
         self.history.stop()
-
-
-def start_demo(window: MainWindow) -> None:
-    from app.core.demo import demo_endpoints
-
-    for uri in demo_endpoints():
-        try:
-            window.attach(uri)
-        except user_errors() as exc:
-            log.error("demo endpoint %s: %s", uri, exc)
-            window.statusBar().showMessage(f"demo: {exc}", 10000)
-
-
-def _fresh_demo_path() -> Path:
-    # The demo starts from an empty workspace each time, so its file never grows without bound.
-    path = demo_db_path()
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    return path
 
 
 def run_window(db_path: Path | None, *, screenshot: Path | None = None,
@@ -479,7 +387,7 @@ def run_window(db_path: Path | None, *, screenshot: Path | None = None,
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setOrganizationName("ProbeScope")
     app.setApplicationName("ProbeScope")
-    window = MainWindow(db_path or _fresh_demo_path(), title="demo" if db_path is None else "")
+    window = MainWindow(db_path or fresh_demo_path(), title="demo" if db_path is None else "")
     if theme:
         window.set_theme(theme)
     window.show()

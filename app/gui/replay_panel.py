@@ -48,6 +48,11 @@ log = logging.getLogger(__name__)
 ALL = ""
 
 
+def _same(location: str) -> str:
+    """A key that is equal for two spellings of one model file."""
+    return str(Path(location).resolve()) if "://" not in location else location
+
+
 class ReplayPanel(QWidget):
     failures_loaded = Signal(int)  # failures listed
     replay_finished = Signal(object)  # ReplayResult (saved; ``replay_id`` set)
@@ -151,6 +156,7 @@ class ReplayPanel(QWidget):
         right = QSplitter(Qt.Orientation.Vertical)
         right.addWidget(results)
         right.addWidget(self.case_view)
+        right.setSizes([420, 380])
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(left)
         split.addWidget(right)
@@ -170,14 +176,14 @@ class ReplayPanel(QWidget):
 
     def refresh_versions(self, extra: Sequence[str] = ()) -> None:
         """Registered versions (registry order) then ``extra`` locations, all checked."""
-        known = {self.version_list.item(i).data(Qt.ItemDataRole.UserRole)
+        known = {_same(self.version_list.item(i).data(Qt.ItemDataRole.UserRole))
                  for i in range(self.version_list.count())}
         found = [(v.location, v.name) for v in self._with_store(registered)]
         found += [(x, Path(x).stem if x.endswith(".onnx") else x) for x in extra]
         for location, name in found:
-            if location in known:
-                continue
-            known.add(location)
+            if _same(location) in known:
+                continue  # the same file, named relatively and absolutely, is one version
+            known.add(_same(location))
             item = QListWidgetItem(name)
             item.setData(Qt.ItemDataRole.UserRole, location)
             item.setToolTip(location)

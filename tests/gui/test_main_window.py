@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,10 +18,12 @@ from PySide6.QtWidgets import QDialogButtonBox
 from app.core.demo import demo_endpoints, model_path
 from app.core.domain import Sample
 from app.core.store import Store
-from app.gui.main_window import run_window, start_demo
+from app.gui.main_window import start_demo
 from app.gui.settings import Settings
 
 pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _probe_threads() -> list[threading.Thread]:
@@ -199,9 +204,17 @@ def test_event_loop_stays_responsive_at_10k_samples_per_second(window, qtbot):
     assert worst_ms < 1000, f"GUI stalled {worst_ms:.0f} ms"
 
 
-def test_run_window_opens_the_demo_workspace_in_the_user_data_dir(qtbot, isolated_user_dirs):
+def test_run_window_opens_the_demo_workspace_in_the_user_data_dir(isolated_user_dirs):
+    # Its own process, as `python main.py` would be: QApplication.exec() returning leaves
+    # PySide holding the GIL through later QTest.qWait calls in the same process.
     shot = isolated_user_dirs / "shot.png"
-    assert run_window(None, screenshot=shot, screenshot_after_s=3.0) == 0
+    env = {**os.environ, "XDG_DATA_HOME": str(isolated_user_dirs / "data"),
+           "XDG_CONFIG_HOME": str(isolated_user_dirs / "config"), "QT_QPA_PLATFORM": "offscreen"}
+    code = ("import sys; from pathlib import Path; from app.gui.main_window import run_window; "
+            f"sys.exit(run_window(None, screenshot=Path({str(shot)!r}), screenshot_after_s=3))")
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, timeout=60,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
     assert shot.stat().st_size > 10_000
     demo_db = isolated_user_dirs / "data" / "probescope" / "demo.db"
     store = Store(demo_db)
@@ -210,4 +223,20 @@ def test_run_window_opens_the_demo_workspace_in_the_user_data_dir(qtbot, isolate
         assert {e["kind"] for e in store.endpoints()} >= {"onnx", "system"}
     finally:
         store.close()
-    assert not _probe_threads()
+
+
+def test_space_freezes_the_live_plots_and_an_incident_window_can_be_shown(window, qtbot):
+    probe = window.attach(f"onnx:{model_path('wine-v1')}?provider=cpu&rate=50")
+    panel = window.panels[probe.endpoint]
+    qtbot.waitUntil(lambda: panel.latency_plot.point_count() > 0, timeout=10_000)
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=5_000)
+    qtbot.keyClick(window.endpoint_list, Qt.Key.Key_Space)
+    assert window.live_paused and window.actions.freeze.isChecked()
+    qtbot.keyClick(window.endpoint_list, Qt.Key.Key_Space)
+    assert not window.live_paused
+    window.show_time_range(1000.0, 2000.0)
+    assert window.live_paused
+    (x0, x1), _ = panel.latency_plot.getViewBox().viewRange()
+    assert (x0, x1) == (1000.0, 2000.0)
+    assert "wine-v1" in window.details.text() and "Requests" in window.details.text()

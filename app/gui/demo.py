@@ -1,0 +1,60 @@
+"""Helpers the window leans on: the demo workspace, the user-fixable errors, endpoint details.
+
+Thread: GUI. Kept apart from main_window.py so that file stays about the window itself.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from pathlib import Path
+from typing import Any
+
+from app.gui.settings import demo_db_path
+from probes import Probe, ProbeError
+
+log = logging.getLogger(__name__)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors a user can fix: shown as one line where they acted, never a traceback."""
+    from app.core.demo import DemoError
+    from app.core.domain import UriError
+    from app.core.store import StoreError
+
+    return (ProbeError, StoreError, UriError, DemoError, OSError)
+
+
+def start_demo(window: Any) -> None:
+    """Attach the demo's endpoints to a MainWindow; a failing one is reported, not fatal."""
+    from app.core.demo import demo_endpoints
+
+    for uri in demo_endpoints():
+        try:
+            window.attach(uri)
+        except user_errors() as exc:
+            log.error("demo endpoint %s: %s", uri, exc)
+            window.statusBar().showMessage(f"demo: {exc}", 10000)
+
+
+def fresh_demo_path() -> Path:
+    # The demo starts from an empty workspace each time, so its file never grows without bound.
+    path = demo_db_path()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return path
+
+
+def details_html(endpoint: str, state: str | None, probe: Probe | None) -> str:
+    """The endpoint facts shown under the list: URI, state, counters, info, last error."""
+    rows: list[tuple[str, object]] = [("URI", endpoint), ("State", state or "stopped")]
+    if probe is not None:
+        rows += [("Requests", f"{probe.requests:,}"), ("Failed", f"{probe.errors:,}")]
+        slo = getattr(probe, "slo_ms", None)
+        if slo is not None:
+            rows.append(("SLO", f"{slo:g} ms"))
+        rows += [(k.replace("_", " ").capitalize(), v) for k, v in probe.info().items()
+                 if k != "kind"]
+        if probe.last_error:
+            rows.append(("Last error", probe.last_error))
+    return "".join(f"<b>{html.escape(k)}</b>: {html.escape(str(v))}<br>" for k, v in rows)

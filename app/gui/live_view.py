@@ -1,0 +1,168 @@
+"""The stack of endpoint panels and the clock that draws them. Thread: GUI only.
+
+Live windows (1 min, 10 min) hand ring-buffer views to the plots on one ~30 Hz timer, however
+fast data arrives; long windows (1 h, all) ask the history worker for downsampled series every
+two seconds. All plots share one time axis.
+"""
+
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import QScrollArea, QVBoxLayout, QWidget
+
+from app.gui.actions import LIVE_WINDOWS, TIME_WINDOWS
+from app.gui.bridge import CommittedSeries
+from app.gui.history import HistoryClient
+from widgets.endpoint_panel import EndpointPanel
+from widgets.plots import XLinker
+from widgets.theme import Theme
+
+FRAME_INTERVAL_MS = 33  # ~30 Hz
+HISTORY_REFRESH_MS = 2000
+MAX_PANELS_WITH_OWN_AXIS = 4
+COARSE_WINDOW_S = 300.0  # from here on a pixel spans over a second: draw per-second extremes
+
+
+class LiveView(QScrollArea):
+    point_clicked = Signal(str, float, bool)  # endpoint, epoch seconds, failed?
+
+    def __init__(self, theme: Theme, history: HistoryClient, parent=None) -> None:
+        super().__init__(parent)
+        self.theme = theme
+        self.history = history
+        self.panels: dict[str, EndpointPanel] = {}
+        self.x_link = XLinker()  # every plot shares one time axis
+        self.window_key = "1 min"
+        self.paused = False
+        self.frames = 0  # repaint ticks that handed new data to a plot
+        self.samples_seen = 0
+        self._history_span = (-1, 0)
+        host = QWidget()
+        self._layout = QVBoxLayout(host)
+        self._layout.setContentsMargins(8, 8, 8, 8)
+        self._layout.setSpacing(8)
+        self._layout.addStretch(1)
+        self.setWidgetResizable(True)
+        self.setWidget(host)
+        self.frame_timer = QTimer(self, interval=FRAME_INTERVAL_MS)
+        self.frame_timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self.frame_timer.timeout.connect(self._on_frame_timer_timeout)
+        self._history_timer = QTimer(self, interval=HISTORY_REFRESH_MS)
+        self._history_timer.timeout.connect(self.request_history)
+        history.history_ready.connect(self._on_history_ready)
+
+    # -- panels ---------------------------------------------------------------------------
+
+    def panel(self, endpoint: str, kind: str) -> EndpointPanel:
+        """The endpoint's panel, created on first use."""
+        panel = self.panels.get(endpoint)
+        if panel is None:
+            panel = self.panels[endpoint] = EndpointPanel(endpoint, kind, self.theme)
+            panel.point_clicked.connect(self.point_clicked)
+            panel.set_mode("live" if self.window_key in LIVE_WINDOWS else "history")
+            self._layout.insertWidget(self._layout.count() - 1, panel)
+            for plot in panel.plots():
+                self.x_link.add(plot)
+            self._place_time_axes()
+        return panel
+
+    def clear(self) -> None:
+        for panel in self.panels.values():
+            panel.deleteLater()
+        self.panels.clear()
+        self.x_link.clear()
+
+    def _place_time_axes(self) -> None:
+        # Time labels are costly to redraw on every frame; with many panels stacked on one
+        # linked time axis, only the bottom panel shows it.
+        panels = list(self.panels.values())
+        for i, panel in enumerate(panels):
+            shown = len(panels) <= MAX_PANELS_WITH_OWN_AXIS or i == len(panels) - 1
+            for plot in panel.plots():
+                plot.show_time_axis(shown)
+
+    def show_endpoint(self, endpoint: str) -> None:
+        panel = self.panels.get(endpoint)
+        if panel is not None:
+            self.ensureWidgetVisible(panel)
+
+    # -- data in, frames out --------------------------------------------------------------
+
+    def ingest(self, committed: CommittedSeries) -> None:
+        self.samples_seen += committed.sample_count
+        for endpoint, metrics in committed.series.items():
+            panel = self.panels.get(endpoint) or self.panel(endpoint, endpoint.partition(":")[0])
+            panel.ingest(metrics, committed.failures.get(endpoint))
+        for endpoint, failures in committed.failures.items():
+            if endpoint not in committed.series and endpoint in self.panels:
+                self.panels[endpoint].ingest({}, failures)
+
+    def _on_frame_timer_timeout(self) -> None:
+        if self.paused or self.window_key not in LIVE_WINDOWS or not self.panels:
+            return
+        now = time.time()
+        span = TIME_WINDOWS[self.window_key] or 60.0
+        start = now - span
+        coarse = span >= COARSE_WINDOW_S
+        drew = False
+        for panel in self.panels.values():
+            if not panel.visibleRegion().isEmpty():
+                drew = panel.redraw(start, coarse=coarse) or drew
+        self.x_link.set_views(start, now)
+        self.frames += drew
+
+    def set_time_window(self, key: str) -> None:
+        self.window_key = key
+        live = key in LIVE_WINDOWS
+        for panel in self.panels.values():
+            panel.set_mode("live" if live else "history")
+        if live:
+            self._history_timer.stop()
+        else:
+            self.request_history()
+            self._history_timer.start()
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        if paused:
+            self.x_link.fit_y()  # panning a frozen view refits y to what is in sight
+
+    def show_range(self, start_s: float, end_s: float) -> None:
+        """Freeze the plots on a past stretch of time (an incident's window, say)."""
+        self.set_paused(True)
+        self.x_link.set_range(start_s, end_s)
+
+    def request_history(self) -> None:
+        if self.window_key in LIVE_WINDOWS or self.paused:
+            return
+        end_ns = time.time_ns()
+        span = TIME_WINDOWS[self.window_key]
+        start_ns = -1 if span is None else end_ns - int(span * 1e9)
+        self._history_span = (start_ns, end_ns)
+        for endpoint in self.panels:
+            self.history.request_history(endpoint, start_ns, end_ns)
+
+    def _on_history_ready(self, _rid: int, endpoint: str, result: dict) -> None:
+        panel = self.panels.get(endpoint)
+        if panel is None or self.window_key in LIVE_WINDOWS:
+            return
+        panel.set_history(result)
+        for plot in panel.plots():
+            plot.fit_y()
+        start_ns, end_ns = self._history_span
+        if start_ns < 0:
+            starts = [h.ts_ns[0] for h in result.values() if len(h)]
+            start_ns = min(starts) if starts else end_ns - 60 * 10**9
+        self.x_link.set_range(start_ns / 1e9, end_ns / 1e9, padding=0.01)
+        self.frames += 1
+
+    def apply_theme(self, theme: Theme) -> None:
+        self.theme = theme
+        for panel in self.panels.values():
+            panel.apply_theme(theme)
+
+    def stop(self) -> None:
+        self.frame_timer.stop()
+        self._history_timer.stop()
