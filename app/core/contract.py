@@ -1,6 +1,6 @@
 """The handover contract (``<model stem>.contract.toml`` or ``model.contract.toml`` beside a
 model): parse it, measure each clause on each hardware target, give verdicts.
-Thread: the caller's; each target's measurement runs in a fresh child process.
+Thread: the caller's; each target's measurement runs in a fresh child interpreter.
 
 Why a child process: peak memory is only honest in a process that has loaded nothing else, and
 latency is steadier away from a GUI's or a test runner's other threads. The child reports the
@@ -14,9 +14,11 @@ neither is ever a pass.
 
 from __future__ import annotations
 
-import concurrent.futures
+import json
 import logging
-import multiprocessing
+import os
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,6 +236,46 @@ def _measure_in_child(path: str, provider: str, validation: str | None, runs: in
     return out
 
 
+def _measure_in_subprocess(path: str, provider: str, validation: str | None,
+                           runs: int) -> dict:
+    """Run ``_measure_in_child`` in a fresh interpreter (``python -m app.core.contract``), the
+    request and the answer as JSON on stdin/stdout. A plain subprocess rather than
+    multiprocessing: spawn would re-import the parent's main module (the window, a test
+    runner, a user's script) in the child."""
+    request = json.dumps({"path": path, "provider": provider, "validation": validation,
+                          "runs": runs})
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    try:
+        done = subprocess.run([sys.executable, "-m", "app.core.contract"], input=request,
+                              capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
+                              env=env, check=False)
+    except subprocess.TimeoutExpired:
+        raise ContractError(f"no answer within {CHILD_TIMEOUT_S:g} s") from None
+    lines = done.stdout.strip().splitlines()
+    try:
+        answer = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        answer = {}
+    if done.returncode != 0 or "error" in answer or not answer:
+        text = answer.get("error") or (done.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise ContractError(text)
+    return answer
+
+
+def _child_main() -> int:
+    request = json.loads(sys.stdin.read())
+    try:
+        out = _measure_in_child(request["path"], request["provider"], request["validation"],
+                                int(request["runs"]))
+    except Exception as exc:
+        text = str(exc).strip()
+        out = {"error": text.splitlines()[0] if text else type(exc).__name__}
+    sys.stdout.write(json.dumps(out) + "\n")
+    return 0
+
+
 def _latency_limit(contract: Contract, target: str) -> float | None:
     kind = "agent" if target.startswith("agent+") else target
     return contract.max_latency_p95_ms.get(target, contract.max_latency_p95_ms.get(kind))
@@ -273,16 +315,12 @@ def check_target(model: ModelVersion, contract: Contract, target: str,
     if target not in available_providers():
         return TargetCheck(target, UNREACHABLE, reason=f"provider '{target}' is not available "
                            f"here (available: {', '.join(available_providers())})")
-    ctx = multiprocessing.get_context("spawn")
     validation = str(contract.validation) if contract.validation else None
     try:
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
-            measured = pool.submit(_measure_in_child, model.location, target, validation,
-                                   runs).result(timeout=CHILD_TIMEOUT_S)
-    except Exception as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        measured = _measure_in_subprocess(model.location, target, validation, runs)
+    except ContractError as exc:
         return TargetCheck(target, UNREACHABLE, reason=f"cannot run {model.name} on {target}: "
-                           f"{text}")
+                           f"{exc}")
     clauses = static_clauses(model, contract)
     if measured.get("accuracy") is not None:
         clauses.insert(0, _limit_clause(
@@ -318,3 +356,7 @@ def check_contract(model_path: str | Path, targets: list[str], *,
     contract = load_contract(found)
     return ContractReport(model, contract,
                           tuple(check_target(model, contract, t, runs) for t in targets))
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main())

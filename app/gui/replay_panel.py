@@ -381,6 +381,7 @@ class ReplayPanel(QWidget):
         self.result_view.selectionModel().setCurrentIndex(
             index, QItemSelectionModel.SelectionFlag.ClearAndSelect
             | QItemSelectionModel.SelectionFlag.Rows)
+        self.result_view.scrollTo(index)
 
     def shutdown(self) -> None:
         """Cancel and wait for the worker; call before the workspace closes."""
