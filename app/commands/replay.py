@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from app.core.domain import CaptureStatus
@@ -38,6 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="only failures of this kind (repeatable)")
     p.add_argument("--label", help="only captures with this ground-truth label")
     p.add_argument("--model-version", help="only captures made by this model version")
+    p.add_argument("--since", type=_instant, help="only captures at or after this time "
+                   "(ISO 8601, e.g. 2026-11-23T11:40, or Unix seconds)")
+    p.add_argument("--until", type=_instant, help="only captures at or before this time")
     p.add_argument("--limit", type=int, default=1000, help="most failures to replay")
     p.add_argument("--controls", type=int, default=200,
                    help="passing captures replayed as a control set (default 200)")
@@ -51,6 +55,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slo-ms", type=float, help="latency above which a SLOW capture still fails")
     p.add_argument("--no-save", action="store_true", help="do not save the replay")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _instant(text: str) -> int:
+    """ISO 8601 (local time when no zone is given) or Unix seconds -> ns since the epoch."""
+    try:
+        return int(float(text) * 1e9)
+    except ValueError:
+        pass
+    try:
+        return int(datetime.fromisoformat(text).timestamp() * 1e9)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a time; use ISO 8601 like "
+                                         "2026-11-23T11:40 or Unix seconds") from None
 
 
 def resolve_endpoint(store: Store, name: str) -> str:
@@ -117,8 +134,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         endpoint = resolve_endpoint(store, args.endpoint) if args.endpoint else None
         selection = Selection(endpoint=endpoint, kinds=tuple(args.kind or ()), label=args.label,
-                              model_version=args.model_version, limit=args.limit,
-                              controls=args.controls)
+                              model_version=args.model_version, start_ns=args.since,
+                              end_ns=args.until, limit=args.limit, controls=args.controls)
         cases = select_cases(store, selection)
         if not any(not c.control for c in cases):
             raise ReplayError(f"no failures to replay in {args.db}"

@@ -9,6 +9,7 @@ short-lived Store connections on the worker thread, so it shares nothing with th
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -87,14 +88,21 @@ class ReplayPanel(QWidget):
                 self.kind_box.addItem(s.value.replace("_", " "), s.value)
         self.label_edit = QLineEdit(placeholderText="label")
         self.label_edit.setMaximumWidth(70)
+        self.version_edit = QLineEdit(placeholderText="made by version")
+        self.version_edit.setMaximumWidth(120)
+        self.window_box = QComboBox()
+        for text, seconds in (("any time", 0), ("last 5 min", 300), ("last hour", 3600),
+                              ("last day", 86400)):
+            self.window_box.addItem(text, seconds)
+        self._range: tuple[int | None, int | None] = (None, None)
         self.limit_spin = QSpinBox(minimum=1, maximum=100_000, value=1000, prefix="max ")
         self.controls_spin = QSpinBox(minimum=0, maximum=100_000, value=200,
                                       suffix=" controls")
         self.load_button = QPushButton("Load failures")
         self.load_button.clicked.connect(self.load_failures)
         filters = QHBoxLayout()
-        for w in (self.endpoint_box, self.kind_box, self.label_edit, self.limit_spin,
-                  self.controls_spin, self.load_button):
+        for w in (self.endpoint_box, self.kind_box, self.label_edit, self.version_edit,
+                  self.window_box, self.limit_spin, self.controls_spin, self.load_button):
             filters.addWidget(w)
         filters.setStretch(0, 1)
 
@@ -223,11 +231,28 @@ class ReplayPanel(QWidget):
 
     # -- work -----------------------------------------------------------------------------
 
+    def set_time_range(self, start_ns: int | None, end_ns: int | None,
+                       endpoint: str | None = None) -> None:
+        """Limit the failure list to a time range (e.g. a span picked on a plot or an
+        incident's window), optionally of one endpoint; None clears the limit."""
+        self._range = (start_ns, end_ns)
+        picked = start_ns is not None or end_ns is not None
+        self.window_box.setItemText(0, "picked range" if picked else "any time")
+        if endpoint is not None:
+            self.refresh_endpoints()
+            self.endpoint_box.setCurrentIndex(max(0, self.endpoint_box.findData(endpoint)))
+        self.window_box.setCurrentIndex(0)
+
     def selection(self) -> Selection:
         kind = self.kind_box.currentData()
+        start_ns, end_ns = self._range
+        window_s = self.window_box.currentData()
+        if window_s:
+            start_ns, end_ns = time.time_ns() - int(window_s * 1e9), None
         return Selection(endpoint=self.endpoint_box.currentData() or None,
                          kinds=(kind,) if kind else (), label=self.label_edit.text().strip()
-                         or None, limit=self.limit_spin.value(),
+                         or None, model_version=self.version_edit.text().strip() or None,
+                         start_ns=start_ns, end_ns=end_ns, limit=self.limit_spin.value(),
                          controls=self.controls_spin.value())
 
     def busy(self) -> bool:

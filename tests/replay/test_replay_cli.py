@@ -82,3 +82,24 @@ def test_demo_then_replay_end_to_end(capsys, tmp_path, versions):
     assert code == 0 and v1["still_failing"] > 20 and v1["fixed"] == 0
     assert v2["fixed"] > v1["still_failing"] // 2
     assert v3["newly_broken"] > 5
+
+
+def test_replay_selects_by_time_and_model_version(capsys, demo_db: Path):
+    store = Store(demo_db)
+    try:
+        stamps = sorted(s.capture.ts_ns for s in store.select_captures(failed=True, limit=10_000))
+    finally:
+        store.close()
+    mid = stamps[len(stamps) // 2]
+    code, doc = run_json(capsys, ["replay", "--db", str(demo_db), "--since", f"{mid / 1e9:.9f}",
+                                  "--controls", "0", "--versions", str(DEMO / "wine-v1.onnx"),
+                                  "--json"])
+    later = sum(1 for t in stamps if t >= mid - 1000)  # float seconds round to ~µs
+    assert code == 0 and 0 < doc["versions"][0]["cases"] <= later < len(stamps)
+    assert main(["replay", "--db", str(demo_db), "--until", "2000-01-01T00:00"]) == 2
+    assert "no failures to replay" in capsys.readouterr().err
+    assert main(["replay", "--db", str(demo_db), "--model-version", "9.9.9"]) == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["replay", "--db", str(demo_db), "--since", "yesterday"])
+    assert "not a time" in capsys.readouterr().err

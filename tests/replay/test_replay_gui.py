@@ -149,3 +149,15 @@ def test_versions_table_and_contract_cells_on_cpu(qtbot, workspace, versions):
         assert p.table.rowCount() == 3
     finally:
         p.shutdown()
+
+
+def test_a_picked_time_range_limits_the_failures(qtbot, panel):
+    everything = load(qtbot, panel)
+    stamps = sorted(c.capture.ts_ns for c in panel.failure_model.cases)
+    mid = stamps[len(stamps) // 2]
+    panel.set_time_range(mid, None)
+    assert panel.window_box.currentText() == "picked range"
+    n = load(qtbot, panel)
+    assert 0 < n < everything and all(c.capture.ts_ns >= mid for c in panel.failure_model.cases)
+    panel.version_edit.setText("no-such-version")
+    assert load(qtbot, panel) == 0
