@@ -3,8 +3,8 @@ resolve. Selecting one emits its time window for the plots. Thread: GUI only.
 
 The panel reads the workspace itself (a few small queries on a short-lived connection), so it
 runs alone for preview: ``IncidentsPanel(db_path).show()``. The window connects
-``incident_selected`` to its plots, ``export_requested`` to its report worker, and calls
-``refresh`` when the incident monitor reports an event.
+``incident_selected`` to its plots and ``export_requested`` to its report worker, and hands
+the live ``IncidentMonitor`` to ``follow`` so the list refreshes when an incident changes.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.incident_rules import RULE_TITLES
-from app.core.incidents import Status, incident_window
+from app.core.incidents import IncidentMonitor, Status, incident_window
 from app.core.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,8 @@ class IncidentsPanel(QWidget):
     incident_selected = Signal(object, object, str)  # start_ns, end_ns, endpoint
     export_requested = Signal(int)  # incident id
     error_occurred = Signal(str)  # a line for the status bar
+    incident_changed = Signal(object)  # an IncidentEvent, delivered on the GUI thread
+    _event_arrived = Signal(object)  # emitted on the incidents thread; queued to this one
 
     def __init__(self, db_path: str | Path | None = None, parent: QWidget | None = None, *,
                  auto_refresh_ms: int = 0) -> None:
@@ -153,6 +155,7 @@ class IncidentsPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(splitter)
+        self._event_arrived.connect(self._on_event_arrived, Qt.ConnectionType.QueuedConnection)
         self._update_buttons()
         self._timer = QTimer(self)
         self._timer.timeout.connect(self.refresh)
@@ -162,6 +165,17 @@ class IncidentsPanel(QWidget):
             self.refresh()
 
     # -- public ---------------------------------------------------------------------------
+
+    def follow(self, monitor: IncidentMonitor) -> None:
+        """Refresh whenever ``monitor`` opens, reopens, escalates or clears an incident.
+
+        The monitor calls back on its own thread; the signal crosses into the GUI thread
+        queued, as the recorder bridge does."""
+        monitor.subscribe(self._event_arrived.emit)
+
+    def _on_event_arrived(self, event: object) -> None:
+        self.refresh()
+        self.incident_changed.emit(event)
 
     def set_workspace(self, db_path: str | Path) -> None:
         self.db_path = Path(db_path)

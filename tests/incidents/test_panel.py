@@ -88,3 +88,31 @@ def test_a_panel_on_a_workspace_without_incidents_is_empty(qtbot, workspace):
     panel = IncidentsPanel(workspace)
     qtbot.addWidget(panel)
     assert panel.model.rowCount() == 0 and panel.summary.text() == "No incident selected"
+
+
+def test_the_panel_follows_the_live_monitor(qtbot, workspace):
+    # A real monitor on its own thread opens an incident; the panel hears of it on the GUI
+    # thread and lists it.
+    from app.core.domain import Batch, Metric, Sample
+    from app.core.incidents import IncidentMonitor, RuleConfig
+
+    store = Store(workspace)
+    store.close()
+    monitor = IncidentMonitor(workspace, defaults=RuleConfig(),
+                              interval_s=3600, states=lambda: {EP_A: "down"})
+    panel = IncidentsPanel(workspace)
+    qtbot.addWidget(panel)
+    panel.follow(monitor)
+    store = Store(workspace)
+    write_requests(store, EP_A, 0, 5)
+    store.close()
+    monitor(Batch(samples=(Sample(EP_A, T0, Metric.LATENCY_MS, 1.0),)))  # as the recorder does
+    monitor.start()
+    try:
+        with qtbot.waitSignal(panel.incident_changed, timeout=10_000) as changed:
+            monitor.evaluate_soon()
+            monitor.evaluate_soon()
+    finally:
+        monitor.close()
+    assert changed.args[0].kind == "opened"
+    assert panel.model.rowCount() == 1 and panel.model.rows[0]["rule"] == "down"
