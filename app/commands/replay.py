@@ -112,6 +112,10 @@ def _text(result: ReplayResult) -> str:
         p95 = f"{s.latency_p95_ms:.4f}" if s.latency_p95_ms is not None else "-"
         lines.append(f"{s.version:<20} {s.cases:>6} {s.fixed:>6} {s.still_failing:>14} "
                      f"{s.newly_broken:>13} {s.errors:>7} {p50:>9} {p95:>9}")
+    for s in result.summaries():
+        if s.newly_broken_by_label:
+            lines.append(f"{s.version} newly broken by label: " + ", ".join(
+                f"{label}: {n}" for label, n in s.newly_broken_by_label.items()))
     first = result.first_failing()
     failures = [f for f, c in zip(first, result.cases, strict=True) if not c.control]
     counts: dict[str, int] = {}

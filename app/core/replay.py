@@ -87,12 +87,14 @@ class VersionSummary:
     errors: int
     latency_p50_ms: float | None
     latency_p95_ms: float | None
+    newly_broken_by_label: dict[str, int] = field(default_factory=dict)  # where it regressed
 
     def to_json(self) -> dict:
         return {"version": self.version, "cases": self.cases, "fixed": self.fixed,
                 "still_failing": self.still_failing, "newly_broken": self.newly_broken,
                 "failures": self.failures, "controls": self.controls, "errors": self.errors,
-                "latency_ms": {"p50": self.latency_p50_ms, "p95": self.latency_p95_ms}}
+                "latency_ms": {"p50": self.latency_p50_ms, "p95": self.latency_p95_ms},
+                "newly_broken_by_label": self.newly_broken_by_label}
 
 
 FIXED, STILL_FAILING, NEWLY_BROKEN, CONTROL_OK = "fixed", "still_failing", "newly_broken", "ok"
@@ -144,12 +146,17 @@ class ReplayResult:
             lat = run.latency_ms[ok]
             p50, p95 = ((float(np.percentile(lat, 50)), float(np.percentile(lat, 95)))
                         if lat.size else (None, None))
+            by_label: dict[str, int] = {}
+            for i in np.flatnonzero(control & failing).tolist():
+                label = self.cases[i].capture.label or "(none)"
+                by_label[label] = by_label.get(label, 0) + 1
             out.append(VersionSummary(
                 version=run.version, cases=len(self.cases), failures=int((~control).sum()),
                 fixed=int((~control & ~failing).sum()),
                 still_failing=int((~control & failing).sum()), controls=int(control.sum()),
                 newly_broken=int((control & failing).sum()), errors=len(run.errors),
-                latency_p50_ms=p50, latency_p95_ms=p95))
+                latency_p50_ms=p50, latency_p95_ms=p95,
+                newly_broken_by_label=dict(sorted(by_label.items()))))
         return out
 
     def to_json(self) -> dict:

@@ -31,6 +31,9 @@ def test_replay_json_shows_v2_fixing_and_v3_breaking(capsys, demo_db: Path, vers
         assert v["fixed"] + v["still_failing"] + v["newly_broken"] <= v["cases"]
     assert v1["fixed"] == 0 and v2["fixed"] > v1["still_failing"] // 2
     assert v3["newly_broken"] > v2["newly_broken"]
+    by_label = v3["newly_broken_by_label"]
+    assert sum(by_label.values()) == v3["newly_broken"]
+    assert by_label.get("2", 0) > v3["newly_broken"] * 0.8  # the class-2 regression
     store = Store(demo_db)
     try:
         assert store.replays()[0]["id"] == doc["replay_id"]  # saved, reopenable
@@ -82,6 +85,7 @@ def test_demo_then_replay_end_to_end(capsys, tmp_path, versions):
     assert code == 0 and v1["still_failing"] > 20 and v1["fixed"] == 0
     assert v2["fixed"] > v1["still_failing"] // 2
     assert v3["newly_broken"] > 5
+    assert max(v3["newly_broken_by_label"], key=v3["newly_broken_by_label"].get) == "2"
 
 
 def test_replay_selects_by_time_and_model_version(capsys, demo_db: Path):
