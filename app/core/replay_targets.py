@@ -81,6 +81,7 @@ class LocalOnnxTarget(Target):
         self.model_version = meta.custom_metadata_map.get("version")
         self._inputs = self.session.get_inputs()
         self._dtypes = {i.name: _ORT_DTYPES.get(i.type) for i in self._inputs}
+        self._ranks = {i.name: tuple(i.shape or ()) for i in self._inputs}
         self._outputs = [o.name for o in self.session.get_outputs()]
         self._run = self.session.run
 
@@ -97,6 +98,8 @@ class LocalOnnxTarget(Target):
         out = {}
         for n, a in picked.items():
             want = self._dtypes.get(n)
+            if a.ndim == len(self._ranks[n]) - 1:
+                a = a[np.newaxis, ...]  # captured without its batch dimension
             out[n] = a if want is None or a.dtype == want else a.astype(want)
         return out
 

@@ -220,3 +220,20 @@ def test_wide_outputs_are_judged_like_numpy_would(tmp_path):
     assert np.allclose(run.confidence[ok], probs[ok].max(axis=1))
     assert not run.finite[7] and run.prediction[7] == -1 and result.failing[0][7]
     assert np.array_equal(result.failing[0][ok], run.prediction[ok] != 4)
+
+
+def test_captures_from_other_servers_are_fed_by_position_dtype_and_rank(cases, versions):
+    """A tap or v2 capture names its tensor differently, may hold float64 and may lack the
+    batch dimension; the local version still gets its own input, as float32 with a batch."""
+    source = [c for c in cases if c.capture.status is CaptureStatus.MISMATCH][:5]
+    renamed = [Case(c.capture_id, Capture(
+        "v2+http://x/models/m", c.capture.ts_ns, 1.0, c.capture.status,
+        inputs=(TensorBlob.from_array("input-0", c.capture.inputs[0].to_array()
+                                      .astype(np.float64).reshape(-1)),),
+        label=c.capture.label)) for c in source]
+    a = replay(source, targets(versions[:1]))
+    b = replay(renamed, targets(versions[:1]))
+    assert not b.runs[0].errors
+    assert np.array_equal(a.runs[0].prediction, b.runs[0].prediction)
+    assert np.allclose(a.runs[0].outputs["probabilities"], b.runs[0].outputs["probabilities"],
+                       atol=1e-6)
