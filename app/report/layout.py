@@ -123,10 +123,12 @@ class PageFlow:
         self.add(op)
         self.y += h + after_pt * PT
 
-    def heading(self, text: str) -> None:
+    def heading(self, text: str, keep_with_next_pt: float = 60) -> None:
+        """A section heading, kept on one page with the first ``keep_with_next_pt`` of what
+        follows (more for a section that opens with a paragraph and a table)."""
         self.space(6)
-        # Keep a heading with at least a few lines of what follows it.
-        self.text(text, font(13, bold=True), color=ACCENT, after_pt=4, keep_with_next=60 * PT)
+        self.text(text, font(13, bold=True), color=ACCENT, after_pt=4,
+                  keep_with_next=keep_with_next_pt * PT)
 
     def key_values(self, pairs: Sequence[tuple[str, str]], key_width_pt: float = 110, *,
                    mono_values: QFont | None = None) -> None:

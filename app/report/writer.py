@@ -202,7 +202,8 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
         flow.block(height, lambda p, r, fig=numbered, draw=draw: draw(
             p, r, fig, data.start_ns, data.end_ns, incident_span))
         flow.space(8)
-    flow.heading("Failures in the window")
+    # Heading, paragraph, table header and a few rows stay together.
+    flow.heading("Failures in the window", 150 if data.failures_total else 60)
     if data.failures_total == 0:
         flow.text("No failed requests were captured in the incident window.", font(9))
     else:
@@ -216,13 +217,13 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
                     Column("Status", 1.3), Column("ms", 0.5), Column("Outcome", 1.75),
                     Column("Inputs", 3.9, mono=True)], data.failures)
     if data.replays:
-        flow.heading("Replay results")
+        flow.heading("Replay results", 120)
         flow.text("Captured failures from this window replayed against model versions: "
                   "per version, how many cases still fail and how many pass.", font(9))
         flow.table([Column("Replay", 2.0), Column("Version", 2.0), Column("Cases", 0.8),
                     Column("Still failing", 0.9), Column("Passing", 0.8)], data.replays)
     if data.contract:
-        flow.heading("Contract status")
+        flow.heading("Contract status", 120)
         flow.text(f"The handover contract beside the model ({data.contract[0][0]}), checked "
                   "against the model file when this report was written.", font(9))
         flow.table([Column(h, 1.0) for h in data.contract[1]], data.contract[2:])
