@@ -89,6 +89,7 @@ class AgentProbe(Probe):
         self.cursor = 0
         self.pulled = 0
         self.agent_info: dict = {}
+        self._agent_id: str | None = None  # the buffer's identity, to notice a new one
 
     def info(self) -> dict[str, str]:
         out = {"kind": self.scheme, "agent": self.base_url}
@@ -149,10 +150,13 @@ class AgentProbe(Probe):
         except (ValueError, KeyError, TypeError) as exc:
             raise ProbeError(f"agent at {self.base_url} sent a page that cannot be read: "
                              f"{exc}") from None
-        if last_seq < self.cursor:
+        agent_id = str(page.get("agent_id", ""))
+        replaced = self._agent_id is not None and agent_id != self._agent_id
+        self._agent_id = agent_id
+        if last_seq < self.cursor or replaced:
             # The agent's buffer was deleted or replaced: its numbering started again.
-            log.warning("%s: agent restarted its numbering (%d < %d); pulling from its start",
-                        self.endpoint, last_seq, self.cursor)
+            log.warning("%s: the agent's buffer is new (sequence %d, was at %d); pulling from "
+                        "its start", self.endpoint, last_seq, self.cursor)
             self.cursor = 0
             return True
         self.state = EndpointState.UP

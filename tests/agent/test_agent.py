@@ -275,3 +275,34 @@ def test_agent_probes_a_local_server_given_as_an_upstream_uri(tmp_path, token_fi
         return sum(1 for s in page["samples"] if s[2] == Metric.LATENCY_MS)
 
     assert wait_until(lambda: latencies() >= 20, 30)
+
+
+def test_a_replaced_agent_buffer_is_pulled_from_its_start(tmp_path, token_file, token, procs,
+                                                          monkeypatch):
+    monkeypatch.setenv("PROBESCOPE_AGENT_TOKEN", token)
+    buffer = tmp_path / "agent.sqlite"
+    agent = Proc(agent_args(tmp_path, token_file))
+    procs.append(agent)
+    port = int(agent.url.rsplit(":", 1)[1])
+    db = tmp_path / "ws.db"
+    monitor = Monitor(db)
+    try:
+        probe = monitor.attach(f"agent+{agent.url}?interval=0.05&timeout_s=1")
+        assert wait_until(lambda: probe.pulled > 100, 20)
+        agent.stop()
+        old, old_captures, old_last = buffer_items(buffer)
+        assert wait_until(lambda: committed_cursor(db, probe.endpoint) == old_last, 20)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{buffer}{suffix}").unlink(missing_ok=True)
+        fresh = Proc(agent_args(tmp_path, token_file, port, "--rate", "20"))
+        procs.append(fresh)
+        # The committed mark goes *down* once pages of the new buffer are committed.
+        assert wait_until(lambda: 0 < committed_cursor(db, probe.endpoint) < old_last, 20)
+        fresh.stop()
+        new, new_captures, new_last = buffer_items(buffer)
+        assert new_last < old_last  # numbering started again
+        assert wait_until(lambda: committed_cursor(db, probe.endpoint) == new_last, 20)
+    finally:
+        monitor.close()
+    got, got_captures = store_items(db, probe.endpoint)
+    assert got == old + new and got_captures == old_captures + new_captures
