@@ -6,7 +6,8 @@ rewritten, and a chunked request body is sent with a Content-Length); responses 
 client exactly as the upstream sent them, byte for byte, status line and headers included.
 Recording happens after the response is on its way: the hot path only copies bytes and keeps a
 prefix of each body (``max_record_bytes``); a longer body is forwarded whole and recorded cut,
-with ``truncated=True``.
+with ``truncated=True``. HTTP/1.1 only: no HTTP/2 and no protocol upgrades (WebSocket), which
+the three JSON protocols do not use.
 
 Why not httpx upstream: httpx re-parses and re-encodes every message and costs ~0.3 ms a
 request in this process; the byte-copying proxy in tap_proxy.py, on pooled keep-alive

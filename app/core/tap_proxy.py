@@ -170,6 +170,14 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
+        if self.waiter is None:
+            # Bytes nobody asked for (a 408 on an idle connection, the late answer to a
+            # timed-out call): this connection can no longer be trusted to stay in step.
+            self.closed = True
+            if self in self.pool.idle:
+                self.pool.idle.remove(self)
+            self.transport.close()
+            return
         self.buf += data
         self._check(eof=False)
 
@@ -192,7 +200,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._check(eof)
             return
         raw = bytes(self.buf[:msg.end])
-        keep = (not eof and msg.line.startswith(b"HTTP/1.1")
+        keep = (not eof and status != 101 and msg.line.startswith(b"HTTP/1.1")
                 and b"close" not in (msg.header(b"connection") or b"").lower()
                 and msg.end == len(self.buf))
         waiter, self.waiter = self.waiter, None
