@@ -128,8 +128,9 @@ class SeriesPlotWidget(pg.PlotWidget):
             return
         lo, hi = extent
         lo, hi = min(lo, self.y_floor()), max(hi, self.y_ceiling())
-        pad = (hi - lo) * 0.08 or max(abs(hi) * 0.1, 1.0)
-        vb.setRange(xRange=(x0, x1), yRange=(lo - pad, hi + pad), padding=0)
+        span = (hi - lo) or max(abs(hi) * 0.1, 1.0)
+        # Headroom at the top keeps the newest values clear of the legend.
+        vb.setRange(xRange=(x0, x1), yRange=(lo - span * 0.05, hi + span * 0.3), padding=0)
         # Apply the new transform now rather than while painting: items that react to it
         # would otherwise schedule a second paint of the same frame.
         vb.prepareForPaint()

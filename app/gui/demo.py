@@ -9,6 +9,7 @@ import html
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from app.gui.settings import demo_db_path
 from probes import Probe, ProbeError
@@ -29,12 +30,15 @@ def start_demo(window: Any) -> None:
     """Attach the demo's endpoints to a MainWindow; a failing one is reported, not fatal."""
     from app.core.demo import demo_endpoints
 
+    attached = []
     for uri in demo_endpoints():
         try:
-            window.attach(uri)
+            attached.append(window.attach(uri).endpoint)
         except user_errors() as exc:
             log.error("demo endpoint %s: %s", uri, exc)
             window.statusBar().showMessage(f"demo: {exc}", 10000)
+    if attached:
+        window.endpoint_list.select(attached[0])  # the production model leads
 
 
 def fresh_demo_path() -> Path:
@@ -47,7 +51,11 @@ def fresh_demo_path() -> Path:
 
 def details_html(endpoint: str, state: str | None, probe: Probe | None) -> str:
     """The endpoint facts shown under the list: URI, state, counters, info, last error."""
-    rows: list[tuple[str, object]] = [("URI", endpoint), ("State", state or "stopped")]
+    target, _, query = endpoint.partition("?")
+    rows: list[tuple[str, object]] = [("URI", target)]
+    if query:  # one per line-breakable item, so a long payload path cannot widen the dock
+        rows.append(("Parameters", ", ".join(unquote(p) for p in query.split("&"))))
+    rows.append(("State", state or "stopped"))
     if probe is not None:
         rows += [("Requests", f"{probe.requests:,}"), ("Failed", f"{probe.errors:,}")]
         slo = getattr(probe, "slo_ms", None)

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMessageBox,
+    QSizePolicy,
     QSplitter,
     QWidget,
 )
@@ -78,6 +79,7 @@ class MainWindow(QMainWindow):
         self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.details.setAlignment(Qt.AlignmentFlag.AlignTop)
         self.details.setContentsMargins(8, 8, 8, 8)
+        self.details.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         side = QSplitter(Qt.Orientation.Vertical)
         side.addWidget(self.endpoint_list)
         side.addWidget(self.details)
