@@ -123,6 +123,26 @@ def _amount(inc: dict, key: str = "value") -> str:
     return f"{value:.4g} {unit}".strip()
 
 
+def _fold_notes(notes: list[dict], keep: int = 3) -> list[dict]:
+    """A flapping rule writes a Cleared/Reopened pair per flap; past a few, one line says how
+    many were left out. People's notes are always kept."""
+    flaps = [i for i, n in enumerate(notes) if n.get("author") == "probescope"
+             and n["text"].startswith(("Cleared", "Reopened"))]
+    if len(flaps) <= 2 * keep:
+        return notes
+    hidden = set(flaps[keep:-keep])
+    out: list[dict] = []
+    for i, note in enumerate(notes):
+        if i not in hidden:
+            out.append(note)
+        elif i == flaps[keep]:
+            out.append({"ts_ns": note["ts_ns"], "author": "probescope",
+                        "text": f"… {len(hidden)} more automatic Cleared/Reopened notes "
+                                f"(the rule flapped) until {_utc(notes[flaps[-keep - 1]]['ts_ns'])}"
+                                " …"})
+    return out
+
+
 def _title(data: report_data.ReportData) -> str:
     inc = data.incident
     return f"Incident #{inc['id']}: {RULE_TITLES.get(inc['rule'], inc['rule'])}"
@@ -230,7 +250,7 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
     flow.heading("Notes")
     if not data.notes:
         flow.text("No notes.", font(9))
-    for note in data.notes:
+    for note in _fold_notes(data.notes):
         who = f" · {note['author']}" if note.get("author") else ""
         flow.text(f"{_utc(note['ts_ns'])}{who}", font(8, bold=True), after_pt=1)
         flow.text(note["text"], font(9), indent=8 * PT, after_pt=5)

@@ -180,3 +180,22 @@ def test_the_window_s_job_runner_exports_with_progress(qtbot, demo_incident, tmp
     assert finished.args == [out] and seen[-1] == 1.0
     assert f"Incident #{incident_id}" in _pages(out)[0]
     runner.shutdown()
+
+
+def test_a_flapping_incident_s_automatic_notes_are_folded(qapp, workspace, tmp_path):
+    from app.core.incident_rules import RuleConfig
+    from app.core.incidents import evaluate_range
+
+    ep = "onnx:flappy.onnx"
+    store = Store(workspace)
+    for k in range(10):  # ten bursts, each cleared and then reopened (see test_rules)
+        write_requests(store, ep, k * 140, k * 140 + 40, failure_share=0.4)
+        write_requests(store, ep, k * 140 + 40, k * 140 + 140)
+    evaluate_range(store, T0, T0 + 1400 * NS, defaults=RuleConfig(disabled=("down",)))
+    [incident] = store.incidents()
+    store.add_incident_note(incident["id"], "upstream labeller restarted", author="ann")
+    store.close()
+    text = "\n".join(_pages(write_report(workspace, incident["id"], tmp_path / "flap.pdf")))
+    # 9 reopenings and 10 clearings: the first three and the last three are shown.
+    assert "13 more automatic Cleared/Reopened notes (the rule flapped)" in text
+    assert text.count("Reopened:") == 2 and "upstream labeller restarted" in text
