@@ -6,6 +6,7 @@ timer, and a curve whose data did not change is not touched.
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -13,7 +14,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtWidgets import QGraphicsItem
 
-from widgets.points_item import PointsItem
+from widgets.points_item import LineItem, PointsItem
 from widgets.theme import Theme
 
 HOVER_RADIUS_PX = 10.0
@@ -36,9 +37,11 @@ class SeriesPlotWidget(pg.PlotWidget):
         self.title = title
         self.unit = unit
         self.theme = theme
-        self.curves: dict[str, pg.PlotDataItem] = {}
+        self.curves: dict[str, PointsItem] = {}
         self._data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._styles: dict[str, dict] = {}
+        self._data_version = 0
+        self._last_view: tuple[int, int] | None = None
         item = self.getPlotItem()
         item.setMenuEnabled(False)
         item.hideButtons()
@@ -47,6 +50,9 @@ class SeriesPlotWidget(pg.PlotWidget):
         for name in ("left", "bottom"):
             # Axes redraw from a cached pixmap unless their own range changed.
             item.getAxis(name).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+            # No SI prefixes (the units are in the title); re-labelling on each range change
+            # re-lays out rich text on every frame.
+            item.getAxis(name).enableAutoSIPrefix(False)
         item.setClipToView(True)
         self.setMinimumHeight(140)
         vb = item.getViewBox()
@@ -72,35 +78,24 @@ class SeriesPlotWidget(pg.PlotWidget):
 
     def add_curve(self, key: str, label: str, color: str, *, points: bool = False,
                   width: float = 1.0, dash: bool = False, size: float = 3.0,
-                  z: float = 0.0) -> pg.GraphicsObject:
+                  z: float = 0.0) -> PointsItem:
         style: dict = {"color": color, "points": points, "width": width, "dash": dash,
                        "size": size}
         if points:
             curve = PointsItem(label, color, size)
         else:
-            curve = pg.PlotDataItem(
-                name=label, clipToView=True, autoDownsample=True, downsampleMethod="peak",
-                skipFiniteCheck=False, connect="finite")
-            # Peak decimation keeps each pixel column's min and max, so ~2 points a pixel
-            # lose nothing visible; pyqtgraph's default draws ~5 and strokes 2.5x the work.
-            curve.opts["autoDownsampleFactor"] = 1.0
+            curve = LineItem(label, color, width,
+                             Qt.PenStyle.DashLine if dash else Qt.PenStyle.SolidLine)
         curve.setZValue(z)
         self.curves[key] = curve
         self._styles[key] = style
         self._style(curve, style)
         self.getPlotItem().addItem(curve)
-        if points:  # PlotItem only lists its own data items in the legend
-            self.legend.addItem(curve, label)
+        self.legend.addItem(curve, label)  # PlotItem lists only its own data items
         return curve
 
-    def _style(self, curve: pg.GraphicsObject, style: dict) -> None:
-        color = style["color"]
-        if isinstance(curve, PointsItem):
-            curve.set_style(color, style["size"])
-        else:
-            pen = pg.mkPen(color, width=style["width"],
-                           style=Qt.PenStyle.DashLine if style["dash"] else Qt.PenStyle.SolidLine)
-            curve.setPen(pen)
+    def _style(self, curve: PointsItem, style: dict) -> None:
+        curve.set_style(style["color"], style["size"] if style["points"] else style["width"])
 
     def y_extent(self, x0: float, x1: float) -> tuple[float, float] | None:
         """Min and max of the visible curves' values between x0 and x1."""
@@ -118,9 +113,23 @@ class SeriesPlotWidget(pg.PlotWidget):
                 hi = b if hi is None else max(hi, b)
         return None if lo is None else (float(lo), float(hi))
 
-    def set_view(self, x0: float, x1: float) -> None:
-        """Show [x0, x1] with y fitted to what is visible, in one range change (one repaint)."""
+    def set_view(self, x0: float, x1: float, *, snap: bool = False) -> None:
+        """Show [x0, x1] with y fitted to what is visible, in one range change (one repaint).
+
+        With ``snap`` the window moves in whole pixels, and a plot whose data did not change
+        since a view that lands on the same pixel is left alone: that frame would look the same.
+        """
         vb = self.getPlotItem().getViewBox()
+        if snap:
+            px = (x1 - x0) / max(1.0, vb.width())
+            shift = math.ceil(x1 / px) * px - x1
+            x0, x1 = x0 + shift, x1 + shift
+            key = (round(x1 / px), self._data_version)
+            if key == self._last_view:
+                return
+            self._last_view = key
+        else:
+            self._last_view = None
         extent = self.y_extent(x0, x1)
         if extent is None:
             vb.setRange(xRange=(x0, x1), padding=0)
@@ -161,6 +170,7 @@ class SeriesPlotWidget(pg.PlotWidget):
             legend_label.setText(label)
 
     def set_curve(self, key: str, t: np.ndarray, v: np.ndarray) -> None:
+        self._data_version += 1
         self._data[key] = (t, v)
         self.curves[key].setData(t, v)
 
@@ -313,12 +323,12 @@ class XLinker:
         finally:
             self._busy = False
 
-    def set_views(self, x0: float, x1: float) -> None:
+    def set_views(self, x0: float, x1: float, *, snap: bool = False) -> None:
         """Live frame: each plot gets x and a fitted y in one change."""
         self._busy = True
         try:
             for plot in self.plots:
-                plot.set_view(x0, x1)
+                plot.set_view(x0, x1, snap=snap)
         finally:
             self._busy = False
 

@@ -38,6 +38,9 @@ class LiveView(QScrollArea):
         self.paused = False
         self.frames = 0  # repaint ticks that handed new data to a plot
         self.samples_seen = 0
+        # Whole-pixel steps skip frames that would look identical; the fps benchmark turns
+        # this off to measure the cost of redrawing everything on every frame.
+        self.snap_to_pixels = True
         self._history_span = (-1, 0)
         host = QWidget()
         self._layout = QVBoxLayout(host)
@@ -110,7 +113,7 @@ class LiveView(QScrollArea):
         for panel in self.panels.values():
             if not panel.visibleRegion().isEmpty():
                 drew = panel.redraw(start, coarse=coarse) or drew
-        self.x_link.set_views(start, now)
+        self.x_link.set_views(start, now, snap=self.snap_to_pixels)
         self.frames += drew
 
     def set_time_window(self, key: str) -> None:
