@@ -240,3 +240,47 @@ def test_space_freezes_the_live_plots_and_an_incident_window_can_be_shown(window
     (x0, x1), _ = panel.latency_plot.getViewBox().viewRange()
     assert (x0, x1) == (1000.0, 2000.0)
     assert "wine-v1" in window.details.text() and "Requests" in window.details.text()
+
+
+def test_hovering_a_point_shows_its_value(window, qtbot):
+    probe = window.attach(f"onnx:{model_path('wine-v1')}?provider=cpu&rate=100")
+    plot = window.panels[probe.endpoint].latency_plot
+    qtbot.waitUntil(lambda: plot.point_count("points") > 20, timeout=10_000)
+    window.set_live_paused(True)
+    t, v = plot._data["points"]
+    vb = plot.getViewBox()
+    vb.setXRange(t[-1] - 1, t[-1] + 1, padding=0)
+    vb.setYRange(v[-1] - 1, v[-1] + 1, padding=0)
+    qtbot.wait(50)
+    pos = plot.mapFromScene(vb.mapViewToScene(QPointF(t[-1], v[-1])))
+    qtbot.mouseMove(plot.viewport(), QPoint(pos.x(), pos.y()))
+    qtbot.waitUntil(lambda: plot._hover_text.isVisible(), timeout=5_000)
+    assert f"{v[-1]:.4g} ms" in plot._hover_text.toPlainText()
+
+
+def test_opening_a_recorded_workspace_lists_its_endpoints_with_history(qtbot, tmp_path,
+                                                                        workspace: Path):
+    from app.core.monitor import Monitor
+    from app.gui.main_window import MainWindow
+
+    monitor = Monitor(workspace)
+    endpoint = monitor.attach(f"onnx:{model_path('wine-v2')}?provider=cpu&rate=200").endpoint
+    qtbot.waitUntil(lambda: monitor.stats().committed_samples > 100, timeout=10_000)
+    monitor.close()
+
+    other = tmp_path / "other.db"
+    w = MainWindow(other)
+    qtbot.addWidget(w)
+    w.show()
+    try:
+        w.set_time_window("1 min")
+        w._open_path(workspace)  # File > Open and Open recent land here
+        assert w.endpoint_list.endpoints() == [endpoint]
+        assert w.endpoint_list.state(endpoint) == "stopped"
+        assert w.actions.window_box.currentText() == "all"  # nothing live: show the past
+        panel = w.panels[endpoint]
+        qtbot.waitUntil(lambda: panel.latency_plot.point_count("p50") > 0, timeout=10_000)
+        recent = [a.text() for a in w.actions.recent_menu.actions()]
+        assert recent[:2] == [str(workspace.resolve()), str(other.resolve())]
+    finally:
+        w.shutdown()
