@@ -284,3 +284,17 @@ def test_opening_a_recorded_workspace_lists_its_endpoints_with_history(qtbot, tm
         assert recent[:2] == [str(workspace.resolve()), str(other.resolve())]
     finally:
         w.shutdown()
+
+
+def test_pausing_a_probe_holds_it_and_resuming_restarts_it(window, qtbot):
+    probe = window.attach(f"onnx:{model_path('wine-v2')}?provider=cpu&rate=100")
+    qtbot.waitUntil(lambda: probe.requests > 5, timeout=10_000)
+    window.endpoint_list.select(probe.endpoint)
+    window.actions.pause_probe.trigger()  # the toolbar's Pause probe, on the selection
+    assert probe.paused
+    qtbot.waitUntil(lambda: window.endpoint_list.state(probe.endpoint) == "paused",
+                    timeout=5_000)
+    window.actions.pause_probe.trigger()
+    assert not probe.paused
+    held = probe.requests
+    qtbot.waitUntil(lambda: probe.requests > held + 5, timeout=10_000)
