@@ -1,0 +1,166 @@
+"""Drift plots (pyqtgraph): a features x time heat map of severity with a colour bar, reference vs
+current distributions of one feature, and the share of drifted features over time.
+
+Thread: GUI only. The plots are fed plain numpy arrays by their owner; they read no store.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF
+
+from widgets.plots import TimeAxisItem
+from widgets.theme import DARK, Theme
+
+# Severity 1.0 is a method's threshold; the colour scale ends at 2 (twice as far past it) so
+# the step from "close" to "drifted" gets most of the colours. Larger values show saturated.
+SEVERITY_LEVELS = (0.0, 2.0)
+DEFAULT_INTERVAL_S = 5.0  # width of a lone evaluation's column
+
+
+def severity_colormap() -> pg.ColorMap:
+    """Calm blue below the threshold, a pale midpoint at it, red beyond."""
+    return pg.ColorMap([0.0, 0.35, 0.5, 0.75, 1.0],
+                       ["#1b3a5c", "#2f6f9f", "#f2e6c9", "#e0663b", "#b3001b"])
+
+
+def _style_axes(plot: pg.PlotItem, theme: Theme) -> None:
+    plot.setMenuEnabled(False)
+    plot.hideButtons()
+    for name in ("left", "bottom"):
+        axis = plot.getAxis(name)
+        axis.setPen(pg.mkPen(theme.border))
+        axis.setTextPen(pg.mkPen(theme.muted))
+        axis.enableAutoSIPrefix(False)
+
+
+class DriftHeatMapWidget(pg.PlotWidget):
+    """Severity per feature (rows, first feature on top) and evaluation (columns, clock time)."""
+
+    def __init__(self, theme: Theme = DARK, parent=None) -> None:
+        super().__init__(parent=parent, axisItems={"bottom": TimeAxisItem()})
+        self.setBackground(theme.base)
+        self.plot = self.getPlotItem()
+        _style_axes(self.plot, theme)
+        self.plot.setTitle("Drift severity per feature (1 = at threshold)", color=theme.muted,
+                           size="9pt")
+        self.image = pg.ImageItem(axisOrder="col-major")
+        self.plot.addItem(self.image)
+        self.plot.getViewBox().invertY(True)
+        self.plot.getViewBox().setMouseEnabled(x=True, y=False)
+        self.colorbar = pg.ColorBarItem(values=SEVERITY_LEVELS, colorMap=severity_colormap(),
+                                        interactive=False, width=12, label="severity")
+        self.colorbar.setImageItem(self.image, insert_in=self.plot)
+        self.features: tuple[str, ...] = ()
+        self.shape: tuple[int, int] = (0, 0)  # (evaluations, features)
+        self.setMinimumHeight(180)
+
+    def set_matrix(self, ts_ns: np.ndarray, features: Sequence[str],
+                   severity: np.ndarray) -> None:
+        """``severity`` is (evaluations, features); NaN cells (untested) are left empty."""
+        self.features = tuple(features)
+        self.shape = (len(ts_ns), len(self.features))
+        if len(ts_ns) == 0 or not self.features:
+            self.image.clear()
+            self.plot.getAxis("left").setTicks([[]])
+            return
+        t_s = np.asarray(ts_ns, dtype=np.float64) / 1e9
+        # Evaluations are evenly spaced by the monitor's interval; columns share one width.
+        step = float(np.median(np.diff(t_s))) if len(t_s) > 1 else DEFAULT_INTERVAL_S
+        step = step if step > 0 else DEFAULT_INTERVAL_S
+        width = (t_s[-1] - t_s[0]) + step
+        image = np.clip(np.asarray(severity, dtype=np.float64), *SEVERITY_LEVELS)
+        self.image.setImage(image, levels=SEVERITY_LEVELS, autoLevels=False)
+        self.image.setRect(QRectF(t_s[0] - step / 2, 0.0, width, float(len(self.features))))
+        self.plot.getAxis("left").setTicks(
+            [[(j + 0.5, name) for j, name in enumerate(self.features)]])
+        self.plot.getViewBox().setRange(
+            xRange=(t_s[0] - step / 2, t_s[0] - step / 2 + width),
+            yRange=(0, len(self.features)), padding=0)
+
+
+class DistributionPlotWidget(pg.PlotWidget):
+    """Reference and current shares of one feature on shared bins, overlaid."""
+
+    def __init__(self, theme: Theme = DARK, parent=None) -> None:
+        super().__init__(parent=parent)
+        self.theme = theme
+        self.setBackground(theme.base)
+        self.plot = self.getPlotItem()
+        _style_axes(self.plot, theme)
+        self.plot.getViewBox().setMouseEnabled(x=False, y=False)
+        self.legend = self.plot.addLegend(offset=(-10, 10), labelTextColor=theme.text)
+        self.items: dict[str, pg.GraphicsObject] = {}
+        self.feature: str | None = None
+        self.setMinimumHeight(160)
+
+    def clear_distribution(self, message: str = "") -> None:
+        for item in self.items.values():
+            self.plot.removeItem(item)
+        self.items = {}
+        self.legend.clear()
+        self.feature = None
+        self.plot.getAxis("bottom").setTicks(None)
+        self.plot.setTitle(message, color=self.theme.muted, size="9pt")
+
+    def set_numerical(self, feature: str, edges: np.ndarray, reference: np.ndarray,
+                      current: np.ndarray) -> None:
+        self.clear_distribution(f"{feature}: share of rows per bin")
+        self.feature = feature
+        for name, shares, colour, alpha in (("reference", reference, self.theme.series[0], 70),
+                                            ("current", current, self.theme.series[3], 70)):
+            brush = pg.mkColor(colour)
+            brush.setAlpha(alpha)
+            item = pg.PlotDataItem(edges, shares, stepMode="center", fillLevel=0.0,
+                                   brush=brush, pen=pg.mkPen(colour, width=2), name=name)
+            self.plot.addItem(item)
+            self.items[name] = item
+        self.plot.enableAutoRange()
+
+    def set_categorical(self, feature: str, categories: Sequence[str], reference: np.ndarray,
+                        current: np.ndarray) -> None:
+        self.clear_distribution(f"{feature}: share of rows per category")
+        self.feature = feature
+        x = np.arange(len(categories), dtype=np.float64)
+        for name, shares, colour, offset in (("reference", reference, self.theme.series[0], -0.2),
+                                             ("current", current, self.theme.series[3], 0.2)):
+            item = pg.BarGraphItem(x=x + offset, height=shares, width=0.38,
+                                   brush=pg.mkBrush(colour), pen=pg.mkPen(colour), name=name)
+            self.plot.addItem(item)
+            self.legend.addItem(item, name)
+            self.items[name] = item
+        self.plot.getAxis("bottom").setTicks([[(i, str(c)) for i, c in enumerate(categories)]])
+        self.plot.enableAutoRange()
+
+
+class DriftShareWidget(pg.PlotWidget):
+    """Share of drifted features per evaluation, over clock time (0..1), for a live view."""
+
+    def __init__(self, theme: Theme = DARK, parent=None) -> None:
+        super().__init__(parent=parent, axisItems={"bottom": TimeAxisItem()})
+        self.setBackground(theme.base)
+        self.plot = self.getPlotItem()
+        _style_axes(self.plot, theme)
+        self.plot.setTitle("Share of drifted features", color=theme.muted, size="9pt")
+        self.plot.getViewBox().setMouseEnabled(x=True, y=False)
+        self.plot.setYRange(0.0, 1.0, padding=0.05)
+        self.curve = self.plot.plot(pen=pg.mkPen(theme.series[5], width=2), symbol="o",
+                                    symbolSize=4, symbolBrush=theme.series[5],
+                                    symbolPen=None)
+        self.setMinimumHeight(120)
+
+    def set_series(self, ts_ns: np.ndarray, share: np.ndarray) -> None:
+        t_s = np.asarray(ts_ns, dtype=np.float64) / 1e9
+        self.curve.setData(t_s, np.asarray(share, dtype=np.float64))
+
+    def point_count(self) -> int:
+        x, _ = self.curve.getData()
+        return 0 if x is None else len(x)
+
+    def last_share(self) -> float:
+        _, y = self.curve.getData()
+        return math.nan if y is None or len(y) == 0 else float(y[-1])
