@@ -28,12 +28,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.core.replay_run import NO_CLASS, Case, CaseSet, VersionRun, prepare, run_version
+from app.core.replay_run import (
+    NO_CLASS,
+    Case,
+    CaseSet,
+    VersionRun,
+    prepare,
+    prepare_columns,
+    run_version,
+)
 from app.core.replay_targets import ReplayError, Target
 from app.core.store import Store
 
 __all__ = ["NO_CLASS", "Case", "CaseSet", "Criteria", "ReplayResult", "Selection", "VersionRun",
-           "auto_batch", "judge", "prepare", "replay", "select_cases"]
+           "auto_batch", "judge", "prepare", "replay", "select_case_set", "select_cases"]
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +70,33 @@ class Criteria:
     slo_ms: float | None = None
 
 
+def _filters(selection: Selection) -> dict:
+    return {"endpoint": selection.endpoint, "start_ns": selection.start_ns,
+            "end_ns": selection.end_ns, "label": selection.label,
+            "model_version": selection.model_version}
+
+
 def select_cases(store: Store, selection: Selection) -> list[Case]:
     """The selected failures (newest first), then a control set of passing captures."""
-    common = {"endpoint": selection.endpoint, "start_ns": selection.start_ns,
-              "end_ns": selection.end_ns, "label": selection.label,
-              "model_version": selection.model_version}
+    common = _filters(selection)
     failed = store.select_captures(**common, statuses=selection.kinds or None, failed=True,
                                    limit=selection.limit)
     controls = (store.select_captures(**common, failed=False, limit=selection.controls)
                 if selection.controls > 0 else [])
     return ([Case(s.id, s.capture, False) for s in failed]
             + [Case(s.id, s.capture, True) for s in controls])
+
+
+def select_case_set(store: Store, selection: Selection) -> CaseSet:
+    """The same cases as ``select_cases``, in the same order, read as columns (ids, kinds,
+    labels, stacked inputs) straight from the workspace: what ``replay`` needs, without a
+    Capture per case. Its ``cases`` are read from the workspace only when asked for."""
+    common = _filters(selection)
+    failed = store.select_capture_columns(**common, statuses=selection.kinds or None,
+                                          failed=True, limit=selection.limit)
+    controls = (store.select_capture_columns(**common, failed=False, limit=selection.controls)
+                if selection.controls > 0 else ((), (), (), ()))
+    return prepare_columns(store.path, failed, controls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +146,21 @@ class ReplayResult:
             return self.prepared.control
         return np.fromiter((c.control for c in self.cases), dtype=bool, count=len(self.cases))
 
+    @property
+    def capture_ids(self) -> list[int | None]:
+        if self.prepared is not None:
+            return self.prepared.capture_ids
+        return [c.capture_id for c in self.cases]
+
+    def label(self, case: int) -> str | None:
+        """The case's captured label (read from the columns: no Capture needed)."""
+        if self.prepared is not None:
+            return self.prepared.label_texts[case]
+        return self.cases[case].capture.label
+
     def verdict(self, case: int, run: int) -> str:
         failing = bool(self.failing[run][case])
-        if self.cases[case].control:
+        if self.control_mask[case]:
             return NEWLY_BROKEN if failing else CONTROL_OK
         return STILL_FAILING if failing else FIXED
 
@@ -148,7 +184,7 @@ class ReplayResult:
                         if lat.size else (None, None))
             by_label: dict[str, int] = {}
             for i in np.flatnonzero(control & failing).tolist():
-                label = self.cases[i].capture.label or "(none)"
+                label = self.label(i) or "(none)"
                 by_label[label] = by_label.get(label, 0) + 1
             out.append(VersionSummary(
                 version=run.version, cases=len(self.cases), failures=int((~control).sum()),
@@ -172,7 +208,7 @@ def judge(prepared: CaseSet, run: VersionRun, criteria: Criteria) -> np.ndarray:
     failing |= prepared.has_label & (run.prediction != prepared.labels)
     with np.errstate(invalid="ignore"):
         below = run.confidence < criteria.min_confidence  # NaN (no confidence) is not below
-    failing |= (prepared.low_confidence | (prepared.control & ~prepared.has_label)) & below
+    failing |= prepared.judged_on_confidence & below
     if criteria.slo_ms is not None:
         failing |= prepared.slow & (run.latency_ms > criteria.slo_ms)
     return failing

@@ -10,120 +10,22 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from operator import attrgetter, itemgetter
 
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from app.core.domain import Capture, CaptureStatus
+from app.core.replay_cases import Case, CaseSet, prepare, prepare_columns
 from app.core.replay_targets import ReplayError, Target, TargetDown, error_text
 
 log = logging.getLogger(__name__)
 
 NO_CLASS = -1
-_NO_LABEL_MATCH = -2  # a label that is not a class index never equals a predicted index
-_NO_LABEL = -3  # no label at all (never equals a prediction either)
-_LOW, _SLOW = CaptureStatus.LOW_CONFIDENCE, CaptureStatus.SLOW
-_KIND_CODES = {s: k for k, s in enumerate(CaptureStatus)}
 
-
-@dataclass(frozen=True, slots=True)
-class Case:
-    capture_id: int | None
-    capture: Capture
-    control: bool = False
-
-
-@dataclass
-class Group:
-    """Cases whose inputs share names, dtypes and row shapes, stacked into one array each."""
-
-    rows: np.ndarray | None  # case indices; None when the group is every case, in order
-    feeds: dict[str, np.ndarray]
-
-    def __len__(self) -> int:
-        return len(next(iter(self.feeds.values())))
-
-
-@dataclass
-class CaseSet:
-    """Cases as columns, prepared once and shared by every version of a replay."""
-
-    cases: list[Case]
-    groups: list[Group]
-    singles: list[int]  # cases that are not one row each: run alone
-    labels: np.ndarray  # int64 class index, _NO_LABEL_MATCH when not an index
-    has_label: np.ndarray
-    low_confidence: np.ndarray  # captured as LOW_CONFIDENCE
-    slow: np.ndarray  # captured as SLOW
-    control: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.cases)
-
-
-def _label_code(label: str | None) -> int:
-    if label is None:
-        return _NO_LABEL
-    return int(label) if label.lstrip("-").isdigit() else _NO_LABEL_MATCH
-
-
-def prepare(cases: Sequence[Case]) -> CaseSet:
-    """Group and stack the cases' input bytes; label and kind columns. Column-wise with
-    C-level iteration (map, attrgetter): this runs over every case of a replay."""
-    cases = list(cases)
-    n = len(cases)
-    caps = list(map(attrgetter("capture"), cases))
-    raw_labels = list(map(attrgetter("label"), caps))
-    codes = {lab: _label_code(lab) for lab in set(raw_labels)}
-    labels = np.fromiter(map(codes.__getitem__, raw_labels), dtype=np.int64, count=n)
-    has_label = labels != _NO_LABEL
-    kinds = np.fromiter(map(_KIND_CODES.__getitem__, map(attrgetter("status"), caps)),
-                        dtype=np.int8, count=n)
-    control = np.fromiter(map(attrgetter("control"), cases), dtype=bool, count=n)
-    inputs = list(map(attrgetter("inputs"), caps))
-    groups: list[Group] = []
-    singles: list[int] = []
-    if n and set(map(len, inputs)) == {1}:
-        firsts = list(map(itemgetter(0), inputs))
-        keys = set(map(attrgetter("name", "dtype", "shape"), firsts))
-        if len(keys) == 1:
-            name, dtype, shape = next(iter(keys))
-            if shape and shape[0] == 1:
-                data = b"".join(map(attrgetter("data"), firsts))
-                groups = [Group(None, {name: np.frombuffer(data, dtype=np.dtype(dtype))
-                                       .reshape((n, *shape[1:]))})]
-    if n and not groups:
-        groups, singles = _grouped(inputs)
-    return CaseSet(cases, groups, singles, labels, has_label, kinds == _KIND_CODES[_LOW],
-                   kinds == _KIND_CODES[_SLOW], control)
-
-
-def _grouped(inputs: list[tuple]) -> tuple[list[Group], list[int]]:
-    """The general case: several input signatures, several inputs, or odd shapes."""
-    keyed: dict[tuple, tuple[list[int], list[list[bytes]]]] = {}
-    singles: list[int] = []
-    for i, blobs in enumerate(inputs):
-        if not blobs or any(not b.shape or b.shape[0] != 1 for b in blobs):
-            singles.append(i)
-            continue
-        key = tuple((b.name, b.dtype, b.shape) for b in blobs)
-        entry = keyed.get(key)
-        if entry is None:
-            entry = keyed[key] = ([], [[] for _ in blobs])
-        entry[0].append(i)
-        for k, b in enumerate(blobs):
-            entry[1][k].append(b.data)
-    groups = []
-    every = len(keyed) == 1 and not singles
-    for key, (rows, datas) in keyed.items():
-        feeds = {name: np.frombuffer(b"".join(datas[k]), dtype=np.dtype(dtype)).reshape(
-            (len(rows), *shape[1:])) for k, (name, dtype, shape) in enumerate(key)}
-        groups.append(Group(None if every else np.asarray(rows, dtype=np.int64), feeds))
-    return groups, singles
+__all__ = ["NO_CLASS", "Case", "CaseSet", "Columns", "VersionRun", "judge_columns",
+           "prepare", "prepare_columns", "run_version"]
 
 
 @dataclass
@@ -211,9 +113,10 @@ def _reducer(k: int) -> ort.InferenceSession:
 
 def _row_reductions(first: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                   np.ndarray]:
-    """argmax, max, min and sum of each row (a NaN anywhere in a row makes its sum NaN).
-    For a few classes, column by column: numpy's axis=1 reductions over 3 values per row
-    cost ~20x more than these contiguous passes; wider rows go to onnxruntime."""
+    """argmax (the first index of the maximum), max, min and float64 sum of each row; a NaN
+    or inf anywhere in a row makes its sum non-finite. For a few classes, column by column:
+    numpy's axis=1 reductions over 3 values per row cost ~20x more than these contiguous
+    passes (putmask, not copyto(where=), which is 4x slower); wider rows go to onnxruntime."""
     n, k = first.shape
     if k > 4:
         if first.dtype == np.float32:
@@ -223,9 +126,11 @@ def _row_reductions(first: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     cols = np.ascontiguousarray(first.T)
     top, low, total = cols[0].copy(), cols[0].copy(), cols[0].astype(np.float64)
     arg = np.zeros(n, dtype=np.int64)
+    greater = np.empty(n, dtype=bool)
     for j in range(1, k):
         c = cols[j]
-        np.copyto(arg, j, where=c > top)
+        np.greater(c, top, out=greater)
+        np.putmask(arg, greater, j)
         np.maximum(top, c, out=top)
         np.minimum(low, c, out=low)
         total += c
@@ -245,27 +150,44 @@ def _row_sums(flat: np.ndarray) -> np.ndarray:
 
 def judge_columns(outputs: dict[str, np.ndarray], n: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Top class, confidence and finiteness per row, from the first output."""
-    prediction = np.full(n, NO_CLASS, dtype=np.int64)
-    confidence = np.full(n, np.nan)
-    finite = np.ones(n, dtype=bool)
+    """Top class, confidence and finiteness per row, from the first output. Whole-column
+    passes only; the first output's row sums double as its finiteness check."""
     if not outputs or n == 0:
-        return prediction, confidence, finite
+        return (np.full(n, NO_CLASS, dtype=np.int64), np.full(n, np.nan),
+                np.ones(n, dtype=bool))
     first = next(iter(outputs.values())).reshape(n, -1)
     total = None
     if first.dtype.kind == "f" and first.shape[1] >= 2:
         prediction, top, low, total = _row_reductions(first)
-    for k, o in enumerate(outputs.values()):
-        if o.dtype.kind == "f" and not np.isfinite(o).all():  # one flat pass when all finite
-            sums = total if k == 0 and total is not None else _row_sums(o.reshape(n, -1))
-            finite &= np.isfinite(sums)  # NaN and inf survive a float64 sum
-    if total is not None:
-        is_prob = (low >= 0.0) & (np.abs(total - 1.0) < 1e-3)
-        confidence = np.where(is_prob, top, np.nan)  # the output's own float type
-        if not finite.all():
-            prediction[~finite] = NO_CLASS
     elif first.dtype.kind in "iu" and first.shape[1] == 1:
         prediction = first[:, 0].astype(np.int64)  # a model that outputs the class itself
+    else:
+        prediction = np.full(n, NO_CLASS, dtype=np.int64)
+    finite = None
+    for k, o in enumerate(outputs.values()):
+        if o.dtype.kind != "f":
+            continue
+        if k == 0 and total is not None:
+            row_ok = np.isfinite(total)  # NaN and inf survive a float64 sum
+            if row_ok.all():
+                continue
+        elif np.isfinite(o).all():  # one flat pass when all finite
+            continue
+        else:
+            row_ok = np.isfinite(_row_sums(o.reshape(n, -1)))
+        finite = row_ok if finite is None else finite & row_ok
+    if finite is None:
+        finite = np.ones(n, dtype=bool)
+    if total is None:
+        return prediction, np.full(n, np.nan), finite
+    not_prob = low < 0.0
+    total -= 1.0
+    np.abs(total, out=total)
+    not_prob |= ~(total < 1e-3)  # NaN sums are not probabilities either
+    confidence = top  # the output's own float type; NaN where not a probability
+    confidence[not_prob] = np.nan
+    if not finite.all():
+        prediction[~finite] = NO_CLASS
     return prediction, confidence, finite
 
 
@@ -295,11 +217,14 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
 
     for group in prepared.groups:
         m = len(group)
-        index = np.arange(m) if group.rows is None else group.rows
+
+        def cases(s: int, e: int, rows: np.ndarray | None = group.rows) -> list[int]:
+            return list(range(s, e)) if rows is None else rows[s:e].tolist()
+
         try:
             feeds = target.adapt(group.feeds)  # rename/cast once for the whole group
         except Exception as exc:
-            for i in index.tolist():
+            for i in cases(0, m):
                 errors[i] = error_text(exc)
             if not tick(m):
                 return None
@@ -323,17 +248,17 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
                 columns.place(rows, e - s, outs)
                 latency[rows] = dt * 1e3 / (e - s)
             except TargetDown as exc:
-                for i in index[s:e].tolist():
+                for i in cases(s, e):
                     errors[i] = str(exc)
             except Exception as exc:
                 # One bad row must not sink its batch: find it by running the rows alone.
                 log.debug("batch failed on %s (%s); row by row", target.name, exc)
-                for j, i in zip(range(s, e), index[s:e].tolist(), strict=True):
+                for j, i in zip(range(s, e), cases(s, e), strict=True):
                     one(i, {k: v[j:j + 1] for k, v in group.feeds.items()})
             if not tick(e - s):
                 return None
     for i in prepared.singles:
-        one(i, {b.name: b.to_array() for b in prepared.cases[i].capture.inputs})
+        one(i, {b.name: b.to_array() for b in prepared.inputs(i)})
         if not tick(1):
             return None
     prediction, confidence, finite = judge_columns(columns.outputs, n)

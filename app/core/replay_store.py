@@ -43,7 +43,8 @@ def save_replay(store: Store, result: ReplayResult, title: str | None = None) ->
         "criteria": json.dumps(asdict(result.criteria)),
         "cancelled": result.cancelled,
     }
-    cases = [(i, c.capture_id, c.control, firsts[i]) for i, c in enumerate(result.cases)]
+    cases = list(zip(range(len(firsts)), result.capture_ids, result.control_mask.tolist(),
+                     firsts, strict=True))
 
     def rows() -> Any:
         for j, (run, failing) in enumerate(zip(result.runs, result.failing, strict=True)):

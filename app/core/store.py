@@ -633,12 +633,11 @@ class Store:
         """Registered versions in registry (registration) order."""
         return list(self.db.query("SELECT * FROM versions ORDER BY id"))
 
-    def select_captures(self, *, endpoint: str | None = None,
-                        statuses: Sequence[str] | None = None, failed: bool | None = None,
-                        start_ns: int | None = None, end_ns: int | None = None,
-                        label: str | None = None, model_version: str | None = None,
-                        limit: int = 1000, newest_first: bool = True) -> list[StoredCapture]:
-        """Captures matching every filter given (statuses: CaptureStatus values)."""
+    def _capture_filter(self, endpoint: str | None, statuses: Sequence[str] | None,
+                        failed: bool | None, start_ns: int | None, end_ns: int | None,
+                        label: str | None, model_version: str | None
+                        ) -> tuple[list[str], list]:
+        """WHERE terms and their parameters shared by the replay's capture selections."""
         where, args = ["c.ts_ns >= ?", "c.ts_ns <= ?"], [
             start_ns if start_ns is not None else -(2**63),
             end_ns if end_ns is not None else 2**63 - 1]
@@ -657,6 +656,16 @@ class Store:
         if model_version is not None:
             where.append("c.model_version = ?")
             args.append(model_version)
+        return where, args
+
+    def select_captures(self, *, endpoint: str | None = None,
+                        statuses: Sequence[str] | None = None, failed: bool | None = None,
+                        start_ns: int | None = None, end_ns: int | None = None,
+                        label: str | None = None, model_version: str | None = None,
+                        limit: int = 1000, newest_first: bool = True) -> list[StoredCapture]:
+        """Captures matching every filter given (statuses: CaptureStatus values)."""
+        where, args = self._capture_filter(endpoint, statuses, failed, start_ns, end_ns, label,
+                                           model_version)
         sql = ("SELECT c.id, e.uri, c.ts_ns, c.latency_ms, c.status, c.inputs, c.outputs, "
                "c.request_id, c.error, c.label, c.prediction, c.confidence, c.model_version, "
                "c.truncated FROM captures c JOIN endpoints e ON e.id = c.endpoint_id WHERE "
@@ -664,6 +673,41 @@ class Store:
                + f" ORDER BY c.ts_ns {'DESC' if newest_first else 'ASC'}, c.id LIMIT ?")
         args.append(limit)
         return [self._row_to_capture(r) for r in self.db.execute(sql, args).fetchall()]
+
+    def select_capture_columns(self, *, endpoint: str | None = None,
+                               statuses: Sequence[str] | None = None,
+                               failed: bool | None = None, start_ns: int | None = None,
+                               end_ns: int | None = None, label: str | None = None,
+                               model_version: str | None = None, limit: int = 1000,
+                               newest_first: bool = True
+                               ) -> tuple[tuple[int, ...], tuple[str, ...],
+                                          tuple[str | None, ...], tuple[bytes, ...]]:
+        """What a replay reads of the captures ``select_captures`` returns (same filters, same
+        order), as columns: ids, statuses, labels and encoded input blobs. No tensors are
+        decoded and no Capture is built, so reading 10,000 cases costs the query alone."""
+        where, args = self._capture_filter(endpoint, statuses, failed, start_ns, end_ns, label,
+                                           model_version)
+        sql = ("SELECT c.id, c.status, c.label, c.inputs FROM captures c WHERE "
+               + " AND ".join(where)
+               + f" ORDER BY c.ts_ns {'DESC' if newest_first else 'ASC'}, c.id LIMIT ?")
+        args.append(limit)
+        rows = self.db.execute(sql, args).fetchall()
+        if not rows:
+            return (), (), (), ()
+        ids, statuses_, labels, inputs = zip(*rows, strict=True)
+        return ids, statuses_, labels, inputs
+
+    def captures_by_id(self, ids: Sequence[int]) -> dict[int, StoredCapture]:
+        """The captures with these ids (those still in the workspace), in one query."""
+        if not ids:
+            return {}
+        rows = self.db.execute(
+            "SELECT c.id, e.uri, c.ts_ns, c.latency_ms, c.status, c.inputs, c.outputs, "
+            "c.request_id, c.error, c.label, c.prediction, c.confidence, c.model_version, "
+            "c.truncated FROM captures c JOIN endpoints e ON e.id = c.endpoint_id "
+            "WHERE c.id IN (SELECT value FROM json_each(?))",
+            [json.dumps([int(i) for i in ids])]).fetchall()
+        return {int(r[0]): self._row_to_capture(r) for r in rows}
 
     def save_replay(self, meta: dict, cases: Sequence[tuple[int, int, bool, str | None]],
                     results: Iterable[tuple]) -> int:
