@@ -17,6 +17,7 @@ connections, keeps the tap's own cost small next to a 1 ms model (see docs/PERFO
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import queue
 import ssl
@@ -63,11 +64,24 @@ class Upstream:
         return f"{self.host}:{self.port}"
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 class Tap:
     def __init__(self, upstream_url: str, db_path: str | Path, *, host: str = "127.0.0.1",
                  port: int = 9000, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
                  timeout_s: float = 30.0) -> None:
         self.upstream = Upstream.parse(upstream_url)
+        if not _is_loopback(host):
+            # The tap copies production requests and answers into a file, and its clients are
+            # the model server's own clients, which cannot present a ProbeScope token. So it
+            # never listens beyond this machine; run it beside the clients instead.
+            raise TapError(f"the tap listens on loopback only (got {host}); run it on the "
+                           "clients' machine with --listen 127.0.0.1:PORT")
         self.host, self.port = host, port
         self.max_record_bytes = max_record_bytes
         self.timeout_s = timeout_s

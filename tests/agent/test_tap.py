@@ -289,3 +289,12 @@ def test_a_client_that_hangs_up_early_still_has_its_call_recorded(tap, server):
     assert wait_until(lambda: db.exists() and len(captures(db)) == 1)
     (c,) = captures(db)
     assert c.request_id == "gone" and c.status is CaptureStatus.OK
+
+
+def test_the_tap_refuses_to_listen_beyond_loopback(tmp_path):
+    from app.core.tap import Tap, TapError
+
+    db = tmp_path / "w.db"
+    with pytest.raises(TapError, match="loopback only"):
+        Tap("http://127.0.0.1:9", db, host="0.0.0.0", port=0)
+    assert not db.exists()  # refused before anything was written
