@@ -36,7 +36,13 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.drift import DriftError
-from app.core.drift_history import drift_matrix, feature_distribution, latest_table, share_series
+from app.core.drift_history import (
+    drift_matrix,
+    feature_distribution,
+    latest_table,
+    severity,
+    share_series,
+)
 from app.core.drift_monitor import DriftMonitor, DriftUpdate
 from app.core.drift_report import DriftCancelled
 from app.core.drift_stats import Kind
@@ -89,6 +95,7 @@ def _make_table() -> QTableWidget:
     table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
     table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
     table.horizontalHeader().setStretchLastSection(True)
+    table.verticalHeader().setDefaultSectionSize(22)
     return table
 
 
@@ -197,6 +204,7 @@ class DriftPanel(QWidget):
         right = QSplitter(Qt.Orientation.Vertical)
         right.addWidget(self.distribution)
         right.addWidget(report)
+        right.setSizes([330, 300])
         lower = QSplitter(Qt.Orientation.Horizontal)
         lower.addWidget(self.table)
         lower.addWidget(right)
@@ -387,7 +395,8 @@ class DriftPanel(QWidget):
             f"Full report (Evidently) of {result.window.endpoint}: {drifted} of {len(tested)} "
             f"columns drifted (share {result.result.share_drifted:.2f}); "
             f"{result.result.rows_current} rows against {result.result.rows_reference}")
-        columns = sorted(result.result.columns, key=lambda c: (not c.drifted, c.name))
+        columns = sorted(result.result.columns, key=lambda c: (
+            np.nan_to_num(-severity(c.method, c.score, c.threshold), nan=np.inf), c.name))
         _fill_table(self.report_table, [(c.name, c.method, c.score, c.threshold, c.drifted)
                                         for c in columns])
         self.open_button.setEnabled(result.html_path is not None)

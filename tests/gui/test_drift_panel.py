@@ -1,0 +1,181 @@
+"""The drift panel on a workspace with real drift history (the demo's production rows through a
+real DriftMonitor): heat map, table sorted by drift, distributions, the full Evidently report
+(finished and cancelled), the reference, and following a live monitor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.core.drift_monitor import DriftMonitor, DriftUpdate
+from app.core.store import Store
+from app.gui.drift_panel import DriftPanel, read_share_series
+from tests.gui.drift_workspace import ENDPOINT, build_drift_workspace, demo_captures, record
+from widgets.drift_plots import DriftShareWidget
+
+FEATURES = 13  # the wine data's inputs; the monitor adds "prediction"
+
+
+@pytest.fixture
+def drifted(tmp_path: Path, demo_dir: Path) -> tuple[Path, list[DriftUpdate]]:
+    db = tmp_path / "ws.db"
+    return db, build_drift_workspace(db, demo_dir, rows=2000, every=100)
+
+
+@pytest.fixture
+def panel(qtbot, drifted):
+    p = DriftPanel(drifted[0])
+    qtbot.addWidget(p)
+    p.resize(1200, 800)
+    p.show()
+    yield p
+    p.shutdown()
+
+
+def _table(panel: DriftPanel) -> list[tuple[str, ...]]:
+    return [tuple(panel.table.item(i, j).text() for j in range(panel.table.columnCount()))
+            for i in range(panel.table.rowCount())]
+
+
+def test_the_table_names_alcohol_and_color_intensity_first(panel, drifted):
+    assert panel.endpoint() == ENDPOINT
+    rows = _table(panel)
+    assert {rows[0][0], rows[1][0]} == {"alcohol", "color_intensity"}
+    assert rows[0][1] == "ks" and rows[0][4] == "yes"
+    assert float(rows[0][3]) == 0.05
+    assert len(rows) == FEATURES + 1
+    last = drifted[1][-1].result
+    assert {r[0] for r in rows if r[4] == "yes"} == set(last.drifted_columns)
+    assert "demo reference" in panel.reference_label.text()
+
+
+def test_the_heat_map_has_a_column_per_evaluation_and_a_row_per_feature(panel, drifted):
+    updates = drifted[1]
+    assert panel.heatmap.shape == (len(updates), FEATURES + 1)
+    assert panel.heatmap.image.image.shape == (len(updates), FEATURES + 1)
+    ticks = [name for _, name in panel.heatmap.plot.getAxis("left")._tickLevels[0]]
+    assert ticks[0] == "alcohol" and "color_intensity" in ticks
+    # The drift ramps in: alcohol's last column is past its threshold, its first is not.
+    j = panel.heatmap.features.index("alcohol")
+    image = panel.heatmap.image.image
+    assert image[-1, j] > 1.0 > image[0, j]
+
+
+def test_selecting_a_feature_draws_reference_and_current(panel, qtbot):
+    with qtbot.waitSignal(panel.feature_selected, timeout=5000) as signal:
+        assert panel.select_feature("flavanoids")
+    assert signal.args == ["flavanoids"]
+    assert panel.distribution.feature == "flavanoids"
+    with qtbot.waitSignal(panel.feature_selected, timeout=5000):
+        panel.select_feature("alcohol")
+    items = panel.distribution.items
+    assert set(items) == {"reference", "current"}
+    edges, reference = items["reference"].getData()[0], items["reference"].yData
+    current = items["current"].yData
+    assert len(edges) == len(reference) + 1 and reference.sum() == pytest.approx(1.0)
+    centres = (edges[:-1] + edges[1:]) / 2
+    # The demo moves alcohol up in its drifted stretch: the current mass sits to the right.
+    assert centres @ current > centres @ reference + 0.5
+
+
+def test_a_feature_missing_from_the_reference_says_so(panel, qtbot):
+    with qtbot.waitSignal(panel.feature_selected, timeout=5000):
+        panel.select_feature("prediction")
+    assert panel.distribution.items == {}
+    assert "not in the reference" in panel.distribution.plot.titleLabel.text
+
+
+def test_the_full_report_runs_on_a_worker_with_progress(panel, qtbot, drifted):
+    seen: list[float] = []
+    panel.report_window.setCurrentIndex(1)  # last 5 min: every capture (they span 40 s)
+    job = panel.run_report()
+    assert job is not None and panel.busy() and panel.cancel_button.isEnabled()
+    job.signals.progressed.connect(seen.append)
+    with qtbot.waitSignal(panel.report_finished, timeout=120_000) as signal:
+        pass
+    report = signal.args[0]
+    assert seen and seen == sorted(seen) and seen[-1] == 1.0
+    assert not panel.busy() and panel.report_button.isEnabled()
+    assert report.html_path is not None and report.html_path.stat().st_size > 10_000
+    assert panel.open_button.isEnabled()
+    rows = {panel.report_table.item(i, 0).text(): panel.report_table.item(i, 4).text()
+            for i in range(panel.report_table.rowCount())}
+    assert rows["alcohol"] == rows["color_intensity"] == "yes"
+    assert "columns drifted" in panel.report_label.text()
+    store = Store(drifted[0], readonly=True)
+    assert len(store.drift_evaluations(ENDPOINT, source="evidently")) == 1
+    store.close()
+
+
+def test_cancelling_the_full_report_stores_nothing(panel, qtbot, drifted):
+    errors: list[str] = []
+    panel.error_occurred.connect(errors.append)
+    finished: list[object] = []
+    panel.report_finished.connect(finished.append)
+    job = panel.run_report()
+    panel.cancel_report()
+    qtbot.waitUntil(lambda: not panel.busy(), timeout=120_000)
+    assert job.is_cancelled() and finished == [] and errors == []
+    assert panel.report_label.text() == "Full report: cancelled"
+    assert panel.report_button.isEnabled() and not panel.open_button.isEnabled()
+    store = Store(drifted[0], readonly=True)
+    assert store.drift_evaluations(ENDPOINT, source="evidently") == []
+    store.close()
+
+
+def test_choosing_a_reference_file_and_back_to_the_demo(panel, qtbot, demo_dir, tmp_path):
+    assert panel.set_reference_file(demo_dir / "validation.csv")
+    assert "validation.csv" in panel.reference_label.text()
+    with qtbot.waitSignal(panel.error_occurred, timeout=5000) as signal:
+        assert not panel.set_reference_file(tmp_path / "missing.parquet")
+    assert "does not exist" in signal.args[0]
+    assert "validation.csv" in panel.reference_label.text()  # unchanged
+    assert panel.use_demo_reference()
+    assert "demo reference" in panel.reference_label.text()
+
+
+def test_following_a_monitor_refreshes_on_its_next_evaluation(panel, qtbot, drifted, demo_dir):
+    db, updates = drifted
+    before = panel.heatmap.shape[0]
+    monitor = DriftMonitor(db, window_rows=500, min_rows=50, interval_s=3600)
+    panel.follow(monitor)
+    monitor.start()
+    try:
+        record(db, monitor, demo_captures(demo_dir, 2000, 2100))
+        with qtbot.waitSignal(panel.refreshed, timeout=30_000):
+            assert monitor.evaluate_soon().wait(30)
+    finally:
+        monitor.close()
+    assert panel.heatmap.shape[0] == before + 1 == len(updates) + 1
+
+
+def test_shutdown_stops_following(panel, qtbot, drifted, demo_dir):
+    db, _ = drifted
+    monitor = DriftMonitor(db, window_rows=500, min_rows=50, interval_s=3600)
+    seen: list[DriftUpdate] = []
+    panel.follow(monitor)
+    monitor.subscribe(seen.append)
+    refreshed: list[None] = []
+    panel.refreshed.connect(lambda: refreshed.append(None))
+    panel.shutdown()
+    monitor.start()
+    try:
+        record(db, monitor, demo_captures(demo_dir, 2000, 2100))
+        assert monitor.evaluate_soon().wait(30)
+    finally:
+        monitor.close()
+    qtbot.wait(50)  # let any queued signal arrive: none must
+    assert len(seen) == 1 and refreshed == []
+
+
+def test_the_share_of_drifted_features_over_time(qtbot, drifted):
+    db, updates = drifted
+    widget = DriftShareWidget()
+    qtbot.addWidget(widget)
+    ts, share = read_share_series(db, ENDPOINT)
+    widget.set_series(ts, share)
+    assert widget.point_count() == len(updates)
+    assert widget.last_share() == pytest.approx(updates[-1].result.share_drifted)
+    assert np.all(np.diff(ts) > 0)
