@@ -281,6 +281,8 @@ class DriftPanel(QWidget):
         calls back on its own thread; the signal crosses into the GUI thread queued."""
         relay = _Relay(self._update_arrived.emit)
         self._relays.append(relay)
+        # Also released if the panel is deleted without shutdown (its parent closed).
+        self.destroyed.connect(relay.release)
         monitor.subscribe(relay)
 
     def select_feature(self, feature: str) -> bool:

@@ -179,3 +179,23 @@ def test_the_share_of_drifted_features_over_time(qtbot, drifted):
     assert widget.point_count() == len(updates)
     assert widget.last_share() == pytest.approx(updates[-1].result.share_drifted)
     assert np.all(np.diff(ts) > 0)
+
+
+def test_an_endpoint_without_a_reference_says_what_to_do(qtbot, tmp_path, demo_dir):
+    db = tmp_path / "ws.db"
+    store = Store(db)
+    store.write_batch([], demo_captures(demo_dir, 0, 60))
+    store.close()
+    p = DriftPanel(db)
+    qtbot.addWidget(p)
+    try:
+        assert p.endpoint() == ENDPOINT and p.table.rowCount() == 0
+        assert p.heatmap.shape == (0, 0)
+        assert p.reference_label.text() == "no reference: choose one"
+        with qtbot.waitSignal(p.error_occurred, timeout=60_000) as signal:
+            assert p.run_report() is not None
+        assert "has no drift reference" in signal.args[0] and "\n" not in signal.args[0]
+        assert p.report_label.text().startswith("Full report failed:")
+        assert p.report_button.isEnabled() and not p.busy()
+    finally:
+        p.shutdown()
