@@ -15,21 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import Qt, QUrl, Signal
-from PySide6.QtGui import QColor, QDesktopServices
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QFileDialog,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QMenu,
-    QProgressBar,
-    QPushButton,
     QSplitter,
-    QTableWidget,
-    QTableWidgetItem,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -40,13 +33,10 @@ from app.core.drift_history import (
     drift_matrix,
     feature_distribution,
     latest_table,
-    severity,
     share_series,
 )
 from app.core.drift_monitor import DriftMonitor, DriftUpdate
-from app.core.drift_report import DriftCancelled
 from app.core.drift_stats import Kind
-from app.core.drift_window import EndpointDrift, endpoint_report
 from app.core.references import (
     Reference,
     demo_reference,
@@ -55,48 +45,12 @@ from app.core.references import (
     set_reference,
 )
 from app.core.store import Store, StoreError
-from app.gui.jobs import Job, JobRunner
+from app.gui.drift_report_box import DriftReportBox, fill_feature_table, make_feature_table
+from app.gui.jobs import Job
 from widgets.drift_plots import DistributionPlotWidget, DriftHeatMapWidget, DriftShareWidget
 from widgets.theme import DARK, Theme
 
 log = logging.getLogger(__name__)
-
-TABLE_COLUMNS = ("Feature", "Method", "Score", "Threshold", "Drifted")
-REPORT_WINDOWS_S = (("last 1 min", 60.0), ("last 5 min", 300.0), ("last 15 min", 900.0),
-                    ("last hour", 3600.0), ("last day", 86400.0))
-DRIFTED_COLOR = QColor("#e0663b")
-
-
-def _number(value: float | None) -> str:
-    if value is None or not np.isfinite(value):
-        return "—"
-    return f"{value:.4g}"
-
-
-def _fill_table(table: QTableWidget, rows: list[tuple[str, str | None, float | None,
-                                                        float | None, bool]]) -> None:
-    table.setRowCount(len(rows))
-    for i, (feature, method, score, threshold, drifted) in enumerate(rows):
-        cells = (feature, method or "not tested", _number(score), _number(threshold),
-                 "yes" if drifted else "no")
-        for j, text in enumerate(cells):
-            item = QTableWidgetItem(text)
-            item.setFlags(Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEnabled)
-            if drifted:
-                item.setForeground(DRIFTED_COLOR)
-            table.setItem(i, j, item)
-
-
-def _make_table() -> QTableWidget:
-    table = QTableWidget(0, len(TABLE_COLUMNS))
-    table.setHorizontalHeaderLabels(list(TABLE_COLUMNS))
-    table.verticalHeader().hide()
-    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    table.horizontalHeader().setStretchLastSection(True)
-    table.verticalHeader().setDefaultSectionSize(22)
-    return table
 
 
 def read_share_series(db_path: str | Path, endpoint: str, start_ns: int | None = None,
@@ -138,10 +92,7 @@ class DriftPanel(QWidget):
                  theme: Theme = DARK) -> None:
         super().__init__(parent)
         self.db_path = Path(db_path) if db_path else None
-        self.runner = JobRunner(self)
-        self._job: Job | None = None
         self._relays: list[_Relay] = []
-        self.last_report: EndpointDrift | None = None
 
         self.endpoint_box = QComboBox()
         self.endpoint_box.setMinimumContentsLength(30)
@@ -164,46 +115,19 @@ class DriftPanel(QWidget):
         top.addWidget(self.reference_label, 1)
 
         self.heatmap = DriftHeatMapWidget(theme)
-        self.table = _make_table()
+        self.table = make_feature_table()
         self.table.itemSelectionChanged.connect(self._on_table_selection_changed)
         self.distribution = DistributionPlotWidget(theme)
         self.distribution.clear_distribution("Select a feature to compare its distributions")
 
-        self.report_window = QComboBox()
-        for text, seconds in REPORT_WINDOWS_S:
-            self.report_window.addItem(text, seconds)
-        self.report_window.setCurrentIndex(1)
-        self.report_button = QPushButton("Full report (Evidently)")
-        self.report_button.clicked.connect(self.run_report)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel_report)
-        self.open_button = QPushButton("Open HTML")
-        self.open_button.setEnabled(False)
-        self.open_button.clicked.connect(self.open_html)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setValue(0)
-        self.progress.setTextVisible(False)
-        self.progress.setMaximumHeight(8)
-        self.report_label = QLabel("Full report: not run")
-        self.report_label.setWordWrap(True)
-        self.report_table = _make_table()
-        report_bar = QHBoxLayout()
-        for w in (self.report_window, self.report_button, self.cancel_button, self.open_button):
-            report_bar.addWidget(w)
-        report_bar.addStretch(1)
-        report = QWidget()
-        rl = QVBoxLayout(report)
-        rl.setContentsMargins(0, 0, 0, 0)
-        rl.addLayout(report_bar)
-        rl.addWidget(self.progress)
-        rl.addWidget(self.report_label)
-        rl.addWidget(self.report_table, 1)
+        self.report = DriftReportBox()
+        self.report.run_button.clicked.connect(self.run_report)
+        self.report.report_finished.connect(self.report_finished)
+        self.report.error_occurred.connect(self.error_occurred)
 
         right = QSplitter(Qt.Orientation.Vertical)
         right.addWidget(self.distribution)
-        right.addWidget(report)
+        right.addWidget(self.report)
         right.setSizes([330, 300])
         lower = QSplitter(Qt.Orientation.Horizontal)
         lower.addWidget(self.table)
@@ -308,48 +232,24 @@ class DriftPanel(QWidget):
         return self._set_reference(demo_reference())
 
     def busy(self) -> bool:
-        return self._job is not None
+        return self.report.busy()
 
     def run_report(self) -> Job | None:
         """Run Evidently's full report on the current endpoint's window, on the worker."""
-        endpoint, db = self.endpoint(), self.db_path
-        if self._job is not None or endpoint is None or db is None:
+        endpoint = self.endpoint()
+        if endpoint is None or self.db_path is None:
             return None
-        window_s = float(self.report_window.currentData())
-
-        def work(progress: Callable[[float], None], cancelled: Callable[[], bool]
-                 ) -> EndpointDrift:
-            return endpoint_report(db, endpoint, window_s, progress=progress,
-                                   cancelled=cancelled)
-
-        job = Job(work)
-        job.signals.progressed.connect(self._on_job_progressed)
-        job.signals.finished.connect(self._on_job_finished)
-        job.signals.failed.connect(self._on_job_failed)
-        self._job = job
-        self.progress.setValue(0)
-        self.report_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.report_label.setText(f"Full report of {endpoint}: running…")
-        self.runner.start(job)
-        return job
+        return self.report.run(self.db_path, endpoint)
 
     def cancel_report(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
-            self.report_label.setText("Full report: cancelling…")
-
-    def open_html(self) -> None:
-        path = self.last_report.html_path if self.last_report else None
-        if path is not None and path.exists():
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
+        self.report.cancel()
 
     def shutdown(self) -> None:
         """Stop following monitors, cancel and wait for the report; call before closing."""
         for relay in self._relays:
             relay.release()
         self._relays = []
-        self.runner.shutdown()
+        self.report.shutdown()
 
     def closeEvent(self, event) -> None:
         self.shutdown()
@@ -358,10 +258,7 @@ class DriftPanel(QWidget):
     # -- handlers -------------------------------------------------------------------------
 
     def _on_endpoint_box_changed(self, _index: int) -> None:
-        self.open_button.setEnabled(False)
-        self.last_report = None
-        self.report_table.setRowCount(0)
-        self.report_label.setText("Full report: not run")
+        self.report.reset()
         self.refresh()
 
     def _on_update_arrived(self, update: DriftUpdate) -> None:
@@ -385,41 +282,7 @@ class DriftPanel(QWidget):
         if path:
             self.set_reference_file(path)
 
-    def _on_job_progressed(self, fraction: float) -> None:
-        self.progress.setValue(int(fraction * 1000))
-
-    def _on_job_finished(self, result: EndpointDrift) -> None:
-        self._idle()
-        self.last_report = result
-        tested = result.result.tested
-        drifted = sum(c.drifted for c in tested)
-        self.report_label.setText(
-            f"Full report (Evidently) of {result.window.endpoint}: {drifted} of {len(tested)} "
-            f"columns drifted (share {result.result.share_drifted:.2f}); "
-            f"{result.result.rows_current} rows against {result.result.rows_reference}")
-        columns = sorted(result.result.columns, key=lambda c: (
-            np.nan_to_num(-severity(c.method, c.score, c.threshold), nan=np.inf), c.name))
-        _fill_table(self.report_table, [(c.name, c.method, c.score, c.threshold, c.drifted)
-                                        for c in columns])
-        self.open_button.setEnabled(result.html_path is not None)
-        self.report_finished.emit(result)
-
-    def _on_job_failed(self, message: str) -> None:
-        cancelled = self._job is not None and self._job.is_cancelled()
-        self._idle()
-        if cancelled or message == str(DriftCancelled("drift report cancelled")):
-            self.report_label.setText("Full report: cancelled")
-            return
-        self.report_label.setText(f"Full report failed: {message}")
-        self.error_occurred.emit(message)
-
     # -- internals ------------------------------------------------------------------------
-
-    def _idle(self) -> None:
-        self._job = None
-        self.progress.setValue(self.progress.maximum())
-        self.report_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
 
     def _read(self, query: Callable[[Store], object]):
         """``query`` on a short-lived read-only connection; None (and an error line) if the
@@ -461,8 +324,8 @@ class DriftPanel(QWidget):
         previous = self.selected_feature()
         self._rows = [r.feature for r in table]
         self.table.blockSignals(True)
-        _fill_table(self.table, [(r.feature, r.method, r.score, r.threshold, r.drifted)
-                                 for r in table])
+        fill_feature_table(self.table, [(r.feature, r.method, r.score, r.threshold,
+                                         r.drifted) for r in table])
         self.table.blockSignals(False)
         # Keep the user's feature; otherwise show the most drifted one.
         feature = previous if previous in self._rows else next(iter(self._rows), None)

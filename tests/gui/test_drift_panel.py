@@ -89,21 +89,21 @@ def test_a_feature_missing_from_the_reference_says_so(panel, qtbot):
 
 def test_the_full_report_runs_on_a_worker_with_progress(panel, qtbot, drifted):
     seen: list[float] = []
-    panel.report_window.setCurrentIndex(1)  # last 5 min: every capture (they span 40 s)
+    panel.report.window_box.setCurrentIndex(1)  # last 5 min: every capture (they span 40 s)
     job = panel.run_report()
-    assert job is not None and panel.busy() and panel.cancel_button.isEnabled()
+    assert job is not None and panel.busy() and panel.report.cancel_button.isEnabled()
     job.signals.progressed.connect(seen.append)
     with qtbot.waitSignal(panel.report_finished, timeout=120_000) as signal:
         pass
     report = signal.args[0]
     assert seen and seen == sorted(seen) and seen[-1] == 1.0
-    assert not panel.busy() and panel.report_button.isEnabled()
+    assert not panel.busy() and panel.report.run_button.isEnabled()
     assert report.html_path is not None and report.html_path.stat().st_size > 10_000
-    assert panel.open_button.isEnabled()
-    rows = {panel.report_table.item(i, 0).text(): panel.report_table.item(i, 4).text()
-            for i in range(panel.report_table.rowCount())}
+    assert panel.report.open_button.isEnabled()
+    rows = {panel.report.table.item(i, 0).text(): panel.report.table.item(i, 4).text()
+            for i in range(panel.report.table.rowCount())}
     assert rows["alcohol"] == rows["color_intensity"] == "yes"
-    assert "columns drifted" in panel.report_label.text()
+    assert "columns drifted" in panel.report.label.text()
     store = Store(drifted[0], readonly=True)
     assert len(store.drift_evaluations(ENDPOINT, source="evidently")) == 1
     store.close()
@@ -118,8 +118,8 @@ def test_cancelling_the_full_report_stores_nothing(panel, qtbot, drifted):
     panel.cancel_report()
     qtbot.waitUntil(lambda: not panel.busy(), timeout=120_000)
     assert job.is_cancelled() and finished == [] and errors == []
-    assert panel.report_label.text() == "Full report: cancelled"
-    assert panel.report_button.isEnabled() and not panel.open_button.isEnabled()
+    assert panel.report.label.text() == "Full report: cancelled"
+    assert panel.report.run_button.isEnabled() and not panel.report.open_button.isEnabled()
     store = Store(drifted[0], readonly=True)
     assert store.drift_evaluations(ENDPOINT, source="evidently") == []
     store.close()
@@ -195,7 +195,7 @@ def test_an_endpoint_without_a_reference_says_what_to_do(qtbot, tmp_path, demo_d
         with qtbot.waitSignal(p.error_occurred, timeout=60_000) as signal:
             assert p.run_report() is not None
         assert "has no drift reference" in signal.args[0] and "\n" not in signal.args[0]
-        assert p.report_label.text().startswith("Full report failed:")
-        assert p.report_button.isEnabled() and not p.busy()
+        assert p.report.label.text().startswith("Full report failed:")
+        assert p.report.run_button.isEnabled() and not p.busy()
     finally:
         p.shutdown()
