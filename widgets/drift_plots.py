@@ -7,11 +7,12 @@ Thread: GUI only. The plots are fed plain numpy arrays by their owner; they read
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF
+from PySide6.QtCore import QPointF, QRectF, Signal
 
 from widgets.plots import TimeAxisItem
 from widgets.theme import DARK, Theme
@@ -39,7 +40,10 @@ def _style_axes(plot: pg.PlotItem, theme: Theme) -> None:
 
 
 class DriftHeatMapWidget(pg.PlotWidget):
-    """Severity per feature (rows, first feature on top) and evaluation (columns, clock time)."""
+    """Severity per feature (rows, first feature on top) and evaluation (columns, clock time).
+    Hovering a cell tells its feature, time and severity; clicking a row names its feature."""
+
+    feature_clicked = Signal(str)
 
     def __init__(self, theme: Theme = DARK, parent=None) -> None:
         super().__init__(parent=parent, axisItems={"bottom": TimeAxisItem()})
@@ -57,23 +61,60 @@ class DriftHeatMapWidget(pg.PlotWidget):
         self.colorbar.setImageItem(self.image, insert_in=self.plot)
         self.features: tuple[str, ...] = ()
         self.shape: tuple[int, int] = (0, 0)  # (evaluations, features)
+        self._t_s = np.empty(0)
+        self._step_s = DEFAULT_INTERVAL_S
+        self._severity = np.empty((0, 0))
+        self.scene().sigMouseMoved.connect(self._on_scene_mouse_moved)
+        self.scene().sigMouseClicked.connect(self._on_scene_mouse_clicked)
         self.setMinimumHeight(180)
+
+    def cell_at(self, view: QPointF) -> tuple[int, int] | None:
+        """(evaluation, feature) under a point in plot coordinates, or None outside."""
+        if not self.features or len(self._t_s) == 0:
+            return None
+        j = math.floor(view.y())
+        i = int(np.searchsorted(self._t_s, view.x() - self._step_s / 2))
+        i = min(i, len(self._t_s) - 1)
+        inside = (0 <= j < len(self.features)
+                  and self._t_s[0] - self._step_s / 2 <= view.x()
+                  <= self._t_s[-1] + self._step_s / 2)
+        return (i, j) if inside else None
+
+    def _on_scene_mouse_moved(self, scene_pos: QPointF) -> None:
+        cell = self.cell_at(self.plot.getViewBox().mapSceneToView(scene_pos))
+        if cell is None:
+            self.setToolTip("")
+            return
+        i, j = cell
+        value = self._severity[i, j]
+        clock = time.strftime("%H:%M:%S", time.localtime(self._t_s[i]))
+        verdict = ("not tested" if math.isnan(value) else
+                   f"severity {value:.2f}" + (" (drifted)" if value >= 1.0 else ""))
+        self.setToolTip(f"{self.features[j]} at {clock}: {verdict}")
+
+    def _on_scene_mouse_clicked(self, event) -> None:
+        cell = self.cell_at(self.plot.getViewBox().mapSceneToView(event.scenePos()))
+        if cell is not None:
+            self.feature_clicked.emit(self.features[cell[1]])
 
     def set_matrix(self, ts_ns: np.ndarray, features: Sequence[str],
                    severity: np.ndarray) -> None:
         """``severity`` is (evaluations, features); NaN cells (untested) are left empty."""
         self.features = tuple(features)
         self.shape = (len(ts_ns), len(self.features))
+        self._severity = np.asarray(severity, dtype=np.float64)
+        self._t_s = np.asarray(ts_ns, dtype=np.float64) / 1e9
         if len(ts_ns) == 0 or not self.features:
             self.image.clear()
             self.plot.getAxis("left").setTicks([[]])
             return
-        t_s = np.asarray(ts_ns, dtype=np.float64) / 1e9
+        t_s = self._t_s
         # Evaluations are evenly spaced by the monitor's interval; columns share one width.
         step = float(np.median(np.diff(t_s))) if len(t_s) > 1 else DEFAULT_INTERVAL_S
         step = step if step > 0 else DEFAULT_INTERVAL_S
+        self._step_s = step
         width = (t_s[-1] - t_s[0]) + step
-        image = np.clip(np.asarray(severity, dtype=np.float64), *SEVERITY_LEVELS)
+        image = np.clip(self._severity, *SEVERITY_LEVELS)
         self.image.setImage(image, levels=SEVERITY_LEVELS, autoLevels=False)
         self.image.setRect(QRectF(t_s[0] - step / 2, 0.0, width, float(len(self.features))))
         self.plot.getAxis("left").setTicks(

@@ -52,6 +52,11 @@ from widgets.theme import DARK, Theme
 
 log = logging.getLogger(__name__)
 
+# How much history the heat map shows, back from the endpoint's last capture: a day of
+# evaluations every 5 s is 17,000 columns and takes a second to read; an hour takes 30 ms.
+HISTORY_SPANS_S = (("last 15 min", 900.0), ("last hour", 3600.0), ("last 6 hours", 21600.0),
+                   ("last day", 86400.0), ("all", None))
+
 
 def read_share_series(db_path: str | Path, endpoint: str, start_ns: int | None = None,
                       end_ns: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -108,13 +113,20 @@ class DriftPanel(QWidget):
         self.reference_button.setMenu(menu)
         self.reference_label = QLabel("")
         self.reference_label.setStyleSheet(f"color: {theme.muted}")
+        self.span_box = QComboBox()
+        for text, seconds in HISTORY_SPANS_S:
+            self.span_box.addItem(text, seconds)
+        self.span_box.setCurrentIndex(1)
+        self.span_box.currentIndexChanged.connect(self.refresh)
         top = QHBoxLayout()
         top.addWidget(QLabel("Endpoint"))
         top.addWidget(self.endpoint_box, 1)
+        top.addWidget(self.span_box)
         top.addWidget(self.reference_button)
         top.addWidget(self.reference_label, 1)
 
         self.heatmap = DriftHeatMapWidget(theme)
+        self.heatmap.feature_clicked.connect(self.select_feature)
         self.table = make_feature_table()
         self.table.itemSelectionChanged.connect(self._on_table_selection_changed)
         self.distribution = DistributionPlotWidget(theme)
@@ -190,8 +202,15 @@ class DriftPanel(QWidget):
             self._set_table([])
             self.refreshed.emit()
             return
-        got = self._read(lambda s: (drift_matrix(s, endpoint), latest_table(s, endpoint),
-                                    get_reference(s, endpoint)))
+        span_s = self.span_box.currentData()
+
+        def query(store: Store) -> tuple:
+            last = store.capture_span(endpoint) if span_s is not None else None
+            start_ns = last[1] - int(span_s * 1e9) if last else None
+            return (drift_matrix(store, endpoint, start_ns), latest_table(store, endpoint),
+                    get_reference(store, endpoint))
+
+        got = self._read(query)
         if got is None:
             return
         matrix, table, reference = got

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PySide6.QtCore import QPointF, Qt
 
-from app.core.drift_monitor import DriftMonitor, DriftUpdate
+from app.core.drift_monitor import DriftMonitor, DriftUpdate, save_result
 from app.core.store import Store
 from app.gui.drift_panel import DriftPanel, read_share_series
 from tests.gui.drift_workspace import ENDPOINT, build_drift_workspace, demo_captures, record
@@ -199,3 +200,32 @@ def test_an_endpoint_without_a_reference_says_what_to_do(qtbot, tmp_path, demo_d
         assert p.report.run_button.isEnabled() and not p.busy()
     finally:
         p.shutdown()
+
+
+def test_clicking_a_heat_map_row_selects_its_feature_and_hover_tells_the_cell(panel, qtbot):
+    heatmap = panel.heatmap
+    qtbot.waitExposed(panel)
+    j = heatmap.features.index("color_intensity")
+    last_t_s = heatmap._t_s[-1]
+    scene = heatmap.plot.getViewBox().mapViewToScene(QPointF(last_t_s, j + 0.5))
+    pos = heatmap.mapFromScene(scene)
+    qtbot.mouseMove(heatmap.viewport(), pos)
+    qtbot.waitUntil(lambda: heatmap.toolTip().startswith("color_intensity at"), timeout=5000)
+    assert "(drifted)" in heatmap.toolTip()
+    with qtbot.waitSignal(panel.feature_selected, timeout=5000) as signal:
+        qtbot.mouseClick(heatmap.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+    assert signal.args == ["color_intensity"]
+    assert panel.selected_feature() == "color_intensity"
+    assert panel.distribution.feature == "color_intensity"
+
+
+def test_the_heat_map_shows_the_chosen_span_of_history(panel, drifted):
+    db, updates = drifted
+    store = Store(db)
+    save_result(store, ENDPOINT, updates[0].ts_ns - 2 * 3600 * 10**9, updates[0].result)
+    store.close()
+    panel.refresh()
+    assert panel.span_box.currentText() == "last hour"
+    assert panel.heatmap.shape[0] == len(updates)
+    panel.span_box.setCurrentIndex(panel.span_box.findText("all"))
+    assert panel.heatmap.shape[0] == len(updates) + 1
