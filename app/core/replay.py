@@ -176,21 +176,25 @@ class ReplayResult:
 
     def summaries(self) -> list[VersionSummary]:
         control = self.control_mask
+        controls = int(np.count_nonzero(control))
         out = []
         for run, failing in zip(self.runs, self.failing, strict=True):
             ok = np.isfinite(run.latency_ms)
             lat = run.latency_ms[ok]
-            p50, p95 = ((float(np.percentile(lat, 50)), float(np.percentile(lat, 95)))
-                        if lat.size else (None, None))
+            # One partition for both percentiles: same figures as two calls, half the cost.
+            p50, p95 = (map(float, np.percentile(lat, [50, 95])) if lat.size
+                        else (None, None))
+            broken = control & failing
+            newly_broken = int(np.count_nonzero(broken))
+            still_failing = int(np.count_nonzero(failing)) - newly_broken
             by_label: dict[str, int] = {}
-            for i in np.flatnonzero(control & failing).tolist():
+            for i in np.flatnonzero(broken).tolist():
                 label = self.label(i) or "(none)"
                 by_label[label] = by_label.get(label, 0) + 1
             out.append(VersionSummary(
-                version=run.version, cases=len(self.cases), failures=int((~control).sum()),
-                fixed=int((~control & ~failing).sum()),
-                still_failing=int((~control & failing).sum()), controls=int(control.sum()),
-                newly_broken=int((control & failing).sum()), errors=len(run.errors),
+                version=run.version, cases=len(self.cases), failures=len(control) - controls,
+                fixed=len(control) - controls - still_failing, still_failing=still_failing,
+                controls=controls, newly_broken=newly_broken, errors=len(run.errors),
                 latency_p50_ms=p50, latency_p95_ms=p95,
                 newly_broken_by_label=dict(sorted(by_label.items()))))
         return out
