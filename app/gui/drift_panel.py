@@ -46,7 +46,7 @@ from app.core.references import (
 )
 from app.core.store import Store, StoreError
 from app.gui.drift_report_box import DriftReportBox, fill_feature_table, make_feature_table
-from app.gui.jobs import Job
+from app.gui.jobs import Job, JobRunner
 from widgets.drift_plots import DistributionPlotWidget, DriftHeatMapWidget, DriftShareWidget
 from widgets.theme import DARK, Theme
 
@@ -98,6 +98,9 @@ class DriftPanel(QWidget):
         super().__init__(parent)
         self.db_path = Path(db_path) if db_path else None
         self._relays: list[_Relay] = []
+        self.queries = JobRunner(self)  # history reads; the report has its own worker
+        self._query: Job | None = None
+        self._refresh_again = False
 
         self.endpoint_box = QComboBox()
         self.endpoint_box.setMinimumContentsLength(30)
@@ -177,10 +180,10 @@ class DriftPanel(QWidget):
 
     def reload_endpoints(self) -> None:
         """Re-read the workspace's endpoints, keeping the current one; the first one with
-        drift history is shown when none is."""
+        drift reference is shown when none is."""
         endpoints, with_history = self._read(lambda s: (
             [e["uri"] for e in s.endpoints()],
-            [e["uri"] for e in s.endpoints() if s.drift_evaluations(e["uri"])]))
+            [e["uri"] for e in s.endpoints() if s.drift_reference(e["uri"]) is not None]))
         current = self.endpoint()
         self.endpoint_box.blockSignals(True)
         self.endpoint_box.clear()
@@ -195,29 +198,36 @@ class DriftPanel(QWidget):
             self.refresh()
 
     def refresh(self) -> None:
-        """Re-read the current endpoint's drift history, table and reference."""
+        """Re-read the current endpoint's drift history, table and reference on a worker (a
+        day of history takes most of a second); ``refreshed`` is emitted once shown."""
         endpoint = self.endpoint()
         if endpoint is None or self.db_path is None:
             self.heatmap.set_matrix(np.empty(0, dtype=np.int64), (), np.empty((0, 0)))
             self._set_table([])
             self.refreshed.emit()
             return
-        span_s = self.span_box.currentData()
-
-        def query(store: Store) -> tuple:
-            last = store.capture_span(endpoint) if span_s is not None else None
-            start_ns = last[1] - int(span_s * 1e9) if last else None
-            return (drift_matrix(store, endpoint, start_ns), latest_table(store, endpoint),
-                    get_reference(store, endpoint))
-
-        got = self._read(query)
-        if got is None:
+        if self._query is not None:
+            self._refresh_again = True  # the answer in flight is stale: ask again after it
             return
-        matrix, table, reference = got
-        self.heatmap.set_matrix(matrix.ts_ns, matrix.features, matrix.severity)
-        self._set_table(table)
-        self._show_reference(reference)
-        self.refreshed.emit()
+        db, span_s = self.db_path, self.span_box.currentData()
+
+        def work(_progress: Callable[[float], None], _cancelled: Callable[[], bool]) -> tuple:
+            store = Store(db, readonly=True)  # a Store belongs to the thread that opened it
+            try:
+                last = store.capture_span(endpoint) if span_s is not None else None
+                start_ns = last[1] - int(span_s * 1e9) if last else None
+                return endpoint, (drift_matrix(store, endpoint, start_ns),
+                                  latest_table(store, endpoint), get_reference(store, endpoint))
+            finally:
+                store.close()
+
+        self._query = Job(work)
+        self._query.signals.finished.connect(self._on_query_finished)
+        self._query.signals.failed.connect(self._on_query_failed)
+        self.queries.start(self._query)
+
+    def refreshing(self) -> bool:
+        return self._query is not None
 
     def follow(self, monitor: DriftMonitor) -> None:
         """Refresh whenever ``monitor`` saves an evaluation of the shown endpoint. The monitor
@@ -269,6 +279,7 @@ class DriftPanel(QWidget):
             relay.release()
         self._relays = []
         self.report.shutdown()
+        self.queries.shutdown()
 
     def closeEvent(self, event) -> None:
         self.shutdown()
@@ -279,6 +290,23 @@ class DriftPanel(QWidget):
     def _on_endpoint_box_changed(self, _index: int) -> None:
         self.report.reset()
         self.refresh()
+
+    def _on_query_finished(self, answer: tuple) -> None:
+        self._query = None
+        endpoint, (matrix, table, reference) = answer
+        if self._refresh_again or endpoint != self.endpoint():
+            self._refresh_again = False
+            self.refresh()
+            return
+        self.heatmap.set_matrix(matrix.ts_ns, matrix.features, matrix.severity)
+        self._set_table(table)
+        self._show_reference(reference)
+        self.refreshed.emit()
+
+    def _on_query_failed(self, message: str) -> None:
+        self._query = None
+        self._refresh_again = False
+        self.error_occurred.emit(message)
 
     def _on_update_arrived(self, update: DriftUpdate) -> None:
         if self.endpoint_box.findData(update.endpoint) < 0:
@@ -332,7 +360,8 @@ class DriftPanel(QWidget):
         except (StoreError, DriftError) as exc:
             self.error_occurred.emit(str(exc))
             return False
-        self.refresh()
+        self._show_reference(reference)
+        self.refresh()  # the distributions are now against the new reference
         return True
 
     def _show_reference(self, reference: Reference | None) -> None:

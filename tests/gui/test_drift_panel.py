@@ -31,6 +31,7 @@ def panel(qtbot, drifted):
     qtbot.addWidget(p)
     p.resize(1200, 800)
     p.show()
+    qtbot.waitUntil(lambda: not p.refreshing(), timeout=10_000)
     yield p
     p.shutdown()
 
@@ -127,13 +128,18 @@ def test_cancelling_the_full_report_stores_nothing(panel, qtbot, drifted):
 
 
 def test_choosing_a_reference_file_and_back_to_the_demo(panel, qtbot, demo_dir, tmp_path):
-    assert panel.set_reference_file(demo_dir / "validation.csv")
-    assert "validation.csv" in panel.reference_label.text()
+    with qtbot.waitSignal(panel.refreshed, timeout=10_000):
+        assert panel.set_reference_file(demo_dir / "validation.csv")
+    assert "validation.csv" in panel.reference_label.text()  # as read back from the workspace
+    store = Store(panel.db_path, readonly=True)
+    assert store.drift_reference(ENDPOINT)["path"] == str((demo_dir / "validation.csv").resolve())
+    store.close()
     with qtbot.waitSignal(panel.error_occurred, timeout=5000) as signal:
         assert not panel.set_reference_file(tmp_path / "missing.parquet")
     assert "does not exist" in signal.args[0]
     assert "validation.csv" in panel.reference_label.text()  # unchanged
-    assert panel.use_demo_reference()
+    with qtbot.waitSignal(panel.refreshed, timeout=10_000):
+        assert panel.use_demo_reference()
     assert "demo reference" in panel.reference_label.text()
 
 
@@ -189,6 +195,7 @@ def test_an_endpoint_without_a_reference_says_what_to_do(qtbot, tmp_path, demo_d
     store.close()
     p = DriftPanel(db)
     qtbot.addWidget(p)
+    qtbot.waitUntil(lambda: not p.refreshing(), timeout=10_000)
     try:
         assert p.endpoint() == ENDPOINT and p.table.rowCount() == 0
         assert p.heatmap.shape == (0, 0)
@@ -219,13 +226,15 @@ def test_clicking_a_heat_map_row_selects_its_feature_and_hover_tells_the_cell(pa
     assert panel.distribution.feature == "color_intensity"
 
 
-def test_the_heat_map_shows_the_chosen_span_of_history(panel, drifted):
+def test_the_heat_map_shows_the_chosen_span_of_history(panel, qtbot, drifted):
     db, updates = drifted
     store = Store(db)
     save_result(store, ENDPOINT, updates[0].ts_ns - 2 * 3600 * 10**9, updates[0].result)
     store.close()
-    panel.refresh()
+    with qtbot.waitSignal(panel.refreshed, timeout=10_000):
+        panel.refresh()
     assert panel.span_box.currentText() == "last hour"
     assert panel.heatmap.shape[0] == len(updates)
-    panel.span_box.setCurrentIndex(panel.span_box.findText("all"))
+    with qtbot.waitSignal(panel.refreshed, timeout=10_000):
+        panel.span_box.setCurrentIndex(panel.span_box.findText("all"))
     assert panel.heatmap.shape[0] == len(updates) + 1
