@@ -157,8 +157,11 @@ class DistributionPlotWidget(pg.PlotWidget):
             brush = pg.mkColor(colour)
             brush.setAlpha(alpha)
             item = pg.PlotDataItem(edges, shares, stepMode="center", fillLevel=0.0,
-                                   brush=brush, pen=pg.mkPen(colour, width=2), name=name)
+                                   brush=brush, pen=pg.mkPen(colour, width=2))
             self.plot.addItem(item)
+            # A filled step curve's own legend sample is a skewed polygon; a swatch reads better.
+            self.legend.addItem(pg.BarGraphItem(x=[0], height=[1], width=1, brush=brush,
+                                                pen=pg.mkPen(colour, width=2)), name)
             self.items[name] = item
         self.plot.enableAutoRange()
 
