@@ -8,6 +8,7 @@ import json
 import math
 import time
 from dataclasses import asdict
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,37 @@ def _num(x: float) -> float | None:
     return None if x is None or math.isnan(x) else float(x)
 
 
+def _encode_one(outs: list[tuple[str, np.ndarray]]) -> bytes | None:
+    return codec.encode(tuple(TensorBlob.from_array(n, np.ascontiguousarray(a))
+                              for n, a in outs)) if outs else None
+
+
+def _output_blobs(run: VersionRun, n: int) -> list[bytes | None]:
+    """Each case's outputs as ``codec.encode`` writes them. Rows of the stacked columns share
+    one header, so it is encoded once and each row's blob is that header plus the row's
+    bytes, cut from one buffer; errors and irregular rows are encoded alone."""
+    if not run.outputs or n == 0:
+        return [_encode_one(run.output(i)) for i in range(n)]
+    cols = [np.ascontiguousarray(c).reshape(n, -1).view(np.uint8) for c in run.outputs.values()]
+    row_bytes = sum(c.shape[1] for c in cols)
+    regular = next((i for i in range(n) if i not in run.errors and i not in run.irregular),
+                   None)
+    if regular is None:
+        return [_encode_one(run.output(i)) for i in range(n)]
+    prefix = _encode_one(run.output(regular))[:-row_bytes or None]
+    table = np.empty((n, len(prefix) + row_bytes), dtype=np.uint8)
+    table[:, :len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
+    at = len(prefix)
+    for c in cols:
+        table[:, at:at + c.shape[1]] = c
+        at += c.shape[1]
+    buf, width = table.tobytes(), table.shape[1]
+    blobs: list[bytes | None] = [buf[i * width:(i + 1) * width] for i in range(n)]
+    for i in (*run.errors, *run.irregular):
+        blobs[i] = _encode_one(run.output(i))
+    return blobs
+
+
 def save_replay(store: Store, result: ReplayResult, title: str | None = None) -> int:
     """Write the replay in one transaction; sets and returns ``result.replay_id``."""
     firsts = result.first_failing()
@@ -47,16 +79,15 @@ def save_replay(store: Store, result: ReplayResult, title: str | None = None) ->
                      firsts, strict=True))
 
     def rows() -> Any:
+        n = len(firsts)
         for j, (run, failing) in enumerate(zip(result.runs, result.failing, strict=True)):
-            pred, conf, lat = run.prediction.tolist(), run.confidence.tolist(), \
-                run.latency_ms.tolist()
-            fail = failing.tolist()
-            for i in range(len(result.cases)):
-                outs = run.output(i)
-                blob = codec.encode(tuple(TensorBlob.from_array(n, np.ascontiguousarray(a))
-                                          for n, a in outs)) if outs else None
-                yield (i, j, None if pred[i] == NO_CLASS else str(pred[i]), _num(conf[i]),
-                       _num(lat[i]), run.errors.get(i), int(fail[i]), blob)
+            pred = run.prediction.tolist()
+            names = {p: None if p == NO_CLASS else str(p) for p in set(pred)}
+            yield from zip(range(n), repeat(j, n), map(names.__getitem__, pred),
+                           map(_num, run.confidence.tolist()),
+                           map(_num, run.latency_ms.tolist()), map(run.errors.get, range(n)),
+                           failing.astype(np.int64).tolist(), _output_blobs(run, n),
+                           strict=True)
 
     result.replay_id = store.save_replay(meta, cases, rows())
     return result.replay_id
@@ -69,8 +100,9 @@ def load_replay(store: Store, replay_id: int) -> ReplayResult:
         raise ReplayError(f"no replay {replay_id} in {store.path}")
     meta, case_rows, result_rows = found
     cases = []
+    found = store.captures_by_id([int(r[1]) for r in case_rows if r[1] is not None])
     for _, capture_id, control, _ in case_rows:
-        stored = store.capture(int(capture_id))
+        stored = found.get(capture_id)
         if stored is None:
             raise ReplayError(f"replay {replay_id} refers to capture {capture_id}, which is no "
                               "longer in the workspace")

@@ -140,3 +140,33 @@ def test_cases_gone_from_the_workspace_are_reported_when_asked_for(tmp_path):
     with pytest.raises(ReplayError, match="no longer in"):
         columns.cases[0]
     assert LazyCases(tmp_path / "w.db", [], np.zeros(0, bool)) == []
+
+
+def test_saved_output_blobs_are_what_the_codec_writes_row_by_row(cases_and_error, versions):
+    """Rows of the stacked columns share one encoded header; errors and odd rows are
+    encoded alone. Byte for byte what encoding each case on its own gives."""
+    from app.core import codec
+    from app.core.replay_store import _output_blobs
+
+    result = replay(cases_and_error, [LocalOnnxTarget(versions[1])], batch_size=7)
+    run = result.runs[0]
+    assert run.errors
+    blobs = _output_blobs(run, len(cases_and_error))
+    for i, blob in enumerate(blobs):
+        outs = run.output(i)
+        expected = codec.encode(tuple(TensorBlob.from_array(n, np.ascontiguousarray(a))
+                                      for n, a in outs)) if outs else None
+        assert blob == expected, i
+
+
+@pytest.fixture
+def cases_and_error(demo_db):
+    store = Store(demo_db)
+    try:
+        cases = select_cases(store, Selection(limit=30, controls=10))
+    finally:
+        store.close()
+    wrong = Capture(endpoint="x", ts_ns=1, latency_ms=1.0, status=CaptureStatus.ERROR,
+                    inputs=(TensorBlob.from_array("features", np.zeros((1, 5), np.float32)),))
+    from app.core.replay import Case
+    return [*cases[:12], Case(None, wrong), *cases[12:]]
