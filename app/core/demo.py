@@ -16,6 +16,8 @@ PRODUCTION_MODEL = "wine-v1"
 CANARY_MODEL = "wine-v2"
 PRODUCTION_RATE_HZ = 50.0  # walks the 3,000-row stream, drift included, in a minute
 CANARY_RATE_HZ = 10.0
+REMOTE_MODEL = "wine-v2"  # served on 127.0.0.1 by app.core.demo_server: the "remote" endpoint
+REMOTE_RATE_HZ = 5.0
 SLO_MS = 5.0
 MIN_CONFIDENCE = 0.6
 
@@ -52,3 +54,11 @@ def demo_endpoints(rate_scale: float = 1.0) -> list[str]:
 
     return [onnx(PRODUCTION_MODEL, PRODUCTION_RATE_HZ), onnx(CANARY_MODEL, CANARY_RATE_HZ),
             "system:"]
+
+
+def remote_endpoint(base_url: str, rate_scale: float = 1.0) -> str:
+    """The demo's live remote endpoint: REMOTE_MODEL over v2 at ``base_url`` (127.0.0.1)."""
+    stream = _shown(demo_path("production.csv"))
+    return (f"v2+{base_url}/models/{REMOTE_MODEL}?payload={stream}"
+            f"&rate={REMOTE_RATE_HZ * rate_scale:g}&slo_ms={SLO_MS:g}"
+            f"&min_confidence={MIN_CONFIDENCE:g}")

@@ -35,6 +35,7 @@ class Actions:
     toolbar: QToolBar
     endpoints_menu: QMenu
     view_menu: QMenu
+    export_report: QAction
 
     def retint(self, theme: Theme) -> None:
         for action, name in ((self.open, "open"), (self.attach, "attach"),
@@ -57,6 +58,8 @@ def build_actions(window: QMainWindow) -> Actions:
     a_open = act("&Open workspace…", QKeySequence.StandardKey.Open, "Open a workspace file")
     a_save = act("&Save workspace as…", QKeySequence.StandardKey.SaveAs,
                  "Copy this workspace to a new file")
+    a_export = act("&Export incident report…", "Ctrl+E",
+                   "Write the selected (or latest) incident as a PDF report")
     a_quit = act("&Quit", QKeySequence.StandardKey.Quit)
     a_attach = act("&Attach probe…", "Ctrl+Shift+A", "Attach a probe to an endpoint URI")
     a_detach = act("&Detach", "Ctrl+Shift+D", "Stop probing the selected endpoint")
@@ -76,6 +79,7 @@ def build_actions(window: QMainWindow) -> Actions:
     file_menu.addAction(a_open)
     recent = file_menu.addMenu("Open &recent")
     file_menu.addAction(a_save)
+    file_menu.addAction(a_export)
     file_menu.addSeparator()
     file_menu.addAction(a_quit)
     ep_menu = bar.addMenu("&Endpoints")
@@ -105,4 +109,4 @@ def build_actions(window: QMainWindow) -> Actions:
     window.addToolBar(Qt.ToolBarArea.TopToolBarArea, toolbar)
     view_menu.addAction(toolbar.toggleViewAction())
     return Actions(a_open, a_save, a_quit, a_attach, a_detach, a_pause, a_freeze, a_dark,
-                   a_light, recent, box, toolbar, ep_menu, view_menu)
+                   a_light, recent, box, toolbar, ep_menu, view_menu, a_export)

@@ -32,6 +32,9 @@ EXAMPLES = {
     "tfserving+http": "tfserving+http://127.0.0.1:8501/NAME",
     "prom+http": "prom+http://127.0.0.1:8002/metrics",
     "agent+http": "agent+http://127.0.0.1:7070",
+    "v2+https": "v2+https://models.example.org/models/NAME",
+    "prom+https": "prom+https://prometheus.example.org/metrics",
+    "agent+https": "agent+https://edge-box.example.org:7070",
 }
 
 

@@ -27,18 +27,48 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def start_demo(window: Any) -> None:
-    """Attach the demo's endpoints to a MainWindow; a failing one is reported, not fatal."""
-    from app.core.demo import demo_endpoints
+    """Attach the demo's endpoints to a MainWindow, with a live remote endpoint served from this
+    process on 127.0.0.1, drift references and the model versions to replay on; a failing
+    part is reported, not fatal."""
+    from app.core import demo
+    from app.core.demo_server import serve_in_thread
 
+    uris = demo.demo_endpoints()
+    try:
+        if window.demo_server is None:
+            window.demo_server = serve_in_thread(demo.model_path(demo.REMOTE_MODEL))
+        uris.insert(len(uris) - 1, demo.remote_endpoint(window.demo_server.url))  # before system:
+    except user_errors() as exc:
+        log.error("demo model server: %s", exc)
+        window.statusBar().showMessage(f"demo: no remote endpoint: {exc}", 10000)
     attached = []
-    for uri in demo_endpoints():
+    for uri in uris:
         try:
             attached.append(window.attach(uri).endpoint)
         except user_errors() as exc:
             log.error("demo endpoint %s: %s", uri, exc)
             window.statusBar().showMessage(f"demo: {exc}", 10000)
+    try:
+        _prepare_workspace(window.db_path, [e for e in attached if not e.startswith("system:")])
+        window.workbench.seed_versions([demo.model_path(v) for v in demo.MODEL_VERSIONS])
+    except user_errors() as exc:
+        log.error("demo workspace: %s", exc)
+        window.statusBar().showMessage(f"demo: {exc}", 10000)
     if attached:
         window.endpoint_list.select(attached[0])  # the production model leads
+
+
+def _prepare_workspace(db_path: Path, model_endpoints: list[str]) -> None:
+    # Drift needs a reference per endpoint; the demo's is the training-time sample.
+    from app.core.references import demo_reference, set_reference_if_missing
+    from app.core.store import Store
+
+    store = Store(db_path)
+    try:
+        for endpoint in model_endpoints:
+            set_reference_if_missing(store, endpoint, demo_reference())
+    finally:
+        store.close()
 
 
 def fresh_demo_path() -> Path:

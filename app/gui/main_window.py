@@ -37,6 +37,7 @@ from app.gui.history import HistoryClient
 from app.gui.live_view import LiveView
 from app.gui.settings import Settings
 from app.gui.theme import app_icon, apply_app_theme
+from app.gui.workbench import Workbench
 from probes import Probe, schemes
 from widgets.endpoint_list import EndpointListWidget
 from widgets.lag_meter import EventLoopLagMeter
@@ -63,6 +64,7 @@ class MainWindow(QMainWindow):
         self._rate_mark = (time.perf_counter(), 0)
         self._capture_requests: set[int] = set()
         self.capture_dialog: CaptureDialog | None = None
+        self.demo_server = None  # the demo's in-process model server (app.gui.demo)
         self._closed = False
 
         self.bridge = Bridge(self)
@@ -93,6 +95,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.live)
         self.status = StatusBarWidget(self.theme)
         self.setStatusBar(self.status)
+        self.workbench = Workbench(self)  # incidents, replay, versions, drift docks
 
         a = self.actions
         a.open.triggered.connect(self._on_open_triggered)
@@ -118,7 +121,8 @@ class MainWindow(QMainWindow):
         try:
             self.open_workspace(db_path)
         except BaseException:
-            self.history.stop()  # no thread may outlive a window that failed to open
+            self.workbench.shutdown()  # no thread may outlive a window that failed to open
+            self.history.stop()
             raise
         if (geometry := self.settings.geometry()) is not None:
             self.restoreGeometry(geometry)
@@ -141,6 +145,7 @@ class MainWindow(QMainWindow):
         self.monitor = monitor
         self.db_path = Path(path)
         self.bridge.connect_monitor(monitor)
+        self.workbench.open(self.db_path, monitor)
         self.history.set_path(self.db_path)
         self.setWindowTitle(f"ProbeScope — {self._title or self.db_path.name}")
         store = Store(self.db_path)
@@ -161,6 +166,7 @@ class MainWindow(QMainWindow):
         self.live.request_history()
 
     def _close_monitor(self) -> None:
+        self.workbench.close()  # its monitors listen to the recorder: they stop first
         if self.monitor is not None:
             self.monitor.close()  # stops probes, then the recorder's final flush
             self.bridge.disconnect_monitor()
@@ -380,6 +386,10 @@ class MainWindow(QMainWindow):
         self._status_timer.stop()
         self.lag_meter.stop()
         self._close_monitor()
+        if self.demo_server is not None:  # after the probes that talk to it
+            self.demo_server.close()
+            self.demo_server = None
+        self.workbench.shutdown()
         self.history.stop()
 
 

@@ -34,7 +34,7 @@ def _probe_threads() -> list[threading.Thread]:
 def test_demo_plots_receive_latency_memory_throughput_and_failures(window, qtbot):
     start_demo(window)
     endpoints = list(window.monitor.probes)
-    assert len(endpoints) == len(demo_endpoints())
+    assert len(endpoints) == len(demo_endpoints()) + 1  # and the live remote endpoint
     assert window.endpoint_list.endpoints() == endpoints
     production = window.panels[endpoints[0]]
     qtbot.waitUntil(lambda: production.latency_plot.point_count("points") > 0, timeout=10_000)
@@ -43,6 +43,7 @@ def test_demo_plots_receive_latency_memory_throughput_and_failures(window, qtbot
     # The demo's stream carries mislabelled and NaN rows: failures show as red points.
     qtbot.waitUntil(lambda: production.latency_plot.point_count("failures") > 0, timeout=10_000)
     system = window.panels["system:"]
+    window.endpoint_list.select("system:")  # below the fold now the panels dock beneath
     qtbot.waitUntil(lambda: system.memory_plot.point_count() > 0, timeout=10_000)
     qtbot.waitUntil(lambda: window.endpoint_list.state(endpoints[0]) in ("up", "degraded"),
                     timeout=10_000)

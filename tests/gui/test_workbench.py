@@ -1,0 +1,165 @@
+"""The window's docked panels as a user meets them: the demo with its remote endpoint, a live
+incident moving the plots, Ctrl+E writing its report (or saying why not), a clean close."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QMessageBox
+
+from app.core.demo import model_path
+from app.core.store import Store
+from app.gui.attach_dialog import EXAMPLES
+from app.gui.demo import start_demo
+from probes import schemes
+
+pytestmark = pytest.mark.timeout(120)
+
+# Loose rules on one endpoint so the demo stream's mislabelled rows open an error-rate incident
+# at the first evaluation, instead of after the default 30 s window and two evaluations.
+LOOSE_RULES = {"error_rate": 0.01, "min_failures": 1, "min_requests": 5, "open_after": 1,
+               "window_s": 60.0}
+BACKGROUND_THREADS = ("probe ", "recorder", "incidents", "drift", "demo-server")
+
+
+def _background_threads() -> list[str]:
+    return [t.name for t in threading.enumerate()
+            if t.is_alive() and t.name.startswith(BACKGROUND_THREADS)]
+
+
+def _press_ctrl_e(window, qtbot) -> None:
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=5_000)
+    qtbot.keyClick(window, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
+
+
+@pytest.fixture
+def incident(window, qtbot) -> tuple[int, str]:
+    """A real incident: a live probe's failures judged by the window's own IncidentMonitor."""
+    probe = window.attach(f"onnx:{model_path('wine-v1')}?provider=cpu&rate=200"
+                          f"&payload={model_path('wine-v1').parent / 'production.csv'}")
+    store = Store(window.db_path)
+    try:
+        store.set_incident_rules(probe.endpoint, LOOSE_RULES)
+    finally:
+        store.close()
+    qtbot.waitUntil(lambda: probe.errors >= 5, timeout=20_000)
+    panel = window.workbench.incidents
+    with qtbot.waitSignal(panel.incident_changed, timeout=20_000):
+        window.workbench.incident_monitor.evaluate_soon()
+    qtbot.waitUntil(lambda: panel.model.rowCount() > 0, timeout=5_000)
+    return int(panel.model.rows[0]["id"]), probe.endpoint
+
+
+def test_the_demo_docks_every_panel_and_feeds_a_live_remote_endpoint(window, qtbot):
+    start_demo(window)
+    docks = {d.windowTitle(): d for d in window.findChildren(QDockWidget)}
+    assert {"Endpoints", "Incidents", "Replay", "Versions"} <= set(docks)
+    names = [d.objectName() for d in docks.values()]
+    assert all(names) and len(set(names)) == len(names)  # saveState needs unique names
+    toggles = {a.text() for a in window.actions.view_menu.actions()}
+    assert {"Incidents", "Replay", "Versions"} <= toggles
+    assert window.tabifiedDockWidgets(docks["Incidents"])  # one tabbed area, not a stack
+    # The remote endpoint: a real v2 server on 127.0.0.1, probed over HTTP.
+    remote = [e for e in window.monitor.probes if e.startswith("v2+http://127.0.0.1:")]
+    assert len(remote) == 1 and "/models/wine-v2" in remote[0]
+    assert remote[0] in window.endpoint_list.endpoints()
+    probe = window.monitor.probes[remote[0]]
+    window.endpoint_list.select(remote[0])  # plots off screen are not drawn
+    qtbot.waitUntil(lambda: window.panels[remote[0]].latency_plot.point_count() > 0,
+                    timeout=15_000)
+    assert probe.requests > 0 and str(probe.state) in ("up", "degraded")
+    # Versions to replay on and references for drift are in the workspace.
+    assert window.workbench.versions.table.rowCount() == 3
+    assert len(window.workbench.replay.checked_versions()) == 3
+    store = Store(window.db_path)
+    try:
+        assert all(store.drift_reference(e) is not None for e in window.monitor.probes
+                   if not e.startswith("system:"))
+    finally:
+        store.close()
+
+
+def test_selecting_a_live_incident_moves_the_plots_and_the_replay_range(window, qtbot,
+                                                                        incident):
+    incident_id, endpoint = incident
+    panel = window.workbench.incidents
+    assert panel.model.rows[0]["endpoint"] == endpoint
+    with qtbot.waitSignal(panel.incident_selected, timeout=5_000) as picked:
+        panel.select_incident(incident_id)
+    start_ns, end_ns, _ = picked.args
+    assert window.live_paused
+    (x0, x1), _ = window.panels[endpoint].latency_plot.getViewBox().viewRange()
+    assert (x0, x1) == pytest.approx((start_ns / 1e9, end_ns / 1e9))
+    replay = window.workbench.replay
+    assert replay.selection().start_ns == start_ns and replay.selection().end_ns == end_ns
+    assert replay.selection().endpoint == endpoint
+
+
+def test_ctrl_e_writes_the_incident_report_as_pdf(window, qtbot, incident, tmp_path,
+                                                  monkeypatch):
+    incident_id, _ = incident
+    out = tmp_path / "report.pdf"
+    asked: list[str] = []
+
+    def save_dialog(parent, caption, default, filters):
+        asked.append(default)
+        return str(out), filters
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", save_dialog)
+    with qtbot.waitSignal(window.workbench.report_exported, timeout=60_000) as done:
+        _press_ctrl_e(window, qtbot)
+    assert Path(asked[0]).name == f"incident-{incident_id}.pdf"
+    assert done.args == [str(out)]
+    text = " ".join(" ".join(page.extract_text().split()) for page in PdfReader(out).pages)
+    assert f"Incident #{incident_id}" in text
+    assert "wine-v1" in text
+    assert str(out) in window.statusBar().currentMessage()
+
+
+def test_exporting_to_an_unwritable_path_shows_an_error_and_writes_nothing(window, qtbot,
+                                                                          incident, tmp_path):
+    incident_id, _ = incident
+    out = tmp_path / "no-such-folder" / "report.pdf"
+    with qtbot.waitSignal(window.workbench.report_failed, timeout=30_000) as failed:
+        window.workbench.export_incident(incident_id, out)
+    assert "does not exist" in failed.args[0]
+    box = window.workbench.message_box
+    assert box is not None and box.isVisible()
+    assert box.icon() == QMessageBox.Icon.Warning and "no-such-folder" in box.text()
+    assert not out.exists()
+    box.close()
+
+
+def test_ctrl_e_with_no_incident_says_so(window, qtbot):
+    _press_ctrl_e(window, qtbot)
+    box = window.workbench.message_box
+    assert box is not None and box.isVisible()
+    assert "no incident" in box.text().lower()
+    box.close()
+
+
+def test_closing_the_demo_window_stops_every_thread_and_the_remote_server(window, qtbot):
+    start_demo(window)
+    server = window.demo_server
+    qtbot.waitUntil(lambda: window.monitor.stats().committed_samples > 50, timeout=10_000)
+    assert {"incidents", "drift", "demo-server"} <= {n.split(" ")[0]
+                                                     for n in _background_threads()}
+    window.close()
+    assert not _background_threads()
+    assert window.demo_server is None and server.server.fileno() == -1  # its socket is shut
+
+
+def test_the_attach_dialog_has_an_example_for_every_registered_scheme(window, qtbot):
+    assert set(schemes()) <= set(EXAMPLES)
+    dialog = window.show_attach_dialog()
+    for i in range(dialog.kind.count()):
+        dialog.kind.setCurrentIndex(i)
+        scheme = dialog.kind.itemData(i)
+        assert EXAMPLES[scheme].startswith(f"{scheme}:")
+        assert EXAMPLES[scheme] in dialog.hint.text()
+    dialog.close()
