@@ -104,9 +104,10 @@ def replayed(cases, targets: list[LocalOnnxTarget], summarise: bool = True):
 
 
 def timed(fn: Callable[[], object]) -> float:
-    """One call's wall time, garbage collected before and paused during it (as ``timeit``
-    does): otherwise a collection triggered by one side's garbage lands in another's time."""
-    gc.collect()
+    """One call's wall time with the garbage collector paused (as ``timeit`` does): otherwise
+    a collection triggered by one side's garbage lands in the other's time. No collection
+    before the call either: walking every object evicts the caches, which costs the side
+    touching more memory more, and a replay does not run on a cold cache in real use."""
     gc.disable()
     try:
         t0 = time.perf_counter_ns()

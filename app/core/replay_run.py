@@ -54,16 +54,25 @@ class VersionRun:
 class Columns:
     """Stacked output columns for n cases, allocated from the first answer that fits."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, *, fill: bool = True) -> None:
         self.n = n
+        self.fill = fill  # False: the caller fills the rows it never placed (``blank``)
         self.outputs: dict[str, np.ndarray] = {}
         self.irregular: dict[int, list[tuple[str, np.ndarray]]] = {}
 
     def _allocate(self, outs: list[tuple[str, np.ndarray]]) -> None:
         for name, o in outs:
             col = np.empty((self.n, *o.shape[1:]), dtype=o.dtype)
-            col.fill(np.nan if o.dtype.kind in "fc" else 0)
+            if self.fill:
+                col.fill(np.nan if o.dtype.kind in "fc" else 0)
             self.outputs[name] = col
+
+    def blank(self, rows: list[int]) -> None:
+        """NaN (or 0) in rows that got no regular answer, as ``fill`` would have left them.
+        A replay places nearly every row, so filling only these skips a pass per column."""
+        if rows:
+            for col in self.outputs.values():
+                col[rows] = np.nan if col.dtype.kind in "fc" else 0
 
     def place(self, rows: slice | np.ndarray, k: int, outs: list[tuple[str, np.ndarray]]
               ) -> None:
@@ -204,7 +213,7 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
     n = len(prepared)
     latency = np.full(n, np.nan)
     errors: dict[int, str] = {}
-    columns = Columns(n)
+    columns = Columns(n, fill=False)
     perf = time.perf_counter
 
     def one(i: int, feeds: dict[str, np.ndarray]) -> None:
@@ -261,6 +270,9 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
         one(i, {b.name: b.to_array() for b in prepared.inputs(i)})
         if not tick(1):
             return None
+    # Every row was placed, or erred, or answered irregularly (every case runs, or the
+    # version is cancelled and dropped): those last two are the rows left to blank.
+    columns.blank(sorted({*errors, *columns.irregular}))
     prediction, confidence, finite = judge_columns(columns.outputs, n)
     for i, outs in columns.irregular.items():
         prediction[i], confidence[i], finite[i] = _judge_one(outs)
