@@ -211,11 +211,13 @@ class Store:
         row = self.db.execute("SELECT id FROM endpoints WHERE uri = ?", [uri]).fetchone()
         if row is None:
             kind = kind or uri.partition(":")[0]
-            cur = self.db.execute(
-                "INSERT INTO endpoints (uri, kind, created_ns) VALUES (?, ?, ?)",
+            # OR IGNORE, then read back: another connection (the recorder's, committing a
+            # probe's first samples) may insert the same endpoint between SELECT and INSERT.
+            self.db.execute(
+                "INSERT OR IGNORE INTO endpoints (uri, kind, created_ns) VALUES (?, ?, ?)",
                 [uri, kind, time.time_ns()],
             )
-            row = (cur.lastrowid,)
+            row = self.db.execute("SELECT id FROM endpoints WHERE uri = ?", [uri]).fetchone()
         self._endpoint_ids[uri] = int(row[0])
         return int(row[0])
 

@@ -51,6 +51,7 @@ def start_demo(window: Any) -> None:
     try:
         _prepare_workspace(window.db_path, [e for e in attached if not e.startswith("system:")])
         window.workbench.seed_versions([demo.model_path(v) for v in demo.MODEL_VERSIONS])
+        window.workbench.endpoints_changed()  # drift shows the first endpoint with a reference
     except user_errors() as exc:
         log.error("demo workspace: %s", exc)
         window.statusBar().showMessage(f"demo: {exc}", 10000)

@@ -217,6 +217,7 @@ class MainWindow(QMainWindow):
         panel.set_slo(getattr(probe, "slo_ms", None))
         self._show_probe(probe)
         self.endpoint_list.select(probe.endpoint)
+        self.workbench.endpoints_changed()
         return probe
 
     def detach(self, endpoint: str) -> None:

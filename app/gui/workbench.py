@@ -29,6 +29,7 @@ from app.core.drift_monitor import DriftMonitor
 from app.core.incidents import IncidentError, IncidentMonitor, find_incident
 from app.core.store import Store, StoreError
 from app.core.versions import register, registered
+from app.gui.drift_panel import DriftPanel
 from app.gui.gui_gc import GuiThreadCollector
 from app.gui.incidents_panel import IncidentsPanel
 from app.gui.jobs import Job, JobRunner
@@ -59,7 +60,7 @@ class Workbench(QObject):
         self.incidents: IncidentsPanel | None = None
         self.replay: ReplayPanel | None = None
         self.versions: VersionsPanel | None = None
-        self.drift: QWidget | None = None
+        self.drift: DriftPanel | None = None
         self.incident_monitor: IncidentMonitor | None = None
         self.drift_monitor: DriftMonitor | None = None
         self.db_path: Path | None = None
@@ -97,16 +98,14 @@ class Workbench(QObject):
         self.versions.error_occurred.connect(self._show_status)
         self.versions.versions_changed.connect(lambda: self.replay and
                                                self.replay.refresh_versions())
-        # -- DRIFT PANEL: the one place to dock it. When app/gui/drift_panel.py lands:
-        #      self.drift = DriftPanel(db_path); self.drift.follow(self.drift_monitor)
-        #    and nothing else: the dock, View toggle, shutdown and layout already handle it.
-        self.drift = None
+        self.drift = DriftPanel(db_path, theme=self.window.theme)
+        self.drift.follow(self.drift_monitor)
+        self.drift.error_occurred.connect(self._show_status)
         first_time = not self.docks
         self._place("Incidents", self.incidents)
         self._place("Replay", self.replay)
         self._place("Versions", self.versions)
-        if self.drift is not None:
-            self._place("Drift", self.drift)
+        self._place("Drift", self.drift)
         if first_time:  # a sensible first layout; after that the saved one is restored
             # The endpoint list keeps the full height; the panels sit under the plots only.
             self.window.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
@@ -156,13 +155,19 @@ class Workbench(QObject):
         if self.progress_dialog is not None:
             self.progress_dialog.reset()
         for panel in (self.replay, self.versions, self.drift):
-            shutdown = getattr(panel, "shutdown", None)
-            if shutdown is not None:
-                shutdown()
+            if panel is not None:
+                panel.shutdown()
         for mon in (self.incident_monitor, self.drift_monitor):
             if mon is not None:
                 mon.close()
         self.incident_monitor = self.drift_monitor = None
+
+    def endpoints_changed(self) -> None:
+        """An endpoint was attached: the panels' endpoint pickers list it."""
+        if self.replay is not None:
+            self.replay.refresh_endpoints()
+        if self.drift is not None:
+            self.drift.reload_endpoints()
 
     def shutdown(self) -> None:
         """``close``, and collection back to automatic: the window is going away."""
@@ -177,6 +182,8 @@ class Workbench(QObject):
         self.window.show_time_range(start_ns / NS, end_ns / NS)
         if self.replay is not None:
             self.replay.set_time_range(start_ns, end_ns, endpoint)
+        if self.drift is not None:
+            self.drift.set_endpoint(endpoint)
 
     def _on_incidents_incident_changed(self, event: object) -> None:
         kind = getattr(event, "kind", "")

@@ -58,11 +58,11 @@ def incident(window, qtbot) -> tuple[int, str]:
 def test_the_demo_docks_every_panel_and_feeds_a_live_remote_endpoint(window, qtbot):
     start_demo(window)
     docks = {d.windowTitle(): d for d in window.findChildren(QDockWidget)}
-    assert {"Endpoints", "Incidents", "Replay", "Versions"} <= set(docks)
+    assert {"Endpoints", "Incidents", "Replay", "Versions", "Drift"} <= set(docks)
     names = [d.objectName() for d in docks.values()]
     assert all(names) and len(set(names)) == len(names)  # saveState needs unique names
     toggles = {a.text() for a in window.actions.view_menu.actions()}
-    assert {"Incidents", "Replay", "Versions"} <= toggles
+    assert {"Incidents", "Replay", "Versions", "Drift"} <= toggles
     assert window.tabifiedDockWidgets(docks["Incidents"])  # one tabbed area, not a stack
     # The remote endpoint: a real v2 server on 127.0.0.1, probed over HTTP.
     remote = [e for e in window.monitor.probes if e.startswith("v2+http://127.0.0.1:")]
@@ -82,6 +82,20 @@ def test_the_demo_docks_every_panel_and_feeds_a_live_remote_endpoint(window, qtb
                    if not e.startswith("system:"))
     finally:
         store.close()
+
+
+def test_the_drift_panel_follows_the_windows_drift_monitor_on_the_demo(window, qtbot):
+    start_demo(window)
+    production = next(iter(window.monitor.probes))
+    drift = window.workbench.drift
+    assert drift.endpoint() == production  # the first endpoint with a reference
+    probe = window.monitor.probes[production]
+    qtbot.waitUntil(lambda: probe.requests >= 120, timeout=20_000)  # min_rows captured
+    before = drift.heatmap.shape[0]
+    with qtbot.waitSignal(drift.refreshed, timeout=30_000):
+        window.workbench.drift_monitor.evaluate_soon()
+    qtbot.waitUntil(lambda: drift.heatmap.shape[0] > before, timeout=30_000)
+    assert drift.heatmap.shape[1] >= 13  # the wine features (and the prediction)
 
 
 def test_selecting_a_live_incident_moves_the_plots_and_the_replay_range(window, qtbot,
