@@ -160,7 +160,9 @@ class ReplayResult:
 
     def verdict(self, case: int, run: int) -> str:
         failing = bool(self.failing[run][case])
-        if self.control_mask[case]:
+        control = (self.prepared.control[case] if self.prepared is not None
+                   else self.cases[case].control)  # O(1): the grid asks once per cell
+        if control:
             return NEWLY_BROKEN if failing else CONTROL_OK
         return STILL_FAILING if failing else FIXED
 
