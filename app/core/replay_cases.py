@@ -143,9 +143,13 @@ def prepare_columns(path: str | Path, failed: tuple, controls: tuple) -> CaseSet
 def _stack_encoded(blobs: list[bytes]) -> Group | None:
     """Every blob the same single tensor header followed by one row's bytes: the rows as one
     array, with one join, one header comparison and one copy. None when they differ."""
+    try:
+        lengths = set(map(len, blobs))
+    except TypeError:  # a capture stored without inputs (NULL)
+        return None
     first = blobs[0]
     size = len(first)
-    if size < 4 or set(map(len, blobs)) != {size}:
+    if size < 4 or lengths != {size}:
         return None
     try:
         tensors = codec.decode(first)
