@@ -18,7 +18,7 @@ from app.core.replay import (
     ReplayResult,
     Selection,
     replay,
-    select_cases,
+    select_case_set,
 )
 from app.core.replay_store import save_replay
 from app.core.replay_targets import ReplayError, open_target
@@ -140,8 +140,8 @@ def run(args: argparse.Namespace) -> int:
         selection = Selection(endpoint=endpoint, kinds=tuple(args.kind or ()), label=args.label,
                               model_version=args.model_version, start_ns=args.since,
                               end_ns=args.until, limit=args.limit, controls=args.controls)
-        cases = select_cases(store, selection)
-        if not any(not c.control for c in cases):
+        cases = select_case_set(store, selection)
+        if not (~cases.control).any():
             raise ReplayError(f"no failures to replay in {args.db}"
                               + (f" for {endpoint}" if endpoint else ""))
         for location, name in _locations(store, args.versions):
