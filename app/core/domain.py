@@ -53,7 +53,9 @@ class EndpointUri:
         return default
 
     def __str__(self) -> str:
-        query = f"?{urlencode(self.params)}" if self.params else ""
+        # Paths stay readable ("payload=assets/demo/x.csv"): this string is the endpoint's name
+        # in the store, the window and reports, not only something to send over the wire.
+        query = f"?{urlencode(self.params, safe='/:,')}" if self.params else ""
         return f"{self.scheme}:{self.target}{query}"
 
 
