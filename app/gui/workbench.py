@@ -44,8 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NS = 1_000_000_000
-DOCK_TITLES = ("Incidents", "Replay", "Versions", "Drift")
-DOCK_HEIGHT_PX = 280  # the tabbed panels' first height: the live plots keep most of the room
+DOCK_HEIGHT_PX = 330  # the tabbed panels' first height: the live plots keep most of the room
 
 
 class Workbench(QObject):
@@ -103,15 +102,27 @@ class Workbench(QObject):
         self.drift.error_occurred.connect(self._show_status)
         first_time = not self.docks
         self._place("Incidents", self.incidents)
+        self._place("Drift", self.drift)
         self._place("Replay", self.replay)
         self._place("Versions", self.versions)
-        self._place("Drift", self.drift)
-        if first_time:  # a sensible first layout; after that the saved one is restored
-            # The endpoint list keeps the full height; the panels sit under the plots only.
-            self.window.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
-            self.window.resizeDocks([self.docks["Incidents"]], [DOCK_HEIGHT_PX],
-                                    Qt.Orientation.Vertical)
-            self.docks["Incidents"].raise_()
+        if first_time:
+            self._first_layout()
+
+    def _first_layout(self) -> None:
+        # The incident list under the endpoint list (both are lists to pick from); drift,
+        # replay and versions tabbed under the plots, where they have the width their tables
+        # and heat map need. Later sessions restore the layout the user left.
+        w, d = self.window, self.docks
+        w.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
+        endpoints = w.findChild(QDockWidget, "endpointsDock")
+        if endpoints is not None:
+            w.removeDockWidget(d["Incidents"])
+            w.splitDockWidget(endpoints, d["Incidents"], Qt.Orientation.Vertical)
+            d["Incidents"].show()
+        w.tabifyDockWidget(d["Drift"], d["Replay"])
+        w.tabifyDockWidget(d["Drift"], d["Versions"])
+        w.resizeDocks([d["Drift"]], [DOCK_HEIGHT_PX], Qt.Orientation.Vertical)
+        d["Drift"].raise_()
 
     def _place(self, title: str, panel: QWidget) -> None:
         # In a scroll area: the replay panel's minimum height alone would take half the window
@@ -122,11 +133,7 @@ class Workbench(QObject):
         scroll.setWidget(panel)
         dock = self.docks.get(title)
         if dock is None:
-            dock = self.window.add_dock(title, scroll)
-            first = self.docks.get(DOCK_TITLES[0])
-            if first is not None:
-                self.window.tabifyDockWidget(first, dock)
-            self.docks[title] = dock
+            self.docks[title] = self.window.add_dock(title, scroll)
         else:
             old = dock.widget()
             dock.setWidget(scroll)

@@ -63,21 +63,27 @@ def test_the_demo_docks_every_panel_and_feeds_a_live_remote_endpoint(window, qtb
     assert all(names) and len(set(names)) == len(names)  # saveState needs unique names
     toggles = {a.text() for a in window.actions.view_menu.actions()}
     assert {"Incidents", "Replay", "Versions", "Drift"} <= toggles
-    assert window.tabifiedDockWidgets(docks["Incidents"])  # one tabbed area, not a stack
+    assert {d.windowTitle() for d in window.tabifiedDockWidgets(docks["Drift"])} == {
+        "Replay", "Versions"}  # one tabbed group under the plots
     # The remote endpoint: a real v2 server on 127.0.0.1, probed over HTTP.
     remote = [e for e in window.monitor.probes if e.startswith("v2+http://127.0.0.1:")]
     assert len(remote) == 1 and "/models/wine-v2" in remote[0]
     assert remote[0] in window.endpoint_list.endpoints()
     probe = window.monitor.probes[remote[0]]
-    window.endpoint_list.select(remote[0])  # plots off screen are not drawn
-    qtbot.waitUntil(lambda: window.panels[remote[0]].latency_plot.point_count() > 0,
-                    timeout=15_000)
+    window.endpoint_list.select(remote[0])
+
+    def remote_plotted() -> bool:
+        window.live.show_endpoint(remote[0])  # plots scrolled out of view are not drawn
+        return window.panels[remote[0]].latency_plot.point_count() > 0
+
+    qtbot.waitUntil(remote_plotted, timeout=15_000)
     assert probe.requests > 0 and str(probe.state) in ("up", "degraded")
     # Versions to replay on and references for drift are in the workspace.
     assert window.workbench.versions.table.rowCount() == 3
     assert len(window.workbench.replay.checked_versions()) == 3
     store = Store(window.db_path)
     try:
+        assert store.count_samples(remote[0], "latency_ms") > 0
         assert all(store.drift_reference(e) is not None for e in window.monitor.probes
                    if not e.startswith("system:"))
     finally:
