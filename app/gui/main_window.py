@@ -370,6 +370,7 @@ class MainWindow(QMainWindow):
         apply_app_theme(QApplication.instance(), self.theme)
         for widget in (self.endpoint_list, self.status, self.live):
             widget.apply_theme(self.theme)
+        self.workbench.apply_theme(self.theme)
         self.actions.retint(self.theme)
         (self.actions.dark if name == "dark" else self.actions.light).setChecked(True)
 

@@ -36,6 +36,7 @@ from app.gui.jobs import Job, JobRunner
 from app.gui.replay_panel import ReplayPanel
 from app.gui.versions_panel import VersionsPanel
 from app.report import write_report
+from widgets.theme import Theme
 
 if TYPE_CHECKING:
     from app.core.monitor import Monitor
@@ -97,9 +98,7 @@ class Workbench(QObject):
         self.versions.error_occurred.connect(self._show_status)
         self.versions.versions_changed.connect(lambda: self.replay and
                                                self.replay.refresh_versions())
-        self.drift = DriftPanel(db_path, theme=self.window.theme)
-        self.drift.follow(self.drift_monitor)
-        self.drift.error_occurred.connect(self._show_status)
+        self.drift = self._new_drift_panel(self.window.theme)
         first_time = not self.docks
         self._place("Incidents", self.incidents)
         self._place("Drift", self.drift)
@@ -107,6 +106,24 @@ class Workbench(QObject):
         self._place("Versions", self.versions)
         if first_time:
             self._first_layout()
+
+    def _new_drift_panel(self, theme: Theme) -> DriftPanel:
+        assert self.db_path is not None and self.drift_monitor is not None
+        panel = DriftPanel(self.db_path, theme=theme)
+        panel.follow(self.drift_monitor)
+        panel.error_occurred.connect(self._show_status)
+        return panel
+
+    def apply_theme(self, theme: Theme) -> None:
+        """The drift panel's plots take their colours when made: a new panel replaces it."""
+        if self.drift is None or self.drift_monitor is None:
+            return
+        endpoint = self.drift.endpoint()
+        self.drift.shutdown()
+        self.drift = self._new_drift_panel(theme)
+        if endpoint:
+            self.drift.set_endpoint(endpoint)
+        self._place("Drift", self.drift)
 
     def _first_layout(self) -> None:
         # The incident list under the endpoint list (both are lists to pick from); drift,

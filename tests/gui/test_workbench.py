@@ -3,13 +3,15 @@ incident moving the plots, Ctrl+E writing its report (or saying why not), a clea
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from pathlib import Path
 
 import pytest
 from pypdf import PdfReader
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QMessageBox
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QMessageBox, QPushButton
 
 from app.core.demo import model_path
 from app.core.store import Store
@@ -155,6 +157,26 @@ def test_exporting_to_an_unwritable_path_shows_an_error_and_writes_nothing(windo
     box.close()
 
 
+def test_cancelling_an_export_writes_nothing_and_says_so(window, qtbot, incident, tmp_path):
+    incident_id, _ = incident
+    out = tmp_path / "cancelled.pdf"
+    workbench = window.workbench
+    with qtbot.waitSignal(workbench.report_failed, timeout=30_000):
+        workbench.export_incident(incident_id, out)
+        workbench.progress_dialog.findChild(QPushButton).click()  # its Cancel button
+    assert not out.exists() and not list(tmp_path.glob("*.pdf"))
+    assert "cancelled" in window.statusBar().currentMessage()
+    assert workbench.message_box is None  # a cancel is not an error
+    assert workbench.progress_dialog is None
+
+
+def test_switching_theme_rebuilds_the_drift_panel_in_its_colours(window, qtbot):
+    old = window.workbench.drift
+    window.set_theme("light" if window.theme.name == "dark" else "dark")
+    assert window.workbench.drift is not old
+    assert window.workbench.docks["Drift"].widget().widget() is window.workbench.drift
+
+
 def test_ctrl_e_with_no_incident_says_so(window, qtbot):
     _press_ctrl_e(window, qtbot)
     box = window.workbench.message_box
@@ -183,3 +205,20 @@ def test_the_attach_dialog_has_an_example_for_every_registered_scheme(window, qt
         assert EXAMPLES[scheme].startswith(f"{scheme}:")
         assert EXAMPLES[scheme] in dialog.hint.text()
     dialog.close()
+
+
+def test_garbage_is_collected_on_the_gui_thread_while_the_window_lives(window, qtbot):
+    assert not gc.isenabled()  # no collection on the monitors' or probes' threads
+
+    class Node:
+        pass
+
+    node = Node()
+    node.me = node  # a cycle: only the collector frees it
+    ref = weakref.ref(node)
+    del node
+    junk = [[] for _ in range(5_000)]  # past the youngest generation's threshold
+    qtbot.waitUntil(lambda: ref() is None, timeout=5_000)
+    del junk
+    window.shutdown()
+    assert gc.isenabled()
