@@ -17,6 +17,7 @@ from app.core.demo import model_path
 from app.core.store import Store
 from app.gui.attach_dialog import EXAMPLES
 from app.gui.demo import start_demo
+from app.gui.main_window import MainWindow
 from probes import schemes
 
 pytestmark = pytest.mark.timeout(120)
@@ -222,3 +223,21 @@ def test_garbage_is_collected_on_the_gui_thread_while_the_window_lives(window, q
     del junk
     window.shutdown()
     assert gc.isenabled()
+
+
+def test_the_dock_layout_is_remembered_by_the_next_window(window, qtbot, workspace):
+    docks = window.workbench.docks
+    docks["Versions"].raise_()
+    docks["Incidents"].hide()  # the user closed it
+    window.close()
+    again = MainWindow(workspace)
+    qtbot.addWidget(again)
+    again.show()
+    qtbot.waitExposed(again)
+    try:
+        restored = again.workbench.docks
+        shown = {t: d.toggleViewAction().isChecked() for t, d in restored.items()}
+        assert shown == {"Incidents": False, "Drift": True, "Replay": True, "Versions": True}
+        assert not restored["Incidents"].isVisible()
+    finally:
+        again.shutdown()
