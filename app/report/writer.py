@@ -74,7 +74,7 @@ def check_writable(out: Path) -> None:
         raise ReportError(f"cannot write the report to {out}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise ReportError(f"cannot write the report to {out}: permission denied; "
-                          "choose another --out")
+                          "choose another place to save it")
 
 
 def write_report(db_path: str | Path, incident: str | int, out: str | Path, *,
