@@ -45,6 +45,9 @@ def _label(metric: str) -> str:
     return metric.removesuffix("_mb").removesuffix("_percent").replace("_", " ")
 
 
+DRIFT_SHARE = "drift_share"  # not a store metric: fed from the drift monitor's evaluations
+
+
 class EndpointPanel(QFrame):
     """Header plus plots for one endpoint; ``plots()`` lists them so an owner can link x."""
 
@@ -82,6 +85,7 @@ class EndpointPanel(QFrame):
         row = QHBoxLayout()
         row.setSpacing(6)
         outer.addLayout(row)
+        self._row = row
         self.latency_plot: LatencyPlotWidget | None = None
         self.rate_plot: SeriesPlotWidget | None = None
         if kind != "system":
@@ -102,12 +106,25 @@ class EndpointPanel(QFrame):
             row.addWidget(self.host_plot, 2)
         self.memory_plot = SeriesPlotWidget("Memory", "MB", theme, zero_floor=False)
         row.addWidget(self.memory_plot, 2)
+        self.drift_plot: SeriesPlotWidget | None = None  # made when the first drift arrives
         self.setMinimumHeight(230)
         self.set_state("starting")
 
     def plots(self) -> list[SeriesPlotWidget]:
         return [p for p in (self.latency_plot, self.rate_plot, self.load_plot, self.host_plot,
-                            self.memory_plot) if p is not None]
+                            self.memory_plot, self.drift_plot) if p is not None]
+
+    def add_drift_share(self, t_s: float, share: float) -> SeriesPlotWidget | None:
+        """One drift evaluation: the share of features drifted, in %. Returns the drift plot
+        if this call made it (the owner links its time axis), else None."""
+        made = None
+        if self.drift_plot is None:
+            made = self.drift_plot = SeriesPlotWidget("Drifted features", "%", self.theme)
+            made.add_curve(DRIFT_SHARE, "share drifted", self.theme.series[1 % len(
+                self.theme.series)])
+            self._row.addWidget(made, 2)
+        self.series.extend(DRIFT_SHARE, np.array([t_s]), np.array([100.0 * share]))
+        return made
 
     # -- data in --------------------------------------------------------------------------
 
@@ -161,7 +178,7 @@ class EndpointPanel(QFrame):
             self._feed(self.rate_plot, "throughput", s.throughput,
                        lambda: s.throughput.since(lo))
             self._feed(self.rate_plot, "errors", s.errors, lambda: s.errors.since(lo))
-        for plot in (self.memory_plot, self.load_plot, self.host_plot):
+        for plot in (self.memory_plot, self.load_plot, self.host_plot, self.drift_plot):
             if plot is None:
                 continue
             for metric in plot.curves:
@@ -242,7 +259,7 @@ class EndpointPanel(QFrame):
             if metric in SKIPPED or h is None or not len(h):
                 continue
             self._ensure_curve(metric)
-            for plot in (self.memory_plot, self.load_plot, self.host_plot):
+            for plot in (self.memory_plot, self.load_plot, self.host_plot, self.drift_plot):
                 if plot is not None and metric in plot.curves:
                     plot.set_curve(metric, mid(h), np.asarray(h.mean, dtype=float))
 

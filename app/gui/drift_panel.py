@@ -91,6 +91,7 @@ class DriftPanel(QWidget):
     error_occurred = Signal(str)  # a line for the status bar
     report_finished = Signal(object)  # EndpointDrift of a finished full report
     refreshed = Signal()  # after each refresh, for whoever waits on it
+    drift_evaluated = Signal(str, float, float)  # endpoint, epoch seconds, share drifted
     _update_arrived = Signal(object)  # emitted on the drift thread; queued to this one
 
     def __init__(self, db_path: str | Path | None = None, parent: QWidget | None = None, *,
@@ -309,6 +310,8 @@ class DriftPanel(QWidget):
         self.error_occurred.emit(message)
 
     def _on_update_arrived(self, update: DriftUpdate) -> None:
+        self.drift_evaluated.emit(update.endpoint, update.ts_ns / 1e9,
+                                  update.result.share_drifted)
         if self.endpoint_box.findData(update.endpoint) < 0:
             self.endpoint_box.addItem(update.endpoint, update.endpoint)
         if self.endpoint() is None:

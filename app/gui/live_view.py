@@ -86,6 +86,16 @@ class LiveView(QScrollArea):
             for plot in panel.plots():
                 plot.show_time_axis(shown)
 
+    def add_drift_share(self, endpoint: str, t_s: float, share: float) -> None:
+        """Plot one drift evaluation on the endpoint's panel (made on first use)."""
+        panel = self.panels.get(endpoint)
+        if panel is None:
+            return
+        made = panel.add_drift_share(t_s, share)
+        if made is not None:
+            self.x_link.add(made)
+            self._place_time_axes()
+
     def show_endpoint(self, endpoint: str) -> None:
         panel = self.panels.get(endpoint)
         if panel is not None:

@@ -112,6 +112,7 @@ class Workbench(QObject):
         panel = DriftPanel(self.db_path, theme=theme)
         panel.follow(self.drift_monitor)
         panel.error_occurred.connect(self._show_status)
+        panel.drift_evaluated.connect(self.window.live.add_drift_share)
         return panel
 
     def apply_theme(self, theme: Theme) -> None:

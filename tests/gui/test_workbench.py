@@ -105,6 +105,12 @@ def test_the_drift_panel_follows_the_windows_drift_monitor_on_the_demo(window, q
         window.workbench.drift_monitor.evaluate_soon()
     qtbot.waitUntil(lambda: drift.heatmap.shape[0] > before, timeout=30_000)
     assert drift.heatmap.shape[1] >= 13  # the wine features (and the prediction)
+    # The endpoint's live view plots the share of drifted features over time too.
+    live = window.panels[production]
+    assert live.drift_plot is not None and live.drift_plot in live.plots()
+    qtbot.waitUntil(lambda: live.series.ring("drift_share").n > 0, timeout=5_000)
+    _, shares = live.series.ring("drift_share").since(0)
+    assert ((shares >= 0) & (shares <= 100)).all()
 
 
 def test_selecting_a_live_incident_moves_the_plots_and_the_replay_range(window, qtbot,
