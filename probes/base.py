@@ -49,6 +49,32 @@ class ProbeOptions:
     workspace: Path | None = None
 
 
+def float_param(uri: EndpointUri, key: str, default: float, *, positive: bool = False,
+                non_negative: bool = False) -> float:
+    """A number from the URI's query, or ``default``; a ProbeError naming the bad value."""
+    raw = uri.param(key)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ProbeError(f"'{key}={raw}' in {uri} is not a number") from None
+    if (positive and value <= 0) or (non_negative and value < 0):
+        raise ProbeError(f"'{key}={raw}' in {uri} must be positive")
+    return value
+
+
+def opt_float_param(uri: EndpointUri, key: str, default: float | None) -> float | None:
+    """Like ``float_param`` for settings that may be absent (an SLO, a threshold)."""
+    return default if uri.param(key) is None else float_param(uri, key, 0.0)
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as one line for a person: its first line, or its type if it is silent."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 _REGISTRY: dict[str, type[Probe]] = {}
 
 

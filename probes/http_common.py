@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from app.core.domain import EndpointUri
-from probes.base import ProbeError
+from probes.base import ProbeError, float_param
 
 log = logging.getLogger(__name__)
 
@@ -73,27 +73,16 @@ class HttpSettings:
 
     @classmethod
     def from_uri(cls, uri: EndpointUri) -> HttpSettings:
-        def number(key: str, default: float) -> float:
-            raw = uri.param(key)
-            if raw is None:
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ProbeError(f"'{key}={raw}' in {uri} is not a number") from None
-            if value < 0 or (value == 0 and key != "retries"):
-                raise ProbeError(f"'{key}={raw}' in {uri} must be positive")
-            return value
-
         token_env = uri.param("token_env")
         if token_env is not None and not os.environ.get(token_env):
             raise ProbeError(f"environment variable {token_env} (named by ?token_env=) is not "
                              "set; export the bearer token there")
         return cls(
-            timeout_s=number("timeout_s", DEFAULT_TIMEOUT_S),
-            connect_timeout_s=number("connect_timeout_s", DEFAULT_CONNECT_TIMEOUT_S),
-            max_bytes=int(number("max_mb", DEFAULT_MAX_MB) * 2**20),
-            retries=int(number("retries", DEFAULT_RETRIES)),
+            timeout_s=float_param(uri, "timeout_s", DEFAULT_TIMEOUT_S, positive=True),
+            connect_timeout_s=float_param(uri, "connect_timeout_s", DEFAULT_CONNECT_TIMEOUT_S,
+                                          positive=True),
+            max_bytes=int(float_param(uri, "max_mb", DEFAULT_MAX_MB, positive=True) * 2**20),
+            retries=int(float_param(uri, "retries", DEFAULT_RETRIES, non_negative=True)),
             token_env=token_env,
         )
 

@@ -19,7 +19,14 @@ import numpy as np
 
 from app.core.bus import Bus
 from app.core.domain import Capture, CaptureStatus, EndpointUri, Metric, Sample, TensorBlob
-from probes.base import EndpointState, Probe, ProbeError, ProbeOptions
+from probes.base import (
+    EndpointState,
+    Probe,
+    ProbeError,
+    ProbeOptions,
+    float_param,
+    opt_float_param,
+)
 from probes.http_common import (
     Backoff,
     BadResponse,
@@ -96,10 +103,10 @@ class RemoteModelProbe(Probe):
         self.model_version: str | None = uri.param("version")
         self.parse_path(path)
         self.payload = uri_payload(uri, options)
-        self.rate_hz = _float_param(uri, "rate", options.rate_hz)
-        self.capture_rate = min(1.0, max(0.0, _float_param(uri, "capture", options.capture_rate)))
-        self.slo_ms = _opt_float_param(uri, "slo_ms", options.slo_ms)
-        self.min_confidence = _opt_float_param(uri, "min_confidence", options.min_confidence)
+        self.rate_hz = float_param(uri, "rate", options.rate_hz)
+        self.capture_rate = min(1.0, max(0.0, float_param(uri, "capture", options.capture_rate)))
+        self.slo_ms = opt_float_param(uri, "slo_ms", options.slo_ms)
+        self.min_confidence = opt_float_param(uri, "min_confidence", options.min_confidence)
         self.client = HttpClient(self.base_url, self.settings)
         self.requests_ready: list[RemoteRequest] = []
         self._next = 0
@@ -296,17 +303,3 @@ class RemoteModelProbe(Probe):
 def require_payload(endpoint: str, why: str) -> ProbeError:
     return ProbeError(f"{endpoint}: {why}, so ProbeScope cannot make up requests; give input "
                       "rows with --payload FILE or ?payload=FILE (.csv, .parquet, .jsonl, .npy)")
-
-
-def _float_param(uri: EndpointUri, key: str, default: float) -> float:
-    value = uri.param(key)
-    if value is None:
-        return default
-    try:
-        return float(value)
-    except ValueError:
-        raise ProbeError(f"'{key}={value}' in {uri} is not a number") from None
-
-
-def _opt_float_param(uri: EndpointUri, key: str, default: float | None) -> float | None:
-    return default if uri.param(key) is None else _float_param(uri, key, 0.0)

@@ -21,7 +21,16 @@ import psutil
 
 from app.core.bus import Bus
 from app.core.domain import Capture, CaptureStatus, EndpointUri, Metric, Sample, TensorBlob
-from probes.base import EndpointState, Probe, ProbeError, ProbeOptions, register
+from probes.base import (
+    EndpointState,
+    Probe,
+    ProbeError,
+    ProbeOptions,
+    first_line,
+    float_param,
+    opt_float_param,
+    register,
+)
 from probes.payload import Payload, load_payload
 
 log = logging.getLogger(__name__)
@@ -79,7 +88,7 @@ def load_session(path: str | Path, provider: str = "cpu", threads: int | None = 
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
     except Exception as exc:
-        raise ProbeError(f"cannot load {path} as an ONNX model: {_first_line(exc)}") from exc
+        raise ProbeError(f"cannot load {path} as an ONNX model: {first_line(exc)}") from exc
 
 
 def _concrete_shape(shape: list, rows: int = 1) -> tuple[int, ...]:
@@ -175,10 +184,10 @@ class OnnxProbe(Probe):
         payload_path = uri.param("payload") or options.payload
         payload = load_payload(payload_path) if payload_path else None
         self.requests_ready = build_requests(self.session, payload, seed=options.seed)
-        self.rate_hz = _float_param(uri, "rate", options.rate_hz)
-        self.capture_rate = min(1.0, max(0.0, _float_param(uri, "capture", options.capture_rate)))
-        self.slo_ms = _opt_float_param(uri, "slo_ms", options.slo_ms)
-        self.min_confidence = _opt_float_param(uri, "min_confidence", options.min_confidence)
+        self.rate_hz = float_param(uri, "rate", options.rate_hz)
+        self.capture_rate = min(1.0, max(0.0, float_param(uri, "capture", options.capture_rate)))
+        self.slo_ms = opt_float_param(uri, "slo_ms", options.slo_ms)
+        self.min_confidence = opt_float_param(uri, "min_confidence", options.min_confidence)
         meta = self.session.get_modelmeta()
         self.model_version = (uri.param("version") or meta.custom_metadata_map.get("version")
                               or self.path.stem)
@@ -211,7 +220,7 @@ class OnnxProbe(Probe):
             outputs = self._session_run(self._output_names, self.requests_ready[i].feed)
             error = None
         except Exception as exc:
-            outputs, error = None, _first_line(exc)
+            outputs, error = None, first_line(exc)
         self._unsettled.append((i, ts_ns, time.perf_counter_ns() - t0, outputs, error))
 
     def step(self) -> None:
@@ -353,22 +362,3 @@ class OnnxProbe(Probe):
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _float_param(uri: EndpointUri, key: str, default: float) -> float:
-    value = uri.param(key)
-    if value is None:
-        return default
-    try:
-        return float(value)
-    except ValueError:
-        raise ProbeError(f"'{key}={value}' in {uri} is not a number") from None
-
-
-def _opt_float_param(uri: EndpointUri, key: str, default: float | None) -> float | None:
-    return default if uri.param(key) is None else _float_param(uri, key, 0.0)

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.bus import Bus
 from app.core.domain import EndpointUri, Sample
-from probes.base import EndpointState, Probe, ProbeError, ProbeOptions, register
+from probes.base import EndpointState, Probe, ProbeError, ProbeOptions, float_param, register
 from probes.http_common import (
     BadResponse,
     HttpClient,
@@ -67,8 +67,8 @@ class PrometheusProbe(Probe):
         self.base_url, path = split_http_target(uri, self.example)
         self.path = path or "/metrics"
         self.settings = HttpSettings.from_uri(uri)
-        self.interval_s = _positive(uri, "interval_s", 2.0)
-        self.window_s = _positive(uri, "window_s", 30.0)
+        self.interval_s = float_param(uri, "interval_s", 2.0, positive=True)
+        self.window_s = float_param(uri, "window_s", 30.0, positive=True)
         self.model = uri.param("model")
         wanted = uri.param("series") or ""
         self.series = [s.strip() for s in wanted.split(",") if s.strip()]
@@ -217,16 +217,3 @@ class PrometheusProbe(Probe):
 @register("prom+https")
 class PrometheusHttpsProbe(PrometheusProbe):
     example = "prom+https://HOST:PORT/metrics"
-
-
-def _positive(uri: EndpointUri, key: str, default: float) -> float:
-    raw = uri.param(key)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ProbeError(f"'{key}={raw}' in {uri} is not a number") from None
-    if value <= 0:
-        raise ProbeError(f"'{key}={raw}' in {uri} must be positive")
-    return value
