@@ -22,7 +22,7 @@ from app.core.replay import (
 )
 from app.core.replay_store import save_replay
 from app.core.replay_targets import ReplayError, open_target
-from app.core.store import Store
+from app.core.store import Store, StoreError
 from app.core.versions import find, registered
 
 
@@ -69,18 +69,6 @@ def _instant(text: str) -> int:
         raise argparse.ArgumentTypeError(f"'{text}' is not a time; use ISO 8601 like "
                                          "2026-11-23T11:40 or Unix seconds") from None
 
-
-def resolve_endpoint(store: Store, name: str) -> str:
-    uris = [e["uri"] for e in store.endpoints()]
-    if name in uris:
-        return name
-    matches = [u for u in uris if name in u]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise ReplayError(f"no endpoint matching '{name}' in {store.path}; it has "
-                          f"{', '.join(uris) or 'none'}")
-    raise ReplayError(f"'{name}' matches {len(matches)} endpoints; give more of the URI")
 
 
 def _locations(store: Store, wanted: list[str] | None) -> list[tuple[str, str | None]]:
@@ -136,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     store = Store(args.db)
     targets = []
     try:
-        endpoint = resolve_endpoint(store, args.endpoint) if args.endpoint else None
+        endpoint = store.resolve_endpoint(args.endpoint) if args.endpoint else None
         selection = Selection(endpoint=endpoint, kinds=tuple(args.kind or ()), label=args.label,
                               model_version=args.model_version, start_ns=args.since,
                               end_ns=args.until, limit=args.limit, controls=args.controls)
@@ -150,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
                         criteria=Criteria(args.min_confidence, args.slo_ms))
         if not args.no_save:
             save_replay(store, result)
-    except ReplayError as exc:
+    except (ReplayError, StoreError) as exc:
         print(f"probescope: {exc}", file=sys.stderr)
         return 2
     finally:

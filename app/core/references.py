@@ -15,7 +15,7 @@ import pandas as pd
 
 from app.core.demo import demo_path
 from app.core.drift import BOOKKEEPING_COLUMNS, PREDICTION_COLUMN, DriftError, capture_frame
-from app.core.store import Store
+from app.core.store import Store, StoreError
 
 # Columns of a data file that are not model inputs: the same set probes/payload.py skips when it
 # turns rows into tensors, so capture tensors line up with the remaining columns in order.
@@ -141,15 +141,8 @@ def load_reference(store: Store, reference: Reference) -> pd.DataFrame:
 
 
 def resolve_endpoint(store: Store, name: str) -> str:
-    """The endpoint URI that ``name`` names: the URI itself, or a part only one URI contains."""
-    uris = [e["uri"] for e in store.endpoints()]
-    if name in uris:
-        return name
-    matches = [u for u in uris if name in u]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        known = ", ".join(uris) or "none"
-        raise DriftError(f"no endpoint matching '{name}' in {store.path}; known: {known}")
-    raise DriftError(f"'{name}' matches {len(matches)} endpoints ({', '.join(matches)}); "
-                     "give more of the URI")
+    """``Store.resolve_endpoint``, failing as a DriftError for the drift paths' callers."""
+    try:
+        return store.resolve_endpoint(name)
+    except StoreError as exc:
+        raise DriftError(str(exc)) from None

@@ -288,6 +288,20 @@ class Store:
     def endpoints(self) -> list[dict]:
         return list(self.db.query("SELECT * FROM endpoints ORDER BY id"))
 
+    def resolve_endpoint(self, name: str) -> str:
+        """The endpoint URI that ``name`` names: the URI itself, or a part only one URI has."""
+        uris = [e["uri"] for e in self.endpoints()]
+        if name in uris:
+            return name
+        matches = [u for u in uris if name in u]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise StoreError(f"no endpoint matching '{name}' in {self.path}; known: "
+                             f"{', '.join(uris) or 'none'}")
+        raise StoreError(f"'{name}' matches {len(matches)} endpoints ({', '.join(matches)}); "
+                         "give more of the URI")
+
     def metric_names(self, endpoint: str) -> list[str]:
         eid = self._lookup_endpoint(endpoint)
         if eid is None:
