@@ -114,6 +114,15 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+_OLDEST_NS, _NEWEST_NS = -(2**63), 2**63 - 1
+
+
+def _span(start_ns: int | None, end_ns: int | None) -> tuple[int, int]:
+    """A time range for ``ts_ns >= ? AND ts_ns <= ?``; an open end means all of time."""
+    return (_OLDEST_NS if start_ns is None else start_ns,
+            _NEWEST_NS if end_ns is None else end_ns)
+
+
 @dataclass(frozen=True, slots=True)
 class History:
     """One downsampled series: per time bucket its start, min, max, mean and count."""
@@ -320,8 +329,7 @@ class Store:
         rows = self.db.execute(
             "SELECT ts_ns, value FROM samples WHERE endpoint_id = ? AND metric_id = ? "
             "AND ts_ns >= ? AND ts_ns <= ? ORDER BY ts_ns",
-            [eid, mid, start_ns if start_ns is not None else -(2**63),
-             end_ns if end_ns is not None else 2**63 - 1],
+            [eid, mid, *_span(start_ns, end_ns)],
         ).fetchall()
         if not rows:
             return np.empty(0, np.int64), np.empty(0)
@@ -536,8 +544,7 @@ class Store:
             "FROM drift_points "
             "WHERE endpoint_id = ? AND source = ? AND ts_ns >= ? AND ts_ns <= ? "
             "ORDER BY ts_ns, rowid",
-            [eid, source, start_ns if start_ns is not None else -(2**63),
-             end_ns if end_ns is not None else 2**63 - 1]))
+            [eid, source, *_span(start_ns, end_ns)]))
 
     def drift_evaluations(self, endpoint: str, start_ns: int | None = None,
                           end_ns: int | None = None, *, source: str = "fast") -> list[dict]:
@@ -548,8 +555,7 @@ class Store:
             "SELECT id, ts_ns, rows_reference, rows_current, share_drifted, report_path "
             "FROM drift_evaluations WHERE endpoint_id = ? AND source = ? AND ts_ns >= ? "
             "AND ts_ns <= ? ORDER BY ts_ns, id",
-            [eid, source, start_ns if start_ns is not None else -(2**63),
-             end_ns if end_ns is not None else 2**63 - 1]))
+            [eid, source, *_span(start_ns, end_ns)]))
 
     def capture_inputs(self, endpoint: str, start_ns: int | None = None,
                        end_ns: int | None = None, *, limit: int | None = None
@@ -562,8 +568,7 @@ class Store:
         rows = self.db.execute(
             "SELECT ts_ns, inputs, prediction FROM captures WHERE endpoint_id = ? "
             "AND ts_ns >= ? AND ts_ns <= ? ORDER BY ts_ns DESC LIMIT ?",
-            [eid, start_ns if start_ns is not None else -(2**63),
-             end_ns if end_ns is not None else 2**63 - 1,
+            [eid, *_span(start_ns, end_ns),
              limit if limit is not None else -1]).fetchall()
         return [(int(ts), codec.decode(blob), pred) for ts, blob, pred in reversed(rows)]
 
@@ -655,9 +660,7 @@ class Store:
                         label: str | None, model_version: str | None
                         ) -> tuple[list[str], list]:
         """WHERE terms and their parameters shared by the replay's capture selections."""
-        where, args = ["c.ts_ns >= ?", "c.ts_ns <= ?"], [
-            start_ns if start_ns is not None else -(2**63),
-            end_ns if end_ns is not None else 2**63 - 1]
+        where, args = ["c.ts_ns >= ?", "c.ts_ns <= ?"], [*_span(start_ns, end_ns)]
         if endpoint is not None:
             where.append("c.endpoint_id = ?")
             args.append(self._lookup_endpoint(endpoint) or -1)
@@ -903,7 +906,7 @@ class Store:
         for (mid,) in self.db.execute("SELECT id FROM metrics").fetchall():
             row = self.db.execute(
                 "SELECT max(ts_ns) FROM samples WHERE endpoint_id = ? AND metric_id = ? "
-                "AND ts_ns <= ?", [eid, mid, before_ns if before_ns is not None else 2**63 - 1]
+                "AND ts_ns <= ?", [eid, mid, _span(None, before_ns)[1]]
             ).fetchone()
             if row[0] is not None and (best is None or row[0] > best):
                 best = int(row[0])
