@@ -14,17 +14,14 @@ first ``window_rows`` captured predictions instead.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
-import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from app.core.background import BackgroundEvaluator
 from app.core.domain import Batch, Capture
 from app.core.drift import (
     PREDICTION_COLUMN,
@@ -73,21 +70,15 @@ def save_result(store: Store, endpoint: str, ts_ns: int, result: DriftResult, *,
         report_path=report_path)
 
 
-class DriftMonitor:
+class DriftMonitor(BackgroundEvaluator):
+    thread_name = "drift"
+
     def __init__(self, db_path: str | Path, *, window_rows: int = 500, min_rows: int = 50,
                  interval_s: float = 5.0) -> None:
-        self.db_path = Path(db_path)
+        super().__init__(db_path, interval_s=interval_s)
         self.window_rows = window_rows
         self.min_rows = min_rows
-        self.interval_s = interval_s
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._listeners: list[Callable[[DriftUpdate], None]] = []
         self._windows: dict[str, _Window] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.last_error: str | None = None
-
-    # -- any thread -----------------------------------------------------------------------
 
     def __call__(self, batch: Batch) -> None:
         """Recorder listener: queue the captures that carry inputs; nothing else here."""
@@ -95,67 +86,10 @@ class DriftMonitor:
         if captures:
             self._queue.put(captures)
 
-    def subscribe(self, listener: Callable[[DriftUpdate], None]) -> None:
-        self._listeners.append(listener)
-
-    def start(self) -> DriftMonitor:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="drift", daemon=True)
-            self._thread.start()
-        return self
-
-    def evaluate_soon(self) -> threading.Event:
-        """Ask for an evaluation of every window with new rows now; the event is set after."""
-        done = threading.Event()
-        self._queue.put(done)
-        return done
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        self._stop.set()
-        self._queue.put(None)
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
-
     # -- worker thread --------------------------------------------------------------------
 
-    def _run(self) -> None:
-        try:
-            store = Store(self.db_path)
-        except StoreError as exc:
-            self.last_error = str(exc)
-            log.error("drift monitor stopped: %s", exc)
-            return
-        try:
-            next_due = time.monotonic() + self.interval_s
-            while not self._stop.is_set():
-                try:
-                    item = self._queue.get(timeout=max(0.0, next_due - time.monotonic()))
-                except queue.Empty:
-                    item = None
-                if isinstance(item, list):
-                    self._add(item)
-                    continue
-                if isinstance(item, threading.Event) or time.monotonic() >= next_due:
-                    self._drain()
-                    self._evaluate_all(store)
-                    next_due = time.monotonic() + self.interval_s
-                if isinstance(item, threading.Event):
-                    item.set()
-        finally:
-            store.close()
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(item, list):
-                self._add(item)
-            elif isinstance(item, threading.Event):
-                self._queue.put(item)  # answered after this evaluation, in order
-                return
+    def _take(self, item: list[Capture]) -> None:
+        self._add(item)
 
     def _add(self, captures: list[Capture]) -> None:
         for c in captures:
@@ -170,12 +104,12 @@ class DriftMonitor:
             if len(window.baseline) < self.window_rows:
                 window.baseline.append(c.prediction)
 
-    def _evaluate_all(self, store: Store) -> None:
+    def _evaluate(self, store: Store) -> None:
         for endpoint, window in self._windows.items():
             if window.new_rows == 0 or len(window.rows) < self.min_rows:
                 continue
             try:
-                update = self._evaluate(store, endpoint, window)
+                update = self._evaluate_window(store, endpoint, window)
             except (DriftError, StoreError) as exc:
                 self._report(f"drift of {endpoint}: {exc}")
                 continue
@@ -186,11 +120,7 @@ class DriftMonitor:
             if update is None:
                 continue
             window.new_rows = 0
-            for listener in list(self._listeners):
-                try:
-                    listener(update)
-                except Exception:
-                    log.exception("drift listener %r failed", listener)
+            self._notify(update)
 
     def _report(self, message: str) -> None:
         # Logged once per distinct message: a missing reference file would otherwise log
@@ -222,7 +152,8 @@ class DriftMonitor:
         window.features = features
         return True
 
-    def _evaluate(self, store: Store, endpoint: str, window: _Window) -> DriftUpdate | None:
+    def _evaluate_window(self, store: Store, endpoint: str, window: _Window
+                         ) -> DriftUpdate | None:
         if not self._load_reference(store, endpoint, window):
             return None
         reference = window.reference

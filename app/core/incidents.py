@@ -13,15 +13,14 @@ tripping again within ``reopen_within_s`` reopens the same incident instead of a
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.core import incident_rules as rules
-from app.core.domain import Batch
+from app.core.background import BackgroundEvaluator
+from app.core.domain import Batch, Metric
 from app.core.incident_rules import NS, RULE_TITLES, IncidentError, Reading, RuleConfig
 from app.core.store import Store, StoreError
 
@@ -250,89 +249,42 @@ def evaluate_range(store: Store, start_ns: int, end_ns: int, *, step_s: float = 
     return events
 
 
-class IncidentMonitor:
+class IncidentMonitor(BackgroundEvaluator):
     """Live incidents: subscribe the instance to a Recorder, ``start`` it, ``close`` it."""
+
+    thread_name = "incidents"
 
     def __init__(self, db_path: str | Path, *, defaults: RuleConfig | None = None,
                  interval_s: float = 5.0,
                  states: Callable[[], Mapping[str, str]] | None = None) -> None:
-        self.db_path = Path(db_path)
+        super().__init__(db_path, interval_s=interval_s)
         self.defaults = defaults or RuleConfig()
-        self.interval_s = interval_s
         self.states = states  # probe verdicts by endpoint (live only)
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._last_seen: dict[str, int] = {}
-        self._listeners: list[Callable[[IncidentEvent], None]] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.last_error: str | None = None
+        self._engine: IncidentEngine | None = None
         self.opened = 0
-
-    # -- any thread -----------------------------------------------------------------------
 
     def __call__(self, batch: Batch) -> None:
         """Recorder listener: note who reported and when; the judging happens elsewhere."""
         now = time.time_ns()
-        seen = {s.endpoint for s in batch.samples if s.metric != "probescope.dropped"}
+        seen = {s.endpoint for s in batch.samples if s.metric != Metric.DROPPED}
         seen.update(c.endpoint for c in batch.captures)
         if seen:
             self._queue.put((now, seen))
 
-    def subscribe(self, listener: Callable[[IncidentEvent], None]) -> None:
-        self._listeners.append(listener)
-
-    def start(self) -> IncidentMonitor:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="incidents", daemon=True)
-            self._thread.start()
-        return self
-
-    def evaluate_soon(self) -> threading.Event:
-        """Ask for an evaluation now; the event is set once it is committed."""
-        done = threading.Event()
-        self._queue.put(done)
-        return done
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        self._stop.set()
-        self._queue.put(None)
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
-
     # -- worker thread --------------------------------------------------------------------
 
-    def _run(self) -> None:
-        try:
-            store = Store(self.db_path)
-        except StoreError as exc:
-            self.last_error = str(exc)
-            log.error("incident monitor stopped: %s", exc)
-            return
-        engine = IncidentEngine(store, self.defaults)
-        try:
-            next_due = time.monotonic() + self.interval_s
-            while not self._stop.is_set():
-                try:
-                    item = self._queue.get(timeout=max(0.0, next_due - time.monotonic()))
-                except queue.Empty:
-                    item = None
-                if isinstance(item, tuple):
-                    now, seen = item
-                    for endpoint in seen:
-                        self._last_seen[endpoint] = now
-                    if time.monotonic() < next_due:
-                        continue
-                if item is None and self._stop.is_set():
-                    break
-                self._evaluate(engine)
-                next_due = time.monotonic() + self.interval_s
-                if isinstance(item, threading.Event):
-                    item.set()
-        finally:
-            store.close()
+    def _opened(self, store: Store) -> None:
+        self._engine = IncidentEngine(store, self.defaults)
 
-    def _evaluate(self, engine: IncidentEngine) -> None:
+    def _take(self, item: tuple[int, set[str]]) -> None:
+        now, seen = item
+        for endpoint in seen:
+            self._last_seen[endpoint] = now
+
+    def _evaluate(self, store: Store) -> None:
+        engine = self._engine
+        assert engine is not None
         states: Mapping[str, str] = {}
         if self.states is not None:
             try:
@@ -354,11 +306,7 @@ class IncidentMonitor:
         self.last_error = None
         for event in events:
             self.opened += event.kind == "opened"
-            for listener in list(self._listeners):
-                try:
-                    listener(event)
-                except Exception:
-                    log.exception("incident listener %r failed", listener)
+            self._notify(event)
 
 
 def find_incident(store: Store, which: str | int) -> dict:
