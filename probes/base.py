@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from app.core.bus import Bus
-from app.core.domain import EndpointUri, UriError
+from app.core.domain import EndpointUri, Metric, Sample, UriError
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,14 @@ class Probe(ABC):
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    def mark_down(self, reason: str) -> None:
+        """The endpoint stopped answering: say so once in the log, every time in the data."""
+        if self.state is not EndpointState.DOWN:
+            log.warning("%s is down: %s", self.endpoint, reason)
+        self.state = EndpointState.DOWN
+        self.last_error = reason
+        self.bus.put(Sample(self.endpoint, time.time_ns(), Metric.UP, 0.0))
 
     def wait_if_paused(self) -> None:
         """Block while paused; call between requests."""

@@ -42,7 +42,7 @@ from probes.payload import Payload, load_payload
 
 log = logging.getLogger(__name__)
 
-UP_METRIC = "up"  # 1 when the server answers, 0 while it is down (as Prometheus names it)
+UP_METRIC = Metric.UP
 STATE_INTERVAL_S = 0.5
 _NUMERIC_KINDS = frozenset("biuf")
 
@@ -118,7 +118,7 @@ class RemoteModelProbe(Probe):
         except RemoteError as exc:
             # Not the user's mistake (yet): gone, slow, or still loading its model. Start down
             # and keep trying from the probe thread; last_error says why meanwhile.
-            self._mark_down(str(exc))
+            self.mark_down(str(exc))
         except ProbeError:
             self.client.close()
             raise
@@ -165,13 +165,6 @@ class RemoteModelProbe(Probe):
             log.info("%s is back up", self.endpoint)
         self.bus.put(Sample(self.endpoint, time.time_ns(), UP_METRIC, 1.0))
 
-    def _mark_down(self, reason: str) -> None:
-        if self.state is not EndpointState.DOWN:
-            log.warning("%s is down: %s", self.endpoint, reason)
-        self.state = EndpointState.DOWN
-        self.last_error = reason
-        self.bus.put(Sample(self.endpoint, time.time_ns(), UP_METRIC, 0.0))
-
     def _reconnect(self, stop: threading.Event) -> bool:
         """One attempt to come back (its reads retried as ``?retries=`` says); on failure
         waits the next, longer backoff delay."""
@@ -179,7 +172,7 @@ class RemoteModelProbe(Probe):
             self._connect(retries=self.settings.retries)
             return True
         except (RemoteError, ProbeError) as exc:
-            self._mark_down(str(exc))
+            self.mark_down(str(exc))
         stop.wait(self._backoff.next())
         return False
 
@@ -206,7 +199,7 @@ class RemoteModelProbe(Probe):
             status, error = CaptureStatus.TIMEOUT, str(exc)
         except Unreachable as exc:
             status, error = CaptureStatus.ERROR, str(exc)
-            self._mark_down(str(exc))
+            self.mark_down(str(exc))
         except BadResponse as exc:
             status, error = CaptureStatus.ERROR, str(exc)
         if latency_ms is None:  # no answer at all: the time until we gave up

@@ -79,7 +79,7 @@ class PrometheusProbe(Probe):
             with self.client.quick():
                 self.bus.put_many(self.scrape_once())
         except (Unreachable, TimedOut) as exc:
-            self._mark_down(str(exc))  # not the user's fault yet: retried from the probe thread
+            self.mark_down(str(exc))  # not the user's fault yet: retried from the probe thread
         except BadResponse as exc:
             self.client.close()
             raise ProbeError(f"{self.endpoint}: {exc}") from None
@@ -181,13 +181,6 @@ class PrometheusProbe(Probe):
         return [(rule.out.format(q=label), quantiles[q] * rule.scale)
                 for label, q in QUANTILES if q in quantiles]
 
-    def _mark_down(self, reason: str) -> None:
-        if self.state is not EndpointState.DOWN:
-            log.warning("%s is down: %s", self.endpoint, reason)
-        self.state = EndpointState.DOWN
-        self.last_error = reason
-        self.bus.put(Sample(self.endpoint, time.time_ns(), UP_METRIC, 0.0))
-
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(self.interval_s):
             if self.paused:
@@ -196,7 +189,7 @@ class PrometheusProbe(Probe):
             try:
                 self.bus.put_many(self.scrape_once())
             except (Unreachable, TimedOut) as exc:
-                self._mark_down(str(exc))
+                self.mark_down(str(exc))
             except RemoteError as exc:
                 self.errors += 1
                 self.state = EndpointState.DEGRADED

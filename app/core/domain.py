@@ -145,3 +145,4 @@ class Metric:
     FAILURE = "failure"  # 1.0 per failed request (any CaptureStatus but OK)
     RSS_MB = "rss_mb"
     DROPPED = "probescope.dropped"  # items refused by a full bus or an overflowing backlog
+    UP = "up"  # remote endpoints: 1 while the server answers, 0 while down (Prometheus's name)
