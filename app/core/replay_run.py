@@ -120,30 +120,36 @@ def _reducer(k: int) -> ort.InferenceSession:
                                 providers=["CPUExecutionProvider"])
 
 
-def _row_reductions(first: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                  np.ndarray]:
-    """argmax (the first index of the maximum), max, min and float64 sum of each row; a NaN
-    or inf anywhere in a row makes its sum non-finite. For a few classes, column by column:
-    numpy's axis=1 reductions over 3 values per row cost ~20x more than these contiguous
-    passes (putmask, not copyto(where=), which is 4x slower); wider rows go to onnxruntime."""
-    n, k = first.shape
+def _row_reductions(first: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """argmax (the first index of the maximum), max, sum and (for wide rows only) min of each
+    row, the sum in the output's float type: a NaN or inf in a row makes its sum non-finite
+    (so does a float32 overflow, which ``judge_columns`` tells apart). For a few classes,
+    reductions over axis 0 of the transposed copy: numpy's axis=1 reductions over 3 values
+    per row cost ~20x more than these contiguous passes; wider rows go to onnxruntime. The
+    narrow path leaves out the row minimum: it is needed only when some row is not a
+    probability, which ``judge_columns`` checks on the whole array first."""
+    k = first.shape[1]
     if k > 4:
         if first.dtype == np.float32:
             arg, top, low, total = _reducer(k).run(None, {"x": np.ascontiguousarray(first)})
-            return arg, top, low, total
-        return first.argmax(axis=1), first.max(axis=1), first.min(axis=1), first.sum(axis=1)
-    cols = np.ascontiguousarray(first.T)
-    top, low, total = cols[0].copy(), cols[0].copy(), cols[0].astype(np.float64)
-    arg = np.zeros(n, dtype=np.int64)
-    greater = np.empty(n, dtype=bool)
-    for j in range(1, k):
-        c = cols[j]
-        np.greater(c, top, out=greater)
-        np.putmask(arg, greater, j)
-        np.maximum(top, c, out=top)
-        np.minimum(low, c, out=low)
-        total += c
-    return arg, top, low, total
+            return arg, top, total, low
+        return first.argmax(axis=1), first.max(axis=1), first.sum(axis=1), first.min(axis=1)
+    cols = np.ascontiguousarray(first.T)  # (k, n): reductions over axis 0 run contiguous
+    top = np.maximum.reduce(cols, axis=0)  # NaN propagates
+    with np.errstate(over="ignore", invalid="ignore"):  # inf sums are judged after
+        total = np.add.reduce(cols, axis=0)
+    # The first index of the maximum = how many leading columns fall short of it.
+    behind = np.not_equal(cols[0], top)
+    arg = behind.view(np.int8).copy()
+    for j in range(1, k - 1):
+        np.logical_and(behind, np.not_equal(cols[j], top), out=behind)
+        np.add(arg, behind.view(np.int8), out=arg)
+    return arg.astype(np.int64), top, total, None
+
+
+def _narrow_row_min(first: np.ndarray) -> np.ndarray:
+    return np.minimum.reduce(np.ascontiguousarray(first.T), axis=0)
 
 
 def _row_sums(flat: np.ndarray) -> np.ndarray:
@@ -157,17 +163,23 @@ def _row_sums(flat: np.ndarray) -> np.ndarray:
     return total
 
 
+_PROB_TOLERANCE = 1e-3  # a row is a probability when it is >= 0 and sums to 1 within this
+
+
 def judge_columns(outputs: dict[str, np.ndarray], n: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top class, confidence and finiteness per row, from the first output. Whole-column
-    passes only; the first output's row sums double as its finiteness check."""
+    passes only; the first output's row sums double as its finiteness check, and whether
+    every row is a probability is answered by three whole-array reductions before any
+    per-row test (a classifier's rows are nearly always all probabilities or none)."""
     if not outputs or n == 0:
         return (np.full(n, NO_CLASS, dtype=np.int64), np.full(n, np.nan),
                 np.ones(n, dtype=bool))
     first = next(iter(outputs.values())).reshape(n, -1)
     total = None
     if first.dtype.kind == "f" and first.shape[1] >= 2:
-        prediction, top, low, total = _row_reductions(first)
+        prediction, top, total, low = _row_reductions(first)
+        confidence = _confidence(first, top, total, low)
     elif first.dtype.kind in "iu" and first.shape[1] == 1:
         prediction = first[:, 0].astype(np.int64)  # a model that outputs the class itself
     else:
@@ -177,9 +189,16 @@ def judge_columns(outputs: dict[str, np.ndarray], n: int
         if o.dtype.kind != "f":
             continue
         if k == 0 and total is not None:
-            row_ok = np.isfinite(total)  # NaN and inf survive a float64 sum
+            row_ok = np.isfinite(total)  # NaN and inf survive a sum
             if row_ok.all():
                 continue
+            # An infinite sum of finite values is an overflow: look at those rows alone (a
+            # NaN sum always comes from a non-finite value).
+            suspect = np.flatnonzero(np.isinf(total))
+            if suspect.size:
+                row_ok[suspect] = np.isfinite(first[suspect]).all(axis=1)
+                if row_ok.all():
+                    continue
         elif np.isfinite(o).all():  # one flat pass when all finite
             continue
         else:
@@ -187,17 +206,34 @@ def judge_columns(outputs: dict[str, np.ndarray], n: int
         finite = row_ok if finite is None else finite & row_ok
     if finite is None:
         finite = np.ones(n, dtype=bool)
+    else:
+        np.putmask(prediction, ~finite, NO_CLASS)
     if total is None:
         return prediction, np.full(n, np.nan), finite
-    not_prob = low < 0.0
-    total -= 1.0
-    np.abs(total, out=total)
-    not_prob |= ~(total < 1e-3)  # NaN sums are not probabilities either
-    confidence = top  # the output's own float type; NaN where not a probability
-    confidence[not_prob] = np.nan
-    if not finite.all():
-        prediction[~finite] = NO_CLASS
     return prediction, confidence, finite
+
+
+def _confidence(first: np.ndarray, top: np.ndarray, total: np.ndarray,
+                low: np.ndarray | None) -> np.ndarray:
+    """Each row's top value where the row is a probability (>= 0, sums to 1), else NaN; in
+    the output's own float type. ``low`` is None from the narrow path, whose ``top`` already
+    carries a row's NaN."""
+    hi, lo = 1.0 + _PROB_TOLERANCE, 1.0 - _PROB_TOLERANCE
+    # fmin/fmax skip NaN, so rows holding NaN do not spoil the whole-array answer; an inf
+    # anywhere fails it and sends the array to the per-row test.
+    if (np.fmin.reduce(first if low is None else low, axis=None) >= 0.0
+            and np.fmax.reduce(total) < hi and np.fmin.reduce(total) > lo):
+        if low is not None:
+            nan_rows = np.isnan(total)
+            if nan_rows.any():
+                top[nan_rows] = np.nan
+        return top
+    if low is None:
+        low = _narrow_row_min(first)
+    not_prob = low < 0.0
+    not_prob |= ~((total < hi) & (total > lo))  # NaN sums are not probabilities either
+    top[not_prob] = np.nan
+    return top
 
 
 def _judge_one(outs: list[tuple[str, np.ndarray]]) -> tuple[int, float, bool]:
@@ -246,6 +282,7 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
                 run({k: v[:1] for k, v in feeds.items()})
             target.warmed = True
         only = names[0] if len(names) == 1 else None
+        place = columns.place
         for s in range(0, m, batch_size):
             e = min(s + batch_size, m)
             rows = slice(s, e) if group.rows is None else group.rows[s:e]
@@ -254,7 +291,7 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
                 outs = run({only: feeds[only][s:e]} if only else
                            {k: v[s:e] for k, v in feeds.items()})
                 dt = perf() - t0
-                columns.place(rows, e - s, outs)
+                place(rows, e - s, outs)
                 latency[rows] = dt * 1e3 / (e - s)
             except TargetDown as exc:
                 for i in cases(s, e):
