@@ -1,5 +1,6 @@
-"""The recording reverse proxy behind ``probescope tap``. Thread: the proxy runs an asyncio loop
-on its own thread; a decoder thread turns exchanges into captures for the bus and recorder.
+"""The recording reverse proxy behind ``probescope tap``. Thread: the proxy serves each client
+connection on its own thread; a decoder thread turns exchanges into captures for the bus and
+recorder.
 
 Requests are forwarded with their bytes unchanged (only ``Host`` and hop-by-hop headers are
 rewritten, and a chunked request body is sent with a Content-Length); responses go back to the
@@ -10,13 +11,13 @@ with ``truncated=True``. HTTP/1.1 only: no HTTP/2 and no protocol upgrades (WebS
 the three JSON protocols do not use.
 
 Why not httpx upstream: httpx re-parses and re-encodes every message and costs ~0.3 ms a
-request in this process; the byte-copying proxy in tap_proxy.py, on pooled keep-alive
-connections, keeps the tap's own cost small next to a 1 ms model (see docs/PERFORMANCE.md).
+request in this process; the byte-copying proxy in tap_proxy.py, a thread per client
+connection on blocking sockets with a kept-alive upstream connection each, keeps the tap's own
+cost small next to a 1 ms model (see docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import queue
@@ -31,7 +32,7 @@ from app.core.bus import Bus
 from app.core.recorder import Recorder
 from app.core.store import Store
 from app.core.tap_decode import Exchange, to_capture
-from app.core.tap_proxy import ClientConnection, Pool, ProxySettings
+from app.core.tap_proxy import ProxyServer, ProxySettings
 
 log = logging.getLogger(__name__)
 
@@ -92,45 +93,39 @@ class Tap:
         self.forwarded = 0
         self.recorded = 0
         self._exchanges: queue.SimpleQueue[Exchange | None] = queue.SimpleQueue()
-        self._pool = Pool(ProxySettings(
+        self._settings = ProxySettings(
             self.upstream.host, self.upstream.port,
             ssl.create_default_context() if self.upstream.tls else None, timeout_s,
-            max_record_bytes, self._record))
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.base_events.Server | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._threads: list[threading.Thread] = []
+            max_record_bytes, self._record)
+        self._proxy: ProxyServer | None = None
+        self._decoder: threading.Thread | None = None
 
     # -- lifecycle (controlling thread) ---------------------------------------------------
 
     def start(self) -> None:
+        try:
+            self._proxy = ProxyServer(self.host, self.port, self._settings)
+        except OSError as exc:
+            raise TapError(f"cannot listen on {self.host}:{self.port}: "
+                           f"{exc.strerror or exc}") from None
         self.recorder.start()
-        for target, name in ((self._serve, "tap proxy"), (self._decode, "tap decoder")):
-            t = threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
-        self._ready.wait(10)
-        if self._error is not None:
-            self.close()
-            raise TapError(f"cannot listen on {self.host}:{self.port}: {self._error}")
+        self._decoder = threading.Thread(target=self._decode, name="tap decoder", daemon=True)
+        self._decoder.start()
+        self._proxy.start()
 
     @property
     def address(self) -> tuple[str, int]:
-        assert self._server is not None
-        host, port = self._server.sockets[0].getsockname()[:2]
-        return str(host), int(port)
+        assert self._proxy is not None
+        return self._proxy.address
 
     def close(self) -> None:
-        if self._loop is not None and self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        # The proxy first, so no exchange arrives after the decoder's end marker.
-        proxy, decoder = [*self._threads, None, None][:2]
-        if proxy is not None:
-            proxy.join(10)
+        # The proxy first (in-flight calls finish and are handed over), so no exchange
+        # arrives after the decoder's end marker.
+        if self._proxy is not None:
+            self._proxy.close()
         self._exchanges.put(None)
-        if decoder is not None:
-            decoder.join(10)
+        if self._decoder is not None:
+            self._decoder.join(10)
         self.recorder.stop()
 
     # -- decoder thread -------------------------------------------------------------------
@@ -165,25 +160,7 @@ class Tap:
             self.bus.put_many([*samples, capture])
             self.recorded += 1
 
-    # -- proxy thread ---------------------------------------------------------------------
-
-    def _serve(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            self._server = loop.run_until_complete(loop.create_server(
-                lambda: ClientConnection(self._pool), self.host, self.port))
-        except OSError as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            self._server.close()
-            self._pool.close()
-            loop.close()
+    # -- proxy threads --------------------------------------------------------------------
 
     def _record(self, exchange: Exchange) -> None:
         self.forwarded += 1
