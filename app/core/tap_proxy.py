@@ -15,6 +15,7 @@ import json
 import logging
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -317,6 +318,14 @@ class ClientSession:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.s.tls is not None:
                 sock = self.s.tls.wrap_socket(sock, server_hostname=self.s.host)
+            else:
+                # A blocking socket with a kernel receive timeout: one syscall per recv,
+                # where a Python-level timeout adds a poll() to each (and fcntl()s to each
+                # change of it). A timed-out recv raises BlockingIOError.
+                sock.settimeout(None)
+                whole = int(self.s.timeout_s)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack(
+                    "ll", whole, int((self.s.timeout_s - whole) * 1e6)))
         except TimeoutError:
             raise UpstreamFailed("cannot connect: timed out", got_bytes=True) from None
         except (OSError, ssl.SSLError) as exc:
@@ -346,14 +355,12 @@ class ClientSession:
                 raise UpstreamFailed(f"upstream sent a malformed response: {exc}",
                                      got_bytes=True) from None
             while msg is None:
-                left = deadline - time.perf_counter()
-                if left <= 0:
+                if time.perf_counter() >= deadline:
                     raise TimeoutError
-                sock.settimeout(left)
                 try:
                     data = sock.recv(65536)
-                except TimeoutError:
-                    raise
+                except (TimeoutError, BlockingIOError):
+                    raise TimeoutError from None
                 except OSError as exc:
                     raise UpstreamFailed(f"connection lost: {exc}", got_bytes=bool(buf)) from None
                 if not data:
