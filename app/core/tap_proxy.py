@@ -256,7 +256,7 @@ class ClientSession:
                 self._send_part(chunk)
             ts_ns, t0 = time.time_ns(), time.perf_counter()  # the upstream's time from here
             try:
-                status, raw, answer, keep_upstream = self._read_answer(method, t0)
+                status, raw, answer, keep_upstream, closes = self._read_answer(method, t0)
             except UpstreamFailed as exc:
                 if not reused or exc.got_bytes:
                     raise
@@ -264,9 +264,10 @@ class ClientSession:
                 # then, since the request might not be idempotent.
                 self._drop_upstream()
                 self._send_upstream(out_head + body)
-                status, raw, answer, keep_upstream = self._read_answer(method, t0)
+                status, raw, answer, keep_upstream, closes = self._read_answer(method, t0)
             if not keep_upstream:
                 self._drop_upstream()
+            keep_client = keep_client and not closes
         except TimeoutError:
             timed_out = True
             error = (f"upstream {self.s.hostport.decode()} did not answer within "
@@ -339,10 +340,12 @@ class ClientSession:
                 self.upstream.close()
             self.upstream = None
 
-    def _read_answer(self, method: bytes, t0: float) -> tuple[int, bytes, bytes, bool]:
-        """The final answer: status, its bytes exactly as received, its decoded body, and
-        whether the connection can carry the next request. Interim (1xx) answers are passed
-        straight on to the client. Raises TimeoutError past the deadline."""
+    def _read_answer(self, method: bytes, t0: float) -> tuple[int, bytes, bytes, bool, bool]:
+        """The final answer: status, its bytes exactly as received, its decoded body, whether
+        the connection can carry the next request, and whether the answer ends its
+        connection (the client, reading those very bytes, expects its own to close).
+        Interim (1xx) answers are passed straight on to the client. Raises TimeoutError
+        past the deadline."""
         sock = self.upstream
         assert sock is not None
         buf = bytearray()
@@ -385,10 +388,10 @@ class ClientSession:
                     self.client.sendall(bytes(buf[:msg.end]))
                 del buf[:msg.end]
                 continue
-            keep = (not eof and status != 101 and msg.line.startswith(b"HTTP/1.1")
-                    and b"close" not in (msg.header(b"connection") or b"").lower()
-                    and msg.end == len(buf))
-            return status, bytes(buf[:msg.end]), msg.body, keep
+            says_close = (eof or not msg.line.startswith(b"HTTP/1.1")
+                          or b"close" in (msg.header(b"connection") or b"").lower())
+            keep = not says_close and status != 101 and msg.end == len(buf)
+            return status, bytes(buf[:msg.end]), msg.body, keep, says_close
 
     # -- client ---------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -180,6 +181,7 @@ class CannedUpstream:
         import threading
 
         self.requests: list[bytes] = []
+        self.head_seen_at: list[float] = []  # when each request's head had fully arrived
         outer = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -187,6 +189,7 @@ class CannedUpstream:
                 data = b""
                 while b"\r\n\r\n" not in data:
                     data += self.request.recv(65536)
+                outer.head_seen_at.append(time.monotonic())
                 head, _, body = data.partition(b"\r\n\r\n")
                 length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
                                if line.lower().startswith(b"content-length:")), 0)
@@ -298,3 +301,47 @@ def test_the_tap_refuses_to_listen_beyond_loopback(tmp_path):
     with pytest.raises(TapError, match="loopback only"):
         Tap("http://127.0.0.1:9", db, host="0.0.0.0", port=0)
     assert not db.exists()  # refused before anything was written
+
+
+def test_a_body_sent_in_pieces_is_streamed_upstream_and_recorded_whole(canned):
+    """The head goes upstream before the client has sent its body (the server starts reading
+    while the client is still writing), and the record holds the whole body."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]"
+    up, proxy, db = canned(answer)
+    host, port = proxy.url.removeprefix("http://").split(":")
+    body = json.dumps([ROW]).encode()
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(f"POST /predictions/m HTTP/1.1\r\nHost: x\r\nX-Request-Id: slow\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n".encode())
+        assert wait_until(lambda: len(up.head_seen_at) == 1, timeout_s=5)
+        time.sleep(0.2)
+        body_sent_at = time.monotonic()
+        s.sendall(body[:20])
+        time.sleep(0.1)
+        s.sendall(body[20:])
+        rest = b""
+        while chunk := s.recv(65536):
+            rest += chunk
+    assert rest == answer
+    assert up.head_seen_at[0] < body_sent_at
+    assert up.requests[0].endswith(body)
+    assert wait_until(lambda: db.exists() and len(captures(db)) == 1)
+    (c,) = captures(db)
+    assert c.request_id == "slow" and c.status is CaptureStatus.OK
+    assert c.inputs[0].to_array().tolist() == [pytest.approx(ROW, rel=1e-6)]
+
+
+def test_an_upstream_that_drops_kept_connections_gets_one_fresh_try(canned):
+    """The canned server closes each connection after one answer without saying so: the
+    tap's kept connection is dead at the next request, which goes out again on a new one."""
+    up, proxy, db = canned(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]")
+    with httpx.Client(base_url=proxy.url) as client:
+        for i in range(3):
+            r = client.post("/predictions/m", content=json.dumps([ROW]).encode(),
+                            headers={"X-Request-Id": f"k{i}"})
+            assert r.status_code == 200 and r.content == b"[]"
+            time.sleep(0.05)  # let the server's close reach the tap's kept connection
+    assert len(up.requests) == 3
+    assert wait_until(lambda: db.exists() and len(captures(db)) == 3)
+    assert sorted(c.request_id for c in captures(db)) == ["k0", "k1", "k2"]
+    assert all(c.status is CaptureStatus.OK for c in captures(db))
