@@ -106,7 +106,8 @@ def start(cmd: list[str]) -> tuple[subprocess.Popen, str]:
 def measure(model: Path, features: int, requests: int, folder: Path
             ) -> tuple[dict[str, list[float]], int, float]:
     """Per-call latencies (ms) direct and through a fresh tap, how many captures it kept, and
-    the tap process's CPU time per call (ms; proxying, decoding and recording together)."""
+    the tap's CPU time per call (ms; proxying, and decoding and recording in its recording
+    process, together)."""
     db = folder / f"tap-{model.stem}.db"
     server, server_url = start([sys.executable, "tools/onnx_http_server.py",
                                 "--model", str(model)])
@@ -117,7 +118,14 @@ def measure(model: Path, features: int, requests: int, folder: Path
     path = f"/v2/models/{model.stem}/infer"
     times: dict[str, list[float]] = {"direct": [], "tap": []}
     tap_process = psutil.Process(tap.pid)
-    cpu0 = sum(tap_process.cpu_times()[:2])
+
+    def tap_cpu_s() -> float:
+        """The tap's CPU time with its recording process's (user + system)."""
+        procs = [tap_process, *tap_process.children(recursive=True)]
+        return sum(sum(p.cpu_times()[:2]) for p in procs)
+
+    time.sleep(0.5)  # the recording process is up
+    cpu0 = tap_cpu_s()
     try:
         with httpx.Client(base_url=server_url) as direct, \
                 httpx.Client(base_url=tap_url) as tapped:
@@ -131,7 +139,7 @@ def measure(model: Path, features: int, requests: int, folder: Path
                         t0 = time.perf_counter()
                         c.post(path, content=body).raise_for_status()
                         times[name].append((time.perf_counter() - t0) * 1000)
-        cpu_ms = (sum(tap_process.cpu_times()[:2]) - cpu0) * 1000
+        cpu_ms = (tap_cpu_s() - cpu0) * 1000
     finally:
         tap.terminate()  # SIGTERM: the tap records everything it forwarded, then exits
         tap.wait(30)

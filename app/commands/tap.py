@@ -49,4 +49,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         tap.close()
     print(f"forwarded {tap.forwarded} requests, recorded {tap.recorded} captures")
+    if tap.not_recorded:
+        print(f"probescope: {tap.not_recorded} forwarded calls were not recorded (the "
+              "recording process stopped; see the error above)", file=sys.stderr)
+        return 1
     return 0

@@ -1,14 +1,15 @@
 """The recording reverse proxy behind ``probescope tap``. Thread: the proxy serves each client
-connection on its own thread; a decoder thread turns exchanges into captures for the bus and
-recorder.
+connection on its own thread; a shipper thread frames the finished exchanges onto a pipe to the
+recording process (app/core/tap_record.py), which decodes them into captures and writes them.
 
 Requests are forwarded with their bytes unchanged (only ``Host`` and hop-by-hop headers are
 rewritten, and a chunked request body is sent with a Content-Length); responses go back to the
 client exactly as the upstream sent them, byte for byte, status line and headers included.
-Recording happens after the response is on its way: the hot path only copies bytes and keeps a
-prefix of each body (``max_record_bytes``); a longer body is forwarded whole and recorded cut,
-with ``truncated=True``. HTTP/1.1 only: no HTTP/2 and no protocol upgrades (WebSocket), which
-the three JSON protocols do not use.
+Recording happens off the hot path, in another process: the proxy only copies bytes, keeps a
+prefix of each body (``max_record_bytes``) and queues the exchange before the answer goes back,
+so a call a client has seen answered is recorded even if the tap is stopped right after; a
+longer body is forwarded whole and recorded cut, with ``truncated=True``. HTTP/1.1 only: no
+HTTP/2 and no protocol upgrades (WebSocket), which the three JSON protocols do not use.
 
 Why not httpx upstream: httpx re-parses and re-encodes every message and costs ~0.3 ms a
 request in this process; the byte-copying proxy in tap_proxy.py, a thread per client
@@ -18,26 +19,31 @@ cost small next to a 1 ms model (see docs/PERFORMANCE.md).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import json
 import logging
+import os
 import queue
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from app.core.bus import Bus
-from app.core.recorder import Recorder
 from app.core.store import Store
-from app.core.tap_decode import Exchange, to_capture
+from app.core.tap_decode import Exchange
 from app.core.tap_proxy import ProxyServer, ProxySettings
+from app.core.tap_record import encode_exchange
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_RECORD_BYTES = 1 << 20
-DECODE_INTERVAL_S = 0.02
+SHIP_INTERVAL_S = 0.02
+RECORDING_DRAIN_S = 120  # at stop, how long the recording process may take to catch up
 
 
 class TapError(Exception):
@@ -88,17 +94,17 @@ class Tap:
         self.timeout_s = timeout_s
         self.db_path = Path(db_path)
         Store(self.db_path).close()  # fail now, on the caller's thread, if the path is bad
-        self.bus = Bus()
-        self.recorder = Recorder(self.bus, lambda: Store(self.db_path))
         self.forwarded = 0
         self.recorded = 0
+        self.not_recorded = 0  # forwarded calls the recording process never got (it died)
         self._exchanges: queue.SimpleQueue[Exchange | None] = queue.SimpleQueue()
         self._settings = ProxySettings(
             self.upstream.host, self.upstream.port,
             ssl.create_default_context() if self.upstream.tls else None, timeout_s,
             max_record_bytes, self._record)
         self._proxy: ProxyServer | None = None
-        self._decoder: threading.Thread | None = None
+        self._shipper: threading.Thread | None = None
+        self._recording: subprocess.Popen[bytes] | None = None
 
     # -- lifecycle (controlling thread) ---------------------------------------------------
 
@@ -108,9 +114,15 @@ class Tap:
         except OSError as exc:
             raise TapError(f"cannot listen on {self.host}:{self.port}: "
                            f"{exc.strerror or exc}") from None
-        self.recorder.start()
-        self._decoder = threading.Thread(target=self._decode, name="tap decoder", daemon=True)
-        self._decoder.start()
+        root = str(Path(__file__).resolve().parents[2])  # where the app package lives
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        self._recording = subprocess.Popen(
+            [sys.executable, "-m", "app.core.tap_record", "--db", str(self.db_path),
+             "--upstream", self.upstream.hostport],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self._shipper = threading.Thread(target=self._ship, name="tap shipper", daemon=True)
+        self._shipper.start()
         self._proxy.start()
 
     @property
@@ -120,24 +132,40 @@ class Tap:
 
     def close(self) -> None:
         # The proxy first (in-flight calls finish and are handed over), so no exchange
-        # arrives after the decoder's end marker.
+        # arrives after the shipper's end marker; then the recording process drains.
         if self._proxy is not None:
             self._proxy.close()
         self._exchanges.put(None)
-        if self._decoder is not None:
-            self._decoder.join(10)
-        self.recorder.stop()
+        if self._shipper is not None:
+            self._shipper.join(30)
+        proc = self._recording
+        if proc is None:
+            return
+        if proc.stdin is not None and proc.stdin.closed:
+            proc.stdin = None  # closed by the shipper: communicate() must not flush it
+        try:
+            out, _ = proc.communicate(timeout=RECORDING_DRAIN_S)
+        except subprocess.TimeoutExpired:
+            log.error("the tap's recording process did not finish within %d s; stopped it",
+                      RECORDING_DRAIN_S)
+            proc.kill()
+            out, _ = proc.communicate()
+        try:
+            self.recorded = int(json.loads(out.decode().strip().splitlines()[-1])["recorded"])
+        except (ValueError, IndexError, KeyError, TypeError):
+            log.error("the tap's recording process ended with code %s", proc.returncode)
 
-    # -- decoder thread -------------------------------------------------------------------
+    # -- shipper thread -------------------------------------------------------------------
 
-    def _decode(self) -> None:
-        # Wake on a clock, not per request: a wake-up per exchange costs the proxy thread a
-        # context switch and GIL hand-over on every request (measured: about +0.1 ms a call
-        # on two busy cores). Between items the GIL is yielded, so a request that arrives
-        # meanwhile waits for at most one item's decoding, not a whole batch.
-        done = False
+    def _ship(self) -> None:
+        # Wake on a clock, not per request: a wake-up per exchange costs the proxy a context
+        # switch on every request. One write per wake-up carries every exchange since.
+        proc = self._recording
+        assert proc is not None and proc.stdin is not None
+        pipe, alive, done = proc.stdin, True, False
         while not done:
-            time.sleep(DECODE_INTERVAL_S)
+            time.sleep(SHIP_INTERVAL_S)
+            frames = []
             while True:
                 try:
                     x = self._exchanges.get_nowait()
@@ -146,19 +174,21 @@ class Tap:
                 if x is None:
                     done = True
                     break
-                self._decode_one(x)
-                time.sleep(0)
-
-    def _decode_one(self, x: Exchange) -> None:
-        try:
-            decoded = to_capture(x, self.upstream.hostport)
-        except Exception:  # a decoding bug must not stop the recording of later requests
-            log.exception("tap could not decode a %s %s exchange", x.method, x.path)
-            return
-        if decoded is not None:
-            capture, samples = decoded
-            self.bus.put_many([*samples, capture])
-            self.recorded += 1
+                frames.append(encode_exchange(x))
+            if not frames:
+                continue
+            if alive:
+                try:
+                    pipe.write(b"".join(frames))
+                    pipe.flush()
+                    continue
+                except OSError as exc:
+                    alive = False
+                    log.error("the tap's recording process stopped (%s): calls are still "
+                              "forwarded but no longer recorded", exc)
+            self.not_recorded += len(frames)
+        with contextlib.suppress(OSError):
+            pipe.close()
 
     # -- proxy threads --------------------------------------------------------------------
 

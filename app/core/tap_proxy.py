@@ -248,23 +248,27 @@ class ClientSession:
         status, raw, answer, error, timed_out = None, b"", b"", None, False
         ts_ns, t0 = time.time_ns(), time.perf_counter()
         try:
-            reused = self._send_upstream(out_head + body)
-            while len(body) < size:  # the rest of the body, as it arrives
-                self._maybe_continue(head)
-                chunk = self._recv_client()[:size - len(body)]
-                body += chunk
-                self._send_part(chunk)
-            ts_ns, t0 = time.time_ns(), time.perf_counter()  # the upstream's time from here
-            try:
-                status, raw, answer, keep_upstream, closes = self._read_answer(method, t0)
-            except UpstreamFailed as exc:
-                if not reused or exc.got_bytes:
-                    raise
-                # A pooled connection the server had already closed: one fresh try. Only
-                # then, since the request might not be idempotent.
-                self._drop_upstream()
-                self._send_upstream(out_head + body)
-                status, raw, answer, keep_upstream, closes = self._read_answer(method, t0)
+            reused, retried, complete = self._send_upstream(out_head + body), False, False
+            while True:
+                try:
+                    while len(body) < size:  # the rest of the body, as it arrives
+                        self._maybe_continue(head)
+                        chunk = self._recv_client()[:size - len(body)]
+                        body += chunk
+                        self._send_part(chunk)
+                    if not complete:  # the upstream's time counts from here
+                        complete, ts_ns, t0 = True, time.time_ns(), time.perf_counter()
+                    status, raw, answer, keep_upstream, closes = self._read_answer(method, t0)
+                    break
+                except UpstreamFailed as exc:
+                    if not reused or exc.got_bytes or retried:
+                        raise
+                    # A kept connection the server had already closed: one fresh try with
+                    # what was sent so far. Only then, since the request might not be
+                    # idempotent.
+                    retried = True
+                    self._drop_upstream()
+                    reused = self._send_upstream(out_head + body)
             if not keep_upstream:
                 self._drop_upstream()
             keep_client = keep_client and not closes

@@ -339,7 +339,7 @@ def test_an_upstream_that_drops_kept_connections_gets_one_fresh_try(canned):
         for i in range(3):
             r = client.post("/predictions/m", content=json.dumps([ROW]).encode(),
                             headers={"X-Request-Id": f"k{i}"})
-            assert r.status_code == 200 and r.content == b"[]"
+            assert r.status_code == 200 and r.content == b"[]", r.content
             time.sleep(0.05)  # let the server's close reach the tap's kept connection
     assert len(up.requests) == 3
     assert wait_until(lambda: db.exists() and len(captures(db)) == 3)
