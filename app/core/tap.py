@@ -6,9 +6,10 @@ Requests are forwarded with their bytes unchanged (only ``Host`` and hop-by-hop 
 rewritten, and a chunked request body is sent with a Content-Length); responses go back to the
 client exactly as the upstream sent them, byte for byte, status line and headers included.
 Recording happens off the hot path, in another process: the proxy only copies bytes, keeps a
-prefix of each body (``max_record_bytes``) and queues the exchange before the answer goes back,
-so a call a client has seen answered is recorded even if the tap is stopped right after; a
-longer body is forwarded whole and recorded cut, with ``truncated=True``. HTTP/1.1 only: no
+prefix of each body (``max_record_bytes``) and queues each finished exchange; stopping lets the
+calls in flight finish first, so a call a client has seen answered is recorded even if the tap
+is stopped right after. A longer body is forwarded whole and recorded cut, with
+``truncated=True``. HTTP/1.1 only: no
 HTTP/2 and no protocol upgrades (WebSocket), which the three JSON protocols do not use.
 
 Why not httpx upstream: httpx re-parses and re-encodes every message and costs ~0.3 ms a

@@ -3,9 +3,10 @@ connection (``ClientSession``), plus the accepting thread (``ProxyServer``).
 
 Each client connection has its own keep-alive connection upstream and is served with blocking
 sockets: a request's rewritten head goes upstream as soon as it has arrived and its body
-follows as it comes; the answer is read until complete (parsed only to find its end) and
-handed back as the very bytes received. Each finished exchange goes to ``on_exchange`` (a
-queue put) before the answer is sent, so a call a client has seen answered is always recorded.
+follows as it comes; the answer's bytes go back to the client as they arrive, once its head has
+proved to be HTTP, and are parsed only to find where the answer ends. Each finished exchange
+then goes to ``on_exchange`` (a queue put); ``ProxyServer.close`` lets calls in flight finish
+first, so a call a client has seen answered is recorded even when the tap stops right after.
 """
 
 from __future__ import annotations
@@ -136,6 +137,16 @@ def parse(buf: bytearray, *, response_to: bytes | None = None, eof: bool = False
     return msg
 
 
+def _is_http_head(buf: bytearray) -> bool:
+    """The answer's head has fully arrived and starts with an HTTP status line."""
+    try:
+        head = parse_head(buf)
+        return (head is not None and head.line.startswith(b"HTTP/")
+                and int(head.line.split(b" ", 2)[1]) > 0)
+    except (BadMessage, IndexError, ValueError):
+        return False
+
+
 @dataclass(frozen=True, slots=True)
 class ProxySettings:
     host: str
@@ -177,6 +188,7 @@ class ClientSession:
         self.upstream: socket.socket | None = None
         self.closed = False
         self.sent_continue = False
+        self.forwarded = 0  # bytes of this request's final answer already with the client
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -208,6 +220,7 @@ class ClientSession:
     def _one_request(self) -> bool:
         """Serve one request; False when the client connection is to be closed."""
         self.sent_continue = False
+        self.forwarded = 0
         head = parse_head(self.buf)
         while head is None:
             try:
@@ -285,8 +298,13 @@ class ClientSession:
         latency_ms = (time.perf_counter() - t0) * 1000.0
         self._record(head, method, target, bytes(body), status, answer, latency_ms, error,
                      timed_out, ts_ns)
-        with contextlib.suppress(OSError):  # recorded even when the client has gone
-            self.client.sendall(raw)
+        if status is None and self.forwarded:
+            # Part of a broken answer is already with the client: an error answer after it
+            # would be garbage; closing tells the client the answer is incomplete.
+            return False
+        if len(raw) > self.forwarded:
+            with contextlib.suppress(OSError):  # recorded even when the client has gone
+                self.client.sendall(raw[self.forwarded:] if self.forwarded else raw)
         return keep_client and status is not None
 
     # -- upstream -------------------------------------------------------------------------
@@ -348,20 +366,26 @@ class ClientSession:
         """The final answer: status, its bytes exactly as received, its decoded body, whether
         the connection can carry the next request, and whether the answer ends its
         connection (the client, reading those very bytes, expects its own to close).
-        Interim (1xx) answers are passed straight on to the client. Raises TimeoutError
-        past the deadline."""
+
+        Bytes go on to the client as they arrive once the answer's head has proved to be
+        HTTP (``self.forwarded`` counts them): the client does not wait for this parse or
+        for the recording. Interim (1xx) answers pass through the same way. Raises
+        TimeoutError past the deadline."""
         sock = self.upstream
         assert sock is not None
         buf = bytearray()
         deadline = t0 + self.s.timeout_s
+        sent = 0  # bytes at the start of buf already passed on to the client
+        eof = False
         while True:
-            eof = False
             try:
-                msg = parse(buf, response_to=method)
+                msg = parse(buf, response_to=method, eof=eof)
             except BadMessage as exc:
                 raise UpstreamFailed(f"upstream sent a malformed response: {exc}",
                                      got_bytes=True) from None
-            while msg is None:
+            if msg is None:
+                if eof:
+                    raise UpstreamFailed("connection lost", got_bytes=bool(buf))
                 if time.perf_counter() >= deadline:
                     raise TimeoutError
                 try:
@@ -372,30 +396,32 @@ class ClientSession:
                     raise UpstreamFailed(f"connection lost: {exc}", got_bytes=bool(buf)) from None
                 if not data:
                     eof = True
-                    try:
-                        msg = parse(buf, response_to=method, eof=True)
-                    except BadMessage as exc:
-                        raise UpstreamFailed(f"upstream sent a malformed response: {exc}",
-                                             got_bytes=True) from None
-                    if msg is None:
-                        raise UpstreamFailed("connection lost", got_bytes=bool(buf))
-                    break
+                    continue
                 buf += data
-                try:
-                    msg = parse(buf, response_to=method)
-                except BadMessage as exc:
-                    raise UpstreamFailed(f"upstream sent a malformed response: {exc}",
-                                         got_bytes=True) from None
+                if sent or _is_http_head(buf):
+                    self._pass_on(buf, sent)
+                    sent = len(buf)
+                continue
             status = int(msg.line.split(b" ", 2)[1])
+            if sent < msg.end:
+                self._pass_on(buf[:msg.end], sent)
+                sent = msg.end
             if 100 <= status < 200 and status != 101:
-                with contextlib.suppress(OSError):
-                    self.client.sendall(bytes(buf[:msg.end]))
                 del buf[:msg.end]
+                sent -= msg.end
+                self.forwarded -= msg.end  # counts the final answer's bytes only
                 continue
             says_close = (eof or not msg.line.startswith(b"HTTP/1.1")
                           or b"close" in (msg.header(b"connection") or b"").lower())
             keep = not says_close and status != 101 and msg.end == len(buf)
             return status, bytes(buf[:msg.end]), msg.body, keep, says_close
+
+    def _pass_on(self, buf: bytearray, start: int) -> None:
+        """Bytes of the answer from ``start`` on to the client (gone clients are ignored:
+        the call is still recorded)."""
+        self.forwarded += len(buf) - start
+        with contextlib.suppress(OSError):
+            self.client.sendall(memoryview(buf)[start:])
 
     # -- client ---------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from app.core.tap_decode import Exchange, to_capture
 log = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct(">I")
-NICENESS = 5  # traffic first: the recording may lag behind a saturated machine, never drop
+NICENESS = 19  # traffic first: the recording may lag behind a busy machine, never drop
 
 
 class FrameError(ValueError):

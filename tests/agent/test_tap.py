@@ -345,3 +345,16 @@ def test_an_upstream_that_drops_kept_connections_gets_one_fresh_try(canned):
     assert wait_until(lambda: db.exists() and len(captures(db)) == 3)
     assert sorted(c.request_id for c in captures(db)) == ["k0", "k1", "k2"]
     assert all(c.status is CaptureStatus.OK for c in captures(db))
+
+
+def test_an_answer_cut_short_reaches_the_client_as_sent_and_is_a_failure(canned):
+    """Answer bytes go on as they arrive: when the server dies halfway, the client has what
+    the server sent and a closed connection (not a 502 glued after it), and the call is
+    recorded as failed."""
+    partial = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b'{"outputs": ['
+    _, proxy, db = canned(partial)
+    got = raw_exchange(proxy.url, "POST", "/v2/models/m/infer", v2_body([ROW]))
+    assert got == partial
+    assert wait_until(lambda: db.exists() and len(captures(db, failed=True)) == 1)
+    (c,) = captures(db, failed=True)
+    assert c.status is CaptureStatus.ERROR and "connection lost" in c.error
