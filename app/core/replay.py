@@ -208,15 +208,19 @@ class ReplayResult:
 
 def judge(prepared: CaseSet, run: VersionRun, criteria: Criteria) -> np.ndarray:
     """Whether each case fails on this version (see the module docstring), as one bool array."""
-    failing = ~run.finite
+    failing = run.prediction != prepared.labels
+    failing &= prepared.has_label
+    failing |= ~run.finite
     if run.errors:
         failing[np.fromiter(run.errors, dtype=np.int64, count=len(run.errors))] = True
-    failing |= prepared.has_label & (run.prediction != prepared.labels)
-    with np.errstate(invalid="ignore"):
-        below = run.confidence < criteria.min_confidence  # NaN (no confidence) is not below
-    failing |= prepared.judged_on_confidence & below
-    if criteria.slo_ms is not None:
-        failing |= prepared.slow & (run.latency_ms > criteria.slo_ms)
+    # The confidence and latency terms apply to a few kinds of case: only those rows are read.
+    rows = prepared.confidence_rows
+    if rows.size:
+        with np.errstate(invalid="ignore"):  # NaN (no confidence) is not below
+            failing[rows] |= run.confidence[rows] < criteria.min_confidence
+    rows = prepared.slow_rows
+    if criteria.slo_ms is not None and rows.size:
+        failing[rows] |= run.latency_ms[rows] > criteria.slo_ms
     return failing
 
 

@@ -67,6 +67,14 @@ class CaseSet:
         """Cases whose confidence decides too: low-confidence captures, unlabelled controls."""
         return self.low_confidence | (self.control & ~self.has_label)
 
+    @functools.cached_property
+    def confidence_rows(self) -> np.ndarray:
+        return np.flatnonzero(self.judged_on_confidence)
+
+    @functools.cached_property
+    def slow_rows(self) -> np.ndarray:
+        return np.flatnonzero(self.slow)
+
     def inputs(self, i: int) -> tuple[TensorBlob, ...]:
         """Case ``i``'s captured inputs (used for the few cases that run alone)."""
         return self.cases[i].capture.inputs
