@@ -66,9 +66,14 @@ def raw_exchange(url: str, method: str, path: str, body: bytes = b"",
              f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in (headers or {}).items())]
     with socket.create_connection((host, int(port)), timeout=10) as s:
         s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-        chunks = []
-        while chunk := s.recv(65536):
-            chunks.append(chunk)
+        return recv_all(s)
+
+
+def recv_all(s: socket.socket) -> bytes:
+    """Every byte until the other side closes."""
+    chunks = []
+    while chunk := s.recv(65536):
+        chunks.append(chunk)
     return b"".join(chunks)
 
 
@@ -254,9 +259,7 @@ def test_expect_100_continue_is_answered_and_the_body_still_forwarded(canned):
                   f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode())
         assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         s.sendall(body)
-        rest = b""
-        while chunk := s.recv(65536):
-            rest += chunk
+        rest = recv_all(s)
     assert rest == answer
     assert up.requests[0].endswith(body)
     assert b"expect" not in up.requests[0].lower()
@@ -319,9 +322,7 @@ def test_a_body_sent_in_pieces_is_streamed_upstream_and_recorded_whole(canned):
         s.sendall(body[:20])
         time.sleep(0.1)
         s.sendall(body[20:])
-        rest = b""
-        while chunk := s.recv(65536):
-            rest += chunk
+        rest = recv_all(s)
     assert rest == answer
     assert up.head_seen_at[0] < body_sent_at
     assert up.requests[0].endswith(body)
