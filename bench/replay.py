@@ -79,7 +79,7 @@ def raw_inputs(store: Store) -> np.ndarray:
     for where, limit in (("status != 'ok'", SELECTION.limit), ("status = 'ok'",
                                                               SELECTION.controls)):
         blobs += [r[0] for r in store.db.conn.execute(
-            f"SELECT inputs FROM captures WHERE {where} ORDER BY ts_ns DESC, id LIMIT ?",
+            f"SELECT inputs FROM captures WHERE {where} ORDER BY ts_ns DESC, id DESC LIMIT ?",
             [limit])]
     head = len(blobs[0]) - 13 * 4  # one (1, 13) float32 tensor after the codec's header
     raw = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), -1)
