@@ -10,6 +10,7 @@ import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout
 
+from widgets.incident_marks import IncidentSpan
 from widgets.plots import LatencyPlotWidget, SeriesPlotWidget
 from widgets.series import FAILURE, LATENCY, EndpointSeries
 from widgets.theme import Theme
@@ -107,6 +108,7 @@ class EndpointPanel(QFrame):
         self.memory_plot = SeriesPlotWidget("Memory", "MB", theme, zero_floor=False)
         row.addWidget(self.memory_plot, 2)
         self.drift_plot: SeriesPlotWidget | None = None  # made when the first drift arrives
+        self.incidents: list[IncidentSpan] = []
         self.setMinimumHeight(230)
         self.set_state("starting")
 
@@ -122,6 +124,7 @@ class EndpointPanel(QFrame):
             made = self.drift_plot = SeriesPlotWidget("Drifted features", "%", self.theme)
             made.add_curve(DRIFT_SHARE, "share drifted", self.theme.series[1 % len(
                 self.theme.series)])
+            made.set_incidents(self.incidents)
             self._row.addWidget(made, 2)
         self.series.extend(DRIFT_SHARE, np.array([t_s]), np.array([100.0 * share]))
         return made
@@ -145,6 +148,12 @@ class EndpointPanel(QFrame):
         if plot is not None and metric not in plot.curves:
             color = self.theme.series[len(plot.curves) % len(self.theme.series)]
             plot.add_curve(metric, _label(metric), color)
+
+    def set_incidents(self, spans: list[IncidentSpan]) -> None:
+        """This endpoint's incidents, shaded on every one of its plots."""
+        self.incidents = list(spans)
+        for plot in self.plots():
+            plot.set_incidents(self.incidents)
 
     def set_slo(self, slo_ms: float | None) -> None:
         if self.latency_plot is not None:

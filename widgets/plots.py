@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtWidgets import QGraphicsItem
 
+from widgets.incident_marks import IncidentMarks, IncidentSpan
 from widgets.points_item import LineItem, PointsItem
 from widgets.theme import Theme
 
@@ -72,6 +74,7 @@ class SeriesPlotWidget(pg.PlotWidget):
             it.hide()
             item.addItem(it, ignoreBounds=True)
         self.scene().sigMouseMoved.connect(self._on_scene_mouse_moved)
+        self.incident_marks = IncidentMarks(item, theme)
         self.apply_theme(theme)
 
     # -- curves ---------------------------------------------------------------------------
@@ -196,6 +199,11 @@ class SeriesPlotWidget(pg.PlotWidget):
         self.legend.setLabelTextColor(theme.muted)
         self.legend.setBrush(pg.mkBrush(theme.base + "d0"))  # readable over the data
         self.legend.update()
+        self.incident_marks.apply_theme(theme)
+
+    def set_incidents(self, spans: Sequence[IncidentSpan]) -> None:
+        """Shade these incidents' time spans behind the curves."""
+        self.incident_marks.set_spans(spans)
 
     # -- hover ----------------------------------------------------------------------------
 

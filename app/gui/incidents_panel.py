@@ -108,6 +108,7 @@ class IncidentsPanel(QWidget):
     export_requested = Signal(int)  # incident id
     error_occurred = Signal(str)  # a line for the status bar
     incident_changed = Signal(object)  # an IncidentEvent, delivered on the GUI thread
+    incidents_loaded = Signal(list)  # the rows of the latest refresh (newest first)
     _event_arrived = Signal(object)  # emitted on the incidents thread; queued to this one
 
     def __init__(self, db_path: str | Path | None = None, parent: QWidget | None = None, *,
@@ -203,6 +204,7 @@ class IncidentsPanel(QWidget):
             self.error_occurred.emit(str(exc))
             return
         self.model.set_rows(rows)
+        self.incidents_loaded.emit(rows)
         if current is not None:
             for i, row in enumerate(rows):
                 if row["id"] == current["id"]:

@@ -16,6 +16,7 @@ from app.gui.actions import LIVE_WINDOWS, TIME_WINDOWS
 from app.gui.bridge import CommittedSeries
 from app.gui.history import HistoryClient
 from widgets.endpoint_panel import EndpointPanel
+from widgets.incident_marks import IncidentSpan
 from widgets.plots import XLinker
 from widgets.theme import Theme
 
@@ -33,6 +34,7 @@ class LiveView(QScrollArea):
         self.theme = theme
         self.history = history
         self.panels: dict[str, EndpointPanel] = {}
+        self.incidents: dict[str, list[IncidentSpan]] = {}  # endpoint -> spans to shade
         self.x_link = XLinker()  # every plot shares one time axis
         self.window_key = "1 min"
         self.paused = False
@@ -65,6 +67,7 @@ class LiveView(QScrollArea):
             panel = self.panels[endpoint] = EndpointPanel(endpoint, kind, self.theme)
             panel.point_clicked.connect(self.point_clicked)
             panel.set_mode("live" if self.window_key in LIVE_WINDOWS else "history")
+            panel.set_incidents(self.incidents.get(endpoint, []))
             self._layout.insertWidget(self._layout.count() - 1, panel)
             for plot in panel.plots():
                 self.x_link.add(plot)
@@ -95,6 +98,12 @@ class LiveView(QScrollArea):
         if made is not None:
             self.x_link.add(made)
             self._place_time_axes()
+
+    def set_incidents(self, by_endpoint: dict[str, list[IncidentSpan]]) -> None:
+        """Shade each endpoint's incidents on its plots (endpoints not named: none)."""
+        self.incidents = dict(by_endpoint)
+        for endpoint, panel in self.panels.items():
+            panel.set_incidents(self.incidents.get(endpoint, []))
 
     def show_endpoint(self, endpoint: str) -> None:
         panel = self.panels.get(endpoint)

@@ -10,11 +10,12 @@ listeners, so they go first and nothing reads a workspace that is being shut).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -36,6 +37,7 @@ from app.gui.jobs import Job, JobRunner
 from app.gui.replay_panel import ReplayPanel
 from app.gui.versions_panel import VersionsPanel
 from app.report import write_report
+from widgets.incident_marks import IncidentSpan
 from widgets.theme import Theme
 
 if TYPE_CHECKING:
@@ -46,6 +48,22 @@ log = logging.getLogger(__name__)
 
 NS = 1_000_000_000
 DOCK_HEIGHT_PX = 330  # the tabbed panels' first height: the live plots keep most of the room
+INCIDENT_CLOCK_MS = 2000  # how often an open incident's band is stretched to now
+
+
+def incident_spans(rows: Sequence[dict], now_s: float) -> dict[str, list[IncidentSpan]]:
+    """Incident rows (``Store.incidents``) as time spans per endpoint URI: from opening to
+    clearing; one not cleared runs to ``now_s`` (to when it was resolved, if a person
+    resolved it first)."""
+    out: dict[str, list[IncidentSpan]] = {}
+    for row in rows:
+        cleared, resolved = row.get("cleared_ns"), row.get("status") == "resolved"
+        open_ = cleared is None and not resolved
+        end_s = (cleared / NS if cleared is not None
+                 else (row.get("updated_ns") or row["opened_ns"]) / NS if resolved else now_s)
+        out.setdefault(row["endpoint"], []).append(IncidentSpan(
+            int(row["id"]), row["opened_ns"] / NS, end_s, str(row["rule"]), open_))
+    return out
 
 
 class Workbench(QObject):
@@ -69,6 +87,9 @@ class Workbench(QObject):
         self.message_box: QMessageBox | None = None  # the last one shown (tests read it)
         self.collector = GuiThreadCollector(self)
         self.collector.start()
+        self._incident_rows: list[dict] = []
+        self._incident_clock = QTimer(self, interval=INCIDENT_CLOCK_MS)
+        self._incident_clock.timeout.connect(self._shade_incidents)
         window.actions.export_report.triggered.connect(self.export_triggered)
 
     # -- workspace ------------------------------------------------------------------------
@@ -92,6 +113,8 @@ class Workbench(QObject):
         self.incidents.export_requested.connect(self._on_incidents_export_requested)
         self.incidents.error_occurred.connect(self._show_status)
         self.incidents.incident_changed.connect(self._on_incidents_incident_changed)
+        self.incidents.incidents_loaded.connect(self._on_incidents_incidents_loaded)
+        self._on_incidents_incidents_loaded(self.incidents.model.rows)  # loaded when made
         self.replay = ReplayPanel(db_path)
         self.replay.replay_failed.connect(self._show_status)
         self.versions = VersionsPanel(db_path)
@@ -177,6 +200,7 @@ class Workbench(QObject):
     def close(self) -> None:
         """Stop report jobs, panel workers and monitors; safe to call twice."""
         self.runner.shutdown()
+        self._incident_clock.stop()
         if self.progress_dialog is not None:
             self.progress_dialog.reset()
         for panel in (self.replay, self.versions, self.drift):
@@ -209,6 +233,20 @@ class Workbench(QObject):
             self.replay.set_time_range(start_ns, end_ns, endpoint)
         if self.drift is not None:
             self.drift.set_endpoint(endpoint)
+
+    def _on_incidents_incidents_loaded(self, rows: list[dict]) -> None:
+        self._incident_rows = rows
+        self._shade_incidents()
+
+    def _shade_incidents(self) -> None:
+        """Incidents as bands on their endpoints' plots; open ones reach to now (the clock
+        re-runs this so they keep growing)."""
+        rows = self._incident_rows
+        self.window.live.set_incidents(incident_spans(rows, time.time()))
+        if any(s.open for spans in self.window.live.incidents.values() for s in spans):
+            self._incident_clock.start()
+        else:
+            self._incident_clock.stop()
 
     def _on_incidents_incident_changed(self, event: object) -> None:
         kind = getattr(event, "kind", "")

@@ -129,6 +129,33 @@ def test_selecting_a_live_incident_moves_the_plots_and_the_replay_range(window, 
     assert replay.selection().endpoint == endpoint
 
 
+def test_a_live_incident_is_shaded_on_its_endpoints_plots_until_resolved(window, qtbot,
+                                                                          incident):
+    incident_id, endpoint = incident
+    panel = window.panels[endpoint]
+    row = window.workbench.incidents.model.rows[0]
+    for plot in panel.plots():
+        (span,) = plot.incident_marks.spans
+        assert span.incident_id == incident_id and span.open
+        assert span.start_s == pytest.approx(row["opened_ns"] / 1e9)
+        region, label = plot.incident_marks._regions[0]
+        assert region.isVisible() and region.getRegion()[0] == pytest.approx(span.start_s)
+        assert label.format.startswith(f"#{incident_id} ")
+    # An open incident's band keeps reaching to now.
+    first_end = panel.latency_plot.incident_marks.spans[0].end_s
+    qtbot.waitUntil(lambda: panel.latency_plot.incident_marks.spans[0].end_s > first_end + 1,
+                    timeout=10_000)
+    assert all(not p.incident_marks.spans for e, other in window.panels.items()
+               if e != endpoint for p in other.plots())
+    # Resolved by a person: the band stops where it was resolved and stops growing.
+    window.workbench.incidents.select_incident(incident_id)
+    window.workbench.incidents.set_status("resolved")
+    qtbot.waitUntil(lambda: not panel.latency_plot.incident_marks.spans[0].open, timeout=5_000)
+    end = panel.latency_plot.incident_marks.spans[0].end_s
+    qtbot.wait(2_500)
+    assert panel.latency_plot.incident_marks.spans[0].end_s == end
+
+
 def test_ctrl_e_writes_the_incident_report_as_pdf(window, qtbot, incident, tmp_path,
                                                   monkeypatch):
     incident_id, _ = incident
