@@ -124,7 +124,7 @@ class EndpointPanel(QFrame):
             made = self.drift_plot = SeriesPlotWidget("Drifted features", "%", self.theme)
             made.add_curve(DRIFT_SHARE, "share drifted", self.theme.series[1 % len(
                 self.theme.series)])
-            made.set_incidents(self.incidents)
+            made.set_incidents(self.incidents, labelled=False)
             self._row.addWidget(made, 2)
         self.series.extend(DRIFT_SHARE, np.array([t_s]), np.array([100.0 * share]))
         return made
@@ -152,8 +152,8 @@ class EndpointPanel(QFrame):
     def set_incidents(self, spans: list[IncidentSpan]) -> None:
         """This endpoint's incidents, shaded on every one of its plots."""
         self.incidents = list(spans)
-        for plot in self.plots():
-            plot.set_incidents(self.incidents)
+        for i, plot in enumerate(self.plots()):
+            plot.set_incidents(self.incidents, labelled=i == 0)  # one label a row is enough
 
     def set_slo(self, slo_ms: float | None) -> None:
         if self.latency_plot is not None:

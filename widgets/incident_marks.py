@@ -17,7 +17,9 @@ from PySide6.QtWidgets import QGraphicsItem
 
 from widgets.theme import Theme
 
-_OPEN_ALPHA, _CLEARED_ALPHA = 46, 22  # of 255: visible behind the curves, never hiding them
+# Of 255: visible behind the curves without hiding them, also where two incidents overlap.
+_OPEN_ALPHA, _CLEARED_ALPHA = 26, 14
+_LABEL_HEIGHT, _LABEL_STEP = 0.72, 0.16  # up the band, below the legend row; then lower
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +38,10 @@ class IncidentSpan:
 class IncidentMarks:
     """The incident bands of one plot."""
 
-    def __init__(self, plot_item: pg.PlotItem, theme: Theme) -> None:
+    def __init__(self, plot_item: pg.PlotItem, theme: Theme, *, labelled: bool = True) -> None:
         self._plot = plot_item
         self._theme = theme
+        self.labelled = labelled
         self._regions: list[tuple[pg.LinearRegionItem, pg.InfLineLabel]] = []
         self._spans: list[IncidentSpan] = []
 
@@ -58,6 +61,9 @@ class IncidentMarks:
             span = self._spans[i]
             region.setRegion((span.start_s, max(span.end_s, span.start_s)))
             label.setFormat(span.label)
+            label.setVisible(self.labelled)
+            # Incidents that open close together would print their labels on one another.
+            label.setPosition(_LABEL_HEIGHT - _LABEL_STEP * (i % 3))
             self._paint(region, label, span)
             region.setToolTip(f"incident {span.label}" + (" (open)" if span.open else ""))
             region.show()
@@ -72,7 +78,7 @@ class IncidentMarks:
         region.setZValue(-20)  # behind the curves
         for line in region.lines:
             line.setHoverPen(line.pen)  # not movable: no hover highlight
-        label = pg.InfLineLabel(region.lines[0], text="", position=0.92,
+        label = pg.InfLineLabel(region.lines[0], text="", position=_LABEL_HEIGHT,
                                 anchors=[(0, 0), (0, 0)])
         label.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self._plot.addItem(region, ignoreBounds=True)
@@ -89,4 +95,5 @@ class IncidentMarks:
         for line in region.lines:
             line.setPen(pg.mkPen(edge, width=1))
             line.setHoverPen(pg.mkPen(edge, width=1))
+        region.lines[1].setVisible(not span.open)  # an open incident has no end yet
         label.setColor(color)

@@ -201,8 +201,10 @@ class SeriesPlotWidget(pg.PlotWidget):
         self.legend.update()
         self.incident_marks.apply_theme(theme)
 
-    def set_incidents(self, spans: Sequence[IncidentSpan]) -> None:
-        """Shade these incidents' time spans behind the curves."""
+    def set_incidents(self, spans: Sequence[IncidentSpan], *, labelled: bool = True) -> None:
+        """Shade these incidents' time spans behind the curves (``labelled``: with their
+        number and rule)."""
+        self.incident_marks.labelled = labelled
         self.incident_marks.set_spans(spans)
 
     # -- hover ----------------------------------------------------------------------------

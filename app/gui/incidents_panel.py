@@ -41,10 +41,12 @@ from PySide6.QtWidgets import (
 from app.core.incident_rules import RULE_TITLES
 from app.core.incidents import IncidentMonitor, Status, incident_window
 from app.core.store import Store, StoreError
+from widgets.endpoint_panel import short_name
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("#", "Status", "Severity", "Endpoint", "Window", "Trigger")
+# What tripped, and where, first: the dock is narrow and the rest is in the detail below.
+COLUMNS = ("#", "Trigger", "Endpoint", "Status", "Severity", "Window")
 SEVERITY_COLORS = {"critical": QColor("#c0392b"), "warning": QColor("#d68910")}
 STATUS_COLORS = {Status.OPEN: QColor("#c0392b"), Status.ACKNOWLEDGED: QColor("#1f5fa8"),
                  Status.RESOLVED: QColor("#5b6573")}
@@ -54,10 +56,6 @@ def _clock(ts_ns: int | None) -> str:
     if ts_ns is None:
         return "now"
     return datetime.fromtimestamp(ts_ns / 1e9).strftime("%d %b %H:%M:%S")
-
-
-def _short(uri: str, width: int = 40) -> str:
-    return uri if len(uri) <= width else uri[: width - 1] + "…"
 
 
 class IncidentTableModel(QAbstractTableModel):
@@ -90,15 +88,15 @@ class IncidentTableModel(QAbstractTableModel):
             return None
         row, col = self.rows[index.row()], index.column()
         if role == Qt.ItemDataRole.DisplayRole:
-            return (str(row["id"]), row["status"], row["severity"], _short(row["endpoint"]),
-                    f"{_clock(row['opened_ns'])} – {_clock(row['cleared_ns'])}",
-                    RULE_TITLES.get(row["rule"], row["rule"]))[col]
+            return (str(row["id"]), RULE_TITLES.get(row["rule"], row["rule"]),
+                    short_name(row["endpoint"]), row["status"], row["severity"],
+                    f"{_clock(row['opened_ns'])} – {_clock(row['cleared_ns'])}")[col]
         if role == Qt.ItemDataRole.ToolTipRole:
             return f"{row['endpoint']}\n{row['summary']}"
         if role == Qt.ItemDataRole.ForegroundRole:
-            if col == 1:
+            if col == 3:
                 return STATUS_COLORS.get(row["status"])
-            if col == 2:
+            if col == 4:
                 return SEVERITY_COLORS.get(row["severity"])
         return None
 

@@ -141,6 +141,7 @@ def test_a_live_incident_is_shaded_on_its_endpoints_plots_until_resolved(window,
         region, label = plot.incident_marks._regions[0]
         assert region.isVisible() and region.getRegion()[0] == pytest.approx(span.start_s)
         assert label.format.startswith(f"#{incident_id} ")
+        assert label.isVisible() == (plot is panel.plots()[0])  # one label a row
     # An open incident's band keeps reaching to now.
     first_end = panel.latency_plot.incident_marks.spans[0].end_s
     qtbot.waitUntil(lambda: panel.latency_plot.incident_marks.spans[0].end_s > first_end + 1,

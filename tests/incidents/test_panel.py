@@ -33,8 +33,8 @@ def test_the_panel_lists_incidents_newest_first(qtbot, filled):
     model = panel.model
     assert model.rowCount() == 2
     first = [model.data(model.index(0, c)) for c in range(model.columnCount())]
-    assert first[0] == str(ids[1]) and first[1:3] == ["open", "critical"]
-    assert first[3] == EP_B and first[5] == "Latency above SLO"
+    assert first[0] == str(ids[1]) and first[1] == "Latency above SLO"
+    assert first[2] == "onnx: b.onnx" and first[3:5] == ["open", "critical"]
     assert not panel.ack_button.isEnabled()  # nothing selected yet
 
 
