@@ -117,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl+C or SIGTERM sent to the tap's whole process group must not cut the recording.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    with contextlib.suppress(OSError):
-        os.nice(NICENESS)
+    nice = getattr(os, "nice", None)  # Unix only
+    if nice is not None:
+        with contextlib.suppress(OSError):
+            nice(NICENESS)
     try:
         counts = record(sys.stdin.buffer, args.db, args.upstream)
     except FrameError as exc:
