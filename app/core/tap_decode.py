@@ -133,7 +133,7 @@ def _decode(protocol: str, body: bytes, side: str, truncated: bool
 
 def to_capture(x: Exchange, upstream: str) -> tuple[Capture, list[Sample]] | None:
     """The capture and samples for one exchange, or None when it was not an inference call."""
-    from probes.onnx_local import classify  # the same rule the ONNX probe uses
+    from probes.http_model import predict  # the same rule the model-server probes use
 
     routed = route(x.method, x.path, upstream)
     if routed is None:
@@ -166,7 +166,9 @@ def to_capture(x: Exchange, upstream: str) -> tuple[Capture, list[Sample]] | Non
         status = CaptureStatus.OK
         first = next((t for t in outputs if not t.name.endswith("_body")), None)
         if first is not None and first.shape:
-            prediction, confidence = classify(first.to_array())
+            # Scores (argmax, and a confidence when they are probabilities) or, as MLServer's
+            # scikit-learn runtime answers by default, the class itself.
+            prediction, confidence = predict({first.name: first.to_array()})
     capture = Capture(
         endpoint=endpoint, ts_ns=x.ts_ns, latency_ms=x.latency_ms, status=status,
         inputs=inputs, outputs=outputs, request_id=request_id or uuid.uuid4().hex,

@@ -158,3 +158,45 @@ def test_watch_without_a_payload_prints_one_line_and_exits_2(mlserver, tmp_path,
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and "declares no inputs" in err and "Traceback" not in err
+
+
+def test_the_tap_in_front_of_mlserver_passes_its_answers_and_records_each_call(
+        mlserver, demo_dir, tmp_path):
+    """``probescope tap`` between a client and a real MLServer: the client reads what MLServer
+    answers directly, byte for byte in the body, and each call becomes a capture of the same
+    endpoint a v2 probe would use, with MLServer's model version and the client's id."""
+    from tests.agent.conftest import Proc
+
+    rows = pd.read_csv(demo_dir / "production.csv").dropna().iloc[:25]
+    features = rows.drop(columns=["id", "label"]).to_numpy(np.float64)
+    db = tmp_path / "tapped.db"
+    tap = Proc(["tap", "--listen", "127.0.0.1:0", "--upstream", mlserver.url, "--db", str(db)])
+    try:
+        path = f"/v2/models/{MODEL}/infer"
+        with httpx.Client(base_url=mlserver.url) as direct, \
+                httpx.Client(base_url=tap.url) as tapped:
+            for rid, row in zip(rows["id"], features, strict=True):
+                body = json.dumps({"id": rid, "inputs": [
+                    {"name": "input-0", "datatype": "FP64", "shape": [1, 13],
+                     "data": row.tolist()}]}).encode()
+                want, got = direct.post(path, content=body), tapped.post(path, content=body)
+                assert got.status_code == want.status_code == 200
+                assert got.content == want.content
+                assert got.headers["content-type"] == want.headers["content-type"]
+    finally:
+        tap.stop()
+    assert tap.popen.returncode == 0
+    store = Store(db, readonly=True)
+    try:
+        caps = [c.capture for c in store.captures()]
+    finally:
+        store.close()
+    assert len(caps) == len(rows)
+    assert {c.endpoint for c in caps} == {mlserver.v2_uri}
+    assert sorted(c.request_id for c in caps) == sorted(rows["id"])
+    assert {c.model_version for c in caps} == {MODEL_VERSION}
+    by_id = {c.request_id: c for c in caps}
+    for rid, row in zip(rows["id"], features, strict=True):
+        assert by_id[rid].inputs[0].to_array().tolist() == [row.tolist()]
+        assert by_id[rid].status is CaptureStatus.OK  # answered, no label to disagree with
+        assert by_id[rid].prediction in {"0", "1", "2"}  # the runtime's class output
