@@ -111,24 +111,53 @@ def _named(doc: object, keys: tuple[str, ...]) -> tuple[TensorBlob, ...] | None:
     return None if blob is None else (blob,)
 
 
-def _decode(protocol: str, body: bytes, side: str, truncated: bool
-            ) -> tuple[tuple[TensorBlob, ...], dict | None]:
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """One body as read: its tensors (the raw bytes when it could not be read), the JSON
+    object when it was one, and the class an answer named itself (TorchServe), if any."""
+
+    tensors: tuple[TensorBlob, ...]
+    doc: dict | None = None
+    named: tuple[str, float | None] | None = None  # (class, confidence)
+
+
+def _decode(protocol: str, body: bytes, side: str, truncated: bool) -> _Read:
     raw = (TensorBlob.from_array(f"{side}_body", np.frombuffer(body, np.uint8)),) if body else ()
     if truncated or not body:
-        return raw, None
+        return _Read(raw)
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        return raw, None
+        return _Read(raw)
+    obj = doc if isinstance(doc, dict) else None
+    named = None
     if protocol == "v2":
         tensors = _v2_tensors(doc.get("inputs" if side == "request" else "outputs")
                               if isinstance(doc, dict) else None)
     elif protocol == "tfserving":
         keys = ("instances", "inputs") if side == "request" else ("predictions", "outputs")
         tensors = _named(doc, keys)
+    elif side == "response":
+        tensors, named = _torchserve_answer(doc)
     else:
-        tensors = _named(doc, ("data", "instances") if side == "request" else ("output",))
-    return (raw if tensors is None else tensors), (doc if isinstance(doc, dict) else None)
+        tensors = _named(doc, ("data", "instances"))
+    return _Read(raw if tensors is None else tensors, obj, named)
+
+
+def _torchserve_answer(doc: object) -> tuple[tuple[TensorBlob, ...] | None,
+                                             tuple[str, float | None] | None]:
+    """A TorchServe answer read as the torchserve+http probe reads it: scores, a {class:
+    probability} object or a label, wrapped or not; the class when the answer names it."""
+    from probes.http_common import BadResponse
+    from probes.torchserve import decode_json_answer
+
+    try:
+        answer = decode_json_answer(doc)
+    except BadResponse:
+        return None, None
+    tensors = tuple(TensorBlob.from_array(n, np.asarray(a)) for n, a in answer.outputs.items())
+    named = (answer.prediction, answer.confidence) if answer.prediction is not None else None
+    return tensors or None, named
 
 
 def to_capture(x: Exchange, upstream: str) -> tuple[Capture, list[Sample]] | None:
@@ -139,10 +168,12 @@ def to_capture(x: Exchange, upstream: str) -> tuple[Capture, list[Sample]] | Non
     if routed is None:
         return None
     protocol, endpoint, version = routed
-    inputs, req_doc = _decode(protocol, x.request_body, "request", x.request_truncated)
+    request = _decode(protocol, x.request_body, "request", x.request_truncated)
+    inputs, req_doc = request.tensors, request.doc
     answered = x.status is not None
-    outputs, resp_doc = (_decode(protocol, x.response_body, "response", x.response_truncated)
-                         if answered else ((), None))
+    answer = (_decode(protocol, x.response_body, "response", x.response_truncated)
+              if answered else _Read(()))
+    outputs, resp_doc = answer.tensors, answer.doc
     request_id = x.request_id
     if request_id is None and protocol == "v2":
         request_id = next((str(d["id"]) for d in (req_doc, resp_doc)
@@ -165,7 +196,9 @@ def to_capture(x: Exchange, upstream: str) -> tuple[Capture, list[Sample]] | Non
     else:
         status = CaptureStatus.OK
         first = next((t for t in outputs if not t.name.endswith("_body")), None)
-        if first is not None and first.shape:
+        if answer.named is not None:
+            prediction, confidence = answer.named
+        elif first is not None and first.shape:
             # Scores (argmax, and a confidence when they are probabilities) or, as MLServer's
             # scikit-learn runtime answers by default, the class itself.
             prediction, confidence = predict({first.name: first.to_array()})

@@ -52,3 +52,49 @@ def test_torchserve_metrics_become_request_rate_and_mean_latency(opened, torchse
     after2 = time.monotonic()
     assert sent / (after2 - before1) <= values["requests_per_s"] <= sent / (before2 - after1)
     assert values["latency_mean_ms"] > 0
+
+
+def test_the_tap_in_front_of_torchserve_records_what_the_probe_would(torchserve, demo_dir,
+                                                                      tmp_path):
+    """``probescope tap`` between a client and a real TorchServe: the client gets TorchServe's
+    own bytes, and each call is recorded on the probe's endpoint with the class and
+    confidence read from TorchServe's {class: probability} answer."""
+    import json
+
+    import httpx
+
+    from app.core.store import Store
+    from tests.agent.conftest import Proc
+
+    rows = pd.read_csv(demo_dir / "validation.csv").dropna().iloc[:15]
+    features = rows.drop(columns=["id", "label"]).to_numpy(np.float64)
+    db = tmp_path / "tapped.db"
+    direct_url = torchserve.uri.replace("torchserve+http://", "http://").rsplit("/", 1)[0]
+    tap = Proc(["tap", "--listen", "127.0.0.1:0", "--upstream", direct_url, "--db", str(db)])
+    answers = []
+    try:
+        with httpx.Client(base_url=direct_url) as direct, \
+                httpx.Client(base_url=tap.url) as tapped:
+            for rid, row in zip(rows["id"], features, strict=True):
+                body = json.dumps({"data": row.tolist()}).encode()
+                want = direct.post("/predictions/wine", content=body)
+                got = tapped.post("/predictions/wine", content=body,
+                                  headers={"X-Request-Id": rid})
+                assert got.status_code == want.status_code == 200
+                assert got.content == want.content
+                answers.append(got.json())
+    finally:
+        tap.stop()
+    assert tap.popen.returncode == 0
+    store = Store(db, readonly=True)
+    try:
+        caps = {c.capture.request_id: c.capture for c in store.captures()}
+    finally:
+        store.close()
+    assert set(caps) == set(rows["id"])
+    assert {c.endpoint for c in caps.values()} == {torchserve.uri}
+    for rid, answer in zip(rows["id"], answers, strict=True):
+        top = max(answer, key=answer.get)
+        assert caps[rid].prediction == top
+        assert caps[rid].confidence == pytest.approx(answer[top])
+        assert caps[rid].status is CaptureStatus.OK
