@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
         tap.close()
     print(f"forwarded {tap.forwarded} requests, recorded {tap.recorded} captures")
     if tap.not_recorded:
-        print(f"probescope: {tap.not_recorded} forwarded calls were not recorded (the "
-              "recording process stopped; see the error above)", file=sys.stderr)
+        print(f"probescope: {tap.not_recorded} forwarded calls were not recorded (still "
+              "waiting on the server when the tap stopped, or the recording process had "
+              "stopped: see above)", file=sys.stderr)
         return 1
     return 0

@@ -97,7 +97,9 @@ class Tap:
         Store(self.db_path).close()  # fail now, on the caller's thread, if the path is bad
         self.forwarded = 0
         self.recorded = 0
-        self.not_recorded = 0  # forwarded calls the recording process never got (it died)
+        self.not_recorded = 0  # forwarded calls the recording process never got
+        self._count_lock = threading.Lock()
+        self._handed_over = False  # the end marker is queued: nothing more gets recorded
         self._exchanges: queue.SimpleQueue[Exchange | None] = queue.SimpleQueue()
         self._settings = ProxySettings(
             self.upstream.host, self.upstream.port,
@@ -136,6 +138,8 @@ class Tap:
         # arrives after the shipper's end marker; then the recording process drains.
         if self._proxy is not None:
             self._proxy.close()
+        with self._count_lock:
+            self._handed_over = True
         self._exchanges.put(None)
         if self._shipper is not None:
             self._shipper.join(30)
@@ -187,12 +191,19 @@ class Tap:
                     alive = False
                     log.error("the tap's recording process stopped (%s): calls are still "
                               "forwarded but no longer recorded", exc)
-            self.not_recorded += len(frames)
+            with self._count_lock:
+                self.not_recorded += len(frames)
         with contextlib.suppress(OSError):
             pipe.close()
 
     # -- proxy threads --------------------------------------------------------------------
 
     def _record(self, exchange: Exchange) -> None:
-        self.forwarded += 1
+        with self._count_lock:  # client threads finish calls concurrently
+            self.forwarded += 1
+            if self._handed_over:
+                # A call still in flight when the stop's grace ran out: the recording
+                # process has had its last exchange. Counted, and said at exit.
+                self.not_recorded += 1
+                return
         self._exchanges.put(exchange)

@@ -204,9 +204,13 @@ class ClientSession:
             self.close()
 
     def close(self) -> None:
+        """Close both connections; from another thread this also wakes a blocked recv
+        (shutdown does, close alone does not on Linux)."""
         self.closed = True
         for sock in (self.client, self.upstream):
             if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
                 with contextlib.suppress(OSError):
                     sock.close()
         self.upstream = None
@@ -385,7 +389,7 @@ class ClientSession:
                                      got_bytes=True) from None
             if msg is None:
                 if eof:
-                    raise UpstreamFailed("connection lost", got_bytes=bool(buf))
+                    raise UpstreamFailed(self._lost(), got_bytes=bool(buf))
                 if time.perf_counter() >= deadline:
                     raise TimeoutError
                 try:
@@ -393,7 +397,7 @@ class ClientSession:
                 except (TimeoutError, BlockingIOError):
                     raise TimeoutError from None
                 except OSError as exc:
-                    raise UpstreamFailed(f"connection lost: {exc}", got_bytes=bool(buf)) from None
+                    raise UpstreamFailed(self._lost(exc), got_bytes=bool(buf)) from None
                 if not data:
                     eof = True
                     continue
@@ -415,6 +419,11 @@ class ClientSession:
                           or b"close" in (msg.header(b"connection") or b"").lower())
             keep = not says_close and status != 101 and msg.end == len(buf)
             return status, bytes(buf[:msg.end]), msg.body, keep, says_close
+
+    def _lost(self, exc: OSError | None = None) -> str:
+        if self.closed:
+            return "the tap stopped before the answer came"
+        return f"connection lost: {exc}" if exc else "connection lost"
 
     def _pass_on(self, buf: bytearray, start: int) -> None:
         """Bytes of the answer from ``start`` on to the client (gone clients are ignored:
@@ -512,8 +521,15 @@ class ProxyServer:
                     return
             time.sleep(0.01)
         with self._lock:
-            for session in list(self._sessions):
-                session.close()
+            cut = list(self._sessions)
+        for session in cut:  # their calls end as failures and are handed over (recorded)
+            session.close()
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._sessions:
+                    return
+            time.sleep(0.01)
 
 
 def _error_response(status: int, message: str) -> bytes:

@@ -359,3 +359,57 @@ def test_an_answer_cut_short_reaches_the_client_as_sent_and_is_a_failure(canned)
     assert wait_until(lambda: db.exists() and len(captures(db, failed=True)) == 1)
     (c,) = captures(db, failed=True)
     assert c.status is CaptureStatus.ERROR and "connection lost" in c.error
+
+
+def test_a_call_still_waiting_when_the_tap_stops_is_cut_and_recorded_as_failed(
+        server, procs, tmp_path):
+    """Stopping waits a few seconds for calls in flight; one that outlasts that is cut, its
+    client's connection closed, and the call recorded as failed, not dropped."""
+    import threading
+
+    db = tmp_path / "ws.db"
+    proxy = Proc(["tap", "--listen", "127.0.0.1:0", "--upstream", server.url, "--db", str(db),
+                  "--timeout", "30"])
+    procs.append(proxy)
+    host, port = proxy.url.removeprefix("http://").split(":")
+    body = v2_body([ROW], "late")
+    sent, got = threading.Event(), []
+
+    def slow_call() -> None:
+        with socket.create_connection((host, int(port)), timeout=20) as s:
+            s.sendall(b"POST /v2/models/wine-v1/infer HTTP/1.1\r\nHost: x\r\n"
+                      b"X-Test-Delay-S: 12\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            sent.set()
+            got.append(recv_all(s))
+
+    caller = threading.Thread(target=slow_call, daemon=True)
+    caller.start()
+    assert sent.wait(5)
+    time.sleep(0.3)
+    err = proxy.stop()
+    assert proxy.popen.returncode == 0, err
+    assert "not recorded" not in err
+    caller.join(5)
+    assert got == [b""]  # closed, no made-up answer
+    (c,) = captures(db)
+    assert c.request_id == "late" and c.status is CaptureStatus.ERROR
+    assert "tap stopped before the answer" in c.error
+
+
+def test_if_the_recording_process_dies_calls_still_pass_and_the_loss_is_told(tap, server):
+    import psutil
+
+    proxy, _ = tap
+    (recorder,) = psutil.Process(proxy.popen.pid).children()
+    recorder.kill()
+    assert wait_until(lambda: not recorder.is_running()
+                      or recorder.status() == psutil.STATUS_ZOMBIE)  # the tap reaps it later
+    with httpx.Client(base_url=proxy.url) as client:
+        for i in range(3):
+            r = client.post("/v2/models/wine-v1/infer", content=v2_body([ROW], f"d{i}"))
+            assert r.status_code == 200
+    time.sleep(0.2)  # the shipper's clock, so the loss is seen before the stop
+    err = proxy.stop()
+    assert proxy.popen.returncode == 1
+    assert "recording process stopped" in err
+    assert "3 forwarded calls were not recorded" in err
