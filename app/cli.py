@@ -65,7 +65,7 @@ def _module_name(command: str) -> str:
 
 
 def _run_window(args: argparse.Namespace) -> int:
-    from app.gui.main_window import run_window
+    from app.gui.launch import run_window
 
     return run_window(args.gui_db)
 

@@ -162,7 +162,8 @@ def scenario(app: QApplication, tmp: Path, name: str, *, filled: bool, ingest: b
 
 def demo_drawing_cost(app: QApplication, tmp: Path, snap: bool) -> tuple[dict[str, float], float]:
     """The real demo (three probes): paints/s of the first panel's plots, GUI share of a core."""
-    from app.gui.main_window import MainWindow, start_demo
+    from app.gui.demo import start_demo
+    from app.gui.main_window import MainWindow
 
     window = MainWindow(tmp / f"demo-{snap}.db", title="bench")
     window.resize(1440, 900)

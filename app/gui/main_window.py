@@ -1,4 +1,4 @@
-"""The main window: endpoint list, per-endpoint live plots, status bar; ``run_window``. Thread: GUI.
+"""The main window: endpoint list, per-endpoint live plots, status bar. Thread: GUI.
 
 Data reaches the window only through ``Bridge.batch_committed``; plots repaint on one ~30 Hz
 timer, however fast samples arrive. Long time windows and capture look-ups go through the
@@ -8,7 +8,6 @@ history worker, which reads the store on its own thread.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from app.gui.actions import LIVE_WINDOWS, TIME_WINDOWS, build_actions
 from app.gui.attach_dialog import AttachDialog, onnx_uri
 from app.gui.bridge import Bridge
 from app.gui.capture_dialog import CaptureDialog
-from app.gui.demo import details_html, fresh_demo_path, start_demo, user_errors
+from app.gui.demo import details_html, user_errors
 from app.gui.history import HistoryClient
 from app.gui.live_view import LiveView
 from app.gui.settings import Settings
@@ -393,27 +392,3 @@ class MainWindow(QMainWindow):
             self.demo_server = None
         self.workbench.shutdown()
         self.history.stop()
-
-
-def run_window(db_path: Path | None, *, screenshot: Path | None = None,
-               screenshot_after_s: float = 15.0, theme: str | None = None) -> int:
-    """Open the window on a workspace, or on the demo when ``db_path`` is None."""
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    app.setOrganizationName("ProbeScope")
-    app.setApplicationName("ProbeScope")
-    window = MainWindow(db_path or fresh_demo_path(), title="demo" if db_path is None else "")
-    if theme:
-        window.set_theme(theme)
-    window.show()
-    if db_path is None:
-        QTimer.singleShot(0, lambda: start_demo(window))
-    if screenshot is not None:  # for docs: grab the real window after it has run a while
-        def grab() -> None:
-            window.grab().save(str(screenshot))
-            window.close()
-            app.quit()
-
-        QTimer.singleShot(int(screenshot_after_s * 1000), grab)
-    code = app.exec()
-    window.shutdown()
-    return code

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QDialogButtonBox
 from app.core.demo import demo_endpoints, model_path
 from app.core.domain import Sample
 from app.core.store import Store
-from app.gui.main_window import start_demo
+from app.gui.demo import start_demo
 from app.gui.settings import Settings
 
 pytestmark = pytest.mark.timeout(120)
@@ -211,7 +211,7 @@ def test_run_window_opens_the_demo_workspace_in_the_user_data_dir(isolated_user_
     shot = isolated_user_dirs / "shot.png"
     env = {**os.environ, "XDG_DATA_HOME": str(isolated_user_dirs / "data"),
            "XDG_CONFIG_HOME": str(isolated_user_dirs / "config"), "QT_QPA_PLATFORM": "offscreen"}
-    code = ("import sys; from pathlib import Path; from app.gui.main_window import run_window; "
+    code = ("import sys; from pathlib import Path; from app.gui.launch import run_window; "
             f"sys.exit(run_window(None, screenshot=Path({str(shot)!r}), screenshot_after_s=3))")
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, timeout=60,
                           capture_output=True, text=True)
