@@ -388,6 +388,12 @@ class ClientSession:
                 raise UpstreamFailed(f"upstream sent a malformed response: {exc}",
                                      got_bytes=True) from None
             if msg is None:
+                # All of an unfinished answer is this answer's: pass it on once it is HTTP.
+                # (A finished one is passed on only up to its end, below: bytes a server
+                # sends after its answer must not reach the client.)
+                if len(buf) > sent and (sent or _is_http_head(buf)):
+                    self._pass_on(buf, sent)
+                    sent = len(buf)
                 if eof:
                     raise UpstreamFailed(self._lost(), got_bytes=bool(buf))
                 if time.perf_counter() >= deadline:
@@ -402,9 +408,6 @@ class ClientSession:
                     eof = True
                     continue
                 buf += data
-                if sent or _is_http_head(buf):
-                    self._pass_on(buf, sent)
-                    sent = len(buf)
                 continue
             status = int(msg.line.split(b" ", 2)[1])
             if sent < msg.end:

@@ -413,3 +413,10 @@ def test_if_the_recording_process_dies_calls_still_pass_and_the_loss_is_told(tap
     assert proxy.popen.returncode == 1
     assert "recording process stopped" in err
     assert "3 forwarded calls were not recorded" in err
+
+
+def test_bytes_a_server_sends_after_its_answer_do_not_reach_the_client(canned):
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]"
+    _, proxy, db = canned(answer + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
+    assert raw_exchange(proxy.url, "POST", "/predictions/m", json.dumps([ROW]).encode()) == answer
+    assert wait_until(lambda: db.exists() and len(captures(db)) == 1)
