@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
@@ -21,7 +22,7 @@ from app.core.store import Store, StoreError
 log = logging.getLogger(__name__)
 
 
-class BackgroundEvaluator:
+class BackgroundEvaluator(ABC):
     thread_name = "evaluator"
 
     def __init__(self, db_path: str | Path, *, interval_s: float) -> None:
@@ -35,16 +36,16 @@ class BackgroundEvaluator:
 
     # -- what a subclass provides (worker thread) -----------------------------------------
 
-    def _opened(self, store: Store) -> None:
+    def _opened(self, store: Store) -> None:  # noqa: B027  (optional hook)
         """Called once with the worker's own Store, before the first item."""
 
+    @abstractmethod
     def _take(self, item: Any) -> None:
         """Absorb one item that ``__call__`` queued."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _evaluate(self, store: Store) -> None:
         """Judge what has been taken so far; tell listeners through ``_notify``."""
-        raise NotImplementedError
 
     # -- controlling thread ---------------------------------------------------------------
 
