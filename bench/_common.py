@@ -55,25 +55,41 @@ def write_mlp(path: Path, width: int, hidden: int, layers: int = 2) -> Path:
     return path
 
 
-def write_deep_mlp(path: Path, width: int, depth: int) -> Path:
-    """One row in, ``depth`` MatMul+Relu layers sharing one weight matrix.
+def write_deep_mlp(path: Path, width: int, depth: int, *, features: int | None = None,
+                   classes: int | None = None) -> Path:
+    """``depth`` MatMul+Relu layers sharing one ``width`` x ``width`` weight matrix, then a
+    softmax; ``features``/``classes`` add a projection in/out (a classifier's small rows and
+    small answers) around them.
 
     The shared weights stay in cache, so the cost is compute, like most real ~1 ms models;
     ``write_mlp`` with a wide hidden layer is the memory-bound case instead.
     """
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(
-        (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32), "w")]
+
+    def weights(name: str, rows: int, cols: int) -> onnx.TensorProto:
+        return numpy_helper.from_array(
+            (rng.standard_normal((rows, cols)) / np.sqrt(rows)).astype(np.float32), name)
+
+    inits = [weights("w", width, width)]
     nodes, prev = [], "x"
+    if features is not None:
+        inits.append(weights("w_in", features, width))
+        nodes.append(helper.make_node("MatMul", ["x", "w_in"], ["h"]))
+        prev = "h"
     for i in range(depth):
         nodes += [helper.make_node("MatMul", [prev, "w"], [f"m{i}"]),
                   helper.make_node("Relu", [f"m{i}"], [f"r{i}"])]
         prev = f"r{i}"
+    if classes is not None:
+        inits.append(weights("w_out", width, classes))
+        nodes.append(helper.make_node("MatMul", [prev, "w_out"], ["logits"]))
+        prev = "logits"
     nodes.append(helper.make_node("Softmax", [prev], ["y"], axis=-1))
     graph = helper.make_graph(
         nodes, "bench_deep_mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])], inits)
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features or width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", classes or width])],
+        inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, path)

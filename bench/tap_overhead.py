@@ -24,45 +24,17 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import onnx
 import onnxruntime as ort
 import psutil
-from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.core.store import Store
+from bench._common import write_deep_mlp
 
 ROOT = Path(__file__).resolve().parents[1]
 FEATURES = 16
 WIDTH = 256
-
-
-def write_model(path: Path, depth: int) -> Path:
-    """16 features in, 4 class probabilities out (small JSON, like most classifiers), and
-    ``depth`` MatMul+Relu layers sharing one 256x256 weight matrix in between: the weights
-    stay in cache, so the cost is compute, like most real ~1 ms models."""
-    rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(
-        (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32), name)
-        for name, shape in (("w_in", (FEATURES, WIDTH)), ("w", (WIDTH, WIDTH)),
-                            ("w_out", (WIDTH, 4)))]
-    nodes = [helper.make_node("MatMul", ["x", "w_in"], ["h"])]
-    prev = "h"
-    for i in range(depth):
-        nodes += [helper.make_node("MatMul", [prev, "w"], [f"m{i}"]),
-                  helper.make_node("Relu", [f"m{i}"], [f"r{i}"])]
-        prev = f"r{i}"
-    nodes += [helper.make_node("MatMul", [prev, "w_out"], ["logits"]),
-              helper.make_node("Softmax", ["logits"], ["y"], axis=-1)]
-    graph = helper.make_graph(
-        nodes, "tap_bench_mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", FEATURES])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
 
 
 def model_ms(path: Path, n: int = 300) -> float:
@@ -82,11 +54,13 @@ def model_ms(path: Path, n: int = 300) -> float:
 
 
 def sized_model(folder: Path, target_ms: float) -> tuple[Path, float]:
-    """The MLP of ``write_model``, deepened until one inference takes about ``target_ms``."""
+    """16 features in, 4 class probabilities out (small JSON, like most classifiers), and
+    shared 256x256 MatMul+Relu layers between, deepened until one inference takes about
+    ``target_ms``."""
     path = folder / "mlp.onnx"
     depth, ms = 16, 0.0
     for _ in range(5):
-        write_model(path, depth)
+        write_deep_mlp(path, WIDTH, depth, features=FEATURES, classes=4)
         ms = model_ms(path)
         if abs(ms - target_ms) < 0.1 * target_ms:
             break
