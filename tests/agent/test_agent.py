@@ -207,9 +207,9 @@ def test_dashboard_kill_9_and_restart_lose_nothing_and_duplicate_nothing(
     assert_same(db, uri, tmp_path / "agent.sqlite")
 
 
-def test_agent_killed_and_restarted_goes_down_then_up(tmp_path, token_file, token, procs,
-                                                      monkeypatch):
-    monkeypatch.setenv("PROBESCOPE_AGENT_TOKEN", token)
+def _agent_pulled_by_a_monitor(tmp_path, token_file, procs):
+    """An agent process and a workspace Monitor pulling from it every 50 ms; the caller
+    closes the monitor."""
     agent = Proc(agent_args(tmp_path, token_file))
     procs.append(agent)
     port = int(agent.url.rsplit(":", 1)[1])
@@ -217,6 +217,17 @@ def test_agent_killed_and_restarted_goes_down_then_up(tmp_path, token_file, toke
     monitor = Monitor(db)
     try:
         probe = monitor.attach(f"agent+{agent.url}?interval=0.05&timeout_s=1")
+    except BaseException:
+        monitor.close()
+        raise
+    return agent, port, db, monitor, probe
+
+
+def test_agent_killed_and_restarted_goes_down_then_up(tmp_path, token_file, token, procs,
+                                                      monkeypatch):
+    monkeypatch.setenv("PROBESCOPE_AGENT_TOKEN", token)
+    agent, port, db, monitor, probe = _agent_pulled_by_a_monitor(tmp_path, token_file, procs)
+    try:
         assert wait_until(lambda: probe.state is EndpointState.UP and probe.pulled > 50, 20)
         agent.kill()
         assert wait_until(lambda: probe.state is EndpointState.DOWN, 20)
@@ -281,13 +292,8 @@ def test_a_replaced_agent_buffer_is_pulled_from_its_start(tmp_path, token_file, 
                                                           monkeypatch):
     monkeypatch.setenv("PROBESCOPE_AGENT_TOKEN", token)
     buffer = tmp_path / "agent.sqlite"
-    agent = Proc(agent_args(tmp_path, token_file))
-    procs.append(agent)
-    port = int(agent.url.rsplit(":", 1)[1])
-    db = tmp_path / "ws.db"
-    monitor = Monitor(db)
+    agent, port, db, monitor, probe = _agent_pulled_by_a_monitor(tmp_path, token_file, procs)
     try:
-        probe = monitor.attach(f"agent+{agent.url}?interval=0.05&timeout_s=1")
         assert wait_until(lambda: probe.pulled > 100, 20)
         agent.stop()
         old, old_captures, old_last = buffer_items(buffer)

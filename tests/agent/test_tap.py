@@ -58,13 +58,19 @@ def tap(tmp_path, server, procs) -> Iterator[tuple[Proc, Path]]:
     yield t, db
 
 
+def connect(url: str, timeout_s: float = 10) -> socket.socket:
+    """A bare TCP connection to ``http://HOST:PORT``."""
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=timeout_s)
+
+
 def raw_exchange(url: str, method: str, path: str, body: bytes = b"",
                  headers: dict[str, str] | None = None) -> bytes:
     """Send one request over a bare socket and return every byte of the answer."""
-    host, port = url.removeprefix("http://").split(":")
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close",
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {url.removeprefix('http://')}",
+             "Connection: close",
              f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in (headers or {}).items())]
-    with socket.create_connection((host, int(port)), timeout=10) as s:
+    with connect(url) as s:
         s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
         return recv_all(s)
 
@@ -252,9 +258,8 @@ def test_a_chunked_answer_passes_byte_for_byte_and_is_decoded_for_the_record(can
 def test_expect_100_continue_is_answered_and_the_body_still_forwarded(canned):
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]"
     up, proxy, _ = canned(answer)
-    host, port = proxy.url.removeprefix("http://").split(":")
     body = json.dumps([ROW]).encode()
-    with socket.create_connection((host, int(port)), timeout=10) as s:
+    with connect(proxy.url) as s:
         s.sendall(f"POST /predictions/m HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
                   f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode())
         assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -287,9 +292,8 @@ def test_stopping_the_tap_records_every_call_it_forwarded(tap, server):
 
 def test_a_client_that_hangs_up_early_still_has_its_call_recorded(tap, server):
     proxy, db = tap
-    host, port = proxy.url.removeprefix("http://").split(":")
     body = v2_body([ROW], "gone")
-    with socket.create_connection((host, int(port)), timeout=10) as s:
+    with connect(proxy.url) as s:
         s.sendall(b"POST /v2/models/wine-v1/infer HTTP/1.1\r\nHost: x\r\nX-Test-Delay-S: 0.3\r\n"
                   b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
     assert wait_until(lambda: db.exists() and len(captures(db)) == 1)
@@ -311,9 +315,8 @@ def test_a_body_sent_in_pieces_is_streamed_upstream_and_recorded_whole(canned):
     while the client is still writing), and the record holds the whole body."""
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]"
     up, proxy, db = canned(answer)
-    host, port = proxy.url.removeprefix("http://").split(":")
     body = json.dumps([ROW]).encode()
-    with socket.create_connection((host, int(port)), timeout=10) as s:
+    with connect(proxy.url) as s:
         s.sendall(f"POST /predictions/m HTTP/1.1\r\nHost: x\r\nX-Request-Id: slow\r\n"
                   f"Content-Length: {len(body)}\r\n\r\n".encode())
         assert wait_until(lambda: len(up.head_seen_at) == 1, timeout_s=5)
@@ -371,12 +374,11 @@ def test_a_call_still_waiting_when_the_tap_stops_is_cut_and_recorded_as_failed(
     proxy = Proc(["tap", "--listen", "127.0.0.1:0", "--upstream", server.url, "--db", str(db),
                   "--timeout", "30"])
     procs.append(proxy)
-    host, port = proxy.url.removeprefix("http://").split(":")
     body = v2_body([ROW], "late")
     sent, got = threading.Event(), []
 
     def slow_call() -> None:
-        with socket.create_connection((host, int(port)), timeout=20) as s:
+        with connect(proxy.url, 20) as s:
             s.sendall(b"POST /v2/models/wine-v1/infer HTTP/1.1\r\nHost: x\r\n"
                       b"X-Test-Delay-S: 12\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
             sent.set()
