@@ -16,6 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.core.domain import Capture, CaptureStatus, Metric, Sample, TensorBlob
+from probes.http_common import BadResponse
+from probes.http_model import predict  # the same rule the model-server probes use
+from probes.torchserve import decode_json_answer
 
 V2_DTYPES = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
@@ -148,9 +151,6 @@ def _torchserve_answer(doc: object) -> tuple[tuple[TensorBlob, ...] | None,
                                              tuple[str, float | None] | None]:
     """A TorchServe answer read as the torchserve+http probe reads it: scores, a {class:
     probability} object or a label, wrapped or not; the class when the answer names it."""
-    from probes.http_common import BadResponse
-    from probes.torchserve import decode_json_answer
-
     try:
         answer = decode_json_answer(doc)
     except BadResponse:
@@ -162,8 +162,6 @@ def _torchserve_answer(doc: object) -> tuple[tuple[TensorBlob, ...] | None,
 
 def to_capture(x: Exchange, upstream: str) -> tuple[Capture, list[Sample]] | None:
     """The capture and samples for one exchange, or None when it was not an inference call."""
-    from probes.http_model import predict  # the same rule the model-server probes use
-
     routed = route(x.method, x.path, upstream)
     if routed is None:
         return None
