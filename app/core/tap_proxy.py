@@ -27,6 +27,7 @@ from app.core.tap_decode import Exchange
 log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 64 * 1024
+CUT_SESSIONS_END_S = 2.0  # after the stop's grace: for cut calls to be handed over
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
                          b"upgrade", b"transfer-encoding", b"expect", b"host",
                          b"content-length"})
@@ -517,21 +518,22 @@ class ProxyServer:
         for session in sessions:  # idle ones wake from recv and end
             with contextlib.suppress(OSError):
                 session.client.shutdown(socket.SHUT_RD)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not self._sessions:
-                    return
-            time.sleep(0.01)
+        if self._all_ended_within(grace_s):
+            return
         with self._lock:
             cut = list(self._sessions)
         for session in cut:  # their calls end as failures and are handed over (recorded)
             session.close()
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline:
+        self._all_ended_within(CUT_SESSIONS_END_S)
+
+    def _all_ended_within(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while True:
             with self._lock:
                 if not self._sessions:
-                    return
+                    return True
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.01)
 
 
