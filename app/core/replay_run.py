@@ -120,36 +120,58 @@ def _reducer(k: int) -> ort.InferenceSession:
                                 providers=["CPUExecutionProvider"])
 
 
-def _row_reductions(first: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """argmax (the first index of the maximum), max, sum and (for wide rows only) min of each
-    row, the sum in the output's float type: a NaN or inf in a row makes its sum non-finite
-    (so does a float32 overflow, which ``judge_columns`` tells apart). For a few classes,
-    reductions over axis 0 of the transposed copy: numpy's axis=1 reductions over 3 values
-    per row cost ~20x more than these contiguous passes; wider rows go to onnxruntime. The
-    narrow path leaves out the row minimum: it is needed only when some row is not a
+_NARROW = 4  # rows up to this wide are judged by numpy over a transposed copy
+
+
+@dataclass(slots=True)
+class _RowStats:
+    """Per row of a float output: first index of the maximum, max, sum (in the output's
+    float type, so a NaN or inf in a row, or a float32 overflow, makes it non-finite) and,
+    computed on first need, min."""
+
+    arg: np.ndarray
+    top: np.ndarray
+    total: np.ndarray
+    low: np.ndarray | None = None
+    cols: np.ndarray | None = None  # the transposed copy the narrow path reduced over
+
+    def row_min(self) -> np.ndarray:
+        if self.low is None:
+            self.low = np.minimum.reduce(self.cols, axis=0)
+        return self.low
+
+
+def _row_reductions(first: np.ndarray) -> _RowStats:
+    """Up to ``_NARROW`` classes, reductions over axis 0 of the transposed copy: numpy's
+    axis=1 reductions over a few values per row cost 10-20x more than these contiguous
+    passes. Wider rows go to onnxruntime: measured in a replay, a transposed copy of a
+    16-wide output (its inference just evicted it from cache) cost more than it saved.
+    The narrow path leaves out the row minimum: it is needed only when some row is not a
     probability, which ``judge_columns`` checks on the whole array first."""
     k = first.shape[1]
-    if k > 4:
+    if k > _NARROW:
         if first.dtype == np.float32:
             arg, top, low, total = _reducer(k).run(None, {"x": np.ascontiguousarray(first)})
-            return arg, top, total, low
-        return first.argmax(axis=1), first.max(axis=1), first.sum(axis=1), first.min(axis=1)
+            return _RowStats(arg, top, total, low)
+        return _RowStats(first.argmax(axis=1), first.max(axis=1), first.sum(axis=1),
+                         first.min(axis=1))
     cols = np.ascontiguousarray(first.T)  # (k, n): reductions over axis 0 run contiguous
     top = np.maximum.reduce(cols, axis=0)  # NaN propagates
     with np.errstate(over="ignore", invalid="ignore"):  # inf sums are judged after
         total = np.add.reduce(cols, axis=0)
-    # The first index of the maximum = how many leading columns fall short of it.
+    return _RowStats(_first_index_of(cols, top), top, total, cols=cols)
+
+
+def _first_index_of(cols: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """Per column of ``cols`` (k, n), the first row holding ``top``: how many leading values
+    fall short of it, two cheap passes per class. A NaN column gets a meaningless index (its
+    row is judged not finite and loses its class)."""
     behind = np.not_equal(cols[0], top)
     arg = behind.view(np.int8).copy()
-    for j in range(1, k - 1):
+    for j in range(1, cols.shape[0] - 1):
         np.logical_and(behind, np.not_equal(cols[j], top), out=behind)
         np.add(arg, behind.view(np.int8), out=arg)
-    return arg.astype(np.int64), top, total, None
-
-
-def _narrow_row_min(first: np.ndarray) -> np.ndarray:
-    return np.minimum.reduce(np.ascontiguousarray(first.T), axis=0)
+    return arg.astype(np.int64)
 
 
 def _row_sums(flat: np.ndarray) -> np.ndarray:
@@ -178,8 +200,11 @@ def judge_columns(outputs: dict[str, np.ndarray], n: int
     first = next(iter(outputs.values())).reshape(n, -1)
     total = None
     if first.dtype.kind == "f" and first.shape[1] >= 2:
-        prediction, top, total, low = _row_reductions(first)
-        confidence = _confidence(first, top, total, low)
+        stats = _row_reductions(first)
+        prediction, total = stats.arg, stats.total
+        if len(outputs) == 1 and _all_finite_probabilities(first, stats):
+            return prediction, stats.top, np.ones(n, dtype=bool)  # a classifier's usual answer
+        confidence = _confidence(first, stats)
     elif first.dtype.kind in "iu" and first.shape[1] == 1:
         prediction = first[:, 0].astype(np.int64)  # a model that outputs the class itself
     else:
@@ -213,11 +238,21 @@ def judge_columns(outputs: dict[str, np.ndarray], n: int
     return prediction, confidence, finite
 
 
-def _confidence(first: np.ndarray, top: np.ndarray, total: np.ndarray,
-                low: np.ndarray | None) -> np.ndarray:
+def _all_finite_probabilities(first: np.ndarray, stats: _RowStats) -> bool:
+    """Whether every row is finite, >= 0 and sums to 1: three whole-array reductions that
+    propagate NaN, so a NaN or inf anywhere (or a float32 sum that overflowed) answers no,
+    and the per-row rules take over."""
+    low, total = stats.low, stats.total
+    return bool(np.minimum.reduce(first if low is None else low, axis=None) >= 0.0
+                and np.maximum.reduce(total) < 1.0 + _PROB_TOLERANCE
+                and np.minimum.reduce(total) > 1.0 - _PROB_TOLERANCE)
+
+
+def _confidence(first: np.ndarray, stats: _RowStats) -> np.ndarray:
     """Each row's top value where the row is a probability (>= 0, sums to 1), else NaN; in
-    the output's own float type. ``low`` is None from the narrow path, whose ``top`` already
-    carries a row's NaN."""
+    the output's own float type. The narrow path has no row minimum yet, and its ``top``
+    already carries a row's NaN."""
+    top, total, low = stats.top, stats.total, stats.low
     hi, lo = 1.0 + _PROB_TOLERANCE, 1.0 - _PROB_TOLERANCE
     # fmin/fmax skip NaN, so rows holding NaN do not spoil the whole-array answer; an inf
     # anywhere fails it and sends the array to the per-row test.
@@ -228,9 +263,7 @@ def _confidence(first: np.ndarray, top: np.ndarray, total: np.ndarray,
             if nan_rows.any():
                 top[nan_rows] = np.nan
         return top
-    if low is None:
-        low = _narrow_row_min(first)
-    not_prob = low < 0.0
+    not_prob = stats.row_min() < 0.0
     not_prob |= ~((total < hi) & (total > lo))  # NaN sums are not probabilities either
     top[not_prob] = np.nan
     return top

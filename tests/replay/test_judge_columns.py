@@ -50,7 +50,18 @@ def check(rows: np.ndarray) -> None:
     assert pred.dtype == np.int64
 
 
-@pytest.mark.parametrize("k", [2, 3, 4, 7])
+@pytest.mark.parametrize("k", [2, 3, 4, 7, 16, 20])
+def test_rows_that_are_all_probabilities(k):
+    rng = np.random.default_rng(30 + k)
+    rows = probabilities(rng, 300, k)
+    rows[7] = 0.0
+    rows[7, k - 1] = 1.0  # the last class, one-hot
+    check(rows)
+    _, conf, finite = judge_columns({"out": rows}, len(rows))
+    assert finite.all() and not np.isnan(conf).any()
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 7, 16, 20])
 def test_probability_rows_with_nan_rows_among_them(k):
     rng = np.random.default_rng(k)
     rows = probabilities(rng, 500, k)
@@ -58,7 +69,7 @@ def test_probability_rows_with_nan_rows_among_them(k):
     check(rows)
 
 
-@pytest.mark.parametrize("k", [2, 3, 4, 7])
+@pytest.mark.parametrize("k", [2, 3, 4, 7, 16, 20])
 def test_logits_and_mixed_rows_lose_their_confidence_row_by_row(k):
     rng = np.random.default_rng(10 + k)
     rows = probabilities(rng, 400, k)
@@ -71,7 +82,7 @@ def test_logits_and_mixed_rows_lose_their_confidence_row_by_row(k):
     assert not np.isnan(conf[300:]).any()
 
 
-@pytest.mark.parametrize("k", [3, 6])
+@pytest.mark.parametrize("k", [3, 6, 16, 20])
 def test_infinities_are_not_finite_and_float32_overflow_is(k):
     rng = np.random.default_rng(20 + k)
     rows = probabilities(rng, 50, k)
@@ -82,6 +93,16 @@ def test_infinities_are_not_finite_and_float32_overflow_is(k):
     check(rows)
     _, _, finite = judge_columns({"out": rows}, len(rows))
     assert finite[7] and not finite[[4, 5, 6]].any()
+
+
+@pytest.mark.parametrize("k", [5, 16, 20])
+def test_ties_in_wide_rows_go_to_the_first_class(k):
+    rows = np.zeros((k, k), dtype=np.float32)
+    for i in range(k):
+        rows[i, i:] = 1.0 / (k - i)  # row i: a tie from class i to the last
+    check(rows)
+    pred, _, _ = judge_columns({"out": rows}, len(rows))
+    assert pred.tolist() == list(range(k))
 
 
 def test_ties_go_to_the_first_class_and_float64_rows_work_too():
