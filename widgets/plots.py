@@ -52,8 +52,9 @@ class SeriesPlotWidget(pg.PlotWidget):
         for name in ("left", "bottom"):
             # Axes redraw from a cached pixmap unless their own range changed.
             item.getAxis(name).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        for name in ("left", "bottom", "right", "top"):
             # No SI prefixes (the units are in the title); re-labelling on each range change
-            # re-lays out rich text on every frame.
+            # re-lays out rich text on every frame, even on the hidden right and top axes.
             item.getAxis(name).enableAutoSIPrefix(False)
         item.setClipToView(True)
         self.setMinimumHeight(140)
