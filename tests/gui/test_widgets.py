@@ -81,3 +81,67 @@ def test_coarse_window_keeps_each_seconds_extremes_and_the_raw_tail():
     assert cv.max() == 50.0 and cv.min() == v.min()
     assert ct[-1] == t[-1]  # the unfinished second is drawn raw
     assert np.all(np.diff(ct) >= 0)
+
+
+def test_peak_decimation_keeps_every_columns_extremes_and_zigzags_between_them():
+    from widgets.points_item import peak_decimate
+
+    rng = np.random.default_rng(5)
+    x = np.arange(20_000, dtype=np.float64) / 100.0  # 200 s at 100 Hz
+    y = rng.normal(10.0, 1.0, len(x))
+    y[7_321] = 95.0  # a lone spike must survive decimation
+    y[12_000:12_050] = np.nan  # column 240 (120.0-120.5 s) has no value: a gap
+    columns = 400
+    xs, ys = peak_decimate(x, y, 0.0, 200.0, columns)
+    assert len(xs) == len(ys) == 2 * columns
+    pairs = ys.reshape(-1, 2)
+    col = (x * (columns / 200.0)).astype(int)
+    for c in (0, 1, 146, 241, 399):
+        values = y[col == c]
+        want = (np.nanmin(values), np.nanmax(values))
+        got = tuple(pairs[c]) if c % 2 == 0 else tuple(pairs[c][::-1])
+        assert got == want, c  # even columns min then max, odd ones max then min
+    assert np.nanmax(ys) == 95.0
+    assert np.isnan(pairs[240]).all() and np.isnan(ys).sum() == 2  # the gap stays a gap
+    # The window picks the points inside it, and few points pass through untouched.
+    xs, ys = peak_decimate(x, y, 10.0, 12.0, columns)
+    assert xs[0] == 10.0 and xs[-1] < 12.0 and np.array_equal(ys, y[1000:1200])
+
+
+def _painted_mask(qtbot, item, x_range, y_range):
+    """Render ``item`` alone in a plot with no padding; True where it left colour."""
+    import pyqtgraph as pg
+
+    plot = pg.PlotWidget()
+    qtbot.addWidget(plot)
+    plot.resize(300, 300)
+    plot.hideAxis("left")
+    plot.hideAxis("bottom")
+    plot.setBackground("k")
+    plot.addItem(item)
+    plot.setRange(xRange=x_range, yRange=y_range, padding=0)
+    plot.show()
+    qtbot.waitExposed(plot)
+    image = plot.grab().toImage()
+    pixels = np.array([[image.pixelColor(x, y).green() for x in range(image.width())]
+                       for y in range(image.height())])
+    return pixels > 100
+
+
+def test_a_two_pixel_line_is_two_pixels_thick_at_every_slope(qtbot):
+    """Wide lines are drawn as shifted one-pixel strokes (fast in Qt's raster engine): the
+    result must still be a solid line two pixels thick, flat, steep or diagonal."""
+    from widgets.points_item import LineItem
+
+    line = LineItem("p99", "#00ff00", width=1.6)
+    # flat, then diagonal up, then steep up, in a 100 x 100 data square
+    line.setData(np.array([0.0, 30.0, 60.0, 62.0]), np.array([20.0, 20.0, 50.0, 95.0]))
+    mask = _painted_mask(qtbot, line, (0, 100), (0, 100))
+    h, w = mask.shape
+    flat_col = mask[:, int(w * 0.15)]
+    assert flat_col.sum() == 2 and np.ptp(np.flatnonzero(flat_col)) == 1  # two adjacent rows
+    for y in range(int(h * 0.55), int(h * 0.75)):  # the diagonal: no row with a hole
+        row = np.flatnonzero(mask[y, : int(w * 0.58)])
+        assert len(row) >= 2 and np.ptp(row) == len(row) - 1, y
+    steep_row = np.flatnonzero(mask[int(h * 0.2)])
+    assert len(steep_row) >= 2 and np.ptp(steep_row) == len(steep_row) - 1
