@@ -96,7 +96,17 @@ class SeriesPlotWidget(pg.PlotWidget):
         self._style(curve, style)
         self.getPlotItem().addItem(curve)
         self.legend.addItem(curve, label)  # PlotItem lists only its own data items
+        # The legend's own pixmap cache does not cover its children: without one of their
+        # own, every sample and label repaints on every frame of a scrolling plot.
+        sample, text = self.legend.items[-1]
+        for part in (sample, text, text.item):  # the label draws through its text item
+            part.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         return curve
+
+    def legend_sample(self, key: str) -> QGraphicsItem | None:
+        """The legend's sample of a curve (its dot or line swatch)."""
+        curve = self.curves.get(key)
+        return next((sample for sample, _ in self.legend.items if sample.item is curve), None)
 
     def _style(self, curve: PointsItem, style: dict) -> None:
         curve.set_style(style["color"], style["size"] if style["points"] else style["width"])
@@ -166,6 +176,9 @@ class SeriesPlotWidget(pg.PlotWidget):
     def set_curve_color(self, key: str, color: str) -> None:
         self._styles[key]["color"] = color
         self._style(self.curves[key], self._styles[key])
+        sample = self.legend_sample(key)
+        if sample is not None:
+            sample.update()  # drop its cached pixmap
 
     def rename(self, key: str, label: str) -> None:
         """Change a curve's legend text (history mode shows means, not percentiles)."""

@@ -145,3 +145,35 @@ def test_a_two_pixel_line_is_two_pixels_thick_at_every_slope(qtbot):
         assert len(row) >= 2 and np.ptp(row) == len(row) - 1, y
     steep_row = np.flatnonzero(mask[int(h * 0.2)])
     assert len(steep_row) >= 2 and np.ptp(steep_row) == len(steep_row) - 1
+
+
+def test_a_cached_legend_sample_follows_its_curves_new_colour(qtbot):
+    """Legend samples are cached as pixmaps (they would repaint on every frame otherwise);
+    a colour change, as a theme switch makes, must still reach the screen."""
+    from PySide6.QtCore import QRectF
+
+    from widgets.plots import SeriesPlotWidget
+    from widgets.theme import DARK
+
+    plot = SeriesPlotWidget("Memory", "MB", DARK)
+    qtbot.addWidget(plot)
+    plot.resize(400, 200)
+    plot.add_curve("rss", "rss", "#00ff00", width=2)
+    plot.set_curve("rss", np.arange(10.0), np.arange(10.0))
+    plot.show()
+    qtbot.waitExposed(plot)
+
+    def swatch_colours() -> set[tuple[int, int, int]]:
+        sample = plot.legend_sample("rss")
+        rect = sample.mapRectToScene(QRectF(sample.boundingRect()))
+        view_rect = plot.mapFromScene(rect).boundingRect()
+        image = plot.grab(view_rect).toImage()
+        return {image.pixelColor(x, y).getRgb()[:3]
+                for x in range(image.width()) for y in range(image.height())}
+
+    qtbot.wait(50)  # painted once: the swatch is now a cached pixmap
+    assert (0, 255, 0) in swatch_colours()
+    plot.set_curve_color("rss", "#ff00ff")
+    qtbot.wait(50)
+    colours = swatch_colours()
+    assert (255, 0, 255) in colours and (0, 255, 0) not in colours
