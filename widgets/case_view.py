@@ -80,19 +80,25 @@ class CaseViewWidget(QWidget):
         self.input_stack = QStackedWidget()
         self.input_stack.addWidget(self.inputs)
         self.input_stack.addWidget(self.image)
+        self.input_stack.setMaximumWidth(240)  # names and values; the bars get the rest
         self.bars = pg.PlotWidget()
-        self.bars.setMinimumHeight(160)
+        self.bars.setMinimumHeight(110)
         self.bars.addLegend(offset=(5, 5))
         self.bars.setLabel("bottom", "class")
         self.bars.setLabel("left", "output")
+        for name in ("left", "bottom"):  # probabilities read as 0-1, not "x0.001"
+            self.bars.getAxis(name).enableAutoSIPrefix(False)
         self.answers = QTableWidget(0, 5)
         self.answers.setHorizontalHeaderLabels(["version", "class", "confidence", "latency ms",
                                                 "verdict"])
         self.answers.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.answers.verticalHeader().setVisible(False)
+        # One row per version stays readable under the bars, however short the dock.
+        self.answers.setMinimumHeight(120)
         right = QSplitter(Qt.Orientation.Vertical)
         right.addWidget(self.bars)
         right.addWidget(self.answers)
+        right.setChildrenCollapsible(False)
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.input_stack)
         split.addWidget(right)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QItemSelectionModel, Qt, Signal
-from PySide6.QtGui import QCloseEvent
+from PySide6.QtGui import QCloseEvent, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -112,6 +112,7 @@ class ReplayPanel(QWidget):
         self.failure_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.failure_view.verticalHeader().setVisible(False)
         self.failure_count = QLabel("no failures loaded")
+        self.failure_count.setWordWrap(True)  # else its length sets the column's minimum
 
         self.version_list = QListWidget()
         self.version_list.setMaximumHeight(110)
@@ -141,6 +142,8 @@ class ReplayPanel(QWidget):
         self.result_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.result_view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.result_view.verticalHeader().setVisible(False)
+        # Fitting columns measures every cell: on a 10,000-case replay that stalled the window.
+        self.result_view.horizontalHeader().setResizeContentsPrecision(200)
         self.result_view.selectionModel().currentRowChanged.connect(
             lambda current, _previous: self.show_case(current.row()))
         self.summary = QLabel("")
@@ -151,26 +154,23 @@ class ReplayPanel(QWidget):
         left = QWidget()
         lv = QVBoxLayout(left)
         lv.setContentsMargins(0, 0, 0, 0)
-        lv.addLayout(filters)
         lv.addWidget(self.failure_view, 1)
         lv.addWidget(self.failure_count)
         lv.addWidget(QLabel("Versions (bisect order):"))
         lv.addWidget(self.version_list)
-        results = QWidget()
-        rv = QVBoxLayout(results)
-        rv.setContentsMargins(0, 0, 0, 0)
-        rv.addWidget(self.summary)
-        rv.addWidget(self.result_view, 1)
-        right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(results)
-        right.addWidget(self.case_view)
-        right.setSizes([420, 380])
+        # Side by side: the panel is docked under the plots, wide and short. The filters and
+        # the per-version summary span the width above, so no column is as wide as they are.
         split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(left)
-        split.addWidget(right)
-        split.setStretchFactor(1, 2)
+        for column, stretch in ((left, 3), (self.result_view, 5), (self.case_view, 4)):
+            split.addWidget(column)
+            split.setStretchFactor(split.count() - 1, stretch)
+        split.setChildrenCollapsible(False)
+        self._split = split
+        self._split_sized = False
         layout = QVBoxLayout(self)
         layout.addLayout(runbar)
+        layout.addLayout(filters)
+        layout.addWidget(self.summary)
         layout.addWidget(split, 1)
 
     # -- versions and endpoints -----------------------------------------------------------
@@ -374,9 +374,9 @@ class ReplayPanel(QWidget):
                  + (" — <b>cancelled</b>; finished versions only" if result.cancelled else "")]
         for s in result.summaries():
             p95 = "-" if s.latency_p95_ms is None else f"{s.latency_p95_ms:.4f}"
-            lines.append(f"{s.version}: fixed {s.fixed}/{s.failures}, still failing "
-                         f"{s.still_failing}, newly broken {s.newly_broken}/{s.controls}, "
-                         f"errors {s.errors}, p95 {p95} ms/row")
+            lines.append(f"<b>{s.version}</b>: fixed {s.fixed}/{s.failures} · still failing "
+                         f"{s.still_failing} · newly broken {s.newly_broken}/{s.controls} · "
+                         f"errors {s.errors} · p95 {p95} ms/row")
         self.summary.setText("<br>".join(lines))
         self.progress.setValue(1000)
         self.refresh_endpoints()
@@ -407,6 +407,15 @@ class ReplayPanel(QWidget):
             index, QItemSelectionModel.SelectionFlag.ClearAndSelect
             | QItemSelectionModel.SelectionFlag.Rows)
         self.result_view.scrollTo(index)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        # Columns in proportion once the panel has its real width (a splitter given sizes
+        # before then keeps its widgets' size hints); after that the user's drags stand.
+        width = self._split.width()
+        if not self._split_sized and width >= 600:
+            self._split_sized = True
+            self._split.setSizes([int(width * f) for f in (0.2, 0.33, 0.47)])
 
     def shutdown(self) -> None:
         """Cancel and wait for the worker; call before the workspace closes."""

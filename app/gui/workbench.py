@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 NS = 1_000_000_000
 DOCK_HEIGHT_PX = 330  # the tabbed panels' first height: the live plots keep most of the room
+WORK_DOCK_HEIGHT_PX = 480  # replay and versions, first raised: enough rows to work in
+WORK_DOCKS = ("Replay", "Versions")
 INCIDENT_CLOCK_MS = 2000  # how often an open incident's band is stretched to now
 
 
@@ -88,6 +90,7 @@ class Workbench(QObject):
         self.collector = GuiThreadCollector(self)
         self.collector.start()
         self._incident_rows: list[dict] = []
+        self._grown: set[str] = set()
         self._incident_clock = QTimer(self, interval=INCIDENT_CLOCK_MS)
         self._incident_clock.timeout.connect(self._shade_incidents)
         window.actions.export_report.triggered.connect(self.export_triggered)
@@ -174,12 +177,27 @@ class Workbench(QObject):
         scroll.setWidget(panel)
         dock = self.docks.get(title)
         if dock is None:
-            self.docks[title] = self.window.add_dock(title, scroll)
+            dock = self.docks[title] = self.window.add_dock(title, scroll)
+            if title in WORK_DOCKS:
+                dock.visibilityChanged.connect(
+                    lambda shown, name=title: shown and self._grow_once(name))
         else:
             old = dock.widget()
             dock.setWidget(scroll)
             if old is not None:
                 old.deleteLater()
+
+    def _grow_once(self, title: str) -> None:
+        """The first time the replay or versions tab is raised, give it rows to work in:
+        the tabbed area starts short so the live plots keep the room. A dock the user has
+        already made taller, or floated, is left as it is."""
+        dock = self.docks[title]
+        if title in self._grown or dock.isFloating():
+            return
+        self._grown.add(title)
+        want = min(WORK_DOCK_HEIGHT_PX, int(self.window.height() * 0.55))
+        if dock.height() < want:
+            self.window.resizeDocks([dock], [want], Qt.Orientation.Vertical)
 
     def seed_versions(self, locations: Sequence[str | Path]) -> None:
         """Register model versions when the workspace has none yet (the demo's three)."""

@@ -242,6 +242,7 @@ def test_the_attach_dialog_has_an_example_for_every_registered_scheme(window, qt
     dialog.close()
 
 
+@pytest.mark.automatic_gc  # it checks that the window turns automatic collection back on
 def test_garbage_is_collected_on_the_gui_thread_while_the_window_lives(window, qtbot):
     assert not gc.isenabled()  # no collection on the monitors' or probes' threads
 
@@ -275,3 +276,25 @@ def test_the_dock_layout_is_remembered_by_the_next_window(window, qtbot, workspa
         assert not restored["Incidents"].isVisible()
     finally:
         again.shutdown()
+
+
+def test_the_replay_tab_grows_to_a_workable_height_once(window, qtbot):
+    """The tabbed docks start short (the plots keep the room); raising Replay the first time
+    gives it rows to work in, and a height the user chooses afterwards is kept."""
+    from app.gui.workbench import WORK_DOCK_HEIGHT_PX
+
+    window.resize(1600, 1000)
+    docks = window.workbench.docks
+    qtbot.waitUntil(lambda: docks["Drift"].isVisible(), timeout=5_000)
+    start = docks["Drift"].height()
+    assert start < WORK_DOCK_HEIGHT_PX - 50
+    docks["Replay"].raise_()
+    want = min(WORK_DOCK_HEIGHT_PX, int(window.height() * 0.55))
+    # resizeDocks sizes the dock area; the dock itself is that less its tab bar
+    qtbot.waitUntil(lambda: docks["Replay"].height() >= 0.9 * want, timeout=5_000)
+    window.resizeDocks([docks["Replay"]], [start], Qt.Orientation.Vertical)  # the user's call
+    qtbot.waitUntil(lambda: docks["Replay"].height() < want - 50, timeout=5_000)
+    docks["Drift"].raise_()
+    docks["Replay"].raise_()
+    qtbot.wait(100)
+    assert docks["Replay"].height() < want - 50
