@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Signal
+from PySide6.QtGui import QResizeEvent
 
 from widgets.plots import TimeAxisItem
 from widgets.theme import DARK, Theme
@@ -97,6 +98,23 @@ class DriftHeatMapWidget(pg.PlotWidget):
         if cell is not None:
             self.feature_clicked.emit(self.features[cell[1]])
 
+    def _label_features(self) -> None:
+        """Name every feature row that has room: in a short dock the rows are thinner than a
+        line of text, so every k-th name is a major tick (always drawn) and the rest minor
+        ones, which pyqtgraph draws only where they do not crowd."""
+        if not getattr(self, "features", ()):  # also resized while being built
+            return
+        row_px = self.plot.getViewBox().height() / len(self.features)
+        line_px = self.fontMetrics().height()
+        stride = max(1, math.ceil(line_px / max(row_px, 1e-6)))
+        ticks = [(j + 0.5, name) for j, name in enumerate(self.features)]
+        self.plot.getAxis("left").setTicks([ticks[::stride],
+                                            [t for j, t in enumerate(ticks) if j % stride]])
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._label_features()
+
     def set_matrix(self, ts_ns: np.ndarray, features: Sequence[str],
                    severity: np.ndarray) -> None:
         """``severity`` is (evaluations, features); NaN cells (untested) are left empty."""
@@ -117,8 +135,7 @@ class DriftHeatMapWidget(pg.PlotWidget):
         image = np.clip(self._severity, *SEVERITY_LEVELS)
         self.image.setImage(image, levels=SEVERITY_LEVELS, autoLevels=False)
         self.image.setRect(QRectF(t_s[0] - step / 2, 0.0, width, float(len(self.features))))
-        self.plot.getAxis("left").setTicks(
-            [[(j + 0.5, name) for j, name in enumerate(self.features)]])
+        self._label_features()
         self.plot.getViewBox().setRange(
             xRange=(t_s[0] - step / 2, t_s[0] - step / 2 + width),
             yRange=(0, len(self.features)), padding=0)

@@ -57,8 +57,10 @@ def test_the_heat_map_has_a_column_per_evaluation_and_a_row_per_feature(panel, d
     updates = drifted[1]
     assert panel.heatmap.shape == (len(updates), FEATURES + 1)
     assert panel.heatmap.image.image.shape == (len(updates), FEATURES + 1)
-    ticks = [name for _, name in panel.heatmap.plot.getAxis("left")._tickLevels[0]]
-    assert ticks[0] == "alcohol" and "color_intensity" in ticks
+    levels = panel.heatmap.plot.getAxis("left")._tickLevels
+    names = [name for level in levels for _, name in level]
+    assert sorted(names) == sorted(panel.heatmap.features)  # every row has its name
+    assert levels[0][0][1] == "alcohol"
     # The drift ramps in: alcohol's last column is past its threshold, its first is not.
     j = panel.heatmap.features.index("alcohol")
     image = panel.heatmap.image.image
@@ -238,3 +240,18 @@ def test_the_heat_map_shows_the_chosen_span_of_history(panel, qtbot, drifted):
     with qtbot.waitSignal(panel.refreshed, timeout=10_000):
         panel.span_box.setCurrentIndex(panel.span_box.findText("all"))
     assert panel.heatmap.shape[0] == len(updates) + 1
+
+
+def test_feature_names_in_a_short_heat_map_never_overlap(panel, drifted, qtbot):
+    """In a short dock the rows are thinner than a line of text: the names always drawn
+    (the major ticks) are then at least a line apart; the rest fill in where there is room."""
+    heatmap = panel.heatmap
+    line_px = heatmap.fontMetrics().height()
+    for height in (600, 200):
+        heatmap.setFixedHeight(height)
+        qtbot.waitUntil(lambda h=height: heatmap.height() == h, timeout=2000)
+        major = heatmap.plot.getAxis("left")._tickLevels[0]
+        row_px = heatmap.plot.getViewBox().height() / len(heatmap.features)
+        gaps = np.diff([pos for pos, _ in major]) * row_px
+        assert len(major) >= 2 and gaps.min() >= line_px
+    assert len(major) < len(heatmap.features)  # at 200 px, some names had to make room
