@@ -5,6 +5,7 @@
 Runs the demo for a while so failures and incidents accumulate, then writes:
 
 - ``dashboard.png``, ``dashboard-light.png``: the live view, dark and light;
+- ``drift-panel.png``: the Drift dock, made taller, with one feature's distributions;
 - ``replay.png``: the Replay dock after loading the captured failures, replaying them on the
   three bundled versions and selecting a case that wine-v3 newly breaks;
 - ``versions.png``: the Versions dock after checking the bundled versions' contracts on CPU.
@@ -24,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from PySide6.QtCore import QEventLoop, QSettings, QStandardPaths, QTimer
+from PySide6.QtCore import QEventLoop, QSettings, QStandardPaths, Qt, QTimer
 from PySide6.QtWidgets import QApplication
 
 from app.core.replay import NEWLY_BROKEN
@@ -57,7 +58,7 @@ def main() -> int:
     QStandardPaths.setTestModeEnabled(True)
     for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
         QSettings.setPath(fmt, QSettings.Scope.UserScope, str(settings))
-    app = QApplication(sys.argv[:1])
+    _qt_app = QApplication(sys.argv[:1])  # kept alive for the whole run
 
     from app.gui.demo import fresh_demo_path, start_demo
     from app.gui.main_window import MainWindow
@@ -76,6 +77,13 @@ def main() -> int:
     run_for(2.0)
 
     bench = window.workbench
+    drift = bench.docks["Drift"]
+    drift.raise_()
+    window.resizeDocks([drift], [560], Qt.Orientation.Vertical)
+    bench.drift.select_feature("alcohol")
+    run_for(2.0)
+    drift.grab().save(str(args.out / "drift-panel.png"))
+
     bench.docks["Replay"].raise_()
     panel = bench.replay
     loaded: list[int] = []
@@ -105,7 +113,8 @@ def main() -> int:
 
     window.close()
     window.shutdown()
-    print(f"wrote dashboard, dashboard-light, replay and versions PNGs to {args.out}")
+    print(f"wrote dashboard, dashboard-light, drift-panel, replay and versions PNGs to "
+          f"{args.out}")
     return 0
 
 
