@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from PySide6.QtCore import QEventLoop, QSettings, QStandardPaths, Qt, QTimer
+from PySide6.QtCore import QEventLoop, QSettings, QStandardPaths, Qt, QTimer, SignalInstance
 from PySide6.QtWidgets import QApplication
 
 from app.core.replay import NEWLY_BROKEN
@@ -43,6 +43,16 @@ def wait_until(done: Callable[[], bool], timeout_s: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out waiting for {what}")
         run_for(0.1)
+
+
+def signalled(signal: SignalInstance, action: Callable[[], object], timeout_s: float,
+              what: str) -> object:
+    """Do ``action`` as a user would (a click) and wait for ``signal``; its first argument."""
+    got: list[object] = []
+    signal.connect(got.append)
+    action()
+    wait_until(lambda: bool(got), timeout_s, what)
+    return got[0]
 
 
 def main() -> int:
@@ -86,15 +96,8 @@ def main() -> int:
 
     bench.docks["Replay"].raise_()
     panel = bench.replay
-    loaded: list[int] = []
-    panel.failures_loaded.connect(loaded.append)
-    panel.load_button.click()
-    wait_until(lambda: bool(loaded), 60, "the failure list")
-    results: list[object] = []
-    panel.replay_finished.connect(results.append)
-    panel.run_button.click()
-    wait_until(lambda: bool(results), 120, "the replay")
-    result = results[0]
+    signalled(panel.failures_loaded, panel.load_button.click, 60, "the failure list")
+    result = signalled(panel.replay_finished, panel.run_button.click, 120, "the replay")
     last = len(result.runs) - 1
     row = next((i for i in range(len(result.cases)) if result.verdict(i, last) == NEWLY_BROKEN),
                0)
@@ -104,10 +107,7 @@ def main() -> int:
 
     bench.docks["Versions"].raise_()
     versions = bench.versions
-    checked: list[object] = []
-    versions.contracts_checked.connect(checked.append)
-    versions.check_contracts()
-    wait_until(lambda: bool(checked), 180, "the contract check")
+    signalled(versions.contracts_checked, versions.check_contracts, 180, "the contract check")
     run_for(1.0)
     window.grab().save(str(args.out / "versions.png"))
 
