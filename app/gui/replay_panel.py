@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QItemSelectionModel, Qt, Signal
-from PySide6.QtGui import QCloseEvent, QResizeEvent
+from PySide6.QtGui import QCloseEvent, QKeySequence, QResizeEvent, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -168,6 +168,16 @@ class ReplayPanel(QWidget):
         split.setChildrenCollapsible(False)
         self._split = split
         self._split_sized = False
+        # Keys, while the panel has focus: Enter in a filter field lists the failures,
+        # Ctrl+Enter replays them, Esc cancels what is running.
+        for edit in (self.label_edit, self.version_edit):
+            edit.returnPressed.connect(self.load_failures)
+        for keys, slot, button in (("Ctrl+Return", self.run_replay, self.run_button),
+                                   ("Escape", self.cancel, self.cancel_button)):
+            shortcut = QShortcut(QKeySequence(keys), self, slot)
+            shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            button.setToolTip(QKeySequence(keys).toString(QKeySequence.SequenceFormat.NativeText))
+        self.load_button.setToolTip("Enter in the label or version field")
         layout = QVBoxLayout(self)
         layout.addLayout(runbar)
         layout.addLayout(filters)

@@ -162,3 +162,20 @@ def test_a_picked_time_range_limits_the_failures(qtbot, panel):
     assert 0 < n < everything and all(c.capture.ts_ns >= mid for c in panel.failure_model.cases)
     panel.version_edit.setText("no-such-version")
     assert load(qtbot, panel) == 0
+
+
+def test_the_keyboard_lists_replays_and_cancels(qtbot, panel):
+    """Enter in a filter field lists the failures, Ctrl+Enter replays, Esc cancels."""
+    from PySide6.QtTest import QTest
+
+    panel.label_edit.setFocus()
+    with qtbot.waitSignal(panel.failures_loaded, timeout=TIMEOUT_MS) as listed:
+        QTest.keyClick(panel.label_edit, Qt.Key.Key_Return)
+    assert listed.args[0] == panel.failure_model.rowCount() > 0
+    with qtbot.waitSignal(panel.replay_finished, timeout=TIMEOUT_MS) as done:
+        QTest.keyClick(panel.failure_view, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert not done.args[0].cancelled and len(done.args[0].runs) == 3
+    with qtbot.waitSignal(panel.replay_finished, timeout=TIMEOUT_MS) as stopped:
+        panel.run_replay()
+        QTest.keyClick(panel.failure_view, Qt.Key.Key_Escape)
+    assert stopped.args[0].cancelled
