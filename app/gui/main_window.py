@@ -366,11 +366,16 @@ class MainWindow(QMainWindow):
     def set_theme(self, name: str) -> None:
         self.theme = theme_named(name)
         self.settings.set_theme(self.theme.name)
-        apply_app_theme(QApplication.instance(), self.theme)
-        for widget in (self.endpoint_list, self.status, self.live):
-            widget.apply_theme(self.theme)
-        self.workbench.apply_theme(self.theme)
-        self.actions.retint(self.theme)
+        # Restyling every widget takes a few hundred milliseconds: say so with the cursor.
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        try:
+            apply_app_theme(QApplication.instance(), self.theme)
+            for widget in (self.endpoint_list, self.status, self.live):
+                widget.apply_theme(self.theme)
+            self.workbench.apply_theme(self.theme)
+            self.actions.retint(self.theme)
+        finally:
+            QApplication.restoreOverrideCursor()
         (self.actions.dark if name == "dark" else self.actions.light).setChecked(True)
 
     def closeEvent(self, event: QCloseEvent) -> None:

@@ -78,7 +78,8 @@ QComboBox, QLineEdit, QPlainTextEdit {{ border: 1px solid {t.border}; border-rad
 
 
 def apply_app_theme(app: QApplication, theme: Theme) -> None:
-    app.setStyle("Fusion")
+    if app.style().name().lower() != "fusion":  # re-polishes every widget: only once
+        app.setStyle("Fusion")
     app.setPalette(_palette(theme))
     app.setStyleSheet(stylesheet(theme))
     pg.setConfigOptions(background=theme.base, foreground=theme.muted, antialias=False)
