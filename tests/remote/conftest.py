@@ -12,6 +12,7 @@ from app.core.bus import Bus
 from probes import Probe, ProbeOptions, open_probe
 from tests.remote.fault_server import FaultServer
 from tests.servers import mlserver as mls
+from tests.servers import prometheus as prom
 from tests.servers import torchserve as tss
 from tests.servers.venvs import ServerUnavailable
 
@@ -64,6 +65,23 @@ def torchserve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tss.TorchSe
     except ServerUnavailable as exc:
         pytest.fail(str(exc))
     log.info("TorchServe %s ready after %.2f s", tss.VERSION, server.ready_after_s)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[prom.Prometheus]:
+    """Debian's Prometheus server, exposing its own metrics."""
+    try:
+        prom.binary()
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+    server = prom.Prometheus(tmp_path_factory.mktemp("prometheus"))
+    try:
+        server.start()
+    except ServerUnavailable as exc:
+        pytest.fail(str(exc))
+    log.info("Prometheus ready after %.2f s", server.ready_after_s)
     yield server
     server.stop()
 

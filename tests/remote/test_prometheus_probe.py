@@ -1,4 +1,5 @@
-"""The prom+http probe: MLServer's real metrics port, and known servers' series formats."""
+"""The prom+http probe: MLServer's real metrics port, Debian's Prometheus server exposing its
+own metrics, and known servers' series formats."""
 
 from __future__ import annotations
 
@@ -46,6 +47,40 @@ def test_mlserver_metrics_become_rates_and_latency_quantiles(opened, mlserver, d
     assert values["process_resident_memory_bytes"] > 1e6  # a picked gauge, as the server says
     assert values["rest_server_requests_per_s"] >= values["requests_per_s"]  # a picked counter
     assert prom.state is EndpointState.UP and prom.last_error is None
+
+
+def test_debian_prometheus_own_metrics_counter_histogram_summary_and_gauge(opened, prometheus):
+    """client_golang's format from the real server: a labelled counter becomes the rate of
+    the queries sent, a histogram becomes mean and quantiles, a summary keeps the quantiles
+    it has, and the memory gauge matches what the kernel says of the process."""
+    series = ("prometheus_http_requests_total,prometheus_http_request_duration_seconds,"
+              "go_gc_duration_seconds,process_resident_memory_bytes")
+    prom = opened(f"prom+http://127.0.0.1:{prometheus.port}/metrics?window_s=600"
+                  f"&series={series}", Bus())
+    _, b1, a1 = _timed_scrape(prom)
+    sent = 25
+    for _ in range(sent):
+        prometheus.query("up")
+    values, b2, a2 = _timed_scrape(prom)
+    rss = prometheus.rss_bytes()
+
+    # Every handler's requests, summed: the queries sent plus the probe's own scrapes
+    # (client_golang counts a scrape once it has answered it, so one or two of them).
+    assert sent / (a2 - b1) <= values["prometheus_http_requests_per_s"] <= \
+        (sent + 2) / (b2 - a1)
+    mean = values["prometheus_http_request_duration_seconds_mean"]
+    p50, p95, p99 = (values[f"prometheus_http_request_duration_seconds_{q}"]
+                     for q in ("p50", "p95", "p99"))
+    assert 0 < mean < 0.1 and p50 <= p95 <= p99 <= 0.2  # seconds
+    # Queries this small finish inside Prometheus's first bucket (<= 0.1 s), in which
+    # PromQL's histogram_quantile interpolates linearly: the median reads 0.05 s exactly.
+    assert p50 == pytest.approx(0.05)
+    # Go's GC summary carries quantiles 0, 0.25, 0.5, 0.75 and 1: the median, and nothing
+    # the server did not compute.
+    assert values["go_gc_duration_seconds_p50"] >= 0
+    assert "go_gc_duration_seconds_p95" not in values
+    assert 0.7 * rss <= values["process_resident_memory_bytes"] <= 1.3 * rss
+    assert values["up"] == 1.0 and prom.state is EndpointState.UP and prom.last_error is None
 
 
 def test_model_filter_and_a_missing_series(opened, mlserver):
