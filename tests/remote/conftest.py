@@ -11,6 +11,7 @@ import pytest
 from app.core.bus import Bus
 from probes import Probe, ProbeOptions, open_probe
 from tests.remote.fault_server import FaultServer
+from tests.servers import kserve_peer as kss
 from tests.servers import mlserver as mls
 from tests.servers import prometheus as prom
 from tests.servers import torchserve as tss
@@ -65,6 +66,23 @@ def torchserve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tss.TorchSe
     except ServerUnavailable as exc:
         pytest.fail(str(exc))
     log.info("TorchServe %s ready after %.2f s", tss.VERSION, server.ready_after_s)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def kserve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kss.KServe]:
+    """KServe's ModelServer serving the demo's wine-v2 (ONNX) on the v2 REST API."""
+    try:
+        env_dir = kss.venv()
+    except ServerUnavailable as exc:
+        pytest.skip(f"KServe {kss.VERSION} cannot be installed here: {exc}")
+    server = kss.KServe(tmp_path_factory.mktemp("kserve"), env_dir)
+    try:
+        server.start()
+    except ServerUnavailable as exc:
+        pytest.fail(str(exc))
+    log.info("KServe %s ready after %.2f s", kss.VERSION, server.ready_after_s)
     yield server
     server.stop()
 
