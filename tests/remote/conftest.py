@@ -1,4 +1,5 @@
-"""Fixtures for remote-probe tests: a real MLServer (built once, cached) and our fault server."""
+"""Fixtures for remote-probe tests: real MLServer, TorchServe, KServe and Prometheus servers
+(environments built once, cached) and our fault server."""
 
 from __future__ import annotations
 
@@ -15,76 +16,59 @@ from tests.servers import kserve_peer as kss
 from tests.servers import mlserver as mls
 from tests.servers import prometheus as prom
 from tests.servers import torchserve as tss
+from tests.servers.process import ServerProcess
 from tests.servers.venvs import ServerUnavailable
 
 log = logging.getLogger(__name__)
 
 
+def _venv_or_skip(build: Callable[[], Path], what: str) -> Path:
+    try:
+        return build()
+    except ServerUnavailable as exc:
+        pytest.skip(f"{what} cannot be installed here: {exc}")
+
+
+def _served(server: ServerProcess) -> Iterator[ServerProcess]:
+    """Start ``server`` (failing the test if it will not), yield it, stop it."""
+    try:
+        server.start()
+    except ServerUnavailable as exc:
+        pytest.fail(str(exc))
+    log.info("%s ready after %.2f s", server.label, server.ready_after_s)
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def mlserver_venv() -> Path:
-    try:
-        return mls.venv()
-    except ServerUnavailable as exc:
-        pytest.skip(f"MLServer {mls.VERSION} cannot be installed here: {exc}")
+    return _venv_or_skip(mls.venv, f"MLServer {mls.VERSION}")
 
 
 @pytest.fixture(scope="session")
 def mlserver(mlserver_venv: Path,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[mls.MLServer]:
     """One MLServer for the whole session; tests must not stop it (see ``own_mlserver``)."""
-    server = mls.MLServer(tmp_path_factory.mktemp("mlserver"), mlserver_venv)
-    try:
-        server.start()
-    except ServerUnavailable as exc:
-        pytest.fail(str(exc))
-    log.info("MLServer %s ready after %.2f s", mls.VERSION, server.ready_after_s)
-    yield server
-    server.stop()
+    yield from _served(mls.MLServer(tmp_path_factory.mktemp("mlserver"), mlserver_venv))
 
 
 @pytest.fixture
 def own_mlserver(mlserver_venv: Path, tmp_path: Path) -> Iterator[mls.MLServer]:
     """An MLServer this test may kill and restart."""
-    server = mls.MLServer(tmp_path / "mlserver", mlserver_venv)
-    try:
-        server.start()
-    except ServerUnavailable as exc:
-        pytest.fail(str(exc))
-    yield server
-    server.stop()
+    yield from _served(mls.MLServer(tmp_path / "mlserver", mlserver_venv))
 
 
 @pytest.fixture(scope="session")
 def torchserve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tss.TorchServe]:
-    try:
-        env_dir = tss.venv()
-    except ServerUnavailable as exc:
-        pytest.skip(f"TorchServe {tss.VERSION} cannot be installed here: {exc}")
-    server = tss.TorchServe(tmp_path_factory.mktemp("torchserve"), env_dir)
-    try:
-        server.start()
-    except ServerUnavailable as exc:
-        pytest.fail(str(exc))
-    log.info("TorchServe %s ready after %.2f s", tss.VERSION, server.ready_after_s)
-    yield server
-    server.stop()
+    env_dir = _venv_or_skip(tss.venv, f"TorchServe {tss.VERSION}")
+    yield from _served(tss.TorchServe(tmp_path_factory.mktemp("torchserve"), env_dir))
 
 
 @pytest.fixture(scope="session")
 def kserve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kss.KServe]:
     """KServe's ModelServer serving the demo's wine-v2 (ONNX) on the v2 REST API."""
-    try:
-        env_dir = kss.venv()
-    except ServerUnavailable as exc:
-        pytest.skip(f"KServe {kss.VERSION} cannot be installed here: {exc}")
-    server = kss.KServe(tmp_path_factory.mktemp("kserve"), env_dir)
-    try:
-        server.start()
-    except ServerUnavailable as exc:
-        pytest.fail(str(exc))
-    log.info("KServe %s ready after %.2f s", kss.VERSION, server.ready_after_s)
-    yield server
-    server.stop()
+    env_dir = _venv_or_skip(kss.venv, f"KServe {kss.VERSION}")
+    yield from _served(kss.KServe(tmp_path_factory.mktemp("kserve"), env_dir))
 
 
 @pytest.fixture(scope="module")
@@ -94,14 +78,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[prom.Promet
         prom.binary()
     except ServerUnavailable as exc:
         pytest.skip(str(exc))
-    server = prom.Prometheus(tmp_path_factory.mktemp("prometheus"))
-    try:
-        server.start()
-    except ServerUnavailable as exc:
-        pytest.fail(str(exc))
-    log.info("Prometheus ready after %.2f s", server.ready_after_s)
-    yield server
-    server.stop()
+    yield from _served(prom.Prometheus(tmp_path_factory.mktemp("prometheus")))
 
 
 @pytest.fixture

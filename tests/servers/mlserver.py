@@ -8,17 +8,13 @@ Thread: the test's; the server is a child process group that ``stop``/``kill`` e
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import threading
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.servers.venvs import ROOT, ServerUnavailable, ensure_venv
+from tests.servers.process import ServerProcess, free_port
+from tests.servers.venvs import ROOT, ensure_venv
 
 VERSION = "1.7.1"
 REQUIREMENTS = (f"mlserver=={VERSION}", f"mlserver-sklearn=={VERSION}",
@@ -40,25 +36,20 @@ joblib.dump(model, sys.argv[2])
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def venv() -> Path:
     return ensure_venv(f"mlserver-{VERSION}", REQUIREMENTS)
 
 
-class MLServer:
+class MLServer(ServerProcess):
     """One MLServer process serving ``wine`` over REST, gRPC and a metrics port."""
 
+    label = "MLServer"
+    log_name = "mlserver.log"
+
     def __init__(self, workdir: Path, env_dir: Path | None = None) -> None:
+        super().__init__(workdir)
         self.venv = env_dir or venv()
-        self.workdir = workdir
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
-        self.process: subprocess.Popen | None = None
-        self.ready_after_s: float | None = None
         model_dir = workdir / MODEL
         model_dir.mkdir(parents=True, exist_ok=True)
         subprocess.run([str(self.venv / "bin" / "python"), "-c", _TRAIN, str(DATA),
@@ -84,49 +75,9 @@ class MLServer:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "mlserver.log"
-
     def start(self, timeout_s: float = 60.0) -> MLServer:
-        t0 = time.monotonic()
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [str(self.venv / "bin" / "mlserver"), "start", str(self.workdir)],
-                stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-        pause = threading.Event()
-        while time.monotonic() - t0 < timeout_s:
-            if self.process.poll() is not None:
-                raise ServerUnavailable(f"MLServer exited with {self.process.returncode}: "
-                                        f"{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/v2/models/{MODEL}/ready", timeout=1.0).is_success:
-                    self.ready_after_s = time.monotonic() - t0
-                    return self
-            except httpx.HTTPError:
-                pass
-            pause.wait(0.1)
-        self.stop()
-        raise ServerUnavailable(f"MLServer not ready within {timeout_s:g} s: {self.log_tail()}")
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def kill(self) -> None:
-        """kill -9 the server (its whole process group), as a crash would."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        self.launch([str(self.venv / "bin" / "mlserver"), "start", str(self.workdir)],
+                    lambda: httpx.get(f"{self.url}/v2/models/{MODEL}/ready",
+                                      timeout=1.0).is_success,
+                    timeout_s=timeout_s)
+        return self

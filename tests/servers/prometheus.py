@@ -9,17 +9,14 @@ data folder. Thread: the test's; the server is a child process that ``stop`` end
 from __future__ import annotations
 
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.servers.mlserver import free_port
+from tests.servers.process import ServerProcess, free_port
 from tests.servers.venvs import ServerUnavailable
 
 BINARY = "prometheus"
-READY_TIMEOUT_S = 60.0
 CONFIG = "global:\n  scrape_interval: 1h\nscrape_configs: []\n"
 
 
@@ -31,42 +28,29 @@ def binary() -> str:
     return path
 
 
-class Prometheus:
+class Prometheus(ServerProcess):
+    label = "Prometheus"
+    log_name = "prometheus.log"
+
     def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
+        super().__init__(workdir)
         self.port = free_port()
-        self.process: subprocess.Popen | None = None
-        self.ready_after_s = 0.0
 
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/metrics"
 
-    def start(self) -> None:
+    def start(self, timeout_s: float = 60.0) -> Prometheus:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "prometheus.yml"
         config.write_text(CONFIG)
-        log = (self.workdir / "prometheus.log").open("wb")
-        self.process = subprocess.Popen(
-            [binary(), f"--config.file={config}",
-             f"--storage.tsdb.path={self.workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < READY_TIMEOUT_S:
-            if self.process.poll() is not None:
-                raise ServerUnavailable(f"prometheus exited with {self.process.returncode}: "
-                                        f"{(self.workdir / 'prometheus.log').read_text()[-500:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/-/ready", timeout=1.0).is_success:
-                    self.ready_after_s = time.monotonic() - t0
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise ServerUnavailable(f"prometheus not ready after {READY_TIMEOUT_S:g} s")
+        self.launch([binary(), f"--config.file={config}",
+                     f"--storage.tsdb.path={self.workdir / 'data'}",
+                     f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+                    lambda: httpx.get(f"http://127.0.0.1:{self.port}/-/ready",
+                                      timeout=1.0).is_success,
+                    timeout_s=timeout_s)
+        return self
 
     def query(self, expr: str) -> None:
         """One request to the query API (counted in its own request metrics)."""
@@ -79,12 +63,3 @@ class Prometheus:
             if line.startswith("VmRSS:"):
                 return float(line.split()[1]) * 1024
         raise AssertionError("no VmRSS line")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import threading
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.servers.mlserver import DATA, free_port
+from tests.servers.mlserver import DATA
+from tests.servers.process import ServerProcess, free_port
 from tests.servers.venvs import ServerUnavailable, ensure_venv
 
 VERSION = "0.12.0"
@@ -97,15 +95,17 @@ def venv() -> Path:
         "pyyaml>=6", "numpy>=1.26"))
 
 
-class TorchServe:
+class TorchServe(ServerProcess):
     """One TorchServe with ``wine`` loaded; inference, management and metrics ports."""
 
+    label = "TorchServe"
+    log_name = "torchserve.log"
+    stop_grace_s = 20.0
+
     def __init__(self, workdir: Path, env_dir: Path | None = None) -> None:
+        super().__init__(workdir)
         self.venv = env_dir or venv()
-        self.workdir = workdir
         self.port, self.management_port, self.metrics_port = free_port(), free_port(), free_port()
-        self.process: subprocess.Popen | None = None
-        self.ready_after_s: float | None = None
         store = workdir / "model_store"
         store.mkdir(parents=True, exist_ok=True)
         (workdir / "tmp").mkdir(exist_ok=True)
@@ -143,50 +143,16 @@ class TorchServe:
     def metrics_uri(self) -> str:
         return f"prom+http://127.0.0.1:{self.metrics_port}/metrics"
 
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "torchserve.log"
-
     def start(self, timeout_s: float = 120.0) -> TorchServe:
-        t0 = time.monotonic()
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [str(self.venv / "bin" / "torchserve"), "--start", "--foreground", "--ncs",
-                 "--ts-config", str(self.workdir / "config.properties"),
-                 "--disable-token-auth"],
-                stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, env=self._env(),
-                start_new_session=True)
-        pause = threading.Event()
         url = f"http://127.0.0.1:{self.management_port}/models/{MODEL}"
-        while time.monotonic() - t0 < timeout_s:
-            if self.process.poll() is not None:
-                raise ServerUnavailable(f"TorchServe exited with {self.process.returncode}: "
-                                        f"{self.log_tail()}")
-            try:
-                answer = httpx.get(url, timeout=1.0)
-                workers = answer.json()[0].get("workers", []) if answer.is_success else []
-                if any(w.get("status") == "READY" for w in workers):
-                    self.ready_after_s = time.monotonic() - t0
-                    return self
-            except (httpx.HTTPError, ValueError, IndexError, KeyError):
-                pass
-            pause.wait(0.2)
-        self.stop()
-        raise ServerUnavailable(f"TorchServe not ready within {timeout_s:g} s: "
-                                f"{self.log_tail()}")
 
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        def ready() -> bool:
+            answer = httpx.get(url, timeout=1.0)
+            workers = answer.json()[0].get("workers", []) if answer.is_success else []
+            return any(w.get("status") == "READY" for w in workers)
 
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        self.launch([str(self.venv / "bin" / "torchserve"), "--start", "--foreground", "--ncs",
+                     "--ts-config", str(self.workdir / "config.properties"),
+                     "--disable-token-auth"],
+                    ready, timeout_s=timeout_s, env=self._env(), poll_s=0.2)
+        return self
