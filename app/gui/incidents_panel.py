@@ -46,7 +46,8 @@ from widgets.endpoint_panel import short_name
 log = logging.getLogger(__name__)
 
 # What tripped, and where, first: the dock is narrow and the rest is in the detail below.
-COLUMNS = ("#", "Trigger", "Endpoint", "Status", "Severity", "Window")
+# Status and severity share a column ("open · critical"): the dock is narrow.
+COLUMNS = ("#", "Trigger", "Endpoint", "State", "Window")
 SEVERITY_COLORS = {"critical": QColor("#c0392b"), "warning": QColor("#d68910")}
 STATUS_COLORS = {Status.OPEN: QColor("#c0392b"), Status.ACKNOWLEDGED: QColor("#1f5fa8"),
                  Status.RESOLVED: QColor("#5b6573")}
@@ -89,15 +90,15 @@ class IncidentTableModel(QAbstractTableModel):
         row, col = self.rows[index.row()], index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             return (str(row["id"]), RULE_TITLES.get(row["rule"], row["rule"]),
-                    short_name(row["endpoint"]), row["status"], row["severity"],
+                    short_name(row["endpoint"]), f"{row['status']} · {row['severity']}",
                     f"{_clock(row['opened_ns'])} – {_clock(row['cleared_ns'])}")[col]
         if role == Qt.ItemDataRole.ToolTipRole:
             return f"{row['endpoint']}\n{row['summary']}"
-        if role == Qt.ItemDataRole.ForegroundRole:
-            if col == 3:
-                return STATUS_COLORS.get(row["status"])
-            if col == 4:
-                return SEVERITY_COLORS.get(row["severity"])
+        if role == Qt.ItemDataRole.ForegroundRole and col == 3:
+            # An open incident in its severity's colour; once handled, in its status's.
+            if row["status"] == Status.OPEN:
+                return SEVERITY_COLORS.get(row["severity"], STATUS_COLORS[Status.OPEN])
+            return STATUS_COLORS.get(row["status"])
         return None
 
 

@@ -4,9 +4,10 @@ emits the selected one's window, acknowledges, resolves and keeps notes."""
 from __future__ import annotations
 
 import pytest
+from PySide6.QtCore import Qt
 
 from app.core.store import Store
-from app.gui.incidents_panel import IncidentsPanel
+from app.gui.incidents_panel import SEVERITY_COLORS, STATUS_COLORS, IncidentsPanel
 from tests.incidents.conftest import NS, T0, write_requests
 
 EP_A, EP_B = "onnx:a.onnx", "onnx:b.onnx"
@@ -34,7 +35,9 @@ def test_the_panel_lists_incidents_newest_first(qtbot, filled):
     assert model.rowCount() == 2
     first = [model.data(model.index(0, c)) for c in range(model.columnCount())]
     assert first[0] == str(ids[1]) and first[1] == "Latency above SLO"
-    assert first[2] == "onnx: b.onnx" and first[3:5] == ["open", "critical"]
+    assert first[2] == "onnx: b.onnx" and first[3] == "open · critical"
+    colour = model.data(model.index(0, 3), Qt.ItemDataRole.ForegroundRole)
+    assert colour == SEVERITY_COLORS["critical"]  # open: coloured by severity
     assert not panel.ack_button.isEnabled()  # nothing selected yet
 
 
@@ -71,6 +74,10 @@ def test_acknowledge_resolve_and_notes_are_stored(qtbot, filled):
     assert panel.selected_incident()["id"] == ids[0]  # the selection survives the refresh
     assert "rolled back to v2" in panel.notes.toPlainText()
     assert not panel.resolve_button.isEnabled()
+    row = next(i for i, r in enumerate(panel.model.rows) if r["id"] == ids[0])
+    state = panel.model.index(row, 3)
+    assert panel.model.data(state).startswith("resolved · ")
+    assert panel.model.data(state, Qt.ItemDataRole.ForegroundRole) == STATUS_COLORS["resolved"]
 
 
 def test_export_asks_for_the_selected_incident(qtbot, filled):
