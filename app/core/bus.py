@@ -10,8 +10,9 @@ silent.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from app.core.domain import Capture, Sample
 
@@ -57,6 +58,21 @@ class Bus:
                     self._dropped_total += 1
             self._accepted_total += accepted
         return accepted
+
+    def put_waiting(self, items: Sequence[Item], poll_s: float = 0.01) -> None:
+        """Hand over every item, in order, waiting while the bus is full. Only for producers
+        that replay what has already happened (the tap's recording process), where waiting
+        costs nothing and a refusal would lose a record; probes never wait (see above)."""
+        pending = list(items)
+        while True:
+            with self._lock:
+                room = max(0, self.capacity - len(self._items))
+                self._items.extend(pending[:room])
+                self._accepted_total += min(room, len(pending))
+            pending = pending[room:]
+            if not pending:
+                return
+            time.sleep(poll_s)
 
     def drain(self, limit: int | None = None) -> tuple[list[Item], dict[str, int]]:
         """Take up to ``limit`` queued items and the drop counts accumulated since last time."""

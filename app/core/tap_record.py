@@ -20,7 +20,6 @@ import os
 import signal
 import struct
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -93,13 +92,7 @@ def record(stream: BinaryIO, db: Path, upstream: str) -> dict[str, int]:
                 counts["not_inference"] += 1
                 continue
             capture, samples = decoded
-            items = [*samples, capture]
-            while items:  # a full bus waits for the recorder: slower, nothing dropped
-                room = bus.capacity - len(bus)  # only this thread puts: room only grows
-                if room > 0:
-                    items = items[bus.put_many(items[:room]):]
-                if items:
-                    time.sleep(0.01)
+            bus.put_waiting([*samples, capture])  # a full bus: slower, nothing dropped
             counts["recorded"] += 1
     finally:
         recorder.stop()

@@ -28,6 +28,26 @@ def test_a_full_bus_refuses_and_counts_per_endpoint():
     assert bus.drain() == ([], {})  # counts are handed over once
 
 
+def test_a_producer_that_may_wait_hands_over_everything_in_order():
+    """put_waiting (the tap's recording process) waits for room instead of refusing."""
+    bus = Bus(capacity=3)
+    items = _samples("a", 10)
+    got: list[Sample] = []
+    done = threading.Event()
+
+    def drainer() -> None:
+        while not done.is_set() or len(bus):
+            got.extend(bus.drain()[0])
+
+    t = threading.Thread(target=drainer)
+    t.start()
+    bus.put_waiting(items, poll_s=0.001)
+    done.set()
+    t.join(5)
+    assert [s.value for s in got] == [float(i) for i in range(10)]
+    assert bus.dropped_total == 0 and bus.accepted_total == 10
+
+
 def test_the_recorder_commits_everything_before_it_tells_listeners(workspace):
     bus = Bus()
     recorder = Recorder(bus, lambda: Store(workspace), flush_interval_s=0.01)
