@@ -45,8 +45,8 @@ from widgets.endpoint_panel import short_name
 
 log = logging.getLogger(__name__)
 
-# What tripped, and where, first: the dock is narrow and the rest is in the detail below.
-# Status and severity share a column ("open · critical"): the dock is narrow.
+# What tripped, and where, first, with status and severity in one column ("open ·
+# critical"): the dock is narrow, and the rest is in the detail below.
 COLUMNS = ("#", "Trigger", "Endpoint", "State", "Window")
 SEVERITY_COLORS = {"critical": QColor("#c0392b"), "warning": QColor("#d68910")}
 STATUS_COLORS = {Status.OPEN: QColor("#c0392b"), Status.ACKNOWLEDGED: QColor("#1f5fa8"),

@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.drift_monitor import DriftMonitor
-from app.core.incidents import IncidentError, IncidentMonitor, find_incident
+from app.core.incidents import IncidentError, IncidentMonitor, Status, find_incident
 from app.core.store import Store, StoreError
 from app.core.versions import register, registered
 from app.gui.drift_panel import DriftPanel
@@ -59,7 +59,7 @@ def incident_spans(rows: Sequence[dict], now_s: float) -> dict[str, list[Inciden
     resolved it first)."""
     out: dict[str, list[IncidentSpan]] = {}
     for row in rows:
-        cleared, resolved = row.get("cleared_ns"), row.get("status") == "resolved"
+        cleared, resolved = row.get("cleared_ns"), row.get("status") == Status.RESOLVED
         open_ = cleared is None and not resolved
         end_s = (cleared / NS if cleared is not None
                  else (row.get("updated_ns") or row["opened_ns"]) / NS if resolved else now_s)
