@@ -9,7 +9,7 @@ costs nothing per frame.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyqtgraph as pg
 from PySide6.QtGui import QColor
@@ -51,7 +51,7 @@ class IncidentMarks:
         return list(self._spans)
 
     def set_spans(self, spans: Sequence[IncidentSpan]) -> None:
-        self._spans = list(spans)
+        before, self._spans = self._spans, list(spans)
         while len(self._regions) < len(self._spans):
             self._regions.append(self._make())
         for i, (region, label) in enumerate(self._regions):
@@ -60,6 +60,9 @@ class IncidentMarks:
                 continue
             span = self._spans[i]
             region.setRegion((span.start_s, max(span.end_s, span.start_s)))
+            if (i < len(before) and before[i] == replace(span, end_s=before[i].end_s)
+                    and region.isVisible() and label.isVisible() == self.labelled):
+                continue  # only an open incident's end moved: its label and colours stand
             label.setFormat(span.label)
             label.setVisible(self.labelled)
             # Incidents that open close together would print their labels on one another.
