@@ -16,14 +16,12 @@ from app.gui.main_window import MainWindow
 
 
 def run_window(db_path: Path | None, *, screenshot: Path | None = None,
-               screenshot_after_s: float = 15.0, theme: str | None = None) -> int:
+               screenshot_after_s: float = 15.0) -> int:
     """Open the window on a workspace, or on the demo when ``db_path`` is None."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setOrganizationName("ProbeScope")
     app.setApplicationName("ProbeScope")
     window = MainWindow(db_path or fresh_demo_path(), title="demo" if db_path is None else "")
-    if theme:
-        window.set_theme(theme)
     window.show()
     if db_path is None:
         QTimer.singleShot(0, lambda: start_demo(window))
