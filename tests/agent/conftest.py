@@ -11,7 +11,11 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+
+from app.core.domain import Capture
+from app.core.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,3 +92,25 @@ def procs() -> Iterator[list[Proc]]:
     yield started
     for p in started:
         p.kill()
+
+
+def through_the_tap(upstream: str, db: Path, calls: list[tuple[str, bytes, dict[str, str]]]
+                    ) -> tuple[list[tuple[httpx.Response, httpx.Response]], list[Capture]]:
+    """Each call (path, body, headers) POSTed to ``upstream`` directly and through a
+    ``probescope tap`` process recording into ``db``, which is then stopped: the
+    (direct, tapped) answers and the captures it recorded. The tap must exit cleanly."""
+    tap = Proc(["tap", "--listen", "127.0.0.1:0", "--upstream", upstream, "--db", str(db)])
+    pairs = []
+    try:
+        with httpx.Client(base_url=upstream) as direct, httpx.Client(base_url=tap.url) as tapped:
+            for path, body, headers in calls:
+                pairs.append((direct.post(path, content=body, headers=headers),
+                              tapped.post(path, content=body, headers=headers)))
+    finally:
+        tap.stop()
+    assert tap.popen.returncode == 0
+    store = Store(db, readonly=True)
+    try:
+        return pairs, [c.capture for c in store.captures()]
+    finally:
+        store.close()

@@ -61,36 +61,20 @@ def test_the_tap_in_front_of_torchserve_records_what_the_probe_would(torchserve,
     confidence read from TorchServe's {class: probability} answer."""
     import json
 
-    import httpx
-
-    from app.core.store import Store
-    from tests.agent.conftest import Proc
+    from tests.agent.conftest import through_the_tap
 
     rows = pd.read_csv(demo_dir / "validation.csv").dropna().iloc[:15]
     features = rows.drop(columns=["id", "label"]).to_numpy(np.float64)
-    db = tmp_path / "tapped.db"
     direct_url = torchserve.uri.replace("torchserve+http://", "http://").rsplit("/", 1)[0]
-    tap = Proc(["tap", "--listen", "127.0.0.1:0", "--upstream", direct_url, "--db", str(db)])
+    pairs, recorded = through_the_tap(direct_url, tmp_path / "tapped.db", [
+        ("/predictions/wine", json.dumps({"data": row.tolist()}).encode(), {"X-Request-Id": rid})
+        for rid, row in zip(rows["id"], features, strict=True)])
     answers = []
-    try:
-        with httpx.Client(base_url=direct_url) as direct, \
-                httpx.Client(base_url=tap.url) as tapped:
-            for rid, row in zip(rows["id"], features, strict=True):
-                body = json.dumps({"data": row.tolist()}).encode()
-                want = direct.post("/predictions/wine", content=body)
-                got = tapped.post("/predictions/wine", content=body,
-                                  headers={"X-Request-Id": rid})
-                assert got.status_code == want.status_code == 200
-                assert got.content == want.content
-                answers.append(got.json())
-    finally:
-        tap.stop()
-    assert tap.popen.returncode == 0
-    store = Store(db, readonly=True)
-    try:
-        caps = {c.capture.request_id: c.capture for c in store.captures()}
-    finally:
-        store.close()
+    for want, got in pairs:
+        assert got.status_code == want.status_code == 200
+        assert got.content == want.content
+        answers.append(got.json())
+    caps = {c.request_id: c for c in recorded}
     assert set(caps) == set(rows["id"])
     assert {c.endpoint for c in caps.values()} == {torchserve.uri}
     for rid, answer in zip(rows["id"], answers, strict=True):

@@ -165,32 +165,19 @@ def test_the_tap_in_front_of_mlserver_passes_its_answers_and_records_each_call(
     """``probescope tap`` between a client and a real MLServer: the client reads what MLServer
     answers directly, byte for byte in the body, and each call becomes a capture of the same
     endpoint a v2 probe would use, with MLServer's model version and the client's id."""
-    from tests.agent.conftest import Proc
+    from tests.agent.conftest import through_the_tap
 
     rows = pd.read_csv(demo_dir / "production.csv").dropna().iloc[:25]
     features = rows.drop(columns=["id", "label"]).to_numpy(np.float64)
-    db = tmp_path / "tapped.db"
-    tap = Proc(["tap", "--listen", "127.0.0.1:0", "--upstream", mlserver.url, "--db", str(db)])
-    try:
-        path = f"/v2/models/{MODEL}/infer"
-        with httpx.Client(base_url=mlserver.url) as direct, \
-                httpx.Client(base_url=tap.url) as tapped:
-            for rid, row in zip(rows["id"], features, strict=True):
-                body = json.dumps({"id": rid, "inputs": [
-                    {"name": "input-0", "datatype": "FP64", "shape": [1, 13],
-                     "data": row.tolist()}]}).encode()
-                want, got = direct.post(path, content=body), tapped.post(path, content=body)
-                assert got.status_code == want.status_code == 200
-                assert got.content == want.content
-                assert got.headers["content-type"] == want.headers["content-type"]
-    finally:
-        tap.stop()
-    assert tap.popen.returncode == 0
-    store = Store(db, readonly=True)
-    try:
-        caps = [c.capture for c in store.captures()]
-    finally:
-        store.close()
+    path = f"/v2/models/{MODEL}/infer"
+    pairs, caps = through_the_tap(mlserver.url, tmp_path / "tapped.db", [
+        (path, json.dumps({"id": rid, "inputs": [
+            {"name": "input-0", "datatype": "FP64", "shape": [1, 13], "data": row.tolist()}]
+        }).encode(), {}) for rid, row in zip(rows["id"], features, strict=True)])
+    for want, got in pairs:
+        assert got.status_code == want.status_code == 200
+        assert got.content == want.content
+        assert got.headers["content-type"] == want.headers["content-type"]
     assert len(caps) == len(rows)
     assert {c.endpoint for c in caps} == {mlserver.v2_uri}
     assert sorted(c.request_id for c in caps) == sorted(rows["id"])
