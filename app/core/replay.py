@@ -209,8 +209,10 @@ class ReplayResult:
 def judge(prepared: CaseSet, run: VersionRun, criteria: Criteria) -> np.ndarray:
     """Whether each case fails on this version (see the module docstring), as one bool array."""
     failing = run.prediction != prepared.labels
-    failing &= prepared.has_label
-    failing |= ~run.finite
+    if not prepared.every_labelled:
+        failing &= prepared.has_label
+    if not run.finite.all():  # one pass; nearly every run is finite throughout
+        failing |= ~run.finite
     if run.errors:
         failing[np.fromiter(run.errors, dtype=np.int64, count=len(run.errors))] = True
     # The confidence and latency terms apply to a few kinds of case: only those rows are read.

@@ -68,6 +68,10 @@ class CaseSet:
         return self.low_confidence | (self.control & ~self.has_label)
 
     @functools.cached_property
+    def every_labelled(self) -> bool:
+        return bool(self.has_label.all())
+
+    @functools.cached_property
     def confidence_rows(self) -> np.ndarray:
         return np.flatnonzero(self.judged_on_confidence)
 
