@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import keyword
 import logging
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from app.commands import COMMAND_MODULES
+from app.commands import COMMANDS, module_name
 
 EXIT_USER_ERROR = 2
 
@@ -30,7 +29,8 @@ def probescope_version() -> str:
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser; given the arguments about to be parsed, it imports only the command named
     there, so one command's imports (Qt, for the window and reports) never load under another
-    (the headless agent and tap). With no command named, every command is registered."""
+    (the headless agent and tap). With no command named, each command is listed by its help
+    line alone: ``--help`` and ``--version`` import none of them."""
     parser = argparse.ArgumentParser(
         prog="probescope",
         description="Watch ML inference endpoints: latency, memory, drift, failures. "
@@ -43,25 +43,23 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                         help="open this workspace in the window (no COMMAND)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = _command_named(argv) if argv is not None else None
-    for name in COMMAND_MODULES if wanted not in COMMAND_MODULES else (wanted,):
-        importlib.import_module(f"app.commands.{name}").add_parser(sub)
+    for command, help_line in COMMANDS.items():
+        if command == wanted or argv is None:
+            importlib.import_module(f"app.commands.{module_name(command)}").add_parser(sub)
+        else:
+            sub.add_parser(command, help=help_line)
     return parser
 
 
 def _command_named(argv: Sequence[str]) -> str | None:
-    """The module of the first argument that is not a global option, if any."""
+    """The first argument that is not a global option, if any."""
     items = iter(argv)
     for item in items:
         if item == "--db":
             next(items, None)  # the global --db takes a value
         elif not item.startswith("-"):
-            return _module_name(item)
+            return item
     return None
-
-
-def _module_name(command: str) -> str:
-    # A subcommand spelled like a Python keyword (import) lives in a module with a trailing _.
-    return f"{command}_" if keyword.iskeyword(command) else command
 
 
 def _run_window(args: argparse.Namespace) -> int:
@@ -88,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command is None:
             return _run_window(args)
-        return importlib.import_module(f"app.commands.{_module_name(args.command)}").run(args)
+        return importlib.import_module(f"app.commands.{module_name(args.command)}").run(args)
     except _user_errors() as exc:
         if args.debug:
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import main
+from app.cli import build_parser, main
+from app.commands import COMMANDS
 from app.core.domain import Metric
 from app.core.store import Store
 from tests.helpers import wait_until
@@ -90,6 +92,35 @@ def test_version_is_printed():
     result = subprocess.run([sys.executable, "main.py", "--version"], cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.startswith("probescope ")
+
+
+def test_help_lists_every_command_without_importing_any():
+    """``probescope --help`` answers from the help lines alone: importing the commands took
+    two seconds (pandas, scipy, Evidently, onnxruntime)."""
+    code = ("import sys, contextlib, io\n"
+            "from app.cli import main\n"
+            "out = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+            "    main(['--help'])\n"
+            "print(out.getvalue())\n"
+            "print('LOADED', sorted(m for m in sys.modules if m.startswith('app.commands.')\n"
+            "                       or m in ('pandas', 'onnxruntime', 'evidently')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60, check=True)
+    help_text, loaded = done.stdout.rsplit("LOADED", 1)
+    assert loaded.strip() == "[]"
+    for command, line in COMMANDS.items():
+        assert command in help_text and line.split()[0] in help_text
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_each_command_parses_with_its_listed_help(command):
+    """The command's own parser, loaded when the command is named, has the help line that
+    ``--help`` lists, and parses its own ``--help``."""
+    parser = build_parser([command])
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert {c.dest: c.help for c in sub._choices_actions}[command] == COMMANDS[command]
+    assert sub.choices[command].format_help().startswith(f"usage: probescope {command}")
 
 
 def test_kill_9_loses_no_committed_batch(demo_model, workspace):

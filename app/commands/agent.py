@@ -10,12 +10,13 @@ import sys
 import threading
 from pathlib import Path
 
+from app.commands import COMMANDS
 from app.core.agent import Agent, AgentConfig, AgentError, parse_listen
 from app.core.agent_auth import TOKEN_ENV, TokenError, read_token
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("agent", help="run the edge agent beside a model (headless, no Qt)")
+    p = sub.add_parser("agent", help=COMMANDS["agent"])
     p.add_argument("--listen", default="127.0.0.1:7070",
                    help="HOST:PORT to serve on (default 127.0.0.1:7070; port 0 picks one)")
     p.add_argument("--token-file", type=Path,

@@ -7,11 +7,12 @@ import json
 import sys
 from pathlib import Path
 
+from app.commands import COMMANDS
 from app.core.contract import LATENCY_RUNS, PASS, ContractError, ContractReport, check_contract
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("contract", help="check models against their handover contracts")
+    p = sub.add_parser("contract", help=COMMANDS["contract"])
     actions = p.add_subparsers(dest="contract_action", metavar="ACTION", required=True)
     check = actions.add_parser(
         "check", help="measure each clause of MODEL's contract on each target",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from app.commands import COMMANDS
 from app.commands._recording import add_run_options, record
 from app.core.demo import demo_endpoints
 from app.core.incidents import IncidentMonitor
@@ -12,7 +13,7 @@ from app.core.monitor import Monitor
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the built-in demo scenario headless")
+    p = sub.add_parser("demo", help=COMMANDS["demo"])
     add_run_options(p, default_seconds=20)
 
 

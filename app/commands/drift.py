@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from app.commands import COMMANDS
 from app.core.drift import DriftError, DriftResult, drift
 from app.core.drift_report import evidently_report
 from app.core.drift_window import (
@@ -41,7 +42,7 @@ _UNITS_S = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("drift", help="per-column data drift against a reference",
+    p = sub.add_parser("drift", help=COMMANDS["drift"],
                        description="Per-column drift (method, score, threshold, verdict) and the "
                                    "share of drifted columns, with Evidently's methods and "
                                    "thresholds.")

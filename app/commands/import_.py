@@ -11,12 +11,12 @@ import json
 import sys
 from pathlib import Path
 
+from app.commands import COMMANDS
 from app.core.importer import ColumnMap, LogImportError, import_log
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("import", help="load a production log (CSV, Parquet, JSON lines) "
-                                      "as captures")
+    p = sub.add_parser("import", help=COMMANDS["import"])
     p.add_argument("file", type=Path, help="the log: .csv, .parquet or .jsonl")
     p.add_argument("--db", required=True, type=Path, help="workspace SQLite file")
     p.add_argument("--endpoint", required=True,

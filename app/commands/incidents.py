@@ -17,13 +17,14 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from app.commands import COMMANDS
 from app.core.incident_rules import RULE_TITLES, IncidentError, RuleConfig
 from app.core.incidents import Status, evaluate_range, find_incident
 from app.core.store import Store
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("incidents", help="list, judge, acknowledge and resolve incidents")
+    p = sub.add_parser("incidents", help=COMMANDS["incidents"])
     p.add_argument("--db", required=True, type=Path, help="workspace SQLite file")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     ls = actions.add_parser("list", help="list incidents, newest first (the default)")

@@ -9,11 +9,12 @@ import json
 import sys
 from pathlib import Path
 
+from app.commands import COMMANDS
 from app.core.importer import LogImportError, apply_labels
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("label", help="join late ground-truth labels to captures by request id")
+    p = sub.add_parser("label", help=COMMANDS["label"])
     p.add_argument("file", type=Path, help="labels: .csv, .parquet or .jsonl")
     p.add_argument("--db", required=True, type=Path, help="workspace SQLite file")
     p.add_argument("--id-column", help="request id column (default: request_id or id)")

@@ -10,6 +10,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from app.commands import COMMANDS
 from app.core.domain import CaptureStatus
 from app.core.replay import (
     DEFAULT_MIN_CONFIDENCE,
@@ -27,7 +28,7 @@ from app.core.versions import find, registered
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("replay", help="replay captured failures against model versions")
+    p = sub.add_parser("replay", help=COMMANDS["replay"])
     p.add_argument("--db", required=True, type=Path, help="workspace SQLite file")
     p.add_argument("--versions", nargs="+", metavar="VERSION",
                    help="ONNX files, v2+http:// endpoints or registered version names, in "

@@ -6,12 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from app.commands import COMMANDS
 from app.core.incident_rules import IncidentError
 from app.report import PAGE_SIZES, ReportError, write_report
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="write an incident's PDF report",
+    p = sub.add_parser("report", help=COMMANDS["report"],
                        description="Write one incident's report as PDF: what tripped and when, "
                                    "plots of its window, failures, notes, reproducibility.")
     p.add_argument("--db", required=True, type=Path, help="workspace SQLite file")

@@ -10,13 +10,13 @@ import sys
 import threading
 from pathlib import Path
 
+from app.commands import COMMANDS
 from app.core.agent import AgentError, parse_listen
 from app.core.tap import DEFAULT_MAX_RECORD_BYTES, Tap, TapError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tap", help="recording reverse proxy: forward to a model server and "
-                                   "record each request as a capture")
+    p = sub.add_parser("tap", help=COMMANDS["tap"])
     p.add_argument("--listen", default="127.0.0.1:9000",
                    help="HOST:PORT clients connect to (default 127.0.0.1:9000; port 0 picks one)")
     p.add_argument("--upstream", required=True, help="the model server, e.g. http://host:8000")

@@ -7,12 +7,13 @@ import json
 import sys
 from pathlib import Path
 
+from app.commands import COMMANDS
 from app.core.store import Store
 from app.core.versions import ModelVersion, VersionError, register, registered
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("versions", help="register model versions and list them")
+    p = sub.add_parser("versions", help=COMMANDS["versions"])
     actions = p.add_subparsers(dest="versions_action", metavar="ACTION", required=True)
     add = actions.add_parser("add", help="register an ONNX file or a remote endpoint")
     add.add_argument("--db", required=True, type=Path, help="workspace SQLite file")

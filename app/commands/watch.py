@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from app.commands import COMMANDS
 from app.commands._recording import add_run_options, record
 from probes import ProbeOptions
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("watch", help="attach probes headless, record, print a summary")
+    p = sub.add_parser("watch", help=COMMANDS["watch"])
     p.add_argument("uris", nargs="+", metavar="URI",
                    help="endpoints, e.g. onnx:model.onnx?provider=cpu or system:")
     add_run_options(p, default_seconds=10)
