@@ -28,8 +28,7 @@ import httpx
 from app.core.agent_auth import TOKEN_ENV, TokenError, read_token
 from app.core.agent_buffer import capture_from_json
 from app.core.bus import Bus
-from app.core.domain import Capture, EndpointUri, Metric, Sample
-from app.core.store import Store, StoreError
+from app.core.domain import Capture, EndpointUri, Metric, Sample, StoreError
 from probes.base import EndpointState, Probe, ProbeError, ProbeOptions, register
 
 log = logging.getLogger(__name__)
@@ -42,6 +41,10 @@ def committed_cursor(workspace: Path | None, endpoint: str) -> int:
     """The last agent sequence the workspace committed for this endpoint (0 if none)."""
     if workspace is None:
         return 0
+    # Imported here: this module loads with every probe, the edge agent's included, and the
+    # store brings sqlite-utils and pandas.
+    from app.core.store import Store
+
     try:
         store = Store(workspace, readonly=True)
     except StoreError:

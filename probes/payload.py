@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from probes.base import ProbeError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ID_COLUMNS = ("request_id", "id")
 LABEL_COLUMN = "label"
@@ -44,6 +47,10 @@ def load_payload(path: str | Path) -> Payload:
             if array.ndim == 0 or len(array) == 0:
                 raise ProbeError(f"payload {path} holds no rows")
             return Payload(array, ())
+        # Imported here: every probe module loads this one, and an edge agent serving a
+        # model without a table payload should not carry pandas (0.3 s, 60 MB).
+        import pandas as pd
+
         if suffix == ".csv":
             frame = pd.read_csv(path)
         elif suffix in (".parquet", ".pq"):
@@ -61,6 +68,8 @@ def load_payload(path: str | Path) -> Payload:
 
 
 def payload_from_frame(frame: pd.DataFrame, source: str = "payload") -> Payload:
+    import pandas as pd
+
     if frame.empty:
         raise ProbeError(f"{source} holds no rows")
     feature_cols = [c for c in frame.columns if str(c).lower() not in RESERVED]

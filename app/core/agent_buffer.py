@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.core import codec
-from app.core.domain import Capture, CaptureStatus, Sample
-from app.core.store import StoreError
+from app.core.domain import Capture, CaptureStatus, Sample, StoreError
 
 log = logging.getLogger(__name__)
 

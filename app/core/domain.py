@@ -16,6 +16,12 @@ class UriError(ValueError):
     """An endpoint URI that cannot be understood; the message says what a valid one looks like."""
 
 
+class StoreError(Exception):
+    """The workspace file cannot be opened, read or written; the message says why. Defined
+    here, not in ``store``, so the edge agent's buffer can raise it without importing
+    sqlite-utils (which imports pandas: 0.3 s and 60 MB on an edge box)."""
+
+
 @dataclass(frozen=True, slots=True)
 class EndpointUri:
     """One string that names any endpoint: ``scheme:target?key=value``.

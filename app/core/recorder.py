@@ -16,10 +16,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from app.core.bus import Bus
-from app.core.domain import Batch, Capture, Metric, Sample
-from app.core.store import Store, StoreError
+from app.core.domain import Batch, Capture, Metric, Sample, StoreError
+
+if TYPE_CHECKING:  # the edge agent records into its own buffer, without sqlite-utils
+    from app.core.store import Store
 
 log = logging.getLogger(__name__)
 

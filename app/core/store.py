@@ -20,13 +20,9 @@ import numpy as np
 import sqlite_utils
 
 from app.core import codec
-from app.core.domain import Capture, CaptureStatus, Sample
+from app.core.domain import Capture, CaptureStatus, Sample, StoreError
 
 log = logging.getLogger(__name__)
-
-class StoreError(Exception):
-    """The workspace file cannot be opened, read or written; the message says why."""
-
 
 def _migrate_core(db: sqlite_utils.Database) -> None:
     db["endpoints"].create(

@@ -20,8 +20,15 @@ from app.core.store import Store
 ROOT = Path(__file__).resolve().parents[2]
 
 # Runs the real CLI with PySide6 made unimportable: any Qt import on the path kills the process.
+NO_QT = ("PySide6", "pyqtgraph")
 NO_QT_MAIN = ("import sys; sys.modules['PySide6'] = None; sys.modules['pyqtgraph'] = None; "
               "from app.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def main_without(modules: tuple[str, ...]) -> str:
+    """``python -c`` code running the CLI with these modules made unimportable."""
+    return (f"import sys; sys.modules.update(dict.fromkeys({list(modules)!r})); "
+            "from app.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
 def env_with(**extra: str) -> dict[str, str]:
@@ -35,9 +42,10 @@ class Proc:
     """A CLI subprocess whose first stdout line says where it listens."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None,
-                 no_qt: bool = True) -> None:
-        cmd = [sys.executable, "-c", NO_QT_MAIN, *args] if no_qt else [
-            sys.executable, "-m", "app.cli", *args]
+                 no_qt: bool = True, unimportable: tuple[str, ...] = ()) -> None:
+        blocked = (*NO_QT, *unimportable) if no_qt else unimportable
+        cmd = ([sys.executable, "-c", main_without(blocked), *args] if blocked
+               else [sys.executable, "-m", "app.cli", *args])
         self.popen = subprocess.Popen(cmd, cwd=ROOT, env=env or env_with(),
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.first_line = ""

@@ -288,6 +288,28 @@ def test_agent_probes_a_local_server_given_as_an_upstream_uri(tmp_path, token_fi
     assert wait_until(lambda: latencies() >= 20, 30)
 
 
+def test_an_edge_agent_runs_without_pandas_or_sqlite_utils(tmp_path, token_file, token, procs):
+    """An agent with an .npy payload (or none) needs neither: together they cost 0.6 s of
+    start-up and 70 MB of memory on the edge box."""
+    rows = tmp_path / "rows.npy"
+    np.save(rows, np.asarray([[13.0, 2.0, 2.4, 19.0, 100.0, 2.5, 2.5, 0.3, 1.6, 5.0, 1.0, 3.0,
+                               1000.0]] * 8, dtype=np.float32))
+    agent = Proc(["agent", "--listen", "127.0.0.1:0", "--token-file", str(token_file),
+                  "--model", str(MODEL), "--payload", str(rows), "--rate", "100",
+                  "--buffer", str(tmp_path / "agent.sqlite")],
+                 unimportable=("pandas", "sqlite_utils"))
+    procs.append(agent)
+    auth = {"Authorization": f"Bearer {token}"}
+
+    def latencies() -> int:
+        page = httpx.get(f"{agent.url}/v1/items", params={"after": 0, "limit": 20000},
+                         headers=auth, timeout=5).json()
+        return sum(1 for s in page["samples"] if s[2] == Metric.LATENCY_MS)
+
+    assert wait_until(lambda: latencies() >= 20, 30)
+    assert agent.popen.poll() is None
+
+
 def test_a_replaced_agent_buffer_is_pulled_from_its_start(tmp_path, token_file, token, procs,
                                                           monkeypatch):
     monkeypatch.setenv("PROBESCOPE_AGENT_TOKEN", token)
