@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 VERSION_COLORS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1")
+MAX_CLASS_TICKS = 20  # more classes than this: the axis picks its own ticks
 VERDICT_COLORS = {"fixed": "#2e7d32", "still_failing": "#c62828", "newly_broken": "#ef6c00",
                   "ok": "#546e7a"}
 
@@ -167,6 +168,11 @@ class CaseViewWidget(QWidget):
         if not shown:
             return
         width = 0.8 / len(shown)
+        classes = max(a.scores.size for a in shown)
+        # One tick per class while they fit; the axis's own (fractional) ticks mean nothing
+        # under bars grouped per class.
+        self.bars.getAxis("bottom").setTicks(
+            [[(c, str(c)) for c in range(classes)]] if classes <= MAX_CLASS_TICKS else None)
         for k, a in enumerate(shown):
             scores = np.nan_to_num(a.scores.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
             x = np.arange(len(scores)) - 0.4 + width * (k + 0.5)

@@ -125,6 +125,22 @@ def test_image_shaped_inputs_show_as_an_image(qtbot):
     assert not view.showing_image() and view.inputs.item(3, 0).text() == "f3"
 
 
+def test_output_bars_have_one_tick_per_class(qtbot):
+    view = CaseViewWidget()
+    qtbot.addWidget(view)
+    view.resize(600, 400)
+    answers = [VersionAnswer(f"v{k}", np.array([0.2, 0.7, 0.1]), "1", 0.7, 0.1, "fixed")
+               for k in range(2)]
+    view.show_case("row", np.zeros((1, 4)), [], answers)
+    axis = view.bars.getAxis("bottom")
+    # The fixed ticks (what setTicks set; pyqtgraph has no getter): whole classes only, where
+    # the axis's own would put 0.5 and 1.5 between the bar groups.
+    assert axis._tickLevels == [[(0, "0"), (1, "1"), (2, "2")]]
+    wide = VersionAnswer("v", np.full(100, 0.01), "3", 0.01, 0.1, "fixed")
+    view.show_case("row", np.zeros((1, 4)), [], [wide])
+    assert axis._tickLevels is None  # 100 classes: the axis's own ticks
+
+
 def test_versions_table_and_contract_cells_on_cpu(qtbot, workspace, versions):
     p = VersionsPanel(workspace, seed_versions=[str(v) for v in versions], runs=30)
     qtbot.addWidget(p)
