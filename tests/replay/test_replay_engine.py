@@ -122,6 +122,20 @@ def test_an_error_is_a_failure_and_a_bad_row_does_not_sink_its_batch(cases, vers
     assert result.failing[0][10]
     assert result.summaries()[0].errors == 1
     assert all(run.output(i) for i in range(len(mixed)) if i != 10)
+    others = np.delete(run.latency_ms, 10)
+    assert np.isnan(run.latency_ms[10]) and np.isfinite(others).all() and (others > 0).all()
+
+
+@pytest.mark.parametrize("batch_size", [7, 64])
+def test_each_row_carries_its_batch_time_shared_among_its_rows(cases, versions, batch_size):
+    assert len(cases) % batch_size  # a short last batch too
+    result = replay(cases, targets(versions[:1]), batch_size=batch_size)
+    latency = result.runs[0].latency_ms
+    assert np.isfinite(latency).all() and (latency > 0).all()
+    batches = [latency[s:s + batch_size] for s in range(0, len(cases), batch_size)]
+    assert all(len(set(b.tolist())) == 1 for b in batches)
+    # Each batch its own time: far more distinct figures than one per version.
+    assert len(set(latency.tolist())) > len(batches) // 2
 
 
 def test_progress_reaches_one_and_cancel_stops_between_batches(cases, versions):
