@@ -29,7 +29,15 @@ from app.core.agent_auth import TOKEN_ENV, TokenError, read_token
 from app.core.agent_buffer import capture_from_json
 from app.core.bus import Bus
 from app.core.domain import Capture, EndpointUri, Metric, Sample, StoreError
-from probes.base import EndpointState, Probe, ProbeError, ProbeOptions, register
+from probes.base import (
+    EndpointState,
+    Probe,
+    ProbeError,
+    ProbeOptions,
+    float_param,
+    int_param,
+    register,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +81,9 @@ class AgentProbe(Probe):
                                      file_hint="?token_file=PATH in the URI")
         except TokenError as exc:
             raise ProbeError(f"{self.endpoint}: {exc}") from None
-        try:
-            self.interval_s = float(uri.param("interval", "0.5") or 0.5)
-            self.page = int(uri.param("page", "5000") or 5000)
-            self.timeout_s = float(uri.param("timeout_s", "5") or 5)
-        except ValueError as exc:
-            raise ProbeError(f"bad parameter in {uri}: {exc}") from None
+        self.interval_s = float_param(uri, "interval", 0.5, positive=True)
+        self.page = int_param(uri, "page", 5000) or 5000
+        self.timeout_s = float_param(uri, "timeout_s", 5.0, positive=True)
         ca = uri.param("ca")
         try:
             self.verify: ssl.SSLContext | bool = (ssl.create_default_context(cafile=ca)

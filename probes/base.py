@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -51,8 +52,8 @@ class ProbeOptions:
 
 
 def float_param(uri: EndpointUri, key: str, default: float, *, positive: bool = False,
-                non_negative: bool = False) -> float:
-    """A number from the URI's query, or ``default``; a ProbeError naming the bad value."""
+                non_negative: bool = False, at_most: float | None = None) -> float:
+    """A finite number from the URI's query, or ``default``; a ProbeError naming the bad value."""
     raw = uri.param(key)
     if raw is None:
         return default
@@ -60,14 +61,40 @@ def float_param(uri: EndpointUri, key: str, default: float, *, positive: bool = 
         value = float(raw)
     except ValueError:
         raise ProbeError(f"'{key}={raw}' in {uri} is not a number") from None
-    if (positive and value <= 0) or (non_negative and value < 0):
+    if not math.isfinite(value):
+        raise ProbeError(f"'{key}={raw}' in {uri} must be a finite number")
+    if positive and value <= 0:
         raise ProbeError(f"'{key}={raw}' in {uri} must be positive")
+    if non_negative and value < 0:
+        raise ProbeError(f"'{key}={raw}' in {uri} must be 0 or more")
+    if at_most is not None and value > at_most:
+        raise ProbeError(f"'{key}={raw}' in {uri} must be at most {at_most:g}")
     return value
 
 
-def opt_float_param(uri: EndpointUri, key: str, default: float | None) -> float | None:
+def opt_float_param(uri: EndpointUri, key: str, default: float | None, *,
+                    positive: bool = False, non_negative: bool = False,
+                    at_most: float | None = None) -> float | None:
     """Like ``float_param`` for settings that may be absent (an SLO, a threshold)."""
-    return default if uri.param(key) is None else float_param(uri, key, 0.0)
+    if uri.param(key) is None:
+        return default
+    return float_param(uri, key, 0.0, positive=positive, non_negative=non_negative,
+                       at_most=at_most)
+
+
+def int_param(uri: EndpointUri, key: str, default: int | None, *, minimum: int = 1
+              ) -> int | None:
+    """A whole number of at least ``minimum`` from the URI's query, or ``default``."""
+    raw = uri.param(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ProbeError(f"'{key}={raw}' in {uri} is not a whole number") from None
+    if value < minimum:
+        raise ProbeError(f"'{key}={raw}' in {uri} must be at least {minimum}")
+    return value
 
 
 def first_line(exc: BaseException) -> str:

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from app.core.domain import EndpointUri
-from probes.base import ProbeError, float_param
+from probes.base import ProbeError, float_param, int_param
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class HttpSettings:
             connect_timeout_s=float_param(uri, "connect_timeout_s", DEFAULT_CONNECT_TIMEOUT_S,
                                           positive=True),
             max_bytes=int(float_param(uri, "max_mb", DEFAULT_MAX_MB, positive=True) * 2**20),
-            retries=int(float_param(uri, "retries", DEFAULT_RETRIES, non_negative=True)),
+            retries=int_param(uri, "retries", DEFAULT_RETRIES, minimum=0) or 0,
             token_env=token_env,
         )
 

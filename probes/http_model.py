@@ -103,10 +103,12 @@ class RemoteModelProbe(Probe):
         self.model_version: str | None = uri.param("version")
         self.parse_path(path)
         self.payload = uri_payload(uri, options)
-        self.rate_hz = float_param(uri, "rate", options.rate_hz)
-        self.capture_rate = min(1.0, max(0.0, float_param(uri, "capture", options.capture_rate)))
-        self.slo_ms = opt_float_param(uri, "slo_ms", options.slo_ms)
-        self.min_confidence = opt_float_param(uri, "min_confidence", options.min_confidence)
+        self.rate_hz = float_param(uri, "rate", options.rate_hz, non_negative=True)
+        self.capture_rate = float_param(uri, "capture", options.capture_rate, non_negative=True,
+                                        at_most=1.0)
+        self.slo_ms = opt_float_param(uri, "slo_ms", options.slo_ms, positive=True)
+        self.min_confidence = opt_float_param(uri, "min_confidence", options.min_confidence,
+                                              non_negative=True, at_most=1.0)
         self.client = HttpClient(self.base_url, self.settings)
         self.requests_ready: list[RemoteRequest] = []
         self._next = 0

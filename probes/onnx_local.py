@@ -28,6 +28,7 @@ from probes.base import (
     ProbeOptions,
     first_line,
     float_param,
+    int_param,
     opt_float_param,
     register,
 )
@@ -179,15 +180,16 @@ class OnnxProbe(Probe):
         super().__init__(uri, bus, options)
         self.path = Path(uri.target)
         self.provider = uri.param("provider", "cpu") or "cpu"
-        threads = uri.param("threads")
-        self.session = load_session(self.path, self.provider, int(threads) if threads else None)
+        self.session = load_session(self.path, self.provider, int_param(uri, "threads", None))
         payload_path = uri.param("payload") or options.payload
         payload = load_payload(payload_path) if payload_path else None
         self.requests_ready = build_requests(self.session, payload, seed=options.seed)
-        self.rate_hz = float_param(uri, "rate", options.rate_hz)
-        self.capture_rate = min(1.0, max(0.0, float_param(uri, "capture", options.capture_rate)))
-        self.slo_ms = opt_float_param(uri, "slo_ms", options.slo_ms)
-        self.min_confidence = opt_float_param(uri, "min_confidence", options.min_confidence)
+        self.rate_hz = float_param(uri, "rate", options.rate_hz, non_negative=True)
+        self.capture_rate = float_param(uri, "capture", options.capture_rate, non_negative=True,
+                                        at_most=1.0)
+        self.slo_ms = opt_float_param(uri, "slo_ms", options.slo_ms, positive=True)
+        self.min_confidence = opt_float_param(uri, "min_confidence", options.min_confidence,
+                                              non_negative=True, at_most=1.0)
         meta = self.session.get_modelmeta()
         self.model_version = (uri.param("version") or meta.custom_metadata_map.get("version")
                               or self.path.stem)

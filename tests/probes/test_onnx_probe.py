@@ -158,3 +158,27 @@ def test_secrets_and_nonsense_in_uris_are_refused(demo_model):
         open_probe("ftp:host", Bus())
     with pytest.raises(ProbeError, match="not an endpoint URI"):
         open_probe("just words", Bus())
+
+
+@pytest.mark.parametrize(("query", "words"), [
+    ("rate=-5", "'rate=-5' .* must be 0 or more"),
+    ("rate=nan", "'rate=nan' .* must be a finite number"),
+    ("capture=1.5", "'capture=1.5' .* must be at most 1"),
+    ("capture=-0.1", "must be 0 or more"),
+    ("slo_ms=-3", "'slo_ms=-3' .* must be positive"),
+    ("slo_ms=inf", "must be a finite number"),
+    ("min_confidence=2", "must be at most 1"),
+    ("threads=abc", "'threads=abc' .* is not a whole number"),
+    ("threads=0", "'threads=0' .* must be at least 1"),
+])
+def test_nonsense_numbers_in_a_uri_are_one_line_errors_naming_the_parameter(demo_model, query,
+                                                                            words):
+    with pytest.raises(ProbeError, match=words) as caught:
+        open_probe(f"onnx:{demo_model}?{query}", Bus())
+    assert "\n" not in str(caught.value)
+
+
+def test_sensible_numbers_in_a_uri_are_taken(demo_model):
+    probe = open_probe(f"onnx:{demo_model}?rate=0&capture=0.25&slo_ms=40&threads=1", Bus())
+    assert (probe.rate_hz, probe.capture_rate, probe.slo_ms) == (0.0, 0.25, 40.0)
+    assert probe.session.get_session_options().intra_op_num_threads == 1
