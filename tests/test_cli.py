@@ -153,3 +153,36 @@ def test_kill_9_loses_no_committed_batch(demo_model, workspace):
     assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert store.count_samples() >= seen
     store.close()
+
+
+@pytest.mark.parametrize(("argv", "option", "words"), [
+    (["watch", "onnx:m.onnx", "--db", "w.db", "--seconds", "inf"], "--seconds", "not a finite"),
+    (["watch", "onnx:m.onnx", "--db", "w.db", "--seconds", "1e12"], "--seconds",
+     "not a duration"),
+    (["watch", "onnx:m.onnx", "--db", "w.db", "--seconds", "-1"], "--seconds", "not a duration"),
+    (["watch", "onnx:m.onnx", "--db", "w.db", "--rate", "-2"], "--rate", "must be 0 or more"),
+    (["watch", "onnx:m.onnx", "--db", "w.db", "--capture-rate", "1.5"], "--capture-rate",
+     "must be from 0 to 1"),
+    (["watch", "onnx:m.onnx", "--db", "w.db", "--slo-ms", "nan"], "--slo-ms", "not a finite"),
+    (["demo", "--db", "w.db", "--seconds", "0"], "--seconds", "not a duration"),
+    (["tap", "--upstream", "http://127.0.0.1:1", "--db", "w.db", "--timeout", "-1"],
+     "--timeout", "not a duration"),
+    (["tap", "--upstream", "http://127.0.0.1:1", "--db", "w.db", "--max-record-bytes", "-5"],
+     "--max-record-bytes", "must be 0 or more"),
+    (["agent", "--model", "m.onnx", "--max-items", "0"], "--max-items", "must be at least 1"),
+    (["agent", "--model", "m.onnx", "--system-rate", "0"], "--system-rate", "must be above 0"),
+    (["replay", "--db", "w.db", "--versions", "a.onnx", "--limit", "-1"], "--limit",
+     "must be at least 1"),
+    (["replay", "--db", "w.db", "--versions", "a.onnx", "--controls", "x"], "--controls",
+     "not a whole number"),
+    (["replay", "--db", "w.db", "--versions", "a.onnx", "--min-confidence", "7"],
+     "--min-confidence", "must be from 0 to 1"),
+    (["contract", "check", "m.onnx", "--runs", "0"], "--runs", "must be at least 1"),
+])
+def test_nonsense_numbers_are_a_usage_error_naming_the_option(argv, option, words, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err and words in err
+    assert "Traceback" not in err

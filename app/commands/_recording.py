@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from app.commands import _args
 from app.core.monitor import Monitor
 from app.core.store import Store
 from app.core.summary import format_table, summarize
@@ -19,7 +20,7 @@ from probes import ProbeOptions
 
 def add_run_options(p: argparse.ArgumentParser, *, default_seconds: float) -> None:
     p.add_argument("--db", required=True, type=Path, help="workspace SQLite file")
-    p.add_argument("--seconds", type=float, default=default_seconds,
+    p.add_argument("--seconds", type=_args.seconds, default=default_seconds,
                    help=f"how long to record (default {default_seconds:g}); Ctrl+C stops early")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 

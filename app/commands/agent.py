@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from app.commands import COMMANDS
+from app.commands import COMMANDS, _args
 from app.core.agent import Agent, AgentConfig, AgentError, parse_listen
 from app.core.agent_auth import TOKEN_ENV, TokenError, read_token
 
@@ -27,16 +27,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="a local server to probe, e.g. v2+http://127.0.0.1:8000/models/m")
     p.add_argument("--buffer", type=Path, default=Path("probescope-agent.sqlite"),
                    help="on-disk buffer file (default ./probescope-agent.sqlite)")
-    p.add_argument("--max-items", type=int, default=1_000_000,
+    p.add_argument("--max-items", type=_args.count, default=1_000_000,
                    help="the buffer keeps at most this many items; older ones are trimmed")
-    p.add_argument("--rate", type=float, default=10.0, help="requests/s to the model")
+    p.add_argument("--rate", type=_args.non_negative, default=10.0, help="requests/s to the model")
     p.add_argument("--payload", type=Path, help="input rows to send (.csv, .parquet, .npy)")
-    p.add_argument("--capture-rate", type=float, default=0.0,
+    p.add_argument("--capture-rate", type=_args.share, default=0.0,
                    help="share of successful requests kept as captures (failures always)")
-    p.add_argument("--system-rate", type=float, default=1.0, help="system samples per second")
+    p.add_argument("--system-rate", type=_args.positive, default=1.0,
+                   help="system samples per second")
     p.add_argument("--cert", type=Path, help="TLS certificate (PEM); serve HTTPS")
     p.add_argument("--key", type=Path, help="TLS private key (PEM)")
-    p.add_argument("--seconds", type=float, help="stop after this long (default: run until "
+    p.add_argument("--seconds", type=_args.seconds, help="stop after this long (default: run until "
                    "Ctrl+C or SIGTERM)")
 
 

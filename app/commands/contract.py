@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from app.commands import COMMANDS
+from app.commands import COMMANDS, _args
 from app.core.contract import LATENCY_RUNS, PASS, ContractError, ContractReport, check_contract
 
 
@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="comma-separated: onnxruntime providers (cpu, cuda, ...) or "
                             "agent+http://HOST:PORT (default: cpu)")
     check.add_argument("--contract", type=Path, help="contract file (one MODEL only)")
-    check.add_argument("--runs", type=int, default=LATENCY_RUNS,
+    check.add_argument("--runs", type=_args.count, default=LATENCY_RUNS,
                        help=f"single-row runs for latency (default {LATENCY_RUNS})")
     check.add_argument("--json", action="store_true", help="print one JSON object")
 

@@ -17,7 +17,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.commands import COMMANDS
+from app.commands import COMMANDS, _args
 from app.core.incident_rules import RULE_TITLES, IncidentError, RuleConfig
 from app.core.incidents import Status, evaluate_range, find_incident
 from app.core.store import Store
@@ -29,10 +29,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     ls = actions.add_parser("list", help="list incidents, newest first (the default)")
     for q in (p, ls):
-        q.add_argument("--status", choices=Status.ALL, help="only incidents with this status")
-        q.add_argument("--json", action="store_true", help="one JSON object per line")
+        # After the action they must not reset what was given before it (argparse's
+        # sub-parser defaults would), so there they default to "not given".
+        unset = argparse.SUPPRESS if q is ls else None
+        q.add_argument("--status", choices=Status.ALL, default=unset,
+                       help="only incidents with this status")
+        q.add_argument("--json", action="store_true", default=unset or False,
+                       help="one JSON object per line")
     ev = actions.add_parser("evaluate", help="run the incident rules over the stored history")
-    ev.add_argument("--step", type=float, default=5.0, help="seconds between evaluations")
+    ev.add_argument("--step", type=_args.seconds, default=5.0, help="seconds between evaluations")
     for name, text in (("ack", "acknowledge an incident"), ("resolve", "resolve an incident")):
         a = actions.add_parser(name, help=text)
         a.add_argument("id", help="incident id or 'latest'")
@@ -101,6 +106,13 @@ def _evaluate(store: Store, args: argparse.Namespace) -> int:
 def _set_status(store: Store, args: argparse.Namespace) -> int:
     row = find_incident(store, args.id)
     status = Status.ACKNOWLEDGED if args.action == "ack" else Status.RESOLVED
+    if row["status"] == Status.RESOLVED:
+        if status == Status.RESOLVED:
+            print(f"incident #{row['id']} is already resolved")
+            return 0
+        # Acknowledging would reopen it by hand; the rules reopen it if the trouble returns.
+        raise IncidentError(f"incident #{row['id']} is resolved, so there is nothing to "
+                            "acknowledge; add a note instead")
     note = f"{status.capitalize()}" + (f": {args.note}" if args.note else ".")
     store.update_incident(row["id"], status=status, note=note, note_author=_author())
     print(f"incident #{row['id']} {status}")

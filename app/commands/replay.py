@@ -10,7 +10,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from app.commands import COMMANDS
+from app.commands import COMMANDS, _args
 from app.core.domain import CaptureStatus
 from app.core.replay import (
     DEFAULT_MIN_CONFIDENCE,
@@ -43,17 +43,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--since", type=_instant, help="only captures at or after this time "
                    "(ISO 8601, e.g. 2026-11-23T11:40, or Unix seconds)")
     p.add_argument("--until", type=_instant, help="only captures at or before this time")
-    p.add_argument("--limit", type=int, default=1000, help="most failures to replay")
-    p.add_argument("--controls", type=int, default=200,
+    p.add_argument("--limit", type=_args.count, default=1000, help="most failures to replay")
+    p.add_argument("--controls", type=_args.size, default=200,
                    help="passing captures replayed as a control set (default 200)")
     p.add_argument("--provider", default="cpu", help="onnxruntime provider for ONNX files")
-    p.add_argument("--batch-size", type=int,
+    p.add_argument("--batch-size", type=_args.count,
                    help=f"rows per inference call (default: up to {MAX_BATCH_ROWS}, fewer for "
                         "large inputs); latency is each batch's wall time shared among its "
                         "rows, so use 1 for per-request latency")
-    p.add_argument("--min-confidence", type=float, default=DEFAULT_MIN_CONFIDENCE,
+    p.add_argument("--min-confidence", type=_args.share, default=DEFAULT_MIN_CONFIDENCE,
                    help="confidence below which a LOW_CONFIDENCE capture still fails")
-    p.add_argument("--slo-ms", type=float, help="latency above which a SLOW capture still fails")
+    p.add_argument("--slo-ms", type=_args.positive,
+                   help="latency above which a SLOW capture still fails")
     p.add_argument("--no-save", action="store_true", help="do not save the replay")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 

@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from app.commands import COMMANDS
+from app.commands import COMMANDS, _args
 from app.core.agent import AgentError, parse_listen
 from app.core.tap import DEFAULT_MAX_RECORD_BYTES, Tap, TapError
 
@@ -21,12 +21,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="HOST:PORT clients connect to (default 127.0.0.1:9000; port 0 picks one)")
     p.add_argument("--upstream", required=True, help="the model server, e.g. http://host:8000")
     p.add_argument("--db", required=True, type=Path, help="workspace SQLite file")
-    p.add_argument("--max-record-bytes", type=int, default=DEFAULT_MAX_RECORD_BYTES,
+    p.add_argument("--max-record-bytes", type=_args.size, default=DEFAULT_MAX_RECORD_BYTES,
                    help="bodies longer than this are forwarded whole but recorded cut "
                         f"(default {DEFAULT_MAX_RECORD_BYTES})")
-    p.add_argument("--timeout", type=float, default=30.0,
+    p.add_argument("--timeout", type=_args.seconds, default=30.0,
                    help="seconds to wait for the upstream's answer (then 504, recorded)")
-    p.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl+C)")
+    p.add_argument("--seconds", type=_args.seconds,
+                   help="stop after this long (default: until Ctrl+C)")
 
 
 def run(args: argparse.Namespace) -> int:

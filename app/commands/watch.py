@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from app.commands import COMMANDS
+from app.commands import COMMANDS, _args
 from app.commands._recording import add_run_options, record
 from probes import ProbeOptions
 
@@ -15,13 +15,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("uris", nargs="+", metavar="URI",
                    help="endpoints, e.g. onnx:model.onnx?provider=cpu or system:")
     add_run_options(p, default_seconds=10)
-    p.add_argument("--rate", type=float, default=20.0,
+    p.add_argument("--rate", type=_args.non_negative, default=20.0,
                    help="requests per second for active probes; 0 = flat out (default 20)")
     p.add_argument("--payload", type=Path,
                    help="input rows active probes send (.csv, .parquet, .jsonl, .npy)")
-    p.add_argument("--capture-rate", type=float, default=1.0,
+    p.add_argument("--capture-rate", type=_args.share, default=1.0,
                    help="share of successful requests kept as captures (failures always)")
-    p.add_argument("--slo-ms", type=float, help="latency above this is a failure")
+    p.add_argument("--slo-ms", type=_args.positive, help="latency above this is a failure")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -34,6 +34,11 @@ class IncidentError(Exception):
     """Incident settings or an incident that cannot be used; the message says what to fix."""
 
 
+# Settings for which 0 means nothing sensible: an empty window, a rule that never waits.
+_ABOVE_ZERO = frozenset({"window_s", "slo_ms", "p95_slo_factor", "p99_slo_factor",
+                         "memory_window_s", "down_after_s", "open_after", "close_ratio"})
+
+
 @dataclass(frozen=True, slots=True)
 class RuleConfig:
     """Thresholds for one endpoint. The defaults suit a model answering tens of requests a
@@ -84,6 +89,15 @@ class RuleConfig:
                 except (TypeError, ValueError):
                     raise IncidentError(f"incident setting {key}={value!r} is not a "
                                         f"{kind.__name__}") from None
+                number = float(values[key])  # type: ignore[arg-type]
+                low_ok = number > 0 if key in _ABOVE_ZERO else number >= 0
+                if not (math.isfinite(number) and low_ok):
+                    raise IncidentError(f"incident setting {key}={value!r} must be a finite "
+                                        f"number {'above' if key in _ABOVE_ZERO else 'of at least'}"
+                                        " 0")
+                if key == "close_ratio" and number > 1:
+                    raise IncidentError(f"incident setting close_ratio={value!r} must be at "
+                                        "most 1: an incident clears below its threshold")
         return replace(self, **values)  # type: ignore[arg-type]
 
     def to_json(self) -> dict:

@@ -13,6 +13,7 @@ tripping again within ``reopen_within_s`` reopens the same incident instead of a
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -229,15 +230,27 @@ class IncidentEngine:
         return IncidentEvent("escalated", track.incident_id, endpoint, r.rule, t_ns, note)
 
 
+# Each evaluation reads every endpoint's windows; past this many a run takes hours, not seconds.
+MAX_EVALUATIONS = 100_000
+
+
 def evaluate_range(store: Store, start_ns: int, end_ns: int, *, step_s: float = 5.0,
                    defaults: RuleConfig | None = None, endpoints: Iterable[str] | None = None,
                    progress: Callable[[float], None] = lambda _: None,
                    cancelled: Callable[[], bool] = lambda: False) -> list[IncidentEvent]:
     """Run the rules over stored history, one evaluation every ``step_s``; incidents found are
     written to the store (ones already there are continued, not duplicated)."""
+    if not step_s > 0:
+        raise IncidentError(f"the step must be above 0 seconds, not {step_s}")
+    step = max(1, int(step_s * NS))
+    evaluations = (end_ns - start_ns) // step + 1
+    if evaluations > MAX_EVALUATIONS:
+        shortest = math.ceil((end_ns - start_ns) / NS / (MAX_EVALUATIONS - 1))
+        raise IncidentError(f"a step of {step_s:g} s over {(end_ns - start_ns) / NS:,.0f} s of "
+                            f"history is {evaluations:,} evaluations; use a step of "
+                            f"{shortest} s or more")
     engine = IncidentEngine(store, defaults)
     chosen = list(endpoints) if endpoints is not None else None
-    step = max(1, int(step_s * NS))
     events: list[IncidentEvent] = []
     total = max(1, end_ns - start_ns)
     t = start_ns

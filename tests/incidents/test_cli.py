@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from app.cli import main
 from app.core.store import Store
 from tests.incidents.conftest import write_requests
@@ -54,3 +56,56 @@ def test_ack_of_a_missing_incident_says_so(workspace, capsys):
     Store(workspace).close()
     assert main(["incidents", "--db", str(workspace), "ack", "7"]) == 2
     assert "no incident 7" in capsys.readouterr().err
+
+
+def test_options_before_the_action_count_and_a_resolved_incident_stays_resolved(workspace,
+                                                                                 capsys):
+    store = Store(workspace)
+    write_requests(store, EP, 0, 60)
+    write_requests(store, EP, 60, 180, failure_share=0.25)
+    store.close()
+    db = ["incidents", "--db", str(workspace)]
+    assert main([*db, "evaluate"]) == 0
+    assert main([*db, "resolve", "latest"]) == 0
+    capsys.readouterr()
+    assert main([*db, "--status", "open", "list"]) == 0
+    assert capsys.readouterr().out.strip() == "no incidents"
+    assert main([*db, "--json", "list"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "resolved"
+    assert main([*db, "ack", "1"]) == 2
+    assert "is resolved, so there is nothing to acknowledge" in capsys.readouterr().err
+    assert main([*db, "resolve", "1"]) == 0
+    assert "already resolved" in capsys.readouterr().out
+    store = Store(workspace, readonly=True)
+    assert store.incidents()[0]["status"] == "resolved"
+    assert [n["text"] for n in store.incident_notes(1)].count("Resolved.") == 1
+    store.close()
+
+
+def test_a_step_too_small_for_the_history_is_refused_not_run_for_hours(workspace, capsys):
+    store = Store(workspace)
+    write_requests(store, EP, 0, 180)
+    store.close()
+    db = ["incidents", "--db", str(workspace)]
+    assert main([*db, "evaluate", "--step", "0.001"]) == 2
+    err = capsys.readouterr().err
+    assert "a step of 0.001 s over 180 s" in err and "evaluations; use a step of 1 s" in err
+    for step in ("0", "-1", "nan", "inf"):
+        with pytest.raises(SystemExit) as exited:
+            main([*db, "evaluate", "--step", step])
+        assert exited.value.code == 2
+        assert f"'{step}'" in capsys.readouterr().err
+
+
+def test_nonsense_rule_values_are_refused_before_they_are_kept(workspace, capsys):
+    Store(workspace).close()
+    db = ["incidents", "--db", str(workspace)]
+    for setting, words in [("window_s=nan", "must be a finite number above 0"),
+                           ("error_rate=-0.1", "must be a finite number of at least 0"),
+                           ("open_after=0", "above 0"),
+                           ("close_ratio=2", "must be at most 1")]:
+        assert main([*db, "rules", EP, setting]) == 2
+        assert words in capsys.readouterr().err
+    store = Store(workspace, readonly=True)
+    assert not store.incident_rules(EP)
+    store.close()

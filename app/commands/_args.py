@@ -1,0 +1,78 @@
+"""Argument types that turn nonsense numbers into one-line usage errors (exit 2).
+
+``type=float`` takes ``nan``, ``inf``, ``-1`` and ``1e300``; a wait of ``inf`` seconds raises
+OverflowError deep in ``threading``, a step of 0 loops forever. Each type here names the range
+it accepts, so the error says what to type instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import threading
+
+# The longest wait threading accepts (about 292 years on 64-bit Linux); past it, OverflowError.
+MAX_SECONDS = min(threading.TIMEOUT_MAX, 10 * 365 * 24 * 3600.0)
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A duration: more than 0, at most ten years."""
+    value = _number(text)
+    if not 0 < value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a duration: give seconds above 0 and at most {MAX_SECONDS:.0f}")
+    return value
+
+
+def positive(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"'{text}' must be above 0")
+    return value
+
+
+def non_negative(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"'{text}' must be 0 or more")
+    return value
+
+
+def share(text: str) -> float:
+    """A fraction from 0 to 1, such as a capture rate or a confidence."""
+    value = _number(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"'{text}' must be from 0 to 1")
+    return value
+
+
+def count(text: str) -> int:
+    """A whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' must be at least 1")
+    return value
+
+
+def size(text: str) -> int:
+    """A whole number of at least 0 (bytes, items)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"'{text}' must be 0 or more")
+    return value
