@@ -87,9 +87,25 @@ def load_session(path: str | Path, provider: str = "cpu", threads: int | None = 
     if provider != "cpu":
         chosen.append(PROVIDERS["cpu"])  # ops the accelerator lacks fall back, as ORT intends
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+        session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
     except Exception as exc:
         raise ProbeError(f"cannot load {path} as an ONNX model: {first_line(exc)}") from exc
+    require_provider(session, provider, path)
+    return session
+
+
+def require_provider(session: ort.InferenceSession, provider: str, path: str | Path) -> None:
+    """A ProbeError unless ``provider`` really runs ``session``.
+
+    When an accelerator's provider cannot start (a missing CUDA or cuDNN library, no device),
+    onnxruntime logs it and quietly retries on CPU. Figures measured that way would be CPU
+    figures under a CUDA label, so a session that lost its provider is refused instead.
+    """
+    used = session.get_providers()
+    if PROVIDERS[provider] not in used:
+        raise ProbeError(f"onnxruntime could not start the '{provider}' provider for {path} and "
+                         f"fell back to {', '.join(used) or 'nothing'}; check the GPU driver and the "
+                         "CUDA/cuDNN libraries onnxruntime needs, or use provider cpu")
 
 
 def _concrete_shape(shape: list, rows: int = 1) -> tuple[int, ...]:

@@ -10,7 +10,7 @@ import pytest
 from app.core.bus import Bus
 from app.core.domain import Capture, CaptureStatus, Metric, Sample
 from probes import ProbeError, ProbeOptions, open_probe
-from probes.onnx_local import available_providers
+from probes.onnx_local import available_providers, load_session, require_provider
 from tests.helpers import wait_until
 
 
@@ -111,6 +111,15 @@ def test_the_running_probe_paces_itself_and_stops(demo_model):
     assert probe.requests >= 20
     samples, _ = _drain(bus)
     assert any(s.metric == Metric.RSS_MB and s.value > 10 for s in samples)
+
+
+def test_a_session_that_fell_back_to_cpu_is_refused_not_measured_as_cuda(demo_model):
+    # What onnxruntime hands back when CUDA's provider fails to start: a CPU-only session.
+    session = load_session(demo_model, "cpu")
+    require_provider(session, "cpu", demo_model)
+    with pytest.raises(ProbeError, match=r"could not start the 'cuda' provider .* fell back to "
+                                         r"CPUExecutionProvider; check the GPU driver"):
+        require_provider(session, "cuda", demo_model)
 
 
 def test_an_absent_provider_names_the_installed_ones(demo_model):
