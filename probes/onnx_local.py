@@ -103,9 +103,10 @@ def require_provider(session: ort.InferenceSession, provider: str, path: str | P
     """
     used = session.get_providers()
     if PROVIDERS[provider] not in used:
-        raise ProbeError(f"onnxruntime could not start the '{provider}' provider for {path} and "
-                         f"fell back to {', '.join(used) or 'nothing'}; check the GPU driver and the "
-                         "CUDA/cuDNN libraries onnxruntime needs, or use provider cpu")
+        raise ProbeError(f"onnxruntime could not start the '{provider}' provider for {path} "
+                         f"and fell back to {', '.join(used) or 'nothing'}; check the GPU "
+                         "driver and the CUDA/cuDNN libraries onnxruntime needs, or use "
+                         "provider cpu")
 
 
 def _concrete_shape(shape: list, rows: int = 1) -> tuple[int, ...]:

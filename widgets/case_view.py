@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 VERSION_COLORS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1")
 MAX_CLASS_TICKS = 20  # more classes than this: the axis picks its own ticks
 VERDICT_COLORS = {"fixed": "#2e7d32", "still_failing": "#c62828", "newly_broken": "#ef6c00",
-                  "ok": "#546e7a"}
+                  "ok": "#546e7a", "no_answer": "#9e9e9e"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,10 @@ def _text(result: ReplayResult) -> str:
         lines.append(f"{s.version:<20} {s.cases:>6} {s.fixed:>6} {s.still_failing:>14} "
                      f"{s.newly_broken:>13} {s.errors:>7} {p50:>9} {p95:>9}")
     for s in result.summaries():
+        if s.unanswered:
+            lines.append(f"{s.version}: {s.unanswered} of {s.cases} cases got no answer "
+                         f"({s.unanswered_reason}); they are neither fixed nor failing there")
+    for s in result.summaries():
         if s.newly_broken_by_label:
             lines.append(f"{s.version} newly broken by label: " + ", ".join(
                 f"{label}: {n}" for label, n in s.newly_broken_by_label.items()))
@@ -148,4 +152,9 @@ def run(args: argparse.Namespace) -> int:
             t.close()
         store.close()
     print(json.dumps(result.to_json()) if args.json else _text(result))
+    silent = [s.version for s in result.summaries() if s.unanswered]
+    if silent:
+        print(f"probescope: {', '.join(silent)} could not be asked about every case; "
+              "replay again once the server answers", file=sys.stderr)
+        return 1
     return 0

@@ -18,6 +18,9 @@ What "failing" means for a case on a version:
 A failure that does not fail on a version is *fixed* there; a control case that fails is
 *newly broken*. Bisect: for each failure, the first version (in the order given, normally
 registry order) on which it fails.
+
+A case a version could not be asked about (a remote server down or silent) has no verdict
+there: it is counted as *unanswered*, neither fixed nor failing, and bisect passes over it.
 """
 
 from __future__ import annotations
@@ -112,16 +115,20 @@ class VersionSummary:
     latency_p50_ms: float | None
     latency_p95_ms: float | None
     newly_broken_by_label: dict[str, int] = field(default_factory=dict)  # where it regressed
+    unanswered: int = 0  # cases the version could not be asked about: no verdict
+    unanswered_reason: str | None = None
 
     def to_json(self) -> dict:
         return {"version": self.version, "cases": self.cases, "fixed": self.fixed,
                 "still_failing": self.still_failing, "newly_broken": self.newly_broken,
                 "failures": self.failures, "controls": self.controls, "errors": self.errors,
+                "unanswered": self.unanswered, "unanswered_reason": self.unanswered_reason,
                 "latency_ms": {"p50": self.latency_p50_ms, "p95": self.latency_p95_ms},
                 "newly_broken_by_label": self.newly_broken_by_label}
 
 
 FIXED, STILL_FAILING, NEWLY_BROKEN, CONTROL_OK = "fixed", "still_failing", "newly_broken", "ok"
+NO_ANSWER = "no_answer"  # the version could not be asked (its server down): no verdict
 
 
 @dataclass
@@ -159,6 +166,8 @@ class ReplayResult:
         return self.cases[case].capture.label
 
     def verdict(self, case: int, run: int) -> str:
+        if case in self.runs[run].unanswered:
+            return NO_ANSWER
         failing = bool(self.failing[run][case])
         control = (self.prepared.control[case] if self.prepared is not None
                    else self.cases[case].control)  # O(1): the grid asks once per cell
@@ -189,16 +198,20 @@ class ReplayResult:
             broken = control & failing
             newly_broken = int(np.count_nonzero(broken))
             still_failing = int(np.count_nonzero(failing)) - newly_broken
+            unanswered_failures = sum(1 for i in run.unanswered if not control[i])
             by_label: dict[str, int] = {}
             for i in np.flatnonzero(broken).tolist():
                 label = self.label(i) or "(none)"
                 by_label[label] = by_label.get(label, 0) + 1
             out.append(VersionSummary(
                 version=run.version, cases=len(self.cases), failures=len(control) - controls,
-                fixed=len(control) - controls - still_failing, still_failing=still_failing,
-                controls=controls, newly_broken=newly_broken, errors=len(run.errors),
-                latency_p50_ms=p50, latency_p95_ms=p95,
-                newly_broken_by_label=dict(sorted(by_label.items()))))
+                fixed=len(control) - controls - still_failing - unanswered_failures,
+                still_failing=still_failing, controls=controls, newly_broken=newly_broken,
+                errors=len(run.errors), latency_p50_ms=p50, latency_p95_ms=p95,
+                newly_broken_by_label=dict(sorted(by_label.items())),
+                unanswered=len(run.unanswered),
+                unanswered_reason=(run.errors.get(min(run.unanswered)) if run.unanswered
+                                   else None)))
         return out
 
     def to_json(self) -> dict:
@@ -215,6 +228,9 @@ def judge(prepared: CaseSet, run: VersionRun, criteria: Criteria) -> np.ndarray:
         failing |= ~run.finite
     if run.errors:
         failing[np.fromiter(run.errors, dtype=np.int64, count=len(run.errors))] = True
+        if run.unanswered:  # unknown, not failing: bisect must not blame a server outage
+            failing[np.fromiter(run.unanswered, dtype=np.int64,
+                                count=len(run.unanswered))] = False
     # The confidence and latency terms apply to a few kinds of case: only those rows are read.
     rows = prepared.confidence_rows
     if rows.size:

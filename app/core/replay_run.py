@@ -39,6 +39,9 @@ class VersionRun:
     latency_ms: np.ndarray  # the batch's wall time shared among its rows
     finite: np.ndarray  # bool: every float output of the row is finite
     errors: dict[int, str] = field(default_factory=dict)
+    # Cases the version could not be asked about (the server was down or silent): errors that
+    # say nothing about the model, so no verdict is drawn from them.
+    unanswered: set[int] = field(default_factory=set)
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # stacked, one row per case
     irregular: dict[int, list[tuple[str, np.ndarray]]] = field(default_factory=dict)
 
@@ -282,6 +285,7 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
     n = len(prepared)
     latency = np.full(n, np.nan)
     errors: dict[int, str] = {}
+    unanswered: set[int] = set()
     columns = Columns(n, fill=False)
     perf = time.perf_counter
 
@@ -290,6 +294,9 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
         try:
             columns.place(slice(i, i + 1), 1, target.run(feeds))
             latency[i] = (perf() - t0) * 1e3
+        except TargetDown as exc:
+            errors[i] = error_text(exc)
+            unanswered.add(i)
         except Exception as exc:
             errors[i] = error_text(exc)
 
@@ -330,6 +337,7 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
             except TargetDown as exc:
                 for i in cases(s, e):
                     errors[i] = str(exc)
+                    unanswered.add(i)
             except Exception as exc:
                 # One bad row must not sink its batch: find it by running the rows alone.
                 log.debug("batch failed on %s (%s); row by row", target.name, exc)
@@ -358,4 +366,4 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
         bad = np.fromiter(errors, dtype=np.int64, count=len(errors))
         prediction[bad], confidence[bad], finite[bad] = NO_CLASS, np.nan, True
     return VersionRun(target.name, target.location, prediction, confidence, latency, finite,
-                      errors, columns.outputs, columns.irregular)
+                      errors, unanswered, columns.outputs, columns.irregular)

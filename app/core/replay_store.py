@@ -63,6 +63,14 @@ def _output_blobs(run: VersionRun, n: int) -> list[bytes | None]:
     return blobs
 
 
+def _failing_column(failing: np.ndarray, unanswered: set[int]) -> list[int | None]:
+    """1 or 0 per case; NULL where the version was never asked (no verdict either way)."""
+    column: list[int | None] = failing.astype(np.int64).tolist()
+    for i in unanswered:
+        column[i] = None
+    return column
+
+
 def save_replay(store: Store, result: ReplayResult, title: str | None = None) -> int:
     """Write the replay in one transaction; sets and returns ``result.replay_id``."""
     firsts = result.first_failing()
@@ -86,7 +94,7 @@ def save_replay(store: Store, result: ReplayResult, title: str | None = None) ->
             yield from zip(range(n), repeat(j, n), map(names.__getitem__, pred),
                            map(_num, run.confidence.tolist()),
                            map(_num, run.latency_ms.tolist()), map(run.errors.get, range(n)),
-                           failing.astype(np.int64).tolist(), _output_blobs(run, n),
+                           _failing_column(failing, run.unanswered), _output_blobs(run, n),
                            strict=True)
 
     result.replay_id = store.save_replay(meta, cases, rows())
@@ -125,6 +133,7 @@ def load_replay(store: Store, replay_id: int) -> ReplayResult:
         finite = np.ones(n, dtype=bool)
         fail = np.zeros(n, dtype=bool)
         errors: dict[int, str] = {}
+        unanswered: set[int] = set()
         col = Columns(n)
         for i, _, pred, conf, lat, err, failed, blob in rows:
             if pred is not None and pred.lstrip("-").isdigit():
@@ -134,12 +143,14 @@ def load_replay(store: Store, replay_id: int) -> ReplayResult:
             fail[i] = bool(failed)
             if err is not None:
                 errors[i] = err
+                if failed is None:
+                    unanswered.add(i)
             outs = [(t.name, t.to_array()) for t in codec.decode(blob)]
             if outs:
                 col.place(slice(i, i + 1), 1, outs)
                 finite[i] = all(np.isfinite(a).all() for _, a in outs if a.dtype.kind == "f")
         runs.append(VersionRun(v["name"], v["location"], prediction, confidence, latency,
-                               finite, errors, col.outputs, col.irregular))
+                               finite, errors, unanswered, col.outputs, col.irregular))
         failing.append(fail)
     return ReplayResult(cases, runs, criteria, selection, bool(meta["cancelled"]),
                         replay_id=int(meta["id"]), failing=failing)

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.core.replay import Selection, replay, select_cases
+from app.core.replay import NO_ANSWER, Selection, replay, select_cases
+from app.core.replay_store import load_replay, save_replay
 from app.core.replay_targets import LocalOnnxTarget, RemoteV2Target, open_target
 from app.core.store import Store
 from app.core.versions import VersionError, find, inspect_onnx, register, registered
@@ -64,7 +65,7 @@ def test_a_remote_v2_version_answers_like_the_same_model_run_locally(demo_db, v2
                                                            b.newly_broken)
 
 
-def test_an_unreachable_remote_version_errors_every_case_and_fixes_none(demo_db):
+def test_an_unreachable_version_gives_no_verdict_and_bisect_passes_over_it(demo_db):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -73,11 +74,23 @@ def test_an_unreachable_remote_version_errors_every_case_and_fixes_none(demo_db)
         cases = select_cases(store, Selection(limit=10, controls=5))
     finally:
         store.close()
-    target = open_target(f"v2+http://127.0.0.1:{port}/models/wine-v2?connect_timeout_s=1")
-    result = replay(cases, [target])
-    s = result.summaries()[0]
-    assert s.errors == len(cases) and s.fixed == 0 and s.newly_broken == 5
-    assert "cannot connect" in next(iter(result.runs[0].errors.values()))
+    down = open_target(f"v2+http://127.0.0.1:{port}/models/wine-v2?connect_timeout_s=1")
+    result = replay(cases, [down, LocalOnnxTarget(DEMO / "wine-v1.onnx")])
+    s, local = result.summaries()
+    assert s.errors == s.unanswered == len(cases)
+    assert (s.fixed, s.still_failing, s.newly_broken) == (0, 0, 0)
+    assert "cannot connect" in s.unanswered_reason
+    assert {result.verdict(i, 0) for i in range(len(cases))} == {NO_ANSWER}
+    # Bisect blames the first version known to fail, never the one that was not asked.
+    assert local.still_failing > 0
+    assert set(result.first_failing()) <= {"wine-v1", None}
+    store = Store(demo_db)
+    try:
+        reopened = load_replay(store, save_replay(store, result))
+    finally:
+        store.close()
+    assert reopened.summaries()[0] == s
+    assert reopened.first_failing() == result.first_failing()
 
 
 def test_inspecting_an_onnx_file_reads_its_identity_from_the_file():

@@ -110,3 +110,19 @@ def test_replay_selects_by_time_and_model_version(capsys, demo_db: Path):
     with pytest.raises(SystemExit):
         main(["replay", "--db", str(demo_db), "--since", "yesterday"])
     assert "not a time" in capsys.readouterr().err
+
+
+def test_a_version_whose_server_is_down_is_reported_not_judged(capsys, demo_db: Path, versions):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = f"v2+http://127.0.0.1:{port}/models/wine-v2?connect_timeout_s=1"
+    assert main(["replay", "--db", str(demo_db), "--versions", str(versions[0]), down,
+                 "--limit", "20", "--controls", "10"]) == 1
+    captured = capsys.readouterr()
+    assert "wine-v2: 30 of 30 cases got no answer (cannot connect" in captured.out
+    assert "wine-v2 could not be asked about every case" in captured.err
+    row = next(line for line in captured.out.splitlines() if line.startswith("wine-v2 "))
+    assert row.split()[1:5] == ["30", "0", "0", "0"]  # cases, fixed, still failing, broken
