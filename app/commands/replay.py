@@ -24,7 +24,7 @@ from app.core.replay import (
 from app.core.replay_store import save_replay
 from app.core.replay_targets import ReplayError, open_target
 from app.core.store import Store, StoreError
-from app.core.versions import find, registered
+from app.core.versions import VersionError, find, registered, verify_unchanged
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -80,6 +80,8 @@ def _locations(store: Store, wanted: list[str] | None) -> list[tuple[str, str | 
         if not found:
             raise ReplayError("no versions given and none registered; pass --versions A.onnx "
                               "B.onnx ... or register them with `probescope versions add`")
+        for v in found:
+            verify_unchanged(v)
         return [(v.location, v.name) for v in found]
     out = []
     for w in wanted:
@@ -90,6 +92,7 @@ def _locations(store: Store, wanted: list[str] | None) -> list[tuple[str, str | 
         if v is None:
             raise ReplayError(f"'{w}' is neither a model file, an endpoint nor a registered "
                               "version")
+        verify_unchanged(v)
         out.append((v.location, v.name))
     return out
 
@@ -144,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
                         criteria=Criteria(args.min_confidence, args.slo_ms))
         if not args.no_save:
             save_replay(store, result)
-    except (ReplayError, StoreError) as exc:
+    except (ReplayError, StoreError, VersionError) as exc:
         print(f"probescope: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from app.commands import COMMANDS
 from app.core.store import Store
-from app.core.versions import ModelVersion, VersionError, register, registered
+from app.core.versions import ModelVersion, VersionError, register_all, registered
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      "the file's stem)")
     add.add_argument("--version", dest="model_version",
                      help="version string (default: the model's metadata 'version')")
+    add.add_argument("--replace", action="store_true",
+                     help="let a name already registered for another file point at this one")
     add.add_argument("--json", action="store_true", help="print the registered versions as JSON")
     ls = actions.add_parser("list", help="list registered versions in registry order")
     ls.add_argument("--db", required=True, type=Path, help="workspace SQLite file")
@@ -54,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.versions_action == "add":
             try:
-                added = [register(store, loc, args.name, args.model_version)
-                         for loc in args.location]
+                added = register_all(store, args.location, args.name, args.model_version,
+                                     replace=args.replace)
             except VersionError as exc:
                 print(f"probescope: {exc}", file=sys.stderr)
                 return 2

@@ -75,11 +75,13 @@ class ModelVersion:
         return row
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(*paths: Path) -> str:
+    """One digest over the files' bytes, in the order given."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
+    for path in paths:
+        with path.open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -95,10 +97,22 @@ def _specs(values: list) -> tuple[dict, ...]:
     return tuple(out)
 
 
+def _external_files(model: onnx.ModelProto, folder: Path) -> list[Path]:
+    """Files holding weights stored outside the model file, in name order."""
+    names = {entry.value for init in model.graph.initializer
+             if init.data_location == onnx.TensorProto.EXTERNAL
+             for entry in init.external_data if entry.key == "location"}
+    return [folder / n for n in sorted(names)]
+
+
 def inspect_onnx(path: str | Path, name: str | None = None,
                  version: str | None = None) -> ModelVersion:
-    """Describe an ONNX file; VersionError when it is missing or not ONNX."""
-    path = Path(path)
+    """Describe an ONNX file; VersionError when it is missing or not ONNX.
+
+    The location is kept absolute, so a replay started elsewhere finds the same file. When
+    weights live in external files, the sha256 covers the model file and then each of them in
+    name order, and the size is their sum: a retrained weights file is a new version."""
+    path = Path(path).resolve()
     if not path.is_file():
         raise VersionError(f"model file {path} does not exist")
     try:
@@ -109,6 +123,13 @@ def inspect_onnx(path: str | Path, name: str | None = None,
                            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
                            ) from exc
     graph = model.graph
+    if not graph.output:
+        raise VersionError(f"{path} has no graph outputs, so it is not a model a replay can run")
+    files = [path, *_external_files(model, path.parent)]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise VersionError(f"{path} keeps weights in {', '.join(missing)}, which is not beside "
+                           "it; copy the weights file next to the model")
     initializer_names = {i.name for i in graph.initializer}
     parameters = sum(math.prod(i.dims) for i in graph.initializer)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
@@ -117,10 +138,26 @@ def inspect_onnx(path: str | Path, name: str | None = None,
     return ModelVersion(
         name=name or path.stem, kind=KIND_ONNX, location=str(path),
         version=version or props.get("version") or model.model_version or None,
-        sha256=sha256_of(path), parameters=int(parameters), opset=opset, producer=producer,
+        sha256=sha256_of(*files), parameters=int(parameters), opset=opset, producer=producer,
         # Old exporters list initializers among the inputs; they are weights, not inputs.
         inputs=_specs([i for i in graph.input if i.name not in initializer_names]),
-        outputs=_specs(list(graph.output)), size_bytes=path.stat().st_size)
+        outputs=_specs(list(graph.output)), size_bytes=sum(f.stat().st_size for f in files))
+
+
+def verify_unchanged(version: ModelVersion) -> None:
+    """VersionError when a registered ONNX file is gone or no longer what was registered:
+    a replay would otherwise report under the old name whatever the file holds now."""
+    if version.kind != KIND_ONNX or not version.sha256:
+        return
+    try:
+        now = inspect_onnx(version.location).sha256
+    except VersionError as exc:
+        raise VersionError(f"version {version.name}: {exc}") from None
+    if now != version.sha256:
+        raise VersionError(f"version {version.name} changed since it was registered: "
+                           f"{version.location} now has sha256 {now[:12]}…, registered "
+                           f"{version.sha256[:12]}…; register it again with `probescope "
+                           f"versions add` (under a new --name to keep both)")
 
 
 def remote_version(uri: str, name: str | None = None, version: str | None = None
@@ -132,6 +169,9 @@ def remote_version(uri: str, name: str | None = None, version: str | None = None
     if "+" not in parsed.scheme:
         raise VersionError(f"'{uri}' is neither an ONNX file nor a remote endpoint; expected a "
                            "path to a .onnx file or a URI like v2+http://HOST:PORT/models/NAME")
+    host = parsed.target.split("?")[0].removeprefix("//").split("/")[0]
+    if not parsed.target.startswith("//") or not host:
+        raise VersionError(f"'{uri}' names no server; expected {parsed.scheme}://HOST:PORT/...")
     # .../models/NAME[/versions/V] names the model (and maybe its version); else the last part.
     parts = [p for p in parsed.target.split("?")[0].split("/") if p]
     model, path_version = (parts[-1] if parts else parsed.scheme), None
@@ -154,11 +194,36 @@ def describe(location: str, name: str | None = None, version: str | None = None
 
 
 def register(store: Store, location: str, name: str | None = None,
-             version: str | None = None) -> ModelVersion:
-    described = describe(location, name, version)
-    vid = store.upsert_version(described.to_row())
-    return ModelVersion(**{**{f: getattr(described, f) for f in described.__slots__},
-                           "id": vid})
+             version: str | None = None, *, replace: bool = False) -> ModelVersion:
+    return register_all(store, [location], name, version, replace=replace)[0]
+
+
+def register_all(store: Store, locations: list[str], name: str | None = None,
+                 version: str | None = None, *, replace: bool = False) -> list[ModelVersion]:
+    """Describe every location first, then register them: one bad file registers none.
+
+    Registering a name again for the same location updates it in place (a re-exported file).
+    A name already taken by another location is refused unless ``replace``: two files called
+    model.onnx in different folders must not silently become one version."""
+    described = [describe(loc, name, version) for loc in locations]
+    names = [d.name for d in described]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise VersionError(f"more than one location would be registered as {', '.join(twice)}; "
+                           "register them one at a time with --name")
+    if not replace:
+        taken = {v.name: v.location for v in registered(store)}
+        clashes = [d for d in described if taken.get(d.name, d.location) != d.location]
+        if clashes:
+            d = clashes[0]
+            raise VersionError(f"a version named {d.name} is already registered for "
+                               f"{taken[d.name]}; give {d.location} another --name, or "
+                               "--replace to point the name at it")
+    out = []
+    for d in described:
+        vid = store.upsert_version(d.to_row())
+        out.append(ModelVersion(**{**{f: getattr(d, f) for f in d.__slots__}, "id": vid}))
+    return out
 
 
 def registered(store: Store) -> list[ModelVersion]:

@@ -39,7 +39,7 @@ from app.core.replay import Case, Criteria, ReplayResult, Selection, replay, sel
 from app.core.replay_store import load_replay, save_replay
 from app.core.replay_targets import open_target
 from app.core.store import Store
-from app.core.versions import registered
+from app.core.versions import registered, verify_unchanged
 from app.gui.jobs import Job, JobRunner
 from app.gui.replay_models import FailureTableModel, ResultTableModel, feature_names
 from widgets.case_view import CaseViewWidget
@@ -344,8 +344,15 @@ class ReplayPanel(QWidget):
 
         def work(progress, cancelled) -> ReplayResult:
             targets = []
+            store = Store(path)
+            try:
+                known = {v.name: v for v in registered(store)}
+            finally:
+                store.close()
             try:
                 for location, name in versions:
+                    if name in known and known[name].location == location:
+                        verify_unchanged(known[name])
                     targets.append(open_target(location, provider=provider, name=name))
                 result = replay(cases, targets, criteria=criteria, batch_size=batch,
                                 selection=selection, progress=progress, cancelled=cancelled)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,15 @@ from app.core.replay import NO_ANSWER, Selection, replay, select_cases
 from app.core.replay_store import load_replay, save_replay
 from app.core.replay_targets import LocalOnnxTarget, RemoteV2Target, open_target
 from app.core.store import Store
-from app.core.versions import VersionError, find, inspect_onnx, register, registered
+from app.core.versions import (
+    VersionError,
+    find,
+    inspect_onnx,
+    register,
+    register_all,
+    registered,
+    verify_unchanged,
+)
 from tests.conftest import DEMO, ROOT
 
 
@@ -139,3 +148,77 @@ def test_registry_survives_reopening(workspace: Path):
             inspect_onnx(DEMO / "wine-v1.onnx").parameters]
     finally:
         store.close()
+
+
+def test_two_files_with_one_name_do_not_become_one_version(workspace, tmp_path, monkeypatch):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    for folder, i in ((a, 1), (b, 2)):
+        (folder / "model.onnx").write_bytes((DEMO / f"wine-v{i}.onnx").read_bytes())
+    store = Store(workspace)
+    try:
+        with pytest.raises(VersionError, match="more than one location would be registered as "
+                                               "model"):
+            register_all(store, [str(a / "model.onnx"), str(b / "model.onnx")])
+        assert registered(store) == []  # all or nothing
+        monkeypatch.chdir(a)
+        first = register(store, "model.onnx")
+        assert first.location == str(a / "model.onnx")  # absolute: replays run from anywhere
+        taken = re.escape(f"already registered for {a / 'model.onnx'}")
+        with pytest.raises(VersionError, match=taken):
+            register(store, str(b / "model.onnx"))
+        assert find(store, "model").sha256 == first.sha256
+        moved = register(store, str(b / "model.onnx"), replace=True)
+        assert moved.id == first.id and find(store, "model").location == str(b / "model.onnx")
+        with pytest.raises(VersionError, match=r"nope\.onnx does not exist"):
+            register_all(store, [str(DEMO / "wine-v1.onnx"), str(tmp_path / "nope.onnx")])
+        assert [v.name for v in registered(store)] == ["model"]
+        empty = tmp_path / "empty.onnx"
+        empty.write_bytes(b"")
+        with pytest.raises(VersionError, match="has no graph outputs"):
+            register(store, str(empty))
+        with pytest.raises(VersionError, match="names no server"):
+            register(store, "v2+http:///models/wine")
+    finally:
+        store.close()
+
+
+def test_a_registered_file_changed_since_is_refused_by_replay(workspace, tmp_path, demo_db,
+                                                               capsys):
+    from app.cli import main
+
+    model = tmp_path / "wine-v1.onnx"
+    model.write_bytes((DEMO / "wine-v1.onnx").read_bytes())
+    store = Store(demo_db)
+    try:
+        registered_v = register(store, str(model))
+        verify_unchanged(registered_v)
+    finally:
+        store.close()
+    model.write_bytes((DEMO / "wine-v3.onnx").read_bytes())  # retrained in place
+    with pytest.raises(VersionError, match="version wine-v1 changed since it was registered"):
+        verify_unchanged(registered_v)
+    assert main(["replay", "--db", str(demo_db), "--versions", "wine-v1", "--no-save"]) == 2
+    assert "changed since it was registered" in capsys.readouterr().err
+    model.unlink()
+    with pytest.raises(VersionError, match="does not exist"):
+        verify_unchanged(registered_v)
+
+
+def test_weights_in_an_external_file_are_part_of_the_version(tmp_path):
+    import onnx
+
+    model = onnx.load(str(DEMO / "wine-v1.onnx"))
+    onnx.save_model(model, str(tmp_path / "ext.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="ext.weights", size_threshold=0)
+    before = inspect_onnx(tmp_path / "ext.onnx")
+    assert before.parameters == inspect_onnx(DEMO / "wine-v1.onnx").parameters
+    weights = tmp_path / "ext.weights"
+    assert before.size_bytes == (tmp_path / "ext.onnx").stat().st_size + weights.stat().st_size
+    data = bytearray(weights.read_bytes())
+    data[0] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert inspect_onnx(tmp_path / "ext.onnx").sha256 != before.sha256
+    weights.unlink()
+    with pytest.raises(VersionError, match=r"keeps weights in ext\.weights"):
+        inspect_onnx(tmp_path / "ext.onnx")
