@@ -14,6 +14,7 @@ neither is ever a pass.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -69,6 +70,34 @@ def _number(doc: dict, key: str, where: str, path: Path) -> float | None:
     return float(value)
 
 
+_KNOWN_KEYS = {
+    "contract": {"framework", "version", "max_parameters", "max_peak_memory_mb"},
+    "accuracy": {"validation", "min"},
+}
+
+
+def _refuse_unknown(path: Path, doc: dict, latency: dict) -> None:
+    """A misspelt key would otherwise be a limit silently never checked."""
+    from probes.onnx_local import PROVIDERS
+
+    def complain(key: str, where: str, known: set[str]) -> None:
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(sorted(known))}"
+        raise ContractError(f"{path}: unknown key {where}{key}; {hint}")
+
+    for key in doc:
+        if key not in {*_KNOWN_KEYS, "latency_p95_ms"}:
+            complain(key, "", {*_KNOWN_KEYS, "latency_p95_ms"})
+    for table, known in _KNOWN_KEYS.items():
+        for key in doc.get(table, {}):
+            if key not in known:
+                complain(key, f"[{table}] ", known)
+    targets = {*PROVIDERS, "agent"}
+    for key in latency:
+        if key not in targets and not key.startswith(("agent+http://", "agent+https://")):
+            complain(key, "[latency_p95_ms] ", targets)
+
+
 def load_contract(path: str | Path) -> Contract:
     path = Path(path)
     try:
@@ -82,12 +111,27 @@ def load_contract(path: str | Path) -> Contract:
     lat = doc.get("latency_p95_ms", {})
     if not all(isinstance(t, dict) for t in (head, acc, lat)):
         raise ContractError(f"{path}: [contract], [accuracy] and [latency_p95_ms] must be tables")
+    _refuse_unknown(path, doc, lat)
     validation = acc.get("validation")
     min_accuracy = _number(acc, "min", "[accuracy] ", path)
     if min_accuracy is not None and validation is None:
         raise ContractError(f"{path}: [accuracy] min needs a validation file "
                             "(validation = \"validation.csv\", relative to the contract)")
+    if validation is not None and not (path.parent / str(validation)).is_file():
+        raise ContractError(f"{path}: the validation file {path.parent / str(validation)} does "
+                            "not exist (the path is relative to the contract)")
+    if min_accuracy is not None and not 0 <= min_accuracy <= 1:
+        raise ContractError(f"{path}: [accuracy] min is a share from 0 to 1, not {min_accuracy:g}")
     max_params = _number(head, "max_parameters", "", path)
+    limits = [max_params, _number(head, "max_peak_memory_mb", "", path),
+              *(_number(lat, k, "[latency_p95_ms] ", path) for k in lat)]
+    if any(v is not None and v < 0 for v in limits):
+        raise ContractError(f"{path}: limits cannot be negative")
+    if min_accuracy is None and all(v is None for v in limits) and not (
+            {"framework", "version"} & set(head)):
+        raise ContractError(f"{path} sets no limit, so every model would pass it; set at least "
+                            "one of [contract] max_parameters, max_peak_memory_mb, framework, "
+                            "version, [accuracy] min, [latency_p95_ms] cpu")
     return Contract(
         path=path,
         framework=str(head["framework"]) if "framework" in head else None,

@@ -87,6 +87,25 @@ def test_contract_files_are_found_beside_the_model_and_checked_for_mistakes(tmp_
     bad.write_text('[latency_p95_ms]\ncpu = "fast"\n')
     with pytest.raises(ContractError, match="must be a number"):
         load_contract(bad)
+    # A misspelt key would be a limit never checked: every one is named, with the likely fix.
+    for text, words in [
+        ("[contract]\nmax_paramters = 10\n",
+         r"unknown key \[contract\] max_paramters; did you mean max_parameters\?"),
+        ("[accuracy]\nmin = 0.9\nvalidation = 'v.csv'\n", r"validation file .*v\.csv does not "
+                                                          r"exist \(the path is relative"),
+        ("[accuracy]\nminimum = 0.9\nvalidation = 'v.csv'\n", r"unknown key \[accuracy\] "
+                                                             r"minimum; did you mean min\?"),
+        ("[latency_p95_ms]\ncpuu = 1.0\n", r"\[latency_p95_ms\] cpuu; did you mean cpu\?"),
+        ("[latency]\ncpu = 1.0\n", r"unknown key latency; did you mean latency_p95_ms\?"),
+        ("", "sets no limit, so every model would pass it"),
+        ("[accuracy]\nmin = 95\nvalidation = 'bad.toml'\n", "share from 0 to 1, not 95"),
+        ("[contract]\nmax_peak_memory_mb = -1\n", "limits cannot be negative"),
+    ]:
+        bad.write_text(text)
+        with pytest.raises(ContractError, match=words):
+            load_contract(bad)
+    bad.write_text("[latency_p95_ms]\ncpu = 1.0\n'agent+http://10.0.0.7:7070' = 3.0\n")
+    assert load_contract(bad).max_latency_p95_ms == {"cpu": 1.0, "agent+http://10.0.0.7:7070": 3.0}
 
 
 def test_each_demo_model_has_its_own_contract():
