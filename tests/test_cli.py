@@ -178,6 +178,10 @@ def test_kill_9_loses_no_committed_batch(demo_model, workspace):
     (["replay", "--db", "w.db", "--versions", "a.onnx", "--min-confidence", "7"],
      "--min-confidence", "must be from 0 to 1"),
     (["contract", "check", "m.onnx", "--runs", "0"], "--runs", "must be at least 1"),
+    (["replay", "--db", "w.db", "--versions", "a.onnx", "--since", "99999999999999"], "--since",
+     "outside 1970 to 2262"),
+    (["replay", "--db", "w.db", "--versions", "a.onnx", "--until", "inf"], "--until",
+     "outside 1970 to 2262"),
 ])
 def test_nonsense_numbers_are_a_usage_error_naming_the_option(argv, option, words, capsys):
     with pytest.raises(SystemExit) as exited:
@@ -186,3 +190,10 @@ def test_nonsense_numbers_are_a_usage_error_naming_the_option(argv, option, word
     err = capsys.readouterr().err
     assert f"argument {option}" in err and words in err
     assert "Traceback" not in err
+
+
+def test_a_drift_window_past_ten_years_is_refused(workspace, capsys):
+    Store(workspace).close()
+    assert main(["drift", "--db", str(workspace), "--endpoint", "x", "--window",
+                 "99999999999h"]) == 2
+    assert "longer than ten years" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 from app.commands import COMMANDS, _args
+from app.core import agent_buffer
 from app.core.agent import Agent, AgentConfig, AgentError, parse_listen
 from app.core.agent_auth import TOKEN_ENV, TokenError, read_token
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             upstream=args.upstream, rate_hz=args.rate, payload=args.payload,
             capture_rate=args.capture_rate, system_rate_hz=args.system_rate,
             max_items=args.max_items, cert=args.cert, key=args.key))
-    except (AgentError, TokenError) as exc:
+    except (AgentError, TokenError, agent_buffer.BufferError) as exc:
         print(f"probescope: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()

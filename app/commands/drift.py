@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from app.commands import COMMANDS
+from app.commands import COMMANDS, _args
 from app.core.drift import DriftError, DriftResult, drift
 from app.core.drift_report import evidently_report
 from app.core.drift_window import (
@@ -99,7 +99,10 @@ def parse_duration_s(text: str) -> float:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", text)
     if not match or float(match.group(1)) <= 0:
         raise DriftError(f"'{text}' is not a duration; use e.g. 90s, 10m, 2h")
-    return float(match.group(1)) * _UNITS_S[match.group(2) or "s"]
+    seconds = float(match.group(1)) * _UNITS_S[match.group(2) or "s"]
+    if seconds > _args.MAX_SECONDS:  # past this, nanosecond stamps overflow SQLite's integers
+        raise DriftError(f"'{text}' is longer than ten years; use e.g. 30d")
+    return seconds
 
 
 def _parse_time_ns(text: str) -> int | None:

@@ -62,14 +62,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _instant(text: str) -> int:
     """ISO 8601 (local time when no zone is given) or Unix seconds -> ns since the epoch."""
     try:
-        return int(float(text) * 1e9)
+        seconds = float(text)
     except ValueError:
-        pass
-    try:
-        return int(datetime.fromisoformat(text).timestamp() * 1e9)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a time; use ISO 8601 like "
-                                         "2026-11-23T11:40 or Unix seconds") from None
+        try:
+            seconds = datetime.fromisoformat(text).timestamp()
+        except (ValueError, OverflowError, OSError):
+            raise argparse.ArgumentTypeError(f"'{text}' is not a time; use ISO 8601 like "
+                                             "2026-11-23T11:40 or Unix seconds") from None
+    # Stamps are int64 nanoseconds: 1970 to 2262.
+    if not 0 <= seconds < 2**63 / 1e9:
+        raise argparse.ArgumentTypeError(f"'{text}' is outside 1970 to 2262")
+    return int(seconds * 1e9)
 
 
 

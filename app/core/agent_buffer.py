@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.core import codec
-from app.core.domain import Capture, CaptureStatus, Sample, StoreError
+from app.core.domain import Capture, CaptureStatus, Sample, StoreError, not_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +99,21 @@ class AgentBuffer:
             raise BufferError("the buffer must hold at least one item")
         self.path = Path(path)
         self.max_items = max_items
+        if not_sqlite(self.path):
+            raise BufferError(f"{self.path} is not an agent buffer (not an SQLite file); give a "
+                              "new file name with --buffer")
         try:
             if readonly:
                 self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
                                             check_same_thread=False)
             else:
                 self.conn = sqlite3.connect(self.path, check_same_thread=False)
+                tables = {r[0] for r in self.conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if tables and "meta" not in tables:  # someone else's database: leave it be
+                    self.conn.close()
+                    raise BufferError(f"{self.path} is an SQLite file but not an agent buffer; "
+                                      "give a new file name with --buffer")
                 # WAL: the HTTP threads read while the recorder writes. NORMAL sync keeps every
                 # committed item across a kill -9 of the agent.
                 self.conn.execute("PRAGMA journal_mode=WAL")

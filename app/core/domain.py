@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
@@ -20,6 +21,20 @@ class StoreError(Exception):
     """The workspace file cannot be opened, read or written; the message says why. Defined
     here, not in ``store``, so the edge agent's buffer can raise it without importing
     sqlite-utils (which imports pandas: 0.3 s and 60 MB on an edge box)."""
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def not_sqlite(path: Path) -> bool:
+    """Whether ``path`` holds bytes that are not an SQLite database. SQLite itself takes a
+    short file of anything as an empty database and overwrites it on the first write."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        return False  # SQLite's own error says it better
+    return bool(head) and head != _SQLITE_MAGIC
 
 
 @dataclass(frozen=True, slots=True)

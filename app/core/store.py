@@ -20,7 +20,7 @@ import numpy as np
 import sqlite_utils
 
 from app.core import codec
-from app.core.domain import Capture, CaptureStatus, Sample, StoreError
+from app.core.domain import Capture, CaptureStatus, Sample, StoreError, not_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +156,12 @@ class StoredCapture:
 class Store:
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a folder; give a workspace file such as "
+                             f"{self.path / 'workspace.db'}")
+        if not_sqlite(self.path):
+            raise StoreError(f"{self.path} is not a ProbeScope workspace (not an SQLite file); "
+                             "give a new file name to start one")
         try:
             if readonly:
                 if not self.path.exists():
@@ -168,6 +174,7 @@ class Store:
                                      f"folder {self.path.parent} does not exist")
                 conn = sqlite3.connect(self.path, check_same_thread=False)
             self.db = sqlite_utils.Database(conn)
+            self._refuse_foreign()
             if not readonly:
                 # WAL lets readers run while the recorder writes; NORMAL sync in WAL mode keeps
                 # every committed transaction across a crash of this process (kill -9).
@@ -192,6 +199,14 @@ class Store:
 
     def schema_version(self) -> int:
         return len(self.applied_migrations())
+
+    def _refuse_foreign(self) -> None:
+        """Someone else's database must not get our tables (or WAL mode) added to it."""
+        tables = self.db.table_names()
+        if tables and "migrations" not in tables:
+            shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            raise StoreError(f"{self.path} is an SQLite file but not a ProbeScope workspace (its "
+                             f"tables: {shown}); give a new file name to start one")
 
     def _check_version(self) -> None:
         known = {name for name, _ in MIGRATIONS}

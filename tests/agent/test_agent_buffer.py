@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
+import sqlite3
 
-from app.core.agent_buffer import AgentBuffer, capture_from_json
+import numpy as np
+import pytest
+
+from app.core.agent_buffer import AgentBuffer, BufferError, capture_from_json
 from app.core.domain import Capture, CaptureStatus, Sample, TensorBlob
 
 
@@ -35,3 +38,21 @@ def test_a_page_of_big_captures_is_cut_by_size_and_keeps_exact_bytes(tmp_path):
     np.testing.assert_array_equal(first.inputs[0].to_array(), image)
     rest = buffer.page(page.next_seq, limit=1000, max_bytes=10**9)
     assert len(page.captures) + len(rest.captures) == 10
+
+
+def test_a_file_that_is_not_a_buffer_is_refused_and_left_as_it_was(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("x")  # SQLite alone would take this as an empty database and overwrite it
+    with pytest.raises(BufferError, match=r"notes\.txt is not an agent buffer"):
+        AgentBuffer(notes)
+    assert notes.read_text() == "x"
+    other = tmp_path / "crm.sqlite"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE customers (name TEXT)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(BufferError, match="SQLite file but not an agent buffer"):
+        AgentBuffer(other)
+    conn = sqlite3.connect(other)
+    assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["customers"]
+    conn.close()

@@ -35,11 +35,34 @@ def test_a_missing_folder_is_a_clear_error(tmp_path):
         Store(tmp_path / "no" / "such" / "x.db")
 
 
-def test_a_file_that_is_not_sqlite_is_a_clear_error(tmp_path):
-    bogus = tmp_path / "notes.db"
-    bogus.write_text("these are my notes, not a database" * 100)
-    with pytest.raises(StoreError, match="cannot open workspace"):
-        Store(bogus)
+def test_a_file_that_is_not_sqlite_is_a_clear_error_and_left_as_it_was(tmp_path):
+    # A long file SQLite itself refuses; a short one it would take as empty and overwrite.
+    for text in ("these are my notes, not a database" * 100, "todo: call Ana"):
+        bogus = tmp_path / "notes.db"
+        bogus.write_text(text)
+        for readonly in (False, True):
+            with pytest.raises(StoreError, match=r"notes\.db is not a ProbeScope workspace"):
+                Store(bogus, readonly=readonly)
+        assert bogus.read_text() == text
+    with pytest.raises(StoreError, match="is a folder"):
+        Store(tmp_path)
+
+
+def test_someone_elses_sqlite_database_gets_none_of_our_tables(tmp_path):
+    other = tmp_path / "crm.sqlite"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE customers (name TEXT)")
+    conn.commit()
+    conn.close()
+    for readonly in (False, True):
+        with pytest.raises(StoreError, match=r"SQLite file but not a ProbeScope workspace \(its "
+                                             r"tables: customers\)"):
+            Store(other, readonly=readonly)
+    conn = sqlite3.connect(other)
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    conn.close()
+    assert tables == ["customers"] and mode == "delete"
 
 
 def test_samples_round_trip_in_time_order(workspace):
