@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--endpoint", required=True,
                    help="name for the log's endpoint (stored as log:NAME unless it is a URI)")
     p.add_argument("--id-column", help="request id column (default: request_id or id)")
-    p.add_argument("--timestamp-column", help="time column: dates, or epoch seconds "
+    p.add_argument("--timestamp-column", help="time column: dates, or epoch seconds, ms, us or ns "
                                               "(default: timestamp, ts or time)")
     p.add_argument("--features", help="comma-separated feature columns "
                                       "(default: every column not used for something else)")

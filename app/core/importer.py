@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,17 +107,64 @@ def _column(frame: pd.DataFrame, given: str | None, role: str, source: str) -> s
     return next((lower[n] for n in _AUTO[role] if n in lower), None)
 
 
+# Epoch numbers are told apart by size: seconds now are about 1.8e9, milliseconds 1.8e12,
+# microseconds 1.8e15, nanoseconds 1.8e18. Each bound sits three orders above the last.
+_EPOCH_SCALES = ((1e11, 1e9), (1e14, 1e6), (1e17, 1e3), (float("inf"), 1.0))
+_LAST_NS = 2**63 - 1
+
+
+def _epoch_ns(values: np.ndarray) -> np.ndarray:
+    """Epoch seconds, milliseconds, microseconds or nanoseconds (told by size) as ns."""
+    biggest = float(np.abs(values).max()) if values.size else 0.0
+    scale = next(s for bound, s in _EPOCH_SCALES if biggest < bound)
+    return (values * scale).astype(np.int64)
+
+
+def _row(frame_index: int) -> str:
+    return f"row {frame_index + 1}"  # rows after the header, counted from 1
+
+
 def _timestamps(col: pd.Series | None, rows: int) -> np.ndarray:
     now = time.time_ns()
     if col is None:
         return now + np.arange(rows, dtype=np.int64)  # import order, one ns apart
-    if pd.api.types.is_numeric_dtype(col):
-        return (col.to_numpy(np.float64) * 1e9).astype(np.int64)  # epoch seconds
-    parsed = pd.to_datetime(col, utc=True, errors="coerce")
-    if parsed.isna().any():
-        bad = col[parsed.isna()].iloc[0]
-        raise LogImportError(f"timestamp '{bad}' cannot be read as a date and time")
-    return parsed.astype("int64").to_numpy()
+    numbers = pd.to_numeric(col, errors="coerce")
+    is_number = numbers.notna().to_numpy()
+    out = np.empty(rows, dtype=np.int64)
+    if is_number.any():
+        values = numbers.to_numpy(np.float64)[is_number]
+        if (values < 0).any() or not np.isfinite(values).all():
+            bad = int(np.flatnonzero(is_number)[np.flatnonzero(~(values >= 0))[0]])
+            raise LogImportError(f"timestamp '{col.iloc[bad]}' in {_row(bad)} is not a time "
+                                 "after 1970")
+        out[is_number] = _epoch_ns(values)
+    if not is_number.all():
+        texts = col[~is_number]
+        parsed = pd.to_datetime(texts, utc=True, errors="coerce", format="ISO8601")
+        if parsed.isna().any():  # not all ISO 8601: each row on its own (slower)
+            with warnings.catch_warnings():  # pandas warns when it must guess per row
+                warnings.simplefilter("ignore", UserWarning)
+                parsed = pd.to_datetime(texts, utc=True, errors="coerce", format="mixed")
+        if parsed.isna().any():
+            bad = int(np.flatnonzero(~is_number)[np.flatnonzero(parsed.isna().to_numpy())[0]])
+            raise LogImportError(f"timestamp '{col.iloc[bad]}' in {_row(bad)} cannot be read "
+                                 "as a date and time or epoch number")
+        out[~is_number] = parsed.astype("int64").to_numpy()
+    return out
+
+
+def _numbers(frame: pd.DataFrame, col: str | None, role: str) -> np.ndarray | None:
+    """A numeric column (latency, confidence); blanks become NaN, words are an error."""
+    if col is None:
+        return None
+    numbers = pd.to_numeric(frame[col], errors="coerce")
+    wrong = (numbers.isna() & frame[col].notna()).to_numpy()
+    if wrong.any():
+        bad = int(np.flatnonzero(wrong)[0])
+        raise LogImportError(f"{role} column '{col}' holds '{frame[col].iloc[bad]}' in "
+                             f"{_row(bad)}, which is not a number; fix it or leave the cell "
+                             "empty")
+    return numbers.to_numpy(np.float64)
 
 
 def _features(frame: pd.DataFrame, cols: list[str], dtype: np.dtype, source: str) -> np.ndarray:
@@ -132,7 +180,18 @@ def _features(frame: pd.DataFrame, cols: list[str], dtype: np.dtype, source: str
     if bad:
         raise LogImportError(f"{source}: feature columns {', '.join(map(str, bad))} are not "
                              "numeric; leave them out with --features")
-    return numeric.to_numpy(np.float64).astype(dtype)
+    values = numeric.to_numpy(np.float64)
+    if dtype.kind in "iub":
+        # A cast would wrap 300 to 44 in int8 without a word: refuse what does not fit.
+        info = np.iinfo(dtype) if dtype.kind != "b" else None
+        lo, hi = (info.min, info.max) if info else (0, 1)
+        wrong = ~np.isfinite(values) | (values < lo) | (values > hi) | (values != np.round(values))
+        if wrong.any():
+            r, c = map(int, np.argwhere(wrong)[0])
+            raise LogImportError(f"{source}: feature '{cols[c]}' holds '{frame[cols[c]].iloc[r]}' "
+                                 f"in {_row(r)}, which is not a whole number from {lo} to {hi} "
+                                 f"(--dtype {dtype.name}); pick a wider --dtype")
+    return values.astype(dtype)
 
 
 def import_log(path: str | Path, db: str | Path, endpoint: str,
@@ -167,8 +226,8 @@ def import_log(path: str | Path, db: str | Path, endpoint: str,
         return [label_text(v) for v in frame[col]] if col else [None] * len(frame)
 
     preds, labels = texts("prediction"), texts("label")
-    latency = (frame[roles["latency"]].to_numpy(np.float64) if roles["latency"] else None)
-    conf = (frame[roles["confidence"]].to_numpy(np.float64) if roles["confidence"] else None)
+    latency = _numbers(frame, roles["latency"], "latency")
+    conf = _numbers(frame, roles["confidence"], "confidence")
 
     store = Store(db)
     imported = skipped = failures = 0

@@ -121,3 +121,47 @@ def test_a_missing_column_is_one_clear_line(tmp_path, log_and_labels, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "no column 'truth'" in err
+
+
+def _stamps(db) -> list[int]:
+    store = Store(db, readonly=True)
+    try:
+        return [c.capture.ts_ns for c in store.captures(limit=100, with_tensors=False)]
+    finally:
+        store.close()
+
+
+def test_epoch_stamps_in_any_unit_and_mixed_with_dates_land_on_the_same_instant(tmp_path):
+    instant_s = 1_764_000_000  # 2025-11-24T16:00:00Z
+    for unit, factor in (("s", 1), ("ms", 10**3), ("us", 10**6), ("ns", 10**9)):
+        log = tmp_path / f"{unit}.csv"
+        log.write_text(f"request_id,timestamp,f1,prediction\na,{instant_s * factor},1.0,0\n")
+        db = tmp_path / f"{unit}.db"
+        assert main(["import", str(log), "--db", str(db), "--endpoint", "p"]) == 0
+        assert _stamps(db) == [instant_s * 10**9], unit
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("request_id,timestamp,f1,prediction\n"
+                     "a,2025-11-24T16:00:00Z,1.0,0\nb,1764000001,2.0,0\n")
+    assert main(["import", str(mixed), "--db", str(tmp_path / "m.db"), "--endpoint", "p"]) == 0
+    assert sorted(_stamps(tmp_path / "m.db")) == [instant_s * 10**9, (instant_s + 1) * 10**9]
+
+
+@pytest.mark.parametrize(("text", "extra", "words"), [
+    ("request_id,f1,prediction,latency_ms\na,1.0,0,3\nb,2.0,0,fast\n", [],
+     "latency column 'latency_ms' holds 'fast' in row 2, which is not a number"),
+    ("request_id,timestamp,f1,prediction\na,2025-11-24,1,0\nb,yesterday,2,0\n", [],
+     "timestamp 'yesterday' in row 2 cannot be read"),
+    ("request_id,f1,prediction\na,300,0\n", ["--dtype", "int8"],
+     "feature 'f1' holds '300' in row 1, which is not a whole number from -128 to 127"),
+    ("request_id,f1,prediction\na,1.5,0\n", ["--dtype", "int32"],
+     "feature 'f1' holds '1.5' in row 1"),
+])
+def test_a_bad_cell_is_named_by_column_and_row_and_nothing_is_imported(tmp_path, capsys, text,
+                                                                     extra, words):
+    log = tmp_path / "log.csv"
+    log.write_text(text)
+    db = tmp_path / "ws.db"
+    assert main(["import", str(log), "--db", str(db), "--endpoint", "p", *extra]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1 and "Warning" not in err
+    assert not db.exists() or _stamps(db) == []
