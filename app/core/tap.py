@@ -64,7 +64,11 @@ class Upstream:
             raise TapError(f"--upstream '{url}' must be http://HOST:PORT or https://HOST:PORT")
         if parts.path not in ("", "/") or parts.query:
             raise TapError(f"--upstream '{url}' must not have a path; clients keep theirs")
-        return cls(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
+        try:
+            port = parts.port  # urllib checks the range and the digits only when asked
+        except ValueError:
+            raise TapError(f"--upstream '{url}' has no valid port; ports are 1 to 65535") from None
+        return cls(parts.hostname, port or (443 if parts.scheme == "https" else 80),
                    parts.scheme == "https")
 
     @property

@@ -310,6 +310,24 @@ def test_the_tap_refuses_to_listen_beyond_loopback(tmp_path):
     assert not db.exists()  # refused before anything was written
 
 
+@pytest.mark.parametrize(("upstream", "words"), [
+    ("http://127.0.0.1:99999", "has no valid port"),
+    ("http://127.0.0.1:abc", "has no valid port"),
+    ("ftp://127.0.0.1:21", "must be http://HOST:PORT"),
+    ("http://127.0.0.1:8000/v2", "must not have a path"),
+])
+def test_a_bad_upstream_is_one_line_before_anything_is_written(tmp_path, capsys, upstream,
+                                                               words):
+    from app.cli import main
+
+    db = tmp_path / "w.db"
+    assert main(["tap", "--upstream", upstream, "--db", str(db), "--listen", "127.0.0.1:0",
+                 "--seconds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1 and "internal error" not in err
+    assert not db.exists()
+
+
 def test_a_body_sent_in_pieces_is_streamed_upstream_and_recorded_whole(canned):
     """The head goes upstream before the client has sent its body (the server starts reading
     while the client is still writing), and the record holds the whole body."""
