@@ -2,7 +2,10 @@
 
 import sys
 
-from app.cli import main
-
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        from app.cli import main
+
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl+C while Python was still importing
+        sys.exit(130)

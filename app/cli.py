@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -62,7 +63,23 @@ def _command_named(argv: Sequence[str]) -> str | None:
     return None
 
 
+def no_display_reason(env: Mapping[str, str], platform: str = sys.platform) -> str | None:
+    """Why Qt could not open a window here, or None. Qt's own answer is an abort (SIGABRT)
+    with a page of plugin advice, so the plain case is caught before Qt starts."""
+    if not platform.startswith("linux") or env.get("QT_QPA_PLATFORM"):
+        return None
+    if env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
+        return None
+    return ("no display to open the window on (neither DISPLAY nor WAYLAND_DISPLAY is set); "
+            "run it in a desktop session or under xvfb-run, or use a headless command such as "
+            "`probescope demo --db demo.db` (see `probescope --help`)")
+
+
 def _run_window(args: argparse.Namespace) -> int:
+    reason = no_display_reason(os.environ)
+    if reason:
+        print(f"probescope: {reason}", file=sys.stderr)
+        return EXIT_USER_ERROR
     from app.gui.launch import run_window
 
     return run_window(args.gui_db)
@@ -80,7 +97,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv).parse_args(argv)
+    try:
+        # Building the parser imports the named command's module (pandas, onnxruntime: a
+        # second or two); Ctrl+C then is a change of mind, not a traceback.
+        args = build_parser(argv).parse_args(argv)
+    except KeyboardInterrupt:
+        return 130
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

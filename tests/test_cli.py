@@ -197,3 +197,27 @@ def test_a_drift_window_past_ten_years_is_refused(workspace, capsys):
     assert main(["drift", "--db", str(workspace), "--endpoint", "x", "--window",
                  "99999999999h"]) == 2
     assert "longer than ten years" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_a_command_loads_is_quiet(tmp_path):
+    # The replay command's imports take a second or more: the signal lands among them.
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "replay", "--db",
+                             str(tmp_path / "w.db"), "--versions", "a.onnx"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    import time
+
+    time.sleep(0.4)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert proc.returncode in (130, -signal.SIGINT)
+
+
+def test_no_display_is_one_line_not_a_qt_abort(tmp_path):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "--db", str(tmp_path / "w.db")],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "no display to open the window on" in done.stderr
+    assert not (tmp_path / "w.db").exists()
