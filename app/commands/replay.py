@@ -21,7 +21,7 @@ from app.core.replay import (
     replay,
     select_case_set,
 )
-from app.core.replay_store import save_replay
+from app.core.replay_store import load_replay, save_replay
 from app.core.replay_targets import ReplayError, open_target
 from app.core.store import Store, StoreError
 from app.core.versions import VersionError, find, registered, verify_unchanged
@@ -56,6 +56,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slo-ms", type=_args.positive,
                    help="latency above which a SLOW capture still fails")
     p.add_argument("--no-save", action="store_true", help="do not save the replay")
+    saved = p.add_mutually_exclusive_group()
+    saved.add_argument("--list", action="store_true", help="list the saved replays and stop")
+    saved.add_argument("--show", metavar="ID|latest",
+                       help="print a saved replay's summary again (runs nothing)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -129,10 +133,56 @@ def _text(result: ReplayResult) -> str:
     return "\n".join(lines)
 
 
+def _saved(args: argparse.Namespace) -> int:
+    """``--list`` and ``--show``: what earlier replays found, read from the workspace."""
+    store = Store(args.db, readonly=True)
+    try:
+        rows = store.replays()
+        if args.list:
+            listed = [{"id": r["id"], "created": _local(r["created_ns"]),
+                       "versions": [v["name"] for v in json.loads(r["versions"])],
+                       "cancelled": bool(r["cancelled"])} for r in rows]
+            if args.json:
+                print(json.dumps({"replays": listed}))
+            elif not listed:
+                print("no saved replays; run one with `probescope replay --db PATH`")
+            else:
+                print(f"{'id':>4}  {'created':<19}  versions")
+                for r in listed:
+                    print(f"{r['id']:>4}  {r['created']:<19}  {', '.join(r['versions'])}"
+                          + ("  (cancelled)" if r["cancelled"] else ""))
+            return 0
+        if args.show == "latest":
+            if not rows:
+                raise ReplayError(f"no saved replays in {args.db}")
+            wanted = int(rows[0]["id"])
+        else:
+            try:
+                wanted = int(args.show)
+            except ValueError:
+                raise ReplayError(f"--show takes a replay id or 'latest', not '{args.show}'; "
+                                  "see --list") from None
+        result = load_replay(store, wanted)
+    finally:
+        store.close()
+    print(json.dumps(result.to_json()) if args.json else _text(result))
+    return 0
+
+
+def _local(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.db.exists():
         print(f"probescope: no workspace at {args.db}", file=sys.stderr)
         return 2
+    if args.list or args.show:
+        try:
+            return _saved(args)
+        except (ReplayError, StoreError) as exc:
+            print(f"probescope: {exc}", file=sys.stderr)
+            return 2
     store = Store(args.db)
     targets = []
     try:

@@ -126,3 +126,23 @@ def test_a_version_whose_server_is_down_is_reported_not_judged(capsys, demo_db: 
     assert "wine-v2 could not be asked about every case" in captured.err
     row = next(line for line in captured.out.splitlines() if line.startswith("wine-v2 "))
     assert row.split()[1:5] == ["30", "0", "0", "0"]  # cases, fixed, still failing, broken
+
+
+def test_saved_replays_are_listed_and_shown_again_as_they_were(capsys, demo_db: Path, versions):
+    db = ["replay", "--db", str(demo_db)]
+    assert main([*db, "--list"]) == 0
+    assert "no saved replays" in capsys.readouterr().out
+    _, first = run_json(capsys, [*db, "--versions", *map(str, versions), "--limit", "40",
+                                 "--controls", "20", "--json"])
+    _, listed = run_json(capsys, [*db, "--list", "--json"])
+    (entry,) = listed["replays"]
+    assert entry["id"] == first["replay_id"]
+    assert entry["versions"] == ["wine-v1", "wine-v2", "wine-v3"] and not entry["cancelled"]
+    _, shown = run_json(capsys, [*db, "--show", "latest", "--json"])
+    assert shown == first
+    assert main([*db, "--show", str(first["replay_id"])]) == 0
+    assert "40 failures, 20 controls" in capsys.readouterr().out
+    assert main([*db, "--show", "999"]) == 2
+    assert "no replay 999" in capsys.readouterr().err
+    assert main([*db, "--show", "yesterday"]) == 2
+    assert "takes a replay id or 'latest'" in capsys.readouterr().err
