@@ -279,8 +279,14 @@ def apply_labels(path: str | Path, db: str | Path, *, id_column: str | None = No
     labels = {k: v for k, v in labels.items() if v is not None}
     store = Store(db)
     try:
-        rows = store.captures_for_labels(list(labels),
-                                         endpoint_name(endpoint) if endpoint else None)
+        chosen = None
+        if endpoint:
+            # The name import gave (log:NAME), else the URI or a part only one URI has; a
+            # name that matches nothing is an error, not "0 labelled".
+            named = endpoint_name(endpoint)
+            known = {e["uri"] for e in store.endpoints()}
+            chosen = named if named in known else store.resolve_endpoint(endpoint)
+        rows = store.captures_for_labels(list(labels), chosen)
         updates, samples = [], []
         new_failures = cleared = 0
         for cid, uri, ts, rid, prediction, status in rows:

@@ -165,3 +165,17 @@ def test_a_bad_cell_is_named_by_column_and_row_and_nothing_is_imported(tmp_path,
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1 and "Warning" not in err
     assert not db.exists() or _stamps(db) == []
+
+
+def test_labels_for_an_endpoint_that_is_not_there_are_refused_not_dropped(tmp_path, capsys):
+    log = tmp_path / "log.csv"
+    log.write_text("request_id,f1,prediction\na,1.0,0\n")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("request_id,label\na,1\n")
+    db = tmp_path / "ws.db"
+    assert main(["import", str(log), "--db", str(db), "--endpoint", "prod"]) == 0
+    capsys.readouterr()
+    assert main(["label", str(labels), "--db", str(db), "--endpoint", "prdo"]) == 2
+    assert "no endpoint matching 'prdo'" in capsys.readouterr().err
+    assert main(["label", str(labels), "--db", str(db), "--endpoint", "prod", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["new_failures"] == 1
