@@ -217,21 +217,35 @@ class Store:
                 f"{', '.join(unknown)} that this one does not know); upgrade ProbeScope to open it"
             )
 
-    def _migrate(self) -> None:
-        self._check_version()
+    def _missing_steps(self) -> list[tuple[int, str, Callable[[sqlite_utils.Database], None]]]:
         applied = set(self.applied_migrations())
-        missing = [(i, n, f) for i, (n, f) in enumerate(MIGRATIONS) if n not in applied]
-        if not missing:
+        return [(i, n, f) for i, (n, f) in enumerate(MIGRATIONS) if n not in applied]
+
+    def _migrate(self) -> None:
+        """Apply the missing schema steps in one transaction: all of them or none.
+
+        Python's sqlite3 commits before each CREATE on its own, so the transaction is opened
+        by hand (IMMEDIATE: a second process migrating the same file waits, then finds the
+        steps done). The steps' own writes are raw SQL: sqlite-utils' insert would commit."""
+        self._check_version()
+        if not self._missing_steps():
             return
-        with self.db.conn:
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
             if "migrations" not in self.db.table_names():
-                self.db["migrations"].create({"step": int, "name": str, "applied_ns": int},
-                                             pk="name")
-            for step, name, migrate in missing:
+                conn.execute("CREATE TABLE migrations (step INTEGER, name TEXT PRIMARY KEY, "
+                             "applied_ns INTEGER)")
+            for step, name, migrate in self._missing_steps():
                 migrate(self.db)
-                self.db["migrations"].insert(
-                    {"step": step, "name": name, "applied_ns": time.time_ns()})
+                conn.execute("INSERT INTO migrations (step, name, applied_ns) VALUES (?, ?, ?)",
+                             [step, name, time.time_ns()])
                 log.info("workspace %s: applied schema step %s", self.path, name)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self.db.conn.close()

@@ -30,6 +30,30 @@ def test_a_workspace_from_a_newer_version_is_refused_with_advice(workspace):
         Store(workspace)
 
 
+def test_a_schema_step_that_fails_leaves_the_workspace_as_it_was(workspace, monkeypatch):
+    def half_done(db) -> None:
+        db["half"].create({"x": int})
+        raise sqlite3.OperationalError("disk I/O error")
+
+    steps = store_module.MIGRATIONS
+    monkeypatch.setattr(store_module, "MIGRATIONS", [*steps, ("later_step", half_done)])
+    with pytest.raises(StoreError, match="disk I/O error"):
+        Store(workspace)  # a new file: every step, then the failing one
+    conn = sqlite3.connect(workspace)
+    assert conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall() == []
+    conn.close()
+    monkeypatch.setattr(store_module, "MIGRATIONS", steps)
+    Store(workspace).close()  # an older workspace: only the new step, rolled back alone
+    monkeypatch.setattr(store_module, "MIGRATIONS", [*steps, ("later_step", half_done)])
+    with pytest.raises(StoreError, match="disk I/O error"):
+        Store(workspace)
+    monkeypatch.setattr(store_module, "MIGRATIONS", steps)
+    s = Store(workspace, readonly=True)
+    assert s.applied_migrations() == [name for name, _ in steps]
+    assert "half" not in s.db.table_names()
+    s.close()
+
+
 def test_a_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match="does not exist"):
         Store(tmp_path / "no" / "such" / "x.db")
