@@ -38,6 +38,9 @@ def record(uris: Sequence[str], db: Path, seconds: float, options: ProbeOptions 
     try:
         attached = [monitor.attach(uri, options).endpoint for uri in uris]
         stop.wait(seconds)
+        # Read before close: request-sending probes that never got one answer, and why.
+        silent = {e: p.last_error for e, p in monitor.probes.items()
+                  if getattr(p, "requests", None) == 0}
     finally:
         signal.signal(signal.SIGINT, previous)
         monitor.close()
@@ -61,4 +64,8 @@ def record(uris: Sequence[str], db: Path, seconds: float, options: ProbeOptions 
                 print(f"{key.replace('_', ' ')}: {value}")
     if stats.last_error:
         print(f"probescope: warning: {stats.last_error}", file=sys.stderr)
+    for uri, last_error in silent.items():
+        why = last_error or ("it accepted the connection but sent no answer; the probe waits "
+                             "?timeout_s= (10 s by default) per call")
+        print(f"probescope: warning: no request to {uri} completed: {why}", file=sys.stderr)
     return 0

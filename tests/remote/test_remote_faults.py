@@ -192,3 +192,17 @@ def test_tfserving_status_metadata_and_predict(opened, fault_server, demo_dir):
     assert capture.inputs[0].name == "x" and capture.inputs[0].dtype == "<f4"
     assert (capture.prediction, capture.model_version) == ("1", "3")
     assert probe.info()["signature"] == "serving_default"
+
+
+def test_watching_a_server_that_never_answers_says_so(fault_server, demo_dir, tmp_path, capsys):
+    from app.cli import main
+
+    fault_server.mode, fault_server.delay_s = "hang", 30.0
+    try:
+        assert main(["watch", _v2(fault_server, "?timeout_s=1"), "--db", str(tmp_path / "w.db"),
+                     "--seconds", "1", "--payload", str(demo_dir / "reference.csv")]) == 0
+    finally:
+        fault_server.release.set()
+    err = capsys.readouterr().err
+    assert f"no request to {_v2(fault_server, '?timeout_s=1')} completed" in err
+    assert "no answer within" in err
