@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -169,6 +172,23 @@ def _saved(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_printer(versions: int) -> Callable[[float], None]:
+    """On a terminal, one line on stderr that counts up; elsewhere (a pipe, a log) nothing."""
+    if not sys.stderr.isatty():
+        return lambda _: None
+    shown = [-1]
+
+    def show(share: float) -> None:
+        percent = int(share * 100)
+        if percent != shown[0]:
+            shown[0] = percent
+            version = min(versions, int(share * versions) + 1)
+            print(f"\rreplaying: {percent:3d}%  (version {version} of {versions}; Ctrl+C "
+                  "stops and keeps the finished ones)", end="", file=sys.stderr, flush=True)
+
+    return show
+
+
 def _local(ts_ns: int) -> str:
     return datetime.fromtimestamp(ts_ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -196,10 +216,19 @@ def run(args: argparse.Namespace) -> int:
                               + (f" for {endpoint}" if endpoint else ""))
         for location, name in _locations(store, args.versions):
             targets.append(open_target(location, provider=args.provider, name=name))
-        result = replay(cases, targets, selection=selection, batch_size=args.batch_size,
-                        criteria=Criteria(args.min_confidence, args.slo_ms))
-        if not args.no_save:
-            save_replay(store, result)
+        interrupted = threading.Event()
+        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+        try:
+            result = replay(cases, targets, selection=selection, batch_size=args.batch_size,
+                            criteria=Criteria(args.min_confidence, args.slo_ms),
+                            progress=_progress_printer(len(targets)),
+                            cancelled=interrupted.is_set)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            if sys.stderr.isatty():
+                print(file=sys.stderr)  # end the progress line
+        if not args.no_save and result.runs:
+            save_replay(store, result)  # a cancelled one too: the versions it finished
     except (ReplayError, StoreError, VersionError) as exc:
         print(f"probescope: {exc}", file=sys.stderr)
         return 2
@@ -208,6 +237,11 @@ def run(args: argparse.Namespace) -> int:
             t.close()
         store.close()
     print(json.dumps(result.to_json()) if args.json else _text(result))
+    if result.cancelled:
+        print(f"probescope: stopped by Ctrl+C after {len(result.runs)} of {len(targets)} "
+              "versions" + ("; the finished ones are saved" if not args.no_save else ""),
+              file=sys.stderr)
+        return 130
     silent = [s.version for s in result.summaries() if s.unanswered]
     if silent:
         print(f"probescope: {', '.join(silent)} could not be asked about every case; "
