@@ -59,6 +59,9 @@ def _utc(ts_ns: int | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     action = args.action or "list"
+    if not args.db.exists():  # every action reads a workspace first; none should start one
+        print(f"probescope: no workspace at {args.db}", file=sys.stderr)
+        return 2
     store = Store(args.db, readonly=action == "list")
     try:
         return {"list": _list, "evaluate": _evaluate, "ack": _set_status,

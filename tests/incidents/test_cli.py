@@ -109,3 +109,11 @@ def test_nonsense_rule_values_are_refused_before_they_are_kept(workspace, capsys
     store = Store(workspace, readonly=True)
     assert not store.incident_rules(EP)
     store.close()
+
+
+def test_no_action_starts_a_workspace_at_a_mistyped_path(tmp_path, capsys):
+    for action in ([], ["evaluate"], ["ack", "1"], ["rules", EP], ["rules", EP, "error_rate=0.3"]):
+        missing = tmp_path / "wrokspace.db"
+        assert main(["incidents", "--db", str(missing), *action]) == 2
+        assert f"no workspace at {missing}" in capsys.readouterr().err
+        assert not missing.exists()
