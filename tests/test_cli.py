@@ -53,7 +53,14 @@ def test_demo_runs_headless_and_captures_failures(workspace, capsys):
     uris = [e["uri"] for e in report["endpoints"]]
     assert any("wine-v1" in u for u in uris) and "system:" in uris
     store = Store(workspace)
-    assert store.count_captures(failed=True) == report["failures_captured"]
+    before = store.count_captures(failed=True)
+    assert before == report["failures_captured"]
+    store.close()
+    # A second run into the same workspace counts its own failures, not the first run's too.
+    assert main(["demo", "--db", str(workspace), "--seconds", "2", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)["failures_captured"]
+    store = Store(workspace)
+    assert again == store.count_captures(failed=True) - before
     store.close()
 
 

@@ -406,8 +406,12 @@ class Store:
         sql = "SELECT count(*) FROM samples" + (" WHERE " + " AND ".join(where) if where else "")
         return int(self.db.execute(sql, args).fetchone()[0])
 
-    def count_captures(self, endpoint: str | None = None, *, failed: bool | None = None) -> int:
+    def count_captures(self, endpoint: str | None = None, *, failed: bool | None = None,
+                       since_ns: int | None = None) -> int:
         where, args = [], []
+        if since_ns is not None:
+            where.append("ts_ns >= ?")
+            args.append(since_ns)
         if endpoint is not None:
             where.append("endpoint_id = ?")
             args.append(self._lookup_endpoint(endpoint) or -1)

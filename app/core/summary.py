@@ -35,7 +35,7 @@ def summarize(store: Store, uri: str, start_ns: int | None = None) -> EndpointSu
     return EndpointSummary(
         uri=uri, requests=len(latency), errors=len(failures), latency_ms=quantiles,
         peak_rss_mb=round(float(rss.max()), 1) if len(rss) else None,
-        failures_captured=store.count_captures(uri, failed=True),
+        failures_captured=store.count_captures(uri, failed=True, since_ns=start_ns),
     )
 
 
