@@ -13,6 +13,8 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from app.commands import COMMANDS, _args
 from app.core.domain import CaptureStatus
 from app.core.replay import (
@@ -57,7 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-confidence", type=_args.share, default=DEFAULT_MIN_CONFIDENCE,
                    help="confidence below which a LOW_CONFIDENCE capture still fails")
     p.add_argument("--slo-ms", type=_args.positive,
-                   help="latency above which a SLOW capture still fails")
+                   help="latency above which a SLOW capture still fails, timed one request at "
+                        "a time (default: the --endpoint's SLO, if it has one)")
     p.add_argument("--no-save", action="store_true", help="do not save the replay")
     saved = p.add_mutually_exclusive_group()
     saved.add_argument("--list", action="store_true", help="list the saved replays and stop")
@@ -211,6 +214,10 @@ def run(args: argparse.Namespace) -> int:
                               model_version=args.model_version, start_ns=args.since,
                               end_ns=args.until, limit=args.limit, controls=args.controls)
         cases = select_case_set(store, selection)
+        slo_ms = args.slo_ms
+        if slo_ms is None and endpoint is not None:  # the SLO the endpoint was probed with
+            slo_ms = next((e["slo_ms"] for e in store.endpoints() if e["uri"] == endpoint),
+                          None)
         if not (~cases.control).any():
             raise ReplayError(f"no failures to replay in {args.db}"
                               + (f" for {endpoint}" if endpoint else ""))
@@ -220,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
         previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
         try:
             result = replay(cases, targets, selection=selection, batch_size=args.batch_size,
-                            criteria=Criteria(args.min_confidence, args.slo_ms),
+                            criteria=Criteria(args.min_confidence, slo_ms),
                             progress=_progress_printer(len(targets)),
                             cancelled=interrupted.is_set)
         finally:
@@ -237,6 +244,11 @@ def run(args: argparse.Namespace) -> int:
             t.close()
         store.close()
     print(json.dumps(result.to_json()) if args.json else _text(result))
+    slow = int(np.count_nonzero(cases.slow & ~cases.control))
+    if slow and slo_ms is None:
+        print(f"probescope: {slow} SLOW failures were judged on their outputs only; give "
+              "--slo-ms (or --endpoint, to use its SLO) to judge their latency too",
+              file=sys.stderr)
     if result.cancelled:
         print(f"probescope: stopped by Ctrl+C after {len(result.runs)} of {len(targets)} "
               "versions" + ("; the finished ones are saved" if not args.no_save else ""),

@@ -12,7 +12,8 @@ What "failing" means for a case on a version:
 - any case: the version raised, or gave a non-finite output;
 - a case with a label: the top class differs from the label;
 - a LOW_CONFIDENCE capture: also its confidence is below ``Criteria.min_confidence``;
-- a SLOW capture: also its latency is above ``Criteria.slo_ms`` (when one is given);
+- a SLOW capture: also its latency is above ``Criteria.slo_ms`` (when one is given; the
+  latency of the case run alone, not its share of a batch);
 - a passing (control) capture without a label: also confidence below ``min_confidence``.
 
 A failure that does not fail on a version is *fixed* there; a control case that fails is
@@ -270,12 +271,15 @@ def replay(cases: Sequence[Case] | CaseSet, targets: Sequence[Target], *,
         progress(done / total)
         return not cancelled()
 
+    # SLOW captures are judged on latency only against an SLO, and then on one request's
+    # latency, not on their share of a batch's.
+    timed_alone = prepared.slow_rows if criteria.slo_ms is not None else None
     runs: list[VersionRun] = []
     stopped = cancelled()
     for target in targets:
         if stopped:
             break
-        run = run_version(target, prepared, batch_size, tick)
+        run = run_version(target, prepared, batch_size, tick, timed_alone=timed_alone)
         if run is None:
             stopped = True
             break

@@ -279,9 +279,39 @@ def _judge_one(outs: list[tuple[str, np.ndarray]]) -> tuple[int, float, bool]:
     return int(p[0]), float(c[0]), bool(f[0])
 
 
+def _time_alone(target: Target, prepared: CaseSet, cases: np.ndarray, latency: np.ndarray,
+                errors: dict[int, str]) -> None:
+    singles = set(prepared.singles)  # already run alone, and timed so
+    perf = time.perf_counter
+    for group in prepared.groups:
+        if group.rows is None:
+            wanted, at = cases, cases
+        else:
+            at = np.searchsorted(group.rows, cases)
+            inside = (at < len(group.rows)) & (group.rows[np.minimum(at, len(group) - 1)]
+                                               == cases)
+            wanted, at = cases[inside], at[inside]
+        for i, p in zip(wanted.tolist(), at.tolist(), strict=True):
+            if i in errors or i in singles:
+                continue
+            try:
+                feeds = target.adapt({k: v[p:p + 1] for k, v in group.feeds.items()})
+                times = []
+                for _ in range(3):
+                    t0 = perf()
+                    target.run_adapted(feeds)
+                    times.append((perf() - t0) * 1e3)
+                latency[i] = sorted(times)[1]
+            except Exception as exc:  # it answered in its batch: keep that answer and time
+                log.debug("timing case %d alone on %s failed: %s", i, target.name, exc)
+
+
 def run_version(target: Target, prepared: CaseSet, batch_size: int,
-                tick: Callable[[int], bool]) -> VersionRun | None:
-    """Every case on one target; None when ``tick`` says stop (cancelled)."""
+                tick: Callable[[int], bool], *, timed_alone: np.ndarray | None = None
+                ) -> VersionRun | None:
+    """Every case on one target; None when ``tick`` says stop (cancelled). Cases in
+    ``timed_alone`` get a latency of their own (the median of three single-row calls) in
+    place of their share of a batch: one request's latency, to hold against an SLO."""
     n = len(prepared)
     latency = np.full(n, np.nan)
     errors: dict[int, str] = {}
@@ -356,6 +386,8 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
         one(i, {b.name: b.to_array() for b in prepared.inputs(i)})
         if not tick(1):
             return None
+    if timed_alone is not None and timed_alone.size:
+        _time_alone(target, prepared, timed_alone, latency, errors)
     # Every row was placed, or erred, or answered irregularly (every case runs, or the
     # version is cancelled and dropped): those last two are the rows left to blank.
     columns.blank(sorted({*errors, *columns.irregular}))

@@ -8,6 +8,7 @@ short-lived Store connections on the worker thread, so it shares nothing with th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -347,6 +348,11 @@ class ReplayPanel(QWidget):
             store = Store(path)
             try:
                 known = {v.name: v for v in registered(store)}
+                judged_by = criteria
+                if criteria.slo_ms is None and selection.endpoint:  # its probe's SLO
+                    slo = next((e["slo_ms"] for e in store.endpoints()
+                                if e["uri"] == selection.endpoint), None)
+                    judged_by = dataclasses.replace(criteria, slo_ms=slo)
             finally:
                 store.close()
             try:
@@ -354,7 +360,7 @@ class ReplayPanel(QWidget):
                     if name in known and known[name].location == location:
                         verify_unchanged(known[name])
                     targets.append(open_target(location, provider=provider, name=name))
-                result = replay(cases, targets, criteria=criteria, batch_size=batch,
+                result = replay(cases, targets, criteria=judged_by, batch_size=batch,
                                 selection=selection, progress=progress, cancelled=cancelled)
             finally:
                 for t in targets:

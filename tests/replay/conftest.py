@@ -18,10 +18,12 @@ from tests.conftest import DEMO
 ROWS = 3000  # the whole production stream, once
 
 
-def record_stream(db: Path, model: Path, rows: int = ROWS, capture: float = 0.2) -> str:
-    """Send ``rows`` production rows through the onnx probe; commit what it put on the bus."""
+def record_stream(db: Path, model: Path, rows: int = ROWS, capture: float = 0.2,
+                  extra: str = "") -> str:
+    """Send ``rows`` production rows through the onnx probe; commit what it put on the bus.
+    ``extra``: more URI parameters, such as ``&slo_ms=5``."""
     uri = EndpointUri.parse(f"onnx:{model}?provider=cpu&payload={DEMO / 'production.csv'}"
-                            f"&min_confidence=0.6&capture={capture}")
+                            f"&min_confidence=0.6&capture={capture}{extra}")
     bus = Bus(capacity=1_000_000)
     probe = OnnxProbe(uri, bus, ProbeOptions(rate_hz=0))
     for _ in range(rows):
@@ -32,6 +34,7 @@ def record_stream(db: Path, model: Path, rows: int = ROWS, capture: float = 0.2)
     try:
         store.write_batch([i for i in items if isinstance(i, Sample)],
                           [i for i in items if isinstance(i, Capture)])
+        store.set_endpoint_info(probe.endpoint, slo_ms=probe.slo_ms)  # as the Monitor does
     finally:
         store.close()
     return probe.endpoint

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.cli import main
@@ -183,3 +184,37 @@ def test_ctrl_c_stops_a_replay_and_keeps_the_versions_it_finished(capsys, demo_d
     finally:
         store.close()
     assert saved["id"] == doc["replay_id"] and saved["cancelled"]
+
+
+def test_slow_failures_are_judged_on_one_request_against_the_endpoints_slo(capsys, tmp_path,
+                                                                           versions):
+    from app.core.replay import Criteria, Selection, replay, select_case_set
+    from app.core.replay_targets import LocalOnnxTarget
+    from tests.replay.conftest import record_stream
+
+    db = tmp_path / "slow.db"
+    # An SLO no request can meet: every correct answer is captured SLOW.
+    endpoint = record_stream(db, versions[0], rows=400, extra="&slo_ms=0.000001")
+    store = Store(db)
+    try:
+        cases = select_case_set(store, Selection(kinds=("slow",), limit=100, controls=0))
+    finally:
+        store.close()
+    assert cases.slow.all() and len(cases) > 50
+    # The endpoint's own SLO: one request never meets it, so no version "fixes" them.
+    _, doc = run_json(capsys, ["replay", "--db", str(db), "--endpoint", endpoint,
+                               "--versions", str(versions[0]), "--kind", "slow", "--controls", "0",
+                               "--json"])
+    assert doc["versions"][0]["still_failing"] == doc["versions"][0]["cases"]
+    _, doc = run_json(capsys, ["replay", "--db", str(db), "--versions", str(versions[0]),
+                               "--kind", "slow", "--slo-ms", "1000", "--controls", "0", "--json"])
+    assert doc["versions"][0]["fixed"] == doc["versions"][0]["cases"]
+    code = main(["replay", "--db", str(db), "--versions", str(versions[0]), "--kind", "slow",
+                 "--no-save"])
+    assert code == 0
+    assert "SLOW failures were judged on their outputs only" in capsys.readouterr().err
+    # Timed alone, each SLOW case's latency is one call's, far above a share of a batch.
+    alone = replay(cases, [LocalOnnxTarget(versions[0])], criteria=Criteria(slo_ms=1000.0),
+                   batch_size=512).runs[0].latency_ms
+    shared = replay(cases, [LocalOnnxTarget(versions[0])], batch_size=512).runs[0].latency_ms
+    assert np.median(alone) > 5 * np.median(shared)
