@@ -334,14 +334,25 @@ def _agent_check(target: str) -> TargetCheck:
         base_url, _ = split_http_target(EndpointUri.parse(target), "agent+http://HOST:PORT")
     except (ProbeError, ValueError) as exc:
         return TargetCheck(target, UNREACHABLE, reason=str(exc))
-    client = HttpClient(base_url, HttpSettings(timeout_s=3.0, connect_timeout_s=2.0,
-                                               retries=0))
+    from app.core.agent_auth import TOKEN_ENV
+
+    client = HttpClient(base_url, HttpSettings(
+        timeout_s=3.0, connect_timeout_s=2.0, retries=0,
+        token_env=TOKEN_ENV if os.environ.get(TOKEN_ENV) else None))
     try:
-        client.request("GET", "/v1/info")
+        answer = client.request("GET", "/v1/info")
+        info = answer.json() if answer.status_code == 200 else None
     except RemoteError as exc:
         return TargetCheck(target, UNREACHABLE, reason=str(exc))
     finally:
         client.close()
+    if answer.status_code in (401, 403):
+        return TargetCheck(target, UNREACHABLE, reason=f"the agent at {base_url} refused us "
+                           f"(HTTP {answer.status_code}); set {TOKEN_ENV} to its token")
+    if not isinstance(info, dict) or "agent_id" not in info:
+        return TargetCheck(target, UNREACHABLE, reason=f"{base_url} answered HTTP "
+                           f"{answer.status_code} to /v1/info, which is not a ProbeScope agent's "
+                           "answer")
     return TargetCheck(target, UNSUPPORTED, reason=f"the agent at {base_url} answers but runs "
                        "no models (it forwards metrics), so no clause can be measured there")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -42,25 +43,41 @@ def test_the_demo_contracts_pass_v1_and_fail_v3_on_accuracy_on_cpu():
     assert c3["accuracy"].measured < c3["accuracy"].limit
 
 
-def test_targets_that_cannot_be_reached_are_never_passes(tmp_path):
+def test_targets_that_cannot_be_reached_are_never_passes(tmp_path, monkeypatch):
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from app.core.agent_auth import TOKEN_ENV
+    from app.core.agent_buffer import AgentBuffer
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    AgentBuffer(tmp_path / "buf").close()  # the agent makes its buffer before it serves
     agent = AgentHttpServer(("127.0.0.1", 0), token="t" * 32, buffer_path=tmp_path / "buf",
                             info={"agent": "test"})
     agent.serve_in_thread()
+    other = ThreadingHTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler)  # not an agent
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    agent_uri = f"agent+http://127.0.0.1:{agent.server_address[1]}"
     try:
+        monkeypatch.setenv(TOKEN_ENV, "t" * 32)
         report = check_contract(
             DEMO / "wine-v1.onnx",
-            ["cuda", f"agent+http://127.0.0.1:{port}",
-             f"agent+http://127.0.0.1:{agent.server_address[1]}", "quantum"], runs=RUNS)
+            ["cuda", f"agent+http://127.0.0.1:{port}", agent_uri,
+             f"agent+http://127.0.0.1:{other.server_address[1]}", "quantum"], runs=RUNS)
+        monkeypatch.setenv(TOKEN_ENV, "w" * 32)
+        (refused,) = check_contract(DEMO / "wine-v1.onnx", [agent_uri], runs=RUNS).targets
     finally:
         agent.shutdown()
         agent.server_close()
-    cuda, dead, alive, unknown = report.targets
+        other.shutdown()
+        other.server_close()
+    cuda, dead, alive, stranger, unknown = report.targets
     assert cuda.status == UNREACHABLE and "cuda" in cuda.reason and not cuda.clauses
     assert dead.status == UNREACHABLE and "cannot connect" in dead.reason
     assert alive.status == UNSUPPORTED and "runs no models" in alive.reason
+    assert stranger.status == UNREACHABLE and "not a ProbeScope agent" in stranger.reason
+    assert refused.status == UNREACHABLE and f"set {TOKEN_ENV} to its token" in refused.reason
     assert unknown.status == UNSUPPORTED
     assert not report.passed
 
