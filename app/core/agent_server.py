@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from app.core.agent_auth import bearer_matches
 from app.core.agent_buffer import AgentBuffer
+from app.core.agent_buffer import BufferError as AgentBufferError
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,13 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorised():
             return
         url = urlsplit(self.path)
+        try:
+            self._answer_get(url)
+        except (AgentBufferError, sqlite3.Error) as exc:  # the buffer gone, locked or broken
+            log.error("agent cannot read its buffer: %s", exc)
+            self._json(503, {"error": f"the agent cannot read its buffer: {exc}"})
+
+    def _answer_get(self, url: SplitResult) -> None:
         if url.path == "/v1/info":
             first, last = self._open_buffer().bounds()
             self._json(200, {**self.server.info, "first_seq": first, "last_seq": last,

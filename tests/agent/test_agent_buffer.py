@@ -56,3 +56,25 @@ def test_a_file_that_is_not_a_buffer_is_refused_and_left_as_it_was(tmp_path):
     conn = sqlite3.connect(other)
     assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["customers"]
     conn.close()
+
+
+def test_an_agent_whose_buffer_is_gone_answers_503_not_a_dropped_connection(tmp_path):
+    import httpx
+
+    from app.core.agent_server import AgentHttpServer
+
+    buffer = tmp_path / "b.sqlite"
+    AgentBuffer(buffer).close()
+    server = AgentHttpServer(("127.0.0.1", 0), token="t" * 32, buffer_path=buffer, info={})
+    server.serve_in_thread()
+    try:
+        buffer.unlink()
+        for wal in tmp_path.glob("b.sqlite-*"):
+            wal.unlink()
+        answer = httpx.get(f"http://127.0.0.1:{server.server_address[1]}/v1/info",
+                           headers={"Authorization": "Bearer " + "t" * 32}, timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert answer.status_code == 503
+    assert "cannot read its buffer" in answer.json()["error"]
