@@ -130,3 +130,26 @@ def test_each_demo_model_has_its_own_contract():
         c = load_contract(contract_path_for(DEMO / f"wine-v{v}.onnx"))
         assert c.version == f"{v}.0.0" and c.validation == DEMO / "validation.csv"
         assert Path(c.validation).is_file() and "cpu" in c.max_latency_p95_ms
+
+
+def test_peak_memory_is_the_models_not_the_validation_files(tmp_path):
+    import pandas as pd
+
+    small = pd.read_csv(DEMO / "validation.csv")
+    for name, rows in (("small", small), ("large", pd.concat([small] * (400_000 // len(small))))):
+        folder = tmp_path / name
+        folder.mkdir()
+        shutil.copy(DEMO / "wine-v1.onnx", folder / "m.onnx")
+        rows.to_csv(folder / "validation.csv", index=False)
+        (folder / "model.contract.toml").write_text(
+            "[contract]\nmax_peak_memory_mb = 1000\n[accuracy]\nmin = 0.5\n"
+            "validation = 'validation.csv'\n")
+    figures = {}
+    for name in ("small", "large"):
+        (check,) = check_contract(tmp_path / name / "m.onnx", ["cpu"], runs=RUNS).targets
+        figures[name] = clauses(check)
+    # 400,000 rows are 21 MB as float32 (more as float64): none of it may count as the model's.
+    assert figures["large"]["peak_memory_mb"].measured < figures["small"][
+        "peak_memory_mb"].measured + 8
+    assert figures["large"]["accuracy"].measured == pytest.approx(
+        figures["small"]["accuracy"].measured, abs=0.02)
