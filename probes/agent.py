@@ -69,6 +69,8 @@ def committed_cursor(workspace: Path | None, endpoint: str) -> int:
 @register("agent+https")
 @register("agent+http")
 class AgentProbe(Probe):
+    params = frozenset({"interval", "page", "timeout_s", "ca", "token_env", "token_file"})
+
     def __init__(self, uri: EndpointUri, bus: Bus, options: ProbeOptions) -> None:
         super().__init__(uri, bus, options)
         host = uri.target.removeprefix("//").rstrip("/")

@@ -6,6 +6,7 @@ own thread and talks to the rest of the program only through the bus.
 
 from __future__ import annotations
 
+import difflib
 import enum
 import logging
 import math
@@ -129,11 +130,26 @@ def open_probe(uri: str | EndpointUri, bus: Bus, options: ProbeOptions | None = 
     if cls is None:
         raise ProbeError(f"unknown endpoint kind '{parsed.scheme}' in '{uri}'; "
                          f"known kinds: {', '.join(s + ':' for s in schemes())}")
+    _refuse_unknown_params(parsed, cls)
     return cls(parsed, bus, options or ProbeOptions())
+
+
+def _refuse_unknown_params(uri: EndpointUri, cls: type[Probe]) -> None:
+    unknown = [k for k, _ in uri.params if k not in cls.params]
+    if not unknown:
+        return
+    key = unknown[0]
+    close = difflib.get_close_matches(key, sorted(cls.params), n=1)
+    hint = f"did you mean {close[0]}?" if close else "it takes none" if not cls.params else \
+        f"it takes {', '.join(sorted(cls.params))}"
+    raise ProbeError(f"'{key}' is not a parameter of {uri.scheme}: URIs; {hint}")
 
 
 class Probe(ABC):
     scheme: ClassVar[str] = ""
+    # The URI parameters this kind of probe reads: any other is refused, since a misspelt
+    # one (?slo=5 for ?slo_ms=5) would otherwise be silently ignored.
+    params: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, uri: EndpointUri, bus: Bus, options: ProbeOptions) -> None:
         self.uri = uri

@@ -59,6 +59,9 @@ class BadResponse(RemoteError):
         self.status_code = status_code
 
 
+HTTP_PARAMS = frozenset({"timeout_s", "connect_timeout_s", "max_mb", "retries", "token_env"})
+
+
 @dataclass(frozen=True, slots=True)
 class HttpSettings:
     """Per-endpoint HTTP settings, read from the URI (``?timeout_s=&connect_timeout_s=&max_mb=

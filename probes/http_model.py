@@ -28,6 +28,7 @@ from probes.base import (
     opt_float_param,
 )
 from probes.http_common import (
+    HTTP_PARAMS,
     Backoff,
     BadResponse,
     HttpClient,
@@ -95,6 +96,7 @@ class RemoteModelProbe(Probe):
     """Sends requests to a model server at a steady rate and records each as a capture."""
 
     example: str = ""  # a valid URI, for error messages
+    params = HTTP_PARAMS | {"rate", "capture", "slo_ms", "min_confidence", "payload", "version"}
 
     def __init__(self, uri: EndpointUri, bus: Bus, options: ProbeOptions) -> None:
         super().__init__(uri, bus, options)

@@ -193,6 +193,9 @@ def classify(output: np.ndarray) -> tuple[str | None, float | None]:
 
 @register("onnx")
 class OnnxProbe(Probe):
+    params = frozenset({"provider", "payload", "rate", "capture", "slo_ms", "min_confidence",
+                        "threads", "version"})
+
     def __init__(self, uri: EndpointUri, bus: Bus, options: ProbeOptions) -> None:
         super().__init__(uri, bus, options)
         self.path = Path(uri.target)

@@ -22,6 +22,7 @@ from app.core.bus import Bus
 from app.core.domain import EndpointUri, Sample
 from probes.base import EndpointState, Probe, ProbeError, ProbeOptions, float_param, register
 from probes.http_common import (
+    HTTP_PARAMS,
     BadResponse,
     HttpClient,
     HttpSettings,
@@ -61,6 +62,7 @@ def parse_families(text: str) -> dict[str, Any]:
 @register("prom+http")
 class PrometheusProbe(Probe):
     example = "prom+http://HOST:PORT/metrics"
+    params = HTTP_PARAMS | {"interval_s", "window_s", "model", "series"}
 
     def __init__(self, uri: EndpointUri, bus: Bus, options: ProbeOptions) -> None:
         super().__init__(uri, bus, options)

@@ -16,7 +16,15 @@ import psutil
 
 from app.core.bus import Bus
 from app.core.domain import EndpointUri, Sample
-from probes.base import EndpointState, Probe, ProbeError, ProbeOptions, register
+from probes.base import (
+    EndpointState,
+    Probe,
+    ProbeError,
+    ProbeOptions,
+    float_param,
+    int_param,
+    register,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +69,16 @@ class Nvml:
 
 @register("system")
 class SystemProbe(Probe):
+    params = frozenset({"pid", "rate"})
+
     def __init__(self, uri: EndpointUri, bus: Bus, options: ProbeOptions) -> None:
         super().__init__(uri, bus, options)
+        self.rate_hz = float_param(uri, "rate", 2.0, positive=True)
+        pid = int_param(uri, "pid", None)
         try:
-            self.rate_hz = float(uri.param("rate", "2") or 2)
-            pid = uri.param("pid")
-            self.process = psutil.Process(int(pid)) if pid else psutil.Process()
-        except ValueError as exc:
-            raise ProbeError(f"bad parameter in {uri}: {exc}") from None
+            self.process = psutil.Process(pid) if pid else psutil.Process()
         except psutil.NoSuchProcess:
-            raise ProbeError(f"no process with pid {uri.param('pid')}") from None
-        if self.rate_hz <= 0:
-            raise ProbeError("system: needs rate > 0")
+            raise ProbeError(f"no process with pid {pid}") from None
         self.nvml = Nvml()
 
     def info(self) -> dict[str, str]:

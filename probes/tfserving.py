@@ -49,6 +49,7 @@ def _array(value: Any, name: str) -> np.ndarray:
 @register("tfserving+http")
 class TfServingProbe(RemoteModelProbe):
     example = "tfserving+http://HOST:8501/NAME[/versions/V]"
+    params = RemoteModelProbe.params | {"signature"}
 
     def __init__(self, uri: EndpointUri, bus: Bus, options: ProbeOptions) -> None:
         self.signature = uri.param("signature") or "serving_default"

@@ -67,6 +67,7 @@ def decode_json_answer(doc: Any, depth: int = 0) -> Decoded:
 @register("torchserve+http")
 class TorchServeProbe(RemoteModelProbe):
     example = "torchserve+http://HOST:8080/NAME[/VERSION]"
+    params = RemoteModelProbe.params | {"field"}
 
     def __init__(self, uri: EndpointUri, bus: Bus, options: ProbeOptions) -> None:
         self.field = uri.param("field", "data")

@@ -73,6 +73,7 @@ def tensor_from_json(doc: Any) -> tuple[str, np.ndarray]:
 @register("v2+http")
 class V2Probe(RemoteModelProbe):
     example = "v2+http://HOST:PORT/models/NAME[/versions/V]"
+    params = RemoteModelProbe.params | {"input", "outputs"}
 
     def __init__(self, uri: EndpointUri, bus: Bus, options: ProbeOptions) -> None:
         self.input_name = uri.param("input") or "input-0"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
@@ -191,3 +193,18 @@ def test_sensible_numbers_in_a_uri_are_taken(demo_model):
     probe = open_probe(f"onnx:{demo_model}?rate=0&capture=0.25&slo_ms=40&threads=1", Bus())
     assert (probe.rate_hz, probe.capture_rate, probe.slo_ms) == (0.0, 0.25, 40.0)
     assert probe.session.get_session_options().intra_op_num_threads == 1
+
+
+@pytest.mark.parametrize(("uri", "words"), [
+    ("onnx:{model}?slo=5", "'slo' is not a parameter of onnx: URIs; did you mean slo_ms?"),
+    ("onnx:{model}?provder=cpu", "did you mean provider?"),
+    ("system:?rat=5", "'rat' is not a parameter of system: URIs; did you mean rate?"),
+    ("system:?colour=red", "it takes pid, rate"),
+    ("v2+http://127.0.0.1:1/models/m?timeout=3", "did you mean timeout_s?"),
+    ("agent+http://127.0.0.1:1?intervall=1", "did you mean interval?"),
+    ("system:?rate=0", "'rate=0' in system:?rate=0 must be positive"),
+    ("system:?pid=abc", "'pid=abc' in system:?pid=abc is not a whole number"),
+])
+def test_a_misspelt_or_unknown_uri_parameter_is_refused_not_ignored(demo_model, uri, words):
+    with pytest.raises(ProbeError, match=re.escape(words)):
+        open_probe(uri.format(model=demo_model), Bus())
