@@ -99,10 +99,23 @@ def _specs(values: list) -> tuple[dict, ...]:
 
 def _external_files(model: onnx.ModelProto, folder: Path) -> list[Path]:
     """Files holding weights stored outside the model file, in name order."""
-    names = {entry.value for init in model.graph.initializer
+    names = {entry.value for init in _initializers(model.graph)
              if init.data_location == onnx.TensorProto.EXTERNAL
              for entry in init.external_data if entry.key == "location"}
     return [folder / n for n in sorted(names)]
+
+
+def _initializers(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+    """The graph's weights and those of its subgraphs (If branches, Loop and Scan bodies)."""
+    found = list(graph.initializer)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                found += _initializers(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    found += _initializers(sub)
+    return found
 
 
 def inspect_onnx(path: str | Path, name: str | None = None,
@@ -131,7 +144,7 @@ def inspect_onnx(path: str | Path, name: str | None = None,
         raise VersionError(f"{path} keeps weights in {', '.join(missing)}, which is not beside "
                            "it; copy the weights file next to the model")
     initializer_names = {i.name for i in graph.initializer}
-    parameters = sum(math.prod(i.dims) for i in graph.initializer)
+    parameters = sum(math.prod(i.dims) for i in _initializers(graph))
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     props = {p.key: p.value for p in model.metadata_props}
     producer = " ".join(x for x in (model.producer_name, model.producer_version) if x) or None

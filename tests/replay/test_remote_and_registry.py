@@ -222,3 +222,24 @@ def test_weights_in_an_external_file_are_part_of_the_version(tmp_path):
     weights.unlink()
     with pytest.raises(VersionError, match=r"keeps weights in ext\.weights"):
         inspect_onnx(tmp_path / "ext.onnx")
+
+
+def test_weights_inside_subgraphs_are_counted(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def branch(name: str, size: int) -> onnx.GraphProto:
+        w = numpy_helper.from_array(np.ones((size,), np.float32), f"{name}_w")
+        out = helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [size])
+        return helper.make_graph([helper.make_node("Identity", [f"{name}_w"], [f"{name}_y"])],
+                                 name, [], [out], [w])
+
+    cond = helper.make_tensor_value_info("cond", TensorProto.BOOL, [])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])
+    top = numpy_helper.from_array(np.ones((3,), np.float32), "top")
+    node = helper.make_node("If", ["cond"], ["y"], then_branch=branch("then", 5),
+                            else_branch=branch("else", 7))
+    model = helper.make_model(helper.make_graph([node], "g", [cond], [y], [top]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(tmp_path / "if.onnx"))
+    assert inspect_onnx(tmp_path / "if.onnx").parameters == 3 + 5 + 7
