@@ -25,6 +25,7 @@ from app.core.replay import (
     Selection,
     replay,
     select_case_set,
+    slow_limits,
 )
 from app.core.replay_store import load_replay, save_replay
 from app.core.replay_targets import ReplayError, open_target
@@ -60,7 +61,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="confidence below which a LOW_CONFIDENCE capture still fails")
     p.add_argument("--slo-ms", type=_args.positive,
                    help="latency above which a SLOW capture still fails, timed one request at "
-                        "a time (default: the --endpoint's SLO, if it has one)")
+                        "a time (default: the SLO its endpoint was probed with)")
     p.add_argument("--no-save", action="store_true", help="do not save the replay")
     saved = p.add_mutually_exclusive_group()
     saved.add_argument("--list", action="store_true", help="list the saved replays and stop")
@@ -214,10 +215,8 @@ def run(args: argparse.Namespace) -> int:
                               model_version=args.model_version, start_ns=args.since,
                               end_ns=args.until, limit=args.limit, controls=args.controls)
         cases = select_case_set(store, selection)
-        slo_ms = args.slo_ms
-        if slo_ms is None and endpoint is not None:  # the SLO the endpoint was probed with
-            slo_ms = next((e["slo_ms"] for e in store.endpoints() if e["uri"] == endpoint),
-                          None)
+        # SLOW captures are held to --slo-ms, else to the SLO their endpoint was probed with.
+        criteria = Criteria(args.min_confidence, args.slo_ms, store.slo_by_endpoint())
         if not (~cases.control).any():
             raise ReplayError(f"no failures to replay in {args.db}"
                               + (f" for {endpoint}" if endpoint else ""))
@@ -227,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
         previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
         try:
             result = replay(cases, targets, selection=selection, batch_size=args.batch_size,
-                            criteria=Criteria(args.min_confidence, slo_ms),
+                            criteria=criteria,
                             progress=_progress_printer(len(targets)),
                             cancelled=interrupted.is_set)
         finally:
@@ -244,11 +243,11 @@ def run(args: argparse.Namespace) -> int:
             t.close()
         store.close()
     print(json.dumps(result.to_json()) if args.json else _text(result))
-    slow = int(np.count_nonzero(cases.slow & ~cases.control))
-    if slow and slo_ms is None:
-        print(f"probescope: {slow} SLOW failures were judged on their outputs only; give "
-              "--slo-ms (or --endpoint, to use its SLO) to judge their latency too",
-              file=sys.stderr)
+    unjudged = int(np.count_nonzero(np.isnan(slow_limits(cases, criteria))
+                                    & ~cases.control[cases.slow_rows]))
+    if unjudged:
+        print(f"probescope: {unjudged} SLOW failures were judged on their outputs only (their "
+              "endpoint has no SLO); give --slo-ms to judge their latency too", file=sys.stderr)
     if result.cancelled:
         print(f"probescope: stopped by Ctrl+C after {len(result.runs)} of {len(targets)} "
               "versions" + ("; the finished ones are saved" if not args.no_save else ""),

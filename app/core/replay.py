@@ -68,10 +68,23 @@ class Selection:
     controls: int = 200
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Criteria:
     min_confidence: float = DEFAULT_MIN_CONFIDENCE
-    slo_ms: float | None = None
+    slo_ms: float | None = None  # for every SLOW capture; else each endpoint's, below
+    endpoint_slo_ms: dict[str, float] = field(default_factory=dict)  # Store.slo_by_endpoint
+
+
+def slow_limits(prepared: CaseSet, criteria: Criteria) -> np.ndarray:
+    """The SLO each SLOW case is held to (aligned with ``prepared.slow_rows``); NaN where it
+    has none, and then only its outputs judge it."""
+    rows = prepared.slow_rows
+    if criteria.slo_ms is not None:
+        return np.full(rows.size, criteria.slo_ms)
+    if not rows.size or not criteria.endpoint_slo_ms:
+        return np.full(rows.size, np.nan)
+    return np.array([criteria.endpoint_slo_ms.get(e, np.nan) if e else np.nan
+                     for e in prepared.endpoints_of(rows)], dtype=np.float64)
 
 
 def _filters(selection: Selection) -> dict:
@@ -146,7 +159,8 @@ class ReplayResult:
     def __post_init__(self) -> None:
         if not self.failing and self.runs:
             prepared = self.prepared or prepare(self.cases)
-            self.failing = [judge(prepared, r, self.criteria) for r in self.runs]
+            limits = slow_limits(prepared, self.criteria)
+            self.failing = [judge(prepared, r, self.criteria, limits) for r in self.runs]
 
     @property
     def control_mask(self) -> np.ndarray:
@@ -220,7 +234,8 @@ class ReplayResult:
                 "versions": [s.to_json() for s in self.summaries()]}
 
 
-def judge(prepared: CaseSet, run: VersionRun, criteria: Criteria) -> np.ndarray:
+def judge(prepared: CaseSet, run: VersionRun, criteria: Criteria,
+          limits: np.ndarray | None = None) -> np.ndarray:
     """Whether each case fails on this version (see the module docstring), as one bool array."""
     failing = run.prediction != prepared.labels
     if not prepared.every_labelled:
@@ -238,8 +253,11 @@ def judge(prepared: CaseSet, run: VersionRun, criteria: Criteria) -> np.ndarray:
         with np.errstate(invalid="ignore"):  # NaN (no confidence) is not below
             failing[rows] |= run.confidence[rows] < criteria.min_confidence
     rows = prepared.slow_rows
-    if criteria.slo_ms is not None and rows.size:
-        failing[rows] |= run.latency_ms[rows] > criteria.slo_ms
+    if rows.size:
+        if limits is None:
+            limits = slow_limits(prepared, criteria)
+        with np.errstate(invalid="ignore"):  # NaN (no SLO, or no latency) is not above
+            failing[rows] |= run.latency_ms[rows] > limits
     return failing
 
 
@@ -273,7 +291,7 @@ def replay(cases: Sequence[Case] | CaseSet, targets: Sequence[Target], *,
 
     # SLOW captures are judged on latency only against an SLO, and then on one request's
     # latency, not on their share of a batch's.
-    timed_alone = prepared.slow_rows if criteria.slo_ms is not None else None
+    timed_alone = prepared.slow_rows[np.isfinite(slow_limits(prepared, criteria))]
     runs: list[VersionRun] = []
     stopped = cancelled()
     for target in targets:

@@ -79,6 +79,13 @@ class CaseSet:
     def slow_rows(self) -> np.ndarray:
         return np.flatnonzero(self.slow)
 
+    def endpoints_of(self, rows: np.ndarray) -> list[str | None]:
+        """The endpoint URIs of these cases; from the workspace for lazily read cases, so a
+        few rows do not make every capture load."""
+        if isinstance(self.cases, LazyCases):
+            return self.cases.endpoints_of(rows)
+        return [self.cases[i].capture.endpoint for i in rows.tolist()]
+
     def inputs(self, i: int) -> tuple[TensorBlob, ...]:
         """Case ``i``'s captured inputs (used for the few cases that run alone)."""
         return self.cases[i].capture.inputs
@@ -238,6 +245,18 @@ class LazyCases(Sequence[Case]):
 
     def __repr__(self) -> str:
         return f"LazyCases({len(self)} cases from {self.path})"
+
+    def endpoints_of(self, rows: np.ndarray) -> list[str | None]:
+        with self._lock:
+            if self._cases is not None:
+                return [self._cases[i].capture.endpoint for i in rows.tolist()]
+        ids = [self._ids[i] for i in rows.tolist()]
+        store = Store(self.path, readonly=True)
+        try:
+            found = store.capture_endpoints(ids)
+        finally:
+            store.close()
+        return [found.get(i) for i in ids]
 
     def materialise(self) -> list[Case]:
         """Every case with its full capture (read once, then kept)."""

@@ -759,6 +759,20 @@ class Store:
         ids, statuses_, labels, inputs = (tuple(map(itemgetter(k), rows)) for k in range(4))
         return ids, statuses_, labels, inputs
 
+    def capture_endpoints(self, ids: Sequence[int]) -> dict[int, str]:
+        """The endpoint URI of each of these captures (those still in the workspace)."""
+        if not ids:
+            return {}
+        rows = self.db.execute(
+            "SELECT c.id, e.uri FROM captures c JOIN endpoints e ON e.id = c.endpoint_id "
+            "WHERE c.id IN (SELECT value FROM json_each(?))", [json.dumps(list(ids))])
+        return dict(rows.fetchall())
+
+    def slo_by_endpoint(self) -> dict[str, float]:
+        """Each endpoint's SLO as its probe had it, where it had one."""
+        return {r["uri"]: float(r["slo_ms"]) for r in self.endpoints()
+                if r["slo_ms"] is not None}
+
     def captures_by_id(self, ids: Sequence[int]) -> dict[int, StoredCapture]:
         """The captures with these ids (those still in the workspace), in one query."""
         if not ids:

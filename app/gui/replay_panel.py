@@ -348,11 +348,9 @@ class ReplayPanel(QWidget):
             store = Store(path)
             try:
                 known = {v.name: v for v in registered(store)}
-                judged_by = criteria
-                if criteria.slo_ms is None and selection.endpoint:  # its probe's SLO
-                    slo = next((e["slo_ms"] for e in store.endpoints()
-                                if e["uri"] == selection.endpoint), None)
-                    judged_by = dataclasses.replace(criteria, slo_ms=slo)
+                # SLOW captures are held to the SLO their endpoint was probed with.
+                judged_by = dataclasses.replace(criteria,
+                                                endpoint_slo_ms=store.slo_by_endpoint())
             finally:
                 store.close()
             try:

@@ -188,7 +188,7 @@ def test_ctrl_c_stops_a_replay_and_keeps_the_versions_it_finished(capsys, demo_d
 
 def test_slow_failures_are_judged_on_one_request_against_the_endpoints_slo(capsys, tmp_path,
                                                                            versions):
-    from app.core.replay import Criteria, Selection, replay, select_case_set
+    from app.core.replay import Criteria, Selection, replay, select_case_set, select_cases
     from app.core.replay_targets import LocalOnnxTarget
     from tests.replay.conftest import record_stream
 
@@ -202,17 +202,33 @@ def test_slow_failures_are_judged_on_one_request_against_the_endpoints_slo(capsy
         store.close()
     assert cases.slow.all() and len(cases) > 50
     # The endpoint's own SLO: one request never meets it, so no version "fixes" them.
-    _, doc = run_json(capsys, ["replay", "--db", str(db), "--endpoint", endpoint,
-                               "--versions", str(versions[0]), "--kind", "slow", "--controls", "0",
-                               "--json"])
-    assert doc["versions"][0]["still_failing"] == doc["versions"][0]["cases"]
+    for chosen in (["--endpoint", endpoint], []):
+        _, doc = run_json(capsys, ["replay", "--db", str(db), *chosen, "--versions",
+                                   str(versions[0]), "--kind", "slow", "--controls", "0",
+                                   "--json"])
+        assert doc["versions"][0]["still_failing"] == doc["versions"][0]["cases"]
     _, doc = run_json(capsys, ["replay", "--db", str(db), "--versions", str(versions[0]),
                                "--kind", "slow", "--slo-ms", "1000", "--controls", "0", "--json"])
     assert doc["versions"][0]["fixed"] == doc["versions"][0]["cases"]
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:  # as if recorded by a probe without an SLO
+        conn.execute("UPDATE endpoints SET slo_ms = NULL")
     code = main(["replay", "--db", str(db), "--versions", str(versions[0]), "--kind", "slow",
-                 "--no-save"])
+                 "--controls", "0", "--no-save"])
     assert code == 0
-    assert "SLOW failures were judged on their outputs only" in capsys.readouterr().err
+    assert f"{doc['versions'][0]['cases']} SLOW failures were judged on their outputs only" in (
+        capsys.readouterr().err)
+    # The window's path (Case objects) holds each case to its own endpoint's SLO too.
+    store = Store(db)
+    try:
+        objects = select_cases(store, Selection(kinds=("slow",), limit=100, controls=0))
+    finally:
+        store.close()
+    for slos, verdict in (({endpoint: 1e-6}, "still_failing"), ({"onnx:other": 1e-6}, "fixed")):
+        judged = replay(objects, [LocalOnnxTarget(versions[0])],
+                        criteria=Criteria(endpoint_slo_ms=slos))
+        assert {judged.verdict(i, 0) for i in range(len(objects))} == {verdict}
     # Timed alone, each SLOW case's latency is one call's, far above a share of a batch.
     alone = replay(cases, [LocalOnnxTarget(versions[0])], criteria=Criteria(slo_ms=1000.0),
                    batch_size=512).runs[0].latency_ms
