@@ -9,6 +9,7 @@ short-lived Store connections on the worker thread, so it shares nothing with th
 from __future__ import annotations
 
 import dataclasses
+import html
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -396,9 +397,11 @@ class ReplayPanel(QWidget):
                  + (" — <b>cancelled</b>; finished versions only" if result.cancelled else "")]
         for s in result.summaries():
             p95 = "-" if s.latency_p95_ms is None else f"{s.latency_p95_ms:.4f}"
-            lines.append(f"<b>{s.version}</b>: fixed {s.fixed}/{s.failures} · still failing "
-                         f"{s.still_failing} · newly broken {s.newly_broken}/{s.controls} · "
-                         f"errors {s.errors} · p95 {p95} ms/row")
+            why = html.escape(s.unanswered_reason or "")
+            silent = f" · <b>no answer {s.unanswered}</b> ({why})" if s.unanswered else ""
+            lines.append(f"<b>{html.escape(s.version)}</b>: fixed {s.fixed}/{s.failures} · still "
+                         f"failing {s.still_failing} · newly broken {s.newly_broken}/{s.controls}"
+                         f" · errors {s.errors} · p95 {p95} ms/row{silent}")
         self.summary.setText("<br>".join(lines))
         self.progress.setValue(1000)
         self.refresh_endpoints()

@@ -195,3 +195,27 @@ def test_the_keyboard_lists_replays_and_cancels(qtbot, panel):
         panel.run_replay()
         QTest.keyClick(panel.failure_view, Qt.Key.Key_Escape)
     assert stopped.args[0].cancelled
+
+
+def test_a_version_whose_server_is_down_shows_grey_no_answer_cells(qtbot, panel, demo_db):
+    import socket
+
+    from app.core.replay import NO_ANSWER, Selection, replay, select_cases
+    from app.core.replay_targets import open_target
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = Store(demo_db)
+    try:
+        cases = select_cases(store, Selection(limit=10, controls=5))
+    finally:
+        store.close()
+    result = replay(cases, [open_target(f"v2+http://127.0.0.1:{port}/models/wine-v2"
+                                        "?connect_timeout_s=1", name="far-v2")])
+    panel._on_replay_done(result)
+    model = panel.result_model
+    colour = model.data(model.index(0, 3), Qt.ItemDataRole.BackgroundRole)
+    assert colour.name() == VERDICT_COLORS[NO_ANSWER]
+    text = re.sub("<[^>]+>", "", panel.summary.text())
+    assert "far-v2: fixed 0/10" in text and "no answer 15 (" in text and "cannot connect" in text
