@@ -98,6 +98,17 @@ def int_param(uri: EndpointUri, key: str, default: int | None, *, minimum: int =
     return value
 
 
+def traffic_params(uri: EndpointUri, options: ProbeOptions
+                   ) -> tuple[float, float, float | None, float | None]:
+    """What an active probe sends and judges: rate, capture share, SLO, minimum confidence,
+    from the URI, else from ``options``."""
+    return (float_param(uri, "rate", options.rate_hz, non_negative=True),
+            float_param(uri, "capture", options.capture_rate, non_negative=True, at_most=1.0),
+            opt_float_param(uri, "slo_ms", options.slo_ms, positive=True),
+            opt_float_param(uri, "min_confidence", options.min_confidence, non_negative=True,
+                            at_most=1.0))
+
+
 def first_line(exc: BaseException) -> str:
     """An exception as one line for a person: its first line, or its type if it is silent."""
     text = str(exc).strip()

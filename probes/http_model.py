@@ -24,8 +24,7 @@ from probes.base import (
     Probe,
     ProbeError,
     ProbeOptions,
-    float_param,
-    opt_float_param,
+    traffic_params,
 )
 from probes.http_common import (
     HTTP_PARAMS,
@@ -105,12 +104,8 @@ class RemoteModelProbe(Probe):
         self.model_version: str | None = uri.param("version")
         self.parse_path(path)
         self.payload = uri_payload(uri, options)
-        self.rate_hz = float_param(uri, "rate", options.rate_hz, non_negative=True)
-        self.capture_rate = float_param(uri, "capture", options.capture_rate, non_negative=True,
-                                        at_most=1.0)
-        self.slo_ms = opt_float_param(uri, "slo_ms", options.slo_ms, positive=True)
-        self.min_confidence = opt_float_param(uri, "min_confidence", options.min_confidence,
-                                              non_negative=True, at_most=1.0)
+        self.rate_hz, self.capture_rate, self.slo_ms, self.min_confidence = traffic_params(
+            uri, options)
         self.client = HttpClient(self.base_url, self.settings)
         self.requests_ready: list[RemoteRequest] = []
         self._next = 0

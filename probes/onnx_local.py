@@ -27,10 +27,9 @@ from probes.base import (
     ProbeError,
     ProbeOptions,
     first_line,
-    float_param,
     int_param,
-    opt_float_param,
     register,
+    traffic_params,
 )
 from probes.payload import Payload, load_payload
 
@@ -204,12 +203,8 @@ class OnnxProbe(Probe):
         payload_path = uri.param("payload") or options.payload
         payload = load_payload(payload_path) if payload_path else None
         self.requests_ready = build_requests(self.session, payload, seed=options.seed)
-        self.rate_hz = float_param(uri, "rate", options.rate_hz, non_negative=True)
-        self.capture_rate = float_param(uri, "capture", options.capture_rate, non_negative=True,
-                                        at_most=1.0)
-        self.slo_ms = opt_float_param(uri, "slo_ms", options.slo_ms, positive=True)
-        self.min_confidence = opt_float_param(uri, "min_confidence", options.min_confidence,
-                                              non_negative=True, at_most=1.0)
+        self.rate_hz, self.capture_rate, self.slo_ms, self.min_confidence = traffic_params(
+            uri, options)
         meta = self.session.get_modelmeta()
         self.model_version = (uri.param("version") or meta.custom_metadata_map.get("version")
                               or self.path.stem)

@@ -56,23 +56,22 @@ def share(text: str) -> float:
     return value
 
 
-def count(text: str) -> int:
-    """A whole number of at least 1."""
+def _whole(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"'{text}' must be at least 1")
+    if value < minimum:
+        least = f"at least {minimum}" if minimum else "0 or more"
+        raise argparse.ArgumentTypeError(f"'{text}' must be {least}")
     return value
+
+
+def count(text: str) -> int:
+    """A whole number of at least 1."""
+    return _whole(text, 1)
 
 
 def size(text: str) -> int:
     """A whole number of at least 0 (bytes, items)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"'{text}' must be 0 or more")
-    return value
+    return _whole(text, 0)

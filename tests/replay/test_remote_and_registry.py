@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from app.core.versions import (
     verify_unchanged,
 )
 from tests.conftest import DEMO, ROOT
+from tests.servers.process import free_port
 
 
 def _server_module():
@@ -75,9 +75,7 @@ def test_a_remote_v2_version_answers_like_the_same_model_run_locally(demo_db, v2
 
 
 def test_an_unreachable_version_gives_no_verdict_and_bisect_passes_over_it(demo_db):
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens there once the probe socket is closed
     store = Store(demo_db)
     try:
         cases = select_cases(store, Selection(limit=10, controls=5))

@@ -11,6 +11,7 @@ import pytest
 from app.cli import main
 from app.core.store import Store
 from tests.conftest import DEMO
+from tests.servers.process import free_port
 
 
 def run_json(capsys, argv: list[str]) -> tuple[int, dict]:
@@ -114,11 +115,7 @@ def test_replay_selects_by_time_and_model_version(capsys, demo_db: Path):
 
 
 def test_a_version_whose_server_is_down_is_reported_not_judged(capsys, demo_db: Path, versions):
-    import socket
-
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens there once the probe socket is closed
     down = f"v2+http://127.0.0.1:{port}/models/wine-v2?connect_timeout_s=1"
     assert main(["replay", "--db", str(demo_db), "--versions", str(versions[0]), down,
                  "--limit", "20", "--controls", "10"]) == 1

@@ -13,6 +13,7 @@ from app.core.replay import NEWLY_BROKEN
 from app.core.store import Store
 from app.gui.replay_panel import ReplayPanel
 from app.gui.versions_panel import VersionsPanel
+from tests.servers.process import free_port
 from widgets.case_view import VERDICT_COLORS, CaseViewWidget, VersionAnswer, image_of
 
 TIMEOUT_MS = 30_000
@@ -198,14 +199,10 @@ def test_the_keyboard_lists_replays_and_cancels(qtbot, panel):
 
 
 def test_a_version_whose_server_is_down_shows_grey_no_answer_cells(qtbot, panel, demo_db):
-    import socket
-
     from app.core.replay import NO_ANSWER, Selection, replay, select_cases
     from app.core.replay_targets import open_target
 
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens there once the probe socket is closed
     store = Store(demo_db)
     try:
         cases = select_cases(store, Selection(limit=10, controls=5))
