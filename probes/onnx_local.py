@@ -20,7 +20,15 @@ import onnxruntime as ort
 import psutil
 
 from app.core.bus import Bus
-from app.core.domain import Capture, CaptureStatus, EndpointUri, Metric, Sample, TensorBlob
+from app.core.domain import (
+    Capture,
+    CaptureStatus,
+    EndpointUri,
+    Metric,
+    Sample,
+    TensorBlob,
+    not_a_file,
+)
 from probes.base import (
     EndpointState,
     Probe,
@@ -76,8 +84,8 @@ def load_session(path: str | Path, provider: str = "cpu", threads: int | None = 
     if provider not in available:
         raise ProbeError(f"provider '{provider}' is not installed here; available: "
                          f"{', '.join(available)}. Install probescope[gpu] or use ?provider=cpu")
-    if not path.is_file():
-        raise ProbeError(f"model file {path} does not exist")
+    if problem := not_a_file(path, "model file"):
+        raise ProbeError(problem)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # onnxruntime's own warnings go to stderr otherwise
     if threads:

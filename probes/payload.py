@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from app.core.domain import not_a_file
 from probes.base import ProbeError
 
 if TYPE_CHECKING:
@@ -37,8 +38,8 @@ class Payload:
 
 def load_payload(path: str | Path) -> Payload:
     path = Path(path)
-    if not path.is_file():
-        raise ProbeError(f"payload file {path} does not exist")
+    if problem := not_a_file(path, "payload file"):
+        raise ProbeError(problem)
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":

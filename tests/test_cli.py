@@ -66,6 +66,9 @@ def test_demo_runs_headless_and_captures_failures(workspace, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["watch", "onnx:no/such.onnx"], "model file no/such.onnx does not exist"),
+    (["watch", "onnx:assets/demo"], "assets/demo is a folder, not a model file"),
+    (["watch", "onnx:assets/demo/wine-v1.onnx?payload=assets"],
+     "assets is a folder, not a payload file"),
     (["watch", "gopher:x"], "unknown endpoint kind 'gopher'"),
     (["watch", "nonsense"], "is not an endpoint URI"),
     (["watch", "onnx:{model}?provider=tensorrt"], "provider 'tensorrt' is not installed here"),

@@ -26,6 +26,15 @@ class StoreError(Exception):
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
+def not_a_file(path: Path, what: str) -> str | None:
+    """Why ``path`` cannot be read as ``what`` (e.g. "model file"), or None when it can."""
+    if path.is_dir():
+        return f"{path} is a folder, not a {what}; give the file inside it"
+    if not path.is_file():
+        return f"{what} {path} does not exist"
+    return None
+
+
 def not_sqlite(path: Path) -> bool:
     """Whether ``path`` holds bytes that are not an SQLite database. SQLite itself takes a
     short file of anything as an empty database and overwrites it on the first write."""

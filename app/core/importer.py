@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from app.core.domain import Capture, CaptureStatus, Metric, Sample, TensorBlob
+from app.core.domain import Capture, CaptureStatus, Metric, Sample, TensorBlob, not_a_file
 from app.core.store import Store
 
 CHUNK_ROWS = 5000
@@ -82,8 +82,8 @@ def label_text(value: object) -> str | None:
 
 def read_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
-    if not path.is_file():
-        raise LogImportError(f"{path} does not exist")
+    if problem := not_a_file(path, "file"):
+        raise LogImportError(problem)
     suffix = path.suffix.lower()
     try:
         if suffix in (".csv", ".tsv"):

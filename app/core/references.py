@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from app.core.demo import demo_path
+from app.core.domain import not_a_file
 from app.core.drift import BOOKKEEPING_COLUMNS, PREDICTION_COLUMN, DriftError, capture_frame
 from app.core.store import Store, StoreError
 
@@ -58,8 +59,8 @@ def _iso(ts_ns: int | None) -> str:
 def read_table(path: str | Path) -> pd.DataFrame:
     """A CSV, Parquet or JSON-lines file as a data frame, or a DriftError saying why not."""
     path = Path(path)
-    if not path.is_file():
-        raise DriftError(f"data file {path} does not exist")
+    if problem := not_a_file(path, "data file"):
+        raise DriftError(problem)
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":

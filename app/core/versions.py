@@ -18,7 +18,7 @@ from pathlib import Path
 
 import onnx
 
-from app.core.domain import EndpointUri, UriError
+from app.core.domain import EndpointUri, UriError, not_a_file
 from app.core.store import Store
 
 KIND_ONNX = "onnx"
@@ -126,8 +126,8 @@ def inspect_onnx(path: str | Path, name: str | None = None,
     weights live in external files, the sha256 covers the model file and then each of them in
     name order, and the size is their sum: a retrained weights file is a new version."""
     path = Path(path).resolve()
-    if not path.is_file():
-        raise VersionError(f"model file {path} does not exist")
+    if problem := not_a_file(path, "model file"):
+        raise VersionError(problem)
     try:
         # Weights kept in external files are not loaded: their count is read from the dims.
         model = onnx.load(str(path), load_external_data=False)

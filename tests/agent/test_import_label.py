@@ -179,3 +179,8 @@ def test_labels_for_an_endpoint_that_is_not_there_are_refused_not_dropped(tmp_pa
     assert "no endpoint matching 'prdo'" in capsys.readouterr().err
     assert main(["label", str(labels), "--db", str(db), "--endpoint", "prod", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["new_failures"] == 1
+
+
+def test_a_folder_given_as_the_log_is_named_as_a_folder(tmp_path, capsys):
+    assert main(["import", str(tmp_path), "--db", str(tmp_path / "ws.db"), "--endpoint", "p"]) == 2
+    assert f"{tmp_path} is a folder, not a file" in capsys.readouterr().err
