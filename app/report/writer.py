@@ -103,11 +103,18 @@ def write_report(db_path: str | Path, incident: str | int, out: str | Path, *,
     progress(0.3)
     # Painted into a temporary file beside the target and moved into place at the end, so a
     # cancelled or failed export never leaves half a PDF under the user's name.
-    fd, tmp = tempfile.mkstemp(prefix=".probescope-report-", suffix=".pdf", dir=out.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".probescope-report-", suffix=".pdf",
+                                   dir=out.parent)
+    except OSError as exc:
+        raise ReportError(f"cannot write the report to {out}: {exc.strerror}") from None
     os.close(fd)
     try:
         _paint(data, tmp, page_size, progress, cancelled)
         os.replace(tmp, out)
+    except OSError as exc:  # a full disk, a file system that refuses the rename
+        Path(tmp).unlink(missing_ok=True)
+        raise ReportError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -113,6 +113,10 @@ def test_unwritable_paths_fail_with_one_clear_line(qapp, demo_incident, tmp_path
         write_report(db, incident_id, tmp_path / "missing" / "r.pdf")
     with pytest.raises(ReportError, match="it is a folder"):
         write_report(db, incident_id, tmp_path)
+    if Path("/proc/self").is_dir():  # a folder that says it is writable but takes no new file
+        with pytest.raises(ReportError, match=r"cannot write the report to /proc/r\.pdf: ") as e:
+            write_report(db, incident_id, Path("/proc/r.pdf"))
+        assert ".probescope-report-" not in str(e.value)  # the user's path, not our temp file
     code = main(["report", "--db", str(db), "--incident", str(incident_id),
                  "--out", str(tmp_path / "missing" / "r.pdf")])
     err = capsys.readouterr().err
