@@ -9,7 +9,7 @@ from pathlib import Path
 
 from app.commands import COMMANDS
 from app.core.store import Store
-from app.core.versions import ModelVersion, VersionError, register_all, registered
+from app.core.versions import ModelVersion, VersionError, register_all, registered, unregister
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +26,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--replace", action="store_true",
                      help="let a name already registered for another file point at this one")
     add.add_argument("--json", action="store_true", help="print the registered versions as JSON")
+    rm = actions.add_parser("remove", help="unregister versions by name (the files stay; saved "
+                            "replays keep their results)")
+    rm.add_argument("--db", required=True, type=Path, help="workspace SQLite file")
+    rm.add_argument("names", nargs="+", metavar="NAME", help="registered version names")
     ls = actions.add_parser("list", help="list registered versions in registry order")
     ls.add_argument("--db", required=True, type=Path, help="workspace SQLite file")
     ls.add_argument("--json", action="store_true", help="print one JSON object")
@@ -49,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.versions_action == "add" and args.name and len(args.location) > 1:
         print("probescope: --name names one version; give one location with it", file=sys.stderr)
         return 2
-    if args.versions_action == "list" and not args.db.exists():
+    if args.versions_action in ("list", "remove") and not args.db.exists():
         print(f"probescope: no workspace at {args.db}", file=sys.stderr)
         return 2
     store = Store(args.db)
@@ -62,6 +66,14 @@ def run(args: argparse.Namespace) -> int:
                 print(f"probescope: {exc}", file=sys.stderr)
                 return 2
             shown = added
+        elif args.versions_action == "remove":
+            try:
+                unregister(store, args.names)
+            except VersionError as exc:
+                print(f"probescope: {exc}", file=sys.stderr)
+                return 2
+            print(f"removed {', '.join(args.names)}")
+            return 0
         else:
             shown = registered(store)
     finally:

@@ -694,6 +694,15 @@ class Store:
         return int(self.db.execute("SELECT id FROM versions WHERE name = ?",
                                    [row["name"]]).fetchone()[0])
 
+    def remove_version(self, name: str) -> bool:
+        """Unregister a version; saved replays keep its name and results. False if unknown."""
+        try:
+            with self.db.conn:
+                gone = self.db.execute("DELETE FROM versions WHERE name = ?", [name]).rowcount
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot remove version {name} from {self.path}: {exc}") from exc
+        return gone > 0
+
     def versions(self) -> list[dict]:
         """Registered versions in registry (registration) order."""
         return list(self.db.query("SELECT * FROM versions ORDER BY id"))

@@ -239,6 +239,18 @@ def register_all(store: Store, locations: list[str], name: str | None = None,
     return out
 
 
+def unregister(store: Store, names: list[str]) -> None:
+    """Remove these versions from the registry (the files stay); all or none when one is
+    not registered."""
+    known = {v.name for v in registered(store)}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise VersionError(f"no version named {', '.join(missing)}; registered: "
+                           f"{', '.join(sorted(known)) or 'none'}")
+    for name in names:
+        store.remove_version(name)
+
+
 def registered(store: Store) -> list[ModelVersion]:
     return [ModelVersion.from_row(r) for r in store.versions()]
 

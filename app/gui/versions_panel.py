@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QCloseEvent, QColor
+from PySide6.QtGui import QCloseEvent, QColor, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -39,7 +39,7 @@ from app.core.contract import (
     check_contract,
 )
 from app.core.store import Store
-from app.core.versions import KIND_ONNX, ModelVersion, register, registered
+from app.core.versions import KIND_ONNX, ModelVersion, register, registered, unregister
 from app.gui.jobs import Job, JobRunner
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ class VersionsPanel(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.contract_table = QTableWidget(0, 0)
         self.contract_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.contract_table.horizontalHeader().setSectionResizeMode(
@@ -106,16 +107,22 @@ class VersionsPanel(QWidget):
         self.targets_edit.setToolTip("cpu, cuda, … or agent+http://HOST:PORT, comma-separated")
         self.add_button = QPushButton("Add ONNX…")
         self.add_button.clicked.connect(self._on_add_button_clicked)
+        self.remove_button = QPushButton("Remove")
+        self.remove_button.setToolTip("Unregister the selected versions (Delete); the files "
+                                      "stay and saved replays keep their results")
+        self.remove_button.clicked.connect(self.remove_selected)
+        QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), self.table,
+                  self.remove_selected, context=Qt.ShortcutContext.WidgetShortcut)
         self.check_button = QPushButton("Check contracts")
         self.check_button.clicked.connect(self.check_contracts)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.status = QLabel("")
         bar = QHBoxLayout()
-        for w in (self.add_button, QLabel("targets:"), self.targets_edit, self.check_button,
-                  self.progress):
+        for w in (self.add_button, self.remove_button, QLabel("targets:"), self.targets_edit,
+                  self.check_button, self.progress):
             bar.addWidget(w)
-        bar.setStretch(2, 1)
+        bar.setStretch(3, 1)
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.table)
         split.addWidget(self.contract_table)
@@ -200,6 +207,31 @@ class VersionsPanel(QWidget):
             return
         finally:
             store.close()
+        self.refresh()
+        self.versions_changed.emit()
+
+    def selected_names(self) -> list[str]:
+        rows = sorted({i.row() for i in self.table.selectionModel().selectedRows()}
+                      | {i.row() for i in self.table.selectedIndexes()})
+        return [self.versions[r].name for r in rows if r < len(self.versions)]
+
+    def remove_selected(self) -> None:
+        names = self.selected_names()
+        if not names or self.busy():
+            return
+        store = Store(self.db_path)
+        try:
+            unregister(store, names)
+        except Exception as exc:
+            self.status.setText(str(exc))
+            self.error_occurred.emit(str(exc))
+            return
+        finally:
+            store.close()
+        for name in names:
+            self.reports.pop(name, None)
+        self.status.setText(f"removed {', '.join(names)}; the files stay, and saved replays "
+                            "keep their results")
         self.refresh()
         self.versions_changed.emit()
 

@@ -43,6 +43,18 @@ def test_replay_json_shows_v2_fixing_and_v3_breaking(capsys, demo_db: Path, vers
         store.close()
 
 
+def test_versions_remove_unregisters_by_name_all_or_none(capsys, demo_db: Path, versions):
+    db = ["versions", "--db", str(demo_db)]
+    assert main(["versions", "add", "--db", str(demo_db), *map(str, versions)]) == 0
+    assert main(["versions", "remove", "--db", str(demo_db), "wine-v2", "wine-v9"]) == 2
+    assert "no version named wine-v9" in capsys.readouterr().err
+    assert main(["versions", "remove", "--db", str(demo_db), "wine-v2"]) == 0
+    assert "removed wine-v2" in capsys.readouterr().out
+    _, doc = run_json(capsys, [db[0], "list", *db[1:], "--json"])
+    assert [v["name"] for v in doc["versions"]] == ["wine-v1", "wine-v3"]
+    assert versions[1].exists()
+
+
 def test_replay_text_limit_endpoint_and_registered_names(capsys, demo_db: Path, versions):
     assert main(["versions", "add", "--db", str(demo_db), *map(str, versions)]) == 0
     capsys.readouterr()

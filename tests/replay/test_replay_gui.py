@@ -165,6 +165,15 @@ def test_versions_table_and_contract_cells_on_cpu(qtbot, workspace, versions):
             store.close()
         p.add_version(versions[0])  # again: updated in place, not duplicated
         assert p.table.rowCount() == 3
+        # Select wine-v2 and press Delete: unregistered, its contract row goes, files stay.
+        p.table.selectRow(1)
+        p.table.setFocus()
+        with qtbot.waitSignal(p.versions_changed, timeout=5_000):
+            qtbot.keyClick(p.table, Qt.Key.Key_Delete)
+        assert [p.table.item(r, 0).text() for r in range(p.table.rowCount())] == [
+            "wine-v1", "wine-v3"]
+        assert p.contract_table.rowCount() == 2 and "wine-v2" not in p.reports
+        assert "removed wine-v2" in p.status.text() and versions[1].exists()
     finally:
         p.shutdown()
 
