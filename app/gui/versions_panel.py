@@ -77,6 +77,20 @@ def cell_tooltip(check: TargetCheck) -> str:
     return "\n".join(lines)
 
 
+def _free_name(path: Path, taken: dict[str, str]) -> str:
+    """The file's stem, unless another file holds that name: then stem@folder, stem@folder-2.
+    (The CLI asks for --name instead; a window has no flag to give.)"""
+    where = str(path.resolve())
+    stem = path.stem
+    if taken.get(stem, where) == where:
+        return stem
+    candidate = f"{stem}@{path.resolve().parent.name}"
+    n = 2
+    while taken.get(candidate, where) != where:
+        candidate, n = f"{stem}@{path.resolve().parent.name}-{n}", n + 1
+    return candidate
+
+
 class VersionsPanel(QWidget):
     versions_changed = Signal()
     contracts_checked = Signal(object)  # {version name: ContractReport | str (why none)}
@@ -200,7 +214,11 @@ class VersionsPanel(QWidget):
     def add_version(self, location: str | Path) -> None:
         store = Store(self.db_path)
         try:
-            register(store, str(location))
+            name = _free_name(Path(location), {v.name: v.location for v in registered(store)})
+            added = register(store, str(location), name)
+            if name != Path(location).stem:
+                self.status.setText(f"registered as {added.name}: {Path(location).stem} is "
+                                    "another file's name")
         except Exception as exc:
             self.status.setText(str(exc))
             self.error_occurred.emit(str(exc))

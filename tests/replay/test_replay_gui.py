@@ -165,6 +165,18 @@ def test_versions_table_and_contract_cells_on_cpu(qtbot, workspace, versions):
             store.close()
         p.add_version(versions[0])  # again: updated in place, not duplicated
         assert p.table.rowCount() == 3
+        other = workspace.parent / "retrained"
+        other.mkdir()
+        (other / "wine-v1.onnx").write_bytes(versions[2].read_bytes())
+        p.add_version(other / "wine-v1.onnx")  # same stem, another file: a name of its own
+        assert p.table.item(3, 0).text() == "wine-v1@retrained"
+        assert "registered as wine-v1@retrained" in p.status.text()
+        store = Store(workspace)
+        try:
+            store.remove_version("wine-v1@retrained")
+        finally:
+            store.close()
+        p.refresh()
         # Select wine-v2 and press Delete: unregistered, its contract row goes, files stay.
         p.table.selectRow(1)
         p.table.setFocus()
