@@ -56,6 +56,9 @@ def _same(location: str) -> str:
     return str(Path(location).resolve()) if "://" not in location else location
 
 
+_REGISTERED = Qt.ItemDataRole.UserRole + 1  # the item came from the registry
+
+
 class ReplayPanel(QWidget):
     failures_loaded = Signal(int)  # failures listed
     replay_finished = Signal(object)  # ReplayResult (saved; ``replay_id`` set)
@@ -196,16 +199,28 @@ class ReplayPanel(QWidget):
             store.close()
 
     def refresh_versions(self, extra: Sequence[str] = ()) -> None:
-        """Registered versions (registry order) then ``extra`` locations, all checked."""
-        known = {_same(self.version_list.item(i).data(Qt.ItemDataRole.UserRole))
-                 for i in range(self.version_list.count())}
-        found = [(v.location, v.name) for v in self._with_store(registered)]
-        found += [(x, Path(x).stem if x.endswith(".onnx") else x) for x in extra]
-        for location, name in found:
+        """Registered versions (registry order) then ``extra`` locations, all checked;
+        registered ones removed since are dropped from the list."""
+        current = self._with_store(registered)
+        still = {_same(v.location) for v in current}
+        for i in reversed(range(self.version_list.count())):
+            item = self.version_list.item(i)
+            if item.data(_REGISTERED) and _same(item.data(Qt.ItemDataRole.UserRole)) not in still:
+                self.version_list.takeItem(i)
+        items = [self.version_list.item(i) for i in range(self.version_list.count())]
+        known = {_same(item.data(Qt.ItemDataRole.UserRole)) for item in items}
+        names = {item.text() for item in items}
+        found = [(v.location, v.name, True) for v in current]
+        found += [(x, Path(x).stem if x.endswith(".onnx") else x, False) for x in extra]
+        for location, name, from_registry in found:
             if _same(location) in known:
                 continue  # the same file, named relatively and absolutely, is one version
             known.add(_same(location))
+            if name in names:  # two files, one stem: a replay's columns must differ
+                name = f"{name}@{Path(location).resolve().parent.name}"
+            names.add(name)
             item = QListWidgetItem(name)
+            item.setData(_REGISTERED, from_registry)
             item.setData(Qt.ItemDataRole.UserRole, location)
             item.setToolTip(location)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)

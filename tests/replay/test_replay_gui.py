@@ -237,3 +237,33 @@ def test_a_version_whose_server_is_down_shows_grey_no_answer_cells(qtbot, panel,
     assert colour.name() == VERDICT_COLORS[NO_ANSWER]
     text = re.sub("<[^>]+>", "", panel.summary.text())
     assert "far-v2: fixed 0/10" in text and "no answer 15 (" in text and "cannot connect" in text
+
+
+def test_the_version_picker_follows_the_registry_and_keeps_names_apart(qtbot, panel, demo_db,
+                                                                       versions, tmp_path):
+    from app.core.versions import register, unregister
+
+    copy = tmp_path / "candidate"
+    copy.mkdir()
+    (copy / "wine-v2.onnx").write_bytes(versions[1].read_bytes())
+    store = Store(demo_db)
+    try:
+        register(store, str(copy / "wine-v2.onnx"), "candidate")
+    finally:
+        store.close()
+    panel.refresh_versions(extra=[str(copy / "wine-v2.onnx")])  # registered: listed once
+    panel.refresh_versions(extra=[str(versions[1].parent / ".." / "demo" / "wine-v2.onnx")])
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "wine-v3.onnx").write_bytes(versions[2].read_bytes())
+    panel.refresh_versions(extra=[str(other / "wine-v3.onnx")])
+    names = [name for _, name in panel.checked_versions()]
+    assert names == ["wine-v1", "wine-v2", "wine-v3", "candidate", "wine-v3@elsewhere"]
+    store = Store(demo_db)
+    try:
+        unregister(store, ["candidate"])
+    finally:
+        store.close()
+    panel.refresh_versions()
+    assert [name for _, name in panel.checked_versions()] == [
+        "wine-v1", "wine-v2", "wine-v3", "wine-v3@elsewhere"]
