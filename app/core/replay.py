@@ -26,12 +26,14 @@ there: it is counted as *unanswered*, neither fixed nor failing, and bisect pass
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from app.core.domain import CaptureStatus
 from app.core.replay_run import (
     NO_CLASS,
     Case,
@@ -200,13 +202,33 @@ class ReplayResult:
         names = [r.version for r in self.runs]
         return [names[int(f)] if a else None for f, a in zip(first, any_fail, strict=True)]
 
+    @functools.cached_property
+    def timed_alone(self) -> np.ndarray:
+        """Cases whose latency is one call's (SLOW captures held to an SLO), not a share of a
+        batch's; read again from the cases for a reopened replay."""
+        if self.prepared is not None:
+            rows = self.prepared.slow_rows
+            return rows[np.isfinite(slow_limits(self.prepared, self.criteria))]
+        given, by_endpoint = self.criteria.slo_ms, self.criteria.endpoint_slo_ms
+        return np.asarray([i for i, c in enumerate(self.cases)
+                           if c.capture.status == CaptureStatus.SLOW
+                           and (given is not None or c.capture.endpoint in by_endpoint)],
+                          dtype=np.int64)
+
     def summaries(self) -> list[VersionSummary]:
         control = self.control_mask
         controls = int(np.count_nonzero(control))
+        # Latency percentiles compare versions' batched speed: one-call timings would swamp
+        # them, unless they are all there is.
+        alone = self.timed_alone
+        batched = None
+        if 0 < alone.size < len(control):
+            batched = np.ones(len(control), dtype=bool)
+            batched[alone] = False
         out = []
         for run, failing in zip(self.runs, self.failing, strict=True):
-            ok = np.isfinite(run.latency_ms)
-            lat = run.latency_ms[ok]
+            lat = run.latency_ms if batched is None else run.latency_ms[batched]
+            lat = lat[np.isfinite(lat)]
             # One partition for both percentiles: same figures as two calls, half the cost.
             p50, p95 = (map(float, np.percentile(lat, [50, 95])) if lat.size
                         else (None, None))

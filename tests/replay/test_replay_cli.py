@@ -238,6 +238,22 @@ def test_slow_failures_are_judged_on_one_request_against_the_endpoints_slo(capsy
         judged = replay(objects, [LocalOnnxTarget(versions[0])],
                         criteria=Criteria(endpoint_slo_ms=slos))
         assert {judged.verdict(i, 0) for i in range(len(objects))} == {verdict}
+    # Mixed with other failures, the summary's percentiles are the batched rows' alone, and a
+    # reopened replay gives the same.
+    from app.core.replay_store import load_replay, save_replay
+
+    store = Store(db)
+    try:
+        mixed = select_case_set(store, Selection(limit=300, controls=0))
+        assert 0 < np.count_nonzero(mixed.slow) < len(mixed)
+        result = replay(mixed, [LocalOnnxTarget(versions[0])], batch_size=64,
+                        criteria=Criteria(endpoint_slo_ms={endpoint: 1e-6}))
+        lat = result.runs[0].latency_ms[~mixed.slow]
+        (summary,) = result.summaries()
+        assert summary.latency_p95_ms == pytest.approx(np.percentile(lat[np.isfinite(lat)], 95))
+        assert load_replay(store, save_replay(store, result)).summaries() == [summary]
+    finally:
+        store.close()
     # Timed alone, each SLOW case's latency is one call's, far above a share of a batch.
     alone = replay(cases, [LocalOnnxTarget(versions[0])], criteria=Criteria(slo_ms=1000.0),
                    batch_size=512).runs[0].latency_ms
