@@ -90,8 +90,16 @@ class CaseViewWidget(QWidget):
         for name in ("left", "bottom"):  # probabilities read as 0-1, not "x0.001"
             self.bars.getAxis(name).enableAutoSIPrefix(False)
         self.answers = QTableWidget(0, 5)
-        self.answers.setHorizontalHeaderLabels(["version", "class", "confidence", "latency ms",
-                                                "verdict"])
+        # Short headers: the pane is narrow and "confidence" came out as "onfidenc".
+        for c, (label, tip) in enumerate((
+                ("version", ""), ("class", "the class this version answered"),
+                ("conf.", "confidence: the answered class's probability"),
+                ("ms", "latency in ms: the case's share of its batch, or one call of its own "
+                       "for a SLOW capture held to an SLO"),
+                ("verdict", "fixed, still failing, newly broken, ok, or no answer"))):
+            header = QTableWidgetItem(label)
+            header.setToolTip(tip)
+            self.answers.setHorizontalHeaderItem(c, header)
         self.answers.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.answers.verticalHeader().setVisible(False)
         # One row per version stays readable under the bars, however short the dock.
