@@ -56,9 +56,15 @@ def test_demo_runs_headless_and_captures_failures(workspace, capsys):
     before = store.count_captures(failed=True)
     assert before == report["failures_captured"]
     store.close()
+    assert report["versions_registered"] == 3  # so `replay --db` needs nothing more
+    assert main(["replay", "--db", str(workspace), "--limit", "20", "--json"]) == 0
+    replayed = json.loads(capsys.readouterr().out)
+    assert [v["version"] for v in replayed["versions"]] == ["wine-v1", "wine-v2", "wine-v3"]
     # A second run into the same workspace counts its own failures, not the first run's too.
     assert main(["demo", "--db", str(workspace), "--seconds", "2", "--json"]) == 0
-    again = json.loads(capsys.readouterr().out)["failures_captured"]
+    second = json.loads(capsys.readouterr().out)
+    again = second["failures_captured"]
+    assert second["versions_registered"] == 0  # already there: left as they were
     store = Store(workspace)
     assert again == store.count_captures(failed=True) - before
     store.close()

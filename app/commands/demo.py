@@ -7,9 +7,11 @@ from collections.abc import Callable
 
 from app.commands import COMMANDS
 from app.commands._recording import add_run_options, record
-from app.core.demo import demo_endpoints
+from app.core.demo import MODEL_VERSIONS, demo_endpoints, model_path
 from app.core.incidents import IncidentMonitor
 from app.core.monitor import Monitor
+from app.core.store import Store
+from app.core.versions import seed
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +32,14 @@ def run(args: argparse.Namespace) -> int:
     def failures(result: dict) -> None:
         result["failures_captured"] = sum(e["failures_captured"] for e in result["endpoints"])
         result["incidents_opened"] = incidents.opened
+        # As in the window's demo: the bundled versions, registered, so that
+        # `probescope replay --db PATH` replays the failures on them with no more typing.
+        store = Store(args.db)
+        try:
+            result["versions_registered"] = seed(
+                store, [str(model_path(v)) for v in MODEL_VERSIONS])
+        finally:
+            store.close()
 
     return record(demo_endpoints(), args.db, args.seconds, None, args.json, failures,
                   with_monitor=with_incidents)

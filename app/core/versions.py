@@ -239,6 +239,14 @@ def register_all(store: Store, locations: list[str], name: str | None = None,
     return out
 
 
+def seed(store: Store, locations: list[str]) -> int:
+    """Register these versions when the workspace has none yet (the demo's three); how many
+    it registered. A workspace someone has already registered versions in is left as it is."""
+    if registered(store):
+        return 0
+    return len(register_all(store, locations))
+
+
 def unregister(store: Store, names: list[str]) -> None:
     """Remove these versions from the registry (the files stay); all or none when one is
     not registered."""

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 from app.core.drift_monitor import DriftMonitor
 from app.core.incidents import IncidentError, IncidentMonitor, Status, find_incident
 from app.core.store import Store, StoreError
-from app.core.versions import register, registered
+from app.core.versions import seed
 from app.gui.drift_panel import DriftPanel
 from app.gui.gui_gc import GuiThreadCollector
 from app.gui.incidents_panel import IncidentsPanel
@@ -205,9 +205,7 @@ class Workbench(QObject):
             return
         store = Store(self.db_path)
         try:
-            if not registered(store):
-                for location in locations:
-                    register(store, str(location))
+            seed(store, [str(location) for location in locations])
         finally:
             store.close()
         if self.versions is not None:
