@@ -198,7 +198,7 @@ def _limit_clause(name: str, measured: float, limit: float | None, *, at_most: b
 
 def static_clauses(model: ModelVersion, contract: Contract) -> list[Clause]:
     """Clauses read from the file itself: parameters, framework, version."""
-    out = [_limit_clause("parameters", float(model.parameters or 0), contract.max_parameters,
+    out = [_limit_clause("parameters", int(model.parameters or 0), contract.max_parameters,
                          at_most=True)]
     if contract.framework is not None:
         # An ONNX file is framework "onnx"; the producer names the framework it came from.
