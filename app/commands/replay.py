@@ -112,13 +112,14 @@ def _locations(store: Store, wanted: list[str] | None) -> list[tuple[str, str | 
 
 
 def _text(result: ReplayResult) -> str:
+    # Latency is each case's share of its batch's time: per row, not per request.
     lines = [f"{'version':<20} {'cases':>6} {'fixed':>6} {'still failing':>14} "
-             f"{'newly broken':>13} {'errors':>7} {'p50 ms':>9} {'p95 ms':>9}"]
+             f"{'newly broken':>13} {'errors':>7} {'p50 ms/row':>11} {'p95 ms/row':>11}"]
     for s in result.summaries():
         p50 = f"{s.latency_p50_ms:.4f}" if s.latency_p50_ms is not None else "-"
         p95 = f"{s.latency_p95_ms:.4f}" if s.latency_p95_ms is not None else "-"
         lines.append(f"{s.version:<20} {s.cases:>6} {s.fixed:>6} {s.still_failing:>14} "
-                     f"{s.newly_broken:>13} {s.errors:>7} {p50:>9} {p95:>9}")
+                     f"{s.newly_broken:>13} {s.errors:>7} {p50:>11} {p95:>11}")
     for s in result.summaries():
         if s.unanswered:
             lines.append(f"{s.version}: {s.unanswered} of {s.cases} cases got no answer "
