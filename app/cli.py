@@ -14,6 +14,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import NoReturn
 
 from app.commands import COMMANDS, module_name
 
@@ -27,12 +28,20 @@ def probescope_version() -> str:
         return "0+unknown"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake said in one line (argparse prints the whole usage
+    first, which buries the mistake under the options of a long command)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser; given the arguments about to be parsed, it imports only the command named
     there, so one command's imports (Qt, for the window and reports) never load under another
     (the headless agent and tap). With no command named, each command is listed by its help
     line alone: ``--help`` and ``--version`` import none of them."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="probescope",
         description="Watch ML inference endpoints: latency, memory, drift, failures. "
                     "With no COMMAND, opens the window on the built-in demo.",

@@ -206,6 +206,7 @@ def test_nonsense_numbers_are_a_usage_error_naming_the_option(argv, option, word
     err = capsys.readouterr().err
     assert f"argument {option}" in err and words in err
     assert "Traceback" not in err
+    assert err.count("\n") == 1 and "--help)" in err  # one line, not the usage first
 
 
 def test_a_drift_window_past_ten_years_is_refused(workspace, capsys):
