@@ -79,6 +79,8 @@ def _press_attach(dialog) -> None:
     ("onnx:/no/such/model.onnx?provider=cpu", "does not exist"),
     ("bogus:thing", "unknown endpoint kind"),
     ("onnx:model.onnx?token=abc", "secrets do not belong in a URI"),
+    ("system:?rat=5", "did you mean rate?"),
+    ("system:?rate=-5", "must be positive"),
 ])
 def test_a_bad_uri_shows_its_error_in_the_dialog(window, qtbot, uri, expected):
     dialog = window.show_attach_dialog()
