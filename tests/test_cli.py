@@ -217,9 +217,10 @@ def test_a_drift_window_past_ten_years_is_refused(workspace, capsys):
 
 
 def test_ctrl_c_while_a_command_loads_is_quiet(tmp_path):
-    # The replay command's imports take a second or more: the signal lands among them.
-    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "replay", "--db",
-                             str(tmp_path / "w.db"), "--versions", "a.onnx"],
+    # The command's imports take a second or more, so the signal lands among them; on a
+    # machine fast enough to be past them, watch stops on it as it should. Either way: quiet.
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "watch", "system:",
+                             "--seconds", "30", "--db", str(tmp_path / "w.db")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     import time
 
@@ -227,7 +228,7 @@ def test_ctrl_c_while_a_command_loads_is_quiet(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
-    assert proc.returncode in (130, -signal.SIGINT)
+    assert proc.returncode in (0, 130, -signal.SIGINT)
 
 
 def test_no_display_is_one_line_not_a_qt_abort(tmp_path):
