@@ -117,6 +117,9 @@ class LocalOnnxTarget(Target):
         self.session = None  # type: ignore[assignment]
 
 
+_NOT_ASKED = frozenset({401, 403, 404, 503})
+
+
 class RemoteV2Target(Target):
     """``v2+http://HOST:PORT/models/NAME[/versions/V]``: one JSON ``/infer`` per batch."""
 
@@ -151,6 +154,10 @@ class RemoteV2Target(Target):
             raise TargetDown(str(exc)) from None
         except BadResponse as exc:
             raise ReplayError(str(exc)) from None
+        if answer.status_code in _NOT_ASKED:
+            # No such model, no entry, or not serving now: the version was never asked, which
+            # says nothing about how it answers this input.
+            raise TargetDown(f"HTTP {answer.status_code}: {answer.error_text()}")
         if answer.status_code >= 400:
             raise ReplayError(f"HTTP {answer.status_code}: {answer.error_text()}")
         body = answer.json()

@@ -44,6 +44,7 @@ from app.core.store import Store
 from app.core.versions import registered, verify_unchanged
 from app.gui.jobs import Job, JobRunner
 from app.gui.replay_models import FailureTableModel, ResultTableModel, feature_names
+from probes.onnx_local import available_providers
 from widgets.case_view import CaseViewWidget
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class ReplayPanel(QWidget):
                  criteria: Criteria | None = None, batch_size: int | None = None) -> None:
         super().__init__(parent)
         self.db_path = Path(db_path)
-        self.provider = provider
+        self._initial_provider = provider
         self.criteria = criteria or Criteria()
         self.batch_size = batch_size
         self.runner = JobRunner(self)
@@ -123,6 +124,13 @@ class ReplayPanel(QWidget):
         self.version_list.setMaximumHeight(110)
         self.add_button = QPushButton("Add ONNX…")
         self.add_button.clicked.connect(self._on_add_button_clicked)
+        self.provider_box = QComboBox()
+        self.provider_box.setToolTip("onnxruntime provider for the ONNX versions; one that "
+                                     "cannot start is reported, never replaced by CPU")
+        for name in available_providers():
+            self.provider_box.addItem(name, name)
+        at = self.provider_box.findData(self._initial_provider)
+        self.provider_box.setCurrentIndex(max(0, at))
         self.run_button = QPushButton("Replay")
         self.run_button.clicked.connect(self.run_replay)
         self.cancel_button = QPushButton("Cancel")
@@ -136,10 +144,10 @@ class ReplayPanel(QWidget):
             lambda: self.saved_box.currentData() is not None
             and self.open_replay(int(self.saved_box.currentData())))
         runbar = QHBoxLayout()
-        for w in (self.add_button, self.run_button, self.cancel_button, self.progress,
-                  QLabel("saved:"), self.saved_box, self.open_button):
+        for w in (self.add_button, self.provider_box, self.run_button, self.cancel_button,
+                  self.progress, QLabel("saved:"), self.saved_box, self.open_button):
             runbar.addWidget(w)
-        runbar.setStretch(3, 1)
+        runbar.setStretch(4, 1)
 
         self.result_model = ResultTableModel()
         self.result_view = QTableView()
@@ -226,6 +234,10 @@ class ReplayPanel(QWidget):
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(Qt.CheckState.Checked)
             self.version_list.addItem(item)
+
+    @property
+    def provider(self) -> str:
+        return self.provider_box.currentData() or "cpu"
 
     def checked_versions(self) -> list[tuple[str, str]]:
         """(location, name) of the versions to replay on, in list order."""

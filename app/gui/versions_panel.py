@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QHeaderView,
+    QInputDialog,
     QLabel,
     QLineEdit,
     QProgressBar,
@@ -121,6 +122,10 @@ class VersionsPanel(QWidget):
         self.targets_edit.setToolTip("cpu, cuda, … or agent+http://HOST:PORT, comma-separated")
         self.add_button = QPushButton("Add ONNX…")
         self.add_button.clicked.connect(self._on_add_button_clicked)
+        self.add_endpoint_button = QPushButton("Add endpoint…")
+        self.add_endpoint_button.setToolTip("register a model on a server, e.g. "
+                                            "v2+http://HOST:8000/models/NAME/versions/2")
+        self.add_endpoint_button.clicked.connect(self._on_add_endpoint_clicked)
         self.remove_button = QPushButton("Remove")
         self.remove_button.setToolTip("Unregister the selected versions (Delete); the files "
                                       "stay and saved replays keep their results")
@@ -133,10 +138,10 @@ class VersionsPanel(QWidget):
         self.progress.setRange(0, 1000)
         self.status = QLabel("")
         bar = QHBoxLayout()
-        for w in (self.add_button, self.remove_button, QLabel("targets:"), self.targets_edit,
-                  self.check_button, self.progress):
+        for w in (self.add_button, self.add_endpoint_button, self.remove_button,
+                  QLabel("targets:"), self.targets_edit, self.check_button, self.progress):
             bar.addWidget(w)
-        bar.setStretch(3, 1)
+        bar.setStretch(4, 1)
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.table)
         split.addWidget(self.contract_table)
@@ -212,13 +217,19 @@ class VersionsPanel(QWidget):
         return next((t.status for t in report.targets if t.target == target), None)
 
     def add_version(self, location: str | Path) -> None:
+        """Register an ONNX file (named by its stem, or stem@folder when another file has
+        that name) or a server's model (``v2+http://HOST:PORT/models/NAME[/versions/V]``)."""
+        text = str(location).strip()
         store = Store(self.db_path)
         try:
-            name = _free_name(Path(location), {v.name: v.location for v in registered(store)})
-            added = register(store, str(location), name)
-            if name != Path(location).stem:
-                self.status.setText(f"registered as {added.name}: {Path(location).stem} is "
-                                    "another file's name")
+            if "://" in text:  # named from its URI: NAME@V
+                register(store, text)
+            else:
+                name = _free_name(Path(text), {v.name: v.location for v in registered(store)})
+                added = register(store, text, name)
+                if name != Path(text).stem:
+                    self.status.setText(f"registered as {added.name}: {Path(text).stem} is "
+                                        "another file's name")
         except Exception as exc:
             self.status.setText(str(exc))
             self.error_occurred.emit(str(exc))
@@ -227,6 +238,13 @@ class VersionsPanel(QWidget):
             store.close()
         self.refresh()
         self.versions_changed.emit()
+
+    def _on_add_endpoint_clicked(self) -> None:
+        uri, ok = QInputDialog.getText(
+            self, "Register a model on a server", "Endpoint URI (Open Inference Protocol):",
+            text="v2+http://127.0.0.1:8000/models/NAME/versions/1")
+        if ok and uri.strip():
+            self.add_version(uri)
 
     def selected_names(self) -> list[str]:
         rows = sorted({i.row() for i in self.table.selectionModel().selectedRows()}

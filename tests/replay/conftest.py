@@ -3,7 +3,10 @@ stream (drift, NaN rows, labels), made by the real onnx probe and written by the
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ from app.core.domain import Capture, EndpointUri, Sample
 from app.core.store import Store
 from probes.base import ProbeOptions
 from probes.onnx_local import OnnxProbe
-from tests.conftest import DEMO
+from tests.conftest import DEMO, ROOT
 
 ROWS = 3000  # the whole production stream, once
 
@@ -58,3 +61,23 @@ def demo_db(recorded: tuple[Path, str], tmp_path: Path) -> Path:
 @pytest.fixture
 def versions() -> list[Path]:
     return [DEMO / f"wine-v{i}.onnx" for i in (1, 2, 3)]
+
+
+def _server_module():
+    spec = importlib.util.spec_from_file_location("onnx_http_server",
+                                                  ROOT / "tools" / "onnx_http_server.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def v2_server() -> Iterator[str]:
+    """wine-v2 behind a real v2 HTTP server on an ephemeral port; yields its base URL."""
+    server = _server_module().ModelServer(("127.0.0.1", 0), DEMO / "wine-v2.onnx")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join(5)

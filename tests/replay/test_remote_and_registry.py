@@ -4,9 +4,7 @@ registry on real ONNX files."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,30 +23,8 @@ from app.core.versions import (
     registered,
     verify_unchanged,
 )
-from tests.conftest import DEMO, ROOT
+from tests.conftest import DEMO
 from tests.servers.process import free_port
-
-
-def _server_module():
-    spec = importlib.util.spec_from_file_location("onnx_http_server",
-                                                  ROOT / "tools" / "onnx_http_server.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def v2_server() -> Iterator[str]:
-    """wine-v2 behind a real v2 HTTP server on an ephemeral port; yields its base URL."""
-    server = _server_module().ModelServer(("127.0.0.1", 0), DEMO / "wine-v2.onnx")
-    import threading
-
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
 
 
 def test_a_remote_v2_version_answers_like_the_same_model_run_locally(demo_db, v2_server):

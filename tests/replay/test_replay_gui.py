@@ -267,3 +267,41 @@ def test_the_version_picker_follows_the_registry_and_keeps_names_apart(qtbot, pa
     panel.refresh_versions()
     assert [name for _, name in panel.checked_versions()] == [
         "wine-v1", "wine-v2", "wine-v3", "wine-v3@elsewhere"]
+
+
+def test_a_server_registered_from_the_window_is_replayed_from_the_window(qtbot, demo_db,
+                                                                          v2_server):
+    from probes.onnx_local import available_providers
+
+    versions_panel = VersionsPanel(demo_db, runs=30)
+    qtbot.addWidget(versions_panel)
+    versions_panel.add_version(f"v2+{v2_server}/models/wine-v2")
+    assert versions_panel.table.item(0, 0).text() == "wine-v2"
+    assert versions_panel.table.item(0, 2).text() == "remote"
+    p = ReplayPanel(demo_db)
+    qtbot.addWidget(p)
+    try:
+        # The provider for ONNX versions is the user's to pick, among those installed.
+        assert [p.provider_box.itemData(i) for i in range(p.provider_box.count())] == (
+            available_providers())
+        assert p.provider == "cpu"
+        assert [name for _, name in p.checked_versions()] == ["wine-v2"]
+        p.limit_spin.setValue(40)
+        p.controls_spin.setValue(10)
+        load(qtbot, p)
+        with qtbot.waitSignal(p.replay_finished, timeout=TIMEOUT_MS) as blocker:
+            p.run_button.click()
+        result = blocker.args[0]
+        assert [r.version for r in result.runs] == ["wine-v2"]
+        assert not result.runs[0].errors and len(result.cases) == 50
+        # A model the server does not have is "no answer", not 50 failures of the version.
+        versions_panel.add_version(f"v2+{v2_server}/models/wine-v2/versions/9")
+        p.refresh_versions()
+        with qtbot.waitSignal(p.replay_finished, timeout=TIMEOUT_MS) as blocker:
+            p.run_button.click()
+        missing = blocker.args[0].summaries()[1]
+        assert (missing.version, missing.unanswered, missing.still_failing) == ("wine-v2@9", 50, 0)
+        assert "HTTP 404" in missing.unanswered_reason
+    finally:
+        p.shutdown()
+        versions_panel.shutdown()
