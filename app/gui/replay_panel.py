@@ -122,6 +122,10 @@ class ReplayPanel(QWidget):
 
         self.version_list = QListWidget()
         self.version_list.setMaximumHeight(110)
+        # Bisect walks the list top to bottom: drag to change the order for this replay.
+        self.version_list.setDragDropMode(QAbstractItemView.DragDropMode.InternalMove)
+        self.version_list.setToolTip("tick the versions to replay on; drag to change the "
+                                     "order bisect walks")
         self.add_button = QPushButton("Add ONNX…")
         self.add_button.clicked.connect(self._on_add_button_clicked)
         self.provider_box = QComboBox()

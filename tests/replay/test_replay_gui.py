@@ -305,3 +305,10 @@ def test_a_server_registered_from_the_window_is_replayed_from_the_window(qtbot, 
     finally:
         p.shutdown()
         versions_panel.shutdown()
+
+
+def test_dragging_a_version_changes_the_bisect_order(qtbot, panel):
+    assert panel.version_list.dragDropMode() == panel.version_list.DragDropMode.InternalMove
+    model = panel.version_list.model()
+    model.moveRow(model.index(0, 0).parent(), 2, model.index(0, 0).parent(), 0)  # v3 first
+    assert [name for _, name in panel.checked_versions()] == ["wine-v3", "wine-v1", "wine-v2"]
