@@ -27,6 +27,7 @@ from app.core.replay import (
     select_case_set,
     slow_limits,
 )
+from app.core.replay_export import write_cases_csv
 from app.core.replay_store import load_replay, save_replay
 from app.core.replay_targets import ReplayError, open_target
 from app.core.store import Store, StoreError
@@ -67,6 +68,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     saved.add_argument("--list", action="store_true", help="list the saved replays and stop")
     saved.add_argument("--show", metavar="ID|latest",
                        help="print a saved replay's summary again (runs nothing)")
+    p.add_argument("--export", type=Path, metavar="FILE.csv",
+                   help="also write every case (role, kind, label, first failing version; per "
+                        "version class, confidence, latency, verdict, error) as CSV")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -171,6 +175,8 @@ def _saved(args: argparse.Namespace) -> int:
                 raise ReplayError(f"--show takes a replay id or 'latest', not '{args.show}'; "
                                   "see --list") from None
         result = load_replay(store, wanted)
+        if args.export:
+            write_cases_csv(result, args.export)
     finally:
         store.close()
     print(json.dumps(result.to_json()) if args.json else _text(result))
@@ -236,6 +242,8 @@ def run(args: argparse.Namespace) -> int:
                 print(file=sys.stderr)  # end the progress line
         if not args.no_save and result.runs:
             save_replay(store, result)  # a cancelled one too: the versions it finished
+        if args.export:
+            write_cases_csv(result, args.export)
     except (ReplayError, StoreError, VersionError) as exc:
         print(f"probescope: {exc}", file=sys.stderr)
         return 2

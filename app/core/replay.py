@@ -176,6 +176,12 @@ class ReplayResult:
             return self.prepared.capture_ids
         return [c.capture_id for c in self.cases]
 
+    def kind(self, case: int) -> str:
+        """How the case was captured: ok (a control), mismatch, slow, ..."""
+        if self.prepared is not None and self.prepared.kinds:
+            return self.prepared.kinds[case]
+        return str(self.cases[case].capture.status)
+
     def label(self, case: int) -> str | None:
         """The case's captured label (read from the columns: no Capture needed)."""
         if self.prepared is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import overload
@@ -58,6 +58,7 @@ class CaseSet:
     control: np.ndarray
     capture_ids: list[int | None]
     label_texts: list[str | None]  # the captured labels as recorded
+    kinds: list[str] = field(default_factory=list)  # the captured statuses (mismatch, slow...)
 
     def __len__(self) -> int:
         return len(self.capture_ids)
@@ -117,7 +118,8 @@ def prepare(cases: Sequence[Case]) -> CaseSet:
     caps = list(map(attrgetter("capture"), cases))
     raw_labels = list(map(attrgetter("label"), caps))
     control = np.fromiter(map(attrgetter("control"), cases), dtype=bool, count=n)
-    labels, has_label, low, slow = _columns(raw_labels, list(map(attrgetter("status"), caps)))
+    statuses = list(map(attrgetter("status"), caps))
+    labels, has_label, low, slow = _columns(raw_labels, statuses)
     inputs = list(map(attrgetter("inputs"), caps))
     groups: list[Group] = []
     singles: list[int] = []
@@ -133,7 +135,8 @@ def prepare(cases: Sequence[Case]) -> CaseSet:
     if n and not groups:
         groups, singles = _grouped(inputs)
     return CaseSet(cases, groups, singles, labels, has_label, low, slow, control,
-                   list(map(attrgetter("capture_id"), cases)), raw_labels)
+                   list(map(attrgetter("capture_id"), cases)), raw_labels,
+                   list(map(str, statuses)))
 
 
 def prepare_columns(path: str | Path, failed: tuple, controls: tuple) -> CaseSet:
@@ -146,7 +149,8 @@ def prepare_columns(path: str | Path, failed: tuple, controls: tuple) -> CaseSet
     control = np.zeros(n, dtype=bool)
     control[len(failed[0]):] = True
     raw_labels = [*failed[2], *controls[2]]
-    labels, has_label, low, slow = _columns(raw_labels, [*failed[1], *controls[1]])
+    statuses = [*failed[1], *controls[1]]
+    labels, has_label, low, slow = _columns(raw_labels, statuses)
     blobs = [*failed[3], *controls[3]]
     group = _stack_encoded(blobs) if n else None
     if group is not None:
@@ -156,7 +160,7 @@ def prepare_columns(path: str | Path, failed: tuple, controls: tuple) -> CaseSet
     else:
         groups, singles = [], []
     return CaseSet(LazyCases(path, ids, control), groups, singles, labels, has_label, low,
-                   slow, control, ids, raw_labels)
+                   slow, control, ids, raw_labels, statuses)
 
 
 def _stack_encoded(blobs: list[bytes]) -> Group | None:

@@ -259,3 +259,37 @@ def test_slow_failures_are_judged_on_one_request_against_the_endpoints_slo(capsy
                    batch_size=512).runs[0].latency_ms
     shared = replay(cases, [LocalOnnxTarget(versions[0])], batch_size=512).runs[0].latency_ms
     assert np.median(alone) > 5 * np.median(shared)
+
+
+def test_every_case_can_be_exported_as_csv_from_a_run_and_from_a_saved_replay(
+        capsys, demo_db: Path, versions, tmp_path):
+    import csv
+
+    from app.core.replay_store import load_replay
+
+    out = tmp_path / "cases.csv"
+    _, doc = run_json(capsys, ["replay", "--db", str(demo_db), "--versions", *map(str, versions),
+                               "--limit", "60", "--controls", "30", "--export", str(out),
+                               "--json"])
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    store = Store(demo_db)
+    try:
+        result = load_replay(store, doc["replay_id"])
+    finally:
+        store.close()
+    assert len(rows) == 90 and [r["role"] for r in rows].count("control") == 30
+    for i, row in enumerate(rows):
+        assert row["kind"] == str(result.cases[i].capture.status)
+        assert int(row["capture_id"]) == result.cases[i].capture_id
+        for j, name in enumerate(["wine-v1", "wine-v2", "wine-v3"]):
+            assert row[f"{name}:verdict"] == result.verdict(i, j)
+    fixed = {v["version"]: v["fixed"] for v in doc["versions"]}
+    assert sum(r["wine-v2:verdict"] == "fixed" for r in rows) == fixed["wine-v2"]
+    again = tmp_path / "again.csv"
+    assert main(["replay", "--db", str(demo_db), "--show", "latest", "--export",
+                 str(again)]) == 0
+    assert again.read_text() == out.read_text()  # the saved replay exports the same table
+    assert main(["replay", "--db", str(demo_db), "--show", "latest", "--export",
+                 str(tmp_path / "no" / "x.csv")]) == 2
+    assert "cannot write" in capsys.readouterr().err
