@@ -38,8 +38,9 @@ from PySide6.QtWidgets import (
 
 from app.core.domain import CaptureStatus
 from app.core.replay import Case, Criteria, ReplayResult, Selection, replay, select_cases
+from app.core.replay_export import write_cases_csv
 from app.core.replay_store import load_replay, save_replay
-from app.core.replay_targets import open_target
+from app.core.replay_targets import ReplayError, open_target
 from app.core.store import Store
 from app.core.versions import registered, verify_unchanged
 from app.gui.jobs import Job, JobRunner
@@ -147,9 +148,15 @@ class ReplayPanel(QWidget):
         self.open_button.clicked.connect(
             lambda: self.saved_box.currentData() is not None
             and self.open_replay(int(self.saved_box.currentData())))
+        self.export_button = QPushButton("Export CSV…")
+        self.export_button.setToolTip("every case of the replay shown, one row each, with each "
+                                      "version's class, confidence, latency and verdict")
+        self.export_button.setEnabled(False)
+        self.export_button.clicked.connect(self._on_export_clicked)
         runbar = QHBoxLayout()
         for w in (self.add_button, self.provider_box, self.run_button, self.cancel_button,
-                  self.progress, QLabel("saved:"), self.saved_box, self.open_button):
+                  self.progress, QLabel("saved:"), self.saved_box, self.open_button,
+                  self.export_button):
             runbar.addWidget(w)
         runbar.setStretch(4, 1)
 
@@ -420,8 +427,32 @@ class ReplayPanel(QWidget):
         if self._job is not None:
             self._job.cancel()
 
+    def export_cases(self, path: str | Path) -> Path | None:
+        """Write the replay shown as CSV (see ``replay_export``); None, with the reason shown,
+        when it cannot."""
+        if self.result is None:
+            return None
+        try:
+            out = write_cases_csv(self.result, path)
+        except ReplayError as exc:
+            self.summary.setText(self.summary.text()
+                                 + f"<br><b>Export failed:</b> {html.escape(str(exc))}")
+            self.replay_failed.emit(str(exc))
+            return None
+        self.summary.setText(self.summary.text() + f"<br>exported {len(self.result.cases)} "
+                             f"cases to {html.escape(str(out))}")
+        return out
+
+    def _on_export_clicked(self) -> None:
+        name = f"replay-{self.result.replay_id}.csv" if self.result is not None else "replay.csv"
+        path, _ = QFileDialog.getSaveFileName(self, "Export the replay's cases", name,
+                                              "CSV (*.csv)")
+        if path:
+            self.export_cases(path)
+
     def _on_replay_done(self, result: ReplayResult) -> None:
         self.result = result
+        self.export_button.setEnabled(True)
         self.result_model.set_result(result)
         self.result_view.resizeColumnsToContents()
         lines = [f"<b>Replay #{result.replay_id}</b>"

@@ -52,6 +52,13 @@ def test_select_failures_replay_them_and_compare_one_case(qtbot, panel):
     assert colour.name() == VERDICT_COLORS[NEWLY_BROKEN]
     assert "wine-v3: fixed" in re.sub("<[^>]+>", "", panel.summary.text())
     assert panel.progress.value() == 1000
+    # Every case, exported for a notebook: one row per case, a verdict column per version.
+    assert panel.export_button.isEnabled()
+    out = panel.export_cases(panel.db_path.parent / "cases.csv")
+    lines = out.read_text().splitlines()
+    assert len(lines) == len(result.cases) + 1 and "wine-v3:verdict" in lines[0]
+    assert panel.export_cases(panel.db_path.parent / "no" / "x.csv") is None
+    assert "Export failed" in panel.summary.text()
     with qtbot.waitSignal(panel.case_selected, timeout=TIMEOUT_MS) as shown:
         panel.select_result_row(row)
     assert shown.args[0] == result.cases[row].capture_id
