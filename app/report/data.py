@@ -259,14 +259,18 @@ def replay_rows(store: Store, uri: str, start: int, end: int) -> list[list[str]]
                 continue
             names = [v.get("name", "?") if isinstance(v, dict) else str(v)
                      for v in _json_list(meta.get("versions"))]
-            by_version: dict[int, list[int]] = {}
+            # failing is NULL where the version could not be asked (its server down).
+            by_version: dict[int, list[int | None]] = {}
             for r in results:
-                by_version.setdefault(int(r[1]), []).append(int(bool(r[6])))
+                by_version.setdefault(int(r[1]), []).append(
+                    None if r[6] is None else int(bool(r[6])))
             title = f"#{meta['id']} {meta.get('title') or ''}".strip()
             for vi, failing in sorted(by_version.items()):
                 name = names[vi] if vi < len(names) else f"version {vi}"
-                out.append([title, name, str(len(failing)), str(sum(failing)),
-                            str(len(failing) - sum(failing))])
+                failed = sum(1 for f in failing if f == 1)
+                unasked = sum(1 for f in failing if f is None)
+                out.append([title, name, str(len(failing)), str(failed),
+                            str(len(failing) - failed - unasked), str(unasked)])
     except Exception as exc:  # another feature's tables: a report must not fail on them
         log.warning("replay results left out of the report: %s", exc)
         return []

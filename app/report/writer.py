@@ -246,9 +246,11 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
     if data.replays:
         flow.heading("Replay results", 120)
         flow.text("Captured failures from this window replayed against model versions: "
-                  "per version, how many cases still fail and how many pass.", font(9))
-        flow.table([Column("Replay", 2.0), Column("Version", 2.0), Column("Cases", 0.8),
-                    Column("Still failing", 0.9), Column("Passing", 0.8)], data.replays)
+                  "per version, how many cases still fail, how many pass, and how many got "
+                  "no answer (the version's server was down).", font(9))
+        flow.table([Column("Replay", 1.8), Column("Version", 1.8), Column("Cases", 0.7),
+                    Column("Still failing", 0.9), Column("Passing", 0.8),
+                    Column("No answer", 0.8)], data.replays)
     if data.contract:
         flow.heading("Contract status", 120)
         flow.text(f"The handover contract beside the model ({data.contract[0][0]}), checked "

@@ -155,16 +155,19 @@ def test_replays_of_the_windows_failures_appear_with_their_versions(qapp, demo_i
                                     incident["updated_ns"], failed=True, limit=3,
                                     with_tensors=False)
     cases = [(i, sc.id, False, None) for i, sc in enumerate(failed)]
-    # Version 0 still fails all three; version 1 fixes two.
+    # Version 0 still fails all three; version 1 fixes two; version 2's server was down.
     results = [(i, 0, "0", 0.5, 0.1, None, 1, None) for i in range(3)]
     results += [(i, 1, "1", 0.9, 0.1, None, int(i == 2), None) for i in range(3)]
+    results += [(i, 2, None, None, None, "cannot connect", None, None) for i in range(3)]
     store.save_replay({"created_ns": incident["updated_ns"], "title": "bisect", "selection": "{}",
-                       "versions": json.dumps([{"name": "wine-v1"}, {"name": "wine-v2"}]),
+                       "versions": json.dumps([{"name": "wine-v1"}, {"name": "wine-v2"},
+                                               {"name": "far-v3"}]),
                        "criteria": "{}"}, cases, results)
     store.close()
     text = "\n".join(_pages(write_report(db, incident_id, tmp_path / "replay.pdf")))
     assert "Replay results" in text
-    assert "wine-v1 3 3 0" in text and "wine-v2 3 1 2" in text
+    assert "wine-v1 3 3 0 0" in text and "wine-v2 3 1 2 0" in text
+    assert "far-v3 3 0 0 3" in text  # not asked: neither failing nor passing
 
 
 def test_the_window_s_job_runner_exports_with_progress(qtbot, demo_incident, tmp_path):
