@@ -134,12 +134,17 @@ class VersionsPanel(QWidget):
                   self.remove_selected, context=Qt.ShortcutContext.WidgetShortcut)
         self.check_button = QPushButton("Check contracts")
         self.check_button.clicked.connect(self.check_contracts)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("stop after the version being measured")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel_check)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.status = QLabel("")
         bar = QHBoxLayout()
         for w in (self.add_button, self.add_endpoint_button, self.remove_button,
-                  QLabel("targets:"), self.targets_edit, self.check_button, self.progress):
+                  QLabel("targets:"), self.targets_edit, self.check_button,
+                  self.cancel_button, self.progress):
             bar.addWidget(w)
         bar.setStretch(4, 1)
         split = QSplitter(Qt.Orientation.Vertical)
@@ -191,7 +196,11 @@ class VersionsPanel(QWidget):
         for r, v in enumerate(self.versions):
             report = self.reports.get(v.name)
             for c, target in enumerate(targets):
-                if report is None:
+                if v.kind != KIND_ONNX:
+                    item = QTableWidgetItem("a server's model: no file to check")
+                    item.setToolTip("a contract is measured on a model file; this version is "
+                                    f"served at {v.location}")
+                elif report is None:
                     item = QTableWidgetItem("not checked")
                 elif isinstance(report, str):
                     item = QTableWidgetItem("no contract")
@@ -305,23 +314,34 @@ class VersionsPanel(QWidget):
         job.signals.failed.connect(self._on_check_failed)
         self._job = job
         self.check_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
         self.status.setText(f"checking {len(versions)} versions on {', '.join(targets)}…")
         self.runner.start(job)
         return job
 
+    def cancel_check(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+            self.cancel_button.setEnabled(False)
+            self.status.setText("cancelling after the version being measured…")
+
     def _on_check_finished(self, reports: dict[str, ContractReport | str]) -> None:
+        cancelled = self._job is not None and self._job.is_cancelled()
         self._job = None
         self.check_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
         self.reports.update(reports)
         self._fill_contract_table()
         self.progress.setValue(1000)
-        self.status.setText(f"checked {len(reports)} versions")
+        self.status.setText(f"checked {len(reports)} versions"
+                            + ("; cancelled before the rest" if cancelled else ""))
         self.contracts_checked.emit(reports)
 
     def _on_check_failed(self, message: str) -> None:
         self._job = None
         self.check_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
         self.status.setText(message)
         self.error_occurred.emit(message)
 

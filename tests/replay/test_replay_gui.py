@@ -319,3 +319,21 @@ def test_dragging_a_version_changes_the_bisect_order(qtbot, panel):
     model = panel.version_list.model()
     model.moveRow(model.index(0, 0).parent(), 2, model.index(0, 0).parent(), 0)  # v3 first
     assert [name for _, name in panel.checked_versions()] == ["wine-v3", "wine-v1", "wine-v2"]
+
+
+def test_a_contract_check_can_be_cancelled_and_a_servers_model_is_not_checked(
+        qtbot, workspace, versions):
+    p = VersionsPanel(workspace, seed_versions=[str(v) for v in versions], runs=30)
+    qtbot.addWidget(p)
+    try:
+        p.add_version("v2+http://127.0.0.1:8000/models/wine/versions/4")
+        assert p.contract_table.item(3, 0).text() == "a server's model: no file to check"
+        with qtbot.waitSignal(p.contracts_checked, timeout=60_000) as checked:
+            p.check_contracts()
+            assert p.cancel_button.isEnabled()
+            p.cancel_button.click()
+        assert len(checked.args[0]) < 3  # stopped after the version under way
+        assert "cancelled before the rest" in p.status.text()
+        assert not p.cancel_button.isEnabled() and p.check_button.isEnabled()
+    finally:
+        p.shutdown()
