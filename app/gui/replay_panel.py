@@ -21,6 +21,7 @@ from PySide6.QtGui import QCloseEvent, QKeySequence, QResizeEvent, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
+    QCompleter,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -97,6 +98,8 @@ class ReplayPanel(QWidget):
         self.label_edit.setMaximumWidth(70)
         self.version_edit = QLineEdit(placeholderText="made by version")
         self.version_edit.setMaximumWidth(120)
+        self.version_edit.setToolTip("only captures made by this model version (as the "
+                                     "model reported it); suggestions from the endpoints")
         self.window_box = QComboBox()
         for text, seconds in (("any time", 0), ("last 5 min", 300), ("last hour", 3600),
                               ("last day", 86400)):
@@ -261,7 +264,12 @@ class ReplayPanel(QWidget):
 
     def refresh_endpoints(self) -> None:
         current = self.endpoint_box.currentData()
-        uris = [e["uri"] for e in self._with_store(lambda s: s.endpoints())]
+        endpoints = self._with_store(lambda s: s.endpoints())
+        uris = [e["uri"] for e in endpoints]
+        made_by = sorted({str(e["model_version"]) for e in endpoints if e["model_version"]})
+        completer = QCompleter(made_by, self.version_edit)
+        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.version_edit.setCompleter(completer)
         self.endpoint_box.clear()
         self.endpoint_box.addItem("all endpoints", ALL)
         for uri in uris:

@@ -37,7 +37,8 @@ def record_stream(db: Path, model: Path, rows: int = ROWS, capture: float = 0.2,
     try:
         store.write_batch([i for i in items if isinstance(i, Sample)],
                           [i for i in items if isinstance(i, Capture)])
-        store.set_endpoint_info(probe.endpoint, slo_ms=probe.slo_ms)  # as the Monitor does
+        store.set_endpoint_info(probe.endpoint, slo_ms=probe.slo_ms,  # as the Monitor does
+                                model_version=probe.model_version)
     finally:
         store.close()
     return probe.endpoint

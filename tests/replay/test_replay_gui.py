@@ -207,6 +207,11 @@ def test_a_picked_time_range_limits_the_failures(qtbot, panel):
     assert 0 < n < everything and all(c.capture.ts_ns >= mid for c in panel.failure_model.cases)
     panel.version_edit.setText("no-such-version")
     assert load(qtbot, panel) == 0
+    # The versions the endpoints reported are offered as the field is typed in.
+    suggestions = panel.version_edit.completer().model()
+    assert [suggestions.index(i, 0).data() for i in range(suggestions.rowCount())] == ["1.0.0"]
+    panel.version_edit.setText("1.0.0")
+    assert load(qtbot, panel) == n
 
 
 def test_the_keyboard_lists_replays_and_cancels(qtbot, panel):
