@@ -38,8 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("replay", help=COMMANDS["replay"])
     p.add_argument("--db", required=True, type=Path, help="workspace SQLite file")
     p.add_argument("--versions", nargs="+", metavar="VERSION",
-                   help="ONNX files, v2+http:// endpoints or registered version names, in "
-                        "bisect order (default: every registered version, in registry order)")
+                   help="ONNX files, v2+http:// or tfserving+http:// endpoints, or registered "
+                        "version names, in bisect order (default: every registered version, in "
+                        "registry order)")
     p.add_argument("--endpoint", help="only failures of this endpoint (its URI, or a part of it "
                    "that names one endpoint, e.g. wine-v1)")
     p.add_argument("--kind", action="append", choices=[s.value for s in CaptureStatus

@@ -120,10 +120,10 @@ class LocalOnnxTarget(Target):
 _NOT_ASKED = frozenset({401, 403, 404, 503})
 
 
-class RemoteV2Target(Target):
-    """``v2+http://HOST:PORT/models/NAME[/versions/V]``: one JSON ``/infer`` per batch."""
+class _RemoteTarget(Target):
+    """A model server reached over HTTP with JSON bodies: one POST per batch."""
 
-    example = "v2+http://HOST:PORT/models/NAME[/versions/V]"
+    example = ""
 
     def __init__(self, uri: str, name: str | None = None) -> None:
         try:
@@ -132,24 +132,25 @@ class RemoteV2Target(Target):
             settings = HttpSettings.from_uri(parsed)
         except (UriError, ProbeError) as exc:
             raise ReplayError(str(exc)) from None
-        parts = [p for p in path.split("/") if p]
-        if parts[:1] == ["v2"]:
-            parts = parts[1:]
-        if len(parts) not in (2, 4) or parts[0] != "models" or (
-                len(parts) == 4 and parts[2] != "versions"):
-            raise ReplayError(f"'{uri}' does not name a model; expected {self.example}")
-        self.model_path = "/v2/" + "/".join(parts)
         self.location = str(parsed)
-        self.name = name or (parts[1] + (f"@{parts[3]}" if len(parts) == 4 else ""))
+        self.path, model, version = self.parse_path(uri, [p for p in path.split("/") if p])
+        self.name = name or (model + (f"@{version}" if version else ""))
         self.client = HttpClient(base_url, settings)
 
+    @abstractmethod
+    def parse_path(self, uri: str, parts: list[str]) -> tuple[str, str, str | None]:
+        """(path to POST to, model name, version or None); ReplayError if not a model."""
+
+    @abstractmethod
+    def body(self, feeds: dict[str, np.ndarray]) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def outputs(self, body: object) -> list[tuple[str, np.ndarray]]: ...
+
     def run(self, feeds: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
-        doc: dict[str, Any] = {"inputs": [
-            {"name": n, "shape": list(a.shape), "datatype": datatype_of(a.dtype),
-             "data": a.reshape(-1).tolist()} for n, a in feeds.items()]}
         try:
-            answer = self.client.request("POST", f"{self.model_path}/infer",
-                                         content=json.dumps(doc).encode())
+            answer = self.client.request("POST", self.path,
+                                         content=json.dumps(self.body(feeds)).encode())
         except (Unreachable, TimedOut) as exc:
             raise TargetDown(str(exc)) from None
         except BadResponse as exc:
@@ -160,12 +161,8 @@ class RemoteV2Target(Target):
             raise TargetDown(f"HTTP {answer.status_code}: {answer.error_text()}")
         if answer.status_code >= 400:
             raise ReplayError(f"HTTP {answer.status_code}: {answer.error_text()}")
-        body = answer.json()
-        raw = body.get("outputs") if isinstance(body, dict) else None
-        if not isinstance(raw, list) or not raw:
-            raise ReplayError("the infer answer has no outputs")
         try:
-            return [tensor_from_json(t) for t in raw]
+            return self.outputs(answer.json())
         except BadResponse as exc:
             raise ReplayError(str(exc)) from None
 
@@ -173,18 +170,77 @@ class RemoteV2Target(Target):
         self.client.close()
 
 
+class RemoteV2Target(_RemoteTarget):
+    """``v2+http://HOST:PORT/models/NAME[/versions/V]``: one JSON ``/infer`` per batch."""
+
+    example = "v2+http://HOST:PORT/models/NAME[/versions/V]"
+
+    def parse_path(self, uri: str, parts: list[str]) -> tuple[str, str, str | None]:
+        if parts[:1] == ["v2"]:
+            parts = parts[1:]
+        if len(parts) not in (2, 4) or parts[0] != "models" or (
+                len(parts) == 4 and parts[2] != "versions"):
+            raise ReplayError(f"'{uri}' does not name a model; expected {self.example}")
+        return ("/v2/" + "/".join(parts) + "/infer", parts[1],
+                parts[3] if len(parts) == 4 else None)
+
+    def body(self, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+        return {"inputs": [{"name": n, "shape": list(a.shape), "datatype": datatype_of(a.dtype),
+                            "data": a.reshape(-1).tolist()} for n, a in feeds.items()]}
+
+    def outputs(self, body: object) -> list[tuple[str, np.ndarray]]:
+        raw = body.get("outputs") if isinstance(body, dict) else None
+        if not isinstance(raw, list) or not raw:
+            raise ReplayError("the infer answer has no outputs")
+        return [tensor_from_json(t) for t in raw]
+
+
+class RemoteTfServingTarget(_RemoteTarget):
+    """``tfserving+http://HOST:8501/NAME[/versions/V]``: TensorFlow Serving's REST predict, the
+    batch as ``instances`` (row format), the answer's ``predictions`` as one output."""
+
+    example = "tfserving+http://HOST:8501/NAME[/versions/V]"
+
+    def parse_path(self, uri: str, parts: list[str]) -> tuple[str, str, str | None]:
+        if parts[:2] == ["v1", "models"]:
+            parts = parts[2:]
+        if len(parts) not in (1, 3) or (len(parts) == 3 and parts[1] != "versions"):
+            raise ReplayError(f"'{uri}' does not name a model; expected {self.example}")
+        return ("/v1/models/" + "/".join(parts) + ":predict", parts[0],
+                parts[2] if len(parts) == 3 else None)
+
+    def body(self, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+        if len(feeds) == 1:
+            return {"instances": next(iter(feeds.values())).tolist()}
+        n = len(next(iter(feeds.values())))
+        return {"instances": [{k: v[i].tolist() for k, v in feeds.items()} for i in range(n)]}
+
+    def outputs(self, body: object) -> list[tuple[str, np.ndarray]]:
+        rows = body.get("predictions") if isinstance(body, dict) else None
+        if not isinstance(rows, list) or not rows:
+            raise ReplayError("the predict answer has no predictions")
+        if isinstance(rows[0], dict):  # several named outputs: one column each
+            return [(k, np.asarray([r[k] for r in rows])) for k in rows[0]]
+        try:
+            return [("predictions", np.asarray(rows, dtype=np.float64))]
+        except (TypeError, ValueError):
+            raise ReplayError("the predict answer's rows are not numbers of one shape") from None
+
+
 def open_target(location: str, *, provider: str = "cpu", name: str | None = None,
                 threads: int | None = None) -> Target:
     """A path to an .onnx file, or a ``v2+http(s)://`` endpoint."""
     if location.startswith(("v2+http://", "v2+https://")):
         return RemoteV2Target(location, name)
+    if location.startswith(("tfserving+http://", "tfserving+https://")):
+        return RemoteTfServingTarget(location, name)
     if location.startswith("onnx:"):
         parsed = EndpointUri.parse(location)
         return LocalOnnxTarget(parsed.target, parsed.param("provider", provider) or provider,
                                name, threads)
     if "://" in location:
-        raise ReplayError(f"cannot replay on '{location}': replay targets are ONNX files or "
-                          "v2+http(s):// endpoints")
+        raise ReplayError(f"cannot replay on '{location}': replay targets are ONNX files, "
+                          "v2+http(s):// or tfserving+http(s):// endpoints")
     return LocalOnnxTarget(location, provider, name, threads)
 
 

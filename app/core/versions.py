@@ -193,6 +193,9 @@ def remote_version(uri: str, name: str | None = None, version: str | None = None
         model = parts[at + 1]
         if parts[at + 2:at + 3] == ["versions"] and at + 3 < len(parts):
             path_version = parts[at + 3]
+    elif "versions" in parts[2:-1]:  # .../NAME/versions/V (TF Serving's form, host first)
+        at = parts.index("versions", 2)
+        model, path_version = parts[at - 1], parts[at + 1]
     version = version or path_version
     return ModelVersion(name=name or (f"{model}@{version}" if version else model),
                         kind=KIND_REMOTE, location=str(parsed), version=version)

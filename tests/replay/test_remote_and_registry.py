@@ -12,7 +12,13 @@ import pytest
 
 from app.core.replay import NO_ANSWER, Selection, replay, select_cases
 from app.core.replay_store import load_replay, save_replay
-from app.core.replay_targets import LocalOnnxTarget, RemoteV2Target, open_target
+from app.core.replay_targets import (
+    LocalOnnxTarget,
+    RemoteTfServingTarget,
+    RemoteV2Target,
+    ReplayError,
+    open_target,
+)
 from app.core.store import Store
 from app.core.versions import (
     VersionError,
@@ -48,6 +54,35 @@ def test_a_remote_v2_version_answers_like_the_same_model_run_locally(demo_db, v2
     a, b = result.summaries()
     assert (a.fixed, a.still_failing, a.newly_broken) == (b.fixed, b.still_failing,
                                                            b.newly_broken)
+
+
+def test_a_tf_serving_version_answers_like_the_same_model_run_locally(demo_db, v2_server):
+    # The test server speaks TF Serving's REST predict too (instances in, predictions out).
+    store = Store(demo_db)
+    try:
+        cases = select_cases(store, Selection(limit=60, controls=40))
+    finally:
+        store.close()
+    host = v2_server.removeprefix("http://")
+    remote = open_target(f"tfserving+http://{host}/wine-v2/versions/1")
+    assert isinstance(remote, RemoteTfServingTarget) and remote.name == "wine-v2@1"
+    try:
+        result = replay(cases, [LocalOnnxTarget(DEMO / "wine-v2.onnx"), remote], batch_size=32)
+    finally:
+        remote.close()
+    local, far = result.runs
+    assert not far.errors
+    assert np.array_equal(local.prediction, far.prediction)
+    finite = np.isfinite(local.confidence)
+    assert np.allclose(local.confidence[finite], far.confidence[finite], atol=1e-6)
+    missing = open_target(f"tfserving+http://{host}/nope")
+    try:
+        gone = replay(cases[:5], [missing])
+    finally:
+        missing.close()
+    assert gone.summaries()[0].unanswered == 5  # a 404: not asked, not failing
+    with pytest.raises(ReplayError, match="does not name a model"):
+        open_target(f"tfserving+http://{host}/a/b")
 
 
 def test_an_unreachable_version_gives_no_verdict_and_bisect_passes_over_it(demo_db):

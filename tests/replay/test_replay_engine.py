@@ -200,7 +200,7 @@ def test_targets_refuse_what_they_cannot_run(tmp_path):
         open_target(str(tmp_path / "missing.onnx"))
     with pytest.raises(ReplayError, match=r"not available|not installed"):
         open_target(str(tmp_path / "m.onnx"), provider="tensorrt")
-    with pytest.raises(ReplayError, match="ONNX files or v2"):
+    with pytest.raises(ReplayError, match="ONNX files, v2"):
         open_target("torchserve+http://127.0.0.1:1/m")
     with pytest.raises(ReplayError, match="batch size"):
         replay([], [], batch_size=0)
