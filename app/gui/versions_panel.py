@@ -124,7 +124,8 @@ class VersionsPanel(QWidget):
         self.add_button.clicked.connect(self._on_add_button_clicked)
         self.add_endpoint_button = QPushButton("Add endpoint…")
         self.add_endpoint_button.setToolTip("register a model on a server, e.g. "
-                                            "v2+http://HOST:8000/models/NAME/versions/2")
+                                            "v2+http://HOST:8000/models/NAME/versions/2 or "
+                                            "tfserving+http://HOST:8501/NAME")
         self.add_endpoint_button.clicked.connect(self._on_add_endpoint_clicked)
         self.remove_button = QPushButton("Remove")
         self.remove_button.setToolTip("Unregister the selected versions (Delete); the files "
@@ -250,7 +251,8 @@ class VersionsPanel(QWidget):
 
     def _on_add_endpoint_clicked(self) -> None:
         uri, ok = QInputDialog.getText(
-            self, "Register a model on a server", "Endpoint URI (Open Inference Protocol):",
+            self, "Register a model on a server",
+            "Endpoint URI (v2+http://HOST:PORT/models/NAME or tfserving+http://HOST:8501/NAME):",
             text="v2+http://127.0.0.1:8000/models/NAME/versions/1")
         if ok and uri.strip():
             self.add_version(uri)
