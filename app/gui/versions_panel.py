@@ -8,7 +8,7 @@ Runs alone for preview: ``VersionsPanel(db_path, seed_versions=[...]).show()``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -230,24 +230,34 @@ class VersionsPanel(QWidget):
         """Register an ONNX file (named by its stem, or stem@folder when another file has
         that name) or a server's model (``v2+http://HOST:PORT/models/NAME[/versions/V]``)."""
         text = str(location).strip()
-        store = Store(self.db_path)
-        try:
+
+        def add(store: Store) -> None:
             if "://" in text:  # named from its URI: NAME@V
                 register(store, text)
-            else:
-                name = _free_name(Path(text), {v.name: v.location for v in registered(store)})
-                added = register(store, text, name)
-                if name != Path(text).stem:
-                    self.status.setText(f"registered as {added.name}: {Path(text).stem} is "
-                                        "another file's name")
+                return
+            name = _free_name(Path(text), {v.name: v.location for v in registered(store)})
+            added = register(store, text, name)
+            if name != Path(text).stem:
+                self.status.setText(f"registered as {added.name}: {Path(text).stem} is "
+                                    "another file's name")
+
+        self._change_registry(add)
+
+    def _change_registry(self, change: Callable[[Store], None]) -> bool:
+        """Apply ``change`` to the registry; show its error, or the new table. Whether it
+        took effect."""
+        store = Store(self.db_path)
+        try:
+            change(store)
         except Exception as exc:
             self.status.setText(str(exc))
             self.error_occurred.emit(str(exc))
-            return
+            return False
         finally:
             store.close()
         self.refresh()
         self.versions_changed.emit()
+        return True
 
     def _on_add_endpoint_clicked(self) -> None:
         uri, ok = QInputDialog.getText(
@@ -266,21 +276,11 @@ class VersionsPanel(QWidget):
         names = self.selected_names()
         if not names or self.busy():
             return
-        store = Store(self.db_path)
-        try:
-            unregister(store, names)
-        except Exception as exc:
-            self.status.setText(str(exc))
-            self.error_occurred.emit(str(exc))
-            return
-        finally:
-            store.close()
         for name in names:
             self.reports.pop(name, None)
-        self.status.setText(f"removed {', '.join(names)}; the files stay, and saved replays "
-                            "keep their results")
-        self.refresh()
-        self.versions_changed.emit()
+        if self._change_registry(lambda store: unregister(store, names)):
+            self.status.setText(f"removed {', '.join(names)}; the files stay, and saved "
+                                "replays keep their results")
 
     def _on_add_button_clicked(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Register a model version", "",
