@@ -33,39 +33,20 @@ from tests.conftest import DEMO
 from tests.servers.process import free_port
 
 
-def test_a_remote_v2_version_answers_like_the_same_model_run_locally(demo_db, v2_server):
-    store = Store(demo_db)
-    try:
-        cases = select_cases(store, Selection(limit=60, controls=40))
-    finally:
-        store.close()
-    remote = open_target(f"v2+http://{v2_server.removeprefix('http://')}/models/wine-v2")
-    assert isinstance(remote, RemoteV2Target) and remote.name == "wine-v2"
-    try:
-        result = replay(cases, [LocalOnnxTarget(DEMO / "wine-v2.onnx"), remote], batch_size=32)
-    finally:
-        remote.close()
-    local, far = result.runs
-    assert not far.errors
-    assert np.array_equal(local.prediction, far.prediction)
-    finite = np.isfinite(local.outputs["probabilities"])
-    assert np.allclose(local.outputs["probabilities"][finite], far.outputs["probabilities"][finite],
-                       atol=1e-6)
-    a, b = result.summaries()
-    assert (a.fixed, a.still_failing, a.newly_broken) == (b.fixed, b.still_failing,
-                                                           b.newly_broken)
-
-
-def test_a_tf_serving_version_answers_like_the_same_model_run_locally(demo_db, v2_server):
+@pytest.mark.parametrize(("uri", "kind", "name"), [
+    ("v2+http://{host}/models/wine-v2", RemoteV2Target, "wine-v2"),
     # The test server speaks TF Serving's REST predict too (instances in, predictions out).
+    ("tfserving+http://{host}/wine-v2/versions/1", RemoteTfServingTarget, "wine-v2@1"),
+])
+def test_a_remote_version_answers_like_the_same_model_run_locally(demo_db, v2_server, uri,
+                                                                  kind, name):
     store = Store(demo_db)
     try:
         cases = select_cases(store, Selection(limit=60, controls=40))
     finally:
         store.close()
-    host = v2_server.removeprefix("http://")
-    remote = open_target(f"tfserving+http://{host}/wine-v2/versions/1")
-    assert isinstance(remote, RemoteTfServingTarget) and remote.name == "wine-v2@1"
+    remote = open_target(uri.format(host=v2_server.removeprefix("http://")))
+    assert isinstance(remote, kind) and remote.name == name
     try:
         result = replay(cases, [LocalOnnxTarget(DEMO / "wine-v2.onnx"), remote], batch_size=32)
     finally:
@@ -75,12 +56,25 @@ def test_a_tf_serving_version_answers_like_the_same_model_run_locally(demo_db, v
     assert np.array_equal(local.prediction, far.prediction)
     finite = np.isfinite(local.confidence)
     assert np.allclose(local.confidence[finite], far.confidence[finite], atol=1e-6)
-    missing = open_target(f"tfserving+http://{host}/nope")
+    a, b = result.summaries()
+    assert (a.fixed, a.still_failing, a.newly_broken) == (b.fixed, b.still_failing,
+                                                           b.newly_broken)
+
+
+def test_a_model_the_server_lacks_is_not_asked_and_a_bad_path_is_refused(demo_db, v2_server):
+    store = Store(demo_db)
     try:
-        gone = replay(cases[:5], [missing])
+        cases = select_cases(store, Selection(limit=5, controls=0))
     finally:
-        missing.close()
-    assert gone.summaries()[0].unanswered == 5  # a 404: not asked, not failing
+        store.close()
+    host = v2_server.removeprefix("http://")
+    for uri in (f"tfserving+http://{host}/nope", f"v2+http://{host}/models/nope"):
+        missing = open_target(uri)
+        try:
+            gone = replay(cases, [missing])
+        finally:
+            missing.close()
+        assert gone.summaries()[0].unanswered == len(cases)  # a 404: not asked, not failing
     with pytest.raises(ReplayError, match="does not name a model"):
         open_target(f"tfserving+http://{host}/a/b")
 
