@@ -25,7 +25,6 @@ from app.core.replay import (
     Selection,
     replay,
     select_case_set,
-    slow_limits,
 )
 from app.core.replay_export import write_cases_csv
 from app.core.replay_store import load_replay, save_replay
@@ -253,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
             t.close()
         store.close()
     print(json.dumps(result.to_json()) if args.json else _text(result))
-    unjudged = int(np.count_nonzero(np.isnan(slow_limits(cases, criteria))
+    unjudged = int(np.count_nonzero(np.isnan(result.slo_limits)
                                     & ~cases.control[cases.slow_rows]))
     if unjudged:
         print(f"probescope: {unjudged} SLOW failures were judged on their outputs only (their "

@@ -157,12 +157,17 @@ class ReplayResult:
     replay_id: int | None = None
     failing: list[np.ndarray] = field(default_factory=list)  # per run: bool per case
     prepared: CaseSet | None = field(default=None, repr=False)
+    # The SLO each of ``prepared.slow_rows`` is held to (``slow_limits``), worked out once: for
+    # lazily read cases it is a query.
+    slo_limits: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.failing and self.runs:
             prepared = self.prepared or prepare(self.cases)
-            limits = slow_limits(prepared, self.criteria)
-            self.failing = [judge(prepared, r, self.criteria, limits) for r in self.runs]
+            if self.slo_limits is None:
+                self.slo_limits = slow_limits(prepared, self.criteria)
+            self.failing = [judge(prepared, r, self.criteria, self.slo_limits)
+                            for r in self.runs]
 
     @property
     def control_mask(self) -> np.ndarray:
@@ -213,8 +218,9 @@ class ReplayResult:
         """Cases whose latency is one call's (SLOW captures held to an SLO), not a share of a
         batch's; read again from the cases for a reopened replay."""
         if self.prepared is not None:
-            rows = self.prepared.slow_rows
-            return rows[np.isfinite(slow_limits(self.prepared, self.criteria))]
+            if self.slo_limits is None:
+                self.slo_limits = slow_limits(self.prepared, self.criteria)
+            return self.prepared.slow_rows[np.isfinite(self.slo_limits)]
         given, by_endpoint = self.criteria.slo_ms, self.criteria.endpoint_slo_ms
         return np.asarray([i for i, c in enumerate(self.cases)
                            if c.capture.status == CaptureStatus.SLOW
@@ -319,7 +325,8 @@ def replay(cases: Sequence[Case] | CaseSet, targets: Sequence[Target], *,
 
     # SLOW captures are judged on latency only against an SLO, and then on one request's
     # latency, not on their share of a batch's.
-    timed_alone = prepared.slow_rows[np.isfinite(slow_limits(prepared, criteria))]
+    limits = slow_limits(prepared, criteria)
+    timed_alone = prepared.slow_rows[np.isfinite(limits)]
     runs: list[VersionRun] = []
     stopped = cancelled()
     for target in targets:
@@ -331,4 +338,4 @@ def replay(cases: Sequence[Case] | CaseSet, targets: Sequence[Target], *,
             break
         runs.append(run)
     return ReplayResult(prepared.cases, runs, criteria, selection, cancelled=stopped,
-                        prepared=prepared)
+                        prepared=prepared, slo_limits=limits)
