@@ -20,6 +20,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # As in the window's demo: the bundled versions, registered, so that
+    # `probescope replay --db PATH` replays the failures on them with no more typing.
+    store = Store(args.db)
+    try:
+        versions_registered = seed(store, [str(model_path(v)) for v in MODEL_VERSIONS])
+    finally:
+        store.close()
     incidents = IncidentMonitor(args.db)
 
     def with_incidents(monitor: Monitor) -> Callable[[], None]:
@@ -32,14 +39,7 @@ def run(args: argparse.Namespace) -> int:
     def failures(result: dict) -> None:
         result["failures_captured"] = sum(e["failures_captured"] for e in result["endpoints"])
         result["incidents_opened"] = incidents.opened
-        # As in the window's demo: the bundled versions, registered, so that
-        # `probescope replay --db PATH` replays the failures on them with no more typing.
-        store = Store(args.db)
-        try:
-            result["versions_registered"] = seed(
-                store, [str(model_path(v)) for v in MODEL_VERSIONS])
-        finally:
-            store.close()
+        result["versions_registered"] = versions_registered
 
     return record(demo_endpoints(), args.db, args.seconds, None, args.json, failures,
                   with_monitor=with_incidents)
