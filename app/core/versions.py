@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,6 +241,18 @@ def register_all(store: Store, locations: list[str], name: str | None = None,
         vid = store.upsert_version(d.to_row())
         out.append(ModelVersion(**{**{f: getattr(d, f) for f in d.__slots__}, "id": vid}))
     return out
+
+
+def free_name(name: str, location: str, taken: Mapping[str, str]) -> str:
+    """``name``, unless another location already holds it (``taken``: name -> location): then
+    name@folder, name@folder-2, ... A window has no --name to ask for, so it picks one."""
+    if taken.get(name, location) == location:
+        return name
+    folder = Path(location).resolve().parent.name
+    candidate, n = f"{name}@{folder}", 2
+    while taken.get(candidate, location) != location:
+        candidate, n = f"{name}@{folder}-{n}", n + 1
+    return candidate
 
 
 def seed(store: Store, locations: list[str]) -> int:

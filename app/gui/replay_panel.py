@@ -43,7 +43,7 @@ from app.core.replay_export import write_cases_csv
 from app.core.replay_store import load_replay, save_replay
 from app.core.replay_targets import ReplayError, open_target
 from app.core.store import Store
-from app.core.versions import registered, verify_unchanged
+from app.core.versions import free_name, registered, verify_unchanged
 from app.gui.jobs import Job, JobRunner
 from app.gui.replay_models import FailureTableModel, ResultTableModel, feature_names
 from probes.onnx_local import available_providers
@@ -230,17 +230,15 @@ class ReplayPanel(QWidget):
             if item.data(_REGISTERED) and _same(item.data(Qt.ItemDataRole.UserRole)) not in still:
                 self.version_list.takeItem(i)
         items = [self.version_list.item(i) for i in range(self.version_list.count())]
-        known = {_same(item.data(Qt.ItemDataRole.UserRole)) for item in items}
-        names = {item.text() for item in items}
+        taken = {item.text(): _same(item.data(Qt.ItemDataRole.UserRole)) for item in items}
         found = [(v.location, v.name, True) for v in current]
         found += [(x, Path(x).stem if x.endswith(".onnx") else x, False) for x in extra]
         for location, name, from_registry in found:
-            if _same(location) in known:
+            if _same(location) in taken.values():
                 continue  # the same file, named relatively and absolutely, is one version
-            known.add(_same(location))
-            if name in names:  # two files, one stem: a replay's columns must differ
-                name = f"{name}@{Path(location).resolve().parent.name}"
-            names.add(name)
+            # Two files, one stem: a replay's columns must differ.
+            name = free_name(name, _same(location), taken)
+            taken[name] = _same(location)
             item = QListWidgetItem(name)
             item.setData(_REGISTERED, from_registry)
             item.setData(Qt.ItemDataRole.UserRole, location)

@@ -40,7 +40,14 @@ from app.core.contract import (
     check_contract,
 )
 from app.core.store import Store
-from app.core.versions import KIND_ONNX, ModelVersion, register, registered, unregister
+from app.core.versions import (
+    KIND_ONNX,
+    ModelVersion,
+    free_name,
+    register,
+    registered,
+    unregister,
+)
 from app.gui.jobs import Job, JobRunner
 
 log = logging.getLogger(__name__)
@@ -76,20 +83,6 @@ def cell_tooltip(check: TargetCheck) -> str:
         lines.append(f"{c.status:>8}  {c.name}: {c.measured} ({limit})"
                      + (f" — {c.detail}" if c.detail else ""))
     return "\n".join(lines)
-
-
-def _free_name(path: Path, taken: dict[str, str]) -> str:
-    """The file's stem, unless another file holds that name: then stem@folder, stem@folder-2.
-    (The CLI asks for --name instead; a window has no flag to give.)"""
-    where = str(path.resolve())
-    stem = path.stem
-    if taken.get(stem, where) == where:
-        return stem
-    candidate = f"{stem}@{path.resolve().parent.name}"
-    n = 2
-    while taken.get(candidate, where) != where:
-        candidate, n = f"{stem}@{path.resolve().parent.name}-{n}", n + 1
-    return candidate
 
 
 class VersionsPanel(QWidget):
@@ -235,7 +228,8 @@ class VersionsPanel(QWidget):
             if "://" in text:  # named from its URI: NAME@V
                 register(store, text)
                 return
-            name = _free_name(Path(text), {v.name: v.location for v in registered(store)})
+            name = free_name(Path(text).stem, str(Path(text).resolve()),
+                             {v.name: v.location for v in registered(store)})
             added = register(store, text, name)
             if name != Path(text).stem:
                 self.status.setText(f"registered as {added.name}: {Path(text).stem} is "
