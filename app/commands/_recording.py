@@ -39,8 +39,7 @@ def record(uris: Sequence[str], db: Path, seconds: float, options: ProbeOptions 
         attached = [monitor.attach(uri, options).endpoint for uri in uris]
         stop.wait(seconds)
         # Read before close: request-sending probes that never got one answer, and why.
-        silent = {e: p.last_error for e, p in monitor.probes.items()
-                  if getattr(p, "requests", None) == 0}
+        silent = {e: p.last_error for e, p in monitor.probes.items() if p.requests == 0}
     finally:
         signal.signal(signal.SIGINT, previous)
         monitor.close()

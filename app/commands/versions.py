@@ -59,23 +59,17 @@ def run(args: argparse.Namespace) -> int:
     store = Store(args.db)
     try:
         if args.versions_action == "add":
-            try:
-                added = register_all(store, args.location, args.name, args.model_version,
-                                     replace=args.replace)
-            except VersionError as exc:
-                print(f"probescope: {exc}", file=sys.stderr)
-                return 2
-            shown = added
+            shown = register_all(store, args.location, args.name, args.model_version,
+                                 replace=args.replace)
         elif args.versions_action == "remove":
-            try:
-                unregister(store, args.names)
-            except VersionError as exc:
-                print(f"probescope: {exc}", file=sys.stderr)
-                return 2
+            unregister(store, args.names)
             print(f"removed {', '.join(args.names)}")
             return 0
         else:
             shown = registered(store)
+    except VersionError as exc:
+        print(f"probescope: {exc}", file=sys.stderr)
+        return 2
     finally:
         store.close()
     if args.json:

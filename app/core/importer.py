@@ -110,7 +110,6 @@ def _column(frame: pd.DataFrame, given: str | None, role: str, source: str) -> s
 # Epoch numbers are told apart by size: seconds now are about 1.8e9, milliseconds 1.8e12,
 # microseconds 1.8e15, nanoseconds 1.8e18. Each bound sits three orders above the last.
 _EPOCH_SCALES = ((1e11, 1e9), (1e14, 1e6), (1e17, 1e3), (float("inf"), 1.0))
-_LAST_NS = 2**63 - 1
 
 
 def _epoch_ns(values: np.ndarray) -> np.ndarray:

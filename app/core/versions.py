@@ -9,6 +9,7 @@ bisect walks versions in that order.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -183,11 +184,11 @@ def remote_version(uri: str, name: str | None = None, version: str | None = None
     if "+" not in parsed.scheme:
         raise VersionError(f"'{uri}' is neither an ONNX file nor a remote endpoint; expected a "
                            "path to a .onnx file or a URI like v2+http://HOST:PORT/models/NAME")
-    host = parsed.target.split("?")[0].removeprefix("//").split("/")[0]
-    if not parsed.target.startswith("//") or not host:
-        raise VersionError(f"'{uri}' names no server; expected {parsed.scheme}://HOST:PORT/...")
-    # .../models/NAME[/versions/V] names the model (and maybe its version); else the last part.
+    # //HOST:PORT/... : the host, then .../models/NAME[/versions/V] names the model (and
+    # maybe its version); else the last part.
     parts = [p for p in parsed.target.split("?")[0].split("/") if p]
+    if not parsed.target.startswith("//") or parsed.target.startswith("///") or not parts:
+        raise VersionError(f"'{uri}' names no server; expected {parsed.scheme}://HOST:PORT/...")
     model, path_version = (parts[-1] if parts else parsed.scheme), None
     if "models" in parts and parts.index("models") + 1 < len(parts):
         at = parts.index("models")
@@ -236,11 +237,7 @@ def register_all(store: Store, locations: list[str], name: str | None = None,
             raise VersionError(f"a version named {d.name} is already registered for "
                                f"{taken[d.name]}; give {d.location} another --name, or "
                                "--replace to point the name at it")
-    out = []
-    for d in described:
-        vid = store.upsert_version(d.to_row())
-        out.append(ModelVersion(**{**{f: getattr(d, f) for f in d.__slots__}, "id": vid}))
-    return out
+    return [dataclasses.replace(d, id=store.upsert_version(d.to_row())) for d in described]
 
 
 def free_name(name: str, location: str, taken: Mapping[str, str]) -> str:

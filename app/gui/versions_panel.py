@@ -262,8 +262,7 @@ class VersionsPanel(QWidget):
             self.add_version(uri)
 
     def selected_names(self) -> list[str]:
-        rows = sorted({i.row() for i in self.table.selectionModel().selectedRows()}
-                      | {i.row() for i in self.table.selectedIndexes()})
+        rows = sorted(i.row() for i in self.table.selectionModel().selectedRows())
         return [self.versions[r].name for r in rows if r < len(self.versions)]
 
     def remove_selected(self) -> None:
