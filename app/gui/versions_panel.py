@@ -96,7 +96,8 @@ class VersionsPanel(QWidget):
         super().__init__(parent)
         self.db_path = Path(db_path)
         self.runs = runs
-        self.runner = JobRunner(self)
+        # Two: a registration must not queue behind a contract check of several minutes.
+        self.runner = JobRunner(self, max_threads=2)
         self._job: Job | None = None
         self.reports: dict[str, ContractReport | str] = {}
         self.versions: list[ModelVersion] = []
@@ -219,39 +220,49 @@ class VersionsPanel(QWidget):
             return None
         return next((t.status for t in report.targets if t.target == target), None)
 
-    def add_version(self, location: str | Path) -> None:
+    def add_version(self, location: str | Path) -> Job:
         """Register an ONNX file (named by its stem, or stem@folder when another file has
-        that name) or a server's model (``v2+http://HOST:PORT/models/NAME[/versions/V]``)."""
+        that name) or a server's model (``v2+http://HOST:PORT/models/NAME[/versions/V]``).
+        On the worker: describing a file reads and hashes all of it."""
         text = str(location).strip()
 
-        def add(store: Store) -> None:
+        def add(store: Store) -> str:
             if "://" in text:  # named from its URI: NAME@V
-                register(store, text)
-                return
+                return f"registered {register(store, text).name}"
             name = free_name(Path(text).stem, str(Path(text).resolve()),
                              {v.name: v.location for v in registered(store)})
             added = register(store, text, name)
             if name != Path(text).stem:
-                self.status.setText(f"registered as {added.name}: {Path(text).stem} is "
-                                    "another file's name")
+                return f"registered as {added.name}: {Path(text).stem} is another file's name"
+            return f"registered {added.name}"
 
-        self._change_registry(add)
+        return self._change_registry(add)
 
-    def _change_registry(self, change: Callable[[Store], None]) -> bool:
-        """Apply ``change`` to the registry; show its error, or the new table. Whether it
-        took effect."""
-        store = Store(self.db_path)
-        try:
-            change(store)
-        except Exception as exc:
-            self.status.setText(str(exc))
-            self.error_occurred.emit(str(exc))
-            return False
-        finally:
-            store.close()
+    def _change_registry(self, change: Callable[[Store], str]) -> Job:
+        """Apply ``change`` to the registry on the worker; then the table is read again and
+        ``change``'s line shown, or its error."""
+        path = self.db_path
+
+        def work(progress, cancelled) -> str:
+            store = Store(path)
+            try:
+                return change(store)
+            finally:
+                store.close()
+
+        job = Job(work)
+        job.signals.finished.connect(self._on_registry_changed)
+        job.signals.failed.connect(self._on_registry_failed)
+        return self.runner.start(job)
+
+    def _on_registry_changed(self, line: str) -> None:
         self.refresh()
+        self.status.setText(line)
         self.versions_changed.emit()
-        return True
+
+    def _on_registry_failed(self, message: str) -> None:
+        self.status.setText(message)
+        self.error_occurred.emit(message)
 
     def _on_add_endpoint_clicked(self) -> None:
         uri, ok = QInputDialog.getText(
@@ -271,9 +282,13 @@ class VersionsPanel(QWidget):
             return
         for name in names:
             self.reports.pop(name, None)
-        if self._change_registry(lambda store: unregister(store, names)):
-            self.status.setText(f"removed {', '.join(names)}; the files stay, and saved "
-                                "replays keep their results")
+
+        def remove(store: Store) -> str:
+            unregister(store, names)
+            return (f"removed {', '.join(names)}; the files stay, and saved replays keep "
+                    "their results")
+
+        self._change_registry(remove)
 
     def _on_add_button_clicked(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Register a model version", "",

@@ -170,12 +170,14 @@ def test_versions_table_and_contract_cells_on_cpu(qtbot, workspace, versions):
             assert len(store.versions()) == 3
         finally:
             store.close()
-        p.add_version(versions[0])  # again: updated in place, not duplicated
+        with qtbot.waitSignal(p.versions_changed, timeout=10_000):  # on the worker
+            p.add_version(versions[0])  # again: updated in place, not duplicated
         assert p.table.rowCount() == 3
         other = workspace.parent / "retrained"
         other.mkdir()
         (other / "wine-v1.onnx").write_bytes(versions[2].read_bytes())
-        p.add_version(other / "wine-v1.onnx")  # same stem, another file: a name of its own
+        with qtbot.waitSignal(p.versions_changed, timeout=10_000):
+            p.add_version(other / "wine-v1.onnx")  # same stem, another file: its own name
         assert p.table.item(3, 0).text() == "wine-v1@retrained"
         assert "registered as wine-v1@retrained" in p.status.text()
         store = Store(workspace)
@@ -287,7 +289,8 @@ def test_a_server_registered_from_the_window_is_replayed_from_the_window(qtbot, 
 
     versions_panel = VersionsPanel(demo_db, runs=30)
     qtbot.addWidget(versions_panel)
-    versions_panel.add_version(f"v2+{v2_server}/models/wine-v2")
+    with qtbot.waitSignal(versions_panel.versions_changed, timeout=10_000):
+        versions_panel.add_version(f"v2+{v2_server}/models/wine-v2")
     assert versions_panel.table.item(0, 0).text() == "wine-v2"
     assert versions_panel.table.item(0, 2).text() == "remote"
     p = ReplayPanel(demo_db)
@@ -307,7 +310,8 @@ def test_a_server_registered_from_the_window_is_replayed_from_the_window(qtbot, 
         assert [r.version for r in result.runs] == ["wine-v2"]
         assert not result.runs[0].errors and len(result.cases) == 50
         # A model the server does not have is "no answer", not 50 failures of the version.
-        versions_panel.add_version(f"v2+{v2_server}/models/wine-v2/versions/9")
+        with qtbot.waitSignal(versions_panel.versions_changed, timeout=10_000):
+            versions_panel.add_version(f"v2+{v2_server}/models/wine-v2/versions/9")
         p.refresh_versions()
         with qtbot.waitSignal(p.replay_finished, timeout=TIMEOUT_MS) as blocker:
             p.run_button.click()
@@ -331,7 +335,8 @@ def test_a_contract_check_can_be_cancelled_and_a_servers_model_is_not_checked(
     p = VersionsPanel(workspace, seed_versions=[str(v) for v in versions], runs=30)
     qtbot.addWidget(p)
     try:
-        p.add_version("v2+http://127.0.0.1:8000/models/wine/versions/4")
+        with qtbot.waitSignal(p.versions_changed, timeout=10_000):
+            p.add_version("v2+http://127.0.0.1:8000/models/wine/versions/4")
         assert p.contract_table.item(3, 0).text() == "a server's model: no file to check"
         with qtbot.waitSignal(p.contracts_checked, timeout=60_000) as checked:
             p.check_contracts()
@@ -340,5 +345,20 @@ def test_a_contract_check_can_be_cancelled_and_a_servers_model_is_not_checked(
         assert len(checked.args[0]) < 3  # stopped after the version under way
         assert "cancelled before the rest" in p.status.text()
         assert not p.cancel_button.isEnabled() and p.check_button.isEnabled()
+    finally:
+        p.shutdown()
+
+
+def test_registering_a_file_that_is_not_a_model_says_why_and_changes_nothing(qtbot, workspace,
+                                                                            tmp_path):
+    p = VersionsPanel(workspace)
+    qtbot.addWidget(p)
+    try:
+        bad = tmp_path / "notes.onnx"
+        bad.write_bytes(b"not a model")
+        with qtbot.waitSignal(p.error_occurred, timeout=10_000) as failed:
+            p.add_version(bad)  # read and hashed on the worker, the window stays live
+        assert "cannot read" in failed.args[0] and "cannot read" in p.status.text()
+        assert p.table.rowCount() == 0
     finally:
         p.shutdown()
