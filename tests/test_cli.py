@@ -17,6 +17,7 @@ from app.cli import build_parser, main
 from app.commands import COMMANDS
 from app.core.domain import Metric
 from app.core.store import Store
+from app.core.summary import table_names
 from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +69,29 @@ def test_demo_runs_headless_and_captures_failures(workspace, capsys):
     store = Store(workspace)
     assert again == store.count_captures(failed=True) - before
     store.close()
+
+
+def test_demo_table_names_each_endpoint_by_model_and_parameters(workspace, capsys):
+    # The demo's URIs are longer than the column: the model (at the head) and the rate that
+    # tells the two endpoints apart (in the middle) must both survive the cut.
+    assert main(["demo", "--db", str(workspace), "--seconds", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("onnx:")]
+    assert len(rows) == 2
+    assert any("wine-v1.onnx" in r and "rate=50" in r for r in rows)
+    assert any("wine-v2.onnx" in r and "rate=10" in r for r in rows)
+
+
+def test_table_names_keep_what_tells_endpoints_apart():
+    a = "onnx:/models/a.onnx?provider=cpu&payload=/data/some/long/path/production.csv&rate=5"
+    b = "onnx:/models/b.onnx?provider=cpu&payload=/data/some/long/path/production.csv&rate=9"
+    names, shared = table_names([a, b, "system:"])
+    assert names == ["onnx:/models/a.onnx?rate=5&…", "onnx:/models/b.onnx?rate=9&…", "system:"]
+    assert shared == "provider=cpu&payload=/data/some/long/path/production.csv"
+    lone = "v2+http://" + "h" * 80 + "/models/m"  # nothing to share: cut in the middle
+    (name,), shared = table_names([lone])
+    assert len(name) == 60 and name.startswith("v2+http://") and name.endswith("/models/m")
+    assert shared == ""
+    assert table_names(["onnx:m.onnx"]) == (["onnx:m.onnx"], "")
 
 
 @pytest.mark.parametrize("args, message", [
