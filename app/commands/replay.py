@@ -216,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
     store = Store(args.db)
     targets = []
+    not_saved = None
     try:
         endpoint = store.resolve_endpoint(args.endpoint) if args.endpoint else None
         selection = Selection(endpoint=endpoint, kinds=tuple(args.kind or ()), label=args.label,
@@ -241,7 +242,10 @@ def run(args: argparse.Namespace) -> int:
             if sys.stderr.isatty():
                 print(file=sys.stderr)  # end the progress line
         if not args.no_save and result.runs:
-            save_replay(store, result)  # a cancelled one too: the versions it finished
+            try:
+                save_replay(store, result)  # a cancelled one too: the versions it finished
+            except StoreError as exc:  # the replay is done: print it all the same
+                not_saved = str(exc)
         if args.export:
             write_cases_csv(result, args.export)
     except (ReplayError, StoreError, VersionError) as exc:
@@ -257,9 +261,13 @@ def run(args: argparse.Namespace) -> int:
     if unjudged:
         print(f"probescope: {unjudged} SLOW failures were judged on their outputs only (their "
               "endpoint has no SLO); give --slo-ms to judge their latency too", file=sys.stderr)
+    if not_saved:
+        print(f"probescope: the replay above is not saved ({not_saved}); run it again, or "
+              "give --export FILE.csv to keep its cases", file=sys.stderr)
     if result.cancelled:
         print(f"probescope: stopped by Ctrl+C after {len(result.runs)} of {len(targets)} "
-              "versions" + ("; the finished ones are saved" if not args.no_save else ""),
+              "versions" + ("; the finished ones are saved"
+                            if not (args.no_save or not_saved) else ""),
               file=sys.stderr)
         return 130
     silent = [s.version for s in result.summaries() if s.unanswered]
@@ -267,4 +275,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"probescope: {', '.join(silent)} could not be asked about every case; "
               "replay again once the server answers", file=sys.stderr)
         return 1
-    return 0
+    return 1 if not_saved else 0

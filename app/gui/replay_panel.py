@@ -42,7 +42,7 @@ from app.core.replay import Case, Criteria, ReplayResult, Selection, replay, sel
 from app.core.replay_export import write_cases_csv
 from app.core.replay_store import load_replay, save_replay
 from app.core.replay_targets import ReplayError, open_target
-from app.core.store import Store
+from app.core.store import Store, StoreError
 from app.core.versions import free_name, registered, verify_unchanged
 from app.gui.jobs import Job, JobRunner
 from app.gui.replay_models import FailureTableModel, ResultTableModel, feature_names
@@ -64,7 +64,7 @@ _REGISTERED = Qt.ItemDataRole.UserRole + 1  # the item came from the registry
 
 class ReplayPanel(QWidget):
     failures_loaded = Signal(int)  # failures listed
-    replay_finished = Signal(object)  # ReplayResult (saved; ``replay_id`` set)
+    replay_finished = Signal(object)  # ReplayResult (``replay_id`` None if not saved)
     replay_failed = Signal(str)  # one line for the status bar
     case_selected = Signal(object)  # capture id (int) of the case shown, or None
     busy_changed = Signal(bool)
@@ -387,6 +387,7 @@ class ReplayPanel(QWidget):
         cases += self._controls
         path, provider, criteria = self.db_path, self.provider, self.criteria
         batch, selection = self.batch_size, self.selection()
+        not_saved: list[str] = []  # written by the worker before it reports the result
 
         def work(progress, cancelled) -> ReplayResult:
             targets = []
@@ -408,14 +409,18 @@ class ReplayPanel(QWidget):
             finally:
                 for t in targets:
                     t.close()
-            store = Store(path)
             try:
-                save_replay(store, result)
-            finally:
-                store.close()
+                store = Store(path)
+                try:
+                    save_replay(store, result)
+                finally:
+                    store.close()
+            except StoreError as exc:  # the replay is done: show it all the same
+                not_saved.append(str(exc))
             return result
 
-        return self._start(work, self._on_replay_done)
+        return self._start(work, lambda result: self._on_replay_done(
+            result, not_saved[0] if not_saved else None))
 
     def open_replay(self, replay_id: int) -> Job | None:
         path = self.db_path
@@ -456,13 +461,16 @@ class ReplayPanel(QWidget):
         if path:
             self.export_cases(path)
 
-    def _on_replay_done(self, result: ReplayResult) -> None:
+    def _on_replay_done(self, result: ReplayResult, not_saved: str | None = None) -> None:
         self.result = result
         self.export_button.setEnabled(True)
         self.result_model.set_result(result)
         self.result_view.resizeColumnsToContents()
-        lines = [f"<b>Replay #{result.replay_id}</b>"
-                 + (" — <b>cancelled</b>; finished versions only" if result.cancelled else "")]
+        title = (f"<b>Replay #{result.replay_id}</b>" if result.replay_id is not None else
+                 f"<b>Replay, not saved:</b> {html.escape(not_saved or 'not saved')}; "
+                 "Export CSV… keeps its cases")
+        lines = [title + (" — <b>cancelled</b>; finished versions only" if result.cancelled
+                          else "")]
         for s in result.summaries():
             p95 = "-" if s.latency_p95_ms is None else f"{s.latency_p95_ms:.4f}"
             why = html.escape(s.unanswered_reason or "")

@@ -293,3 +293,30 @@ def test_every_case_can_be_exported_as_csv_from_a_run_and_from_a_saved_replay(
     assert main(["replay", "--db", str(demo_db), "--show", "latest", "--export",
                  str(tmp_path / "no" / "x.csv")]) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_a_replay_that_cannot_be_saved_is_still_printed_and_exported(capsys, demo_db: Path,
+                                                                    versions, tmp_path):
+    import sqlite3
+
+    out = tmp_path / "cases.csv"
+    other = sqlite3.connect(demo_db, isolation_level=None)  # another writer holds the lock
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        code = main(["replay", "--db", str(demo_db), "--versions", *map(str, versions),
+                     "--limit", "20", "--export", str(out), "--json"])
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    printed = capsys.readouterr()
+    assert code == 1
+    doc = json.loads(printed.out)
+    assert doc["replay_id"] is None and [v["version"] for v in doc["versions"]] == [
+        "wine-v1", "wine-v2", "wine-v3"]
+    assert "not saved" in printed.err and "database is locked" in printed.err
+    assert len(out.read_text().splitlines()) == 1 + doc["versions"][0]["cases"]
+    store = Store(demo_db)
+    try:
+        assert store.replays() == []  # nothing half-written either
+    finally:
+        store.close()

@@ -35,6 +35,28 @@ def load(qtbot, panel: ReplayPanel) -> int:
     return blocker.args[0]
 
 
+def test_a_replay_that_cannot_be_saved_is_shown_and_can_be_exported(qtbot, panel):
+    import sqlite3
+
+    load(qtbot, panel)
+    other = sqlite3.connect(panel.db_path, isolation_level=None)  # another writer's lock
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with qtbot.waitSignal(panel.replay_finished, timeout=TIMEOUT_MS) as blocker:
+            panel.run_button.click()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    result = blocker.args[0]
+    assert result.replay_id is None and len(result.runs) == 3
+    text = re.sub("<[^>]+>", "", panel.summary.text())
+    assert "not saved" in text and "database is locked" in text and "wine-v3: fixed" in text
+    assert panel.result_model.rowCount() == len(result.cases)
+    out = panel.export_cases(panel.db_path.parent / "kept.csv")
+    assert len(out.read_text().splitlines()) == len(result.cases) + 1
+    assert panel.run_button.isEnabled()
+
+
 def test_select_failures_replay_them_and_compare_one_case(qtbot, panel):
     assert [name for _, name in panel.checked_versions()] == ["wine-v1", "wine-v2", "wine-v3"]
     n = load(qtbot, panel)
