@@ -138,11 +138,17 @@ class CaseViewWidget(QWidget):
         if legend is not None:
             legend.clear()
 
-    def show_case(self, title: str, array: np.ndarray, feature_names: list[str],
+    def show_case(self, title: str, array: np.ndarray | None, feature_names: list[str],
                   answers: list[VersionAnswer]) -> None:
+        """``array`` None: the capture kept no input (the table says so)."""
         self.title.setText(title)
-        picture = image_of(array)
-        if picture is not None:
+        picture = image_of(array) if array is not None else None
+        if array is None:
+            self.inputs.setRowCount(1)
+            self.inputs.setItem(0, 0, QTableWidgetItem("(no input kept)"))
+            self.inputs.setItem(0, 1, QTableWidgetItem("-"))
+            self.input_stack.setCurrentWidget(self.inputs)
+        elif picture is not None:
             pixmap = QPixmap.fromImage(_to_qimage(picture))
             self.image.setPixmap(pixmap.scaled(240, 240, Qt.AspectRatioMode.KeepAspectRatio))
             self.input_stack.setCurrentWidget(self.image)

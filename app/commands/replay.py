@@ -125,6 +125,9 @@ def _text(result: ReplayResult) -> str:
         lines.append(f"{s.version:<20} {s.cases:>6} {s.fixed:>6} {s.still_failing:>14} "
                      f"{s.newly_broken:>13} {s.errors:>7} {p50:>11} {p95:>11}")
     for s in result.summaries():
+        if s.error_reason:
+            lines.append(f"{s.version}: {s.errors - s.unanswered} cases erred, most often: "
+                         f"{s.error_reason}")
         if s.unanswered:
             lines.append(f"{s.version}: {s.unanswered} of {s.cases} cases got no answer "
                          f"({s.unanswered_reason}); they are neither fixed nor failing there")

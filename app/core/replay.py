@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -133,12 +134,14 @@ class VersionSummary:
     newly_broken_by_label: dict[str, int] = field(default_factory=dict)  # where it regressed
     unanswered: int = 0  # cases the version could not be asked about: no verdict
     unanswered_reason: str | None = None
+    error_reason: str | None = None  # the most common error among the answered cases
 
     def to_json(self) -> dict:
         return {"version": self.version, "cases": self.cases, "fixed": self.fixed,
                 "still_failing": self.still_failing, "newly_broken": self.newly_broken,
                 "failures": self.failures, "controls": self.controls, "errors": self.errors,
                 "unanswered": self.unanswered, "unanswered_reason": self.unanswered_reason,
+                "error_reason": self.error_reason,
                 "latency_ms": {"p50": self.latency_p50_ms, "p95": self.latency_p95_ms},
                 "newly_broken_by_label": self.newly_broken_by_label}
 
@@ -260,7 +263,9 @@ class ReplayResult:
                 newly_broken_by_label=dict(sorted(by_label.items())),
                 unanswered=len(run.unanswered),
                 unanswered_reason=(run.errors.get(min(run.unanswered)) if run.unanswered
-                                   else None)))
+                                   else None),
+                error_reason=_most_common(
+                    e for i, e in run.errors.items() if i not in run.unanswered)))
         return out
 
     def to_json(self) -> dict:
@@ -339,3 +344,8 @@ def replay(cases: Sequence[Case] | CaseSet, targets: Sequence[Target], *,
         runs.append(run)
     return ReplayResult(prepared.cases, runs, criteria, selection, cancelled=stopped,
                         prepared=prepared, slo_limits=limits)
+
+
+def _most_common(texts: Iterable[str]) -> str | None:
+    counts = Counter(texts)
+    return counts.most_common(1)[0][0] if counts else None

@@ -61,8 +61,10 @@ class Target(ABC):
 
 
 def _error_text(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """One line, all of it: onnxruntime puts the useful part (which dimension, what it got
+    and expected) on the lines after its first."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__
 
 
 class LocalOnnxTarget(Target):
@@ -98,8 +100,15 @@ class LocalOnnxTarget(Target):
         out = {}
         for n, a in picked.items():
             want = self._dtypes.get(n)
-            if a.ndim == len(self._ranks[n]) - 1:
+            declared = self._ranks[n]
+            if a.ndim == len(declared) - 1:
                 a = a[np.newaxis, ...]  # captured without its batch dimension
+            if declared and not _fits(a.shape[1:], declared[1:]):
+                # Said once for the whole version, rather than once per row after every
+                # batch, then every row alone, has failed on it.
+                raise ReplayError(
+                    f"{self.name} takes {n} as [{', '.join(map(_dim, declared))}]; the "
+                    f"captures hold [{', '.join(map(str, a.shape[1:]))}] per row")
             out[n] = a if want is None or a.dtype == want else a.astype(want)
         return out
 
@@ -115,6 +124,17 @@ class LocalOnnxTarget(Target):
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
+
+
+def _dim(d: object) -> str:
+    return str(d) if isinstance(d, int) and d > 0 else (str(d) if d else "?")
+
+
+def _fits(shape: tuple[int, ...], declared: tuple) -> bool:
+    """Whether a row of ``shape`` fits the declared dims after the batch one (a named or
+    unknown dim takes any size)."""
+    return len(shape) == len(declared) and all(
+        not (isinstance(d, int) and d > 0) or d == s for s, d in zip(shape, declared, strict=True))
 
 
 _NOT_ASKED = frozenset({401, 403, 404, 503})

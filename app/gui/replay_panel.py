@@ -60,6 +60,7 @@ def _same(location: str) -> str:
 
 
 _REGISTERED = Qt.ItemDataRole.UserRole + 1  # the item came from the registry
+_PICKED = -1  # the time filter's entry for a range picked on a plot or an incident
 
 
 class ReplayPanel(QWidget):
@@ -80,6 +81,7 @@ class ReplayPanel(QWidget):
         self.runner = JobRunner(self)
         self._job: Job | None = None
         self._controls: list[Case] = []
+        self._loaded = False  # whether Load failures has answered once
         self.result: ReplayResult | None = None
         self._build()
         self.refresh_versions(extra=[str(v) for v in versions])
@@ -95,15 +97,20 @@ class ReplayPanel(QWidget):
             if s is not CaptureStatus.OK:
                 self.kind_box.addItem(s.value.replace("_", " "), s.value)
         self.label_edit = QLineEdit(placeholderText="label")
-        self.label_edit.setMaximumWidth(70)
+        self.label_edit.setMinimumWidth(self.label_edit.fontMetrics().horizontalAdvance(
+            "label") + 24)
+        self.label_edit.setMaximumWidth(90)
         self.version_edit = QLineEdit(placeholderText="made by version")
-        self.version_edit.setMaximumWidth(120)
+        self.version_edit.setMinimumWidth(self.version_edit.fontMetrics().horizontalAdvance(
+            "made by version") + 24)
+        self.version_edit.setMaximumWidth(160)
         self.version_edit.setToolTip("only captures made by this model version (as the "
                                      "model reported it); suggestions from the endpoints")
         self.window_box = QComboBox()
         for text, seconds in (("any time", 0), ("last 5 min", 300), ("last hour", 3600),
                               ("last day", 86400)):
             self.window_box.addItem(text, seconds)
+        self.window_box.setMinimumContentsLength(len("picked range"))
         self._range: tuple[int | None, int | None] = (None, None)
         self.limit_spin = QSpinBox(minimum=1, maximum=100_000, value=1000, prefix="max ")
         self.controls_spin = QSpinBox(minimum=0, maximum=100_000, value=200,
@@ -125,11 +132,12 @@ class ReplayPanel(QWidget):
         self.failure_count.setWordWrap(True)  # else its length sets the column's minimum
 
         self.version_list = QListWidget()
-        self.version_list.setMaximumHeight(110)
+        self.version_list.setMinimumHeight(3 * self.version_list.fontMetrics().height() + 12)
+        self.version_list.setMaximumHeight(140)
         # Bisect walks the list top to bottom: drag to change the order for this replay.
         self.version_list.setDragDropMode(QAbstractItemView.DragDropMode.InternalMove)
         self.version_list.setToolTip("tick the versions to replay on; drag to change the "
-                                     "order bisect walks")
+                                     "order bisect walks; Delete removes one added here")
         self.add_button = QPushButton("Add ONNX…")
         self.add_button.clicked.connect(self._on_add_button_clicked)
         self.provider_box = QComboBox()
@@ -147,10 +155,14 @@ class ReplayPanel(QWidget):
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.saved_box = QComboBox()
+        self.saved_box.setMinimumContentsLength(len("#9999 10000 cases (cancelled)"))
+        self.saved_box.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.open_button = QPushButton("Open")
         self.open_button.clicked.connect(
             lambda: self.saved_box.currentData() is not None
             and self.open_replay(int(self.saved_box.currentData())))
+        self.open_button.setEnabled(False)
         self.export_button = QPushButton("Export CSV…")
         self.export_button.setToolTip("every case of the replay shown, one row each, with each "
                                       "version's class, confidence, latency and verdict")
@@ -205,6 +217,8 @@ class ReplayPanel(QWidget):
             shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
             button.setToolTip(QKeySequence(keys).toString(QKeySequence.SequenceFormat.NativeText))
         self.load_button.setToolTip("Enter in the label or version field")
+        QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), self.version_list,
+                  self.remove_added_version, context=Qt.ShortcutContext.WidgetShortcut)
         layout = QVBoxLayout(self)
         layout.addLayout(runbar)
         layout.addLayout(filters)
@@ -279,6 +293,19 @@ class ReplayPanel(QWidget):
         for r in saved:
             self.saved_box.addItem(f"#{r['id']} {r['cases']} cases"
                                    f"{' (cancelled)' if r['cancelled'] else ''}", r["id"])
+        self.open_button.setEnabled(bool(saved) and not self.busy())
+
+    def remove_added_version(self) -> None:
+        """Drop the current version from the list if it was added here (registered ones are
+        removed in the Versions panel)."""
+        item = self.version_list.currentItem()
+        if item is None:
+            return
+        if item.data(_REGISTERED):
+            self.replay_failed.emit(f"{item.text()} is registered: remove it in the Versions "
+                                    "panel, or untick it")
+            return
+        self.version_list.takeItem(self.version_list.row(item))
 
     def _on_add_button_clicked(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Add a model version", "",
@@ -294,17 +321,21 @@ class ReplayPanel(QWidget):
         incident's window), optionally of one endpoint; None clears the limit."""
         self._range = (start_ns, end_ns)
         picked = start_ns is not None or end_ns is not None
-        self.window_box.setItemText(0, "picked range" if picked else "any time")
+        at = self.window_box.findData(_PICKED)
+        if at >= 0:
+            self.window_box.removeItem(at)
+        if picked:  # its own entry: "any time" stays there to go back to
+            self.window_box.addItem("picked range", _PICKED)
         if endpoint is not None:
             self.refresh_endpoints()
             self.endpoint_box.setCurrentIndex(max(0, self.endpoint_box.findData(endpoint)))
-        self.window_box.setCurrentIndex(0)
+        self.window_box.setCurrentIndex(self.window_box.findData(_PICKED) if picked else 0)
 
     def selection(self) -> Selection:
         kind = self.kind_box.currentData()
-        start_ns, end_ns = self._range
         window_s = self.window_box.currentData()
-        if window_s:
+        start_ns, end_ns = self._range if window_s == _PICKED else (None, None)
+        if window_s and window_s != _PICKED:
             start_ns, end_ns = time.time_ns() - int(window_s * 1e9), None
         return Selection(endpoint=self.endpoint_box.currentData() or None,
                          kinds=(kind,) if kind else (), label=self.label_edit.text().strip()
@@ -333,8 +364,9 @@ class ReplayPanel(QWidget):
 
     def _idle(self) -> None:
         self._job = None
-        for w in (self.run_button, self.load_button, self.open_button):
+        for w in (self.run_button, self.load_button):
             w.setEnabled(True)
+        self.open_button.setEnabled(self.saved_box.count() > 0)
         self.cancel_button.setEnabled(False)
         self.busy_changed.emit(False)
 
@@ -347,7 +379,17 @@ class ReplayPanel(QWidget):
 
     def _on_job_failed(self, message: str) -> None:
         self._idle()
-        self.summary.setText(f"<b>Replay failed:</b> {message}")
+        self._refuse(message, "Replay failed")
+
+    def _refuse(self, message: str, what: str = "Cannot replay") -> None:
+        """Say why, in the summary and the status bar; a replay still shown stays, and says
+        so, since Export writes it."""
+        text = f"<b>{what}:</b> {html.escape(message)}"
+        if self.result is not None:
+            shown = (f"#{self.result.replay_id}" if self.result.replay_id is not None
+                     else "(not saved)")
+            text += f"<br>The grid still shows replay {shown}."
+        self.summary.setText(text)
         self.replay_failed.emit(message)
 
     def load_failures(self) -> None:
@@ -361,28 +403,38 @@ class ReplayPanel(QWidget):
             finally:
                 store.close()
 
-        self._start(work, self._on_failures_loaded)
+        self._start(work, lambda cases: self._on_failures_loaded(cases, selection.limit))
 
-    def _on_failures_loaded(self, cases: list[Case]) -> None:
+    def _on_failures_loaded(self, cases: list[Case], limit: int | None = None) -> None:
         failures = [c for c in cases if not c.control]
         self._controls = [c for c in cases if c.control]
+        self._loaded = True
         self.failure_model.set_cases(failures)
-        self.failure_count.setText(f"{len(failures)} failures, {len(self._controls)} controls"
-                                   " (select rows to replay only those)")
+        if not failures:
+            self.failure_count.setText("no failures match these filters")
+        else:
+            capped = " (the max: newest first, more may match)" if len(failures) == limit \
+                else ""
+            self.failure_count.setText(f"{len(failures)} failures{capped}, "
+                                       f"{len(self._controls)} controls (select rows to "
+                                       "replay only those)")
         self.failures_loaded.emit(len(failures))
 
     def run_replay(self) -> Job | None:
         """Replay the selected failures (all listed when none is selected) plus the controls
         on every checked version; the result is saved and shown."""
+        if self.busy():  # Ctrl+Enter while something runs: the running job stays in charge
+            return None
         rows = sorted({i.row() for i in self.failure_view.selectionModel().selectedRows()})
         failures = self.failure_model.cases
         cases = [failures[r] for r in rows] if rows else list(failures)
         if not cases:
-            self._on_job_failed("no failures loaded; press Load failures first")
+            self._refuse("no failures match these filters" if self._loaded else
+                         "no failures loaded; press Load failures first")
             return None
         versions = self.checked_versions()
         if not versions:
-            self._on_job_failed("no version checked; tick at least one")
+            self._refuse("no version checked; tick at least one")
             return None
         cases += self._controls
         path, provider, criteria = self.db_path, self.provider, self.criteria
@@ -455,7 +507,8 @@ class ReplayPanel(QWidget):
         return out
 
     def _on_export_clicked(self) -> None:
-        name = f"replay-{self.result.replay_id}.csv" if self.result is not None else "replay.csv"
+        rid = self.result.replay_id if self.result is not None else None
+        name = f"replay-{rid}.csv" if rid is not None else "replay.csv"
         path, _ = QFileDialog.getSaveFileName(self, "Export the replay's cases", name,
                                               "CSV (*.csv)")
         if path:
@@ -475,11 +528,14 @@ class ReplayPanel(QWidget):
             p95 = "-" if s.latency_p95_ms is None else f"{s.latency_p95_ms:.4f}"
             why = html.escape(s.unanswered_reason or "")
             silent = f" · <b>no answer {s.unanswered}</b> ({why})" if s.unanswered else ""
+            if s.error_reason:
+                silent += f" · errors mostly: {html.escape(s.error_reason)}"
             lines.append(f"<b>{html.escape(s.version)}</b>: fixed {s.fixed}/{s.failures} · still "
                          f"failing {s.still_failing} · newly broken {s.newly_broken}/{s.controls}"
                          f" · errors {s.errors} · p95 {p95} ms/row{silent}")
         self.summary.setText("<br>".join(lines))
-        self.progress.setValue(1000)
+        if not result.cancelled:  # a cancelled one leaves the bar where it stopped
+            self.progress.setValue(1000)
         self.refresh_endpoints()
         self.case_view.clear()
         self.replay_finished.emit(result)
@@ -496,10 +552,9 @@ class ReplayPanel(QWidget):
         title = (f"Capture {case.capture_id} · {kind} · label {case.capture.label or '-'} · "
                  f"recorded {case.capture.prediction or '-'} by "
                  f"{case.capture.model_version or '?'}")
-        if array is not None:
-            self.case_view.show_case(title, array, feature_names(width),
-                                     self.result_model.answers(row))
-        self.case_view.title.setText(title)
+        # A capture kept without its input still shows each version's answer or error.
+        self.case_view.show_case(title, array, feature_names(width),
+                                 self.result_model.answers(row))
         self.case_selected.emit(case.capture_id)
 
     def select_result_row(self, row: int) -> None:

@@ -118,12 +118,62 @@ def test_an_error_is_a_failure_and_a_bad_row_does_not_sink_its_batch(cases, vers
     result = replay(mixed, targets(versions[1:2]))
     run = result.runs[0]
     assert set(run.errors) == {10}
-    assert "dimension" in run.errors[10].lower()
+    # Said plainly, before any batch is tried: what the model takes, what the capture holds.
+    assert run.errors[10] == "wine-v2 takes features as [batch, 13]; the captures hold [5] per row"
     assert result.failing[0][10]
     assert result.summaries()[0].errors == 1
     assert all(run.output(i) for i in range(len(mixed)) if i != 10)
     others = np.delete(run.latency_ms, 10)
     assert np.isnan(run.latency_ms[10]) and np.isfinite(others).all() and (others > 0).all()
+
+
+def test_a_row_that_fails_inside_the_model_does_not_sink_its_batch(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    # Gather with indices taken from the input: a row naming a missing index fails its whole
+    # batch in onnxruntime; the replay runs that batch's rows alone to find it.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1])
+    y = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3])
+    table = helper.make_tensor("table", TensorProto.FLOAT, [4, 3],
+                               np.eye(4, 3, dtype=np.float32).ravel().tolist())
+    nodes = [helper.make_node("Cast", ["x"], ["i"], to=TensorProto.INT64),
+             helper.make_node("Gather", ["table", "i"], ["g"], axis=0),
+             helper.make_node("Flatten", ["g"], ["probabilities"], axis=1)]
+    model = helper.make_model(helper.make_graph(nodes, "lookup", [x], [y], [table]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "lookup.onnx")
+    values = [0, 1, 2, 9, 1, 0]  # 9: no such row in the table
+    cases = [Case(None, Capture(endpoint="x", ts_ns=k + 1, latency_ms=1.0,
+                                status=CaptureStatus.MISMATCH, label="0",
+                                inputs=(TensorBlob.from_array("x", np.array([[v]], np.float32)),)))
+             for k, v in enumerate(values)]
+    result = replay(cases, [LocalOnnxTarget(tmp_path / "lookup.onnx", name="lookup")],
+                    batch_size=64)
+    run = result.runs[0]
+    assert set(run.errors) == {3} and "out of" in run.errors[3].lower()
+    assert run.prediction.tolist() == [0, 1, 2, -1, 1, 0]
+    assert result.summaries()[0].error_reason == run.errors[3]
+
+
+def test_a_version_that_takes_other_inputs_is_refused_once_with_the_reason(cases, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 10])
+    y = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 10])
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("Softmax", ["features"], ["probabilities"], axis=1)], "wide", [x],
+        [y]), opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "wide10.onnx")
+    result = replay(cases[:50], [LocalOnnxTarget(tmp_path / "wide10.onnx")])
+    (summary,) = result.summaries()
+    assert summary.errors == 50
+    assert summary.error_reason == ("wide10 takes features as [batch, 10]; the captures hold "
+                                    "[13] per row")
+    assert summary.to_json()["error_reason"] == summary.error_reason
 
 
 @pytest.mark.parametrize("batch_size", [7, 64])

@@ -141,6 +141,31 @@ def test_mistakes_are_reported_in_the_panel(qtbot, panel):
     with qtbot.waitSignal(panel.replay_failed, timeout=TIMEOUT_MS) as blocker:
         panel.run_replay()
     assert "no version checked" in blocker.args[0]
+    panel.label_edit.setText("no-such-label")
+    assert load(qtbot, panel) == 0
+    assert panel.failure_count.text() == "no failures match these filters"
+    with qtbot.waitSignal(panel.replay_failed, timeout=TIMEOUT_MS) as blocker:
+        panel.run_replay()
+    assert blocker.args[0] == "no failures match these filters"
+
+
+def test_ctrl_enter_while_a_job_runs_leaves_it_in_charge(qtbot, panel):
+    from PySide6.QtTest import QTest
+
+    with qtbot.waitSignal(panel.failures_loaded, timeout=TIMEOUT_MS):
+        panel.load_button.click()
+        # The list is not there yet: a replay now would have nothing to run, and must not
+        # mark the panel idle under the running job (Cancel and Esc would stop working).
+        QTest.keyClick(panel.failure_view, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+        assert panel.busy() and panel.cancel_button.isEnabled()
+        assert not panel.run_button.isEnabled() and panel.run_replay() is None
+    assert not panel.busy()
+
+
+def test_a_capped_list_says_so(qtbot, panel):
+    panel.limit_spin.setValue(5)
+    assert load(qtbot, panel) == 5
+    assert panel.failure_count.text().startswith("5 failures (the max: newest first")
 
 
 def test_image_shaped_inputs_show_as_an_image(qtbot):
@@ -153,6 +178,17 @@ def test_image_shaped_inputs_show_as_an_image(qtbot):
     assert view.showing_image() and not view.image.pixmap().isNull()
     view.show_case("row", np.arange(4.0).reshape(1, 4), [], [answer])
     assert not view.showing_image() and view.inputs.item(3, 0).text() == "f3"
+
+
+def test_a_case_kept_without_its_input_shows_its_own_answers(qtbot):
+    view = CaseViewWidget()
+    qtbot.addWidget(view)
+    before = VersionAnswer("m", np.array([0.2, 0.8]), "1", 0.8, 0.1, "fixed")
+    view.show_case("Capture 30", np.zeros((1, 1, 28, 28)), [], [before])
+    after = VersionAnswer("m", None, None, None, None, "still_failing", error="boom")
+    view.show_case("Capture 31", None, [], [after])  # not the previous case's picture
+    assert not view.showing_image() and view.inputs.item(0, 0).text() == "(no input kept)"
+    assert view.answers.item(0, 1).text() == "boom" and view.bar_count() == 0
 
 
 def test_output_bars_have_one_tick_per_class(qtbot):
@@ -229,6 +265,17 @@ def test_a_picked_time_range_limits_the_failures(qtbot, panel):
     assert panel.window_box.currentText() == "picked range"
     n = load(qtbot, panel)
     assert 0 < n < everything and all(c.capture.ts_ns >= mid for c in panel.failure_model.cases)
+    # "any time" is still there to go back to, and a new pick replaces the old one.
+    panel.window_box.setCurrentIndex(panel.window_box.findText("any time"))
+    assert load(qtbot, panel) == everything
+    panel.set_time_range(mid, None)
+    assert [panel.window_box.itemText(i) for i in range(panel.window_box.count())].count(
+        "picked range") == 1
+    assert load(qtbot, panel) == n
+    panel.set_time_range(None, None)
+    assert panel.window_box.currentText() == "any time"
+    assert panel.window_box.findText("picked range") == -1
+    panel.set_time_range(mid, None)
     panel.version_edit.setText("no-such-version")
     assert load(qtbot, panel) == 0
     # The versions the endpoints reported are offered as the field is typed in.
