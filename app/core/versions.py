@@ -242,10 +242,14 @@ def register_all(store: Store, locations: list[str], name: str | None = None,
 
 def free_name(name: str, location: str, taken: Mapping[str, str]) -> str:
     """``name``, unless another location already holds it (``taken``: name -> location): then
-    name@folder, name@folder-2, ... A window has no --name to ask for, so it picks one."""
+    name@folder, name@folder-2, ... (a server's model: name@HOST:PORT). A window has no --name
+    to ask for, so it picks one."""
     if taken.get(name, location) == location:
         return name
-    folder = Path(location).resolve().parent.name
+    if "://" in location:
+        folder = location.split("://", 1)[1].split("/", 1)[0]
+    else:
+        folder = Path(location).resolve().parent.name
     candidate, n = f"{name}@{folder}", 2
     while taken.get(candidate, location) != location:
         candidate, n = f"{name}@{folder}-{n}", n + 1

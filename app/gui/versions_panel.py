@@ -7,6 +7,7 @@ Runs alone for preview: ``VersionsPanel(db_path, seed_versions=[...]).show()``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,6 +47,7 @@ from app.core.versions import (
     free_name,
     register,
     registered,
+    remote_version,
     unregister,
 )
 from app.gui.jobs import Job, JobRunner
@@ -100,6 +102,7 @@ class VersionsPanel(QWidget):
         self.runner = JobRunner(self, max_threads=2)
         self._job: Job | None = None
         self.reports: dict[str, ContractReport | str] = {}
+        self._checked_sha: dict[str, str | None] = {}  # the file each report measured
         self.versions: list[ModelVersion] = []
 
         self.table = QTableWidget(0, len(VERSION_COLUMNS))
@@ -168,6 +171,13 @@ class VersionsPanel(QWidget):
             self.versions = registered(store)
         finally:
             store.close()
+        # A report measured another file than the one now under its name (re-registered,
+        # replaced): it says nothing about this one.
+        now = {v.name: v.sha256 for v in self.versions}
+        for name in list(self.reports):
+            if name not in now or now[name] != self._checked_sha.get(name):
+                self.reports.pop(name)
+                self._checked_sha.pop(name, None)
         self.table.setRowCount(len(self.versions))
         for r, v in enumerate(self.versions):
             cells = (v.name, v.version or "", v.kind, "" if v.parameters is None else
@@ -183,6 +193,9 @@ class VersionsPanel(QWidget):
 
     def _fill_contract_table(self) -> None:
         targets = self.targets()
+        for report in self.reports.values():  # results stay in sight when the field changes
+            if not isinstance(report, str):
+                targets += [t.target for t in report.targets if t.target not in targets]
         self.contract_table.clear()
         self.contract_table.setRowCount(len(self.versions))
         self.contract_table.setColumnCount(len(targets))
@@ -227,13 +240,16 @@ class VersionsPanel(QWidget):
         text = str(location).strip()
 
         def add(store: Store) -> str:
-            if "://" in text:  # named from its URI: NAME@V
-                return f"registered {register(store, text).name}"
-            name = free_name(Path(text).stem, str(Path(text).resolve()),
-                             {v.name: v.location for v in registered(store)})
+            taken = {v.name: v.location for v in registered(store)}
+            if "://" in text:  # named from its URI: NAME@V, or NAME@V@HOST:PORT when taken
+                remote = remote_version(text)
+                natural, where = remote.name, remote.location
+            else:
+                natural, where = Path(text).stem, str(Path(text).resolve())
+            name = free_name(natural, where, taken)
             added = register(store, text, name)
-            if name != Path(text).stem:
-                return f"registered as {added.name}: {Path(text).stem} is another file's name"
+            if name != natural:
+                return f"registered as {added.name}: {natural} is another model's name"
             return f"registered {added.name}"
 
         return self._change_registry(add)
@@ -278,7 +294,8 @@ class VersionsPanel(QWidget):
 
     def remove_selected(self) -> None:
         names = self.selected_names()
-        if not names or self.busy():
+        if not names:
+            self.status.setText("select the versions to remove first")
             return
         for name in names:
             self.reports.pop(name, None)
@@ -305,6 +322,14 @@ class VersionsPanel(QWidget):
             return None
         versions = [v for v in self.versions if v.kind == KIND_ONNX]
         targets, runs = self.targets(), self.runs
+        if not targets:
+            self._on_registry_failed("give at least one target to check on: cpu, cuda, … or "
+                                     "agent+http://HOST:PORT")
+            return None
+        if not versions:
+            self._on_registry_failed("no ONNX version registered to check; Add ONNX… first")
+            return None
+        checked_sha = {v.name: v.sha256 for v in versions}
 
         def work(progress, cancelled) -> dict[str, ContractReport | str]:
             out: dict[str, ContractReport | str] = {}
@@ -320,7 +345,8 @@ class VersionsPanel(QWidget):
 
         job = Job(work)
         job.signals.progressed.connect(lambda f: self.progress.setValue(int(f * 1000)))
-        job.signals.finished.connect(self._on_check_finished)
+        job.signals.finished.connect(lambda reports: self._on_check_finished(reports,
+                                                                             checked_sha))
         job.signals.failed.connect(self._on_check_failed)
         self._job = job
         self.check_button.setEnabled(False)
@@ -336,12 +362,26 @@ class VersionsPanel(QWidget):
             self.cancel_button.setEnabled(False)
             self.status.setText("cancelling after the version being measured…")
 
-    def _on_check_finished(self, reports: dict[str, ContractReport | str]) -> None:
+    def _on_check_finished(self, reports: dict[str, ContractReport | str],
+                           checked_sha: dict[str, str | None] | None = None) -> None:
         cancelled = self._job is not None and self._job.is_cancelled()
         self._job = None
         self.check_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
-        self.reports.update(reports)
+        current = {v.name: v.sha256 for v in self.versions}
+        for name, report in reports.items():
+            sha = (checked_sha or current).get(name)
+            if name not in current or current[name] != sha:
+                continue  # removed or replaced while it was being measured
+            old = self.reports.get(name)
+            if (isinstance(report, ContractReport) and isinstance(old, ContractReport)
+                    and self._checked_sha.get(name) == sha):
+                # Checked again on some targets: the others' results stand.
+                again = {t.target for t in report.targets}
+                report = dataclasses.replace(report, targets=tuple(
+                    [t for t in old.targets if t.target not in again] + list(report.targets)))
+            self.reports[name] = report
+            self._checked_sha[name] = sha
         self._fill_contract_table()
         self.progress.setValue(1000)
         self.status.setText(f"checked {len(reports)} versions"

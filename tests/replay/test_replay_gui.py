@@ -410,7 +410,11 @@ def test_a_contract_check_can_be_cancelled_and_a_servers_model_is_not_checked(
         with qtbot.waitSignal(p.contracts_checked, timeout=60_000) as checked:
             p.check_contracts()
             assert p.cancel_button.isEnabled()
+            p.table.selectRow(3)  # removing does not wait for the check: the files stay
+            with qtbot.waitSignal(p.versions_changed, timeout=10_000):
+                p.remove_button.click()
             p.cancel_button.click()
+        assert [v.name for v in p.versions] == ["wine-v1", "wine-v2", "wine-v3"]
         assert len(checked.args[0]) < 3  # stopped after the version under way
         assert "cancelled before the rest" in p.status.text()
         assert not p.cancel_button.isEnabled() and p.check_button.isEnabled()
@@ -429,5 +433,66 @@ def test_registering_a_file_that_is_not_a_model_says_why_and_changes_nothing(qtb
             p.add_version(bad)  # read and hashed on the worker, the window stays live
         assert "cannot read" in failed.args[0] and "cannot read" in p.status.text()
         assert p.table.rowCount() == 0
+    finally:
+        p.shutdown()
+
+
+def test_contract_results_belong_to_the_file_they_measured(qtbot, workspace, versions, tmp_path):
+    p = VersionsPanel(workspace, seed_versions=[str(v) for v in versions[:1]], runs=20,
+                      targets=("cpu", "cuda"))
+    qtbot.addWidget(p)
+    try:
+        # No target: said, and nothing checked.
+        p.targets_edit.setText(" , ")
+        with qtbot.waitSignal(p.error_occurred, timeout=5_000) as refused:
+            assert p.check_contracts() is None
+        assert "at least one target" in refused.args[0]
+        p.targets_edit.setText("cpu,cuda")
+        with qtbot.waitSignal(p.contracts_checked, timeout=60_000):
+            p.check_contracts()
+        assert p.cell_status("wine-v1", "cpu") == "pass"
+        # Checked again on cpu alone: the cuda result stands, and stays in sight.
+        p.targets_edit.setText("cpu")
+        with qtbot.waitSignal(p.contracts_checked, timeout=60_000):
+            p.check_contracts()
+        assert p.cell_status("wine-v1", "cuda") == "unreachable"
+        headers = [p.contract_table.horizontalHeaderItem(c).text()
+                   for c in range(p.contract_table.columnCount())]
+        assert headers == ["cpu", "cuda"]
+        # The name now points at another file (v3's weights, which fail the accuracy clause):
+        # the old PASS says nothing about it.
+        import shutil
+
+        candidate = tmp_path / "wine-v1.onnx"
+        shutil.copy(versions[2], candidate)
+        for name in ("wine-v1.contract.toml", "validation.csv"):
+            shutil.copy(versions[0].with_name(name), tmp_path / name)
+        store = Store(workspace)
+        try:
+            from app.core.versions import register
+
+            register(store, str(candidate), "wine-v1", replace=True)
+        finally:
+            store.close()
+        p.refresh()
+        assert p.cell_status("wine-v1", "cpu") is None
+        assert p.contract_table.item(0, 0).text() == "not checked"
+        with qtbot.waitSignal(p.contracts_checked, timeout=60_000):
+            p.check_contracts()
+        assert p.cell_status("wine-v1", "cpu") == "fail"
+    finally:
+        p.shutdown()
+
+
+def test_a_servers_model_whose_name_is_taken_gets_its_host_in_the_name(qtbot, workspace):
+    p = VersionsPanel(workspace)
+    qtbot.addWidget(p)
+    try:
+        with qtbot.waitSignal(p.versions_changed, timeout=10_000):
+            p.add_version("v2+http://127.0.0.1:8000/models/wine/versions/4")
+        with qtbot.waitSignal(p.versions_changed, timeout=10_000):
+            p.add_version("v2+http://127.0.0.1:9000/models/wine/versions/4")
+        assert [v.name for v in p.versions] == ["wine@4", "wine@4@127.0.0.1:9000"]
+        assert "registered as wine@4@127.0.0.1:9000" in p.status.text()
     finally:
         p.shutdown()
