@@ -13,6 +13,8 @@ import threading
 
 # The longest wait threading accepts (about 292 years on 64-bit Linux); past it, OverflowError.
 MAX_SECONDS = min(threading.TIMEOUT_MAX, 10 * 365 * 24 * 3600.0)
+# Counts and sizes go into SQLite (64-bit integers) and numpy; a billion is past any sane one.
+MAX_WHOLE = 10**9
 
 
 def _number(text: str) -> float:
@@ -64,6 +66,8 @@ def _whole(text: str, minimum: int) -> int:
     if value < minimum:
         least = f"at least {minimum}" if minimum else "0 or more"
         raise argparse.ArgumentTypeError(f"'{text}' must be {least}")
+    if value > MAX_WHOLE:
+        raise argparse.ArgumentTypeError(f"'{text}' is too large: at most {MAX_WHOLE:,}")
     return value
 
 

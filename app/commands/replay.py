@@ -26,7 +26,7 @@ from app.core.replay import (
     replay,
     select_case_set,
 )
-from app.core.replay_export import write_cases_csv
+from app.core.replay_export import export_path, write_cases_csv
 from app.core.replay_store import load_replay, save_replay
 from app.core.replay_targets import ReplayError, open_target
 from app.core.store import Store, StoreError
@@ -177,6 +177,8 @@ def _saved(args: argparse.Namespace) -> int:
             except ValueError:
                 raise ReplayError(f"--show takes a replay id or 'latest', not '{args.show}'; "
                                   "see --list") from None
+            if not 0 < wanted < 2**63:  # SQLite's integers
+                raise ReplayError(f"no saved replay {args.show}; see --list")
         result = load_replay(store, wanted)
         if args.export:
             write_cases_csv(result, args.export)
@@ -211,15 +213,20 @@ def run(args: argparse.Namespace) -> int:
     if not args.db.exists():
         print(f"probescope: no workspace at {args.db}", file=sys.stderr)
         return 2
-    if args.list or args.show:
-        try:
+    try:
+        if args.list and args.export:
+            raise ReplayError("--export writes a replay's cases: give it with a run or with "
+                              "--show, not with --list")
+        if args.export:  # refused before the work, not after it
+            export_path(args.export)
+        if args.list or args.show is not None:
             return _saved(args)
-        except (ReplayError, StoreError) as exc:
-            print(f"probescope: {exc}", file=sys.stderr)
-            return 2
+    except (ReplayError, StoreError) as exc:
+        print(f"probescope: {exc}", file=sys.stderr)
+        return 2
     store = Store(args.db)
     targets = []
-    not_saved = None
+    not_saved = not_exported = None
     try:
         endpoint = store.resolve_endpoint(args.endpoint) if args.endpoint else None
         selection = Selection(endpoint=endpoint, kinds=tuple(args.kind or ()), label=args.label,
@@ -250,7 +257,10 @@ def run(args: argparse.Namespace) -> int:
             except StoreError as exc:  # the replay is done: print it all the same
                 not_saved = str(exc)
         if args.export:
-            write_cases_csv(result, args.export)
+            try:
+                write_cases_csv(result, args.export)
+            except ReplayError as exc:  # e.g. the disk filled: the replay is still printed
+                not_exported = str(exc)
     except (ReplayError, StoreError, VersionError) as exc:
         print(f"probescope: {exc}", file=sys.stderr)
         return 2
@@ -267,6 +277,11 @@ def run(args: argparse.Namespace) -> int:
     if not_saved:
         print(f"probescope: the replay above is not saved ({not_saved}); run it again, or "
               "give --export FILE.csv to keep its cases", file=sys.stderr)
+    if not_exported:
+        print(f"probescope: {not_exported}"
+              + (f"; the replay is saved as {result.replay_id}: `--show "
+                 f"{result.replay_id} --export FILE.csv` writes it again"
+                 if result.replay_id is not None else ""), file=sys.stderr)
     if result.cancelled:
         print(f"probescope: stopped by Ctrl+C after {len(result.runs)} of {len(targets)} "
               "versions" + ("; the finished ones are saved"
@@ -278,4 +293,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"probescope: {', '.join(silent)} could not be asked about every case; "
               "replay again once the server answers", file=sys.stderr)
         return 1
-    return 1 if not_saved else 0
+    return 1 if not_saved or not_exported else 0

@@ -39,18 +39,48 @@ def case_table(result: ReplayResult) -> tuple[list[str], list[list[object]]]:
     return header, rows
 
 
-def write_cases_csv(result: ReplayResult, out: str | Path) -> Path:
-    """Write ``case_table`` to ``out``, whole or not at all (a temporary file renamed)."""
+_OURS = b"case,capture_id,"  # how every export begins: the one kind of file we overwrite
+
+
+def export_path(out: str | Path) -> Path:
+    """Where an export of ``out`` will be written (through a link), or ReplayError: a folder,
+    a device, a missing folder, or an existing file that is not an earlier export (a
+    workspace, a model, someone's notes) is refused before any work is done."""
     out = Path(out)
-    if out.is_dir():
+    target = out.resolve() if out.is_symlink() else out
+    if target.is_dir():
         raise ReplayError(f"cannot write {out}: it is a folder; give a file name")
+    if target.exists():
+        if not target.is_file():
+            raise ReplayError(f"cannot write {out}: it is not a regular file")
+        try:
+            with target.open("rb") as f:
+                head = f.read(len(_OURS))
+        except OSError as exc:
+            raise ReplayError(f"cannot write {out}: {exc.strerror}") from None
+        if head and head != _OURS:
+            raise ReplayError(f"{out} exists and is not a replay export; give a new file name "
+                              "(nothing was overwritten)")
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise ReplayError(f"cannot write {out}: there is no folder {folder}")
+    return target
+
+
+def write_cases_csv(result: ReplayResult, out: str | Path) -> Path:
+    """Write ``case_table`` to ``out``, whole or not at all (a temporary file renamed); see
+    ``export_path`` for what it refuses to replace."""
+    shown, out = out, export_path(out)
     header, rows = case_table(result)
     try:
         fd, tmp = tempfile.mkstemp(prefix=".probescope-cases-", suffix=".csv",
                                    dir=out.parent if str(out.parent) else ".")
     except OSError as exc:
-        raise ReplayError(f"cannot write {out}: {exc.strerror}") from None
+        raise ReplayError(f"cannot write {shown}: {exc.strerror}") from None
     try:
+        # mkstemp makes it private (0600): an export is an ordinary file, readable like the
+        # one it replaces. (Not os.umask: it is process-wide, and other threads make files.)
+        os.fchmod(fd, out.stat().st_mode & 0o777 if out.exists() else 0o644)
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(header)
@@ -58,5 +88,5 @@ def write_cases_csv(result: ReplayResult, out: str | Path) -> Path:
         os.replace(tmp, out)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise ReplayError(f"cannot write {out}: {exc.strerror or exc}") from None
-    return out
+        raise ReplayError(f"cannot write {shown}: {exc.strerror or exc}") from None
+    return Path(shown)

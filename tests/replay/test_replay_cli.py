@@ -320,3 +320,46 @@ def test_a_replay_that_cannot_be_saved_is_still_printed_and_exported(capsys, dem
         assert store.replays() == []  # nothing half-written either
     finally:
         store.close()
+
+
+def test_export_never_replaces_a_file_that_is_not_an_export(capsys, demo_db: Path, versions,
+                                                            tmp_path):
+    before = demo_db.read_bytes()
+    notes = tmp_path / "notes.csv"
+    notes.write_text("my own notes\n")
+    for target in (demo_db, versions[0], notes):
+        assert main(["replay", "--db", str(demo_db), "--show", "latest", "--export",
+                     str(target)]) == 2
+        assert "is not a replay export" in capsys.readouterr().err
+        # Refused before any work: a run is not even started, so nothing new is saved.
+        assert main(["replay", "--db", str(demo_db), "--versions", str(versions[0]),
+                     "--export", str(target)]) == 2
+        assert "nothing was overwritten" in capsys.readouterr().err
+    assert demo_db.read_bytes() == before and notes.read_text() == "my own notes\n"
+    store = Store(demo_db)
+    try:
+        assert store.replays() == []
+    finally:
+        store.close()
+    # An earlier export is replaced, and is an ordinary readable file.
+    out = tmp_path / "cases.csv"
+    for _ in range(2):
+        assert main(["replay", "--db", str(demo_db), "--versions", str(versions[0]),
+                     "--limit", "5", "--export", str(out)]) == 0
+    assert out.stat().st_mode & 0o777 == 0o644 and out.read_text().startswith("case,")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--show", ""], "--show takes a replay id or 'latest', not ''"),
+    (["--show", "99999999999999999999"], "no saved replay 99999999999999999999"),
+    (["--list", "--export", "x.csv"], "not with --list"),
+    (["--limit", "99999999999999999999"], "too large"),
+])
+def test_replay_options_that_would_do_something_else_are_refused(capsys, demo_db, argv,
+                                                                 message):
+    try:
+        code = main(["replay", "--db", str(demo_db), *argv])
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
+    assert code == 2
+    assert message in capsys.readouterr().err
