@@ -103,7 +103,14 @@ def _locations(store: Store, wanted: list[str] | None) -> list[tuple[str, str | 
         return [(v.location, v.name) for v in found]
     out = []
     for w in wanted:
-        if Path(w).is_file() or "://" in w or w.startswith("onnx:"):
+        if Path(w).is_file():
+            # A registered file given by its path is held to its registration like its name.
+            v = find(store, str(Path(w).resolve()))
+            if v is not None:
+                verify_unchanged(v)
+            out.append((w, v.name if v is not None else None))
+            continue
+        if "://" in w or w.startswith("onnx:"):
             out.append((w, None))
             continue
         v = find(store, w)
@@ -112,6 +119,12 @@ def _locations(store: Store, wanted: list[str] | None) -> list[tuple[str, str | 
                               "version")
         verify_unchanged(v)
         out.append((v.location, v.name))
+    seen: dict[str, str] = {}
+    for (location, _), given in zip(out, wanted, strict=True):
+        key = str(Path(location).resolve()) if Path(location).is_file() else location
+        if key in seen:
+            raise ReplayError(f"'{given}' and '{seen[key]}' are one version; give it once")
+        seen[key] = given
     return out
 
 

@@ -6,7 +6,6 @@ slice, one inference call and one copy per output; judging is whole-array numpy.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import time
@@ -280,7 +279,8 @@ def _judge_one(outs: list[tuple[str, np.ndarray]]) -> tuple[int, float, bool]:
 
 
 def _time_alone(target: Target, prepared: CaseSet, cases: np.ndarray, latency: np.ndarray,
-                errors: dict[int, str]) -> None:
+                errors: dict[int, str], go_on: Callable[[], bool]) -> bool:
+    """False when ``go_on`` says stop (cancelled) between cases."""
     singles = set(prepared.singles)  # already run alone, and timed so
     perf = time.perf_counter
     for group in prepared.groups:
@@ -294,6 +294,8 @@ def _time_alone(target: Target, prepared: CaseSet, cases: np.ndarray, latency: n
         for i, p in zip(wanted.tolist(), at.tolist(), strict=True):
             if i in errors or i in singles:
                 continue
+            if not go_on():
+                return False
             try:
                 feeds = target.adapt({k: v[p:p + 1] for k, v in group.feeds.items()})
                 times = []
@@ -304,6 +306,7 @@ def _time_alone(target: Target, prepared: CaseSet, cases: np.ndarray, latency: n
                 latency[i] = sorted(times)[1]
             except Exception as exc:  # it answered in its batch: keep that answer and time
                 log.debug("timing case %d alone on %s failed: %s", i, target.name, exc)
+    return True
 
 
 def run_version(target: Target, prepared: CaseSet, batch_size: int,
@@ -318,15 +321,25 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
     unanswered: set[int] = set()
     columns = Columns(n, fill=False)
     perf = time.perf_counter
+    down: str | None = None  # why the target stopped answering: the rest is not asked
+
+    def not_asked(rows: list[int], why: str) -> None:
+        for i in rows:
+            errors[i] = why
+            unanswered.add(i)
 
     def one(i: int, feeds: dict[str, np.ndarray]) -> None:
+        nonlocal down
+        if down is not None:
+            not_asked([i], down)
+            return
         t0 = perf()
         try:
             columns.place(slice(i, i + 1), 1, target.run(feeds))
             latency[i] = (perf() - t0) * 1e3
         except TargetDown as exc:
-            errors[i] = error_text(exc)
-            unanswered.add(i)
+            down = error_text(exc)
+            not_asked([i], down)
         except Exception as exc:
             errors[i] = error_text(exc)
 
@@ -336,20 +349,35 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
         def cases(s: int, e: int, rows: np.ndarray | None = group.rows) -> list[int]:
             return list(range(s, e)) if rows is None else rows[s:e].tolist()
 
+        if down is not None:
+            not_asked(cases(0, m), down)
+            if not tick(m):
+                return None
+            continue
         try:
             feeds = target.adapt(group.feeds)  # rename/cast once for the whole group
         except Exception as exc:
-            for i in cases(0, m):
-                errors[i] = error_text(exc)
+            # The version cannot take these captures at all (their shape, names or types):
+            # that says nothing of how it would answer them, so no verdict either way.
+            not_asked(cases(0, m), error_text(exc))
             if not tick(m):
                 return None
             continue
         run, names = target.run_adapted, list(feeds)
         if not getattr(target, "warmed", False):
             # One untimed call per target: a session's first run allocates, and would be
-            # charged to the first batch's rows.
-            with contextlib.suppress(Exception):
+            # charged to the first batch's rows. A server that does not answer it is not
+            # waited on again for every batch.
+            try:
                 run({k: v[:1] for k, v in feeds.items()})
+            except TargetDown as exc:
+                down = error_text(exc)
+                not_asked(cases(0, m), down)
+                if not tick(m):
+                    return None
+                continue
+            except Exception:
+                pass  # the batches below meet it, and say it per row
             target.warmed = True
         only = names[0] if len(names) == 1 else None
         place = columns.place
@@ -357,6 +385,11 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
         for s in range(0, m, batch_size):
             e = min(s + batch_size, m)
             rows = slice(s, e) if group.rows is None else group.rows[s:e]
+            if down is not None:
+                not_asked(cases(s, e), down)
+                if not tick(e - s):
+                    return None
+                continue
             t0 = perf()
             try:
                 outs = run({only: feeds[only][s:e]} if only else
@@ -365,9 +398,8 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
                 place(rows, e - s, outs)
                 timed.append((rows, dt * 1e3 / (e - s)))
             except TargetDown as exc:
-                for i in cases(s, e):
-                    errors[i] = str(exc)
-                    unanswered.add(i)
+                down = error_text(exc)  # a server that is down is not asked again
+                not_asked(cases(s, e), down)
             except Exception as exc:
                 # One bad row must not sink its batch: find it by running the rows alone.
                 log.debug("batch failed on %s (%s); row by row", target.name, exc)
@@ -386,8 +418,10 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
         one(i, {b.name: b.to_array() for b in prepared.inputs(i)})
         if not tick(1):
             return None
-    if timed_alone is not None and timed_alone.size:
-        _time_alone(target, prepared, timed_alone, latency, errors)
+    if (timed_alone is not None and timed_alone.size and down is None
+            and not _time_alone(target, prepared, timed_alone, latency, errors,
+                                lambda: tick(0))):
+        return None
     # Every row was placed, or erred, or answered irregularly (every case runs, or the
     # version is cancelled and dropped): those last two are the rows left to blank.
     columns.blank(sorted({*errors, *columns.irregular}))

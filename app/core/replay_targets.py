@@ -137,7 +137,10 @@ def _fits(shape: tuple[int, ...], declared: tuple) -> bool:
         not (isinstance(d, int) and d > 0) or d == s for s, d in zip(shape, declared, strict=True))
 
 
-_NOT_ASKED = frozenset({401, 403, 404, 503})
+# Answers from the door, not the model: not allowed in, no such model, unavailable, and a
+# proxy's or gateway's own (throttled, bad gateway, gateway timeout). None says anything of
+# how the model would answer. A 500 can be the model failing on the input: an error.
+_NOT_ASKED = frozenset({401, 403, 404, 429, 502, 503, 504})
 
 
 class _RemoteTarget(Target):

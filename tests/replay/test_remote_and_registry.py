@@ -105,6 +105,28 @@ def test_an_unreachable_version_gives_no_verdict_and_bisect_passes_over_it(demo_
     assert reopened.first_failing() == result.first_failing()
 
 
+def test_a_server_that_stops_answering_is_not_waited_on_for_every_batch(demo_db):
+    from tests.remote.fault_server import FaultServer
+
+    store = Store(demo_db)
+    try:
+        cases = select_cases(store, Selection(limit=40, controls=0))
+    finally:
+        store.close()
+    silent = FaultServer().start()
+    silent.mode, silent.delay_s = "hang", 30.0  # takes the request, never answers in time
+    try:
+        target = open_target(f"v2+http://127.0.0.1:{silent.port}/models/m?timeout_s=0.5")
+        result = replay(cases, [target], batch_size=8)
+    finally:
+        silent.release.set()
+        silent.stop()
+    (s,) = result.summaries()
+    assert s.unanswered == s.cases == len(cases) and "0.5" in s.unanswered_reason
+    # One call timed out (the first); the other four batches were not sent to wait again.
+    assert len(silent.bodies) <= 1
+
+
 def test_inspecting_an_onnx_file_reads_its_identity_from_the_file():
     v = inspect_onnx(DEMO / "wine-v1.onnx")
     data = (DEMO / "wine-v1.onnx").read_bytes()
@@ -202,6 +224,9 @@ def test_a_registered_file_changed_since_is_refused_by_replay(workspace, tmp_pat
     with pytest.raises(VersionError, match="version wine-v1 changed since it was registered"):
         verify_unchanged(registered_v)
     assert main(["replay", "--db", str(demo_db), "--versions", "wine-v1", "--no-save"]) == 2
+    assert "changed since it was registered" in capsys.readouterr().err
+    # Given by its path instead of its name: held to the same registration.
+    assert main(["replay", "--db", str(demo_db), "--versions", str(model), "--no-save"]) == 2
     assert "changed since it was registered" in capsys.readouterr().err
     model.unlink()
     with pytest.raises(VersionError, match="does not exist"):

@@ -73,6 +73,8 @@ def test_replay_text_limit_endpoint_and_registered_names(capsys, demo_db: Path, 
     (["--endpoint", "nope"], "no endpoint matching 'nope'"),
     (["--versions", "not-a-version"], "neither a model file"),
     (["--kind", "timeout"], "no failures to replay"),
+    (["--versions", str(DEMO / "wine-v1.onnx"), "assets/demo/../demo/wine-v1.onnx"],
+     "are one version; give it once"),
 ])
 def test_replay_mistakes_are_one_line_and_exit_2(capsys, demo_db, argv, message):
     assert main(["replay", "--db", str(demo_db), *argv]) == 2

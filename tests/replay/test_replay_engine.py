@@ -12,6 +12,7 @@ from app.core.domain import Capture, CaptureStatus, TensorBlob
 from app.core.replay import (
     FIXED,
     NEWLY_BROKEN,
+    NO_ANSWER,
     STILL_FAILING,
     Case,
     Criteria,
@@ -109,7 +110,7 @@ def test_failing_follows_the_capture_kind(cases, versions):
     assert lenient.summaries()[0].still_failing == len(nan)
 
 
-def test_an_error_is_a_failure_and_a_bad_row_does_not_sink_its_batch(cases, versions):
+def test_a_capture_a_version_cannot_take_gets_no_verdict_and_sinks_no_batch(cases, versions):
     good = [c for c in cases if c.capture.status is CaptureStatus.MISMATCH][:20]
     wrong = Capture(endpoint="x", ts_ns=1, latency_ms=1.0, status=CaptureStatus.ERROR,
                     inputs=(TensorBlob.from_array("features",
@@ -117,11 +118,14 @@ def test_an_error_is_a_failure_and_a_bad_row_does_not_sink_its_batch(cases, vers
     mixed = [*good[:10], Case(None, wrong), *good[10:]]
     result = replay(mixed, targets(versions[1:2]))
     run = result.runs[0]
-    assert set(run.errors) == {10}
+    assert set(run.errors) == {10} and run.unanswered == {10}
     # Said plainly, before any batch is tried: what the model takes, what the capture holds.
     assert run.errors[10] == "wine-v2 takes features as [batch, 13]; the captures hold [5] per row"
-    assert result.failing[0][10]
-    assert result.summaries()[0].errors == 1
+    # It could not be asked: neither failing there nor fixed, and bisect passes over it.
+    assert not result.failing[0][10] and result.verdict(10, 0) == NO_ANSWER
+    (summary,) = result.summaries()
+    assert summary.errors == 1 and summary.unanswered == 1
+    assert summary.fixed + summary.still_failing == summary.failures - 1
     assert all(run.output(i) for i in range(len(mixed)) if i != 10)
     others = np.delete(run.latency_ms, 10)
     assert np.isnan(run.latency_ms[10]) and np.isfinite(others).all() and (others > 0).all()
@@ -170,10 +174,10 @@ def test_a_version_that_takes_other_inputs_is_refused_once_with_the_reason(cases
     onnx.save(model, tmp_path / "wide10.onnx")
     result = replay(cases[:50], [LocalOnnxTarget(tmp_path / "wide10.onnx")])
     (summary,) = result.summaries()
-    assert summary.errors == 50
-    assert summary.error_reason == ("wide10 takes features as [batch, 10]; the captures hold "
-                                    "[13] per row")
-    assert summary.to_json()["error_reason"] == summary.error_reason
+    assert summary.errors == summary.unanswered == 50  # no verdict drawn from it
+    assert summary.fixed == summary.still_failing == summary.newly_broken == 0
+    assert summary.unanswered_reason == ("wide10 takes features as [batch, 10]; the captures "
+                                         "hold [13] per row")
 
 
 @pytest.mark.parametrize("batch_size", [7, 64])
