@@ -254,7 +254,15 @@ def run(args: argparse.Namespace) -> int:
         for location, name in _locations(store, args.versions):
             targets.append(open_target(location, provider=args.provider, name=name))
         interrupted = threading.Event()
-        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+
+        def on_sigint(*_: object) -> None:
+            if interrupted.is_set():  # asked twice: stop now, whatever is under way
+                raise KeyboardInterrupt
+            interrupted.set()
+            print("\nprobescope: stopping after the batch under way; Ctrl+C again stops at "
+                  "once, saving nothing", file=sys.stderr, flush=True)
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
         try:
             result = replay(cases, targets, selection=selection, batch_size=args.batch_size,
                             criteria=criteria,

@@ -365,3 +365,38 @@ def test_replay_options_that_would_do_something_else_are_refused(capsys, demo_db
         code = exc.code
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_second_ctrl_c_stops_a_replay_stuck_on_a_silent_server(demo_db: Path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import wait_until
+    from tests.remote.fault_server import FaultServer
+
+    root = Path(__file__).resolve().parents[2]
+    silent = FaultServer().start()
+    silent.mode, silent.delay_s = "hang", 60.0
+    proc = subprocess.Popen(
+        [sys.executable, "main.py", "replay", "--db", str(demo_db), "--versions",
+         f"v2+http://127.0.0.1:{silent.port}/models/m?timeout_s=60", "--limit", "5"],
+        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert wait_until(lambda: silent.bodies, timeout_s=60)  # waiting on the server now
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert proc.poll() is None  # the first one waits for the call under way
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+        waited = time.monotonic() - t0
+    finally:
+        proc.kill()
+        silent.release.set()
+        silent.stop()
+    assert proc.returncode == 130 and waited < 10
+    assert "Ctrl+C again stops at once" in err and "Traceback" not in err
