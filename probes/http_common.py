@@ -167,8 +167,11 @@ class HttpClient:
         self.base_url = base_url
         self.settings = settings
         headers = {"user-agent": "probescope"}
+        self._token = b""
         if settings.token_env:
-            headers["authorization"] = f"Bearer {os.environ.get(settings.token_env, '')}"
+            token = os.environ.get(settings.token_env, "")
+            headers["authorization"] = f"Bearer {token}"
+            self._token = token.encode()
         self._client = httpx.Client(
             base_url=base_url,
             headers=headers,
@@ -212,7 +215,12 @@ class HttpClient:
                         raise _too_large(url, limit)
                     chunks.append(chunk)
                 elapsed_ms = (time.perf_counter_ns() - t0) / 1e6
-                return Answer(r.status_code, b"".join(chunks), elapsed_ms,
+                body = b"".join(chunks)
+                if self._token and self._token in body:
+                    # A server that echoes the request's headers (in an error, say) must not
+                    # put our token into a message, a log, the store or a report.
+                    body = body.replace(self._token, b"[token]")
+                return Answer(r.status_code, body, elapsed_ms,
                               r.headers.get("content-type", ""))
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise Unreachable(f"cannot connect to {self.base_url}: {_reason(exc)}") from None

@@ -25,7 +25,7 @@ TF_METADATA = {"model_spec": {"name": "m", "version": "3"}, "metadata": {"signat
 
 class FaultServer:
     """``mode``: ok, slow (``delay_s``; hang: every call), garbage, huge, huge_stream, cut,
-    error500."""
+    error500, echo_auth (a 500 whose error text repeats the request's Authorization header)."""
 
     def __init__(self) -> None:
         self.mode = "ok"
@@ -128,6 +128,9 @@ class FaultServer:
             return None
         if data_call and self.mode == "error500":
             return self._json(h, 500, {"error": "model crashed: CUDA out of memory"})
+        if data_call and self.mode == "echo_auth":
+            return self._json(h, 500, {"error": "rejected request with Authorization: "
+                                                f"{h.headers.get('authorization')}"})
         return self._route(h, method, path, body)
 
     def _route(self, h: BaseHTTPRequestHandler, method: str, path: str, body: bytes) -> None:

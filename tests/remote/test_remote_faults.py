@@ -174,6 +174,26 @@ def test_a_bearer_token_comes_from_the_environment_never_the_uri(opened, fault_s
     assert "s3cret" not in probe.endpoint and "s3cret" not in json.dumps(probe.info())
 
 
+def test_a_server_that_echoes_the_token_never_puts_it_in_a_message(opened, fault_server,
+                                                                   demo_dir, monkeypatch):
+    from app.core.replay import replay
+    from app.core.replay_cases import Case
+    from app.core.replay_targets import open_target
+
+    monkeypatch.setenv("PS_TEST_TOKEN", "s3cret-value")
+    fault_server.mode = "echo_auth"
+    uri = _v2(fault_server, "?token_env=PS_TEST_TOKEN")
+    probe = opened(uri, Bus(), ProbeOptions(payload=demo_dir / "reference.csv"))
+    capture = probe.measure_one()
+    assert fault_server.authorizations[-1] == "Bearer s3cret-value"  # it was sent
+    assert "Bearer [token]" in capture.error and "s3cret" not in capture.error
+    # The same through a replay: the per-case error (saved, exported) is masked too.
+    row = Case(None, capture)
+    result = replay([row], [open_target(uri)])
+    (text,) = result.runs[0].errors.values()
+    assert "Bearer [token]" in text and "s3cret" not in text
+
+
 def test_torchserve_predictions_and_class_probabilities(opened, fault_server, demo_dir):
     probe = opened(f"torchserve+http://127.0.0.1:{fault_server.port}/m?min_confidence=0.5",
                        Bus(), ProbeOptions(payload=demo_dir / "reference.csv"))
