@@ -109,7 +109,9 @@ class LocalOnnxTarget(Target):
                 raise ReplayError(
                     f"{self.name} takes {n} as [{', '.join(map(_dim, declared))}]; the "
                     f"captures hold [{', '.join(map(str, a.shape[1:]))}] per row")
-            out[n] = a if want is None or a.dtype == want else a.astype(want)
+            if want is not None and a.dtype != want:
+                a = _cast(a, want, self.name, n)
+            out[n] = a
         return out
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
@@ -124,6 +126,20 @@ class LocalOnnxTarget(Target):
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
+
+
+def _cast(a: np.ndarray, want: np.dtype, version: str, name: str) -> np.ndarray:
+    """``a`` as ``want``; floats go to an integer input only when they are whole numbers in
+    its range (astype would cut 2.7 to 2, and turn NaN into nonsense)."""
+    if np.dtype(want).kind in "iu" and a.dtype.kind == "f" and a.size:
+        info = np.iinfo(want)
+        with np.errstate(invalid="ignore"):
+            whole = np.isfinite(a) & (np.trunc(a) == a) & (a >= info.min) & (a <= info.max)
+        if not whole.all():
+            bad = a[~whole].flat[0]
+            raise ReplayError(f"{version} takes {name} as {np.dtype(want)}; the captures hold "
+                              f"values that are not whole numbers in its range (e.g. {bad:g})")
+    return a.astype(want)
 
 
 def _dim(d: object) -> str:

@@ -161,6 +161,41 @@ def test_a_row_that_fails_inside_the_model_does_not_sink_its_batch(tmp_path):
     assert result.summaries()[0].error_reason == run.errors[3]
 
 
+def test_fractional_captures_are_not_cut_to_fit_an_integer_input(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from app.core.replay_run import Columns
+
+    x = helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", 1])
+    y = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3])
+    table = helper.make_tensor("table", TensorProto.FLOAT, [4, 3],
+                               np.eye(4, 3, dtype=np.float32).ravel().tolist())
+    nodes = [helper.make_node("Gather", ["table", "x"], ["g"], axis=0),
+             helper.make_node("Flatten", ["g"], ["probabilities"], axis=1)]
+    model = helper.make_model(helper.make_graph(nodes, "lookup", [x], [y], [table]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "ids.onnx")
+
+    def replayed(values: list[float]):
+        cases = [Case(None, Capture(
+            endpoint="x", ts_ns=k + 1, latency_ms=1.0, status=CaptureStatus.MISMATCH,
+            label="0", inputs=(TensorBlob.from_array("x", np.array([[v]], np.float32)),)))
+            for k, v in enumerate(values)]
+        return replay(cases, [LocalOnnxTarget(tmp_path / "ids.onnx", name="ids")])
+
+    whole = replayed([0.0, 1.0, 2.0])  # ids captured as floats: taken as they are
+    assert whole.runs[0].prediction.tolist() == [0, 1, 2] and not whole.runs[0].errors
+    cut = replayed([0.0, 2.7, 1.0])  # astype would have made 2.7 the id 2
+    (s,) = cut.summaries()
+    assert s.unanswered == 3 and "not whole numbers" in s.unanswered_reason
+    assert "2.7" in s.unanswered_reason
+    # And an empty answer to one row is refused, not kept as an answer without a class.
+    with pytest.raises(ReplayError, match="one row per input row"):
+        Columns(1).place(slice(0, 1), 1, [("probabilities", np.zeros((0, 3), np.float32))])
+
+
 def test_a_version_that_takes_other_inputs_is_refused_once_with_the_reason(cases, tmp_path):
     import onnx
     from onnx import TensorProto, helper
