@@ -13,8 +13,6 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
-
 from app.commands import COMMANDS, _args
 from app.core.domain import CaptureStatus
 from app.core.replay import (
@@ -290,11 +288,12 @@ def run(args: argparse.Namespace) -> int:
             t.close()
         store.close()
     print(json.dumps(result.to_json()) if args.json else _text(result))
-    unjudged = int(np.count_nonzero(np.isnan(result.slo_limits)
-                                    & ~cases.control[cases.slow_rows]))
+    unjudged = result.unjudged_slow()
     if unjudged:
-        print(f"probescope: {unjudged} SLOW failures were judged on their outputs only (their "
-              "endpoint has no SLO); give --slo-ms to judge their latency too", file=sys.stderr)
+        print(f"probescope: {unjudged} SLOW failures were judged on their outputs only: their "
+              "endpoint has no SLO (give --slo-ms), or the version that recorded them was not "
+              "replayed (include it: its time here is what makes their recorded latency "
+              "comparable)", file=sys.stderr)
     if not_saved:
         print(f"probescope: the replay above is not saved ({not_saved}); run it again, or "
               "give --export FILE.csv to keep its cases", file=sys.stderr)

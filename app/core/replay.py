@@ -12,16 +12,19 @@ What "failing" means for a case on a version:
 - any case: the version raised, or gave a non-finite output;
 - a case with a label: the top class differs from the label;
 - a LOW_CONFIDENCE capture: also its confidence is below ``Criteria.min_confidence``;
-- a SLOW capture: also its latency is above ``Criteria.slo_ms`` (when one is given; the
-  latency of the case run alone, not its share of a batch);
+- a SLOW capture: also its latency is above its SLO (``Criteria.slo_ms``, else its
+  endpoint's): the case run alone, not its share of a batch, and read against the version
+  that recorded it (``recorded_scale``: a warm call here is far faster than production's),
+  so that version stays slow and another is fixed only if it is fast enough in proportion;
 - a passing (control) capture without a label: also confidence below ``min_confidence``.
 
 A failure that does not fail on a version is *fixed* there; a control case that fails is
 *newly broken*. Bisect: for each failure, the first version (in the order given, normally
 registry order) on which it fails.
 
-A case a version could not be asked about (a remote server down or silent) has no verdict
-there: it is counted as *unanswered*, neither fixed nor failing, and bisect passes over it.
+A case a version could not be asked about (a remote server down or silent, or inputs of a
+shape or type it does not take) has no verdict there: it is counted as *unanswered*, neither
+fixed nor failing, and bisect passes over it.
 """
 
 from __future__ import annotations
@@ -88,6 +91,26 @@ def slow_limits(prepared: CaseSet, criteria: Criteria) -> np.ndarray:
         return np.full(rows.size, np.nan)
     return np.array([criteria.endpoint_slo_ms.get(e, np.nan) if e else np.nan
                      for e in prepared.endpoints_of(rows)], dtype=np.float64)
+
+
+def recorded_scale(prepared: CaseSet, runs: Sequence[VersionRun]) -> np.ndarray:
+    """Per SLOW case, how this machine's one-call time compares with the latency recorded in
+    production, read on the version that recorded it (the first replayed version whose model
+    version is the capture's). A replay times warm, back-to-back calls; production latency
+    comes paced, cold and beside other work, often many times slower. Holding another
+    version's time here to ``SLO x scale`` asks whether it would have met the SLO there;
+    the recording version itself stays slow, as it was. NaN when that version is not among
+    ``runs`` or its call here has no time."""
+    rows = prepared.slow_rows
+    scale = np.full(rows.size, np.nan)
+    if not rows.size or not runs:
+        return scale
+    for k, (i, (_, recorded_ms, made_by)) in enumerate(
+            zip(rows.tolist(), prepared.facts_of(rows), strict=True)):
+        producer = next((r for r in runs if made_by and r.model_version == made_by), None)
+        if producer is not None and recorded_ms and recorded_ms > 0:
+            scale[k] = producer.latency_ms[i] / recorded_ms
+    return scale
 
 
 def _filters(selection: Selection) -> dict:
@@ -163,14 +186,29 @@ class ReplayResult:
     # The SLO each of ``prepared.slow_rows`` is held to (``slow_limits``), worked out once: for
     # lazily read cases it is a query.
     slo_limits: np.ndarray | None = field(default=None, repr=False)
+    # Per SLOW row: this machine's time for one call / the recorded latency, both on the
+    # version that recorded it (``recorded_scale``); NaN where that version was not replayed.
+    slow_scale: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.failing and self.runs:
             prepared = self.prepared or prepare(self.cases)
             if self.slo_limits is None:
                 self.slo_limits = slow_limits(prepared, self.criteria)
-            self.failing = [judge(prepared, r, self.criteria, self.slo_limits)
-                            for r in self.runs]
+            if self.slow_scale is None:
+                self.slow_scale = recorded_scale(prepared, self.runs)
+            limits = self.slo_limits * self.slow_scale
+            self.failing = [judge(prepared, r, self.criteria, limits) for r in self.runs]
+
+    def unjudged_slow(self) -> int:
+        """SLOW failures judged on their outputs only: no SLO, or the version that recorded
+        them was not replayed (its time here is what makes a recorded latency comparable)."""
+        if self.slo_limits is None or self.slow_scale is None:
+            return 0
+        prepared = self.prepared or prepare(self.cases)
+        rows = prepared.slow_rows
+        return int(np.count_nonzero(np.isnan(self.slo_limits * self.slow_scale)
+                                    & ~prepared.control[rows]))
 
     @property
     def control_mask(self) -> np.ndarray:

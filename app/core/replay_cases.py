@@ -81,15 +81,26 @@ class CaseSet:
         return np.flatnonzero(self.slow)
 
     def endpoints_of(self, rows: np.ndarray) -> list[str | None]:
-        """The endpoint URIs of these cases; from the workspace for lazily read cases, so a
-        few rows do not make every capture load."""
+        """The endpoint URIs of these cases."""
+        return [f[0] for f in self.facts_of(rows)]
+
+    def facts_of(self, rows: np.ndarray) -> list[Facts]:
+        """Endpoint, recorded latency and model version of these cases; from the workspace
+        for lazily read cases, so a few rows do not make every capture load."""
         if isinstance(self.cases, LazyCases):
-            return self.cases.endpoints_of(rows)
-        return [self.cases[i].capture.endpoint for i in rows.tolist()]
+            return self.cases.facts_of(rows)
+        return [_facts(self.cases[i].capture) for i in rows.tolist()]
 
     def inputs(self, i: int) -> tuple[TensorBlob, ...]:
         """Case ``i``'s captured inputs (used for the few cases that run alone)."""
         return self.cases[i].capture.inputs
+
+
+Facts = tuple[str | None, float | None, str | None]  # endpoint, latency ms, model version
+
+
+def _facts(capture: Capture) -> Facts:
+    return capture.endpoint, capture.latency_ms, capture.model_version
 
 
 def _label_code(label: str | None) -> int:
@@ -250,17 +261,17 @@ class LazyCases(Sequence[Case]):
     def __repr__(self) -> str:
         return f"LazyCases({len(self)} cases from {self.path})"
 
-    def endpoints_of(self, rows: np.ndarray) -> list[str | None]:
+    def facts_of(self, rows: np.ndarray) -> list[Facts]:
         with self._lock:
             if self._cases is not None:
-                return [self._cases[i].capture.endpoint for i in rows.tolist()]
+                return [_facts(self._cases[i].capture) for i in rows.tolist()]
         ids = [self._ids[i] for i in rows.tolist()]
         store = Store(self.path, readonly=True)
         try:
-            found = store.capture_endpoints(ids)
+            found = store.capture_facts(ids)
         finally:
             store.close()
-        return [found.get(i) for i in ids]
+        return [found.get(i, (None, None, None)) for i in ids]
 
     def materialise(self) -> list[Case]:
         """Every case with its full capture (read once, then kept)."""

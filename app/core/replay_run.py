@@ -43,6 +43,7 @@ class VersionRun:
     unanswered: set[int] = field(default_factory=set)
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # stacked, one row per case
     irregular: dict[int, list[tuple[str, np.ndarray]]] = field(default_factory=dict)
+    model_version: str | None = None  # as the model says it (ONNX metadata, a server's path)
 
     def output(self, i: int) -> list[tuple[str, np.ndarray]]:
         """Case ``i``'s outputs (name, array with a batch dim of 1); empty after an error."""
@@ -432,4 +433,5 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
         bad = np.fromiter(errors, dtype=np.int64, count=len(errors))
         prediction[bad], confidence[bad], finite[bad] = NO_CLASS, np.nan, True
     return VersionRun(target.name, target.location, prediction, confidence, latency, finite,
-                      errors, unanswered, columns.outputs, columns.irregular)
+                      errors, unanswered, columns.outputs, columns.irregular,
+                      getattr(target, "model_version", None))

@@ -174,6 +174,7 @@ class _RemoteTarget(Target):
         self.location = str(parsed)
         self.path, model, version = self.parse_path(uri, [p for p in path.split("/") if p])
         self.name = name or (model + (f"@{version}" if version else ""))
+        self.model_version = version
         self.client = HttpClient(base_url, settings)
 
     @abstractmethod

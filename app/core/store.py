@@ -768,14 +768,17 @@ class Store:
         ids, statuses_, labels, inputs = (tuple(map(itemgetter(k), rows)) for k in range(4))
         return ids, statuses_, labels, inputs
 
-    def capture_endpoints(self, ids: Sequence[int]) -> dict[int, str]:
-        """The endpoint URI of each of these captures (those still in the workspace)."""
+    def capture_facts(self, ids: Sequence[int]
+                      ) -> dict[int, tuple[str, float | None, str | None]]:
+        """Endpoint URI, recorded latency (ms) and model version of each of these captures
+        (those still in the workspace), without their tensors."""
         if not ids:
             return {}
         rows = self.db.execute(
-            "SELECT c.id, e.uri FROM captures c JOIN endpoints e ON e.id = c.endpoint_id "
+            "SELECT c.id, e.uri, c.latency_ms, c.model_version FROM captures c "
+            "JOIN endpoints e ON e.id = c.endpoint_id "
             "WHERE c.id IN (SELECT value FROM json_each(?))", [json.dumps(list(ids))])
-        return dict(rows.fetchall())
+        return {r[0]: (r[1], r[2], r[3]) for r in rows.fetchall()}
 
     def slo_by_endpoint(self) -> dict[str, float]:
         """Each endpoint's SLO as its probe had it, where it had one."""

@@ -400,3 +400,28 @@ def test_a_second_ctrl_c_stops_a_replay_stuck_on_a_silent_server(demo_db: Path):
         silent.stop()
     assert proc.returncode == 130 and waited < 10
     assert "Ctrl+C again stops at once" in err and "Traceback" not in err
+
+
+def test_slow_failures_stay_slow_on_the_version_that_recorded_them(capsys, tmp_path, versions):
+    import sqlite3
+
+    from tests.replay.conftest import record_stream
+
+    db = tmp_path / "slow.db"
+    record_stream(db, versions[0], rows=200, extra="&slo_ms=0.000001")
+    # As production records them: paced, cold, beside other work: many times a warm call
+    # here. Replay's back-to-back calls would make every one of them meet a 0.1 ms SLO.
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE captures SET latency_ms = 0.25 WHERE status = 'slow'")
+        conn.execute("UPDATE endpoints SET slo_ms = 0.1")
+    _, doc = run_json(capsys, ["replay", "--db", str(db), "--versions", str(versions[0]),
+                               "--kind", "slow", "--controls", "0", "--no-save", "--json"])
+    (v1,) = doc["versions"]
+    assert v1["cases"] > 20 and v1["still_failing"] == v1["cases"] and v1["fixed"] == 0
+    # Without the recording version, there is nothing to read the recorded latency against.
+    code = main(["replay", "--db", str(db), "--versions", str(versions[1]), "--kind", "slow",
+                 "--controls", "0", "--no-save"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert f"{v1['cases']} SLOW failures were judged on their outputs only" in err
+    assert "the version that recorded them was not replayed" in err
