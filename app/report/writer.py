@@ -75,6 +75,18 @@ def check_writable(out: Path) -> None:
     if not os.access(folder, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise ReportError(f"cannot write the report to {out}: permission denied; "
                           "choose another place to save it")
+    if out.exists():  # only an earlier PDF is replaced: never a workspace, a model, a device
+        target = out.resolve()
+        if not target.is_file():
+            raise ReportError(f"cannot write the report to {out}: it is not a regular file")
+        try:
+            with target.open("rb") as f:
+                head = f.read(5)
+        except OSError as exc:
+            raise ReportError(f"cannot write the report to {out}: {exc.strerror}") from None
+        if head and head != b"%PDF-":
+            raise ReportError(f"{out} exists and is not a PDF; give a new file name (nothing "
+                              "was overwritten)")
 
 
 def write_report(db_path: str | Path, incident: str | int, out: str | Path, *,
@@ -108,10 +120,12 @@ def write_report(db_path: str | Path, incident: str | int, out: str | Path, *,
                                    dir=out.parent)
     except OSError as exc:
         raise ReportError(f"cannot write the report to {out}: {exc.strerror}") from None
+    # mkstemp makes it private (0600); a report is for sharing, like the file it replaces.
+    os.fchmod(fd, out.stat().st_mode & 0o777 if out.exists() else 0o644)
     os.close(fd)
     try:
         _paint(data, tmp, page_size, progress, cancelled)
-        os.replace(tmp, out)
+        os.replace(tmp, out.resolve() if out.is_symlink() else out)
     except OSError as exc:  # a full disk, a file system that refuses the rename
         Path(tmp).unlink(missing_ok=True)
         raise ReportError(f"cannot write the report to {out}: {exc.strerror or exc}") from None

@@ -125,6 +125,21 @@ def test_unwritable_paths_fail_with_one_clear_line(qapp, demo_incident, tmp_path
     assert "Traceback" not in err
 
 
+def test_a_report_never_replaces_a_file_that_is_not_a_pdf(qapp, demo_incident, tmp_path,
+                                                           capsys):
+    db, incident_id = demo_incident
+    before = db.read_bytes()
+    assert main(["report", "--db", str(db), "--incident", str(incident_id),
+                 "--out", str(db)]) == 2  # the workspace itself, given by mistake
+    assert "is not a PDF; give a new file name (nothing was overwritten)" in (
+        capsys.readouterr().err)
+    assert db.read_bytes() == before
+    out = tmp_path / "r.pdf"
+    for _ in range(2):  # an earlier report is replaced, and stays readable by others
+        write_report(db, incident_id, out)
+    assert out.stat().st_mode & 0o777 == 0o644 and out.read_bytes().startswith(b"%PDF-")
+
+
 def test_an_unknown_incident_is_named_in_the_error(qapp, demo_incident, tmp_path, capsys):
     db, _ = demo_incident
     with pytest.raises(IncidentError, match="no incident 999"):
