@@ -20,6 +20,7 @@ import pandas as pd
 
 from app.core.drift import DriftError, DriftResult, feature_columns
 from app.core.drift_stats import BY_DISPLAY, ColumnDrift, Kind, clean, infer_kind, kind_note
+from app.core.output_files import refusal
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,10 @@ def evidently_report(reference: pd.DataFrame, current: pd.DataFrame, *,
     Columns Evidently would refuse (empty after dropping NaN, text, other types) are reported
     as not tested, with a note, exactly as the fast path reports them.
     """
+    if html_path is not None:  # refused before seconds of Evidently, not after
+        why = refusal(Path(html_path), (b"<!doctype html", b"<html"), "an HTML report")
+        if why:
+            raise DriftError(why)
     names = list(columns) if columns is not None else [
         c for c in feature_columns(reference) if c in current.columns]
     missing = [n for n in names if n not in reference.columns or n not in current.columns]

@@ -10,6 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from app.core.output_files import refusal
 from app.core.replay import NO_CLASS, ReplayResult
 from app.core.replay_targets import ReplayError
 
@@ -48,19 +49,9 @@ def export_path(out: str | Path) -> Path:
     workspace, a model, someone's notes) is refused before any work is done."""
     out = Path(out)
     target = out.resolve() if out.is_symlink() else out
-    if target.is_dir():
-        raise ReplayError(f"cannot write {out}: it is a folder; give a file name")
-    if target.exists():
-        if not target.is_file():
-            raise ReplayError(f"cannot write {out}: it is not a regular file")
-        try:
-            with target.open("rb") as f:
-                head = f.read(len(_OURS))
-        except OSError as exc:
-            raise ReplayError(f"cannot write {out}: {exc.strerror}") from None
-        if head and head != _OURS:
-            raise ReplayError(f"{out} exists and is not a replay export; give a new file name "
-                              "(nothing was overwritten)")
+    why = refusal(out, (_OURS,), "a replay export")
+    if why:
+        raise ReplayError(why)
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise ReplayError(f"cannot write {out}: there is no folder {folder}")

@@ -16,6 +16,7 @@ from PySide6.QtGui import QGuiApplication, QPainter
 
 from app.core.incident_rules import RULE_TITLES
 from app.core.incidents import find_incident
+from app.core.output_files import refusal
 from app.core.store import Store
 from app.report import data as report_data
 from app.report.layout import PT, Column, PageFlow, font, make_writer
@@ -75,18 +76,9 @@ def check_writable(out: Path) -> None:
     if not os.access(folder, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise ReportError(f"cannot write the report to {out}: permission denied; "
                           "choose another place to save it")
-    if out.exists():  # only an earlier PDF is replaced: never a workspace, a model, a device
-        target = out.resolve()
-        if not target.is_file():
-            raise ReportError(f"cannot write the report to {out}: it is not a regular file")
-        try:
-            with target.open("rb") as f:
-                head = f.read(5)
-        except OSError as exc:
-            raise ReportError(f"cannot write the report to {out}: {exc.strerror}") from None
-        if head and head != b"%PDF-":
-            raise ReportError(f"{out} exists and is not a PDF; give a new file name (nothing "
-                              "was overwritten)")
+    why = refusal(out, (b"%PDF-",), "a PDF")  # never a workspace, a model, a device
+    if why:
+        raise ReportError(why)
 
 
 def write_report(db_path: str | Path, incident: str | int, out: str | Path, *,

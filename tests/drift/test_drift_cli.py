@@ -54,6 +54,19 @@ def test_files_fast_and_evidently_agree_on_shifted_and_unshifted_data(halves, ca
             assert fast["share_drifted"] == 0.0
 
 
+def test_an_html_report_never_replaces_a_file_that_is_not_one(halves, capsys):
+    reference, calm, _ = halves
+    before = calm.read_bytes()
+    argv = ["drift", "--reference", str(reference), "--current", str(calm), "--evidently"]
+    assert main([*argv, "--html", str(calm)]) == 2  # the data file, given by mistake
+    assert "is not an HTML report; give a new file name" in capsys.readouterr().err
+    assert calm.read_bytes() == before
+    out = calm.with_name("drift.html")
+    for _ in range(2):  # an earlier report is replaced
+        assert main([*argv, "--html", str(out)]) == 0
+    assert out.read_text()[:200].lower().lstrip().startswith(("<!doctype html", "<html"))
+
+
 def test_files_as_a_table_for_people(halves, capsys):
     reference, _, shifted = halves
     assert main(["drift", "--reference", str(reference), "--current", str(shifted)]) == 0
