@@ -533,6 +533,10 @@ class ReplayPanel(QWidget):
             lines.append(f"<b>{html.escape(s.version)}</b>: fixed {s.fixed}/{s.failures} · still "
                          f"failing {s.still_failing} · newly broken {s.newly_broken}/{s.controls}"
                          f" · errors {s.errors} · p95 {p95} ms/row{silent}")
+        unjudged = result.unjudged_slow()
+        if unjudged:
+            lines.append(f"{unjudged} SLOW failures judged on their outputs only: their "
+                         "endpoint has no SLO, or the version that recorded them is not ticked")
         self.summary.setText("<br>".join(lines))
         if not result.cancelled:  # a cancelled one leaves the bar where it stopped
             self.progress.setValue(1000)

@@ -496,3 +496,32 @@ def test_a_servers_model_whose_name_is_taken_gets_its_host_in_the_name(qtbot, wo
         assert "registered as wine@4@127.0.0.1:9000" in p.status.text()
     finally:
         p.shutdown()
+
+
+def test_slow_failures_are_held_to_the_version_that_recorded_them(qtbot, tmp_path, versions):
+    import sqlite3
+
+    from tests.replay.conftest import record_stream
+
+    db = tmp_path / "slow.db"
+    record_stream(db, versions[0], rows=120, extra="&slo_ms=0.000001")
+    with sqlite3.connect(db) as conn:  # production's latency: paced, cold calls
+        conn.execute("UPDATE captures SET latency_ms = 0.25 WHERE status = 'slow'")
+        conn.execute("UPDATE endpoints SET slo_ms = 0.1")
+    p = ReplayPanel(db, versions=[str(v) for v in versions[:2]])
+    qtbot.addWidget(p)
+    try:
+        p.kind_box.setCurrentIndex(p.kind_box.findData("slow"))
+        p.controls_spin.setValue(0)
+        assert load(qtbot, p) > 10
+        with qtbot.waitSignal(p.replay_finished, timeout=TIMEOUT_MS) as done:
+            p.run_button.click()
+        v1, _ = done.args[0].summaries()
+        assert v1.fixed == 0 and v1.still_failing == v1.failures  # its own slowness stays
+        assert "judged on their outputs only" not in p.summary.text()
+        p.version_list.item(0).setCheckState(Qt.CheckState.Unchecked)  # without wine-v1
+        with qtbot.waitSignal(p.replay_finished, timeout=TIMEOUT_MS):
+            p.run_button.click()
+        assert "SLOW failures judged on their outputs only" in p.summary.text()
+    finally:
+        p.shutdown()
