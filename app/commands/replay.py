@@ -288,12 +288,14 @@ def run(args: argparse.Namespace) -> int:
             t.close()
         store.close()
     print(json.dumps(result.to_json()) if args.json else _text(result))
-    unjudged = result.unjudged_slow()
+    unjudged, made_by = result.unjudged_slow()
     if unjudged:
         print(f"probescope: {unjudged} SLOW failures were judged on their outputs only: their "
               "endpoint has no SLO (give --slo-ms), or the version that recorded them was not "
-              "replayed (include it: its time here is what makes their recorded latency "
-              "comparable)", file=sys.stderr)
+              "replayed"
+              + (f" (recorded by model version {', '.join(made_by)})" if made_by else "")
+              + "; its time here is what makes their recorded latency comparable",
+              file=sys.stderr)
     if not_saved:
         print(f"probescope: the replay above is not saved ({not_saved}); run it again, or "
               "give --export FILE.csv to keep its cases", file=sys.stderr)

@@ -200,15 +200,18 @@ class ReplayResult:
             limits = self.slo_limits * self.slow_scale
             self.failing = [judge(prepared, r, self.criteria, limits) for r in self.runs]
 
-    def unjudged_slow(self) -> int:
+    def unjudged_slow(self) -> tuple[int, list[str]]:
         """SLOW failures judged on their outputs only: no SLO, or the version that recorded
-        them was not replayed (its time here is what makes a recorded latency comparable)."""
+        them was not replayed (its time here is what makes a recorded latency comparable);
+        and the model versions that recorded the latter, to name them."""
         if self.slo_limits is None or self.slow_scale is None:
-            return 0
+            return 0, []
         prepared = self.prepared or prepare(self.cases)
         rows = prepared.slow_rows
-        return int(np.count_nonzero(np.isnan(self.slo_limits * self.slow_scale)
-                                    & ~prepared.control[rows]))
+        unjudged = np.isnan(self.slo_limits * self.slow_scale) & ~prepared.control[rows]
+        missing = np.isfinite(self.slo_limits) & unjudged
+        made_by = sorted({f[2] or "unknown" for f in prepared.facts_of(rows[missing])})
+        return int(np.count_nonzero(unjudged)), made_by
 
     @property
     def control_mask(self) -> np.ndarray:

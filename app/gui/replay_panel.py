@@ -155,7 +155,7 @@ class ReplayPanel(QWidget):
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.saved_box = QComboBox()
-        self.saved_box.setMinimumContentsLength(len("#9999 10000 cases (cancelled)"))
+        self.saved_box.setMinimumContentsLength(len("#99 9999 cases"))
         self.saved_box.setSizeAdjustPolicy(
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.open_button = QPushButton("Open")
@@ -293,6 +293,9 @@ class ReplayPanel(QWidget):
         for r in saved:
             self.saved_box.addItem(f"#{r['id']} {r['cases']} cases"
                                    f"{' (cancelled)' if r['cancelled'] else ''}", r["id"])
+            self.saved_box.setItemData(self.saved_box.count() - 1,
+                                       self.saved_box.itemText(self.saved_box.count() - 1),
+                                       Qt.ItemDataRole.ToolTipRole)
         self.open_button.setEnabled(bool(saved) and not self.busy())
 
     def remove_added_version(self) -> None:
@@ -533,10 +536,13 @@ class ReplayPanel(QWidget):
             lines.append(f"<b>{html.escape(s.version)}</b>: fixed {s.fixed}/{s.failures} · still "
                          f"failing {s.still_failing} · newly broken {s.newly_broken}/{s.controls}"
                          f" · errors {s.errors} · p95 {p95} ms/row{silent}")
-        unjudged = result.unjudged_slow()
+        unjudged, made_by = result.unjudged_slow()
         if unjudged:
+            by = f" (recorded by model version {html.escape(', '.join(made_by))})" \
+                if made_by else ""
             lines.append(f"{unjudged} SLOW failures judged on their outputs only: their "
-                         "endpoint has no SLO, or the version that recorded them is not ticked")
+                         f"endpoint has no SLO, or the version that recorded them{by} is not "
+                         "ticked")
         self.summary.setText("<br>".join(lines))
         if not result.cancelled:  # a cancelled one leaves the bar where it stopped
             self.progress.setValue(1000)

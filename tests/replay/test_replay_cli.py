@@ -424,4 +424,5 @@ def test_slow_failures_stay_slow_on_the_version_that_recorded_them(capsys, tmp_p
     assert code == 0
     err = capsys.readouterr().err
     assert f"{v1['cases']} SLOW failures were judged on their outputs only" in err
-    assert "the version that recorded them was not replayed" in err
+    assert "the version that recorded them was not replayed (recorded by model version " \
+        "1.0.0)" in err
