@@ -91,6 +91,13 @@ class ReplayPanel(QWidget):
 
     def _build(self) -> None:
         self.endpoint_box = QComboBox()
+        # Endpoint URIs are long: the box shrinks to fit a docked panel, its list shows them
+        # whole, and the chosen one is in its tooltip.
+        self.endpoint_box.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.endpoint_box.setMinimumContentsLength(24)
+        self.endpoint_box.currentIndexChanged.connect(
+            lambda _: self.endpoint_box.setToolTip(self.endpoint_box.currentData() or ""))
         self.kind_box = QComboBox()
         self.kind_box.addItem("all failures", ALL)
         for s in CaptureStatus:
