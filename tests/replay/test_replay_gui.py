@@ -350,6 +350,22 @@ def test_the_version_picker_follows_the_registry_and_keeps_names_apart(qtbot, pa
     panel.refresh_versions()
     assert [name for _, name in panel.checked_versions()] == [
         "wine-v1", "wine-v2", "wine-v3", "wine-v3@elsewhere"]
+    # Delete drops a version added here; a registered one is removed in the Versions panel.
+    panel.version_list.setCurrentRow(3)
+    panel.version_list.setFocus()
+    qtbot.keyClick(panel.version_list, Qt.Key.Key_Delete)
+    assert [name for _, name in panel.checked_versions()] == ["wine-v1", "wine-v2", "wine-v3"]
+    store = Store(demo_db)
+    try:
+        register(store, str(copy / "wine-v2.onnx"), "candidate")
+    finally:
+        store.close()
+    panel.refresh_versions()
+    panel.version_list.setCurrentRow(panel.version_list.count() - 1)
+    with qtbot.waitSignal(panel.replay_failed, timeout=5_000) as refused:
+        qtbot.keyClick(panel.version_list, Qt.Key.Key_Delete)
+    assert "candidate is registered" in refused.args[0]
+    assert panel.version_list.count() == 4
 
 
 def test_a_server_registered_from_the_window_is_replayed_from_the_window(qtbot, demo_db,
