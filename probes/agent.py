@@ -17,6 +17,7 @@ Thread: ``run`` on the probe thread; it only talks to the bus (and reads the sto
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 import threading
@@ -38,11 +39,14 @@ from probes.base import (
     int_param,
     register,
 )
+from probes.http_common import split_http_target
 
 log = logging.getLogger(__name__)
 
 SEQ_METRIC = "probescope.agent_seq"
 MAX_BACKOFF_S = 5.0
+# A page of 5,000 items with small captures is a few MiB; past this it is not our agent.
+DEFAULT_PAGE_MB = 64.0
 
 
 def committed_cursor(workspace: Path | None, endpoint: str) -> int:
@@ -69,14 +73,19 @@ def committed_cursor(workspace: Path | None, endpoint: str) -> int:
 @register("agent+https")
 @register("agent+http")
 class AgentProbe(Probe):
-    params = frozenset({"interval", "page", "timeout_s", "ca", "token_env", "token_file"})
+    params = frozenset({"interval", "page", "timeout_s", "ca", "token_env", "token_file",
+                        "max_mb"})
 
     def __init__(self, uri: EndpointUri, bus: Bus, options: ProbeOptions) -> None:
         super().__init__(uri, bus, options)
-        host = uri.target.removeprefix("//").rstrip("/")
-        if not host or "/" in host:
-            raise ProbeError(f"'{uri}' should look like {uri.scheme}://HOST:PORT")
-        self.base_url = f"{uri.scheme.split('+', 1)[1]}://{host}"
+        example = f"{uri.scheme}://HOST:PORT"
+        # The shared check refuses user:password@ (httpx would send it as Basic auth in
+        # place of our token, in clear) besides a missing host or a bad port.
+        self.base_url, path = split_http_target(uri, example)
+        if path:
+            raise ProbeError(f"'{uri.scheme}://…{path}' should look like {example}")
+        self.max_bytes = int(float_param(uri, "max_mb", DEFAULT_PAGE_MB, positive=True)
+                             * 2**20)
         try:
             self._token = read_token(uri.param("token_file"),
                                      uri.param("token_env", TOKEN_ENV) or TOKEN_ENV,
@@ -136,10 +145,25 @@ class AgentProbe(Probe):
         self.errors += 1
         self.state = EndpointState.DOWN
 
+    def _get(self, client: httpx.Client, path: str, params: dict | None = None
+             ) -> tuple[int, bytes]:
+        """Status and body, read in chunks and refused past ``max_mb``: whatever answers on
+        that port must not be able to fill the dashboard's memory."""
+        with client.stream("GET", path, params=params) as response:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > self.max_bytes:
+                    raise ProbeError(f"agent at {self.base_url} sent more than "
+                                     f"{self.max_bytes / 2**20:g} MiB for one page; lower "
+                                     "?page= or raise ?max_mb=")
+            return response.status_code, bytes(body)
+
     def pull_once(self, client: httpx.Client) -> bool:
         """Fetch one page after the cursor and put it on the bus; True if more is waiting."""
         try:
-            response = client.get("/v1/items", params={"after": self.cursor, "limit": self.page})
+            status, body = self._get(client, "/v1/items",
+                                     {"after": self.cursor, "limit": self.page})
         except httpx.TimeoutException:
             raise ProbeError(f"agent at {self.base_url} did not answer within "
                              f"{self.timeout_s:g} s") from None
@@ -147,13 +171,13 @@ class AgentProbe(Probe):
             raise ProbeError(f"agent at {self.base_url} is unreachable: "
                              f"{type(exc).__name__}: {exc}") from None
         self.requests += 1
-        if response.status_code == 401:
+        if status == 401:
             raise ProbeError(f"agent at {self.base_url} refused the token; check "
                              f"${TOKEN_ENV} or ?token_file= against the agent's --token-file")
-        if response.status_code != 200:
-            raise ProbeError(f"agent at {self.base_url} answered HTTP {response.status_code}")
+        if status != 200:
+            raise ProbeError(f"agent at {self.base_url} answered HTTP {status}")
         try:
-            page = response.json()
+            page = json.loads(body)
             items = self._items(page)
             next_seq, last_seq = int(page["next_seq"]), int(page["last_seq"])
             first_seq = int(page["first_seq"])
@@ -198,10 +222,10 @@ class AgentProbe(Probe):
     def _learn_info(self, client: httpx.Client) -> None:
         """What the agent probes (for ``info()``); best effort, the pull goes on without it."""
         try:
-            response = client.get("/v1/info")
-            if response.status_code == 200:
-                self.agent_info = dict(response.json())
-        except (httpx.HTTPError, ValueError, TypeError) as exc:
+            status, body = self._get(client, "/v1/info")
+            if status == 200:
+                self.agent_info = dict(json.loads(body))
+        except (httpx.HTTPError, ProbeError, ValueError, TypeError) as exc:
             log.debug("%s: no agent info: %s", self.endpoint, exc)
 
     def _items(self, page: dict) -> list[tuple[int, Sample | Capture]]:

@@ -159,9 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Serve one ONNX model over v2, TorchServe and "
                                 "TF Serving JSON APIs (for tests and demos).")
     p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default), localhost or ::1")
     p.add_argument("--port", type=int, default=0)
     args = p.parse_args(argv)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        # No authentication, and a test-only header that makes it sleep: loopback only.
+        p.error(f"--host {args.host}: this demo server has no authentication and serves "
+                "127.0.0.1 only")
     server = ModelServer((args.host, args.port), args.model)
     host, port = server.server_address[:2]
     print(f"serving http://{host}:{port} model {server.name}", flush=True)

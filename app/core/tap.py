@@ -62,6 +62,10 @@ class Upstream:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise TapError(f"--upstream '{url}' must be http://HOST:PORT or https://HOST:PORT")
+        if parts.username or parts.password:  # refused without echoing them back
+            raise TapError(f"--upstream must not carry a user or password "
+                           f"({parts.scheme}://…@{parts.hostname}); clients send their own "
+                           "credentials through the tap")
         if parts.path not in ("", "/") or parts.query:
             raise TapError(f"--upstream '{url}' must not have a path; clients keep theirs")
         try:

@@ -334,3 +334,39 @@ def test_a_replaced_agent_buffer_is_pulled_from_its_start(tmp_path, token_file, 
         monitor.close()
     got, got_captures = store_items(db, probe.endpoint)
     assert got == old + new and got_captures == old_captures + new_captures
+
+
+def test_an_oversized_page_is_refused_without_reading_it_all(monkeypatch):
+    import http.server
+    import threading
+
+    from app.core.bus import Bus
+    from probes import open_probe
+    from probes.base import ProbeError
+
+    class Flood(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            chunk = b" " * 2**16
+            try:
+                for _ in range(3 * 16):  # 3 MiB of nothing useful
+                    self.wfile.write(chunk)
+            except OSError:
+                pass  # the probe hung up: what it should do
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flood)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("PROBESCOPE_AGENT_TOKEN", "t" * 32)
+    try:
+        probe = open_probe(f"agent+http://127.0.0.1:{server.server_port}?max_mb=1", Bus())
+        with httpx.Client(base_url=probe.base_url) as client, \
+                pytest.raises(ProbeError, match="more than 1 MiB for one page"):
+            probe.pull_once(client)
+    finally:
+        server.shutdown()
+        server.server_close()

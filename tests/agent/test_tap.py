@@ -315,6 +315,7 @@ def test_the_tap_refuses_to_listen_beyond_loopback(tmp_path):
     ("http://127.0.0.1:abc", "has no valid port"),
     ("ftp://127.0.0.1:21", "must be http://HOST:PORT"),
     ("http://127.0.0.1:8000/v2", "must not have a path"),
+    ("http://svc:Sup3rS3cret@127.0.0.1:8000", "must not carry a user or password"),
 ])
 def test_a_bad_upstream_is_one_line_before_anything_is_written(tmp_path, capsys, upstream,
                                                                words):
@@ -325,6 +326,7 @@ def test_a_bad_upstream_is_one_line_before_anything_is_written(tmp_path, capsys,
                  "--seconds", "1"]) == 2
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1 and "internal error" not in err
+    assert "Sup3rS3cret" not in err
     assert not db.exists()
 
 

@@ -202,6 +202,9 @@ def test_sensible_numbers_in_a_uri_are_taken(demo_model):
     ("system:?colour=red", "it takes pid, rate"),
     ("v2+http://127.0.0.1:1/models/m?timeout=3", "did you mean timeout_s?"),
     ("agent+http://127.0.0.1:1?intervall=1", "did you mean interval?"),
+    # httpx would send it as Basic auth, in clear, in place of the agent's token.
+    ("agent+http://admin:hunter2@127.0.0.1:1", "credentials do not belong in a URI"),
+    ("agent+http://127.0.0.1:1/v1", "should look like agent+http://HOST:PORT"),
     ("system:?rate=0", "'rate=0' in system:?rate=0 must be positive"),
     ("system:?pid=abc", "'pid=abc' in system:?pid=abc is not a whole number"),
 ])
