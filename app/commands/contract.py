@@ -45,6 +45,14 @@ def run(args: argparse.Namespace) -> int:
     if not targets:
         print("probescope: --targets names no target", file=sys.stderr)
         return 2
+    from probes.onnx_local import PROVIDERS
+
+    unknown = [t for t in targets
+               if t not in PROVIDERS and not t.startswith(("agent+http://", "agent+https://"))]
+    if unknown:
+        print(f"probescope: unknown target '{unknown[0]}'; use {', '.join(PROVIDERS)} or "
+              "agent+http://HOST:PORT", file=sys.stderr)
+        return 2
     if args.contract and len(args.models) > 1:
         print("probescope: --contract applies to one MODEL; give one", file=sys.stderr)
         return 2

@@ -17,19 +17,25 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.core.versions import ModelVersion, VersionError, inspect_onnx
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
 PASS, FAIL, UNREACHABLE, UNSUPPORTED, NO_LIMIT = (
     "pass", "fail", "unreachable", "unsupported", "no_limit")
+
 LATENCY_RUNS = 300
 WARMUP_RUNS = 20
 CHILD_TIMEOUT_S = 120.0
@@ -68,6 +74,8 @@ def _number(doc: dict, key: str, where: str, path: Path) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ContractError(f"{path}: {where}{key} must be a number, not {value!r}")
+    if not math.isfinite(value):
+        raise ContractError(f"{path}: {where}{key} must be a finite number, not {value!r}")
     return float(value)
 
 
@@ -189,11 +197,23 @@ class ContractReport:
 
 
 def _limit_clause(name: str, measured: float, limit: float | None, *, at_most: bool,
-                  detail: str = "") -> Clause:
+                  detail: str = "", digits: int | None = None) -> Clause:
+    """Judged on the figure as measured; shown rounded to ``digits``, unless the rounded one
+    would read as the other verdict (0.94996 shown as 0.95 against a 0.95 minimum)."""
+    shown = measured if digits is None else round(measured, digits)
     if limit is None:
-        return Clause(name, NO_LIMIT, measured, None, detail)
+        return Clause(name, NO_LIMIT, shown, None, detail)
     ok = measured <= limit if at_most else measured >= limit
-    return Clause(name, PASS if ok else FAIL, measured, limit, detail)
+    if ok != (shown <= limit if at_most else shown >= limit):
+        shown = measured
+    return Clause(name, PASS if ok else FAIL, shown, limit, detail)
+
+
+# The producer an exporter writes, per framework a contract may name.
+_CONVERTERS = {"pytorch": ("pytorch", "torch"), "tensorflow": ("tf2onnx", "tensorflow"),
+               "keras": ("tf2onnx", "keras2onnx"), "sklearn": ("skl2onnx",),
+               "scikit-learn": ("skl2onnx",), "lightgbm": ("onnxmltools",),
+               "xgboost": ("onnxmltools",), "paddle": ("paddle2onnx",)}
 
 
 def static_clauses(model: ModelVersion, contract: Contract) -> list[Clause]:
@@ -202,8 +222,9 @@ def static_clauses(model: ModelVersion, contract: Contract) -> list[Clause]:
                          at_most=True)]
     if contract.framework is not None:
         # An ONNX file is framework "onnx"; the producer names the framework it came from.
-        producer = (model.producer or "").lower()
-        ok = contract.framework.lower() in ("onnx", *producer.split())
+        name = (model.producer or "").lower().split(" ", 1)[0]
+        wanted = contract.framework.lower()
+        ok = wanted == "onnx" or name == wanted or name in _CONVERTERS.get(wanted, ())
         out.append(Clause("framework", PASS if ok else FAIL,
                           f"onnx ({model.producer})" if model.producer else "onnx",
                           contract.framework))
@@ -250,6 +271,9 @@ def _measure_in_child(path: str, provider: str, validation: str | None, runs: in
     session = load_session(path, provider)
     first = session.get_inputs()[0]
     dtype = _ORT_DTYPES.get(first.type, np.float32)
+    declared = first.shape[0] if first.shape else None
+    # A model exported with a fixed batch (often 1) takes exactly that many rows per call.
+    batch = declared if isinstance(declared, int) and declared > 0 else ACCURACY_BATCH
     if payload is not None:  # a bounded sample for the latency runs: see the accuracy below
         features = payload.features.reshape(len(payload), -1)
         rows = features[:ACCURACY_BATCH].astype(dtype)
@@ -276,14 +300,67 @@ def _measure_in_child(path: str, provider: str, validation: str | None, runs: in
     # serving the model, and must not grow with the size of the validation file.
     if payload is not None and payload.labels:
         predicted = np.concatenate([
-            run(None, {first.name: chunk})[0].reshape(len(chunk), -1).argmax(axis=1)
-            for chunk in (features[at:at + ACCURACY_BATCH].astype(dtype)
-                          for at in range(0, len(features), ACCURACY_BATCH))]).astype(str)
+            predicted_classes(run(None, {first.name: chunk}), len(chunk))
+            for chunk in (features[at:at + batch].astype(dtype)
+                          for at in range(0, len(features), batch))])
+        names = class_names(session.get_modelmeta().custom_metadata_map)
         labelled = [i for i, lab in enumerate(payload.labels) if lab]
-        correct = sum(predicted[i] == payload.labels[i] for i in labelled)
+        said = [label_index(payload.labels[i], names) for i in labelled]
+        correct = sum(1 for i, want in zip(labelled, said, strict=True)
+                      if predicted[i] >= 0 and predicted[i] == want)
         out["accuracy"] = correct / len(labelled) if labelled else None
         out["validation_rows"] = len(labelled)
+        out["no_class"] = int(np.count_nonzero(predicted[labelled] < 0))
     return out
+
+
+def predicted_classes(outputs: list, n: int) -> np.ndarray:
+    """Each row's class from a model's outputs, -1 where none: the first output that is a
+    class index (an integer per row, as sklearn exports give first), else the first float
+    output: the index of the top value, or for one column (a sigmoid, or a logit) 1 above
+    0.5 (above 0 when some value is outside [0, 1]). A row with a non-finite value has none."""
+    import numpy as np
+
+    arrays = [np.asarray(o) for o in outputs if isinstance(o, np.ndarray)]
+    for a in arrays:
+        if a.dtype.kind in "iu" and a.size == n:
+            return a.reshape(n).astype(np.int64)
+    scores = next((a.reshape(n, -1) for a in arrays if a.dtype.kind == "f" and a.size % n == 0
+                   and a.size), None)
+    if scores is None:
+        return np.full(n, -1, dtype=np.int64)
+    finite = np.isfinite(scores).all(axis=1)
+    if scores.shape[1] == 1:
+        column = scores[:, 0]
+        probability = bool(((column[finite] >= 0) & (column[finite] <= 1)).all())
+        classes = (column > (0.5 if probability else 0.0)).astype(np.int64)
+    else:
+        classes = scores.argmax(axis=1).astype(np.int64)
+    classes[~finite] = -1
+    return classes
+
+
+def class_names(meta: dict) -> list[str]:
+    """The class names a model carries in its metadata (``classes``: comma-separated or a
+    JSON list), in index order; empty when it carries none."""
+    text = (meta or {}).get("classes", "")
+    if not text:
+        return []
+    try:
+        names = json.loads(text)
+        if isinstance(names, list):
+            return [str(x) for x in names]
+    except ValueError:
+        pass
+    return [x.strip() for x in text.split(",")]
+
+
+def label_index(label: str, names: list[str]) -> int:
+    """A validation label as a class index: the label itself when it is a whole number, else
+    its position among the model's class names; -2 (never predicted) when neither."""
+    if label.lstrip("-").isdigit():
+        return int(label)
+    return names.index(label) if label in names else -2
 
 
 def _measure_in_subprocess(path: str, provider: str, validation: str | None,
@@ -376,6 +453,9 @@ def check_target(model: ModelVersion, contract: Contract, target: str,
     if target not in available_providers():
         return TargetCheck(target, UNREACHABLE, reason=f"provider '{target}' is not available "
                            f"here (available: {', '.join(available_providers())})")
+    shape_problem = _input_problem(model)
+    if shape_problem:
+        return TargetCheck(target, UNSUPPORTED, reason=shape_problem)
     validation = str(contract.validation) if contract.validation else None
     try:
         measured = _measure_in_subprocess(model.location, target, validation, runs)
@@ -384,21 +464,31 @@ def check_target(model: ModelVersion, contract: Contract, target: str,
                            f"{exc}")
     clauses = static_clauses(model, contract)
     if measured.get("accuracy") is not None:
+        no_class = measured.get("no_class", 0)
         clauses.insert(0, _limit_clause(
-            "accuracy", round(measured["accuracy"], 4), contract.min_accuracy, at_most=False,
-            detail=f"{measured['validation_rows']} validation rows"))
+            "accuracy", measured["accuracy"], contract.min_accuracy, at_most=False,
+            digits=4, detail=f"{measured['validation_rows']} validation rows"
+            + (f"; {no_class} gave no class (a non-finite output) and count as wrong"
+               if no_class else "")))
     elif contract.min_accuracy is not None:
         clauses.insert(0, Clause("accuracy", FAIL, None, contract.min_accuracy,
                                  "the validation file has no labels"))
     clauses.insert(1, _limit_clause(
-        "latency_p95_ms", round(measured["latency_p95_ms"], 4),
-        _latency_limit(contract, target), at_most=True,
+        "latency_p95_ms", measured["latency_p95_ms"], _latency_limit(contract, target),
+        at_most=True, digits=4,
         detail=f"p50 {measured['latency_p50_ms']:.4f} ms, {runs} single-row runs"))
     clauses.insert(2, _limit_clause(
-        "peak_memory_mb", round(measured["peak_memory_mb"], 1), contract.max_peak_memory_mb,
-        at_most=True, detail=f"process peak {measured['process_peak_mb']:.0f} MB"))
-    status = FAIL if any(c.status == FAIL for c in clauses) else PASS
-    return TargetCheck(target, status, tuple(clauses))
+        "peak_memory_mb", measured["peak_memory_mb"], contract.max_peak_memory_mb,
+        at_most=True, digits=1, detail=f"process peak {measured['process_peak_mb']:.0f} MB"))
+    if any(c.status == FAIL for c in clauses):
+        return TargetCheck(target, FAIL, tuple(clauses))
+    if all(c.status == NO_LIMIT for c in clauses):
+        # Nothing was asked of this target (the contract's limits are for others): not a pass.
+        others = ", ".join(sorted(contract.max_latency_p95_ms)) or "none"
+        return TargetCheck(target, UNSUPPORTED, tuple(clauses), reason=(
+            f"the contract sets no limit that applies on {target} (latency limits are for: "
+            f"{others})"))
+    return TargetCheck(target, PASS, tuple(clauses))
 
 
 def check_contract(model_path: str | Path, targets: list[str], *,
@@ -415,8 +505,61 @@ def check_contract(model_path: str | Path, targets: list[str], *,
         raise ContractError(f"no contract beside {model_path}: write {stem}.contract.toml or "
                             "model.contract.toml in the same folder")
     contract = load_contract(found)
+    if contract.validation is not None:
+        _check_validation(model, contract.validation, contract.min_accuracy is not None)
     return ContractReport(model, contract,
                           tuple(check_target(model, contract, t, runs) for t in targets))
+
+
+def _input_problem(model: ModelVersion) -> str | None:
+    """Why the contract's measurements cannot feed this model, if they cannot: they send
+    rows of numbers to one input of shape [batch, width]."""
+    inputs = model.inputs or ()
+    if len(inputs) != 1:
+        names = ", ".join(i["name"] for i in inputs) or "none"
+        return (f"{model.name} takes {len(inputs)} inputs ({names}); a contract is measured "
+                "on models with one input of rows of numbers")
+    if len(inputs[0]["shape"]) != 2:
+        return (f"{model.name} takes {inputs[0]['name']} of shape "
+                f"[{', '.join(map(str, inputs[0]['shape']))}]; a contract is measured on "
+                "models taking [batch, width]")
+    return None
+
+
+def _check_validation(model: ModelVersion, path: Path, labels_needed: bool) -> None:
+    """A validation file that cannot give a fair accuracy is bad input, said once before any
+    target is measured: empty, of another width than the model takes (often a label column
+    under another name), or labelled with names the model does not know."""
+    import onnx
+
+    from probes.base import ProbeError
+    from probes.payload import LABEL_COLUMN, load_payload
+
+    try:
+        payload = load_payload(path)
+    except ProbeError as exc:
+        raise ContractError(f"validation file {path}: {exc}") from None
+    if len(payload) == 0:
+        raise ContractError(f"validation file {path} holds no rows")
+    inputs = model.inputs or ()
+    width = inputs[0]["shape"][1] if len(inputs) == 1 and len(inputs[0]["shape"]) == 2 else None
+    columns = payload.features.reshape(len(payload), -1).shape[1]
+    if isinstance(width, int) and width > 0 and columns != width:
+        raise ContractError(f"validation file {path} has {columns} feature columns; "
+                            f"{model.name} takes {width} (the ground truth belongs in a column "
+                            f"named '{LABEL_COLUMN}')")
+    if not labels_needed or not payload.labels:
+        return
+    texts = {lab for lab in payload.labels if lab and not lab.lstrip("-").isdigit()}
+    if texts:
+        meta = {p.key: p.value for p in onnx.load(str(model.location),
+                                                  load_external_data=False).metadata_props}
+        unknown = sorted(texts - set(class_names(meta)))
+        if unknown:
+            raise ContractError(
+                f"validation file {path}: labels such as {unknown[0]!r} are neither class "
+                f"indices nor among {model.name}'s class names (metadata 'classes': "
+                f"{meta.get('classes') or 'none'})")
 
 
 if __name__ == "__main__":

@@ -152,7 +152,8 @@ def inspect_onnx(path: str | Path, name: str | None = None,
     producer = " ".join(x for x in (model.producer_name, model.producer_version) if x) or None
     return ModelVersion(
         name=name or path.stem, kind=KIND_ONNX, location=str(path),
-        version=version or props.get("version") or model.model_version or None,
+        version=version or props.get("version") or (str(model.model_version)
+                                                    if model.model_version else None),
         sha256=sha256_of(*files), parameters=int(parameters), opset=opset, producer=producer,
         # Old exporters list initializers among the inputs; they are weights, not inputs.
         inputs=_specs([i for i in graph.input if i.name not in initializer_names]),

@@ -153,3 +153,176 @@ def test_peak_memory_is_the_models_not_the_validation_files(tmp_path):
         "peak_memory_mb"].measured + 8
     assert figures["large"]["accuracy"].measured == pytest.approx(
         figures["small"]["accuracy"].measured, abs=0.02)
+
+
+def _model(path: Path, *, inputs: list, outputs: list, nodes: list, initializers=(),
+           meta: dict | None = None) -> Path:
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(helper.make_graph(nodes, "m", inputs, outputs, list(initializers)),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for k, v in (meta or {}).items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, path)
+    return path
+
+
+def _write(folder: Path, stem: str, contract: str, rows: list[tuple]) -> None:
+    (folder / f"{stem}.contract.toml").write_text(contract)
+    lines = ["a,b,label"] + [",".join(map(str, r)) for r in rows]
+    (folder / "validation.csv").write_text("\n".join(lines) + "\n")
+
+
+ACCURACY_ONLY = '[accuracy]\nvalidation = "validation.csv"\nmin = 0.9\n'
+
+
+def _two_feature_rows() -> list[tuple]:
+    # Class 1 exactly when a > b; a and b are whole numbers so every model below is exact.
+    return [(a, b, int(a > b)) for a in range(6) for b in range(6) if a != b]
+
+
+def test_accuracy_reads_the_class_from_any_common_output_form(tmp_path):
+    """A class-index first output (sklearn's), one sigmoid column, one logit column, and a
+    model exported with a fixed batch of 1 are all measured right, against the same rows."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2, 1], [1.0, -1.0])
+    diff = helper.make_node("MatMul", ["x", "w"], ["d"])
+    label = helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"])
+    prob = helper.make_tensor_value_info("p", TensorProto.FLOAT, ["batch", 1])
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])
+    models = {
+        "labelfirst": dict(outputs=[label, prob], nodes=[
+            diff, helper.make_node("Greater", ["d", "zero"], ["g"]),
+            helper.make_node("Cast", ["g"], ["c"], to=TensorProto.INT64),
+            helper.make_node("Flatten", ["c"], ["f"], axis=0),
+            helper.make_node("Squeeze", ["f", "axes0"], ["label"]),
+            helper.make_node("Sigmoid", ["d"], ["p"])],
+            initializers=[w, zero, helper.make_tensor("axes0", TensorProto.INT64, [1], [0])]),
+        "sigmoid": dict(outputs=[prob], nodes=[diff, helper.make_node("Sigmoid", ["d"], ["p"])],
+                        initializers=[w]),
+        "logit": dict(outputs=[prob], nodes=[diff, helper.make_node("Identity", ["d"], ["p"])],
+                      initializers=[w]),
+    }
+    rows = _two_feature_rows()
+    for stem, parts in models.items():
+        folder = tmp_path / stem
+        folder.mkdir()
+        _model(folder / f"{stem}.onnx", inputs=[x], **parts)
+        _write(folder, stem, ACCURACY_ONLY, rows)
+        check = check_contract(folder / f"{stem}.onnx", ["cpu"], runs=RUNS).targets[0]
+        assert clauses(check)["accuracy"].measured == 1.0, stem
+        assert check.status == PASS, stem
+    # A fixed batch of 1 (an export without dynamic axes): fed one row at a time.
+    folder = tmp_path / "batch1"
+    folder.mkdir()
+    one = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])
+    _model(folder / "batch1.onnx", inputs=[one], outputs=[prob],
+           nodes=[diff, helper.make_node("Sigmoid", ["d"], ["p"])], initializers=[w])
+    _write(folder, "batch1", ACCURACY_ONLY, rows)
+    check = check_contract(folder / "batch1.onnx", ["cpu"], runs=RUNS).targets[0]
+    assert check.status == PASS and clauses(check)["accuracy"].measured == 1.0
+    # NaN in the validation rows: no class, counted as wrong and said so.
+    folder = tmp_path / "nan"
+    folder.mkdir()
+    _model(folder / "nan.onnx", inputs=[x], **models["sigmoid"])
+    nan_rows = [("nan", b, lab) if k < 10 else (a, b, lab)
+                for k, (a, b, lab) in enumerate(rows)]
+    _write(folder, "nan", ACCURACY_ONLY, nan_rows)
+    acc = clauses(check_contract(folder / "nan.onnx", ["cpu"], runs=RUNS).targets[0])[
+        "accuracy"]
+    assert acc.measured == pytest.approx((len(rows) - 10) / len(rows), abs=1e-4)
+    assert "10 gave no class" in acc.detail
+    assert not np.isnan(acc.measured)
+
+
+def test_labels_by_name_and_files_that_cannot_give_a_fair_accuracy(tmp_path):
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])
+    y = helper.make_tensor_value_info("p", TensorProto.FLOAT, ["batch", 2])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2, 2], [-1.0, 1.0, 1.0, -1.0])
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["d"]),
+             helper.make_node("Softmax", ["d"], ["p"], axis=1)]
+    model = _model(tmp_path / "named.onnx", inputs=[x], outputs=[y], nodes=nodes,
+                   initializers=[w], meta={"classes": "small,large"})
+    named = [(a, b, "large" if a > b else "small") for a, b, _ in _two_feature_rows()]
+    _write(tmp_path, "named", ACCURACY_ONLY, named)
+    check = check_contract(model, ["cpu"], runs=RUNS).targets[0]
+    assert clauses(check)["accuracy"].measured == 1.0  # read through the 'classes' metadata
+    _write(tmp_path, "named", ACCURACY_ONLY, [(a, b, f"class_{c}") for a, b, c in
+                                              _two_feature_rows()])
+    with pytest.raises(ContractError, match="labels such as 'class_0' are neither class"):
+        check_contract(model, ["cpu"], runs=RUNS)
+    # The ground truth under another name would be fed to the model as a third feature.
+    (tmp_path / "validation.csv").write_text("a,b,target\n1,2,0\n")
+    with pytest.raises(ContractError, match="has 3 feature columns; named takes 2"):
+        check_contract(model, ["cpu"], runs=RUNS)
+    (tmp_path / "validation.csv").write_text("a,b,label\n")
+    with pytest.raises(ContractError, match="holds no rows"):
+        check_contract(model, ["cpu"], runs=RUNS)
+
+
+def test_limits_are_judged_unrounded_and_a_target_without_one_is_not_a_pass(tmp_path):
+    from app.core.contract import _limit_clause
+
+    just_short = _limit_clause("accuracy", 0.94996, 0.95, at_most=False, digits=4)
+    assert just_short.status == FAIL and just_short.measured == 0.94996  # not shown as 0.95
+    assert _limit_clause("accuracy", 0.96001, 0.95, at_most=False, digits=4).measured == 0.96
+    model = tmp_path / "wine-v1.onnx"
+    shutil.copy(DEMO / "wine-v1.onnx", model)
+    (tmp_path / "wine-v1.contract.toml").write_text("[latency_p95_ms]\ncuda = 0.5\n")
+    (check,) = check_contract(model, ["cpu"], runs=RUNS).targets
+    assert check.status == UNSUPPORTED and "no limit that applies on cpu" in check.reason
+    for bad in ("max_parameters = inf", "max_peak_memory_mb = nan"):
+        (tmp_path / "wine-v1.contract.toml").write_text(f"[contract]\n{bad}\n")
+        with pytest.raises(ContractError, match="must be a finite number"):
+            check_contract(model, ["cpu"], runs=RUNS)
+
+
+def test_models_it_cannot_feed_and_the_framework_named_by_its_exporter(tmp_path):
+    from onnx import TensorProto, helper
+
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 2])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])
+    two = _model(tmp_path / "two.onnx", inputs=[a, b], outputs=[y],
+                 nodes=[helper.make_node("Add", ["a", "b"], ["y"])])
+    (tmp_path / "two.contract.toml").write_text("[latency_p95_ms]\ncpu = 5\n")
+    (check,) = check_contract(two, ["cpu"], runs=RUNS).targets
+    assert check.status == UNSUPPORTED and "takes 2 inputs (a, b)" in check.reason
+    import onnx
+
+    m = onnx.load(two)
+    del m.graph.input[1]
+    m.graph.node[0].input[1] = "a"
+    for producer, framework, ok in (("pytorch", "pytorch", True), ("pytorch", "2.1.0", False),
+                                    ("skl2onnx", "sklearn", True), ("tf2onnx", "tensorflow", True),
+                                    ("tf2onnx", "pytorch", False)):
+        m.producer_name, m.producer_version = producer, "2.1.0"
+        onnx.save(m, tmp_path / "one.onnx")
+        (tmp_path / "one.contract.toml").write_text(f'[contract]\nframework = "{framework}"\n')
+        (check,) = check_contract(tmp_path / "one.onnx", ["cpu"], runs=RUNS).targets
+        assert (clauses(check)["framework"].status == PASS) is ok, (producer, framework)
+
+
+def test_a_mistyped_target_and_a_numeric_model_version(tmp_path, capsys):
+    import onnx
+
+    from app.cli import main
+    from app.core.versions import inspect_onnx
+
+    assert main(["contract", "check", str(DEMO / "wine-v1.onnx"), "--targets", "cpu,CPU"]) == 2
+    assert "unknown target 'CPU'" in capsys.readouterr().err
+    m = onnx.load(DEMO / "wine-v1.onnx")
+    del m.metadata_props[:]
+    m.model_version = 3  # the ModelProto field, an integer
+    onnx.save(m, tmp_path / "m.onnx")
+    assert inspect_onnx(tmp_path / "m.onnx").version == "3"
+    (tmp_path / "m.contract.toml").write_text('[contract]\nversion = "3"\n')
+    (check,) = check_contract(tmp_path / "m.onnx", ["cpu"], runs=RUNS).targets
+    assert clauses(check)["version"].status == PASS
