@@ -197,9 +197,14 @@ class Probe(ABC):
                                         daemon=True)
         self._thread.start()
 
-    def stop(self, timeout_s: float = 5.0) -> None:
+    def request_stop(self) -> None:
+        """Ask the probe to stop after the request under way; returns at once."""
         self._stop.set()
         self._resume.set()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop and wait up to ``timeout_s`` for the probe's thread to end."""
+        self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout_s)
             if self._thread.is_alive():

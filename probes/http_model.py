@@ -196,11 +196,13 @@ class RemoteModelProbe(Probe):
             decoded = self.decode(answer.json())
         except TimedOut as exc:
             status, error = CaptureStatus.TIMEOUT, str(exc)
+            self.last_error = error  # why the endpoint reads degraded, in the details
         except Unreachable as exc:
             status, error = CaptureStatus.ERROR, str(exc)
             self.mark_down(str(exc))
         except BadResponse as exc:
             status, error = CaptureStatus.ERROR, str(exc)
+            self.last_error = error
         if latency_ms is None:  # no answer at all: the time until we gave up
             latency_ms = (time.perf_counter_ns() - t0) / 1e6
         self.requests += 1
@@ -272,6 +274,8 @@ class RemoteModelProbe(Probe):
             now = time.perf_counter()
             if now >= next_state:
                 self.state = EndpointState.DEGRADED if window_failed else EndpointState.UP
+                if not window_failed:
+                    self.last_error = None  # answering well again
                 window_failed = window_requests = 0
                 next_state = now + STATE_INTERVAL_S
             if period_s:

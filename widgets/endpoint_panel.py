@@ -160,10 +160,13 @@ class EndpointPanel(QFrame):
             self.latency_plot.set_slo(slo_ms)
 
     def set_state(self, state: str, detail: str = "") -> None:
+        changed = state != getattr(self, "_state", None)
         self._state = state
         color = self.theme.states.get(state, self.theme.muted)
         self.dot.setStyleSheet(f"color: {color}; font-size: 14pt;")
         self.dot.setToolTip(state + (f": {detail}" if detail else ""))
+        if changed:
+            self._update_stats()
 
     # -- drawing --------------------------------------------------------------------------
 
@@ -209,15 +212,20 @@ class EndpointPanel(QFrame):
     def _update_stats(self) -> None:
         s = self.series
         parts = []
-        last_rate = s.throughput.last()
-        if last_rate is not None and np.isfinite(last_rate[1]):
-            parts.append(f"{last_rate[1]:.0f} req/s")
-        p95 = s.p95.last()
-        if p95 is not None and np.isfinite(p95[1]):
-            parts.append(f"p95 {p95[1]:.2f} ms")
-        rate = s.error_rate()
-        if rate is not None:
-            parts.append(f"failed {rate:.0%}")
+        if getattr(self, "_state", None) == "down":
+            # No answers come while it is down: the last second's rate and p95 would read
+            # as if it were still serving.
+            parts.append("down: no answers")
+        else:
+            last_rate = s.throughput.last()
+            if last_rate is not None and np.isfinite(last_rate[1]):
+                parts.append(f"{last_rate[1]:.0f} req/s")
+            p95 = s.p95.last()
+            if p95 is not None and np.isfinite(p95[1]):
+                parts.append(f"p95 {p95[1]:.2f} ms")
+            rate = s.error_rate()
+            if rate is not None:
+                parts.append(f"failed {rate:.0%}")
         rss = s.metrics.get("rss_mb")
         if rss is not None and rss.n:
             parts.append(f"RSS {rss.last()[1]:.0f} MB")

@@ -8,6 +8,8 @@ flush empties the bus.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +17,9 @@ from app.core.bus import DEFAULT_CAPACITY, Bus
 from app.core.recorder import Listener, Recorder, RecorderStats
 from app.core.store import Store
 from probes import Probe, ProbeError, ProbeOptions, open_probe
+
+DETACH_WAIT_S = 60.0  # a detached probe's thread is waited for in the background this long
+CLOSE_WAIT_S = 2.0  # closing waits this long in all for every probe to finish its request
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +71,29 @@ class Monitor:
             store.close()
 
     def detach(self, endpoint: str) -> None:
+        """Stop one probe without waiting for it: a request stuck on a silent server ends
+        at its own timeout, and the caller (the window) must not freeze until then. The
+        probe's last samples still reach the store."""
         probe = self.probes.pop(endpoint, None)
         if probe is None:
             raise ProbeError(f"{endpoint} is not attached")
-        probe.stop()
+        probe.request_stop()
+        threading.Thread(target=probe.stop, kwargs={"timeout_s": DETACH_WAIT_S}, daemon=True,
+                         name=f"stopping {endpoint}").start()
 
     def stats(self) -> RecorderStats:
         return self.recorder.stats()
 
     def close(self) -> None:
-        for probe in list(self.probes.values()):
-            probe.stop()
+        # Every probe asked at once, then all waited for within one shared deadline: a stuck
+        # request costs CLOSE_WAIT_S once, not five seconds per probe. One still stuck after
+        # it ends at its request's timeout (its thread is a daemon).
+        probes = list(self.probes.values())
+        for probe in probes:
+            probe.request_stop()
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        for probe in probes:
+            probe.stop(timeout_s=max(0.0, deadline - time.monotonic()))
         self.probes.clear()
         if self._started:
             self.recorder.stop()

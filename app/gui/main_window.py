@@ -52,6 +52,7 @@ class MainWindow(QMainWindow):
     def __init__(self, db_path: Path, *, title: str = "") -> None:
         super().__init__()
         self.settings = Settings()
+        self._remember_window = True  # False while the window picks a time span by itself
         self.theme = theme_named(self.settings.theme())
         apply_app_theme(QApplication.instance(), self.theme)
         self.setWindowIcon(app_icon())
@@ -161,7 +162,13 @@ class MainWindow(QMainWindow):
         if not self._title:
             self._fill_recent_menu(self.settings.add_recent(self.db_path))
         if stored and self.actions.window_box.currentText() in LIVE_WINDOWS:
-            self.actions.window_box.setCurrentText("all")  # nothing live yet: show the past
+            # Nothing live yet: show the past, for this workspace only; the window the user
+            # chose stays their setting for the next one.
+            self._remember_window = False
+            try:
+                self.actions.window_box.setCurrentText("all")
+            finally:
+                self._remember_window = True
         self.live.request_history()
 
     def _close_monitor(self) -> None:
@@ -225,6 +232,8 @@ class MainWindow(QMainWindow):
         self.endpoint_list.set_endpoint(endpoint, state="stopped")
         if endpoint in self.panels:
             self.panels[endpoint].set_state("stopped")
+        if self.endpoint_list.current_endpoint() == endpoint:
+            self._on_list_current_changed(endpoint)  # nothing left to detach or pause
 
     def pause_probe(self, endpoint: str, paused: bool) -> None:
         probe = self.monitor.probes.get(endpoint) if self.monitor else None
@@ -316,7 +325,8 @@ class MainWindow(QMainWindow):
         if self.actions.window_box.currentText() != key:
             self.actions.window_box.setCurrentText(key)  # comes back here through the signal
             return
-        self.settings.set_time_window(key)
+        if self._remember_window:
+            self.settings.set_time_window(key)
         self.live.set_time_window(key)
 
     @property

@@ -57,9 +57,11 @@ def test_attaching_a_uri_starts_data_and_detaching_stops_it(window, qtbot):
     panel = window.panels[probe.endpoint]
     qtbot.waitUntil(lambda: panel.latency_plot.point_count("points") > 0, timeout=10_000)
 
-    window.detach(probe.endpoint)
-    assert not probe.alive
+    window.detach(probe.endpoint)  # returns at once; the probe ends after its request
+    qtbot.waitUntil(lambda: not probe.alive, timeout=5_000)
     assert window.endpoint_list.state(probe.endpoint) == "stopped"
+    assert not window.actions.detach.isEnabled()  # nothing left to detach or pause
+    assert not window.actions.pause_probe.isEnabled()
     bus = window.monitor.bus
     qtbot.waitUntil(lambda: len(bus) == 0, timeout=5_000)
     clock_ring = window.panels[clock.endpoint].series.ring("rss_mb")
@@ -281,6 +283,7 @@ def test_opening_a_recorded_workspace_lists_its_endpoints_with_history(qtbot, tm
         assert w.endpoint_list.endpoints() == [endpoint]
         assert w.endpoint_list.state(endpoint) == "stopped"
         assert w.actions.window_box.currentText() == "all"  # nothing live: show the past
+        assert Settings().time_window() == "1 min"  # for this workspace, not from now on
         panel = w.panels[endpoint]
         qtbot.waitUntil(lambda: panel.latency_plot.point_count("p50") > 0, timeout=10_000)
         recent = [a.text() for a in w.actions.recent_menu.actions()]

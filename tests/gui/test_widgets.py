@@ -177,3 +177,21 @@ def test_a_cached_legend_sample_follows_its_curves_new_colour(qtbot):
     qtbot.wait(50)
     colours = swatch_colours()
     assert (255, 0, 255) in colours and (0, 255, 0) not in colours
+
+
+def test_a_down_endpoints_header_does_not_show_its_last_throughput(qtbot):
+    from widgets.endpoint_panel import EndpointPanel
+    from widgets.theme import theme_named
+
+    panel = EndpointPanel("v2+http://h:1/models/m", "v2+http", theme_named("dark"))
+    qtbot.addWidget(panel)
+    t = 1_000.0 + np.arange(0, 5, 0.05)
+    panel.series.extend("latency_ms", t, np.full(len(t), 3.0))
+    panel.set_state("up")
+    panel.redraw(t[0])
+    assert "req/s" in panel.stats.text() and "p95" in panel.stats.text()
+    panel.set_state("down", "connection refused")  # no more answers from here on
+    assert panel.stats.text().startswith("down: no answers")
+    assert "req/s" not in panel.stats.text() and "p95" not in panel.stats.text()
+    panel.set_state("up")
+    assert "req/s" in panel.stats.text()

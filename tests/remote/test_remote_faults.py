@@ -60,9 +60,38 @@ def test_a_slow_server_gives_timeout_failures_not_a_hang(opened, fault_server, d
     samples, _ = _drain(bus)
     assert Metric.FAILURE in [s.metric for s in samples]
     assert probe.state is not EndpointState.DOWN  # slow is not gone
+    assert "no answer within 0.3 s" in probe.last_error  # why it will read degraded
     fault_server.release.set()
     fault_server.mode = "ok"
     assert probe.measure_one().status is CaptureStatus.OK
+
+
+def test_detaching_or_closing_does_not_wait_for_a_stuck_request(tmp_path, fault_server,
+                                                                demo_dir):
+    import time
+
+    from app.core.monitor import CLOSE_WAIT_S, Monitor
+    from tests.helpers import wait_until
+
+    monitor = Monitor(tmp_path / "w.db")
+    try:
+        options = ProbeOptions(payload=demo_dir / "reference.csv")
+        first = monitor.attach(_v2(fault_server, "?timeout_s=30"), options)
+        second = monitor.attach(_v2(fault_server, "?timeout_s=30&rate=5"), options)
+        fault_server.mode, fault_server.delay_s = "hang", 30.0
+        seen = len(fault_server.bodies)
+        assert wait_until(lambda: len(fault_server.bodies) >= seen + 2, 10)  # both stuck
+        t0 = time.monotonic()
+        monitor.detach(first.endpoint)
+        assert time.monotonic() - t0 < 0.5  # the window would have frozen until the timeout
+        assert first.endpoint not in monitor.probes
+        t0 = time.monotonic()
+        monitor.close()
+        assert time.monotonic() - t0 < CLOSE_WAIT_S + 1.0  # once, not five seconds a probe
+    finally:
+        fault_server.release.set()
+        monitor.close()
+    assert wait_until(lambda: not first.alive and not second.alive, 10)  # then they end
 
 
 def test_attaching_to_a_hung_server_does_not_hang_the_caller(opened, fault_server, demo_dir):
