@@ -86,8 +86,17 @@ class AttachDialog(QDialog):
         self.browse.clicked.connect(self._on_browse_clicked)
         self.buttons.accepted.connect(self._on_buttons_accepted)
         self.buttons.rejected.connect(self.reject)
-        self.uri.textEdited.connect(lambda _text: self.error.hide())
+        self.uri.textEdited.connect(self._on_uri_text_edited)
+        # A model on this machine is the common first probe; the kind follows a typed URI.
+        self.kind.setCurrentIndex(max(0, self.kind.findData("onnx")))
         self._on_kind_current_index_changed()
+
+    def _on_uri_text_edited(self, text: str) -> None:
+        self.error.hide()
+        scheme = text.strip().split(":", 1)[0] if ":" in text else ""
+        at = self.kind.findData(scheme)
+        if at >= 0 and at != self.kind.currentIndex():
+            self.kind.setCurrentIndex(at)
 
     def _on_kind_current_index_changed(self, _index: int = 0) -> None:
         scheme = self.kind.currentData() or ""
