@@ -9,7 +9,7 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTreeWidget, QTreeWidgetItem
 
-from widgets.endpoint_panel import short_name
+from widgets.endpoint_panel import short_names
 from widgets.theme import Theme
 
 COLUMNS = ("Endpoint", "Kind", "Version", "Provider", "Requests")
@@ -62,8 +62,9 @@ class EndpointListWidget(QTreeWidget):
         item = self._items.get(endpoint)
         if item is None:
             item = self._items[endpoint] = QTreeWidgetItem(self)
-            item.setText(0, short_name(endpoint))
             item.setData(0, Qt.ItemDataRole.UserRole, endpoint)
+            for e, name in short_names(list(self._items)).items():  # may tell two apart now
+                self._items[e].setText(0, name)
             if self.currentItem() is None:
                 self.setCurrentItem(item)
         if self._states.get(endpoint) != state:

@@ -30,6 +30,25 @@ def short_name(endpoint: str) -> str:
     return f"{scheme}: {target}" if target else f"{scheme}:"
 
 
+def short_names(endpoints: list[str]) -> dict[str, str]:
+    """``short_name`` of each, and where two come out the same (one model probed twice), the
+    URI parameters that tell them apart: ``onnx: wine-v1.onnx (rate=50)``."""
+    groups: dict[str, list[str]] = {}
+    for e in endpoints:
+        groups.setdefault(short_name(e), []).append(e)
+    out = {}
+    for name, members in groups.items():
+        if len(members) == 1:
+            out[members[0]] = name
+            continue
+        params = {e: e.partition("?")[2].split("&") if "?" in e else [] for e in members}
+        shared = set.intersection(*(set(p) for p in params.values()))
+        for e in members:
+            differ = [p for p in params[e] if p and p not in shared]
+            out[e] = f"{name} ({'&'.join(differ) or 'no parameters'})"
+    return out
+
+
 def _is_memory(metric: str) -> bool:
     return metric.endswith("_mb") and "total" not in metric and not _is_host(metric)
 

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 from app.gui.actions import LIVE_WINDOWS, TIME_WINDOWS
 from app.gui.bridge import CommittedSeries
 from app.gui.history import HistoryClient
-from widgets.endpoint_panel import EndpointPanel
+from widgets.endpoint_panel import EndpointPanel, short_names
 from widgets.incident_marks import IncidentSpan
 from widgets.plots import XLinker
 from widgets.theme import Theme
@@ -72,6 +72,8 @@ class LiveView(QScrollArea):
             for plot in panel.plots():
                 self.x_link.add(plot)
             self._place_time_axes()
+            for e, name in short_names(list(self.panels)).items():  # may tell two apart now
+                self.panels[e].title.setText(name)
         return panel
 
     def clear(self) -> None:

@@ -307,3 +307,11 @@ def test_pausing_a_probe_holds_it_and_resuming_restarts_it(window, qtbot):
     assert not probe.paused
     held = probe.requests
     qtbot.waitUntil(lambda: probe.requests > held + 5, timeout=10_000)
+
+
+def test_one_model_probed_twice_is_told_apart_in_the_list_and_the_panels(window):
+    first = window.attach(f"onnx:{model_path('wine-v1')}?provider=cpu&rate=5").endpoint
+    second = window.attach(f"onnx:{model_path('wine-v1')}?provider=cpu&rate=50").endpoint
+    names = [window.endpoint_list._items[e].text(0) for e in (first, second)]
+    titles = [window.panels[e].title.text() for e in (first, second)]
+    assert names == titles == ["onnx: wine-v1.onnx (rate=5)", "onnx: wine-v1.onnx (rate=50)"]

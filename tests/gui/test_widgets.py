@@ -66,6 +66,13 @@ def test_short_names_keep_lists_readable():
     assert short_name("onnx:assets/demo/wine-v1.onnx?provider=cpu&rate=5") == "onnx: wine-v1.onnx"
     assert short_name("system:") == "system:"
     assert short_name("v2+http://h:8000/models/m") == "v2+http: h:8000/models/m"
+    from widgets.endpoint_panel import short_names
+
+    a = "onnx:m/wine-v1.onnx?provider=cpu&rate=0"
+    b = "onnx:m/wine-v1.onnx?provider=cpu&payload=p.csv&rate=50"
+    assert short_names([a, b, "system:"]) == {
+        a: "onnx: wine-v1.onnx (rate=0)", b: "onnx: wine-v1.onnx (payload=p.csv&rate=50)",
+        "system:": "system:"}  # one model probed twice: told apart, the rest stays short
 
 
 def test_coarse_window_keeps_each_seconds_extremes_and_the_raw_tail():
