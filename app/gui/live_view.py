@@ -24,6 +24,7 @@ FRAME_INTERVAL_MS = 33  # ~30 Hz
 HISTORY_REFRESH_MS = 2000
 MAX_PANELS_WITH_OWN_AXIS = 4
 COARSE_WINDOW_S = 300.0  # from here on a pixel spans over a second: draw per-second extremes
+SCROLL_AGAIN_MS = 50  # long enough for the scroll area to have laid out a new panel
 
 
 class LiveView(QScrollArea):
@@ -111,6 +112,10 @@ class LiveView(QScrollArea):
         panel = self.panels.get(endpoint)
         if panel is not None:
             self.ensureWidgetVisible(panel)
+            # A panel made just now has no place yet (the scroll area lays its column out on
+            # a posted event): scroll again once it has one.
+            QTimer.singleShot(SCROLL_AGAIN_MS, lambda: endpoint in self.panels
+                              and self.ensureWidgetVisible(self.panels[endpoint]))
 
     # -- data in, frames out --------------------------------------------------------------
 

@@ -75,6 +75,9 @@ class MainWindow(QMainWindow):
         self.actions = build_actions(self)
         self.endpoint_list = EndpointListWidget(self.theme)
         self.endpoint_list.current_endpoint_changed.connect(self._on_list_current_changed)
+        # Clicking the row already selected brings its panel back into view too.
+        self.endpoint_list.itemClicked.connect(
+            lambda item, _col: self.live.show_endpoint(item.data(0, Qt.ItemDataRole.UserRole)))
         self.details = QLabel()
         self.details.setObjectName("hint")
         self.details.setWordWrap(True)

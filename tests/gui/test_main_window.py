@@ -315,3 +315,13 @@ def test_one_model_probed_twice_is_told_apart_in_the_list_and_the_panels(window)
     names = [window.endpoint_list._items[e].text(0) for e in (first, second)]
     titles = [window.panels[e].title.text() for e in (first, second)]
     assert names == titles == ["onnx: wine-v1.onnx (rate=5)", "onnx: wine-v1.onnx (rate=50)"]
+
+
+def test_a_newly_attached_endpoint_is_scrolled_into_view(window, qtbot):
+    window.resize(1200, 700)
+    for rate in (5, 6, 7):
+        window.attach(f"onnx:{model_path('wine-v1')}?provider=cpu&rate={rate}")
+    last = window.attach("system:?rate=5").endpoint
+    panel = window.panels[last]
+    qtbot.waitUntil(lambda: not panel.visibleRegion().isEmpty(), timeout=5_000)
+    assert window.live.verticalScrollBar().value() > 0  # it was below the fold
