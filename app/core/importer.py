@@ -286,7 +286,7 @@ def apply_labels(path: str | Path, db: str | Path, *, id_column: str | None = No
             known = {e["uri"] for e in store.endpoints()}
             chosen = named if named in known else store.resolve_endpoint(endpoint)
         rows = store.captures_for_labels(list(labels), chosen)
-        updates, samples = [], []
+        updates, samples, undone = [], [], []
         new_failures = cleared = 0
         for cid, uri, ts, rid, prediction, status in rows:
             label = labels[rid]
@@ -299,8 +299,10 @@ def apply_labels(path: str | Path, db: str | Path, *, id_column: str | None = No
             elif not disagree and status == CaptureStatus.MISMATCH:
                 new = str(CaptureStatus.OK)  # an earlier, wrong label is corrected
                 cleared += 1
+                # Its failure goes too: error rates, incidents and reports count samples.
+                undone.append(Sample(uri, ts, Metric.FAILURE, 1.0))
             updates.append((cid, label, new))
-        store.label_captures(updates, samples)
+        store.label_captures(updates, samples, undone)
     finally:
         store.close()
     matched_ids = {r[3] for r in rows}

@@ -657,8 +657,11 @@ class Store:
         return out
 
     def label_captures(self, updates: Sequence[tuple[int, str, str]],
-                       samples: Sequence[Sample] = ()) -> None:
-        """Set (capture id, label, status) and add samples (new failures), in one transaction."""
+                       samples: Sequence[Sample] = (),
+                       cleared: Sequence[Sample] = ()) -> None:
+        """Set (capture id, label, status), add samples (new failures) and remove one stored
+        sample like each of ``cleared`` (failures a corrected label undid), in one
+        transaction."""
         conn = self.db.conn
         try:
             with conn:
@@ -669,6 +672,11 @@ class Store:
                     "VALUES (?, ?, ?, ?)",
                     [(self.endpoint_id(s.endpoint), self.metric_id(s.metric), s.ts_ns, s.value)
                      for s in samples])
+                conn.executemany(
+                    "DELETE FROM samples WHERE rowid = (SELECT rowid FROM samples WHERE "
+                    "endpoint_id = ? AND metric_id = ? AND ts_ns = ? LIMIT 1)",
+                    [(self.endpoint_id(s.endpoint), self.metric_id(s.metric), s.ts_ns)
+                     for s in cleared])
         except sqlite3.Error as exc:
             self._endpoint_ids.clear()
             self._metric_ids.clear()

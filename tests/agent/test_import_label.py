@@ -92,6 +92,20 @@ def test_import_then_late_labels_turn_disagreements_into_failures(tmp_path, log_
     assert json.loads(capsys.readouterr().out)["cleared"] == 1
     assert {c.capture.request_id for c in failures(db)} == wrong - {one}
 
+    def failure_samples() -> int:
+        store = Store(db, readonly=True)
+        try:
+            return store.count_samples("log:prod", Metric.FAILURE)
+        finally:
+            store.close()
+
+    # Its failure is gone from the rates too (incidents and reports count samples), and the
+    # wrong label given again counts it once, not twice.
+    assert failure_samples() == len(wrong) - 1
+    assert main(["label", str(tmp_path / "labels.parquet"), "--db", str(db), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["new_failures"] == 1
+    assert failure_samples() == len(wrong)
+
 
 def test_json_lines_with_list_features_and_inline_labels(tmp_path, log_and_labels, capsys):
     log, labels, wrong = log_and_labels
