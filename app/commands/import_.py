@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from app.commands import COMMANDS
@@ -46,10 +47,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = import_log(args.file, args.db, args.endpoint, columns,
                             input_name=args.input_name, dtype=args.dtype,
-                            model_version=args.model_version)
+                            model_version=args.model_version, progress=_progress_line())
     except LogImportError as exc:
         print(f"probescope: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if sys.stderr.isatty():
+            print(file=sys.stderr)  # end the progress line
     if args.json:
         print(json.dumps({"endpoint": result.endpoint, "rows": result.rows,
                           "imported": result.imported, "skipped": result.skipped,
@@ -58,3 +62,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"{result.endpoint}: imported {result.imported} of {result.rows} rows "
               f"({result.skipped} already there), {result.failures} failures")
     return 0
+
+
+def _progress_line() -> Callable[[float], None]:
+    """On a terminal, a percentage on stderr as the rows go in; elsewhere nothing."""
+    if not sys.stderr.isatty():
+        return lambda _: None
+    shown = [-1]
+
+    def show(share: float) -> None:
+        percent = int(share * 100)
+        if percent != shown[0]:
+            shown[0] = percent
+            print(f"\rimporting: {percent:3d}%", end="", file=sys.stderr, flush=True)
+
+    return show

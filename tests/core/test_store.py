@@ -155,3 +155,26 @@ def test_a_failed_batch_leaves_nothing_half_written(workspace):
     s.write_batch(big, [])  # and the ids forgotten in the rollback are made again
     assert s.count_samples() == 5001
     s.close()
+
+
+def test_looking_up_request_ids_walks_the_request_id_index(workspace):
+    """An import asks which of its ids are there already, 500 at a time: by the endpoint's
+    time index that read every capture of the endpoint per chunk, and an import into a big
+    endpoint slowed to a crawl."""
+    from app.core.domain import Capture, CaptureStatus
+
+    s = Store(workspace)
+    try:
+        s.write_batch([], [Capture(endpoint="log:p", ts_ns=i + 1, latency_ms=1.0,
+                                   status=CaptureStatus.OK, request_id=f"r{i}")
+                           for i in range(50)])
+        seen: list[str] = []
+        s.db.conn.set_trace_callback(seen.append)
+        assert s.existing_request_ids("log:p", ["r3", "r7", "nope"]) == {"r3", "r7"}
+        assert len(s.captures_for_labels(["r3"], "log:p")) == 1
+        s.db.conn.set_trace_callback(None)
+        for sql in [q for q in seen if "request_id IN" in q]:
+            plan = " ".join(r[3] for r in s.db.conn.execute("EXPLAIN QUERY PLAN " + sql))
+            assert "idx_captures_request_id" in plan, plan
+    finally:
+        s.close()
