@@ -87,7 +87,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix in (".csv", ".tsv"):
-            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+            if suffix == ".tsv":
+                return pd.read_csv(path, sep="\t")
+            return pd.read_csv(path, **_csv_dialect(path))
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
         if suffix in (".jsonl", ".ndjson", ".json"):
@@ -95,6 +97,16 @@ def read_table(path: str | Path) -> pd.DataFrame:
     except Exception as exc:
         raise LogImportError(f"cannot read {path}: {str(exc).splitlines()[0]}") from exc
     raise LogImportError(f"{path}: unsupported format '{suffix}'; use .csv, .parquet or .jsonl")
+
+
+def _csv_dialect(path: Path) -> dict:
+    """Separator and decimal mark from the header: spreadsheets set to many European locales
+    save "a;b;c" with decimal commas, which read with "," became one column of text."""
+    with path.open(encoding="utf-8-sig", errors="replace") as f:
+        header = f.readline()
+    if header.count(";") > header.count(","):
+        return {"sep": ";", "decimal": ","}
+    return {"sep": ","}
 
 
 def _column(frame: pd.DataFrame, given: str | None, role: str, source: str) -> str | None:
@@ -112,11 +124,24 @@ def _column(frame: pd.DataFrame, given: str | None, role: str, source: str) -> s
 _EPOCH_SCALES = ((1e11, 1e9), (1e14, 1e6), (1e17, 1e3), (float("inf"), 1.0))
 
 
-def _epoch_ns(values: np.ndarray) -> np.ndarray:
-    """Epoch seconds, milliseconds, microseconds or nanoseconds (told by size) as ns."""
-    biggest = float(np.abs(values).max()) if values.size else 0.0
-    scale = next(s for bound, s in _EPOCH_SCALES if biggest < bound)
-    return (values * scale).astype(np.int64)
+_EARLIEST_EPOCH_S = 1e8  # 1973: smaller numbers are not times (20240330 is a date's digits)
+
+
+def _epoch_ns(values: np.ndarray, where: np.ndarray, col: pd.Series) -> np.ndarray:
+    """Epoch seconds, milliseconds, microseconds or nanoseconds, told by size row by row (a
+    log may mix them), as ns. ``where``: the rows of ``col`` these values came from, to name
+    one that is not a time."""
+    size = np.abs(values)
+    scale = np.select([size < b for b, _ in _EPOCH_SCALES[:-1]],
+                      [s for _, s in _EPOCH_SCALES[:-1]], _EPOCH_SCALES[-1][1])
+    ns = values * scale
+    bad = (values < _EARLIEST_EPOCH_S) | (ns >= 2.0**63)
+    if bad.any():
+        row = int(where[np.flatnonzero(bad)[0]])
+        raise LogImportError(f"timestamp '{col.iloc[row]}' in {_row(row)} is not a time between "
+                             "1973 and 2262 in epoch s, ms, µs or ns; write dates as ISO 8601 "
+                             "(2024-03-30T12:00:00Z)")
+    return ns.astype(np.int64)
 
 
 def _row(frame_index: int) -> str:
@@ -136,7 +161,7 @@ def _timestamps(col: pd.Series | None, rows: int) -> np.ndarray:
             bad = int(np.flatnonzero(is_number)[np.flatnonzero(~(values >= 0))[0]])
             raise LogImportError(f"timestamp '{col.iloc[bad]}' in {_row(bad)} is not a time "
                                  "after 1970")
-        out[is_number] = _epoch_ns(values)
+        out[is_number] = _epoch_ns(values, np.flatnonzero(is_number), col)
     if not is_number.all():
         texts = col[~is_number]
         parsed = pd.to_datetime(texts, utc=True, errors="coerce", format="ISO8601")
@@ -215,10 +240,22 @@ def import_log(path: str | Path, db: str | Path, endpoint: str,
         np_dtype = np.dtype(dtype)
     except TypeError:
         raise LogImportError(f"unknown dtype '{dtype}'") from None
+    if np_dtype.kind not in "biuf":  # the store, drift and replay take numbers only
+        raise LogImportError(f"--dtype {dtype} is not a number type; use float32, float64, "
+                             "int64, ... (features are numbers)")
     features = _features(frame, feature_cols, np_dtype, source)
     ts = _timestamps(frame[roles["timestamp"]] if roles["timestamp"] else None, len(frame))
-    ids = ([str(v) for v in frame[roles["id"]]] if roles["id"]
-           else [uuid.uuid4().hex for _ in range(len(frame))])
+    if roles["id"]:
+        # 1000, not "1000.0" (a blank cell makes pandas read the column as floats), so late
+        # labels find them; a blank id would never be found, so it is an error.
+        ids = [label_text(v) for v in frame[roles["id"]]]
+        if None in ids:
+            bad = ids.index(None)
+            raise LogImportError(f"request id column '{roles['id']}' is empty in {_row(bad)}; "
+                                 "fill it, or leave the column out (--id-column) to have ids "
+                                 "made up")
+    else:
+        ids = [uuid.uuid4().hex for _ in range(len(frame))]
 
     def texts(role: str) -> list[str | None]:
         col = roles[role]
@@ -273,9 +310,10 @@ def apply_labels(path: str | Path, db: str | Path, *, id_column: str | None = No
         raise LogImportError(f"{source} needs a request id and a label column (found "
                              f"{', '.join(map(str, frame.columns))}); name them with "
                              "--id-column and --label-column")
-    labels = {str(i): label_text(v) for i, v in zip(frame[id_col], frame[label_col],
-                                                    strict=True)}
-    labels = {k: v for k, v in labels.items() if v is not None}
+    # Ids as the import stored them (1000, not "1000.0" when a blank made the column floats).
+    labels = {label_text(i): label_text(v) for i, v in zip(frame[id_col], frame[label_col],
+                                                           strict=True)}
+    labels = {k: v for k, v in labels.items() if k is not None and v is not None}
     store = Store(db)
     try:
         chosen = None

@@ -198,3 +198,42 @@ def test_labels_for_an_endpoint_that_is_not_there_are_refused_not_dropped(tmp_pa
 def test_a_folder_given_as_the_log_is_named_as_a_folder(tmp_path, capsys):
     assert main(["import", str(tmp_path), "--db", str(tmp_path / "ws.db"), "--endpoint", "p"]) == 2
     assert f"{tmp_path} is a folder, not a file" in capsys.readouterr().err
+
+
+def test_logs_as_spreadsheets_and_scripts_write_them(tmp_path, capsys):
+    def imported(text: str, *extra: str) -> tuple[int, list]:
+        path = tmp_path / "log.csv"
+        path.write_text(text)
+        db = tmp_path / f"ws{len(list(tmp_path.glob('ws*.db')))}.db"
+        code = main(["import", str(path), "--db", str(db), "--endpoint", "p", *extra])
+        if code != 0:
+            return code, [capsys.readouterr().err]
+        capsys.readouterr()
+        store = Store(db, readonly=True)
+        try:
+            return code, [s.capture for s in store.captures("log:p", limit=100)]
+        finally:
+            store.close()
+
+    # A European spreadsheet: semicolons, decimal commas.
+    code, caps = imported("request_id;timestamp;f1;f2;label;prediction\n"
+                          "a;2024-03-30T12:00:00Z;1,5;2,25;1;1\n"
+                          "b;2024-03-30T12:00:01Z;3,5;4,75;0;1\n")
+    assert code == 0 and len(caps) == 2
+    by_id = {c.request_id: c for c in caps}
+    np.testing.assert_array_equal(by_id["a"].inputs[0].to_array()[0], [1.5, 2.25])
+    assert by_id["b"].status is CaptureStatus.MISMATCH
+    # Epoch units mixed row by row (seconds, then milliseconds): one instant, not 1970.
+    code, caps = imported("timestamp,f1\n1711800000,1\n1711800000000,2\n")
+    assert code == 0 and {c.ts_ns for c in caps} == {1_711_800_000 * 10**9}
+    # Numbers that are not times are refused, never stored as 1970 or as garbage.
+    for stamp, shown in (("20240330", "20240330"), ("1e20", "1e+20")):
+        code, (err,) = imported(f"timestamp,f1\n1711800000,1\n{stamp},2\n")
+        assert code == 2 and f"timestamp '{shown}' in row 2 is not a time" in err
+    # Ids read as floats because one is blank: refused, with the row; whole ones stay whole.
+    code, (err,) = imported("request_id,f1\n1000,1\n,2\n")
+    assert code == 2 and "request id column 'request_id' is empty in row 2" in err
+    code, caps = imported("request_id,f1,f2\n1000,1,\n1001,2,3\n")
+    assert code == 0 and {c.request_id for c in caps} == {"1000", "1001"}
+    code, (err,) = imported("f1\n1\n", "--dtype", "object")
+    assert code == 2 and "--dtype object is not a number type" in err
