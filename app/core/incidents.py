@@ -123,7 +123,9 @@ class IncidentEngine:
             out.append(rules.drift(self.store, endpoint, t_ns, cfg))
         if "memory" not in off:
             out.append(rules.memory(self.store, endpoint, t_ns, cfg))
-        if "down" not in off:
+        # An imported log (log:NAME) records requests as they came; a quiet stretch in it
+        # is no traffic, not an outage, and nothing probes it to tell the two apart.
+        if "down" not in off and not endpoint.startswith("log:"):
             seen = (last_seen_ns.get(endpoint) if last_seen_ns is not None
                     else self.store.last_sample_ns(endpoint, t_ns))
             out.append(rules.down(seen, t_ns, cfg, (states or {}).get(endpoint)))

@@ -117,3 +117,17 @@ def test_no_action_starts_a_workspace_at_a_mistyped_path(tmp_path, capsys):
         assert main(["incidents", "--db", str(missing), *action]) == 2
         assert f"no workspace at {missing}" in capsys.readouterr().err
         assert not missing.exists()
+
+
+def test_a_quiet_stretch_in_an_imported_log_is_not_an_outage(workspace, capsys):
+    store = Store(workspace)
+    for ep in ("log:prod", EP):  # the same traffic, with a 10-minute lull
+        write_requests(store, ep, 0, 60)
+        write_requests(store, ep, 660, 720)
+    store.close()
+    assert main(["incidents", "--db", str(workspace), "evaluate"]) == 0
+    capsys.readouterr()
+    assert main(["incidents", "--db", str(workspace), "list", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    down = {r["endpoint"] for r in rows if r["rule"] == "down"}
+    assert down == {EP}  # a probed endpoint that went quiet is down; a log that did is not
