@@ -61,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"{result.endpoint}: imported {result.imported} of {result.rows} rows "
               f"({result.skipped} already there), {result.failures} failures")
+    if result.ids_made_up:
+        print("probescope: the file has no request id column, so each row got a new id: "
+              "importing it again would add every row twice, and late labels cannot find "
+              "them; name one with --id-column if it has one", file=sys.stderr)
     return 0
 
 

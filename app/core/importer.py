@@ -52,6 +52,7 @@ class ImportResult:
     imported: int
     skipped: int  # request ids already in the workspace for this endpoint
     failures: int
+    ids_made_up: bool = False  # no id column: a second import of the file adds it again
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +297,8 @@ def import_log(path: str | Path, db: str | Path, endpoint: str,
             progress(stop / len(frame))
     finally:
         store.close()
-    return ImportResult(endpoint, len(frame), imported, skipped, failures)
+    return ImportResult(endpoint, len(frame), imported, skipped, failures,
+                        ids_made_up=roles["id"] is None)
 
 
 def apply_labels(path: str | Path, db: str | Path, *, id_column: str | None = None,

@@ -237,3 +237,7 @@ def test_logs_as_spreadsheets_and_scripts_write_them(tmp_path, capsys):
     assert code == 0 and {c.request_id for c in caps} == {"1000", "1001"}
     code, (err,) = imported("f1\n1\n", "--dtype", "object")
     assert code == 2 and "--dtype object is not a number type" in err
+    (tmp_path / "noid.csv").write_text("f1\n1\n")
+    assert main(["import", str(tmp_path / "noid.csv"), "--db", str(tmp_path / "n.db"),
+                 "--endpoint", "p"]) == 0
+    assert "importing it again would add every row twice" in capsys.readouterr().err
