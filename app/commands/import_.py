@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from app.commands import COMMANDS
+from app.commands._progress import progress_line
 from app.core.importer import ColumnMap, LogImportError, import_log
 
 
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = import_log(args.file, args.db, args.endpoint, columns,
                             input_name=args.input_name, dtype=args.dtype,
-                            model_version=args.model_version, progress=_progress_line())
+                            model_version=args.model_version, progress=progress_line("importing"))
     except LogImportError as exc:
         print(f"probescope: {exc}", file=sys.stderr)
         return 2
@@ -66,18 +66,3 @@ def run(args: argparse.Namespace) -> int:
               "importing it again would add every row twice, and late labels cannot find "
               "them; name one with --id-column if it has one", file=sys.stderr)
     return 0
-
-
-def _progress_line() -> Callable[[float], None]:
-    """On a terminal, a percentage on stderr as the rows go in; elsewhere nothing."""
-    if not sys.stderr.isatty():
-        return lambda _: None
-    shown = [-1]
-
-    def show(share: float) -> None:
-        percent = int(share * 100)
-        if percent != shown[0]:
-            shown[0] = percent
-            print(f"\rimporting: {percent:3d}%", end="", file=sys.stderr, flush=True)
-
-    return show

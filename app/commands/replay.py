@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from app.commands import COMMANDS, _args
+from app.commands._progress import progress_line
 from app.core.domain import CaptureStatus
 from app.core.replay import (
     DEFAULT_MIN_CONFIDENCE,
@@ -200,20 +201,12 @@ def _saved(args: argparse.Namespace) -> int:
 
 
 def _progress_printer(versions: int) -> Callable[[float], None]:
-    """On a terminal, one line on stderr that counts up; elsewhere (a pipe, a log) nothing."""
-    if not sys.stderr.isatty():
-        return lambda _: None
-    shown = [-1]
+    def note(share: float) -> str:
+        version = min(versions, int(share * versions) + 1)
+        return (f"  (version {version} of {versions}; Ctrl+C stops and keeps the finished "
+                "ones)")
 
-    def show(share: float) -> None:
-        percent = int(share * 100)
-        if percent != shown[0]:
-            shown[0] = percent
-            version = min(versions, int(share * versions) + 1)
-            print(f"\rreplaying: {percent:3d}%  (version {version} of {versions}; Ctrl+C "
-                  "stops and keeps the finished ones)", end="", file=sys.stderr, flush=True)
-
-    return show
+    return progress_line("replaying", note)
 
 
 def _local(ts_ns: int) -> str:
