@@ -35,8 +35,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.json:
         print(json.dumps({"rows": r.rows, "matched": r.matched, "unknown": r.unknown,
-                          "new_failures": r.new_failures, "cleared": r.cleared}))
+                          "blank": r.blank, "new_failures": r.new_failures,
+                          "cleared": r.cleared}))
     else:
-        print(f"labelled {r.matched} captures from {r.rows} rows ({r.unknown} ids unknown): "
-              f"{r.new_failures} new failures, {r.cleared} cleared")
+        print(f"labelled {r.matched} captures from {r.rows} rows ({r.unknown} ids unknown, "
+              f"{r.blank} rows without a label or id): {r.new_failures} new failures, "
+              f"{r.cleared} cleared")
     return 0

@@ -62,6 +62,7 @@ class LabelResult:
     unknown: int  # label rows whose request id has no capture
     new_failures: int  # captures that became MISMATCH
     cleared: int  # MISMATCH captures whose corrected label now agrees
+    blank: int = 0  # label rows with no label or no id: nothing to join
 
 
 def endpoint_name(name: str) -> str:
@@ -313,9 +314,10 @@ def apply_labels(path: str | Path, db: str | Path, *, id_column: str | None = No
                              f"{', '.join(map(str, frame.columns))}); name them with "
                              "--id-column and --label-column")
     # Ids as the import stored them (1000, not "1000.0" when a blank made the column floats).
-    labels = {label_text(i): label_text(v) for i, v in zip(frame[id_col], frame[label_col],
-                                                           strict=True)}
-    labels = {k: v for k, v in labels.items() if k is not None and v is not None}
+    pairs = [(label_text(i), label_text(v)) for i, v in zip(frame[id_col], frame[label_col],
+                                                            strict=True)]
+    labels = {k: v for k, v in pairs if k is not None and v is not None}
+    blank = sum(1 for k, v in pairs if k is None or v is None)
     store = Store(db)
     try:
         chosen = None
@@ -347,4 +349,4 @@ def apply_labels(path: str | Path, db: str | Path, *, id_column: str | None = No
         store.close()
     matched_ids = {r[3] for r in rows}
     return LabelResult(len(frame), len(updates), len(set(labels) - matched_ids),
-                       new_failures, cleared)
+                       new_failures, cleared, blank)

@@ -67,7 +67,7 @@ def test_import_then_late_labels_turn_disagreements_into_failures(tmp_path, log_
 
     assert main(["label", str(tmp_path / "labels.parquet"), "--db", str(db), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result == {"rows": len(labels), "matched": len(labels), "unknown": 0,
+    assert result == {"rows": len(labels), "matched": len(labels), "unknown": 0, "blank": 0,
                       "new_failures": len(wrong), "cleared": 0}
     failed = failures(db)
     assert {c.capture.request_id for c in failed} == wrong
@@ -105,6 +105,13 @@ def test_import_then_late_labels_turn_disagreements_into_failures(tmp_path, log_
     assert main(["label", str(tmp_path / "labels.parquet"), "--db", str(db), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["new_failures"] == 1
     assert failure_samples() == len(wrong)
+
+    # Rows with nothing to join are counted, not passed over in silence.
+    with_blanks = pd.concat([labels.iloc[:3], pd.DataFrame({"request_id": ["x", None],
+                                                            "label": [None, 1]})])
+    with_blanks.to_csv(tmp_path / "blanks.csv", index=False)
+    assert main(["label", str(tmp_path / "blanks.csv"), "--db", str(db), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["blank"] == 2
 
 
 def test_json_lines_with_list_features_and_inline_labels(tmp_path, log_and_labels, capsys):
