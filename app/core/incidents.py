@@ -176,6 +176,9 @@ class IncidentEngine:
         incident_id, track.incident_id = track.incident_id, None
         cleared = track.clear_since_ns
         track.clear_since_ns = None
+        recorded = self.store.incident(incident_id)
+        if recorded is not None and recorded["cleared_ns"] == cleared:
+            return None  # history judged again: this clearing is already recorded
         note = f"Cleared: {r.detail}."
         self.store.update_incident(incident_id, cleared_ns=cleared, updated_ns=t_ns,
                                    status=Status.RESOLVED, note=note, note_ts_ns=t_ns)

@@ -131,3 +131,24 @@ def test_a_quiet_stretch_in_an_imported_log_is_not_an_outage(workspace, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
     down = {r["endpoint"] for r in rows if r["rule"] == "down"}
     assert down == {EP}  # a probed endpoint that went quiet is down; a log that did is not
+
+
+def test_judging_the_same_history_twice_adds_nothing(workspace, capsys):
+    store = Store(workspace)
+    write_requests(store, EP, 0, 60)
+    write_requests(store, EP, 60, 120, failure_share=0.25)
+    write_requests(store, EP, 120, 300)  # it clears
+    store.close()
+    db = ["incidents", "--db", str(workspace)]
+    assert main([*db, "evaluate"]) == 0
+    first = capsys.readouterr().out
+    assert "opened" in first and "cleared" in first
+    store = Store(workspace, readonly=True)
+    notes = [n["text"] for n in store.incident_notes(1)]
+    store.close()
+    assert main([*db, "evaluate"]) == 0
+    again = capsys.readouterr().out
+    assert "cleared" not in again and "0 incident(s) opened" in again
+    store = Store(workspace, readonly=True)
+    assert [n["text"] for n in store.incident_notes(1)] == notes  # no second "Cleared"
+    store.close()
