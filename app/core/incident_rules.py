@@ -154,6 +154,9 @@ def latency(store: Store, endpoint: str, t_ns: int, cfg: RuleConfig,
 def error_rate(store: Store, endpoint: str, t_ns: int, cfg: RuleConfig) -> Reading | None:
     start = t_ns - int(cfg.window_s * NS)
     requests = store.count_between(endpoint, Metric.LATENCY_MS, start, t_ns)
+    if requests == 0 and endpoint.startswith("log:"):
+        # A log imported without latencies: each row is a capture, and so a request.
+        requests = store.count_captures_between(endpoint, start, t_ns)
     if requests < cfg.min_requests:
         return None
     failures = store.count_between(endpoint, Metric.FAILURE, start, t_ns)

@@ -976,6 +976,25 @@ class Store:
             "SELECT count(*) FROM samples WHERE endpoint_id = ? AND metric_id = ? "
             "AND ts_ns >= ? AND ts_ns <= ?", [eid, mid, start_ns, end_ns]).fetchone()[0])
 
+    def count_captures_between(self, endpoint: str, start_ns: int, end_ns: int) -> int:
+        """Captures of an endpoint with start_ns <= ts_ns <= end_ns (an imported log keeps
+        one per request, so these are its requests when it has no latency column)."""
+        eid = self._lookup_endpoint(endpoint)
+        if eid is None:
+            return 0
+        return int(self.db.execute(
+            "SELECT count(*) FROM captures WHERE endpoint_id = ? AND ts_ns >= ? AND ts_ns <= ?",
+            [eid, start_ns, end_ns]).fetchone()[0])
+
+    def capture_time_range(self, endpoint: str) -> tuple[int, int] | None:
+        """(first, last) ts_ns of an endpoint's captures; None when it has none."""
+        eid = self._lookup_endpoint(endpoint)
+        if eid is None:
+            return None
+        row = self.db.execute("SELECT min(ts_ns), max(ts_ns) FROM captures WHERE endpoint_id = ?",
+                              [eid]).fetchone()
+        return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+
     def last_sample_ns(self, endpoint: str, before_ns: int | None = None) -> int | None:
         """The newest ts_ns of any series of an endpoint (at or before ``before_ns``)."""
         eid = self._lookup_endpoint(endpoint)

@@ -152,3 +152,24 @@ def test_judging_the_same_history_twice_adds_nothing(workspace, capsys):
     store = Store(workspace, readonly=True)
     assert [n["text"] for n in store.incident_notes(1)] == notes  # no second "Cleared"
     store.close()
+
+
+def test_a_log_imported_without_latencies_still_gets_error_rate_incidents(tmp_path, capsys):
+    import pandas as pd
+
+    rows = 600
+    log = pd.DataFrame({
+        "request_id": [f"r{i}" for i in range(rows)],
+        "timestamp": pd.date_range("2026-11-01", periods=rows, freq="500ms", tz="UTC"),
+        "f1": 1.0, "prediction": 1,
+        # A burst of wrong answers from row 200 to 300 (a quarter of them wrong).
+        "label": [0 if 200 <= i < 300 and i % 4 == 0 else 1 for i in range(rows)]})
+    log.to_csv(tmp_path / "log.csv", index=False)
+    db = tmp_path / "ws.db"
+    assert main(["import", str(tmp_path / "log.csv"), "--db", str(db), "--endpoint",
+                 "prod"]) == 0
+    capsys.readouterr()
+    assert main(["incidents", "--db", str(db), "evaluate"]) == 0
+    out = capsys.readouterr().out
+    assert "#1 opened: log:prod: Opened: 13 failures in 61 requests" in out
+    assert "1 incident(s) opened" in out
