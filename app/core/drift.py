@@ -20,7 +20,8 @@ from app.core.drift_stats import ColumnDrift, ColumnReference, Kind, clean, colu
 
 # Bookkeeping columns of a data file: never features. Labels and predictions are kept, since
 # their drift (target and prediction drift) is worth seeing.
-BOOKKEEPING_COLUMNS = frozenset({"id", "request_id", "ts", "timestamp"})
+# Not features: ids, the time columns `import` reads, and the index pandas writes unnamed.
+BOOKKEEPING_COLUMNS = frozenset({"id", "request_id", "ts", "timestamp", "time", "unnamed: 0"})
 PREDICTION_COLUMN = "prediction"
 PARALLEL_MIN_ROWS = 100_000  # below this, threads cost more than they save
 

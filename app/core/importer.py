@@ -237,7 +237,9 @@ def import_log(path: str | Path, db: str | Path, endpoint: str,
         feature_cols = list(columns.features)
     else:
         taken = {c for c in roles.values() if c is not None}
-        feature_cols = [c for c in frame.columns if c not in taken]
+        # "Unnamed: 0" is the index pandas writes with to_csv(): a row number, no feature.
+        feature_cols = [c for c in frame.columns
+                        if c not in taken and str(c).lower() != "unnamed: 0"]
     try:
         np_dtype = np.dtype(dtype)
     except TypeError:

@@ -244,6 +244,9 @@ def test_logs_as_spreadsheets_and_scripts_write_them(tmp_path, capsys):
     assert code == 0 and {c.request_id for c in caps} == {"1000", "1001"}
     code, (err,) = imported("f1\n1\n", "--dtype", "object")
     assert code == 2 and "--dtype object is not a number type" in err
+    # A file saved by pandas with its index: the row numbers are not a feature.
+    code, caps = imported(",request_id,f1,f2\n0,a,1,2\n1,b,3,4\n")
+    assert code == 0 and caps[0].inputs[0].shape == (1, 2)
     (tmp_path / "noid.csv").write_text("f1\n1\n")
     assert main(["import", str(tmp_path / "noid.csv"), "--db", str(tmp_path / "n.db"),
                  "--endpoint", "p"]) == 0

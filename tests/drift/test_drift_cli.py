@@ -67,6 +67,18 @@ def test_an_html_report_never_replaces_a_file_that_is_not_one(halves, capsys):
     assert out.read_text()[:200].lower().lstrip().startswith(("<!doctype html", "<html"))
 
 
+def test_time_and_index_columns_are_not_features(halves, capsys, tmp_path):
+    reference, calm, _ = halves
+    for path, start in ((reference, 1.7e9), (calm, 1.8e9)):  # epoch times: always "drift"
+        frame = pd.read_csv(path)
+        frame.insert(0, "time", start + np.arange(len(frame)))
+        frame.to_csv(tmp_path / path.name)  # with pandas' index, as to_csv() writes it
+    report = _json(capsys, ["drift", "--reference", str(tmp_path / reference.name),
+                            "--current", str(tmp_path / calm.name), "--json"])
+    names = {c["name"] for c in report["columns"]}
+    assert "time" not in names and "Unnamed: 0" not in names and "alcohol" in names
+
+
 def test_files_as_a_table_for_people(halves, capsys):
     reference, _, shifted = halves
     assert main(["drift", "--reference", str(reference), "--current", str(shifted)]) == 0
