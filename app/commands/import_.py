@@ -44,13 +44,26 @@ def run(args: argparse.Namespace) -> int:
         features=tuple(c.strip() for c in args.features.split(",")) if args.features else None,
         prediction=args.prediction_column, label=args.label_column,
         latency=args.latency_column)
+    show = progress_line("importing")
+    done = [0.0]  # the share of rows written so far, for a Ctrl+C
+
+    def progress(share: float) -> None:
+        done[0] = share
+        show(share)
+
     try:
         result = import_log(args.file, args.db, args.endpoint, columns,
                             input_name=args.input_name, dtype=args.dtype,
-                            model_version=args.model_version, progress=progress_line("importing"))
+                            model_version=args.model_version, progress=progress)
     except LogImportError as exc:
         print(f"probescope: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Rows go in by batches, each whole or not at all: say how far it got.
+        print(f"\nprobescope: stopped by Ctrl+C with {done[0]:.0%} of the rows in {args.db}; "
+              "importing the file again adds the rest (rows whose id is there are skipped)",
+              file=sys.stderr)
+        return 130
     finally:
         if sys.stderr.isatty():
             print(file=sys.stderr)  # end the progress line

@@ -251,3 +251,39 @@ def test_logs_as_spreadsheets_and_scripts_write_them(tmp_path, capsys):
     assert main(["import", str(tmp_path / "noid.csv"), "--db", str(tmp_path / "n.db"),
                  "--endpoint", "p"]) == 0
     assert "importing it again would add every row twice" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_an_import_says_how_far_it_got(tmp_path):
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    from tests.helpers import wait_until
+
+    rows = 300_000
+    pd.DataFrame({"request_id": [f"r{i}" for i in range(rows)], "f1": 1.0, "f2": 2.0}).to_csv(
+        tmp_path / "big.csv", index=False)
+    db = tmp_path / "ws.db"
+    proc = subprocess.Popen([sys.executable, "main.py", "import", str(tmp_path / "big.csv"),
+                             "--db", str(db), "--endpoint", "p"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def some_in() -> bool:
+        try:
+            with sqlite3.connect(db) as conn:
+                return conn.execute("SELECT count(*) FROM captures").fetchone()[0] > 0
+        except sqlite3.Error:
+            return False
+
+    try:
+        assert wait_until(some_in, 60)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert "stopped by Ctrl+C with" in err and "importing the file again adds the rest" in err
+    with sqlite3.connect(db) as conn:  # whole batches only, and the workspace still opens
+        n = conn.execute("SELECT count(*) FROM captures").fetchone()[0]
+    assert 0 < n < rows
