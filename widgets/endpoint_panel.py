@@ -264,8 +264,9 @@ class EndpointPanel(QFrame):
             names = (("points", "request", "max"), ("p50", "p50", "mean"))
             for key, live_name, history_name in names:
                 self.latency_plot.rename(key, live_name if live else history_name)
-            for key in ("p95", "p99"):
-                self.latency_plot.curves[key].setVisible(live)
+            for key in ("p95", "p99", "failures"):  # history draws none of these
+                if key in self.latency_plot.curves:
+                    self.latency_plot.show_curve(key, live)
 
     def set_history(self, history: dict[str, object]) -> None:
         """Draw downsampled history: {metric: app.core.store.History-like}."""

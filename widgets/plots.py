@@ -42,6 +42,7 @@ class SeriesPlotWidget(pg.PlotWidget):
         self.curves: dict[str, PointsItem] = {}
         self._data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._styles: dict[str, dict] = {}
+        self._labels: dict[str, str] = {}  # legend text per curve, kept while it is hidden
         self._data_version = 0
         self._last_view: tuple[int, int] | None = None
         item = self.getPlotItem()
@@ -92,16 +93,32 @@ class SeriesPlotWidget(pg.PlotWidget):
                              Qt.PenStyle.DashLine if dash else Qt.PenStyle.SolidLine)
         curve.setZValue(z)
         self.curves[key] = curve
+        self._labels[key] = label
         self._styles[key] = style
         self._style(curve, style)
         self.getPlotItem().addItem(curve)
+        self._add_to_legend(curve, label)
+        return curve
+
+    def _add_to_legend(self, curve: QGraphicsItem, label: str) -> None:
         self.legend.addItem(curve, label)  # PlotItem lists only its own data items
         # The legend's own pixmap cache does not cover its children: without one of their
         # own, every sample and label repaints on every frame of a scrolling plot.
         sample, text = self.legend.items[-1]
         for part in (sample, text, text.item):  # the label draws through its text item
             part.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
-        return curve
+
+    def show_curve(self, key: str, shown: bool) -> None:
+        """Show or hide a curve and its legend entry: a legend must not list what is not
+        drawn (history views draw no percentiles and no failure dots)."""
+        curve = self.curves[key]
+        curve.setVisible(shown)
+        listed = self.legend.getLabel(curve) is not None
+        if shown and not listed:
+            self._add_to_legend(curve, self._labels.get(key, key))
+        elif not shown and listed:
+            self._labels[key] = self.legend.getLabel(curve).text
+            self.legend.removeItem(curve)
 
     def legend_sample(self, key: str) -> QGraphicsItem | None:
         """The legend's sample of a curve (its dot or line swatch)."""
@@ -182,6 +199,7 @@ class SeriesPlotWidget(pg.PlotWidget):
 
     def rename(self, key: str, label: str) -> None:
         """Change a curve's legend text (history mode shows means, not percentiles)."""
+        self._labels[key] = label
         legend_label = self.legend.getLabel(self.curves[key])
         if legend_label is not None:
             legend_label.setText(label)

@@ -202,3 +202,21 @@ def test_a_down_endpoints_header_does_not_show_its_last_throughput(qtbot):
     assert "req/s" not in panel.stats.text() and "p95" not in panel.stats.text()
     panel.set_state("up")
     assert "req/s" in panel.stats.text()
+
+
+def test_the_legend_lists_only_the_curves_a_view_draws(qtbot):
+    from widgets.endpoint_panel import EndpointPanel
+    from widgets.theme import theme_named
+
+    panel = EndpointPanel("onnx:m.onnx", "onnx", theme_named("dark"))
+    qtbot.addWidget(panel)
+
+    def listed() -> list[str]:
+        return [label.text for _, label in panel.latency_plot.legend.items]
+
+    live = listed()
+    assert {"p95", "p99", "failed"} <= set(live)
+    panel.set_mode("history")  # means and maxima of buckets: no percentiles, no failure dots
+    assert listed() == ["max", "mean"]
+    panel.set_mode("live")
+    assert sorted(listed()) == sorted(live)
