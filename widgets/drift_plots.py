@@ -51,8 +51,8 @@ class DriftHeatMapWidget(pg.PlotWidget):
         self.setBackground(theme.base)
         self.plot = self.getPlotItem()
         _style_axes(self.plot, theme)
-        self.plot.setTitle("Drift severity per feature (1 = at threshold)", color=theme.muted,
-                           size="9pt")
+        self._title_color = theme.muted
+        self._set_title(empty=True)
         self.image = pg.ImageItem(axisOrder="col-major")
         self.plot.addItem(self.image)
         self.plot.getViewBox().invertY(True)
@@ -68,6 +68,12 @@ class DriftHeatMapWidget(pg.PlotWidget):
         self.scene().sigMouseMoved.connect(self._on_scene_mouse_moved)
         self.scene().sigMouseClicked.connect(self._on_scene_mouse_clicked)
         self.setMinimumHeight(180)
+        self.plot.showAxis("bottom", False)  # no time yet: an axis would show made-up ticks
+
+    def _set_title(self, *, empty: bool) -> None:
+        text = "Drift severity per feature (1 = at threshold)" + (
+            ": no evaluations in this span yet" if empty else "")
+        self.plot.setTitle(text, color=self._title_color, size="9pt")
 
     def cell_at(self, view: QPointF) -> tuple[int, int] | None:
         """(evaluation, feature) under a point in plot coordinates, or None outside."""
@@ -122,7 +128,10 @@ class DriftHeatMapWidget(pg.PlotWidget):
         self.shape = (len(ts_ns), len(self.features))
         self._severity = np.asarray(severity, dtype=np.float64)
         self._t_s = np.asarray(ts_ns, dtype=np.float64) / 1e9
-        if len(ts_ns) == 0 or not self.features:
+        empty = len(ts_ns) == 0 or not self.features
+        self._set_title(empty=empty)
+        self.plot.showAxis("bottom", not empty)
+        if empty:
             self.image.clear()
             self.plot.getAxis("left").setTicks([[]])
             return

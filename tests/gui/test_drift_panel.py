@@ -255,3 +255,19 @@ def test_feature_names_in_a_short_heat_map_never_overlap(panel, drifted, qtbot):
         gaps = np.diff([pos for pos, _ in major]) * row_px
         assert len(major) >= 2 and gaps.min() >= line_px
     assert len(major) < len(heatmap.features)  # at 200 px, some names had to make room
+
+
+def test_an_empty_heat_map_says_so_and_shows_no_made_up_time_axis(qtbot):
+    import numpy as np
+
+    from widgets.drift_plots import DriftHeatMapWidget
+
+    heat = DriftHeatMapWidget()
+    qtbot.addWidget(heat)
+    bottom = heat.plot.getAxis("bottom")
+    assert not bottom.isVisible() and "no evaluations" in heat.plot.titleLabel.text
+    heat.set_matrix(np.array([1.7e18, 1.7e18 + 5e9]), ["a", "b"], np.ones((2, 2)))
+    heat.show()
+    assert bottom.isVisible() and "no evaluations" not in heat.plot.titleLabel.text
+    heat.set_matrix(np.empty(0), [], np.empty((0, 0)))
+    assert not bottom.isVisible()
