@@ -242,8 +242,10 @@ def failure_rows(store: Store, uri: str, start: int, end: int) -> list[list[str]
 
 
 def replay_rows(store: Store, uri: str, start: int, end: int) -> list[list[str]]:
-    """One row per version of each saved replay that replayed captures of this endpoint from
-    the window: cases, how many still fail, how many it fixes. Empty when replay is absent."""
+    """One row per version of each saved replay that replayed failures of this endpoint from
+    the window: of those failures, how many it fixes, how many still fail, how many it could
+    not be asked about; and of the replay's passing controls, how many it newly breaks (the
+    same verdicts as ``probescope replay``). Empty when replay is absent."""
     if not hasattr(store, "replays"):
         return []
     out: list[list[str]] = []
@@ -255,22 +257,27 @@ def replay_rows(store: Store, uri: str, start: int, end: int) -> list[list[str]]
             if loaded is None:
                 continue
             _, cases, results = loaded
-            if not any(int(c[1]) in ids for c in cases):
+            # Cases: (idx, capture_id, control, first_failing).
+            mine = {int(c[0]) for c in cases
+                    if not c[2] and c[1] is not None and int(c[1]) in ids}
+            if not mine:
                 continue
+            controls = {int(c[0]) for c in cases if c[2]}
             names = [v.get("name", "?") if isinstance(v, dict) else str(v)
                      for v in _json_list(meta.get("versions"))]
             # failing is NULL where the version could not be asked (its server down).
-            by_version: dict[int, list[int | None]] = {}
+            by_version: dict[int, dict[int, int | None]] = {}
             for r in results:
-                by_version.setdefault(int(r[1]), []).append(
+                by_version.setdefault(int(r[1]), {})[int(r[0])] = (
                     None if r[6] is None else int(bool(r[6])))
             title = f"#{meta['id']} {meta.get('title') or ''}".strip()
             for vi, failing in sorted(by_version.items()):
                 name = names[vi] if vi < len(names) else f"version {vi}"
-                failed = sum(1 for f in failing if f == 1)
-                unasked = sum(1 for f in failing if f is None)
-                out.append([title, name, str(len(failing)), str(failed),
-                            str(len(failing) - failed - unasked), str(unasked)])
+                still = sum(1 for i in mine if failing.get(i) == 1)
+                unasked = sum(1 for i in mine if failing.get(i) is None)
+                broken = sum(1 for i in controls if failing.get(i) == 1)
+                out.append([title, name, str(len(mine)), str(len(mine) - still - unasked),
+                            str(still), str(unasked), f"{broken} of {len(controls)}"])
     except Exception as exc:  # another feature's tables: a report must not fail on them
         log.warning("replay results left out of the report: %s", exc)
         return []

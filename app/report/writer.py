@@ -251,12 +251,14 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
                     Column("Inputs", 3.9, mono=True)], data.failures)
     if data.replays:
         flow.heading("Replay results", 120)
-        flow.text("Captured failures from this window replayed against model versions: "
-                  "per version, how many cases still fail, how many pass, and how many got "
-                  "no answer (the version's server was down).", font(9))
-        flow.table([Column("Replay", 1.8), Column("Version", 1.8), Column("Cases", 0.7),
-                    Column("Still failing", 0.9), Column("Passing", 0.8),
-                    Column("No answer", 0.8)], data.replays)
+        flow.text("Failures captured in this window, replayed against model versions: per "
+                  "version, how many it fixes, how many still fail, and how many got no answer "
+                  "(the version could not be asked); and how many of the replay's passing "
+                  "control captures it newly breaks. The same verdicts as `probescope "
+                  "replay`.", font(9))
+        flow.table([Column("Replay", 1.5), Column("Version", 1.6), Column("Failures", 0.8),
+                    Column("Fixed", 0.7), Column("Still failing", 0.9),
+                    Column("No answer", 0.8), Column("Newly broken", 1.0)], data.replays)
     if data.contract:
         flow.heading("Contract status", 120)
         flow.text(f"The handover contract beside the model ({data.contract[0][0]}), checked "

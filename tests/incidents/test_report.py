@@ -169,11 +169,24 @@ def test_replays_of_the_windows_failures_appear_with_their_versions(qapp, demo_i
     failed = store.captures_between(incident["endpoint"], incident["opened_ns"],
                                     incident["updated_ns"], failed=True, limit=3,
                                     with_tensors=False)
+    passing = store.captures_between(incident["endpoint"], incident["opened_ns"],
+                                     incident["updated_ns"], failed=False, limit=2,
+                                     with_tensors=False)
+    from app.core.domain import Capture, CaptureStatus
+
+    store.write_batch([], [Capture(endpoint="onnx:elsewhere", ts_ns=incident["opened_ns"],
+                                   latency_ms=1.0, status=CaptureStatus.MISMATCH)])
+    (elsewhere,) = store.captures_between("onnx:elsewhere", 0, 2**62, limit=1,
+                                          with_tensors=False)
+    # Three failures of the window, two passing controls, one failure from elsewhere.
     cases = [(i, sc.id, False, None) for i, sc in enumerate(failed)]
-    # Version 0 still fails all three; version 1 fixes two; version 2's server was down.
-    results = [(i, 0, "0", 0.5, 0.1, None, 1, None) for i in range(3)]
-    results += [(i, 1, "1", 0.9, 0.1, None, int(i == 2), None) for i in range(3)]
-    results += [(i, 2, None, None, None, "cannot connect", None, None) for i in range(3)]
+    cases += [(3, passing[0].id, True, None), (4, passing[1].id, True, None),
+              (5, elsewhere.id, False, None)]
+    # wine-v1 still fails all three and breaks a control; wine-v2 fixes two; far-v3's server
+    # was down. Every version fails the failure from elsewhere, which is not this window's.
+    results = [(i, 0, "0", 0.5, 0.1, None, int(i != 4), None) for i in range(6)]
+    results += [(i, 1, "1", 0.9, 0.1, None, int(i in (2, 5)), None) for i in range(6)]
+    results += [(i, 2, None, None, None, "cannot connect", None, None) for i in range(6)]
     store.save_replay({"created_ns": incident["updated_ns"], "title": "bisect", "selection": "{}",
                        "versions": json.dumps([{"name": "wine-v1"}, {"name": "wine-v2"},
                                                {"name": "far-v3"}]),
@@ -181,8 +194,9 @@ def test_replays_of_the_windows_failures_appear_with_their_versions(qapp, demo_i
     store.close()
     text = "\n".join(_pages(write_report(db, incident_id, tmp_path / "replay.pdf")))
     assert "Replay results" in text
-    assert "wine-v1 3 3 0 0" in text and "wine-v2 3 1 2 0" in text
-    assert "far-v3 3 0 0 3" in text  # not asked: neither failing nor passing
+    # Failures of the window, fixed, still failing, no answer; controls newly broken.
+    assert "wine-v1 3 0 3 0 1 of 2" in text and "wine-v2 3 2 1 0 0 of 2" in text
+    assert "far-v3 3 0 0 3 0 of 2" in text  # not asked: neither failing nor fixed
 
 
 def test_the_window_s_job_runner_exports_with_progress(qtbot, demo_incident, tmp_path):
