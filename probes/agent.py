@@ -70,7 +70,6 @@ def committed_cursor(workspace: Path | None, endpoint: str) -> int:
     return 0 if value is None else int(value)
 
 
-@register("agent+https")
 @register("agent+http")
 class AgentProbe(Probe):
     params = frozenset({"interval", "page", "timeout_s", "ca", "token_env", "token_file",
@@ -238,3 +237,9 @@ class AgentProbe(Probe):
         items += [(int(c["seq"]), capture_from_json(e, c)) for c in page["captures"]]
         items.sort(key=lambda pair: pair[0])
         return items
+
+
+@register("agent+https")
+class AgentHttpsProbe(AgentProbe):
+    """The same over TLS; its own class so its kind reads agent+https (one class registered
+    under both schemes took the last one for both)."""

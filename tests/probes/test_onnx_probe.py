@@ -195,6 +195,13 @@ def test_sensible_numbers_in_a_uri_are_taken(demo_model):
     assert probe.session.get_session_options().intra_op_num_threads == 1
 
 
+def test_each_remote_kind_reads_as_its_own_scheme(monkeypatch):
+    monkeypatch.setenv("PROBESCOPE_AGENT_TOKEN", "t" * 32)
+    for scheme in ("agent+http", "agent+https"):
+        probe = open_probe(f"{scheme}://127.0.0.1:1", Bus())
+        assert probe.scheme == scheme and probe.info()["kind"] == scheme
+
+
 @pytest.mark.parametrize(("uri", "words"), [
     ("onnx:{model}?slo=5", "'slo' is not a parameter of onnx: URIs; did you mean slo_ms?"),
     ("onnx:{model}?provder=cpu", "did you mean provider?"),
