@@ -25,7 +25,7 @@ from app.core.store import Store
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("incidents", help=COMMANDS["incidents"])
-    p.add_argument("--db", required=True, type=Path, help="workspace SQLite file")
+    p.add_argument("--db", type=Path, help="workspace SQLite file (before or after ACTION)")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     ls = actions.add_parser("list", help="list incidents, newest first (the default)")
     for q in (p, ls):
@@ -49,6 +49,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("endpoint", help="endpoint URI")
     r.add_argument("settings", nargs="*", metavar="KEY=VALUE",
                    help="overrides, e.g. error_rate=0.2 window_s=60 disabled=memory,down")
+    # `incidents ack --db W latest` as well as `incidents --db W ack latest`, as the other
+    # commands take it after theirs; not given there, it must not reset the one before.
+    for action in (ls, ev, *(actions.choices[n] for n in ("ack", "resolve")), n, r):
+        action.add_argument("--db", type=Path, default=argparse.SUPPRESS,
+                            help="workspace SQLite file")
 
 
 def _utc(ts_ns: int | None) -> str:
@@ -59,6 +64,9 @@ def _utc(ts_ns: int | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     action = args.action or "list"
+    if args.db is None:
+        print("probescope: incidents needs --db PATH (the workspace)", file=sys.stderr)
+        return 2
     if not args.db.exists():  # every action reads a workspace first; none should start one
         print(f"probescope: no workspace at {args.db}", file=sys.stderr)
         return 2

@@ -24,7 +24,8 @@ def test_judge_list_ack_note_resolve(workspace, capsys):
     assert main(db) == 0
     listing = capsys.readouterr().out
     assert "Error-rate burst" in listing and EP in listing
-    assert main([*db, "ack", "latest", "--note", "looking"]) == 0
+    # --db after the action too, as the other commands take it.
+    assert main(["incidents", "ack", "--db", str(workspace), "latest", "--note", "looking"]) == 0
     assert main([*db, "note", "1", "labels were late"]) == 0
     assert main([*db, "resolve", "1"]) == 0
     capsys.readouterr()
@@ -109,6 +110,11 @@ def test_nonsense_rule_values_are_refused_before_they_are_kept(workspace, capsys
     store = Store(workspace, readonly=True)
     assert not store.incident_rules(EP)
     store.close()
+
+
+def test_no_workspace_given_is_one_line(capsys):
+    assert main(["incidents", "list"]) == 2
+    assert capsys.readouterr().err == "probescope: incidents needs --db PATH (the workspace)\n"
 
 
 def test_no_action_starts_a_workspace_at_a_mistyped_path(tmp_path, capsys):
