@@ -127,7 +127,8 @@ def _locations(store: Store, wanted: list[str] | None) -> list[tuple[str, str | 
     return out
 
 
-def _text(result: ReplayResult) -> str:
+def _text(result: ReplayResult, shown: bool = False) -> str:
+    """``shown``: a saved replay read back (--show), not one run now."""
     # Latency is each case's share of its batch's time: per row, not per request.
     lines = [f"{'version':<20} {'cases':>6} {'fixed':>6} {'still failing':>14} "
              f"{'newly broken':>13} {'errors':>7} {'p50 ms/row':>11} {'p95 ms/row':>11}"]
@@ -156,7 +157,8 @@ def _text(result: ReplayResult) -> str:
                  "first failing version: "
                  + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if result.replay_id is not None:
-        lines.append(f"saved as replay {result.replay_id}")
+        lines.append(f"replay {result.replay_id}" if shown else
+                     f"saved as replay {result.replay_id}")
     return "\n".join(lines)
 
 
@@ -196,7 +198,9 @@ def _saved(args: argparse.Namespace) -> int:
             write_cases_csv(result, args.export)
     finally:
         store.close()
-    print(json.dumps(result.to_json()) if args.json else _text(result))
+    print(json.dumps(result.to_json()) if args.json else _text(result, shown=True))
+    if args.export:
+        print(f"wrote {args.export}", file=sys.stderr)
     return 0
 
 
@@ -292,6 +296,8 @@ def run(args: argparse.Namespace) -> int:
     if not_saved:
         print(f"probescope: the replay above is not saved ({not_saved}); run it again, or "
               "give --export FILE.csv to keep its cases", file=sys.stderr)
+    if args.export and not not_exported:
+        print(f"wrote {args.export}", file=sys.stderr)
     if not_exported:
         print(f"probescope: {not_exported}"
               + (f"; the replay is saved as {result.replay_id}: `--show "

@@ -153,7 +153,9 @@ def test_saved_replays_are_listed_and_shown_again_as_they_were(capsys, demo_db: 
     _, shown = run_json(capsys, [*db, "--show", "latest", "--json"])
     assert shown == first
     assert main([*db, "--show", str(first["replay_id"])]) == 0
-    assert "40 failures, 20 controls" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "40 failures, 20 controls" in out
+    assert out.rstrip().endswith(f"replay {first['replay_id']}") and "saved as" not in out
     assert main([*db, "--show", "999"]) == 2
     assert "no replay 999" in capsys.readouterr().err
     assert main([*db, "--show", "yesterday"]) == 2
