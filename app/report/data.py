@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
@@ -87,7 +88,10 @@ def sha256_of(path: Path) -> str | None:
         return None
 
 
-def model_info(endpoint: dict) -> dict[str, str]:
+def model_info(endpoint: dict, registered_paths: Sequence[str] = ()) -> dict[str, str]:
+    """The endpoint's model: version, and for a local ONNX file its path and sha256. A path
+    given relative to where the probe ran is found again through ``registered_paths`` (the
+    registry keeps absolute ones), so the report is the same from any folder."""
     info = {"version": endpoint.get("model_version") or "unknown"}
     try:
         uri = EndpointUri.parse(endpoint["uri"])
@@ -95,6 +99,10 @@ def model_info(endpoint: dict) -> dict[str, str]:
         return info
     if uri.scheme == "onnx":
         path = Path(unquote(uri.target))
+        if not path.is_absolute() and not path.is_file():
+            tail = "/" + path.as_posix().lstrip("./")
+            path = next((Path(p) for p in registered_paths
+                         if Path(p).as_posix().endswith(tail) and Path(p).is_file()), path)
         info["path"] = str(path)
         info["sha256"] = sha256_of(path) or "file not readable here"
     return info
@@ -333,7 +341,8 @@ def gather(store: Store, incident: dict, version: str) -> ReportData:
     endpoint = next((e for e in store.endpoints() if e["uri"] == uri), {"uri": uri})
     last = store.last_sample_ns(uri)
     start, end = incident_window(incident, last_ns=last)
-    model = model_info(endpoint)
+    model = model_info(endpoint, [v["location"] for v in store.versions()]
+                       if hasattr(store, "versions") else ())
     eid_failed = store.capture_status_counts(uri, start, end)
     failures_total = sum(n for s, n in eid_failed.items() if s != "ok")
     # The table lists failures from the moment the rule first tripped: the evidence.

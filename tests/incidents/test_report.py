@@ -18,6 +18,8 @@ from app.core.store import Store
 from app.report import ReportCancelled, ReportError, write_report
 from tests.incidents.conftest import NS, T0, write_requests
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def _pages(path: Path) -> list[str]:
     # pypdf reads Qt's word spacing as tabs; words are what matter.
@@ -235,3 +237,19 @@ def test_a_flapping_incident_s_automatic_notes_are_folded(qapp, workspace, tmp_p
     # 9 reopenings and 10 clearings: the first three and the last three are shown.
     assert "13 more automatic Cleared/Reopened notes (the rule flapped)" in text
     assert text.count("Reopened:") == 2 and "upstream labeller restarted" in text
+
+
+def test_the_report_is_the_same_from_any_folder(qapp, demo_incident, tmp_path, monkeypatch):
+    from app.core.versions import register, sha256_of
+
+    db, incident_id = demo_incident
+    store = Store(db)
+    endpoint = store.incident(incident_id)["endpoint"]
+    model = endpoint.split(":", 1)[1].split("?", 1)[0]
+    assert not Path(model).is_absolute()  # as the demo probes it: relative to where it ran
+    register(store, str(Path(model).resolve()))  # the registry keeps it absolute
+    store.close()
+    monkeypatch.chdir(tmp_path)  # exported from another folder
+    text = "\n".join(_pages(write_report(db, incident_id, tmp_path / "r.pdf")))
+    assert sha256_of(ROOT / model) in _squash(text)
+    assert "not readable here" not in text and "Contract status" in text
