@@ -45,6 +45,8 @@ from widgets.endpoint_panel import short_name
 
 log = logging.getLogger(__name__)
 
+NOTE_BUSY_MS = 1000  # how long a note or status change waits for another writer
+
 # What tripped, and where, first, with status and severity in one column ("open ·
 # critical"): the dock is narrow, and the rest is in the detail below.
 COLUMNS = ("#", "Trigger", "Endpoint", "State", "Window")
@@ -223,16 +225,18 @@ class IncidentsPanel(QWidget):
         if row is None or self.db_path is None:
             return
         note = self.note_edit.text().strip()
-        self._write(lambda s: s.update_incident(
-            row["id"], status=status, note_author=_author(),
-            note=f"{status.capitalize()}" + (f": {note}" if note else ".")))
-        self.note_edit.clear()
+        if self._write(lambda s: s.update_incident(
+                row["id"], status=status, note_author=_author(),
+                note=f"{status.capitalize()}" + (f": {note}" if note else "."))):
+            self.note_edit.clear()  # kept when it could not be saved: nothing to retype
 
-    def add_note(self, text: str) -> None:
+    def add_note(self, text: str) -> bool:
+        """Whether the note was saved."""
         row = self.selected_incident()
         if row is None or not text.strip():
-            return
-        self._write(lambda s: s.add_incident_note(row["id"], text.strip(), author=_author()))
+            return False
+        return self._write(lambda s: s.add_incident_note(row["id"], text.strip(),
+                                                         author=_author()))
 
     # -- handlers -------------------------------------------------------------------------
 
@@ -246,9 +250,8 @@ class IncidentsPanel(QWidget):
         self.incident_selected.emit(start, end, row["endpoint"])
 
     def _on_note_edit_return_pressed(self) -> None:
-        text = self.note_edit.text()
-        self.note_edit.clear()
-        self.add_note(text)
+        if self.add_note(self.note_edit.text()):
+            self.note_edit.clear()  # kept when it could not be saved: nothing to retype
 
     def _on_export_button_clicked(self) -> None:
         row = self.selected_incident()
@@ -257,18 +260,22 @@ class IncidentsPanel(QWidget):
 
     # -- internals ------------------------------------------------------------------------
 
-    def _write(self, change) -> None:
+    def _write(self, change) -> bool:
+        """Apply ``change`` to the workspace; False, with the reason shown, when it cannot.
+        A short busy wait: a note must not freeze the window behind another writer."""
         assert self.db_path is not None
         try:
             store = Store(self.db_path)
             try:
+                store.db.execute(f"PRAGMA busy_timeout={NOTE_BUSY_MS}")
                 change(store)
             finally:
                 store.close()
         except StoreError as exc:
             self.error_occurred.emit(str(exc))
-            return
+            return False
         self.refresh()
+        return True
 
     def _update_buttons(self) -> None:
         row = self.selected_incident()

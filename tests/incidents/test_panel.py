@@ -123,3 +123,26 @@ def test_the_panel_follows_the_live_monitor(qtbot, workspace):
         monitor.close()
     assert changed.args[0].kind == "opened"
     assert panel.model.rowCount() == 1 and panel.model.rows[0]["rule"] == "down"
+
+
+def test_a_note_that_cannot_be_saved_is_kept_to_try_again(qtbot, filled):
+    import sqlite3
+
+    workspace, ids = filled
+    panel = IncidentsPanel(workspace)
+    qtbot.addWidget(panel)
+    panel.select_incident(ids[0])
+    panel.note_edit.setText("rolled back to v2")
+    other = sqlite3.connect(workspace, isolation_level=None)  # another writer holds the lock
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with qtbot.waitSignal(panel.error_occurred, timeout=10_000) as failed:
+            qtbot.keyClick(panel.note_edit, "\r")
+        assert "locked" in failed.args[0]
+        assert panel.note_edit.text() == "rolled back to v2"  # nothing to retype
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    qtbot.keyClick(panel.note_edit, "\r")
+    assert panel.note_edit.text() == ""
+    assert "rolled back to v2" in panel.notes.toPlainText()
