@@ -93,7 +93,9 @@ class IncidentTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return (str(row["id"]), RULE_TITLES.get(row["rule"], row["rule"]),
                     short_name(row["endpoint"]), f"{row['status']} · {row['severity']}",
-                    f"{_clock(row['opened_ns'])} – {_clock(row['cleared_ns'])}")[col]
+                    f"{_clock(row['opened_ns'])} – " + (
+                        "resolved" if row["cleared_ns"] is None
+                        and row["status"] == Status.RESOLVED else _clock(row["cleared_ns"])))[col]
         if role == Qt.ItemDataRole.ToolTipRole:
             return f"{row['endpoint']}\n{row['summary']}"
         if role == Qt.ItemDataRole.ForegroundRole and col == 3:

@@ -192,16 +192,28 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
     flow.text("ProbeScope incident report", font(9), after_pt=2)
     flow.text(_title(data), font(20, bold=True), after_pt=4)
     flow.text(inc["details"].get("detail") or inc["summary"], font(10.5), after_pt=10)
-    window = (inc["cleared_ns"] or data.end_ns) - inc["opened_ns"]
+    # Resolved by hand before the rule cleared: the resolve is its end, said as such (it is
+    # not "still active", and there is no cleared time to show).
+    resolved_ns = next((n["ts_ns"] for n in reversed(data.notes)
+                        if str(n["text"]).startswith("Resolved")), None) \
+        if inc["cleared_ns"] is None and inc["status"] == "resolved" else None
+    ended = inc["cleared_ns"] or resolved_ns
+    window = (ended or data.end_ns) - inc["opened_ns"]
+    if inc["cleared_ns"]:
+        cleared, still, so_far = _utc(inc["cleared_ns"]), "", ""
+    elif resolved_ns:
+        cleared = f"not by the rule; resolved by hand at {_utc(resolved_ns)}"
+        still, so_far = " · resolved by hand", " (to the resolve)"
+    else:
+        cleared, still = "not cleared", " · still active at the last sample"
+        so_far = " so far (to the last sample)"
     flow.key_values([
         ("Endpoint", inc["endpoint"]),
-        ("Status", f"{inc['status']} · severity {inc['severity']}"
-                   + ("" if inc["cleared_ns"] else " · still active at the last sample")),
+        ("Status", f"{inc['status']} · severity {inc['severity']}{still}"),
         ("Opened", f"{_utc(inc['opened_ns'])} (rule first tripped)"),
         ("Confirmed", f"{_utc(inc['trigger_ns'])} (tripped on consecutive evaluations)"),
-        ("Cleared", _utc(inc["cleared_ns"]) if inc["cleared_ns"] else "not cleared"),
-        ("Duration", _duration(window) + ("" if inc["cleared_ns"] else
-                                           " so far (to the last sample)")),
+        ("Cleared", cleared),
+        ("Duration", _duration(window) + so_far),
         ("What tripped", f"{RULE_TITLES.get(inc['rule'], inc['rule'])}: peak {_amount(inc)} "
                          f"against a threshold of {_amount(inc, 'threshold')}"),
         ("Plotted window", f"{_utc(data.start_ns)} to {_utc(data.end_ns)}"),

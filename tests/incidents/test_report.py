@@ -253,3 +253,15 @@ def test_the_report_is_the_same_from_any_folder(qapp, demo_incident, tmp_path, m
     text = "\n".join(_pages(write_report(db, incident_id, tmp_path / "r.pdf")))
     assert sha256_of(ROOT / model) in _squash(text)
     assert "not readable here" not in text and "Contract status" in text
+
+
+def test_an_incident_resolved_by_hand_is_not_still_active(qapp, demo_incident, tmp_path,
+                                                          capsys):
+    db, incident_id = demo_incident
+    store = Store(db, readonly=True)
+    assert store.incident(incident_id)["cleared_ns"] is None  # the rule has not cleared it
+    store.close()
+    assert main(["incidents", "--db", str(db), "resolve", str(incident_id)]) == 0
+    text = " ".join(_pages(write_report(db, incident_id, tmp_path / "r.pdf")))
+    assert "resolved by hand" in text and "still active" not in text
+    assert "not by the rule; resolved by hand at" in text and "so far" not in text
