@@ -113,6 +113,11 @@ class PageFlow:
     def text(self, text: str, f: QFont, *, color: QColor = INK, indent: float = 0.0,
              after_pt: float = 4.0, keep_with_next: float = 0.0) -> None:
         tl, h = self.wrapped(text, f, self.width - indent)
+        if h > self.bottom - self.top:  # taller than a page: it must break, line by line
+            self.ensure(tl.lineAt(0).height() if tl.lineCount() else 0.0)
+            self.flow_lines(tl, indent, color)
+            self.y += after_pt * PT
+            return
         self.ensure(h + keep_with_next)
         at = QPointF(indent, self.y)
 
@@ -122,6 +127,37 @@ class PageFlow:
 
         self.add(op)
         self.y += h + after_pt * PT
+
+    def flow_lines(self, tl: QTextLayout, x: float, color: QColor) -> None:
+        """Draw a laid-out block from here on, as many lines per page as fit: a block taller
+        than a page (a long note, a long list) breaks across pages instead of running off
+        the bottom of one."""
+        lines = [tl.lineAt(i) for i in range(tl.lineCount())]
+        i = 0
+        while i < len(lines):
+            top = lines[i].y()
+            room = self.bottom - self.y
+            j = i
+            while j < len(lines) and lines[j].y() + lines[j].height() - top <= room:
+                j += 1
+            if j == i:
+                if self.y > self.top:
+                    self.new_page()
+                    continue
+                j = i + 1  # one line taller than a page: drawn all the same
+            part, at = lines[i:j], QPointF(x, self.y - top)
+
+            # tl is held too: a QTextLine is a view into its layout, which must outlive it.
+            def op(p: QPainter, part=part, at=at, tl=tl) -> None:
+                p.setPen(color)
+                for line in part:
+                    line.draw(p, at)
+
+            self.add(op)
+            self.y += part[-1].y() + part[-1].height() - top
+            i = j
+            if i < len(lines):
+                self.new_page()
 
     def heading(self, text: str, keep_with_next_pt: float = 60) -> None:
         """A section heading, kept on one page with the first ``keep_with_next_pt`` of what
@@ -138,6 +174,18 @@ class PageFlow:
             kl, kh = self.wrapped(key, kf, kw - 6 * PT)
             vl, vh = self.wrapped(value, mono_values if mono_values else vf, self.width - kw)
             h = max(kh, vh)
+            if h > self.bottom - self.top:  # a value taller than a page breaks across pages
+                self.ensure(kh)
+                y = self.y
+
+                def key_op(p: QPainter, kl=kl, y=y) -> None:
+                    p.setPen(MUTED)
+                    kl.draw(p, QPointF(0, y))
+
+                self.add(key_op)
+                self.flow_lines(vl, kw, INK)
+                self.y += 2.5 * PT
+                continue
             self.ensure(h)
             y = self.y
 

@@ -281,7 +281,9 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
         flow.text("No notes.", font(9))
     for note in _fold_notes(data.notes):
         who = f" · {note['author']}" if note.get("author") else ""
-        flow.text(f"{_utc(note['ts_ns'])}{who}", font(8, bold=True), after_pt=1)
+        # Its header stays with the note's first lines, never alone at a page's foot.
+        flow.text(f"{_utc(note['ts_ns'])}{who}", font(8, bold=True), after_pt=1,
+                  keep_with_next=24 * PT)
         flow.text(note["text"], font(9), indent=8 * PT, after_pt=5)
     flow.heading("Reproducibility")
     flow.key_values([

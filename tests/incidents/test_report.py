@@ -265,3 +265,20 @@ def test_an_incident_resolved_by_hand_is_not_still_active(qapp, demo_incident, t
     text = " ".join(_pages(write_report(db, incident_id, tmp_path / "r.pdf")))
     assert "resolved by hand" in text and "still active" not in text
     assert "not by the rule; resolved by hand at" in text and "so far" not in text
+
+
+def test_a_note_longer_than_a_page_breaks_across_pages_and_nothing_is_lost(qapp, demo_incident,
+                                                                          tmp_path):
+    db, incident_id = demo_incident
+    words = [f"w{i:05d}" for i in range(2_400)]  # ~17,000 characters: several pages
+    store = Store(db)
+    store.add_incident_note(incident_id, "postmortem: " + " ".join(words), author="alice")
+    store.close()
+    out = write_report(db, incident_id, tmp_path / "long.pdf")
+    pages = _pages(out)
+    text = " ".join(pages)
+    assert all(w in text for w in (words[0], words[1_200], words[-1]))  # every word is there
+    holding = [k for k, page in enumerate(pages) if "w0" in page]
+    assert len(holding) >= 2  # it went on over a page break
+    for page in pages:  # and every page still ends with its own footer
+        assert re.search(r"Page \d+ of \d+\s*$", page)
