@@ -74,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"{result.endpoint}: imported {result.imported} of {result.rows} rows "
               f"({result.skipped} already there), {result.failures} failures")
+    if result.shared_ids:
+        print(f"probescope: {result.shared_ids} rows share their request id with another row "
+              "of the file; all were imported, and a label for that id labels each of them",
+              file=sys.stderr)
     if result.ids_made_up:
         print("probescope: the file has no request id column, so each row got a new id: "
               "importing it again would add every row twice, and late labels cannot find "

@@ -53,6 +53,7 @@ class ImportResult:
     skipped: int  # request ids already in the workspace for this endpoint
     failures: int
     ids_made_up: bool = False  # no id column: a second import of the file adds it again
+    shared_ids: int = 0  # rows whose id another row of the file has too
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,7 +302,8 @@ def import_log(path: str | Path, db: str | Path, endpoint: str,
     finally:
         store.close()
     return ImportResult(endpoint, len(frame), imported, skipped, failures,
-                        ids_made_up=roles["id"] is None)
+                        ids_made_up=roles["id"] is None,
+                        shared_ids=0 if roles["id"] is None else len(ids) - len(set(ids)))
 
 
 def apply_labels(path: str | Path, db: str | Path, *, id_column: str | None = None,

@@ -247,6 +247,10 @@ def test_logs_as_spreadsheets_and_scripts_write_them(tmp_path, capsys):
     # A file saved by pandas with its index: the row numbers are not a feature.
     code, caps = imported(",request_id,f1,f2\n0,a,1,2\n1,b,3,4\n")
     assert code == 0 and caps[0].inputs[0].shape == (1, 2)
+    (tmp_path / "dupes.csv").write_text("request_id,f1\na,1\na,2\nb,3\n")
+    assert main(["import", str(tmp_path / "dupes.csv"), "--db", str(tmp_path / "d.db"),
+                 "--endpoint", "p"]) == 0
+    assert "1 rows share their request id with another row" in capsys.readouterr().err
     (tmp_path / "noid.csv").write_text("f1\n1\n")
     assert main(["import", str(tmp_path / "noid.csv"), "--db", str(tmp_path / "n.db"),
                  "--endpoint", "p"]) == 0
