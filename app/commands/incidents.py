@@ -101,7 +101,7 @@ def _list(store: Store, args: argparse.Namespace) -> int:
 
 def _evaluate(store: Store, args: argparse.Namespace) -> int:
     spans = [store.time_range(e["uri"], "latency_ms") or store.time_range(e["uri"], "rss_mb")
-             or store.capture_time_range(e["uri"])  # a log imported without latencies
+             or store.capture_span(e["uri"])  # a log imported without latencies
              for e in store.endpoints()]
     spans = [s for s in spans if s]
     if not spans:

@@ -986,15 +986,6 @@ class Store:
             "SELECT count(*) FROM captures WHERE endpoint_id = ? AND ts_ns >= ? AND ts_ns <= ?",
             [eid, start_ns, end_ns]).fetchone()[0])
 
-    def capture_time_range(self, endpoint: str) -> tuple[int, int] | None:
-        """(first, last) ts_ns of an endpoint's captures; None when it has none."""
-        eid = self._lookup_endpoint(endpoint)
-        if eid is None:
-            return None
-        row = self.db.execute("SELECT min(ts_ns), max(ts_ns) FROM captures WHERE endpoint_id = ?",
-                              [eid]).fetchone()
-        return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
-
     def last_sample_ns(self, endpoint: str, before_ns: int | None = None) -> int | None:
         """The newest ts_ns of any series of an endpoint (at or before ``before_ns``)."""
         eid = self._lookup_endpoint(endpoint)
