@@ -56,9 +56,14 @@ STATUS_COLORS = {Status.OPEN: QColor("#c0392b"), Status.ACKNOWLEDGED: QColor("#1
 
 
 def _clock(ts_ns: int | None) -> str:
+    """Local clock time, as the plots show it; the date only when it is not today (the dock
+    is narrow: the full form cut the Window column to a "W")."""
     if ts_ns is None:
         return "now"
-    return datetime.fromtimestamp(ts_ns / 1e9).strftime("%d %b %H:%M:%S")
+    when = datetime.fromtimestamp(ts_ns / 1e9)
+    if when.date() == datetime.now().date():
+        return when.strftime("%H:%M:%S")
+    return when.strftime("%d %b %H:%M")
 
 
 class IncidentTableModel(QAbstractTableModel):

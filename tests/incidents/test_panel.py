@@ -3,6 +3,8 @@ emits the selected one's window, acknowledges, resolves and keeps notes."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from PySide6.QtCore import Qt
 
@@ -146,3 +148,20 @@ def test_a_note_that_cannot_be_saved_is_kept_to_try_again(qtbot, filled):
     qtbot.keyClick(panel.note_edit, "\r")
     assert panel.note_edit.text() == ""
     assert "rolled back to v2" in panel.notes.toPlainText()
+
+
+def test_the_window_column_is_short_enough_for_the_dock(qtbot, workspace):
+    import time
+
+    store = Store(workspace)
+    now = time.time_ns()
+    for opened in (now - NS // 10, T0):  # today, and a day long past
+        store.insert_incident(EP_A, rule="error_rate", severity="warning", status="open",
+                              opened_ns=opened, trigger_ns=opened, value=0.4, threshold=0.15,
+                              summary="s", details={"detail": "x"}, note="Opened: x.")
+    store.close()
+    panel = IncidentsPanel(workspace)
+    qtbot.addWidget(panel)
+    today, past = (panel.model.data(panel.model.index(r, 4)) for r in range(2))
+    assert re.fullmatch(r"\d\d:\d\d:\d\d – now", today)  # no date for today
+    assert re.fullmatch(r"\d\d \w{3} \d\d:\d\d – now", past)
