@@ -212,6 +212,8 @@ class IncidentsPanel(QWidget):
             self.error_occurred.emit(str(exc))
             return
         self.model.set_rows(rows)
+        if rows:  # the id column needs a few digits, not a default width: room for Window
+            self.table.resizeColumnToContents(0)
         self.incidents_loaded.emit(rows)
         if current is not None:
             for i, row in enumerate(rows):
