@@ -90,7 +90,7 @@ def slow_limits(prepared: CaseSet, criteria: Criteria) -> np.ndarray:
     if not rows.size or not criteria.endpoint_slo_ms:
         return np.full(rows.size, np.nan)
     return np.array([criteria.endpoint_slo_ms.get(e, np.nan) if e else np.nan
-                     for e in prepared.endpoints_of(rows)], dtype=np.float64)
+                     for e, _, _ in prepared.slow_facts], dtype=np.float64)
 
 
 def recorded_scale(prepared: CaseSet, runs: Sequence[VersionRun]) -> np.ndarray:
@@ -106,7 +106,7 @@ def recorded_scale(prepared: CaseSet, runs: Sequence[VersionRun]) -> np.ndarray:
     if not rows.size or not runs:
         return scale
     for k, (i, (_, recorded_ms, made_by)) in enumerate(
-            zip(rows.tolist(), prepared.facts_of(rows), strict=True)):
+            zip(rows.tolist(), prepared.slow_facts, strict=True)):
         producer = next((r for r in runs if made_by and r.model_version == made_by), None)
         if producer is not None and recorded_ms and recorded_ms > 0:
             scale[k] = producer.latency_ms[i] / recorded_ms
@@ -210,7 +210,9 @@ class ReplayResult:
         rows = prepared.slow_rows
         unjudged = np.isnan(self.slo_limits * self.slow_scale) & ~prepared.control[rows]
         missing = np.isfinite(self.slo_limits) & unjudged
-        made_by = sorted({f[2] or "unknown" for f in prepared.facts_of(rows[missing])})
+        made_by = sorted({f[2] or "unknown" for f, m in zip(prepared.slow_facts, missing,
+                                                              strict=True) if m}) \
+            if missing.any() else []
         return int(np.count_nonzero(unjudged)), made_by
 
     @property

@@ -80,9 +80,11 @@ class CaseSet:
     def slow_rows(self) -> np.ndarray:
         return np.flatnonzero(self.slow)
 
-    def endpoints_of(self, rows: np.ndarray) -> list[str | None]:
-        """The endpoint URIs of these cases."""
-        return [f[0] for f in self.facts_of(rows)]
+    @functools.cached_property
+    def slow_facts(self) -> list[Facts]:
+        """``facts_of(slow_rows)``, read once: the SLO, the recording version and the notes
+        about unjudged cases all need them, and for lazily read cases each read is a query."""
+        return self.facts_of(self.slow_rows) if self.slow_rows.size else []
 
     def facts_of(self, rows: np.ndarray) -> list[Facts]:
         """Endpoint, recorded latency and model version of these cases; from the workspace
