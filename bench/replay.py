@@ -19,7 +19,10 @@ same for both sides:
 Each comparison alternates its two sides block by block so machine noise hits both; figures
 are medians of the blocks. An informational line times the object path the window uses
 (``select_cases``, which builds a Capture per case, then ``replay``) against the same
-raw-from-store baseline.
+raw-from-store baseline. A second one, the floor, does only what no replay can skip on top of
+raw: each batch's answer copied into its column, then the whole column judged
+(``judge_columns``); no errors, latencies, progress or verdicts. Its ratio bounds what any
+engine built on these numpy passes can reach on these models.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import numpy as np
 
 from app.core.domain import Capture, CaptureStatus, TensorBlob
 from app.core.replay import Selection, replay, select_case_set, select_cases
+from app.core.replay_run import judge_columns
 from app.core.replay_targets import LocalOnnxTarget
 from app.core.store import Store
 from bench._common import write_mlp
@@ -96,6 +100,22 @@ def run_raw(data: np.ndarray, targets: list[LocalOnnxTarget]) -> list[list[np.nd
     return out
 
 
+def run_floor(data: np.ndarray, targets: list[LocalOnnxTarget]) -> None:
+    """Raw plus the least a replay adds: keep each answer in a column, judge the column."""
+    n = len(data)
+    for t in targets:
+        run, names = t.session.run, [o.name for o in t.session.get_outputs()]
+        feed = t.session.get_inputs()[0].name
+        cols: list[np.ndarray] = []
+        for i in range(0, n, BATCH):
+            outs = run(names, {feed: data[i:i + BATCH]})
+            if not cols:
+                cols = [np.empty((n, *o.shape[1:]), o.dtype) for o in outs]
+            for col, o in zip(cols, outs, strict=True):
+                col[i:i + BATCH] = o
+        judge_columns(dict(zip(names, cols, strict=True)), n)
+
+
 def replayed(cases, targets: list[LocalOnnxTarget], summarise: bool = True):
     result = replay(cases, targets, batch_size=BATCH, selection=SELECTION)
     if summarise:
@@ -129,6 +149,7 @@ def measure(label: str, store: Store, targets: list[LocalOnnxTarget]) -> dict:
              "replay_store": lambda: replayed(select_case_set(store, SELECTION), targets),
              "raw_pre": lambda: run_raw(data, targets),
              "replay_pre": lambda: replayed(prepared, targets, summarise=False),
+             "floor_pre": lambda: run_floor(data, targets),
              "replay_objects": lambda: replayed(select_cases(store, SELECTION), targets)}
     for fn in sides.values():  # warm every path
         fn()
@@ -136,7 +157,7 @@ def measure(label: str, store: Store, targets: list[LocalOnnxTarget]) -> dict:
     # comparison leaves behind (freed memory, evicted caches) does not land on the other.
     times: dict[str, list[float]] = {k: [] for k in sides}
     for a, b, blocks in (("raw_store", "replay_store", BLOCKS), ("raw_pre", "replay_pre", BLOCKS),
-                         ("raw_store", "replay_objects", 5)):
+                         ("raw_pre", "floor_pre", BLOCKS), ("raw_store", "replay_objects", 5)):
         for k in range(blocks):
             for name in ((a, b) if k % 2 == 0 else (b, a)):
                 times[name].append(timed(sides[name]))
@@ -148,15 +169,17 @@ def measure(label: str, store: Store, targets: list[LocalOnnxTarget]) -> dict:
                        ("replay_store", "replay from the store (columns)"),
                        ("raw_pre", "raw: session.run on a stacked array"),
                        ("replay_pre", "replay on a prepared case set"),
+                       ("floor_pre", "floor: copy + judge only (info)"),
                        ("replay_objects", "replay from Capture objects (info)")):
         print(f"  {text:<40} {med[name] * 1e3:9.2f} ms {work / med[name]:>13,.0f} rows/s")
     out = {"store": med["raw_store"] / med["replay_store"],
            "prepared": med["raw_pre"] / med["replay_pre"],
            "objects": med["raw_store"] / med["replay_objects"],
+           "floor": med["raw_pre"] / med["floor_pre"],
            "raw_us_per_row": med["raw_pre"] / work * 1e6,
            "read_us_per_case": (med["raw_store"] - med["raw_pre"]) / CASES * 1e6}
     print(f"  ratio from the store {out['store']:.3f}, prepared {out['prepared']:.3f} "
-          f"(target >= 0.9); Capture objects {out['objects']:.3f}")
+          f"(target >= 0.9); floor {out['floor']:.3f}; Capture objects {out['objects']:.3f}")
     return out
 
 
@@ -179,10 +202,10 @@ def main() -> int:
             store.close()
     print("\nsummary (replay throughput / raw throughput, same inputs, same run)")
     print(f"  {'models':<20} {'raw us/row':>10} {'read us/case':>12} {'from store':>10} "
-          f"{'prepared':>9} {'objects':>8}")
+          f"{'prepared':>9} {'floor':>6} {'objects':>8}")
     for label, r in rows:
         print(f"  {label:<20} {r['raw_us_per_row']:>10.3f} {r['read_us_per_case']:>12.3f} "
-              f"{r['store']:>10.3f} {r['prepared']:>9.3f} {r['objects']:>8.3f}")
+              f"{r['store']:>10.3f} {r['prepared']:>9.3f} {r['floor']:>6.3f} {r['objects']:>8.3f}")
     return 0
 
 
