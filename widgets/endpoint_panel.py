@@ -17,6 +17,28 @@ from widgets.theme import Theme
 
 SKIPPED = {"probescope.dropped"}
 NS = 1e9
+RATE_BIN_S = 1.0  # history's rates are counted over at least this long
+
+
+def rate_bins(t0: float, last: float, bucket_s: float) -> tuple[float, int]:
+    """The grid history's rates are counted on: (bin width, bins) from ``t0``, the first
+    bucket's start, to the bin holding ``last``, the last one's.
+    A rate needs bins long enough to hold several events: the store's buckets can be far
+    shorter than the gap between two requests (20 ms over 20 s at 50 req/s), and counting
+    per bucket then reads 0, 50 or 100 req/s by turns."""
+    width = max(bucket_s, RATE_BIN_S)
+    return width, int((last - t0) // width) + 1
+
+
+def binned_rate(t: np.ndarray, counts: np.ndarray, t0: float, end: float, width: float,
+                bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Events per second in each bin of the grid (zeros included: a bin with no event is a
+    rate of 0), plotted at its middle; the last bin counts over the part of it recorded."""
+    k = np.clip(((t - t0) // width).astype(np.int64), 0, bins - 1)
+    sums = np.bincount(k, weights=np.asarray(counts, dtype=np.float64), minlength=bins)
+    starts = t0 + np.arange(bins) * width
+    spans = np.maximum(np.minimum(width, end - starts), 1e-9)
+    return starts + spans / 2, sums / spans
 
 
 def short_name(endpoint: str) -> str:
@@ -281,15 +303,18 @@ class EndpointPanel(QFrame):
             fail = history.get(FAILURE)
             if lat is not None and len(lat):
                 t = mid(lat)
-                width = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
                 self.latency_plot.set_curve("points", t, np.asarray(lat.vmax, dtype=float))
                 self.latency_plot.set_curve("p50", t, np.asarray(lat.mean, dtype=float))
-                self.rate_plot.set_curve("throughput", t, np.asarray(lat.count) / width)
+                bucket = getattr(lat, "width_ns", 0) / NS or 1.0
+                t0, end = float(t[0]), float(t[-1]) + bucket
+                width, bins = rate_bins(t0, float(t[-1]), bucket)
+                self.rate_plot.set_curve("throughput",
+                                         *binned_rate(t, lat.count, t0, end, width, bins))
                 for key in ("p95", "p99", "failures"):
                     self.latency_plot.set_curve(key, *empty)
-                if fail is not None and len(fail):
-                    self.rate_plot.set_curve("errors", mid(fail),
-                                             np.asarray(fail.count) / width)
+                if fail is not None and len(fail):  # on the requests' grid: zeros line up
+                    self.rate_plot.set_curve("errors", *binned_rate(
+                        mid(fail), fail.count, t0, end, width, bins))
                 else:
                     self.rate_plot.set_curve("errors", *empty)
         for metric, h in history.items():

@@ -135,13 +135,15 @@ def _span(start_ns: int | None, end_ns: int | None) -> tuple[int, int]:
 
 @dataclass(frozen=True, slots=True)
 class History:
-    """One downsampled series: per time bucket its start, min, max, mean and count."""
+    """One downsampled series: per time bucket its start, min, max, mean and count. Only
+    buckets holding a sample are listed, so ``width_ns`` says how wide each one is."""
 
     ts_ns: np.ndarray
     vmin: np.ndarray
     vmax: np.ndarray
     mean: np.ndarray
     count: np.ndarray
+    width_ns: int = 1
 
     def __len__(self) -> int:
         return len(self.ts_ns)
@@ -393,7 +395,7 @@ class Store:
             return empty
         a = np.array(rows, dtype=np.float64)
         ts = (start_ns + a[:, 0].astype(np.int64) * width).astype(np.int64)
-        return History(ts, a[:, 1], a[:, 2], a[:, 3], a[:, 4].astype(np.int64))
+        return History(ts, a[:, 1], a[:, 2], a[:, 3], a[:, 4].astype(np.int64), int(width))
 
     def count_samples(self, endpoint: str | None = None, metric: str | None = None) -> int:
         where, args = [], []

@@ -220,3 +220,37 @@ def test_the_legend_lists_only_the_curves_a_view_draws(qtbot):
     assert listed() == ["max", "mean"]
     panel.set_mode("live")
     assert sorted(listed()) == sorted(live)
+
+
+def test_history_throughput_reads_the_recorded_rate_even_when_buckets_are_finer(qtbot,
+                                                                               tmp_path):
+    """20 s at 50 req/s with a 10% failure rate, drawn from the store's 1,000 buckets of 20 ms:
+    most buckets hold no request or one, yet the plotted rate is the recorded 50 req/s and
+    the error rate 5/s, not 0, 50 or 100 by turns."""
+    from app.core.store import Store
+    from widgets.endpoint_panel import EndpointPanel
+    from widgets.theme import theme_named
+
+    endpoint, t0 = "onnx:m.onnx", 1_700_000_000 * 10**9
+    jitter = np.random.default_rng(3).uniform(-8e6, 8e6, 1000).astype(np.int64)
+    ts = t0 + np.arange(1000, dtype=np.int64) * 20_000_000 + jitter  # 50 req/s, jittered
+    samples = [Sample(endpoint, int(t), "latency_ms", 1.0) for t in ts]
+    samples += [Sample(endpoint, int(t), "failure", 1.0) for t in ts[::10]]
+    store = Store(tmp_path / "w.db")
+    try:
+        store.write_batch(samples, [])
+        span = (t0 - 10_000_000, int(ts[-1]) + 10_000_000)
+        history = {m: store.history(endpoint, m, span[0], span[1] + 1, 1000)
+                   for m in ("latency_ms", "failure")}
+    finally:
+        store.close()
+    assert np.median(np.diff(history["latency_ms"].ts_ns)) < 25_000_000  # buckets of ~20 ms
+
+    panel = EndpointPanel(endpoint, "onnx", theme_named("dark"))
+    qtbot.addWidget(panel)
+    panel.set_history(history)
+    _, rate = panel.rate_plot._data["throughput"]
+    _, errors = panel.rate_plot._data["errors"]
+    assert len(rate) == len(errors) >= 19  # a point a second, on one grid
+    assert np.all(np.abs(rate - 50) <= 5), rate
+    assert np.all(np.abs(errors - 5) <= 2), errors
