@@ -43,7 +43,9 @@ class HistoryWorker(QObject):
 
     @Slot(int, str, "qint64", "qint64")
     def load_history(self, request_id: int, endpoint: str, start_ns: int, end_ns: int) -> None:
-        """start_ns < 0 means from the endpoint's first sample."""
+        """start_ns < 0 means all of it: from the endpoint's first sample to its last (or
+        ``end_ns``, if sooner). Up to now would squeeze a recording opened a day later into
+        one of the buckets, which span the range asked for."""
         try:
             store = self._open()
             if store is None:
@@ -52,6 +54,7 @@ class HistoryWorker(QObject):
             if start_ns < 0:
                 ranges = [r for m in metrics if (r := store.time_range(endpoint, m))]
                 start_ns = min((r[0] for r in ranges), default=end_ns - 1)
+                end_ns = min(end_ns, max((r[1] for r in ranges), default=end_ns))
             result = {m: store.history(endpoint, m, start_ns, end_ns + 1, HISTORY_BUCKETS)
                       for m in metrics}
             self.history_ready.emit(request_id, endpoint, result)

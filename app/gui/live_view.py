@@ -45,6 +45,7 @@ class LiveView(QScrollArea):
         # this off to measure the cost of redrawing everything on every frame.
         self.snap_to_pixels = True
         self._history_span = (-1, 0)
+        self._history_seen: tuple[int, int] | None = None
         host = QWidget()
         self._layout = QVBoxLayout(host)
         self._layout.setContentsMargins(8, 8, 8, 8)
@@ -170,6 +171,7 @@ class LiveView(QScrollArea):
         span = TIME_WINDOWS[self.window_key]
         start_ns = -1 if span is None else end_ns - int(span * 1e9)
         self._history_span = (start_ns, end_ns)
+        self._history_seen = None  # "all": the span the endpoints' answers cover, together
         for endpoint in self.panels:
             self.history.request_history(endpoint, start_ns, end_ns)
 
@@ -181,9 +183,17 @@ class LiveView(QScrollArea):
         for plot in panel.plots():
             plot.fit_y()
         start_ns, end_ns = self._history_span
-        if start_ns < 0:
-            starts = [h.ts_ns[0] for h in result.values() if len(h)]
-            start_ns = min(starts) if starts else end_ns - 60 * 10**9
+        if start_ns < 0:  # all of it: from the first sample of any endpoint to the last
+            drawn = [h for h in result.values() if len(h)]
+            if drawn:
+                first = min(int(h.ts_ns[0]) for h in drawn)
+                last = max(int(h.ts_ns[-1]) + int(getattr(h, "width_ns", 0)) for h in drawn)
+                seen = self._history_seen
+                self._history_seen = seen = (first, last) if seen is None else (
+                    min(seen[0], first), max(seen[1], last))
+            else:
+                seen = self._history_seen or (end_ns - 60 * 10**9, end_ns)
+            start_ns, end_ns = seen
         self.x_link.set_range(start_ns / 1e9, end_ns / 1e9, padding=0.01)
         self.frames += 1
 

@@ -295,6 +295,37 @@ def test_opening_a_recorded_workspace_lists_its_endpoints_with_history(qtbot, tm
         w.shutdown()
 
 
+def test_a_workspace_recorded_a_day_ago_is_drawn_over_its_own_span(qtbot, tmp_path):
+    """'all' runs from the first sample to the last, not to now: up to now, a 30 s recording
+    opened a day later fell into one of the 1,000 buckets and drew as a single point."""
+    from app.gui.main_window import MainWindow
+
+    endpoint = f"onnx:{model_path('wine-v1')}?provider=cpu"
+    start = time.time_ns() - 86_400 * 10**9
+    ts = start + np.arange(1500, dtype=np.int64) * 20_000_000  # 30 s at 50 req/s
+    recorded = tmp_path / "yesterday.db"
+    store = Store(recorded)
+    try:
+        store.write_batch([Sample(endpoint, int(t), "latency_ms", 1.0 + (i % 7) / 10)
+                           for i, t in enumerate(ts)], [])
+    finally:
+        store.close()
+    w = MainWindow(tmp_path / "other.db")
+    qtbot.addWidget(w)
+    w.show()
+    try:
+        w._open_path(recorded)
+        panel = w.panels[endpoint]
+        qtbot.waitUntil(lambda: panel.latency_plot.point_count("p50") > 500, timeout=10_000)
+        (x0, x1), _ = panel.latency_plot.getViewBox().viewRange()
+        span = (ts[-1] - ts[0]) / 1e9
+        assert abs(x0 - ts[0] / 1e9) < 0.05 * span and abs(x1 - ts[-1] / 1e9) < 0.05 * span
+        _, rate = panel.rate_plot._data["throughput"]
+        assert np.all(np.abs(rate - 50) <= 5), rate
+    finally:
+        w.shutdown()
+
+
 def test_pausing_a_probe_holds_it_and_resuming_restarts_it(window, qtbot):
     probe = window.attach(f"onnx:{model_path('wine-v2')}?provider=cpu&rate=100")
     qtbot.waitUntil(lambda: probe.requests > 5, timeout=10_000)
