@@ -296,9 +296,11 @@ class LatencyPlotWidget(SeriesPlotWidget):
         self.add_curve("p50", "p50", theme.p50, width=1.6, z=4)
         self.add_curve("p95", "p95", theme.p95, width=1.6, z=4)
         self.add_curve("p99", "p99", theme.p99, width=1.6, z=4)
-        # The label sits under the line, so it stays inside the plot when the SLO is the top.
+        # The label sits under the line, so it stays inside the plot when the SLO is the top,
+        # and at the right end: the legend takes the top left, and covered it there whenever
+        # the SLO was the top of the range (history views of a fast model).
         self.slo_line = pg.InfiniteLine(angle=0, movable=False, label="SLO",
-                                        labelOpts={"position": 0.04, "anchors": [(0, 0), (0, 0)]})
+                                        labelOpts={"position": 0.98, "anchors": [(1, 0), (1, 0)]})
         self.slo_line.setZValue(5)
         self.slo_line.label.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.slo_line.hide()
