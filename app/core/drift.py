@@ -160,25 +160,35 @@ def drift(reference: pd.DataFrame, current: pd.DataFrame) -> DriftResult:
     return evaluate(prepare_reference(reference, shared), current, columns=shared)
 
 
+def tensor_rows(tensor: TensorBlob) -> np.ndarray:
+    """A captured input tensor as feature rows, one per request row: [B, ...] is B rows (a
+    client batching 50 rows into one request sent 50 rows), a tensor without a batch
+    dimension one row."""
+    a = tensor.to_array()
+    if a.ndim >= 2 and a.shape[0] > 0:
+        return a.reshape(a.shape[0], -1).astype(np.float64, copy=False)
+    return a.reshape(1, -1).astype(np.float64, copy=False)
+
+
 def capture_frame(rows: Iterable[tuple[int, Sequence[TensorBlob], str | None]],
                   feature_names: Sequence[str]) -> pd.DataFrame:
-    """Features of captured requests, one row per capture, plus their predictions.
+    """Features of captured requests, one row per request row, plus their predictions.
 
-    Each capture's first input tensor is one row (shape [1, F] or [F]); names come from the
-    reference. A tensor of another width keeps the columns it has and leaves the rest NaN.
+    Each capture's first input tensor gives its rows (``tensor_rows``); names come from the
+    reference. A row of another width keeps the columns it has and leaves the rest NaN. A
+    capture holds one prediction: it goes with a single row; the rows of a batch get none.
     """
-    ts, feats, preds = [], [], []
+    ts, blocks, preds = [], [], []
     width = len(feature_names)
     for ts_ns, inputs, prediction in rows:
-        row = np.full(width, np.nan)
-        if inputs:
-            values = inputs[0].to_array().reshape(-1).astype(np.float64, copy=False)
-            k = min(width, len(values))
-            row[:k] = values[:k]
-        ts.append(ts_ns)
-        feats.append(row)
-        preds.append(prediction)
-    matrix = np.vstack(feats) if feats else np.empty((0, width))
+        values = tensor_rows(inputs[0]) if inputs else np.full((1, 0), np.nan)
+        block = np.full((len(values), width), np.nan)
+        k = min(width, values.shape[1])
+        block[:, :k] = values[:, :k]
+        blocks.append(block)
+        ts += [ts_ns] * len(block)
+        preds += [prediction] if len(block) == 1 else [None] * len(block)
+    matrix = np.vstack(blocks) if blocks else np.empty((0, width))
     frame = pd.DataFrame(matrix, columns=list(feature_names))
     frame[PREDICTION_COLUMN] = pd.Series(preds, dtype=object)
     frame.index = pd.Index(np.asarray(ts, dtype=np.int64), name="ts_ns")

@@ -29,6 +29,7 @@ from app.core.drift import (
     DriftResult,
     PreparedReference,
     evaluate,
+    tensor_rows,
 )
 from app.core.drift_stats import ColumnReference, Kind
 from app.core.references import get_reference, input_columns, load_reference
@@ -95,14 +96,17 @@ class DriftMonitor(BackgroundEvaluator):
         for c in captures:
             window = self._windows.setdefault(c.endpoint, _Window(deque(maxlen=self.window_rows)))
             try:
-                values = c.inputs[0].to_array().reshape(-1).astype(np.float64, copy=False)
+                rows = tensor_rows(c.inputs[0])
             except (ValueError, TypeError) as exc:  # a tensor whose bytes do not fit its shape
                 self._report(f"drift of {c.endpoint}: skipped a capture: {exc}")
                 continue
-            window.rows.append((c.ts_ns, values, c.prediction))
-            window.new_rows += 1
-            if len(window.baseline) < self.window_rows:
-                window.baseline.append(c.prediction)
+            if len(rows) == 1:
+                window.rows.append((c.ts_ns, rows[0], c.prediction))
+                if len(window.baseline) < self.window_rows:
+                    window.baseline.append(c.prediction)
+            else:  # a batch: its rows count as requests; its one prediction names none
+                window.rows.extend((c.ts_ns, row, None) for row in rows)
+            window.new_rows += len(rows)
 
     def _evaluate(self, store: Store) -> None:
         for endpoint, window in self._windows.items():
