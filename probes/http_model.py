@@ -9,6 +9,7 @@ one quick attempt to reach the server so user-fixable problems surface at attach
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 import uuid
@@ -109,7 +110,9 @@ class RemoteModelProbe(Probe):
         self.client = HttpClient(self.base_url, self.settings)
         self.requests_ready: list[RemoteRequest] = []
         self._next = 0
-        self._capture_credit = 0.0
+        # Drawn at random, not every n-th request: a looped payload whose length n divides
+        # would otherwise be sampled on the same few rows every loop.
+        self._capture_draw = random.Random().random
         self._backoff = Backoff()
         try:
             with self.client.quick():
@@ -231,12 +234,12 @@ class RemoteModelProbe(Probe):
             self.errors += 1
             items.append(Sample(self.endpoint, ts_ns, Metric.FAILURE, 1.0))
 
-        self._capture_credit += self.capture_rate
-        if not failed and self._capture_credit < 1.0:
+        # Every request, failed or not, takes its turn in the random sample; a failure out of
+        # turn is kept all the same, marked as not sampled (drift leaves it out).
+        sampled = self._capture_draw() < self.capture_rate
+        if not sampled and not failed:
             self.bus.put_many(items)
             return None
-        if not failed:
-            self._capture_credit -= 1.0
         capture = Capture(
             endpoint=self.endpoint, ts_ns=ts_ns, latency_ms=latency_ms, status=status,
             inputs=tuple(TensorBlob.from_array(k, v) for k, v in request.inputs.items()),
@@ -245,7 +248,7 @@ class RemoteModelProbe(Probe):
                           if v.dtype.kind in _NUMERIC_KINDS),
             request_id=request.request_id or decoded.request_id or uuid.uuid4().hex,
             error=error, label=request.label, prediction=prediction, confidence=confidence,
-            model_version=self.model_version,
+            model_version=self.model_version, sampled=sampled,
         )
         items.append(capture)
         self.bus.put_many(items)  # one lock for the request's samples and capture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 import threading
 import time
 import uuid
@@ -219,7 +220,9 @@ class OnnxProbe(Probe):
         self._output_names = [o.name for o in self.session.get_outputs()]
         self._process = psutil.Process()
         self._next = 0
-        self._capture_credit = 0.0
+        # Drawn at random, not every n-th request: a looped payload whose length n divides
+        # would otherwise be sampled on the same few rows every loop.
+        self._capture_draw = random.Random().random
         self._id_prefix = uuid.uuid4().hex[:12]  # unique per probe run; a counter within it
         self._session_run = self.session.run
         self._unsettled: list[tuple[int, int, int, list | None, str | None]] = []
@@ -280,11 +283,11 @@ class OnnxProbe(Probe):
                 self._window_errors += status is CaptureStatus.ERROR
                 items.append(Sample(endpoint, ts_ns, FAILURE_METRIC, 1.0))
             self._window_requests += 1
-            self._capture_credit += self.capture_rate
-            if not failed:
-                if self._capture_credit < 1.0:
-                    continue
-                self._capture_credit -= 1.0
+            # Every request, failed or not, takes its turn in the random sample; a failure
+            # out of turn is kept all the same, marked as not sampled (drift leaves it out).
+            sampled = self._capture_draw() < self.capture_rate
+            if not sampled and not failed:
+                continue
             capture = Capture(
                 endpoint=endpoint, ts_ns=ts_ns, latency_ms=latency_ms, status=status,
                 inputs=request.blobs,
@@ -293,7 +296,7 @@ class OnnxProbe(Probe):
                               if isinstance(o, np.ndarray)),
                 request_id=request.request_id or f"{self._id_prefix}-{self.requests}",
                 error=error, label=request.label, prediction=prediction,
-                confidence=confidence, model_version=self.model_version,
+                confidence=confidence, model_version=self.model_version, sampled=sampled,
             )
             items.append(capture)
             captures.append(capture)

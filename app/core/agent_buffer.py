@@ -70,7 +70,7 @@ def capture_to_json(c: Capture) -> dict:
         "outputs": base64.b64encode(codec.encode(c.outputs)).decode(),
         "request_id": c.request_id, "error": c.error, "label": c.label,
         "prediction": c.prediction, "confidence": c.confidence,
-        "model_version": c.model_version, "truncated": c.truncated,
+        "model_version": c.model_version, "truncated": c.truncated, "sampled": c.sampled,
     }
 
 
@@ -89,6 +89,7 @@ def capture_from_json(endpoint: str, d: dict) -> Capture:
         request_id=opt_str("request_id"), error=opt_str("error"), label=opt_str("label"),
         prediction=opt_str("prediction"), confidence=None if conf is None else float(conf),
         model_version=opt_str("model_version"), truncated=bool(d.get("truncated", False)),
+        sampled=bool(d.get("sampled", True)),
     )
 
 

@@ -153,6 +153,9 @@ class Capture:
     confidence: float | None = None
     model_version: str | None = None
     truncated: bool = False
+    # Part of the random sample of requests (``capture=``), as opposed to a failure kept only
+    # because it failed: drift compares only these, or failures would tilt the sample.
+    sampled: bool = True
 
     @property
     def failed(self) -> bool:

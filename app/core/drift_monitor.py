@@ -82,8 +82,8 @@ class DriftMonitor(BackgroundEvaluator):
         self._windows: dict[str, _Window] = {}
 
     def __call__(self, batch: Batch) -> None:
-        """Recorder listener: queue the captures that carry inputs; nothing else here."""
-        captures = [c for c in batch.captures if c.inputs]
+        """Recorder listener: queue the sampled captures that carry inputs; nothing else."""
+        captures = [c for c in batch.captures if c.inputs and c.sampled]
         if captures:
             self._queue.put(captures)
 

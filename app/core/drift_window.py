@@ -76,9 +76,15 @@ def endpoint_window(store: Store, name: str, window_s: float, *,
         ref_frame = load_reference(store, reference)
         features = reference.columns or input_columns(ref_frame)
     span = store.capture_span(endpoint)
-    end_ns = span[1] if span else 0
+    if span is None:
+        raise DriftError(f"{endpoint} has no captures to compare yet")
+    end_ns = span[1]
     start_ns = end_ns - int(window_s * 1e9)
-    current = capture_frame(store.capture_inputs(endpoint, start_ns, end_ns), features)
+    current = capture_frame(store.capture_inputs(endpoint, start_ns, end_ns, sampled_only=True),
+                            features)
+    if current.empty:
+        raise DriftError(f"{endpoint} kept only its failures in this window (capture=0): drift "
+                         "needs a random sample of its requests; probe it with ?capture= above 0")
     columns = [f for f in features if f in ref_frame.columns]
     if PREDICTION_COLUMN in ref_frame.columns:
         columns.append(PREDICTION_COLUMN)

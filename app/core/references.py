@@ -130,7 +130,7 @@ def load_reference(store: Store, reference: Reference) -> pd.DataFrame:
     if reference.kind is ReferenceKind.DEMO:
         return read_table(demo_path(DEMO_REFERENCE))
     rows = store.capture_inputs(reference.source_endpoint or "", reference.start_ns,
-                                reference.end_ns)
+                                reference.end_ns, sampled_only=True)
     if not rows:
         raise DriftError(f"the reference ({reference.describe()}) holds no captures")
     names = reference.columns

@@ -104,6 +104,11 @@ def _migrate_captures_by_time(db: sqlite_utils.Database) -> None:
     db["captures"].create_index(["ts_ns"], if_not_exists=True)
 
 
+def _migrate_captures_sampled(db: sqlite_utils.Database) -> None:
+    # NULL in older rows: captures taken before the flag existed count as sampled.
+    db["captures"].add_column("sampled", int)
+
+
 # Named, ordered migrations. Append new ones at the end; never edit or reorder a shipped one.
 # Each feature that needs tables appends its own step (e.g. "drift_points"), so work on
 # different features does not fight over one version number.
@@ -113,6 +118,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("versions_replay", _migrate_versions_replay),
     ("incidents", _migrate_incidents),
     ("captures_by_time", _migrate_captures_by_time),
+    ("captures_sampled", _migrate_captures_sampled),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -307,7 +313,8 @@ class Store:
                     conn.executemany(
                         "INSERT INTO captures (endpoint_id, ts_ns, request_id, latency_ms, "
                         "status, error, label, prediction, confidence, model_version, "
-                        "truncated, inputs, outputs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        "truncated, inputs, outputs, sampled) "
+                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         [self._capture_row(c) for c in captures],
                     )
         except sqlite3.Error as exc:
@@ -320,7 +327,7 @@ class Store:
         return (
             self.endpoint_id(c.endpoint), c.ts_ns, c.request_id, c.latency_ms, str(c.status),
             c.error, c.label, c.prediction, c.confidence, c.model_version, int(c.truncated),
-            codec.encode(c.inputs), codec.encode(c.outputs),
+            codec.encode(c.inputs), codec.encode(c.outputs), int(c.sampled),
         )
 
     def set_endpoint_info(self, uri: str, *, slo_ms: float | None = None,
@@ -603,16 +610,17 @@ class Store:
             [eid, source, *_span(start_ns, end_ns)]))
 
     def capture_inputs(self, endpoint: str, start_ns: int | None = None,
-                       end_ns: int | None = None, *, limit: int | None = None
-                       ) -> list[tuple[int, tuple, str | None]]:
+                       end_ns: int | None = None, *, limit: int | None = None,
+                       sampled_only: bool = False) -> list[tuple[int, tuple, str | None]]:
         """(ts_ns, input tensors, prediction) of captures in a time range, oldest first; with
-        ``limit``, the latest ones."""
+        ``limit``, the latest ones; with ``sampled_only``, only the random sample's."""
         eid = self._lookup_endpoint(endpoint)
         if eid is None:
             return []
+        sampled = " AND coalesce(sampled, 1) = 1" if sampled_only else ""
         rows = self.db.execute(
             "SELECT ts_ns, inputs, prediction FROM captures WHERE endpoint_id = ? "
-            "AND ts_ns >= ? AND ts_ns <= ? ORDER BY ts_ns DESC LIMIT ?",
+            f"AND ts_ns >= ? AND ts_ns <= ?{sampled} ORDER BY ts_ns DESC LIMIT ?",
             [eid, *_span(start_ns, end_ns),
              limit if limit is not None else -1]).fetchall()
         return [(int(ts), codec.decode(blob), pred) for ts, blob, pred in reversed(rows)]

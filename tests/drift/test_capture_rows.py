@@ -69,3 +69,36 @@ def test_the_live_window_holds_rows_not_requests(tmp_path, demo_dir):
     finally:
         watcher.close()
     assert updates and updates[-1].result.rows_current == 500
+
+
+def test_a_sparse_capture_sample_is_not_tilted_by_its_failures(tmp_path, demo_dir, demo_model):
+    """Calm traffic with ~6% failures, 1 request in 20 captured: failures are all kept (for
+    replay) but only those whose turn it was count for drift, so the drift sample holds the
+    traffic's own share of failures and shows the traffic's drift (none), as capture=1 does."""
+    from app.core.drift_window import endpoint_drift
+    from app.core.monitor import Monitor
+    from tests.helpers import wait_until
+
+    calm = tmp_path / "calm.csv"
+    pd.read_csv(demo_dir / "production.csv").iloc[:1000].to_csv(calm, index=False)
+    db = tmp_path / "w.db"
+    monitor = Monitor(db)
+    probe = monitor.attach(f"onnx:{demo_model}?provider=cpu&payload={calm}&rate=0&capture=0.05")
+    reader = Store(db)
+    try:
+        assert wait_until(lambda: probe.requests >= 6000, timeout_s=60)
+    finally:
+        monitor.close()
+    try:
+        set_reference(reader, probe.endpoint, demo_reference())
+        failed = reader.count_captures(probe.endpoint, failed=True)
+        sampled = reader.capture_inputs(probe.endpoint, sampled_only=True)
+    finally:
+        reader.close()
+    requests = probe.requests
+    assert failed > 0.03 * requests  # every failure is kept...
+    # ...but the sample is 1 request in 20, drawn at random (within 5 standard deviations)
+    assert abs(len(sampled) - 0.05 * requests) < 5 * (requests * 0.05 * 0.95) ** 0.5
+    result = endpoint_drift(db, probe.endpoint, 3600).result
+    assert result.rows_current == len(sampled)
+    assert result.drifted_columns == []
