@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
@@ -23,7 +24,7 @@ class StoreError(Exception):
     sqlite-utils (which imports pandas: 0.3 s and 60 MB on an edge box)."""
 
 
-_SQLITE_MAGIC = b"SQLite format 3\x00"
+_SQLITE_NOTADB = 26  # SQLite's result code for "file is not a database"
 
 
 def not_a_file(path: Path, what: str) -> str | None:
@@ -36,14 +37,24 @@ def not_a_file(path: Path, what: str) -> str | None:
 
 
 def not_sqlite(path: Path) -> bool:
-    """Whether ``path`` holds bytes that are not an SQLite database. SQLite itself takes a
-    short file of anything as an empty database and overwrites it on the first write."""
+    """Whether ``path`` holds bytes that are not an SQLite database. Asked of SQLite itself,
+    read-only: opening and closing the file with plain ``open()`` would drop every POSIX lock
+    this process holds on it (a live workspace's recorder, say), and another process closing
+    its connection would then take itself for the last one and delete the live WAL. SQLite's
+    own connections share their file handles and do not drop each other's locks."""
     try:
-        with path.open("rb") as f:
-            head = f.read(len(_SQLITE_MAGIC))
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        return False  # SQLite's own error says it better
-    return bool(head) and head != _SQLITE_MAGIC
+        if not path.is_file() or path.stat().st_size == 0:
+            return False  # missing: SQLite's own error says it better; empty: a new database
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except (OSError, sqlite3.Error):
+        return False
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as exc:
+        return getattr(exc, "sqlite_errorcode", None) == _SQLITE_NOTADB
+    finally:
+        conn.close()
+    return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,36 @@ def test_a_file_that_is_not_sqlite_is_a_clear_error_and_left_as_it_was(tmp_path)
         Store(tmp_path)
 
 
+def test_opening_a_live_workspace_again_keeps_its_wal_when_another_process_closes(tmp_path):
+    """A second Store on a workspace this process is writing (a second probe attached) must
+    not drop the first one's file locks: then another process closing its connection takes
+    itself for the last one and deletes the live WAL, and a kill -9 loses what was committed
+    since the last checkpoint."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "w.db"
+    writer = Store(db)
+    try:
+        writer.write_batch([Sample("system:", 1, "cpu", 1.0)], [])
+        second = Store(db)  # what Monitor.attach does for each endpoint it registers
+        second.close()
+        wal = tmp_path / "w.db-wal"
+        assert wal.exists()
+        other = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                 "c.execute('SELECT count(*) FROM samples').fetchone(); c.close()")
+        subprocess.run([sys.executable, "-c", other, str(db)], check=True, timeout=60)
+        assert wal.exists()  # still ours: the other process saw it was not the last
+        writer.write_batch([Sample("system:", 2, "cpu", 2.0)], [])
+    finally:
+        writer.close()
+    reader = Store(db, readonly=True)
+    try:
+        assert reader.count_samples() == 2
+    finally:
+        reader.close()
+
+
 def test_someone_elses_sqlite_database_gets_none_of_our_tables(tmp_path):
     other = tmp_path / "crm.sqlite"
     conn = sqlite3.connect(other)
