@@ -6,7 +6,11 @@ thread after the commit, so whatever it is handed is already durable. Listeners 
 
 If a write fails (disk full, file removed) the batch is kept and retried on the next tick;
 nothing is dropped unless the backlog outgrows ``max_backlog``, and then the oldest items are
-dropped and counted like bus drops.
+dropped and counted like bus drops. On stop, a workspace that still cannot be written gets
+``final_retry_s`` more; what is left then is counted as dropped. An item that no workspace
+could hold (a time beyond 64 bits from a remote agent) is dropped and counted on arrival, and
+a batch that keeps failing for a reason that is not the workspace's is dropped and counted
+after a few tries: the thread never dies and never wedges on one bad item.
 """
 
 from __future__ import annotations
@@ -27,6 +31,16 @@ if TYPE_CHECKING:  # the edge agent records into its own buffer, without sqlite-
 log = logging.getLogger(__name__)
 
 DROPPED_METRIC = Metric.DROPPED
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_UNEXPECTED_TRIES = 3  # failures of one batch for a reason that is not the workspace's
+
+
+def writable(item: Sample | Capture) -> bool:
+    """Whether SQLite can hold the item at all: a 64-bit integer time, a real-number value."""
+    ts = item.ts_ns
+    if not isinstance(ts, int) or not _INT64_MIN <= ts <= _INT64_MAX:
+        return False
+    return not isinstance(item, Sample) or isinstance(item.value, (int, float))
 
 Listener = Callable[[Batch], None]
 
@@ -43,8 +57,9 @@ class RecorderStats:
 class Recorder:
     def __init__(self, bus: Bus, store_factory: Callable[[], Store], *,
                  flush_interval_s: float = 0.05, max_batch: int = 50_000,
-                 max_backlog: int = 1_000_000) -> None:
+                 max_backlog: int = 1_000_000, final_retry_s: float = 5.0) -> None:
         self.bus = bus
+        self.final_retry_s = final_retry_s
         self._store_factory = store_factory
         self.flush_interval_s = flush_interval_s
         self.max_batch = max_batch
@@ -57,6 +72,7 @@ class Recorder:
         self._committed_samples = 0
         self._committed_captures = 0
         self._dropped = 0
+        self._unexpected_failures = 0
         self._last_error: str | None = None
         self._opened = threading.Event()
         self._open_error: StoreError | None = None
@@ -99,17 +115,38 @@ class Recorder:
         try:
             while not self._stop.wait(self.flush_interval_s):
                 self._flush(store)
-            # Final drain: probes are stopped before the recorder, so this empties the bus.
-            while len(self.bus) or self._pending:
-                if not self._flush(store):
+            # Final drain: probes are stopped before the recorder, so this empties the bus. A
+            # workspace locked by another writer, or full, gets a few seconds to come back;
+            # what still cannot be written is counted as dropped, never lost without a word.
+            deadline = time.monotonic() + self.final_retry_s
+            while len(self.bus) or self._pending or self._pending_dropped:
+                if self._flush(store):
+                    continue
+                if time.monotonic() >= deadline:
+                    self._give_up()
                     break
+                time.sleep(min(0.2, self.final_retry_s))
         finally:
             store.close()
+
+    def _give_up(self) -> None:
+        items, _ = self.bus.drain(None)
+        lost = len(self._pending) + len(items)
+        self._dropped += lost
+        log.error("%s; %d items could not be written and are dropped", self._last_error, lost)
+        self._pending = []
+        self._pending_dropped = {}
 
     def _flush(self, store: Store) -> bool:
         """One transaction; returns False if it could not be written."""
         room = max(0, self.max_batch - len(self._pending))
         items, dropped = self.bus.drain(room)
+        bad = [i for i in items if not writable(i)]
+        if bad:
+            items = [i for i in items if writable(i)]
+            self._count_dropped(bad)
+            log.warning("dropped %d items no workspace can hold (e.g. %s at time %r)",
+                        len(bad), bad[0].endpoint, bad[0].ts_ns)
         self._pending.extend(items)
         for endpoint, n in dropped.items():
             self._pending_dropped[endpoint] = self._pending_dropped.get(endpoint, 0) + n
@@ -128,6 +165,18 @@ class Recorder:
                 log.error("%s; keeping %d items to retry", exc, len(self._pending))
             self._last_error = str(exc)
             return False
+        except Exception as exc:  # not the workspace: something in the items themselves
+            self._unexpected_failures += 1
+            self._last_error = f"cannot write a batch: {type(exc).__name__}: {exc}"
+            if self._unexpected_failures < _UNEXPECTED_TRIES:
+                log.exception("cannot write a batch of %d items; retrying", len(self._pending))
+                return False
+            log.error("%s; dropping its %d items", self._last_error, len(self._pending))
+            self._count_dropped(self._pending)
+            self._pending = []
+            self._unexpected_failures = 0
+            return True
+        self._unexpected_failures = 0
         self._last_error = None
         batch = Batch(tuple(samples), tuple(captures), dict(self._pending_dropped))
         self._pending = []
@@ -140,6 +189,12 @@ class Recorder:
             except Exception:
                 log.exception("recorder listener %r failed", listener)
         return True
+
+    def _count_dropped(self, items: list[Sample | Capture]) -> None:
+        """Count lost items, in all and per endpoint (its dropped series, written next)."""
+        for item in items:
+            self._pending_dropped[item.endpoint] = self._pending_dropped.get(item.endpoint, 0) + 1
+        self._dropped += len(items)
 
     def _trim_backlog(self) -> None:
         excess = len(self._pending) - self.max_backlog

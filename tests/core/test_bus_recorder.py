@@ -119,3 +119,43 @@ def test_a_recorder_on_an_unopenable_store_fails_at_start(tmp_path):
     recorder = Recorder(Bus(), lambda: Store(tmp_path / "missing" / "x.db"))
     with pytest.raises(Exception, match="does not exist"):
         recorder.start()
+
+
+def test_a_disk_still_full_at_close_counts_what_it_could_not_write(workspace):
+    """Stopping with the workspace still full: a short grace, then every item left is
+    counted as dropped (the summary shows it), none vanishes without a word."""
+    def cramped_store() -> Store:
+        s = Store(workspace)
+        s.db.execute("PRAGMA max_page_count = 1")
+        return s
+
+    bus = Bus()
+    recorder = Recorder(bus, cramped_store, flush_interval_s=0.01, final_retry_s=0.3)
+    recorder.start()
+    bus.put_many(_samples("e", 3000))
+    assert wait_until(lambda: recorder.stats().last_error is not None)
+    bus.put_many(_samples("f", 500))  # arrives after the failures began
+    recorder.stop()
+    stats = recorder.stats()
+    assert stats.dropped == 3500 and stats.backlog == 0
+    assert "full" in (stats.last_error or "")
+
+
+def test_an_item_no_workspace_can_hold_is_dropped_and_counted_and_the_rest_is_kept(workspace):
+    """A time beyond 64 bits (from a remote agent's page) made SQLite raise OverflowError,
+    which is no StoreError: it killed the recorder, and every endpoint stopped recording."""
+    bus = Bus()
+    recorder = Recorder(bus, lambda: Store(workspace), flush_interval_s=0.01)
+    recorder.start()
+    bus.put_many([*_samples("a", 10), Sample("agent", 2**70, Metric.LATENCY_MS, 1.0),
+                  *_samples("b", 10)])
+    assert wait_until(lambda: recorder.stats().committed_samples >= 20)
+    bus.put_many(_samples("c", 10))  # still recording afterwards
+    recorder.stop()
+    assert recorder.stats().dropped == 1
+    s = Store(workspace)
+    try:
+        assert [s.count_samples(e) for e in ("a", "b", "c")] == [10, 10, 10]
+        assert s.count_samples("agent", Metric.DROPPED) == 1  # shown on its own plot
+    finally:
+        s.close()
