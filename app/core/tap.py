@@ -164,7 +164,11 @@ class Tap:
             proc.kill()
             out, _ = proc.communicate()
         try:
-            self.recorded = int(json.loads(out.decode().strip().splitlines()[-1])["recorded"])
+            counts = json.loads(out.decode().strip().splitlines()[-1])
+            self.recorded = int(counts["recorded"])
+            # Handed to the recorder but refused by the workspace (locked, full): forwarded,
+            # not recorded, whatever the process's own log said about why.
+            self.not_recorded += int(counts.get("unwritten", 0))
         except (ValueError, IndexError, KeyError, TypeError):
             log.error("the tap's recording process ended with code %s", proc.returncode)
 

@@ -74,10 +74,13 @@ def read_exchanges(stream: BinaryIO) -> Iterator[Exchange]:
 
 
 def record(stream: BinaryIO, db: Path, upstream: str) -> dict[str, int]:
-    """Decode and record every exchange on ``stream``; the counts once it ends."""
+    """Decode and record every exchange on ``stream``; the counts once it ends. "recorded"
+    counts the captures committed to the workspace, "unwritten" those it refused (locked,
+    full) even after the recorder's last tries."""
     bus = Bus()
     recorder = Recorder(bus, lambda: Store(db))
     counts = {"exchanges": 0, "recorded": 0, "not_inference": 0, "undecodable": 0}
+    queued = 0
     recorder.start()
     try:
         for x in read_exchanges(stream):
@@ -93,9 +96,12 @@ def record(stream: BinaryIO, db: Path, upstream: str) -> dict[str, int]:
                 continue
             capture, samples = decoded
             bus.put_waiting([*samples, capture])  # a full bus: slower, nothing dropped
-            counts["recorded"] += 1
+            queued += 1
     finally:
         recorder.stop()
+    stats = recorder.stats()
+    counts["recorded"] = stats.committed_captures
+    counts["unwritten"] = queued - stats.committed_captures
     return counts
 
 

@@ -4,6 +4,7 @@ bytes the server sent, and every inference call becomes a capture."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import sys
 import time
@@ -435,6 +436,34 @@ def test_if_the_recording_process_dies_calls_still_pass_and_the_loss_is_told(tap
     assert proxy.popen.returncode == 1
     assert "recording process stopped" in err
     assert "3 forwarded calls were not recorded" in err
+
+
+def test_calls_the_workspace_refuses_are_told_not_counted_as_recorded(tap, server):
+    """Another program holds the workspace's write lock while calls pass: the tap used to
+    say "recorded 6 captures" (queued) with none written and exit 0."""
+    import sqlite3
+
+    proxy, db = tap
+    with httpx.Client(base_url=proxy.url) as client:
+        assert client.post("/v2/models/wine-v1/infer",
+                           content=v2_body([ROW], "before")).status_code == 200
+        assert wait_until(lambda: db.exists() and len(captures(db)) == 1, timeout_s=30)
+        holder = sqlite3.connect(db)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            for i in range(5):
+                assert client.post("/v2/models/wine-v1/infer",
+                                   content=v2_body([ROW], f"locked{i}")).status_code == 200
+            time.sleep(0.2)  # the shipper's clock
+            proxy.popen.send_signal(signal.SIGTERM)
+            out, err = proxy.popen.communicate(timeout=90)
+        finally:
+            holder.rollback()
+            holder.close()
+    assert proxy.popen.returncode == 1
+    assert "recorded 1 captures" in out
+    assert "5 forwarded calls were not recorded" in err
+    assert len(captures(db)) == 1
 
 
 def test_bytes_a_server_sends_after_its_answer_do_not_reach_the_client(canned):
