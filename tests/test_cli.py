@@ -255,6 +255,48 @@ def test_ctrl_c_while_a_command_loads_is_quiet(tmp_path):
     assert proc.returncode in (0, 130, -signal.SIGINT)
 
 
+def test_sigterm_stops_watch_as_ctrl_c_does_with_its_summary_and_samples(tmp_path):
+    """A service manager or `timeout` sends SIGTERM: the run is flushed and summarised."""
+    db = tmp_path / "w.db"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "watch", "system:?rate=20",
+                             "--seconds", "60", "--db", str(db), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+    def recorded() -> int:
+        if not db.exists():
+            return 0
+        try:
+            with sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True) as conn:
+                return conn.execute("SELECT count(*) FROM samples").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+
+    try:
+        assert wait_until(lambda: recorded() > 0, timeout_s=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["endpoints"][0]["uri"].startswith("system:")
+    assert "Traceback" not in err
+
+
+def test_a_workspace_another_writer_holds_is_one_line_and_exit_2(tmp_path, capsys):
+    db = tmp_path / "w.db"
+    Store(db).close()
+    holder = sqlite3.connect(db)
+    holder.execute("BEGIN IMMEDIATE")  # another program writing, for longer than we wait
+    try:
+        assert main(["watch", "system:", "--seconds", "1", "--db", str(db)]) == 2
+    finally:
+        holder.rollback()
+        holder.close()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write to" in err and "locked" in err
+    assert "internal error" not in err
+
+
 def test_no_display_is_one_line_not_a_qt_abort(tmp_path):
     env = {k: v for k, v in os.environ.items()
            if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}

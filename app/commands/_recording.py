@@ -29,19 +29,24 @@ def record(uris: Sequence[str], db: Path, seconds: float, options: ProbeOptions 
            as_json: bool, extra: Callable[[dict], None] | None = None, *,
            with_monitor: Callable[[Monitor], Callable[[], None]] | None = None) -> int:
     """``with_monitor`` sets up extra listeners on the monitor before probes attach and
-    returns what to call once recording has stopped (the demo's incident rules use it)."""
+    returns what to call once recording has stopped (the demo's incident rules use it).
+    Exit status 1 when an endpoint never answered or the workspace refused what was
+    recorded (both also said on stderr), so a script can tell."""
     start_ns = time.time_ns()
     monitor = Monitor(db)
     finish = with_monitor(monitor) if with_monitor else None
     stop = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # SIGTERM (a service manager, `timeout`) stops as Ctrl+C does: flushed and summarised.
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         attached = [monitor.attach(uri, options).endpoint for uri in uris]
         stop.wait(seconds)
         # Read before close: request-sending probes that never got one answer, and why.
         silent = {e: p.last_error for e, p in monitor.probes.items() if p.requests == 0}
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         monitor.close()
         if finish:
             finish()
@@ -52,6 +57,10 @@ def record(uris: Sequence[str], db: Path, seconds: float, options: ProbeOptions 
     finally:
         store.close()
     result = {"endpoints": [s.to_json() for s in summaries], "dropped": stats.dropped}
+    if silent:
+        result["no_answer"] = list(silent)
+    if stats.last_error:
+        result["workspace_error"] = stats.last_error
     if extra:
         extra(result)
     if as_json:
@@ -59,7 +68,7 @@ def record(uris: Sequence[str], db: Path, seconds: float, options: ProbeOptions 
     else:
         print(format_table(summaries))
         for key, value in result.items():
-            if key != "endpoints":
+            if key not in ("endpoints", "no_answer", "workspace_error"):  # said on stderr
                 print(f"{key.replace('_', ' ')}: {value}")
     if stats.last_error:
         print(f"probescope: warning: {stats.last_error}", file=sys.stderr)
@@ -67,4 +76,4 @@ def record(uris: Sequence[str], db: Path, seconds: float, options: ProbeOptions 
         why = last_error or ("it accepted the connection but sent no answer; the probe waits "
                              "?timeout_s= (10 s by default) per call")
         print(f"probescope: warning: no request to {uri} completed: {why}", file=sys.stderr)
-    return 0
+    return 1 if silent or stats.last_error else 0

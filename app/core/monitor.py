@@ -8,12 +8,14 @@ flush empties the bus.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from app.core.bus import DEFAULT_CAPACITY, Bus
+from app.core.domain import StoreError
 from app.core.recorder import Listener, Recorder, RecorderStats
 from app.core.store import Store
 from probes import Probe, ProbeError, ProbeOptions, open_probe
@@ -67,6 +69,8 @@ class Monitor:
             slo = getattr(probe, "slo_ms", None)
             store.set_endpoint_info(probe.endpoint, slo_ms=slo,
                                     model_version=info.get("model_version"))
+        except sqlite3.Error as exc:  # read-only, or locked by another writer: one line
+            raise StoreError(f"cannot write to {self.db_path}: {exc}") from None
         finally:
             store.close()
 

@@ -249,7 +249,7 @@ def test_watching_a_server_that_never_answers_says_so(fault_server, demo_dir, tm
     fault_server.mode, fault_server.delay_s = "hang", 30.0
     try:
         assert main(["watch", _v2(fault_server, "?timeout_s=1"), "--db", str(tmp_path / "w.db"),
-                     "--seconds", "1", "--payload", str(demo_dir / "reference.csv")]) == 0
+                     "--seconds", "1", "--payload", str(demo_dir / "reference.csv")]) == 1
     finally:
         fault_server.release.set()
     err = capsys.readouterr().err
