@@ -197,6 +197,7 @@ class Store:
             raise StoreError(f"cannot open workspace {self.path}: {exc}") from exc
         self._endpoint_ids: dict[str, int] = {}
         self._metric_ids: dict[str, int] = {}
+        self._columns: dict[str, set[str]] = {}  # per table, read once (``_has_column``)
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -617,13 +618,23 @@ class Store:
         eid = self._lookup_endpoint(endpoint)
         if eid is None:
             return []
-        sampled = " AND coalesce(sampled, 1) = 1" if sampled_only else ""
+        # A workspace from before the flag, opened read-only (not migrated), has no column:
+        # all its captures count as sampled, as they were taken.
+        sampled = (" AND coalesce(sampled, 1) = 1"
+                   if sampled_only and self._has_column("captures", "sampled") else "")
         rows = self.db.execute(
             "SELECT ts_ns, inputs, prediction FROM captures WHERE endpoint_id = ? "
             f"AND ts_ns >= ? AND ts_ns <= ?{sampled} ORDER BY ts_ns DESC LIMIT ?",
             [eid, *_span(start_ns, end_ns),
              limit if limit is not None else -1]).fetchall()
         return [(int(ts), codec.decode(blob), pred) for ts, blob, pred in reversed(rows)]
+
+    def _has_column(self, table: str, column: str) -> bool:
+        known = self._columns.get(table)
+        if known is None:
+            known = self._columns[table] = {
+                r[1] for r in self.db.execute(f"PRAGMA table_info({table})").fetchall()}
+        return column in known
 
     def capture_span(self, endpoint: str) -> tuple[int, int] | None:
         """(first, last) ts_ns of an endpoint's captures; None when it has none."""

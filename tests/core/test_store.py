@@ -54,6 +54,26 @@ def test_a_schema_step_that_fails_leaves_the_workspace_as_it_was(workspace, monk
     s.close()
 
 
+def test_captures_from_before_the_sampled_flag_count_as_sampled(workspace):
+    """An older workspace has no captures.sampled column: read-only (not migrated) or after
+    the step adds it (NULL), its captures are all in the random sample, as they were taken."""
+    s = Store(workspace)
+    s.write_batch([], [Capture("onnx:m", 5, 1.0, CaptureStatus.OK,
+                               inputs=(TensorBlob.from_array("x", np.ones((1, 3))),))])
+    s.close()
+    conn = sqlite3.connect(workspace)
+    conn.execute("ALTER TABLE captures DROP COLUMN sampled")
+    conn.execute("DELETE FROM migrations WHERE name = 'captures_sampled'")
+    conn.commit()
+    conn.close()
+    for readonly in (True, False):
+        s = Store(workspace, readonly=readonly)
+        try:
+            assert [ts for ts, _, _ in s.capture_inputs("onnx:m", sampled_only=True)] == [5]
+        finally:
+            s.close()
+
+
 def test_a_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match="does not exist"):
         Store(tmp_path / "no" / "such" / "x.db")
