@@ -22,6 +22,11 @@ from widgets.theme import DARK, Theme
 # the step from "close" to "drifted" gets most of the colours. Larger values show saturated.
 SEVERITY_LEVELS = (0.0, 2.0)
 DEFAULT_INTERVAL_S = 5.0  # width of a lone evaluation's column
+# A pause longer than this many usual spacings between evaluations is drawn empty.
+GAP_FACTOR = 3.0
+# The visible time range is drawn on one column per screen pixel, at most this many.
+MAX_DRAWN_COLUMNS = 8192
+UNSHOWN_WIDTH_PX = 1000  # the plot's width assumed before it is first laid out
 
 
 def severity_colormap() -> pg.ColorMap:
@@ -63,8 +68,10 @@ class DriftHeatMapWidget(pg.PlotWidget):
         self.features: tuple[str, ...] = ()
         self.shape: tuple[int, int] = (0, 0)  # (evaluations, features)
         self._t_s = np.empty(0)
-        self._step_s = DEFAULT_INTERVAL_S
+        self._ends = np.empty(0)  # when each evaluation's column ends (seconds)
         self._severity = np.empty((0, 0))
+        self._raster: tuple[float, float, int] | None = None  # drawn (start, width, columns)
+        self.plot.getViewBox().sigXRangeChanged.connect(self._on_x_range_changed)
         self.scene().sigMouseMoved.connect(self._on_scene_mouse_moved)
         self.scene().sigMouseClicked.connect(self._on_scene_mouse_clicked)
         self.setMinimumHeight(180)
@@ -76,16 +83,36 @@ class DriftHeatMapWidget(pg.PlotWidget):
         self.plot.setTitle(text, color=self._title_color, size="9pt")
 
     def cell_at(self, view: QPointF) -> tuple[int, int] | None:
-        """(evaluation, feature) under a point in plot coordinates, or None outside."""
-        if not self.features or len(self._t_s) == 0:
+        """(evaluation, feature) under a point in plot coordinates, or None outside. Where a
+        drawn column holds several evaluations (zoomed out), the one whose colour it shows."""
+        if not self.features or len(self._t_s) == 0 or self._raster is None:
             return None
         j = math.floor(view.y())
-        i = int(np.searchsorted(self._t_s, view.x() - self._step_s / 2))
-        i = min(i, len(self._t_s) - 1)
-        inside = (0 <= j < len(self.features)
-                  and self._t_s[0] - self._step_s / 2 <= view.x()
-                  <= self._t_s[-1] + self._step_s / 2)
-        return (i, j) if inside else None
+        x = view.x()
+        lo, dx, n = self._raster
+        k = math.floor((x - lo) / dx)
+        if not (0 <= j < len(self.features) and 0 <= k < n):
+            return None
+        centre, starts = self._column_members(lo + k * dx, lo + (k + 1) * dx)
+        members = ([centre] if centre is not None else []) + list(starts)
+        if not members:
+            return None  # a pause in the evaluations: drawn empty
+        values = self._severity[members, j]
+        tested = ~np.isnan(values)
+        if not tested.any():
+            return members[0], j
+        return members[int(np.argmax(np.where(tested, values, -np.inf)))], j
+
+    def _column_members(self, left: float, right: float) -> tuple[int | None, range]:
+        """The evaluation covering a drawn column's centre (None in a pause) and the
+        evaluations starting inside it."""
+        t_s, ends = self._t_s, self._ends
+        centre = (left + right) / 2
+        i = int(np.searchsorted(t_s, centre, side="right")) - 1
+        covering = i if i >= 0 and centre < ends[i] else None
+        first = int(np.searchsorted(t_s, left, side="left"))
+        last = int(np.searchsorted(t_s, right, side="left"))
+        return covering, range(first, last)
 
     def _on_scene_mouse_moved(self, scene_pos: QPointF) -> None:
         cell = self.cell_at(self.plot.getViewBox().mapSceneToView(scene_pos))
@@ -110,7 +137,10 @@ class DriftHeatMapWidget(pg.PlotWidget):
         ones, which pyqtgraph draws only where they do not crowd."""
         if not getattr(self, "features", ()):  # also resized while being built
             return
-        row_px = self.plot.getViewBox().height() / len(self.features)
+        view = self.plot.getViewBox()
+        if view is None:  # closed
+            return
+        row_px = view.height() / len(self.features)
         line_px = self.fontMetrics().height()
         stride = max(1, math.ceil(line_px / max(row_px, 1e-6)))
         ticks = [(j + 0.5, name) for j, name in enumerate(self.features)]
@@ -120,34 +150,78 @@ class DriftHeatMapWidget(pg.PlotWidget):
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
         self._label_features()
+        self._draw_visible()  # a wider plot gets finer columns
 
     def set_matrix(self, ts_ns: np.ndarray, features: Sequence[str],
                    severity: np.ndarray) -> None:
-        """``severity`` is (evaluations, features); NaN cells (untested) are left empty."""
+        """``severity`` is (evaluations, features), oldest evaluation first; NaN cells
+        (untested) are left empty. Each evaluation holds from its time to the next one's."""
         self.features = tuple(features)
         self.shape = (len(ts_ns), len(self.features))
         self._severity = np.asarray(severity, dtype=np.float64)
         self._t_s = np.asarray(ts_ns, dtype=np.float64) / 1e9
+        self._raster = None
         empty = len(ts_ns) == 0 or not self.features
         self._set_title(empty=empty)
         self.plot.showAxis("bottom", not empty)
         if empty:
+            self._ends = np.empty(0)
             self.image.clear()
             self.plot.getAxis("left").setTicks([[]])
             return
         t_s = self._t_s
-        # Evaluations are evenly spaced by the monitor's interval; columns share one width.
-        step = float(np.median(np.diff(t_s))) if len(t_s) > 1 else DEFAULT_INTERVAL_S
-        step = step if step > 0 else DEFAULT_INTERVAL_S
-        self._step_s = step
-        width = (t_s[-1] - t_s[0]) + step
-        image = np.clip(self._severity, *SEVERITY_LEVELS)
-        self.image.setImage(image, levels=SEVERITY_LEVELS, autoLevels=False)
-        self.image.setRect(QRectF(t_s[0] - step / 2, 0.0, width, float(len(self.features))))
+        gaps = np.diff(t_s)
+        positive = gaps[gaps > 0]
+        # The monitor's interval, read from the evaluations themselves: the usual spacing.
+        step = float(np.median(positive)) if len(positive) else DEFAULT_INTERVAL_S
+        # A pause (the app closed, no traffic) is not stretched over by the evaluation
+        # before it: that one keeps one usual column and the rest of the pause stays empty.
+        self._ends = np.append(np.where(gaps <= GAP_FACTOR * step, t_s[1:], t_s[:-1] + step),
+                               t_s[-1] + step)
         self._label_features()
-        self.plot.getViewBox().setRange(
-            xRange=(t_s[0] - step / 2, t_s[0] - step / 2 + width),
-            yRange=(0, len(self.features)), padding=0)
+        self.plot.getViewBox().setRange(xRange=(t_s[0], self._ends[-1]),
+                                        yRange=(0, len(self.features)), padding=0)
+        self._draw_visible()
+
+    def _on_x_range_changed(self, *_args) -> None:
+        self._draw_visible()
+
+    def _draw_visible(self) -> None:
+        """Paint the evaluations in the visible time range onto columns of equal time width,
+        one per screen pixel: evaluations are not evenly spaced, so an image with one
+        column per evaluation would put them at the wrong times. A drawn column spanning
+        several evaluations shows the most severe of each feature, so a short drift is not
+        lost when zoomed out."""
+        if not getattr(self, "features", ()) or len(self._t_s) == 0:  # or being built
+            return
+        view = self.plot.getViewBox()
+        if view is None:  # closed
+            return
+        view_lo, view_hi = view.viewRange()[0]
+        lo, hi = max(view_lo, self._t_s[0]), min(view_hi, self._ends[-1])
+        if not hi > lo:  # panned off the data
+            lo, hi = view_lo, view_hi = self._t_s[0], self._ends[-1]
+        # One column per screen pixel: more would be thinned out by the scaling, dropping
+        # columns (a lone drifted evaluation among them) by where they fall.
+        px = view.width() if view.width() > 1 else UNSHOWN_WIDTH_PX
+        n = max(1, min(MAX_DRAWN_COLUMNS, math.ceil(px * (hi - lo) / (view_hi - view_lo))))
+        dx = (hi - lo) / n
+        self._raster = (lo, dx, n)
+        edges = lo + dx * np.arange(n + 1)
+        centres = (edges[:-1] + edges[1:]) / 2
+        t_s, ends, sev = self._t_s, self._ends, self._severity
+        covering = np.searchsorted(t_s, centres, side="right") - 1
+        inside = (covering >= 0) & (centres < ends[np.maximum(covering, 0)])
+        image = np.where(inside[:, None], sev[np.maximum(covering, 0)], np.nan)
+        # Evaluations starting inside a column: [first[k], first[k + 1]).
+        first = np.searchsorted(t_s, edges, side="left")
+        holds = first[:-1] < first[1:]
+        if holds.any():
+            worst = np.fmax.reduceat(sev[:first[-1]], first[:-1][holds], axis=0)
+            image[holds] = np.fmax(image[holds], worst)
+        self.image.setImage(np.clip(image, *SEVERITY_LEVELS), levels=SEVERITY_LEVELS,
+                            autoLevels=False)
+        self.image.setRect(QRectF(lo, 0.0, hi - lo, float(len(self.features))))
 
 
 class DistributionPlotWidget(pg.PlotWidget):
@@ -166,17 +240,25 @@ class DistributionPlotWidget(pg.PlotWidget):
         self.setMinimumHeight(160)
 
     def clear_distribution(self, message: str = "") -> None:
+        """Remove the shares and show ``message`` alone: axes left from the previous feature
+        would read as this one's."""
         for item in self.items.values():
             self.plot.removeItem(item)
         self.items = {}
         self.legend.clear()
         self.feature = None
         self.plot.getAxis("bottom").setTicks(None)
+        self._show_axes(False)
         self.plot.setTitle(message, color=self.theme.muted, size="9pt")
 
+    def _show_axes(self, show: bool) -> None:
+        for name in ("left", "bottom"):
+            self.plot.showAxis(name, show)
+
     def set_numerical(self, feature: str, edges: np.ndarray, reference: np.ndarray,
-                      current: np.ndarray) -> None:
-        self.clear_distribution(f"{feature}: share of rows per bin")
+                      current: np.ndarray, title: str | None = None) -> None:
+        self.clear_distribution(title or f"{feature}: share of rows per bin")
+        self._show_axes(True)
         self.feature = feature
         for name, shares, colour, alpha in (("reference", reference, self.theme.series[0], 70),
                                             ("current", current, self.theme.series[3], 70)):
@@ -192,15 +274,17 @@ class DistributionPlotWidget(pg.PlotWidget):
         self.plot.enableAutoRange()
 
     def set_categorical(self, feature: str, categories: Sequence[str], reference: np.ndarray,
-                        current: np.ndarray) -> None:
-        self.clear_distribution(f"{feature}: share of rows per category")
+                        current: np.ndarray, title: str | None = None) -> None:
+        self.clear_distribution(title or f"{feature}: share of rows per category")
+        self._show_axes(True)
         self.feature = feature
         x = np.arange(len(categories), dtype=np.float64)
         for name, shares, colour, offset in (("reference", reference, self.theme.series[0], -0.2),
                                              ("current", current, self.theme.series[3], 0.2)):
             item = pg.BarGraphItem(x=x + offset, height=shares, width=0.38,
-                                   brush=pg.mkBrush(colour), pen=pg.mkPen(colour), name=name)
+                                   brush=pg.mkBrush(colour), pen=pg.mkPen(colour))
             self.plot.addItem(item)
+            # Named here, not on the item: the plot would list a named item a second time.
             self.legend.addItem(item, name)
             self.items[name] = item
         self.plot.getAxis("bottom").setTicks([[(i, str(c)) for i, c in enumerate(categories)]])

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from app.core.drift import (
     PREDICTION_COLUMN,
@@ -20,6 +21,7 @@ from app.core.drift import (
     capture_frame,
     distribution,
     prepare_reference,
+    tensor_rows,
 )
 from app.core.drift_stats import METHODS, Kind
 from app.core.references import get_reference, input_columns, load_reference
@@ -116,18 +118,77 @@ def latest_table(store: Store, endpoint: str, *, source: str = "fast") -> list[F
     return sorted(table, key=lambda r: (math.isnan(r.severity), -np.nan_to_num(r.severity)))
 
 
-def feature_distribution(store: Store, endpoint: str, feature: str, *, rows: int = 500,
-                         bins: int = 30) -> Distribution | None:
-    """Reference and latest-window shares of one feature (or ``prediction``) on shared bins;
-    None when the endpoint has no reference or the feature is not in it."""
+@dataclass(frozen=True, slots=True)
+class FeatureComparison:
+    """What a distribution plot of one feature shows: the shares (None when there are none to
+    show) and a line saying what they compare, or why there is nothing to show."""
+
+    distribution: Distribution | None
+    title: str
+
+
+def feature_comparison(store: Store, endpoint: str, feature: str, *, rows: int = 500,
+                       bins: int = 30) -> FeatureComparison:
+    """Latest-window shares of one feature (or ``prediction``) against its reference on
+    shared bins. Predictions that the reference lacks are compared, as the live monitor does
+    (its ``window_rows`` is ``rows`` here), with the endpoint's first ``rows`` predictions."""
     reference = get_reference(store, endpoint)
     if reference is None:
-        return None
+        return FeatureComparison(None, f"{feature}: no reference to compare with; choose one")
     frame = load_reference(store, reference)
-    if feature not in frame.columns:
-        return None
     names = reference.columns or input_columns(frame)
-    current = capture_frame(store.capture_inputs(endpoint, limit=rows), names)
+    if feature == PREDICTION_COLUMN and feature not in frame.columns:
+        baseline = first_predictions(store, endpoint, rows)
+        if not baseline:
+            return FeatureComparison(None, f"{feature}: no captured predictions yet")
+        current = capture_frame(
+            store.capture_inputs(endpoint, limit=rows, sampled_only=True), names)
+        shares = distribution(
+            prepare_reference(pd.DataFrame({feature: pd.Series(baseline, dtype=object)})),
+            feature, current[feature], bins=bins, kind=Kind.CATEGORICAL)
+        return FeatureComparison(shares, (
+            f"{feature}: latest {len(current)} vs first {len(baseline)} captures "
+            f"(the baseline: the reference has no {feature}s)"))
+    if feature not in frame.columns:
+        return FeatureComparison(None, f"{feature}: not in the reference ({reference.describe()})")
+    current = capture_frame(store.capture_inputs(endpoint, limit=rows, sampled_only=True), names)
     kind = Kind.CATEGORICAL if feature == PREDICTION_COLUMN else Kind.NUMERICAL
-    return distribution(prepare_reference(frame, [feature]), feature, current[feature],
-                        bins=bins, kind=kind)
+    shares = distribution(prepare_reference(frame, [feature]), feature, current[feature],
+                          bins=bins, kind=kind)
+    unit = "bin" if shares.kind is Kind.NUMERICAL else "category"
+    return FeatureComparison(shares, f"{feature}: share of rows per {unit}")
+
+
+def feature_distribution(store: Store, endpoint: str, feature: str, *, rows: int = 500,
+                         bins: int = 30) -> Distribution | None:
+    """``feature_comparison``'s shares alone; None when the endpoint has no reference or the
+    feature is in neither the reference nor (for ``prediction``) the captures."""
+    return feature_comparison(store, endpoint, feature, rows=rows, bins=bins).distribution
+
+
+def first_predictions(store: Store, endpoint: str, count: int) -> list[str | None]:
+    """The predictions of an endpoint's first ``count`` sampled single-row captures: what the
+    live monitor takes as its prediction baseline when the reference has none."""
+    span = store.capture_span(endpoint)
+    if span is None or count <= 0:
+        return []
+    first, last = span
+    # The store reads the latest captures of a range, not the first, so the range grows
+    # from the first capture until it holds enough; it starts at the average rate's guess.
+    total = max(1, store.count_captures(endpoint))
+    width = max(1, int((last - first) * min(1.0, 1.5 * count / total)))
+    while True:
+        predictions = [prediction for _, inputs, prediction in store.capture_inputs(
+            endpoint, first, first + width, sampled_only=True) if _one_row(inputs)]
+        if len(predictions) >= count or first + width >= last:
+            return predictions[:count]
+        width *= 2
+
+
+def _one_row(inputs: tuple) -> bool:
+    """Whether a capture is one request row: the monitor's baseline skips batches (their one
+    prediction names no row) and tensors it cannot read."""
+    try:
+        return bool(inputs) and len(tensor_rows(inputs[0])) == 1
+    except (ValueError, TypeError):
+        return False

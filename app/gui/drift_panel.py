@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 from app.core.drift import DriftError
 from app.core.drift_history import (
     drift_matrix,
-    feature_distribution,
+    feature_comparison,
     latest_table,
     share_series,
 )
@@ -52,6 +52,10 @@ from widgets.theme import DARK, Theme
 
 log = logging.getLogger(__name__)
 
+# The suffixes references.read_table reads; the file dialog offers exactly these.
+REFERENCE_FILE_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl", ".ndjson")
+REFERENCE_FILE_FILTER = ("Data files (" + " ".join(f"*{s}" for s in REFERENCE_FILE_SUFFIXES)
+                         + ");;All files (*)")
 # How much history the heat map shows, back from the endpoint's last capture: a day of
 # evaluations every 5 s is 17,000 columns and takes a second to read; an hour takes 30 ms.
 HISTORY_SPANS_S = (("last 15 min", 900.0), ("last hour", 3600.0), ("last 6 hours", 21600.0),
@@ -112,7 +116,7 @@ class DriftPanel(QWidget):
         self.reference_button.setText("Reference…")
         self.reference_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         menu = QMenu(self.reference_button)
-        menu.addAction("Data file (CSV/Parquet)…", self._on_reference_file_chosen)
+        menu.addAction("Data file (CSV/Parquet/JSON lines)…", self._on_reference_file_chosen)
         menu.addAction("The demo's reference", self.use_demo_reference)
         self.reference_button.setMenu(menu)
         self.reference_label = QLabel("")
@@ -250,7 +254,8 @@ class DriftPanel(QWidget):
         return self._rows[rows[0].row()] if rows else None
 
     def set_reference_file(self, path: str | Path) -> bool:
-        """Make a CSV/Parquet file the endpoint's reference; False (and an error line) if not."""
+        """Make a CSV/Parquet/JSON-lines file the endpoint's reference; False (and an error
+        line) if not."""
         try:
             reference = file_reference(path)
         except DriftError as exc:
@@ -328,7 +333,7 @@ class DriftPanel(QWidget):
 
     def _on_reference_file_chosen(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
-            self, "Drift reference", "", "Data files (*.csv *.parquet *.pq);;All files (*)")
+            self, "Drift reference", "", REFERENCE_FILE_FILTER)
         if path:
             self.set_reference_file(path)
 
@@ -392,14 +397,18 @@ class DriftPanel(QWidget):
         endpoint = self.endpoint()
         if endpoint is None:
             return
-        dist = self._read(lambda s: feature_distribution(s, endpoint, feature))
-        if dist is None:
-            self.distribution.clear_distribution(f"{feature}: not in the reference")
+        shown = self._read(lambda s: feature_comparison(s, endpoint, feature))
+        dist = shown.distribution if shown is not None else None
+        if shown is None:  # the workspace could not be read; the error line says why
+            self.distribution.clear_distribution(f"{feature}: could not read the workspace")
+        elif dist is None:
+            self.distribution.clear_distribution(shown.title)
         elif dist.kind is Kind.NUMERICAL and dist.edges is not None:
-            self.distribution.set_numerical(feature, dist.edges, dist.reference, dist.current)
+            self.distribution.set_numerical(feature, dist.edges, dist.reference, dist.current,
+                                            shown.title)
         else:
             self.distribution.set_categorical(feature, dist.categories or (), dist.reference,
-                                              dist.current)
+                                              dist.current, shown.title)
 
 
 __all__ = ["DriftPanel", "DriftShareWidget", "read_share_series"]

@@ -120,6 +120,7 @@ class DriftReportBox(QWidget):
         self.table.setRowCount(0)
         if self._job is None:
             self.label.setText("Full report: not run")
+            self.progress.setValue(0)  # a finished report's full bar would say one ran
 
     def run(self, db_path: str | Path, endpoint: str) -> Job | None:
         """Start the report of ``endpoint``'s chosen window; None while one is running."""
