@@ -39,6 +39,7 @@ from app.core.references import (
 )
 
 _UNITS_S = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_OLDEST_NS, _NEWEST_NS = -(2**63), 2**63 - 1  # nanosecond times in SQLite's integers
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -57,7 +58,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "ending at its last capture (e.g. 90s, 10m, 2h; default 10m)")
     p.add_argument("--set-reference", metavar="SPEC",
                    help="with --db: store the endpoint's reference: a data file, 'demo', or "
-                        "captures:FROM..TO (ISO times; either may be empty)")
+                        "captures:FROM..TO (ISO times, UTC unless they name a zone; "
+                        "either may be empty)")
     p.add_argument("--evidently", action="store_true",
                    help="run Evidently's full data-drift report instead of the fast path")
     p.add_argument("--html", type=Path, metavar="PATH",
@@ -75,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.html is not None and not args.evidently:
+        raise DriftError("--html saves Evidently's report: add --evidently")
     if args.db is not None:
         if not args.endpoint:
             raise DriftError("--db needs --endpoint NAME (which endpoint's captures to compare)")
@@ -113,9 +117,15 @@ def _parse_time_ns(text: str) -> int | None:
     except ValueError as exc:
         raise DriftError(f"'{text}' is not an ISO time such as 2026-11-23T10:00:00") from exc
     if stamp.tzinfo is None:
-        stamp = stamp.astimezone()  # a time without a zone is local time
+        # UTC, as `import` reads a log's times without a zone: the same text names the same
+        # captures on any machine.
+        stamp = stamp.replace(tzinfo=UTC)
     # Whole microseconds, exactly: float seconds would lose the last digits of a ns stamp.
-    return (stamp - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
+    ns = (stamp - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
+    if not _OLDEST_NS <= ns <= _NEWEST_NS:
+        raise DriftError(f"'{text}' is outside the times a workspace holds "
+                         "(1678-09-21 to 2262-04-11)")
+    return ns
 
 
 def _set_reference(args: argparse.Namespace) -> int:
@@ -131,7 +141,10 @@ def _set_reference(args: argparse.Namespace) -> int:
             if not sep:
                 raise DriftError("write a captures reference as captures:FROM..TO")
             previous = get_reference(store, endpoint)
-            reference = captures_reference(endpoint, _parse_time_ns(start), _parse_time_ns(end),
+            start_ns, end_ns = _parse_time_ns(start), _parse_time_ns(end)
+            if start_ns is not None and end_ns is not None and start_ns > end_ns:
+                raise DriftError(f"captures:{spec.removeprefix('captures:')}: FROM is after TO")
+            reference = captures_reference(endpoint, start_ns, end_ns,
                                            previous.columns if previous else ())
             load_reference(store, reference)  # refuse a range with no captures now, not later
         else:

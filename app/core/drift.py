@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -151,13 +151,24 @@ def evaluate(reference: PreparedReference, current: pd.DataFrame, *,
 
 
 def drift(reference: pd.DataFrame, current: pd.DataFrame) -> DriftResult:
-    """One-off drift of two data frames over the features they share."""
-    ref_cols = feature_columns(reference)
+    """One-off drift of two data frames over the features they share; a feature only one
+    of them has is listed as not tested, saying which lacks it."""
+    for frame, which in ((reference, "reference"), (current, "current data")):
+        if frame.empty:
+            raise DriftError(f"the {which} holds no rows")
+    ref_cols, cur_cols = feature_columns(reference), feature_columns(current)
     shared = [c for c in ref_cols if c in current.columns]
     if not shared:
         raise DriftError("reference and current data share no feature columns "
                          f"(reference has {', '.join(ref_cols) or 'none'})")
-    return evaluate(prepare_reference(reference, shared), current, columns=shared)
+    result = evaluate(prepare_reference(reference, shared), current, columns=shared)
+    alone = [(c, "the current data") for c in ref_cols if c not in current.columns]
+    alone += [(c, "the reference") for c in cur_cols if c not in reference.columns]
+    if not alone:
+        return result
+    return replace(result, columns=(*result.columns, *(
+        ColumnDrift(c, Kind.NUMERICAL, None, None, None, False, f"not tested: not in {lacks}")
+        for c, lacks in alone)))
 
 
 def tensor_rows(tensor: TensorBlob) -> np.ndarray:

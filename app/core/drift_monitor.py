@@ -146,9 +146,11 @@ class DriftMonitor(BackgroundEvaluator):
         assert reference is not None
         frame = load_reference(store, reference)
         width = len(window.rows[-1][1])
-        features = reference.columns or input_columns(frame)
-        features = tuple(features[:width]) + tuple(
-            f"x{i}" for i in range(len(features), width))
+        features = tuple(reference.columns or input_columns(frame))
+        if len(features) != width:  # compared by position: another width compares nonsense
+            raise DriftError(f"the reference has {len(features)} input columns; the captures "
+                             f"hold {width} values per row: give one with the model's inputs, "
+                             "in the model's order")
         usable = [f for f in features if f in frame.columns]
         columns = usable + ([PREDICTION_COLUMN] if PREDICTION_COLUMN in frame.columns else [])
         window.reference = PreparedReference(frame, columns).warm()

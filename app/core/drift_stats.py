@@ -162,8 +162,18 @@ class ColumnReference:
         return self._sorted
 
     def std(self) -> float:
+        """Population std; NaN with no values. Computed on values scaled to [-1, 1], so
+        values near 1e200 do not overflow its squares to inf (an inf std read every shift
+        as no drift)."""
         if self._std is None:
-            self._std = float(np.std(self.values.to_numpy(dtype=np.float64)))
+            values = self.values.to_numpy(dtype=np.float64)
+            scale = float(np.max(np.abs(values))) if len(values) else 0.0
+            if not len(values):
+                self._std = float("nan")
+            elif scale == 0.0 or not np.isfinite(scale):
+                self._std = float(np.std(values)) if scale == 0.0 else float("inf")
+            else:
+                self._std = scale * float(np.std(values / scale))
         return self._std
 
     def unique(self) -> np.ndarray:

@@ -23,6 +23,7 @@ from app.core.drift_monitor import save_result
 from app.core.drift_report import evidently_report, report_path_for
 from app.core.drift_stats import ColumnDrift, Kind
 from app.core.references import (
+    check_width,
     get_reference,
     input_columns,
     load_reference,
@@ -75,6 +76,7 @@ def endpoint_window(store: Store, name: str, window_s: float, *,
                                    "the demo's, or a time range of its captures)")
         ref_frame = load_reference(store, reference)
         features = reference.columns or input_columns(ref_frame)
+    check_width(store, endpoint, features)
     span = store.capture_span(endpoint)
     if span is None:
         raise DriftError(f"{endpoint} has no captures to compare yet")

@@ -15,7 +15,13 @@ import pandas as pd
 
 from app.core.demo import demo_path
 from app.core.domain import not_a_file
-from app.core.drift import BOOKKEEPING_COLUMNS, PREDICTION_COLUMN, DriftError, capture_frame
+from app.core.drift import (
+    BOOKKEEPING_COLUMNS,
+    PREDICTION_COLUMN,
+    DriftError,
+    capture_frame,
+    tensor_rows,
+)
 from app.core.store import Store, StoreError
 
 # Columns of a data file that are not model inputs: the same set probes/payload.py skips when it
@@ -43,21 +49,23 @@ class Reference:
 
     def describe(self) -> str:
         if self.kind is ReferenceKind.CAPTURES:
-            return (f"captures of {self.source_endpoint} from {_iso(self.start_ns)} "
-                    f"to {_iso(self.end_ns)}")
+            return (f"captures of {self.source_endpoint} from "
+                    f"{_iso(self.start_ns, 'the first capture')} "
+                    f"to {_iso(self.end_ns, 'the last capture')}")
         if self.kind is ReferenceKind.DEMO:
             return f"the demo reference ({DEMO_REFERENCE})"
         return f"file {self.path}"
 
 
-def _iso(ts_ns: int | None) -> str:
+def _iso(ts_ns: int | None, open_end: str) -> str:
     if ts_ns is None:
-        return "the open end"
+        return open_end
     return datetime.fromtimestamp(ts_ns / 1e9, UTC).isoformat(timespec="seconds")
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """A CSV, Parquet or JSON-lines file as a data frame, or a DriftError saying why not."""
+    """A CSV, Parquet, JSON-lines or .npy file as a data frame, or a DriftError saying why
+    not. A .npy file's columns are x0, x1, ...: the names captures without names get."""
     path = Path(path)
     if problem := not_a_file(path, "data file"):
         raise DriftError(problem)
@@ -69,9 +77,14 @@ def read_table(path: str | Path) -> pd.DataFrame:
             return pd.read_parquet(path)
         if suffix in (".jsonl", ".ndjson"):
             return pd.read_json(path, lines=True)
+        if suffix == ".npy":  # rows of features, as `watch --payload` sends them
+            rows = np.load(path, allow_pickle=False)
+            rows = rows.reshape(len(rows), -1) if rows.ndim else rows.reshape(1, 1)
+            return pd.DataFrame(rows, columns=[f"x{i}" for i in range(rows.shape[1])])
     except Exception as exc:
         raise DriftError(f"cannot read {path}: {str(exc).strip().splitlines()[0]}") from exc
-    raise DriftError(f"{path}: unsupported format '{suffix}'; use .csv, .parquet or .jsonl")
+    raise DriftError(f"{path}: unsupported format '{suffix}'; use .csv, .parquet, .jsonl or "
+                     ".npy")
 
 
 def input_columns(frame: pd.DataFrame) -> tuple[str, ...]:
@@ -81,7 +94,28 @@ def input_columns(frame: pd.DataFrame) -> tuple[str, ...]:
 
 def file_reference(path: str | Path) -> Reference:
     path = Path(path).resolve()
-    return Reference(ReferenceKind.FILE, path=path, columns=input_columns(read_table(path)))
+    frame = read_table(path)
+    if frame.empty:
+        raise DriftError(f"{path} holds no rows to take as a reference")
+    return Reference(ReferenceKind.FILE, path=path, columns=input_columns(frame))
+
+
+def check_width(store: Store, endpoint: str, columns: Sequence[str]) -> None:
+    """Refuse a reference whose input columns cannot be the endpoint's captured rows: the
+    captures carry values by position only, so a reference of another width would compare
+    alcohol with whatever came first, and leave the rest untested without a word."""
+    rows = store.capture_inputs(endpoint, limit=1)
+    if not columns or not rows or not rows[0][1]:
+        return  # nothing to hold it against yet
+    try:
+        width = tensor_rows(rows[0][1][0]).shape[1]
+    except (ValueError, TypeError):
+        return
+    if width != len(columns):
+        shown = ", ".join(columns[:4]) + (", ..." if len(columns) > 4 else "")
+        raise DriftError(f"the reference has {len(columns)} input columns ({shown}); "
+                         f"{endpoint}'s captures hold {width} values per row: give one with "
+                         "the model's inputs, in the model's order")
 
 
 def demo_reference() -> Reference:
@@ -96,6 +130,9 @@ def captures_reference(endpoint: str, start_ns: int | None, end_ns: int | None,
 
 
 def set_reference(store: Store, endpoint: str, reference: Reference) -> None:
+    """Keep ``reference`` as the endpoint's; DriftError if its width cannot be the
+    endpoint's captured rows (``check_width``)."""
+    check_width(store, endpoint, reference.columns)
     store.set_drift_reference(
         endpoint, kind=str(reference.kind),
         path=str(reference.path) if reference.path else None,

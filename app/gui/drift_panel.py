@@ -53,7 +53,7 @@ from widgets.theme import DARK, Theme
 log = logging.getLogger(__name__)
 
 # The suffixes references.read_table reads; the file dialog offers exactly these.
-REFERENCE_FILE_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl", ".ndjson")
+REFERENCE_FILE_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl", ".ndjson", ".npy")
 REFERENCE_FILE_FILTER = ("Data files (" + " ".join(f"*{s}" for s in REFERENCE_FILE_SUFFIXES)
                          + ");;All files (*)")
 # How much history the heat map shows, back from the endpoint's last capture: a day of
@@ -116,7 +116,8 @@ class DriftPanel(QWidget):
         self.reference_button.setText("Reference…")
         self.reference_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         menu = QMenu(self.reference_button)
-        menu.addAction("Data file (CSV/Parquet/JSON lines)…", self._on_reference_file_chosen)
+        menu.addAction("Data file (CSV, Parquet, JSON lines, .npy)…",
+                       self._on_reference_file_chosen)
         menu.addAction("The demo's reference", self.use_demo_reference)
         self.reference_button.setMenu(menu)
         self.reference_label = QLabel("")

@@ -72,9 +72,10 @@ def test_the_live_window_holds_rows_not_requests(tmp_path, demo_dir):
 
 
 def test_a_sparse_capture_sample_is_not_tilted_by_its_failures(tmp_path, demo_dir, demo_model):
-    """Calm traffic with ~6% failures, 1 request in 20 captured: failures are all kept (for
-    replay) but only those whose turn it was count for drift, so the drift sample holds the
-    traffic's own share of failures and shows the traffic's drift (none), as capture=1 does."""
+    """Traffic with ~6% failures, 1 request in 20 captured: failures are all kept (for
+    replay), but drift compares only the captures drawn at random, which hold the traffic's
+    own share of failures. Before, every failure counted: half the sample was failures, and
+    undrifted traffic read as drifted."""
     from app.core.drift_window import endpoint_drift
     from app.core.monitor import Monitor
     from tests.helpers import wait_until
@@ -84,21 +85,23 @@ def test_a_sparse_capture_sample_is_not_tilted_by_its_failures(tmp_path, demo_di
     db = tmp_path / "w.db"
     monitor = Monitor(db)
     probe = monitor.attach(f"onnx:{demo_model}?provider=cpu&payload={calm}&rate=0&capture=0.05")
-    reader = Store(db)
     try:
         assert wait_until(lambda: probe.requests >= 6000, timeout_s=60)
     finally:
         monitor.close()
+    requests, errors = probe.requests, probe.errors
+    reader = Store(db)
     try:
         set_reference(reader, probe.endpoint, demo_reference())
-        failed = reader.count_captures(probe.endpoint, failed=True)
-        sampled = reader.capture_inputs(probe.endpoint, sampled_only=True)
+        kept_failures = reader.count_captures(probe.endpoint, failed=True)
+        sampled, sampled_failures = reader.db.execute(
+            "SELECT count(*), sum(status != 'ok') FROM captures WHERE sampled = 1").fetchone()
     finally:
         reader.close()
-    requests = probe.requests
-    assert failed > 0.03 * requests  # every failure is kept...
-    # ...but the sample is 1 request in 20, drawn at random (within 5 standard deviations)
-    assert abs(len(sampled) - 0.05 * requests) < 5 * (requests * 0.05 * 0.95) ** 0.5
-    result = endpoint_drift(db, probe.endpoint, 3600).result
-    assert result.rows_current == len(sampled)
-    assert result.drifted_columns == []
+    assert errors > 0.03 * requests and kept_failures == errors  # every failure is kept...
+    # ...the sample is 1 request in 20, drawn at random (within 5 standard deviations)...
+    assert abs(sampled - 0.05 * requests) < 5 * (requests * 0.05 * 0.95) ** 0.5
+    # ...and holds failures at the traffic's rate, not every one of them.
+    rate = errors / requests
+    assert abs(sampled_failures / sampled - rate) < 5 * (rate * (1 - rate) / sampled) ** 0.5
+    assert endpoint_drift(db, probe.endpoint, 3600).result.rows_current == sampled

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from datetime import UTC, datetime
 
 import numpy as np
@@ -155,10 +156,28 @@ def test_a_reference_from_the_endpoints_own_captures(recorded, capsys):
     (["--db", "{db}", "--endpoint", "wine"], "has no drift reference"),
     (["--db", "{db}", "--endpoint", "wine", "--window", "soon"], "not a duration"),
     (["--db", "{db}.typo", "--endpoint", "wine"], "no workspace at"),
+    (["--db", "{db}", "--endpoint", "wine", "--set-reference", "{narrow}"],
+     "the reference has 2 input columns (alcohol, malic_acid)"),
+    (["--db", "{db}", "--endpoint", "wine", "--set-reference", "{header_only}"],
+     "holds no rows"),
+    (["--db", "{db}", "--endpoint", "wine", "--set-reference",
+      "captures:2024-03-01T12:00Z..2024-03-01T06:00Z"], "FROM is after TO"),
+    (["--db", "{db}", "--endpoint", "wine", "--set-reference", "captures:0001-01-01.."],
+     "outside the times a workspace holds"),
+    (["--db", "{db}", "--endpoint", "wine", "--set-reference", "captures:9999-12-31T23:59.."],
+     "outside the times a workspace holds"),
+    (["--reference", "{narrow}", "--current", "{narrow}", "--html", "x.html"],
+     "add --evidently"),
+    (["--reference", "{header_only}", "--current", "{narrow}"], "the reference holds no rows"),
 ])
-def test_mistakes_print_one_line_and_exit_2(recorded, capsys, argv, message):
+def test_mistakes_print_one_line_and_exit_2(recorded, capsys, argv, message, demo_dir):
     db, _ = recorded
-    assert main(["drift", *[a.format(db=db) for a in argv]]) == 2
+    reference = pd.read_csv(demo_dir / "reference.csv")
+    narrow, header_only = db.parent / "narrow.csv", db.parent / "header.csv"
+    reference[["alcohol", "malic_acid"]].to_csv(narrow, index=False)
+    reference.iloc[:0].to_csv(header_only, index=False)
+    assert main(["drift", *[a.format(db=db, narrow=narrow, header_only=header_only)
+                            for a in argv]]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
@@ -182,3 +201,59 @@ def test_the_gui_entry_points_report_progress_and_store_the_report(recorded):
     assert store.drift_evaluations(uri, source="evidently")[0]["id"] == full.evaluation_id
     store.close()
     assert not (db.parent / "ws.db.typo").exists()
+
+
+def test_times_without_a_zone_are_utc_as_import_reads_them(recorded, capsys, monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        db, uri = recorded
+        first = datetime.fromtimestamp(T0_NS / 1e9, UTC).replace(tzinfo=None)
+        until = datetime.fromtimestamp((T0_NS + 99 * STEP_NS) / 1e9, UTC).replace(tzinfo=None)
+        spec = f"captures:{first.isoformat()}..{until.isoformat()}"  # no zone
+        assert main(["drift", "--db", str(db), "--endpoint", "wine", "--set-reference",
+                     spec]) == 0
+        store = Store(db)
+        try:
+            saved = store.drift_reference(uri)
+        finally:
+            store.close()
+        assert (saved["start_ns"], saved["end_ns"]) == (T0_NS // 1000 * 1000,
+                                                        (T0_NS + 99 * STEP_NS) // 1000 * 1000)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_columns_only_one_file_has_are_listed_as_not_tested(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    ref = pd.DataFrame({"a": rng.normal(size=200), "b": rng.normal(size=200)})
+    cur = pd.DataFrame({"a": rng.normal(size=200), "extra": rng.normal(size=200)})
+    ref_path, cur_path = tmp_path / "ref.csv", tmp_path / "cur.csv"
+    ref.to_csv(ref_path, index=False)
+    cur.to_csv(cur_path, index=False)
+    report = _json(capsys, ["drift", "--reference", str(ref_path), "--current", str(cur_path),
+                            "--json"])
+    notes = {c["name"]: c.get("note") for c in report["columns"]}
+    assert notes["b"] == "not tested: not in the current data"
+    assert notes["extra"] == "not tested: not in the reference"
+    assert notes["a"] is None
+
+
+def test_huge_values_still_show_a_shift_and_print_no_warnings(tmp_path, capsys):
+    """Near 1e200 the std's squares overflowed to inf: a 5-sigma shift read as score 0."""
+    rng = np.random.default_rng(1)
+    ref = pd.DataFrame({"v": rng.normal(size=2000) * 1e200})
+    cur = pd.DataFrame({"v": (rng.normal(size=2000) + 5) * 1e200})
+    ref_path, cur_path = tmp_path / "ref.parquet", tmp_path / "cur.npy"
+    ref.to_parquet(ref_path)
+    np.save(cur_path, cur.to_numpy())  # .npy columns are x0, ...: rename the reference's too
+    ref.rename(columns={"v": "x0"}).to_parquet(ref_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow warning fails the run
+        report = _json(capsys, ["drift", "--reference", str(ref_path), "--current",
+                                str(cur_path), "--json"])
+    (column,) = report["columns"]
+    assert column["method"] == "wasserstein" and column["drifted"]

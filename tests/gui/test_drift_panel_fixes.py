@@ -167,10 +167,11 @@ def test_the_prediction_row_draws_the_latest_predictions_against_the_monitors_ba
 
 def test_a_feature_without_a_distribution_says_why_and_drops_the_previous_axes(
         panel, qtbot, tmp_path, demo_dir):
-    narrow = tmp_path / "alcohol_only.csv"
-    pd.read_csv(demo_dir / "reference.csv")[["alcohol"]].to_csv(narrow, index=False)
+    renamed = tmp_path / "renamed.csv"  # as wide as the captures, one column named anew
+    pd.read_csv(demo_dir / "reference.csv").rename(columns={"ash": "ash_v2"}).to_csv(
+        renamed, index=False)
     with qtbot.waitSignal(panel.refreshed, timeout=10_000):
-        assert panel.set_reference_file(narrow)
+        assert panel.set_reference_file(renamed)
     assert panel.select_feature("alcohol")
     assert panel.distribution.plot.getAxis("bottom").isVisible()
     assert panel.select_feature("ash")
@@ -217,12 +218,15 @@ def test_the_reference_dialog_offers_exactly_the_formats_the_loader_reads(
     writers = {".csv": lambda p: frame.to_csv(p, index=False),
                ".parquet": frame.to_parquet, ".pq": frame.to_parquet,
                ".jsonl": lambda p: frame.to_json(p, orient="records", lines=True),
-               ".ndjson": lambda p: frame.to_json(p, orient="records", lines=True)}
+               ".ndjson": lambda p: frame.to_json(p, orient="records", lines=True),
+               ".npy": lambda p: np.save(p, frame.to_numpy())}
     assert suffixes == set(writers)
     for suffix, write in writers.items():  # each offered format loads ...
         write(tmp_path / f"r{suffix}")
-        assert list(read_table(tmp_path / f"r{suffix}").columns) == ["a"]
-    for suffix in (".json", ".npy", ".txt", ".xlsx"):  # ... and the loader reads no other
+        loaded = read_table(tmp_path / f"r{suffix}")
+        assert list(loaded.columns) == (["x0"] if suffix == ".npy" else ["a"])
+        assert loaded.iloc[:, 0].tolist() == [1.0, 2.0]
+    for suffix in (".json", ".txt", ".xlsx"):  # ... and the loader reads no other
         (tmp_path / f"r{suffix}").write_text("a\n1\n")
         with pytest.raises(DriftError, match="unsupported format"):
             read_table(tmp_path / f"r{suffix}")
