@@ -25,6 +25,7 @@ class StoreError(Exception):
 
 
 _SQLITE_NOTADB = 26  # SQLite's result code for "file is not a database"
+_SQLITE_MIN_BYTES = 512  # the smallest page: a database file is at least one
 
 
 def not_a_file(path: Path, what: str) -> str | None:
@@ -43,8 +44,13 @@ def not_sqlite(path: Path) -> bool:
     its connection would then take itself for the last one and delete the live WAL. SQLite's
     own connections share their file handles and do not drop each other's locks."""
     try:
-        if not path.is_file() or path.stat().st_size == 0:
-            return False  # missing: SQLite's own error says it better; empty: a new database
+        if not path.is_file():
+            return False  # SQLite's own error says it better
+        size = path.stat().st_size
+        if size == 0:
+            return False  # a new database
+        if size < _SQLITE_MIN_BYTES:
+            return True  # no database is smaller than a page (SQLite takes 1 byte as empty)
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     except (OSError, sqlite3.Error):
         return False
