@@ -17,7 +17,6 @@ Thread: ``run`` on the probe thread; it only talks to the bus (and reads the sto
 
 from __future__ import annotations
 
-import json
 import logging
 import ssl
 import threading
@@ -35,16 +34,18 @@ from probes.base import (
     Probe,
     ProbeError,
     ProbeOptions,
+    first_line,
     float_param,
     int_param,
     register,
 )
-from probes.http_common import split_http_target
+from probes.http_common import loads, split_http_target
 
 log = logging.getLogger(__name__)
 
 SEQ_METRIC = "probescope.agent_seq"
 MAX_BACKOFF_S = 5.0
+REFUSED_LOG_EVERY_S = 60.0
 # A page of 5,000 items with small captures is a few MiB; past this it is not our agent.
 DEFAULT_PAGE_MB = 64.0
 
@@ -106,6 +107,9 @@ class AgentProbe(Probe):
                         self.endpoint)
         self.cursor = 0
         self.pulled = 0
+        self.refused = 0  # items of pages that could not be read, counted as dropped
+        self._next_refused_log = 0.0
+        self._unexpected_seen: set[str] = set()
         self.agent_info: dict = {}
         self._agent_id: str | None = None  # the buffer's identity, to notice a new one
 
@@ -132,6 +136,18 @@ class AgentProbe(Probe):
                 except ProbeError as exc:
                     failures += 1
                     self._down(str(exc))
+                    more = False
+                except Exception as exc:
+                    # pull_once reads pages defensively; anything else is a bug of ours, and
+                    # one odd page must not end the pulling for the rest of the run.
+                    kind = type(exc).__name__
+                    if kind not in self._unexpected_seen:
+                        self._unexpected_seen.add(kind)
+                        log.exception("%s: internal error reading a page (pulling goes on)",
+                                      self.endpoint)
+                    failures += 1
+                    self._down(f"internal error reading a page from {self.base_url}: "
+                               f"{kind}: {first_line(exc)}")
                     more = False
                 if not more:
                     stop.wait(min(MAX_BACKOFF_S, self.interval_s * 2 ** min(failures, 4))
@@ -176,13 +192,13 @@ class AgentProbe(Probe):
         if status != 200:
             raise ProbeError(f"agent at {self.base_url} answered HTTP {status}")
         try:
-            page = json.loads(body)
-            items = self._items(page)
-            next_seq, last_seq = int(page["next_seq"]), int(page["last_seq"])
-            first_seq = int(page["first_seq"])
+            page = loads(body)
+            items, refused = self._items(page)
+            next_seq, last_seq = _seq(page["next_seq"]), _seq(page["last_seq"])
+            first_seq = _seq(page["first_seq"])
         except (ValueError, KeyError, TypeError) as exc:
             raise ProbeError(f"agent at {self.base_url} sent a page that cannot be read: "
-                             f"{exc}") from None
+                             f"{first_line(exc)}") from None
         agent_id = str(page.get("agent_id", ""))
         replaced = self._agent_id is not None and agent_id != self._agent_id
         self._agent_id = agent_id
@@ -194,21 +210,32 @@ class AgentProbe(Probe):
             return True
         self.state = EndpointState.UP
         self.last_error = None
+        if refused:
+            self.refused += len(refused)
+            self.last_error = (f"agent at {self.base_url} sent {len(refused)} items that "
+                               f"cannot be read, counted as dropped (first: {refused[0]})")
+            # An agent that keeps sending them would otherwise fill the log, a line a pull.
+            if time.monotonic() >= self._next_refused_log:
+                self._next_refused_log = time.monotonic() + REFUSED_LOG_EVERY_S
+                log.warning("%s: %s; %d refused so far", self.endpoint, self.last_error,
+                            self.refused)
         if not self.agent_info:
             self._learn_info(client)
-        if not items:
+        if not items and not refused:
             return False
         out: list[Sample | Capture] = []
         lost = first_seq - self.cursor - 1 if first_seq > self.cursor + 1 else 0
         if lost:
             log.warning("%s: the agent trimmed %d items before they were pulled",
                         self.endpoint, lost)
-            out.append(Sample(self.endpoint, time.time_ns(), Metric.DROPPED, float(lost)))
+        dropped = lost + len(refused)
+        if dropped:
+            out.append(Sample(self.endpoint, time.time_ns(), Metric.DROPPED, float(dropped)))
         seqs = [seq for seq, _ in items]
         out += [item for _, item in items]
         out.append(Sample(self.endpoint, time.time_ns(), SEQ_METRIC, float(next_seq)))
         accepted = self.bus.put_many(out)
-        done = accepted - (1 if lost else 0)  # page items (and marker) that got on the bus
+        done = accepted - (1 if dropped else 0)  # page items (and marker) that got on the bus
         if done >= len(items) + 1:
             self.cursor = next_seq
         else:
@@ -223,20 +250,65 @@ class AgentProbe(Probe):
         try:
             status, body = self._get(client, "/v1/info")
             if status == 200:
-                self.agent_info = dict(json.loads(body))
+                self.agent_info = dict(loads(body))
         except (httpx.HTTPError, ProbeError, ValueError, TypeError) as exc:
             log.debug("%s: no agent info: %s", self.endpoint, exc)
 
-    def _items(self, page: dict) -> list[tuple[int, Sample | Capture]]:
+    def _items(self, page: dict) -> tuple[list[tuple[int, Sample | Capture]], list[str]]:
+        """The page's items in sequence order, and why each item refused was refused. An item
+        that cannot be read is refused alone (the rest of the page goes on): a timestamp
+        outside int64 epoch nanoseconds, in particular, would stop the workspace's writer."""
         e = self.endpoint
-        items: list[tuple[int, Sample | Capture]] = [
-            # SQLite keeps NaN as NULL, so a NaN the agent measured comes back as None.
-            (int(seq), Sample(e, int(ts), str(metric),
-                              float("nan") if value is None else float(value)))
-            for seq, ts, metric, value in page["samples"]]
-        items += [(int(c["seq"]), capture_from_json(e, c)) for c in page["captures"]]
+        items: list[tuple[int, Sample | Capture]] = []
+        refused: list[str] = []
+        for row in page["samples"]:
+            try:
+                seq, ts, metric, value = row
+                # SQLite keeps NaN as NULL, so a NaN the agent measured comes back as None.
+                items.append((_seq(seq), Sample(e, _ts_ns(ts), str(metric),
+                                                float("nan") if value is None else float(value))))
+            except (ValueError, TypeError, OverflowError) as exc:
+                refused.append(f"sample {_brief(row)}: {first_line(exc)}")
+        for c in page["captures"]:
+            try:
+                if not isinstance(c, dict):
+                    raise TypeError("not an object")
+                _ts_ns(c.get("ts_ns"))
+                items.append((_seq(c.get("seq")), capture_from_json(e, c)))
+            except (ValueError, TypeError, KeyError, OverflowError) as exc:
+                # capture_from_json raises ValueError for bad base64 and tensors too.
+                refused.append(f"capture {_brief(c)}: {first_line(exc)}")
         items.sort(key=lambda pair: pair[0])
-        return items
+        return items, refused
+
+
+# Beyond int64 SQLite cannot store a number as an integer; a sequence or timestamp outside
+# it is not from a working agent.
+_INT64_END = 2**63
+
+
+def _whole(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} {value!r} is not a number")
+    if isinstance(value, float) and not value.is_integer():  # inf and nan included
+        raise ValueError(f"{what} {value!r} is not a whole number")
+    number = int(value)
+    if not 0 <= number < _INT64_END:
+        raise ValueError(f"{what} {number} is outside 0 .. 2**63-1")
+    return number
+
+
+def _seq(value: object) -> int:
+    return _whole(value, "sequence number")
+
+
+def _ts_ns(value: object) -> int:
+    return _whole(value, "timestamp")
+
+
+def _brief(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:79] + "…"
 
 
 @register("agent+https")

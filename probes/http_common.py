@@ -17,9 +17,10 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -108,31 +109,107 @@ def split_http_target(uri: EndpointUri, example: str) -> tuple[str, str]:
     return f"{transport}://{parts.netloc}", parts.path.rstrip("/")
 
 
+def _hex(code: int, width: int) -> str:
+    """Hex digits matching either case: servers differ (``\\u003d``, ``\\u003D``)."""
+    return "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{code:0{width}x}")
+
+
+def _spellings(char: str) -> str:
+    """A regex for one character of a secret as a server may write it back: itself, a JSON
+    escape (``\\u003d``, ``\\/``) or a URL escape (``%3D``)."""
+    units = char.encode("utf-16-be")  # JSON escapes a character beyond U+FFFF as two
+    ways = [re.escape(char),
+            "".join(r"\\u" + _hex(int.from_bytes(units[i:i + 2]), 4)
+                    for i in range(0, len(units), 2)),
+            "".join("%" + _hex(b, 2) for b in char.encode())]
+    if char in '"\\/':
+        ways.append(re.escape("\\" + char))
+    return f"(?:{'|'.join(ways)})"
+
+
+class Redactor:
+    """Masks secrets in what a server sent back. A server that echoes a request's headers
+    may escape them (Gson writes ``=`` as ``\\u003d``), and decoding the JSON would then
+    rebuild the secret, so the bytes are searched for every spelling, and decoded text is
+    masked again as well."""
+
+    def __init__(self, secrets: Iterable[str], mask: str = "[token]") -> None:
+        # Longest first: one secret may contain another (a header value and its credential).
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self.mask = mask
+        self._raw = [s.encode() for s in self.secrets]
+        pattern = "|".join("".join(_spellings(c) for c in s) for s in self.secrets)
+        self._bytes_re = re.compile(pattern.encode()) if pattern else None
+        self._text_re = re.compile(pattern) if pattern else None
+
+    def __bool__(self) -> bool:
+        return bool(self.secrets)
+
+    def bytes(self, data: bytes) -> bytes:
+        if self._bytes_re is None:
+            return data
+        for raw in self._raw:
+            if raw in data:
+                data = data.replace(raw, self.mask.encode())
+        if b"\\" in data or b"%" in data:  # only then can an escaped spelling be there
+            data = self._bytes_re.sub(self.mask.encode(), data)
+        return data
+
+    def text(self, text: str) -> str:
+        if self._text_re is None:
+            return text
+        for secret in self.secrets:
+            text = text.replace(secret, self.mask)
+        if "\\" in text or "%" in text:
+            text = self._text_re.sub(self.mask, text)
+        return text
+
+
+NO_SECRETS = Redactor(())
+
+
+class TooDeep(ValueError):
+    """JSON nested deeper than the parser can follow."""
+
+
+def loads(body: bytes | str) -> Any:
+    """JSON from a server; ValueError for anything that is not. The parser reports deep
+    nesting (``[[[[…]]]]``) as RecursionError, which no caller would expect."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise TooDeep("nested too deeply to read") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     status_code: int
     body: bytes
     elapsed_ms: float  # wall time from sending the request to the last byte of the answer
     content_type: str
+    # Masks the client's token in text taken from the body (see Redactor).
+    redact: Redactor = NO_SECRETS
 
     def json(self) -> Any:
         try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
-            raise BadResponse(f"answered with something that is not JSON: "
-                              f"{snippet(self.body)!r}", self.status_code) from None
+            return loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            what = ("JSON nested too deeply to read" if isinstance(exc, TooDeep)
+                    else "something that is not JSON")
+            raise BadResponse(f"answered with {what}: {self.redact.text(snippet(self.body))!r}",
+                              self.status_code) from None
 
     def error_text(self) -> str:
         """The server's own words for an error status, in one line."""
         try:
-            doc = json.loads(self.body)
+            doc = loads(self.body)
         except (ValueError, UnicodeDecodeError):
             doc = None
         if isinstance(doc, dict):
             for field in ("error", "message", "detail"):
                 if doc.get(field):
-                    return one_line(str(doc[field]))
-        return snippet(self.body) or "(empty body)"
+                    return self.redact.text(one_line(str(doc[field])))
+        return self.redact.text(snippet(self.body)) or "(empty body)"
 
 
 def one_line(text: str, limit: int = 300) -> str:
@@ -167,11 +244,13 @@ class HttpClient:
         self.base_url = base_url
         self.settings = settings
         headers = {"user-agent": "probescope"}
-        self._token = b""
+        token = ""
         if settings.token_env:
             token = os.environ.get(settings.token_env, "")
             headers["authorization"] = f"Bearer {token}"
-            self._token = token.encode()
+        # A server that echoes the request's headers (in an error, say) must not put our
+        # token into a message, a log, the store or a report.
+        self.redactor = Redactor([token])
         self._client = httpx.Client(
             base_url=base_url,
             headers=headers,
@@ -191,9 +270,20 @@ class HttpClient:
         finally:
             self._timeout_s = previous
 
+    def redact(self, text: str) -> str:
+        """``text`` (built from an answer) with our token masked."""
+        return self.redactor.text(text)
+
     def request(self, method: str, path: str, *, content: bytes | None = None,
                 content_type: str = "application/json") -> Answer:
-        """One request; the body is read in chunks and refused past the size cap."""
+        """One request; the body is read in chunks and refused past the size cap.
+
+        ``timeout_s`` is a deadline for the whole answer: httpx's timeouts are per read, so a
+        server that trickles its answer a byte at a time would otherwise hold the probe
+        forever. The deadline is checked as each piece of the body arrives; a server that
+        falls silent is caught by the per-read timeout (``timeout_s`` too), so such a call
+        ends within twice ``timeout_s``. A head trickled byte by byte is not covered: httpx
+        offers no hook between the reads of a head."""
         headers = {"content-type": content_type} if content is not None else None
         url = f"{self.base_url}{path}"
         limit = self.settings.max_bytes
@@ -201,6 +291,7 @@ class HttpClient:
         timeout = httpx.Timeout(timeout_s, connect=min(timeout_s,
                                                        self.settings.connect_timeout_s))
         t0 = time.perf_counter_ns()
+        deadline_ns = t0 + int(timeout_s * 1e9)
         try:
             with self._client.stream(method, path, content=content, headers=headers,
                                      timeout=timeout) as r:
@@ -214,14 +305,13 @@ class HttpClient:
                     if size > limit:
                         raise _too_large(url, limit)
                     chunks.append(chunk)
+                    if time.perf_counter_ns() > deadline_ns:
+                        raise httpx.ReadTimeout("past the deadline")
                 elapsed_ms = (time.perf_counter_ns() - t0) / 1e6
-                body = b"".join(chunks)
-                if self._token and self._token in body:
-                    # A server that echoes the request's headers (in an error, say) must not
-                    # put our token into a message, a log, the store or a report.
-                    body = body.replace(self._token, b"[token]")
-                return Answer(r.status_code, body, elapsed_ms,
-                              r.headers.get("content-type", ""))
+                if elapsed_ms > timeout_s * 1e3:  # a head-only answer, unseen by the loop
+                    raise httpx.ReadTimeout("past the deadline")
+                return Answer(r.status_code, self.redactor.bytes(b"".join(chunks)), elapsed_ms,
+                              r.headers.get("content-type", ""), self.redactor)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise Unreachable(f"cannot connect to {self.base_url}: {_reason(exc)}") from None
         except httpx.TimeoutException:

@@ -25,6 +25,7 @@ from probes.base import (
     Probe,
     ProbeError,
     ProbeOptions,
+    first_line,
     traffic_params,
 )
 from probes.http_common import (
@@ -114,6 +115,7 @@ class RemoteModelProbe(Probe):
         # would otherwise be sampled on the same few rows every loop.
         self._capture_draw = random.Random().random
         self._backoff = Backoff()
+        self._unexpected_seen: set[str] = set()
         try:
             with self.client.quick():
                 self._connect(retries=0)
@@ -159,6 +161,13 @@ class RemoteModelProbe(Probe):
                 raise ProbeError(f"{self.endpoint}: {exc}; check the model name and version "
                                  "in the URI") from None
             raise
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError,
+                OverflowError) as exc:
+            # Status and metadata documents come from the server: one of an unexpected
+            # shape is the server's fault, to report and retry, not a reason to stop probing.
+            log.debug("%s: unreadable status or metadata", self.endpoint, exc_info=True)
+            raise BadResponse(f"status or metadata from {self.base_url} cannot be read: "
+                              f"{self.client.redact(first_line(exc))}") from None
         was_down = self.state is EndpointState.DOWN
         self.state = EndpointState.UP
         self.last_error = None
@@ -204,13 +213,18 @@ class RemoteModelProbe(Probe):
             status, error = CaptureStatus.ERROR, str(exc)
             self.mark_down(str(exc))
         except BadResponse as exc:
-            status, error = CaptureStatus.ERROR, str(exc)
+            status, error = CaptureStatus.ERROR, self.client.redact(str(exc))
             self.last_error = error
         if latency_ms is None:  # no answer at all: the time until we gave up
             latency_ms = (time.perf_counter_ns() - t0) / 1e6
         self.requests += 1
 
         outputs = decoded.outputs
+        # Decoded text (a label, an id) came from the answer: our token must not ride along.
+        redact = self.client.redact
+        decoded = Decoded(outputs, decoded.model_version and redact(decoded.model_version),
+                          decoded.prediction and redact(decoded.prediction),
+                          decoded.confidence, decoded.request_id and redact(decoded.request_id))
         prediction, confidence = decoded.prediction, decoded.confidence
         if prediction is None and confidence is None:
             prediction, confidence = predict(outputs)
@@ -269,7 +283,19 @@ class RemoteModelProbe(Probe):
                     continue
                 next_due = time.perf_counter()
                 window_failed = window_requests = 0
-            capture = self.measure_one()
+            sent_before = self.requests
+            try:
+                capture = self.measure_one()
+            except Exception as exc:
+                # Decoders turn malformed answers into BadResponse; anything else is a bug of
+                # ours, and one odd answer must not end the probing for the rest of the run.
+                self._unexpected(exc, counted=self.requests > sent_before)
+                window_requests += 1
+                window_failed += 1
+                if period_s:
+                    next_due += period_s
+                    stop.wait(max(0.0, next_due - time.perf_counter()))
+                continue
             if self.state is EndpointState.DOWN:
                 continue  # the request found the server gone; reconnect before the next one
             window_requests += 1
@@ -288,6 +314,22 @@ class RemoteModelProbe(Probe):
                     stop.wait(delay)
                 elif delay < -1.0:
                     next_due = time.perf_counter()  # fell far behind: do not burst to catch up
+
+    def _unexpected(self, exc: Exception, counted: bool) -> None:
+        """Count and report a request that failed in our own code (``counted``: already in
+        ``requests``); the traceback is logged once per kind of error, so a server that keeps
+        causing it does not flood the log."""
+        kind = type(exc).__name__
+        if kind not in self._unexpected_seen:
+            self._unexpected_seen.add(kind)
+            log.exception("%s: internal error handling an answer (probing goes on)",
+                          self.endpoint)
+        self.requests += 0 if counted else 1
+        self.errors += 1
+        self.last_error = self.client.redact(f"internal error handling an answer: {kind}: "
+                                             f"{first_line(exc)}")
+        self.state = EndpointState.DEGRADED
+        self.bus.put(Sample(self.endpoint, time.time_ns(), Metric.FAILURE, 1.0))
 
     def info(self) -> dict[str, str]:
         facts = {"kind": self.scheme, "server": self.base_url}

@@ -20,7 +20,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.bus import Bus
 from app.core.domain import EndpointUri, Sample
-from probes.base import EndpointState, Probe, ProbeError, ProbeOptions, float_param, register
+from probes.base import (
+    EndpointState,
+    Probe,
+    ProbeError,
+    ProbeOptions,
+    first_line,
+    float_param,
+    register,
+)
 from probes.http_common import (
     HTTP_PARAMS,
     BadResponse,
@@ -77,6 +85,7 @@ class PrometheusProbe(Probe):
         self.client = HttpClient(self.base_url, self.settings)
         self.families_seen = 0
         self._history: deque[Reading] = deque()
+        self._unexpected_seen: set[str] = set()
         try:
             with self.client.quick():
                 self.bus.put_many(self.scrape_once())
@@ -195,8 +204,19 @@ class PrometheusProbe(Probe):
             except RemoteError as exc:
                 self.errors += 1
                 self.state = EndpointState.DEGRADED
-                self.last_error = str(exc)
+                self.last_error = self.client.redact(str(exc))
                 self.bus.put(Sample(self.endpoint, time.time_ns(), UP_METRIC, 0.0))
+            except Exception as exc:
+                # A bug of ours on an odd scrape: report it, keep scraping.
+                kind = type(exc).__name__
+                if kind not in self._unexpected_seen:
+                    self._unexpected_seen.add(kind)
+                    log.exception("%s: internal error reading a scrape (scraping goes on)",
+                                  self.endpoint)
+                self.errors += 1
+                self.state = EndpointState.DEGRADED
+                self.last_error = self.client.redact(
+                    f"internal error reading a scrape: {kind}: {first_line(exc)}")
 
     def info(self) -> dict[str, str]:
         facts = {"kind": self.scheme, "server": self.base_url,

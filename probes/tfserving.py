@@ -39,8 +39,9 @@ def _shape(spec: dict[str, Any]) -> tuple[int, ...]:
 def _array(value: Any, name: str) -> np.ndarray:
     try:
         array = np.asarray(value)
-    except ValueError:
-        raise BadResponse(f"output '{name}' is ragged, not a tensor") from None
+    except (ValueError, TypeError, OverflowError):
+        raise BadResponse(f"answer is not a valid tensor: output '{name}' is ragged or "
+                          "nested too deep") from None
     if array.dtype.kind not in "biufU":
         raise BadResponse(f"output '{name}' is not numbers or text")
     return array[np.newaxis, ...] if array.ndim <= 1 else array
@@ -91,7 +92,7 @@ class TfServingProbe(RemoteModelProbe):
         except BadResponse:
             if self.payload is None:
                 raise
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             if self.payload is None:
                 raise require_payload(self.endpoint, f"the metadata has no signature "
                                       f"'{self.signature}' with inputs") from None

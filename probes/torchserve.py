@@ -36,7 +36,10 @@ def decode_json_answer(doc: Any, depth: int = 0) -> Decoded:
                        for v in doc.values()):
             # {class name: probability}, as TorchServe's classifier handlers answer
             labels = list(doc)
-            scores = np.asarray([float(doc[k]) for k in labels], dtype=np.float64)
+            try:
+                scores = np.asarray([float(doc[k]) for k in labels], dtype=np.float64)
+            except OverflowError:  # an integer past float range
+                raise BadResponse("answer holds a score too large for a number") from None
             top = int(np.argmax(scores))
             confident = bool(((scores >= 0.0) & (scores <= 1.0)).all())
             return Decoded({"scores": scores[np.newaxis, :]}, prediction=str(labels[top]),
@@ -47,7 +50,7 @@ def decode_json_answer(doc: Any, depth: int = 0) -> Decoded:
             return decode_json_answer(doc[0], depth + 1)  # a batch of one
         try:
             array = np.asarray(doc, dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             if len(doc) == 1 and isinstance(doc[0], str):
                 return Decoded(prediction=doc[0])
             raise BadResponse(f"answer is a list but not of numbers: "
@@ -58,7 +61,10 @@ def decode_json_answer(doc: Any, depth: int = 0) -> Decoded:
     if isinstance(doc, bool):
         return Decoded(prediction=str(doc).lower())
     if isinstance(doc, int | float):
-        return Decoded({"output": np.asarray([[doc]], dtype=np.float64)})
+        try:
+            return Decoded({"output": np.asarray([[doc]], dtype=np.float64)})
+        except OverflowError:
+            raise BadResponse("answer is a number too large to read") from None
     if isinstance(doc, str):
         return Decoded(prediction=doc)
     raise BadResponse("answer is empty (null)")

@@ -47,26 +47,37 @@ def concrete_shape(shape: list[Any]) -> tuple[int, ...]:
 
 
 def tensor_from_json(doc: Any) -> tuple[str, np.ndarray]:
-    """One output tensor of an infer answer, checked against its declared shape."""
+    """One output tensor of an infer answer, checked against its declared shape; BadResponse
+    ("answer is not a valid tensor: ...") for anything malformed."""
     if not isinstance(doc, dict) or "name" not in doc or "data" not in doc:
         raise BadResponse(f"an output is not a tensor (name, shape, datatype, data): "
                           f"{one_line(json.dumps(doc)[:120])}")
     name, datatype = str(doc["name"]), str(doc.get("datatype", ""))
-    shape = [int(d) for d in doc.get("shape") or []]
-    if datatype == "BYTES":
-        array = np.asarray(doc["data"], dtype=str)
-    elif datatype in DATATYPES:
-        try:
+    raw_shape = doc.get("shape") or []
+    if not isinstance(raw_shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw_shape):
+        raise BadResponse(f"answer is not a valid tensor: output '{name}' has shape "
+                          f"{one_line(json.dumps(raw_shape)[:60])}, not a list of sizes")
+    shape: list[int] = raw_shape
+    try:
+        if datatype == "BYTES":
+            array = np.asarray(doc["data"], dtype=str)
+        elif datatype in DATATYPES:
             array = np.asarray(doc["data"], dtype=DATATYPES[datatype])
-        except (TypeError, ValueError):
-            raise BadResponse(f"output '{name}' holds data that is not {datatype}") from None
-    else:
-        raise BadResponse(f"output '{name}' has unknown datatype '{datatype}'")
+        else:
+            raise BadResponse(f"answer is not a valid tensor: output '{name}' has unknown "
+                              f"datatype '{datatype}'")
+    except (TypeError, ValueError, OverflowError):
+        # Ragged or nested past numpy's limit (ValueError), not numbers (TypeError), or
+        # numbers that do not fit the datatype (OverflowError: 2**70 as INT64).
+        raise BadResponse(f"answer is not a valid tensor: output '{name}' holds data that "
+                          f"is not {datatype}") from None
+    array = np.atleast_1d(array)  # a bare number for data: one value, not a 0-d tensor
     if shape and array.size == math.prod(shape):
         array = array.reshape(shape)
     elif shape:
-        raise BadResponse(f"output '{name}' declares shape {shape} but holds {array.size} "
-                          "values")
+        raise BadResponse(f"answer is not a valid tensor: output '{name}' declares shape "
+                          f"{shape} but holds {array.size} values")
     return name, array
 
 

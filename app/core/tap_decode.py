@@ -130,7 +130,7 @@ def _decode(protocol: str, body: bytes, side: str, truncated: bool) -> _Read:
         return _Read(raw)
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # the last: [[[[…]]]]
         return _Read(raw)
     obj = doc if isinstance(doc, dict) else None
     named = None

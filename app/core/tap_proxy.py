@@ -11,9 +11,12 @@ first, so a call a client has seen answered is recorded even when the tap stops 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import json
 import logging
+import re
 import socket
 import ssl
 import struct
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.core.tap_decode import Exchange
+from probes.http_common import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,46 @@ CUT_SESSIONS_END_S = 2.0  # after the stop's grace: for cut calls to be handed o
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
                          b"upgrade", b"transfer-encoding", b"expect", b"host",
                          b"content-length"})
+
+
+# Request headers that carry credentials. The tap forwards them untouched, but an upstream
+# that writes one back into its answer (an error echoing the request) must not put it into
+# the workspace: its values are masked in the bodies and the error the tap records.
+_SECRET_HEADER = re.compile(rb"auth|token|key|secret|passw|cookie|session|credential",
+                            re.IGNORECASE)
+# Shorter values are not masked: they would match ordinary numbers and words in the bodies
+# and corrupt the recorded tensors, and are too short to be secrets worth the name.
+MIN_SECRET_CHARS = 8
+REDACTED = "[redacted]"
+
+
+def header_secrets(headers: list[tuple[bytes, bytes]]) -> list[str]:
+    """The credential values among a request's headers: each whole value and, for
+    ``Scheme credential`` values, the credential alone (Basic: also the decoded
+    ``user:password`` and the password)."""
+    found: list[str] = []
+    for name, raw in headers:
+        if not _SECRET_HEADER.search(name):
+            continue
+        try:
+            value = raw.decode().strip()
+        except UnicodeDecodeError:
+            value = raw.decode("latin-1").strip()
+        parts = [value]
+        if name.lower() == b"cookie":
+            found += [p for c in value.split(";") if len(p := c.partition("=")[2].strip())
+                      >= MIN_SECRET_CHARS]
+            continue
+        scheme, _, credential = value.partition(" ")
+        credential = credential.strip()
+        if credential:
+            parts.append(credential)
+            if scheme.lower() == "basic":
+                with contextlib.suppress(binascii.Error, UnicodeDecodeError):
+                    pair = base64.b64decode(credential, validate=True).decode()
+                    parts += [pair, pair.partition(":")[2]]
+        found += [p for p in parts if len(p) >= MIN_SECRET_CHARS]
+    return found
 
 
 class BadMessage(ValueError):
@@ -190,6 +234,7 @@ class ClientSession:
         self.closed = False
         self.sent_continue = False
         self.forwarded = 0  # bytes of this request's final answer already with the client
+        self._redaction: tuple[tuple[str, ...], Redactor] | None = None
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -455,10 +500,29 @@ class ClientSession:
                 timed_out: bool, ts_ns: int) -> None:
         limit = self.s.max_record_bytes
         rid = head.header(b"x-request-id")
+        kept_body, kept_answer = body[:limit], answer[:limit]
+        redactor = self._redactor(head)
+        if redactor:
+            # Masked with a margin past the record limit, so a secret the cut would split
+            # is still found whole; the longest spelling of a character is 12 bytes.
+            pad = 12 * len(redactor.secrets[0])
+            kept_body = redactor.bytes(body[:limit + pad])[:limit]
+            kept_answer = redactor.bytes(answer[:limit + pad])[:limit]
+            error = redactor.text(error) if error else error
         self.s.on_exchange(Exchange(
-            ts_ns, method.decode("latin-1"), target.decode("latin-1"), body[:limit],
-            len(body) > limit, status, answer[:limit], len(answer) > limit, latency_ms, error,
+            ts_ns, method.decode("latin-1"), target.decode("latin-1"), kept_body,
+            len(body) > limit, status, kept_answer, len(answer) > limit, latency_ms, error,
             timed_out, rid.decode("latin-1") if rid else None))
+
+    def _redactor(self, head: Message) -> Redactor | None:
+        """A redactor for the request's credentials, None when it carries none. A client
+        sends the same ones on each call of its connection: the last one is kept."""
+        secrets = tuple(header_secrets(head.headers))
+        if not secrets:
+            return None
+        if self._redaction is None or self._redaction[0] != secrets:
+            self._redaction = (secrets, Redactor(secrets, REDACTED))
+        return self._redaction[1]
 
 
 class ProxyServer:

@@ -109,7 +109,7 @@ def test_wrong_or_missing_token_is_refused_and_nothing_leaks(tmp_path, token_fil
     good = {"Authorization": f"Bearer {token}"}
     assert wait_until(lambda: httpx.get(f"{agent.url}/v1/info", headers=good,
                                         timeout=5).json()["last_seq"] > 0, 30)
-    wrong = "W" + token[1:]
+    wrong = ("W" if token[0] != "W" else "V") + token[1:]  # never the token itself
     for headers in ({}, {"Authorization": f"Bearer {wrong}"}, {"Authorization": token},
                     {"Authorization": f"Basic {token}"}, {"Authorization": "Bearer x"}):
         for path in ("/v1/items?after=0", "/v1/info", "/nothing"):

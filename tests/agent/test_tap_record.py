@@ -53,7 +53,8 @@ def test_the_recording_process_records_inference_calls_and_reports_counts(tmp_pa
         input=b"".join(encode_exchange(x) for x in EXCHANGES), capture_output=True,
         cwd=ROOT, env=env_with(), timeout=60, check=True)
     counts = json.loads(done.stdout.decode().strip().splitlines()[-1])
-    assert counts == {"exchanges": 3, "recorded": 2, "not_inference": 1, "undecodable": 0}
+    assert counts == {"exchanges": 3, "recorded": 2, "not_inference": 1, "undecodable": 0,
+                      "unwritten": 0}
     store = Store(db, readonly=True)
     try:
         caps = sorted((c.capture for c in store.captures()), key=lambda c: c.ts_ns)

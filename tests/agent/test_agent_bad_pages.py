@@ -1,0 +1,130 @@
+"""Pages an agent (a broken or hostile one) may send: a page that cannot be read is reported
+and pulled again, an item that cannot be stored is refused and counted, and nothing stops
+the probe. The agent here is a hand-written HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from app.core.bus import Bus
+from app.core.domain import Metric, Sample
+from probes import EndpointState, ProbeError, open_probe
+from probes.agent import SEQ_METRIC
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class FakeAgent:
+    """Answers ``/v1/items`` from ``pages`` (raw bodies, one per pull; the last one repeats
+    once they run out) and ``/v1/info`` with a fixed document."""
+
+    def __init__(self) -> None:
+        self.pages: list[bytes] = []
+        self.pulls: list[str] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+            def do_GET(self) -> None:
+                if self.path.startswith("/v1/info"):
+                    body = json.dumps({"agent": "probescope", "sources": ["x"]}).encode()
+                else:
+                    owner.pulls.append(self.path)
+                    body = owner.pages.pop(0) if len(owner.pages) > 1 else owner.pages[0]
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.uri = f"agent+http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def agent(monkeypatch) -> Iterator[FakeAgent]:
+    monkeypatch.setenv("PROBESCOPE_AGENT_TOKEN", "t" * 32)
+    a = FakeAgent()
+    yield a
+    a.close()
+
+
+def page(first: int, samples: list[list], captures: list[dict] | None = None,
+         **override: object) -> bytes:
+    last = max([first - 1] + [row[0] for row in samples if isinstance(row[0], int)]
+               + [c["seq"] for c in captures or []])
+    doc = {"agent_id": "a", "first_seq": first, "last_seq": last, "next_seq": last,
+           "samples": samples, "captures": captures or []}
+    doc.update(override)
+    return json.dumps(doc).encode()
+
+
+NOW = time.time_ns()
+
+
+@pytest.mark.parametrize("body", [
+    page(1, [[1, NOW, "latency_ms", 1.0]]).replace(b'"next_seq": 1', b'"next_seq": Infinity'),
+    page(1, [[1, NOW, "latency_ms", 1.0]], next_seq=2**70),
+    b"[" * 100000 + b"]" * 100000,
+    b'{"samples": ' + b"[" * 100000 + b"]" * 100000 + b"}",
+], ids=["next-seq-infinity", "next-seq-past-int64", "deep", "deep-samples"])
+def test_a_page_that_cannot_be_read_is_a_probe_error(agent, body):
+    agent.pages = [body]
+    probe = open_probe(agent.uri, Bus())
+    with httpx.Client(base_url=probe.base_url) as client, \
+            pytest.raises(ProbeError, match="sent a page that cannot be read"):
+        probe.pull_once(client)
+
+
+def test_items_with_timestamps_outside_int64_epoch_ns_are_refused_and_counted(agent):
+    good = [[1, NOW, "latency_ms", 1.0], [4, NOW + 1, "latency_ms", 4.0]]
+    bad = [[2, 2**70, "latency_ms", 2.0], [3, -5, "latency_ms", 3.0]]
+    bad_capture = {"seq": 5, "ts_ns": 2**63, "latency_ms": 1.0, "status": "ok"}
+    agent.pages = [page(1, good + bad, [bad_capture])]
+    bus = Bus()
+    probe = open_probe(agent.uri, bus)
+    with httpx.Client(base_url=probe.base_url) as client:
+        assert probe.pull_once(client) is False
+    items, _ = bus.drain()
+    samples = [i for i in items if isinstance(i, Sample)]
+    assert all(0 <= s.ts_ns < 2**63 for s in samples)
+    assert [s.value for s in samples if s.metric == "latency_ms"] == [1.0, 4.0]
+    assert [s.value for s in samples if s.metric == Metric.DROPPED] == [3.0]
+    assert [s.value for s in samples if s.metric == SEQ_METRIC] == [5.0]
+    assert probe.cursor == 5 and probe.refused == 3  # not pulled again: counted once
+    assert "3 items that cannot be read" in probe.last_error
+    assert "2**63" in probe.last_error
+
+
+def test_a_bad_page_is_reported_and_pulling_goes_on(agent, caplog):
+    broken = page(1, [[1, NOW, "latency_ms", 1.0]]).replace(b'"next_seq": 1',
+                                                            b'"next_seq": Infinity')
+    agent.pages = [broken, broken, page(1, [[1, NOW, "latency_ms", 1.0]])]
+    probe = open_probe(agent.uri + "?interval=0.05", Bus())
+    probe.start()
+    try:
+        assert wait_until(lambda: probe.pulled >= 1, timeout_s=30), \
+            "the probe stopped on a bad page"
+        assert probe.alive and probe.state is EndpointState.UP
+    finally:
+        probe.stop()
+    assert probe.errors == 2 and len(agent.pulls) >= 3
+    assert "sent a page that cannot be read" in caplog.text
