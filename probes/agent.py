@@ -109,7 +109,6 @@ class AgentProbe(Probe):
         self.pulled = 0
         self.refused = 0  # items of pages that could not be read, counted as dropped
         self._next_refused_log = 0.0
-        self._unexpected_seen: set[str] = set()
         self.agent_info: dict = {}
         self._agent_id: str | None = None  # the buffer's identity, to notice a new one
 
@@ -140,14 +139,8 @@ class AgentProbe(Probe):
                 except Exception as exc:
                     # pull_once reads pages defensively; anything else is a bug of ours, and
                     # one odd page must not end the pulling for the rest of the run.
-                    kind = type(exc).__name__
-                    if kind not in self._unexpected_seen:
-                        self._unexpected_seen.add(kind)
-                        log.exception("%s: internal error reading a page (pulling goes on)",
-                                      self.endpoint)
                     failures += 1
-                    self._down(f"internal error reading a page from {self.base_url}: "
-                               f"{kind}: {first_line(exc)}")
+                    self._down(self.internal_error(exc, f"reading a page from {self.base_url}"))
                     more = False
                 if not more:
                     stop.wait(min(MAX_BACKOFF_S, self.interval_s * 2 ** min(failures, 4))

@@ -175,6 +175,17 @@ class Probe(ABC):
         self._resume = threading.Event()
         self._resume.set()
         self._thread: threading.Thread | None = None
+        self._unexpected_seen: set[str] = set()
+
+    def internal_error(self, exc: Exception, doing: str) -> str:
+        """A bug of ours met while ``doing`` (e.g. "reading a page"): its traceback logged
+        once per kind of error, so a server that keeps causing it does not flood the log;
+        returns the one line for ``last_error``. The caller goes on probing."""
+        kind = type(exc).__name__
+        if kind not in self._unexpected_seen:
+            self._unexpected_seen.add(kind)
+            log.exception("%s: internal error %s (probing goes on)", self.endpoint, doing)
+        return f"internal error {doing}: {kind}: {first_line(exc)}"
 
     # -- what a subclass provides ---------------------------------------------------------
 

@@ -115,7 +115,6 @@ class RemoteModelProbe(Probe):
         # would otherwise be sampled on the same few rows every loop.
         self._capture_draw = random.Random().random
         self._backoff = Backoff()
-        self._unexpected_seen: set[str] = set()
         try:
             with self.client.quick():
                 self._connect(retries=0)
@@ -319,15 +318,9 @@ class RemoteModelProbe(Probe):
         """Count and report a request that failed in our own code (``counted``: already in
         ``requests``); the traceback is logged once per kind of error, so a server that keeps
         causing it does not flood the log."""
-        kind = type(exc).__name__
-        if kind not in self._unexpected_seen:
-            self._unexpected_seen.add(kind)
-            log.exception("%s: internal error handling an answer (probing goes on)",
-                          self.endpoint)
         self.requests += 0 if counted else 1
         self.errors += 1
-        self.last_error = self.client.redact(f"internal error handling an answer: {kind}: "
-                                             f"{first_line(exc)}")
+        self.last_error = self.client.redact(self.internal_error(exc, "handling an answer"))
         self.state = EndpointState.DEGRADED
         self.bus.put(Sample(self.endpoint, time.time_ns(), Metric.FAILURE, 1.0))
 

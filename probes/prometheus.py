@@ -25,7 +25,6 @@ from probes.base import (
     Probe,
     ProbeError,
     ProbeOptions,
-    first_line,
     float_param,
     register,
 )
@@ -85,7 +84,6 @@ class PrometheusProbe(Probe):
         self.client = HttpClient(self.base_url, self.settings)
         self.families_seen = 0
         self._history: deque[Reading] = deque()
-        self._unexpected_seen: set[str] = set()
         try:
             with self.client.quick():
                 self.bus.put_many(self.scrape_once())
@@ -208,15 +206,9 @@ class PrometheusProbe(Probe):
                 self.bus.put(Sample(self.endpoint, time.time_ns(), UP_METRIC, 0.0))
             except Exception as exc:
                 # A bug of ours on an odd scrape: report it, keep scraping.
-                kind = type(exc).__name__
-                if kind not in self._unexpected_seen:
-                    self._unexpected_seen.add(kind)
-                    log.exception("%s: internal error reading a scrape (scraping goes on)",
-                                  self.endpoint)
                 self.errors += 1
                 self.state = EndpointState.DEGRADED
-                self.last_error = self.client.redact(
-                    f"internal error reading a scrape: {kind}: {first_line(exc)}")
+                self.last_error = self.client.redact(self.internal_error(exc, "reading a scrape"))
 
     def info(self) -> dict[str, str]:
         facts = {"kind": self.scheme, "server": self.base_url,
