@@ -32,8 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the buffer keeps at most this many items; older ones are trimmed")
     p.add_argument("--rate", type=_args.non_negative, default=10.0, help="requests/s to the model")
     p.add_argument("--payload", type=Path, help="input rows to send (.csv, .parquet, .npy)")
-    p.add_argument("--capture-rate", type=_args.share, default=0.0,
-                   help="share of successful requests kept as captures (failures always)")
+    p.add_argument("--capture-rate", type=_args.share, default=0.05,
+                   help="share of requests drawn at random as captures, the sample the "
+                        "dashboard's drift compares (default 0.05); failures are kept always")
     p.add_argument("--system-rate", type=_args.positive, default=1.0,
                    help="system samples per second")
     p.add_argument("--cert", type=Path, help="TLS certificate (PEM); serve HTTPS")

@@ -36,7 +36,8 @@ class AgentConfig:
     upstream: str | None = None
     rate_hz: float = 10.0
     payload: Path | None = None
-    capture_rate: float = 0.0  # successes kept as captures; failures always travel
+    # Requests drawn at random as captures (drift's sample); failures always travel.
+    capture_rate: float = 0.05
     system_rate_hz: float = 1.0
     max_items: int = DEFAULT_MAX_ITEMS
     cert: Path | None = None
