@@ -19,6 +19,10 @@ def refusal(out: Path, starts: tuple[bytes, ...], kind: str) -> str | None:
         return f"cannot write {out}: it is a folder; give a file name"
     if not target.is_file():
         return f"cannot write {out}: it is not a regular file"
+    if any(target.with_name(target.name + end).exists() for end in ("-wal", "-shm")):
+        # A database in use (this process's workspace, say): not even read, since closing a
+        # file this process holds SQLite locks on drops them all.
+        return f"{out} is a database in use; give a new file name (nothing was overwritten)"
     try:
         with target.open("rb") as f:
             head = f.read(512).lstrip().lower()

@@ -54,6 +54,27 @@ def test_a_schema_step_that_fails_leaves_the_workspace_as_it_was(workspace, monk
     s.close()
 
 
+def test_an_output_path_naming_a_workspace_in_use_is_refused_unread(tmp_path):
+    """`--export` or `--out` given this process's own live workspace: refused without even
+    opening it, since closing it would drop the recorder's locks (see the WAL test above)."""
+    import subprocess
+    import sys
+
+    from app.core.output_files import refusal
+
+    db = tmp_path / "w.db"
+    writer = Store(db)
+    try:
+        writer.write_batch([Sample("system:", 1, "cpu", 1.0)], [])
+        assert "is a database in use" in (refusal(db, (b"id,",), "a replay export") or "")
+        other = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                 "c.execute('SELECT count(*) FROM samples').fetchone(); c.close()")
+        subprocess.run([sys.executable, "-c", other, str(db)], check=True, timeout=60)
+        assert (tmp_path / "w.db-wal").exists()
+    finally:
+        writer.close()
+
+
 def test_captures_from_before_the_sampled_flag_count_as_sampled(workspace):
     """An older workspace has no captures.sampled column: read-only (not migrated) or after
     the step adds it (NULL), its captures are all in the random sample, as they were taken."""
