@@ -30,8 +30,8 @@ def record(uris: Sequence[str], db: Path, seconds: float, options: ProbeOptions 
            with_monitor: Callable[[Monitor], Callable[[], None]] | None = None) -> int:
     """``with_monitor`` sets up extra listeners on the monitor before probes attach and
     returns what to call once recording has stopped (the demo's incident rules use it).
-    Exit status 1 when an endpoint never answered or the workspace refused what was
-    recorded (both also said on stderr), so a script can tell."""
+    Exit status 1 when an endpoint never answered for a reason (refused, timed out) or the
+    workspace refused what was recorded (both also said on stderr), so a script can tell."""
     start_ns = time.time_ns()
     monitor = Monitor(db)
     finish = with_monitor(monitor) if with_monitor else None
@@ -76,4 +76,6 @@ def record(uris: Sequence[str], db: Path, seconds: float, options: ProbeOptions 
         why = last_error or ("it accepted the connection but sent no answer; the probe waits "
                              "?timeout_s= (10 s by default) per call")
         print(f"probescope: warning: no request to {uri} completed: {why}", file=sys.stderr)
-    return 1 if silent or stats.last_error else 0
+    # A probe that failed (refused, timed out, unreadable answers) fails the run; one merely
+    # not asked yet (stopped in its first moments) is only said.
+    return 1 if any(silent.values()) or stats.last_error else 0
