@@ -50,12 +50,29 @@ class Monitor:
     def attach(self, uri: str, options: ProbeOptions | None = None, *,
                start: bool = True) -> Probe:
         """Open a probe for the URI and start it; raises ProbeError for the user to read."""
+        return self.adopt(self.open(uri, options), start=start)
+
+    def open(self, uri: str, options: ProbeOptions | None = None) -> Probe:
+        """A probe for the URI, not attached yet: for a server, connected and its metadata
+        read, which a slow server can stretch to seconds. Any thread: it touches nothing
+        the monitor holds, so the window runs it off its own thread."""
         options = replace(options or ProbeOptions(), workspace=self.db_path)
-        probe = open_probe(uri, self.bus, options)
+        return open_probe(uri, self.bus, options)
+
+    def adopt(self, probe: Probe, *, start: bool = True) -> Probe:
+        """Attach a probe from ``open`` (and start it); on the monitor's owner's thread."""
+        if probe.bus is not self.bus:
+            probe.close()
+            raise ProbeError("the workspace changed while connecting; attach again")
         if probe.endpoint in self.probes:
+            probe.close()
             raise ProbeError(f"{probe.endpoint} is already attached")
+        try:
+            self._register(probe)
+        except StoreError:
+            probe.close()
+            raise
         self.probes[probe.endpoint] = probe
-        self._register(probe)
         if start:
             self.start()
             probe.start()

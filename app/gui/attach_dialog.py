@@ -1,17 +1,20 @@
 """The "Attach probe" dialog: a URI, a file picker for .onnx, the schemes on offer. Thread: GUI.
 
-The dialog calls ``attach(uri)`` itself and stays open showing the error when it raises, so
-a mistyped URI is fixed where it was typed.
+The dialog opens the probe itself and stays open showing the error when that fails, so a
+mistyped URI is fixed where it was typed. Opening runs on a worker thread (a server is asked
+for its status and metadata first, which a slow one stretches to seconds, or forever for one
+that trickles its answer); the dialog says it is connecting, and Cancel abandons the attempt.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (
-    QApplication,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -38,18 +41,40 @@ EXAMPLES = {
 }
 
 
+log = logging.getLogger(__name__)
+
+
 def onnx_uri(path: str | Path) -> str:
     return f"onnx:{path}?provider=cpu"
 
 
+class _Opened(QObject):
+    """Carries a worker's result to the GUI thread (queued, by the object's affinity)."""
+
+    done = Signal(object, object)  # the opened probe or None, the error or None
+
+
+def _discard(probe: object) -> None:
+    close = getattr(probe, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:  # an abandoned probe: nothing more to tell anyone
+            log.debug("closing an abandoned probe failed", exc_info=True)
+
+
 class AttachDialog(QDialog):
-    def __init__(self, schemes: Sequence[str], attach: Callable[[str], object],
+    def __init__(self, schemes: Sequence[str], open_probe: Callable[[str], object],
+                 adopt: Callable[[object], object],
                  user_errors: tuple[type[BaseException], ...], parent=None) -> None:
+        """``open_probe(uri)`` runs on a worker thread; ``adopt(probe)`` on this one."""
         super().__init__(parent)
         self.setWindowTitle("Attach probe")
         self.setMinimumWidth(560)
-        self._attach = attach
+        self._open = open_probe
+        self._adopt = adopt
         self._user_errors = user_errors
+        self._attempt: dict | None = None  # the connection in flight: {"cancelled": bool}
         self.kind = QComboBox()
         for scheme in schemes:
             self.kind.addItem(f"{scheme}:", scheme)
@@ -115,18 +140,70 @@ class AttachDialog(QDialog):
         self.error.setText(message)
         self.error.show()
 
+    def connecting(self) -> bool:
+        return self._attempt is not None
+
+    def _set_connecting(self, uri: str | None) -> None:
+        busy = uri is not None
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(not busy)
+        self.uri.setEnabled(not busy)
+        self.kind.setEnabled(not busy)
+        self.browse.setEnabled(not busy)
+        if busy:
+            self.error.hide()
+            self.hint.setText(f"Connecting to <code>{uri}</code>… (Cancel stops waiting)")
+        else:
+            self._on_kind_current_index_changed()
+
     def _on_buttons_accepted(self) -> None:
         text = self.uri.text().strip()
         if not text:
             self.show_error("Type an endpoint URI, for example "
                             + EXAMPLES.get(self.kind.currentData() or "", "system:"))
             return
-        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        if self._attempt is not None:
+            return
+        attempt = self._attempt = {"cancelled": False}
+        # Owned by the window, not the dialog: the answer of an abandoned attempt still
+        # arrives, and closes the probe it opened.
+        carrier = _Opened(self.parent())
+        carrier.done.connect(lambda probe, error: self._on_opened(attempt, carrier, probe,
+                                                                    error))
+        opener, user_errors = self._open, self._user_errors
+
+        def work() -> None:
+            try:
+                carrier.done.emit(opener(text), None)
+            except user_errors as exc:
+                carrier.done.emit(None, str(exc))
+            except Exception as exc:  # a bug of ours: said in one line, logged in full
+                log.exception("opening %s failed", text)
+                carrier.done.emit(None, f"internal error: {type(exc).__name__}: {exc}")
+
+        self._set_connecting(text)
+        threading.Thread(target=work, name=f"connecting {text}", daemon=True).start()
+
+    def _on_opened(self, attempt: dict, carrier: QObject, probe: object,
+                   error: str | None) -> None:
+        carrier.deleteLater()
+        if attempt["cancelled"]:
+            _discard(probe)
+            return
+        self._attempt = None
+        self._set_connecting(None)
+        if error is not None:
+            self.show_error(error)
+            return
         try:
-            self._attach(text)
+            self._adopt(probe)
         except self._user_errors as exc:
+            _discard(probe)
             self.show_error(str(exc))
             return
-        finally:
-            QApplication.restoreOverrideCursor()
         self.accept()
+
+    def reject(self) -> None:
+        if self._attempt is not None:  # stop waiting; the worker's probe is closed on arrival
+            self._attempt["cancelled"] = True
+            self._attempt = None
+        super().reject()

@@ -37,7 +37,7 @@ from app.gui.live_view import LiveView
 from app.gui.settings import Settings
 from app.gui.theme import app_icon, apply_app_theme
 from app.gui.workbench import Workbench
-from probes import Probe, schemes
+from probes import Probe, ProbeError, schemes
 from widgets.endpoint_list import EndpointListWidget
 from widgets.lag_meter import EventLoopLagMeter
 from widgets.status_bar import StatusBarWidget
@@ -218,9 +218,22 @@ class MainWindow(QMainWindow):
     # -- endpoints ------------------------------------------------------------------------
 
     def attach(self, uri: str) -> Probe:
-        """Attach and start a probe; raises ProbeError (shown by the caller) on a bad URI."""
+        """Attach and start a probe; raises ProbeError (shown by the caller) on a bad URI.
+        Waits for a server's answers: the dialog opens probes off this thread instead."""
         assert self.monitor is not None
-        probe = self.monitor.attach(uri)
+        return self.adopt(self.monitor.open(uri))
+
+    def open_probe(self, uri: str) -> Probe:
+        """``Monitor.open`` on the current workspace: the slow part of attaching, any thread."""
+        monitor = self.monitor
+        if monitor is None:
+            raise ProbeError("no workspace is open")
+        return monitor.open(uri)
+
+    def adopt(self, probe: Probe) -> Probe:
+        """Attach an opened probe, start it and give it a panel."""
+        assert self.monitor is not None
+        self.monitor.adopt(probe)
         info = probe.info()
         panel = self.live.panel(probe.endpoint, info.get("kind", probe.scheme))
         panel.set_slo(getattr(probe, "slo_ms", None))
@@ -286,7 +299,7 @@ class MainWindow(QMainWindow):
             self.actions.freeze.blockSignals(False)
 
     def show_attach_dialog(self) -> AttachDialog:
-        dialog = AttachDialog(schemes(), self.attach, user_errors(), self)
+        dialog = AttachDialog(schemes(), self.open_probe, self.adopt, user_errors(), self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.open()
         return dialog

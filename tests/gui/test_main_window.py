@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QDialogButtonBox
 
@@ -89,6 +89,7 @@ def test_a_bad_uri_shows_its_error_in_the_dialog(window, qtbot, uri, expected):
     qtbot.waitExposed(dialog)
     dialog.uri.setText(uri)
     _press_attach(dialog)
+    qtbot.waitUntil(lambda: not dialog.connecting(), timeout=10_000)
     assert dialog.isVisible()
     assert dialog.error.isVisible()
     assert expected in dialog.error.text()
@@ -108,6 +109,35 @@ def test_the_dialog_attaches_a_good_uri_and_closes(window, qtbot):
     (endpoint,) = window.endpoint_list.endpoints()
     qtbot.waitUntil(lambda: window.panels[endpoint].latency_plot.point_count() > 0,
                     timeout=10_000)
+
+
+def test_attaching_a_server_that_never_answers_keeps_the_window_alive_and_cancels(
+        window, qtbot):
+    """The server check runs off the GUI thread: a server that accepts the connection and
+    never answers (or trickles its answer) used to freeze the window for good."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections, never answers
+    try:
+        uri = f"v2+http://127.0.0.1:{silent.getsockname()[1]}/models/m"
+        dialog = window.show_attach_dialog()
+        qtbot.waitExposed(dialog)
+        dialog.uri.setText(uri)
+        ticks = []
+        timer = QTimer(window)
+        timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+        timer.start(50)
+        _press_attach(dialog)
+        assert dialog.connecting() and "Connecting to" in dialog.hint.text()
+        qtbot.wait(1000)  # the GUI thread keeps running meanwhile
+        assert len(ticks) >= 10 and max(np.diff(ticks)) < 0.5
+        dialog.reject()  # Cancel stops waiting
+        timer.stop()
+        assert window.endpoint_list.endpoints() == []
+    finally:
+        silent.close()
 
 
 def test_dropping_an_onnx_file_attaches_it(window, qtbot):
