@@ -27,10 +27,14 @@ class StatusBarWidget(QStatusBar):
         self.db_label = QLabel()
         self.lag_label = QLabel()
         self.paused_label = QLabel()
+        self.problem_label = QLabel()  # the workspace cannot be written, or is gone
+        self.problem_label.setWordWrap(False)
         for label, tip in (
+            (self.problem_label, "What stops recording into the workspace"),
             (self.paused_label, "Live plots are frozen; press Space to resume"),
             (self.rate_label, "Samples committed to the workspace per second"),
-            (self.dropped_label, "Samples refused because the recorder fell behind"),
+            (self.dropped_label, "Samples lost: refused while the recorder fell behind, or "
+                                 "not written to the workspace"),
             (self.db_label, "Workspace file size (with its write-ahead log)"),
             (self.lag_label, "Longest GUI stall in the last 3 s"),
         ):
@@ -39,6 +43,14 @@ class StatusBarWidget(QStatusBar):
             self.addPermanentWidget(label)
         self.show_figures(0.0, 0, 0, 0.0)
         self.set_paused(False)
+        self.show_problem(None)
+
+    def show_problem(self, text: str | None) -> None:
+        """A workspace problem in warning colour (full disk, locked, deleted); None hides it."""
+        self.problem_label.setText(text or "")
+        self.problem_label.setToolTip(text or "")
+        self.problem_label.setStyleSheet(f"color: {self.theme.states['down']};")
+        self.problem_label.setVisible(bool(text))
 
     def show_figures(self, samples_per_s: float, dropped: int, db_bytes: int,
                      lag_ms: float) -> None:

@@ -7,6 +7,7 @@ history worker, which reads the store on its own thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -134,7 +135,13 @@ class MainWindow(QMainWindow):
         self.lag_meter.start()
         self.live.frame_timer.start()
         self._status_timer.start()
-        self.set_time_window(a.window_box.currentText())
+        # The box already shows the saved window, or "all" for a recorded workspace, which
+        # is this workspace's view and not the user's setting for the next one.
+        self._remember_window = False
+        try:
+            self.set_time_window(a.window_box.currentText())
+        finally:
+            self._remember_window = True
 
     # -- workspace ------------------------------------------------------------------------
 
@@ -185,8 +192,17 @@ class MainWindow(QMainWindow):
         menu = self.actions.recent_menu
         menu.clear()
         for p in paths:
-            menu.addAction(p, lambda p=p: self._open_path(Path(p)))
+            menu.addAction(p, lambda p=p: self._open_recent(Path(p)))
         menu.setEnabled(bool(paths))
+
+    def _open_recent(self, path: Path) -> None:
+        """A recent workspace; one deleted since is said and dropped from the list, not
+        made again empty at its old path."""
+        if not path.exists():
+            QMessageBox.warning(self, "Cannot open workspace", f"{path} no longer exists")
+            self._fill_recent_menu(self.settings.remove_recent(path))
+            return
+        self._open_path(path)
 
     def _open_path(self, path: Path) -> None:
         try:
@@ -206,14 +222,24 @@ class MainWindow(QMainWindow):
                                               "ProbeScope workspaces (*.db)")
         if not path:
             return
-        store = Store(self.db_path)
+        target = Path(path) if Path(path).suffix else Path(path).with_suffix(".db")
+        problem = None
+        if not self.db_path.exists():  # Store() would make a new, empty one to copy
+            problem = f"{self.db_path} no longer exists on disk: there is nothing to copy"
+        elif target.exists() and target.resolve() == self.db_path.resolve():
+            problem = f"{target} is the open workspace; choose another file name"
+        if problem is not None:
+            QMessageBox.warning(self, "Cannot save workspace", problem)
+            return
         try:
-            store.backup_to(path)
-            self.statusBar().showMessage(f"saved a copy to {path}", 5000)
+            store = Store(self.db_path, readonly=True)
+            try:
+                store.backup_to(target)
+            finally:
+                store.close()
+            self.statusBar().showMessage(f"saved a copy to {target}", 5000)
         except user_errors() as exc:
             QMessageBox.warning(self, "Cannot save workspace", str(exc))
-        finally:
-            store.close()
 
     # -- endpoints ------------------------------------------------------------------------
 
@@ -378,14 +404,27 @@ class MainWindow(QMainWindow):
         seen = self.live.samples_seen
         rate = (seen - n0) / max(1e-6, now - t0)
         self._rate_mark = (now, seen)
-        dropped = self.monitor.stats().dropped if self.monitor else 0
-        size = sum(p.stat().st_size for s in ("", "-wal", "-shm")
-                   if (p := Path(f"{self.db_path}{s}")).exists())
+        stats = self.monitor.stats() if self.monitor else None
+        dropped = stats.dropped if stats else 0
+        size = 0
+        for end in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):  # gone between two looks: counted as gone
+                size += Path(f"{self.db_path}{end}").stat().st_size
         self.status.show_figures(rate, dropped, size, self.lag_meter.worst_ms())
+        self.status.show_problem(self._workspace_problem(stats))
         if self.monitor is not None:
             for probe in self.monitor.probes.values():
                 self._show_probe(probe)
         self._show_details(self.endpoint_list.current_endpoint())
+
+    def _workspace_problem(self, stats) -> str | None:
+        """What keeps recording from reaching the workspace file, for the status bar."""
+        if self.db_path is not None and not self.db_path.exists():
+            return (f"{self.db_path.name} was deleted: what is recorded now is lost when "
+                    "the workspace closes")
+        if stats is not None and stats.last_error:
+            return f"not recording: {stats.last_error} ({stats.backlog:,} items waiting)"
+        return None
 
     # -- look and lifetime ----------------------------------------------------------------
 

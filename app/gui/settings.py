@@ -39,6 +39,11 @@ class Settings:
         self.q.setValue("recent", items[:MAX_RECENT])
         return items[:MAX_RECENT]
 
+    def remove_recent(self, path: Path) -> list[str]:
+        items = [p for p in self.recent() if p != str(path)]
+        self.q.setValue("recent", items)
+        return items
+
     def theme(self) -> str:
         return str(self.q.value("theme", "dark"))
 

@@ -356,6 +356,69 @@ def test_a_workspace_recorded_a_day_ago_is_drawn_over_its_own_span(qtbot, tmp_pa
         w.shutdown()
 
 
+def test_a_workspace_deleted_while_recording_is_said_and_not_saved_as_empty(
+        window, qtbot, workspace: Path, tmp_path, monkeypatch):
+    """The recorder keeps writing to a file no longer on disk: the status bar says so, and
+    Save as refuses instead of copying a new, empty workspace made at the old path."""
+    from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+    probe = window.attach("system:?rate=20")
+    qtbot.waitUntil(lambda: probe.requests > 2, timeout=10_000)
+    window._on_status_timer_timeout()
+    assert not window.status.problem_label.isVisible()
+    for end in ("", "-wal", "-shm"):
+        Path(f"{workspace}{end}").unlink(missing_ok=True)
+    window._on_status_timer_timeout()
+    assert window.status.problem_label.isVisible()
+    assert "was deleted" in window.status.problem_label.text()
+    warnings: list[str] = []
+    monkeypatch.setattr(QMessageBox, "warning",  # Qt's own dialogs, answered here
+                        staticmethod(lambda _p, _t, text: warnings.append(text)))
+    copy = tmp_path / "copy"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        staticmethod(lambda *_a: (str(copy), "")))
+    window._on_save_as_triggered()
+    assert warnings and "no longer exists on disk" in warnings[0]
+    assert not workspace.exists() and not copy.with_suffix(".db").exists()
+
+
+def test_opening_a_recorded_workspace_at_start_keeps_the_saved_time_window(qtbot, tmp_path):
+    from app.core.monitor import Monitor
+    from app.gui.main_window import MainWindow
+
+    recorded = tmp_path / "recorded.db"
+    monitor = Monitor(recorded)
+    monitor.attach("system:?rate=50")
+    qtbot.waitUntil(lambda: monitor.stats().committed_samples > 5, timeout=10_000)
+    monitor.close()
+    Settings().set_time_window("1 min")
+    w = MainWindow(recorded)  # `main.py --db recorded.db`
+    qtbot.addWidget(w)
+    try:
+        assert w.actions.window_box.currentText() == "all"  # this workspace: its past
+        assert Settings().time_window() == "1 min"  # the user's choice, for the next one
+    finally:
+        w.shutdown()
+
+
+def test_a_recent_workspace_deleted_since_is_said_and_dropped(window, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    gone, first = tmp_path / "gone.db", window.db_path
+    Store(gone).close()
+    window._open_path(gone)
+    window._open_path(first)  # gone.db is now a recent workspace, not the open one
+    gone.unlink()
+    warnings: list[str] = []
+    monkeypatch.setattr(QMessageBox, "warning",
+                        staticmethod(lambda _p, _t, text: warnings.append(text)))
+    (action,) = [a for a in window.actions.recent_menu.actions() if a.text() == str(gone)]
+    action.trigger()
+    assert warnings == [f"{gone} no longer exists"]
+    assert not gone.exists()  # not made again, empty
+    assert str(gone) not in [a.text() for a in window.actions.recent_menu.actions()]
+
+
 def test_pausing_a_probe_holds_it_and_resuming_restarts_it(window, qtbot):
     probe = window.attach(f"onnx:{model_path('wine-v2')}?provider=cpu&rate=100")
     qtbot.waitUntil(lambda: probe.requests > 5, timeout=10_000)
