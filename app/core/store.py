@@ -461,12 +461,15 @@ class Store:
     def _row_to_capture(r: Iterable) -> StoredCapture:
         (cid, uri, ts, lat, status, inputs, outputs, rid, err, label, pred, conf, ver,
          trunc) = r
-        return StoredCapture(int(cid), Capture(
-            endpoint=uri, ts_ns=int(ts), latency_ms=float(lat), status=CaptureStatus(status),
-            inputs=codec.decode(inputs), outputs=codec.decode(outputs), request_id=rid,
-            error=err, label=label, prediction=pred, confidence=conf, model_version=ver,
-            truncated=bool(trunc),
-        ))
+        try:
+            return StoredCapture(int(cid), Capture(
+                endpoint=uri, ts_ns=int(ts), latency_ms=float(lat),
+                status=CaptureStatus(status), inputs=codec.decode(inputs),
+                outputs=codec.decode(outputs), request_id=rid, error=err, label=label,
+                prediction=pred, confidence=conf, model_version=ver, truncated=bool(trunc),
+            ))
+        except (ValueError, TypeError) as exc:  # bytes or fields no writer of ours left
+            raise StoreError(f"capture {cid} in the workspace is damaged: {exc}") from None
 
     def size_bytes(self) -> int:
         total = 0

@@ -8,6 +8,7 @@ stops it cleanly.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
@@ -58,8 +59,12 @@ class HistoryWorker(QObject):
             result = {m: store.history(endpoint, m, start_ns, end_ns + 1, HISTORY_BUCKETS)
                       for m in metrics}
             self.history_ready.emit(request_id, endpoint, result)
-        except StoreError as exc:
+        except (StoreError, sqlite3.Error) as exc:
             self.failed.emit(str(exc))
+        except Exception as exc:  # a slot must not die with a traceback on the terminal
+            log.exception("reading the workspace failed")
+            self.failed.emit(f"internal error reading the workspace: {type(exc).__name__}: "
+                             f"{exc}")
 
     @Slot(int, str, "qint64", bool)
     def load_capture(self, request_id: int, endpoint: str, ts_ns: int, failed: bool) -> None:
@@ -69,8 +74,12 @@ class HistoryWorker(QObject):
             if store is not None:
                 found = store.capture_near(endpoint, ts_ns, failed=True if failed else None)
             self.capture_ready.emit(request_id, found)
-        except StoreError as exc:
+        except (StoreError, sqlite3.Error) as exc:
             self.failed.emit(str(exc))
+        except Exception as exc:  # a slot must not die with a traceback on the terminal
+            log.exception("reading the workspace failed")
+            self.failed.emit(f"internal error reading the workspace: {type(exc).__name__}: "
+                             f"{exc}")
 
     @Slot()
     def close(self) -> None:

@@ -75,6 +75,25 @@ def test_an_output_path_naming_a_workspace_in_use_is_refused_unread(tmp_path):
         writer.close()
 
 
+def test_a_damaged_capture_is_a_store_error_naming_it(workspace):
+    """Bytes no writer of ours left (a disk fault, another tool) raised CodecError or a bad
+    status ValueError into the window's history worker, which printed a traceback."""
+    s = Store(workspace)
+    try:
+        s.write_batch([], [Capture("onnx:m", 5, 1.0, CaptureStatus.OK,
+                                   inputs=(TensorBlob.from_array("x", np.ones((1, 3))),))])
+        (cid,) = [c.id for c in s.captures()]
+        for column, value in (("inputs", b"\x00garbage"), ("status", "exploded")):
+            good = s.db.execute(f"SELECT {column} FROM captures WHERE id = ?", [cid]).fetchone()
+            s.db.execute(f"UPDATE captures SET {column} = ? WHERE id = ?", [value, cid])
+            with pytest.raises(StoreError, match=f"capture {cid} in the workspace is damaged"):
+                s.capture(cid)
+            s.db.execute(f"UPDATE captures SET {column} = ? WHERE id = ?", [good[0], cid])
+        assert s.capture(cid) is not None
+    finally:
+        s.close()
+
+
 def test_captures_from_before_the_sampled_flag_count_as_sampled(workspace):
     """An older workspace has no captures.sampled column: read-only (not migrated) or after
     the step adds it (NULL), its captures are all in the random sample, as they were taken."""
