@@ -57,7 +57,7 @@ class RecorderStats:
 class Recorder:
     def __init__(self, bus: Bus, store_factory: Callable[[], Store], *,
                  flush_interval_s: float = 0.05, max_batch: int = 50_000,
-                 max_backlog: int = 1_000_000, final_retry_s: float = 5.0) -> None:
+                 max_backlog: int = 1_000_000, final_retry_s: float = 2.0) -> None:
         self.bus = bus
         self.final_retry_s = final_retry_s
         self._store_factory = store_factory

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -161,6 +162,18 @@ class StoredCapture:
     capture: Capture
 
 
+def _read_only_hint(path: Path) -> str:
+    """Why SQLite could not open a workspace for writing, when the cause is permissions:
+    its own words ("unable to open database file") do not say."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.exists() and not os.access(path, os.W_OK):
+        return " (the file is read-only: ProbeScope writes to its workspace)"
+    if not os.access(folder, os.W_OK):
+        return (f" (its folder {folder} is read-only: the workspace's journal files go beside "
+                "it)")
+    return ""
+
+
 class Store:
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
@@ -194,7 +207,8 @@ class Store:
             else:
                 self._check_version()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open workspace {self.path}: {exc}") from exc
+            raise StoreError(f"cannot open workspace {self.path}: {exc}"
+                             + ("" if readonly else _read_only_hint(self.path))) from exc
         self._endpoint_ids: dict[str, int] = {}
         self._metric_ids: dict[str, int] = {}
         self._columns: dict[str, set[str]] = {}  # per table, read once (``_has_column``)

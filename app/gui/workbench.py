@@ -267,8 +267,9 @@ class Workbench(QObject):
     def _on_incidents_incident_changed(self, event: object) -> None:
         kind = getattr(event, "kind", "")
         if kind in ("opened", "reopened", "escalated"):
-            self._show_status(f"incident #{getattr(event, 'incident_id', '?')} {kind}: "
-                              f"{getattr(event, 'detail', '')}")
+            # The detail is the incident's note, which starts with what happened ("Opened:").
+            self._show_status(f"incident #{getattr(event, 'incident_id', '?')}: "
+                              f"{getattr(event, 'detail', '') or kind}")
 
     def _show_status(self, message: str) -> None:
         self.window.statusBar().showMessage(message, 8000)

@@ -75,6 +75,29 @@ def test_an_output_path_naming_a_workspace_in_use_is_refused_unread(tmp_path):
         writer.close()
 
 
+def test_a_workspace_on_a_read_only_disk_says_so(tmp_path, capsys):
+    """SQLite's own words, "unable to open database file", did not say why."""
+    import shutil
+    import subprocess
+
+    from app.cli import main
+
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("needs a tmpfs mount (root)")
+    try:
+        Store(tmp_path / "w.db").close()
+        shutil.copy(tmp_path / "w.db", mnt / "w.db")
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        assert main(["watch", "system:", "--seconds", "1", "--db", str(mnt / "w.db")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "the file is read-only" in err
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
 def test_a_damaged_capture_is_a_store_error_naming_it(workspace):
     """Bytes no writer of ours left (a disk fault, another tool) raised CodecError or a bad
     status ValueError into the window's history worker, which printed a traceback."""
