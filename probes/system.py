@@ -73,6 +73,9 @@ class SystemProbe(Probe):
 
     def __init__(self, uri: EndpointUri, bus: Bus, options: ProbeOptions) -> None:
         super().__init__(uri, bus, options)
+        if uri.target:  # system:extra would otherwise be taken for system: without a word
+            raise ProbeError(f"system: takes no target ('{uri.target}'); it probes this "
+                             "machine: system: or system:?pid=1234")
         self.rate_hz = float_param(uri, "rate", 2.0, positive=True)
         pid = int_param(uri, "pid", None)
         try:

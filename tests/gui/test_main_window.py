@@ -83,6 +83,7 @@ def _press_attach(dialog) -> None:
     ("onnx:model.onnx?token=abc", "secrets do not belong in a URI"),
     ("system:?rat=5", "did you mean rate?"),
     ("system:?rate=-5", "must be positive"),
+    ("system:extra", "system: takes no target"),
 ])
 def test_a_bad_uri_shows_its_error_in_the_dialog(window, qtbot, uri, expected):
     dialog = window.show_attach_dialog()
