@@ -213,7 +213,12 @@ class Answer:
 
 
 def one_line(text: str, limit: int = 300) -> str:
+    """A server's words for a message: one line, cut at ``limit``, and characters that are
+    not printable escaped (a terminal escape sequence in garbage must not reach a terminal
+    or the window as itself)."""
     text = " ".join(text.split())
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

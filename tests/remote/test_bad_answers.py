@@ -243,3 +243,16 @@ def test_an_escaped_token_never_reaches_the_workspace(server, demo_dir, tmp_path
     written = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("w.db"))
     assert b"[token]" in written  # the errors were recorded, masked
     assert b"sEcReTtOkEn" not in written
+
+
+def test_garbage_with_terminal_escapes_is_shown_escaped():
+    """A scrape of garbage put the server's bytes into the message as they were: a terminal
+    escape sequence among them would reach the terminal or the window as itself."""
+    from probes.http_common import BadResponse
+    from probes.prometheus import parse_families
+
+    with pytest.raises(BadResponse) as raised:
+        parse_families("metric{\x1b[2J\x1b[31m} 1\n\x00")
+    message = str(raised.value)
+    assert message.startswith("not Prometheus text format")
+    assert message.isprintable() and "\\x1b" in message
