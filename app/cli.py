@@ -104,6 +104,16 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (ProbeError, StoreError, UriError, CodecError, DemoError, OSError)
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Whether a Ctrl+C is behind ``exc``, directly or as the error it turned into."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -112,6 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser(argv).parse_args(argv)
     except KeyboardInterrupt:
         return 130
+    except ImportError as exc:
+        # A native module interrupted while it loads (onnxruntime's) reports the Ctrl+C as
+        # "ImportError: initialization failed", the KeyboardInterrupt as its context.
+        if _interrupted(exc):
+            return 130
+        raise
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -126,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        if _interrupted(exc):
+            return 130
         if args.debug:
             raise
         print(f"probescope: internal error: {type(exc).__name__}: {exc} "

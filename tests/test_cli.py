@@ -297,6 +297,28 @@ def test_a_workspace_another_writer_holds_is_one_line_and_exit_2(tmp_path, capsy
     assert "internal error" not in err
 
 
+def test_ctrl_c_inside_a_native_import_is_quiet_too(tmp_path):
+    """onnxruntime interrupted while it initialises raises "ImportError: initialization
+    failed" with the KeyboardInterrupt as its context: that is a Ctrl+C, not a traceback.
+    The interrupt is placed there by an import hook, so the test does not rely on timing."""
+    script = (
+        "import sys\n"
+        "class Interrupted:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'onnxruntime':\n"
+        "            try:\n"
+        "                raise KeyboardInterrupt\n"
+        "            except KeyboardInterrupt:\n"
+        "                raise ImportError('initialization failed')\n"
+        "sys.meta_path.insert(0, Interrupted())\n"
+        "sys.argv = ['main.py', 'watch', 'system:', '--seconds', '1', '--db', sys.argv[1]]\n"
+        "exec(open('main.py').read(), {'__name__': '__main__'})\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "w.db")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr and "ImportError" not in done.stderr
+
+
 def test_no_display_is_one_line_not_a_qt_abort(tmp_path):
     env = {k: v for k, v in os.environ.items()
            if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
