@@ -206,7 +206,11 @@ class Store:
                 self._migrate()
             else:
                 self._check_version()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, StoreError) as exc:
+            if "conn" in locals():  # opened, then refused: let go of the file
+                conn.close()
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"cannot open workspace {self.path}: {exc}"
                              + ("" if readonly else _read_only_hint(self.path))) from exc
         self._endpoint_ids: dict[str, int] = {}

@@ -95,7 +95,7 @@ def test_a_workspace_on_a_read_only_disk_says_so(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "the file is read-only" in err
     finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+        assert subprocess.run(["umount", str(mnt)]).returncode == 0  # nothing left open in it
 
 
 def test_a_damaged_capture_is_a_store_error_naming_it(workspace):
