@@ -163,6 +163,10 @@ class AgentBuffer:
                 "WHERE key = 'trimmed'", [n])
             log.warning("agent buffer full: trimmed %d oldest items", n)
 
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long a write waits for another writer's lock before it fails."""
+        self.conn.execute(f"PRAGMA busy_timeout={max(0, int(seconds * 1000))}")
+
     def close(self) -> None:
         self.conn.close()
 

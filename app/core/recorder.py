@@ -15,7 +15,9 @@ after a few tries: the thread never dies and never wedges on one bad item.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -119,6 +121,10 @@ class Recorder:
             # workspace locked by another writer, or full, gets a few seconds to come back;
             # what still cannot be written is counted as dropped, never lost without a word.
             deadline = time.monotonic() + self.final_retry_s
+            # Each try waits for another writer's lock a fraction of the grace, not SQLite's
+            # 5 s: closing the window froze behind another process's long write.
+            with contextlib.suppress(StoreError, sqlite3.Error):
+                store.set_busy_timeout(self.final_retry_s / 4)
             while len(self.bus) or self._pending or self._pending_dropped:
                 if self._flush(store):
                     continue

@@ -489,6 +489,10 @@ class Store:
         except (ValueError, TypeError) as exc:  # bytes or fields no writer of ours left
             raise StoreError(f"capture {cid} in the workspace is damaged: {exc}") from None
 
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long a write waits for another writer's lock before it fails."""
+        self.db.execute(f"PRAGMA busy_timeout={max(0, int(seconds * 1000))}")
+
     def size_bytes(self) -> int:
         total = 0
         for suffix in ("", "-wal", "-shm"):
