@@ -289,16 +289,13 @@ class RemoteModelProbe(Probe):
                 # Decoders turn malformed answers into BadResponse; anything else is a bug of
                 # ours, and one odd answer must not end the probing for the rest of the run.
                 self._unexpected(exc, counted=self.requests > sent_before)
-                window_requests += 1
-                window_failed += 1
-                if period_s:
-                    next_due += period_s
-                    stop.wait(max(0.0, next_due - time.perf_counter()))
-                continue
-            if self.state is EndpointState.DOWN:
-                continue  # the request found the server gone; reconnect before the next one
+                failed = True
+            else:
+                if self.state is EndpointState.DOWN:
+                    continue  # the request found the server gone; reconnect before the next
+                failed = capture is not None and capture.failed
             window_requests += 1
-            window_failed += capture is not None and capture.failed
+            window_failed += failed
             now = time.perf_counter()
             if now >= next_state:
                 self.state = EndpointState.DEGRADED if window_failed else EndpointState.UP
