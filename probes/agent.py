@@ -28,7 +28,7 @@ import httpx
 from app.core.agent_auth import TOKEN_ENV, TokenError, read_token
 from app.core.agent_buffer import capture_from_json
 from app.core.bus import Bus
-from app.core.domain import Capture, EndpointUri, Metric, Sample, StoreError
+from app.core.domain import NEWEST_NS, Capture, EndpointUri, Metric, Sample, StoreError
 from probes.base import (
     EndpointState,
     Probe,
@@ -275,18 +275,13 @@ class AgentProbe(Probe):
         return items, refused
 
 
-# Beyond int64 SQLite cannot store a number as an integer; a sequence or timestamp outside
-# it is not from a working agent.
-_INT64_END = 2**63
-
-
 def _whole(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{what} {value!r} is not a number")
     if isinstance(value, float) and not value.is_integer():  # inf and nan included
         raise ValueError(f"{what} {value!r} is not a whole number")
     number = int(value)
-    if not 0 <= number < _INT64_END:
+    if not 0 <= number <= NEWEST_NS:  # past SQLite's integers: not from a working agent
         raise ValueError(f"{what} {number} is outside 0 .. 2**63-1")
     return number
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from app.commands import COMMANDS, _args
+from app.core.domain import NEWEST_NS, OLDEST_NS
 from app.core.drift import DriftError, DriftResult, drift
 from app.core.drift_report import evidently_report
 from app.core.drift_window import (
@@ -39,7 +40,6 @@ from app.core.references import (
 )
 
 _UNITS_S = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_OLDEST_NS, _NEWEST_NS = -(2**63), 2**63 - 1  # nanosecond times in SQLite's integers
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -122,9 +122,9 @@ def _parse_time_ns(text: str) -> int | None:
         stamp = stamp.replace(tzinfo=UTC)
     # Whole microseconds, exactly: float seconds would lose the last digits of a ns stamp.
     ns = (stamp - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
-    if not _OLDEST_NS <= ns <= _NEWEST_NS:
+    if not OLDEST_NS <= ns <= NEWEST_NS:
         raise DriftError(f"'{text}' is outside the times a workspace holds "
-                         "(1678-09-21 to 2262-04-11)")
+                         "(1677-09-21 to 2262-04-11)")
     return ns
 
 

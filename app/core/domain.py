@@ -24,6 +24,8 @@ class StoreError(Exception):
     sqlite-utils (which imports pandas: 0.3 s and 60 MB on an edge box)."""
 
 
+# Nanosecond times as SQLite keeps them: 64-bit integers (1677-09-21 to 2262-04-11).
+OLDEST_NS, NEWEST_NS = -(2**63), 2**63 - 1
 _SQLITE_NOTADB = 26  # SQLite's result code for "file is not a database"
 _SQLITE_MIN_BYTES = 512  # the smallest page: a database file is at least one
 

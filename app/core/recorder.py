@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from app.core.bus import Bus
-from app.core.domain import Batch, Capture, Metric, Sample, StoreError
+from app.core.domain import NEWEST_NS, OLDEST_NS, Batch, Capture, Metric, Sample, StoreError
 
 if TYPE_CHECKING:  # the edge agent records into its own buffer, without sqlite-utils
     from app.core.store import Store
@@ -33,14 +33,13 @@ if TYPE_CHECKING:  # the edge agent records into its own buffer, without sqlite-
 log = logging.getLogger(__name__)
 
 DROPPED_METRIC = Metric.DROPPED
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _UNEXPECTED_TRIES = 3  # failures of one batch for a reason that is not the workspace's
 
 
 def writable(item: Sample | Capture) -> bool:
     """Whether SQLite can hold the item at all: a 64-bit integer time, a real-number value."""
     ts = item.ts_ns
-    if not isinstance(ts, int) or not _INT64_MIN <= ts <= _INT64_MAX:
+    if not isinstance(ts, int) or not OLDEST_NS <= ts <= NEWEST_NS:
         return False
     return not isinstance(item, Sample) or isinstance(item.value, (int, float))
 

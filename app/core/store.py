@@ -21,7 +21,15 @@ import numpy as np
 import sqlite_utils
 
 from app.core import codec
-from app.core.domain import Capture, CaptureStatus, Sample, StoreError, not_sqlite
+from app.core.domain import (
+    NEWEST_NS,
+    OLDEST_NS,
+    Capture,
+    CaptureStatus,
+    Sample,
+    StoreError,
+    not_sqlite,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +132,6 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-_OLDEST_NS, _NEWEST_NS = -(2**63), 2**63 - 1
 
 
 def _time_order(newest_first: bool) -> str:
@@ -136,8 +143,8 @@ def _time_order(newest_first: bool) -> str:
 
 def _span(start_ns: int | None, end_ns: int | None) -> tuple[int, int]:
     """A time range for ``ts_ns >= ? AND ts_ns <= ?``; an open end means all of time."""
-    return (_OLDEST_NS if start_ns is None else start_ns,
-            _NEWEST_NS if end_ns is None else end_ns)
+    return (OLDEST_NS if start_ns is None else start_ns,
+            NEWEST_NS if end_ns is None else end_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -637,9 +644,11 @@ class Store:
 
     def capture_inputs(self, endpoint: str, start_ns: int | None = None,
                        end_ns: int | None = None, *, limit: int | None = None,
-                       sampled_only: bool = False) -> list[tuple[int, tuple, str | None]]:
+                       sampled_only: bool = False, earliest: bool = False
+                       ) -> list[tuple[int, tuple, str | None]]:
         """(ts_ns, input tensors, prediction) of captures in a time range, oldest first; with
-        ``limit``, the latest ones; with ``sampled_only``, only the random sample's."""
+        ``limit``, the latest ones (the earliest with ``earliest``); with ``sampled_only``,
+        only the random sample's."""
         eid = self._lookup_endpoint(endpoint)
         if eid is None:
             return []
@@ -649,10 +658,12 @@ class Store:
                    if sampled_only and self._has_column("captures", "sampled") else "")
         rows = self.db.execute(
             "SELECT ts_ns, inputs, prediction FROM captures WHERE endpoint_id = ? "
-            f"AND ts_ns >= ? AND ts_ns <= ?{sampled} ORDER BY ts_ns DESC LIMIT ?",
+            f"AND ts_ns >= ? AND ts_ns <= ?{sampled} ORDER BY ts_ns "
+            f"{'ASC' if earliest else 'DESC'} LIMIT ?",
             [eid, *_span(start_ns, end_ns),
              limit if limit is not None else -1]).fetchall()
-        return [(int(ts), codec.decode(blob), pred) for ts, blob, pred in reversed(rows)]
+        return [(int(ts), codec.decode(blob), pred)
+                for ts, blob, pred in (rows if earliest else reversed(rows))]
 
     def _has_column(self, table: str, column: str) -> bool:
         known = self._columns.get(table)
