@@ -32,7 +32,7 @@ from app.core.drift import (
     tensor_rows,
 )
 from app.core.drift_stats import ColumnReference, Kind
-from app.core.references import get_reference, input_columns, load_reference
+from app.core.references import get_reference, input_columns, load_reference, refuse_width
 from app.core.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -145,12 +145,8 @@ class DriftMonitor(BackgroundEvaluator):
         reference = get_reference(store, endpoint)
         assert reference is not None
         frame = load_reference(store, reference)
-        width = len(window.rows[-1][1])
         features = tuple(reference.columns or input_columns(frame))
-        if len(features) != width:  # compared by position: another width compares nonsense
-            raise DriftError(f"the reference has {len(features)} input columns; the captures "
-                             f"hold {width} values per row: give one with the model's inputs, "
-                             "in the model's order")
+        refuse_width(endpoint, features, len(window.rows[-1][1]))
         usable = [f for f in features if f in frame.columns]
         columns = usable + ([PREDICTION_COLUMN] if PREDICTION_COLUMN in frame.columns else [])
         window.reference = PreparedReference(frame, columns).warm()

@@ -23,12 +23,13 @@ from app.core.drift_monitor import save_result
 from app.core.drift_report import evidently_report, report_path_for
 from app.core.drift_stats import ColumnDrift, Kind
 from app.core.references import (
-    check_width,
     get_reference,
     input_columns,
     load_reference,
     read_table,
+    refuse_width,
     resolve_endpoint,
+    row_width,
 )
 from app.core.store import Store
 
@@ -76,14 +77,14 @@ def endpoint_window(store: Store, name: str, window_s: float, *,
                                    "the demo's, or a time range of its captures)")
         ref_frame = load_reference(store, reference)
         features = reference.columns or input_columns(ref_frame)
-    check_width(store, endpoint, features)
     span = store.capture_span(endpoint)
     if span is None:
         raise DriftError(f"{endpoint} has no captures to compare yet")
     end_ns = span[1]
     start_ns = end_ns - int(window_s * 1e9)
-    current = capture_frame(store.capture_inputs(endpoint, start_ns, end_ns, sampled_only=True),
-                            features)
+    rows = store.capture_inputs(endpoint, start_ns, end_ns, sampled_only=True)
+    refuse_width(endpoint, features, row_width(rows))
+    current = capture_frame(rows, features)
     if current.empty:
         raise DriftError(f"{endpoint} kept only its failures in this window (capture=0): drift "
                          "needs a random sample of its requests; probe it with ?capture= above 0")

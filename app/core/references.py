@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from app.core.demo import demo_path
-from app.core.domain import not_a_file
+from app.core.domain import TensorBlob, not_a_file
 from app.core.drift import (
     BOOKKEEPING_COLUMNS,
     PREDICTION_COLUMN,
@@ -101,21 +101,31 @@ def file_reference(path: str | Path) -> Reference:
 
 
 def check_width(store: Store, endpoint: str, columns: Sequence[str]) -> None:
+    """``refuse_width`` against the endpoint's latest capture (none yet: nothing to check)."""
+    refuse_width(endpoint, columns, row_width(store.capture_inputs(endpoint, limit=1)))
+
+
+def row_width(rows: Sequence[tuple[int, Sequence[TensorBlob], str | None]]) -> int | None:
+    """Values per request row of the first capture among ``rows`` that holds inputs."""
+    for _, inputs, _ in rows:
+        if inputs:
+            try:
+                return int(tensor_rows(inputs[0]).shape[1])
+            except (ValueError, TypeError):
+                return None
+    return None
+
+
+def refuse_width(endpoint: str, columns: Sequence[str], width: int | None) -> None:
     """Refuse a reference whose input columns cannot be the endpoint's captured rows: the
     captures carry values by position only, so a reference of another width would compare
     alcohol with whatever came first, and leave the rest untested without a word."""
-    rows = store.capture_inputs(endpoint, limit=1)
-    if not columns or not rows or not rows[0][1]:
-        return  # nothing to hold it against yet
-    try:
-        width = tensor_rows(rows[0][1][0]).shape[1]
-    except (ValueError, TypeError):
+    if not columns or width is None or width == len(columns):
         return
-    if width != len(columns):
-        shown = ", ".join(columns[:4]) + (", ..." if len(columns) > 4 else "")
-        raise DriftError(f"the reference has {len(columns)} input columns ({shown}); "
-                         f"{endpoint}'s captures hold {width} values per row: give one with "
-                         "the model's inputs, in the model's order")
+    shown = ", ".join(columns[:4]) + (", ..." if len(columns) > 4 else "")
+    raise DriftError(f"the reference has {len(columns)} input columns ({shown}); "
+                     f"{endpoint}'s captures hold {width} values per row: give one with "
+                     "the model's inputs, in the model's order")
 
 
 def demo_reference() -> Reference:
