@@ -137,21 +137,21 @@ def feature_comparison(store: Store, endpoint: str, feature: str, *, rows: int =
         return FeatureComparison(None, f"{feature}: no reference to compare with; choose one")
     frame = load_reference(store, reference)
     names = reference.columns or input_columns(frame)
+    baseline = None
     if feature == PREDICTION_COLUMN and feature not in frame.columns:
         baseline = first_predictions(store, endpoint, rows)
         if not baseline:
             return FeatureComparison(None, f"{feature}: no captured predictions yet")
-        current = capture_frame(
-            store.capture_inputs(endpoint, limit=rows, sampled_only=True), names)
+    elif feature not in frame.columns:
+        return FeatureComparison(None, f"{feature}: not in the reference ({reference.describe()})")
+    current = capture_frame(store.capture_inputs(endpoint, limit=rows, sampled_only=True), names)
+    if baseline is not None:
         shares = distribution(
             prepare_reference(pd.DataFrame({feature: pd.Series(baseline, dtype=object)})),
             feature, current[feature], bins=bins, kind=Kind.CATEGORICAL)
         return FeatureComparison(shares, (
             f"{feature}: latest {len(current)} vs first {len(baseline)} captures "
             f"(the baseline: the reference has no {feature}s)"))
-    if feature not in frame.columns:
-        return FeatureComparison(None, f"{feature}: not in the reference ({reference.describe()})")
-    current = capture_frame(store.capture_inputs(endpoint, limit=rows, sampled_only=True), names)
     kind = Kind.CATEGORICAL if feature == PREDICTION_COLUMN else Kind.NUMERICAL
     shares = distribution(prepare_reference(frame, [feature]), feature, current[feature],
                           bins=bins, kind=kind)
@@ -169,20 +169,14 @@ def feature_distribution(store: Store, endpoint: str, feature: str, *, rows: int
 def first_predictions(store: Store, endpoint: str, count: int) -> list[str | None]:
     """The predictions of an endpoint's first ``count`` sampled single-row captures: what the
     live monitor takes as its prediction baseline when the reference has none."""
-    span = store.capture_span(endpoint)
-    if span is None or count <= 0:
-        return []
-    first, last = span
-    # The store reads the latest captures of a range, not the first, so the range grows
-    # from the first capture until it holds enough; it starts at the average rate's guess.
-    total = max(1, store.count_captures(endpoint))
-    width = max(1, int((last - first) * min(1.0, 1.5 * count / total)))
-    while True:
-        predictions = [prediction for _, inputs, prediction in store.capture_inputs(
-            endpoint, first, first + width, sampled_only=True) if _one_row(inputs)]
-        if len(predictions) >= count or first + width >= last:
-            return predictions[:count]
-        width *= 2
+    limit, predictions = count, []
+    while count > 0:
+        rows = store.capture_inputs(endpoint, limit=limit, sampled_only=True, earliest=True)
+        predictions = [prediction for _, inputs, prediction in rows if _one_row(inputs)]
+        if len(predictions) >= count or len(rows) < limit:
+            break
+        limit *= 4  # batches among them name no row's prediction: read further
+    return predictions[:count]
 
 
 def _one_row(inputs: tuple) -> bool:
