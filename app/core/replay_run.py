@@ -205,8 +205,17 @@ def judge_columns(outputs: dict[str, np.ndarray], n: int
     if first.dtype.kind == "f" and first.shape[1] >= 2:
         stats = _row_reductions(first)
         prediction, total = stats.arg, stats.total
-        if len(outputs) == 1 and _all_finite_probabilities(first, stats):
-            return prediction, stats.top, np.ones(n, dtype=bool)  # a classifier's usual answer
+        if len(outputs) == 1 and _probabilities_but_nan(first, stats):
+            # A classifier's usual answer, where the only rows that are not finite
+            # probabilities are those holding a NaN (a NaN input): a NaN sum marks them.
+            nan_rows = np.isnan(total)
+            if not nan_rows.any():
+                return prediction, stats.top, np.ones(n, dtype=bool)
+            np.putmask(prediction, nan_rows, NO_CLASS)
+            top = stats.top
+            if stats.low is not None:  # onnxruntime's ReduceMax may skip a NaN
+                np.putmask(top, nan_rows, np.nan)
+            return prediction, top, ~nan_rows
         confidence = _confidence(first, stats)
     elif first.dtype.kind in "iu" and first.shape[1] == 1:
         prediction = first[:, 0].astype(np.int64)  # a model that outputs the class itself
@@ -241,14 +250,14 @@ def judge_columns(outputs: dict[str, np.ndarray], n: int
     return prediction, confidence, finite
 
 
-def _all_finite_probabilities(first: np.ndarray, stats: _RowStats) -> bool:
-    """Whether every row is finite, >= 0 and sums to 1: three whole-array reductions that
-    propagate NaN, so a NaN or inf anywhere (or a float32 sum that overflowed) answers no,
-    and the per-row rules take over."""
+def _probabilities_but_nan(first: np.ndarray, stats: _RowStats) -> bool:
+    """Whether every row without a NaN is >= 0 and sums to 1 (so is finite): three
+    whole-array reductions that skip NaN. An inf anywhere, or a float32 sum that overflowed,
+    answers no, and the per-row rules take over."""
     low, total = stats.low, stats.total
-    return bool(np.minimum.reduce(first if low is None else low, axis=None) >= 0.0
-                and np.maximum.reduce(total) < 1.0 + _PROB_TOLERANCE
-                and np.minimum.reduce(total) > 1.0 - _PROB_TOLERANCE)
+    return bool(np.fmin.reduce(first if low is None else low, axis=None) >= 0.0
+                and np.fmax.reduce(total) < 1.0 + _PROB_TOLERANCE
+                and np.fmin.reduce(total) > 1.0 - _PROB_TOLERANCE)
 
 
 def _confidence(first: np.ndarray, stats: _RowStats) -> np.ndarray:
@@ -317,7 +326,11 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
     ``timed_alone`` get a latency of their own (the median of three single-row calls) in
     place of their share of a batch: one request's latency, to hold against an SLO."""
     n = len(prepared)
-    latency = np.full(n, np.nan)
+    # Latencies are kept as they come and laid out once at the end: the usual replay (one
+    # group, every batch answered) makes the whole column in one repeat.
+    batch_ms: list[tuple[slice | np.ndarray, float]] = []
+    single_ms: dict[int, float] = {}
+    whole: np.ndarray | None = None
     errors: dict[int, str] = {}
     unanswered: set[int] = set()
     columns = Columns(n, fill=False)
@@ -337,7 +350,7 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
         t0 = perf()
         try:
             columns.place(slice(i, i + 1), 1, target.run(feeds))
-            latency[i] = (perf() - t0) * 1e3
+            single_ms[i] = (perf() - t0) * 1e3
         except TargetDown as exc:
             down = error_text(exc)
             not_asked([i], down)
@@ -408,17 +421,24 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
                     one(i, {k: v[j:j + 1] for k, v in group.feeds.items()})
             if not tick(e - s):
                 return None
-        if group.rows is None and len(timed) == -(-m // batch_size):
-            # Every batch answered, in order: one repeat instead of an assignment per batch.
+        if group.rows is None and m == n and len(timed) == -(-m // batch_size):
+            # Every batch answered, in order: the column is one repeat.
             per_row = np.fromiter((ms for _, ms in timed), dtype=np.float64, count=len(timed))
-            latency[:m] = np.repeat(per_row, batch_size)[:m]
+            whole = np.repeat(per_row, batch_size)[:m]
         else:
-            for rows, ms in timed:
-                latency[rows] = ms
+            batch_ms += timed
     for i in prepared.singles:
         one(i, {b.name: b.to_array() for b in prepared.inputs(i)})
         if not tick(1):
             return None
+    if whole is not None:
+        latency = whole
+    else:
+        latency = np.full(n, np.nan)
+        for rows, ms in batch_ms:
+            latency[rows] = ms
+    for i, ms in single_ms.items():
+        latency[i] = ms
     if (timed_alone is not None and timed_alone.size and down is None
             and not _time_alone(target, prepared, timed_alone, latency, errors,
                                 lambda: tick(0))):
