@@ -42,7 +42,9 @@ from app.core.replay_run import (
     NO_CLASS,
     Case,
     CaseSet,
+    SharedBlock,
     VersionRun,
+    judge_runs,
     prepare,
     prepare_columns,
     run_version,
@@ -376,15 +378,18 @@ def replay(cases: Sequence[Case] | CaseSet, targets: Sequence[Target], *,
     limits = slow_limits(prepared, criteria)
     timed_alone = prepared.slow_rows[np.isfinite(limits)]
     runs: list[VersionRun] = []
+    block = SharedBlock(len(targets))
     stopped = cancelled()
-    for target in targets:
+    for k, target in enumerate(targets):
         if stopped:
             break
-        run = run_version(target, prepared, batch_size, tick, timed_alone=timed_alone)
+        run = run_version(target, prepared, batch_size, tick, timed_alone=timed_alone,
+                          slot=(block, k), judge=False)
         if run is None:
             stopped = True
             break
         runs.append(run)
+    judge_runs(runs, len(prepared), block, list(range(len(runs))))
     return ReplayResult(prepared.cases, runs, criteria, selection, cancelled=stopped,
                         prepared=prepared, slo_limits=limits)
 

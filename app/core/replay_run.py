@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 NO_CLASS = -1
 
-__all__ = ["NO_CLASS", "Case", "CaseSet", "Columns", "VersionRun", "judge_columns",
-           "prepare", "prepare_columns", "run_version"]
+__all__ = ["NO_CLASS", "Case", "CaseSet", "Columns", "SharedBlock", "VersionRun",
+           "judge_columns", "judge_runs", "prepare", "prepare_columns", "run_version"]
 
 
 @dataclass
@@ -57,15 +57,22 @@ class VersionRun:
 class Columns:
     """Stacked output columns for n cases, allocated from the first answer that fits."""
 
-    def __init__(self, n: int, *, fill: bool = True) -> None:
+    def __init__(self, n: int, *, fill: bool = True,
+                 slot: tuple[SharedBlock, int] | None = None) -> None:
         self.n = n
         self.fill = fill  # False: the caller fills the rows it never placed (``blank``)
+        self.slot = slot  # where the first output's column may live, beside other versions'
         self.outputs: dict[str, np.ndarray] = {}
         self.irregular: dict[int, list[tuple[str, np.ndarray]]] = {}
 
     def _allocate(self, outs: list[tuple[str, np.ndarray]]) -> None:
-        for name, o in outs:
-            col = np.empty((self.n, *o.shape[1:]), dtype=o.dtype)
+        for k, (name, o) in enumerate(outs):
+            col = None
+            if k == 0 and self.slot is not None:
+                block, index = self.slot
+                col = block.column(index, self.n, o.shape[1:], o.dtype)
+            if col is None:
+                col = np.empty((self.n, *o.shape[1:]), dtype=o.dtype)
             if self.fill:
                 col.fill(np.nan if o.dtype.kind in "fc" else 0)
             self.outputs[name] = col
@@ -98,6 +105,28 @@ class Columns:
             self.irregular[i] = list(outs)
         else:  # (an empty answer to one row is no answer to it either)
             raise ReplayError("outputs do not have one row per input row")
+
+
+class SharedBlock:
+    """The first output of each version of a replay, side by side in one (versions, n, ...)
+    array, so that judging them is one set of whole-array passes instead of one per version.
+    On a small classifier numpy's cost per call, not per row, is most of judging 10,000 rows,
+    and it was most of what a replay added to raw inference. A version whose first output
+    has another shape or type gets a column of its own and is judged alone."""
+
+    def __init__(self, versions: int) -> None:
+        self.versions = versions
+        self.array: np.ndarray | None = None
+        self.given: set[int] = set()
+
+    def column(self, index: int, n: int, shape: tuple[int, ...], dtype: np.dtype
+               ) -> np.ndarray | None:
+        if self.array is None:
+            self.array = np.empty((self.versions, n, *shape), dtype=dtype)
+        elif self.array.shape[1:] != (n, *shape) or self.array.dtype != dtype:
+            return None
+        self.given.add(index)
+        return self.array[index]
 
 
 @functools.lru_cache(maxsize=8)
@@ -320,11 +349,14 @@ def _time_alone(target: Target, prepared: CaseSet, cases: np.ndarray, latency: n
 
 
 def run_version(target: Target, prepared: CaseSet, batch_size: int,
-                tick: Callable[[int], bool], *, timed_alone: np.ndarray | None = None
+                tick: Callable[[int], bool], *, timed_alone: np.ndarray | None = None,
+                slot: tuple[SharedBlock, int] | None = None, judge: bool = True
                 ) -> VersionRun | None:
     """Every case on one target; None when ``tick`` says stop (cancelled). Cases in
     ``timed_alone`` get a latency of their own (the median of three single-row calls) in
-    place of their share of a batch: one request's latency, to hold against an SLO."""
+    place of their share of a batch: one request's latency, to hold against an SLO.
+    ``slot``: where in a shared block its first output goes; ``judge=False`` leaves the
+    judging to one ``judge_runs`` over several versions."""
     n = len(prepared)
     # Latencies are kept as they come and laid out once at the end: the usual replay (one
     # group, every batch answered) makes the whole column in one repeat.
@@ -333,7 +365,7 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
     whole: np.ndarray | None = None
     errors: dict[int, str] = {}
     unanswered: set[int] = set()
-    columns = Columns(n, fill=False)
+    columns = Columns(n, fill=False, slot=slot)
     perf = time.perf_counter
     down: str | None = None  # why the target stopped answering: the rest is not asked
 
@@ -446,12 +478,45 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
     # Every row was placed, or erred, or answered irregularly (every case runs, or the
     # version is cancelled and dropped): those last two are the rows left to blank.
     columns.blank(sorted({*errors, *columns.irregular}))
-    prediction, confidence, finite = judge_columns(columns.outputs, n)
-    for i, outs in columns.irregular.items():
+    unjudged = np.empty(0)
+    run = VersionRun(target.name, target.location, unjudged.astype(np.int64), unjudged,
+                     latency, unjudged.astype(bool), errors, unanswered, columns.outputs,
+                     columns.irregular, getattr(target, "model_version", None))
+    if judge:
+        judge_runs([run], n)
+    return run
+
+
+def judge_runs(runs: list[VersionRun], n: int, block: SharedBlock | None = None,
+               slots: list[int] | None = None) -> None:
+    """Fill each run's prediction, confidence and finiteness. Runs whose only output lies
+    in ``block`` (at ``slots``, one per run) next to each other are judged in one go."""
+    together: list[tuple[int, VersionRun]] = []
+    if block is not None and block.array is not None and slots is not None:
+        together = [(k, r) for k, r in zip(slots, runs, strict=True)
+                    if k in block.given and len(r.outputs) == 1]
+        first = together[0][0] if together else 0
+        if len(together) < 2 or [k for k, _ in together] != list(
+                range(first, first + len(together))):
+            together = []  # not a run of neighbours: each judged alone
+    if together:
+        lo, hi = together[0][0], together[-1][0] + 1
+        joint = block.array[lo:hi].reshape((hi - lo) * n, -1)
+        p, c, f = judge_columns({"out": joint}, (hi - lo) * n)
+        for j, (_, r) in enumerate(together):
+            _settle(r, p[j * n:(j + 1) * n], c[j * n:(j + 1) * n], f[j * n:(j + 1) * n])
+    done = {id(r) for _, r in together}
+    for r in runs:
+        if id(r) not in done:
+            _settle(r, *judge_columns(r.outputs, n))
+
+
+def _settle(run: VersionRun, prediction: np.ndarray, confidence: np.ndarray,
+            finite: np.ndarray) -> None:
+    """The column judgement, then the rows it did not cover: irregular answers, errors."""
+    for i, outs in run.irregular.items():
         prediction[i], confidence[i], finite[i] = _judge_one(outs)
-    if errors:
-        bad = np.fromiter(errors, dtype=np.int64, count=len(errors))
+    if run.errors:
+        bad = np.fromiter(run.errors, dtype=np.int64, count=len(run.errors))
         prediction[bad], confidence[bad], finite[bad] = NO_CLASS, np.nan, True
-    return VersionRun(target.name, target.location, prediction, confidence, latency, finite,
-                      errors, unanswered, columns.outputs, columns.irregular,
-                      getattr(target, "model_version", None))
+    run.prediction, run.confidence, run.finite = prediction, confidence, finite

@@ -1,0 +1,89 @@
+"""Versions judged together (their first outputs side by side in one block, one set of
+whole-array passes) get exactly the verdict columns each gets judged alone, including when
+one version answers in another shape, errs on some rows, or the replay is cancelled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.core.replay import Selection, replay, select_case_set
+from app.core.replay_run import run_version
+from app.core.replay_targets import LocalOnnxTarget
+from app.core.store import Store
+from bench._common import write_mlp
+
+
+@pytest.fixture
+def prepared(demo_db: Path):
+    store = Store(demo_db)
+    try:
+        return select_case_set(store, Selection(limit=10_000, controls=10_000))
+    finally:
+        store.close()
+
+
+def alone(target, prepared, batch_size: int):
+    return run_version(target, prepared, batch_size, lambda _: True)
+
+
+def assert_same_judgement(together, by_itself) -> None:
+    assert together.version == by_itself.version
+    assert np.array_equal(together.prediction, by_itself.prediction)
+    assert np.array_equal(together.confidence, by_itself.confidence, equal_nan=True)
+    assert np.array_equal(together.finite, by_itself.finite)
+
+
+def test_three_versions_judged_together_match_each_judged_alone(prepared, versions):
+    targets = [LocalOnnxTarget(v) for v in versions]
+    result = replay(prepared, targets, batch_size=64)
+    firsts = [next(iter(r.outputs.values())) for r in result.runs]
+    # They did share one block (else this test checks nothing new).
+    assert all(np.shares_memory(firsts[0].base, f) for f in firsts[1:])
+    nan_rows = ~result.runs[0].finite
+    assert nan_rows.any() and (result.runs[0].prediction[nan_rows] == -1).all()
+    for together, t in zip(result.runs, targets, strict=True):
+        assert_same_judgement(together, alone(t, prepared, 64))
+
+
+def test_a_version_answering_in_another_shape_is_judged_alone(prepared, versions, tmp_path):
+    wide = LocalOnnxTarget(write_mlp(tmp_path / "wide.onnx", 13, 32))  # 16 classes, not 3
+    targets = [LocalOnnxTarget(versions[0]), wide, LocalOnnxTarget(versions[2])]
+    result = replay(prepared, targets, batch_size=128)
+    assert next(iter(result.runs[1].outputs.values())).shape[1] == 16
+    for together, t in zip(result.runs, targets, strict=True):
+        assert_same_judgement(together, alone(t, prepared, 128))
+
+
+def test_a_version_that_could_not_be_asked_leaves_the_others_judged_right(
+        prepared, versions, tmp_path):
+    # A model taking integers: the captures hold NaN and fractions, so it is never asked,
+    # and the versions either side of it are no longer neighbours in the block.
+    import onnx
+    from onnx import TensorProto, helper
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+         helper.make_node("Softmax", ["xf"], ["p"], axis=1)], "ints",
+        [helper.make_tensor_value_info("x", TensorProto.INT64, ["n", 13])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["n", 13])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "ints.onnx")
+    targets = [LocalOnnxTarget(versions[0]), LocalOnnxTarget(tmp_path / "ints.onnx"),
+               LocalOnnxTarget(versions[2])]
+    result = replay(prepared, targets, batch_size=100)
+    assert len(result.runs[1].errors) == len(prepared) and not result.runs[1].outputs
+    assert (result.runs[1].prediction == -1).all()
+    for together, t in zip(result.runs, targets, strict=True):
+        assert_same_judgement(together, alone(t, prepared, 100))
+
+
+def test_a_cancelled_replay_judges_the_versions_it_finished(prepared, versions):
+    targets = [LocalOnnxTarget(v) for v in versions]
+    seen: list[float] = []
+    result = replay(prepared, targets, batch_size=50, progress=seen.append,
+                    cancelled=lambda: bool(seen) and seen[-1] > 0.5)
+    assert result.cancelled and len(result.runs) == 1
+    assert_same_judgement(result.runs[0], alone(targets[0], prepared, 50))
