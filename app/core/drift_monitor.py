@@ -8,7 +8,8 @@ connection (a Store belongs to one thread) and the evaluations. Subscribers get 
 
 Prediction drift: predictions are compared with the reference's ``prediction`` column; a
 reference without one (a data file of inputs and labels) gets a baseline from the endpoint's
-first ``window_rows`` captured predictions instead.
+first ``window_rows`` captured predictions in the workspace instead: the same baseline the
+drift panel draws, and the same after a restart.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from app.core.drift import (
     evaluate,
     tensor_rows,
 )
+from app.core.drift_history import first_predictions
 from app.core.drift_stats import ColumnReference, Kind
 from app.core.references import get_reference, input_columns, load_reference, refuse_width
 from app.core.store import Store, StoreError
@@ -57,7 +59,7 @@ class _Window:
     reference: PreparedReference | None = None
     reference_set_ns: int | None = None
     features: tuple[str, ...] = ()
-    baseline: list = field(default_factory=list)  # the first window_rows predictions seen
+    baseline: list = field(default_factory=list)  # the endpoint's first recorded predictions
     missing_logged: bool = False
 
 
@@ -102,8 +104,6 @@ class DriftMonitor(BackgroundEvaluator):
                 continue
             if len(rows) == 1:
                 window.rows.append((c.ts_ns, rows[0], c.prediction))
-                if len(window.baseline) < self.window_rows:
-                    window.baseline.append(c.prediction)
             else:  # a batch: its rows count as requests; its one prediction names none
                 window.rows.extend((c.ts_ns, row, None) for row in rows)
             window.new_rows += len(rows)
@@ -169,10 +169,15 @@ class DriftMonitor(BackgroundEvaluator):
         current = pd.DataFrame(matrix, columns=list(window.features))
         current[PREDICTION_COLUMN] = pd.Series([r[2] for r in rows], dtype=object)
         columns = [f for f in window.features if f in reference]
-        if PREDICTION_COLUMN not in reference and len(window.baseline) >= self.window_rows:
-            # The prediction baseline is complete: it becomes the reference's prediction column.
-            reference.add_column(ColumnReference.prepare(
-                PREDICTION_COLUMN, pd.Series(window.baseline, dtype=object)))
+        if PREDICTION_COLUMN not in reference:
+            if len(window.baseline) < self.window_rows:
+                # Read from the workspace, not gathered since this monitor started: after a
+                # restart the baseline is still the endpoint's first predictions.
+                window.baseline = first_predictions(store, endpoint, self.window_rows)
+            if len(window.baseline) >= self.window_rows:
+                # Complete: it becomes the reference's prediction column.
+                reference.add_column(ColumnReference.prepare(
+                    PREDICTION_COLUMN, pd.Series(window.baseline, dtype=object)))
         if PREDICTION_COLUMN in reference:
             columns.append(PREDICTION_COLUMN)
         kinds = dict.fromkeys(columns, Kind.NUMERICAL)

@@ -109,3 +109,34 @@ def test_an_endpoint_without_a_reference_is_left_alone(tmp_path, demo_model):
         monitor.close()
         watcher.close()
         reader.close()
+
+
+def test_after_a_restart_the_prediction_baseline_is_still_the_first_recorded(
+        tmp_path, demo_dir, demo_model):
+    # The reference has no prediction column, so predictions are compared with the
+    # endpoint's first 500 recorded ones. Session 1 records calm traffic; after a restart,
+    # session 2 sends the drifted stretch, whose classes are spread differently. Measured
+    # against session 2's own first predictions (the old in-memory baseline) it would show
+    # no prediction drift at all.
+    production = pd.read_csv(demo_dir / "production.csv")
+    db = tmp_path / "ws.db"
+    payload = tmp_path / "traffic.csv"  # one file, so one endpoint URI in both sessions
+    recorded = 0
+    for k, (start, stop) in enumerate(((0, 500), (2000, 2500))):
+        production.iloc[start:stop].to_csv(payload, index=False)
+        monitor, watcher, endpoint, updates = _start(
+            db, f"onnx:{demo_model}?provider=cpu&payload={payload}&rate=0",
+            window_rows=500, interval_s=0.2)
+        reader = Store(db)
+        try:
+            assert wait_until(lambda r=reader, e=endpoint, n=recorded + 600:
+                              r.count_captures(e) >= n, timeout_s=30)
+        finally:
+            monitor.close()
+        recorded = reader.count_captures(endpoint)
+        reader.close()
+        assert watcher.evaluate_soon().wait(10)
+        watcher.close()
+        last = updates[-1].result
+        assert last.rows_current == 500
+        assert last.column("prediction").drifted == (k == 1)
