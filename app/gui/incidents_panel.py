@@ -12,7 +12,7 @@ from __future__ import annotations
 import getpass
 import logging
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from PySide6.QtCore import (
@@ -66,6 +66,10 @@ def _clock(ts_ns: int | None) -> str:
     return when.strftime("%d %b %H:%M")
 
 
+def _utc(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 class IncidentTableModel(QAbstractTableModel):
     """Incidents (dicts as the store returns them), newest first."""
 
@@ -102,7 +106,11 @@ class IncidentTableModel(QAbstractTableModel):
                         "resolved" if row["cleared_ns"] is None
                         and row["status"] == Status.RESOLVED else _clock(row["cleared_ns"])))[col]
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"{row['endpoint']}\n{row['summary']}"
+            # The list shows local time, the PDF report and the CLI UTC: say both here so
+            # one can be matched with the other.
+            span = f"opened {_utc(row['opened_ns'])}" + (
+                f", cleared {_utc(row['cleared_ns'])}" if row["cleared_ns"] else "")
+            return f"{row['endpoint']}\n{row['summary']}\n{span}"
         if role == Qt.ItemDataRole.ForegroundRole and col == 3:
             # An open incident in its severity's colour; once handled, in its status's.
             if row["status"] == Status.OPEN:

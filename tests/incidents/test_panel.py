@@ -165,3 +165,14 @@ def test_the_window_column_is_short_enough_for_the_dock(qtbot, workspace):
     today, past = (panel.model.data(panel.model.index(r, 4)) for r in range(2))
     assert re.fullmatch(r"\d\d:\d\d:\d\d – now", today)  # no date for today
     assert re.fullmatch(r"\d\d \w{3} \d\d:\d\d – now", past)
+
+
+def test_the_tooltip_gives_the_times_in_utc_as_the_report_does(qtbot, filled):
+    from datetime import UTC, datetime
+
+    workspace, _ = filled
+    panel = IncidentsPanel(workspace)
+    qtbot.addWidget(panel)
+    tip = panel.model.data(panel.model.index(1, 0), Qt.ItemDataRole.ToolTipRole)
+    opened = datetime.fromtimestamp(T0 / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert tip.splitlines()[-1] == f"opened {opened}"  # still open: no clearing time
