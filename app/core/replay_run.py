@@ -230,6 +230,17 @@ def judge_columns(outputs: dict[str, np.ndarray], n: int
         return (np.full(n, NO_CLASS, dtype=np.int64), np.full(n, np.nan),
                 np.ones(n, dtype=bool))
     first = next(iter(outputs.values())).reshape(n, -1)
+    scores = _scores_beside_label(outputs, first, n)
+    if scores is not None:
+        # A label first and the class scores after it (scikit-learn's exports): the label
+        # is the class, the scores give its confidence and, with it, low-confidence verdicts.
+        others = list(outputs)[1:]
+        others.remove(scores)
+        _, confidence, finite = judge_columns(
+            {scores: outputs[scores], **{k: outputs[k] for k in others}}, n)
+        prediction = first[:, 0].astype(np.int64)
+        np.putmask(prediction, ~finite, NO_CLASS)
+        return prediction, confidence, finite
     total = None
     if first.dtype.kind == "f" and first.shape[1] >= 2:
         stats = _row_reductions(first)
@@ -277,6 +288,17 @@ def judge_columns(outputs: dict[str, np.ndarray], n: int
     if total is None:
         return prediction, np.full(n, np.nan), finite
     return prediction, confidence, finite
+
+
+def _scores_beside_label(outputs: dict[str, np.ndarray], first: np.ndarray, n: int
+                         ) -> str | None:
+    """The name of the first float output of two or more values per row, when the first
+    output is an integer class per row; else None."""
+    if first.dtype.kind not in "iu" or first.shape[1] != 1 or len(outputs) < 2:
+        return None
+    return next((k for k, o in list(outputs.items())[1:]
+                 if o.dtype.kind == "f" and o.size and o.size % n == 0 and o.size // n >= 2),
+                None)
 
 
 def _probabilities_but_nan(first: np.ndarray, stats: _RowStats) -> bool:

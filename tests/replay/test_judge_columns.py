@@ -121,3 +121,20 @@ def test_a_second_output_with_nan_makes_the_row_not_finite():
     pred, conf, finite = judge_columns({"p": probs, "emb": extra}, 20)
     assert finite.tolist() == [i != 9 for i in range(20)]
     assert pred[9] == NO_CLASS and not np.isnan(conf[8])
+
+
+@pytest.mark.parametrize("label_shape", [(300,), (300, 1)])
+def test_a_label_output_before_the_scores_keeps_their_confidence(label_shape):
+    # scikit-learn's ONNX exports answer the label first, then the class probabilities.
+    rng = np.random.default_rng(4)
+    probs = probabilities(rng, 300, 3)
+    probs[[5, 77]] = np.nan
+    label = probs.argmax(axis=1).astype(np.int64).reshape(label_shape)
+    label[:3] = 2  # the label output has the last word on the class
+    pred, conf, finite = judge_columns({"label": label, "probabilities": probs}, 300)
+    _, alone_conf, alone_finite = judge_columns({"probabilities": probs}, 300)
+    assert np.array_equal(conf, alone_conf, equal_nan=True) and not np.isnan(conf[10])
+    assert np.array_equal(finite, alone_finite) and not finite[5] and not finite[77]
+    want = label.reshape(-1).copy()
+    want[[5, 77]] = NO_CLASS
+    assert pred.tolist() == want.tolist()

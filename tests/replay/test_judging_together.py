@@ -87,3 +87,33 @@ def test_a_cancelled_replay_judges_the_versions_it_finished(prepared, versions):
                     cancelled=lambda: bool(seen) and seen[-1] > 0.5)
     assert result.cancelled and len(result.runs) == 1
     assert_same_judgement(result.runs[0], alone(targets[0], prepared, 50))
+
+
+def test_a_model_answering_its_label_first_gets_the_same_verdicts(demo_db, versions, tmp_path):
+    # wine-v2 as scikit-learn exports a classifier: an int64 label output, then the
+    # probabilities. Its low-confidence captures must be judged on those probabilities.
+    import onnx
+    from onnx import TensorProto, helper
+
+    from app.core.replay import Criteria, select_cases
+
+    model = onnx.load(versions[1])
+    probs = model.graph.output[0].name
+    model.graph.node.append(helper.make_node("ArgMax", [probs], ["label"], axis=1, keepdims=0))
+    model.graph.output.insert(0, helper.make_tensor_value_info("label", TensorProto.INT64,
+                                                               ["n"]))
+    onnx.save(model, tmp_path / "wine-v2-sk.onnx")
+    store = Store(demo_db)
+    try:
+        cases = select_cases(store, Selection(limit=10_000, controls=10_000))
+    finally:
+        store.close()
+    result = replay(cases, [LocalOnnxTarget(versions[1]),
+                            LocalOnnxTarget(tmp_path / "wine-v2-sk.onnx")],
+                    criteria=Criteria(min_confidence=0.6))
+    plain, labelled = result.runs
+    assert np.array_equal(plain.prediction, labelled.prediction)
+    assert np.array_equal(plain.confidence, labelled.confidence, equal_nan=True)
+    assert np.array_equal(result.failing[0], result.failing[1])
+    low = np.array([c.capture.status == "low_confidence" for c in cases])
+    assert result.failing[1][low].any()  # some low-confidence cases still fail on v2
