@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.core.classes import class_names, label_index
 from app.core.versions import ModelVersion, VersionError, inspect_onnx
 
 if TYPE_CHECKING:
@@ -338,29 +339,6 @@ def predicted_classes(outputs: list, n: int) -> np.ndarray:
         classes = scores.argmax(axis=1).astype(np.int64)
     classes[~finite] = -1
     return classes
-
-
-def class_names(meta: dict) -> list[str]:
-    """The class names a model carries in its metadata (``classes``: comma-separated or a
-    JSON list), in index order; empty when it carries none."""
-    text = (meta or {}).get("classes", "")
-    if not text:
-        return []
-    try:
-        names = json.loads(text)
-        if isinstance(names, list):
-            return [str(x) for x in names]
-    except ValueError:
-        pass
-    return [x.strip() for x in text.split(",")]
-
-
-def label_index(label: str, names: list[str]) -> int:
-    """A validation label as a class index: the label itself when it is a whole number, else
-    its position among the model's class names; -2 (never predicted) when neither."""
-    if label.lstrip("-").isdigit():
-        return int(label)
-    return names.index(label) if label in names else -2
 
 
 def _measure_in_subprocess(path: str, provider: str, validation: str | None,

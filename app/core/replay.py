@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from app.core.classes import NEVER_PREDICTED, label_index
 from app.core.domain import CaptureStatus
 from app.core.replay_run import (
     NO_CLASS,
@@ -160,13 +161,16 @@ class VersionSummary:
     unanswered: int = 0  # cases the version could not be asked about: no verdict
     unanswered_reason: str | None = None
     error_reason: str | None = None  # the most common error among the answered cases
+    # Labelled cases whose label names no class of this version (a name its model does not
+    # carry in its ``classes`` metadata): they can never match its predictions.
+    unmatched_labels: int = 0
 
     def to_json(self) -> dict:
         return {"version": self.version, "cases": self.cases, "fixed": self.fixed,
                 "still_failing": self.still_failing, "newly_broken": self.newly_broken,
                 "failures": self.failures, "controls": self.controls, "errors": self.errors,
                 "unanswered": self.unanswered, "unanswered_reason": self.unanswered_reason,
-                "error_reason": self.error_reason,
+                "error_reason": self.error_reason, "unmatched_labels": self.unmatched_labels,
                 "latency_ms": {"p50": self.latency_p50_ms, "p95": self.latency_p95_ms},
                 "newly_broken_by_label": self.newly_broken_by_label}
 
@@ -304,24 +308,44 @@ class ReplayResult:
                 version=run.version, cases=len(self.cases), failures=len(control) - controls,
                 fixed=len(control) - controls - still_failing - unanswered_failures,
                 still_failing=still_failing, controls=controls, newly_broken=newly_broken,
-                errors=len(run.errors), latency_p50_ms=p50, latency_p95_ms=p95,
+                errors=len(run.errors) - len(run.unanswered),
+                latency_p50_ms=p50, latency_p95_ms=p95,
                 newly_broken_by_label=dict(sorted(by_label.items())),
                 unanswered=len(run.unanswered),
                 unanswered_reason=(run.errors.get(min(run.unanswered)) if run.unanswered
                                    else None),
                 error_reason=_most_common(
-                    e for i, e in run.errors.items() if i not in run.unanswered)))
+                    e for i, e in run.errors.items() if i not in run.unanswered),
+                unmatched_labels=self.unmatched_labels(run.class_names)))
         return out
 
+    def first_failing_counts(self) -> tuple[dict[str, int], int]:
+        """Bisect in numbers, over the failures: how many first fail on each version (in run
+        order, versions with none left out), and how many fail on no version."""
+        control = self.control_mask.tolist()
+        counts = Counter(v for v, c in zip(self.first_failing(), control, strict=True)
+                         if not c)
+        return ({r.version: counts[r.version] for r in self.runs if counts[r.version]},
+                counts[None])
+
+    def unmatched_labels(self, names: Sequence[str]) -> int:
+        """Labelled cases whose label names no class of a model called ``names``."""
+        if self.prepared is not None:
+            return self.prepared.unmatched_labels(names)
+        return sum(1 for i in range(len(self.cases)) if (label := self.label(i)) is not None
+                   and label_index(label, names) == NEVER_PREDICTED)
+
     def to_json(self) -> dict:
+        first, on_none = self.first_failing_counts()
         return {"replay_id": self.replay_id, "cancelled": self.cancelled,
-                "versions": [s.to_json() for s in self.summaries()]}
+                "versions": [s.to_json() for s in self.summaries()],
+                "first_failing": first, "failing_on_no_version": on_none}
 
 
 def judge(prepared: CaseSet, run: VersionRun, criteria: Criteria,
           limits: np.ndarray | None = None) -> np.ndarray:
     """Whether each case fails on this version (see the module docstring), as one bool array."""
-    failing = run.prediction != prepared.labels
+    failing = run.prediction != prepared.labels_for(run.class_names)
     if not prepared.every_labelled:
         failing &= prepared.has_label
     if not run.finite.all():  # one pass; nearly every run is finite throughout

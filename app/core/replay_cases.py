@@ -16,11 +16,12 @@ from typing import overload
 import numpy as np
 
 from app.core import codec
+from app.core.classes import NEVER_PREDICTED, label_index
 from app.core.domain import Capture, CaptureStatus, TensorBlob
 from app.core.replay_targets import ReplayError
 from app.core.store import Store
 
-_NO_LABEL_MATCH = -2  # a label that is not a class index never equals a predicted index
+_NO_LABEL_MATCH = NEVER_PREDICTED  # a label that names no class never equals a prediction
 _NO_LABEL = -3  # no label at all (never equals a prediction either)
 _KIND_CODES = {s: k for k, s in enumerate(CaptureStatus)}  # StrEnum: keys match plain strings
 _LOW, _SLOW = _KIND_CODES[CaptureStatus.LOW_CONFIDENCE], _KIND_CODES[CaptureStatus.SLOW]
@@ -97,6 +98,31 @@ class CaseSet:
         """Case ``i``'s captured inputs (used for the few cases that run alone)."""
         return self.cases[i].capture.inputs
 
+    def labels_for(self, names: Sequence[str]) -> np.ndarray:
+        """The label codes for a version whose model names its classes ``names`` (its
+        ``classes`` metadata): a label given by name becomes that class's index. Without
+        names, ``labels``."""
+        if not names:
+            return self.labels
+        key = tuple(names)
+        cached = self._named_labels.get(key)
+        if cached is None:
+            codes = {lab: _NO_LABEL if lab is None else label_index(lab, key)
+                     for lab in set(self.label_texts)}
+            cached = self._named_labels[key] = np.fromiter(
+                map(codes.__getitem__, self.label_texts), dtype=np.int64,
+                count=len(self.label_texts))
+        return cached
+
+    @functools.cached_property
+    def _named_labels(self) -> dict[tuple[str, ...], np.ndarray]:
+        return {}
+
+    def unmatched_labels(self, names: Sequence[str]) -> int:
+        """How many labelled cases name no class of such a version: compared with its
+        predictions they can never match."""
+        return int(np.count_nonzero(self.labels_for(names) == _NO_LABEL_MATCH))
+
 
 Facts = tuple[str | None, float | None, str | None]  # endpoint, latency ms, model version
 
@@ -106,9 +132,7 @@ def _facts(capture: Capture) -> Facts:
 
 
 def _label_code(label: str | None) -> int:
-    if label is None:
-        return _NO_LABEL
-    return int(label) if label.lstrip("-").isdigit() else _NO_LABEL_MATCH
+    return _NO_LABEL if label is None else label_index(label, ())
 
 
 def _columns(labels: list, statuses: list

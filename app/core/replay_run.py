@@ -44,6 +44,7 @@ class VersionRun:
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # stacked, one row per case
     irregular: dict[int, list[tuple[str, np.ndarray]]] = field(default_factory=dict)
     model_version: str | None = None  # as the model says it (ONNX metadata, a server's path)
+    class_names: list[str] = field(default_factory=list)  # its ``classes`` metadata, if any
 
     def output(self, i: int) -> list[tuple[str, np.ndarray]]:
         """Case ``i``'s outputs (name, array with a batch dim of 1); empty after an error."""
@@ -503,7 +504,8 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
     unjudged = np.empty(0)
     run = VersionRun(target.name, target.location, unjudged.astype(np.int64), unjudged,
                      latency, unjudged.astype(bool), errors, unanswered, columns.outputs,
-                     columns.irregular, getattr(target, "model_version", None))
+                     columns.irregular, getattr(target, "model_version", None),
+                     list(getattr(target, "class_names", [])))
     if judge:
         judge_runs([run], n)
     return run

@@ -78,8 +78,8 @@ def save_replay(store: Store, result: ReplayResult, title: str | None = None) ->
         "created_ns": time.time_ns(),
         "title": title,
         "selection": json.dumps(asdict(result.selection) if result.selection else None),
-        "versions": json.dumps([{"name": r.version, "location": r.location}
-                                for r in result.runs]),
+        "versions": json.dumps([{"name": r.version, "location": r.location,
+                                 "classes": r.class_names} for r in result.runs]),
         "criteria": json.dumps(asdict(result.criteria)),
         "cancelled": result.cancelled,
     }
@@ -150,7 +150,8 @@ def load_replay(store: Store, replay_id: int) -> ReplayResult:
                 col.place(slice(i, i + 1), 1, outs)
                 finite[i] = all(np.isfinite(a).all() for _, a in outs if a.dtype.kind == "f")
         runs.append(VersionRun(v["name"], v["location"], prediction, confidence, latency,
-                               finite, errors, unanswered, col.outputs, col.irregular))
+                               finite, errors, unanswered, col.outputs, col.irregular,
+                               class_names=v.get("classes", [])))
         failing.append(fail)
     return ReplayResult(cases, runs, criteria, selection, bool(meta["cancelled"]),
                         replay_id=int(meta["id"]), failing=failing)

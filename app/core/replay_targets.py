@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from app.core.classes import class_names
 from app.core.domain import EndpointUri, UriError
 from probes.base import ProbeError
 from probes.http_common import (
@@ -43,6 +44,7 @@ class Target(ABC):
     name: str
     location: str
     warmed: bool = False  # set by the replay after one untimed call
+    class_names: list[str] = []  # noqa: RUF012  (read only: the model's own, where it names them)
 
     @abstractmethod
     def run(self, feeds: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
@@ -81,6 +83,7 @@ class LocalOnnxTarget(Target):
         meta = self.session.get_modelmeta()
         self.name = name or Path(path).stem
         self.model_version = meta.custom_metadata_map.get("version")
+        self.class_names = class_names(meta.custom_metadata_map)
         self._inputs = self.session.get_inputs()
         self._dtypes = {i.name: _ORT_DTYPES.get(i.type) for i in self._inputs}
         self._ranks = {i.name: tuple(i.shape or ()) for i in self._inputs}
