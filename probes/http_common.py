@@ -96,7 +96,10 @@ def split_http_target(uri: EndpointUri, example: str) -> tuple[str, str]:
     transport = uri.scheme.rpartition("+")[2]
     if transport not in ("http", "https") or not uri.target.startswith("//"):
         raise ProbeError(f"'{uri}' is not a valid endpoint; expected {example}")
-    parts = urlsplit(f"{transport}:{uri.target}")
+    try:
+        parts = urlsplit(f"{transport}:{uri.target}")
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise ProbeError(f"'{uri}' is not a valid URL ({exc}); expected {example}") from None
     if not parts.hostname:
         raise ProbeError(f"'{uri}' names no host; expected {example}")
     if parts.username or parts.password:

@@ -21,10 +21,12 @@ from pathlib import Path
 import onnx
 
 from app.core.domain import EndpointUri, UriError, not_a_file
+from app.core.replay_targets import ReplayError, open_target
 from app.core.store import Store
 
 KIND_ONNX = "onnx"
 KIND_REMOTE = "remote"
+REPLAYABLE_SCHEMES = frozenset({"v2", "tfserving"})  # the servers a replay can ask
 _CHUNK = 1 << 20
 
 
@@ -199,6 +201,13 @@ def remote_version(uri: str, name: str | None = None, version: str | None = None
     elif "versions" in parts[2:-1]:  # .../NAME/versions/V (TF Serving's form, host first)
         at = parts.index("versions", 2)
         model, path_version = parts[at - 1], parts[at + 1]
+    if parsed.scheme.partition("+")[0] in REPLAYABLE_SCHEMES:
+        # Checked now with the replay's own rule: a URI the replay refuses would otherwise
+        # be registered, then fail every replay it is ticked in.
+        try:
+            open_target(str(parsed)).close()
+        except ReplayError as exc:
+            raise VersionError(str(exc)) from None
     version = version or path_version
     return ModelVersion(name=name or (f"{model}@{version}" if version else model),
                         kind=KIND_REMOTE, location=str(parsed), version=version)

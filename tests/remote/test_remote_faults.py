@@ -182,6 +182,7 @@ def test_bad_uris_and_user_errors_are_one_line_probe_errors(fault_server, monkey
         ("v2+http://127.0.0.1:1", "does not name a model"),
         ("v2+http:/models/m", "expected v2+http://HOST:PORT/models/NAME"),
         ("v2+http://user:pw@127.0.0.1:1/models/m", "credentials do not belong"),
+        ("v2+http://[::1/models/m", "is not a valid URL"),
         (f"v2+http://127.0.0.1:{fault_server.port}/models/m?timeout_s=-1", "must be positive"),
         (f"v2+http://127.0.0.1:{fault_server.port}/models/m?token_env=PS_NOT_SET",
          "PS_NOT_SET"),

@@ -271,3 +271,20 @@ def test_weights_inside_subgraphs_are_counted(tmp_path):
                               opset_imports=[helper.make_opsetid("", 17)])
     onnx.save(model, str(tmp_path / "if.onnx"))
     assert inspect_onnx(tmp_path / "if.onnx").parameters == 3 + 5 + 7
+
+
+@pytest.mark.parametrize(("uri", "said"), [
+    ("v2+http://[::1/models/x", "is not a valid URL"),
+    ("v2+http://127.0.0.1:9/x", "does not name a model"),
+    ("tfserving+http://[::1/v1/models/x", "is not a valid URL"),
+])
+def test_a_server_uri_the_replay_would_refuse_is_not_registered(workspace, uri, said):
+    # Registered, it would have failed every replay it was ticked in (a malformed IPv6 host
+    # even as "internal error: ValueError").
+    store = Store(workspace)
+    try:
+        with pytest.raises(VersionError, match=re.escape(said)):
+            register(store, uri)
+        assert registered(store) == []
+    finally:
+        store.close()
