@@ -337,9 +337,14 @@ class ReplayResult:
 
     def to_json(self) -> dict:
         first, on_none = self.first_failing_counts()
+        unjudged, made_by = self.unjudged_slow()
         return {"replay_id": self.replay_id, "cancelled": self.cancelled,
                 "versions": [s.to_json() for s in self.summaries()],
-                "first_failing": first, "failing_on_no_version": on_none}
+                "first_failing": first, "failing_on_no_version": on_none,
+                # SLOW failures with no SLO, or whose recording version was not replayed:
+                # their verdicts come from the outputs alone (see ``unjudged_slow``).
+                "slow_judged_on_outputs_only": unjudged,
+                "slow_recorded_by_versions_not_replayed": made_by}
 
 
 def judge(prepared: CaseSet, run: VersionRun, criteria: Criteria,

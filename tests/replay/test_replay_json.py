@@ -1,0 +1,35 @@
+"""What a replay's JSON carries beside the per-version counts: the bisect, and how many SLOW
+failures were judged on their outputs alone (so a script reading "fixed" knows)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from app.core.replay import Criteria, Selection, replay, select_case_set
+from app.core.replay_targets import LocalOnnxTarget
+from app.core.store import Store
+from tests.replay.conftest import record_stream
+
+
+def test_slow_failures_judged_on_outputs_only_are_counted_in_the_json(tmp_path, versions):
+    db = tmp_path / "slow.db"
+    record_stream(db, versions[0], rows=200, extra="&slo_ms=0.000001")
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE captures SET latency_ms = 0.25 WHERE status = 'slow'")
+        conn.execute("UPDATE endpoints SET slo_ms = 0.1")
+    store = Store(db)
+    try:
+        cases = select_case_set(store, Selection(kinds=("slow",), controls=0))
+        criteria = Criteria(endpoint_slo_ms=store.slo_by_endpoint())
+    finally:
+        store.close()
+    assert len(cases) > 20
+    # The recording version (wine-v1) is not replayed: nothing to read the recorded
+    # latency against, so every SLOW failure is judged on its outputs.
+    doc = replay(cases, [LocalOnnxTarget(versions[1])], criteria=criteria).to_json()
+    assert doc["slow_judged_on_outputs_only"] == len(cases)
+    assert doc["slow_recorded_by_versions_not_replayed"] == ["1.0.0"]
+    # With it, they are judged on latency: none left to mention.
+    doc = replay(cases, [LocalOnnxTarget(v) for v in versions[:2]], criteria=criteria).to_json()
+    assert doc["slow_judged_on_outputs_only"] == 0
+    assert doc["slow_recorded_by_versions_not_replayed"] == []
