@@ -5,6 +5,7 @@ Fed plain data by its owner. Thread: GUI only.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,8 @@ from PySide6.QtWidgets import (
 
 VERSION_COLORS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1")
 MAX_CLASS_TICKS = 20  # more classes than this: the axis picks its own ticks
+LEGEND_NAME_CHARS = 24  # a longer version name is cut in the legend (whole in its tooltip)
+MAX_LISTED_CLASSES = 6  # classes named in a legend note before "…"
 VERDICT_COLORS = {"fixed": "#2e7d32", "still_failing": "#c62828", "newly_broken": "#ef6c00",
                   "ok": "#546e7a", "no_answer": "#9e9e9e"}
 
@@ -55,6 +58,28 @@ def image_of(array: np.ndarray) -> np.ndarray | None:
     return a if grey or colour else None
 
 
+def non_finite_note(scores: np.ndarray) -> str:
+    """What a version's bars leave out: ``""``, ``"NaN: no bars"`` when nothing is finite, or
+    ``"NaN at class 1, 2"`` / ``"inf at class 0"``. A NaN drawn as a bar of height 0 would
+    read as an output of 0."""
+    notes = []
+    for word, bad in (("NaN", np.isnan(scores)), ("inf", np.isinf(scores))):
+        if bad.all():
+            return f"{word}: no bars"
+        if bad.any():
+            where = np.flatnonzero(bad).tolist()
+            listed = ", ".join(map(str, where[:MAX_LISTED_CLASSES]))
+            more = ", …" if len(where) > MAX_LISTED_CLASSES else ""
+            notes.append(f"{word} at class {listed}{more}")
+    return "; ".join(notes)
+
+
+def _unbroken(text: str) -> str:
+    """Escaped, with no-break spaces and a word joiner after each hyphen (Qt breaks a line
+    after one: wine-|v2): the legend wraps between versions, never inside one."""
+    return html.escape(text).replace(" ", "&nbsp;").replace("-", "-\u2060")
+
+
 def _to_qimage(a: np.ndarray) -> QImage:
     a = a.astype(np.float64)
     finite = np.isfinite(a)
@@ -84,7 +109,14 @@ class CaseViewWidget(QWidget):
         self.input_stack.setMaximumWidth(240)  # names and values; the bars get the rest
         self.bars = pg.PlotWidget()
         self.bars.setMinimumHeight(110)
-        self.bars.addLegend(offset=(5, 5))
+        # The legend is a line above the plot, not pyqtgraph's legend inside it: that one sat
+        # over the first class's bars (the tallest, for a confident answer), and its swatches
+        # read as bar tops. Entries wrap between versions when the pane is narrow.
+        self.legend = QLabel()
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        self.legend.setWordWrap(True)
+        # Clipped rather than widening the dock when an entry cannot wrap in a narrow pane.
+        self.legend.setMinimumWidth(40)
         self.bars.setLabel("bottom", "class")
         self.bars.setLabel("left", "output")
         for name in ("left", "bottom"):  # probabilities read as 0-1, not "x0.001"
@@ -104,8 +136,14 @@ class CaseViewWidget(QWidget):
         self.answers.verticalHeader().setVisible(False)
         # One row per version stays readable under the bars, however short the dock.
         self.answers.setMinimumHeight(120)
+        chart = QWidget()
+        chart_layout = QVBoxLayout(chart)
+        chart_layout.setContentsMargins(0, 0, 0, 0)
+        chart_layout.setSpacing(2)
+        chart_layout.addWidget(self.legend)
+        chart_layout.addWidget(self.bars, 1)
         right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(self.bars)
+        right.addWidget(chart)
         right.addWidget(self.answers)
         right.setChildrenCollapsible(False)
         split = QSplitter(Qt.Orientation.Horizontal)
@@ -117,11 +155,13 @@ class CaseViewWidget(QWidget):
         layout.addWidget(self.title)
         layout.addWidget(split, 1)
         self._bar_items: list[pg.BarGraphItem] = []
+        self._notes: list[pg.TextItem] = []  # said on the plot when it has no bar at all
 
     def showing_image(self) -> bool:
         return self.input_stack.currentWidget() is self.image
 
     def bar_count(self) -> int:
+        """How many versions have bars drawn (one whose outputs are all NaN has none)."""
         return len(self._bar_items)
 
     def clear(self) -> None:
@@ -131,12 +171,12 @@ class CaseViewWidget(QWidget):
         self._clear_bars()
 
     def _clear_bars(self) -> None:
-        for item in self._bar_items:
+        for item in [*self._bar_items, *self._notes]:
             self.bars.removeItem(item)
         self._bar_items = []
-        legend = self.bars.plotItem.legend
-        if legend is not None:
-            legend.clear()
+        self._notes = []
+        self.legend.clear()
+        self.legend.setToolTip("")
 
     def show_case(self, title: str, array: np.ndarray | None, feature_names: list[str],
                   answers: list[VersionAnswer]) -> None:
@@ -187,11 +227,32 @@ class CaseViewWidget(QWidget):
         # under bars grouped per class.
         self.bars.getAxis("bottom").setTicks(
             [[(c, str(c)) for c in range(classes)]] if classes <= MAX_CLASS_TICKS else None)
+        entries, tips = [], []
         for k, a in enumerate(shown):
-            scores = np.nan_to_num(a.scores.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+            scores = a.scores.astype(np.float64)
+            finite = np.isfinite(scores)
             x = np.arange(len(scores)) - 0.4 + width * (k + 0.5)
             color = VERSION_COLORS[k % len(VERSION_COLORS)]
-            item = pg.BarGraphItem(x=x, height=scores, width=width * 0.9, brush=color,
-                                   name=a.version)
-            self.bars.addItem(item)
-            self._bar_items.append(item)
+            if finite.any():  # no bar where there is no number (a 0 would read as an answer)
+                item = pg.BarGraphItem(x=x[finite], height=scores[finite], width=width * 0.9,
+                                       brush=color, name=a.version)
+                self.bars.addItem(item)
+                self._bar_items.append(item)
+            note = non_finite_note(scores)
+            name = a.version if len(a.version) <= LEGEND_NAME_CHARS else \
+                a.version[:LEGEND_NAME_CHARS - 1] + "…"
+            entry = f'<span style="color:{color}">&#9632;</span>&nbsp;{_unbroken(name)}'
+            if note:  # a long list of classes may wrap: it must not widen the pane
+                short = len(note) <= 20
+                entry += ("&nbsp;" if short else " ") + \
+                    f"<i>({_unbroken(note) if short else html.escape(note)})</i>"
+            entries.append(entry)
+            tips.append(a.version + (f": {note}" if note else ""))
+        self.legend.setText("&nbsp;&nbsp; ".join(entries))
+        self.legend.setToolTip("\n".join(tips))
+        if not self._bar_items:  # an empty plot says why it is empty
+            text = pg.TextItem("no finite output:\nno bars", anchor=(0.5, 0.5),
+                               color="#9e9e9e")
+            text.setPos((classes - 1) / 2, 0.5)
+            self.bars.addItem(text)
+            self._notes.append(text)

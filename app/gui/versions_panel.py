@@ -39,12 +39,15 @@ from app.core.contract import (
     ContractReport,
     TargetCheck,
     check_contract,
+    contract_path_for,
 )
 from app.core.store import Store
 from app.core.versions import (
     KIND_ONNX,
     ModelVersion,
+    VersionError,
     free_name,
+    inspect_onnx,
     register,
     registered,
     remote_version,
@@ -56,11 +59,46 @@ log = logging.getLogger(__name__)
 
 VERSION_COLUMNS = ("name", "version", "kind", "parameters", "opset", "producer", "size",
                    "sha256", "signature / location")
+# Why a version has no report. Only NO_CONTRACT is a state the user chose (nothing promised);
+# the other two are mistakes to fix, and must not read as it.
+NO_CONTRACT = "no_contract"
+CONTRACT_ERROR = "contract_error"  # a contract (or its validation file) that cannot be used
+UNREADABLE = "unreadable"  # the model file itself cannot be read
+PROBLEM_TEXT = {NO_CONTRACT: "no contract", CONTRACT_ERROR: "contract error",
+                UNREADABLE: "cannot read model"}
 CELL_COLORS = {PASS: "#2e7d32", FAIL: "#c62828", "unreachable": "#607d8b",
-               "unsupported": "#607d8b", "no_contract": "#607d8b"}
+               "unsupported": "#607d8b", NO_CONTRACT: "#607d8b", CONTRACT_ERROR: "#6a1b9a",
+               UNREADABLE: "#6a1b9a"}
 _SHORT = {"accuracy": "acc", "latency_p95_ms": "p95", "peak_memory_mb": "mem",
           "parameters": "params"}
 _UNITS = {"latency_p95_ms": " ms", "peak_memory_mb": " MB"}
+
+
+class ContractProblem(str):
+    """Why a version has no contract report: the reason, as a plain ``str`` (what
+    ``contracts_checked`` has always carried), with ``kind`` (NO_CONTRACT, CONTRACT_ERROR or
+    UNREADABLE) saying whether that is a choice or a mistake."""
+
+    kind: str
+
+    def __new__(cls, reason: str, kind: str) -> ContractProblem:
+        problem = super().__new__(cls, reason)
+        problem.kind = kind
+        return problem
+
+
+def problem_kind(report: str) -> str:
+    return getattr(report, "kind", NO_CONTRACT)
+
+
+def figure(value: float | str) -> str:
+    """A measured figure or limit as the registry row writes numbers: whole numbers with
+    thousands separators (``14,180,352``, not ``1.41804e+07``), others to 6 digits."""
+    if isinstance(value, str | bool):
+        return str(value)
+    if isinstance(value, int) or (value.is_integer() and abs(value) >= 1000):
+        return f"{int(value):,}"
+    return f"{value:,.0f}" if abs(value) >= 1e5 else f"{value:g}"
 
 
 def cell_text(check: TargetCheck) -> str:
@@ -71,8 +109,8 @@ def cell_text(check: TargetCheck) -> str:
     for c in check.clauses:
         if c.name in _SHORT and c.measured is not None:
             mark = "✗ " if c.status == FAIL else ""
-            value = c.measured if isinstance(c.measured, str) else f"{c.measured:g}"
-            parts.append(f"{mark}{_SHORT[c.name]} {value}{_UNITS.get(c.name, '')}")
+            parts.append(f"{mark}{_SHORT[c.name]} {figure(c.measured)}"
+                         f"{_UNITS.get(c.name, '')}")
         elif c.status == FAIL:
             parts.append(f"✗ {c.name}")
     return " · ".join(parts)
@@ -81,10 +119,24 @@ def cell_text(check: TargetCheck) -> str:
 def cell_tooltip(check: TargetCheck) -> str:
     lines = [f"{check.target}: {check.status}"] + ([check.reason] if check.reason else [])
     for c in check.clauses:
-        limit = "no limit" if c.limit is None else f"limit {c.limit}"
-        lines.append(f"{c.status:>8}  {c.name}: {c.measured} ({limit})"
+        limit = "no limit" if c.limit is None else f"limit {figure(c.limit)}"
+        measured = "-" if c.measured is None else figure(c.measured)
+        lines.append(f"{c.status:>8}  {c.name}: {measured} ({limit})"
                      + (f" — {c.detail}" if c.detail else ""))
     return "\n".join(lines)
+
+
+def why_no_report(location: str, error: ContractError) -> ContractProblem:
+    """Sort a failed check: no contract beside the model (a choice), or a model file or
+    contract that cannot be used (a mistake). check_contract says which only in its message,
+    so the file and the contract are looked at again; only failed checks pay for it."""
+    try:
+        inspect_onnx(location)
+    except VersionError:
+        return ContractProblem(str(error), UNREADABLE)
+    if contract_path_for(location) is None:
+        return ContractProblem(str(error), NO_CONTRACT)
+    return ContractProblem(str(error), CONTRACT_ERROR)
 
 
 class VersionsPanel(QWidget):
@@ -128,8 +180,11 @@ class VersionsPanel(QWidget):
         self.remove_button.setToolTip("Unregister the selected versions (Delete); the files "
                                       "stay and saved replays keep their results")
         self.remove_button.clicked.connect(self.remove_selected)
-        QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), self.table,
-                  self.remove_selected, context=Qt.ShortcutContext.WidgetShortcut)
+        # Set after construction: PySide6 6.11 ignores context= in the constructor, and a
+        # window-wide Delete collides with the Replay panel's (neither fires).
+        delete = QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), self.table,
+                           self.remove_selected)
+        delete.setContext(Qt.ShortcutContext.WidgetShortcut)
         self.check_button = QPushButton("Check contracts")
         self.check_button.clicked.connect(self.check_contracts)
         self.cancel_button = QPushButton("Cancel")
@@ -211,9 +266,13 @@ class VersionsPanel(QWidget):
                 elif report is None:
                     item = QTableWidgetItem("not checked")
                 elif isinstance(report, str):
-                    item = QTableWidgetItem("no contract")
+                    kind = problem_kind(report)
+                    item = QTableWidgetItem(PROBLEM_TEXT[kind])
                     item.setToolTip(report)
-                    item.setBackground(QColor(CELL_COLORS["no_contract"]))
+                    item.setBackground(QColor(CELL_COLORS[kind]))
+                    if kind != NO_CONTRACT:  # a mistake to fix: as loud as a result
+                        item.setForeground(QColor("white"))
+                    item.setData(Qt.ItemDataRole.UserRole, kind)
                 else:
                     check = next((t for t in report.targets if t.target == target), None)
                     if check is None:
@@ -232,6 +291,12 @@ class VersionsPanel(QWidget):
         if report is None or isinstance(report, str):
             return None
         return next((t.status for t in report.targets if t.target == target), None)
+
+    def problem(self, version: str) -> str | None:
+        """Why ``version`` has no contract report: NO_CONTRACT, CONTRACT_ERROR or UNREADABLE
+        (None when it has one, or was not checked)."""
+        report = self.reports.get(version)
+        return problem_kind(report) if isinstance(report, str) else None
 
     def add_version(self, location: str | Path) -> Job:
         """Register an ONNX file (named by its stem, or stem@folder when another file has
@@ -339,14 +404,14 @@ class VersionsPanel(QWidget):
                 try:
                     out[v.name] = check_contract(v.location, targets, runs=runs)
                 except ContractError as exc:
-                    out[v.name] = str(exc)
+                    out[v.name] = why_no_report(v.location, exc)
                 progress((k + 1) / max(1, len(versions)))
             return out
 
         job = Job(work)
         job.signals.progressed.connect(lambda f: self.progress.setValue(int(f * 1000)))
-        job.signals.finished.connect(lambda reports: self._on_check_finished(reports,
-                                                                             checked_sha))
+        job.signals.finished.connect(lambda reports: self._on_check_finished(
+            reports, checked_sha, len(versions)))
         job.signals.failed.connect(self._on_check_failed)
         self._job = job
         self.check_button.setEnabled(False)
@@ -363,8 +428,11 @@ class VersionsPanel(QWidget):
             self.status.setText("cancelling after the version being measured…")
 
     def _on_check_finished(self, reports: dict[str, ContractReport | str],
-                           checked_sha: dict[str, str | None] | None = None) -> None:
+                           checked_sha: dict[str, str | None] | None = None,
+                           asked: int | None = None) -> None:
         cancelled = self._job is not None and self._job.is_cancelled()
+        if asked is not None and len(reports) >= asked:
+            cancelled = False  # Cancel came during the last version: every result is here
         self._job = None
         self.check_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
@@ -383,10 +451,30 @@ class VersionsPanel(QWidget):
             self.reports[name] = report
             self._checked_sha[name] = sha
         self._fill_contract_table()
-        self.progress.setValue(1000)
-        self.status.setText(f"checked {len(reports)} versions"
+        if not cancelled:  # a cancelled check leaves the bar where it stopped
+            self.progress.setValue(1000)
+        self.status.setText(self._check_summary(reports)
                             + ("; cancelled before the rest" if cancelled else ""))
         self.contracts_checked.emit(reports)
+
+    @staticmethod
+    def _check_summary(reports: dict[str, ContractReport | str]) -> str:
+        """``checked 2 of 4 versions; 2 could not be checked: wine-v2 (contract error), …``:
+        a version whose contract or file is broken is not one that went well."""
+        broken = {name: problem_kind(r) for name, r in reports.items()
+                  if isinstance(r, str) and problem_kind(r) != NO_CONTRACT}
+        bare = sum(isinstance(r, str) and problem_kind(r) == NO_CONTRACT
+                   for r in reports.values())
+        measured = len(reports) - bare - len(broken)
+        text = (f"checked {measured} of {len(reports)} versions" if measured < len(reports)
+                else f"checked {len(reports)} version{'s' if len(reports) != 1 else ''}")
+        if bare:
+            text += f"; {bare} {'has' if bare == 1 else 'have'} no contract"
+        if broken:
+            names = ", ".join(f"{name} ({PROBLEM_TEXT[kind]})" for name, kind in broken.items())
+            text += (f"; {len(broken)} could not be checked: {names} (the cell's tooltip "
+                     "says why)")
+        return text
 
     def _on_check_failed(self, message: str) -> None:
         self._job = None
