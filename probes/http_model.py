@@ -39,7 +39,7 @@ from probes.http_common import (
     Unreachable,
     split_http_target,
 )
-from probes.onnx_local import classify
+from probes.onnx_local import classify_outputs
 from probes.payload import Payload, load_payload
 
 log = logging.getLogger(__name__)
@@ -71,20 +71,9 @@ class Decoded:
 
 
 def predict(outputs: dict[str, np.ndarray]) -> tuple[str | None, float | None]:
-    """Class and confidence from the first output: scores (argmax) or a class label itself."""
-    if not outputs:
-        return None, None
-    first = next(iter(outputs.values()))
-    if first.size == 0:
-        return None, None
-    prediction, confidence = classify(first) if first.dtype.kind == "f" else (None, None)
-    if prediction is None and first.size == 1:
-        value = first.reshape(-1)[0]
-        if first.dtype.kind in "biuUSO":
-            prediction = str(value.item() if hasattr(value, "item") else value)
-        elif first.dtype.kind == "f" and np.isfinite(value) and float(value).is_integer():
-            prediction = str(int(value))  # a class id that a server sent as a float
-    return prediction, confidence
+    """Class and confidence: the first output's scores, or a class label itself (with the
+    confidence of the scores after it, as scikit-learn's exports answer)."""
+    return classify_outputs(list(outputs.values()))
 
 
 def uri_payload(uri: EndpointUri, options: ProbeOptions) -> Payload | None:

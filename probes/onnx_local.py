@@ -199,6 +199,29 @@ def classify(output: np.ndarray) -> tuple[str | None, float | None]:
     return str(top), None  # logits: a class but no calibrated confidence
 
 
+def classify_outputs(outputs: list) -> tuple[str | None, float | None]:
+    """Top class and confidence from a model's outputs: the first output's scores, or, when
+    the first output is the class itself (scikit-learn's exports answer a label, then the
+    class probabilities), that class with the confidence of the first scores after it."""
+    arrays = [o for o in outputs if isinstance(o, np.ndarray)]
+    if not arrays or arrays[0].size == 0:
+        return None, None
+    first = arrays[0]
+    if first.dtype.kind == "f" and first.size >= 2:
+        return classify(first)
+    if first.size != 1:
+        return None, None
+    value = first.reshape(-1)[0]
+    if first.dtype.kind in "biuUSO":
+        prediction = str(value.item() if hasattr(value, "item") else value)
+    elif first.dtype.kind == "f" and np.isfinite(value) and float(value).is_integer():
+        prediction = str(int(value))  # a class id sent as a float
+    else:
+        return None, None
+    scores = next((a for a in arrays[1:] if a.dtype.kind == "f" and a.size >= 2), None)
+    return prediction, (classify(scores)[1] if scores is not None else None)
+
+
 @register("onnx")
 class OnnxProbe(Probe):
     params = frozenset({"provider", "payload", "rate", "capture", "slo_ms", "min_confidence",
@@ -340,7 +363,7 @@ class OnnxProbe(Probe):
         if not all(np.isfinite(o).all() for o in outputs
                    if isinstance(o, np.ndarray) and o.dtype.kind == "f"):
             return CaptureStatus.NON_FINITE, None, None
-        prediction, confidence = classify(outputs[0])
+        prediction, confidence = classify_outputs(outputs)
         return self._verdict(request, latency_ms, prediction, confidence), prediction, confidence
 
     def _verdict(self, request: Request, latency_ms: float, prediction: str | None,

@@ -198,8 +198,10 @@ def to_capture(x: Exchange, upstream: str) -> tuple[Capture, list[Sample]] | Non
             prediction, confidence = answer.named
         elif first is not None and first.shape:
             # Scores (argmax, and a confidence when they are probabilities) or, as MLServer's
-            # scikit-learn runtime answers by default, the class itself.
-            prediction, confidence = predict({first.name: first.to_array()})
+            # scikit-learn runtime answers by default, the class itself (with the confidence
+            # of the scores after it, when the answer holds them too).
+            prediction, confidence = predict({t.name: t.to_array() for t in outputs
+                                              if not t.name.endswith("_body") and t.shape})
     capture = Capture(
         endpoint=endpoint, ts_ns=x.ts_ns, latency_ms=x.latency_ms, status=status,
         inputs=inputs, outputs=outputs, request_id=request_id or uuid.uuid4().hex,

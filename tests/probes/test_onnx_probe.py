@@ -221,3 +221,33 @@ def test_each_remote_kind_reads_as_its_own_scheme(monkeypatch):
 def test_a_misspelt_or_unknown_uri_parameter_is_refused_not_ignored(demo_model, uri, words):
     with pytest.raises(ProbeError, match=re.escape(words)):
         open_probe(uri.format(model=demo_model), Bus())
+
+
+def test_a_model_answering_its_label_first_is_judged_like_the_same_model(demo_dir, tmp_path):
+    # scikit-learn's exports answer the label, then the probabilities: the label is the
+    # prediction and the probabilities still give the confidence (so low confidence is seen).
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(demo_dir / "wine-v1.onnx")
+    probs = model.graph.output[0].name
+    model.graph.node.append(helper.make_node("ArgMax", [probs], ["label"], axis=1, keepdims=0))
+    model.graph.output.insert(0, helper.make_tensor_value_info("label", TensorProto.INT64,
+                                                               ["n"]))
+    onnx.save(model, tmp_path / "sk.onnx")
+    rows = pd.read_csv(demo_dir / "production.csv").iloc[:300]
+    payload = tmp_path / "rows.csv"
+    rows.to_csv(payload, index=False)
+    judged = {}
+    for name in ("wine-v1", "sk"):
+        path = demo_dir / "wine-v1.onnx" if name == "wine-v1" else tmp_path / "sk.onnx"
+        bus = Bus()
+        probe = open_probe(f"onnx:{path}?payload={payload}&min_confidence=0.6", bus)
+        for _ in range(len(rows)):
+            probe.step()
+        probe.settle()
+        _, captures = _drain(bus)
+        judged[name] = [(str(c.status), c.prediction, c.confidence) for c in captures]
+    assert judged["sk"] == judged["wine-v1"]
+    statuses = {s for s, _, _ in judged["sk"]}
+    assert {"mismatch", "low_confidence", "ok"} <= statuses
