@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import math
 from datetime import datetime
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QColor
 
 from app.core.demo import DEMO_DIR
-from app.core.replay import NO_CLASS, Case, ReplayResult
+from app.core.replay import NO_CLASS, Case, ReplayResult, VersionRun
 from widgets.case_view import VERDICT_COLORS, VersionAnswer
 
 _INDEX = QModelIndex()
@@ -41,6 +42,23 @@ def _short(uri: str, width: int = 32) -> str:
     if uri.startswith("onnx:"):
         uri = Path(uri[5:].split("?")[0]).name
     return uri if len(uri) <= width else uri[: width - 1] + "…"
+
+
+def confidence_text(confidence: float, threshold: float, below: bool | None = None) -> str:
+    """``confidence`` to 3 decimals, on the side of ``threshold`` it was judged on: a case
+    judged under 0.6 must not read "0.600" (0.5996 rounds up; it is cut to 0.599).
+    ``below``: the judging's answer, which compares in the output's own float type (float32
+    0.7 is under 0.7); by default compared here."""
+    text = f"{confidence:.3f}"
+    if below is None:
+        below = confidence < threshold
+    if below and float(text) >= threshold:
+        text = f"{math.floor(confidence * 1000) / 1000:.3f}"
+        if float(text) >= threshold:  # at the threshold itself, as float32 holds it
+            text = f"{float(text) - 0.001:.3f}"
+    elif not below and float(text) < threshold:
+        text = f"{math.ceil(confidence * 1000) / 1000:.3f}"
+    return text
 
 
 def _clock(ts_ns: int) -> str:
@@ -114,8 +132,9 @@ class ResultTableModel(QAbstractTableModel):
 
     def headerData(self, section: int, orientation: Qt.Orientation,
                    role: int = Qt.ItemDataRole.DisplayRole) -> object:
-        if role != Qt.ItemDataRole.DisplayRole or orientation != Qt.Orientation.Horizontal \
-                or self.result is None:
+        # The tooltip holds the whole name: a long one is elided in its capped column.
+        if role not in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole) \
+                or orientation != Qt.Orientation.Horizontal or self.result is None:
             return None
         if section < len(self.FIXED_COLUMNS):
             return self.FIXED_COLUMNS[section]
@@ -144,7 +163,7 @@ class ResultTableModel(QAbstractTableModel):
             pred = int(run.prediction[i])
             conf = float(run.confidence[i])
             text = "-" if pred == NO_CLASS else str(pred)
-            return text if np.isnan(conf) else f"{text} ({conf:.2f})"
+            return text if np.isnan(conf) else f"{text} ({self._confidence(run, i)})"
         if role == Qt.ItemDataRole.BackgroundRole and j is not None:
             return QColor(VERDICT_COLORS[self.result.verdict(i, j)])
         if role == Qt.ItemDataRole.ForegroundRole and j is not None:
@@ -152,7 +171,16 @@ class ResultTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole and j is not None:
             run = self.result.runs[j]
             return run.errors.get(i) or self.result.verdict(i, j).replace("_", " ")
+        if role == Qt.ItemDataRole.ToolTipRole and col >= len(self.FIXED_COLUMNS):
+            return self._first[i]  # "first failing": a version's name, maybe elided
         return None
+
+    def _confidence(self, run: VersionRun, i: int) -> str:
+        assert self.result is not None
+        threshold = self.result.criteria.min_confidence
+        # Compared as ``judge`` compares: the numpy scalar keeps the output's float type.
+        return confidence_text(float(run.confidence[i]), threshold,
+                               bool(run.confidence[i] < threshold))
 
     def answers(self, i: int) -> list[VersionAnswer]:
         """Every version's answer to case ``i``, for the side-by-side view."""
@@ -166,7 +194,9 @@ class ResultTableModel(QAbstractTableModel):
                 version=run.version,
                 scores=outs[0][1].reshape(-1).astype(np.float64) if outs else None,
                 prediction=None if pred == NO_CLASS else str(pred),
-                confidence=None if np.isnan(conf) else conf,
+                # The view prints 3 decimals: given as the grid shows it, so that a value
+                # judged below the threshold never prints at it there either.
+                confidence=None if np.isnan(conf) else float(self._confidence(run, i)),
                 latency_ms=None if np.isnan(lat) else lat,
                 verdict=self.result.verdict(i, j), error=run.errors.get(i)))
         return out

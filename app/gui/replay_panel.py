@@ -1,6 +1,7 @@
 """The replay panel: a filterable failure list, a version picker, run with progress and cancel,
 a results grid coloured by verdict, a side-by-side view of one case, and saved replays to
-reopen. Thread: GUI; selecting cases, replaying and reopening run on its own worker pool.
+reopen. Thread: GUI; selecting cases, replaying, reopening, exporting and reading an added
+file run on its own worker pool.
 
 Runs alone for preview: ``ReplayPanel(db_path, versions=[...]).show()``. It opens its own
 short-lived Store connections on the worker thread, so it shares nothing with the window.
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PySide6.QtCore import QItemSelectionModel, Qt, Signal
 from PySide6.QtGui import QCloseEvent, QKeySequence, QResizeEvent, QShortcut
 from PySide6.QtWidgets import (
@@ -37,17 +39,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.domain import CaptureStatus
+from app.core.domain import CaptureStatus, UriError
 from app.core.replay import Case, Criteria, ReplayResult, Selection, replay, select_cases
 from app.core.replay_export import write_cases_csv
 from app.core.replay_store import load_replay, save_replay
-from app.core.replay_targets import ReplayError, open_target
+from app.core.replay_targets import ReplayError, Target, TargetDown, open_target
 from app.core.store import Store, StoreError
-from app.core.versions import free_name, registered, verify_unchanged
+from app.core.versions import VersionError, free_name, inspect_onnx, registered, verify_unchanged
 from app.gui.jobs import Job, JobRunner
 from app.gui.replay_models import FailureTableModel, ResultTableModel, feature_names
+from probes.base import ProbeError
 from probes.onnx_local import available_providers
 from widgets.case_view import CaseViewWidget
+from widgets.flow_layout import FlowLayout
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +65,31 @@ def _same(location: str) -> str:
 
 _REGISTERED = Qt.ItemDataRole.UserRole + 1  # the item came from the registry
 _PICKED = -1  # the time filter's entry for a range picked on a plot or an incident
+_COLUMN_CHARS = 24  # a results column is at most this many average characters wide
+_SAVED_WIDE = "#99 9999 cases"  # the saved-replay box is at least this wide
+
+
+class _Unopened(Target):
+    """A version that could not be opened when the replay started (its registered file
+    replaced or unreadable, a URI no target takes): every case is "not asked", with why,
+    and the other versions still run. ``run_version`` turns a failing ``adapt`` into that."""
+
+    def __init__(self, name: str, location: str, reason: str) -> None:
+        self.name, self.location, self.reason = name, location, reason
+        self.model_version = None
+
+    def adapt(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise TargetDown(self.reason)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+        raise TargetDown(self.reason)  # rows kept apart (odd shapes) are run one by one
 
 
 class ReplayPanel(QWidget):
     failures_loaded = Signal(int)  # failures listed
     replay_finished = Signal(object)  # ReplayResult (``replay_id`` None if not saved)
     replay_failed = Signal(str)  # one line for the status bar
+    exported = Signal(object)  # the Path an Export CSV… wrote
     case_selected = Signal(object)  # capture id (int) of the case shown, or None
     busy_changed = Signal(bool)
 
@@ -82,6 +105,10 @@ class ReplayPanel(QWidget):
         self._job: Job | None = None
         self._controls: list[Case] = []
         self._loaded = False  # whether Load failures has answered once
+        # The filters the failure list was loaded with: a replay records these, not whatever
+        # the fields say when Replay is pressed.
+        self._listed_by: Selection | None = None
+        self._cancellable = False  # whether the job running stops when asked
         self.result: ReplayResult | None = None
         self._build()
         self.refresh_versions(extra=[str(v) for v in versions])
@@ -124,11 +151,11 @@ class ReplayPanel(QWidget):
                                       suffix=" controls")
         self.load_button = QPushButton("Load failures")
         self.load_button.clicked.connect(self.load_failures)
-        filters = QHBoxLayout()
+        # Rows that wrap: in a window of 1280 px the docked panel is narrower than one row.
+        filters = FlowLayout()
         for w in (self.endpoint_box, self.kind_box, self.label_edit, self.version_edit,
                   self.window_box, self.limit_spin, self.controls_spin, self.load_button):
-            filters.addWidget(w)
-        filters.setStretch(0, 1)
+            filters.addWidget(w, 1 if w is self.endpoint_box else 0)
 
         self.failure_model = FailureTableModel()
         self.failure_view = QTableView()
@@ -162,7 +189,7 @@ class ReplayPanel(QWidget):
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.saved_box = QComboBox()
-        self.saved_box.setMinimumContentsLength(len("#99 9999 cases"))
+        self.saved_box.setMinimumContentsLength(len(_SAVED_WIDE))  # widened to its entries
         self.saved_box.setSizeAdjustPolicy(
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.open_button = QPushButton("Open")
@@ -175,12 +202,15 @@ class ReplayPanel(QWidget):
                                       "version's class, confidence, latency and verdict")
         self.export_button.setEnabled(False)
         self.export_button.clicked.connect(self._on_export_clicked)
-        runbar = QHBoxLayout()
+        saved = QWidget()  # kept on one line when the row wraps
+        saved_row = QHBoxLayout(saved)
+        saved_row.setContentsMargins(0, 0, 0, 0)
+        for w in (QLabel("saved:"), self.saved_box, self.open_button, self.export_button):
+            saved_row.addWidget(w)
+        runbar = FlowLayout()
         for w in (self.add_button, self.provider_box, self.run_button, self.cancel_button,
-                  self.progress, QLabel("saved:"), self.saved_box, self.open_button,
-                  self.export_button):
-            runbar.addWidget(w)
-        runbar.setStretch(4, 1)
+                  self.progress, saved):
+            runbar.addWidget(w, 1 if w is self.progress else 0)
 
         self.result_model = ResultTableModel()
         self.result_view = QTableView()
@@ -191,6 +221,9 @@ class ReplayPanel(QWidget):
         # Fitting columns measures cells row by row: 1,000 rows (Qt's default) took 143 ms
         # of the GUI thread on a 10,000-case replay, 200 rows take 28 ms.
         self.result_view.horizontalHeader().setResizeContentsPrecision(200)
+        # A long version name in a capped column (``_on_replay_done``) keeps its start and
+        # its end, where names of one model's versions differ ("…_retrained_v17").
+        self.result_view.horizontalHeader().setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.result_view.selectionModel().currentRowChanged.connect(
             lambda current, _previous: self.show_case(current.row()))
         self.summary = QLabel("")
@@ -224,8 +257,11 @@ class ReplayPanel(QWidget):
             shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
             button.setToolTip(QKeySequence(keys).toString(QKeySequence.SequenceFormat.NativeText))
         self.load_button.setToolTip("Enter in the label or version field")
-        QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), self.version_list,
-                  self.remove_added_version, context=Qt.ShortcutContext.WidgetShortcut)
+        delete = QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), self.version_list,
+                           self.remove_added_version)
+        # After construction: PySide6 6.11 ignores ``context=`` given to the constructor, and
+        # a window-wide Delete collides with the Versions panel's, so neither ever fires.
+        delete.setContext(Qt.ShortcutContext.WidgetShortcut)
         layout = QVBoxLayout(self)
         layout.addLayout(runbar)
         layout.addLayout(filters)
@@ -303,6 +339,10 @@ class ReplayPanel(QWidget):
             self.saved_box.setItemData(self.saved_box.count() - 1,
                                        self.saved_box.itemText(self.saved_box.count() - 1),
                                        Qt.ItemDataRole.ToolTipRole)
+        # As wide as its longest entry, so "#1 5038 cases (cancelled)" is not cut to "(cance".
+        self.saved_box.setMinimumContentsLength(max(
+            [len(_SAVED_WIDE)] + [len(self.saved_box.itemText(i))
+                                  for i in range(self.saved_box.count())]))
         self.open_button.setEnabled(bool(saved) and not self.busy())
 
     def remove_added_version(self) -> None:
@@ -317,11 +357,27 @@ class ReplayPanel(QWidget):
             return
         self.version_list.takeItem(self.version_list.row(item))
 
+    def add_version_file(self, path: str | Path) -> Job:
+        """Add an ONNX file to the list (not to the registry) once it reads as a model by the
+        rule registering uses (``inspect_onnx``), else refuse it with the reason: a corrupt
+        file would otherwise be found out only when a replay opens it. On the worker: it
+        parses and hashes the whole file. Queued behind a running job, and not one itself,
+        so Cancel and the busy state stay the replay's."""
+        location = str(path)
+
+        def work(progress, cancelled) -> None:
+            inspect_onnx(location)
+
+        job = Job(work)
+        job.signals.finished.connect(lambda _: self.refresh_versions(extra=[location]))
+        job.signals.failed.connect(lambda message: self._refuse(message, "Cannot add"))
+        return self.runner.start(job)
+
     def _on_add_button_clicked(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Add a model version", "",
                                               "ONNX models (*.onnx)")
         if path:
-            self.refresh_versions(extra=[path])
+            self.add_version_file(path)
 
     # -- work -----------------------------------------------------------------------------
 
@@ -356,27 +412,36 @@ class ReplayPanel(QWidget):
     def busy(self) -> bool:
         return self._job is not None
 
-    def _start(self, fn: Callable, on_done: Callable[[Any], None]) -> Job | None:
+    def _start(self, fn: Callable, on_done: Callable[[Any], None], *,
+               replaying: bool = False,
+               on_failed: Callable[[str], None] | None = None) -> Job | None:
+        """Run ``fn`` on the worker. Only a replay (``replaying``) checks for Cancel and
+        reports progress: for the other jobs Cancel stays off, and the bar keeps showing the
+        replay on screen. ``on_failed`` takes the error line (default: "Replay failed")."""
         if self._job is not None:
             return None
         job = Job(fn)
-        job.signals.progressed.connect(self._on_job_progressed)
         job.signals.finished.connect(lambda result: self._finish(on_done, result))
-        job.signals.failed.connect(self._on_job_failed)
+        job.signals.failed.connect(lambda message: self._on_job_failed(message, on_failed))
         self._job = job
-        self.progress.setValue(0)
-        for w in (self.run_button, self.load_button, self.open_button):
+        self._cancellable = replaying
+        if replaying:
+            job.signals.progressed.connect(self._on_job_progressed)
+            self.progress.setValue(0)
+        for w in (self.run_button, self.load_button, self.open_button, self.export_button):
             w.setEnabled(False)
-        self.cancel_button.setEnabled(True)
+        self.cancel_button.setEnabled(replaying)
         self.busy_changed.emit(True)
         self.runner.start(job)
         return job
 
     def _idle(self) -> None:
         self._job = None
+        self._cancellable = False
         for w in (self.run_button, self.load_button):
             w.setEnabled(True)
         self.open_button.setEnabled(self.saved_box.count() > 0)
+        self.export_button.setEnabled(self.result is not None)
         self.cancel_button.setEnabled(False)
         self.busy_changed.emit(False)
 
@@ -387,9 +452,13 @@ class ReplayPanel(QWidget):
     def _on_job_progressed(self, fraction: float) -> None:
         self.progress.setValue(int(fraction * 1000))
 
-    def _on_job_failed(self, message: str) -> None:
+    def _on_job_failed(self, message: str,
+                       on_failed: Callable[[str], None] | None = None) -> None:
         self._idle()
-        self._refuse(message, "Replay failed")
+        if on_failed is not None:
+            on_failed(message)
+        else:
+            self._refuse(message, "Replay failed")
 
     def _refuse(self, message: str, what: str = "Cannot replay") -> None:
         """Say why, in the summary and the status bar; a replay still shown stays, and says
@@ -413,12 +482,15 @@ class ReplayPanel(QWidget):
             finally:
                 store.close()
 
-        self._start(work, lambda cases: self._on_failures_loaded(cases, selection.limit))
+        self._start(work, lambda cases: self._on_failures_loaded(cases, selection.limit,
+                                                                 selection))
 
-    def _on_failures_loaded(self, cases: list[Case], limit: int | None = None) -> None:
+    def _on_failures_loaded(self, cases: list[Case], limit: int | None = None,
+                            selection: Selection | None = None) -> None:
         failures = [c for c in cases if not c.control]
         self._controls = [c for c in cases if c.control]
         self._loaded = True
+        self._listed_by = selection
         self.failure_model.set_cases(failures)
         if not failures:
             self.failure_count.setText("no failures match these filters")
@@ -448,7 +520,9 @@ class ReplayPanel(QWidget):
             return None
         cases += self._controls
         path, provider, criteria = self.db_path, self.provider, self.criteria
-        batch, selection = self.batch_size, self.selection()
+        # What chose these cases: the filters they were listed with (the fields may have
+        # changed since), not the fields as they are now.
+        batch, selection = self.batch_size, self._listed_by or self.selection()
         not_saved: list[str] = []  # written by the worker before it reports the result
 
         def work(progress, cancelled) -> ReplayResult:
@@ -463,9 +537,15 @@ class ReplayPanel(QWidget):
                 store.close()
             try:
                 for location, name in versions:
-                    if name in known and known[name].location == location:
-                        verify_unchanged(known[name])
-                    targets.append(open_target(location, provider=provider, name=name))
+                    try:
+                        if name in known and known[name].location == location:
+                            verify_unchanged(known[name])
+                        target: Target = open_target(location, provider=provider, name=name)
+                    except (ReplayError, VersionError, UriError, ProbeError) as exc:
+                        # One version that cannot open is that version's "no answer (why)",
+                        # not the end of the replay for all the others.
+                        target = _Unopened(name, location, str(exc))
+                    targets.append(target)
                 result = replay(cases, targets, criteria=judged_by, batch_size=batch,
                                 selection=selection, progress=progress, cancelled=cancelled)
             finally:
@@ -482,7 +562,7 @@ class ReplayPanel(QWidget):
             return result
 
         return self._start(work, lambda result: self._on_replay_done(
-            result, not_saved[0] if not_saved else None))
+            result, not_saved[0] if not_saved else None), replaying=True)
 
     def open_replay(self, replay_id: int) -> Job | None:
         path = self.db_path
@@ -494,27 +574,42 @@ class ReplayPanel(QWidget):
             finally:
                 store.close()
 
-        return self._start(work, self._on_replay_done)
+        return self._start(work, lambda result: self._on_replay_done(result, reopened=True))
 
     def cancel(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
+        """Ask the replay to stop. It stops between batches: a call in flight (a silent
+        server: up to its timeout) is waited for, so say so at once, and take Cancel away,
+        rather than leave a button that seems to do nothing."""
+        if self._job is None or not self._cancellable or self._job.is_cancelled():
+            return
+        self._job.cancel()
+        self.cancel_button.setEnabled(False)
+        self.summary.setText("<b>cancelling…</b> (waits for the current call to return; the "
+                             "finished versions are kept)")
 
-    def export_cases(self, path: str | Path) -> Path | None:
-        """Write the replay shown as CSV (see ``replay_export``); None, with the reason shown,
-        when it cannot."""
-        if self.result is None:
+    def export_cases(self, path: str | Path) -> Job | None:
+        """Write the replay shown as CSV (see ``replay_export``) on the worker: 50,000 cases
+        took 0.6 s, a frozen window. ``exported`` brings the path; a refusal is shown, and
+        sent as ``replay_failed``. None when there is nothing to export or a job runs."""
+        result = self.result
+        if result is None:
             return None
-        try:
-            out = write_cases_csv(self.result, path)
-        except ReplayError as exc:
-            self.summary.setText(self.summary.text()
-                                 + f"<br><b>Export failed:</b> {html.escape(str(exc))}")
-            self.replay_failed.emit(str(exc))
-            return None
-        self.summary.setText(self.summary.text() + f"<br>exported {len(self.result.cases)} "
-                             f"cases to {html.escape(str(out))}")
-        return out
+
+        def work(progress, cancelled) -> Path:
+            return write_cases_csv(result, path)
+
+        return self._start(work, lambda out: self._on_exported(out, len(result.cases)),
+                           on_failed=self._on_export_failed)
+
+    def _on_exported(self, out: Path, cases: int) -> None:
+        self.summary.setText(self.summary.text() + f"<br>exported {cases} cases to "
+                             f"{html.escape(str(out))}")
+        self.exported.emit(out)
+
+    def _on_export_failed(self, message: str) -> None:
+        self.summary.setText(self.summary.text()
+                             + f"<br><b>Export failed:</b> {html.escape(message)}")
+        self.replay_failed.emit(message)
 
     def _on_export_clicked(self) -> None:
         rid = self.result.replay_id if self.result is not None else None
@@ -524,11 +619,19 @@ class ReplayPanel(QWidget):
         if path:
             self.export_cases(path)
 
-    def _on_replay_done(self, result: ReplayResult, not_saved: str | None = None) -> None:
+    def _on_replay_done(self, result: ReplayResult, not_saved: str | None = None, *,
+                        reopened: bool = False) -> None:
         self.result = result
         self.export_button.setEnabled(True)
         self.result_model.set_result(result)
         self.result_view.resizeColumnsToContents()
+        # A long version name would make its column as wide as its header, the grid's width,
+        # leaving its cells colour only: capped, and elided (the header's tooltip has it).
+        cap = self.result_view.fontMetrics().averageCharWidth() * _COLUMN_CHARS
+        header = self.result_view.horizontalHeader()
+        for c in range(self.result_model.columnCount()):
+            if header.sectionSize(c) > cap:
+                header.resizeSection(c, cap)
         title = (f"<b>Replay #{result.replay_id}</b>" if result.replay_id is not None else
                  f"<b>Replay, not saved:</b> {html.escape(not_saved or 'not saved')}; "
                  "Export CSV… keeps its cases")
@@ -553,6 +656,8 @@ class ReplayPanel(QWidget):
         self.summary.setText("<br>".join(lines))
         if not result.cancelled:  # a cancelled one leaves the bar where it stopped
             self.progress.setValue(1000)
+        elif reopened:  # where a saved one stopped is not known: no bar, not the last one's
+            self.progress.setValue(0)
         self.refresh_endpoints()
         self.case_view.clear()
         self.replay_finished.emit(result)

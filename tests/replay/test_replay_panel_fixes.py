@@ -1,0 +1,395 @@
+"""The replay panel's answers to the GUI audit (/tmp/audit-gui/REPORT.md, numbers below), driven
+as a user drives it, offscreen, on a real workspace with real onnxruntime sessions."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QScrollArea,
+    QStyle,
+    QStyleOptionComboBox,
+    QWidget,
+)
+
+from app.core.replay import ReplayResult
+from app.core.replay_store import load_replay
+from app.core.store import Store
+from app.core.versions import register
+from app.gui.replay_panel import ReplayPanel
+
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture
+def panel(qtbot, demo_db: Path, versions: list[Path]) -> Iterator[ReplayPanel]:
+    p = ReplayPanel(demo_db, versions=[str(v) for v in versions])
+    qtbot.addWidget(p)
+    p.resize(1300, 800)
+    p.show()
+    yield p
+    p.shutdown()
+
+
+def plain(panel: ReplayPanel) -> str:
+    return re.sub("<[^>]+>", "", panel.summary.text())
+
+
+def load(qtbot, panel: ReplayPanel) -> int:
+    with qtbot.waitSignal(panel.failures_loaded, timeout=TIMEOUT_MS) as blocker:
+        panel.load_button.click()
+    return blocker.args[0]
+
+
+def replay_now(qtbot, panel: ReplayPanel) -> ReplayResult:
+    """Click Replay; the result, or the test fails with the panel's refusal."""
+    finished: list[ReplayResult] = []
+    failed: list[str] = []
+    panel.replay_finished.connect(finished.append)
+    panel.replay_failed.connect(failed.append)
+    panel.run_button.click()
+    qtbot.waitUntil(lambda: bool(finished or failed), timeout=TIMEOUT_MS)
+    assert not failed, failed[0]
+    return finished[0]
+
+
+def file_dialog_answers(monkeypatch, path: Path, *, save: bool = False) -> None:
+    """The next file dialog returns ``path`` (Qt's dialog, not ours: a test cannot click it)."""
+    name = "getSaveFileName" if save else "getOpenFileName"
+    monkeypatch.setattr(QFileDialog, name, staticmethod(lambda *a, **k: (str(path), "")))
+
+
+def names(panel: ReplayPanel) -> list[str]:
+    return [panel.version_list.item(i).text() for i in range(panel.version_list.count())]
+
+
+# -- #2a: Add ONNX… checks the file ------------------------------------------------------------
+
+def test_add_onnx_refuses_a_file_that_is_not_a_model_and_takes_one_that_is(
+        qtbot, panel, versions, tmp_path, monkeypatch):
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(bytes(range(256)) * 8)
+    file_dialog_answers(monkeypatch, corrupt)
+    with qtbot.waitSignal(panel.replay_failed, timeout=10_000) as refused:
+        panel.add_button.click()
+    # The Versions panel's rule (registering reads it with onnx): the same words.
+    assert f"cannot read {corrupt} as an ONNX model" in refused.args[0]
+    assert plain(panel).startswith("Cannot add: cannot read")
+    assert names(panel) == ["wine-v1", "wine-v2", "wine-v3"]
+    good = tmp_path / "candidate.onnx"
+    shutil.copy(versions[1], good)
+    file_dialog_answers(monkeypatch, good)
+    panel.add_button.click()
+    qtbot.waitUntil(lambda: names(panel) == ["wine-v1", "wine-v2", "wine-v3", "candidate"],
+                    timeout=10_000)
+
+
+# -- #2b: a version that cannot open is its own "no answer" ---------------------------------------
+
+def test_versions_that_cannot_open_are_no_answer_lines_and_the_others_run(
+        qtbot, demo_db, versions, tmp_path):
+    replaced, swapped = tmp_path / "replaced.onnx", tmp_path / "swapped.onnx"
+    for path in (replaced, swapped):
+        shutil.copy(versions[1], path)
+    store = Store(demo_db)
+    try:
+        register(store, str(replaced))
+        register(store, str(swapped))
+    finally:
+        store.close()
+    # Replaced on disk after they were registered: by bytes that are no model, by another.
+    replaced.write_bytes(b"\x00" * 64)
+    shutil.copy(versions[2], swapped)
+    # Given at start-up, so never checked by Add ONNX…: a corrupt file, and a server's URI
+    # that names no model (no replay target takes it).
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"not a model")
+    no_model = "v2+http://127.0.0.1:9/x"
+    p = ReplayPanel(demo_db, versions=[str(versions[0]), str(corrupt), no_model,
+                                       str(versions[2])])
+    qtbot.addWidget(p)
+    try:
+        p.controls_spin.setValue(20)
+        failures = load(qtbot, p)
+        listed = ["replaced", "swapped", "wine-v1", "corrupt", no_model, "wine-v3"]
+        assert names(p) == listed
+        result = replay_now(qtbot, p)
+        summaries = {s.version: s for s in result.summaries()}
+        assert list(summaries) == listed
+        for bad, why in (("replaced", f"version replaced: cannot read {replaced}"),
+                         ("swapped", "version swapped changed since it was registered"),
+                         (no_model, f"'{no_model}' does not name a model"),
+                         ("corrupt", f"cannot load {corrupt} as an ONNX model")):
+            s = summaries[bad]
+            assert s.unanswered == len(result.cases) and s.fixed == s.still_failing == 0, bad
+            assert s.unanswered_reason.startswith(why), s.unanswered_reason
+        for good in ("wine-v1", "wine-v3"):
+            s = summaries[good]
+            assert s.unanswered == 0 and s.fixed + s.still_failing == failures
+        text = plain(p)
+        assert "replaced: fixed 0/" in text and "no answer" in text and "Replay failed" not in text
+        assert result.replay_id is not None
+    finally:
+        p.shutdown()
+
+
+# -- #3: Delete, when the version list has focus --------------------------------------------------
+
+def test_delete_removes_an_added_version_with_another_panel_in_the_window(
+        qtbot, demo_db, versions, tmp_path):
+    """Two panels in one window, each with a Delete key: a window-wide shortcut (what
+    ``context=`` in the constructor gave) would make both ambiguous, and neither fire."""
+    window = QWidget()
+    row = QHBoxLayout(window)
+    first = ReplayPanel(demo_db, versions=[str(v) for v in versions])
+    other = ReplayPanel(demo_db, versions=[str(versions[0])])
+    row.addWidget(first)
+    row.addWidget(other)
+    qtbot.addWidget(window)
+    window.show()
+    window.activateWindow()
+    try:
+        first.version_list.setCurrentRow(1)
+        first.version_list.setFocus()
+        qtbot.waitUntil(first.version_list.hasFocus, timeout=5_000)
+        qtbot.keyClick(first.version_list, Qt.Key.Key_Delete)
+        assert names(first) == ["wine-v1", "wine-v3"] and names(other) == ["wine-v1"]
+        delete = [s for s in first.version_list.findChildren(QShortcut)
+                  if s.key() == QKeySequence(QKeySequence.StandardKey.Delete)]
+        assert [s.context() for s in delete] == [Qt.ShortcutContext.WidgetShortcut]
+    finally:
+        first.shutdown()
+        other.shutdown()
+
+
+# -- #4: Cancel answers at once -----------------------------------------------------------------
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A port that takes connections and never answers (a hung model server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        yield s.getsockname()[1]
+
+
+def test_cancel_while_a_server_is_silent_says_so_at_once(qtbot, demo_db, silent_server):
+    p = ReplayPanel(demo_db, versions=[
+        f"v2+http://127.0.0.1:{silent_server}/models/silent?timeout_s=2"])
+    qtbot.addWidget(p)
+    try:
+        p.limit_spin.setValue(20)
+        load(qtbot, p)
+        with qtbot.waitSignal(p.replay_finished, timeout=TIMEOUT_MS) as done:
+            assert p.run_replay() is not None
+            qtbot.wait(300)  # the worker now waits on the server's answer
+            p.cancel_button.click()
+            # Before the call returns: the button is gone and the summary says why it waits.
+            assert p.busy() and not p.cancel_button.isEnabled()
+            assert plain(p).startswith("cancelling… (waits for the current call to return")
+        assert done.args[0].cancelled
+        assert p.run_button.isEnabled() and not p.cancel_button.isEnabled()
+        assert "cancelling" not in plain(p)
+    finally:
+        p.shutdown()
+
+
+# -- #10, #11: Cancel and the bar for jobs that are not a replay ------------------------------
+
+def test_loading_and_opening_offer_no_cancel_and_leave_the_bar_alone(qtbot, panel):
+    with qtbot.waitSignal(panel.failures_loaded, timeout=TIMEOUT_MS):
+        panel.load_button.click()
+        assert panel.busy() and not panel.cancel_button.isEnabled()  # it would do nothing
+    result = replay_now(qtbot, panel)
+    assert panel.progress.value() == 1000
+    with qtbot.waitSignal(panel.failures_loaded, timeout=TIMEOUT_MS):
+        panel.load_button.click()
+        assert not panel.cancel_button.isEnabled() and panel.progress.value() == 1000
+    # The grid still shows the finished replay, and so does the bar.
+    assert panel.progress.value() == 1000 and panel.result is result
+    with qtbot.waitSignal(panel.replay_finished, timeout=TIMEOUT_MS):
+        assert panel.open_replay(result.replay_id) is not None
+        assert panel.busy() and not panel.cancel_button.isEnabled()
+        panel.cancel()  # Esc: nothing to stop, and nothing claims otherwise
+        assert "cancelling" not in plain(panel)
+    assert panel.progress.value() == 1000
+
+
+# -- #13: a confidence under the threshold never reads as it ------------------------------------
+
+def test_a_confidence_under_the_threshold_is_never_shown_at_it(qtbot, panel):
+    load(qtbot, panel)
+    result = replay_now(qtbot, panel)
+    model = panel.result_model
+    threshold = result.criteria.min_confidence
+    run = result.runs[0]
+    kept = float(run.confidence[0])
+    # 0.5996 rounds to 0.600: judged under 0.6, it reads 0.599, in the grid and beside it.
+    run.confidence[0] = 0.5996
+    assert model.data(model.index(0, 3)).endswith("(0.599)")
+    assert model.answers(0)[0].confidence == 0.599
+    run.confidence[0] = 0.6
+    assert model.data(model.index(0, 3)).endswith("(0.600)")
+    run.confidence[0] = 0.61266
+    assert model.data(model.index(0, 3)).endswith("(0.613)")
+    run.confidence[0] = kept
+    # Every cell of a real replay: shown under the threshold exactly when judged under it.
+    shown = 0
+    for j, run in enumerate(result.runs):
+        for i in range(len(result.cases)):
+            text = model.data(model.index(i, 3 + j))
+            found = re.search(r"\((\d\.\d+)\)", text)
+            if found is None:
+                continue
+            shown += 1
+            assert (float(found.group(1)) < threshold) == (run.confidence[i] < threshold), \
+                (text, float(run.confidence[i]))
+            assert len(found.group(1)) == 5  # 3 decimals
+    assert shown > 300
+
+
+# -- #14: Export CSV… writes on the worker -------------------------------------------------------
+
+def test_export_writes_on_the_worker_and_says_why_it_cannot(qtbot, panel, tmp_path,
+                                                            monkeypatch):
+    load(qtbot, panel)
+    result = replay_now(qtbot, panel)
+    out = tmp_path / "cases.csv"
+    file_dialog_answers(monkeypatch, out, save=True)
+    panel.export_button.click()
+    # Not written on the GUI thread: the panel is busy until the worker answers.
+    assert panel.busy() and not panel.export_button.isEnabled()
+    assert not panel.run_button.isEnabled() and not panel.cancel_button.isEnabled()
+    with qtbot.waitSignal(panel.exported, timeout=TIMEOUT_MS) as written:
+        pass  # the worker's answer is queued until the event loop runs
+    assert written.args[0] == out
+    assert len(out.read_text().splitlines()) == len(result.cases) + 1
+    assert f"exported {len(result.cases)} cases to {out}" in plain(panel)
+    assert panel.export_button.isEnabled() and panel.run_button.isEnabled()
+    file_dialog_answers(monkeypatch, tmp_path / "no" / "x.csv", save=True)
+    with qtbot.waitSignal(panel.replay_failed, timeout=TIMEOUT_MS) as refused:
+        panel.export_button.click()
+    assert "there is no folder" in refused.args[0]
+    text = plain(panel)
+    assert "Export failed: cannot write" in text and "wine-v3: fixed" in text
+    assert not panel.busy() and panel.export_button.isEnabled()
+
+
+# -- #15: a saved replay records the filters its list was loaded with ----------------------------
+
+def test_a_replay_records_the_filters_its_failures_were_listed_with(qtbot, panel):
+    panel.label_edit.setText("1")
+    panel.controls_spin.setValue(10)
+    assert load(qtbot, panel) > 0
+    panel.label_edit.setText("0")  # changed after loading, before Replay
+    panel.controls_spin.setValue(99)
+    result = replay_now(qtbot, panel)
+    assert {result.label(i) for i in range(len(result.cases)) if not result.control_mask[i]} \
+        == {"1"}
+    assert result.selection.label == "1" and result.selection.controls == 10
+    store = Store(panel.db_path)
+    try:
+        saved = load_replay(store, result.replay_id)
+    finally:
+        store.close()
+    assert saved.selection.label == "1" and saved.selection.controls == 10
+
+
+# -- #9: text that fits, at a small window's size too --------------------------------------------
+
+def _combo_text_fits(box) -> bool:
+    option = QStyleOptionComboBox()
+    box.initStyleOption(option)
+    field = box.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, option,
+                                       QStyle.SubControl.SC_ComboBoxEditField, box)
+    return all(box.fontMetrics().horizontalAdvance(box.itemText(i)) <= field.width()
+               for i in range(box.count()))
+
+
+def test_a_cancelled_replay_in_the_saved_box_is_not_cut(qtbot, panel):
+    load(qtbot, panel)
+    panel.batch_size = 1
+    with qtbot.waitSignal(panel.replay_finished, timeout=TIMEOUT_MS) as done:
+        panel.run_replay()
+        panel.cancel()
+    assert done.args[0].cancelled
+    box = panel.saved_box
+    assert box.itemText(0).endswith("(cancelled)")
+    qtbot.waitUntil(lambda: _combo_text_fits(box), timeout=5_000)
+
+
+def test_a_long_version_name_gets_a_capped_column_and_keeps_its_name_in_the_tooltip(
+        qtbot, demo_db, versions, tmp_path):
+    long = tmp_path / ("a_model_with_a_really_quite_extraordinarily_long_name_for_the_"
+                       "candidate_release_2024_q4_retrained_v17.onnx")
+    shutil.copy(versions[1], long)
+    p = ReplayPanel(demo_db, versions=[str(versions[0]), str(long)])
+    qtbot.addWidget(p)
+    p.resize(1300, 800)
+    p.show()
+    try:
+        load(qtbot, p)
+        replay_now(qtbot, p)
+        model, view = p.result_model, p.result_view
+        header = view.horizontalHeader()
+        col = 4
+        assert model.headerData(col, Qt.Orientation.Horizontal) == long.stem
+        width = header.sectionSize(col)
+        assert width < view.viewport().width() // 2
+        assert width < header.fontMetrics().horizontalAdvance(long.stem)  # capped, elided
+        assert header.textElideMode() == Qt.TextElideMode.ElideMiddle
+        assert width >= view.sizeHintForColumn(col)  # its cells still read "1 (0.873)"
+        assert model.headerData(col, Qt.Orientation.Horizontal,
+                                Qt.ItemDataRole.ToolTipRole) == long.stem
+    finally:
+        p.shutdown()
+
+
+def test_the_panel_fits_a_dock_in_a_small_window(qtbot, panel):
+    """In a 1280x760 window the docked panel has about 830 px: every control in sight, none
+    scrolled off the side, rows wrapped where they must."""
+    load(qtbot, panel)
+    replay_now(qtbot, panel)
+    dock = QScrollArea()  # as the workbench docks it
+    dock.setWidgetResizable(True)
+    dock.setWidget(panel)
+    qtbot.addWidget(dock)
+    dock.resize(830, 480)
+    dock.show()
+    try:
+        _fits_in(qtbot, panel, dock)
+    finally:
+        dock.takeWidget()  # the fixture shuts the panel down
+
+
+def _fits_in(qtbot, panel: ReplayPanel, dock: QScrollArea) -> None:
+    controls = [panel.add_button, panel.provider_box, panel.run_button, panel.cancel_button,
+                panel.progress, panel.saved_box, panel.open_button, panel.export_button,
+                panel.endpoint_box, panel.kind_box, panel.label_edit, panel.version_edit,
+                panel.window_box, panel.limit_spin, panel.controls_spin, panel.load_button]
+
+    def laid_out() -> bool:
+        return dock.horizontalScrollBar().maximum() == 0 and panel.width() <= 830
+
+    qtbot.waitUntil(laid_out, timeout=5_000)
+    boxes = []
+    for w in controls:
+        rect = w.rect().translated(w.mapTo(panel, w.rect().topLeft()))
+        assert w.isVisible() and panel.rect().contains(rect), w
+        assert w.width() >= w.minimumSizeHint().width(), w
+        boxes.append(rect)
+    for a in range(len(boxes)):
+        for b in range(a + 1, len(boxes)):
+            assert not boxes[a].intersects(boxes[b]), (controls[a], controls[b])
+    # The summary starts under the controls, at the panel's left edge.
+    below = max(r.bottom() for r in boxes)
+    assert panel.summary.mapTo(panel, panel.summary.rect().topLeft()).y() > below
