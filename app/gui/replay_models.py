@@ -192,7 +192,7 @@ class ResultTableModel(QAbstractTableModel):
             conf, lat = float(run.confidence[i]), float(run.latency_ms[i])
             out.append(VersionAnswer(
                 version=run.version,
-                scores=outs[0][1].reshape(-1).astype(np.float64) if outs else None,
+                scores=_scores([a for _, a in outs]) if outs else None,
                 prediction=None if pred == NO_CLASS else str(pred),
                 # The view prints 3 decimals: given as the grid shows it, so that a value
                 # judged below the threshold never prints at it there either.
@@ -200,3 +200,14 @@ class ResultTableModel(QAbstractTableModel):
                 latency_ms=None if np.isnan(lat) else lat,
                 verdict=self.result.verdict(i, j), error=run.errors.get(i)))
         return out
+
+
+def _scores(arrays: list[np.ndarray]) -> np.ndarray:
+    """What the view draws as bars: the first output, or, when that is the class itself (a
+    label first, as scikit-learn's exports answer), the class scores after it."""
+    first = arrays[0]
+    if first.dtype.kind in "iu" and first.size == 1:
+        scores = next((a for a in arrays[1:] if a.dtype.kind == "f" and a.size >= 2), None)
+        if scores is not None:
+            first = scores
+    return first.reshape(-1).astype(np.float64)

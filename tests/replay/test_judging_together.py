@@ -117,3 +117,26 @@ def test_a_model_answering_its_label_first_gets_the_same_verdicts(demo_db, versi
     assert np.array_equal(result.failing[0], result.failing[1])
     low = np.array([c.capture.status == "low_confidence" for c in cases])
     assert result.failing[1][low].any()  # some low-confidence cases still fail on v2
+
+
+def test_the_case_view_draws_the_scores_of_a_model_answering_its_label_first(
+        prepared, versions, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from app.gui.replay_models import ResultTableModel
+
+    model = onnx.load(versions[1])
+    probs = model.graph.output[0].name
+    model.graph.node.append(helper.make_node("ArgMax", [probs], ["label"], axis=1, keepdims=0))
+    model.graph.output.insert(0, helper.make_tensor_value_info("label", TensorProto.INT64,
+                                                               ["n"]))
+    onnx.save(model, tmp_path / "wine-v2-sk.onnx")
+    result = replay(prepared, [LocalOnnxTarget(versions[1]),
+                               LocalOnnxTarget(tmp_path / "wine-v2-sk.onnx")])
+    table = ResultTableModel()
+    table.set_result(result)
+    plain, labelled = table.answers(0)
+    assert labelled.scores is not None and len(labelled.scores) == 3  # bars, not the label
+    assert np.array_equal(plain.scores, labelled.scores, equal_nan=True)
+    assert plain.confidence == labelled.confidence
