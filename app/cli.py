@@ -2,6 +2,8 @@
 
 With no command it opens the window on the demo workspace. Errors a user can fix print one
 line on stderr and exit with status 2; nothing prints a traceback unless ``--debug`` is given.
+A reader of stdout that goes away (``| head -1``) ends a command quietly, with the status a
+tool killed by SIGPIPE has (141).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import importlib
 import logging
 import os
+import select
 import sys
 from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -104,17 +107,67 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (ProbeError, StoreError, UriError, CodecError, DemoError, OSError)
 
 
-def _interrupted(exc: BaseException) -> bool:
-    """Whether a Ctrl+C is behind ``exc``, directly or as the error it turned into."""
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` is a ``kind``, directly or as the error it turned into."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, KeyboardInterrupt):
+        if isinstance(seen, kind):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Whether a Ctrl+C is behind ``exc``, directly or as the error it turned into."""
+    return _caused_by(exc, KeyboardInterrupt)
+
+
+EXIT_PIPE_CLOSED = 128 + 13  # as if killed by SIGPIPE, what a shell reports for `yes | head -1`
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit status."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            # Written out now, not at exit: a reader that is gone shows up here, as the
+            # BrokenPipeError below, rather than as a message and status 120 from Python.
+            sys.stdout.flush()
+    except Exception as exc:
+        if not (_caused_by(exc, BrokenPipeError) and _stdout_gone()):
+            raise
+        # stdout's reader is gone (`probescope ... | head -1`): what it wanted, it read. Said
+        # quietly, as other tools do; what is still buffered goes nowhere at exit.
+        _drop_stdout()
+        return EXIT_PIPE_CLOSED
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has left. A BrokenPipeError can also come from
+    a socket (a server that hung up), which is an error to report like any other."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError, AttributeError):  # not a file (a test's capture)
+        return False
+    if not hasattr(select, "poll"):  # Windows: stdout is the likely pipe
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    # A pipe with no reader polls as an error; a terminal or a file never does.
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _drop_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         # Building the parser imports the named command's module (pandas, onnxruntime: a
@@ -135,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_window(args)
         return importlib.import_module(f"app.commands.{module_name(args.command)}").run(args)
     except _user_errors() as exc:
+        if isinstance(exc, BrokenPipeError) and _stdout_gone():
+            raise  # no mistake of the user's: stdout's reader left; main ends quietly
         if args.debug:
             raise
         print(f"probescope: {exc}", file=sys.stderr)
@@ -144,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if _interrupted(exc):
             return 130
+        if _caused_by(exc, BrokenPipeError) and _stdout_gone():
+            raise
         if args.debug:
             raise
         print(f"probescope: internal error: {type(exc).__name__}: {exc} "

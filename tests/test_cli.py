@@ -134,6 +134,20 @@ def test_version_is_printed():
     assert result.returncode == 0 and result.stdout.startswith("probescope ")
 
 
+def test_a_reader_that_is_gone_ends_a_command_quietly(workspace):
+    # `probescope demo ... | head -1`: the reader leaves with what it wanted. The command
+    # ends as a tool killed by SIGPIPE does, without a line of its own.
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # gone before a byte is written
+    try:
+        done = subprocess.run([sys.executable, "main.py", "demo", "--db", str(workspace),
+                               "--seconds", "1", "--json"], cwd=ROOT, stdin=subprocess.DEVNULL,
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.stderr == "" and done.returncode == 128 + signal.SIGPIPE
+
+
 def test_help_lists_every_command_without_importing_any():
     """``probescope --help`` answers from the help lines alone: importing the commands took
     two seconds (pandas, scipy, Evidently, onnxruntime)."""

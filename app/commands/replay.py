@@ -5,17 +5,21 @@ replay in the workspace."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import NoReturn
 
 from app.commands import COMMANDS, _args
 from app.commands._progress import progress_line
-from app.core.domain import CaptureStatus
+from app.core.domain import CaptureStatus, EndpointUri
 from app.core.replay import (
     DEFAULT_MIN_CONFIDENCE,
     MAX_BATCH_ROWS,
@@ -27,9 +31,16 @@ from app.core.replay import (
 )
 from app.core.replay_export import export_path, write_cases_csv
 from app.core.replay_store import load_replay, save_replay
-from app.core.replay_targets import ReplayError, open_target
+from app.core.replay_targets import LocalOnnxTarget, ReplayError, Target, open_target
 from app.core.store import Store, StoreError
-from app.core.versions import VersionError, find, registered, verify_unchanged
+from app.core.versions import (
+    ModelVersion,
+    VersionError,
+    find,
+    free_name,
+    registered,
+    verify_unchanged,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -84,14 +95,37 @@ def _instant(text: str) -> int:
             raise argparse.ArgumentTypeError(f"'{text}' is not a time; use ISO 8601 like "
                                              "2026-11-23T11:40 or Unix seconds") from None
     # Stamps are int64 nanoseconds: 1970 to 2262.
-    if not 0 <= seconds < 2**63 / 1e9:
-        raise argparse.ArgumentTypeError(f"'{text}' is outside 1970 to 2262")
+    if not 0 <= seconds < _LAST_SECOND:
+        raise argparse.ArgumentTypeError(f"'{text}' is outside 1970 to 2262"
+                                         + _finer_unit(text))
     return int(seconds * 1e9)
 
 
+_LAST_SECOND = 2**63 / 1e9
 
-def _locations(store: Store, wanted: list[str] | None) -> list[tuple[str, str | None]]:
-    """(location, name) per version: files and URIs as given, names looked up."""
+
+def _finer_unit(text: str) -> str:
+    """A hint for a stamp in ms, µs or ns (what logs and JavaScript write), which as seconds
+    lands far past 2262: the same instant in seconds, as the option takes it (decimal, so
+    the digits given are the digits shown)."""
+    try:
+        stamp = Decimal(text.strip())
+    except InvalidOperation:
+        return ""
+    if not stamp.is_finite():
+        return ""
+    for k, unit in enumerate(("milliseconds", "microseconds", "nanoseconds"), start=1):
+        seconds = stamp.scaleb(-3 * k)
+        if 1e8 <= seconds < _LAST_SECOND:  # 1973 on: a plausible stamp
+            return f" as Unix seconds; if it is in {unit}, give {seconds:f}"
+    return ""
+
+
+def _locations(store: Store, wanted: list[str] | None,
+               provider: str) -> list[tuple[str, str | None]]:
+    """(location, name) per version: files and URIs as given, names looked up. A registered
+    file, given by its path or in an ``onnx:`` URI, is held to its registration like its
+    name, and keeps that name."""
     if not wanted:
         found = registered(store)
         if not found:
@@ -99,12 +133,15 @@ def _locations(store: Store, wanted: list[str] | None) -> list[tuple[str, str | 
                               "B.onnx ... or register them with `probescope versions add`")
         for v in found:
             verify_unchanged(v)
+        found, again = _registered_once(found)
+        for note in again:
+            print(f"probescope: {note}", file=sys.stderr)
         return [(v.location, v.name) for v in found]
     out = []
     for w in wanted:
-        if Path(w).is_file():
-            # A registered file given by its path is held to its registration like its name.
-            v = find(store, str(Path(w).resolve()))
+        path = EndpointUri.parse(w).target if w.startswith("onnx:") else w
+        if Path(path).is_file():
+            v = find(store, str(Path(path).resolve()))
             if v is not None:
                 verify_unchanged(v)
             out.append((w, v.name if v is not None else None))
@@ -114,21 +151,85 @@ def _locations(store: Store, wanted: list[str] | None) -> list[tuple[str, str | 
             continue
         v = find(store, w)
         if v is None:
+            if Path(w).is_dir():
+                models = sorted(Path(w).glob("*.onnx"))
+                raise ReplayError(f"'{w}' is a folder, not a model file; "
+                                  + (f"give the .onnx file in it, e.g. {models[0]}" if models
+                                     else "it holds no .onnx file"))
             raise ReplayError(f"'{w}' is neither a model file, an endpoint nor a registered "
                               "version")
         verify_unchanged(v)
         out.append((v.location, v.name))
     seen: dict[str, str] = {}
     for (location, _), given in zip(out, wanted, strict=True):
-        key = str(Path(location).resolve()) if Path(location).is_file() else location
+        key = _identity(location, provider)
         if key in seen:
             raise ReplayError(f"'{given}' and '{seen[key]}' are one version; give it once")
         seen[key] = given
     return out
 
 
-def _text(result: ReplayResult, shown: bool = False) -> str:
-    """``shown``: a saved replay read back (--show), not one run now."""
+def _registered_once(found: list[ModelVersion]) -> tuple[list[ModelVersion], list[str]]:
+    """The registered versions with each model once (by its bytes' sha256, a server by its
+    URI), and a note per model registered under more than one name: run twice, it would
+    double the replay's time, and bisect would credit the first name anyway."""
+    kept: dict[str, ModelVersion] = {}
+    again: dict[str, list[str]] = {}
+    for v in found:
+        key = v.sha256 or v.location
+        if key in kept:
+            again.setdefault(key, []).append(v.name)
+        else:
+            kept[key] = v
+    notes = [f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} {kept[key].name} "
+             f"registered again (the same model); replaying it once, as {kept[key].name}"
+             for key, names in again.items()]
+    return list(kept.values()), notes
+
+
+def _where(location: str) -> str:
+    """Where a version lives, as the registry writes it: a file's absolute path (also for an
+    ``onnx:`` URI), a server's URI."""
+    if location.startswith("onnx:"):
+        location = EndpointUri.parse(location).target
+    elif "://" in location:
+        return location
+    return str(Path(location).resolve())
+
+
+def _identity(location: str, provider: str) -> str:
+    """What makes two versions one: the same file on the same provider, or the same URI (one
+    file on two providers is a fair comparison to ask for)."""
+    if location.startswith("onnx:"):
+        provider = EndpointUri.parse(location).param("provider", provider) or provider
+    elif "://" in location:
+        return location
+    return f"{_where(location)}?provider={provider}"
+
+
+def _name_apart(targets: list[Target], store: Store) -> None:
+    """A name per target that no other version in this replay, nor another registered one,
+    holds: rows, bisect, CSV columns and JSON are told apart by name. A name held elsewhere
+    becomes NAME@folder (a server's: NAME@HOST:PORT), as the Versions panel registers it;
+    the same file again (on another provider) becomes NAME@provider."""
+    taken = {v.name: _where(v.location) for v in registered(store)}
+    used: set[str] = set()
+    for t in targets:
+        where = _where(t.location)
+        name = free_name(t.name, where, taken)
+        if name in used:
+            base, n = name, 2
+            name = f"{base}@{t.provider}" if isinstance(t, LocalOnnxTarget) else base
+            while name in used or taken.get(name, where) != where:
+                name, n = f"{base}-{n}", n + 1
+        t.name = name
+        taken[name] = where
+        used.add(name)
+
+
+def _text(result: ReplayResult, shown: bool = False, title: str | None = None) -> str:
+    """``shown``: a saved replay read back (--show), not one run now; ``title``: its saved
+    title."""
     # Latency is each case's share of its batch's time: per row, not per request.
     lines = [f"{'version':<20} {'cases':>6} {'fixed':>6} {'still failing':>14} "
              f"{'newly broken':>13} {'errors':>7} {'p50 ms/row':>11} {'p95 ms/row':>11}"]
@@ -156,9 +257,15 @@ def _text(result: ReplayResult, shown: bool = False) -> str:
     lines.append(f"{len(failures)} failures, {len(result.cases) - len(failures)} controls; "
                  "first failing version: "
                  + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    if result.replay_id is not None:
-        lines.append(f"replay {result.replay_id}" if shown else
-                     f"saved as replay {result.replay_id}")
+    if result.replay_id is not None and not shown:
+        lines.append(f"saved as replay {result.replay_id}")
+    elif result.replay_id is not None:
+        # A cancelled replay holds the versions it finished: said, or it reads as whole.
+        stopped = ("" if not result.cancelled else
+                   f" (cancelled: {title})" if title and title.startswith(_STOPPED) else
+                   f" (cancelled after {len(result.runs)} "
+                   f"version{'' if len(result.runs) == 1 else 's'})")
+        lines.append(f"replay {result.replay_id}{stopped}")
     return "\n".join(lines)
 
 
@@ -194,11 +301,12 @@ def _saved(args: argparse.Namespace) -> int:
             if not 0 < wanted < 2**63:  # SQLite's integers
                 raise ReplayError(f"no saved replay {args.show}; see --list")
         result = load_replay(store, wanted)
+        title = next((r["title"] for r in rows if r["id"] == wanted), None)
         if args.export:
             write_cases_csv(result, args.export)
     finally:
         store.close()
-    print(json.dumps(result.to_json()) if args.json else _text(result, shown=True))
+    print(json.dumps(result.to_json()) if args.json else _text(result, shown=True, title=title))
     if args.export:
         print(f"wrote {args.export}", file=sys.stderr)
     return 0
@@ -229,11 +337,14 @@ def run(args: argparse.Namespace) -> int:
             export_path(args.export)
         if args.list or args.show is not None:
             return _saved(args)
+        if args.since is not None and args.until is not None and args.since > args.until:
+            raise ReplayError(f"--since ({_local(args.since)}) is after --until "
+                              f"({_local(args.until)}); no capture lies between them")
     except (ReplayError, StoreError) as exc:
         print(f"probescope: {exc}", file=sys.stderr)
         return 2
     store = Store(args.db)
-    targets = []
+    targets: list[Target] = []
     not_saved = not_exported = None
     try:
         endpoint = store.resolve_endpoint(args.endpoint) if args.endpoint else None
@@ -246,30 +357,27 @@ def run(args: argparse.Namespace) -> int:
         if not (~cases.control).any():
             raise ReplayError(f"no failures to replay in {args.db}"
                               + (f" for {endpoint}" if endpoint else ""))
-        for location, name in _locations(store, args.versions):
+        for location, name in _locations(store, args.versions, args.provider):
             targets.append(open_target(location, provider=args.provider, name=name))
-        interrupted = threading.Event()
-
-        def on_sigint(*_: object) -> None:
-            if interrupted.is_set():  # asked twice: stop now, whatever is under way
-                raise KeyboardInterrupt
-            interrupted.set()
-            print("\nprobescope: stopping after the batch under way; Ctrl+C again stops at "
-                  "once, saving nothing", file=sys.stderr, flush=True)
-
-        previous = signal.signal(signal.SIGINT, on_sigint)
+        _name_apart(targets, store)
         try:
-            result = replay(cases, targets, selection=selection, batch_size=args.batch_size,
-                            criteria=criteria,
-                            progress=_progress_printer(len(targets)),
-                            cancelled=interrupted.is_set)
+            result = _replay_interruptibly(
+                lambda cancelled: replay(cases, targets, selection=selection,
+                                         batch_size=args.batch_size, criteria=criteria,
+                                         progress=_progress_printer(len(targets)),
+                                         cancelled=cancelled))
+        except KeyboardInterrupt:  # a second Ctrl+C as the replay ended
+            print("probescope: stopped; nothing saved", file=sys.stderr, flush=True)
+            raise
         finally:
-            signal.signal(signal.SIGINT, previous)
             if sys.stderr.isatty():
                 print(file=sys.stderr)  # end the progress line
         if not args.no_save and result.runs:
             try:
-                save_replay(store, result)  # a cancelled one too: the versions it finished
+                # A cancelled one too (the versions it finished), with how far it got, so
+                # --show can say so as this run does.
+                save_replay(store, result, title=_stopped_after(result, len(targets))
+                            if result.cancelled else None)
             except StoreError as exc:  # the replay is done: print it all the same
                 not_saved = str(exc)
         if args.export:
@@ -284,6 +392,7 @@ def run(args: argparse.Namespace) -> int:
         for t in targets:
             t.close()
         store.close()
+    summaries = result.summaries()
     print(json.dumps(result.to_json()) if args.json else _text(result))
     unjudged, made_by = result.unjudged_slow()
     if unjudged:
@@ -304,14 +413,89 @@ def run(args: argparse.Namespace) -> int:
                  f"{result.replay_id} --export FILE.csv` writes it again"
                  if result.replay_id is not None else ""), file=sys.stderr)
     if result.cancelled:
-        print(f"probescope: stopped by Ctrl+C after {len(result.runs)} of {len(targets)} "
-              "versions" + ("; the finished ones are saved"
-                            if not (args.no_save or not_saved) else ""),
+        print(f"probescope: {_stopped_after(result, len(targets))}"
+              + ("; the finished ones are saved" if not (args.no_save or not_saved) else ""),
               file=sys.stderr)
         return 130
-    silent = [s.version for s in result.summaries() if s.unanswered]
-    if silent:
-        print(f"probescope: {', '.join(silent)} could not be asked about every case; "
+    silent = [(s, r) for s, r in zip(summaries, result.runs, strict=True) if s.unanswered]
+    for s, r in silent:
+        if "://" not in r.location:
+            # A local model that cannot take these inputs: asking again will not change it.
+            print(f"probescope: {s.version} could not be asked about {s.unanswered} of "
+                  f"{s.cases} cases: {s.unanswered_reason}", file=sys.stderr)
+    servers = [s.version for s, r in silent if "://" in r.location]
+    if servers:
+        print(f"probescope: {', '.join(servers)} could not be asked about every case; "
               "replay again once the server answers", file=sys.stderr)
+    if silent:
         return 1
     return 1 if not_saved or not_exported else 0
+
+
+_STOPPED = "stopped by Ctrl+C after "
+
+
+def _stopped_after(result: ReplayResult, versions: int) -> str:
+    """Said when a run is cancelled, and saved as its title: the workspace keeps the versions
+    it finished, not how many were asked for."""
+    return f"{_STOPPED}{len(result.runs)} of {versions} versions"
+
+
+def _replay_interruptibly(work: Callable[[Callable[[], bool]], ReplayResult]) -> ReplayResult:
+    """``work(cancelled)`` on a thread of its own, the main thread waiting on it. Python runs
+    a signal handler on the main thread between bytecodes only: were the replay there, a
+    Ctrl+C would wait for the inference call under way (seconds, for a big model) and two
+    would merge into one. Here the first sets ``cancelled`` (the replay stops after the batch
+    under way, keeping the versions it finished) and says so at once; the second ends the
+    process at once (``_leave_now``), saving nothing, while the thread is still at work."""
+    interrupted = threading.Event()
+
+    def on_sigint(*_: object) -> None:
+        if interrupted.is_set():  # asked twice: stop now, whatever is under way
+            raise KeyboardInterrupt
+        interrupted.set()
+        print(("\n" if sys.stderr.isatty() else "")  # off the progress line
+              + "probescope: stopping after the batch under way; Ctrl+C again stops at "
+              "once, saving nothing", file=sys.stderr, flush=True)
+
+    done: list[ReplayResult] = []
+    failed: list[BaseException] = []
+    # Not Thread.join: a KeyboardInterrupt inside it marks a running thread as ended
+    # (bpo-45274), and the exit below must know that the thread is still at work.
+    ended = threading.Event()
+
+    def body() -> None:
+        try:
+            done.append(work(interrupted.is_set))
+        except BaseException as exc:  # handed to the main thread, which reports it
+            failed.append(exc)
+        finally:
+            ended.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        threading.Thread(target=body, name="replay", daemon=True).start()
+        while not ended.wait(0.2):  # short waits: the handler runs between them anywhere
+            pass
+    except KeyboardInterrupt:
+        if not ended.is_set():
+            _leave_now()
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if failed:
+        raise failed[0]
+    return done[0]
+
+
+def _leave_now() -> NoReturn:
+    """Exit 130 at once, the replay thread still inside an inference call. An ordinary exit
+    would run onnxruntime's static destructors under that call, which aborts the process
+    (SIGABRT, "terminate called without an active exception"). Nothing is lost: the
+    workspace is written only once the replay has ended."""
+    with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing to tell
+        print("probescope: stopped; nothing saved", file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(130)
