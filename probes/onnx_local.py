@@ -84,7 +84,8 @@ def load_session(path: str | Path, provider: str = "cpu", threads: int | None = 
     available = available_providers()
     if provider not in available:
         raise ProbeError(f"provider '{provider}' is not installed here; available: "
-                         f"{', '.join(available)}. Install probescope[gpu] or use ?provider=cpu")
+                         f"{', '.join(available)}. Install probescope[gpu] or use the cpu "
+                         "provider")
     if problem := not_a_file(path, "model file"):
         raise ProbeError(problem)
     options = ort.SessionOptions()

@@ -216,6 +216,10 @@ def remote_version(uri: str, name: str | None = None, version: str | None = None
 def describe(location: str, name: str | None = None, version: str | None = None
              ) -> ModelVersion:
     """An ONNX path or a remote URI, described."""
+    if Path(location).is_dir():
+        inside = sorted(Path(location).glob("*.onnx"))
+        raise VersionError(f"'{location}' is a folder, not a model file"
+                           + (f"; e.g. {inside[0]}" if inside else ""))
     if location.endswith(".onnx") or Path(location).is_file():
         return inspect_onnx(location, name, version)
     return remote_version(location, name, version)

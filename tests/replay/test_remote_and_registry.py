@@ -288,3 +288,14 @@ def test_a_server_uri_the_replay_would_refuse_is_not_registered(workspace, uri, 
         assert registered(store) == []
     finally:
         store.close()
+
+
+def test_a_folder_given_as_a_version_is_said_to_be_a_folder(workspace, tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "m.onnx").write_bytes((DEMO / "wine-v1.onnx").read_bytes())
+    store = Store(workspace)
+    try:
+        with pytest.raises(VersionError, match=r"is a folder, not a model file; e\.g\. .*m\.onnx"):
+            register(store, str(tmp_path / "models"))
+    finally:
+        store.close()
