@@ -20,8 +20,9 @@ Each comparison alternates its two sides block by block so machine noise hits bo
 are medians of the blocks. An informational line times the object path the window uses
 (``select_cases``, which builds a Capture per case, then ``replay``) against the same
 raw-from-store baseline. A second one, the floor, does only what no replay can skip on top of
-raw: each batch's answer copied into its column, then the whole column judged
-(``judge_columns``); no errors, latencies, progress or verdicts. Its ratio bounds what any
+raw: each batch's answer copied into its column (the versions' columns side by side in one
+block, as the engine keeps them), then the block judged in one go (``judge_columns``); no
+errors, latencies, progress or verdicts. Its ratio bounds what any
 engine built on these numpy passes can reach on these models.
 """
 
@@ -101,19 +102,20 @@ def run_raw(data: np.ndarray, targets: list[LocalOnnxTarget]) -> list[list[np.nd
 
 
 def run_floor(data: np.ndarray, targets: list[LocalOnnxTarget]) -> None:
-    """Raw plus the least a replay adds: keep each answer in a column, judge the column."""
+    """Raw plus the least a replay adds: keep each answer in a column, beside the other
+    versions' (one block, as the engine keeps them), and judge the block in one go."""
     n = len(data)
-    for t in targets:
+    block: np.ndarray | None = None
+    for v, t in enumerate(targets):
         run, names = t.session.run, [o.name for o in t.session.get_outputs()]
         feed = t.session.get_inputs()[0].name
-        cols: list[np.ndarray] = []
         for i in range(0, n, BATCH):
-            outs = run(names, {feed: data[i:i + BATCH]})
-            if not cols:
-                cols = [np.empty((n, *o.shape[1:]), o.dtype) for o in outs]
-            for col, o in zip(cols, outs, strict=True):
-                col[i:i + BATCH] = o
-        judge_columns(dict(zip(names, cols, strict=True)), n)
+            first = run(names, {feed: data[i:i + BATCH]})[0]
+            if block is None:
+                block = np.empty((len(targets), n, *first.shape[1:]), first.dtype)
+            block[v, i:i + BATCH] = first
+    assert block is not None
+    judge_columns({"out": block.reshape(len(targets) * n, -1)}, len(targets) * n)
 
 
 def replayed(cases, targets: list[LocalOnnxTarget], summarise: bool = True):
