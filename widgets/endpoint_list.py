@@ -79,6 +79,11 @@ class EndpointListWidget(QTreeWidget):
     def state(self, endpoint: str) -> str | None:
         return self._states.get(endpoint)
 
+    def row_texts(self, endpoint: str) -> dict[str, str]:
+        """What the row shows, by column title (empty when the endpoint is not listed)."""
+        item = self._items.get(endpoint)
+        return {} if item is None else {c: item.text(k) for k, c in enumerate(COLUMNS)}
+
     def remove_endpoint(self, endpoint: str) -> None:
         item = self._items.pop(endpoint, None)
         self._states.pop(endpoint, None)

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.domain import EndpointUri, UriError
 from app.core.monitor import Monitor
 from app.core.store import Store
 from app.gui.actions import LIVE_WINDOWS, TIME_WINDOWS, build_actions
@@ -168,7 +169,8 @@ class MainWindow(QMainWindow):
             panel.set_slo(row.get("slo_ms"))
             panel.set_state("stopped")
             self.endpoint_list.set_endpoint(row["uri"], state="stopped", kind=row["kind"] or "",
-                                            version=row.get("model_version") or "")
+                                            version=row.get("model_version") or "",
+                                            provider=recorded_provider(row["uri"]))
         if not self._title:
             self._fill_recent_menu(self.settings.add_recent(self.db_path))
         if stored and self.actions.window_box.currentText() in LIVE_WINDOWS:
@@ -462,3 +464,13 @@ class MainWindow(QMainWindow):
             self.demo_server = None
         self.workbench.shutdown()
         self.history.stop()
+
+
+def recorded_provider(uri: str) -> str:
+    """The provider an endpoint recorded earlier was probed with, as its URI says (a live
+    probe reports its own): onnxruntime's provider for a local model, else nothing."""
+    try:
+        parsed = EndpointUri.parse(uri)
+    except UriError:
+        return ""
+    return (parsed.param("provider", "cpu") or "cpu") if parsed.scheme == "onnx" else ""

@@ -316,6 +316,8 @@ def test_opening_a_recorded_workspace_lists_its_endpoints_with_history(qtbot, tm
         w._open_path(workspace)  # File > Open and Open recent land here
         assert w.endpoint_list.endpoints() == [endpoint]
         assert w.endpoint_list.state(endpoint) == "stopped"
+        row = w.endpoint_list.row_texts(endpoint)
+        assert (row["Kind"], row["Version"], row["Provider"]) == ("onnx", "2.0.0", "cpu")
         assert w.actions.window_box.currentText() == "all"  # nothing live: show the past
         assert Settings().time_window() == "1 min"  # for this workspace, not from now on
         panel = w.panels[endpoint]
