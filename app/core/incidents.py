@@ -340,7 +340,8 @@ def find_incident(store: Store, which: str | int) -> dict:
     except ValueError:
         raise IncidentError(f"'{which}' is not an incident id; give a number or 'latest'") \
             from None
-    row = store.incident(incident_id)
+    # An id past SQLite's integers is no incident either (not an OverflowError from it).
+    row = store.incident(incident_id) if 0 < incident_id < 2**63 else None
     if row is None:
         raise IncidentError(f"no incident {incident_id} in {store.path}; "
                             "`probescope incidents --db PATH` lists them")

@@ -57,6 +57,12 @@ def test_ack_of_a_missing_incident_says_so(workspace, capsys):
     Store(workspace).close()
     assert main(["incidents", "--db", str(workspace), "ack", "7"]) == 2
     assert "no incident 7" in capsys.readouterr().err
+    huge = "9" * 23  # past SQLite's integers: no incident, not an internal error
+    for argv in (["incidents", "--db", str(workspace), "note", huge, "hi"],
+                 ["report", "--db", str(workspace), "--incident", huge, "--out",
+                  str(workspace.parent / "r.pdf")]):
+        assert main(argv) == 2
+        assert f"no incident {huge}" in capsys.readouterr().err
 
 
 def test_options_before_the_action_count_and_a_resolved_incident_stays_resolved(workspace,
