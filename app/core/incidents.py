@@ -350,10 +350,13 @@ def find_incident(store: Store, which: str | int) -> dict:
 
 def incident_window(incident: Mapping, *, last_ns: int | None = None,
                     pad_s: float = 30.0) -> tuple[int, int]:
-    """The time span a report or a plot shows: the incident with some context either side."""
+    """The time span a report or a plot shows: the incident with some context either side,
+    as a half-open ``[start, end)`` (what ``Store.history`` reads)."""
     start = int(incident["opened_ns"])
     end = int(incident["cleared_ns"] or last_ns or incident["updated_ns"] or start)
     span = max(int(pad_s * NS), (end - start) // 5)
     if incident["cleared_ns"] is None:
-        return start - span, end  # still active: up to the newest data, no empty margin
+        # Still active: up to the newest data, no empty margin; one past it, so the newest
+        # sample itself is drawn (a workspace of one sample had "no samples").
+        return start - span, end + 1
     return start - span, end + span // 2

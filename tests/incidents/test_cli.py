@@ -185,3 +185,22 @@ def test_a_log_imported_without_latencies_still_gets_error_rate_incidents(tmp_pa
     out = capsys.readouterr().out
     assert "#1 opened: log:prod: Opened: 13 failures in 61 requests" in out
     assert "1 incident(s) opened" in out
+
+
+def test_the_window_of_an_open_incident_holds_its_newest_sample(workspace):
+    from app.core.domain import Metric
+    from app.core.incidents import find_incident, incident_window
+    from tests.incidents.conftest import NS, T0
+
+    store = Store(workspace)
+    try:
+        write_requests(store, "onnx:a.onnx", 0, 1, rate_hz=1)  # one sample, at T0
+        store.insert_incident("onnx:a.onnx", rule="latency", severity="warning", status="open",
+                              opened_ns=T0 - NS, trigger_ns=T0 - NS, value=9.0, threshold=5.0,
+                              summary="s", details={}, note="Opened: x.")
+        incident = find_incident(store, "latest")
+        start, end = incident_window(incident, last_ns=store.last_sample_ns("onnx:a.onnx"))
+        drawn = store.history("onnx:a.onnx", Metric.LATENCY_MS, start, end)
+        assert drawn.count.sum() == 1
+    finally:
+        store.close()
