@@ -181,6 +181,24 @@ def _read_only_hint(path: Path) -> str:
     return ""
 
 
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection. A workspace in WAL mode needs its ``-shm`` file beside it
+    even to be read, which a read-only folder (a mounted snapshot, a backup share) cannot
+    hold: there, with no ``-wal`` left either, nothing can be writing it, and it is opened
+    as immutable (no locks, no shared memory)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the file
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        folder = path.parent if str(path.parent) else Path(".")
+        if os.access(folder, os.W_OK) or Path(f"{path}-wal").exists():
+            raise
+    return sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True,
+                           check_same_thread=False)
+
+
 class Store:
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
@@ -194,8 +212,7 @@ class Store:
             if readonly:
                 if not self.path.exists():
                     raise StoreError(f"no workspace at {self.path}")
-                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
-                                       check_same_thread=False)
+                conn = _connect_read_only(self.path)
             else:
                 if self.path.parent and not self.path.parent.exists():
                     raise StoreError(f"cannot create workspace {self.path}: "

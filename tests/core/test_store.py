@@ -291,3 +291,36 @@ def test_looking_up_request_ids_walks_the_request_id_index(workspace):
             assert "idx_captures_request_id" in plan, plan
     finally:
         s.close()
+
+
+def test_a_workspace_on_a_read_only_disk_can_still_be_read(tmp_path, capsys):
+    """A snapshot or backup share: reading (incidents, reports) needs no write. SQLite's
+    WAL mode wants a -shm file beside the workspace even to read, which such a folder
+    cannot hold."""
+    import shutil
+    import subprocess
+
+    from app.cli import main
+    from app.core.domain import Metric, Sample
+
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("needs a tmpfs mount (root)")
+    try:
+        store = Store(tmp_path / "w.db")
+        store.write_batch([Sample("onnx:a.onnx", 1_000 + i, Metric.LATENCY_MS, 1.0)
+                           for i in range(10)], [])
+        store.close()
+        shutil.copy(tmp_path / "w.db", mnt / "w.db")
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        reader = Store(mnt / "w.db", readonly=True)
+        try:
+            assert reader.count_samples("onnx:a.onnx") == 10
+        finally:
+            reader.close()
+        assert main(["incidents", "--db", str(mnt / "w.db")]) == 0
+        assert "cannot open" not in capsys.readouterr().err
+    finally:
+        assert subprocess.run(["umount", str(mnt)]).returncode == 0  # nothing left open in it
