@@ -13,8 +13,9 @@ import os
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
@@ -58,6 +59,21 @@ class HeatmapFigure(Figure):
     severity: np.ndarray  # (T, F); 1.0 = at the drift threshold
 
 
+@dataclass(frozen=True, slots=True)
+class Slo:
+    """The SLO an incident was judged against, and the endpoint's own when the incident's rules
+    overrode it: a rule may set ``slo_ms`` (see incident_rules.latency), and that is what
+    tripped, so it is what the report shows and plots."""
+
+    judged_ms: float | None  # None: no SLO at all
+    endpoint_ms: float | None
+
+    @property
+    def overridden(self) -> bool:
+        return self.judged_ms is not None and self.endpoint_ms is not None \
+            and self.judged_ms != self.endpoint_ms
+
+
 @dataclass(slots=True)
 class ReportData:
     incident: dict
@@ -75,6 +91,50 @@ class ReportData:
     contract: list[list[str]]
     related: list[dict]  # other incidents of the endpoint that overlap the window
     probescope_version: str
+    slo: Slo = field(default_factory=lambda: Slo(None, None))
+    resolved_ns: int | None = None  # when a person resolved it; None if not (or the rule did)
+    served_by: str = "not recorded in the workspace"
+    remote: bool = False  # served by a server (or a logged service), not by a ProbeScope probe
+
+
+def _positive(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) and number > 0 else None
+
+
+def slo_of(incident: dict, endpoint: dict) -> Slo:
+    """The incident's rules are kept with it (details.config, a snapshot taken when it opened
+    or last peaked), so an override set later does not rewrite an older incident's SLO."""
+    config = (incident.get("details") or {}).get("config") or {}
+    own = _positive(endpoint.get("slo_ms"))
+    rule = _positive(config.get("slo_ms")) if isinstance(config, dict) else None
+    return Slo(rule if rule is not None else own, own)
+
+
+def resolve_time(incident: dict, notes: Sequence[dict]) -> int | None:
+    """When a person resolved an incident the rule had not cleared; None otherwise, or when no
+    record of the resolve is found.
+
+    A recorded ``resolved_ns`` column wins. Without one, the workspace's only record of the
+    status change is the note written with it in the same transaction, "Resolved." or
+    "Resolved: why" (``probescope incidents resolve``, the incidents panel). A resolved incident
+    cannot be resolved again until the rule reopens it, so the resolve is the first such note
+    since the last (re)opening; anything later that begins with "Resolved" is a person's text
+    about it, not the status change."""
+    if incident.get("status") != "resolved" or incident.get("cleared_ns") is not None:
+        return None
+    recorded = incident.get("resolved_ns")
+    if recorded:
+        return int(recorded)
+    since = max((int(n["ts_ns"]) for n in notes if n.get("author") == "probescope"
+                 and str(n["text"]).startswith("Reopened")), default=int(incident["opened_ns"]))
+    return next((int(n["ts_ns"]) for n in notes
+                 if int(n["ts_ns"]) >= since and n.get("author") != "probescope"
+                 and (n["text"] == "Resolved." or str(n["text"]).startswith("Resolved: "))),
+                None)
 
 
 def sha256_of(path: Path) -> str | None:
@@ -108,16 +168,40 @@ def model_info(endpoint: dict, registered_paths: Sequence[str] = ()) -> dict[str
     return info
 
 
+def serving_info(uri_text: str) -> tuple[str, bool]:
+    """Where the endpoint's model ran, as far as its URI tells, and whether it was served
+    outside ProbeScope (a server, a logged service). The workspace keeps no hardware of the
+    machine that served or probed it."""
+    try:
+        uri = EndpointUri.parse(uri_text)
+    except UriError:
+        return "not recorded in the workspace", False
+    unknown = "its hardware is not recorded in the workspace"
+    if uri.scheme == "onnx":
+        return ("in process, with onnxruntime, on the machine that probed it; " + unknown,
+                False)
+    if uri.scheme == "system":
+        return "no model: this endpoint measures the machine its probe ran on", False
+    if uri.scheme == "log":
+        return f"the service whose log was imported; {unknown}", True
+    if uri.scheme.endswith(("+http", "+https")):
+        host = urlsplit(uri.target).netloc or uri.target
+        # The address as the probing machine saw it: 127.0.0.1 there need not be this machine.
+        return f"a server at {host} (as the probing machine reached it); {unknown}", True
+    return f"not recorded in the workspace ({uri.scheme} endpoint)", False
+
+
 def hardware_info() -> dict[str, str]:
+    """The machine writing the report, read now: not what served or probed the model."""
     info = {"platform": platform.platform(), "python": platform.python_version(),
             "cpu": _cpu_name(), "cores": str(os.cpu_count() or "?")}
     try:
         import onnxruntime
 
-        info["onnxruntime"] = (f"{onnxruntime.__version__} "
-                               f"({', '.join(onnxruntime.get_available_providers())})")
+        info["onnxruntime"] = (f"{onnxruntime.__version__} (providers on this machine: "
+                               f"{', '.join(onnxruntime.get_available_providers())})")
     except ImportError:
-        info["onnxruntime"] = "not installed"
+        info["onnxruntime"] = "not installed on this machine"
     return info
 
 
@@ -136,12 +220,19 @@ def _query(metric: str, start: int, end: int, buckets: int) -> str:
             f"buckets={buckets})")
 
 
-def _per_s(h: History, width_ns: int, n: int, start: int) -> np.ndarray:
-    """Counts per bucket as a rate, zero where a bucket had no samples."""
+def _per_s(h: History, width_ns: int, n: int, start: int,
+           span: tuple[int, int] | None) -> np.ndarray:
+    """Counts per bucket as a rate: zero where a bucket had no samples while the endpoint was
+    being probed (``span``: its first and last request ever), NaN (no line) before the probe
+    started and after it stopped, where nothing was measured and 0 would read as an outage."""
     out = np.zeros(n)
     if len(h):
         out[((h.ts_ns - start) // width_ns).astype(np.int64).clip(0, n - 1)] = h.count
-    return out / (width_ns / 1e9)
+    out /= width_ns / 1e9
+    if span is not None:
+        lo = start + np.arange(n, dtype=np.int64) * width_ns
+        out[(lo + width_ns <= span[0]) | (lo > span[1])] = np.nan
+    return out
 
 
 def _on_grid(h: History, values: np.ndarray, width_ns: int, n: int, start: int) -> np.ndarray:
@@ -151,8 +242,18 @@ def _on_grid(h: History, values: np.ndarray, width_ns: int, n: int, start: int) 
     return out
 
 
-def figures(store: Store, endpoint: dict, start: int, end: int) -> list[Figure]:
+def _request_span(store: Store, uri: str) -> tuple[int, int] | None:
+    """First and last request (latency or failure sample) of the endpoint, in any window."""
+    spans = [s for s in (store.time_range(uri, Metric.LATENCY_MS),
+                         store.time_range(uri, Metric.FAILURE)) if s]
+    return (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else None
+
+
+def figures(store: Store, endpoint: dict, start: int, end: int,
+            slo: Slo | None = None) -> list[Figure]:
+    """``slo``: the one the incident was judged against; by default the endpoint's own."""
     uri = endpoint["uri"]
+    slo = slo or Slo(_positive(endpoint.get("slo_ms")), _positive(endpoint.get("slo_ms")))
     # Buckets of at least a second: finer ones turn a steady request rate into comb teeth.
     n = int(max(1, min(BUCKETS, (end - start) // NS)))
     width = max(1, (end - start) // n)
@@ -161,7 +262,11 @@ def figures(store: Store, endpoint: dict, start: int, end: int) -> list[Figure]:
     lat = store.history(uri, Metric.LATENCY_MS, start, end, n)
     fails = store.history(uri, Metric.FAILURE, start, end, n)
     if len(lat):
-        hl = {"SLO": float(endpoint["slo_ms"])} if endpoint.get("slo_ms") else {}
+        # The line the latency was judged against; named for the rule when it is not the
+        # endpoint's own, so the two cannot be mistaken for each other.
+        hl = {} if slo.judged_ms is None else {
+            ("rule's SLO" if slo.overridden else "SLO"): slo.judged_ms}
+        span = _request_span(store, uri)
         out.append(SeriesFigure(
             "Latency per request (mean, with min-max band)",
             _query(Metric.LATENCY_MS, start, end, n), grid,
@@ -173,8 +278,8 @@ def figures(store: Store, endpoint: dict, start: int, end: int) -> list[Figure]:
             _query(Metric.LATENCY_MS, start, end, n) + " and "
             + _query(Metric.FAILURE, start, end, n) + "; count per bucket / bucket seconds",
             grid,
-            {"requests/s": _per_s(lat, width, n, start),
-             "failures/s": _per_s(fails, width, n, start)}, None, "per second"))
+            {"requests/s": _per_s(lat, width, n, start, span),
+             "failures/s": _per_s(fails, width, n, start, span)}, None, "per second"))
     rss = store.history(uri, Metric.RSS_MB, start, end, n)
     if len(rss):
         out.append(SeriesFigure(
@@ -231,13 +336,21 @@ def summarize_inputs(capture: Capture) -> str:
     return "; ".join(parts) or "(no inputs kept)"
 
 
-def failure_rows(store: Store, uri: str, start: int, end: int) -> list[list[str]]:
-    from datetime import UTC, datetime
+def spans_days(start_ns: int, end_ns: int) -> bool:
+    """Whether a window crosses a UTC midnight: then a time of day alone is ambiguous."""
+    first, last = (datetime.fromtimestamp(ns / 1e9, UTC).date() for ns in (start_ns, end_ns))
+    return first != last
 
+
+def failure_rows(store: Store, uri: str, start: int, end: int, *,
+                 dated: bool = False) -> list[list[str]]:
+    """``dated``: times carry their UTC date (a window over more than one day), else a row
+    from the day before reads as a time before the incident opened."""
+    fmt = "%Y-%m-%d %H:%M:%S.%f" if dated else "%H:%M:%S.%f"
     rows = []
     for sc in store.captures_between(uri, start, end, failed=True, limit=MAX_FAILURE_ROWS):
         c = sc.capture
-        when = datetime.fromtimestamp(c.ts_ns / 1e9, UTC).strftime("%H:%M:%S.%f")[:-3]
+        when = datetime.fromtimestamp(c.ts_ns / 1e9, UTC).strftime(fmt)[:-3]
         outcome = c.error or (f"predicted {c.prediction}" if c.prediction is not None
                               else "no prediction")
         if c.label is not None:
@@ -347,13 +460,18 @@ def gather(store: Store, incident: dict, version: str) -> ReportData:
     failures_total = sum(n for s, n in eid_failed.items() if s != "ok")
     # The table lists failures from the moment the rule first tripped: the evidence.
     listed_from = int(incident["opened_ns"])
+    slo = slo_of(incident, endpoint)
+    notes = store.incident_notes(incident["id"])
+    served_by, remote = serving_info(uri)
     return ReportData(
         incident=incident, endpoint=endpoint, start_ns=start, end_ns=end, model=model,
-        hardware=hardware_info(), figures=figures(store, endpoint, start, end),
-        status_counts=eid_failed, failures=failure_rows(store, uri, listed_from, end),
-        failures_total=failures_total, notes=store.incident_notes(incident["id"]),
+        hardware=hardware_info(), figures=figures(store, endpoint, start, end, slo),
+        status_counts=eid_failed,
+        failures=failure_rows(store, uri, listed_from, end, dated=spans_days(start, end)),
+        failures_total=failures_total, notes=notes,
         replays=replay_rows(store, uri, start, end), contract=contract_rows(model.get("path")),
         related=[r for r in store.incidents(endpoint=uri, limit=200)
                  if r["id"] != incident["id"] and r["opened_ns"] <= end
                  and (r["cleared_ns"] or end) >= start],
-        probescope_version=version)
+        probescope_version=version, slo=slo, resolved_ns=resolve_time(incident, notes),
+        served_by=served_by, remote=remote)

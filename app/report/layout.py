@@ -36,6 +36,7 @@ HEADER_FILL = QColor("#eef1f5")
 ACCENT = QColor("#1f5fa8")
 
 Op = Callable[[QPainter], None]
+ORPHAN_LINES = 2  # a paragraph broken at a page's foot leaves at least this many lines each side
 
 
 def font(size_pt: float, *, bold: bool = False, mono: bool = False) -> QFont:
@@ -69,6 +70,9 @@ class PageFlow:
         self.bottom = self.height - 18 * PT  # room for the footer
         self.pages: list[list[Op]] = [[]]
         self.y = 0.0  # the first page has no running header
+        # The heading(s) just placed that must not end a page: (index of their first op on
+        # the last page, y where they start). Cleared by anything placed after them.
+        self._kept: tuple[int, float] | None = None
 
     # -- measuring --------------------------------------------------------------------------
 
@@ -97,8 +101,27 @@ class PageFlow:
     # -- flow -------------------------------------------------------------------------------
 
     def new_page(self) -> None:
+        """Go on at the top of a new page. A heading that nothing has followed yet goes along:
+        what follows it is moving to this page, and a heading must not end the one before."""
+        kept, self._kept = self._kept, None
+        if kept is not None and kept[0] > 0:  # not at the top of its page already
+            first, y0 = kept
+            moved, self.pages[-1][first:] = self.pages[-1][first:], []
+            dy = self.top - y0
+            self.pages.append([self._shifted(op, dy) for op in moved])
+            self.y += dy
+            self._kept = (0, self.top)
+            return
         self.pages.append([])
         self.y = self.top
+
+    @staticmethod
+    def _shifted(op: Op, dy: float) -> Op:
+        def shifted(p: QPainter) -> None:
+            p.translate(0, dy)  # paint() saves and restores the painter around each op
+            op(p)
+
+        return shifted
 
     def ensure(self, height: float) -> None:
         if self.y + height > self.bottom and self.y > self.top:
@@ -106,19 +129,27 @@ class PageFlow:
 
     def add(self, op: Op) -> None:
         self.pages[-1].append(op)
+        self._kept = None
 
     def space(self, pt: float) -> None:
         self.y += pt * PT
 
     def text(self, text: str, f: QFont, *, color: QColor = INK, indent: float = 0.0,
              after_pt: float = 4.0, keep_with_next: float = 0.0) -> None:
+        """A paragraph. With ``keep_with_next``, a heading: it stays on one page with that
+        much of what follows, and goes to the next page with it if it moves there."""
         tl, h = self.wrapped(text, f, self.width - indent)
-        if h > self.bottom - self.top:  # taller than a page: it must break, line by line
-            self.ensure(tl.lineAt(0).height() if tl.lineCount() else 0.0)
+        # A paragraph that does not fit here breaks across the page when enough of it fits
+        # (a long note fills the page instead of leaving its foot empty); a short one moves
+        # to the next page whole. One taller than a page must break.
+        if h <= self.bottom - self.top and not (keep_with_next == 0
+                                                and self._breaks_well(tl)):
+            self.ensure(h + keep_with_next)
+        if self.y + h > self.bottom:  # breaks here, or a heading came along and it no more fits
             self.flow_lines(tl, indent, color)
             self.y += after_pt * PT
             return
-        self.ensure(h + keep_with_next)
+        kept, y0 = self._kept, self.y
         at = QPointF(indent, self.y)
 
         def op(p: QPainter) -> None:
@@ -126,7 +157,18 @@ class PageFlow:
             tl.draw(p, at)
 
         self.add(op)
+        if keep_with_next:  # a run of headings (a section, then a note's header) stays together
+            self._kept = kept or (len(self.pages[-1]) - 1, y0)
         self.y += h + after_pt * PT
+
+    def _breaks_well(self, tl: QTextLayout) -> bool:
+        """Whether a paragraph can start here and go on over the page: at least ORPHAN_LINES
+        lines fit here and at least as many are left for the next page."""
+        if tl.lineCount() < 2 * ORPHAN_LINES:
+            return False
+        top = tl.lineAt(0).y()
+        bottom = tl.lineAt(ORPHAN_LINES - 1)
+        return self.y + bottom.y() + bottom.height() - top <= self.bottom
 
     def flow_lines(self, tl: QTextLayout, x: float, color: QColor) -> None:
         """Draw a laid-out block from here on, as many lines per page as fit: a block taller
@@ -140,6 +182,11 @@ class PageFlow:
             j = i
             while j < len(lines) and lines[j].y() + lines[j].height() - top <= room:
                 j += 1
+            # Neither one line alone at the foot of a page nor alone at the top of the next.
+            if j < len(lines) and len(lines) - j < ORPHAN_LINES:
+                j = max(i, len(lines) - ORPHAN_LINES)
+            if j - i < min(ORPHAN_LINES, len(lines) - i) and i == 0 and self.y > self.top:
+                j = i
             if j == i:
                 if self.y > self.top:
                     self.new_page()
@@ -175,7 +222,9 @@ class PageFlow:
             vl, vh = self.wrapped(value, mono_values if mono_values else vf, self.width - kw)
             h = max(kh, vh)
             if h > self.bottom - self.top:  # a value taller than a page breaks across pages
-                self.ensure(kh)
+                # The key with the value's first lines, which flow_lines keeps together.
+                first = vl.lineAt(min(ORPHAN_LINES, vl.lineCount()) - 1)
+                self.ensure(max(kh, first.y() + first.height()))
                 y = self.y
 
                 def key_op(p: QPainter, kl=kl, y=y) -> None:

@@ -5,6 +5,7 @@ Thread: the report's painting thread.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import numpy as np
@@ -17,6 +18,7 @@ from app.report.layout import INK, MUTED, PT, RULE, font
 PALETTE = [QColor("#1f5fa8"), QColor("#c0392b"), QColor("#2e8b57"), QColor("#8e44ad")]
 SLO_COLOR = QColor("#d35400")
 INCIDENT_FILL = QColor(192, 57, 43, 28)
+INCIDENT_LINE = QColor("#c0392b")
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
@@ -53,6 +55,27 @@ def _clock(ts_ns: int, span_ns: int) -> str:
     return datetime.fromtimestamp(ts_ns / 1e9, UTC).strftime(fmt)
 
 
+def _time_labels(p: QPainter, x_of: Callable[[float], float], plot: QRectF, start_ns: int,
+                 end_ns: int) -> None:
+    """The time axis's labels under ``plot``: the zone ("UTC") right-aligned just left of the
+    plot, then a label under each tick. "UTC" shares the row with the labels, so a tick close
+    to the left edge (a window that starts just before a round time) would print its label
+    over it: such a label is left out; its grid line still shows where the time falls."""
+    p.setFont(font(7))
+    p.setPen(MUTED)
+    metrics = p.fontMetrics()
+    row_y = plot.bottom() + 2 * PT
+    zone_right = plot.left() - 4 * PT
+    p.drawText(QRectF(zone_right - 36 * PT, row_y, 36 * PT, 10 * PT),
+               int(Qt.AlignmentFlag.AlignRight), "UTC")
+    for t in _time_ticks(start_ns, end_ns):
+        x, label = x_of(t), _clock(t, end_ns - start_ns)
+        if x - metrics.horizontalAdvance(label) / 2 < zone_right + 3 * PT:
+            continue
+        p.drawText(QRectF(x - 30 * PT, row_y, 60 * PT, 10 * PT),
+                   int(Qt.AlignmentFlag.AlignHCenter), label)
+
+
 class Frame:
     """Maps data to the plot rectangle; draws title, axes, grid and time labels."""
 
@@ -84,20 +107,16 @@ class Frame:
             p.drawText(QRectF(rect.left(), y - 5 * PT, 36 * PT, 10 * PT),
                        int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter),
                        _fmt(t))
+        p.setPen(QPen(RULE, 0.4 * PT))
         for t in _time_ticks(self.start, self.end):
             x = self.x(t)
-            p.setPen(QPen(RULE, 0.4 * PT))
             p.drawLine(QPointF(x, self.plot.top()), QPointF(x, self.plot.bottom()))
-            p.setPen(MUTED)
-            p.drawText(QRectF(x - 30 * PT, self.plot.bottom() + 2 * PT, 60 * PT, 10 * PT),
-                       int(Qt.AlignmentFlag.AlignHCenter), _clock(t, self.end - self.start))
         p.setPen(QPen(INK, 0.6 * PT))
         p.drawRect(self.plot)
         p.setPen(MUTED)
         p.drawText(QRectF(rect.left(), rect.top() + 12 * PT, 80 * PT, 10 * PT),
                    int(Qt.AlignmentFlag.AlignLeft), y_label)
-        p.drawText(QRectF(rect.left(), self.plot.bottom() + 2 * PT, 36 * PT, 10 * PT),
-                   int(Qt.AlignmentFlag.AlignRight), "UTC")
+        _time_labels(p, self.x, self.plot, self.start, self.end)
 
     def x(self, ts_ns: float) -> float:
         return self.plot.left() + (ts_ns - self.start) / (self.end - self.start) \
@@ -114,30 +133,51 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
 
 
+def _join_limit(idx: np.ndarray, buckets: int) -> int:
+    """How many buckets apart two points of a line may be and still be joined.
+
+    The values sit on the grid of buckets the data was binned with, so a series sampled at
+    least once a bucket (every request's latency) has a point in each one, and an empty
+    bucket or two is jitter, not a gap. A sparse series (memory every few seconds in 1-s
+    buckets) leaves empty buckets between its points; its own step, the median between its
+    points, is joined across. That median is only the sampling step when there are enough
+    points for the gaps to be outliers: with two or three points (two bursts a day apart)
+    it is the gap itself. And no join spans more than an eighth of the plot, however sparse
+    the series: a long straight line claims data that is not there."""
+    steps = np.diff(idx)
+    typical = int(np.median(steps)) if len(steps) >= 3 else 1
+    return max(3, min(3 * typical, buckets // 8))
+
+
 def draw_series(p: QPainter, rect: QRectF, fig: SeriesFigure, start_ns: int, end_ns: int,
                 incident: tuple[int, int | None] | None) -> None:
     stacks = [v for v in fig.lines.values()] + (list(fig.band) if fig.band else [])
     finite = np.concatenate([v[np.isfinite(v)] for v in stacks] + [np.zeros(0)])
     lo = float(finite.min()) if len(finite) else 0.0
     hi = float(finite.max()) if len(finite) else 1.0
-    off_scale = None
+    peak = hi
+    lines_top = max([v * 1.1 for v in fig.hlines.values()], default=-math.inf)
     if fig.band is not None and len(finite):
         # One stall (a GC pause, a page fault) would flatten everything else to the floor:
-        # scale to the bulk of the envelope and say that the peak is off the chart.
+        # scale to the bulk of the envelope and say that the peak is off the chart. An SLO
+        # line is kept in view too, and may itself raise the scale over the peak: so the
+        # peak is judged against the bulk and the lines together.
         tops = fig.band[1][np.isfinite(fig.band[1])]
         first = next(iter(fig.lines.values()))
         means = first[np.isfinite(first)]
         bulk = max(float(np.quantile(tops, 0.98)) if len(tops) else 0.0,
                    float(means.max()) if len(means) else 0.0)
-        if hi > 3 * bulk > 0:
-            off_scale, hi = hi, bulk * 1.5
-    hi = max([hi, *[v * 1.1 for v in fig.hlines.values()]])
+        if peak > 3 * max([bulk, *fig.hlines.values()]) > 0:
+            hi = bulk * 1.5
+    hi = max(hi, lines_top)
     if fig.zero_based:
         lo, hi = min(0.0, lo), hi * 1.05 or 1.0
     else:
         pad = max((hi - lo) * 0.1, abs(hi) * 0.01, 1e-9)
         lo, hi = lo - pad, hi + pad
     frame = Frame(p, rect, fig.title, start_ns, end_ns, lo, hi, fig.y_label, incident)
+    # Decided on the axis as drawn, after every widening: "off scale" only when it is.
+    off_scale = peak if peak > frame.y_hi else None
     p.setClipRect(frame.plot)
     p.setRenderHint(QPainter.RenderHint.Antialiasing)
     xs = np.array([frame.x(t) for t in fig.ts_ns.astype(np.float64)])
@@ -152,21 +192,25 @@ def draw_series(p: QPainter, rect: QRectF, fig: SeriesFigure, start_ns: int, end
             p.setBrush(QBrush(color))
             p.drawPolygon(QPolygonF(pts))
     for k, values in enumerate(fig.lines.values()):
+        color = PALETTE[k % len(PALETTE)]
         path = QPainterPath()
         idx = np.flatnonzero(np.isfinite(values))
-        # A sparse series (memory every second or two) leaves empty buckets between points:
-        # join across those, but break the line at a real gap in the data.
-        steps = np.diff(idx)
-        gap = max(3, 3 * int(np.median(steps))) if len(steps) else 3
-        for j, i in enumerate(idx):
-            pt = QPointF(xs[i], frame.y(values[i]))
-            if j == 0 or i - idx[j - 1] > gap:
-                path.moveTo(pt)
-            else:
-                path.lineTo(pt)
+        gap = _join_limit(idx, len(values))
+        runs = np.split(idx, np.flatnonzero(np.diff(idx) > gap) + 1) if len(idx) else []
+        for run in runs:
+            path.moveTo(QPointF(xs[run[0]], frame.y(values[run[0]])))
+            for i in run[1:]:
+                path.lineTo(QPointF(xs[i], frame.y(values[i])))
         p.setBrush(Qt.BrushStyle.NoBrush)
-        p.setPen(QPen(PALETTE[k % len(PALETTE)], 0.9 * PT))
+        p.setPen(QPen(color, 0.9 * PT))
         p.drawPath(path)
+        # A point with no neighbour to join is a path of one point, which draws nothing:
+        # a dot shows that the bucket holds data.
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(QBrush(color))
+        for run in runs:
+            if len(run) == 1:
+                p.drawEllipse(QPointF(xs[run[0]], frame.y(values[run[0]])), 1.3 * PT, 1.3 * PT)
     for v in fig.hlines.values():
         pen = QPen(SLO_COLOR, 0.9 * PT, Qt.PenStyle.DashLine)
         p.setPen(pen)
@@ -246,14 +290,19 @@ def draw_heatmap(p: QPainter, rect: QRectF, fig: HeatmapFigure, start_ns: int, e
     p.setPen(QPen(INK, 0.6 * PT))
     p.setBrush(Qt.BrushStyle.NoBrush)
     p.drawRect(plot)
+    # The incident's start and end as lines, not the series figures' shading: a tint over
+    # the cells would change the colours that carry the severity. Each is named in the
+    # legend; one outside the window is neither drawn nor named.
+    markers = []
     if incident is not None:
-        p.setPen(QPen(QColor("#c0392b"), 0.9 * PT, Qt.PenStyle.DashLine))
-        p.drawLine(QPointF(x(incident[0]), plot.top()), QPointF(x(incident[0]), plot.bottom()))
-    p.setFont(font(7))
-    for t in _time_ticks(start_ns, end_ns):
-        p.setPen(MUTED)
-        p.drawText(QRectF(x(t) - 30 * PT, plot.bottom() + 2 * PT, 60 * PT, 10 * PT),
-                   int(Qt.AlignmentFlag.AlignHCenter), _clock(t, span))
+        markers.append(("incident opened", incident[0], Qt.PenStyle.DashLine))
+        if incident[1] is not None:
+            markers.append(("incident cleared", incident[1], Qt.PenStyle.DotLine))
+    markers = [m for m in markers if start_ns <= m[1] <= end_ns]
+    for _, t, style in markers:
+        p.setPen(QPen(INCIDENT_LINE, 0.9 * PT, style))
+        p.drawLine(QPointF(x(t), plot.top()), QPointF(x(t), plot.bottom()))
+    _time_labels(p, x, plot, start_ns, end_ns)
     legend = [("below threshold", _heat_color(0.5)), ("at threshold", _heat_color(1.0)),
               ("3x threshold", _heat_color(3.0)), ("not tested", QColor("#ffffff"))]
     lx = plot.left()
@@ -265,3 +314,11 @@ def draw_heatmap(p: QPainter, rect: QRectF, fig: HeatmapFigure, start_ns: int, e
         p.drawText(QRectF(lx + 10 * PT, rect.bottom() - 9 * PT, 90 * PT, 10 * PT),
                    int(Qt.AlignmentFlag.AlignLeft), name)
         lx += p.fontMetrics().horizontalAdvance(name) + 20 * PT
+    for name, _, style in markers:
+        p.setPen(QPen(INCIDENT_LINE, 1.2 * PT, style))
+        swatch_y = rect.bottom() - 4 * PT
+        p.drawLine(QPointF(lx, swatch_y), QPointF(lx + 10 * PT, swatch_y))
+        p.setPen(INK)
+        p.drawText(QRectF(lx + 12 * PT, rect.bottom() - 9 * PT, 90 * PT, 10 * PT),
+                   int(Qt.AlignmentFlag.AlignLeft), name)
+        lx += p.fontMetrics().horizontalAdvance(name) + 22 * PT

@@ -90,6 +90,11 @@ def write_report(db_path: str | Path, incident: str | int, out: str | Path, *,
     Raises ReportError (unwritable path, unknown page size), IncidentError (no such incident),
     StoreError, or ReportCancelled; on any of them no file is left at ``out``.
     """
+    # Path() drops a trailing separator ("newdir/" becomes "newdir"), and with it the only sign
+    # that a folder was meant: refuse it here, before it turns into a file named like one.
+    if os.path.basename(os.fspath(out)) in ("", ".", ".."):
+        raise ReportError(f"cannot write the report to {os.fspath(out)}: it names a folder; "
+                          "give a file name, e.g. report.pdf")
     out = Path(out)
     if page_size.lower() not in {s.lower() for s in PAGE_SIZES}:
         raise ReportError(f"unknown page size '{page_size}'; use {' or '.join(PAGE_SIZES)}")
@@ -134,6 +139,17 @@ def _amount(inc: dict, key: str = "value") -> str:
     if inc["rule"] in ("error_rate", "drift"):
         return f"{value:.1%}"
     return f"{value:.4g} {unit}".strip()
+
+
+def _slo_text(slo: report_data.Slo, rule: str) -> str:
+    """The SLO the incident was judged against; the endpoint's own beside it when the
+    incident's rules overrode it, so neither is read for the other."""
+    if slo.judged_ms is None:
+        return "none set"
+    if not slo.overridden:
+        return f"{slo.judged_ms:g} ms"
+    whose = "this incident's rule" if rule == "latency" else "set in the incident rules"
+    return f"{slo.judged_ms:g} ms ({whose}; the endpoint's is {slo.endpoint_ms:g} ms)"
 
 
 def _fold_notes(notes: list[dict], keep: int = 3) -> list[dict]:
@@ -193,10 +209,10 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
     flow.text(_title(data), font(20, bold=True), after_pt=4)
     flow.text(inc["details"].get("detail") or inc["summary"], font(10.5), after_pt=10)
     # Resolved by hand before the rule cleared: the resolve is its end, said as such (it is
-    # not "still active", and there is no cleared time to show).
-    resolved_ns = next((n["ts_ns"] for n in reversed(data.notes)
-                        if str(n["text"]).startswith("Resolved")), None) \
-        if inc["cleared_ns"] is None and inc["status"] == "resolved" else None
+    # not "still active", and there is no cleared time to show). Its time is the status
+    # change's (report_data.resolve_time), never a later note that happens to start "Resolved".
+    resolved_ns = data.resolved_ns
+    by_hand = inc["cleared_ns"] is None and inc["status"] == "resolved"
     ended = inc["cleared_ns"] or resolved_ns
     window = (ended or data.end_ns) - inc["opened_ns"]
     if inc["cleared_ns"]:
@@ -204,6 +220,9 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
     elif resolved_ns:
         cleared = f"not by the rule; resolved by hand at {_utc(resolved_ns)}"
         still, so_far = " · resolved by hand", " (to the resolve)"
+    elif by_hand:
+        cleared = "not by the rule; resolved by hand (the workspace does not say when)"
+        still, so_far = " · resolved by hand", " (to the last sample)"
     else:
         cleared, still = "not cleared", " · still active at the last sample"
         so_far = " so far (to the last sample)"
@@ -221,15 +240,12 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
             f"#{r['id']} {RULE_TITLES.get(r['rule'], r['rule'])} ({r['status']}, opened "
             f"{_utc(r['opened_ns'])})" for r in data.related))] if data.related else []),
     ])
-    flow.heading("Model and hardware")
-    hw = data.hardware
+    flow.heading("Model and endpoint")
     flow.key_values([
         ("Model version", data.model.get("version", "unknown")),
         ("Model file", data.model.get("path", "not a local model")),
-        ("Platform", hw["platform"]),
-        ("CPU", f"{hw['cpu']} ({hw['cores']} logical cores)"),
-        ("onnxruntime", hw["onnxruntime"]),
-        ("SLO", f"{data.endpoint['slo_ms']:g} ms" if data.endpoint.get("slo_ms") else "none set"),
+        ("Served by", data.served_by),
+        ("SLO", _slo_text(data.slo, inc["rule"])),
     ])
     flow.heading("Figures")
     if not data.figures:
@@ -285,6 +301,20 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
         flow.text(f"{_utc(note['ts_ns'])}{who}", font(8, bold=True), after_pt=1,
                   keep_with_next=24 * PT)
         flow.text(note["text"], font(9), indent=8 * PT, after_pt=5)
+    # Read from this machine as the report is written: the workspace keeps no hardware, so
+    # this must not pass for what served (or probed) the model.
+    hw = data.hardware
+    flow.heading("Machine this report was written on")
+    flow.text("Read when this report was written, not from the workspace: this is the machine "
+              "that wrote the report, not necessarily the one that probed or served the model"
+              + ("; this endpoint's model was served outside ProbeScope (see Served by), so "
+                 "none of this says what ran it." if data.remote else "."), font(9), after_pt=4)
+    flow.key_values([
+        ("Platform", hw["platform"]),
+        ("CPU", f"{hw['cpu']} ({hw['cores']} logical cores)"),
+        ("Python", hw["python"]),
+        ("onnxruntime", hw["onnxruntime"]),
+    ])
     flow.heading("Reproducibility")
     flow.key_values([
         ("Model sha256", data.model.get("sha256", "not a local model file")),

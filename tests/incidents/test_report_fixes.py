@@ -1,0 +1,235 @@
+"""Report defects found by the incident-report audit, each read back from the real PDF: the SLO
+an incident was judged against, the resolve time, the machine that wrote the report, dated
+failure times, throughput before the probe started, and an output path naming a folder."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pypdf import PdfReader
+from pypdf.generic import ContentStream
+
+from app.cli import main
+from app.core.domain import Capture, CaptureStatus
+from app.core.incident_rules import RuleConfig
+from app.core.incidents import evaluate_range
+from app.core.store import Store
+from app.report import ReportError, write_report
+from app.report.data import gather
+from tests.incidents.conftest import NS, T0, write_requests
+
+
+def _text(path: Path) -> str:
+    # pypdf reads Qt's word spacing as tabs; words are what matter.
+    return " ".join(" ".join(page.extract_text().split()) for page in PdfReader(path).pages)
+
+
+def _utc(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _between(text: str, first: str, last: str) -> str:
+    return text[text.index(first):text.index(last, text.index(first))]
+
+
+# -- 1: the SLO the incident was judged against ----------------------------------------------
+
+def test_a_latency_incident_shows_and_plots_the_slo_its_rule_judged(qapp, workspace, tmp_path):
+    ep = "onnx:strict.onnx"
+    store = Store(workspace)
+    store.set_endpoint_info(ep, slo_ms=5.0)
+    # The rules hold this endpoint to 0.5 ms: 1 ms requests breach that, not the 5 ms SLO.
+    store.set_incident_rules(ep, {"slo_ms": 0.5})
+    write_requests(store, ep, 0, 120, latency_ms=1.0)
+    evaluate_range(store, T0, T0 + 120 * NS, defaults=RuleConfig(disabled=("down",)))
+    [incident] = store.incidents()
+    assert incident["rule"] == "latency" and incident["details"]["config"]["slo_ms"] == 0.5
+    data = gather(store, incident, "test")
+    store.close()
+    assert data.figures[0].hlines == {"rule's SLO": 0.5}  # the line drawn on Figure 1
+
+    text = _text(write_report(workspace, incident["id"], tmp_path / "slo.pdf"))
+    assert "SLO 0.5 ms (this incident's rule; the endpoint's is 5 ms)" in text
+    assert "rule's SLO 0.5 ms" in text  # Figure 1's legend for the dashed line
+    assert "SLO 5 ms" not in text  # the endpoint's SLO is never passed off as the judged one
+
+
+def test_without_a_rule_override_the_endpoint_s_slo_is_shown_alone(qapp, workspace, tmp_path):
+    ep = "onnx:plain.onnx"
+    store = Store(workspace)
+    store.set_endpoint_info(ep, slo_ms=0.5)
+    write_requests(store, ep, 0, 120, latency_ms=1.0)
+    evaluate_range(store, T0, T0 + 120 * NS, defaults=RuleConfig(disabled=("down",)))
+    [incident] = store.incidents()
+    store.close()
+    text = _text(write_report(workspace, incident["id"], tmp_path / "plain.pdf"))
+    assert "SLO 0.5 ms Figures" in text and "rule's" not in text
+
+
+# -- 2: the resolve time is the status change's, not a later note's --------------------------
+
+def test_a_later_note_beginning_with_resolved_does_not_move_the_resolve(qapp, demo_incident,
+                                                                        tmp_path):
+    db, incident_id = demo_incident
+    assert main(["incidents", "--db", str(db), "resolve", str(incident_id),
+                 "--note", "fixed by rolling back"]) == 0
+    store = Store(db)
+    incident = store.incident(incident_id)
+    [resolve] = [n for n in store.incident_notes(incident_id)
+                 if n["text"] == "Resolved: fixed by rolling back"]
+    # People write about it afterwards, in words that begin the same way.
+    for minutes, text in ((5, "Resolved upstream in wine-v2.1, see the postmortem"),
+                          (9, "Resolved: the postmortem is written")):
+        store.add_incident_note(incident_id, text, author="ann",
+                                ts_ns=resolve["ts_ns"] + minutes * 60 * NS)
+    store.close()
+    text = _text(write_report(db, incident_id, tmp_path / "r.pdf"))
+    assert f"resolved by hand at {_utc(resolve['ts_ns'])}" in text
+    s = int((resolve["ts_ns"] - incident["opened_ns"]) / 1e9)
+    took = f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
+    assert f"Duration {took} (to the resolve)" in text
+    assert "Resolved upstream in wine-v2.1" in text  # the notes themselves are all kept
+
+
+def test_a_recorded_resolve_time_wins_over_any_note(qapp, demo_incident, tmp_path):
+    # The store records the status change itself (incidents.resolved_ns); the notes are the
+    # record only in workspaces from before it did.
+    db, incident_id = demo_incident
+    assert main(["incidents", "--db", str(db), "resolve", str(incident_id)]) == 0
+    store = Store(db)
+    incident = store.incident(incident_id)
+    assert incident["resolved_ns"] is not None
+    recorded = incident["trigger_ns"] + 20 * NS  # moved, so the note's time cannot pass
+    with store.db.conn:
+        store.db.execute("UPDATE incidents SET resolved_ns = ? WHERE id = ?",
+                         [recorded, incident_id])
+    store.close()
+    text = _text(write_report(db, incident_id, tmp_path / "r.pdf"))
+    assert f"resolved by hand at {_utc(recorded)}" in text
+
+
+# -- 4: the machine that wrote the report is not the one that served the model ---------------
+
+def test_a_remote_endpoint_s_report_does_not_pass_this_machine_off_as_its_server(
+        qapp, workspace, tmp_path):
+    ep = "v2+http://10.1.2.3:8000/models/wine?payload=rows.csv&rate=20"
+    store = Store(workspace)
+    store.set_endpoint_info(ep, slo_ms=5.0)
+    write_requests(store, ep, 0, 120, latency_ms=7.0)
+    store.insert_incident(
+        ep, rule="latency", severity="warning", status="open", opened_ns=T0 + 40 * NS,
+        trigger_ns=T0 + 45 * NS, value=7.0, threshold=5.0, summary="Latency above SLO",
+        details={"detail": "p95 7.00 ms over 30 s; SLO 5 ms", "unit": "ms"})
+    store.close()
+    text = _text(write_report(workspace, "latest", tmp_path / "remote.pdf"))
+    model = _between(text, "Model and endpoint", "Figures")
+    assert "Served by a server at 10.1.2.3:8000" in model
+    for key in ("CPU", "Platform", "onnxruntime", "logical cores"):
+        assert key not in model, key  # nothing of this machine where the model is described
+    machine = _between(text, "Machine this report was written on", "Reproducibility")
+    assert "this is the machine that wrote the report" in machine
+    assert "served outside ProbeScope" in machine and "none of this says what ran it" in machine
+    assert "logical cores" in machine and "onnxruntime" in machine
+
+
+# -- 6: failure times carry their date when the window spans days ----------------------------
+
+def _failures_at(store: Store, ep: str, *seconds: float) -> None:
+    store.write_batch([], [Capture(endpoint=ep, ts_ns=T0 + int(s * NS), latency_ms=1.0,
+                                   status=CaptureStatus.MISMATCH, prediction="1", label="0")
+                           for s in seconds])
+
+
+def test_failure_times_carry_the_date_when_the_window_crosses_midnight(qapp, workspace,
+                                                                      tmp_path):
+    assert _utc(T0).startswith("2023-11-14 22:13")  # the synthetic series start near midnight
+    night, evening = "onnx:night.onnx", "onnx:evening.onnx"
+    store = Store(workspace)
+    for ep, end_s in ((night, 7_500), (evening, 600)):
+        write_requests(store, ep, 0, end_s, rate_hz=1.0, failure_share=0.3)
+        _failures_at(store, ep, 100, 7_000 if ep == night else 300)
+        store.insert_incident(
+            ep, rule="error_rate", severity="critical", status="open", opened_ns=T0 + 60 * NS,
+            trigger_ns=T0 + 65 * NS, value=0.3, threshold=0.15, summary="Error-rate burst",
+            details={"detail": "30% failures", "unit": ""})
+    ids = {i["endpoint"]: i["id"] for i in store.incidents()}
+    store.close()
+    text = _text(write_report(workspace, ids[night], tmp_path / "night.pdf"))
+    # The window runs from the 14th into the 15th: each row says which day it is.
+    assert "2023-11-14 22:15:00.000" in text  # 100 s after T0, the evening it opened
+    assert "2023-11-15 00:10:00.000" in text  # 7,000 s after T0, past midnight
+    text = _text(write_report(workspace, ids[evening], tmp_path / "evening.pdf"))
+    assert "22:15:00.000" in text and "2023-11-14 22:15:00" not in text  # one day: no date
+
+
+# -- 13: no throughput line before the probe started or after it stopped ---------------------
+
+def _stroked(path: Path, page: int = 0) -> tuple[list[tuple[float, float, float, float]],
+                                                  list[np.ndarray]]:
+    """Frames (rectangles stroked: x, y, width, height) and polylines of more than two points
+    stroked on a page, in the page's content-stream coordinates."""
+    reader = PdfReader(path)
+    ops = ContentStream(reader.pages[page].get_contents(), reader).operations
+    frames, lines, points, rect = [], [], [], None
+    for args, op in ops:
+        if op == b"re":
+            rect = tuple(float(a) for a in args)
+        elif op in (b"m", b"l"):
+            points.append((float(args[0]), float(args[1])))
+        elif op == b"S":
+            if rect is not None:
+                frames.append(rect)
+            if len(points) > 2:
+                lines.append(np.array(points))
+            points, rect = [], None
+        elif op in (b"f", b"f*", b"n", b"B", b"b"):
+            points, rect = [], None
+    return frames, lines
+
+
+def test_throughput_is_not_plotted_as_zero_before_the_probe_started(qapp, workspace, tmp_path):
+    ep = "onnx:late.onnx"
+    store = Store(workspace)
+    store.set_endpoint_info(ep, slo_ms=5.0)
+    # The probe starts at 60 s, is paused from 90 s to 100 s, and stops at 130 s.
+    write_requests(store, ep, 60, 90, latency_ms=7.0)
+    write_requests(store, ep, 100, 130, latency_ms=7.0)
+    incident_id = store.insert_incident(
+        ep, rule="latency", severity="warning", status="open", opened_ns=T0 + 70 * NS,
+        trigger_ns=T0 + 75 * NS, value=7.0, threshold=5.0, summary="Latency above SLO",
+        details={"detail": "p95 7.00 ms over 30 s; SLO 5 ms", "unit": "ms"})
+    store.update_incident(incident_id, cleared_ns=T0 + 120 * NS, status="resolved")
+    incident = store.incident(incident_id)
+    data = gather(store, incident, "test")
+    store.close()
+    assert (data.start_ns, data.end_ns) == (T0 + 40 * NS, T0 + 135 * NS)
+    rate = data.figures[1].lines["requests/s"]
+    t = (data.figures[1].ts_ns - T0) / NS
+    assert np.isnan(rate[t < 59]).all() and np.isnan(rate[t >= 130]).all()  # nothing measured
+    assert (rate[(t >= 91) & (t < 99)] == 0).all()  # paused while probing: a real zero
+    assert (rate[(t >= 61) & (t < 89)] == 10).all()
+
+    out = write_report(workspace, incident_id, tmp_path / "late.pdf")
+    frames, lines = _stroked(out)
+    x0, y0, width, height = frames[1]  # Figure 2, throughput and failures
+    inside = [p for p in lines if y0 <= p[0, 1] <= y0 + height]
+    assert len(inside) == 2  # requests/s and failures/s
+    for points in inside:  # each starts where the probe started and ends where it stopped
+        assert points[:, 0].min() == pytest.approx(x0 + width * 20 / 95, abs=width * 0.02)
+        assert points[:, 0].max() == pytest.approx(x0 + width * 90 / 95, abs=width * 0.02)
+
+
+# -- 14: an output path that names a folder --------------------------------------------------
+
+def test_an_out_path_ending_with_a_separator_is_refused(qapp, demo_incident, tmp_path):
+    db, incident_id = demo_incident
+    for out in (f"{tmp_path / 'newdir'}/", f"{tmp_path / 'newdir'}/."):
+        with pytest.raises(ReportError, match=re.escape(f"cannot write the report to {out}: "
+                                                        "it names a folder")) as e:
+            write_report(db, incident_id, out)
+        assert "\n" not in str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.db"]  # no file named newdir
