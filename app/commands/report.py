@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", required=True, type=Path, help="workspace SQLite file")
     p.add_argument("--incident", default="latest", metavar="ID|latest",
                    help="incident id (see `probescope incidents`) or 'latest' (default)")
-    p.add_argument("--out", required=True, type=Path, help="PDF file to write")
+    p.add_argument("--out", required=True, help="PDF file to write")
     p.add_argument("--page-size", default="A4", choices=PAGE_SIZES, type=_page_size,
                    help="paper size (default A4)")
 

@@ -181,7 +181,8 @@ class IncidentEngine:
             return None  # history judged again: this clearing is already recorded
         note = f"Cleared: {r.detail}."
         self.store.update_incident(incident_id, cleared_ns=cleared, updated_ns=t_ns,
-                                   status=Status.RESOLVED, note=note, note_ts_ns=t_ns)
+                                   status=Status.RESOLVED, note=note, note_ts_ns=t_ns,
+                                   resolved_ns=None)  # cleared by the rule, not by a person
         return IncidentEvent("cleared", incident_id, endpoint, r.rule, t_ns, note)
 
     def _open(self, endpoint: str, r: Reading, t_ns: int, cfg: RuleConfig,

@@ -118,6 +118,12 @@ def _migrate_captures_sampled(db: sqlite_utils.Database) -> None:
     db["captures"].add_column("sampled", int)
 
 
+def _migrate_incidents_resolved(db: sqlite_utils.Database) -> None:
+    # When a person resolved the incident (NULL while it is not resolved). Before this, the
+    # only record was a note, and a later note reading "Resolved ..." could pass for it.
+    db["incidents"].add_column("resolved_ns", int)
+
+
 # Named, ordered migrations. Append new ones at the end; never edit or reorder a shipped one.
 # Each feature that needs tables appends its own step (e.g. "drift_points"), so work on
 # different features does not fight over one version number.
@@ -128,6 +134,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("incidents", _migrate_incidents),
     ("captures_by_time", _migrate_captures_by_time),
     ("captures_sampled", _migrate_captures_sampled),
+    ("incidents_resolved", _migrate_incidents_resolved),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -928,7 +935,7 @@ class Store:
     # -- incidents and reports (issue 7) --------------------------------------------------
 
     _INCIDENT_COLUMNS = ("severity", "status", "trigger_ns", "cleared_ns", "updated_ns",
-                         "value", "threshold", "summary", "details")
+                         "value", "threshold", "summary", "details", "resolved_ns")
 
     def insert_incident(self, endpoint: str, *, rule: str, severity: str, status: str,
                         opened_ns: int, trigger_ns: int, value: float, threshold: float,
@@ -961,6 +968,11 @@ class Store:
             raise ValueError(f"not incident columns: {', '.join(bad)}")
         if "details" in changes:
             changes["details"] = json.dumps(changes["details"] or {})
+        if note_ts_ns is None:
+            note_ts_ns = time.time_ns()  # one instant for the note and the status change
+        if "status" in changes and "resolved_ns" not in changes:
+            # Resolving records when; any other status (reopened, acknowledged) is not resolved.
+            changes["resolved_ns"] = note_ts_ns if changes["status"] == "resolved" else None
         try:
             with self.db.conn:
                 if changes:

@@ -62,7 +62,8 @@ def incident_spans(rows: Sequence[dict], now_s: float) -> dict[str, list[Inciden
         cleared, resolved = row.get("cleared_ns"), row.get("status") == Status.RESOLVED
         open_ = cleared is None and not resolved
         end_s = (cleared / NS if cleared is not None
-                 else (row.get("updated_ns") or row["opened_ns"]) / NS if resolved else now_s)
+                 else (row.get("resolved_ns") or row.get("updated_ns") or row["opened_ns"]) / NS
+                 if resolved else now_s)
         out.setdefault(row["endpoint"], []).append(IncidentSpan(
             int(row["id"]), row["opened_ns"] / NS, end_s, str(row["rule"]), open_))
     return out

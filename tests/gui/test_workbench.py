@@ -298,3 +298,14 @@ def test_the_replay_tab_grows_to_a_workable_height_once(window, qtbot):
     docks["Replay"].raise_()
     qtbot.wait(100)
     assert docks["Replay"].height() < want - 50
+
+
+def test_an_incident_resolved_by_hand_is_shaded_up_to_its_resolve():
+    from app.gui.workbench import incident_spans
+
+    NS = 1_000_000_000
+    row = {"id": 1, "endpoint": "onnx:a.onnx", "rule": "latency", "status": "resolved",
+           "opened_ns": 100 * NS, "cleared_ns": None, "updated_ns": 105 * NS,
+           "resolved_ns": 160 * NS}
+    (span,) = incident_spans([row], now_s=1000.0)["onnx:a.onnx"]
+    assert (span.start_s, span.end_s) == (100.0, 160.0) and not span.open

@@ -53,7 +53,7 @@ def test_rules_are_set_per_endpoint_and_bad_ones_refused(workspace, capsys):
     store.close()
 
 
-def test_ack_of_a_missing_incident_says_so(workspace, capsys):
+def test_ack_of_a_missing_incident_says_so(qapp, workspace, capsys):
     Store(workspace).close()
     assert main(["incidents", "--db", str(workspace), "ack", "7"]) == 2
     assert "no incident 7" in capsys.readouterr().err
@@ -204,3 +204,47 @@ def test_the_window_of_an_open_incident_holds_its_newest_sample(workspace):
         assert drawn.count.sum() == 1
     finally:
         store.close()
+
+
+def test_resolving_records_when_and_the_rule_reopening_forgets_it(workspace, capsys):
+    store = Store(workspace)
+    try:
+        write_requests(store, "onnx:a.onnx", 0, 5)
+        store.insert_incident("onnx:a.onnx", rule="latency", severity="warning", status="open",
+                              opened_ns=1, trigger_ns=1, value=9.0, threshold=5.0,
+                              summary="s", details={}, note="Opened: x.")
+        # A person's note that merely begins like a resolve, before the real one.
+        store.add_incident_note(1, "Resolved: not yet, still looking", author="ann")
+    finally:
+        store.close()
+    assert main(["incidents", "--db", str(workspace), "resolve", "1", "--note", "rolled back"]) == 0
+    store = Store(workspace)
+    try:
+        incident = store.incident(1)
+        notes = store.incident_notes(1)
+        assert incident["status"] == "resolved" and incident["resolved_ns"] is not None
+        resolve_note = next(n for n in notes if n["text"] == "Resolved: rolled back")
+        assert incident["resolved_ns"] == resolve_note["ts_ns"]
+        from app.report.data import resolve_time
+        assert resolve_time(incident, notes) == resolve_note["ts_ns"]
+        store.update_incident(1, status="open", cleared_ns=None, note="Reopened: back.")
+        assert store.incident(1)["resolved_ns"] is None
+    finally:
+        store.close()
+
+
+def test_a_report_path_ending_with_a_separator_is_refused(qapp, tmp_path, capsys):
+    from tests.incidents.conftest import T0
+
+    db = tmp_path / "w.db"
+    store = Store(db)
+    try:
+        write_requests(store, "onnx:a.onnx", 0, 5)
+        store.insert_incident("onnx:a.onnx", rule="latency", severity="warning", status="open",
+                              opened_ns=T0, trigger_ns=T0, value=9.0, threshold=5.0,
+                              summary="s", details={}, note="Opened: x.")
+    finally:
+        store.close()
+    out = tmp_path / "newdir"
+    assert main(["report", "--db", str(db), "--incident", "1", "--out", f"{out}/"]) == 2
+    assert "names a folder" in capsys.readouterr().err and not out.exists()
