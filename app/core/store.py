@@ -441,7 +441,10 @@ class Store:
         empty = History(*(np.empty(0) for _ in range(5)))
         if eid is None or mid is None or end_ns <= start_ns:
             return empty
-        width = max(1, (end_ns - start_ns) // max(1, buckets))
+        # Rounded up, so every sample of [start, end) falls in one of ``buckets`` buckets:
+        # rounded down, the last few ns made a sliver of a bucket of their own, which a rate
+        # per bucket then read as traffic all but stopping at the right edge.
+        width = max(1, -(-(end_ns - start_ns) // max(1, buckets)))
         rows = self.db.execute(
             "SELECT (ts_ns - ?) / ? AS b, min(value), max(value), avg(value), count(*) "
             "FROM samples WHERE endpoint_id = ? AND metric_id = ? AND ts_ns >= ? AND ts_ns < ? "

@@ -33,7 +33,7 @@ HISTORY_SQL = ("Store.history(endpoint, metric, start_ns, end_ns, buckets) runs 
                "SELECT (ts_ns - :start) / :width AS bucket, min(value), max(value), avg(value),"
                " count(*) FROM samples WHERE endpoint_id = :endpoint AND metric_id = :metric"
                " AND ts_ns >= :start AND ts_ns < :end GROUP BY bucket"
-               " with width = (end_ns - start_ns) // buckets")
+               " with width = ceil((end_ns - start_ns) / buckets)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +256,7 @@ def figures(store: Store, endpoint: dict, start: int, end: int,
     slo = slo or Slo(_positive(endpoint.get("slo_ms")), _positive(endpoint.get("slo_ms")))
     # Buckets of at least a second: finer ones turn a steady request rate into comb teeth.
     n = int(max(1, min(BUCKETS, (end - start) // NS)))
-    width = max(1, (end - start) // n)
+    width = max(1, -(-(end - start) // n))  # as Store.history bins them
     grid = start + np.arange(n, dtype=np.int64) * width
     out: list[Figure] = []
     lat = store.history(uri, Metric.LATENCY_MS, start, end, n)

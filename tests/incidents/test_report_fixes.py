@@ -233,3 +233,24 @@ def test_an_out_path_ending_with_a_separator_is_refused(qapp, demo_incident, tmp
             write_report(db, incident_id, out)
         assert "\n" not in str(e.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.db"]  # no file named newdir
+
+
+def test_steady_traffic_reads_steady_up_to_the_newest_sample(workspace):
+    # An open incident's window ends one past the newest sample. Buckets rounded down left
+    # that sample in a sliver bucket of its own, which overwrote the last bucket's count:
+    # the throughput line dropped to almost nothing at the right edge.
+    store = Store(workspace)
+    try:
+        write_requests(store, "onnx:a.onnx", 0, 90, rate_hz=10)
+        store.insert_incident(
+            "onnx:a.onnx", rule="error_rate", severity="warning", status="open",
+            opened_ns=T0 + 30 * NS, trigger_ns=T0 + 30 * NS, value=0.2, threshold=0.15,
+            summary="s", details={}, note="Opened: x.")
+        data = gather(store, store.incident(1), "test")
+    finally:
+        store.close()
+    throughput = next(f for f in data.figures if "requests/s" in getattr(f, "lines", {}))
+    rate = throughput.lines["requests/s"]
+    finite = rate[np.isfinite(rate)]
+    assert finite.size > 10
+    assert abs(finite[-1] - 10.0) < 2.5  # the last bucket is a full one, not a sliver
