@@ -54,6 +54,12 @@ def _probescope_version() -> str:
         return "0+unknown"
 
 
+def shaded_span(incident: dict, resolved_ns: int | None) -> tuple[int, int | None]:
+    """What the figures shade as the incident: from its opening to its clearing, or to when
+    a person resolved it; an active one runs to the plot's edge (None)."""
+    return int(incident["opened_ns"]), incident["cleared_ns"] or resolved_ns
+
+
 def _utc(ts_ns: int | None) -> str:
     if ts_ns is None:
         return "-"
@@ -250,7 +256,7 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
     flow.heading("Figures")
     if not data.figures:
         flow.text("No samples were recorded for this endpoint in the incident window.", font(9))
-    incident_span = (inc["opened_ns"], inc["cleared_ns"])
+    incident_span = shaded_span(inc, data.resolved_ns)
     for i, fig in enumerate(data.figures, start=1):
         if cancelled():
             raise ReportCancelled("report export cancelled")

@@ -254,3 +254,19 @@ def test_steady_traffic_reads_steady_up_to_the_newest_sample(workspace):
     finite = rate[np.isfinite(rate)]
     assert finite.size > 10
     assert abs(finite[-1] - 10.0) < 2.5  # the last bucket is a full one, not a sliver
+
+
+def test_an_incident_resolved_by_hand_is_shaded_only_up_to_the_resolve(demo_incident):
+    from app.report.writer import shaded_span
+
+    db, incident_id = demo_incident
+    assert main(["incidents", "--db", str(db), "resolve", str(incident_id)]) == 0
+    store = Store(db)
+    try:
+        incident = store.incident(incident_id)
+        data = gather(store, incident, "test")
+    finally:
+        store.close()
+    assert data.resolved_ns == incident["resolved_ns"] is not None
+    assert shaded_span(incident, data.resolved_ns) == (incident["opened_ns"],
+                                                       incident["resolved_ns"])
