@@ -49,6 +49,7 @@ from app.core.replay_run import (
     prepare,
     prepare_columns,
     run_version,
+    time_alone_together,
 )
 from app.core.replay_targets import ReplayError, Target
 from app.core.store import Store
@@ -412,12 +413,14 @@ def replay(cases: Sequence[Case] | CaseSet, targets: Sequence[Target], *,
     for k, target in enumerate(targets):
         if stopped:
             break
-        run = run_version(target, prepared, batch_size, tick, timed_alone=timed_alone,
-                          slot=(block, k), judge=False)
+        run = run_version(target, prepared, batch_size, tick, slot=(block, k), judge=False)
         if run is None:
             stopped = True
             break
         runs.append(run)
+    if runs and timed_alone.size and not time_alone_together(
+            list(zip(targets, runs, strict=False)), prepared, timed_alone, lambda: tick(0)):
+        stopped = True  # every version kept; the SLOW cases not timed have no verdict
     judge_runs(runs, len(prepared), block, list(range(len(runs))))
     return ReplayResult(prepared.cases, runs, criteria, selection, cancelled=stopped,
                         prepared=prepared, slo_limits=limits)

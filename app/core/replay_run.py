@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 NO_CLASS = -1
 
 __all__ = ["NO_CLASS", "Case", "CaseSet", "Columns", "SharedBlock", "VersionRun",
-           "judge_columns", "judge_runs", "prepare", "prepare_columns", "run_version"]
+           "judge_columns", "judge_runs", "prepare", "prepare_columns", "run_version",
+           "time_alone_together"]
 
 
 @dataclass
@@ -340,11 +341,24 @@ def _judge_one(outs: list[tuple[str, np.ndarray]]) -> tuple[int, float, bool]:
     return int(p[0]), float(c[0]), bool(f[0])
 
 
-def _time_alone(target: Target, prepared: CaseSet, cases: np.ndarray, latency: np.ndarray,
-                errors: dict[int, str], go_on: Callable[[], bool]) -> bool:
-    """False when ``go_on`` says stop (cancelled) between cases."""
+TIMED_CALLS = 7  # per version and case; their median is the case's one-call latency
+
+
+def time_alone_together(pairs: list[tuple[Target, VersionRun]], prepared: CaseSet,
+                        cases: np.ndarray, go_on: Callable[[], bool]) -> bool:
+    """Give each of ``cases`` a latency of its own on every version: the median of three
+    single-row calls, the versions taking turns call by call. A SLOW verdict compares one
+    version's time with the recording version's, so both are taken at the same moment: timed
+    one version after the other, a change in the machine's state between them (a cache, the
+    clock, a neighbour's load) decided verdicts on cases recorded just over their SLO. A
+    version whose server stopped answering is not asked again. False when ``go_on`` says
+    stop (cancelled) between cases; the cases not reached then have no time on any version,
+    so they are judged on their outputs alone, as the result's notes count."""
     singles = set(prepared.singles)  # already run alone, and timed so
     perf = time.perf_counter
+    asked = [(t, r) for t, r in pairs if not r.unanswered]
+    done: set[int] = set()
+    stopped = False
     for group in prepared.groups:
         if group.rows is None:
             wanted, at = cases, cases
@@ -354,32 +368,50 @@ def _time_alone(target: Target, prepared: CaseSet, cases: np.ndarray, latency: n
                                                == cases)
             wanted, at = cases[inside], at[inside]
         for i, p in zip(wanted.tolist(), at.tolist(), strict=True):
-            if i in errors or i in singles:
+            if i in singles:
                 continue
-            if not go_on():
-                return False
-            try:
-                feeds = target.adapt({k: v[p:p + 1] for k, v in group.feeds.items()})
-                times = []
-                for _ in range(3):
-                    t0 = perf()
-                    target.run_adapted(feeds)
-                    times.append((perf() - t0) * 1e3)
-                latency[i] = sorted(times)[1]
-            except Exception as exc:  # it answered in its batch: keep that answer and time
-                log.debug("timing case %d alone on %s failed: %s", i, target.name, exc)
-    return True
+            if stopped or not go_on():
+                stopped = True
+                break
+            rows = {k: v[p:p + 1] for k, v in group.feeds.items()}
+            feeds: list[dict[str, np.ndarray] | None] = []
+            for target, run in asked:
+                try:
+                    feeds.append(None if i in run.errors else target.adapt(rows))
+                except Exception:  # it answered in its batch: keep that answer and time
+                    feeds.append(None)
+            times: list[list[float]] = [[] for _ in asked]
+            for _ in range(TIMED_CALLS):
+                for k, (target, _run) in enumerate(asked):
+                    if feeds[k] is None:
+                        continue
+                    try:
+                        t0 = perf()
+                        target.run_adapted(feeds[k])
+                        times[k].append((perf() - t0) * 1e3)
+                    except Exception as exc:
+                        log.debug("timing case %d alone on %s failed: %s", i, target.name, exc)
+                        feeds[k] = None
+            for k, (_, run) in enumerate(asked):
+                if len(times[k]) == TIMED_CALLS:
+                    run.latency_ms[i] = float(np.median(times[k]))
+            done.add(i)
+    if stopped:
+        untimed = [i for i in cases.tolist() if i not in done and i not in singles]
+        for _, run in pairs:
+            run.latency_ms[untimed] = np.nan
+    return not stopped
 
 
 def run_version(target: Target, prepared: CaseSet, batch_size: int,
-                tick: Callable[[int], bool], *, timed_alone: np.ndarray | None = None,
+                tick: Callable[[int], bool], *,
                 slot: tuple[SharedBlock, int] | None = None, judge: bool = True
                 ) -> VersionRun | None:
-    """Every case on one target; None when ``tick`` says stop (cancelled). Cases in
-    ``timed_alone`` get a latency of their own (the median of three single-row calls) in
-    place of their share of a batch: one request's latency, to hold against an SLO.
-    ``slot``: where in a shared block its first output goes; ``judge=False`` leaves the
-    judging to one ``judge_runs`` over several versions."""
+    """Every case on one target; None when ``tick`` says stop (cancelled). A case's latency
+    is its batch's time shared among its rows (``time_alone_together`` then gives the cases
+    judged against an SLO one call's time). ``slot``: where in a shared block its first
+    output goes; ``judge=False`` leaves the judging to one ``judge_runs`` over several
+    versions."""
     n = len(prepared)
     # Latencies are kept as they come and laid out once at the end: the usual replay (one
     # group, every batch answered) makes the whole column in one repeat.
@@ -494,10 +526,6 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
             latency[rows] = ms
     for i, ms in single_ms.items():
         latency[i] = ms
-    if (timed_alone is not None and timed_alone.size and down is None
-            and not _time_alone(target, prepared, timed_alone, latency, errors,
-                                lambda: tick(0))):
-        return None
     # Every row was placed, or erred, or answered irregularly (every case runs, or the
     # version is cancelled and dropped): those last two are the rows left to blank.
     columns.blank(sorted({*errors, *columns.irregular}))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sqlite3
 
+import numpy as np
+
 from app.core.replay import Criteria, Selection, replay, select_case_set
 from app.core.replay_targets import LocalOnnxTarget
 from app.core.store import Store
@@ -33,3 +35,31 @@ def test_slow_failures_judged_on_outputs_only_are_counted_in_the_json(tmp_path, 
     doc = replay(cases, [LocalOnnxTarget(v) for v in versions[:2]], criteria=criteria).to_json()
     assert doc["slow_judged_on_outputs_only"] == 0
     assert doc["slow_recorded_by_versions_not_replayed"] == []
+
+
+def test_slow_cases_are_timed_on_every_version_together_and_a_cancel_there_keeps_them(
+        tmp_path, versions):
+    db = tmp_path / "slow.db"
+    record_stream(db, versions[0], rows=200, extra="&slo_ms=0.000001")
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE captures SET latency_ms = 0.25 WHERE status = 'slow'")
+        conn.execute("UPDATE endpoints SET slo_ms = 0.1")
+    store = Store(db)
+    try:
+        cases = select_case_set(store, Selection(kinds=("slow",), controls=0))
+        criteria = Criteria(endpoint_slo_ms=store.slo_by_endpoint())
+    finally:
+        store.close()
+    targets = [LocalOnnxTarget(v) for v in versions[:2]]
+    timed = replay(cases, targets, criteria=criteria)
+    # Each SLOW case has one call's time on each version, far above its share of a batch.
+    for run in timed.runs:
+        assert np.isfinite(run.latency_ms).all()
+    # Cancelled once every version has answered, while the SLOW cases are being timed: the
+    # versions are all kept, and the cases not timed are judged on their outputs, counted.
+    seen: list[float] = []
+    result = replay(cases, targets, criteria=criteria, progress=seen.append,
+                    cancelled=lambda: seen.count(1.0) >= 2)
+    assert result.cancelled and [r.version for r in result.runs] == ["wine-v1", "wine-v2"]
+    assert result.to_json()["slow_judged_on_outputs_only"] == len(cases)
+    assert all(np.isnan(r.latency_ms).all() for r in result.runs)
