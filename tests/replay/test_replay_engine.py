@@ -218,7 +218,11 @@ def test_a_version_that_takes_other_inputs_is_refused_once_with_the_reason(cases
 
 @pytest.mark.parametrize("batch_size", [7, 64])
 def test_each_row_carries_its_batch_time_shared_among_its_rows(cases, versions, batch_size):
-    assert len(cases) % batch_size  # a short last batch too
+    # A short last batch too. The recording draws its captures at random, so their number
+    # varies from run to run: drop one when it happens to fill the last batch.
+    if len(cases) % batch_size == 0:
+        cases = cases[:-1]
+    assert len(cases) % batch_size
     result = replay(cases, targets(versions[:1]), batch_size=batch_size)
     latency = result.runs[0].latency_ms
     assert np.isfinite(latency).all() and (latency > 0).all()
