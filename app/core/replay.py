@@ -11,7 +11,8 @@ What "failing" means for a case on a version:
 
 - any case: the version raised, or gave a non-finite output;
 - a case with a label: the top class differs from the label;
-- a LOW_CONFIDENCE capture: also its confidence is below ``Criteria.min_confidence``;
+- a LOW_CONFIDENCE capture: also its confidence is below ``Criteria.min_confidence``, or
+  the version gives none (its outputs are not probabilities): nothing shows it fixed;
 - a SLOW capture: also its latency is above its SLO (``Criteria.slo_ms``, else its
   endpoint's): the case run alone, not its share of a batch, and read against the version
   that recorded it (``recorded_scale``: a warm call here is far faster than production's),
@@ -358,20 +359,25 @@ def judge(prepared: CaseSet, run: VersionRun, criteria: Criteria,
         failing |= ~run.finite
     if run.errors:
         failing[np.fromiter(run.errors, dtype=np.int64, count=len(run.errors))] = True
-        if run.unanswered:  # unknown, not failing: bisect must not blame a server outage
-            failing[np.fromiter(run.unanswered, dtype=np.int64,
-                                count=len(run.unanswered))] = False
     # The confidence and latency terms apply to a few kinds of case: only those rows are read.
     rows = prepared.confidence_rows
     if rows.size:
-        with np.errstate(invalid="ignore"):  # NaN (no confidence) is not below
-            failing[rows] |= run.confidence[rows] < criteria.min_confidence
+        confidence = run.confidence[rows]
+        with np.errstate(invalid="ignore"):
+            low = confidence < criteria.min_confidence
+        # A failure caught for its low confidence is fixed only by a confidence shown to be
+        # high enough: a version that gives none (logits, a label alone) has not shown it.
+        # A control without a label is not broken by the lack of one.
+        low |= np.isnan(confidence) & ~prepared.control[rows]
+        failing[rows] |= low
     rows = prepared.slow_rows
     if rows.size:
         if limits is None:
             limits = slow_limits(prepared, criteria)
         with np.errstate(invalid="ignore"):  # NaN (no SLO, or no latency) is not above
             failing[rows] |= run.latency_ms[rows] > limits
+    if run.unanswered:  # unknown, not failing: bisect must not blame a server outage
+        failing[np.fromiter(run.unanswered, dtype=np.int64, count=len(run.unanswered))] = False
     return failing
 
 

@@ -140,3 +140,27 @@ def test_the_case_view_draws_the_scores_of_a_model_answering_its_label_first(
     assert labelled.scores is not None and len(labelled.scores) == 3  # bars, not the label
     assert np.array_equal(plain.scores, labelled.scores, equal_nan=True)
     assert plain.confidence == labelled.confidence
+
+
+def test_a_version_giving_no_confidence_does_not_fix_low_confidence_failures(
+        prepared, versions, tmp_path):
+    # wine-v1 answering log-probabilities: the same classes, but no confidence to read.
+    # Nothing shows its low-confidence failures fixed; its unlabelled controls are not
+    # broken by the lack of one either.
+    import onnx
+    from onnx import helper
+
+    from app.core.replay import NEWLY_BROKEN, STILL_FAILING
+
+    model = onnx.load(versions[0])
+    probs = model.graph.output[0].name
+    model.graph.node.append(helper.make_node("Log", [probs], ["log_probabilities"]))
+    model.graph.output[0].name = "log_probabilities"
+    onnx.save(model, tmp_path / "wine-v1-log.onnx")
+    result = replay(prepared, [LocalOnnxTarget(tmp_path / "wine-v1-log.onnx")])
+    low = [i for i, k in enumerate(prepared.kinds) if k == "low_confidence"]
+    assert low and np.isnan(result.runs[0].confidence[low]).all()
+    assert all(result.verdict(i, 0) == STILL_FAILING for i in low)
+    controls = np.flatnonzero(prepared.control)
+    assert not any(result.verdict(int(i), 0) == NEWLY_BROKEN and prepared.label_texts[i] is None
+                   for i in controls)
