@@ -178,12 +178,14 @@ class AgentProbe(Probe):
         except httpx.TransportError as exc:
             raise ProbeError(f"agent at {self.base_url} is unreachable: "
                              f"{type(exc).__name__}: {exc}") from None
-        self.requests += 1
         if status == 401:
             raise ProbeError(f"agent at {self.base_url} refused the token; check "
                              f"${TOKEN_ENV} or ?token_file= against the agent's --token-file")
         if status != 200:
             raise ProbeError(f"agent at {self.base_url} answered HTTP {status}")
+        # Counted once answered: a run whose every pull was refused has got no answer, and
+        # `watch` says so and fails.
+        self.requests += 1
         try:
             page = loads(body)
             items, refused = self._items(page)

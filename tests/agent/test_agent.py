@@ -121,6 +121,14 @@ def test_wrong_or_missing_token_is_refused_and_nothing_leaks(tmp_path, token_fil
             assert token not in r.text and wrong not in r.text
     assert httpx.post(f"{agent.url}/v1/items", headers={}, timeout=5).status_code == 401
     assert httpx.post(f"{agent.url}/v1/items", headers=good, timeout=5).status_code == 405
+    # `watch` with the wrong token: no answer, said, and the run fails (it exited 0).
+    watched = subprocess.run(
+        [sys.executable, "-c", NO_QT_MAIN, "watch", f"agent+{agent.url}", "--seconds", "2",
+         "--db", str(tmp_path / "w.db")],
+        cwd=ROOT, env=env_with(PROBESCOPE_AGENT_TOKEN=wrong), capture_output=True, text=True,
+        timeout=60)
+    assert watched.returncode == 1 and "refused the token" in watched.stderr
+    assert wrong not in watched.stderr and wrong not in watched.stdout
     err = agent.stop()
     assert "refused a request" in err
     assert token not in err and wrong not in err
