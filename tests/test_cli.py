@@ -57,7 +57,7 @@ def test_demo_runs_headless_and_captures_failures(workspace, capsys):
     before = store.count_captures(failed=True)
     assert before == report["failures_captured"]
     store.close()
-    assert report["versions_registered"] == 3  # so `replay --db` needs nothing more
+    assert report["versions_registered"] == report["versions_in_workspace"] == 3
     assert main(["replay", "--db", str(workspace), "--limit", "20", "--json"]) == 0
     replayed = json.loads(capsys.readouterr().out)
     assert [v["version"] for v in replayed["versions"]] == ["wine-v1", "wine-v2", "wine-v3"]
@@ -66,6 +66,7 @@ def test_demo_runs_headless_and_captures_failures(workspace, capsys):
     second = json.loads(capsys.readouterr().out)
     again = second["failures_captured"]
     assert second["versions_registered"] == 0  # already there: left as they were
+    assert second["versions_in_workspace"] == 3  # and said so, not read as a failure
     store = Store(workspace)
     assert again == store.count_captures(failed=True) - before
     store.close()

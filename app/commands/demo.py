@@ -11,7 +11,7 @@ from app.core.demo import MODEL_VERSIONS, demo_endpoints, model_path
 from app.core.incidents import IncidentMonitor
 from app.core.monitor import Monitor
 from app.core.store import Store
-from app.core.versions import seed
+from app.core.versions import registered, seed
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +25,8 @@ def run(args: argparse.Namespace) -> int:
     store = Store(args.db)
     try:
         versions_registered = seed(store, [str(model_path(v)) for v in MODEL_VERSIONS])
+        # Said beside it: on a second run nothing is registered, which alone read as a failure.
+        versions_in_workspace = len(registered(store))
     finally:
         store.close()
     incidents = IncidentMonitor(args.db)
@@ -40,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         result["failures_captured"] = sum(e["failures_captured"] for e in result["endpoints"])
         result["incidents_opened"] = incidents.opened
         result["versions_registered"] = versions_registered
+        result["versions_in_workspace"] = versions_in_workspace
 
     return record(demo_endpoints(), args.db, args.seconds, None, args.json, failures,
                   with_monitor=with_incidents)
