@@ -231,21 +231,26 @@ def _text(result: ReplayResult, shown: bool = False, title: str | None = None) -
     """``shown``: a saved replay read back (--show), not one run now; ``title``: its saved
     title."""
     # Latency is each case's share of its batch's time: per row, not per request.
-    lines = [f"{'version':<20} {'cases':>6} {'fixed':>6} {'still failing':>14} "
+    summaries = result.summaries()
+    width = max([20, *(len(s.version) for s in summaries)])  # long names keep the columns
+    lines = [f"{'version':<{width}} {'cases':>6} {'fixed':>6} {'still failing':>14} "
              f"{'newly broken':>13} {'errors':>7} {'p50 ms/row':>11} {'p95 ms/row':>11}"]
-    for s in result.summaries():
+    for s in summaries:
         p50 = f"{s.latency_p50_ms:.4f}" if s.latency_p50_ms is not None else "-"
         p95 = f"{s.latency_p95_ms:.4f}" if s.latency_p95_ms is not None else "-"
-        lines.append(f"{s.version:<20} {s.cases:>6} {s.fixed:>6} {s.still_failing:>14} "
+        lines.append(f"{s.version:<{width}} {s.cases:>6} {s.fixed:>6} {s.still_failing:>14} "
                      f"{s.newly_broken:>13} {s.errors:>7} {p50:>11} {p95:>11}")
-    for s in result.summaries():
+    for s in summaries:
         if s.error_reason:
-            lines.append(f"{s.version}: {s.errors - s.unanswered} cases erred, most often: "
-                         f"{s.error_reason}")
+            lines.append(f"{s.version}: {s.errors} cases erred, most often: {s.error_reason}")
         if s.unanswered:
             lines.append(f"{s.version}: {s.unanswered} of {s.cases} cases got no answer "
                          f"({s.unanswered_reason}); they are neither fixed nor failing there")
-    for s in result.summaries():
+        if s.unmatched_labels:
+            lines.append(f"{s.version}: {s.unmatched_labels} labels name no class of its "
+                         "model (it carries no matching `classes` metadata), so they never "
+                         "match its predictions")
+    for s in summaries:
         if s.newly_broken_by_label:
             lines.append(f"{s.version} newly broken by label: " + ", ".join(
                 f"{label}: {n}" for label, n in s.newly_broken_by_label.items()))

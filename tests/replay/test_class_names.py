@@ -87,3 +87,20 @@ def test_the_json_says_where_each_failure_first_fails(named_workspace, tmp_path)
     failures = doc["versions"][0]["failures"]
     assert doc["first_failing"] == {"wine-v1-named": failures}
     assert doc["failing_on_no_version"] == 0
+
+
+def test_the_cli_says_which_version_cannot_match_labels_and_keeps_columns_for_long_names(
+        named_workspace, tmp_path, capsys):
+    from app.cli import main
+
+    named = with_classes(DEMO / "wine-v1.onnx",
+                         tmp_path / "wine-v1-with-a-rather-long-release-name.onnx")
+    main(["replay", "--db", str(named_workspace), "--no-save", "--versions", str(named),
+          str(DEMO / "wine-v1.onnx")])
+    out = capsys.readouterr().out.splitlines()
+    header, rows = out[0], out[1:3]
+    end_of_cases = header.index("cases") + len("cases")
+    assert all(row[:end_of_cases].rstrip()[-1].isdigit() and row[end_of_cases] == " "
+               for row in rows)  # each count ends under its heading
+    cases = int(rows[1].split()[1])
+    assert f"wine-v1: {cases} labels name no class of its model" in "\n".join(out)
