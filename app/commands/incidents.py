@@ -47,7 +47,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     n.add_argument("text", help="the note")
     r = actions.add_parser("rules", help="show or set an endpoint's incident rules")
     r.add_argument("endpoint", help="endpoint URI")
-    r.add_argument("settings", nargs="*", metavar="KEY=VALUE",
+    # default=[]: without it argparse counts a "*" positional as required, and names it
+    # among the missing arguments when only the endpoint is.
+    r.add_argument("settings", nargs="*", default=[], metavar="KEY=VALUE",
                    help="overrides, e.g. error_rate=0.2 window_s=60 disabled=memory,down")
     # `incidents ack --db W latest` as well as `incidents --db W ack latest`, as the other
     # commands take it after theirs; not given there, it must not reset the one before.

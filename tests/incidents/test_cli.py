@@ -123,6 +123,13 @@ def test_no_workspace_given_is_one_line(capsys):
     assert capsys.readouterr().err == "probescope: incidents needs --db PATH (the workspace)\n"
 
 
+def test_rules_without_an_endpoint_names_only_what_is_missing(workspace, capsys):
+    Store(workspace).close()
+    assert main(["incidents", "--db", str(workspace), "rules"]) == 2
+    err = capsys.readouterr().err
+    assert "required: endpoint" in err and "KEY=VALUE" not in err  # the settings are optional
+
+
 def test_no_action_starts_a_workspace_at_a_mistyped_path(tmp_path, capsys):
     for action in ([], ["evaluate"], ["ack", "1"], ["rules", EP], ["rules", EP, "error_rate=0.3"]):
         missing = tmp_path / "wrokspace.db"
