@@ -125,7 +125,9 @@ def test_no_workspace_given_is_one_line(capsys):
 
 def test_rules_without_an_endpoint_names_only_what_is_missing(workspace, capsys):
     Store(workspace).close()
-    assert main(["incidents", "--db", str(workspace), "rules"]) == 2
+    with pytest.raises(SystemExit) as stopped:  # argparse's own exit, as for any usage error
+        main(["incidents", "--db", str(workspace), "rules"])
+    assert stopped.value.code == 2
     err = capsys.readouterr().err
     assert "required: endpoint" in err and "KEY=VALUE" not in err  # the settings are optional
 
