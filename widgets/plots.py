@@ -169,8 +169,13 @@ class SeriesPlotWidget(pg.PlotWidget):
         lo, hi = extent
         lo, hi = min(lo, self.y_floor()), max(hi, self.y_ceiling())
         span = (hi - lo) or max(abs(hi) * 0.1, 1.0)
-        # Headroom at the top keeps the newest values clear of the legend.
-        vb.setRange(xRange=(x0, x1), yRange=(lo - span * 0.05, hi + span * 0.3), padding=0)
+        bottom = lo - span * 0.05
+        # Headroom at the top keeps the values clear of the legend: at least the legend's
+        # own height (it sits in the plot's top-left corner, over a steady line otherwise).
+        legend = self.legend.boundingRect().height() + 8 if self.legend.isVisible() else 0.0
+        share = min(0.5, legend / max(1.0, vb.height()))
+        top = max(hi + span * 0.3, (hi - share * bottom) / (1.0 - share))
+        vb.setRange(xRange=(x0, x1), yRange=(bottom, top), padding=0)
         # Apply the new transform now rather than while painting: items that react to it
         # would otherwise schedule a second paint of the same frame.
         vb.prepareForPaint()

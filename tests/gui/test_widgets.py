@@ -254,3 +254,26 @@ def test_history_throughput_reads_the_recorded_rate_even_when_buckets_are_finer(
     assert len(rate) == len(errors) >= 19  # a point a second, on one grid
     assert np.all(np.abs(rate - 50) <= 5), rate
     assert np.all(np.abs(errors - 5) <= 2), errors
+
+
+def test_a_steady_line_at_the_top_stays_clear_of_the_legend(qtbot):
+    import pyqtgraph as pg
+
+    from widgets.plots import SeriesPlotWidget
+    from widgets.theme import theme_named
+
+    plot = SeriesPlotWidget("Throughput & errors", "/s", theme_named("dark"))
+    qtbot.addWidget(plot)
+    plot.add_curve("throughput", "requests", "#4a90d9")
+    plot.add_curve("errors", "failed", "#e05050")
+    plot.resize(420, 140)  # a dashboard panel's small plot
+    plot.show()
+    qtbot.waitExposed(plot)
+    t = np.arange(0.0, 60.0, 1.0)
+    plot.set_curve("throughput", t, np.full(t.size, 50.0))
+    plot.set_curve("errors", t, np.full(t.size, 5.0))
+    plot.set_view(0.0, 60.0)
+    vb = plot.getPlotItem().getViewBox()
+    line_y = vb.mapViewToScene(pg.Point(30.0, 50.0)).y()
+    legend_bottom = plot.legend.sceneBoundingRect().bottom()
+    assert line_y > legend_bottom  # below it on screen: the line is not hidden behind it
