@@ -19,7 +19,7 @@ from pathlib import Path
 
 from app.commands import COMMANDS, _args
 from app.core.incident_rules import RULE_TITLES, IncidentError, RuleConfig
-from app.core.incidents import Status, evaluate_range, find_incident
+from app.core.incidents import Status, evaluate_range, find_incident, status_text
 from app.core.store import Store
 
 
@@ -95,7 +95,7 @@ def _list(store: Store, args: argparse.Namespace) -> int:
     print(f"{'id':>4}  {'status':<12} {'severity':<8} {'opened (UTC)':<19}  {'cleared (UTC)':<19}"
           f"  {'trigger':<16} endpoint")
     for r in rows:
-        print(f"{r['id']:>4}  {r['status']:<12} {r['severity']:<8} {_utc(r['opened_ns']):<19}  "
+        print(f"{r['id']:>4}  {status_text(r):<12} {r['severity']:<8} {_utc(r['opened_ns']):<19}  "
               f"{_utc(r['cleared_ns']):<19}  {RULE_TITLES.get(r['rule'], r['rule']):<16} "
               f"{r['endpoint']}")
     return 0
@@ -112,7 +112,13 @@ def _evaluate(store: Store, args: argparse.Namespace) -> int:
     events = evaluate_range(store, min(s[0] for s in spans), max(s[1] for s in spans),
                             step_s=args.step)
     for e in events:
-        print(f"{_utc(e.ts_ns)}  #{e.incident_id} {e.kind}: {e.endpoint}: {e.detail}")
+        # The times the incident records (the rule's first trip, the clearing's start), as
+        # `incidents` lists them; the engine confirms each a little later.
+        row = store.incident(e.incident_id) or {}
+        at = {"opened": row.get("opened_ns"), "cleared": row.get("cleared_ns")}.get(e.kind)
+        when = (f"{_utc(at)} (confirmed {_utc(e.ts_ns)[-8:]})" if at and at != e.ts_ns
+                else _utc(e.ts_ns))
+        print(f"{when}  #{e.incident_id} {e.kind}: {e.endpoint}: {e.detail}")
     print(f"{sum(e.kind == 'opened' for e in events)} incident(s) opened")
     return 0
 

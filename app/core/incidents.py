@@ -328,6 +328,15 @@ class IncidentMonitor(BackgroundEvaluator):
             self._notify(event)
 
 
+def status_text(incident: Mapping) -> str:
+    """An incident's status as people read it: one the rule cleared by itself is "cleared",
+    not "resolved", which says a person closed it (the stored status is the same)."""
+    if (incident.get("status") == Status.RESOLVED and incident.get("cleared_ns")
+            and not incident.get("resolved_ns")):
+        return "cleared"
+    return str(incident.get("status"))
+
+
 def find_incident(store: Store, which: str | int) -> dict:
     """The incident an ID (or ``latest``) names, or IncidentError saying what exists."""
     if str(which).lower() == "latest":

@@ -39,7 +39,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.incident_rules import RULE_TITLES
-from app.core.incidents import IncidentMonitor, Status, incident_window
+from app.core.incidents import IncidentMonitor, Status, incident_window, status_text
 from app.core.store import Store, StoreError
 from widgets.endpoint_panel import short_name
 
@@ -101,7 +101,7 @@ class IncidentTableModel(QAbstractTableModel):
         row, col = self.rows[index.row()], index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             return (str(row["id"]), RULE_TITLES.get(row["rule"], row["rule"]),
-                    short_name(row["endpoint"]), f"{row['status']} · {row['severity']}",
+                    short_name(row["endpoint"]), f"{status_text(row)} · {row['severity']}",
                     f"{_clock(row['opened_ns'])} – " + (
                         "resolved" if row["cleared_ns"] is None
                         and row["status"] == Status.RESOLVED else _clock(row["cleared_ns"])))[col]

@@ -20,10 +20,17 @@ def test_judge_list_ack_note_resolve(workspace, capsys):
     store.close()
     db = ["incidents", "--db", str(workspace)]
     assert main([*db, "evaluate"]) == 0
-    assert "1 incident(s) opened" in capsys.readouterr().out
+    judged = capsys.readouterr().out
+    assert "1 incident(s) opened" in judged
     assert main(db) == 0
     listing = capsys.readouterr().out
     assert "Error-rate burst" in listing and EP in listing
+    # evaluate names the opening time the list shows (the rule's first trip), then when the
+    # engine confirmed it.
+    opened = next(line for line in judged.splitlines() if " opened: " in line)
+    assert opened.startswith(listing.splitlines()[1].split()[3] + " "
+                             + listing.splitlines()[1].split()[4])
+    assert "(confirmed " in opened
     # --db after the action too, as the other commands take it.
     assert main(["incidents", "ack", "--db", str(workspace), "latest", "--note", "looking"]) == 0
     assert main([*db, "note", "1", "labels were late"]) == 0
@@ -257,3 +264,22 @@ def test_a_report_path_ending_with_a_separator_is_refused(qapp, tmp_path, capsys
     out = tmp_path / "newdir"
     assert main(["report", "--db", str(db), "--incident", "1", "--out", f"{out}/"]) == 2
     assert "names a folder" in capsys.readouterr().err and not out.exists()
+
+
+def test_an_incident_the_rule_cleared_is_listed_as_cleared_not_resolved(workspace, capsys):
+    store = Store(workspace)
+    try:
+        for _ in range(2):
+            store.insert_incident("onnx:a.onnx", rule="latency", severity="warning",
+                                  status="open", opened_ns=10**18, trigger_ns=10**18,
+                                  value=9.0, threshold=5.0, summary="s", details={},
+                                  note="Opened: x.")
+        # As the engine clears one (app/core/incidents.py), and as a person resolves one.
+        store.update_incident(1, cleared_ns=10**18 + 5, status="resolved", resolved_ns=None,
+                              note="Cleared: back.", note_ts_ns=10**18 + 9)
+        store.update_incident(2, status="resolved", note="Resolved.", note_author="ann")
+    finally:
+        store.close()
+    assert main(["incidents", "--db", str(workspace)]) == 0
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows == {"1": "cleared", "2": "resolved"}
