@@ -29,6 +29,21 @@ def alone(target, prepared, batch_size: int):
     return run_version(target, prepared, batch_size, lambda _: True)
 
 
+def label_first(model_path: Path, out: Path) -> Path:
+    """The model as scikit-learn exports a classifier: an int64 label output, then its
+    probabilities."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(model_path)
+    probs = model.graph.output[0].name
+    model.graph.node.append(helper.make_node("ArgMax", [probs], ["label"], axis=1, keepdims=0))
+    model.graph.output.insert(0, helper.make_tensor_value_info("label", TensorProto.INT64,
+                                                               ["n"]))
+    onnx.save(model, out)
+    return out
+
+
 def assert_same_judgement(together, by_itself) -> None:
     assert together.version == by_itself.version
     assert np.array_equal(together.prediction, by_itself.prediction)
@@ -92,17 +107,9 @@ def test_a_cancelled_replay_judges_the_versions_it_finished(prepared, versions):
 def test_a_model_answering_its_label_first_gets_the_same_verdicts(demo_db, versions, tmp_path):
     # wine-v2 as scikit-learn exports a classifier: an int64 label output, then the
     # probabilities. Its low-confidence captures must be judged on those probabilities.
-    import onnx
-    from onnx import TensorProto, helper
-
     from app.core.replay import Criteria, select_cases
 
-    model = onnx.load(versions[1])
-    probs = model.graph.output[0].name
-    model.graph.node.append(helper.make_node("ArgMax", [probs], ["label"], axis=1, keepdims=0))
-    model.graph.output.insert(0, helper.make_tensor_value_info("label", TensorProto.INT64,
-                                                               ["n"]))
-    onnx.save(model, tmp_path / "wine-v2-sk.onnx")
+    label_first(versions[1], tmp_path / "wine-v2-sk.onnx")
     store = Store(demo_db)
     try:
         cases = select_cases(store, Selection(limit=10_000, controls=10_000))
@@ -121,17 +128,9 @@ def test_a_model_answering_its_label_first_gets_the_same_verdicts(demo_db, versi
 
 def test_the_case_view_draws_the_scores_of_a_model_answering_its_label_first(
         prepared, versions, tmp_path):
-    import onnx
-    from onnx import TensorProto, helper
-
     from app.gui.replay_models import ResultTableModel
 
-    model = onnx.load(versions[1])
-    probs = model.graph.output[0].name
-    model.graph.node.append(helper.make_node("ArgMax", [probs], ["label"], axis=1, keepdims=0))
-    model.graph.output.insert(0, helper.make_tensor_value_info("label", TensorProto.INT64,
-                                                               ["n"]))
-    onnx.save(model, tmp_path / "wine-v2-sk.onnx")
+    label_first(versions[1], tmp_path / "wine-v2-sk.onnx")
     result = replay(prepared, [LocalOnnxTarget(versions[1]),
                                LocalOnnxTarget(tmp_path / "wine-v2-sk.onnx")])
     table = ResultTableModel()

@@ -13,18 +13,24 @@ from app.core.store import Store
 from tests.replay.conftest import record_stream
 
 
-def test_slow_failures_judged_on_outputs_only_are_counted_in_the_json(tmp_path, versions):
+def slow_cases(tmp_path, recorder):
+    """SLOW failures recorded by ``recorder``, as production records them: 0.25 ms each
+    (paced, cold), against an SLO of 0.1 ms that a warm call here meets easily."""
     db = tmp_path / "slow.db"
-    record_stream(db, versions[0], rows=200, extra="&slo_ms=0.000001")
+    record_stream(db, recorder, rows=200, extra="&slo_ms=0.000001")
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE captures SET latency_ms = 0.25 WHERE status = 'slow'")
         conn.execute("UPDATE endpoints SET slo_ms = 0.1")
     store = Store(db)
     try:
-        cases = select_case_set(store, Selection(kinds=("slow",), controls=0))
-        criteria = Criteria(endpoint_slo_ms=store.slo_by_endpoint())
+        return (select_case_set(store, Selection(kinds=("slow",), controls=0)),
+                Criteria(endpoint_slo_ms=store.slo_by_endpoint()))
     finally:
         store.close()
+
+
+def test_slow_failures_judged_on_outputs_only_are_counted_in_the_json(tmp_path, versions):
+    cases, criteria = slow_cases(tmp_path, versions[0])
     assert len(cases) > 20
     # The recording version (wine-v1) is not replayed: nothing to read the recorded
     # latency against, so every SLOW failure is judged on its outputs.
@@ -39,17 +45,7 @@ def test_slow_failures_judged_on_outputs_only_are_counted_in_the_json(tmp_path, 
 
 def test_slow_cases_are_timed_on_every_version_together_and_a_cancel_there_keeps_them(
         tmp_path, versions):
-    db = tmp_path / "slow.db"
-    record_stream(db, versions[0], rows=200, extra="&slo_ms=0.000001")
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE captures SET latency_ms = 0.25 WHERE status = 'slow'")
-        conn.execute("UPDATE endpoints SET slo_ms = 0.1")
-    store = Store(db)
-    try:
-        cases = select_case_set(store, Selection(kinds=("slow",), controls=0))
-        criteria = Criteria(endpoint_slo_ms=store.slo_by_endpoint())
-    finally:
-        store.close()
+    cases, criteria = slow_cases(tmp_path, versions[0])
     targets = [LocalOnnxTarget(v) for v in versions[:2]]
     timed = replay(cases, targets, criteria=criteria)
     # Each SLOW case has one call's time on each version, far above its share of a batch.
