@@ -47,6 +47,14 @@ class ContractError(Exception):
     """A contract file that is missing or malformed; the message says what to fix."""
 
 
+class NoContract(ContractError):
+    """No contract beside the model: nothing was promised (a choice, not a mistake)."""
+
+
+class ModelUnreadable(ContractError):
+    """The model file itself cannot be read."""
+
+
 @dataclass(frozen=True, slots=True)
 class Contract:
     path: Path
@@ -476,11 +484,11 @@ def check_contract(model_path: str | Path, targets: list[str], *,
     try:
         model = inspect_onnx(model_path)
     except VersionError as exc:
-        raise ContractError(str(exc)) from None
+        raise ModelUnreadable(str(exc)) from None
     found = Path(contract_path) if contract_path else contract_path_for(model_path)
     if found is None:
         stem = Path(model_path).stem
-        raise ContractError(f"no contract beside {model_path}: write {stem}.contract.toml or "
+        raise NoContract(f"no contract beside {model_path}: write {stem}.contract.toml or "
                             "model.contract.toml in the same folder")
     contract = load_contract(found)
     if contract.validation is not None:

@@ -37,17 +37,16 @@ from app.core.contract import (
     PASS,
     ContractError,
     ContractReport,
+    ModelUnreadable,
+    NoContract,
     TargetCheck,
     check_contract,
-    contract_path_for,
 )
 from app.core.store import Store
 from app.core.versions import (
     KIND_ONNX,
     ModelVersion,
-    VersionError,
     free_name,
-    inspect_onnx,
     register,
     registered,
     remote_version,
@@ -126,17 +125,12 @@ def cell_tooltip(check: TargetCheck) -> str:
     return "\n".join(lines)
 
 
-def why_no_report(location: str, error: ContractError) -> ContractProblem:
+def why_no_report(error: ContractError) -> ContractProblem:
     """Sort a failed check: no contract beside the model (a choice), or a model file or
-    contract that cannot be used (a mistake). check_contract says which only in its message,
-    so the file and the contract are looked at again; only failed checks pay for it."""
-    try:
-        inspect_onnx(location)
-    except VersionError:
-        return ContractProblem(str(error), UNREADABLE)
-    if contract_path_for(location) is None:
-        return ContractProblem(str(error), NO_CONTRACT)
-    return ContractProblem(str(error), CONTRACT_ERROR)
+    contract that cannot be used (a mistake), by the kind of error check_contract raised."""
+    kind = (UNREADABLE if isinstance(error, ModelUnreadable)
+            else NO_CONTRACT if isinstance(error, NoContract) else CONTRACT_ERROR)
+    return ContractProblem(str(error), kind)
 
 
 class VersionsPanel(QWidget):
@@ -404,7 +398,7 @@ class VersionsPanel(QWidget):
                 try:
                     out[v.name] = check_contract(v.location, targets, runs=runs)
                 except ContractError as exc:
-                    out[v.name] = why_no_report(v.location, exc)
+                    out[v.name] = why_no_report(exc)
                 progress((k + 1) / max(1, len(versions)))
             return out
 
