@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,27 +80,32 @@ def test_an_output_path_naming_a_workspace_in_use_is_refused_unread(tmp_path):
         writer.close()
 
 
-def test_a_workspace_on_a_read_only_disk_says_so(tmp_path, capsys):
-    """SQLite's own words, "unable to open database file", did not say why."""
-    import shutil
-    import subprocess
-
-    from app.cli import main
-
-    mnt = tmp_path / "ro"
+@contextlib.contextmanager
+def read_only_copy(workspace: Path) -> Iterator[Path]:
+    """``workspace`` copied onto a tmpfs remounted read-only; the test is skipped where the
+    machine allows no mount (not root). Unmounting at the end proves nothing is left open."""
+    mnt = workspace.parent / "ro"
     mnt.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
                       capture_output=True).returncode != 0:
         pytest.skip("needs a tmpfs mount (root)")
     try:
-        Store(tmp_path / "w.db").close()
-        shutil.copy(tmp_path / "w.db", mnt / "w.db")
+        shutil.copy(workspace, mnt / workspace.name)
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
-        assert main(["watch", "system:", "--seconds", "1", "--db", str(mnt / "w.db")]) == 2
+        yield mnt / workspace.name
+    finally:
+        assert subprocess.run(["umount", str(mnt)]).returncode == 0
+
+
+def test_a_workspace_on_a_read_only_disk_says_so(tmp_path, capsys):
+    """SQLite's own words, "unable to open database file", did not say why."""
+    from app.cli import main
+
+    Store(tmp_path / "w.db").close()
+    with read_only_copy(tmp_path / "w.db") as db:
+        assert main(["watch", "system:", "--seconds", "1", "--db", str(db)]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "the file is read-only" in err
-    finally:
-        assert subprocess.run(["umount", str(mnt)]).returncode == 0  # nothing left open in it
 
 
 def test_a_damaged_capture_is_a_store_error_naming_it(workspace):
@@ -297,30 +307,18 @@ def test_a_workspace_on_a_read_only_disk_can_still_be_read(tmp_path, capsys):
     """A snapshot or backup share: reading (incidents, reports) needs no write. SQLite's
     WAL mode wants a -shm file beside the workspace even to read, which such a folder
     cannot hold."""
-    import shutil
-    import subprocess
-
     from app.cli import main
-    from app.core.domain import Metric, Sample
+    from app.core.domain import Metric
 
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("needs a tmpfs mount (root)")
-    try:
-        store = Store(tmp_path / "w.db")
-        store.write_batch([Sample("onnx:a.onnx", 1_000 + i, Metric.LATENCY_MS, 1.0)
-                           for i in range(10)], [])
-        store.close()
-        shutil.copy(tmp_path / "w.db", mnt / "w.db")
-        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
-        reader = Store(mnt / "w.db", readonly=True)
+    store = Store(tmp_path / "w.db")
+    store.write_batch([Sample("onnx:a.onnx", 1_000 + i, Metric.LATENCY_MS, 1.0)
+                       for i in range(10)], [])
+    store.close()
+    with read_only_copy(tmp_path / "w.db") as db:
+        reader = Store(db, readonly=True)
         try:
             assert reader.count_samples("onnx:a.onnx") == 10
         finally:
             reader.close()
-        assert main(["incidents", "--db", str(mnt / "w.db")]) == 0
+        assert main(["incidents", "--db", str(db)]) == 0
         assert "cannot open" not in capsys.readouterr().err
-    finally:
-        assert subprocess.run(["umount", str(mnt)]).returncode == 0  # nothing left open in it
