@@ -68,8 +68,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"rows per inference call (default: up to {MAX_BATCH_ROWS}, fewer for "
                         "large inputs); latency is each batch's wall time shared among its "
                         "rows, so use 1 for per-request latency")
-    p.add_argument("--min-confidence", type=_args.share, default=DEFAULT_MIN_CONFIDENCE,
-                   help="confidence below which a LOW_CONFIDENCE capture still fails")
+    p.add_argument("--min-confidence", type=_args.share,
+                   help="confidence below which a case fails, for every case (default: the "
+                        "minimum its endpoint was probed with; for LOW_CONFIDENCE captures "
+                        f"of endpoints probed without one, {DEFAULT_MIN_CONFIDENCE:g})")
     p.add_argument("--slo-ms", type=_args.positive,
                    help="latency above which a SLOW capture still fails, timed one request at "
                         "a time (default: the SLO its endpoint was probed with)")
@@ -357,8 +359,13 @@ def run(args: argparse.Namespace) -> int:
                               model_version=args.model_version, start_ns=args.since,
                               end_ns=args.until, limit=args.limit, controls=args.controls)
         cases = select_case_set(store, selection)
-        # SLOW captures are held to --slo-ms, else to the SLO their endpoint was probed with.
-        criteria = Criteria(args.min_confidence, args.slo_ms, store.slo_by_endpoint())
+        # SLOW captures are held to --slo-ms, else to the SLO their endpoint was probed with;
+        # every case to --min-confidence, else to the minimum its endpoint was probed with.
+        criteria = Criteria(
+            DEFAULT_MIN_CONFIDENCE if args.min_confidence is None else args.min_confidence,
+            args.slo_ms, store.slo_by_endpoint(),
+            store.min_confidence_by_endpoint() if args.min_confidence is None else
+            dict.fromkeys(store.endpoint_uris().values(), args.min_confidence))
         if not (~cases.control).any():
             raise ReplayError(f"no failures to replay in {args.db}"
                               + (f" for {endpoint}" if endpoint else ""))

@@ -83,9 +83,9 @@ class Monitor:
         try:
             store.endpoint_id(probe.endpoint, probe.scheme)
             info = probe.info()
-            slo = getattr(probe, "slo_ms", None)
-            store.set_endpoint_info(probe.endpoint, slo_ms=slo,
-                                    model_version=info.get("model_version"))
+            store.set_endpoint_info(probe.endpoint, slo_ms=getattr(probe, "slo_ms", None),
+                                    model_version=info.get("model_version"),
+                                    min_confidence=getattr(probe, "min_confidence", None))
         except sqlite3.Error as exc:  # read-only, or locked by another writer: one line
             raise StoreError(f"cannot write to {self.db_path}: {exc}") from None
         finally:

@@ -11,13 +11,19 @@ What "failing" means for a case on a version:
 
 - any case: the version raised, or gave a non-finite output;
 - a case with a label: the top class differs from the label;
-- a LOW_CONFIDENCE capture: also its confidence is below ``Criteria.min_confidence``, or
-  the version gives none (its outputs are not probabilities): nothing shows it fixed;
+- a case whose endpoint's probe had a minimum confidence (``min_confidence`` in its URI, or
+  given to ``watch``; ``Criteria.endpoint_min_confidence``): also its confidence is below
+  that minimum, as the probe would have flagged the answer LOW_CONFIDENCE in production, so
+  a right class at too low a confidence is no fix (and breaks a control);
+- a LOW_CONFIDENCE capture: also its confidence is below its endpoint's minimum, else
+  ``Criteria.min_confidence``, or the version gives none (its outputs are not
+  probabilities): nothing shows it fixed;
 - a SLOW capture: also its latency is above its SLO (``Criteria.slo_ms``, else its
   endpoint's): the case run alone, not its share of a batch, and read against the version
   that recorded it (``recorded_scale``: a warm call here is far faster than production's),
   so that version stays slow and another is fixed only if it is fast enough in proportion;
-- a passing (control) capture without a label: also confidence below ``min_confidence``.
+- a passing (control) capture without a label: also confidence below its endpoint's
+  minimum, else ``min_confidence``.
 
 A failure that does not fail on a version is *fixed* there; a control case that fails is
 *newly broken*. Bisect: for each failure, the first version (in the order given, normally
@@ -81,9 +87,12 @@ class Selection:
 
 @dataclass(frozen=True)
 class Criteria:
+    # For low-confidence captures and unlabelled controls of endpoints that held none below.
     min_confidence: float = DEFAULT_MIN_CONFIDENCE
     slo_ms: float | None = None  # for every SLOW capture; else each endpoint's, below
     endpoint_slo_ms: dict[str, float] = field(default_factory=dict)  # Store.slo_by_endpoint
+    # Store.min_confidence_by_endpoint: every case of such an endpoint is held to its own.
+    endpoint_min_confidence: dict[str, float] = field(default_factory=dict)
 
 
 def slow_limits(prepared: CaseSet, criteria: Criteria) -> np.ndarray:
@@ -143,8 +152,8 @@ def select_case_set(store: Store, selection: Selection) -> CaseSet:
     failed = store.select_capture_columns(**common, statuses=selection.kinds or None,
                                           failed=True, limit=selection.limit)
     controls = (store.select_capture_columns(**common, failed=False, limit=selection.controls)
-                if selection.controls > 0 else ((), (), (), ()))
-    return prepare_columns(store.path, failed, controls)
+                if selection.controls > 0 else ((), (), (), (), ()))
+    return prepare_columns(store.path, failed, controls, store.endpoint_uris())
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +215,38 @@ class ReplayResult:
             if self.slow_scale is None:
                 self.slow_scale = recorded_scale(prepared, self.runs)
             limits = self.slo_limits * self.slow_scale
-            self.failing = [judge(prepared, r, self.criteria, limits) for r in self.runs]
+            held = self.confidence_limits
+            self.failing = [judge(prepared, r, self.criteria, limits, held) for r in self.runs]
+
+    @functools.cached_property
+    def confidence_limits(self) -> np.ndarray | None:
+        """Per case, the minimum confidence its endpoint's probe held answers to (NaN where
+        none); None when no case's endpoint held one."""
+        return self._case_set.confidence_limits(self.criteria.endpoint_min_confidence)
+
+    @functools.cached_property
+    def _case_set(self) -> CaseSet:
+        return self.prepared or prepare(self.cases)  # a reopened replay has only its cases
+
+    def confidence_limit(self, case: int) -> float | None:
+        """The confidence below which this case fails (see ``judge``); None when its
+        confidence does not judge it."""
+        held = self.confidence_limits
+        if held is not None and not np.isnan(held[case]):
+            return float(held[case])
+        if self._case_set.judged_on_confidence[case]:
+            return self.criteria.min_confidence
+        return None
+
+    def confidence_below(self, case: int, confidence: np.floating) -> bool | None:
+        """Whether ``confidence`` (a run's, for this case) is below the case's limit,
+        compared as ``judge`` compares; None when its confidence does not judge it."""
+        held = self.confidence_limits
+        if held is not None and not np.isnan(held[case]):
+            return bool(np.float64(confidence) < held[case])  # as the probe compared
+        if self._case_set.judged_on_confidence[case]:
+            return bool(confidence < self.criteria.min_confidence)  # the output's own type
+        return None
 
     def unjudged_slow(self) -> tuple[int, list[str]]:
         """SLOW failures judged on their outputs only: no SLO, or the version that recorded
@@ -350,8 +390,11 @@ class ReplayResult:
 
 
 def judge(prepared: CaseSet, run: VersionRun, criteria: Criteria,
-          limits: np.ndarray | None = None) -> np.ndarray:
-    """Whether each case fails on this version (see the module docstring), as one bool array."""
+          limits: np.ndarray | None = None,
+          confidence_limits: np.ndarray | None = None) -> np.ndarray:
+    """Whether each case fails on this version (see the module docstring), as one bool array.
+    ``limits``: ``slow_limits`` (scaled); ``confidence_limits``: per case, its endpoint's
+    minimum confidence (``CaseSet.confidence_limits``, worked out here when not given)."""
     failing = run.prediction != prepared.labels_for(run.class_names)
     if not prepared.every_labelled:
         failing &= prepared.has_label
@@ -361,6 +404,21 @@ def judge(prepared: CaseSet, run: VersionRun, criteria: Criteria,
         failing[np.fromiter(run.errors, dtype=np.int64, count=len(run.errors))] = True
     # The confidence and latency terms apply to a few kinds of case: only those rows are read.
     rows = prepared.confidence_rows
+    if confidence_limits is None:
+        confidence_limits = prepared.confidence_limits(criteria.endpoint_min_confidence)
+    if confidence_limits is not None:
+        # An endpoint whose probe flagged answers below its minimum confidence: every case
+        # of it is held there, as production would hold the version's answer. A version
+        # that gives no confidence fixes no low-confidence capture (as below), and breaks
+        # nothing else for lack of one (the probe leaves such answers unflagged too).
+        held = np.isfinite(confidence_limits)
+        judged = np.flatnonzero(held)
+        confidence = run.confidence[judged]
+        with np.errstate(invalid="ignore"):
+            low = confidence < confidence_limits[judged]
+        low |= np.isnan(confidence) & prepared.low_confidence[judged]
+        failing[judged] |= low
+        rows = rows[~held[rows]]  # the rest: the rule below
     if rows.size:
         confidence = run.confidence[rows]
         with np.errstate(invalid="ignore"):

@@ -60,6 +60,7 @@ class CaseSet:
     capture_ids: list[int | None]
     label_texts: list[str | None]  # the captured labels as recorded
     kinds: list[str] = field(default_factory=list)  # the captured statuses (mismatch, slow...)
+    endpoints: list[str | None] = field(default_factory=list)  # each case's endpoint URI
 
     def __len__(self) -> int:
         return len(self.capture_ids)
@@ -86,6 +87,17 @@ class CaseSet:
         """``facts_of(slow_rows)``, read once: the SLO, the recording version and the notes
         about unjudged cases all need them, and for lazily read cases each read is a query."""
         return self.facts_of(self.slow_rows) if self.slow_rows.size else []
+
+    def confidence_limits(self, by_endpoint: dict[str, float]) -> np.ndarray | None:
+        """Per case, the minimum confidence its endpoint's probe held answers to (NaN where
+        it held none); None when no endpoint of these cases held one."""
+        if not by_endpoint or not self.endpoints:
+            return None
+        table = {e: by_endpoint.get(e, np.nan) if e else np.nan for e in set(self.endpoints)}
+        if all(np.isnan(v) for v in table.values()):
+            return None
+        return np.fromiter(map(table.__getitem__, self.endpoints), dtype=np.float64,
+                           count=len(self.endpoints))
 
     def facts_of(self, rows: np.ndarray) -> list[Facts]:
         """Endpoint, recorded latency and model version of these cases; from the workspace
@@ -173,14 +185,16 @@ def prepare(cases: Sequence[Case]) -> CaseSet:
         groups, singles = _grouped(inputs)
     return CaseSet(cases, groups, singles, labels, has_label, low, slow, control,
                    list(map(attrgetter("capture_id"), cases)), raw_labels,
-                   list(map(str, statuses)))
+                   list(map(str, statuses)), list(map(attrgetter("endpoint"), caps)))
 
 
-def prepare_columns(path: str | Path, failed: tuple, controls: tuple) -> CaseSet:
+def prepare_columns(path: str | Path, failed: tuple, controls: tuple,
+                    endpoint_uris: dict[int, str] | None = None) -> CaseSet:
     """A case set from ``Store.select_capture_columns`` results (the failures, then the
     controls), without building a Capture: the inputs are stacked from the encoded blobs in
     one pass when they share one tensor header (a probe's captures do). The Case objects
-    are read from the workspace at ``path`` only if someone asks for them."""
+    are read from the workspace at ``path`` only if someone asks for them.
+    ``endpoint_uris``: the workspace's endpoint ids to URIs (``Store.endpoint_uris``)."""
     ids = [*failed[0], *controls[0]]
     n = len(ids)
     control = np.zeros(n, dtype=bool)
@@ -196,8 +210,11 @@ def prepare_columns(path: str | Path, failed: tuple, controls: tuple) -> CaseSet
         groups, singles = _grouped(list(map(codec.decode, blobs)))
     else:
         groups, singles = [], []
+    endpoint_ids = [*failed[4], *controls[4]] if len(failed) > 4 else []
+    uri_of = endpoint_uris or {}
+    endpoints = list(map(uri_of.get, endpoint_ids)) if uri_of else []
     return CaseSet(LazyCases(path, ids, control), groups, singles, labels, has_label, low,
-                   slow, control, ids, raw_labels, statuses)
+                   slow, control, ids, raw_labels, statuses, endpoints)
 
 
 def _stack_encoded(blobs: list[bytes]) -> Group | None:

@@ -26,8 +26,10 @@ from app.core.domain import (
     OLDEST_NS,
     Capture,
     CaptureStatus,
+    EndpointUri,
     Sample,
     StoreError,
+    UriError,
     not_sqlite,
 )
 
@@ -124,6 +126,13 @@ def _migrate_incidents_resolved(db: sqlite_utils.Database) -> None:
     db["incidents"].add_column("resolved_ns", int)
 
 
+def _migrate_endpoints_min_confidence(db: sqlite_utils.Database) -> None:
+    # The confidence below which the endpoint's probe flags an answer LOW_CONFIDENCE (NULL:
+    # none given, or an older workspace, where the URI's own min_confidence still says it).
+    # A replay holds a version to it: an answer production would flag is not a fix.
+    db["endpoints"].add_column("min_confidence", float)
+
+
 # Named, ordered migrations. Append new ones at the end; never edit or reorder a shipped one.
 # Each feature that needs tables appends its own step (e.g. "drift_points"), so work on
 # different features does not fight over one version number.
@@ -135,10 +144,20 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("captures_by_time", _migrate_captures_by_time),
     ("captures_sampled", _migrate_captures_sampled),
     ("incidents_resolved", _migrate_incidents_resolved),
+    ("endpoints_min_confidence", _migrate_endpoints_min_confidence),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+
+
+def _uri_min_confidence(uri: str) -> float | None:
+    """The ``min_confidence`` an endpoint's URI gives its probe, if a valid one."""
+    try:
+        value = float(EndpointUri.parse(uri).param("min_confidence") or "nan")
+    except (UriError, ValueError):
+        return None
+    return value if 0.0 <= value <= 1.0 else None
 
 
 def _time_order(newest_first: bool) -> str:
@@ -381,13 +400,15 @@ class Store:
         )
 
     def set_endpoint_info(self, uri: str, *, slo_ms: float | None = None,
-                          model_version: str | None = None) -> None:
+                          model_version: str | None = None,
+                          min_confidence: float | None = None) -> None:
         eid = self.endpoint_id(uri)
         with self.db.conn:
             self.db.execute(
                 "UPDATE endpoints SET slo_ms = coalesce(?, slo_ms), "
-                "model_version = coalesce(?, model_version) WHERE id = ?",
-                [slo_ms, model_version, eid],
+                "model_version = coalesce(?, model_version), "
+                "min_confidence = coalesce(?, min_confidence) WHERE id = ?",
+                [slo_ms, model_version, min_confidence, eid],
             )
 
     # -- reads ----------------------------------------------------------------------------
@@ -848,20 +869,23 @@ class Store:
                                model_version: str | None = None, limit: int = 1000,
                                newest_first: bool = True
                                ) -> tuple[tuple[int, ...], tuple[str, ...],
-                                          tuple[str | None, ...], tuple[bytes, ...]]:
+                                          tuple[str | None, ...], tuple[bytes, ...],
+                                          tuple[int, ...]]:
         """What a replay reads of the captures ``select_captures`` returns (same filters, same
-        order), as columns: ids, statuses, labels and encoded input blobs. No tensors are
-        decoded and no Capture is built, so reading 10,000 cases costs the query alone."""
+        order), as columns: ids, statuses, labels, encoded input blobs and endpoint ids
+        (``endpoint_uris`` names them). No tensors are decoded and no Capture is built, so
+        reading 10,000 cases costs the query alone."""
         where, args = self._capture_filter(endpoint, statuses, failed, start_ns, end_ns, label,
                                            model_version)
-        sql = ("SELECT c.id, c.status, c.label, c.inputs FROM captures c WHERE "
+        sql = ("SELECT c.id, c.status, c.label, c.inputs, c.endpoint_id FROM captures c WHERE "
                + " AND ".join(where)
                + _time_order(newest_first) + " LIMIT ?")
         args.append(limit)
         rows = self.db.execute(sql, args).fetchall()
         # Transposed at C level: zip(*rows) over thousands of rows costs ~10x more.
-        ids, statuses_, labels, inputs = (tuple(map(itemgetter(k), rows)) for k in range(4))
-        return ids, statuses_, labels, inputs
+        ids, statuses_, labels, inputs, endpoints = (tuple(map(itemgetter(k), rows))
+                                                     for k in range(5))
+        return ids, statuses_, labels, inputs, endpoints
 
     def capture_facts(self, ids: Sequence[int]
                       ) -> dict[int, tuple[str, float | None, str | None]]:
@@ -879,6 +903,22 @@ class Store:
         """Each endpoint's SLO as its probe had it, where it had one."""
         return {r["uri"]: float(r["slo_ms"]) for r in self.endpoints()
                 if r["slo_ms"] is not None}
+
+    def min_confidence_by_endpoint(self) -> dict[str, float]:
+        """Each endpoint's minimum confidence as its probe had it (below it, an answer was
+        flagged LOW_CONFIDENCE), where it had one: as recorded, else its URI's
+        ``min_confidence`` (endpoints recorded before the column existed)."""
+        out = {}
+        for r in self.endpoints():
+            value = r.get("min_confidence")
+            if value is None:
+                value = _uri_min_confidence(r["uri"])
+            if value is not None:
+                out[r["uri"]] = float(value)
+        return out
+
+    def endpoint_uris(self) -> dict[int, str]:
+        return {int(r["id"]): r["uri"] for r in self.endpoints()}
 
     def captures_by_id(self, ids: Sequence[int]) -> dict[int, StoredCapture]:
         """The captures with these ids (those still in the workspace), in one query."""

@@ -177,10 +177,13 @@ class ResultTableModel(QAbstractTableModel):
 
     def _confidence(self, run: VersionRun, i: int) -> str:
         assert self.result is not None
-        threshold = self.result.criteria.min_confidence
-        # Compared as ``judge`` compares: the numpy scalar keeps the output's float type.
-        return confidence_text(float(run.confidence[i]), threshold,
-                               bool(run.confidence[i] < threshold))
+        # On the side of the case's own limit it was judged on (its endpoint's minimum, or
+        # the replay's for low-confidence captures), compared as ``judge`` compares.
+        limit = self.result.confidence_limit(i)
+        below = self.result.confidence_below(i, run.confidence[i])
+        if limit is None or below is None:
+            return f"{float(run.confidence[i]):.3f}"
+        return confidence_text(float(run.confidence[i]), limit, below)
 
     def answers(self, i: int) -> list[VersionAnswer]:
         """Every version's answer to case ``i``, for the side-by-side view."""

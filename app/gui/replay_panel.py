@@ -530,9 +530,11 @@ class ReplayPanel(QWidget):
             store = Store(path)
             try:
                 known = {v.name: v for v in registered(store)}
-                # SLOW captures are held to the SLO their endpoint was probed with.
-                judged_by = dataclasses.replace(criteria,
-                                                endpoint_slo_ms=store.slo_by_endpoint())
+                # SLOW captures are held to the SLO their endpoint was probed with, and
+                # every case to the minimum confidence its endpoint was probed with.
+                judged_by = dataclasses.replace(
+                    criteria, endpoint_slo_ms=store.slo_by_endpoint(),
+                    endpoint_min_confidence=store.min_confidence_by_endpoint())
             finally:
                 store.close()
             try:

@@ -222,8 +222,19 @@ def test_slow_failures_are_judged_on_one_request_against_the_endpoints_slo(capsy
         assert doc["versions"][0]["still_failing"] == doc["versions"][0]["cases"]
     _, doc = run_json(capsys, ["replay", "--db", str(db), "--versions", str(versions[0]),
                                "--kind", "slow", "--slo-ms", "1000", "--controls", "0", "--json"])
-    assert doc["versions"][0]["fixed"] == doc["versions"][0]["cases"]
     import sqlite3
+
+    # Fast enough for 1000 ms, every one; but the probe (min_confidence=0.6) would have
+    # flagged those it answered below 0.6, had they not been slow: those are no fix.
+    with sqlite3.connect(db) as conn:
+        unsure = conn.execute("SELECT count(*) FROM (SELECT confidence FROM captures "
+                              "WHERE status = 'slow' ORDER BY ts_ns DESC LIMIT 1000) "
+                              "WHERE confidence < 0.6").fetchone()[0]
+    assert doc["versions"][0]["fixed"] == doc["versions"][0]["cases"] - unsure
+    _, doc = run_json(capsys, ["replay", "--db", str(db), "--versions", str(versions[0]),
+                               "--kind", "slow", "--slo-ms", "1000", "--min-confidence", "0",
+                               "--controls", "0", "--json"])
+    assert doc["versions"][0]["fixed"] == doc["versions"][0]["cases"]
 
     with sqlite3.connect(db) as conn:  # as if recorded by a probe without an SLO
         conn.execute("UPDATE endpoints SET slo_ms = NULL")

@@ -72,6 +72,12 @@ def test_select_failures_replay_them_and_compare_one_case(qtbot, panel):
         panel.run_button.click()
     result = blocker.args[0]
     assert result.replay_id is not None and not result.cancelled
+    # Every case held to its endpoint's minimum confidence, as the CLI holds them: nothing
+    # reads fixed on an answer the probe would have flagged.
+    assert result.criteria.endpoint_min_confidence == \
+        Store(panel.db_path).min_confidence_by_endpoint() != {}
+    assert all(not run.confidence[i] < 0.6 for j, run in enumerate(result.runs)
+               for i in range(len(result.cases)) if result.verdict(i, j) == "fixed")
     model = panel.result_model
     assert model.rowCount() == len(result.cases) == n + panel.controls_spin.value()
     assert model.headerData(3, Qt.Orientation.Horizontal) == "wine-v1"

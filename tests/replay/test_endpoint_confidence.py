@@ -1,0 +1,138 @@
+"""A replay holds every case to the minimum confidence its endpoint's probe flagged answers
+below: a version answering the right class at too low a confidence would be flagged
+LOW_CONFIDENCE in production, so it fixes nothing there (and it breaks a control)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.cli import main
+from app.core.replay import (
+    CONTROL_OK,
+    FIXED,
+    NEWLY_BROKEN,
+    STILL_FAILING,
+    Criteria,
+    Selection,
+    replay,
+    select_case_set,
+    select_cases,
+)
+from app.core.replay_targets import LocalOnnxTarget
+from app.core.store import Store
+from tests.conftest import DEMO
+from tests.replay.test_replay_cli import run_json
+
+SELECTION = Selection(limit=2000, controls=1000)
+
+
+def _replayed(db: Path, versions: list[Path], *, held: bool = True, objects: bool = False):
+    store = Store(db)
+    try:
+        cases = (select_cases if objects else select_case_set)(store, SELECTION)
+        criteria = Criteria(endpoint_min_confidence=store.min_confidence_by_endpoint()
+                            if held else {})
+    finally:
+        store.close()
+    return replay(cases, [LocalOnnxTarget(v) for v in versions], criteria=criteria)
+
+
+def _right_but_unsure(result, j: int) -> list[int]:
+    """Cases whose label version ``j`` answers, below 0.6."""
+    run, labels = result.runs[j], result.prepared.labels
+    return np.flatnonzero((run.prediction == labels) & (run.confidence < 0.6)).tolist()
+
+
+def test_a_right_answer_below_the_endpoints_minimum_fixes_nothing_and_breaks_a_control(
+        demo_db: Path, versions: list[Path], recorded: tuple[Path, str]):
+    assert Store(demo_db).min_confidence_by_endpoint() == {recorded[1]: 0.6}
+    held = _replayed(demo_db, versions)
+    loose = _replayed(demo_db, versions, held=False)
+    changed = 0
+    for j in range(len(versions)):
+        unsure = _right_but_unsure(held, j)
+        for i in unsure:
+            if held.verdict(i, j) in (FIXED, CONTROL_OK):
+                raise AssertionError(f"case {i} on {versions[j].stem}: right at "
+                                     f"{held.runs[j].confidence[i]:.3f}, yet "
+                                     f"{held.verdict(i, j)}")
+            # Without the endpoint's minimum these read fixed, or fine as controls.
+            if loose.verdict(i, j) in (FIXED, CONTROL_OK):
+                changed += 1
+                assert held.verdict(i, j) in (STILL_FAILING, NEWLY_BROKEN)
+        for i in range(len(held.cases)):
+            if held.verdict(i, j) in (FIXED, CONTROL_OK):
+                assert held.runs[j].confidence[i] >= 0.6 or np.isnan(held.runs[j].confidence[i])
+    assert changed > 10  # the rule bites on the demo's data, on some version
+    summaries = {s.version: s for s in held.summaries()}
+    for s in loose.summaries():
+        assert summaries[s.version].fixed <= s.fixed
+        assert summaries[s.version].newly_broken >= s.newly_broken
+    # The window's path (Case objects) holds each case to its endpoint's minimum too.
+    objects = _replayed(demo_db, versions, objects=True)
+    assert [f.tolist() for f in objects.failing] == [f.tolist() for f in held.failing]
+
+
+def test_an_endpoint_probed_without_a_minimum_keeps_the_replays_rules(demo_db: Path,
+                                                                      versions: list[Path]):
+    with sqlite3.connect(demo_db) as conn:  # as if probed without min_confidence
+        conn.execute("UPDATE endpoints SET uri = replace(uri, '&min_confidence=0.6', '')")
+    assert Store(demo_db).min_confidence_by_endpoint() == {}
+    held = _replayed(demo_db, versions)
+    assert held.confidence_limits is None
+    unsure = _right_but_unsure(held, 1)
+    mismatches = [i for i in unsure if held.kind(i) == "mismatch"]
+    assert mismatches and all(held.verdict(i, 1) == FIXED for i in mismatches)
+    # Low-confidence captures are still held to the replay's own minimum (0.6).
+    low = [i for i in unsure if held.kind(i) == "low_confidence"]
+    assert all(held.verdict(i, 1) == STILL_FAILING for i in low)
+    assert held.confidence_limit(low[0]) == 0.6 if low else True
+    assert held.confidence_limit(mismatches[0]) is None
+
+
+def test_the_minimum_a_probe_was_given_as_an_option_is_recorded(tmp_path: Path):
+    from app.core.monitor import Monitor
+    from probes.base import ProbeOptions
+
+    db = tmp_path / "w.db"
+    monitor = Monitor(db)
+    try:
+        probe = monitor.attach(f"onnx:{DEMO / 'wine-v1.onnx'}?provider=cpu&rate=0",
+                               ProbeOptions(min_confidence=0.7), start=False)
+    finally:
+        monitor.close()
+    assert "min_confidence" not in probe.endpoint
+    assert Store(db).min_confidence_by_endpoint() == {probe.endpoint: 0.7}
+
+
+def test_an_older_workspace_reads_the_minimum_from_the_endpoints_uri(demo_db: Path,
+                                                                     recorded: tuple[Path, str]):
+    with sqlite3.connect(demo_db) as conn:  # the schema before the column
+        conn.execute("ALTER TABLE endpoints DROP COLUMN min_confidence")
+        conn.execute("DELETE FROM migrations WHERE name = 'endpoints_min_confidence'")
+    store = Store(demo_db)
+    try:
+        assert "endpoints_min_confidence" in store.applied_migrations()
+        assert store.min_confidence_by_endpoint() == {recorded[1]: 0.6}
+    finally:
+        store.close()
+
+
+def test_the_cli_holds_every_case_to_a_given_minimum_instead(capsys, demo_db: Path,
+                                                             versions: list[Path]):
+    args = ["replay", "--db", str(demo_db), "--versions", str(versions[1]), "--limit", "2000",
+            "--controls", "1000", "--no-save", "--json"]
+    _, by_endpoint = run_json(capsys, args)
+    _, given = run_json(capsys, [*args, "--min-confidence", "0.6"])
+    _, none = run_json(capsys, [*args, "--min-confidence", "0"])
+    held = _replayed(demo_db, versions[1:])
+    assert by_endpoint["versions"][0]["fixed"] == held.summaries()[0].fixed
+    assert given["versions"][0]["fixed"] == by_endpoint["versions"][0]["fixed"]
+    assert none["versions"][0]["fixed"] > given["versions"][0]["fixed"]
+    with pytest.raises(SystemExit):
+        main(["replay", "--help"])
+    assert "minimum its endpoint was probed" in capsys.readouterr().out.replace("\n", " ")
