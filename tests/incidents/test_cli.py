@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 
 from app.cli import main
 from app.core.store import Store
-from tests.incidents.conftest import write_requests
+from tests.incidents.conftest import NS, T0, write_requests
 
 EP = "onnx:cli.onnx"
 
@@ -159,6 +160,10 @@ def test_a_quiet_stretch_in_an_imported_log_is_not_an_outage(workspace, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
     down = {r["endpoint"] for r in rows if r["rule"] == "down"}
     assert down == {EP}  # a probed endpoint that went quiet is down; a log that did is not
+    # It says when the silence began (its last sample), not only how long it had lasted.
+    last = datetime.fromtimestamp((T0 + 59.9 * NS) / NS, tz=UTC)
+    [summary] = [r["summary"] for r in rows if r["rule"] == "down"]
+    assert f"no samples since {last:%Y-%m-%d %H:%M:%S} UTC" in summary
 
 
 def test_judging_the_same_history_twice_adds_nothing(workspace, capsys):
