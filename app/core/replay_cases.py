@@ -61,6 +61,10 @@ class CaseSet:
     label_texts: list[str | None]  # the captured labels as recorded
     kinds: list[str] = field(default_factory=list)  # the captured statuses (mismatch, slow...)
     endpoints: list[str | None] = field(default_factory=list)  # each case's endpoint URI
+    # Or, read as columns: each case's endpoint id, and the workspace's ids to URIs (mapped
+    # only when a judgement needs the endpoint).
+    endpoint_ids: tuple[int, ...] = ()
+    endpoint_uris: dict[int, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.capture_ids)
@@ -91,13 +95,18 @@ class CaseSet:
     def confidence_limits(self, by_endpoint: dict[str, float]) -> np.ndarray | None:
         """Per case, the minimum confidence its endpoint's probe held answers to (NaN where
         it held none); None when no endpoint of these cases held one."""
-        if not by_endpoint or not self.endpoints:
+        if not by_endpoint:
             return None
-        table = {e: by_endpoint.get(e, np.nan) if e else np.nan for e in set(self.endpoints)}
-        if all(np.isnan(v) for v in table.values()):
+        if self.endpoint_ids:
+            keys: Sequence = self.endpoint_ids
+            table = {i: by_endpoint.get(self.endpoint_uris.get(i, ""), np.nan)
+                     for i in set(keys)}
+        else:
+            keys = self.endpoints
+            table = {e: by_endpoint.get(e, np.nan) if e else np.nan for e in set(keys)}
+        if not keys or all(np.isnan(v) for v in table.values()):
             return None
-        return np.fromiter(map(table.__getitem__, self.endpoints), dtype=np.float64,
-                           count=len(self.endpoints))
+        return np.fromiter(map(table.__getitem__, keys), dtype=np.float64, count=len(keys))
 
     def facts_of(self, rows: np.ndarray) -> list[Facts]:
         """Endpoint, recorded latency and model version of these cases; from the workspace
@@ -210,11 +219,10 @@ def prepare_columns(path: str | Path, failed: tuple, controls: tuple,
         groups, singles = _grouped(list(map(codec.decode, blobs)))
     else:
         groups, singles = [], []
-    endpoint_ids = [*failed[4], *controls[4]] if len(failed) > 4 else []
-    uri_of = endpoint_uris or {}
-    endpoints = list(map(uri_of.get, endpoint_ids)) if uri_of else []
     return CaseSet(LazyCases(path, ids, control), groups, singles, labels, has_label, low,
-                   slow, control, ids, raw_labels, statuses, endpoints)
+                   slow, control, ids, raw_labels, statuses,
+                   endpoint_ids=(*failed[4], *controls[4]) if len(failed) > 4 else (),
+                   endpoint_uris=endpoint_uris or {})
 
 
 def _stack_encoded(blobs: list[bytes]) -> Group | None:
