@@ -58,7 +58,7 @@ from app.core.replay_run import (
     run_version,
     time_alone_together,
 )
-from app.core.replay_targets import ReplayError, Target
+from app.core.replay_targets import Cancelled, ReplayError, Target
 from app.core.store import Store
 
 __all__ = ["NO_CLASS", "Case", "CaseSet", "Criteria", "ReplayResult", "Selection", "VersionRun",
@@ -474,17 +474,27 @@ def replay(cases: Sequence[Case] | CaseSet, targets: Sequence[Target], *,
     runs: list[VersionRun] = []
     block = SharedBlock(len(targets))
     stopped = cancelled()
-    for k, target in enumerate(targets):
-        if stopped:
-            break
-        run = run_version(target, prepared, batch_size, tick, slot=(block, k), judge=False)
-        if run is None:
-            stopped = True
-            break
-        runs.append(run)
-    if runs and timed_alone.size and not time_alone_together(
-            list(zip(targets, runs, strict=False)), prepared, timed_alone, lambda: tick(0)):
-        stopped = True  # every version kept; the SLOW cases not timed have no verdict
+    for target in targets:
+        target.cancelled = cancelled  # a remote call under way ends at a cancel
+    try:
+        for k, target in enumerate(targets):
+            if stopped:
+                break
+            try:
+                run = run_version(target, prepared, batch_size, tick, slot=(block, k),
+                                  judge=False)
+            except Cancelled:
+                run = None
+            if run is None:
+                stopped = True
+                break
+            runs.append(run)
+        if runs and timed_alone.size and not time_alone_together(
+                list(zip(targets, runs, strict=False)), prepared, timed_alone, lambda: tick(0)):
+            stopped = True  # every version kept; the SLOW cases not timed have no verdict
+    finally:
+        for target in targets:
+            target.cancelled = None
     judge_runs(runs, len(prepared), block, list(range(len(runs))))
     return ReplayResult(prepared.cases, runs, criteria, selection, cancelled=stopped,
                         prepared=prepared, slo_limits=limits)

@@ -17,7 +17,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from app.core.replay_cases import Case, CaseSet, prepare, prepare_columns
-from app.core.replay_targets import ReplayError, Target, TargetDown, error_text
+from app.core.replay_targets import Cancelled, ReplayError, Target, TargetDown, error_text
 
 log = logging.getLogger(__name__)
 
@@ -381,17 +381,22 @@ def time_alone_together(pairs: list[tuple[Target, VersionRun]], prepared: CaseSe
                 except Exception:  # it answered in its batch: keep that answer and time
                     feeds.append(None)
             times: list[list[float]] = [[] for _ in asked]
-            for _ in range(TIMED_CALLS):
-                for k, (target, _run) in enumerate(asked):
-                    if feeds[k] is None:
-                        continue
-                    try:
-                        t0 = perf()
-                        target.run_adapted(feeds[k])
-                        times[k].append((perf() - t0) * 1e3)
-                    except Exception as exc:
-                        log.debug("timing case %d alone on %s failed: %s", i, target.name, exc)
-                        feeds[k] = None
+            try:
+                for _ in range(TIMED_CALLS):
+                    for k, (target, _run) in enumerate(asked):
+                        if feeds[k] is None:
+                            continue
+                        try:
+                            t0 = perf()
+                            target.run_adapted(feeds[k])
+                            times[k].append((perf() - t0) * 1e3)
+                        except Exception as exc:
+                            log.debug("timing case %d alone on %s failed: %s", i, target.name,
+                                      exc)
+                            feeds[k] = None
+            except Cancelled:  # during a server's call: this case is not timed either
+                stopped = True
+                break
             for k, (_, run) in enumerate(asked):
                 if len(times[k]) == TIMED_CALLS:
                     run.latency_ms[i] = float(np.median(times[k]))

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +40,20 @@ class TargetDown(ReplayError):
     """The target cannot be reached at all: every row of the batch failed the same way."""
 
 
+class Cancelled(BaseException):
+    """The replay was cancelled while a target's call was under way. A BaseException, so
+    that no per-row fallback or error handler along the way takes it for a failed row."""
+
+
 class Target(ABC):
     """One model version that takes stacked inputs (first dim = rows) and answers per row."""
 
     name: str
     location: str
     warmed: bool = False  # set by the replay after one untimed call
+    # Set by the replay while it runs: a call that waits on the network checks it, and ends
+    # with Cancelled instead of waiting out the server's silence.
+    cancelled: Callable[[], bool] | None = None
     class_names: list[str] = []  # noqa: RUF012  (read only: the model's own, where it names them)
 
     @abstractmethod
@@ -191,13 +201,7 @@ class _RemoteTarget(Target):
     def outputs(self, body: object) -> list[tuple[str, np.ndarray]]: ...
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
-        try:
-            answer = self.client.request("POST", self.path,
-                                         content=json.dumps(self.body(feeds)).encode())
-        except (Unreachable, TimedOut) as exc:
-            raise TargetDown(str(exc)) from None
-        except BadResponse as exc:
-            raise ReplayError(str(exc)) from None
+        answer = self._call(json.dumps(self.body(feeds)).encode())
         if answer.status_code in _NOT_ASKED:
             # No such model, no entry, or not serving now: the version was never asked, which
             # says nothing about how it answers this input.
@@ -208,6 +212,41 @@ class _RemoteTarget(Target):
             return self.outputs(answer.json())
         except BadResponse as exc:
             raise ReplayError(str(exc)) from None
+
+    def _post(self, content: bytes) -> Any:
+        try:
+            return self.client.request("POST", self.path, content=content)
+        except (Unreachable, TimedOut) as exc:
+            raise TargetDown(str(exc)) from None
+        except BadResponse as exc:
+            raise ReplayError(str(exc)) from None
+
+    def _call(self, content: bytes) -> Any:
+        """The POST, on a thread of its own while a replay can be cancelled: a cancel then
+        ends the wait within 50 ms, not when a silent server's timeout (10 s by default)
+        runs out. The call left behind ends with its timeout, or when ``close`` shuts the
+        client; its answer is dropped."""
+        cancelled = self.cancelled
+        if cancelled is None:
+            return self._post(content)
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def post() -> None:
+            try:
+                box["answer"] = self._post(content)
+            except BaseException as exc:  # handed to the replay's thread, raised there
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=post, name=f"replay-call-{self.name}", daemon=True).start()
+        while not done.wait(0.05):
+            if cancelled():
+                raise Cancelled
+        if "error" in box:
+            raise box["error"]
+        return box["answer"]
 
     def close(self) -> None:
         self.client.close()

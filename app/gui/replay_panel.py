@@ -579,15 +579,14 @@ class ReplayPanel(QWidget):
         return self._start(work, lambda result: self._on_replay_done(result, reopened=True))
 
     def cancel(self) -> None:
-        """Ask the replay to stop. It stops between batches: a call in flight (a silent
-        server: up to its timeout) is waited for, so say so at once, and take Cancel away,
-        rather than leave a button that seems to do nothing."""
+        """Ask the replay to stop: between batches, or within 50 ms while a server's call
+        is under way (a silent server is not waited out). Said at once, and Cancel taken
+        away, rather than leave a button that seems to do nothing."""
         if self._job is None or not self._cancellable or self._job.is_cancelled():
             return
         self._job.cancel()
         self.cancel_button.setEnabled(False)
-        self.summary.setText("<b>cancelling…</b> (waits for the current call to return; the "
-                             "finished versions are kept)")
+        self.summary.setText("<b>cancelling…</b> (the finished versions are kept)")
 
     def export_cases(self, path: str | Path) -> Job | None:
         """Write the replay shown as CSV (see ``replay_export``) on the worker: 50,000 cases

@@ -127,6 +127,40 @@ def test_a_server_that_stops_answering_is_not_waited_on_for_every_batch(demo_db)
     assert len(silent.bodies) <= 1
 
 
+def test_a_cancel_ends_the_wait_on_a_silent_server_at_once(demo_db, versions):
+    import threading
+    import time
+
+    from tests.helpers import wait_until
+    from tests.remote.fault_server import FaultServer
+
+    store = Store(demo_db)
+    try:
+        cases = select_cases(store, Selection(limit=40, controls=0))
+    finally:
+        store.close()
+    silent = FaultServer().start()
+    silent.mode, silent.delay_s = "hang", 120.0
+    stop = threading.Event()
+    # The user cancels once the server has taken the first call (wine-v1 is done by then).
+    threading.Thread(target=lambda: wait_until(lambda: bool(silent.bodies), timeout_s=60)
+                     and stop.set(), daemon=True).start()
+    try:
+        remote = open_target(f"v2+http://127.0.0.1:{silent.port}/models/m?timeout_s=120")
+        t0 = time.monotonic()
+        result = replay(cases, [LocalOnnxTarget(versions[0]), remote], batch_size=8,
+                        cancelled=stop.is_set)
+        waited = time.monotonic() - t0
+    finally:
+        silent.release.set()
+        silent.stop()
+    # Not the server's 120 s: the call under way is left to end by itself.
+    assert waited < 60, f"the cancel was waited on for {waited:.0f} s"
+    assert result.cancelled and [r.version for r in result.runs] == ["wine-v1"]
+    assert result.summaries()[0].cases == len(cases)
+    assert remote.cancelled is None  # handed back with the replay
+
+
 def test_inspecting_an_onnx_file_reads_its_identity_from_the_file():
     v = inspect_onnx(DEMO / "wine-v1.onnx")
     data = (DEMO / "wine-v1.onnx").read_bytes()
