@@ -42,6 +42,7 @@ class VersionAnswer:
     latency_ms: float | None
     verdict: str
     error: str | None = None
+    why: str = ""  # the verdict in words, with the rules a failing case broke
 
 
 def image_of(array: np.ndarray) -> np.ndarray | None:
@@ -214,6 +215,8 @@ class CaseViewWidget(QWidget):
                     item.setForeground(QColor("white"))
                 if a.error:
                     item.setToolTip(a.error)
+                elif c == 4 and a.why:
+                    item.setToolTip(a.why)
                 self.answers.setItem(r, c, item)
 
     def _show_bars(self, answers: list[VersionAnswer]) -> None:

@@ -293,6 +293,55 @@ class ReplayResult:
             return self.prepared.label_texts[case]
         return self.cases[case].capture.label
 
+    def reasons(self, case: int, run: int) -> list[str]:
+        """Why the case fails on this version, rule by rule as ``judge`` applied them, for a
+        person asking "why still failing?"; empty when it does not fail there."""
+        r = self.runs[run]
+        if case in r.unanswered or not self.failing[run][case]:
+            return []
+        if case in r.errors:
+            return [f"error: {r.errors[case]}"]
+        out = []
+        if not r.finite[case]:
+            out.append("an output is not finite")
+        prepared = self._case_set
+        label = self.label(case)
+        predicted = int(r.prediction[case])
+        if label is not None and predicted != prepared.labels_for(r.class_names)[case]:
+            name = (r.class_names[predicted] if 0 <= predicted < len(r.class_names)
+                    else "none" if predicted == NO_CLASS else str(predicted))
+            out.append(f"class {name}, labelled {label}")
+        confidence = r.confidence[case]
+        below = self.confidence_below(case, confidence)
+        if below:
+            out.append(f"confidence {confidence:.3f} under {self.confidence_limit(case):g}"
+                       + (" (its endpoint's minimum)" if self._held(case) else ""))
+        elif below is not None and np.isnan(confidence) and prepared.low_confidence[case]:
+            out.append("no confidence to show (its outputs are not probabilities)")
+        if prepared.slow[case]:
+            slow = self._slow_reason(case, run, explained=bool(out))
+            if slow:
+                out.append(slow)
+        return out
+
+    def _held(self, case: int) -> bool:
+        held = self.confidence_limits
+        return held is not None and not np.isnan(held[case])
+
+    def _slow_reason(self, case: int, run: int, explained: bool) -> str | None:
+        latency = float(self.runs[run].latency_ms[case])
+        if self.slo_limits is None or self.slow_scale is None:
+            # A reopened replay keeps its verdicts, not the limits: slowness is what is left.
+            return None if explained else (f"slow: {latency:.4f} ms alone, over its SLO as "
+                                           "scaled to this machine")
+        k = int(np.searchsorted(self._case_set.slow_rows, case))
+        limit = float(self.slo_limits[k] * self.slow_scale[k] * (1.0 - SLOW_MARGIN))
+        if not latency > limit:
+            return None
+        return (f"slow: {latency:.4f} ms alone, over {limit:.4f} ms (its "
+                f"{self.slo_limits[k]:g} ms SLO scaled to this machine, less "
+                f"{SLOW_MARGIN:.0%})")
+
     def verdict(self, case: int, run: int) -> str:
         if case in self.runs[run].unanswered:
             return NO_ANSWER

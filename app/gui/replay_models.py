@@ -170,7 +170,7 @@ class ResultTableModel(QAbstractTableModel):
             return QColor("white")
         if role == Qt.ItemDataRole.ToolTipRole and j is not None:
             run = self.result.runs[j]
-            return run.errors.get(i) or self.result.verdict(i, j).replace("_", " ")
+            return run.errors.get(i) or _verdict_text(self.result, i, j)
         if role == Qt.ItemDataRole.ToolTipRole and col >= len(self.FIXED_COLUMNS):
             return self._first[i]  # "first failing": a version's name, maybe elided
         return None
@@ -201,8 +201,17 @@ class ResultTableModel(QAbstractTableModel):
                 # judged below the threshold never prints at it there either.
                 confidence=None if np.isnan(conf) else float(self._confidence(run, i)),
                 latency_ms=None if np.isnan(lat) else lat,
-                verdict=self.result.verdict(i, j), error=run.errors.get(i)))
+                verdict=self.result.verdict(i, j), error=run.errors.get(i),
+                why=_verdict_text(self.result, i, j)))
         return out
+
+
+def _verdict_text(result: ReplayResult, i: int, j: int) -> str:
+    """The verdict, and why when the case fails there ("still failing: class 1, labelled
+    2; confidence 0.412 under 0.6 (its endpoint's minimum)")."""
+    verdict = result.verdict(i, j).replace("_", " ")
+    why = result.reasons(i, j)
+    return f"{verdict}: {'; '.join(why)}" if why else verdict
 
 
 def _scores(arrays: list[np.ndarray]) -> np.ndarray:

@@ -68,6 +68,18 @@ def test_a_right_answer_below_the_endpoints_minimum_fixes_nothing_and_breaks_a_c
             if held.verdict(i, j) in (FIXED, CONTROL_OK):
                 assert held.runs[j].confidence[i] >= 0.6 or np.isnan(held.runs[j].confidence[i])
     assert changed > 10  # the rule bites on the demo's data, on some version
+    # Each such case says why, in the rule's own words; a wrong class says so too.
+    j = next(j for j in range(len(versions)) if _right_but_unsure(held, j))
+    i = _right_but_unsure(held, j)[0]
+    assert held.reasons(i, j) == [f"confidence {held.runs[j].confidence[i]:.3f} under 0.6 "
+                                  "(its endpoint's minimum)"]
+    wrong = next(i for i in range(len(held.cases))
+                 if held.label(i) is not None and held.runs[j].prediction[i] >= 0
+                 and held.runs[j].prediction[i] != held.prepared.labels[i])
+    assert held.reasons(wrong, j)[0] == (f"class {held.runs[j].prediction[wrong]}, labelled "
+                                         f"{held.label(wrong)}")
+    fine = next(i for i in range(len(held.cases)) if held.verdict(i, j) in (FIXED, CONTROL_OK))
+    assert held.reasons(fine, j) == []
     summaries = {s.version: s for s in held.summaries()}
     for s in loose.summaries():
         assert summaries[s.version].fixed <= s.fixed

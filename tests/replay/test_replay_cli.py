@@ -380,7 +380,7 @@ def test_replay_options_that_would_do_something_else_are_refused(capsys, demo_db
     assert message in capsys.readouterr().err
 
 
-def test_a_second_ctrl_c_stops_a_replay_stuck_on_a_silent_server(demo_db: Path):
+def test_ctrl_c_stops_a_replay_stuck_on_a_silent_server_at_once(demo_db: Path):
     import os
     import signal
     import subprocess
@@ -400,19 +400,16 @@ def test_a_second_ctrl_c_stops_a_replay_stuck_on_a_silent_server(demo_db: Path):
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         assert wait_until(lambda: silent.bodies, timeout_s=60)  # waiting on the server now
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.5)
-        assert proc.poll() is None  # the first one waits for the call under way
         t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=20)
+        proc.send_signal(signal.SIGINT)  # once: the call under way is not waited out
+        _, err = proc.communicate(timeout=30)
         waited = time.monotonic() - t0
     finally:
         proc.kill()
         silent.release.set()
         silent.stop()
-    assert proc.returncode == 130 and waited < 10
-    assert "Ctrl+C again stops at once" in err and "Traceback" not in err
+    assert proc.returncode == 130 and waited < 20, (waited, err)
+    assert "stopped by Ctrl+C after 0 of 1 versions" in err and "Traceback" not in err
 
 
 def test_slow_failures_stay_slow_on_the_version_that_recorded_them(capsys, tmp_path, versions):
@@ -431,6 +428,20 @@ def test_slow_failures_stay_slow_on_the_version_that_recorded_them(capsys, tmp_p
                                "--kind", "slow", "--controls", "0", "--no-save", "--json"])
     (v1,) = doc["versions"]
     assert v1["cases"] > 20 and v1["still_failing"] == v1["cases"] and v1["fixed"] == 0
+    # Asked why, a case names its time alone and the limit it was held to.
+    from app.core.replay import Criteria, Selection, replay, select_case_set
+    from app.core.replay_targets import LocalOnnxTarget
+
+    store = Store(db)
+    try:
+        cases = select_case_set(store, Selection(kinds=("slow",), controls=0))
+        criteria = Criteria(0.0, None, store.slo_by_endpoint())
+    finally:
+        store.close()
+    result = replay(cases, [LocalOnnxTarget(versions[0])], criteria=criteria)
+    why = result.reasons(0, 0)
+    assert len(why) == 1 and why[0].startswith("slow: ") and "ms alone, over " in why[0]
+    assert "its 0.1 ms SLO scaled to this machine, less 10%" in why[0]
     # Without the recording version, there is nothing to read the recorded latency against.
     code = main(["replay", "--db", str(db), "--versions", str(versions[1]), "--kind", "slow",
                  "--controls", "0", "--no-save"])

@@ -85,6 +85,10 @@ def test_select_failures_replay_them_and_compare_one_case(qtbot, panel):
     row = next(i for i in range(model.rowCount()) if result.verdict(i, 2) == NEWLY_BROKEN)
     colour = model.data(model.index(row, 5), Qt.ItemDataRole.BackgroundRole)
     assert colour.name() == VERDICT_COLORS[NEWLY_BROKEN]
+    # Hovering the cell says why, in the words of the rule it broke.
+    why = model.data(model.index(row, 5), Qt.ItemDataRole.ToolTipRole)
+    assert why == "newly broken: " + "; ".join(result.reasons(row, 2)) and ("class " in why
+                                                                            or "under" in why)
     assert "wine-v3: fixed" in re.sub("<[^>]+>", "", panel.summary.text())
     assert panel.progress.value() == 1000
     # Every case, exported for a notebook: one row per case, a verdict column per version.
@@ -104,6 +108,7 @@ def test_select_failures_replay_them_and_compare_one_case(qtbot, panel):
     assert not view.showing_image()
     assert view.inputs.rowCount() == 13 and view.inputs.item(0, 0).text() == "alcohol"
     assert view.bar_count() == 3 and view.answers.rowCount() == 3
+    assert view.answers.item(2, 4).toolTip() == why  # wine-v3's verdict, and why
     assert view.answers.item(2, 4).text() == "newly broken"
     assert float(view.answers.item(1, 3).text()) >= 0  # latency per version
 
