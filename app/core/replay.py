@@ -151,11 +151,18 @@ def select_case_set(store: Store, selection: Selection) -> CaseSet:
     labels, stacked inputs) straight from the workspace: what ``replay`` needs, without a
     Capture per case. Its ``cases`` are read from the workspace only when asked for."""
     common = _filters(selection)
+    # Each case's endpoint is read only where cases can come from several.
+    sources = [selection.endpoint] if selection.endpoint else store.endpoints_with_captures()
+    several = len(sources) > 1
     failed = store.select_capture_columns(**common, statuses=selection.kinds or None,
-                                          failed=True, limit=selection.limit)
-    controls = (store.select_capture_columns(**common, failed=False, limit=selection.controls)
-                if selection.controls > 0 else ((), (), (), (), ()))
-    return prepare_columns(store.path, failed, controls, store.endpoint_uris())
+                                          failed=True, limit=selection.limit,
+                                          with_endpoint=several)
+    controls = (store.select_capture_columns(**common, failed=False, limit=selection.controls,
+                                             with_endpoint=several)
+                if selection.controls > 0 else ((),) * len(failed))
+    return prepare_columns(store.path, failed, controls,
+                           store.endpoint_uris() if several else None,
+                           sole_endpoint=None if several or not sources else sources[0])
 
 
 @dataclass(frozen=True, slots=True)

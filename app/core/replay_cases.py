@@ -65,6 +65,7 @@ class CaseSet:
     # only when a judgement needs the endpoint).
     endpoint_ids: tuple[int, ...] = ()
     endpoint_uris: dict[int, str] = field(default_factory=dict)
+    sole_endpoint: str | None = None  # every case's, when they all come from one
 
     def __len__(self) -> int:
         return len(self.capture_ids)
@@ -97,6 +98,9 @@ class CaseSet:
         it held none); None when no endpoint of these cases held one."""
         if not by_endpoint:
             return None
+        if self.sole_endpoint is not None:
+            value = by_endpoint.get(self.sole_endpoint, np.nan)
+            return None if np.isnan(value) else np.full(len(self), value)
         if self.endpoint_ids:
             keys: Sequence = self.endpoint_ids
             table = {i: by_endpoint.get(self.endpoint_uris.get(i, ""), np.nan)
@@ -198,12 +202,14 @@ def prepare(cases: Sequence[Case]) -> CaseSet:
 
 
 def prepare_columns(path: str | Path, failed: tuple, controls: tuple,
-                    endpoint_uris: dict[int, str] | None = None) -> CaseSet:
+                    endpoint_uris: dict[int, str] | None = None, *,
+                    sole_endpoint: str | None = None) -> CaseSet:
     """A case set from ``Store.select_capture_columns`` results (the failures, then the
     controls), without building a Capture: the inputs are stacked from the encoded blobs in
     one pass when they share one tensor header (a probe's captures do). The Case objects
     are read from the workspace at ``path`` only if someone asks for them.
-    ``endpoint_uris``: the workspace's endpoint ids to URIs (``Store.endpoint_uris``)."""
+    ``endpoint_uris``: the workspace's endpoint ids to URIs (``Store.endpoint_uris``), for
+    results read with their endpoint ids; ``sole_endpoint``: else, every case's endpoint."""
     ids = [*failed[0], *controls[0]]
     n = len(ids)
     control = np.zeros(n, dtype=bool)
@@ -222,7 +228,7 @@ def prepare_columns(path: str | Path, failed: tuple, controls: tuple,
     return CaseSet(LazyCases(path, ids, control), groups, singles, labels, has_label, low,
                    slow, control, ids, raw_labels, statuses,
                    endpoint_ids=(*failed[4], *controls[4]) if len(failed) > 4 else (),
-                   endpoint_uris=endpoint_uris or {})
+                   endpoint_uris=endpoint_uris or {}, sole_endpoint=sole_endpoint)
 
 
 def _stack_encoded(blobs: list[bytes]) -> Group | None:

@@ -148,3 +148,33 @@ def test_the_cli_holds_every_case_to_a_given_minimum_instead(capsys, demo_db: Pa
     with pytest.raises(SystemExit):
         main(["replay", "--help"])
     assert "minimum its endpoint was probed" in capsys.readouterr().out.replace("\n", " ")
+
+
+def test_cases_from_several_endpoints_are_each_held_to_their_own(tmp_path: Path,
+                                                                   versions: list[Path]):
+    from tests.replay.conftest import record_stream
+
+    db = tmp_path / "two.db"
+    first = record_stream(db, versions[0], rows=1500)
+    second = record_stream(db, versions[1], rows=1500)
+    store = Store(db)
+    try:
+        store.set_endpoint_info(second, min_confidence=0.9)  # given as an option: it wins
+        assert store.min_confidence_by_endpoint() == {first: 0.6, second: 0.9}
+    finally:
+        store.close()
+    columns = _replayed(db, versions)
+    objects = _replayed(db, versions, objects=True)
+    endpoints = [c.capture.endpoint for c in objects.cases]
+    assert set(endpoints) == {first, second}
+    expected = [0.6 if e == first else 0.9 for e in endpoints]
+    assert columns.confidence_limits.tolist() == objects.confidence_limits.tolist() == expected
+    assert [f.tolist() for f in columns.failing] == [f.tolist() for f in objects.failing]
+    # One endpoint chosen: its cases alone, all held to its minimum, with no column read.
+    store = Store(db)
+    try:
+        one = select_case_set(store, Selection(endpoint=second, limit=2000, controls=1000))
+    finally:
+        store.close()
+    assert one.sole_endpoint == second and not one.endpoint_ids
+    assert one.confidence_limits({first: 0.6, second: 0.9}).tolist() == [0.9] * len(one)
