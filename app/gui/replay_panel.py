@@ -649,11 +649,15 @@ class ReplayPanel(QWidget):
                          f" · errors {s.errors} · p95 {p95} ms/row{silent}")
         unjudged, made_by = result.unjudged_slow()
         if unjudged:
-            by = f" (recorded by model version {html.escape(', '.join(made_by))})" \
-                if made_by else ""
+            by = f" (model version {html.escape(', '.join(made_by))})" if made_by else ""
+            # "Tick it" helps only if it is there to tick: say when no registered version is.
+            known = {v.version for v in self._with_store(registered)}
+            missing = [m for m in made_by if m not in known]
+            hint = (f"; no registered version is model version "
+                    f"{html.escape(', '.join(missing))}" if missing else "")
             lines.append(f"{unjudged} SLOW failures judged on their outputs only: their "
-                         f"endpoint has no SLO, or the version that recorded them{by} is not "
-                         "ticked")
+                         f"endpoint has no SLO, or the version that recorded them{by} was not "
+                         f"replayed{hint}")
         self.summary.setText("<br>".join(lines))
         if not result.cancelled:  # a cancelled one leaves the bar where it stopped
             self.progress.setValue(1000)

@@ -562,6 +562,21 @@ def test_slow_failures_are_held_to_the_version_that_recorded_them(qtbot, tmp_pat
         p.version_list.item(0).setCheckState(Qt.CheckState.Unchecked)  # without wine-v1
         with qtbot.waitSignal(p.replay_finished, timeout=TIMEOUT_MS):
             p.run_button.click()
-        assert "SLOW failures judged on their outputs only" in p.summary.text()
+        text = p.summary.text()
+        assert "SLOW failures judged on their outputs only" in text
+        assert "(model version 1.0.0) was not replayed" in text
+        # Nothing registered carries that model version: ticking cannot help, and it says so.
+        assert "no registered version is model version 1.0.0" in text
+        from app.core.versions import register
+
+        store = Store(db)
+        try:
+            register(store, str(versions[0]))
+        finally:
+            store.close()
+        with qtbot.waitSignal(p.replay_finished, timeout=TIMEOUT_MS):
+            p.run_button.click()
+        assert "was not replayed" in p.summary.text()
+        assert "no registered version" not in p.summary.text()
     finally:
         p.shutdown()
