@@ -244,9 +244,8 @@ class ReplayResult:
     def confidence_limit(self, case: int) -> float | None:
         """The confidence below which this case fails (see ``judge``); None when its
         confidence does not judge it."""
-        held = self.confidence_limits
-        if held is not None and not np.isnan(held[case]):
-            return float(held[case])
+        if self._held(case):
+            return float(self.confidence_limits[case])
         if self._case_set.judged_on_confidence[case]:
             return self.criteria.min_confidence
         return None
@@ -254,9 +253,8 @@ class ReplayResult:
     def confidence_below(self, case: int, confidence: np.floating) -> bool | None:
         """Whether ``confidence`` (a run's, for this case) is below the case's limit,
         compared as ``judge`` compares; None when its confidence does not judge it."""
-        held = self.confidence_limits
-        if held is not None and not np.isnan(held[case]):
-            return bool(np.float64(confidence) < held[case])  # as the probe compared
+        if self._held(case):  # as the probe compared
+            return bool(np.float64(confidence) < self.confidence_limits[case])
         if self._case_set.judged_on_confidence[case]:
             return bool(confidence < self.criteria.min_confidence)  # the output's own type
         return None
@@ -332,6 +330,7 @@ class ReplayResult:
         return out
 
     def _held(self, case: int) -> bool:
+        """Whether the case is held to its endpoint's minimum confidence."""
         held = self.confidence_limits
         return held is not None and not np.isnan(held[case])
 
