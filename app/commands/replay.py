@@ -363,9 +363,8 @@ def run(args: argparse.Namespace) -> int:
         # every case to --min-confidence, else to the minimum its endpoint was probed with.
         criteria = Criteria(
             DEFAULT_MIN_CONFIDENCE if args.min_confidence is None else args.min_confidence,
-            args.slo_ms, store.slo_by_endpoint(),
-            store.min_confidence_by_endpoint() if args.min_confidence is None else
-            dict.fromkeys(store.endpoint_uris().values(), args.min_confidence))
+            args.slo_ms, store.slo_by_endpoint(), store.min_confidence_by_endpoint(),
+            min_confidence_for_all=args.min_confidence is not None)
         if not (~cases.control).any():
             raise ReplayError(f"no failures to replay in {args.db}"
                               + (f" for {endpoint}" if endpoint else ""))

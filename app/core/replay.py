@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -95,6 +96,33 @@ class Criteria:
     endpoint_slo_ms: dict[str, float] = field(default_factory=dict)  # Store.slo_by_endpoint
     # Store.min_confidence_by_endpoint: every case of such an endpoint is held to its own.
     endpoint_min_confidence: dict[str, float] = field(default_factory=dict)
+    # The person's min_confidence holds every case instead (``--min-confidence``).
+    min_confidence_for_all: bool = False
+
+
+def confidence_limits(prepared: CaseSet, criteria: Criteria) -> np.ndarray | None:
+    """Per case, the minimum confidence it is held to whatever its kind (its endpoint's, or
+    the person's for all); NaN where none; None when no case is."""
+    if criteria.min_confidence_for_all:
+        return np.full(len(prepared), float(criteria.min_confidence))
+    return prepared.confidence_limits(criteria.endpoint_min_confidence)
+
+
+def confidence_text(confidence: float, threshold: float, below: bool | None = None) -> str:
+    """``confidence`` to 3 decimals, on the side of ``threshold`` it was judged on: a case
+    judged under 0.6 must not read "0.600" (0.5996 rounds up; it is cut to 0.599).
+    ``below``: the judging's answer, which compares in the output's own float type (float32
+    0.7 is under 0.7); by default compared here."""
+    text = f"{confidence:.3f}"
+    if below is None:
+        below = confidence < threshold
+    if below and float(text) >= threshold:
+        text = f"{math.floor(confidence * 1000) / 1000:.3f}"
+        if float(text) >= threshold:  # at the threshold itself, as float32 holds it
+            text = f"{float(text) - 0.001:.3f}"
+    elif not below and float(text) < threshold:
+        text = f"{math.ceil(confidence * 1000) / 1000:.3f}"
+    return text
 
 
 def slow_limits(prepared: CaseSet, criteria: Criteria) -> np.ndarray:
@@ -235,7 +263,7 @@ class ReplayResult:
     def confidence_limits(self) -> np.ndarray | None:
         """Per case, the minimum confidence its endpoint's probe held answers to (NaN where
         none); None when no case's endpoint held one."""
-        return self._case_set.confidence_limits(self.criteria.endpoint_min_confidence)
+        return confidence_limits(self._case_set, self.criteria)
 
     @functools.cached_property
     def _case_set(self) -> CaseSet:
@@ -319,8 +347,11 @@ class ReplayResult:
         confidence = r.confidence[case]
         below = self.confidence_below(case, confidence)
         if below:
-            out.append(f"confidence {confidence:.3f} under {self.confidence_limit(case):g}"
-                       + (" (its endpoint's minimum)" if self._held(case) else ""))
+            limit = self.confidence_limit(case)
+            whose = ("" if not self._held(case) else " (the replay's minimum)"
+                     if self.criteria.min_confidence_for_all else " (its endpoint's minimum)")
+            out.append(f"confidence {confidence_text(float(confidence), limit, True)} under "
+                       f"{limit:g}{whose}")
         elif below is not None and np.isnan(confidence) and prepared.low_confidence[case]:
             out.append("no confidence to show (its outputs are not probabilities)")
         if prepared.slow[case]:
@@ -452,10 +483,10 @@ class ReplayResult:
 
 def judge(prepared: CaseSet, run: VersionRun, criteria: Criteria,
           limits: np.ndarray | None = None,
-          confidence_limits: np.ndarray | None = None) -> np.ndarray:
+          held_to: np.ndarray | None = None) -> np.ndarray:
     """Whether each case fails on this version (see the module docstring), as one bool array.
-    ``limits``: ``slow_limits`` (scaled); ``confidence_limits``: per case, its endpoint's
-    minimum confidence (``CaseSet.confidence_limits``, worked out here when not given)."""
+    ``limits``: ``slow_limits`` (scaled); ``held_to``: per case, the minimum confidence it is
+    held to whatever its kind (``confidence_limits``, worked out here when not given)."""
     failing = run.prediction != prepared.labels_for(run.class_names)
     if not prepared.every_labelled:
         failing &= prepared.has_label
@@ -465,18 +496,18 @@ def judge(prepared: CaseSet, run: VersionRun, criteria: Criteria,
         failing[np.fromiter(run.errors, dtype=np.int64, count=len(run.errors))] = True
     # The confidence and latency terms apply to a few kinds of case: only those rows are read.
     rows = prepared.confidence_rows
-    if confidence_limits is None:
-        confidence_limits = prepared.confidence_limits(criteria.endpoint_min_confidence)
-    if confidence_limits is not None:
+    if held_to is None:
+        held_to = confidence_limits(prepared, criteria)
+    if held_to is not None:
         # An endpoint whose probe flagged answers below its minimum confidence: every case
         # of it is held there, as production would hold the version's answer. A version
         # that gives no confidence fixes no low-confidence capture (as below), and breaks
         # nothing else for lack of one (the probe leaves such answers unflagged too).
-        held = np.isfinite(confidence_limits)
+        held = np.isfinite(held_to)
         judged = np.flatnonzero(held)
         confidence = run.confidence[judged]
         with np.errstate(invalid="ignore"):
-            low = confidence < confidence_limits[judged]
+            low = confidence < held_to[judged]
         low |= np.isnan(confidence) & prepared.low_confidence[judged]
         failing[judged] |= low
         rows = rows[~held[rows]]  # the rest: the rule below

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import math
 from datetime import datetime
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QColor
 
 from app.core.demo import DEMO_DIR
-from app.core.replay import NO_CLASS, Case, ReplayResult, VersionRun
+from app.core.replay import NO_CLASS, Case, ReplayResult, VersionRun, confidence_text
 from widgets.case_view import VERDICT_COLORS, VersionAnswer
 
 _INDEX = QModelIndex()
@@ -42,23 +41,6 @@ def _short(uri: str, width: int = 32) -> str:
     if uri.startswith("onnx:"):
         uri = Path(uri[5:].split("?")[0]).name
     return uri if len(uri) <= width else uri[: width - 1] + "…"
-
-
-def confidence_text(confidence: float, threshold: float, below: bool | None = None) -> str:
-    """``confidence`` to 3 decimals, on the side of ``threshold`` it was judged on: a case
-    judged under 0.6 must not read "0.600" (0.5996 rounds up; it is cut to 0.599).
-    ``below``: the judging's answer, which compares in the output's own float type (float32
-    0.7 is under 0.7); by default compared here."""
-    text = f"{confidence:.3f}"
-    if below is None:
-        below = confidence < threshold
-    if below and float(text) >= threshold:
-        text = f"{math.floor(confidence * 1000) / 1000:.3f}"
-        if float(text) >= threshold:  # at the threshold itself, as float32 holds it
-            text = f"{float(text) - 0.001:.3f}"
-    elif not below and float(text) < threshold:
-        text = f"{math.ceil(confidence * 1000) / 1000:.3f}"
-    return text
 
 
 def _clock(ts_ns: int) -> str:

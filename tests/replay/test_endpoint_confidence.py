@@ -178,3 +178,26 @@ def test_cases_from_several_endpoints_are_each_held_to_their_own(tmp_path: Path,
         store.close()
     assert one.sole_endpoint == second and not one.endpoint_ids
     assert one.confidence_limits({first: 0.6, second: 0.9}).tolist() == [0.9] * len(one)
+
+
+def test_a_reason_names_whose_minimum_and_never_prints_the_confidence_at_it(
+        demo_db: Path, versions: list[Path], recorded: tuple[Path, str]):
+    store = Store(demo_db)
+    try:
+        cases = select_case_set(store, SELECTION)
+    finally:
+        store.close()
+    targets = [LocalOnnxTarget(v) for v in versions[1:2]]
+    given = replay(cases, targets, criteria=Criteria(0.9, min_confidence_for_all=True))
+    whys = [w for i in range(len(cases)) for w in given.reasons(i, 0) if "under" in w]
+    assert whys and all(w.endswith("under 0.9 (the replay's minimum)") for w in whys)
+    # A minimum a hair above a confidence that rounds up to it at 3 decimals.
+    run = given.runs[0]
+    i = next(i for i in range(len(cases)) if given.kind(i) == "ok" and
+             float(run.confidence[i]) < round(float(run.confidence[i]), 3) < 1)
+    limit = round(float(run.confidence[i]), 3)
+    held = replay(cases, targets, criteria=Criteria(endpoint_min_confidence={
+        recorded[1]: limit}))
+    [why] = [w for w in held.reasons(i, 0) if w.startswith("confidence ")]
+    shown = float(why.split()[1])
+    assert shown < limit and why.endswith(f"under {limit:g} (its endpoint's minimum)"), why
