@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from app.core import codec
-from app.core.domain import TensorBlob
+from app.core.domain import CaptureStatus, TensorBlob
 from app.core.replay import (
     NO_CLASS,
     Case,
@@ -71,6 +71,28 @@ def _failing_column(failing: np.ndarray, unanswered: set[int]) -> list[int | Non
     return column
 
 
+def _slow_limits_json(result: ReplayResult) -> str | None:
+    """Each SLOW case's SLO and scale (aligned with its SLOW cases in case order), NaN as
+    null; None when the replay worked none out."""
+    if result.slo_limits is None or result.slow_scale is None:
+        return None
+    return json.dumps({k: [None if math.isnan(v) else v for v in a.tolist()] for k, a in
+                       (("slo_ms", result.slo_limits), ("scale", result.slow_scale))})
+
+
+def _slow_limits(text: str | None, slow_cases: int) -> tuple[np.ndarray | None, ...]:
+    """``_slow_limits_json`` read back; (None, None) when absent or not for these cases."""
+    try:
+        doc = json.loads(text) if text else None
+        arrays = tuple(np.array([np.nan if v is None else float(v) for v in doc[k]])
+                       for k in ("slo_ms", "scale")) if isinstance(doc, dict) else ()
+    except (ValueError, TypeError, KeyError):
+        arrays = ()
+    if len(arrays) != 2 or any(a.size != slow_cases for a in arrays):
+        return None, None
+    return arrays
+
+
 def save_replay(store: Store, result: ReplayResult, title: str | None = None) -> int:
     """Write the replay in one transaction; sets and returns ``result.replay_id``."""
     firsts = result.first_failing()
@@ -82,6 +104,7 @@ def save_replay(store: Store, result: ReplayResult, title: str | None = None) ->
                                  "classes": r.class_names} for r in result.runs]),
         "criteria": json.dumps(asdict(result.criteria)),
         "cancelled": result.cancelled,
+        "slow_limits": _slow_limits_json(result),
     }
     cases = list(zip(range(len(firsts)), result.capture_ids, result.control_mask.tolist(),
                      firsts, strict=True))
@@ -153,5 +176,8 @@ def load_replay(store: Store, replay_id: int) -> ReplayResult:
                                finite, errors, unanswered, col.outputs, col.irregular,
                                class_names=v.get("classes", [])))
         failing.append(fail)
+    slow_cases = sum(1 for c in cases if c.capture.status == CaptureStatus.SLOW)
+    slo, scale = _slow_limits(meta.get("slow_limits"), slow_cases)
     return ReplayResult(cases, runs, criteria, selection, bool(meta["cancelled"]),
-                        replay_id=int(meta["id"]), failing=failing)
+                        replay_id=int(meta["id"]), failing=failing, slo_limits=slo,
+                        slow_scale=scale)

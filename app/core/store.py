@@ -133,6 +133,13 @@ def _migrate_endpoints_min_confidence(db: sqlite_utils.Database) -> None:
     db["endpoints"].add_column("min_confidence", float)
 
 
+def _migrate_replays_slow_limits(db: sqlite_utils.Database) -> None:
+    # Each SLOW case's SLO and this machine's scale for it, as the replay judged them (JSON):
+    # a reopened replay then says which SLOW failures were judged on outputs alone, and why
+    # a case is slow, as the replay did when it ran (NULL: saved before this).
+    db["replays"].add_column("slow_limits", str)
+
+
 # Named, ordered migrations. Append new ones at the end; never edit or reorder a shipped one.
 # Each feature that needs tables appends its own step (e.g. "drift_points"), so work on
 # different features does not fight over one version number.
@@ -145,6 +152,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("captures_sampled", _migrate_captures_sampled),
     ("incidents_resolved", _migrate_incidents_resolved),
     ("endpoints_min_confidence", _migrate_endpoints_min_confidence),
+    ("replays_slow_limits", _migrate_replays_slow_limits),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -945,9 +953,10 @@ class Store:
             with self.db.conn:
                 cur = self.db.execute(
                     "INSERT INTO replays (created_ns, title, selection, versions, criteria, "
-                    "cancelled, cases) VALUES (?,?,?,?,?,?,?)",
+                    "cancelled, cases, slow_limits) VALUES (?,?,?,?,?,?,?,?)",
                     [meta["created_ns"], meta.get("title"), meta["selection"], meta["versions"],
-                     meta["criteria"], int(meta.get("cancelled", False)), len(cases)])
+                     meta["criteria"], int(meta.get("cancelled", False)), len(cases),
+                     meta.get("slow_limits")])
                 rid = int(cur.lastrowid)
                 self.db.conn.executemany(
                     "INSERT INTO replay_cases (replay_id, idx, capture_id, control, "

@@ -59,3 +59,26 @@ def test_slow_cases_are_timed_on_every_version_together_and_a_cancel_there_keeps
     assert result.cancelled and [r.version for r in result.runs] == ["wine-v1", "wine-v2"]
     assert result.to_json()["slow_judged_on_outputs_only"] == len(cases)
     assert all(np.isnan(r.latency_ms).all() for r in result.runs)
+
+
+def test_a_reopened_replay_says_what_the_live_one_said_about_slow_failures(tmp_path, versions):
+    from app.core.replay_store import load_replay, save_replay
+
+    cases, criteria = slow_cases(tmp_path, versions[0])
+    db = tmp_path / "slow.db"
+    for chosen in (versions[1:2], versions[:2]):  # judged on outputs only; then on latency
+        live = replay(cases, [LocalOnnxTarget(v) for v in chosen], criteria=criteria)
+        store = Store(db)
+        try:
+            again = load_replay(store, save_replay(store, live))
+        finally:
+            store.close()
+        doc, shown = live.to_json(), again.to_json()
+        assert shown["slow_judged_on_outputs_only"] == doc["slow_judged_on_outputs_only"]
+        assert (shown["slow_recorded_by_versions_not_replayed"]
+                == doc["slow_recorded_by_versions_not_replayed"])
+        # And a case says why it is slow in the same words, limit included.
+        whys = [(again.reasons(i, j), live.reasons(i, j)) for j in range(len(chosen))
+                for i in range(len(cases))]
+        assert all(a == b for a, b in whys)
+    assert any(w and w[0].startswith("slow: ") for w, _ in whys)
