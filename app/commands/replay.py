@@ -258,12 +258,13 @@ def _text(result: ReplayResult, shown: bool = False, title: str | None = None) -
                 f"{label}: {n}" for label, n in s.newly_broken_by_label.items()))
     first = result.first_failing()
     failures = [f for f, c in zip(first, result.cases, strict=True) if not c.control]
-    counts: dict[str, int] = {}
+    counts = {r.version: 0 for r in result.runs}  # in run order, "none" last
     for f in failures:
         counts[f or "none"] = counts.get(f or "none", 0) + 1
     lines.append(f"{len(failures)} failures, {len(result.cases) - len(failures)} controls; "
                  "first failing version: "
-                 + ", ".join(f"{k} {v}" for k, v in counts.items()))
+                 + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
+    lines.append(judged_with(result.criteria))
     if result.replay_id is not None and not shown:
         lines.append(f"saved as replay {result.replay_id}")
     elif result.replay_id is not None:
@@ -274,6 +275,26 @@ def _text(result: ReplayResult, shown: bool = False, title: str | None = None) -
                    f"version{'' if len(result.runs) == 1 else 's'})")
         lines.append(f"replay {result.replay_id}{stopped}")
     return "\n".join(lines)
+
+
+def judged_with(criteria: Criteria) -> str:
+    """The thresholds a replay was judged with, in one line: two replays of the same cases
+    held to 0.6 and to 0.9 otherwise look alike."""
+    if criteria.min_confidence_for_all:
+        confidence = f"every case held to confidence {criteria.min_confidence:g}"
+    elif criteria.endpoint_min_confidence:
+        minimums = ", ".join(f"{v:g}" for v in sorted(set(
+            criteria.endpoint_min_confidence.values())))
+        confidence = (f"each case held to its endpoint's minimum confidence ({minimums}) "
+                      f"where it had one, else low-confidence captures to "
+                      f"{criteria.min_confidence:g}")
+    else:
+        confidence = (f"low-confidence captures and unlabelled controls held to confidence "
+                      f"{criteria.min_confidence:g}")
+    slo = (f"; SLOW captures held to {criteria.slo_ms:g} ms" if criteria.slo_ms is not None
+           else "; SLOW captures held to their endpoint's SLO" if criteria.endpoint_slo_ms
+           else "")
+    return f"judged with: {confidence}{slo}"
 
 
 def _saved(args: argparse.Namespace) -> int:
@@ -343,6 +364,18 @@ def run(args: argparse.Namespace) -> int:
         if args.export:  # refused before the work, not after it
             export_path(args.export)
         if args.list or args.show is not None:
+            # A saved replay is shown as it was judged; these shape a new run only.
+            ignored = [flag for flag, value in (
+                ("--versions", args.versions), ("--endpoint", args.endpoint),
+                ("--kind", args.kind), ("--label", args.label),
+                ("--model-version", args.model_version), ("--since", args.since),
+                ("--until", args.until), ("--min-confidence", args.min_confidence),
+                ("--slo-ms", args.slo_ms), ("--batch-size", args.batch_size)) if value]
+            if ignored:
+                raise ReplayError(f"{', '.join(ignored)} "
+                                  f"{'shape' if len(ignored) > 1 else 'shapes'} a new replay; "
+                                  f"{'--list' if args.list else '--show'} reads saved ones "
+                                  "as they were judged")
             return _saved(args)
         if args.since is not None and args.until is not None and args.since > args.until:
             raise ReplayError(f"--since ({_local(args.since)}) is after --until "

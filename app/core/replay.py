@@ -42,7 +42,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -478,7 +478,8 @@ class ReplayResult:
                 # SLOW failures with no SLO, or whose recording version was not replayed:
                 # their verdicts come from the outputs alone (see ``unjudged_slow``).
                 "slow_judged_on_outputs_only": unjudged,
-                "slow_recorded_by_versions_not_replayed": made_by}
+                "slow_recorded_by_versions_not_replayed": made_by,
+                "criteria": asdict(self.criteria)}  # the thresholds it was judged with
 
 
 def judge(prepared: CaseSet, run: VersionRun, criteria: Criteria,

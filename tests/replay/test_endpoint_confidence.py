@@ -4,6 +4,7 @@ LOW_CONFIDENCE in production, so it fixes nothing there (and it breaks a control
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -201,3 +202,26 @@ def test_a_reason_names_whose_minimum_and_never_prints_the_confidence_at_it(
     [why] = [w for w in held.reasons(i, 0) if w.startswith("confidence ")]
     shown = float(why.split()[1])
     assert shown < limit and why.endswith(f"under {limit:g} (its endpoint's minimum)"), why
+
+
+def test_a_replay_says_what_it_was_judged_with_and_show_keeps_it(capsys, demo_db: Path,
+                                                                  versions: list[Path]):
+    run = ["replay", "--db", str(demo_db), "--versions", *map(str, versions)]
+    assert main(run) == 0
+    out = capsys.readouterr().out
+    assert ("judged with: each case held to its endpoint's minimum confidence (0.6) where it "
+            "had one, else low-confidence captures to 0.6") in out
+    bisect = next(line for line in out.splitlines() if "first failing version:" in line)
+    firsts = bisect.split("first failing version: ")[1].split(", ")
+    assert [f.split()[0] for f in firsts] == sorted(
+        (f.split()[0] for f in firsts), key=["wine-v1", "wine-v2", "wine-v3", "none"].index)
+    assert main([*run, "--min-confidence", "0.9", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["criteria"]["min_confidence"] == 0.9 and doc["criteria"]["min_confidence_for_all"]
+    assert main(["replay", "--db", str(demo_db), "--show", "latest"]) == 0
+    assert "judged with: every case held to confidence 0.9" in capsys.readouterr().out
+    # A saved replay is shown as it was judged: a threshold for a new run is refused.
+    assert main(["replay", "--db", str(demo_db), "--show", "latest",
+                 "--min-confidence", "0.5"]) == 2
+    assert "--min-confidence shapes a new replay; --show reads saved ones as they were " \
+        "judged" in capsys.readouterr().err
