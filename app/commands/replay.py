@@ -26,6 +26,7 @@ from app.core.replay import (
     Criteria,
     ReplayResult,
     Selection,
+    judged_with,
     replay,
     select_case_set,
 )
@@ -275,26 +276,6 @@ def _text(result: ReplayResult, shown: bool = False, title: str | None = None) -
                    f"version{'' if len(result.runs) == 1 else 's'})")
         lines.append(f"replay {result.replay_id}{stopped}")
     return "\n".join(lines)
-
-
-def judged_with(criteria: Criteria) -> str:
-    """The thresholds a replay was judged with, in one line: two replays of the same cases
-    held to 0.6 and to 0.9 otherwise look alike."""
-    if criteria.min_confidence_for_all:
-        confidence = f"every case held to confidence {criteria.min_confidence:g}"
-    elif criteria.endpoint_min_confidence:
-        minimums = ", ".join(f"{v:g}" for v in sorted(set(
-            criteria.endpoint_min_confidence.values())))
-        confidence = (f"each case held to its endpoint's minimum confidence ({minimums}) "
-                      f"where it had one, else low-confidence captures to "
-                      f"{criteria.min_confidence:g}")
-    else:
-        confidence = (f"low-confidence captures and unlabelled controls held to confidence "
-                      f"{criteria.min_confidence:g}")
-    slo = (f"; SLOW captures held to {criteria.slo_ms:g} ms" if criteria.slo_ms is not None
-           else "; SLOW captures held to their endpoint's SLO" if criteria.endpoint_slo_ms
-           else "")
-    return f"judged with: {confidence}{slo}"
 
 
 def _saved(args: argparse.Namespace) -> int:

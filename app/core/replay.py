@@ -64,7 +64,8 @@ from app.core.replay_targets import Cancelled, ReplayError, Target
 from app.core.store import Store
 
 __all__ = ["NO_CLASS", "Case", "CaseSet", "Criteria", "ReplayResult", "Selection", "VersionRun",
-           "auto_batch", "judge", "prepare", "replay", "select_case_set", "select_cases"]
+           "auto_batch", "confidence_limits", "confidence_text", "judge", "judged_with",
+           "prepare", "replay", "select_case_set", "select_cases"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,26 @@ class Criteria:
     endpoint_min_confidence: dict[str, float] = field(default_factory=dict)
     # The person's min_confidence holds every case instead (``--min-confidence``).
     min_confidence_for_all: bool = False
+
+
+def judged_with(criteria: Criteria) -> str:
+    """The thresholds a replay was judged with, in one line: two replays of the same cases
+    held to 0.6 and to 0.9 otherwise look alike."""
+    if criteria.min_confidence_for_all:
+        confidence = f"every case held to confidence {criteria.min_confidence:g}"
+    elif criteria.endpoint_min_confidence:
+        minimums = ", ".join(f"{v:g}" for v in sorted(set(
+            criteria.endpoint_min_confidence.values())))
+        confidence = (f"each case held to its endpoint's minimum confidence ({minimums}) "
+                      f"where it had one, else low-confidence captures to "
+                      f"{criteria.min_confidence:g}")
+    else:
+        confidence = (f"low-confidence captures and unlabelled controls held to confidence "
+                      f"{criteria.min_confidence:g}")
+    slo = (f"; SLOW captures held to {criteria.slo_ms:g} ms" if criteria.slo_ms is not None
+           else "; SLOW captures held to their endpoint's SLO" if criteria.endpoint_slo_ms
+           else "")
+    return f"judged with: {confidence}{slo}"
 
 
 def confidence_limits(prepared: CaseSet, criteria: Criteria) -> np.ndarray | None:

@@ -40,7 +40,15 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.domain import CaptureStatus, UriError
-from app.core.replay import Case, Criteria, ReplayResult, Selection, replay, select_cases
+from app.core.replay import (
+    Case,
+    Criteria,
+    ReplayResult,
+    Selection,
+    judged_with,
+    replay,
+    select_cases,
+)
 from app.core.replay_export import write_cases_csv
 from app.core.replay_store import load_replay, save_replay
 from app.core.replay_targets import ReplayError, Target, TargetDown, open_target
@@ -658,6 +666,7 @@ class ReplayPanel(QWidget):
             lines.append(f"{unjudged} SLOW failures judged on their outputs only: their "
                          f"endpoint has no SLO, or the version that recorded them{by} was not "
                          f"replayed{hint}")
+        lines.append(html.escape(judged_with(result.criteria)))
         self.summary.setText("<br>".join(lines))
         if not result.cancelled:  # a cancelled one leaves the bar where it stopped
             self.progress.setValue(1000)

@@ -78,6 +78,8 @@ def test_select_failures_replay_them_and_compare_one_case(qtbot, panel):
         Store(panel.db_path).min_confidence_by_endpoint() != {}
     assert all(not run.confidence[i] < 0.6 for j, run in enumerate(result.runs)
                for i in range(len(result.cases)) if result.verdict(i, j) == "fixed")
+    assert "judged with: each case held to its endpoint's minimum confidence (0.6)" in \
+        re.sub("<[^>]+>", "", panel.summary.text()).replace("&#x27;", "'")
     model = panel.result_model
     assert model.rowCount() == len(result.cases) == n + panel.controls_spin.value()
     assert model.headerData(3, Qt.Orientation.Horizontal) == "wine-v1"
