@@ -72,7 +72,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-confidence", type=_args.share,
                    help="confidence below which a case fails, for every case (default: the "
                         "minimum its endpoint was probed with; for LOW_CONFIDENCE captures "
-                        f"of endpoints probed without one, {DEFAULT_MIN_CONFIDENCE:g})")
+                        "and unlabelled controls of endpoints probed without one, "
+                        f"{DEFAULT_MIN_CONFIDENCE:g})")
     p.add_argument("--slo-ms", type=_args.positive,
                    help="latency above which a SLOW capture still fails, timed one request at "
                         "a time (default: the SLO its endpoint was probed with)")
@@ -364,7 +365,8 @@ def run(args: argparse.Namespace) -> int:
     except (ReplayError, StoreError) as exc:
         print(f"probescope: {exc}", file=sys.stderr)
         return 2
-    store = Store(args.db)
+    # Nothing to write with --no-save: a workspace on a read-only disk can be replayed.
+    store = Store(args.db, readonly=args.no_save)
     targets: list[Target] = []
     not_saved = not_exported = None
     try:

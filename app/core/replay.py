@@ -12,7 +12,7 @@ What "failing" means for a case on a version:
 - any case: the version raised, or gave a non-finite output;
 - a case with a label: the top class differs from the label;
 - a case whose endpoint's probe had a minimum confidence (``min_confidence`` in its URI, or
-  given to ``watch``; ``Criteria.endpoint_min_confidence``): also its confidence is below
+  a probe option; ``Criteria.endpoint_min_confidence``): also its confidence is below
   that minimum, as the probe would have flagged the answer LOW_CONFIDENCE in production, so
   a right class at too low a confidence is no fix (and breaks a control);
 - a LOW_CONFIDENCE capture: also its confidence is below its endpoint's minimum, else
@@ -390,13 +390,13 @@ class ReplayResult:
         latency = float(self.runs[run].latency_ms[case])
         if self.slo_limits is None or self.slow_scale is None:
             # A reopened replay keeps its verdicts, not the limits: slowness is what is left.
-            return None if explained else (f"slow: {latency:.4f} ms alone, over its SLO as "
+            return None if explained else (f"slow: {latency:.3g} ms alone, over its SLO as "
                                            "scaled to this machine")
         k = int(np.searchsorted(self._case_set.slow_rows, case))
         limit = float(self.slo_limits[k] * self.slow_scale[k] * (1.0 - SLOW_MARGIN))
         if not latency > limit:
             return None
-        return (f"slow: {latency:.4f} ms alone, over {limit:.4f} ms (its "
+        return (f"slow: {latency:.3g} ms alone, over {limit:.3g} ms (its "
                 f"{self.slo_limits[k]:g} ms SLO scaled to this machine, less "
                 f"{SLOW_MARGIN:.0%})")
 

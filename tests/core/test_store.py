@@ -81,12 +81,13 @@ def test_an_output_path_naming_a_workspace_in_use_is_refused_unread(tmp_path):
 
 
 @contextlib.contextmanager
-def read_only_copy(workspace: Path) -> Iterator[Path]:
-    """``workspace`` copied onto a tmpfs remounted read-only; the test is skipped where the
-    machine allows no mount (not root). Unmounting at the end proves nothing is left open."""
+def read_only_copy(workspace: Path, size: str = "1m") -> Iterator[Path]:
+    """``workspace`` copied onto a tmpfs (of ``size``) remounted read-only; the test is
+    skipped where the machine allows no mount (not root). Unmounting at the end proves
+    nothing is left open."""
     mnt = workspace.parent / "ro"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
                       capture_output=True).returncode != 0:
         pytest.skip("needs a tmpfs mount (root)")
     try:

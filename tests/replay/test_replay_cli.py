@@ -473,3 +473,17 @@ def test_a_copy_of_the_recording_version_does_not_fix_slow_failures_on_timing_no
     # Timed against each other a copy is faster on about half the cases, by noise alone;
     # only a version that beats the SLO by a margin fixes one.
     assert copy["fixed"] <= copy["cases"] // 10, copy
+
+
+def test_a_workspace_on_a_read_only_disk_can_be_replayed_without_saving(capsys, demo_db: Path,
+                                                                        versions):
+    from tests.core.test_store import read_only_copy
+
+    Store(demo_db).close()  # its write-ahead log folded in: the copy is whole
+    with read_only_copy(demo_db, size="64m") as db:
+        code, doc = run_json(capsys, ["replay", "--db", str(db), "--versions",
+                                      *map(str, versions), "--no-save", "--json"])
+        assert code == 0 and doc["replay_id"] is None
+        assert [v["version"] for v in doc["versions"]] == ["wine-v1", "wine-v2", "wine-v3"]
+        assert main(["replay", "--db", str(db), "--versions", str(versions[1])]) == 2
+        assert "read-only" in capsys.readouterr().err  # saving is asked for: said why not
