@@ -287,7 +287,8 @@ def _saved(args: argparse.Namespace) -> int:
         if args.list:
             listed = [{"id": r["id"], "created": _local(r["created_ns"]),
                        "versions": [v["name"] for v in json.loads(r["versions"])],
-                       "cancelled": bool(r["cancelled"])} for r in rows]
+                       "cancelled": bool(r["cancelled"]),
+                       "criteria": json.loads(r["criteria"] or "{}")} for r in rows]
             if args.json:
                 print(json.dumps({"replays": listed}))
             elif not listed:
@@ -295,8 +296,14 @@ def _saved(args: argparse.Namespace) -> int:
             else:
                 print(f"{'id':>4}  {'created':<19}  versions")
                 for r in listed:
+                    # A replay held to the person's minimum, not the endpoints': said, or it
+                    # reads like the others while its counts differ.
+                    given = r["criteria"].get("min_confidence") \
+                        if r["criteria"].get("min_confidence_for_all") else None
                     print(f"{r['id']:>4}  {r['created']:<19}  {', '.join(r['versions'])}"
-                          + ("  (cancelled)" if r["cancelled"] else ""))
+                          + ("  (cancelled)" if r["cancelled"] else "")
+                          + (f"  (every case held to confidence {given:g})"
+                             if given is not None else ""))
             return 0
         if args.show == "latest":
             if not rows:

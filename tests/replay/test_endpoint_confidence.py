@@ -220,6 +220,10 @@ def test_a_replay_says_what_it_was_judged_with_and_show_keeps_it(capsys, demo_db
     assert doc["criteria"]["min_confidence"] == 0.9 and doc["criteria"]["min_confidence_for_all"]
     assert main(["replay", "--db", str(demo_db), "--show", "latest"]) == 0
     assert "judged with: every case held to confidence 0.9" in capsys.readouterr().out
+    assert main(["replay", "--db", str(demo_db), "--list"]) == 0
+    newest, older = capsys.readouterr().out.splitlines()[1:3]
+    assert newest.endswith("(every case held to confidence 0.9)")
+    assert older.endswith("wine-v3")  # held to its endpoints' own minimums
     # A saved replay is shown as it was judged: a threshold for a new run is refused.
     assert main(["replay", "--db", str(demo_db), "--show", "latest",
                  "--min-confidence", "0.5"]) == 2
