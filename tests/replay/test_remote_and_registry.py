@@ -145,13 +145,14 @@ def test_a_cancel_ends_the_wait_on_a_silent_server_at_once(demo_db, versions):
     # The user cancels once the server has taken the first call (wine-v1 is done by then).
     threading.Thread(target=lambda: wait_until(lambda: bool(silent.bodies), timeout_s=60)
                      and stop.set(), daemon=True).start()
+    remote = open_target(f"v2+http://127.0.0.1:{silent.port}/models/m?timeout_s=120")
     try:
-        remote = open_target(f"v2+http://127.0.0.1:{silent.port}/models/m?timeout_s=120")
         t0 = time.monotonic()
         result = replay(cases, [LocalOnnxTarget(versions[0]), remote], batch_size=8,
                         cancelled=stop.is_set)
         waited = time.monotonic() - t0
     finally:
+        remote.close()  # as the CLI and the window do: the call left behind ends with it
         silent.release.set()
         silent.stop()
     # Not the server's 120 s: the call under way is left to end by itself.
