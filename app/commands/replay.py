@@ -84,7 +84,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="print a saved replay's summary again (runs nothing)")
     p.add_argument("--export", type=Path, metavar="FILE.csv",
                    help="also write every case (role, kind, label, first failing version; per "
-                        "version class, confidence, latency, verdict, error) as CSV")
+                        "version class, confidence, latency, verdict, why, error) as CSV")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 

@@ -17,11 +17,12 @@ from app.core.replay_targets import ReplayError
 
 def case_table(result: ReplayResult) -> tuple[list[str], list[list[object]]]:
     """Header and rows: case, capture id, role, kind, label, first failing version, then per
-    version its class, confidence, latency (ms), verdict and error."""
+    version its class, confidence, latency (ms), verdict, why it fails there (the rules it
+    broke, ``ReplayResult.reasons``; empty when it does not) and error."""
     header = ["case", "capture_id", "role", "kind", "label", "first_failing"]
     for run in result.runs:
         header += [f"{run.version}:{c}" for c in
-                   ("class", "confidence", "latency_ms", "verdict", "error")]
+                   ("class", "confidence", "latency_ms", "verdict", "why", "error")]
     firsts = result.first_failing()
     control = result.control_mask.tolist()
     ids = result.capture_ids
@@ -35,7 +36,9 @@ def case_table(result: ReplayResult) -> tuple[list[str], list[list[object]]]:
             row += ["" if predicted == NO_CLASS else predicted,
                     "" if math.isnan(confidence) else round(confidence, 6),
                     "" if math.isnan(latency) else round(latency, 6),
-                    result.verdict(i, j), run.errors.get(i, "")]
+                    result.verdict(i, j),
+                    "; ".join(result.reasons(i, j)) if i not in run.errors else "",
+                    run.errors.get(i, "")]
         rows.append(row)
     return header, rows
 

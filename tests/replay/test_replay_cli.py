@@ -299,6 +299,11 @@ def test_every_case_can_be_exported_as_csv_from_a_run_and_from_a_saved_replay(
         assert int(row["capture_id"]) == result.cases[i].capture_id
         for j, name in enumerate(["wine-v1", "wine-v2", "wine-v3"]):
             assert row[f"{name}:verdict"] == result.verdict(i, j)
+            # Why, where it fails: the rules it broke, for a notebook to group by.
+            assert row[f"{name}:why"] == "; ".join(result.reasons(i, j))
+            assert bool(row[f"{name}:why"]) == (row[f"{name}:verdict"] in (
+                "still_failing", "newly_broken") and not row[f"{name}:error"])
+    assert any("class " in r["wine-v3:why"] for r in rows)
     fixed = {v["version"]: v["fixed"] for v in doc["versions"]}
     assert sum(r["wine-v2:verdict"] == "fixed" for r in rows) == fixed["wine-v2"]
     again = tmp_path / "again.csv"
