@@ -40,11 +40,7 @@ from tests.servers.process import free_port
 ])
 def test_a_remote_version_answers_like_the_same_model_run_locally(demo_db, v2_server, uri,
                                                                   kind, name):
-    store = Store(demo_db)
-    try:
-        cases = select_cases(store, Selection(limit=60, controls=40))
-    finally:
-        store.close()
+    cases = _cases(demo_db, 60, 40)
     remote = open_target(uri.format(host=v2_server.removeprefix("http://")))
     assert isinstance(remote, kind) and remote.name == name
     try:
@@ -61,12 +57,16 @@ def test_a_remote_version_answers_like_the_same_model_run_locally(demo_db, v2_se
                                                            b.newly_broken)
 
 
-def test_a_model_the_server_lacks_is_not_asked_and_a_bad_path_is_refused(demo_db, v2_server):
-    store = Store(demo_db)
+def _cases(db: Path, failures: int, controls: int) -> list:
+    """The workspace's newest failures and controls, as the window lists them."""
+    store = Store(db)
     try:
-        cases = select_cases(store, Selection(limit=5, controls=0))
+        return select_cases(store, Selection(limit=failures, controls=controls))
     finally:
         store.close()
+
+def test_a_model_the_server_lacks_is_not_asked_and_a_bad_path_is_refused(demo_db, v2_server):
+    cases = _cases(demo_db, 5, 0)
     host = v2_server.removeprefix("http://")
     for uri in (f"tfserving+http://{host}/nope", f"v2+http://{host}/models/nope"):
         missing = open_target(uri)
@@ -81,11 +81,7 @@ def test_a_model_the_server_lacks_is_not_asked_and_a_bad_path_is_refused(demo_db
 
 def test_an_unreachable_version_gives_no_verdict_and_bisect_passes_over_it(demo_db):
     port = free_port()  # nobody listens there once the probe socket is closed
-    store = Store(demo_db)
-    try:
-        cases = select_cases(store, Selection(limit=10, controls=5))
-    finally:
-        store.close()
+    cases = _cases(demo_db, 10, 5)
     down = open_target(f"v2+http://127.0.0.1:{port}/models/wine-v2?connect_timeout_s=1")
     result = replay(cases, [down, LocalOnnxTarget(DEMO / "wine-v1.onnx")])
     s, local = result.summaries()
@@ -108,11 +104,7 @@ def test_an_unreachable_version_gives_no_verdict_and_bisect_passes_over_it(demo_
 def test_a_server_that_stops_answering_is_not_waited_on_for_every_batch(demo_db):
     from tests.remote.fault_server import FaultServer
 
-    store = Store(demo_db)
-    try:
-        cases = select_cases(store, Selection(limit=40, controls=0))
-    finally:
-        store.close()
+    cases = _cases(demo_db, 40, 0)
     silent = FaultServer().start()
     silent.mode, silent.delay_s = "hang", 30.0  # takes the request, never answers in time
     try:
@@ -134,11 +126,7 @@ def test_a_cancel_ends_the_wait_on_a_silent_server_at_once(demo_db, versions):
     from tests.helpers import wait_until
     from tests.remote.fault_server import FaultServer
 
-    store = Store(demo_db)
-    try:
-        cases = select_cases(store, Selection(limit=40, controls=0))
-    finally:
-        store.close()
+    cases = _cases(demo_db, 40, 0)
     silent = FaultServer().start()
     silent.mode, silent.delay_s = "hang", 120.0
     stop = threading.Event()
