@@ -210,8 +210,8 @@ def select_case_set(store: Store, selection: Selection) -> CaseSet:
                                              with_endpoint=several)
                 if selection.controls > 0 else ((),) * len(failed))
     return prepare_columns(store.path, failed, controls,
-                           store.endpoint_uris() if several else None,
-                           sole_endpoint=None if several or not sources else sources[0])
+                           store.endpoint_uris() if several else
+                           {None: sources[0]} if sources else {})
 
 
 @dataclass(frozen=True, slots=True)

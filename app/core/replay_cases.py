@@ -60,12 +60,11 @@ class CaseSet:
     capture_ids: list[int | None]
     label_texts: list[str | None]  # the captured labels as recorded
     kinds: list[str] = field(default_factory=list)  # the captured statuses (mismatch, slow...)
-    endpoints: list[str | None] = field(default_factory=list)  # each case's endpoint URI
-    # Or, read as columns: each case's endpoint id, and the workspace's ids to URIs (mapped
-    # only when a judgement needs the endpoint).
-    endpoint_ids: tuple[int, ...] = ()
-    endpoint_uris: dict[int, str] = field(default_factory=dict)
-    sole_endpoint: str | None = None  # every case's, when they all come from one
+    # Each case's endpoint, as a key per case (its URI, or its id in the workspace) and the
+    # keys' URIs; no keys: every case is the one endpoint in ``endpoint_of``. Mapped to a
+    # URI per case only when a judgement needs it.
+    endpoint_keys: Sequence[object] = ()
+    endpoint_of: dict[object, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.capture_ids)
@@ -96,20 +95,12 @@ class CaseSet:
     def confidence_limits(self, by_endpoint: dict[str, float]) -> np.ndarray | None:
         """Per case, the minimum confidence its endpoint's probe held answers to (NaN where
         it held none); None when no endpoint of these cases held one."""
-        if not by_endpoint:
+        table = {k: by_endpoint.get(uri, np.nan) for k, uri in self.endpoint_of.items()}
+        if all(np.isnan(v) for v in table.values()):
             return None
-        if self.sole_endpoint is not None:
-            value = by_endpoint.get(self.sole_endpoint, np.nan)
-            return None if np.isnan(value) else np.full(len(self), value)
-        if self.endpoint_ids:
-            keys: Sequence = self.endpoint_ids
-            table = {i: by_endpoint.get(self.endpoint_uris.get(i, ""), np.nan)
-                     for i in set(keys)}
-        else:
-            keys = self.endpoints
-            table = {e: by_endpoint.get(e, np.nan) if e else np.nan for e in set(keys)}
-        if not keys or all(np.isnan(v) for v in table.values()):
-            return None
+        keys = self.endpoint_keys
+        if not keys:
+            return np.full(len(self), next(iter(table.values())))
         return np.fromiter(map(table.__getitem__, keys), dtype=np.float64, count=len(keys))
 
     def facts_of(self, rows: np.ndarray) -> list[Facts]:
@@ -182,6 +173,7 @@ def prepare(cases: Sequence[Case]) -> CaseSet:
     control = np.fromiter(map(attrgetter("control"), cases), dtype=bool, count=n)
     statuses = list(map(attrgetter("status"), caps))
     labels, has_label, low, slow = _columns(raw_labels, statuses)
+    uris = list(map(attrgetter("endpoint"), caps))
     inputs = list(map(attrgetter("inputs"), caps))
     groups: list[Group] = []
     singles: list[int] = []
@@ -198,18 +190,17 @@ def prepare(cases: Sequence[Case]) -> CaseSet:
         groups, singles = _grouped(inputs)
     return CaseSet(cases, groups, singles, labels, has_label, low, slow, control,
                    list(map(attrgetter("capture_id"), cases)), raw_labels,
-                   list(map(str, statuses)), list(map(attrgetter("endpoint"), caps)))
+                   list(map(str, statuses)), uris, {u: u for u in set(uris)})
 
 
 def prepare_columns(path: str | Path, failed: tuple, controls: tuple,
-                    endpoint_uris: dict[int, str] | None = None, *,
-                    sole_endpoint: str | None = None) -> CaseSet:
+                    endpoint_of: dict[object, str] | None = None) -> CaseSet:
     """A case set from ``Store.select_capture_columns`` results (the failures, then the
     controls), without building a Capture: the inputs are stacked from the encoded blobs in
     one pass when they share one tensor header (a probe's captures do). The Case objects
     are read from the workspace at ``path`` only if someone asks for them.
-    ``endpoint_uris``: the workspace's endpoint ids to URIs (``Store.endpoint_uris``), for
-    results read with their endpoint ids; ``sole_endpoint``: else, every case's endpoint."""
+    ``endpoint_of``: the workspace's endpoint ids to URIs (``Store.endpoint_uris``) for
+    results read with their endpoint ids; else the one endpoint every case comes from."""
     ids = [*failed[0], *controls[0]]
     n = len(ids)
     control = np.zeros(n, dtype=bool)
@@ -227,8 +218,7 @@ def prepare_columns(path: str | Path, failed: tuple, controls: tuple,
         groups, singles = [], []
     return CaseSet(LazyCases(path, ids, control), groups, singles, labels, has_label, low,
                    slow, control, ids, raw_labels, statuses,
-                   endpoint_ids=(*failed[4], *controls[4]) if len(failed) > 4 else (),
-                   endpoint_uris=endpoint_uris or {}, sole_endpoint=sole_endpoint)
+                   (*failed[4], *controls[4]) if len(failed) > 4 else (), endpoint_of or {})
 
 
 def _stack_encoded(blobs: list[bytes]) -> Group | None:

@@ -177,7 +177,7 @@ def test_cases_from_several_endpoints_are_each_held_to_their_own(tmp_path: Path,
         one = select_case_set(store, Selection(endpoint=second, limit=2000, controls=1000))
     finally:
         store.close()
-    assert one.sole_endpoint == second and not one.endpoint_ids
+    assert one.endpoint_of == {None: second} and not one.endpoint_keys  # no column read
     assert one.confidence_limits({first: 0.6, second: 0.9}).tolist() == [0.9] * len(one)
 
 
