@@ -29,6 +29,7 @@ from app.core.replay import (
     judged_with,
     replay,
     select_case_set,
+    with_endpoint_thresholds,
 )
 from app.core.replay_export import export_path, write_cases_csv
 from app.core.replay_store import load_replay, save_replay
@@ -384,10 +385,9 @@ def run(args: argparse.Namespace) -> int:
         cases = select_case_set(store, selection)
         # SLOW captures are held to --slo-ms, else to the SLO their endpoint was probed with;
         # every case to --min-confidence, else to the minimum its endpoint was probed with.
-        criteria = Criteria(
+        criteria = with_endpoint_thresholds(Criteria(
             DEFAULT_MIN_CONFIDENCE if args.min_confidence is None else args.min_confidence,
-            args.slo_ms, store.slo_by_endpoint(), store.min_confidence_by_endpoint(),
-            min_confidence_for_all=args.min_confidence is not None)
+            args.slo_ms, min_confidence_for_all=args.min_confidence is not None), store)
         if not (~cases.control).any():
             raise ReplayError(f"no failures to replay in {args.db}"
                               + (f" for {endpoint}" if endpoint else ""))

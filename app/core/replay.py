@@ -42,7 +42,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -65,7 +65,7 @@ from app.core.store import Store
 
 __all__ = ["NO_CLASS", "Case", "CaseSet", "Criteria", "ReplayResult", "Selection", "VersionRun",
            "auto_batch", "confidence_limits", "confidence_text", "judge", "judged_with",
-           "prepare", "replay", "select_case_set", "select_cases"]
+           "prepare", "replay", "select_case_set", "select_cases", "with_endpoint_thresholds"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,13 @@ class Criteria:
     endpoint_min_confidence: dict[str, float] = field(default_factory=dict)
     # The person's min_confidence holds every case instead (``--min-confidence``).
     min_confidence_for_all: bool = False
+
+
+def with_endpoint_thresholds(criteria: Criteria, store: Store) -> Criteria:
+    """``criteria`` with each endpoint's SLO and minimum confidence as its probe had them:
+    what a replay from the CLI or the window holds each case to, unless a person gave one."""
+    return replace(criteria, endpoint_slo_ms=store.slo_by_endpoint(),
+                   endpoint_min_confidence=store.min_confidence_by_endpoint())
 
 
 def judged_with(criteria: Criteria) -> str:
@@ -272,13 +279,20 @@ class ReplayResult:
                 self.slo_limits = slow_limits(prepared, self.criteria)
             if self.slow_scale is None:
                 self.slow_scale = recorded_scale(prepared, self.runs)
-            # A SLOW failure is fixed only when the version beats what the SLO allows by
-            # SLOW_MARGIN: two medians of single ~10 us calls still differ by a few percent
-            # from run to run, and a copy of the recording version "fixed" 6-9% of cases
-            # recorded 2% over their SLO on that noise alone.
-            limits = self.slo_limits * self.slow_scale * (1.0 - SLOW_MARGIN)
             held = self.confidence_limits
-            self.failing = [judge(prepared, r, self.criteria, limits, held) for r in self.runs]
+            self.failing = [judge(prepared, r, self.criteria, self.slow_held_to, held)
+                            for r in self.runs]
+
+    @property
+    def slow_held_to(self) -> np.ndarray | None:
+        """Per SLOW case, the time alone a version must stay under to fix it: its SLO scaled
+        to this machine, less SLOW_MARGIN (two medians of single ~10 us calls still differ
+        by a few percent from run to run, and a copy of the recording version "fixed" 6-9%
+        of cases recorded 2% over their SLO on that noise alone). None when not worked out
+        (a replay saved before they were kept)."""
+        if self.slo_limits is None or self.slow_scale is None:
+            return None
+        return self.slo_limits * self.slow_scale * (1.0 - SLOW_MARGIN)
 
     @functools.cached_property
     def confidence_limits(self) -> np.ndarray | None:
@@ -290,22 +304,17 @@ class ReplayResult:
     def _case_set(self) -> CaseSet:
         return self.prepared or prepare(self.cases)  # a reopened replay has only its cases
 
-    def confidence_limit(self, case: int) -> float | None:
-        """The confidence below which this case fails (see ``judge``); None when its
+    def confidence_check(self, case: int, confidence: np.floating
+                         ) -> tuple[float, bool] | None:
+        """The minimum this case's confidence is held to, and whether ``confidence`` (a
+        run's, for this case) is below it, compared as ``judge`` compares; None when its
         confidence does not judge it."""
-        if self._held(case):
-            return float(self.confidence_limits[case])
-        if self._case_set.judged_on_confidence[case]:
-            return self.criteria.min_confidence
-        return None
-
-    def confidence_below(self, case: int, confidence: np.floating) -> bool | None:
-        """Whether ``confidence`` (a run's, for this case) is below the case's limit,
-        compared as ``judge`` compares; None when its confidence does not judge it."""
         if self._held(case):  # as the probe compared
-            return bool(np.float64(confidence) < self.confidence_limits[case])
+            limit = float(self.confidence_limits[case])
+            return limit, bool(np.float64(confidence) < limit)
         if self._case_set.judged_on_confidence[case]:
-            return bool(confidence < self.criteria.min_confidence)  # the output's own type
+            limit = self.criteria.min_confidence  # compared in the output's own type
+            return limit, bool(confidence < limit)
         return None
 
     def unjudged_slow(self) -> tuple[int, list[str]]:
@@ -366,14 +375,14 @@ class ReplayResult:
                     else "none" if predicted == NO_CLASS else str(predicted))
             out.append(f"class {name}, labelled {label}")
         confidence = r.confidence[case]
-        below = self.confidence_below(case, confidence)
-        if below:
-            limit = self.confidence_limit(case)
+        check = self.confidence_check(case, confidence)
+        if check is not None and check[1]:
+            limit = check[0]
             whose = ("" if not self._held(case) else " (the replay's minimum)"
                      if self.criteria.min_confidence_for_all else " (its endpoint's minimum)")
             out.append(f"confidence {confidence_text(float(confidence), limit, True)} under "
                        f"{limit:g}{whose}")
-        elif below is not None and np.isnan(confidence) and prepared.low_confidence[case]:
+        elif check is not None and np.isnan(confidence) and prepared.low_confidence[case]:
             out.append("no confidence to show (its outputs are not probabilities)")
         if prepared.slow[case]:
             slow = self._slow_reason(case, run, explained=bool(out))
@@ -388,12 +397,13 @@ class ReplayResult:
 
     def _slow_reason(self, case: int, run: int, explained: bool) -> str | None:
         latency = float(self.runs[run].latency_ms[case])
-        if self.slo_limits is None or self.slow_scale is None:
-            # A reopened replay keeps its verdicts, not the limits: slowness is what is left.
+        held_to = self.slow_held_to
+        if held_to is None:
+            # A replay saved before its limits were kept: slowness is what is left.
             return None if explained else (f"slow: {latency:.3g} ms alone, over its SLO as "
                                            "scaled to this machine")
         k = int(np.searchsorted(self._case_set.slow_rows, case))
-        limit = float(self.slo_limits[k] * self.slow_scale[k] * (1.0 - SLOW_MARGIN))
+        limit = float(held_to[k])
         if not latency > limit:
             return None
         return (f"slow: {latency:.3g} ms alone, over {limit:.3g} ms (its "

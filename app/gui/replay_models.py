@@ -161,11 +161,10 @@ class ResultTableModel(QAbstractTableModel):
         assert self.result is not None
         # On the side of the case's own limit it was judged on (its endpoint's minimum, or
         # the replay's for low-confidence captures), compared as ``judge`` compares.
-        limit = self.result.confidence_limit(i)
-        below = self.result.confidence_below(i, run.confidence[i])
-        if limit is None or below is None:
+        check = self.result.confidence_check(i, run.confidence[i])
+        if check is None:
             return f"{float(run.confidence[i]):.3f}"
-        return confidence_text(float(run.confidence[i]), limit, below)
+        return confidence_text(float(run.confidence[i]), *check)
 
     def answers(self, i: int) -> list[VersionAnswer]:
         """Every version's answer to case ``i``, for the side-by-side view."""

@@ -9,7 +9,6 @@ short-lived Store connections on the worker thread, so it shares nothing with th
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import logging
 import time
@@ -48,6 +47,7 @@ from app.core.replay import (
     judged_with,
     replay,
     select_cases,
+    with_endpoint_thresholds,
 )
 from app.core.replay_export import write_cases_csv
 from app.core.replay_store import load_replay, save_replay
@@ -540,9 +540,7 @@ class ReplayPanel(QWidget):
                 known = {v.name: v for v in registered(store)}
                 # SLOW captures are held to the SLO their endpoint was probed with, and
                 # every case to the minimum confidence its endpoint was probed with.
-                judged_by = dataclasses.replace(
-                    criteria, endpoint_slo_ms=store.slo_by_endpoint(),
-                    endpoint_min_confidence=store.min_confidence_by_endpoint())
+                judged_by = with_endpoint_thresholds(criteria, store)
             finally:
                 store.close()
             try:

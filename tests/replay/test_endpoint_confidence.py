@@ -103,8 +103,9 @@ def test_an_endpoint_probed_without_a_minimum_keeps_the_replays_rules(demo_db: P
     # Low-confidence captures are still held to the replay's own minimum (0.6).
     low = [i for i in unsure if held.kind(i) == "low_confidence"]
     assert all(held.verdict(i, 1) == STILL_FAILING for i in low)
-    assert held.confidence_limit(low[0]) == 0.6 if low else True
-    assert held.confidence_limit(mismatches[0]) is None
+    assert held.confidence_check(low[0], held.runs[1].confidence[low[0]])[0] == 0.6 \
+        if low else True
+    assert held.confidence_check(mismatches[0], held.runs[1].confidence[mismatches[0]]) is None
 
 
 def test_the_minimum_a_probe_was_given_as_an_option_is_recorded(tmp_path: Path):
