@@ -346,14 +346,14 @@ TIMED_CALLS = 7  # per version and case; their median is the case's one-call lat
 
 def time_alone_together(pairs: list[tuple[Target, VersionRun]], prepared: CaseSet,
                         cases: np.ndarray, go_on: Callable[[], bool]) -> bool:
-    """Give each of ``cases`` a latency of its own on every version: the median of three
-    single-row calls, the versions taking turns call by call. A SLOW verdict compares one
-    version's time with the recording version's, so both are taken at the same moment: timed
-    one version after the other, a change in the machine's state between them (a cache, the
-    clock, a neighbour's load) decided verdicts on cases recorded just over their SLO. A
-    version whose server stopped answering is not asked again. False when ``go_on`` says
-    stop (cancelled) between cases; the cases not reached then have no time on any version,
-    so they are judged on their outputs alone, as the result's notes count."""
+    """Give each of ``cases`` a latency of its own on every version: the median of
+    TIMED_CALLS single-row calls, the versions taking turns call by call. A SLOW verdict
+    compares one version's time with the recording version's, so both are taken at the same
+    moment: timed one version after the other, a change in the machine's state between them
+    (a cache, the clock, a neighbour's load) decided verdicts on cases recorded just over
+    their SLO. A version whose server stopped answering is not asked again. False when
+    ``go_on`` says stop (cancelled) between cases; the cases not reached then have no time on
+    any version, so they are judged on their outputs alone, as the result's notes count."""
     singles = set(prepared.singles)  # already run alone, and timed so
     perf = time.perf_counter
     asked = [(t, r) for t, r in pairs if not r.unanswered]

@@ -10,6 +10,7 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -229,24 +230,22 @@ class _RemoteTarget(Target):
         cancelled = self.cancelled
         if cancelled is None:
             return self._post(content)
-        box: dict[str, Any] = {}
-        done = threading.Event()
+        answer: Future = Future()
 
         def post() -> None:
             try:
-                box["answer"] = self._post(content)
+                answer.set_result(self._post(content))
             except BaseException as exc:  # handed to the replay's thread, raised there
-                box["error"] = exc
-            finally:
-                done.set()
+                answer.set_exception(exc)
 
+        # A daemon thread, not an executor's: a call left behind must not hold the exit.
         threading.Thread(target=post, name=f"replay-call-{self.name}", daemon=True).start()
-        while not done.wait(0.05):
-            if cancelled():
-                raise Cancelled
-        if "error" in box:
-            raise box["error"]
-        return box["answer"]
+        while True:
+            try:
+                return answer.result(timeout=0.05)
+            except TimeoutError:
+                if cancelled():
+                    raise Cancelled from None
 
     def close(self) -> None:
         self.client.close()

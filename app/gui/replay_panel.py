@@ -532,12 +532,14 @@ class ReplayPanel(QWidget):
         # changed since), not the fields as they are now.
         batch, selection = self.batch_size, self._listed_by or self.selection()
         not_saved: list[str] = []  # written by the worker before it reports the result
+        model_versions: set[str | None] = set()  # the registry's, read there too
 
         def work(progress, cancelled) -> ReplayResult:
             targets = []
             store = Store(path)
             try:
                 known = {v.name: v for v in registered(store)}
+                model_versions.update(v.version for v in known.values())
                 # SLOW captures are held to the SLO their endpoint was probed with, and
                 # every case to the minimum confidence its endpoint was probed with.
                 judged_by = with_endpoint_thresholds(criteria, store)
@@ -570,19 +572,24 @@ class ReplayPanel(QWidget):
             return result
 
         return self._start(work, lambda result: self._on_replay_done(
-            result, not_saved[0] if not_saved else None), replaying=True)
+            result, not_saved[0] if not_saved else None, registered_versions=model_versions),
+            replaying=True)
 
     def open_replay(self, replay_id: int) -> Job | None:
         path = self.db_path
 
+        model_versions: set[str | None] = set()  # the registry's, read on the worker
+
         def work(progress, cancelled) -> ReplayResult:
             store = Store(path)
             try:
+                model_versions.update(v.version for v in registered(store))
                 return load_replay(store, replay_id)
             finally:
                 store.close()
 
-        return self._start(work, lambda result: self._on_replay_done(result, reopened=True))
+        return self._start(work, lambda result: self._on_replay_done(
+            result, reopened=True, registered_versions=model_versions))
 
     def cancel(self) -> None:
         """Ask the replay to stop: between batches, or within 50 ms while a server's call
@@ -627,7 +634,10 @@ class ReplayPanel(QWidget):
             self.export_cases(path)
 
     def _on_replay_done(self, result: ReplayResult, not_saved: str | None = None, *,
-                        reopened: bool = False) -> None:
+                        reopened: bool = False,
+                        registered_versions: set[str | None] | None = None) -> None:
+        """``registered_versions``: the model versions the registry held, read by the job
+        (to say when a SLOW failure's recording version is not there to tick)."""
         self.result = result
         self.export_button.setEnabled(True)
         self.result_model.set_result(result)
@@ -657,8 +667,7 @@ class ReplayPanel(QWidget):
         if unjudged:
             by = f" (model version {html.escape(', '.join(made_by))})" if made_by else ""
             # "Tick it" helps only if it is there to tick: say when no registered version is.
-            known = {v.version for v in self._with_store(registered)}
-            missing = [m for m in made_by if m not in known]
+            missing = [m for m in made_by if m not in (registered_versions or set())]
             hint = (f"; no registered version is model version "
                     f"{html.escape(', '.join(missing))}" if missing else "")
             lines.append(f"{unjudged} SLOW failures judged on their outputs only: their "
