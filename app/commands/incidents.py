@@ -114,8 +114,7 @@ def _evaluate(store: Store, args: argparse.Namespace) -> int:
     for e in events:
         # The times the incident records (the rule's first trip, the clearing's start), as
         # `incidents` lists them; the engine confirms each a little later.
-        row = store.incident(e.incident_id) or {}
-        at = {"opened": row.get("opened_ns"), "cleared": row.get("cleared_ns")}.get(e.kind)
+        at = e.at_ns
         when = (f"{_utc(at)} (confirmed {_utc(e.ts_ns)[-8:]})" if at and at != e.ts_ns
                 else _utc(e.ts_ns))
         print(f"{when}  #{e.incident_id} {e.kind}: {e.endpoint}: {e.detail}")

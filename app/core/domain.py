@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import sqlite3
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
@@ -28,6 +29,11 @@ class StoreError(Exception):
 OLDEST_NS, NEWEST_NS = -(2**63), 2**63 - 1
 _SQLITE_NOTADB = 26  # SQLite's result code for "file is not a database"
 _SQLITE_MIN_BYTES = 512  # the smallest page: a database file is at least one
+
+
+def utc_text(ts_ns: int) -> str:
+    """A time as incident write-ups give it: to the second, in UTC, saying so."""
+    return datetime.fromtimestamp(ts_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def not_a_file(path: Path, what: str) -> str | None:

@@ -13,11 +13,10 @@ import math
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import UTC, datetime
 
 import numpy as np
 
-from app.core.domain import Metric
+from app.core.domain import Metric, utc_text
 from app.core.store import Store, StoreError
 
 NS = 1_000_000_000
@@ -204,10 +203,6 @@ def memory(store: Store, endpoint: str, t_ns: int, cfg: RuleConfig) -> Reading |
     return _judge("memory", slope, cfg.memory_slope_mb_per_min, cfg, detail, "MB/min")
 
 
-def _utc(t_ns: int) -> str:
-    return datetime.fromtimestamp(t_ns / NS, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 def down(last_seen_ns: int | None, t_ns: int, cfg: RuleConfig,
          state: str | None = None) -> Reading | None:
     """``last_seen_ns``: the endpoint's newest sample; ``state``: its probe's own verdict."""
@@ -221,7 +216,7 @@ def down(last_seen_ns: int | None, t_ns: int, cfg: RuleConfig,
         # When the silence began, not only how long it is: the incident opens only once it
         # has lasted down_after_s (and an evaluation has run), and a write-up needs the start.
         since = ("no samples yet" if last_seen_ns is None else
-                 f"no samples since {_utc(last_seen_ns)} ({gap_s:.0f} s)")
+                 f"no samples since {utc_text(last_seen_ns)} ({gap_s:.0f} s)")
         detail = f"{since}; threshold {cfg.down_after_s:g} s"
     return Reading("down", min(gap_s, 1e9), cfg.down_after_s,
                    said_down or gap_s > cfg.down_after_s,

@@ -49,8 +49,11 @@ class IncidentEvent:
     incident_id: int
     endpoint: str
     rule: str
-    ts_ns: int
+    ts_ns: int  # when the engine confirmed it
     detail: str
+    # The time the incident records for it (the rule's first trip, the clearing's start),
+    # where that differs from ``ts_ns``; as `incidents list` shows them.
+    at_ns: int | None = None
 
 
 @dataclass(slots=True)
@@ -183,7 +186,7 @@ class IncidentEngine:
         self.store.update_incident(incident_id, cleared_ns=cleared, updated_ns=t_ns,
                                    status=Status.RESOLVED, note=note, note_ts_ns=t_ns,
                                    resolved_ns=None)  # cleared by the rule, not by a person
-        return IncidentEvent("cleared", incident_id, endpoint, r.rule, t_ns, note)
+        return IncidentEvent("cleared", incident_id, endpoint, r.rule, t_ns, note, cleared)
 
     def _open(self, endpoint: str, r: Reading, t_ns: int, cfg: RuleConfig,
               track: _Track) -> IncidentEvent | None:
@@ -215,7 +218,8 @@ class IncidentEngine:
             details=details, note=note)
         track.severity, track.peak = r.severity, r.value
         log.info("incident %d opened on %s: %s", track.incident_id, endpoint, summary)
-        return IncidentEvent("opened", track.incident_id, endpoint, r.rule, t_ns, note)
+        return IncidentEvent("opened", track.incident_id, endpoint, r.rule, t_ns, note,
+                             opened_ns)
 
     def _escalate(self, endpoint: str, r: Reading, t_ns: int, track: _Track
                   ) -> IncidentEvent | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import getpass
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from PySide6.QtCore import (
@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.domain import utc_text
 from app.core.incident_rules import RULE_TITLES
 from app.core.incidents import IncidentMonitor, Status, incident_window, status_text
 from app.core.store import Store, StoreError
@@ -64,10 +65,6 @@ def _clock(ts_ns: int | None) -> str:
     if when.date() == datetime.now().date():
         return when.strftime("%H:%M:%S")
     return when.strftime("%d %b %H:%M")
-
-
-def _utc(ts_ns: int) -> str:
-    return datetime.fromtimestamp(ts_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 class IncidentTableModel(QAbstractTableModel):
@@ -108,8 +105,8 @@ class IncidentTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             # The list shows local time, the PDF report and the CLI UTC: say both here so
             # one can be matched with the other.
-            span = f"opened {_utc(row['opened_ns'])}" + (
-                f", cleared {_utc(row['cleared_ns'])}" if row["cleared_ns"] else "")
+            span = f"opened {utc_text(row['opened_ns'])}" + (
+                f", cleared {utc_text(row['cleared_ns'])}" if row["cleared_ns"] else "")
             return f"{row['endpoint']}\n{row['summary']}\n{span}"
         if role == Qt.ItemDataRole.ForegroundRole and col == 3:
             # An open incident in its severity's colour; once handled, in its status's.
