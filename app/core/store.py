@@ -168,6 +168,14 @@ def _uri_min_confidence(uri: str) -> float | None:
     return value if 0.0 <= value <= 1.0 else None
 
 
+def bucket_width(start_ns: int, end_ns: int, buckets: int) -> int:
+    """The width ``Store.history`` bins [start, end) into ``buckets`` with. Rounded up, so
+    every sample falls in one of them: rounded down, the last few ns made a sliver of a
+    bucket of their own, which a rate per bucket then read as traffic all but stopping at
+    the right edge."""
+    return max(1, -(-(end_ns - start_ns) // max(1, buckets)))
+
+
 def _time_order(newest_first: bool) -> str:
     """Captures by time, ties by insertion, both the same way: an index on ts_ns (or on
     endpoint_id, ts_ns) then serves the order with no sort."""
@@ -470,10 +478,7 @@ class Store:
         empty = History(*(np.empty(0) for _ in range(5)))
         if eid is None or mid is None or end_ns <= start_ns:
             return empty
-        # Rounded up, so every sample of [start, end) falls in one of ``buckets`` buckets:
-        # rounded down, the last few ns made a sliver of a bucket of their own, which a rate
-        # per bucket then read as traffic all but stopping at the right edge.
-        width = max(1, -(-(end_ns - start_ns) // max(1, buckets)))
+        width = bucket_width(start_ns, end_ns, buckets)
         rows = self.db.execute(
             "SELECT (ts_ns - ?) / ? AS b, min(value), max(value), avg(value), count(*) "
             "FROM samples WHERE endpoint_id = ? AND metric_id = ? AND ts_ns >= ? AND ts_ns < ? "

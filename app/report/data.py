@@ -22,7 +22,7 @@ import numpy as np
 from app.core.domain import Capture, EndpointUri, Metric, UriError
 from app.core.incident_rules import NS
 from app.core.incidents import incident_window
-from app.core.store import History, Store
+from app.core.store import History, Store, bucket_width
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ def figures(store: Store, endpoint: dict, start: int, end: int,
     slo = slo or Slo(_positive(endpoint.get("slo_ms")), _positive(endpoint.get("slo_ms")))
     # Buckets of at least a second: finer ones turn a steady request rate into comb teeth.
     n = int(max(1, min(BUCKETS, (end - start) // NS)))
-    width = max(1, -(-(end - start) // n))  # as Store.history bins them
+    width = bucket_width(start, end, n)  # as Store.history bins them
     grid = start + np.arange(n, dtype=np.int64) * width
     out: list[Figure] = []
     lat = store.history(uri, Metric.LATENCY_MS, start, end, n)

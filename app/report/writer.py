@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PySide6.QtGui import QGuiApplication, QPainter
 
+from app.core.domain import utc_text
 from app.core.incident_rules import RULE_TITLES
 from app.core.incidents import find_incident
 from app.core.output_files import refusal
@@ -63,7 +64,7 @@ def shaded_span(incident: dict, resolved_ns: int | None) -> tuple[int, int | Non
 def _utc(ts_ns: int | None) -> str:
     if ts_ns is None:
         return "-"
-    return datetime.fromtimestamp(ts_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return utc_text(ts_ns)
 
 
 def _duration(ns: int) -> str:
