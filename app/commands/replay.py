@@ -19,7 +19,7 @@ from typing import NoReturn
 
 from app.commands import COMMANDS, _args
 from app.commands._progress import progress_line
-from app.core.domain import CaptureStatus, EndpointUri
+from app.core.domain import CaptureStatus, EndpointUri, figure_text
 from app.core.replay import (
     DEFAULT_MIN_CONFIDENCE,
     MAX_BATCH_ROWS,
@@ -241,8 +241,8 @@ def _text(result: ReplayResult, shown: bool = False, title: str | None = None) -
     lines = [f"{'version':<{width}} {'cases':>6} {'fixed':>6} {'still failing':>14} "
              f"{'newly broken':>13} {'errors':>7} {'p50 ms/row':>11} {'p95 ms/row':>11}"]
     for s in summaries:
-        p50 = f"{s.latency_p50_ms:.4f}" if s.latency_p50_ms is not None else "-"
-        p95 = f"{s.latency_p95_ms:.4f}" if s.latency_p95_ms is not None else "-"
+        p50 = "-" if s.latency_p50_ms is None else figure_text(s.latency_p50_ms)
+        p95 = "-" if s.latency_p95_ms is None else figure_text(s.latency_p95_ms)
         lines.append(f"{s.version:<{width}} {s.cases:>6} {s.fixed:>6} {s.still_failing:>14} "
                      f"{s.newly_broken:>13} {s.errors:>7} {p50:>11} {p95:>11}")
     for s in summaries:

@@ -36,6 +36,15 @@ def utc_text(ts_ns: int) -> str:
     return datetime.fromtimestamp(ts_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def figure_text(value: float, significant: int = 3) -> str:
+    """``value`` to ``significant`` figures without an exponent: a per-row latency of
+    71 ns reads 0.0000712 ms, not 0.0001 (four decimals) or 7.12e-05."""
+    if abs(value) >= 10 ** significant:
+        return f"{value:.0f}"
+    return np.format_float_positional(value, precision=significant, unique=False,
+                                      fractional=False, trim="-")
+
+
 def not_a_file(path: Path, what: str) -> str | None:
     """Why ``path`` cannot be read as ``what`` (e.g. "model file"), or None when it can."""
     if path.is_dir():

@@ -38,7 +38,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.domain import CaptureStatus, UriError
+from app.core.domain import CaptureStatus, UriError, figure_text
 from app.core.replay import (
     Case,
     Criteria,
@@ -655,7 +655,7 @@ class ReplayPanel(QWidget):
         lines = [title + (" — <b>cancelled</b>; finished versions only" if result.cancelled
                           else "")]
         for s in result.summaries():
-            p95 = "-" if s.latency_p95_ms is None else f"{s.latency_p95_ms:.4f}"
+            p95 = "-" if s.latency_p95_ms is None else figure_text(s.latency_p95_ms)
             why = html.escape(s.unanswered_reason or "")
             silent = f" · <b>no answer {s.unanswered}</b> ({why})" if s.unanswered else ""
             if s.error_reason:

@@ -1,10 +1,10 @@
-"""Endpoint URIs: the one string that names an endpoint everywhere."""
+"""Endpoint URIs: the one string that names an endpoint everywhere; and how figures print."""
 
 from __future__ import annotations
 
 import pytest
 
-from app.core.domain import EndpointUri, UriError
+from app.core.domain import EndpointUri, UriError, figure_text
 
 
 def test_a_uri_names_itself_readably_and_round_trips():
@@ -26,3 +26,14 @@ def test_values_that_need_escaping_survive_the_round_trip():
 def test_malformed_uris_are_refused(text):
     with pytest.raises(UriError):
         EndpointUri.parse(text)
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (7.1234e-5, "0.0000712"),  # a per-row latency: four decimals said 0.0001
+    (0.000123456, "0.000123"),
+    (12.345, "12.3"),
+    (1.0, "1"),
+    (1234.5, "1234"),
+])
+def test_figure_text_keeps_three_significant_figures_without_an_exponent(value, text):
+    assert figure_text(value) == text
