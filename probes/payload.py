@@ -6,6 +6,7 @@ bookkeeping, not features; every other column is a feature, in file order.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,6 +67,31 @@ def load_payload(path: str | Path) -> Payload:
     except Exception as exc:
         raise ProbeError(f"cannot read payload {path}: {exc}") from exc
     return payload_from_frame(frame, source=str(path))
+
+
+def payload_columns(path: str | Path) -> tuple[str, ...]:
+    """A payload file's feature columns, in the order a probe sends them, read from its head
+    alone; () for a .npy file (its values have no names) or a file that cannot be read."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            import pandas as pd
+
+            names = list(pd.read_csv(path, nrows=0).columns)
+        elif suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            names = pq.read_schema(path).names
+        elif suffix in (".jsonl", ".ndjson"):
+            with path.open(encoding="utf-8") as f:
+                first = json.loads(f.readline() or "{}")
+            names = list(first) if isinstance(first, dict) else []
+        else:
+            return ()
+    except Exception:  # no names to offer is not an error: callers fall back to positions
+        return ()
+    return tuple(str(c) for c in names if str(c).lower() not in RESERVED)
 
 
 def payload_from_frame(frame: pd.DataFrame, source: str = "payload") -> Payload:

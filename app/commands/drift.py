@@ -149,10 +149,14 @@ def _set_reference(args: argparse.Namespace) -> int:
             load_reference(store, reference)  # refuse a range with no captures now, not later
         else:
             reference = file_reference(spec)
-        set_reference(store, endpoint, reference)
+        given = reference.columns
+        reference = set_reference(store, endpoint, reference)
     finally:
         store.close()
     print(f"drift reference of {endpoint}: {reference.describe()}")
+    if reference.columns != given:
+        print("its columns are matched by name to the order the probe's payload sends them: "
+              + ", ".join(reference.columns))
     return 0
 
 

@@ -5,8 +5,8 @@ captures, or the demo's reference; and loading it as a data frame. Thread: the c
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from app.core.demo import demo_path
-from app.core.domain import TensorBlob, not_a_file
+from app.core.domain import EndpointUri, TensorBlob, UriError, not_a_file
 from app.core.drift import (
     BOOKKEEPING_COLUMNS,
     PREDICTION_COLUMN,
@@ -23,6 +23,7 @@ from app.core.drift import (
     tensor_rows,
 )
 from app.core.store import Store, StoreError
+from probes.payload import payload_columns
 
 # Columns of a data file that are not model inputs: the same set probes/payload.py skips when it
 # turns rows into tensors, so capture tensors line up with the remaining columns in order.
@@ -139,15 +140,55 @@ def captures_reference(endpoint: str, start_ns: int | None, end_ns: int | None,
                      end_ns=end_ns, columns=tuple(columns))
 
 
-def set_reference(store: Store, endpoint: str, reference: Reference) -> None:
-    """Keep ``reference`` as the endpoint's; DriftError if its width cannot be the
+def payload_names(endpoint: str) -> tuple[str, ...]:
+    """The names of an endpoint's input values, in the order its probe sends them, when its
+    URI names a payload file with named columns; () otherwise (a server's clients' traffic,
+    a .npy payload)."""
+    try:
+        payload = EndpointUri.parse(endpoint).param("payload")
+    except UriError:
+        return ()
+    return payload_columns(payload) if payload else ()
+
+
+def input_names(store: Store, endpoint: str) -> tuple[str, ...]:
+    """The names of an endpoint's captured input values, in tensor order: its drift
+    reference's columns (what drift calls them), else its payload file's; () when neither is
+    known."""
+    reference = get_reference(store, endpoint)
+    if reference is not None and reference.columns:
+        return reference.columns
+    return payload_names(endpoint)
+
+
+def input_names_of(store: Store, endpoints: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """``input_names`` of each endpoint (a replay's cases, to label their inputs)."""
+    return {e: input_names(store, e) for e in endpoints}
+
+
+def in_capture_order(endpoint: str, reference: Reference) -> Reference:
+    """``reference`` with its columns in the order the endpoint's probe sends them, when the
+    probe's payload names the same columns in another order. Captures carry values by
+    position and are named by the reference's columns, so a reference file written in
+    another order would compare alcohol with whatever its probe sends first."""
+    names = payload_names(endpoint)
+    if names and names != reference.columns and sorted(names) == sorted(reference.columns):
+        return replace(reference, columns=names)
+    return reference
+
+
+def set_reference(store: Store, endpoint: str, reference: Reference) -> Reference:
+    """Keep ``reference`` as the endpoint's, its columns in the endpoint's order
+    (``in_capture_order``), and return what was kept; DriftError if its width cannot be the
     endpoint's captured rows (``check_width``)."""
     check_width(store, endpoint, reference.columns)
+    reference = in_capture_order(endpoint, reference)
     store.set_drift_reference(
         endpoint, kind=str(reference.kind),
         path=str(reference.path) if reference.path else None,
         source_endpoint=reference.source_endpoint, start_ns=reference.start_ns,
         end_ns=reference.end_ns, columns=reference.columns)
+    return reference
 
 
 def set_reference_if_missing(store: Store, endpoint: str, reference: Reference) -> bool:

@@ -363,7 +363,7 @@ class DriftPanel(QWidget):
         try:
             store = Store(self.db_path)
             try:
-                set_reference(store, endpoint, reference)
+                reference = set_reference(store, endpoint, reference)
             finally:
                 store.close()
         except (StoreError, DriftError) as exc:

@@ -4,8 +4,8 @@ Thread: GUI only.
 
 from __future__ import annotations
 
-import csv
 import functools
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -13,7 +13,6 @@ import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QColor
 
-from app.core.demo import DEMO_DIR
 from app.core.replay import NO_CLASS, Case, ReplayResult, VersionRun, confidence_text
 from widgets.case_view import VERDICT_COLORS, VersionAnswer
 
@@ -22,18 +21,9 @@ FAILURE_COLUMNS = ("#", "time", "endpoint", "kind", "label", "prediction", "conf
 
 
 @functools.lru_cache(maxsize=4)
-def _reference_columns(path: Path) -> tuple[str, ...]:
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f), [])
-    except OSError:
-        return ()
-    return tuple(c for c in header if c.lower() not in ("id", "label", "request_id"))
-
-
-def feature_names(width: int, reference: Path = DEMO_DIR / "reference.csv") -> list[str]:
-    """The reference data's column names when the input has that many values, else f0..fn."""
-    names = _reference_columns(reference)
+def feature_names(width: int, names: Sequence[str] = ()) -> list[str]:
+    """``names`` (the endpoint's, ``input_names``) when the input has that many values, else
+    f0..fn: a name that does not belong to a value is worse than none."""
     return list(names) if len(names) == width else [f"f{i}" for i in range(width)]
 
 

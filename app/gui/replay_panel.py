@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.domain import CaptureStatus, UriError, figure_text
+from app.core.references import input_names_of
 from app.core.replay import (
     Case,
     Criteria,
@@ -118,6 +119,7 @@ class ReplayPanel(QWidget):
         self._listed_by: Selection | None = None
         self._cancellable = False  # whether the job running stops when asked
         self.result: ReplayResult | None = None
+        self._input_names: dict[str, tuple[str, ...]] = {}  # per endpoint, for the case view
         self._build()
         self.refresh_versions(extra=[str(v) for v in versions])
         self.refresh_endpoints()
@@ -533,6 +535,7 @@ class ReplayPanel(QWidget):
         batch, selection = self.batch_size, self._listed_by or self.selection()
         not_saved: list[str] = []  # written by the worker before it reports the result
         model_versions: set[str | None] = set()  # the registry's, read there too
+        names: dict[str, tuple[str, ...]] = {}  # each endpoint's input names, read there too
 
         def work(progress, cancelled) -> ReplayResult:
             targets = []
@@ -543,6 +546,7 @@ class ReplayPanel(QWidget):
                 # SLOW captures are held to the SLO their endpoint was probed with, and
                 # every case to the minimum confidence its endpoint was probed with.
                 judged_by = with_endpoint_thresholds(criteria, store)
+                names.update(input_names_of(store, {c.capture.endpoint for c in cases}))
             finally:
                 store.close()
             try:
@@ -572,24 +576,27 @@ class ReplayPanel(QWidget):
             return result
 
         return self._start(work, lambda result: self._on_replay_done(
-            result, not_saved[0] if not_saved else None, registered_versions=model_versions),
-            replaying=True)
+            result, not_saved[0] if not_saved else None, registered_versions=model_versions,
+            input_names=names), replaying=True)
 
     def open_replay(self, replay_id: int) -> Job | None:
         path = self.db_path
 
         model_versions: set[str | None] = set()  # the registry's, read on the worker
+        names: dict[str, tuple[str, ...]] = {}  # each endpoint's input names, read there too
 
         def work(progress, cancelled) -> ReplayResult:
             store = Store(path)
             try:
                 model_versions.update(v.version for v in registered(store))
-                return load_replay(store, replay_id)
+                result = load_replay(store, replay_id)
+                names.update(input_names_of(store, {c.capture.endpoint for c in result.cases}))
+                return result
             finally:
                 store.close()
 
         return self._start(work, lambda result: self._on_replay_done(
-            result, reopened=True, registered_versions=model_versions))
+            result, reopened=True, registered_versions=model_versions, input_names=names))
 
     def cancel(self) -> None:
         """Ask the replay to stop: between batches, or within 50 ms while a server's call
@@ -635,10 +642,13 @@ class ReplayPanel(QWidget):
 
     def _on_replay_done(self, result: ReplayResult, not_saved: str | None = None, *,
                         reopened: bool = False,
-                        registered_versions: set[str | None] | None = None) -> None:
+                        registered_versions: set[str | None] | None = None,
+                        input_names: dict[str, tuple[str, ...]] | None = None) -> None:
         """``registered_versions``: the model versions the registry held, read by the job
-        (to say when a SLOW failure's recording version is not there to tick)."""
+        (to say when a SLOW failure's recording version is not there to tick);
+        ``input_names``: the names of each endpoint's input values, to label a case's."""
         self.result = result
+        self._input_names = input_names or {}
         self.export_button.setEnabled(True)
         self.result_model.set_result(result)
         self.result_view.resizeColumnsToContents()
@@ -696,7 +706,8 @@ class ReplayPanel(QWidget):
                  f"recorded {case.capture.prediction or '-'} by "
                  f"{case.capture.model_version or '?'}")
         # A capture kept without its input still shows each version's answer or error.
-        self.case_view.show_case(title, array, feature_names(width),
+        names = self._input_names.get(case.capture.endpoint, ())
+        self.case_view.show_case(title, array, feature_names(width, names),
                                  self.result_model.answers(row))
         self.case_selected.emit(case.capture_id)
 

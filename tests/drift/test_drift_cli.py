@@ -257,3 +257,42 @@ def test_huge_values_still_show_a_shift_and_print_no_warnings(tmp_path, capsys):
                                 str(cur_path), "--json"])
     (column,) = report["columns"]
     assert column["method"] == "wasserstein" and column["drifted"]
+
+
+def test_a_reference_in_another_column_order_is_matched_by_name_to_the_payloads(
+        tmp_path, demo_dir, capsys):
+    """Captures carry values by position; a probe sending a payload file knows their names.
+    A reference file with the same columns in another order must not compare alcohol with
+    proline: its columns are kept in the order the payload sends them."""
+    production = pd.read_csv(demo_dir / "production.csv")
+    payload = tmp_path / "payload.csv"
+    production.to_csv(payload, index=False)
+    features = production.iloc[1000:2000, 1:FEATURES_END]
+    uri = f"onnx:wine-v1.onnx?provider=cpu&payload={payload}"
+    store = Store(tmp_path / "ws.db")
+    store.write_batch([], [Capture(uri, T0_NS + i * STEP_NS, 1.0, CaptureStatus.OK,
+                                   inputs=(TensorBlob.from_array(
+                                       "input", f.reshape(1, -1).astype(np.float32)),))
+                           for i, f in enumerate(features.to_numpy())])
+    store.close()
+    reference = pd.read_csv(demo_dir / "reference.csv")
+    shuffled = tmp_path / "shuffled.csv"
+    reference[["id", *reversed(features.columns), "label"]].to_csv(shuffled, index=False)
+    db = str(tmp_path / "ws.db")
+    window = ["drift", "--db", db, "--endpoint", "wine", "--window", "10m", "--json"]
+
+    assert main(["drift", "--db", db, "--endpoint", "wine", "--set-reference",
+                 str(demo_dir / "reference.csv")]) == 0
+    assert "matched by name" not in capsys.readouterr().out  # already in the payload's order
+    in_order = _json(capsys, window)
+    assert main(["drift", "--db", db, "--endpoint", "wine", "--set-reference",
+                 str(shuffled)]) == 0
+    assert "matched by name to the order the probe's payload sends them: alcohol, malic_acid" \
+        in capsys.readouterr().out
+    store = Store(tmp_path / "ws.db")
+    assert tuple(store.drift_reference(uri)["columns"]) == tuple(features.columns)
+    store.close()
+    reordered = _json(capsys, window)
+    by_name = {c["name"]: c["drifted"] for c in in_order["columns"]}
+    assert {c["name"]: c["drifted"] for c in reordered["columns"]} == by_name
+    assert 0 < sum(by_name.values()) < len(features.columns)  # some drift, not every column

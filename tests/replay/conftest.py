@@ -22,10 +22,10 @@ ROWS = 3000  # the whole production stream, once
 
 
 def record_stream(db: Path, model: Path, rows: int = ROWS, capture: float = 0.2,
-                  extra: str = "") -> str:
+                  extra: str = "", payload: Path = DEMO / "production.csv") -> str:
     """Send ``rows`` production rows through the onnx probe; commit what it put on the bus.
     ``extra``: more URI parameters, such as ``&slo_ms=5``."""
-    uri = EndpointUri.parse(f"onnx:{model}?provider=cpu&payload={DEMO / 'production.csv'}"
+    uri = EndpointUri.parse(f"onnx:{model}?provider=cpu&payload={payload}"
                             f"&min_confidence=0.6&capture={capture}{extra}")
     bus = Bus(capacity=1_000_000)
     probe = OnnxProbe(uri, bus, ProbeOptions(rate_hz=0))

@@ -582,3 +582,37 @@ def test_slow_failures_are_held_to_the_version_that_recorded_them(qtbot, tmp_pat
         assert "no registered version" not in p.summary.text()
     finally:
         p.shutdown()
+
+
+def test_a_cases_inputs_are_named_as_its_endpoint_names_them(qtbot, tmp_path, versions):
+    """A model of the demo's width with inputs of its own: the case view names them from its
+    probe's payload, not with the demo's wine columns, and a reopened replay does the same."""
+    import pandas as pd
+
+    from tests.replay.conftest import DEMO, record_stream
+
+    rows = pd.read_csv(DEMO / "production.csv")
+    sensors = [f"sensor_{i:02d}" for i in range(13)]
+    rows.columns = ["id", *sensors, "label"]
+    payload = tmp_path / "sensors.csv"
+    rows.to_csv(payload, index=False)
+    db = tmp_path / "sensors.db"
+    record_stream(db, versions[0], rows=300, payload=payload)
+    p = ReplayPanel(db, versions=[str(versions[1])])
+    qtbot.addWidget(p)
+    try:
+        assert load(qtbot, p) > 0
+        with qtbot.waitSignal(p.replay_finished, timeout=TIMEOUT_MS) as done:
+            p.run_button.click()
+        replay_id = done.args[0].replay_id
+        with qtbot.waitSignal(p.case_selected, timeout=TIMEOUT_MS):
+            p.select_result_row(0)
+        names = [p.case_view.inputs.item(r, 0).text() for r in range(13)]
+        assert names == sensors
+        with qtbot.waitSignal(p.replay_finished, timeout=TIMEOUT_MS):
+            p.open_replay(replay_id)
+        with qtbot.waitSignal(p.case_selected, timeout=TIMEOUT_MS):
+            p.select_result_row(1)
+        assert p.case_view.inputs.item(12, 0).text() == "sensor_12"
+    finally:
+        p.shutdown()
