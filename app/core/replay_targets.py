@@ -56,6 +56,9 @@ class Target(ABC):
     # with Cancelled instead of waiting out the server's silence.
     cancelled: Callable[[], bool] | None = None
     class_names: list[str] = []  # noqa: RUF012  (read only: the model's own, where it names them)
+    # Calls that cost nothing but time to repeat (a local session): a small replay times each
+    # batch as the median of a few calls instead of one (``run_version``).
+    cheap_to_repeat: bool = False
 
     @abstractmethod
     def run(self, feeds: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
@@ -82,6 +85,8 @@ def _error_text(exc: BaseException) -> str:
 
 class LocalOnnxTarget(Target):
     """An onnxruntime session; ``provider`` as in ``onnx:`` URIs (cpu, cuda, ...)."""
+
+    cheap_to_repeat = True
 
     def __init__(self, path: str | Path, provider: str = "cpu", name: str | None = None,
                  threads: int | None = None) -> None:

@@ -232,6 +232,31 @@ def test_each_row_carries_its_batch_time_shared_among_its_rows(cases, versions, 
     assert len(set(latency.tolist())) > len(batches) // 2
 
 
+def test_a_small_replay_is_not_timed_on_one_hiccup(cases, versions):
+    """A few hundred cases are one batch per version: one slow call (another thread, a page
+    fault) would have been the version's whole latency. Its time is the median of a few."""
+    import time
+
+    class Hiccup(LocalOnnxTarget):
+        calls = 0
+
+        def run_adapted(self, feeds):
+            self.calls += 1
+            if self.calls == 2:  # the first timed call (the first is the untimed warm-up)
+                time.sleep(0.05)
+            return super().run_adapted(feeds)
+
+    small = cases[:300]
+    target = Hiccup(versions[0])
+    result = replay(small, [target], batch_size=1024)
+    per_batch_ms = result.runs[0].latency_ms[0] * len(small)
+    assert target.calls == 1 + 5  # the warm-up, then the one batch five times
+    assert per_batch_ms < 50  # the 50 ms stall was one call of five, not the figure
+    plain = replay(small, [LocalOnnxTarget(versions[0])], batch_size=1024)
+    assert np.array_equal(plain.runs[0].outputs["probabilities"],
+                          result.runs[0].outputs["probabilities"], equal_nan=True)
+
+
 def test_progress_reaches_one_and_cancel_stops_between_batches(cases, versions):
     seen: list[float] = []
     replay(cases, targets(versions), batch_size=64, progress=seen.append)
