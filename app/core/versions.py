@@ -2,9 +2,9 @@
 Thread: any (one Store per thread, as always).
 
 An ONNX version is described from the file itself: sha256, parameter count (the sum of the
-initializers' element counts), opset, producer, input/output signature, size. A remote version
-is an endpoint URI plus the version its owner gives it. Registry order is registration order;
-bisect walks versions in that order.
+initializers' element counts, sparse ones at their dense size), opset, producer, input/output
+signature, size. A remote version is an endpoint URI plus the version its owner gives it.
+Registry order is registration order; bisect walks versions in that order.
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ _CHUNK = 1 << 20
 
 class VersionError(Exception):
     """A model version that cannot be registered or found; the message says what to do."""
+
+
+class VersionChanged(VersionError):
+    """A registered file whose bytes are no longer those registered (``verify_unchanged``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +70,15 @@ class ModelVersion:
                    size_bytes=row["size_bytes"], id=row["id"])
 
     def signature(self) -> str:
-        """``features float[batch,13] -> probabilities float[batch,3]``."""
+        """``features float[batch,13] -> probabilities float[batch,3]``; a value that is no
+        tensor has no shape to show (``probs seq(map(int64,float))``)."""
+        def spec(s: dict) -> str:
+            if s["type"].startswith(("seq(", "map(", "optional(")):  # see _type_text
+                return f"{s['name']} {s['type']}"
+            return f"{s['name']} {s['type']}[{','.join(map(str, s['shape']))}]"
+
         def one(specs: tuple[dict, ...]) -> str:
-            return ", ".join(f"{s['name']} {s['type']}[{','.join(map(str, s['shape']))}]"
-                             for s in specs)
+            return ", ".join(spec(s) for s in specs)
         return f"{one(self.inputs)} -> {one(self.outputs)}" if self.inputs else ""
 
     def to_json(self) -> dict:
@@ -89,37 +98,71 @@ def sha256_of(*paths: Path) -> str:
     return digest.hexdigest()
 
 
+def _elem_text(elem_type: int) -> str:
+    return onnx.TensorProto.DataType.Name(elem_type).lower()
+
+
+def _type_text(t: onnx.TypeProto) -> str:
+    """An ONNX type as one word: a tensor's element type (``float``), else its structure with
+    tensors inside written by element type, as skl2onnx's ZipMap output reads
+    ``seq(map(int64,float))``."""
+    kind = t.WhichOneof("value")
+    if kind == "tensor_type":
+        return _elem_text(t.tensor_type.elem_type)
+    if kind == "sequence_type":
+        return f"seq({_type_text(t.sequence_type.elem_type)})"
+    if kind == "map_type":
+        return f"map({_elem_text(t.map_type.key_type)},{_type_text(t.map_type.value_type)})"
+    if kind == "optional_type":
+        return f"optional({_type_text(t.optional_type.elem_type)})"
+    if kind == "sparse_tensor_type":
+        return f"sparse({_elem_text(t.sparse_tensor_type.elem_type)})"
+    return "undefined"
+
+
 def _specs(values: list) -> tuple[dict, ...]:
     out = []
     for v in values:
-        t = v.type.tensor_type
+        # Only a tensor (dense or sparse) has a shape; a sequence or map has none to show.
+        kind = v.type.WhichOneof("value")
+        t = getattr(v.type, kind) if kind in ("tensor_type", "sparse_tensor_type") else None
         dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-                for d in t.shape.dim] if t.HasField("shape") else []
-        out.append({"name": v.name,
-                    "type": onnx.TensorProto.DataType.Name(t.elem_type).lower(),
-                    "shape": dims})
+                for d in t.shape.dim] if t is not None and t.HasField("shape") else []
+        out.append({"name": v.name, "type": _type_text(v.type), "shape": dims})
     return tuple(out)
 
 
 def _external_files(model: onnx.ModelProto, folder: Path) -> list[Path]:
     """Files holding weights stored outside the model file, in name order."""
-    names = {entry.value for init in _initializers(model.graph)
+    stored = _initializers(model.graph) + [
+        part for sparse in _sparse_initializers(model.graph)
+        for part in (sparse.values, sparse.indices)]
+    names = {entry.value for init in stored
              if init.data_location == onnx.TensorProto.EXTERNAL
              for entry in init.external_data if entry.key == "location"}
     return [folder / n for n in sorted(names)]
 
 
-def _initializers(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
-    """The graph's weights and those of its subgraphs (If branches, Loop and Scan bodies)."""
-    found = list(graph.initializer)
+def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """The graph and its subgraphs (If branches, Loop and Scan bodies), depth first."""
+    found = [graph]
     for node in graph.node:
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
-                found += _initializers(attr.g)
+                found += _graphs(attr.g)
             elif attr.type == onnx.AttributeProto.GRAPHS:
                 for sub in attr.graphs:
-                    found += _initializers(sub)
+                    found += _graphs(sub)
     return found
+
+
+def _initializers(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+    """The graph's weights and those of its subgraphs."""
+    return [init for g in _graphs(graph) for init in g.initializer]
+
+
+def _sparse_initializers(graph: onnx.GraphProto) -> list[onnx.SparseTensorProto]:
+    return [init for g in _graphs(graph) for init in g.sparse_initializer]
 
 
 def inspect_onnx(path: str | Path, name: str | None = None,
@@ -147,8 +190,13 @@ def inspect_onnx(path: str | Path, name: str | None = None,
     if missing:
         raise VersionError(f"{path} keeps weights in {', '.join(missing)}, which is not beside "
                            "it; copy the weights file next to the model")
-    initializer_names = {i.name for i in graph.initializer}
-    parameters = sum(math.prod(i.dims) for i in _initializers(graph))
+    initializer_names = {i.name for i in graph.initializer} | {
+        i.values.name for i in graph.sparse_initializer}
+    # A sparse initializer counts at its dense size (the product of its dims), not its
+    # stored values: the parameter limit is about the model's size as a network, and a
+    # count that shrank with the zeros it prunes would let any model under any limit.
+    parameters = (sum(math.prod(i.dims) for i in _initializers(graph))
+                  + sum(math.prod(i.dims) for i in _sparse_initializers(graph)))
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     props = {p.key: p.value for p in model.metadata_props}
     producer = " ".join(x for x in (model.producer_name, model.producer_version) if x) or None
@@ -172,7 +220,7 @@ def verify_unchanged(version: ModelVersion) -> None:
     except VersionError as exc:
         raise VersionError(f"version {version.name}: {exc}") from None
     if now != version.sha256:
-        raise VersionError(f"version {version.name} changed since it was registered: "
+        raise VersionChanged(f"version {version.name} changed since it was registered: "
                            f"{version.location} now has sha256 {now[:12]}…, registered "
                            f"{version.sha256[:12]}…; register it again with `probescope "
                            f"versions add` (under a new --name to keep both)")
