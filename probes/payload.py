@@ -106,6 +106,23 @@ def payload_from_frame(frame: pd.DataFrame, source: str = "payload") -> Payload:
     bad = [c for c in feature_cols if numeric[c].isna().all() and not frame[c].isna().all()]
     if bad:
         raise ProbeError(f"{source}: columns {', '.join(map(str, bad))} are not numeric")
+    # A blank cell is a missing value (the demo's stream has some, sent as NaN on purpose);
+    # any other cell that is not a number is a mistake in the file, and read as NaN it would
+    # pass for the model's wrong answer.
+    # Only a column read as text can hold such a cell; numeric ones are skipped unread.
+    texts = [c for c in feature_cols if not pd.api.types.is_numeric_dtype(frame[c])]
+    if texts:
+        raw = frame[texts]
+        given = raw.notna() & ~raw.apply(
+            lambda col: col.map(lambda v: isinstance(v, str) and not v.strip()))
+        wrong = (given & numeric[texts].isna()).to_numpy()
+        if wrong.any():
+            rows, cols = np.nonzero(wrong)
+            more = len(rows) - 1
+            raise ProbeError(
+                f"{source}: row {rows[0] + 1}, column {texts[cols[0]]}: "
+                f"{raw.iat[rows[0], cols[0]]!r} is not a number"
+                + (f" ({more} more such cell{'s' if more > 1 else ''})" if more else ""))
     lower = {str(c).lower(): c for c in frame.columns}
     labels = None
     if LABEL_COLUMN in lower:
