@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 
 from app.commands import COMMANDS, _args
-from app.core.contract import LATENCY_RUNS, PASS, ContractError, ContractReport, check_contract
+from app.core.contract import (
+    LATENCY_RUNS,
+    PASS,
+    ContractError,
+    ContractReport,
+    measure,
+    prepare_check,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -57,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
         print("probescope: --contract applies to one MODEL; give one", file=sys.stderr)
         return 2
     try:
-        reports = [check_contract(m, targets, contract_path=args.contract, runs=args.runs)
-                   for m in args.models]
+        # Every model, contract and validation file is read and vetted before any is
+        # measured: a bad third model is one line at once, not after minutes of measuring.
+        prepared = [prepare_check(m, contract_path=args.contract) for m in args.models]
+        reports = [measure(p, targets, runs=args.runs) for p in prepared]
     except ContractError as exc:
         print(f"probescope: {exc}", file=sys.stderr)
         return 2

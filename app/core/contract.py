@@ -14,6 +14,7 @@ neither is ever a pass.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import logging
@@ -27,7 +28,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.core.classes import class_names, label_index
-from app.core.versions import ModelVersion, VersionError, inspect_onnx
+from app.core.versions import (
+    ModelVersion,
+    VersionChanged,
+    VersionError,
+    inspect_onnx,
+    verify_unchanged,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,6 +62,11 @@ class ModelUnreadable(ContractError):
     """The model file itself cannot be read."""
 
 
+class ModelChanged(ContractError):
+    """A registered version whose file changed since it was registered: measuring it would
+    certify, under that version's name, bytes that were never registered."""
+
+
 @dataclass(frozen=True, slots=True)
 class Contract:
     path: Path
@@ -68,13 +80,24 @@ class Contract:
 
 
 def contract_path_for(model: str | Path) -> Path | None:
-    """``<stem>.contract.toml`` beside the model, else ``model.contract.toml`` there."""
+    """``<stem>.contract.toml`` beside the model, else ``model.contract.toml`` there when the
+    model is the only one in its folder; ContractError when the folder holds other models,
+    since model.contract.toml cannot say which of them it was written for."""
     model = Path(model)
-    for candidate in (model.with_name(f"{model.stem}.contract.toml"),
-                      model.with_name("model.contract.toml")):
-        if candidate.is_file():
-            return candidate
-    return None
+    own = model.with_name(f"{model.stem}.contract.toml")
+    if own.is_file():
+        return own
+    shared = model.with_name("model.contract.toml")
+    if not shared.is_file():
+        return None
+    others = sorted(p.name for p in model.parent.iterdir()
+                    if p.suffix.lower() == ".onnx" and p.name != model.name and p.is_file())
+    if others:
+        raise ContractError(
+            f"{shared} is for a folder holding one model, and {model.parent} also holds "
+            f"{', '.join(others[:3])}{', …' if len(others) > 3 else ''}; write {model.name}'s "
+            f"contract as {own.name}")
+    return shared
 
 
 def _number(doc: dict, key: str, where: str, path: Path) -> float | None:
@@ -140,7 +163,15 @@ def load_contract(path: str | Path) -> Contract:
                             "not exist (the path is relative to the contract)")
     if min_accuracy is not None and not 0 <= min_accuracy <= 1:
         raise ContractError(f"{path}: [accuracy] min is a share from 0 to 1, not {min_accuracy:g}")
+    for key in ("framework", "version"):
+        # A bare number is read as a float: version = 1.10 would be judged as "1.1".
+        if key in head and not isinstance(head[key], str):
+            raise ContractError(f'{path}: {key} must be a string in quotes ({key} = "1.10"), '
+                                f"not {head[key]!r}")
     max_params = _number(head, "max_parameters", "", path)
+    if max_params is not None and not max_params.is_integer():
+        raise ContractError(f"{path}: max_parameters must be a whole number, not "
+                            f"{head['max_parameters']!r}")
     limits = [max_params, _number(head, "max_peak_memory_mb", "", path),
               *(_number(lat, k, "[latency_p95_ms] ", path) for k in lat)]
     if any(v is not None and v < 0 for v in limits):
@@ -152,8 +183,8 @@ def load_contract(path: str | Path) -> Contract:
                             "version, [accuracy] min, [latency_p95_ms] cpu")
     return Contract(
         path=path,
-        framework=str(head["framework"]) if "framework" in head else None,
-        version=str(head["version"]) if "version" in head else None,
+        framework=head.get("framework"),
+        version=head.get("version"),
         max_parameters=int(max_params) if max_params is not None else None,
         max_peak_memory_mb=_number(head, "max_peak_memory_mb", "", path),
         min_accuracy=min_accuracy,
@@ -225,8 +256,14 @@ _CONVERTERS = {"pytorch": ("pytorch", "torch"), "tensorflow": ("tf2onnx", "tenso
                "xgboost": ("onnxmltools",), "paddle": ("paddle2onnx",)}
 
 
-def static_clauses(model: ModelVersion, contract: Contract) -> list[Clause]:
-    """Clauses read from the file itself: parameters, framework, version."""
+VERSION_FROM_FILE = "read from the file"
+VERSION_FROM_REGISTRY = "the version it was registered with (the file names none)"
+
+
+def static_clauses(model: ModelVersion, contract: Contract,
+                   version_source: str = "") -> list[Clause]:
+    """Clauses read from the file itself: parameters, framework, version (``version_source``
+    says where ``model.version`` came from, in the version clause's detail)."""
     out = [_limit_clause("parameters", int(model.parameters or 0), contract.max_parameters,
                          at_most=True)]
     if contract.framework is not None:
@@ -239,7 +276,9 @@ def static_clauses(model: ModelVersion, contract: Contract) -> list[Clause]:
                           contract.framework))
     if contract.version is not None:
         out.append(Clause("version", PASS if model.version == contract.version else FAIL,
-                          model.version, contract.version))
+                          model.version, contract.version,
+                          version_source if model.version is not None else
+                          "the file names no version"))
     return out
 
 
@@ -383,8 +422,10 @@ def _child_main() -> int:
         out = _measure_in_child(request["path"], request["provider"], request["validation"],
                                 int(request["runs"]))
     except Exception as exc:
-        text = str(exc).strip()
-        out = {"error": text.splitlines()[0] if text else type(exc).__name__}
+        # One line, but whole: onnxruntime puts the index and the size it expected on the
+        # lines after "for the following indices".
+        text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        out = {"error": text or type(exc).__name__}
     sys.stdout.write(json.dumps(out) + "\n")
     return 0
 
@@ -427,7 +468,7 @@ def _agent_check(target: str) -> TargetCheck:
 
 
 def check_target(model: ModelVersion, contract: Contract, target: str,
-                 runs: int = LATENCY_RUNS) -> TargetCheck:
+                 runs: int = LATENCY_RUNS, *, version_source: str = "") -> TargetCheck:
     """Measure every clause of ``contract`` for ``model`` on one target."""
     from probes.onnx_local import PROVIDERS, available_providers
 
@@ -448,7 +489,7 @@ def check_target(model: ModelVersion, contract: Contract, target: str,
     except ContractError as exc:
         return TargetCheck(target, UNREACHABLE, reason=f"cannot run {model.name} on {target}: "
                            f"{exc}")
-    clauses = static_clauses(model, contract)
+    clauses = static_clauses(model, contract, version_source)
     if measured.get("accuracy") is not None:
         no_class = measured.get("no_class", 0)
         clauses.insert(0, _limit_clause(
@@ -477,14 +518,31 @@ def check_target(model: ModelVersion, contract: Contract, target: str,
     return TargetCheck(target, PASS, tuple(clauses))
 
 
-def check_contract(model_path: str | Path, targets: list[str], *,
-                   contract_path: str | Path | None = None,
-                   runs: int = LATENCY_RUNS) -> ContractReport:
-    """Check one model against its contract on each target, in order."""
+@dataclass(frozen=True, slots=True)
+class PreparedCheck:
+    """A model and its contract, read and found usable: what is left is to measure."""
+
+    model: ModelVersion
+    contract: Contract
+    version_source: str = VERSION_FROM_FILE
+
+
+def prepare_check(model_path: str | Path, *, contract_path: str | Path | None = None,
+                  registered: ModelVersion | None = None) -> PreparedCheck:
+    """Read the model, find and parse its contract and vet its validation file; ContractError
+    (NoContract, ModelUnreadable) when any of it cannot be used. Nothing is measured, so a
+    caller with several models can refuse a bad one before spending minutes on the others.
+
+    ``registered``: the registry's entry for this file; its name is the model's, and its
+    version stands in when the file names none (``versions add --version``)."""
     try:
-        model = inspect_onnx(model_path)
+        model = inspect_onnx(model_path, registered.name if registered else None)
     except VersionError as exc:
         raise ModelUnreadable(str(exc)) from None
+    version_source = VERSION_FROM_FILE
+    if model.version is None and registered is not None and registered.version:
+        model = dataclasses.replace(model, version=registered.version)
+        version_source = VERSION_FROM_REGISTRY
     found = Path(contract_path) if contract_path else contract_path_for(model_path)
     if found is None:
         stem = Path(model_path).stem
@@ -493,8 +551,35 @@ def check_contract(model_path: str | Path, targets: list[str], *,
     contract = load_contract(found)
     if contract.validation is not None:
         _check_validation(model, contract.validation, contract.min_accuracy is not None)
-    return ContractReport(model, contract,
-                          tuple(check_target(model, contract, t, runs) for t in targets))
+    return PreparedCheck(model, contract, version_source)
+
+
+def measure(prepared: PreparedCheck, targets: list[str], *,
+            runs: int = LATENCY_RUNS) -> ContractReport:
+    """Measure a prepared check on each target, in order."""
+    return ContractReport(prepared.model, prepared.contract, tuple(
+        check_target(prepared.model, prepared.contract, t, runs,
+                     version_source=prepared.version_source) for t in targets))
+
+
+def check_contract(model_path: str | Path, targets: list[str], *,
+                   contract_path: str | Path | None = None,
+                   runs: int = LATENCY_RUNS) -> ContractReport:
+    """Check one model file against its contract on each target, in order."""
+    return measure(prepare_check(model_path, contract_path=contract_path), targets, runs=runs)
+
+
+def check_registered(version: ModelVersion, targets: list[str], *,
+                     runs: int = LATENCY_RUNS) -> ContractReport:
+    """Check a registered ONNX version: ModelChanged when its file is no longer the one
+    registered (as replay refuses it), since the report would carry the version's name."""
+    try:
+        verify_unchanged(version)
+    except VersionChanged as exc:
+        raise ModelChanged(str(exc)) from None
+    except VersionError as exc:
+        raise ModelUnreadable(str(exc)) from None
+    return measure(prepare_check(version.location, registered=version), targets, runs=runs)
 
 
 def _input_problem(model: ModelVersion) -> str | None:
@@ -505,10 +590,16 @@ def _input_problem(model: ModelVersion) -> str | None:
         names = ", ".join(i["name"] for i in inputs) or "none"
         return (f"{model.name} takes {len(inputs)} inputs ({names}); a contract is measured "
                 "on models with one input of rows of numbers")
-    if len(inputs[0]["shape"]) != 2:
+    shape = inputs[0]["shape"]
+    if len(shape) != 2:
         return (f"{model.name} takes {inputs[0]['name']} of shape "
-                f"[{', '.join(map(str, inputs[0]['shape']))}]; a contract is measured on "
+                f"[{', '.join(map(str, shape))}]; a contract is measured on "
                 "models taking [batch, width]")
+    if isinstance(shape[0], int) and shape[0] > 1:
+        # The target itself is fine: the latency clause is about one request, one row.
+        return (f"{model.name} takes {inputs[0]['name']} in a fixed batch of {shape[0]} rows "
+                f"([{', '.join(map(str, shape))}]); the latency runs send one row per call, so "
+                "a contract is measured on models exported with a batch of 1 or a dynamic one")
     return None
 
 
@@ -524,7 +615,8 @@ def _check_validation(model: ModelVersion, path: Path, labels_needed: bool) -> N
     try:
         payload = load_payload(path)
     except ProbeError as exc:
-        raise ContractError(f"validation file {path}: {exc}") from None
+        text = str(exc).removeprefix(f"{path}: ")  # named once, not twice
+        raise ContractError(f"validation file {path}: {text}") from None
     if len(payload) == 0:
         raise ContractError(f"validation file {path} holds no rows")
     inputs = model.inputs or ()
@@ -534,18 +626,51 @@ def _check_validation(model: ModelVersion, path: Path, labels_needed: bool) -> N
         raise ContractError(f"validation file {path} has {columns} feature columns; "
                             f"{model.name} takes {width} (the ground truth belongs in a column "
                             f"named '{LABEL_COLUMN}')")
-    if not labels_needed or not payload.labels:
+    if not labels_needed:
         return
+    # A minimum accuracy with no ground truth is a contract that cannot be judged, not a
+    # model that failed it.
+    if payload.labels is None:
+        raise ContractError(f"validation file {path} has no '{LABEL_COLUMN}' column, and "
+                            "[accuracy] min needs the ground truth in it")
+    if not any(payload.labels):
+        raise ContractError(f"validation file {path}: every row's '{LABEL_COLUMN}' is blank, "
+                            "and [accuracy] min needs the ground truth")
+    meta = {p.key: p.value for p in onnx.load(str(model.location),
+                                              load_external_data=False).metadata_props}
+    names = class_names(meta)
     texts = {lab for lab in payload.labels if lab and not lab.lstrip("-").isdigit()}
-    if texts:
-        meta = {p.key: p.value for p in onnx.load(str(model.location),
-                                                  load_external_data=False).metadata_props}
-        unknown = sorted(texts - set(class_names(meta)))
-        if unknown:
-            raise ContractError(
-                f"validation file {path}: labels such as {unknown[0]!r} are neither class "
-                f"indices nor among {model.name}'s class names (metadata 'classes': "
-                f"{meta.get('classes') or 'none'})")
+    unknown = sorted(texts - set(names))
+    if unknown:
+        raise ContractError(
+            f"validation file {path}: labels such as {unknown[0]!r} are neither class "
+            f"indices nor among {model.name}'s class names (metadata 'classes': "
+            f"{meta.get('classes') or 'none'})")
+    # A class index the model cannot answer would count as wrong on every row that has it:
+    # a file for another model, or labels shifted by one, not the model's mistake.
+    count = len(names) or _output_classes(model)
+    indices = {int(lab) for lab in payload.labels if lab and lab.lstrip("-").isdigit()}
+    outside = sorted(i for i in indices if i < 0 or (count is not None and i >= count))
+    if outside:
+        known = (f"its classes are 0..{count - 1}" + (f" ({', '.join(names)})" if names else
+                                                      " (from its output's width)")
+                 if count is not None else "a class is never negative")
+        raise ContractError(f"validation file {path}: label {outside[0]} is not among "
+                            f"{model.name}'s classes; {known}")
+
+
+def _output_classes(model: ModelVersion) -> int | None:
+    """How many classes the model's scores cover, read as ``predicted_classes`` reads them:
+    the first float output of shape [batch, k] gives k (one column: two classes, by its
+    threshold); None when no such width is fixed."""
+    for out in model.outputs:
+        if out["type"] in ("float", "double", "float16", "bfloat16"):
+            shape = out["shape"]
+            last = shape[-1] if len(shape) >= 2 else None
+            if isinstance(last, int) and last > 0:
+                return 2 if last == 1 else last
+            return None
+    return None
 
 
 if __name__ == "__main__":
