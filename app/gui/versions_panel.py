@@ -37,10 +37,11 @@ from app.core.contract import (
     PASS,
     ContractError,
     ContractReport,
+    ModelChanged,
     ModelUnreadable,
     NoContract,
     TargetCheck,
-    check_contract,
+    check_registered,
 )
 from app.core.store import Store
 from app.core.versions import (
@@ -59,15 +60,17 @@ log = logging.getLogger(__name__)
 VERSION_COLUMNS = ("name", "version", "kind", "parameters", "opset", "producer", "size",
                    "sha256", "signature / location")
 # Why a version has no report. Only NO_CONTRACT is a state the user chose (nothing promised);
-# the other two are mistakes to fix, and must not read as it.
+# the others are mistakes to fix, and must not read as it.
 NO_CONTRACT = "no_contract"
 CONTRACT_ERROR = "contract_error"  # a contract (or its validation file) that cannot be used
 UNREADABLE = "unreadable"  # the model file itself cannot be read
+CHANGED = "changed"  # the file is no longer the one registered under the version's name
 PROBLEM_TEXT = {NO_CONTRACT: "no contract", CONTRACT_ERROR: "contract error",
-                UNREADABLE: "cannot read model"}
+                UNREADABLE: "cannot read model",
+                CHANGED: "changed since registered: register it again"}
 CELL_COLORS = {PASS: "#2e7d32", FAIL: "#c62828", "unreachable": "#607d8b",
                "unsupported": "#607d8b", NO_CONTRACT: "#607d8b", CONTRACT_ERROR: "#6a1b9a",
-               UNREADABLE: "#6a1b9a"}
+               UNREADABLE: "#6a1b9a", CHANGED: "#6a1b9a"}
 _SHORT = {"accuracy": "acc", "latency_p95_ms": "p95", "peak_memory_mb": "mem",
           "parameters": "params"}
 _UNITS = {"latency_p95_ms": " ms", "peak_memory_mb": " MB"}
@@ -75,8 +78,8 @@ _UNITS = {"latency_p95_ms": " ms", "peak_memory_mb": " MB"}
 
 class ContractProblem(str):
     """Why a version has no contract report: the reason, as a plain ``str`` (what
-    ``contracts_checked`` has always carried), with ``kind`` (NO_CONTRACT, CONTRACT_ERROR or
-    UNREADABLE) saying whether that is a choice or a mistake."""
+    ``contracts_checked`` has always carried), with ``kind`` (NO_CONTRACT, CONTRACT_ERROR,
+    UNREADABLE or CHANGED) saying whether that is a choice or a mistake."""
 
     kind: str
 
@@ -127,8 +130,9 @@ def cell_tooltip(check: TargetCheck) -> str:
 
 def why_no_report(error: ContractError) -> ContractProblem:
     """Sort a failed check: no contract beside the model (a choice), or a model file or
-    contract that cannot be used (a mistake), by the kind of error check_contract raised."""
+    contract that cannot be used (a mistake), by the kind of error check_registered raised."""
     kind = (UNREADABLE if isinstance(error, ModelUnreadable)
+            else CHANGED if isinstance(error, ModelChanged)
             else NO_CONTRACT if isinstance(error, NoContract) else CONTRACT_ERROR)
     return ContractProblem(str(error), kind)
 
@@ -287,8 +291,8 @@ class VersionsPanel(QWidget):
         return next((t.status for t in report.targets if t.target == target), None)
 
     def problem(self, version: str) -> str | None:
-        """Why ``version`` has no contract report: NO_CONTRACT, CONTRACT_ERROR or UNREADABLE
-        (None when it has one, or was not checked)."""
+        """Why ``version`` has no contract report: NO_CONTRACT, CONTRACT_ERROR, UNREADABLE or
+        CHANGED (None when it has one, or was not checked)."""
         report = self.reports.get(version)
         return problem_kind(report) if isinstance(report, str) else None
 
@@ -396,7 +400,9 @@ class VersionsPanel(QWidget):
                 if cancelled():
                     break
                 try:
-                    out[v.name] = check_contract(v.location, targets, runs=runs)
+                    # Hashes the file first (on this worker: a large model takes seconds):
+                    # a file changed since registration gets no verdict under its name.
+                    out[v.name] = check_registered(v, targets, runs=runs)
                 except ContractError as exc:
                     out[v.name] = why_no_report(exc)
                 progress((k + 1) / max(1, len(versions)))

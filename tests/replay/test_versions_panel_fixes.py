@@ -1,6 +1,7 @@
 """Versions panel fixes, driven as a user drives the panel, offscreen, on real workspaces and
 real models: Delete beside another panel's Delete, contracts that cannot be used, a cancelled
-check's bar, and parameter counts as the registry row writes them."""
+check's bar, parameter counts as the registry row writes them, a file changed since it was
+registered, and the version it was registered with."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from onnx import TensorProto, helper, numpy_helper
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
+from app.core.store import Store
+from app.core.versions import register
 from app.gui.versions_panel import (
     CELL_COLORS,
+    CHANGED,
     CONTRACT_ERROR,
     NO_CONTRACT,
     UNREADABLE,
@@ -185,3 +189,49 @@ def test_parameter_counts_read_with_thousands_separators(qtbot, workspace, tmp_p
     cell = p.contract_table.item(0, 0)
     assert f"params {shown}" in cell.text() and "e+" not in cell.text()
     assert f"parameters: {shown} (limit 20,000,000)" in cell.toolTip()
+
+
+def test_a_file_changed_since_registration_is_refused_never_passed(qtbot, workspace, tmp_path,
+                                                                  versions, panels):
+    demo_contract = (DEMO / "wine-v1.contract.toml").read_text()
+    model = _own_folder(tmp_path, "wine-v1", versions[0], demo_contract)
+    p = panels(workspace, targets=("cpu",), runs=20, seed_versions=[str(model)])
+    with qtbot.waitSignal(p.contracts_checked, timeout=CHECK_MS):
+        p.check_button.click()
+    assert p.cell_status("wine-v1", "cpu") == "pass"
+    # Re-exported in place after registration: bytes the registry row does not describe, on
+    # which every clause would still pass.
+    m = onnx.load(model)
+    m.producer_version = "2"
+    onnx.save(m, model)
+    with qtbot.waitSignal(p.contracts_checked, timeout=CHECK_MS):
+        p.check_button.click()
+    assert p.cell_status("wine-v1", "cpu") is None and p.problem("wine-v1") == CHANGED
+    cell = p.contract_table.item(0, 0)
+    assert cell.text() == "changed since registered: register it again"
+    assert "changed since it was registered" in cell.toolTip()
+    assert cell.background().color().name() == CELL_COLORS[CHANGED] != CELL_COLORS["pass"]
+    assert "1 could not be checked: wine-v1 (changed since registered" in p.status.text()
+
+
+def test_the_version_clause_reads_the_registered_version_when_the_file_has_none(
+        qtbot, workspace, tmp_path, versions, panels):
+    model = _own_folder(tmp_path, "mlp", versions[0], '[contract]\nversion = "1.0.0"\n')
+    m = onnx.load(model)
+    kept = [(e.key, e.value) for e in m.metadata_props if e.key != "version"]
+    del m.metadata_props[:]
+    for key, value in kept:
+        m.metadata_props.add(key=key, value=value)
+    onnx.save(m, model)
+    store = Store(workspace)
+    try:
+        register(store, str(model), version="1.0.0")  # versions add --version 1.0.0
+    finally:
+        store.close()
+    p = panels(workspace, targets=("cpu",), runs=20)
+    assert p.table.item(0, 1).text() == "1.0.0"
+    with qtbot.waitSignal(p.contracts_checked, timeout=CHECK_MS):
+        p.check_button.click()
+    assert p.cell_status("mlp", "cpu") == "pass"
+    assert ("version: 1.0.0 (limit 1.0.0) — the version it was registered with (the file "
+            "names none)") in p.contract_table.item(0, 0).toolTip()
