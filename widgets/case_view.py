@@ -23,6 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.domain import figure_text
+
 VERSION_COLORS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1")
 MAX_CLASS_TICKS = 20  # more classes than this: the axis picks its own ticks
 LEGEND_NAME_CHARS = 24  # a longer version name is cut in the legend (whole in its tooltip)
@@ -206,7 +208,7 @@ class CaseViewWidget(QWidget):
         for r, a in enumerate(answers):
             cells = [a.version, a.error or (a.prediction or "-"),
                      "-" if a.confidence is None else f"{a.confidence:.3f}",
-                     "-" if a.latency_ms is None else f"{a.latency_ms:.4f}",
+                     "-" if a.latency_ms is None else figure_text(a.latency_ms),
                      a.verdict.replace("_", " ")]
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)

@@ -9,6 +9,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence, QShortcut
@@ -21,11 +22,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.domain import figure_text
 from app.core.replay import ReplayResult
 from app.core.replay_store import load_replay
 from app.core.store import Store
 from app.core.versions import register
 from app.gui.replay_panel import ReplayPanel
+from widgets.case_view import CaseViewWidget, VersionAnswer
 
 TIMEOUT_MS = 30_000
 
@@ -395,3 +398,17 @@ def _fits_in(qtbot, panel: ReplayPanel, dock: QScrollArea) -> None:
     # The summary starts under the controls, at the panel's left edge.
     below = max(r.bottom() for r in boxes)
     assert panel.summary.mapTo(panel, panel.summary.rect().topLeft()).y() > below
+
+
+# -- D6: the case view's latency to three significant figures ---------------------------------
+
+def test_the_case_views_latency_reads_as_the_summary_does(qtbot):
+    view = CaseViewWidget()
+    qtbot.addWidget(view)
+    answers = [VersionAnswer("a", np.array([0.2, 0.8]), "1", 0.8, 0.000423, "fixed"),
+               VersionAnswer("b", np.array([0.2, 0.8]), "1", 0.8, 0.0000712, "fixed"),
+               VersionAnswer("c", np.array([0.2, 0.8]), "1", 0.8, 12.3456, "fixed")]
+    view.show_case("row", np.zeros((1, 4)), [], answers)
+    assert [view.answers.item(r, 3).text() for r in range(3)] == \
+        [figure_text(0.000423), figure_text(0.0000712), figure_text(12.3456)] == \
+        ["0.000423", "0.0000712", "12.3"]
