@@ -96,6 +96,21 @@ def _to_qimage(a: np.ndarray) -> QImage:
     return QImage(scaled.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
 
 
+def is_probabilities(scores: np.ndarray) -> bool:
+    """Whether every finite score lies in [0, 1] (probabilities, or one per class)."""
+    finite = scores[np.isfinite(scores)]
+    return bool(finite.size) and finite.min() >= 0.0 and finite.max() <= 1.0
+
+
+def min_max(scores: np.ndarray) -> np.ndarray:
+    """``scores`` stretched linearly to 0..1 (NaN and inf kept where they are)."""
+    finite = np.isfinite(scores)
+    lo, hi = scores[finite].min(), scores[finite].max()
+    out = scores.copy()
+    out[finite] = (scores[finite] - lo) / (hi - lo) if hi > lo else 1.0
+    return out
+
+
 class CaseViewWidget(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -159,9 +174,14 @@ class CaseViewWidget(QWidget):
         layout.addWidget(split, 1)
         self._bar_items: list[pg.BarGraphItem] = []
         self._notes: list[pg.TextItem] = []  # said on the plot when it has no bar at all
+        self._scaled: list[str] = []  # versions whose raw scores are drawn stretched to 0..1
 
     def showing_image(self) -> bool:
         return self.input_stack.currentWidget() is self.image
+
+    def scaled_versions(self) -> list[str]:
+        """The versions whose bars are raw scores stretched to 0..1 (beside probabilities)."""
+        return list(self._scaled)
 
     def bar_count(self) -> int:
         """How many versions have bars drawn (one whose outputs are all NaN has none)."""
@@ -180,6 +200,7 @@ class CaseViewWidget(QWidget):
         self._notes = []
         self.legend.clear()
         self.legend.setToolTip("")
+        self._scaled = []
 
     def show_case(self, title: str, array: np.ndarray | None, feature_names: list[str],
                   answers: list[VersionAnswer]) -> None:
@@ -233,9 +254,19 @@ class CaseViewWidget(QWidget):
         self.bars.getAxis("bottom").setTicks(
             [[(c, str(c)) for c in range(classes)]] if classes <= MAX_CLASS_TICKS else None)
         entries, tips = [], []
+        # Probabilities beside raw scores (logits, say) on one axis: scores of 25 flatten
+        # the others' 0..1 to a pixel. Each raw-score version is then drawn stretched
+        # min-max to 0..1 (no softmax: which class is highest, and by how much relative to
+        # the others, still reads), and the legend and the axis say so.
+        rescale = any(is_probabilities(a.scores) for a in shown) and \
+            not all(is_probabilities(a.scores) for a in shown)
+        self._scaled = []
         for k, a in enumerate(shown):
             scores = a.scores.astype(np.float64)
             finite = np.isfinite(scores)
+            if rescale and finite.any() and not is_probabilities(scores):
+                scores = min_max(scores)
+                self._scaled.append(a.version)
             x = np.arange(len(scores)) - 0.4 + width * (k + 0.5)
             color = VERSION_COLORS[k % len(VERSION_COLORS)]
             if finite.any():  # no bar where there is no number (a 0 would read as an answer)
@@ -243,7 +274,9 @@ class CaseViewWidget(QWidget):
                                        brush=color, name=a.version)
                 self.bars.addItem(item)
                 self._bar_items.append(item)
-            note = non_finite_note(scores)
+            note = "; ".join(n for n in (
+                "raw, min\u2013max" if a.version in self._scaled else "",
+                non_finite_note(scores)) if n)
             name = a.version if len(a.version) <= LEGEND_NAME_CHARS else \
                 a.version[:LEGEND_NAME_CHARS - 1] + "…"
             entry = f'<span style="color:{color}">&#9632;</span>&nbsp;{_unbroken(name)}'
@@ -252,8 +285,12 @@ class CaseViewWidget(QWidget):
                 entry += ("&nbsp;" if short else " ") + \
                     f"<i>({_unbroken(note) if short else html.escape(note)})</i>"
             entries.append(entry)
+            if a.version in self._scaled:
+                note += (" (raw scores, not probabilities: drawn stretched min\u2013max to "
+                         "0\u20131 beside the others' probabilities)")
             tips.append(a.version + (f": {note}" if note else ""))
         self.legend.setText("&nbsp;&nbsp; ".join(entries))
+        self.bars.setLabel("left", "output (scaled)" if self._scaled else "output")
         self.legend.setToolTip("\n".join(tips))
         if not self._bar_items:  # an empty plot says why it is empty
             text = pg.TextItem("no finite output:\nno bars", anchor=(0.5, 0.5),

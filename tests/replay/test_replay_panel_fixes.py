@@ -412,3 +412,24 @@ def test_the_case_views_latency_reads_as_the_summary_does(qtbot):
     assert [view.answers.item(r, 3).text() for r in range(3)] == \
         [figure_text(0.000423), figure_text(0.0000712), figure_text(12.3456)] == \
         ["0.000423", "0.0000712", "12.3"]
+
+
+# -- D4: raw scores beside probabilities ----------------------------------------------------------
+
+def test_raw_scores_beside_probabilities_are_drawn_min_max_and_say_so(qtbot):
+    view = CaseViewWidget()
+    qtbot.addWidget(view)
+    probs = VersionAnswer("probs", np.array([0.1, 0.2, 0.7]), "2", 0.7, 0.1, "fixed")
+    logits = VersionAnswer("logits", np.array([-3.0, 2.0, 22.0]), "2", None, 0.1, "fixed")
+    view.show_case("row", np.zeros((1, 4)), [], [probs, logits])
+    assert view.scaled_versions() == ["logits"]
+    heights = [np.asarray(item.opts["height"]) for item in view._bar_items]
+    np.testing.assert_allclose(heights[0], [0.1, 0.2, 0.7])  # probabilities as they are
+    np.testing.assert_allclose(heights[1], [0.0, 0.2, 1.0])  # 25 no longer flattens them
+    assert "logits&nbsp;<i>(raw,&nbsp;min\u2013max)</i>" in view.legend.text()
+    assert "not probabilities" in view.legend.toolTip()
+    # All raw scores: one scale among them, drawn as they are.
+    view.show_case("row", np.zeros((1, 4)), [], [logits, logits])
+    assert view.scaled_versions() == []
+    np.testing.assert_allclose(np.asarray(view._bar_items[0].opts["height"]), [-3, 2, 22])
+    assert "min" not in view.legend.text()
