@@ -11,10 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QImage, QPixmap
+from PySide6.QtGui import QColor, QImage, QPixmap, QResizeEvent
 from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
+    QSizePolicy,
     QSplitter,
     QStackedWidget,
     QTableWidget,
@@ -29,6 +30,11 @@ VERSION_COLORS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc94
 MAX_CLASS_TICKS = 20  # more classes than this: the axis picks its own ticks
 LEGEND_NAME_CHARS = 24  # a longer version name is cut in the legend (whole in its tooltip)
 MAX_LISTED_CLASSES = 6  # classes named in a legend note before "…"
+# The input's pane beside the bars: a table's names and values; an image, which in a short
+# dock is small anyway, leaves the bars more.
+TABLE_PANE_PX = 240
+IMAGE_PANE_PX = 190
+ANSWER_ROWS = 5  # versions' answers shown without scrolling (each one line)
 VERDICT_COLORS = {"fixed": "#2e7d32", "still_failing": "#c62828", "newly_broken": "#ef6c00",
                   "ok": "#546e7a", "no_answer": "#9e9e9e"}
 
@@ -83,17 +89,36 @@ def _unbroken(text: str) -> str:
     return html.escape(text).replace(" ", "&nbsp;").replace("-", "-\u2060")
 
 
-def _to_qimage(a: np.ndarray) -> QImage:
+def _value(v: float) -> str:
+    return f"{v:.2f}" if 0.01 <= abs(v) < 1000 or v == 0 else f"{v:.3g}"
+
+
+def image_scale(a: np.ndarray) -> tuple[float, float, str]:
+    """The values drawn black and white, and the caption that says so. Values within [0, 1]
+    are drawn on that fixed scale, so a faint input (all under 0.3) looks faint; others are
+    stretched to their own range, and the caption gives it: either way a faint input can be
+    told from a normal one."""
+    finite = a[np.isfinite(a)]
+    if not finite.size:
+        return 0.0, 1.0, "no finite values"
+    vmin, vmax = float(finite.min()), float(finite.max())
+    values = f"values {_value(vmin)}\u2013{_value(vmax)}"
+    if vmin >= 0.0 and vmax <= 1.0:
+        return 0.0, 1.0, f"{values}, shown on 0\u20131 (black\u2013white)"
+    return vmin, vmax, f"{values}, stretched to black\u2013white"
+
+
+def _to_qimage(a: np.ndarray) -> tuple[QImage, str]:
+    """The image for ``a`` and the caption of its scale (``image_scale``)."""
     a = a.astype(np.float64)
-    finite = np.isfinite(a)
-    lo, hi = (a[finite].min(), a[finite].max()) if finite.any() else (0.0, 1.0)
+    lo, hi, caption = image_scale(a)
     scaled = np.zeros(a.shape, np.uint8) if hi <= lo else \
         np.clip((np.nan_to_num(a, nan=lo) - lo) / (hi - lo) * 255, 0, 255).astype(np.uint8)
     scaled = np.ascontiguousarray(scaled)
     h, w = scaled.shape[:2]
     if scaled.ndim == 2:
-        return QImage(scaled.data, w, h, w, QImage.Format.Format_Grayscale8).copy()
-    return QImage(scaled.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+        return QImage(scaled.data, w, h, w, QImage.Format.Format_Grayscale8).copy(), caption
+    return QImage(scaled.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy(), caption
 
 
 def is_probabilities(scores: np.ndarray) -> bool:
@@ -111,6 +136,34 @@ def min_max(scores: np.ndarray) -> np.ndarray:
     return out
 
 
+class _PictureLabel(QLabel):
+    """An image scaled to the room it has, pixels kept square and sharp (nearest neighbour:
+    a 28x28 input is read pixel by pixel). Its pixmap never sets its size, so a short dock
+    shows the whole image smaller instead of its top strip."""
+
+    def __init__(self) -> None:
+        super().__init__(alignment=Qt.AlignmentFlag.AlignCenter)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
+        self.setMinimumSize(48, 48)
+        self._source: QImage | None = None
+
+    def set_image(self, image: QImage | None) -> None:
+        self._source = image
+        self._fit()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        if self._source is None:
+            self.clear()
+            return
+        self.setPixmap(QPixmap.fromImage(self._source).scaled(
+            self.size(), Qt.AspectRatioMode.KeepAspectRatio,
+            Qt.TransformationMode.FastTransformation))
+
+
 class CaseViewWidget(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -120,13 +173,23 @@ class CaseViewWidget(QWidget):
         self.inputs.setHorizontalHeaderLabels(["feature", "value"])
         self.inputs.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.inputs.verticalHeader().setVisible(False)
-        self.image = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
+        self.image = _PictureLabel()
+        # Under the image: the values it spans and how they map to grey.
+        self.image_range = QLabel()
+        self.image_range.setWordWrap(True)
+        self.image_range.setAlignment(Qt.AlignmentFlag.AlignHCenter)
+        self.image_page = QWidget()
+        page = QVBoxLayout(self.image_page)
+        page.setContentsMargins(0, 0, 0, 0)
+        page.setSpacing(2)
+        page.addWidget(self.image, 1)
+        page.addWidget(self.image_range)
         self.input_stack = QStackedWidget()
         self.input_stack.addWidget(self.inputs)
-        self.input_stack.addWidget(self.image)
-        self.input_stack.setMaximumWidth(240)  # names and values; the bars get the rest
+        self.input_stack.addWidget(self.image_page)
+        self.input_stack.setMaximumWidth(TABLE_PANE_PX)
         self.bars = pg.PlotWidget()
-        self.bars.setMinimumHeight(110)
+        self.bars.setMinimumHeight(90)
         # The legend is a line above the plot, not pyqtgraph's legend inside it: that one sat
         # over the first class's bars (the tallest, for a confident answer), and its swatches
         # read as bar tops. Entries wrap between versions when the pane is narrow.
@@ -150,34 +213,54 @@ class CaseViewWidget(QWidget):
             header = QTableWidgetItem(label)
             header.setToolTip(tip)
             self.answers.setHorizontalHeaderItem(c, header)
-        self.answers.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        # The version's name takes what is left; the numbers and the verdict are never cut.
+        header = self.answers.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.answers.setWordWrap(False)
+        # Cut in the middle: one model's versions differ at the end ("digits-v1", "-v2").
+        self.answers.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.answers.verticalHeader().setVisible(False)
-        # One row per version stays readable under the bars, however short the dock.
-        self.answers.setMinimumHeight(120)
+        # Rows of one line (the style's are ~30 px): three versions' answers fit under the
+        # bars in a 430 px dock, and more features show beside them.
+        row_px = self.answers.fontMetrics().height() + 6
+        for table in (self.answers, self.inputs):
+            table.verticalHeader().setDefaultSectionSize(row_px)
+            table.verticalHeader().setMinimumSectionSize(row_px)
+        self._fit_answers()
         chart = QWidget()
         chart_layout = QVBoxLayout(chart)
         chart_layout.setContentsMargins(0, 0, 0, 0)
         chart_layout.setSpacing(2)
         chart_layout.addWidget(self.legend)
         chart_layout.addWidget(self.bars, 1)
-        right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(chart)
-        right.addWidget(self.answers)
-        right.setChildrenCollapsible(False)
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.input_stack)
-        split.addWidget(right)
+        split.addWidget(chart)
         split.setStretchFactor(1, 2)
+        split.setChildrenCollapsible(False)
+        # The answers across the whole width, under the input and the bars: in a short dock
+        # they stay in sight (their height is their rows'), and a version's name has room.
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(3)
         layout.addWidget(self.title)
         layout.addWidget(split, 1)
+        layout.addWidget(self.answers)
         self._bar_items: list[pg.BarGraphItem] = []
         self._notes: list[pg.TextItem] = []  # said on the plot when it has no bar at all
         self._scaled: list[str] = []  # versions whose raw scores are drawn stretched to 0..1
 
+    def _fit_answers(self) -> None:
+        """The answers table as tall as its rows, three to ``ANSWER_ROWS`` (then it
+        scrolls): the bars and the input take the rest."""
+        rows = min(max(3, self.answers.rowCount()), ANSWER_ROWS)
+        self.answers.setFixedHeight(self.answers.horizontalHeader().sizeHint().height()
+                                    + rows * self.answers.verticalHeader().defaultSectionSize()
+                                    + 2 * self.answers.frameWidth() + 2)
+
     def showing_image(self) -> bool:
-        return self.input_stack.currentWidget() is self.image
+        return self.input_stack.currentWidget() is self.image_page
 
     def scaled_versions(self) -> list[str]:
         """The versions whose bars are raw scores stretched to 0..1 (beside probabilities)."""
@@ -191,6 +274,8 @@ class CaseViewWidget(QWidget):
         self.title.setText("Select a case to compare versions")
         self.inputs.setRowCount(0)
         self.answers.setRowCount(0)
+        self.image.set_image(None)
+        self.image_range.clear()
         self._clear_bars()
 
     def _clear_bars(self) -> None:
@@ -213,9 +298,12 @@ class CaseViewWidget(QWidget):
             self.inputs.setItem(0, 1, QTableWidgetItem("-"))
             self.input_stack.setCurrentWidget(self.inputs)
         elif picture is not None:
-            pixmap = QPixmap.fromImage(_to_qimage(picture))
-            self.image.setPixmap(pixmap.scaled(240, 240, Qt.AspectRatioMode.KeepAspectRatio))
-            self.input_stack.setCurrentWidget(self.image)
+            image, caption = _to_qimage(picture)
+            self.image.set_image(image)
+            self.image_range.setText(caption)
+            self.image_range.setToolTip(caption)
+            self.input_stack.setCurrentWidget(self.image_page)
+            self.input_stack.setMaximumWidth(IMAGE_PANE_PX)
         else:
             values = np.asarray(array).reshape(-1)
             self.inputs.setRowCount(len(values))
@@ -224,8 +312,11 @@ class CaseViewWidget(QWidget):
                 self.inputs.setItem(r, 0, QTableWidgetItem(name))
                 self.inputs.setItem(r, 1, QTableWidgetItem(f"{v:.6g}"))
             self.input_stack.setCurrentWidget(self.inputs)
+        if not self.showing_image():
+            self.input_stack.setMaximumWidth(TABLE_PANE_PX)
         self._show_bars(answers)
         self.answers.setRowCount(len(answers))
+        self._fit_answers()
         for r, a in enumerate(answers):
             cells = [a.version, a.error or (a.prediction or "-"),
                      "-" if a.confidence is None else f"{a.confidence:.3f}",

@@ -76,6 +76,20 @@ _REGISTERED = Qt.ItemDataRole.UserRole + 1  # the item came from the registry
 _PICKED = -1  # the time filter's entry for a range picked on a plot or an incident
 _COLUMN_CHARS = 24  # a results column is at most this many average characters wide
 _SAVED_WIDE = "#99 9999 cases"  # the saved-replay box is at least this wide
+# Widening the grid to its columns after a replay leaves the failure list and the case view
+# at least this wide (the case view's image or features beside its bars and answers).
+_LIST_MIN_PX = 180
+_VERSIONS_MAX_PX = 140  # the version picker grows to its rows up to this, then scrolls
+_CASE_MIN_PX = 500
+
+
+def _one_line_rows(view: QTableView) -> None:
+    """Rows one line of text tall (the style's default is ~30 px): in a 430 px dock the
+    tables show a third more rows, and three versions' answers fit under the bars."""
+    row_px = view.fontMetrics().height() + 6
+    header = view.verticalHeader()
+    header.setMinimumSectionSize(row_px)
+    header.setDefaultSectionSize(row_px)
 
 
 class _Unopened(Target):
@@ -172,12 +186,14 @@ class ReplayPanel(QWidget):
         self.failure_view.setModel(self.failure_model)
         self.failure_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.failure_view.verticalHeader().setVisible(False)
+        _one_line_rows(self.failure_view)
         self.failure_count = QLabel("no failures loaded")
         self.failure_count.setWordWrap(True)  # else its length sets the column's minimum
+        self.failure_count.setToolTip("select rows to replay only those")
 
         self.version_list = QListWidget()
         self.version_list.setMinimumHeight(3 * self.version_list.fontMetrics().height() + 12)
-        self.version_list.setMaximumHeight(140)
+        self.version_list.setMaximumHeight(_VERSIONS_MAX_PX)
         # Bisect walks the list top to bottom: drag to change the order for this replay.
         self.version_list.setDragDropMode(QAbstractItemView.DragDropMode.InternalMove)
         self.version_list.setToolTip("tick the versions to replay on; drag to change the "
@@ -228,6 +244,7 @@ class ReplayPanel(QWidget):
         self.result_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.result_view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.result_view.verticalHeader().setVisible(False)
+        _one_line_rows(self.result_view)
         # Fitting columns measures cells row by row: 1,000 rows (Qt's default) took 143 ms
         # of the GUI thread on a 10,000-case replay, 200 rows take 28 ms.
         self.result_view.horizontalHeader().setResizeContentsPrecision(200)
@@ -313,6 +330,14 @@ class ReplayPanel(QWidget):
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(Qt.CheckState.Checked)
             self.version_list.addItem(item)
+        self._fit_version_list()
+
+    def _fit_version_list(self) -> None:
+        # As tall as its rows: taller, it took the failure list's room in a short dock.
+        view = self.version_list
+        rows = max(3, view.count())
+        row_px = max(view.sizeHintForRow(0), view.fontMetrics().height())
+        view.setMaximumHeight(min(_VERSIONS_MAX_PX, rows * row_px + 2 * view.frameWidth() + 4))
 
     @property
     def provider(self) -> str:
@@ -366,6 +391,7 @@ class ReplayPanel(QWidget):
                                     "panel, or untick it")
             return
         self.version_list.takeItem(self.version_list.row(item))
+        self._fit_version_list()
 
     def add_version_file(self, path: str | Path) -> Job:
         """Add an ONNX file to the list (not to the registry) once it reads as a model by the
@@ -508,8 +534,7 @@ class ReplayPanel(QWidget):
             capped = " (the max: newest first, more may match)" if len(failures) == limit \
                 else ""
             self.failure_count.setText(f"{len(failures)} failures{capped}, "
-                                       f"{len(self._controls)} controls (select rows to "
-                                       "replay only those)")
+                                       f"{len(self._controls)} controls")
         self.failures_loaded.emit(len(failures))
 
     def run_replay(self) -> Job | None:
@@ -659,11 +684,13 @@ class ReplayPanel(QWidget):
         for c in range(self.result_model.columnCount()):
             if header.sectionSize(c) > cap:
                 header.resizeSection(c, cap)
+        self._fit_grid()
         title = (f"<b>Replay #{result.replay_id}</b>" if result.replay_id is not None else
                  f"<b>Replay, not saved:</b> {html.escape(not_saved or 'not saved')}; "
                  "Export CSV… keeps its cases")
+        # What it was judged with on the title's line: one line less above the columns.
         lines = [title + (" — <b>cancelled</b>; finished versions only" if result.cancelled
-                          else "")]
+                          else "") + " · " + html.escape(judged_with(result.criteria))]
         for s in result.summaries():
             p95 = "-" if s.latency_p95_ms is None else figure_text(s.latency_p95_ms)
             why = html.escape(s.unanswered_reason or "")
@@ -683,7 +710,6 @@ class ReplayPanel(QWidget):
             lines.append(f"{unjudged} SLOW failures judged on their outputs only: their "
                          f"endpoint has no SLO, or the version that recorded them{by} was not "
                          f"replayed{hint}")
-        lines.append(html.escape(judged_with(result.criteria)))
         self.summary.setText("<br>".join(lines))
         if not result.cancelled:  # a cancelled one leaves the bar where it stopped
             self.progress.setValue(1000)
@@ -692,6 +718,22 @@ class ReplayPanel(QWidget):
         self.refresh_endpoints()
         self.case_view.clear()
         self.replay_finished.emit(result)
+
+    def _fit_grid(self) -> None:
+        """Widen the grid to its columns, so every version and "first failing" are in
+        sight, taking from the failure list, then the case view, down to a working width
+        each. Where that is not enough the grid scrolls sideways in itself."""
+        view, sizes = self.result_view, self._split.sizes()
+        need = (view.horizontalHeader().length() + 2 * view.frameWidth()
+                + view.verticalScrollBar().sizeHint().width())
+        short = need - sizes[1]
+        for k, floor in ((0, _LIST_MIN_PX), (2, _CASE_MIN_PX)):
+            give = max(0, min(short, sizes[k] - floor))
+            sizes[k] -= give
+            sizes[1] += give
+            short -= give
+        if sizes != self._split.sizes():
+            self._split.setSizes(sizes)
 
     def show_case(self, row: int) -> None:
         """Show case ``row`` of the results side by side across versions."""
@@ -717,6 +759,16 @@ class ReplayPanel(QWidget):
             index, QItemSelectionModel.SelectionFlag.ClearAndSelect
             | QItemSelectionModel.SelectionFlag.Rows)
         self.result_view.scrollTo(index)
+
+    def heightForWidth(self, width: int) -> int:
+        """The least height the panel's layout takes at ``width``. The filter rows wrap, so
+        the layout has a height for each width, and a scroll area lays the panel out that
+        tall: the layout's own answer is its preferred height (~810 px, the columns' size
+        hints), which put the version picker and the case's answers under a 430 px dock's
+        fold. Its minimum instead: the columns share what the dock gives and scroll inside
+        themselves; the dock scrolls only when it is shorter than that."""
+        layout = self.layout()
+        return layout.totalMinimumHeightForWidth(width) if layout is not None else -1
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)

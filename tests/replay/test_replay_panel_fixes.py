@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtGui import QImage, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -398,6 +398,85 @@ def _fits_in(qtbot, panel: ReplayPanel, dock: QScrollArea) -> None:
     # The summary starts under the controls, at the panel's left edge.
     below = max(r.bottom() for r in boxes)
     assert panel.summary.mapTo(panel, panel.summary.rect().topLeft()).y() > below
+
+
+# -- replay UI audit (/tmp/audit-replay-ui/REPORT.md), D1/D3: the panel fits its dock ------------
+
+# The Replay dock's viewport in a 1680x1000 window, the tab at its first height (480 px).
+DOCK_VIEWPORT = (1234, 428)
+
+
+def _in_sight(widget: QWidget, dock: QScrollArea) -> bool:
+    """Whether all of ``widget`` lies inside the scroll area's visible viewport."""
+    top_left = widget.mapTo(dock.viewport(), widget.rect().topLeft())
+    return widget.isVisible() and widget.height() > 0 and \
+        dock.viewport().rect().contains(widget.rect().translated(top_left))
+
+
+def test_at_the_default_dock_size_the_versions_grid_and_a_cases_answers_are_in_sight(
+        qtbot, panel):
+    dock = QScrollArea()  # as the workbench docks it
+    dock.setWidgetResizable(True)
+    dock.setWidget(panel)
+    qtbot.addWidget(dock)
+    dock.resize(*DOCK_VIEWPORT)
+    dock.show()
+    try:
+        load(qtbot, panel)
+        result = replay_now(qtbot, panel)
+        with qtbot.waitSignal(panel.case_selected, timeout=TIMEOUT_MS):
+            panel.select_result_row(0)
+        # Laid out in the height it is given (it was ~810 px: under the fold, behind an
+        # outer scrollbar, were the version picker and the case's answers).
+        qtbot.waitUntil(lambda: panel.height() <= dock.viewport().height(), timeout=5_000)
+        assert dock.verticalScrollBar().maximum() == 0
+        view = panel.case_view
+        for widget in (panel.failure_view, panel.version_list, panel.result_view,
+                       view.inputs, view.bars, view.answers):
+            assert _in_sight(widget, dock), widget
+        # Every version ticked, and every version's answer with its latency, in sight.
+        versions = panel.version_list
+        assert all(versions.visualItemRect(versions.item(i)).bottom()
+                   <= versions.viewport().height() for i in range(versions.count()))
+        answers = view.answers
+        assert answers.rowCount() == len(result.runs) == 3
+        assert answers.rowViewportPosition(2) + answers.rowHeight(2) \
+            <= answers.viewport().height()
+        assert answers.horizontalScrollBar().maximum() == 0  # no column cut off the side
+        # Every version's column and "first failing" in the grid without scrolling sideways.
+        grid = panel.result_view
+        assert grid.horizontalHeader().length() <= grid.viewport().width()
+    finally:
+        dock.takeWidget()  # the fixture shuts the panel down
+
+
+# -- D2: a faint image looks faint, or says its range --------------------------------------------
+
+def _brightest(view: CaseViewWidget) -> int:
+    image = view.image.pixmap().toImage().convertToFormat(QImage.Format.Format_Grayscale8)
+    return max(image.pixelColor(x, y).value() for x in range(image.width())
+               for y in range(image.height()))
+
+
+def test_a_faint_image_is_drawn_faint_and_its_range_is_said(qtbot):
+    view = CaseViewWidget()
+    qtbot.addWidget(view)
+    view.resize(700, 400)
+    view.show()
+    answer = VersionAnswer("m", np.array([0.2, 0.8]), "1", 0.8, 0.1, "fixed")
+    picture = np.zeros((1, 1, 28, 28), np.float32)
+    picture[..., 8:20, 8:20] = 1.0
+    view.show_case("normal", picture, [], [answer])
+    assert _brightest(view) == 255
+    assert view.image_range.text() == "values 0.00\u20131.00, shown on 0\u20131 (black\u2013white)"
+    view.show_case("faint", picture * 0.28, [], [answer])  # the same image, faint
+    assert _brightest(view) <= round(0.28 * 255) + 1
+    assert "values 0.00\u20130.28" in view.image_range.text()
+    # Values outside 0..1 are stretched, and the caption says over what.
+    view.show_case("raw", picture * 3.0 - 0.5, [], [answer])
+    assert _brightest(view) == 255
+    assert view.image_range.text() == "values -0.50\u20132.50, stretched to black\u2013white"
+    assert view.image_range.isVisible()
 
 
 # -- D6: the case view's latency to three significant figures ---------------------------------
