@@ -600,9 +600,10 @@ class ReplayPanel(QWidget):
                 not_saved.append(str(exc))
             return result
 
+        asked = [name for _, name in versions]
         return self._start(work, lambda result: self._on_replay_done(
             result, not_saved[0] if not_saved else None, registered_versions=model_versions,
-            input_names=names), replaying=True)
+            input_names=names, asked=asked), replaying=True)
 
     def open_replay(self, replay_id: int) -> Job | None:
         path = self.db_path
@@ -620,8 +621,36 @@ class ReplayPanel(QWidget):
             finally:
                 store.close()
 
-        return self._start(work, lambda result: self._on_replay_done(
-            result, reopened=True, registered_versions=model_versions, input_names=names))
+        return self._start(work, lambda result: self._on_reopened(
+            result, registered_versions=model_versions, input_names=names))
+
+    def _on_reopened(self, result: ReplayResult, **shown: Any) -> None:
+        """A saved replay on screen, and its cases as the list: Replay then reruns these
+        (the last Load's list and filters would disagree with the grid)."""
+        self._on_replay_done(result, reopened=True, **shown)
+        failures = [c for c in result.cases if not c.control]
+        self._controls = [c for c in result.cases if c.control]
+        self._loaded = True
+        self._listed_by = result.selection
+        self.failure_model.set_cases(failures)
+        if result.selection is not None:
+            self._show_filters(result.selection)
+        self.failure_count.setText(f"replay #{result.replay_id}'s {len(failures)} failures, "
+                                   f"{len(self._controls)} controls: Replay reruns these, "
+                                   "Load failures lists afresh")
+
+    def _show_filters(self, selection: Selection) -> None:
+        """The filter fields as ``selection`` set them (a saved replay's)."""
+        self.endpoint_box.setCurrentIndex(max(0, self.endpoint_box.findData(
+            selection.endpoint or ALL)))
+        kind = selection.kinds[0] if len(selection.kinds) == 1 else ALL
+        self.kind_box.setCurrentIndex(max(0, self.kind_box.findData(kind)))
+        self.label_edit.setText(selection.label or "")
+        self.version_edit.setText(selection.model_version or "")
+        self.limit_spin.setValue(selection.limit)
+        self.controls_spin.setValue(selection.controls)
+        # Its times as they were: "last hour" then is not "last hour" now.
+        self.set_time_range(selection.start_ns, selection.end_ns)
 
     def cancel(self) -> None:
         """Ask the replay to stop: between batches, or within 50 ms while a server's call
@@ -668,10 +697,12 @@ class ReplayPanel(QWidget):
     def _on_replay_done(self, result: ReplayResult, not_saved: str | None = None, *,
                         reopened: bool = False,
                         registered_versions: set[str | None] | None = None,
-                        input_names: dict[str, tuple[str, ...]] | None = None) -> None:
+                        input_names: dict[str, tuple[str, ...]] | None = None,
+                        asked: Sequence[str] = ()) -> None:
         """``registered_versions``: the model versions the registry held, read by the job
         (to say when a SLOW failure's recording version is not there to tick);
-        ``input_names``: the names of each endpoint's input values, to label a case's."""
+        ``input_names``: the names of each endpoint's input values, to label a case's;
+        ``asked``: the versions ticked, to name those a Cancel left unrun."""
         self.result = result
         self._input_names = input_names or {}
         self.export_button.setEnabled(True)
@@ -691,6 +722,10 @@ class ReplayPanel(QWidget):
         # What it was judged with on the title's line: one line less above the columns.
         lines = [title + (" — <b>cancelled</b>; finished versions only" if result.cancelled
                           else "") + " · " + html.escape(judged_with(result.criteria))]
+        ran = {r.version for r in result.runs}
+        not_run = [name for name in asked if name not in ran]
+        if result.cancelled and not_run:
+            lines.append(f"not run: {html.escape(', '.join(not_run))} (cancelled)")
         for s in result.summaries():
             p95 = "-" if s.latency_p95_ms is None else figure_text(s.latency_p95_ms)
             why = html.escape(s.unanswered_reason or "")

@@ -512,3 +512,44 @@ def test_raw_scores_beside_probabilities_are_drawn_min_max_and_say_so(qtbot):
     assert view.scaled_versions() == []
     np.testing.assert_allclose(np.asarray(view._bar_items[0].opts["height"]), [-3, 2, 22])
     assert "min" not in view.legend.text()
+
+
+# -- D7: a cancelled replay names the versions it never ran --------------------------------------
+
+def test_a_cancelled_replay_names_the_ticked_versions_it_did_not_run(qtbot, panel):
+    load(qtbot, panel)
+    panel.batch_size = 1
+    with qtbot.waitSignal(panel.replay_finished, timeout=TIMEOUT_MS) as done:
+        panel.run_replay()
+        panel.cancel()
+    result = done.args[0]
+    assert result.cancelled
+    ran = [r.version for r in result.runs]
+    not_run = [n for _, n in panel.checked_versions() if n not in ran]
+    assert not_run  # Cancel came while the first version was still running
+    assert f"not run: {', '.join(not_run)} (cancelled)" in plain(panel)
+
+
+# -- D8: a reopened replay's cases become the list Replay reruns ---------------------------------
+
+def test_reopening_a_replay_lists_its_cases_and_replay_reruns_them(qtbot, panel):
+    panel.label_edit.setText("1")
+    panel.controls_spin.setValue(10)
+    load(qtbot, panel)
+    first = replay_now(qtbot, panel)
+    ids = [c.capture_id for c in first.cases]
+    panel.label_edit.setText("0")  # another list, loaded after
+    panel.controls_spin.setValue(30)
+    load(qtbot, panel)
+    assert {c.capture.label for c in panel.failure_model.cases} == {"0"}
+    with qtbot.waitSignal(panel.replay_finished, timeout=TIMEOUT_MS):
+        panel.open_replay(first.replay_id)
+    listed = [c.capture_id for c in panel.failure_model.cases]
+    assert listed == [c.capture_id for c in first.cases if not c.control]
+    assert panel.failure_count.text().startswith(
+        f"replay #{first.replay_id}'s {len(listed)} failures, 10 controls")
+    # The filters say what chose them.
+    assert panel.label_edit.text() == "1" and panel.controls_spin.value() == 10
+    again = replay_now(qtbot, panel)
+    assert [c.capture_id for c in again.cases] == ids
+    assert again.selection.label == "1" and again.selection.controls == 10
