@@ -16,7 +16,9 @@ from pathlib import Path
 from app.core.agent_buffer import DEFAULT_MAX_ITEMS, AgentBuffer
 from app.core.agent_server import AgentHttpServer, tls_context
 from app.core.bus import Bus
+from app.core.contract_agent import AgentModel
 from app.core.recorder import Recorder
+from app.core.versions import VersionError, inspect_onnx
 from probes import Probe, ProbeError, ProbeOptions, open_probe
 
 log = logging.getLogger(__name__)
@@ -96,9 +98,18 @@ class Agent:
                         "in clear; give --cert and --key", config.host)
         info = {"agent": "probescope", "sources": [p.endpoint for p in self.probes],
                 "model_version": self.probes[0].info().get("model_version")}
+        model = None
+        if config.model is not None:  # named by its sha256, so a contract check on this
+            try:                      # agent measures only the very file it asks about
+                described = inspect_onnx(config.model)
+            except VersionError as exc:
+                raise AgentError(str(exc)) from exc
+            model = AgentModel(Path(described.location), described.name,
+                               described.sha256 or "")
         try:
             self.server = AgentHttpServer((config.host, config.port), token=config.token,
-                                          buffer_path=config.buffer_path, info=info, tls=tls)
+                                          buffer_path=config.buffer_path, info=info, tls=tls,
+                                          model=model)
         except OSError as exc:
             raise AgentError(f"cannot listen on {config.host}:{config.port}: "
                              f"{exc.strerror or exc}") from exc

@@ -5,6 +5,8 @@ API (every request needs ``Authorization: Bearer TOKEN``, or it gets 401 and not
 
 - ``GET /v1/info`` -> agent id, sources, buffer bounds
 - ``GET /v1/items?after=SEQ&limit=N`` -> the items with sequence > SEQ, oldest first
+- ``POST /v1/contract`` -> the contract measurements of the model file the agent runs
+  (``app.core.contract_agent``); 409 when it runs none or another version
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from urllib.parse import SplitResult, parse_qs, urlsplit
 from app.core.agent_auth import bearer_matches
 from app.core.agent_buffer import AgentBuffer
 from app.core.agent_buffer import BufferError as AgentBufferError
+from app.core.contract_agent import CONTRACT_PATH, MAX_REQUEST_BYTES, AgentModel, AgentRefusal
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +37,13 @@ class AgentHttpServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], *, token: str, buffer_path: Path,
-                 info: dict, tls: ssl.SSLContext | None = None) -> None:
+                 info: dict, tls: ssl.SSLContext | None = None,
+                 model: AgentModel | None = None) -> None:
         super().__init__(address, _Handler)
         self.token = token
         self.buffer_path = buffer_path
-        self.info = info
+        self.info = {**info, "model": model.describe()} if model is not None else info
+        self.model = model  # the model file the agent runs, measured by contract checks
         self.tls = tls
         if tls is not None:
             # The handshake runs in the handler thread, so a slow client cannot stall accept().
@@ -112,9 +117,39 @@ class _Handler(BaseHTTPRequestHandler):
     def _other(self) -> None:
         if self._authorised():
             self.close_connection = True  # the body, if any, is not read
-            self._json(405, {"error": "the agent only answers GET"})
+            self._json(405, {"error": "the agent only answers GET, and POST to "
+                                      f"{CONTRACT_PATH}"})
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _other
+    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _other
+
+    def do_POST(self) -> None:
+        if urlsplit(self.path).path != CONTRACT_PATH:
+            self._other()
+            return
+        if not self._authorised():
+            return
+        model = self.server.model
+        length = self.headers.get("Content-Length", "")
+        if model is None or not length.isdigit() or int(length) > MAX_REQUEST_BYTES:
+            self.close_connection = True  # the body is not read
+            if model is None:
+                self._json(409, {"error": "this agent probes a server, not a model file of "
+                                          "its own: there is nothing to measure here"})
+            elif not length.isdigit():
+                self._json(411, {"error": "a contract request needs a Content-Length"})
+            else:
+                self._json(413, {"error": f"a contract request is at most "
+                                          f"{MAX_REQUEST_BYTES // 2**20} MiB"})
+            return
+        try:
+            request = json.loads(self.rfile.read(int(length)))
+        except ValueError:
+            self._json(400, {"error": "the body is not JSON"})
+            return
+        try:
+            self._json(200, model.measure(request))
+        except AgentRefusal as exc:
+            self._json(exc.status, {"error": str(exc)})
 
     def _authorised(self) -> bool:
         # A refused client's connection is closed, so an unread body cannot pose as the next

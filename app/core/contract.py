@@ -7,9 +7,10 @@ latency is steadier away from a GUI's or a test runner's other threads. The chil
 rise of its peak RSS (``ru_maxrss``) over its RSS just before loading the model.
 
 A target is ``cpu``, ``cuda`` or any other onnxruntime provider name (``probes.onnx_local``),
-or ``agent+http(s)://HOST:PORT``. A provider that is not installed, or an agent that cannot be
-reached, is *unreachable*; an agent that answers is *unsupported* (agents run no models), and
-neither is ever a pass.
+or ``agent+http(s)://HOST:PORT``: an agent started with ``--model`` on this very file measures
+it on its own hardware (``app.core.contract_agent``). A provider that is not installed, or an
+agent that cannot be reached, is *unreachable*; an agent that runs no model file, or another
+version, is *unsupported*; neither is ever a pass.
 """
 
 from __future__ import annotations
@@ -435,45 +436,15 @@ def _latency_limit(contract: Contract, target: str) -> float | None:
     return contract.max_latency_p95_ms.get(target, contract.max_latency_p95_ms.get(kind))
 
 
-def _agent_check(target: str) -> TargetCheck:
-    from app.core.domain import EndpointUri
-    from probes.base import ProbeError
-    from probes.http_common import HttpClient, HttpSettings, RemoteError, split_http_target
-
-    try:
-        base_url, _ = split_http_target(EndpointUri.parse(target), "agent+http://HOST:PORT")
-    except (ProbeError, ValueError) as exc:
-        return TargetCheck(target, UNREACHABLE, reason=str(exc))
-    from app.core.agent_auth import TOKEN_ENV
-
-    client = HttpClient(base_url, HttpSettings(
-        timeout_s=3.0, connect_timeout_s=2.0, retries=0,
-        token_env=TOKEN_ENV if os.environ.get(TOKEN_ENV) else None))
-    try:
-        answer = client.request("GET", "/v1/info")
-        info = answer.json() if answer.status_code == 200 else None
-    except RemoteError as exc:
-        return TargetCheck(target, UNREACHABLE, reason=str(exc))
-    finally:
-        client.close()
-    if answer.status_code in (401, 403):
-        return TargetCheck(target, UNREACHABLE, reason=f"the agent at {base_url} refused us "
-                           f"(HTTP {answer.status_code}); set {TOKEN_ENV} to its token")
-    if not isinstance(info, dict) or "agent_id" not in info:
-        return TargetCheck(target, UNREACHABLE, reason=f"{base_url} answered HTTP "
-                           f"{answer.status_code} to /v1/info, which is not a ProbeScope agent's "
-                           "answer")
-    return TargetCheck(target, UNSUPPORTED, reason=f"the agent at {base_url} answers but runs "
-                       "no models (it forwards metrics), so no clause can be measured there")
-
-
 def check_target(model: ModelVersion, contract: Contract, target: str,
                  runs: int = LATENCY_RUNS, *, version_source: str = "") -> TargetCheck:
     """Measure every clause of ``contract`` for ``model`` on one target."""
     from probes.onnx_local import PROVIDERS, available_providers
 
     if target.startswith(("agent+http://", "agent+https://")):
-        return _agent_check(target)
+        from app.core.contract_agent import check_on_agent
+
+        return check_on_agent(model, contract, target, runs, version_source=version_source)
     if target not in PROVIDERS:
         return TargetCheck(target, UNSUPPORTED, reason=f"unknown target '{target}'; use a "
                            f"provider ({', '.join(PROVIDERS)}) or agent+http://HOST:PORT")
@@ -489,6 +460,14 @@ def check_target(model: ModelVersion, contract: Contract, target: str,
     except ContractError as exc:
         return TargetCheck(target, UNREACHABLE, reason=f"cannot run {model.name} on {target}: "
                            f"{exc}")
+    return measured_check(model, contract, target, runs, measured,
+                          version_source=version_source)
+
+
+def measured_check(model: ModelVersion, contract: Contract, target: str, runs: int,
+                   measured: dict, where: str = "", *, version_source: str = "") -> TargetCheck:
+    """The verdict of every clause from what a target measured (``_measure_in_child``'s
+    figures, here or on an agent); ``where`` says where, in the latency clause's detail."""
     clauses = static_clauses(model, contract, version_source)
     if measured.get("accuracy") is not None:
         no_class = measured.get("no_class", 0)
@@ -503,7 +482,8 @@ def check_target(model: ModelVersion, contract: Contract, target: str,
     clauses.insert(1, _limit_clause(
         "latency_p95_ms", measured["latency_p95_ms"], _latency_limit(contract, target),
         at_most=True, digits=4,
-        detail=f"p50 {measured['latency_p50_ms']:.4f} ms, {runs} single-row runs"))
+        detail=f"p50 {measured['latency_p50_ms']:.4f} ms, {runs} single-row runs"
+        + (f" {where}" if where else "")))
     clauses.insert(2, _limit_clause(
         "peak_memory_mb", measured["peak_memory_mb"], contract.max_peak_memory_mb,
         at_most=True, digits=1, detail=f"process peak {measured['process_peak_mb']:.0f} MB"))

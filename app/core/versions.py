@@ -17,12 +17,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 
 from app.core.domain import EndpointUri, UriError, not_a_file
 from app.core.replay_targets import ReplayError, open_target
-from app.core.store import Store
+
+if TYPE_CHECKING:  # an edge agent describes its model file without the store's sqlite-utils
+    from app.core.store import Store
 
 KIND_ONNX = "onnx"
 KIND_REMOTE = "remote"

@@ -75,9 +75,9 @@ def test_targets_that_cannot_be_reached_are_never_passes(tmp_path, monkeypatch):
     cuda, dead, alive, stranger, unknown = report.targets
     assert cuda.status == UNREACHABLE and "cuda" in cuda.reason and not cuda.clauses
     assert dead.status == UNREACHABLE and "cannot connect" in dead.reason
-    assert alive.status == UNSUPPORTED and "runs no models" in alive.reason
+    assert alive.status == UNSUPPORTED and "runs no model file" in alive.reason
     assert stranger.status == UNREACHABLE and "not a ProbeScope agent" in stranger.reason
-    assert refused.status == UNREACHABLE and f"set {TOKEN_ENV} to its token" in refused.reason
+    assert refused.status == UNREACHABLE and f"give its token: set {TOKEN_ENV}" in refused.reason
     assert unknown.status == UNSUPPORTED
     assert not report.passed
 
