@@ -232,7 +232,7 @@ def test_kill_9_loses_no_committed_batch(demo_model, workspace):
      "not a whole number"),
     (["replay", "--db", "w.db", "--versions", "a.onnx", "--min-confidence", "7"],
      "--min-confidence", "must be from 0 to 1"),
-    (["contract", "check", "m.onnx", "--runs", "0"], "--runs", "must be at least 1"),
+    (["contract", "check", "m.onnx", "--runs", "5"], "--runs", "must be at least 20"),
     (["replay", "--db", "w.db", "--versions", "a.onnx", "--since", "99999999999999"], "--since",
      "outside 1970 to 2262"),
     (["replay", "--db", "w.db", "--versions", "a.onnx", "--until", "inf"], "--until",

@@ -46,6 +46,7 @@ PASS, FAIL, UNREACHABLE, UNSUPPORTED, NO_LIMIT = (
     "pass", "fail", "unreachable", "unsupported", "no_limit")
 
 LATENCY_RUNS = 300
+MIN_RUNS = 20  # below this a p95 is the slowest run
 WARMUP_RUNS = 20
 CHILD_TIMEOUT_S = 120.0
 ACCURACY_BATCH = 256
