@@ -528,6 +528,7 @@ class ReplayPanel(QWidget):
         self._loaded = True
         self._listed_by = selection
         self.failure_model.set_cases(failures)
+        self.failure_count.setToolTip("select rows to replay only those")
         if not failures:
             self.failure_count.setText("no failures match these filters")
         else:
@@ -635,9 +636,11 @@ class ReplayPanel(QWidget):
         self.failure_model.set_cases(failures)
         if result.selection is not None:
             self._show_filters(result.selection)
+        # Short: the column is narrow, and every wrapped line is a row of the list less.
         self.failure_count.setText(f"replay #{result.replay_id}'s {len(failures)} failures, "
-                                   f"{len(self._controls)} controls: Replay reruns these, "
-                                   "Load failures lists afresh")
+                                   f"{len(self._controls)} controls")
+        self.failure_count.setToolTip("Replay reruns these; Load failures lists afresh; "
+                                      "select rows to replay only those")
 
     def _show_filters(self, selection: Selection) -> None:
         """The filter fields as ``selection`` set them (a saved replay's)."""

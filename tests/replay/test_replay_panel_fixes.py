@@ -548,6 +548,7 @@ def test_reopening_a_replay_lists_its_cases_and_replay_reruns_them(qtbot, panel)
     assert listed == [c.capture_id for c in first.cases if not c.control]
     assert panel.failure_count.text().startswith(
         f"replay #{first.replay_id}'s {len(listed)} failures, 10 controls")
+    assert panel.failure_count.toolTip().startswith("Replay reruns these")
     # The filters say what chose them.
     assert panel.label_edit.text() == "1" and panel.controls_spin.value() == 10
     again = replay_now(qtbot, panel)
