@@ -1,4 +1,5 @@
-"""Loads the rows an active probe sends: CSV, Parquet or .npy, with optional ids and labels.
+"""Loads the rows an active probe sends: CSV, Parquet, JSON lines, .npy or .npz, with optional ids
+and labels (an .npz carries them as arrays beside its rows).
 
 Columns named ``id``/``request_id``, ``label``, ``ts``/``timestamp`` and ``prediction`` are
 bookkeeping, not features; every other column is a feature, in file order.
@@ -7,6 +8,7 @@ bookkeeping, not features; every other column is a feature, in file order.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,6 +51,8 @@ def load_payload(path: str | Path) -> Payload:
             if array.ndim == 0 or len(array) == 0:
                 raise ProbeError(f"payload {path} holds no rows")
             return Payload(array, ())
+        if suffix == ".npz":
+            return _npz_payload(path)
         # Imported here: every probe module loads this one, and an edge agent serving a
         # model without a table payload should not carry pandas (0.3 s, 60 MB).
         import pandas as pd
@@ -61,12 +65,44 @@ def load_payload(path: str | Path) -> Payload:
             frame = pd.read_json(path, lines=True)
         else:
             raise ProbeError(f"payload {path}: unsupported format '{suffix}'; "
-                             "use .csv, .parquet, .jsonl or .npy")
+                             "use .csv, .parquet, .jsonl, .npy or .npz")
     except ProbeError:
         raise
     except Exception as exc:
         raise ProbeError(f"cannot read payload {path}: {exc}") from exc
     return payload_from_frame(frame, source=str(path))
+
+
+def _npz_payload(path: Path) -> Payload:
+    """Rows of any shape (images) with their labels and ids, which a .npy cannot carry: one
+    array of rows, and optionally arrays named ``label`` and ``id`` (or ``request_id``) with
+    one entry per row. Loaded without pickle, so object arrays are refused."""
+    with np.load(path, allow_pickle=False) as archive:
+        names = list(archive.files)
+        label_key = next((n for n in names if n.lower() == LABEL_COLUMN), None)
+        id_key = next((n for n in names if n.lower() in ID_COLUMNS), None)
+        rows_keys = [n for n in names if n not in (label_key, id_key)]
+        if len(rows_keys) != 1:
+            raise ProbeError(f"payload {path} holds the arrays {', '.join(names) or 'none'}; "
+                             "an .npz payload holds one array of input rows, and optionally "
+                             f"'{LABEL_COLUMN}' and 'id' arrays of one entry per row")
+        features = archive[rows_keys[0]]
+        if features.ndim == 0 or len(features) == 0:
+            raise ProbeError(f"payload {path} holds no rows")
+
+        def per_row(key: str | None) -> np.ndarray | None:
+            if key is None:
+                return None
+            values = archive[key]
+            if values.shape != (len(features),):
+                raise ProbeError(f"payload {path}: '{key}' has shape {values.shape}; it needs "
+                                 f"one entry per row of '{rows_keys[0]}' ({len(features)})")
+            return values
+
+        labels, ids = per_row(label_key), per_row(id_key)
+    return Payload(features, (),
+                   None if labels is None else tuple(_label_text(v) for v in labels.tolist()),
+                   None if ids is None else tuple(str(v) for v in ids.tolist()))
 
 
 def payload_columns(path: str | Path) -> tuple[str, ...]:
@@ -136,7 +172,9 @@ def payload_from_frame(frame: pd.DataFrame, source: str = "payload") -> Payload:
 
 
 def _label_text(value: object) -> str:
-    # 2.0 from a float column and "2" from a text column are the same class.
+    # 2.0 from a float column and "2" from a text column are the same class; NaN is none.
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if isinstance(value, float) and math.isnan(value):
+        return ""
     return str(value)

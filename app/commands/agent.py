@@ -31,7 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-items", type=_args.count, default=1_000_000,
                    help="the buffer keeps at most this many items; older ones are trimmed")
     p.add_argument("--rate", type=_args.non_negative, default=10.0, help="requests/s to the model")
-    p.add_argument("--payload", type=Path, help="input rows to send (.csv, .parquet, .npy)")
+    p.add_argument("--payload", type=Path,
+                   help="input rows to send (.csv, .parquet, .jsonl, .npy, .npz)")
     p.add_argument("--capture-rate", type=_args.share, default=0.05,
                    help="share of requests drawn at random as captures, the sample the "
                         "dashboard's drift compares (default 0.05); failures are kept always")

@@ -18,7 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rate", type=_args.non_negative, default=20.0,
                    help="requests per second for active probes; 0 = flat out (default 20)")
     p.add_argument("--payload", type=Path,
-                   help="input rows active probes send (.csv, .parquet, .jsonl, .npy)")
+                   help="input rows active probes send (.csv, .parquet, .jsonl, .npy; .npz "
+                        "with label and id arrays)")
     p.add_argument("--capture-rate", type=_args.share, default=1.0,
                    help="share of successful requests kept as captures (failures always)")
     p.add_argument("--slo-ms", type=_args.positive, help="latency above this is a failure")

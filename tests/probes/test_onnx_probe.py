@@ -165,6 +165,31 @@ def test_npy_payloads_load_without_pickle(demo_model, tmp_path):
         open_probe(f"onnx:{demo_model}?payload={evil}", Bus())
 
 
+def test_npz_payloads_carry_labels_and_ids_beside_rows_of_any_shape(demo_dir, tmp_path):
+    """Images do not fit a CSV: an .npz holds the rows as one array, with their labels (so
+    wrong answers are failures) and ids (so ``probescope label`` can join them later)."""
+    rows = pd.read_csv(demo_dir / "production.csv").iloc[:200]
+    features = rows.drop(columns=["id", "label"]).to_numpy(np.float32).reshape(200, 1, 13)
+    payload = tmp_path / "rows.npz"
+    np.savez(payload, x=features, label=rows["label"].to_numpy(), id=rows["id"].to_numpy(str))
+    bus = Bus()
+    probe = open_probe(f"onnx:{demo_dir / 'wine-v1.onnx'}?payload={payload}&capture=1", bus)
+    for _ in range(200):
+        probe.measure_one()
+    _, captures = _drain(bus)
+    assert [c.request_id for c in captures] == rows["id"].tolist()
+    assert [c.label for c in captures] == [str(v) for v in rows["label"]]
+    wrong = [c for c in captures if c.status == CaptureStatus.MISMATCH]
+    assert wrong and all(c.prediction != c.label for c in wrong)
+    for name, arrays, words in [
+            ("two.npz", {"x": features, "y": features}, "holds the arrays x, y"),
+            ("short.npz", {"x": features, "label": np.zeros(3)}, "one entry per row"),
+            ("objects.npz", {"x": np.array([{"a": 1}], dtype=object)}, "cannot read payload")]:
+        np.savez(tmp_path / name, **arrays)
+        with pytest.raises(ProbeError, match=words):
+            open_probe(f"onnx:{demo_dir / 'wine-v1.onnx'}?payload={tmp_path / name}", Bus())
+
+
 def test_secrets_and_nonsense_in_uris_are_refused(demo_model):
     with pytest.raises(ProbeError, match="secrets do not belong in a URI"):
         open_probe(f"onnx:{demo_model}?token=abc", Bus())
