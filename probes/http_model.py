@@ -159,7 +159,10 @@ class RemoteModelProbe(Probe):
         was_down = self.state is EndpointState.DOWN
         self.state = EndpointState.UP
         self.last_error = None
-        self._backoff.reset()
+        # The backoff is not reset here but when an inference is answered: a server whose
+        # health check answers while each inference drops the connection (a crashing model
+        # worker behind a live front end) would otherwise be asked again at once, hundreds
+        # of times a second, whatever the rate.
         if was_down:
             log.info("%s is back up", self.endpoint)
         self.bus.put(Sample(self.endpoint, time.time_ns(), UP_METRIC, 1.0))
@@ -281,7 +284,11 @@ class RemoteModelProbe(Probe):
                 failed = True
             else:
                 if self.state is EndpointState.DOWN:
-                    continue  # the request found the server gone; reconnect before the next
+                    # The request found the server gone: pause (growing, as while it is
+                    # unreachable), then reconnect before the next.
+                    stop.wait(self._backoff.next())
+                    continue
+                self._backoff.reset()  # it answered: the next outage starts short again
                 failed = capture is not None and capture.failed
             window_requests += 1
             window_failed += failed

@@ -4,6 +4,7 @@ Also the TorchServe and TF Serving wire formats (no TF Serving package exists to
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 
@@ -148,6 +149,33 @@ def test_an_answer_cut_mid_stream_marks_the_server_down_until_it_answers(opened,
     finally:
         probe.stop()
     assert not probe.alive
+
+
+def test_a_server_whose_every_inference_drops_is_asked_at_a_growing_pause(opened, fault_server,
+                                                                          demo_dir):
+    """A crashing model worker behind a live front end: health answers, each inference drops
+    the connection. The probe was down and up again at once, asking about 450 times a second
+    at rate 5 and writing as many error captures; it now pauses as it does for a server that
+    is gone (0.25 s, doubling), and an answer makes the pauses short again."""
+    bus = Bus()
+    probe = opened(_v2(fault_server, "?rate=200"), bus,
+                   ProbeOptions(payload=demo_dir / "reference.csv"))
+    fault_server.mode = "cut"
+    probe.start()
+    try:
+        # Pauses of 0.25 + 0.5 + 1 s: the fourth inference comes after 1.75 s, not 10 ms.
+        assert wait_until(lambda: probe.requests >= 4, timeout_s=20)
+        fault_server.mode = "ok"
+        assert wait_until(lambda: probe.state is not EndpointState.DOWN and probe.requests > 12)
+    finally:
+        probe.stop()
+    _, captures = _drain(bus)
+    dropped = [c for c in captures if c.status is CaptureStatus.ERROR]
+    answered = next(i for i, c in enumerate(captures) if c.status is not CaptureStatus.ERROR)
+    assert 4 <= len(dropped) == answered  # and none after the server answered again
+    gaps_s = [(b.ts_ns - a.ts_ns) / 1e9 for a, b in itertools.pairwise(dropped)]
+    assert all(later >= earlier for earlier, later in itertools.pairwise(gaps_s))  # growing
+    assert gaps_s[0] >= 0.25  # no inference asked again before the first pause ended
 
 
 def test_a_server_not_there_yet_is_down_then_up_by_itself(opened, demo_dir):
