@@ -1,0 +1,162 @@
+"""The tap's audit fixes, each shown the way it failed: the latency a call is recorded with,
+the counts told when the recording process dies, compressed bodies, pipelined requests,
+large chunked bodies and what the tap keeps of large answers. Real sockets on 127.0.0.1,
+the tap's proxy in this process or ``probescope tap`` as a process, real SQLite."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from app.core.tap_decode import Exchange
+from app.core.tap_proxy import ProxyServer, ProxySettings
+
+pytestmark = pytest.mark.timeout(120)
+
+V2 = b"/v2/models/m/infer"
+ANSWER_DOC = json.dumps({"outputs": [{"name": "p", "datatype": "FP32", "shape": [1, 2],
+                                      "data": [0.25, 0.75]}]}).encode()
+
+
+def read_request(conn: socket.socket, pending: bytearray,
+                 after_head: Callable[[], None] = lambda: None) -> bytes:
+    """One Content-Length request from ``conn`` (``pending``: bytes already read), its body."""
+    while b"\r\n\r\n" not in pending:
+        data = conn.recv(65536)
+        if not data:
+            raise ConnectionError("closed")
+        pending += data
+    head, _, rest = bytes(pending).partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    after_head()
+    body = bytearray(rest)
+    while len(body) < length:
+        body += conn.recv(1 << 20)
+    pending[:] = body[length:]
+    return bytes(body[:length])
+
+
+class RawUpstream:
+    """A bare HTTP/1.1 server on its own thread: ``answer(body) -> bytes`` for each request,
+    ``after_head`` run when a request's head has come (before its body is read)."""
+
+    def __init__(self, answer: Callable[[bytes], bytes], *, rcvbuf: int | None = None,
+                 after_head: Callable[[], None] = lambda: None) -> None:
+        self.listener = socket.socket()
+        if rcvbuf is not None:  # inherited by accepted connections
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.bodies: list[bytes] = []
+        self._answer, self._after_head = answer, after_head
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        pending = bytearray()
+        with conn:
+            while True:
+                try:
+                    body = read_request(conn, pending, self._after_head)
+                except (ConnectionError, OSError):
+                    return
+                self.bodies.append(body)
+                conn.sendall(self._answer(body))
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def ok_answer(_: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(ANSWER_DOC), ANSWER_DOC)
+
+
+@pytest.fixture
+def in_process_tap() -> Iterator[Callable[..., tuple[str, list[Exchange]]]]:
+    """The tap's proxy in this process in front of an upstream port; its exchanges listed
+    as the recording side would get them."""
+    servers: list[ProxyServer] = []
+
+    def make(port: int, max_record_bytes: int = 1 << 20) -> tuple[str, list[Exchange]]:
+        got: list[Exchange] = []
+        server = ProxyServer("127.0.0.1", 0, ProxySettings(
+            "127.0.0.1", port, None, 30.0, max_record_bytes, got.append))
+        server.start()
+        servers.append(server)
+        host, tap_port = server.address
+        return f"{host}:{tap_port}", got
+
+    yield make
+    for s in servers:
+        s.close(grace_s=1)
+
+
+def recv_answers(sock: socket.socket, n: int) -> list[bytes]:
+    """``n`` Content-Length answers from ``sock``."""
+    pending = bytearray()
+    answers = []
+    for _ in range(n):
+        while b"\r\n\r\n" not in pending:
+            pending += sock.recv(65536)
+        head, _, _ = bytes(pending).partition(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        end = len(head) + 4 + length
+        while len(pending) < end:
+            pending += sock.recv(65536)
+        answers.append(bytes(pending[:end]))
+        del pending[:end]
+    return answers
+
+
+def _tcp_buffer_max(name: str, fallback: int) -> int:
+    try:
+        return int(Path(f"/proc/sys/net/ipv4/{name}").read_text().split()[2])
+    except (OSError, IndexError, ValueError):
+        return fallback
+
+
+# -- D1: the recorded latency covers the server's work -----------------------------------------
+
+def test_the_recorded_latency_covers_a_server_that_works_while_the_send_is_still_going(
+        in_process_tap):
+    """The server reads a request's head, then works for SLEEP_S before reading its body.
+    The body is larger than the socket buffers, so the tap's send of it returns only after
+    the server's work: a clock started when that send returned recorded a few ms."""
+    sleep_s = 0.4
+    up = RawUpstream(ok_answer, rcvbuf=4096, after_head=lambda: time.sleep(sleep_s))
+    try:
+        addr, got = in_process_tap(up.port)
+        # More than the tap's send buffer can take while the server is not reading.
+        size = 2 * _tcp_buffer_max("tcp_wmem", 4 << 20) + (4 << 20)
+        piece = b"7" * (1 << 20)
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for _ in range(size // len(piece)))
+        host, port = addr.split(":")
+        with socket.create_connection((host, int(port)), timeout=60) as s:
+            # Chunked: the tap reads it whole, then sends it upstream with one send.
+            s.sendall(b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n")
+            (answer,) = recv_answers(s, 1)
+        assert answer.endswith(ANSWER_DOC)
+        assert len(up.bodies[0]) == size // len(piece) * len(piece)
+        (x,) = got
+        assert x.status == 200
+        assert x.latency_ms >= sleep_s * 1000
+    finally:
+        up.close()
+
