@@ -49,10 +49,11 @@ def run(args: argparse.Namespace) -> int:
         stop.wait(args.seconds)
     finally:
         tap.close()
-    print(f"forwarded {tap.forwarded} requests, recorded {tap.recorded} captures")
+    print(f"forwarded {tap.forwarded} requests ({tap.calls} inference calls), "
+          f"recorded {tap.recorded} captures")
     if tap.not_recorded:
         print(f"probescope: {tap.not_recorded} forwarded calls were not recorded (still "
-              "waiting on the server when the tap stopped, or the recording process had "
-              "stopped: see above)", file=sys.stderr)
+              "waiting on the server when the tap stopped, refused by the workspace, or "
+              "the recording process had stopped: see above)", file=sys.stderr)
         return 1
     return 0

@@ -36,7 +36,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from app.core.store import Store
-from app.core.tap_decode import Exchange
+from app.core.tap_decode import Exchange, route
 from app.core.tap_proxy import ProxyServer, ProxySettings
 from app.core.tap_record import encode_exchange
 
@@ -103,9 +103,12 @@ class Tap:
         self.timeout_s = timeout_s
         self.db_path = Path(db_path)
         Store(self.db_path).close()  # fail now, on the caller's thread, if the path is bad
-        self.forwarded = 0
-        self.recorded = 0
-        self.not_recorded = 0  # forwarded calls the recording process never got
+        self.forwarded = 0  # requests of any kind
+        self.calls = 0  # of those, inference calls: each is recorded or counted as not
+        self.recorded = 0  # captures committed to the workspace (known at close)
+        self.not_recorded = 0  # inference calls forwarded but not in the workspace (at close)
+        self._committed = 0  # the recording process's last "committed" line
+        self._final: dict | None = None  # its last line of counts, when it ended normally
         self._count_lock = threading.Lock()
         self._handed_over = False  # the end marker is queued: nothing more gets recorded
         self._exchanges: queue.SimpleQueue[Exchange | None] = queue.SimpleQueue()
@@ -115,6 +118,7 @@ class Tap:
             max_record_bytes, self._record)
         self._proxy: ProxyServer | None = None
         self._shipper: threading.Thread | None = None
+        self._reader: threading.Thread | None = None
         self._recording: subprocess.Popen[bytes] | None = None
 
     # -- lifecycle (controlling thread) ---------------------------------------------------
@@ -134,6 +138,9 @@ class Tap:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self._shipper = threading.Thread(target=self._ship, name="tap shipper", daemon=True)
         self._shipper.start()
+        self._reader = threading.Thread(target=self._read_counts, name="tap counts",
+                                        daemon=True)
+        self._reader.start()
         self._proxy.start()
 
     @property
@@ -154,23 +161,46 @@ class Tap:
         proc = self._recording
         if proc is None:
             return
-        if proc.stdin is not None and proc.stdin.closed:
-            proc.stdin = None  # closed by the shipper: communicate() must not flush it
+        if proc.stdin is not None and not proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()  # the shipper's end marker never got there: end it here
         try:
-            out, _ = proc.communicate(timeout=RECORDING_DRAIN_S)
+            proc.wait(timeout=RECORDING_DRAIN_S)
         except subprocess.TimeoutExpired:
             log.error("the tap's recording process did not finish within %d s; stopped it",
                       RECORDING_DRAIN_S)
             proc.kill()
-            out, _ = proc.communicate()
-        try:
-            counts = json.loads(out.decode().strip().splitlines()[-1])
-            self.recorded = int(counts["recorded"])
-            # Handed to the recorder but refused by the workspace (locked, full): forwarded,
-            # not recorded, whatever the process's own log said about why.
-            self.not_recorded += int(counts.get("unwritten", 0))
-        except (ValueError, IndexError, KeyError, TypeError):
-            log.error("the tap's recording process ended with code %s", proc.returncode)
+            proc.wait()
+        if self._reader is not None:
+            self._reader.join(10)
+        if self._final is not None:
+            self.recorded = int(self._final["recorded"])
+        else:
+            # Killed, or crashed: its last "committed" line is what reached the workspace.
+            log.error("the tap's recording process ended with code %s; %d captures had "
+                      "been committed", proc.returncode, self._committed)
+            self.recorded = self._committed
+        # Whatever did not reach the workspace, whichever way it was lost: still waiting
+        # when the stop's grace ran out, never shipped to a dead process, in the pipe or the
+        # recorder's queue when it died, refused by the workspace (locked, full), or not
+        # decodable. Counting each way apart left some out.
+        self.not_recorded = max(0, self.calls - self.recorded)
+
+    def _read_counts(self) -> None:
+        """Thread: the recording process's progress lines, then its last line of counts."""
+        proc = self._recording
+        assert proc is not None and proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(doc, dict):
+                continue
+            if "committed" in doc:
+                self._committed = int(doc["committed"])
+            elif "recorded" in doc:
+                self._final = doc
 
     # -- shipper thread -------------------------------------------------------------------
 
@@ -194,28 +224,26 @@ class Tap:
                 frames.append(encode_exchange(x))
             if not frames:
                 continue
-            if alive:
+            if alive:  # once dead, the frames are dropped: close() counts what is missing
                 try:
                     pipe.write(b"".join(frames))
                     pipe.flush()
-                    continue
                 except OSError as exc:
                     alive = False
                     log.error("the tap's recording process stopped (%s): calls are still "
                               "forwarded but no longer recorded", exc)
-            with self._count_lock:
-                self.not_recorded += len(frames)
         with contextlib.suppress(OSError):
             pipe.close()
 
     # -- proxy threads --------------------------------------------------------------------
 
     def _record(self, exchange: Exchange) -> None:
+        inference = route(exchange.method, exchange.path, "") is not None
         with self._count_lock:  # client threads finish calls concurrently
             self.forwarded += 1
+            self.calls += inference
             if self._handed_over:
                 # A call still in flight when the stop's grace ran out: the recording
-                # process has had its last exchange. Counted, and said at exit.
-                self.not_recorded += 1
+                # process has had its last exchange. Not recorded, and said at exit.
                 return
         self._exchanges.put(exchange)

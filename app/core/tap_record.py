@@ -1,5 +1,6 @@
 """The tap's recording process: exchanges arrive as frames on stdin, are decoded into captures
-and written to the workspace; at the end of stdin it prints one JSON line of counts and exits.
+and written to the workspace; after each commit it prints ``{"committed": N}`` (the captures
+in the workspace so far), and at the end of stdin one JSON line of counts, then exits.
 Thread: the process's main thread reads and decodes; the recorder writes on its own thread.
 
 Why a process of its own: decoding JSON and writing SQLite in the proxy's process shared its
@@ -20,11 +21,12 @@ import os
 import signal
 import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from app.core.bus import Bus
+from app.core.domain import Batch
 from app.core.recorder import Recorder
 from app.core.store import Store
 from app.core.tap_decode import Exchange, to_capture
@@ -73,14 +75,26 @@ def read_exchanges(stream: BinaryIO) -> Iterator[Exchange]:
                        resp_cut, latency_ms, error, timed_out, rid)
 
 
-def record(stream: BinaryIO, db: Path, upstream: str) -> dict[str, int]:
+def record(stream: BinaryIO, db: Path, upstream: str,
+           progress: Callable[[int], None] | None = None) -> dict[str, int]:
     """Decode and record every exchange on ``stream``; the counts once it ends. "recorded"
     counts the captures committed to the workspace, "unwritten" those it refused (locked,
-    full) even after the recorder's last tries."""
+    full) even after the recorder's last tries. ``progress`` is told the captures committed
+    so far after each commit (on the recorder's thread)."""
     bus = Bus()
     recorder = Recorder(bus, lambda: Store(db))
     counts = {"exchanges": 0, "recorded": 0, "not_inference": 0, "undecodable": 0}
     queued = 0
+    if progress is not None:
+        # After each commit, so a tap whose recording process dies (and so never prints its
+        # last line) still knows how many of its calls are in the workspace.
+        report = progress
+
+        def committed(batch: Batch) -> None:
+            if batch.captures:
+                report(recorder.stats().committed_captures)
+
+        recorder.subscribe(committed)
     recorder.start()
     try:
         for x in read_exchanges(stream):
@@ -120,8 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     if nice is not None:
         with contextlib.suppress(OSError):
             nice(NICENESS)
+    def progress(committed: int) -> None:
+        print(json.dumps({"committed": committed}), flush=True)
+
     try:
-        counts = record(sys.stdin.buffer, args.db, args.upstream)
+        counts = record(sys.stdin.buffer, args.db, args.upstream, progress)
     except FrameError as exc:
         log.error("stopped: %s", exc)
         return 2

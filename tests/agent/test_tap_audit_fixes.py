@@ -6,16 +6,21 @@ the tap's proxy in this process or ``probescope tap`` as a process, real SQLite.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from app.core.store import Store
 from app.core.tap_decode import Exchange
 from app.core.tap_proxy import ProxyServer, ProxySettings
+from tests.agent.conftest import Proc
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -160,3 +165,56 @@ def test_the_recorded_latency_covers_a_server_that_works_while_the_send_is_still
     finally:
         up.close()
 
+
+# -- D3: when the recording process dies, every call is recorded or counted as not --------------
+
+def store_count(db: Path) -> int:
+    if not db.exists():
+        return 0
+    store = Store(db, readonly=True)
+    try:
+        return store.count_captures()
+    finally:
+        store.close()
+
+
+def test_when_the_recording_process_dies_the_exit_counts_match_the_store(tmp_path, procs):
+    """5 calls are committed; 3 more are shipped into the pipe of a recording process that is
+    stopped, then killed; 2 more come after it died. The tap used to say "recorded 0
+    captures" (its last line never came) and "2 not recorded" (the 3 in the pipe counted
+    nowhere)."""
+    import psutil
+
+    up = RawUpstream(ok_answer)
+    db = tmp_path / "ws.db"
+    tap = Proc(["tap", "--listen", "127.0.0.1:0", "--upstream", f"http://127.0.0.1:{up.port}",
+                "--db", str(db)])
+    procs.append(tap)
+    (recorder,) = psutil.Process(tap.popen.pid).children()
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1],
+                                   "data": [1.0]}]}).encode()
+    try:
+        with httpx.Client(base_url=tap.url) as client:
+            def calls(n: int) -> None:
+                for _ in range(n):
+                    assert client.post(V2.decode(), content=body).status_code == 200
+
+            calls(5)
+            assert wait_until(lambda: store_count(db) == 5, timeout_s=30)
+            time.sleep(1.0)  # its "committed" line, printed right after the commit (nice 19)
+            recorder.suspend()
+            calls(3)
+            time.sleep(0.3)  # the shipper's clock: the 3 frames go into the pipe
+            recorder.kill()
+            assert wait_until(lambda: recorder.status() == psutil.STATUS_ZOMBIE)
+            calls(2)
+            time.sleep(0.3)
+        tap.popen.send_signal(signal.SIGTERM)
+        out, err = tap.popen.communicate(timeout=60)
+    finally:
+        up.close()
+    assert tap.popen.returncode == 1, err
+    assert store_count(db) == 5
+    assert "forwarded 10 requests (10 inference calls), recorded 5 captures" in out
+    assert "5 forwarded calls were not recorded" in err
+    assert "recording process stopped" in err
