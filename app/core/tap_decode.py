@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,39 @@ class Exchange:
     error: str | None = None
     timed_out: bool = False
     request_id: str | None = None  # from an X-Request-Id header, when the client sent one
+
+
+def decode_content(body: bytes, encoding: bytes | None, limit: int
+                   ) -> tuple[bytes, bool] | None:
+    """``body`` with its Content-Encoding (gzip, deflate, identity, in any sequence) undone:
+    at most ``limit`` bytes of it, and whether there was more. None when it cannot be read
+    (another coding, such as br; or corrupt data): then nothing of it should be recorded,
+    since a credential inside it could not be masked.
+
+    Bounded: inflating stops at ``limit``, so a small body that expands to gigabytes (a zip
+    bomb) costs no more than a body of ``limit`` bytes."""
+    codings = [c.strip().lower() for c in (encoding or b"").split(b",")]
+    codings = [c for c in codings if c and c != b"identity"]
+    more = False
+    for coding in reversed(codings):  # applied in the order listed, so undone backwards
+        if coding in (b"gzip", b"x-gzip"):
+            tries = (16 + zlib.MAX_WBITS,)
+        elif coding == b"deflate":  # a zlib stream, as specified, or the bare deflate some send
+            tries = (zlib.MAX_WBITS, -zlib.MAX_WBITS)
+        else:
+            return None
+        for wbits in tries:
+            inflate = zlib.decompressobj(wbits)
+            try:
+                out = inflate.decompress(body, limit + 1)
+            except zlib.error:
+                continue
+            more = more or len(out) > limit or bool(inflate.unconsumed_tail)
+            body = out[:limit]
+            break
+        else:
+            return None
+    return body, more
 
 
 def route(method: str, path: str, upstream: str) -> tuple[str, str, str | None] | None:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.core.tap_decode import Exchange
+from app.core.tap_decode import Exchange, decode_content
 from probes.http_common import Redactor
 
 log = logging.getLogger(__name__)
@@ -310,6 +310,7 @@ class ClientSession:
             b"%s %s HTTP/1.1" % (method, target), b"Host: " + self.s.hostport, *keep,
             b"Content-Length: %d" % size]) + b"\r\n\r\n"
         status, raw, answer, error, timed_out = None, b"", b"", None, False
+        coding: bytes | None = None
         self._stamp()  # provisional: a call that fails before its request is complete
         try:
             reused = self._send_upstream(out_head + body, last=len(body) >= size)
@@ -323,7 +324,7 @@ class ClientSession:
                         if len(body) == size:
                             self._stamp()
                         self._send_part(chunk)
-                    status, raw, answer, keep_upstream, closes = self._read_answer(
+                    status, raw, answer, keep_upstream, closes, coding = self._read_answer(
                         method, self._t0)
                     break
                 except UpstreamFailed as exc:
@@ -349,8 +350,8 @@ class ClientSession:
             raw = _error_response(502, error)
             self._drop_upstream()
         latency_ms = (time.perf_counter() - self._t0) * 1000.0
-        self._record(head, method, target, bytes(body), status, answer, latency_ms, error,
-                     timed_out, self._ts_ns)
+        self._record(head, method, target, bytes(body), status, answer, coding, latency_ms,
+                     error, timed_out, self._ts_ns)
         if status is None and self.forwarded:
             # Part of a broken answer is already with the client: an error answer after it
             # would be garbage; closing tells the client the answer is incomplete.
@@ -429,10 +430,12 @@ class ClientSession:
                 self.upstream.close()
             self.upstream = None
 
-    def _read_answer(self, method: bytes, t0: float) -> tuple[int, bytes, bytes, bool, bool]:
+    def _read_answer(self, method: bytes, t0: float
+                     ) -> tuple[int, bytes, bytes, bool, bool, bytes | None]:
         """The final answer: status, its bytes exactly as received, its decoded body, whether
-        the connection can carry the next request, and whether the answer ends its
-        connection (the client, reading those very bytes, expects its own to close).
+        the connection can carry the next request, whether the answer ends its connection
+        (the client, reading those very bytes, expects its own to close), and its
+        Content-Encoding.
 
         Bytes go on to the client as they arrive once the answer's head has proved to be
         HTTP (``self.forwarded`` counts them): the client does not wait for this parse or
@@ -484,7 +487,8 @@ class ClientSession:
             says_close = (eof or not msg.line.startswith(b"HTTP/1.1")
                           or b"close" in (msg.header(b"connection") or b"").lower())
             keep = not says_close and status != 101 and msg.end == len(buf)
-            return status, bytes(buf[:msg.end]), msg.body, keep, says_close
+            return (status, bytes(buf[:msg.end]), msg.body, keep, says_close,
+                    msg.header(b"content-encoding"))
 
     def _lost(self, exc: OSError | None = None) -> str:
         if self.closed:
@@ -513,23 +517,24 @@ class ClientSession:
         return False
 
     def _record(self, head: Message, method: bytes, target: bytes, body: bytes,
-                status: int | None, answer: bytes, latency_ms: float, error: str | None,
-                timed_out: bool, ts_ns: int) -> None:
+                status: int | None, answer: bytes, answer_coding: bytes | None,
+                latency_ms: float, error: str | None, timed_out: bool, ts_ns: int) -> None:
         limit = self.s.max_record_bytes
         rid = head.header(b"x-request-id")
-        kept_body, kept_answer = body[:limit], answer[:limit]
         redactor = self._redactor(head)
+        # Masked with a margin past the record limit, so a secret the cut would split is
+        # still found whole; the longest spelling of a character is 12 bytes.
+        pad = 12 * len(redactor.secrets[0]) if redactor else 0
+        kept_body, body_cut = _readable(body, head.header(b"content-encoding"), limit + pad)
+        kept_answer, answer_cut = _readable(answer, answer_coding, limit + pad)
         if redactor:
-            # Masked with a margin past the record limit, so a secret the cut would split
-            # is still found whole; the longest spelling of a character is 12 bytes.
-            pad = 12 * len(redactor.secrets[0])
-            kept_body = redactor.bytes(body[:limit + pad])[:limit]
-            kept_answer = redactor.bytes(answer[:limit + pad])[:limit]
+            kept_body, kept_answer = redactor.bytes(kept_body), redactor.bytes(kept_answer)
             error = redactor.text(error) if error else error
         self.s.on_exchange(Exchange(
-            ts_ns, method.decode("latin-1"), target.decode("latin-1"), kept_body,
-            len(body) > limit, status, kept_answer, len(answer) > limit, latency_ms, error,
-            timed_out, rid.decode("latin-1") if rid else None))
+            ts_ns, method.decode("latin-1"), target.decode("latin-1"), kept_body[:limit],
+            body_cut or len(kept_body) > limit, status, kept_answer[:limit],
+            answer_cut or len(kept_answer) > limit, latency_ms, error, timed_out,
+            rid.decode("latin-1") if rid else None))
 
     def _redactor(self, head: Message) -> Redactor | None:
         """A redactor for the request's credentials, None when it carries none. A client
@@ -616,6 +621,20 @@ class ProxyServer:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.01)
+
+
+def _readable(body: bytes, coding: bytes | None, cap: int) -> tuple[bytes, bool]:
+    """What is recorded of a body: up to ``cap`` bytes of it with its Content-Encoding
+    undone, and whether that is not all of it. Compressed bytes are not readable, and a
+    credential an upstream echoed inside them would get past the masking; one the tap
+    cannot inflate is not recorded at all (cut to nothing)."""
+    if not coding:
+        return body[:cap], len(body) > cap
+    decoded = decode_content(body, coding, cap)
+    if decoded is None:
+        log.debug("tap: a body with Content-Encoding %r is not recorded", coding)
+        return b"", bool(body)
+    return decoded
 
 
 def _error_response(status: int, message: str) -> bytes:

@@ -5,19 +5,22 @@ the tap's proxy in this process or ``probescope tap`` as a process, real SQLite.
 
 from __future__ import annotations
 
+import gzip
 import json
 import signal
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from app.core.domain import CaptureStatus
 from app.core.store import Store
-from app.core.tap_decode import Exchange
+from app.core.tap_decode import Exchange, to_capture
 from app.core.tap_proxy import ProxyServer, ProxySettings
 from tests.agent.conftest import Proc
 from tests.helpers import wait_until
@@ -30,8 +33,9 @@ ANSWER_DOC = json.dumps({"outputs": [{"name": "p", "datatype": "FP32", "shape": 
 
 
 def read_request(conn: socket.socket, pending: bytearray,
-                 after_head: Callable[[], None] = lambda: None) -> bytes:
-    """One Content-Length request from ``conn`` (``pending``: bytes already read), its body."""
+                 after_head: Callable[[], None] = lambda: None) -> tuple[bytes, bytes]:
+    """One Content-Length request from ``conn`` (``pending``: bytes already read): its head
+    and its body."""
     while b"\r\n\r\n" not in pending:
         data = conn.recv(65536)
         if not data:
@@ -45,14 +49,14 @@ def read_request(conn: socket.socket, pending: bytearray,
     while len(body) < length:
         body += conn.recv(1 << 20)
     pending[:] = body[length:]
-    return bytes(body[:length])
+    return head, bytes(body[:length])
 
 
 class RawUpstream:
-    """A bare HTTP/1.1 server on its own thread: ``answer(body) -> bytes`` for each request,
-    ``after_head`` run when a request's head has come (before its body is read)."""
+    """A bare HTTP/1.1 server on its own thread: ``answer(head, body) -> bytes`` for each
+    request, ``after_head`` run when a request's head has come (before its body is read)."""
 
-    def __init__(self, answer: Callable[[bytes], bytes], *, rcvbuf: int | None = None,
+    def __init__(self, answer: Callable[[bytes, bytes], bytes], *, rcvbuf: int | None = None,
                  after_head: Callable[[], None] = lambda: None) -> None:
         self.listener = socket.socket()
         if rcvbuf is not None:  # inherited by accepted connections
@@ -61,6 +65,7 @@ class RawUpstream:
         self.listener.listen(16)
         self.port = self.listener.getsockname()[1]
         self.bodies: list[bytes] = []
+        self.answers: list[bytes] = []  # each exactly as sent
         self._answer, self._after_head = answer, after_head
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -77,17 +82,18 @@ class RawUpstream:
         with conn:
             while True:
                 try:
-                    body = read_request(conn, pending, self._after_head)
+                    head, body = read_request(conn, pending, self._after_head)
                 except (ConnectionError, OSError):
                     return
                 self.bodies.append(body)
-                conn.sendall(self._answer(body))
+                self.answers.append(self._answer(head, body))
+                conn.sendall(self.answers[-1])
 
     def close(self) -> None:
         self.listener.close()
 
 
-def ok_answer(_: bytes) -> bytes:
+def ok_answer(_head: bytes, _body: bytes) -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(ANSWER_DOC), ANSWER_DOC)
 
 
@@ -218,3 +224,119 @@ def test_when_the_recording_process_dies_the_exit_counts_match_the_store(tmp_pat
     assert "forwarded 10 requests (10 inference calls), recorded 5 captures" in out
     assert "5 forwarded calls were not recorded" in err
     assert "recording process stopped" in err
+
+
+# -- D7: compressed bodies are recorded readable, and masked -----------------------------------
+
+SECRET = "sk-live-TAPSECRET-0123456789"
+
+
+def exchange_over(addr: str, request: bytes) -> bytes:
+    """One request over a fresh connection; the answer's bytes as the client got them."""
+    host, port = addr.split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(request)
+        (answer,) = recv_answers(s, 1)
+    return answer
+
+
+def post(path: bytes, body: bytes, *headers: bytes) -> bytes:
+    return b"\r\n".join([b"POST %s HTTP/1.1" % path, b"Host: x", *headers,
+                          b"Content-Length: %d" % len(body)]) + b"\r\n\r\n" + body
+
+
+def compressed_answer(head: bytes, body: bytes) -> bytes:
+    """gzip'd answers: the request's Authorization echoed in a 500 (with ``X-Echo``), a v2
+    answer otherwise; ``X-Coding`` picks another coding."""
+    coding = next((line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"x-coding:")), b"gzip")
+    status = b"200 OK"
+    doc = ANSWER_DOC
+    if b"\r\nx-echo:" in head.lower():
+        auth = next(line for line in head.split(b"\r\n") if line.lower().startswith(b"auth"))
+        status, doc = b"500 Internal Server Error", b'{"error": "bad request, %s"}' % auth
+    if coding == b"deflate":
+        packed = zlib.compress(doc)
+    elif coding == b"br":
+        packed = b"\x8b\x03\x80" + doc  # not inflatable here; stands for brotli
+    else:
+        packed = gzip.compress(doc)
+    return (b"HTTP/1.1 %s\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n"
+            % (status, coding, len(packed))) + packed
+
+
+@pytest.fixture
+def gzip_upstream() -> Iterator[RawUpstream]:
+    up = RawUpstream(compressed_answer)
+    yield up
+    up.close()
+
+
+def decoded(x: Exchange, port: int):
+    got = to_capture(x, f"127.0.0.1:{port}")
+    assert got is not None
+    return got[0]
+
+
+@pytest.mark.parametrize("coding", [b"gzip", b"deflate"])
+def test_compressed_bodies_are_recorded_decoded_and_forwarded_as_sent(
+        in_process_tap, gzip_upstream, coding):
+    addr, got = in_process_tap(gzip_upstream.port)
+    request = json.dumps({"id": "z-1", "inputs": [{"name": "x", "datatype": "FP32",
+                                                   "shape": [1, 2], "data": [1.0, 2.0]}]})
+    packed = gzip.compress(request.encode())
+    answer = exchange_over(addr, post(V2, packed, b"Content-Encoding: gzip",
+                                      b"X-Coding: " + coding))
+    assert answer == gzip_upstream.answers[0]  # forwarded byte for byte, still compressed
+    assert gzip_upstream.bodies == [packed]
+    assert wait_until(lambda: len(got) == 1)
+    capture = decoded(got[0], gzip_upstream.port)
+    assert capture.status is CaptureStatus.OK and not capture.truncated
+    assert capture.request_id == "z-1"
+    assert capture.inputs[0].to_array().tolist() == [[1.0, 2.0]]
+    assert capture.prediction == "1"
+    assert capture.outputs[0].to_array().tolist() == [[0.25, 0.75]]
+
+
+def test_a_credential_echoed_inside_a_gzip_body_is_masked_in_the_record(
+        in_process_tap, gzip_upstream):
+    addr, got = in_process_tap(gzip_upstream.port)
+    answer = exchange_over(addr, post(V2, b"{}", b"X-Echo: 1",
+                                      b"Authorization: Bearer " + SECRET.encode()))
+    assert answer.startswith(b"HTTP/1.1 500") and answer == gzip_upstream.answers[0]
+    assert SECRET.encode() in gzip.decompress(answer.split(b"\r\n\r\n", 1)[1])
+    assert wait_until(lambda: len(got) == 1)
+    x = got[0]
+    capture = decoded(x, gzip_upstream.port)
+    assert capture.status is CaptureStatus.ERROR
+    assert capture.error.startswith('HTTP 500: {"error": "bad request, Authorization: ')
+    assert "[redacted]" in capture.error
+    everything = b"".join([x.request_body, x.response_body, *(
+        t.data for t in (*capture.inputs, *capture.outputs))]) + capture.error.encode()
+    assert b"TAPSECRET" not in everything
+
+
+def test_a_zip_bomb_is_inflated_only_up_to_the_record_limit(in_process_tap):
+    bomb = gzip.compress(b"0" * (64 << 20))  # 64 MB of zeros in about 64 kB
+
+    def answer(_head: bytes, _body: bytes) -> bytes:
+        return (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+                % len(bomb)) + bomb
+
+    up = RawUpstream(answer)
+    try:
+        addr, got = in_process_tap(up.port, max_record_bytes=4096)
+        assert exchange_over(addr, post(V2, b"{}")) == up.answers[0]
+        assert wait_until(lambda: len(got) == 1)
+        (x,) = got
+        assert x.response_body == b"0" * 4096 and x.response_truncated
+    finally:
+        up.close()
+
+
+def test_a_body_in_a_coding_the_tap_cannot_read_is_not_recorded(in_process_tap, gzip_upstream):
+    addr, got = in_process_tap(gzip_upstream.port)
+    answer = exchange_over(addr, post(V2, b"{}", b"X-Coding: br"))
+    assert answer == gzip_upstream.answers[0]
+    assert wait_until(lambda: len(got) == 1)
+    assert got[0].response_body == b"" and got[0].response_truncated
