@@ -319,7 +319,10 @@ class ClientSession:
                 try:
                     while len(body) < size:  # the rest of the body, as it arrives
                         self._maybe_continue(head)
-                        chunk = self._recv_client()[:size - len(body)]
+                        data = self._recv_client()
+                        chunk = data[:size - len(body)]
+                        # A pipelining client's next request may come in the same read.
+                        self.buf += data[len(chunk):]
                         body += chunk
                         if len(body) == size:
                             self._stamp()

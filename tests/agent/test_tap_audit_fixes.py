@@ -340,3 +340,28 @@ def test_a_body_in_a_coding_the_tap_cannot_read_is_not_recorded(in_process_tap, 
     assert answer == gzip_upstream.answers[0]
     assert wait_until(lambda: len(got) == 1)
     assert got[0].response_body == b"" and got[0].response_truncated
+
+
+# -- D6: a pipelined request in the same read as the end of the previous body -----------------
+
+def test_a_pipelined_request_that_comes_with_the_end_of_the_previous_body_is_served(
+        in_process_tap):
+    head_seen = threading.Event()
+    up = RawUpstream(ok_answer, after_head=head_seen.set)
+    try:
+        addr, got = in_process_tap(up.port)
+        first, second = b'{"id": "p-1"}', b'{"id": "p-2"}'
+        one, two = post(V2, first), post(V2, second)
+        host, port = addr.split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            head_end = one.index(b"\r\n\r\n") + 4
+            s.sendall(one[:head_end])
+            assert head_seen.wait(10)  # the tap has read and forwarded the first head
+            s.sendall(one[head_end:] + two)  # the first body and the whole second request
+            answers = recv_answers(s, 2)
+        assert answers == [ok_answer(b"", b"")] * 2
+        assert up.bodies == [first, second]
+        assert wait_until(lambda: len(got) == 2)
+        assert [x.request_body for x in got] == [first, second]
+    finally:
+        up.close()
