@@ -95,6 +95,7 @@ class RemoteModelProbe(Probe):
         self.model_version: str | None = uri.param("version")
         self.parse_path(path)
         self.payload = uri_payload(uri, options)
+        self.input_names = self.payload.columns if self.payload is not None else ()
         self.rate_hz, self.capture_rate, self.slo_ms, self.min_confidence = traffic_params(
             uri, options)
         self.client = HttpClient(self.base_url, self.settings)

@@ -235,6 +235,7 @@ class OnnxProbe(Probe):
         self.session = load_session(self.path, self.provider, int_param(uri, "threads", None))
         payload_path = uri.param("payload") or options.payload
         payload = load_payload(payload_path) if payload_path else None
+        self.input_names = payload.columns if payload is not None else ()  # for drift's names
         self.requests_ready = build_requests(self.session, payload, seed=options.seed)
         self.rate_hz, self.capture_rate, self.slo_ms, self.min_confidence = traffic_params(
             uri, options)

@@ -36,6 +36,7 @@ from app.core.references import (
     load_reference,
     read_table,
     resolve_endpoint,
+    sent_names,
     set_reference,
 )
 
@@ -145,7 +146,8 @@ def _set_reference(args: argparse.Namespace) -> int:
             if start_ns is not None and end_ns is not None and start_ns > end_ns:
                 raise DriftError(f"captures:{spec.removeprefix('captures:')}: FROM is after TO")
             reference = captures_reference(endpoint, start_ns, end_ns,
-                                           previous.columns if previous else ())
+                                           previous.columns if previous
+                                           else sent_names(store, endpoint))
             load_reference(store, reference)  # refuse a range with no captures now, not later
         else:
             reference = file_reference(spec)

@@ -24,6 +24,7 @@ from app.core.drift_report import evidently_report, report_path_for
 from app.core.drift_stats import ColumnDrift, Kind
 from app.core.references import (
     get_reference,
+    in_capture_order,
     input_columns,
     load_reference,
     read_table,
@@ -69,7 +70,7 @@ def endpoint_window(store: Store, name: str, window_s: float, *,
     endpoint = resolve_endpoint(store, name)
     if reference_file is not None:
         ref_frame = read_table(reference_file)
-        features = input_columns(ref_frame)
+        features = in_capture_order(store, endpoint, input_columns(ref_frame))
     else:
         reference = get_reference(store, endpoint)
         if reference is None:

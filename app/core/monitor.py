@@ -85,7 +85,8 @@ class Monitor:
             info = probe.info()
             store.set_endpoint_info(probe.endpoint, slo_ms=getattr(probe, "slo_ms", None),
                                     model_version=info.get("model_version"),
-                                    min_confidence=getattr(probe, "min_confidence", None))
+                                    min_confidence=getattr(probe, "min_confidence", None),
+                                    input_names=getattr(probe, "input_names", None))
         except sqlite3.Error as exc:  # read-only, or locked by another writer: one line
             raise StoreError(f"cannot write to {self.db_path}: {exc}") from None
         finally:

@@ -153,12 +153,18 @@ def payload_names(endpoint: str) -> tuple[str, ...]:
 
 def input_names(store: Store, endpoint: str) -> tuple[str, ...]:
     """The names of an endpoint's captured input values, in tensor order: its drift
-    reference's columns (what drift calls them), else its payload file's; () when neither is
-    known."""
+    reference's columns (what drift calls them), else its probe's (``sent_names``); () when
+    neither is known."""
     reference = get_reference(store, endpoint)
     if reference is not None and reference.columns:
         return reference.columns
-    return payload_names(endpoint)
+    return sent_names(store, endpoint)
+
+
+def sent_names(store: Store, endpoint: str) -> tuple[str, ...]:
+    """The names of the values an endpoint's probe sends, in order: as the probe recorded
+    them when attached (``watch --payload``, the window), else its URI's payload file's."""
+    return store.endpoint_input_names(endpoint) or payload_names(endpoint)
 
 
 def input_names_of(store: Store, endpoints: Iterable[str]) -> dict[str, tuple[str, ...]]:
@@ -166,15 +172,15 @@ def input_names_of(store: Store, endpoints: Iterable[str]) -> dict[str, tuple[st
     return {e: input_names(store, e) for e in endpoints}
 
 
-def in_capture_order(endpoint: str, reference: Reference) -> Reference:
-    """``reference`` with its columns in the order the endpoint's probe sends them, when the
-    probe's payload names the same columns in another order. Captures carry values by
-    position and are named by the reference's columns, so a reference file written in
-    another order would compare alcohol with whatever its probe sends first."""
-    names = payload_names(endpoint)
-    if names and names != reference.columns and sorted(names) == sorted(reference.columns):
-        return replace(reference, columns=names)
-    return reference
+def in_capture_order(store: Store, endpoint: str, columns: Sequence[str]) -> tuple[str, ...]:
+    """``columns`` (a reference's inputs) in the order the endpoint's probe sends them, when
+    it sends the same columns in another order. Captures carry values by position and are
+    named by the reference's columns, so a reference file written in another order would
+    compare alcohol with whatever the probe sends first."""
+    names = sent_names(store, endpoint)
+    if names and names != tuple(columns) and sorted(names) == sorted(columns):
+        return names
+    return tuple(columns)
 
 
 def set_reference(store: Store, endpoint: str, reference: Reference) -> Reference:
@@ -182,7 +188,7 @@ def set_reference(store: Store, endpoint: str, reference: Reference) -> Referenc
     (``in_capture_order``), and return what was kept; DriftError if its width cannot be the
     endpoint's captured rows (``check_width``)."""
     check_width(store, endpoint, reference.columns)
-    reference = in_capture_order(endpoint, reference)
+    reference = replace(reference, columns=in_capture_order(store, endpoint, reference.columns))
     store.set_drift_reference(
         endpoint, kind=str(reference.kind),
         path=str(reference.path) if reference.path else None,

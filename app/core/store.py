@@ -140,6 +140,13 @@ def _migrate_replays_slow_limits(db: sqlite_utils.Database) -> None:
     db["replays"].add_column("slow_limits", str)
 
 
+def _migrate_endpoints_input_names(db: sqlite_utils.Database) -> None:
+    # The names of the values the endpoint's probe sends, in order (a JSON list: its payload
+    # file's columns; NULL when unnamed or unknown). Captures keep values by position, so a
+    # drift reference written in another column order is matched to these by name.
+    db["endpoints"].add_column("input_names", str)
+
+
 # Named, ordered migrations. Append new ones at the end; never edit or reorder a shipped one.
 # Each feature that needs tables appends its own step (e.g. "drift_points"), so work on
 # different features does not fight over one version number.
@@ -153,6 +160,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("incidents_resolved", _migrate_incidents_resolved),
     ("endpoints_min_confidence", _migrate_endpoints_min_confidence),
     ("replays_slow_limits", _migrate_replays_slow_limits),
+    ("endpoints_input_names", _migrate_endpoints_input_names),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -417,15 +425,31 @@ class Store:
 
     def set_endpoint_info(self, uri: str, *, slo_ms: float | None = None,
                           model_version: str | None = None,
-                          min_confidence: float | None = None) -> None:
+                          min_confidence: float | None = None,
+                          input_names: Sequence[str] | None = None) -> None:
         eid = self.endpoint_id(uri)
+        names = json.dumps(list(input_names)) if input_names else None
         with self.db.conn:
             self.db.execute(
                 "UPDATE endpoints SET slo_ms = coalesce(?, slo_ms), "
                 "model_version = coalesce(?, model_version), "
-                "min_confidence = coalesce(?, min_confidence) WHERE id = ?",
-                [slo_ms, model_version, min_confidence, eid],
+                "min_confidence = coalesce(?, min_confidence), "
+                "input_names = coalesce(?, input_names) WHERE id = ?",
+                [slo_ms, model_version, min_confidence, names, eid],
             )
+
+    def endpoint_input_names(self, uri: str) -> tuple[str, ...]:
+        """The names of the values the endpoint's probe sent, in order, as it recorded them
+        when attached; () when unnamed or unknown."""
+        eid = self._lookup_endpoint(uri)
+        if eid is None:
+            return ()
+        row = self.db.execute("SELECT input_names FROM endpoints WHERE id = ?", [eid]).fetchone()
+        try:
+            names = json.loads(row[0]) if row and row[0] else []
+        except ValueError:
+            return ()
+        return tuple(str(n) for n in names) if isinstance(names, list) else ()
 
     # -- reads ----------------------------------------------------------------------------
 

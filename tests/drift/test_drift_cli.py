@@ -296,3 +296,43 @@ def test_a_reference_in_another_column_order_is_matched_by_name_to_the_payloads(
     by_name = {c["name"]: c["drifted"] for c in in_order["columns"]}
     assert {c["name"]: c["drifted"] for c in reordered["columns"]} == by_name
     assert 0 < sum(by_name.values()) < len(features.columns)  # some drift, not every column
+
+
+def test_a_payload_given_as_a_flag_names_the_inputs_for_references_and_overrides(
+        tmp_path, demo_dir, capsys):
+    """``watch --payload FILE`` leaves the file out of the endpoint's URI; its probe records
+    the names it sends. A reversed reference set or given once (--reference) is matched to
+    them, and a reference of the endpoint's own captures is named by them, not x0, x1..."""
+    payload = tmp_path / "calm.csv"
+    pd.read_csv(demo_dir / "production.csv").iloc[:300].to_csv(payload, index=False)
+    db = str(tmp_path / "ws.db")
+    model = demo_dir / "wine-v1.onnx"
+    assert main(["watch", f"onnx:{model}?provider=cpu", "--payload", str(payload),
+                 "--rate", "0", "--seconds", "1", "--db", db, "--json"]) == 0
+    capsys.readouterr()
+    reference = pd.read_csv(demo_dir / "reference.csv")
+    features = [c for c in reference.columns if c not in ("id", "label")]
+    reversed_file = tmp_path / "reversed.csv"
+    reference[["id", *reversed(features), "label"]].to_csv(reversed_file, index=False)
+    window = ["drift", "--db", db, "--endpoint", "wine", "--window", "1h", "--json"]
+
+    in_order = _json(capsys, [*window, "--reference", str(demo_dir / "reference.csv")])
+    given_reversed = _json(capsys, [*window, "--reference", str(reversed_file)])
+    assert main(["drift", "--db", db, "--endpoint", "wine", "--set-reference",
+                 str(reversed_file)]) == 0
+    assert "matched by name" in capsys.readouterr().out
+    set_reversed = _json(capsys, window)
+    by_name = {c["name"]: c["drifted"] for c in in_order["columns"]}
+    assert {c["name"]: c["drifted"] for c in given_reversed["columns"]} == by_name
+    assert {c["name"]: c["drifted"] for c in set_reversed["columns"]} == by_name
+
+    other = tmp_path / "own.db"
+    assert main(["watch", f"onnx:{model}?provider=cpu", "--payload", str(payload),
+                 "--rate", "0", "--seconds", "1", "--db", str(other), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["drift", "--db", str(other), "--endpoint", "wine", "--set-reference",
+                 "captures:..", ]) == 0
+    capsys.readouterr()
+    own = _json(capsys, ["drift", "--db", str(other), "--endpoint", "wine", "--window", "1h",
+                         "--json"])
+    assert [c["name"] for c in own["columns"]][:2] == ["alcohol", "malic_acid"]
