@@ -58,6 +58,11 @@ def test_demo_runs_headless_and_captures_failures(workspace, capsys):
     assert before == report["failures_captured"]
     store.close()
     assert report["versions_registered"] == report["versions_in_workspace"] == 3
+    # Drift works on what the run recorded, as in the window: the demo's reference is set.
+    assert main(["drift", "--db", str(workspace), "--endpoint", "wine-v1", "--window", "10m",
+                 "--json"]) == 0
+    drift = json.loads(capsys.readouterr().out)
+    assert drift["rows"]["current"] > 0 and drift["columns"]
     assert main(["replay", "--db", str(workspace), "--limit", "20", "--json"]) == 0
     replayed = json.loads(capsys.readouterr().out)
     assert [v["version"] for v in replayed["versions"]] == ["wine-v1", "wine-v2", "wine-v3"]

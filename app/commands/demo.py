@@ -7,7 +7,9 @@ from collections.abc import Callable
 
 from app.commands import COMMANDS
 from app.commands._recording import add_run_options, record
-from app.core.demo import MODEL_VERSIONS, demo_endpoints, model_path
+from app.core.demo import MODEL_VERSIONS, demo_endpoints, give_references, model_path
+from app.core.domain import EndpointUri
+from app.core.drift_monitor import DriftMonitor
 from app.core.incidents import IncidentMonitor
 from app.core.monitor import Monitor
 from app.core.store import Store
@@ -27,16 +29,27 @@ def run(args: argparse.Namespace) -> int:
         versions_registered = seed(store, [str(model_path(v)) for v in MODEL_VERSIONS])
         # Said beside it: on a second run nothing is registered, which alone read as a failure.
         versions_in_workspace = len(registered(store))
+        # As in the window's demo, so `probescope drift` and the window's Drift tab show the
+        # drift this run records, without a --set-reference first.
+        give_references(store, [str(EndpointUri.parse(u)) for u in demo_endpoints()])
     finally:
         store.close()
     incidents = IncidentMonitor(args.db)
+    drift = DriftMonitor(args.db)
 
     def with_incidents(monitor: Monitor) -> Callable[[], None]:
-        # Judged live, as in the window: the error-rate burst opens once drift sets in.
+        # Judged live, as in the window: the error-rate burst opens once drift sets in, and
+        # the drift history (and the drift rule) fill as they do there.
         incidents.states = lambda: {e: str(p.state) for e, p in list(monitor.probes.items())}
+        monitor.subscribe(drift)
         monitor.subscribe(incidents)
+        drift.start()
         incidents.start()
-        return incidents.close
+
+        def finish() -> None:
+            drift.close()
+            incidents.close()
+        return finish
 
     def failures(result: dict) -> None:
         result["failures_captured"] = sum(e["failures_captured"] for e in result["endpoints"])

@@ -8,7 +8,12 @@ confidence) appear by themselves as the probe walks through it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.core.store import Store
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "assets" / "demo"
 MODEL_VERSIONS = ("wine-v1", "wine-v2", "wine-v3")
@@ -54,6 +59,16 @@ def demo_endpoints(rate_scale: float = 1.0) -> list[str]:
 
     return [onnx(PRODUCTION_MODEL, PRODUCTION_RATE_HZ), onnx(CANARY_MODEL, CANARY_RATE_HZ),
             "system:"]
+
+
+def give_references(store: Store, endpoints: Iterable[str]) -> None:
+    """Drift needs a reference per model endpoint; the demo's is the training-time sample.
+    Kept where one is set already (a person's choice on an earlier run)."""
+    from app.core.references import demo_reference, set_reference_if_missing
+
+    for endpoint in endpoints:
+        if not endpoint.startswith("system:"):
+            set_reference_if_missing(store, endpoint, demo_reference())
 
 
 def remote_endpoint(base_url: str, rate_scale: float = 1.0) -> str:

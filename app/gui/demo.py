@@ -60,14 +60,12 @@ def start_demo(window: Any) -> None:
 
 
 def _prepare_workspace(db_path: Path, model_endpoints: list[str]) -> None:
-    # Drift needs a reference per endpoint; the demo's is the training-time sample.
-    from app.core.references import demo_reference, set_reference_if_missing
+    from app.core.demo import give_references
     from app.core.store import Store
 
     store = Store(db_path)
     try:
-        for endpoint in model_endpoints:
-            set_reference_if_missing(store, endpoint, demo_reference())
+        give_references(store, model_endpoints)
     finally:
         store.close()
 
