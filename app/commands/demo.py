@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from app.commands import COMMANDS
 from app.commands._recording import add_run_options, record
+from app.commands.watch import finish_drift
 from app.core.demo import MODEL_VERSIONS, demo_endpoints, give_references, model_path
 from app.core.domain import EndpointUri
 from app.core.drift_monitor import DriftMonitor
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         incidents.start()
 
         def finish() -> None:
-            drift.close()
+            finish_drift(drift)
             incidents.close()
         return finish
 

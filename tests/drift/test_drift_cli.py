@@ -336,3 +336,26 @@ def test_a_payload_given_as_a_flag_names_the_inputs_for_references_and_overrides
     own = _json(capsys, ["drift", "--db", str(other), "--endpoint", "wine", "--window", "1h",
                          "--json"])
     assert [c["name"] for c in own["columns"]][:2] == ["alcohol", "malic_acid"]
+
+
+def test_a_recorded_run_leaves_drift_history_for_the_window(tmp_path, demo_dir, capsys):
+    """``watch`` into a workspace whose endpoint has a reference evaluates drift as the window
+    does (and once more at the end), so the window's Drift tab shows the run."""
+    db = tmp_path / "ws.db"
+    model = f"onnx:{demo_dir / 'wine-v1.onnx'}?provider=cpu"
+    payload = str(demo_dir / "production.csv")
+    argv = ["watch", model, "--payload", payload, "--rate", "200", "--seconds", "1",
+            "--db", str(db), "--json"]
+    assert main(argv) == 0
+    assert main(["drift", "--db", str(db), "--endpoint", "wine", "--set-reference", "demo"]) == 0
+    store = Store(db)
+    assert store.drift_evaluations(model) == []  # none before a reference was set
+    store.close()
+    assert main(argv) == 0
+    capsys.readouterr()
+    store = Store(db)
+    try:
+        (evaluation, *_) = store.drift_evaluations(model, source="fast")
+    finally:
+        store.close()
+    assert 0 <= evaluation["share_drifted"] <= 1 and evaluation["rows_current"] > 0
