@@ -6,7 +6,9 @@ Requests are forwarded with their bytes unchanged (only ``Host`` and hop-by-hop 
 rewritten, and a chunked request body is sent with a Content-Length); responses go back to the
 client exactly as the upstream sent them, byte for byte, status line and headers included.
 Recording happens off the hot path, in another process: the proxy only copies bytes, keeps a
-prefix of each body (``max_record_bytes``) and queues each finished exchange; stopping lets the
+prefix of each answer (``max_record_bytes``, the rest streams through) and the request body
+(whole: a request resent on a fresh connection needs it, a chunked one goes on with a
+Content-Length) and queues each finished exchange; stopping lets the
 calls in flight finish first, so a call a client has seen answered is recorded even if the tap
 is stopped right after. A longer body is forwarded whole and recorded cut, with
 ``truncated=True``. HTTP/1.1 only: no

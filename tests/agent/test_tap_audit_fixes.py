@@ -365,3 +365,71 @@ def test_a_pipelined_request_that_comes_with_the_end_of_the_previous_body_is_ser
         assert [x.request_body for x in got] == [first, second]
     finally:
         up.close()
+
+
+# -- D5: chunked bodies in one pass -------------------------------------------------------------
+
+def test_a_large_chunked_answer_passes_whole_within_the_upstream_timeout(procs, tmp_path):
+    """32 MB in 512-byte chunks. Parsed again from the start on each read, it took the tap
+    longer than its --timeout (the client's answer was cut and the call recorded as a
+    timeout); read in one pass it takes about a second, well inside 8 s."""
+    piece = b"x" * 512
+    count = (32 << 20) // len(piece)
+    chunk = b"%x\r\n%s\r\n" % (len(piece), piece)
+    answer = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * count
+              + b"0\r\n\r\n")
+    up = RawUpstream(lambda _h, _b: answer)
+    db = tmp_path / "ws.db"
+    tap = Proc(["tap", "--listen", "127.0.0.1:0", "--upstream", f"http://127.0.0.1:{up.port}",
+                "--db", str(db), "--timeout", "8", "--max-record-bytes", "4096"])
+    procs.append(tap)
+    try:
+        host, port = tap.url.removeprefix("http://").split(":")
+        got = bytearray()
+        with socket.create_connection((host, int(port)), timeout=60) as s:
+            s.sendall(post(V2, b"{}", b"Connection: close"))
+            while data := s.recv(1 << 20):
+                got += data
+        assert got == answer
+        err = tap.stop()
+    finally:
+        up.close()
+    assert tap.popen.returncode == 0, err
+    store = Store(db, readonly=True)
+    try:
+        (c,) = [c.capture for c in store.captures()]
+    finally:
+        store.close()
+    assert c.status is CaptureStatus.OK and c.truncated
+    assert c.outputs[0].data == piece * 8
+
+
+# -- D4: a large answer passes through; only the record's prefix stays --------------------------
+
+def test_a_large_answer_streams_through_and_only_the_record_prefix_is_kept(in_process_tap):
+    import tracemalloc
+
+    size = 64 << 20
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"y" * size
+    up = RawUpstream(lambda _h, _b: answer)
+    try:
+        addr, got = in_process_tap(up.port, max_record_bytes=4096)
+        host, port = addr.split(":")
+        received = 0
+        tracemalloc.start()
+        try:
+            with socket.create_connection((host, int(port)), timeout=60) as s:
+                s.sendall(post(V2, b"{}", b"Connection: close"))
+                while data := s.recv(1 << 20):
+                    received += len(data)
+            assert wait_until(lambda: len(got) == 1)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert received == len(answer)
+        # The whole answer (and copies of it) was held: 64 MB and more.
+        assert peak < 8 << 20
+        (x,) = got
+        assert x.response_body == b"y" * 4096 and x.response_truncated
+    finally:
+        up.close()
