@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -106,16 +107,39 @@ class FeatureRow:
 
 def latest_table(store: Store, endpoint: str, *, source: str = "fast") -> list[FeatureRow]:
     """The latest evaluation's features, most drifted first (untested ones last)."""
+    return latest_evaluation(store, endpoint, source=source)[1]
+
+
+def latest_evaluation(store: Store, endpoint: str, *, source: str = "fast"
+                      ) -> tuple[dict | None, list[FeatureRow]]:
+    """The latest evaluation (its time, rows and share drifted) and its ``latest_table``."""
     evaluations = store.drift_evaluations(endpoint, source=source)
     if not evaluations:
-        return []
+        return None, []
     last = evaluations[-1]
     rows = [p for p in store.drift_points(endpoint, last["ts_ns"], last["ts_ns"], source=source)
             if p["evaluation_id"] == last["id"]]
     table = [FeatureRow(p["feature"], p["method"], p["score"], p["threshold"],
                         bool(p["drifted"]), severity(p["method"], p["score"], p["threshold"]))
              for p in rows]
-    return sorted(table, key=lambda r: (math.isnan(r.severity), -np.nan_to_num(r.severity)))
+    return last, sorted(table, key=lambda r: (math.isnan(r.severity),
+                                              -np.nan_to_num(r.severity)))
+
+
+def evaluation_text(evaluation: dict | None, table: list[FeatureRow]) -> str:
+    """What the live table shows, in words: which rows it judged, and that a reference without
+    predictions had them compared with the endpoint's first ones (the CLI cannot, so their
+    shares differ by that column)."""
+    if evaluation is None:
+        return ""
+    at = datetime.fromtimestamp(evaluation["ts_ns"] / 1e9, UTC).strftime("%H:%M:%S UTC")
+    tested = [r for r in table if r.method is not None]
+    drifted = sum(r.drifted for r in tested)
+    text = (f"latest live evaluation: the last {evaluation['rows_current']} captured rows up to "
+            f"{at}; {drifted} of {len(tested)} columns drifted")
+    if any(r.feature == PREDICTION_COLUMN for r in tested):
+        text += " (prediction against the reference's, or the endpoint's first predictions)"
+    return text
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMenu,
+    QSizePolicy,
     QSplitter,
     QToolButton,
     QVBoxLayout,
@@ -31,8 +32,9 @@ from PySide6.QtWidgets import (
 from app.core.drift import DriftError
 from app.core.drift_history import (
     drift_matrix,
+    evaluation_text,
     feature_comparison,
-    latest_table,
+    latest_evaluation,
     share_series,
 )
 from app.core.drift_monitor import DriftMonitor, DriftUpdate
@@ -122,6 +124,9 @@ class DriftPanel(QWidget):
         self.reference_button.setMenu(menu)
         self.reference_label = QLabel("")
         self.reference_label.setStyleSheet(f"color: {theme.muted}")
+        # A long line is cut at the panel's edge (the tooltip has it whole), never widening it.
+        self.reference_label.setSizePolicy(QSizePolicy.Policy.Ignored,
+                                           QSizePolicy.Policy.Preferred)
         self.span_box = QComboBox()
         for text, seconds in HISTORY_SPANS_S:
             self.span_box.addItem(text, seconds)
@@ -222,8 +227,10 @@ class DriftPanel(QWidget):
             try:
                 last = store.capture_span(endpoint) if span_s is not None else None
                 start_ns = last[1] - int(span_s * 1e9) if last else None
-                return endpoint, (drift_matrix(store, endpoint, start_ns),
-                                  latest_table(store, endpoint), get_reference(store, endpoint))
+                evaluation, table = latest_evaluation(store, endpoint)
+                return endpoint, (drift_matrix(store, endpoint, start_ns), table,
+                                  get_reference(store, endpoint),
+                                  evaluation_text(evaluation, table))
             finally:
                 store.close()
 
@@ -300,14 +307,14 @@ class DriftPanel(QWidget):
 
     def _on_query_finished(self, answer: tuple) -> None:
         self._query = None
-        endpoint, (matrix, table, reference) = answer
+        endpoint, (matrix, table, reference, evaluated) = answer
         if self._refresh_again or endpoint != self.endpoint():
             self._refresh_again = False
             self.refresh()
             return
         self.heatmap.set_matrix(matrix.ts_ns, matrix.features, matrix.severity)
         self._set_table(table)
-        self._show_reference(reference)
+        self._show_reference(reference, evaluated)
         self.refreshed.emit()
 
     def _on_query_failed(self, message: str) -> None:
@@ -373,9 +380,12 @@ class DriftPanel(QWidget):
         self.refresh()  # the distributions are now against the new reference
         return True
 
-    def _show_reference(self, reference: Reference | None) -> None:
-        self.reference_label.setText(
-            f"against {reference.describe()}" if reference else "no reference: choose one")
+    def _show_reference(self, reference: Reference | None, evaluated: str = "") -> None:
+        """The reference, and which rows the table judged (the last N captured rows: seconds
+        on a busy endpoint, minutes on a quiet one, unlike the Full report's time span)."""
+        text = f"against {reference.describe()}" if reference else "no reference: choose one"
+        self.reference_label.setText(f"{text} · {evaluated}" if evaluated else text)
+        self.reference_label.setToolTip(self.reference_label.text())
 
     def _set_table(self, table: list) -> None:
         previous = self.selected_feature()

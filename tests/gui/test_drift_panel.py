@@ -53,6 +53,18 @@ def test_the_table_names_alcohol_and_color_intensity_first(panel, drifted):
     assert "demo reference" in panel.reference_label.text()
 
 
+def test_the_panel_says_which_rows_its_table_judged(panel, drifted):
+    """The live table judges the last N captured rows (seconds on a busy endpoint), not the
+    Full report's time span: said beside the reference, with its count of drifted columns."""
+    _, updates = drifted
+    last = updates[-1]
+    text = panel.reference_label.text()
+    rows = sum(1 for r in _table(panel) if r[1])  # tested columns have a method
+    drifted_now = sum(1 for r in _table(panel) if r[4] == "yes")
+    assert f"the last {last.result.rows_current} captured rows up to" in text
+    assert f"{drifted_now} of {rows} columns drifted" in text and "prediction against" in text
+
+
 def test_the_heat_map_has_a_column_per_evaluation_and_a_row_per_feature(panel, drifted):
     updates = drifted[1]
     assert panel.heatmap.shape == (len(updates), FEATURES + 1)
