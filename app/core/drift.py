@@ -156,19 +156,24 @@ def drift(reference: pd.DataFrame, current: pd.DataFrame) -> DriftResult:
     for frame, which in ((reference, "reference"), (current, "current data")):
         if frame.empty:
             raise DriftError(f"the {which} holds no rows")
-    ref_cols, cur_cols = feature_columns(reference), feature_columns(current)
+    ref_cols = feature_columns(reference)
     shared = [c for c in ref_cols if c in current.columns]
     if not shared:
         raise DriftError("reference and current data share no feature columns "
                          f"(reference has {', '.join(ref_cols) or 'none'})")
     result = evaluate(prepare_reference(reference, shared), current, columns=shared)
-    alone = [(c, "the current data") for c in ref_cols if c not in current.columns]
-    alone += [(c, "the reference") for c in cur_cols if c not in reference.columns]
-    if not alone:
-        return result
-    return replace(result, columns=(*result.columns, *(
-        ColumnDrift(c, Kind.NUMERICAL, None, None, None, False, f"not tested: not in {lacks}")
-        for c, lacks in alone)))
+    alone = one_sided(reference, current)
+    return replace(result, columns=(*result.columns, *alone)) if alone else result
+
+
+def one_sided(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[ColumnDrift, ...]:
+    """The features only one of two files has, as not tested, saying which lacks each."""
+    alone = [(c, "the current data") for c in feature_columns(reference)
+             if c not in current.columns]
+    alone += [(c, "the reference") for c in feature_columns(current)
+              if c not in reference.columns]
+    return tuple(ColumnDrift(c, Kind.NUMERICAL, None, None, None, False,
+                             f"not tested: not in {lacks}") for c, lacks in alone)
 
 
 def tensor_rows(tensor: TensorBlob) -> np.ndarray:

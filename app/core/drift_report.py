@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+from pandas.api.types import is_numeric_dtype
 
-from app.core.drift import DriftError, DriftResult, feature_columns
+from app.core.drift import DriftError, DriftResult, feature_columns, one_sided
 from app.core.drift_stats import BY_DISPLAY, ColumnDrift, Kind, clean, infer_kind, kind_note
 from app.core.output_files import refusal
 
@@ -76,6 +77,13 @@ def evidently_report(reference: pd.DataFrame, current: pd.DataFrame, *,
             side = "reference" if len(clean(reference[n])) == 0 else "current data"
             untested[n] = ColumnDrift(n, kind, None, None, None, False,
                                       f"not tested: no values in the {side} (all missing)")
+        elif kind is Kind.NUMERICAL and not (is_numeric_dtype(clean(reference[n]))
+                                             and is_numeric_dtype(clean(current[n]))):
+            # Numbers on one side, text on the other: Evidently fails the whole report on
+            # it (a numpy TypeError); the fast path sets the column aside, and so does this.
+            untested[n] = ColumnDrift(n, kind, None, None, None, False,
+                                      "not tested: numerical in current data but not in "
+                                      "reference")
     tested = [n for n in names if n not in untested]
     found: dict[str, ColumnDrift] = {}
     snapshot = None
@@ -94,6 +102,8 @@ def evidently_report(reference: pd.DataFrame, current: pd.DataFrame, *,
         snapshot.save_html(str(html_path))
     progress(1.0)
     results = tuple(untested.get(n) or found[n] for n in names)
+    if columns is None:  # two files: a column only one has is listed, as the fast path does
+        results += one_sided(reference, current)
     return DriftResult(results, len(reference), len(current))
 
 

@@ -234,12 +234,30 @@ def test_columns_only_one_file_has_are_listed_as_not_tested(tmp_path, capsys):
     ref_path, cur_path = tmp_path / "ref.csv", tmp_path / "cur.csv"
     ref.to_csv(ref_path, index=False)
     cur.to_csv(cur_path, index=False)
-    report = _json(capsys, ["drift", "--reference", str(ref_path), "--current", str(cur_path),
-                            "--json"])
-    notes = {c["name"]: c.get("note") for c in report["columns"]}
-    assert notes["b"] == "not tested: not in the current data"
-    assert notes["extra"] == "not tested: not in the reference"
-    assert notes["a"] is None
+    for evidently in ([], ["--evidently"]):  # the same columns listed either way
+        report = _json(capsys, ["drift", "--reference", str(ref_path), "--current",
+                                str(cur_path), "--json", *evidently])
+        notes = {c["name"]: c.get("note") for c in report["columns"]}
+        assert notes["b"] == "not tested: not in the current data"
+        assert notes["extra"] == "not tested: not in the reference"
+        assert notes["a"] is None
+
+
+def test_numbers_on_one_side_and_text_on_the_other_are_set_aside_not_fatal(tmp_path, capsys):
+    """Evidently itself fails the whole report on such a column (a numpy TypeError): both
+    paths set it aside, saying why, and test the rest."""
+    rng = np.random.default_rng(1)
+    ref = pd.DataFrame({"a": rng.normal(size=300), "mixed": [f"v{i % 7}" for i in range(300)]})
+    cur = pd.DataFrame({"a": rng.normal(size=300), "mixed": rng.normal(size=300)})
+    ref_path, cur_path = tmp_path / "ref.csv", tmp_path / "cur.csv"
+    ref.to_csv(ref_path, index=False)
+    cur.to_csv(cur_path, index=False)
+    for evidently in ([], ["--evidently"]):
+        report = _json(capsys, ["drift", "--reference", str(ref_path), "--current",
+                                str(cur_path), "--json", *evidently])
+        notes = {c["name"]: c.get("note") for c in report["columns"]}
+        assert notes["mixed"] == "not tested: numerical in current data but not in reference"
+        assert notes["a"] is None
 
 
 def test_huge_values_still_show_a_shift_and_print_no_warnings(tmp_path, capsys):
