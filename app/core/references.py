@@ -28,6 +28,8 @@ from probes.payload import payload_columns
 # Columns of a data file that are not model inputs: the same set probes/payload.py skips when it
 # turns rows into tensors, so capture tensors line up with the remaining columns in order.
 NON_INPUT_COLUMNS = BOOKKEEPING_COLUMNS | {"label", PREDICTION_COLUMN}
+# Endpoints whose probes read metrics and capture no request: no inputs to drift.
+METRICS_ONLY_SCHEMES = frozenset({"system", "prom+http", "prom+https"})
 DEMO_REFERENCE = "reference.csv"
 
 
@@ -187,6 +189,10 @@ def set_reference(store: Store, endpoint: str, reference: Reference) -> Referenc
     """Keep ``reference`` as the endpoint's, its columns in the endpoint's order
     (``in_capture_order``), and return what was kept; DriftError if its width cannot be the
     endpoint's captured rows (``check_width``)."""
+    scheme = endpoint.partition(":")[0]
+    if scheme in METRICS_ONLY_SCHEMES:
+        raise DriftError(f"{endpoint} records metrics, not model inputs: drift needs an "
+                         "endpoint whose requests are captured (onnx:, v2+http://, a tap...)")
     check_width(store, endpoint, reference.columns)
     reference = replace(reference, columns=in_capture_order(store, endpoint, reference.columns))
     store.set_drift_reference(

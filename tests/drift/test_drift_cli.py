@@ -377,3 +377,17 @@ def test_a_recorded_run_leaves_drift_history_for_the_window(tmp_path, demo_dir, 
     finally:
         store.close()
     assert 0 <= evaluation["share_drifted"] <= 1 and evaluation["rows_current"] > 0
+
+
+def test_an_endpoint_of_metrics_only_gets_no_reference(tmp_path, capsys):
+    db = tmp_path / "ws.db"
+    store = Store(db)
+    store.endpoint_id("system:")
+    store.close()
+    assert main(["drift", "--db", str(db), "--endpoint", "system:", "--set-reference",
+                 "demo"]) == 2
+    err = capsys.readouterr().err
+    assert "records metrics, not model inputs" in err and len(err.strip().splitlines()) == 1
+    store = Store(db)
+    assert store.drift_reference("system:") is None
+    store.close()
