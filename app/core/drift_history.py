@@ -135,10 +135,10 @@ def evaluation_text(evaluation: dict | None, table: list[FeatureRow]) -> str:
     at = datetime.fromtimestamp(evaluation["ts_ns"] / 1e9, UTC).strftime("%H:%M:%S UTC")
     tested = [r for r in table if r.method is not None]
     drifted = sum(r.drifted for r in tested)
-    text = (f"latest live evaluation: the last {evaluation['rows_current']} captured rows up to "
-            f"{at}; {drifted} of {len(tested)} columns drifted")
+    text = (f"{drifted} of {len(tested)} drifted in the last {evaluation['rows_current']} "
+            f"captured rows up to {at}")
     if any(r.feature == PREDICTION_COLUMN for r in tested):
-        text += " (prediction against the reference's, or the endpoint's first predictions)"
+        text += "; prediction against the reference's, or the endpoint's first ones"
     return text
 
 

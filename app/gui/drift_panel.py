@@ -155,8 +155,18 @@ class DriftPanel(QWidget):
         right.addWidget(self.distribution)
         right.addWidget(self.report)
         right.setSizes([330, 300])
+        # Which rows the table judged: the last N captured rows (seconds on a busy endpoint),
+        # unlike the Full report's time span, so their shares can differ.
+        self.evaluated_label = QLabel("")
+        self.evaluated_label.setStyleSheet(f"color: {theme.muted}")
+        self.evaluated_label.setWordWrap(True)
+        table_side = QWidget()
+        table_column = QVBoxLayout(table_side)
+        table_column.setContentsMargins(0, 0, 0, 0)
+        table_column.addWidget(self.evaluated_label)
+        table_column.addWidget(self.table, 1)
         lower = QSplitter(Qt.Orientation.Horizontal)
-        lower.addWidget(self.table)
+        lower.addWidget(table_side)
         lower.addWidget(right)
         lower.setSizes([420, 580])
         main = QSplitter(Qt.Orientation.Vertical)
@@ -215,6 +225,7 @@ class DriftPanel(QWidget):
         if endpoint is None or self.db_path is None:
             self.heatmap.set_matrix(np.empty(0, dtype=np.int64), (), np.empty((0, 0)))
             self._set_table([])
+            self.evaluated_label.clear()
             self.refreshed.emit()
             return
         if self._query is not None:
@@ -380,12 +391,15 @@ class DriftPanel(QWidget):
         self.refresh()  # the distributions are now against the new reference
         return True
 
-    def _show_reference(self, reference: Reference | None, evaluated: str = "") -> None:
-        """The reference, and which rows the table judged (the last N captured rows: seconds
-        on a busy endpoint, minutes on a quiet one, unlike the Full report's time span)."""
+    def _show_reference(self, reference: Reference | None, evaluated: str | None = None
+                        ) -> None:
+        """The reference, and (``evaluated``, when given) which rows the table judged."""
         text = f"against {reference.describe()}" if reference else "no reference: choose one"
-        self.reference_label.setText(f"{text} · {evaluated}" if evaluated else text)
-        self.reference_label.setToolTip(self.reference_label.text())
+        self.reference_label.setText(text)
+        self.reference_label.setToolTip(text)
+        if evaluated is not None:
+            self.evaluated_label.setText(evaluated)
+            self.evaluated_label.setVisible(bool(evaluated))
 
     def _set_table(self, table: list) -> None:
         previous = self.selected_feature()

@@ -58,11 +58,11 @@ def test_the_panel_says_which_rows_its_table_judged(panel, drifted):
     Full report's time span: said beside the reference, with its count of drifted columns."""
     _, updates = drifted
     last = updates[-1]
-    text = panel.reference_label.text()
+    text = panel.evaluated_label.text()
     rows = sum(1 for r in _table(panel) if r[1])  # tested columns have a method
     drifted_now = sum(1 for r in _table(panel) if r[4] == "yes")
-    assert f"the last {last.result.rows_current} captured rows up to" in text
-    assert f"{drifted_now} of {rows} columns drifted" in text and "prediction against" in text
+    assert f"{drifted_now} of {rows} drifted in the last {last.result.rows_current} captured " \
+           "rows up to" in text and "prediction against" in text
 
 
 def test_the_heat_map_has_a_column_per_evaluation_and_a_row_per_feature(panel, drifted):
