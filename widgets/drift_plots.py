@@ -133,8 +133,10 @@ class DriftHeatMapWidget(pg.PlotWidget):
 
     def _label_features(self) -> None:
         """Name every feature row that has room: in a short dock the rows are thinner than a
-        line of text, so every k-th name is a major tick (always drawn) and the rest minor
-        ones, which pyqtgraph draws only where they do not crowd."""
+        line of text, so only rows at least a line apart get a name that is always drawn (a
+        major tick), and the rest minor ones, which pyqtgraph draws only where they do not
+        crowd. The named rows are the most drifted in the latest evaluation first: an
+        unnamed red row is the one a user needs named."""
         if not getattr(self, "features", ()):  # also resized while being built
             return
         view = self.plot.getViewBox()
@@ -144,8 +146,24 @@ class DriftHeatMapWidget(pg.PlotWidget):
         line_px = self.fontMetrics().height()
         stride = max(1, math.ceil(line_px / max(row_px, 1e-6)))
         ticks = [(j + 0.5, name) for j, name in enumerate(self.features)]
-        self.plot.getAxis("left").setTicks([ticks[::stride],
-                                            [t for j, t in enumerate(ticks) if j % stride]])
+        named = self._rows_to_name(stride)
+        self.plot.getAxis("left").setTicks([[ticks[j] for j in named],
+                                            [t for j, t in enumerate(ticks) if j not in named]])
+
+    def _rows_to_name(self, stride: int) -> list[int]:
+        """Rows at least ``stride`` apart, the latest evaluation's most severe first (then
+        from the top), in row order."""
+        n = len(self.features)
+        if stride <= 1:
+            return list(range(n))
+        severity = getattr(self, "_severity", np.empty((0, 0)))
+        latest = (np.nan_to_num(severity[-1], nan=-1.0) if severity.ndim == 2
+                  and severity.shape[0] and severity.shape[1] == n else np.zeros(n))
+        chosen: list[int] = []
+        for j in sorted(range(n), key=lambda j: (-latest[j], j)):
+            if all(abs(j - k) >= stride for k in chosen):
+                chosen.append(j)
+        return sorted(chosen)
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)

@@ -263,6 +263,25 @@ def test_feature_names_in_a_short_heat_map_never_overlap(panel, drifted, qtbot):
     assert len(major) < len(heatmap.features)  # at 200 px, some names had to make room
 
 
+def test_a_short_heat_map_names_the_most_drifted_rows(qtbot):
+    """When only some rows can be named, the drifted ones are: every other row from the top
+    left the two drifted features of an audit's demo unnamed."""
+    from widgets.drift_plots import DriftHeatMapWidget
+
+    features = [f"feature_{j:02d}" for j in range(14)]
+    severity = np.full((3, 14), 0.2)
+    severity[-1, [3, 9]] = (4.0, 2.5)  # drifted now: rows 3 and 9, off any every-k-th grid
+    heat = DriftHeatMapWidget()
+    qtbot.addWidget(heat)
+    heat.set_matrix(np.array([1.7e18, 1.7e18 + 5e9, 1.7e18 + 1e10]), features, severity)
+    heat.setFixedHeight(170)
+    heat.show()
+    qtbot.waitUntil(lambda: heat.height() == 170, timeout=2000)
+    major = [name for _, name in heat.plot.getAxis("left")._tickLevels[0]]
+    assert len(major) < len(features)  # not every row has room
+    assert {"feature_03", "feature_09"} <= set(major)
+
+
 def test_an_empty_heat_map_says_so_and_shows_no_made_up_time_axis(qtbot):
     import numpy as np
 
