@@ -178,6 +178,9 @@ def inspect_onnx(path: str | Path, name: str | None = None,
     path = Path(path).resolve()
     if problem := not_a_file(path, "model file"):
         raise VersionError(problem)
+    if path.stat().st_size == 0:  # protobuf reads no bytes as an empty model, not an error
+        raise VersionError(f"{path} is empty (0 bytes), not an ONNX model; was its copy cut "
+                           "short?")
     try:
         # Weights kept in external files are not loaded: their count is read from the dims.
         model = onnx.load(str(path), load_external_data=False)

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from app.core.replay import NO_ANSWER, Selection, replay, select_cases
@@ -223,8 +224,13 @@ def test_two_files_with_one_name_do_not_become_one_version(workspace, tmp_path, 
         assert [v.name for v in registered(store)] == ["model"]
         empty = tmp_path / "empty.onnx"
         empty.write_bytes(b"")
-        with pytest.raises(VersionError, match="has no graph outputs"):
+        with pytest.raises(VersionError, match=r"is empty \(0 bytes\), not an ONNX model"):
             register(store, str(empty))
+        outputless = tmp_path / "outputless.onnx"
+        outputless.write_bytes(onnx.helper.make_model(
+            onnx.helper.make_graph([], "g", [], [])).SerializeToString())
+        with pytest.raises(VersionError, match="has no graph outputs"):
+            register(store, str(outputless))
         with pytest.raises(VersionError, match="names no server"):
             register(store, "v2+http:///models/wine")
     finally:
