@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _table(versions: list[ModelVersion]) -> str:
     head = f"{'#':>3}  {'name':<18} {'version':<10} {'params':>9} {'opset':>5} {'size':>9}  " \
-           f"{'sha256':<12}  signature / location"
+           f"{'sha256':<12}  {'producer':<20} signature / location"
     lines = [head]
     for v in versions:
         lines.append(
@@ -45,7 +45,8 @@ def _table(versions: list[ModelVersion]) -> str:
             f"{v.parameters if v.parameters is not None else '-':>9} "
             f"{v.opset if v.opset is not None else '-':>5} "
             f"{v.size_bytes if v.size_bytes is not None else '-':>9}  "
-            f"{(v.sha256 or '-')[:12]:<12}  {v.signature() or v.location}")
+            f"{(v.sha256 or '-')[:12]:<12}  {v.producer or '-':<20} "
+            f"{v.signature() or v.location}")
     return "\n".join(lines)
 
 

@@ -60,6 +60,9 @@ def test_replay_text_limit_endpoint_and_registered_names(capsys, demo_db: Path, 
     capsys.readouterr()
     _, doc = run_json(capsys, ["versions", "list", "--db", str(demo_db), "--json"])
     assert [v["name"] for v in doc["versions"]] == ["wine-v1", "wine-v2", "wine-v3"]
+    assert main(["versions", "list", "--db", str(demo_db)]) == 0
+    head, first, *_ = capsys.readouterr().out.splitlines()
+    assert "producer" in head and doc["versions"][0]["producer"] in first  # as --json has it
     assert main(["replay", "--db", str(demo_db), "--endpoint", "wine-v1", "--limit", "5",
                  "--controls", "0", "--no-save"]) == 0
     out = capsys.readouterr().out
