@@ -9,14 +9,12 @@ short-lived Store connections on the worker thread, so it shares nothing with th
 
 from __future__ import annotations
 
-import html
 import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PySide6.QtCore import QItemSelectionModel, Qt, Signal
 from PySide6.QtGui import QCloseEvent, QKeySequence, QResizeEvent, QShortcut
 from PySide6.QtWidgets import (
@@ -27,8 +25,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QListWidget,
-    QListWidgetItem,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -38,25 +34,32 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.domain import CaptureStatus, UriError, figure_text
+from app.core.domain import CaptureStatus, UriError
 from app.core.references import input_names_of
 from app.core.replay import (
     Case,
     Criteria,
     ReplayResult,
     Selection,
-    judged_with,
     replay,
     select_cases,
     with_endpoint_thresholds,
 )
 from app.core.replay_export import write_cases_csv
 from app.core.replay_store import load_replay, save_replay
-from app.core.replay_targets import ReplayError, Target, TargetDown, open_target
+from app.core.replay_targets import ReplayError, Target, open_target
 from app.core.store import Store, StoreError
-from app.core.versions import VersionError, free_name, inspect_onnx, registered, verify_unchanged
+from app.core.versions import VersionError, inspect_onnx, registered, verify_unchanged
 from app.gui.jobs import Job, JobRunner
 from app.gui.replay_models import FailureTableModel, ResultTableModel, feature_names
+from app.gui.replay_summary import (
+    export_failed_html,
+    exported_html,
+    refusal_html,
+    result_html,
+)
+from app.gui.replay_unopened import Unopened
+from app.gui.replay_versions import VersionListWidget
 from probes.base import ProbeError
 from probes.onnx_local import available_providers
 from widgets.case_view import CaseViewWidget
@@ -67,19 +70,12 @@ log = logging.getLogger(__name__)
 ALL = ""
 
 
-def _same(location: str) -> str:
-    """A key that is equal for two spellings of one model file."""
-    return str(Path(location).resolve()) if "://" not in location else location
-
-
-_REGISTERED = Qt.ItemDataRole.UserRole + 1  # the item came from the registry
 _PICKED = -1  # the time filter's entry for a range picked on a plot or an incident
 _COLUMN_CHARS = 24  # a results column is at most this many average characters wide
 _SAVED_WIDE = "#99 9999 cases"  # the saved-replay box is at least this wide
 # Widening the grid to its columns after a replay leaves the failure list and the case view
 # at least this wide (the case view's image or features beside its bars and answers).
 _LIST_MIN_PX = 180
-_VERSIONS_MAX_PX = 140  # the version picker grows to its rows up to this, then scrolls
 _CASE_MIN_PX = 500
 
 
@@ -90,22 +86,6 @@ def _one_line_rows(view: QTableView) -> None:
     header = view.verticalHeader()
     header.setMinimumSectionSize(row_px)
     header.setDefaultSectionSize(row_px)
-
-
-class _Unopened(Target):
-    """A version that could not be opened when the replay started (its registered file
-    replaced or unreadable, a URI no target takes): every case is "not asked", with why,
-    and the other versions still run. ``run_version`` turns a failing ``adapt`` into that."""
-
-    def __init__(self, name: str, location: str, reason: str) -> None:
-        self.name, self.location, self.reason = name, location, reason
-        self.model_version = None
-
-    def adapt(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        raise TargetDown(self.reason)
-
-    def run(self, feeds: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
-        raise TargetDown(self.reason)  # rows kept apart (odd shapes) are run one by one
 
 
 class ReplayPanel(QWidget):
@@ -191,13 +171,7 @@ class ReplayPanel(QWidget):
         self.failure_count.setWordWrap(True)  # else its length sets the column's minimum
         self.failure_count.setToolTip("select rows to replay only those")
 
-        self.version_list = QListWidget()
-        self.version_list.setMinimumHeight(3 * self.version_list.fontMetrics().height() + 12)
-        self.version_list.setMaximumHeight(_VERSIONS_MAX_PX)
-        # Bisect walks the list top to bottom: drag to change the order for this replay.
-        self.version_list.setDragDropMode(QAbstractItemView.DragDropMode.InternalMove)
-        self.version_list.setToolTip("tick the versions to replay on; drag to change the "
-                                     "order bisect walks; Delete removes one added here")
+        self.version_list = VersionListWidget()
         self.add_button = QPushButton("Add ONNX…")
         self.add_button.clicked.connect(self._on_add_button_clicked)
         self.provider_box = QComboBox()
@@ -307,37 +281,7 @@ class ReplayPanel(QWidget):
     def refresh_versions(self, extra: Sequence[str] = ()) -> None:
         """Registered versions (registry order) then ``extra`` locations, all checked;
         registered ones removed since are dropped from the list."""
-        current = self._with_store(registered)
-        still = {_same(v.location) for v in current}
-        for i in reversed(range(self.version_list.count())):
-            item = self.version_list.item(i)
-            if item.data(_REGISTERED) and _same(item.data(Qt.ItemDataRole.UserRole)) not in still:
-                self.version_list.takeItem(i)
-        items = [self.version_list.item(i) for i in range(self.version_list.count())]
-        taken = {item.text(): _same(item.data(Qt.ItemDataRole.UserRole)) for item in items}
-        found = [(v.location, v.name, True) for v in current]
-        found += [(x, Path(x).stem if x.endswith(".onnx") else x, False) for x in extra]
-        for location, name, from_registry in found:
-            if _same(location) in taken.values():
-                continue  # the same file, named relatively and absolutely, is one version
-            # Two files, one stem: a replay's columns must differ.
-            name = free_name(name, _same(location), taken)
-            taken[name] = _same(location)
-            item = QListWidgetItem(name)
-            item.setData(_REGISTERED, from_registry)
-            item.setData(Qt.ItemDataRole.UserRole, location)
-            item.setToolTip(location)
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Checked)
-            self.version_list.addItem(item)
-        self._fit_version_list()
-
-    def _fit_version_list(self) -> None:
-        # As tall as its rows: taller, it took the failure list's room in a short dock.
-        view = self.version_list
-        rows = max(3, view.count())
-        row_px = max(view.sizeHintForRow(0), view.fontMetrics().height())
-        view.setMaximumHeight(min(_VERSIONS_MAX_PX, rows * row_px + 2 * view.frameWidth() + 4))
+        self.version_list.refresh(self._with_store(registered), extra)
 
     @property
     def provider(self) -> str:
@@ -345,12 +289,7 @@ class ReplayPanel(QWidget):
 
     def checked_versions(self) -> list[tuple[str, str]]:
         """(location, name) of the versions to replay on, in list order."""
-        out = []
-        for i in range(self.version_list.count()):
-            item = self.version_list.item(i)
-            if item.checkState() == Qt.CheckState.Checked:
-                out.append((item.data(Qt.ItemDataRole.UserRole), item.text()))
-        return out
+        return self.version_list.checked()
 
     def refresh_endpoints(self) -> None:
         current = self.endpoint_box.currentData()
@@ -386,12 +325,11 @@ class ReplayPanel(QWidget):
         item = self.version_list.currentItem()
         if item is None:
             return
-        if item.data(_REGISTERED):
+        if self.version_list.is_registered(item):
             self.replay_failed.emit(f"{item.text()} is registered: remove it in the Versions "
                                     "panel, or untick it")
             return
-        self.version_list.takeItem(self.version_list.row(item))
-        self._fit_version_list()
+        self.version_list.remove(item)
 
     def add_version_file(self, path: str | Path) -> Job:
         """Add an ONNX file to the list (not to the registry) once it reads as a model by the
@@ -499,12 +437,7 @@ class ReplayPanel(QWidget):
     def _refuse(self, message: str, what: str = "Cannot replay") -> None:
         """Say why, in the summary and the status bar; a replay still shown stays, and says
         so, since Export writes it."""
-        text = f"<b>{what}:</b> {html.escape(message)}"
-        if self.result is not None:
-            shown = (f"#{self.result.replay_id}" if self.result.replay_id is not None
-                     else "(not saved)")
-            text += f"<br>The grid still shows replay {shown}."
-        self.summary.setText(text)
+        self.summary.setText(refusal_html(message, what, self.result))
         self.replay_failed.emit(message)
 
     def load_failures(self) -> None:
@@ -584,7 +517,7 @@ class ReplayPanel(QWidget):
                     except (ReplayError, VersionError, UriError, ProbeError) as exc:
                         # One version that cannot open is that version's "no answer (why)",
                         # not the end of the replay for all the others.
-                        target = _Unopened(name, location, str(exc))
+                        target = Unopened(name, location, str(exc))
                     targets.append(target)
                 result = replay(cases, targets, criteria=judged_by, batch_size=batch,
                                 selection=selection, progress=progress, cancelled=cancelled)
@@ -680,13 +613,11 @@ class ReplayPanel(QWidget):
                            on_failed=self._on_export_failed)
 
     def _on_exported(self, out: Path, cases: int) -> None:
-        self.summary.setText(self.summary.text() + f"<br>exported {cases} cases to "
-                             f"{html.escape(str(out))}")
+        self.summary.setText(self.summary.text() + exported_html(cases, out))
         self.exported.emit(out)
 
     def _on_export_failed(self, message: str) -> None:
-        self.summary.setText(self.summary.text()
-                             + f"<br><b>Export failed:</b> {html.escape(message)}")
+        self.summary.setText(self.summary.text() + export_failed_html(message))
         self.replay_failed.emit(message)
 
     def _on_export_clicked(self) -> None:
@@ -719,36 +650,8 @@ class ReplayPanel(QWidget):
             if header.sectionSize(c) > cap:
                 header.resizeSection(c, cap)
         self._fit_grid()
-        title = (f"<b>Replay #{result.replay_id}</b>" if result.replay_id is not None else
-                 f"<b>Replay, not saved:</b> {html.escape(not_saved or 'not saved')}; "
-                 "Export CSV… keeps its cases")
-        # What it was judged with on the title's line: one line less above the columns.
-        lines = [title + (" — <b>cancelled</b>; finished versions only" if result.cancelled
-                          else "") + " · " + html.escape(judged_with(result.criteria))]
-        ran = {r.version for r in result.runs}
-        not_run = [name for name in asked if name not in ran]
-        if result.cancelled and not_run:
-            lines.append(f"not run: {html.escape(', '.join(not_run))} (cancelled)")
-        for s in result.summaries():
-            p95 = "-" if s.latency_p95_ms is None else figure_text(s.latency_p95_ms)
-            why = html.escape(s.unanswered_reason or "")
-            silent = f" · <b>no answer {s.unanswered}</b> ({why})" if s.unanswered else ""
-            if s.error_reason:
-                silent += f" · errors mostly: {html.escape(s.error_reason)}"
-            lines.append(f"<b>{html.escape(s.version)}</b>: fixed {s.fixed}/{s.failures} · still "
-                         f"failing {s.still_failing} · newly broken {s.newly_broken}/{s.controls}"
-                         f" · errors {s.errors} · p95 {p95} ms/row{silent}")
-        unjudged, made_by = result.unjudged_slow()
-        if unjudged:
-            by = f" (model version {html.escape(', '.join(made_by))})" if made_by else ""
-            # "Tick it" helps only if it is there to tick: say when no registered version is.
-            missing = [m for m in made_by if m not in (registered_versions or set())]
-            hint = (f"; no registered version is model version "
-                    f"{html.escape(', '.join(missing))}" if missing else "")
-            lines.append(f"{unjudged} SLOW failures judged on their outputs only: their "
-                         f"endpoint has no SLO, or the version that recorded them{by} was not "
-                         f"replayed{hint}")
-        self.summary.setText("<br>".join(lines))
+        self.summary.setText(result_html(result, not_saved,
+                                         registered_versions=registered_versions, asked=asked))
         if not result.cancelled:  # a cancelled one leaves the bar where it stopped
             self.progress.setValue(1000)
         elif reopened:  # where a saved one stopped is not known: no bar, not the last one's
