@@ -9,7 +9,14 @@ from pathlib import Path
 
 from app.commands import COMMANDS
 from app.core.store import Store
-from app.core.versions import ModelVersion, VersionError, register_all, registered, unregister
+from app.core.versions import (
+    KIND_REMOTE,
+    ModelVersion,
+    VersionError,
+    register_all,
+    registered,
+    unregister,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -78,4 +85,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(_table(shown) if shown else "no versions registered; add one with "
               "`probescope versions add --db PATH MODEL.onnx`")
+        if args.versions_action == "add":
+            # A server's model names no version of itself here (its URI may not either), and
+            # a contract's version clause and a SLOW failure's recording version need one.
+            for v in shown:
+                if v.kind == KIND_REMOTE and not v.version:
+                    print(f"{v.name} is registered without a version: give the one its server "
+                          "serves with --version V (or .../versions/V in the URI)")
     return 0

@@ -328,3 +328,15 @@ def test_a_folder_given_as_a_version_is_said_to_be_a_folder(workspace, tmp_path)
             register(store, str(tmp_path / "models"))
     finally:
         store.close()
+
+
+def test_a_server_registered_without_a_version_is_told_how_to_give_one(workspace, capsys):
+    from app.cli import main
+
+    bare = "tfserving+http://127.0.0.1:9/v1/models/foo"
+    assert main(["versions", "add", "--db", str(workspace), bare]) == 0
+    assert "foo is registered without a version: give the one its server serves with " \
+           "--version V" in capsys.readouterr().out
+    assert main(["versions", "add", "--db", str(workspace), "--version", "3",
+                 "tfserving+http://127.0.0.1:9/v1/models/bar"]) == 0
+    assert "without a version" not in capsys.readouterr().out
