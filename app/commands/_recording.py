@@ -12,10 +12,28 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from app.commands import _args
+from app.core.drift_monitor import DriftMonitor
 from app.core.monitor import Monitor
 from app.core.store import Store
 from app.core.summary import format_table, summarize
 from probes import ProbeOptions
+
+FINAL_EVALUATION_WAIT_S = 30.0
+
+
+def drift_history(monitor: Monitor) -> Callable[[], None]:
+    """Evaluate drift live while recording, as the window does, so its Drift tab shows a run
+    recorded here (endpoints without a reference are skipped, said at INFO). Returns what to
+    call once recording has stopped: one last evaluation of what the run recorded (a run
+    shorter than the monitor's 5 s interval would otherwise leave none), then stop."""
+    drift = DriftMonitor(monitor.db_path)
+    monitor.subscribe(drift)
+    drift.start()
+
+    def finish() -> None:
+        drift.evaluate_soon().wait(FINAL_EVALUATION_WAIT_S)
+        drift.close()
+    return finish
 
 
 def add_run_options(p: argparse.ArgumentParser, *, default_seconds: float) -> None:

@@ -6,11 +6,9 @@ import argparse
 from collections.abc import Callable
 
 from app.commands import COMMANDS
-from app.commands._recording import add_run_options, record
-from app.commands.watch import finish_drift
+from app.commands._recording import add_run_options, drift_history, record
 from app.core.demo import MODEL_VERSIONS, demo_endpoints, give_references, model_path
 from app.core.domain import EndpointUri
-from app.core.drift_monitor import DriftMonitor
 from app.core.incidents import IncidentMonitor
 from app.core.monitor import Monitor
 from app.core.store import Store
@@ -36,19 +34,17 @@ def run(args: argparse.Namespace) -> int:
     finally:
         store.close()
     incidents = IncidentMonitor(args.db)
-    drift = DriftMonitor(args.db)
 
     def with_incidents(monitor: Monitor) -> Callable[[], None]:
         # Judged live, as in the window: the error-rate burst opens once drift sets in, and
         # the drift history (and the drift rule) fill as they do there.
+        finish_drift = drift_history(monitor)
         incidents.states = lambda: {e: str(p.state) for e, p in list(monitor.probes.items())}
-        monitor.subscribe(drift)
         monitor.subscribe(incidents)
-        drift.start()
         incidents.start()
 
         def finish() -> None:
-            finish_drift(drift)
+            finish_drift()
             incidents.close()
         return finish
 

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
 from app.commands import COMMANDS, _args
-from app.commands._recording import add_run_options, record
-from app.core.drift_monitor import DriftMonitor
-from app.core.monitor import Monitor
+from app.commands._recording import add_run_options, drift_history, record
 from probes import ProbeOptions
-
-FINAL_EVALUATION_WAIT_S = 30.0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,20 +29,4 @@ def run(args: argparse.Namespace) -> int:
     options = ProbeOptions(rate_hz=args.rate, payload=args.payload,
                            capture_rate=args.capture_rate, slo_ms=args.slo_ms)
     return record(args.uris, args.db, args.seconds, options, args.json,
-                  with_monitor=_drift_evaluated)
-
-
-def _drift_evaluated(monitor: Monitor) -> Callable[[], None]:
-    # Endpoints that have a drift reference get their drift history as in the window, so the
-    # window's Drift tab shows a run recorded here (the others are skipped, said at INFO).
-    drift = DriftMonitor(monitor.db_path)
-    monitor.subscribe(drift)
-    drift.start()
-    return lambda: finish_drift(drift)
-
-
-def finish_drift(drift: DriftMonitor) -> None:
-    """One last evaluation of what the run recorded (a run shorter than the monitor's 5 s
-    interval would otherwise leave none), then stop."""
-    drift.evaluate_soon().wait(FINAL_EVALUATION_WAIT_S)
-    drift.close()
+                  with_monitor=drift_history)
