@@ -134,13 +134,18 @@ def test_unusable_answers_are_clear_errors(opened, fault_server, demo_dir, mode,
     assert probe.measure_one().status is CaptureStatus.OK  # the probe carries on
 
 
-def test_an_answer_cut_mid_stream_marks_the_server_down_until_it_answers(opened, fault_server,
-                                                                         demo_dir):
-    bus = Bus()
+def _probing_a_cutting_server(opened, fault_server, demo_dir, bus: Bus):
+    """A started probe at rate 200 on a server that cuts every inference's answer short."""
     probe = opened(_v2(fault_server, "?rate=200"), bus,
-                       ProbeOptions(payload=demo_dir / "reference.csv"))
+                   ProbeOptions(payload=demo_dir / "reference.csv"))
     fault_server.mode = "cut"
     probe.start()
+    return probe
+
+
+def test_an_answer_cut_mid_stream_marks_the_server_down_until_it_answers(opened, fault_server,
+                                                                         demo_dir):
+    probe = _probing_a_cutting_server(opened, fault_server, demo_dir, Bus())
     try:
         assert wait_until(lambda: probe.state is EndpointState.DOWN)
         assert "connection lost" in probe.last_error
@@ -158,10 +163,7 @@ def test_a_server_whose_every_inference_drops_is_asked_at_a_growing_pause(opened
     at rate 5 and writing as many error captures; it now pauses as it does for a server that
     is gone (0.25 s, doubling), and an answer makes the pauses short again."""
     bus = Bus()
-    probe = opened(_v2(fault_server, "?rate=200"), bus,
-                   ProbeOptions(payload=demo_dir / "reference.csv"))
-    fault_server.mode = "cut"
-    probe.start()
+    probe = _probing_a_cutting_server(opened, fault_server, demo_dir, bus)
     try:
         # Pauses of 0.25 + 0.5 + 1 s: the fourth inference comes after 1.75 s, not 10 ms.
         assert wait_until(lambda: probe.requests >= 4, timeout_s=20)
