@@ -320,13 +320,18 @@ def _combo_text_fits(box) -> bool:
                for i in range(box.count()))
 
 
-def test_a_cancelled_replay_in_the_saved_box_is_not_cut(qtbot, panel):
+def cancelled_replay(qtbot, panel):
+    """A replay of the listed failures, one row a batch, cancelled at once: its result."""
     load(qtbot, panel)
     panel.batch_size = 1
     with qtbot.waitSignal(panel.replay_finished, timeout=TIMEOUT_MS) as done:
         panel.run_replay()
         panel.cancel()
-    assert done.args[0].cancelled
+    return done.args[0]
+
+
+def test_a_cancelled_replay_in_the_saved_box_is_not_cut(qtbot, panel):
+    assert cancelled_replay(qtbot, panel).cancelled
     box = panel.saved_box
     assert box.itemText(0).endswith("(cancelled)")
     qtbot.waitUntil(lambda: _combo_text_fits(box), timeout=5_000)
@@ -517,12 +522,7 @@ def test_raw_scores_beside_probabilities_are_drawn_min_max_and_say_so(qtbot):
 # -- D7: a cancelled replay names the versions it never ran --------------------------------------
 
 def test_a_cancelled_replay_names_the_ticked_versions_it_did_not_run(qtbot, panel):
-    load(qtbot, panel)
-    panel.batch_size = 1
-    with qtbot.waitSignal(panel.replay_finished, timeout=TIMEOUT_MS) as done:
-        panel.run_replay()
-        panel.cancel()
-    result = done.args[0]
+    result = cancelled_replay(qtbot, panel)
     assert result.cancelled
     ran = [r.version for r in result.runs]
     not_run = [n for _, n in panel.checked_versions() if n not in ran]
