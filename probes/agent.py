@@ -40,6 +40,7 @@ from probes.base import (
     register,
 )
 from probes.http_common import loads, split_http_target
+from probes.http_deadline import deadline, deadline_transport
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,7 @@ class AgentProbe(Probe):
     def run(self, stop: threading.Event) -> None:
         self.cursor = committed_cursor(self.workspace, self.endpoint)
         failures = 0
-        with httpx.Client(base_url=self.base_url, timeout=self.timeout_s, verify=self.verify,
-                          headers={"Authorization": f"Bearer {self._token}"}) as client:
+        with self.client() as client:
             while not stop.is_set():
                 if self.paused:
                     self.wait_if_paused()
@@ -146,6 +146,14 @@ class AgentProbe(Probe):
                     stop.wait(min(MAX_BACKOFF_S, self.interval_s * 2 ** min(failures, 4))
                               if failures else self.interval_s)
 
+    def client(self) -> httpx.Client:
+        """A client for this agent whose every exchange ends within ``timeout_s``, however
+        slowly the agent trickles its answer."""
+        return httpx.Client(base_url=self.base_url, timeout=self.timeout_s,
+                            headers={"Authorization": f"Bearer {self._token}"},
+                            transport=deadline_transport(httpx.Limits(max_connections=2),
+                                                         verify=self.verify))
+
     def _down(self, message: str) -> None:
         if self.last_error != message:
             log.warning("%s: %s", self.endpoint, message)
@@ -157,7 +165,7 @@ class AgentProbe(Probe):
              ) -> tuple[int, bytes]:
         """Status and body, read in chunks and refused past ``max_mb``: whatever answers on
         that port must not be able to fill the dashboard's memory."""
-        with client.stream("GET", path, params=params) as response:
+        with deadline(self.timeout_s), client.stream("GET", path, params=params) as response:
             body = bytearray()
             for chunk in response.iter_bytes():
                 body += chunk

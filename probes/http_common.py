@@ -29,6 +29,7 @@ import httpx
 
 from app.core.domain import EndpointUri
 from probes.base import ProbeError, float_param, int_param
+from probes.http_deadline import deadline, deadline_transport
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +264,8 @@ class HttpClient:
             base_url=base_url,
             headers=headers,
             timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
-            limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
+            transport=deadline_transport(httpx.Limits(max_connections=4,
+                                                      max_keepalive_connections=2)),
             follow_redirects=False,
         )
         self._timeout_s = settings.timeout_s
@@ -286,12 +288,9 @@ class HttpClient:
                 content_type: str = "application/json") -> Answer:
         """One request; the body is read in chunks and refused past the size cap.
 
-        ``timeout_s`` is a deadline for the whole answer: httpx's timeouts are per read, so a
-        server that trickles its answer a byte at a time would otherwise hold the probe
-        forever. The deadline is checked as each piece of the body arrives; a server that
-        falls silent is caught by the per-read timeout (``timeout_s`` too), so such a call
-        ends within twice ``timeout_s``. A head trickled byte by byte is not covered: httpx
-        offers no hook between the reads of a head."""
+        ``timeout_s`` is a deadline for the whole exchange, connect to last byte: httpx's
+        timeouts are per read, so a server that trickles its answer, head or body, a byte
+        at a time would otherwise hold the probe forever (``http_deadline``)."""
         headers = {"content-type": content_type} if content is not None else None
         url = f"{self.base_url}{path}"
         limit = self.settings.max_bytes
@@ -299,10 +298,9 @@ class HttpClient:
         timeout = httpx.Timeout(timeout_s, connect=min(timeout_s,
                                                        self.settings.connect_timeout_s))
         t0 = time.perf_counter_ns()
-        deadline_ns = t0 + int(timeout_s * 1e9)
         try:
-            with self._client.stream(method, path, content=content, headers=headers,
-                                     timeout=timeout) as r:
+            with deadline(timeout_s), self._client.stream(
+                    method, path, content=content, headers=headers, timeout=timeout) as r:
                 declared = r.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > limit:
                     raise _too_large(url, limit)
@@ -313,11 +311,7 @@ class HttpClient:
                     if size > limit:
                         raise _too_large(url, limit)
                     chunks.append(chunk)
-                    if time.perf_counter_ns() > deadline_ns:
-                        raise httpx.ReadTimeout("past the deadline")
                 elapsed_ms = (time.perf_counter_ns() - t0) / 1e6
-                if elapsed_ms > timeout_s * 1e3:  # a head-only answer, unseen by the loop
-                    raise httpx.ReadTimeout("past the deadline")
                 return Answer(r.status_code, self.redactor.bytes(b"".join(chunks)), elapsed_ms,
                               r.headers.get("content-type", ""), self.redactor)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:

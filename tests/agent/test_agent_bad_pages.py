@@ -28,6 +28,8 @@ class FakeAgent:
 
     def __init__(self) -> None:
         self.pages: list[bytes] = []
+        self.trickle = threading.Event()  # set: answer pages one byte every 0.2 s, head first
+        self.released = threading.Event()
         self.pulls: list[str] = []
         owner = self
 
@@ -43,11 +45,26 @@ class FakeAgent:
                 else:
                     owner.pulls.append(self.path)
                     body = owner.pages.pop(0) if len(owner.pages) > 1 else owner.pages[0]
+                    if owner.trickle.is_set():
+                        self._trickle(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s"
+                                      % (len(body), body))
+                        return
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def _trickle(self, answer: bytes) -> None:
+                self.close_connection = True
+                try:
+                    for i in range(len(answer)):
+                        self.wfile.write(answer[i:i + 1])
+                        self.wfile.flush()
+                        if owner.released.wait(0.2):
+                            return
+                except OSError:
+                    pass  # the probe gave up: what it should do
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -55,6 +72,7 @@ class FakeAgent:
         self.uri = f"agent+http://127.0.0.1:{self.server.server_address[1]}"
 
     def close(self) -> None:
+        self.released.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -128,3 +146,26 @@ def test_a_bad_page_is_reported_and_pulling_goes_on(agent, caplog):
         probe.stop()
     assert probe.errors == 2 and len(agent.pulls) >= 3
     assert "sent a page that cannot be read" in caplog.text
+
+
+def test_an_agent_trickling_its_answer_is_given_up_on_at_timeout_s(agent):
+    """httpx's timeouts are per read: an answer sent a byte every 0.2 s, head included,
+    never trips them, and held the pulling thread (and closing the dashboard) for good."""
+    agent.pages = [page(1, [[1, NOW, "latency_ms", 1.0]])]
+    agent.trickle.set()
+    probe = open_probe(agent.uri + "?timeout_s=1", Bus())
+    errors: list[str] = []
+
+    def pull() -> None:
+        with probe.client() as client:
+            try:
+                probe.pull_once(client)
+            except ProbeError as exc:
+                errors.append(str(exc))
+
+    worker = threading.Thread(target=pull, daemon=True)
+    worker.start()
+    worker.join(20)
+    agent.released.set()
+    assert not worker.is_alive(), "a trickling agent held the probe past its timeout_s"
+    assert errors == [f"agent at {probe.base_url} did not answer within 1 s"]

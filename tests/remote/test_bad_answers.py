@@ -29,7 +29,8 @@ TOKEN = "sEcReTtOkEn12345/67890abcdEF=="
 
 class ScriptedServer(FaultServer):
     """The fault server, plus: POSTs answered from ``script`` (one canned body each, in
-    order) while it lasts; ``trickle`` answers one byte every ``trickle_s``."""
+    order) while it lasts; ``trickle`` answers one byte every ``trickle_s``, and
+    ``trickle_head`` does so from the first byte of the head."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -38,6 +39,19 @@ class ScriptedServer(FaultServer):
         self.trickle_s = 0.2
 
     def _answer(self, h, method: str) -> None:
+        if method == "POST" and self.mode == "trickle_head":
+            h.rfile.read(int(h.headers.get("content-length") or 0))
+            head = b"HTTP/1.1 200 OK\r\nx-padding: " + b"a" * 100000
+            try:
+                for i in range(len(head)):
+                    h.wfile.write(head[i:i + 1])
+                    h.wfile.flush()
+                    if self.release.wait(self.trickle_s):
+                        break
+            except OSError:
+                pass
+            h.close_connection = True
+            return None
         if method == "POST" and self.mode == "trickle":
             length = int(h.headers.get("content-length") or 0)
             h.rfile.read(length)
@@ -176,10 +190,11 @@ def test_a_bug_in_a_decoder_is_logged_and_counted_and_probing_goes_on(server, de
     assert len(tracebacks) == 1  # once, not once per answer
 
 
-def test_timeout_s_is_a_deadline_for_the_whole_answer(opened, server, demo_dir):
+@pytest.mark.parametrize("mode", ["trickle", "trickle_head"])
+def test_timeout_s_is_a_deadline_for_the_whole_answer(opened, server, demo_dir, mode):
     probe = opened(_v2(server, "?timeout_s=1"), Bus(),
                    ProbeOptions(payload=demo_dir / "reference.csv"))
-    server.mode = "trickle"  # one byte every 0.2 s: each read is quick, the answer never ends
+    server.mode = mode  # one byte every 0.2 s: each read is quick, the answer never ends
     got: list[Capture] = []
     worker = threading.Thread(target=lambda: got.append(probe.measure_one()), daemon=True)
     worker.start()
