@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from PySide6.QtCore import QMarginsF, QPointF, QRectF, Qt
+from PySide6.QtCore import QIODevice, QMarginsF, QPointF, QRectF, Qt
 from PySide6.QtGui import (
     QColor,
     QFont,
@@ -350,8 +350,9 @@ def page_size(name: str) -> QPageSize:
     return QPageSize(sizes[name.lower()])
 
 
-def make_writer(path: str, size: str, title: str, creator: str) -> QPdfWriter:
-    writer = QPdfWriter(path)
+def make_writer(target: str | QIODevice, size: str, title: str, creator: str) -> QPdfWriter:
+    """A PDF writer onto a file path or an open device (the report paints into memory)."""
+    writer = QPdfWriter(target)
     writer.setResolution(DPI)
     writer.setTitle(title)
     writer.setCreator(creator)

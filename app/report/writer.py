@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from PySide6.QtCore import QBuffer, QIODevice
 from PySide6.QtGui import QGuiApplication, QPainter
 
 from app.core.domain import utc_text
@@ -128,7 +129,14 @@ def write_report(db_path: str | Path, incident: str | int, out: str | Path, *,
     os.fchmod(fd, out.stat().st_mode & 0o777 if out.exists() else 0o644)
     os.close(fd)
     try:
-        _paint(data, tmp, page_size, progress, cancelled)
+        pdf = _paint(data, page_size, progress, cancelled)
+        # Qt's PDF writer does not report a failed write (a full disk left a truncated or
+        # empty file behind "wrote"): it paints into memory, and Python's own write, flush
+        # and fsync raise on the first byte the disk refuses.
+        with open(tmp, "wb") as f:
+            f.write(pdf)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, out.resolve() if out.is_symlink() else out)
     except OSError as exc:  # a full disk, a file system that refuses the rename
         Path(tmp).unlink(missing_ok=True)
@@ -184,10 +192,13 @@ def _title(data: report_data.ReportData) -> str:
     return f"Incident #{inc['id']}: {RULE_TITLES.get(inc['rule'], inc['rule'])}"
 
 
-def _paint(data: report_data.ReportData, path: str, page_size: str,
-           progress: Callable[[float], None], cancelled: Callable[[], bool]) -> None:
+def _paint(data: report_data.ReportData, page_size: str,
+           progress: Callable[[float], None], cancelled: Callable[[], bool]) -> bytes:
+    """The whole PDF, painted into memory (a report is tens to hundreds of KB)."""
     title = _title(data)
-    writer = make_writer(path, page_size, f"{title} on {data.incident['endpoint']}",
+    buffer = QBuffer()
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    writer = make_writer(buffer, page_size, f"{title} on {data.incident['endpoint']}",
                          f"ProbeScope {data.probescope_version}")
     flow = PageFlow(writer, f"{title} · {data.incident['endpoint']}")
     _compose(flow, data, cancelled)
@@ -195,7 +206,7 @@ def _paint(data: report_data.ReportData, path: str, page_size: str,
         raise ReportCancelled("report export cancelled")
     painter = QPainter()
     if not painter.begin(writer):
-        raise ReportError(f"cannot write the report to {path}: the PDF could not be started")
+        raise ReportError("cannot write the report: the PDF could not be started")
     try:
         footer = (f"ProbeScope {data.probescope_version} · generated "
                   f"{_utc(datetime.now(UTC).timestamp() * 1e9)}")
@@ -207,7 +218,10 @@ def _paint(data: report_data.ReportData, path: str, page_size: str,
 
         flow.paint(painter, footer, on_page)
     finally:
-        painter.end()
+        finished = painter.end()
+    if not finished:
+        raise ReportError("cannot write the report: the PDF could not be finished")
+    return bytes(buffer.data())
 
 
 def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[], bool]) -> None:

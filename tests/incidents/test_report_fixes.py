@@ -4,7 +4,10 @@ failure times, throughput before the probe started, and an output path naming a 
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +24,8 @@ from app.core.store import Store
 from app.report import ReportError, write_report
 from app.report.data import gather
 from tests.incidents.conftest import NS, T0, write_requests
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _text(path: Path) -> str:
@@ -270,3 +275,31 @@ def test_an_incident_resolved_by_hand_is_shaded_only_up_to_the_resolve(demo_inci
     assert data.resolved_ns == incident["resolved_ns"] is not None
     assert shaded_span(incident, data.resolved_ns) == (incident["opened_ns"],
                                                        incident["resolved_ns"])
+
+
+# -- a disk that refuses the PDF's bytes -------------------------------------------------------
+
+def test_a_report_the_disk_cannot_hold_is_an_error_and_the_earlier_one_stays(
+        qapp, demo_incident, tmp_path):
+    """Files over 40 KB (past the workspace's 32 KB shared-memory file) are refused to the
+    CLI (RLIMIT_FSIZE: EFBIG, the same failed write as a full disk's ENOSPC, without root).
+    Qt's PDF writer ignored failed writes: the CLI printed "wrote", exited 0 and left a
+    truncated PDF in place of the good one."""
+    db, incident_id = demo_incident
+    out = tmp_path / "report.pdf"
+    write_report(db, incident_id, out)
+    good = out.read_bytes()
+    assert len(good) > 40_000
+    limit = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+             "resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000)); "
+             "from app.cli import main; sys.exit(main(sys.argv[1:]))")
+    done = subprocess.run(
+        [sys.executable, "-c", limit, "report", "--db", str(db), "--incident",
+         str(incident_id), "--out", str(out)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip() == f"probescope: cannot write the report to {out}: File too large"
+    assert "wrote" not in done.stdout and "Traceback" not in done.stderr
+    assert out.read_bytes() == good
+    assert not [p.name for p in tmp_path.iterdir() if p.suffix == ".pdf" and p != out]
