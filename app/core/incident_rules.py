@@ -117,6 +117,9 @@ class Reading:
     clear: bool
     detail: str  # what a person reads: the figures and the window they cover
     unit: str = ""
+    # When the trouble began, where the rule knows better than its first trip (an outage
+    # starts at the last sign of life, not down_after_s later when the rule can tell).
+    since_ns: int | None = None
 
     @property
     def severity(self) -> str:
@@ -204,20 +207,29 @@ def memory(store: Store, endpoint: str, t_ns: int, cfg: RuleConfig) -> Reading |
 
 
 def down(last_seen_ns: int | None, t_ns: int, cfg: RuleConfig,
-         state: str | None = None) -> Reading | None:
-    """``last_seen_ns``: the endpoint's newest sample; ``state``: its probe's own verdict."""
+         state: str | None = None, down_since_ns: int | None = None) -> Reading | None:
+    """``last_seen_ns``: the endpoint's newest sign of life; ``state``: its probe's own
+    verdict; ``down_since_ns``: when the probe began saying it is down, where known."""
     if (last_seen_ns is None and state is None) or state in ("paused", "stopped"):
         return None  # silence the user asked for is not an outage
     gap_s = max(0.0, (t_ns - last_seen_ns) / NS) if last_seen_ns is not None else math.inf
     said_down = state == "down"
+    tripped = said_down or gap_s > cfg.down_after_s
+    since_ns = down_since_ns if said_down else last_seen_ns
     if said_down:
-        detail = "the probe reports the endpoint down (every request failed)"
-    else:
+        detail = ("the probe reports the endpoint down (every request failed)"
+                  if down_since_ns is None else
+                  f"the probe reports the endpoint down since {utc_text(down_since_ns)} "
+                  "(every request failed)")
+    elif tripped:
         # When the silence began, not only how long it is: the incident opens only once it
         # has lasted down_after_s (and an evaluation has run), and a write-up needs the start.
         since = ("no samples yet" if last_seen_ns is None else
                  f"no samples since {utc_text(last_seen_ns)} ({gap_s:.0f} s)")
         detail = f"{since}; threshold {cfg.down_after_s:g} s"
-    return Reading("down", min(gap_s, 1e9), cfg.down_after_s,
-                   said_down or gap_s > cfg.down_after_s,
-                   not said_down and gap_s < cfg.down_after_s * cfg.close_ratio, detail, "s")
+    else:
+        assert last_seen_ns is not None
+        detail = f"the endpoint answers again (newest sample {utc_text(last_seen_ns)})"
+    return Reading("down", min(gap_s, 1e9), cfg.down_after_s, tripped,
+                   not said_down and gap_s < cfg.down_after_s * cfg.close_ratio, detail, "s",
+                   since_ns=since_ns if tripped else None)

@@ -129,9 +129,16 @@ class IncidentEngine:
         # An imported log (log:NAME) records requests as they came; a quiet stretch in it
         # is no traffic, not an outage, and nothing probes it to tell the two apart.
         if "down" not in off and not endpoint.startswith("log:"):
-            seen = (last_seen_ns.get(endpoint) if last_seen_ns is not None
-                    else self.store.last_sample_ns(endpoint, t_ns))
-            out.append(rules.down(seen, t_ns, cfg, (states or {}).get(endpoint)))
+            state = (states or {}).get(endpoint)
+            if last_seen_ns is not None:
+                seen, since = last_seen_ns.get(endpoint), None
+            else:
+                # History: the probe's ``up`` 0 samples say down, and are no sign of life.
+                seen = self.store.last_sample_ns(endpoint, t_ns, alive=True)
+                since = self.store.down_since_ns(endpoint, t_ns)
+                if since is not None and state is None:
+                    state = "down"
+            out.append(rules.down(seen, t_ns, cfg, state, since))
         return [r for r in out if r is not None]
 
     # -- the state machine ----------------------------------------------------------------
@@ -190,7 +197,7 @@ class IncidentEngine:
 
     def _open(self, endpoint: str, r: Reading, t_ns: int, cfg: RuleConfig,
               track: _Track) -> IncidentEvent | None:
-        opened_ns = track.first_trip_ns or t_ns
+        opened_ns = min(r.since_ns or t_ns, track.first_trip_ns or t_ns)
         summary = f"{_title(r.rule)}: {r.detail}"
         details = {"detail": r.detail, "unit": r.unit, "config": cfg.to_json()}
         recent = self._latest(endpoint, r.rule, t_ns)

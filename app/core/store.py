@@ -27,6 +27,7 @@ from app.core.domain import (
     Capture,
     CaptureStatus,
     EndpointUri,
+    Metric,
     Sample,
     StoreError,
     UriError,
@@ -1157,21 +1158,47 @@ class Store:
             "SELECT count(*) FROM captures WHERE endpoint_id = ? AND ts_ns >= ? AND ts_ns <= ?",
             [eid, start_ns, end_ns]).fetchone()[0])
 
-    def last_sample_ns(self, endpoint: str, before_ns: int | None = None) -> int | None:
-        """The newest ts_ns of any series of an endpoint (at or before ``before_ns``)."""
+    def last_sample_ns(self, endpoint: str, before_ns: int | None = None, *,
+                       alive: bool = False) -> int | None:
+        """The newest ts_ns of any series of an endpoint (at or before ``before_ns``);
+        ``alive``: leaving out the probe's ``up`` 0 samples, which say it could not reach
+        the endpoint."""
         eid = self._lookup_endpoint(endpoint)
         if eid is None:
             return None
+        up = self._lookup_metric(Metric.UP) if alive else None
         # One max() per metric lets SQLite answer each from the index's end.
         best = None
         for (mid,) in self.db.execute("SELECT id FROM metrics").fetchall():
             row = self.db.execute(
                 "SELECT max(ts_ns) FROM samples WHERE endpoint_id = ? AND metric_id = ? "
-                "AND ts_ns <= ?", [eid, mid, _span(None, before_ns)[1]]
+                "AND ts_ns <= ?" + (" AND value != 0" if mid == up else ""),
+                [eid, mid, _span(None, before_ns)[1]]
             ).fetchone()
             if row[0] is not None and (best is None or row[0] > best):
                 best = int(row[0])
         return best
+
+    def down_since_ns(self, endpoint: str, before_ns: int) -> int | None:
+        """When the endpoint's probe began saying it is down (``up`` 0), if its newest ``up``
+        sample at or before ``before_ns`` says so; else None. A probe writes ``up`` 0 at
+        each failed attempt to reach its server and ``up`` 1 once it answers again."""
+        eid, mid = self._lookup_endpoint(endpoint), self._lookup_metric(Metric.UP)
+        if eid is None or mid is None:
+            return None
+        newest = self.db.execute(
+            "SELECT value FROM samples WHERE endpoint_id = ? AND metric_id = ? AND ts_ns <= ? "
+            "ORDER BY ts_ns DESC LIMIT 1", [eid, mid, before_ns]).fetchone()
+        if newest is None or newest[0] != 0:
+            return None
+        (back,) = self.db.execute(
+            "SELECT max(ts_ns) FROM samples WHERE endpoint_id = ? AND metric_id = ? "
+            "AND ts_ns <= ? AND value != 0", [eid, mid, before_ns]).fetchone()
+        (since,) = self.db.execute(
+            "SELECT min(ts_ns) FROM samples WHERE endpoint_id = ? AND metric_id = ? "
+            "AND ts_ns > ? AND ts_ns <= ? AND value = 0",
+            [eid, mid, -1 if back is None else back, before_ns]).fetchone()
+        return int(since)
 
     def captures_between(self, endpoint: str, start_ns: int, end_ns: int, *,
                          failed: bool | None = None, limit: int = 1000,

@@ -1,0 +1,64 @@
+"""A model server that dies and comes back, recorded by a real probe, becomes one "Endpoint
+down" incident when the history is judged: from the probe's own ``up`` 0 samples, which it
+writes at every failed attempt to reach the server (they used to count as signs of life, so
+the silence never reached down_after_s and no incident opened)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from app.cli import main
+from app.core.monitor import Monitor
+from app.core.store import Store
+from probes import EndpointState, ProbeOptions
+from tests.helpers import wait_until
+from tests.remote.fault_server import FaultServer
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def test_an_outage_in_the_history_is_one_down_incident_from_its_first_refusal(
+        tmp_path, demo_dir, capsys):
+    db = tmp_path / "outage.db"
+    server = FaultServer().start()
+    uri = f"v2+http://127.0.0.1:{server.port}/models/m"
+    monitor = Monitor(db)
+    try:
+        probe = monitor.attach(uri, ProbeOptions(payload=demo_dir / "reference.csv",
+                                                 rate_hz=20))
+        assert wait_until(lambda: probe.requests > 10)
+        killed_ns = time.time_ns()
+        server.stop()
+        assert wait_until(lambda: probe.state is EndpointState.DOWN)
+        time.sleep(5)  # the probe's reconnect attempts come at most 2 s apart by now
+        server.start()
+        back_ns = time.time_ns()
+        up_again = probe.requests
+        assert wait_until(lambda: probe.state is EndpointState.UP, timeout_s=20)
+        assert wait_until(lambda: probe.requests > up_again + 60)
+    finally:
+        monitor.close()
+        server.stop()
+    endpoint = probe.endpoint
+    assert main(["incidents", "--db", str(db), "rules", endpoint, "down_after_s=3",
+                 "close_after_s=1"]) == 0
+    assert main(["incidents", "--db", str(db), "evaluate", "--step", "0.5"]) == 0
+    capsys.readouterr()
+    assert main(["incidents", "--db", str(db), "list", "--json"]) == 0
+    incidents = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    down = [i for i in incidents if i["rule"] == "down"]
+    assert len(down) == 1, incidents
+    (incident,) = down
+    # It starts at the first refused request, not down_after_s later, and clears once the
+    # server answers again.
+    assert killed_ns <= incident["opened_ns"] <= killed_ns + 2 * 10**9
+    assert back_ns <= incident["cleared_ns"] <= back_ns + 8 * 10**9
+    assert "the probe reports the endpoint down since" in incident["summary"]
+    store = Store(db, readonly=True)
+    notes = [n["text"] for n in store.incident_notes(incident["id"])]
+    store.close()
+    clear_note = next(n for n in notes if n.startswith("Cleared"))
+    assert clear_note.startswith("Cleared: the endpoint answers again (newest sample ")
