@@ -61,6 +61,10 @@ class BadResponse(RemoteError):
         self.status_code = status_code
 
 
+class CredentialsRefused(BadResponse):
+    """HTTP 401 or 403: no retry will help until the user gives the right token."""
+
+
 HTTP_PARAMS = frozenset({"timeout_s", "connect_timeout_s", "max_mb", "retries", "token_env"})
 
 
@@ -312,8 +316,8 @@ class HttpClient:
                         raise _too_large(url, limit)
                     chunks.append(chunk)
                 elapsed_ms = (time.perf_counter_ns() - t0) / 1e6
-                return Answer(r.status_code, self.redactor.bytes(b"".join(chunks)), elapsed_ms,
-                              r.headers.get("content-type", ""), self.redactor)
+                answer = Answer(r.status_code, self.redactor.bytes(b"".join(chunks)),
+                                elapsed_ms, r.headers.get("content-type", ""), self.redactor)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise Unreachable(f"cannot connect to {self.base_url}: {_reason(exc)}") from None
         except httpx.TimeoutException:
@@ -323,6 +327,14 @@ class HttpClient:
             raise Unreachable(f"{method} {url}: connection lost: {_reason(exc)}") from None
         except httpx.HTTPError as exc:
             raise BadResponse(f"{method} {url}: {_reason(exc)}") from None
+        if answer.status_code in (401, 403):
+            raise CredentialsRefused(
+                f"server at {self.base_url} refused our credentials: HTTP {answer.status_code}: "
+                f"{answer.error_text()}; " + (
+                    f"check the token in ${self.settings.token_env}" if self.settings.token_env
+                    else "give its token with ?token_env=NAME (the token in that environment "
+                         "variable)"), answer.status_code)
+        return answer
 
     def get(self, path: str, *, retries: int | None = None,
             stop: threading.Event | None = None) -> Answer:

@@ -32,6 +32,7 @@ from probes.http_common import (
     HTTP_PARAMS,
     Backoff,
     BadResponse,
+    CredentialsRefused,
     HttpClient,
     HttpSettings,
     RemoteError,
@@ -146,6 +147,8 @@ class RemoteModelProbe(Probe):
             if not self.requests_ready:
                 self.requests_ready = self.build_requests(retries)
         except BadResponse as exc:
+            if isinstance(exc, CredentialsRefused):
+                raise ProbeError(f"{self.endpoint}: {exc}") from None
             if exc.status_code == 404:
                 raise ProbeError(f"{self.endpoint}: {exc}; check the model name and version "
                                  "in the URI") from None

@@ -21,6 +21,7 @@ from app.core.domain import EndpointUri, UriError
 from probes.base import ProbeError
 from probes.http_common import (
     BadResponse,
+    CredentialsRefused,
     HttpClient,
     HttpSettings,
     TimedOut,
@@ -222,8 +223,8 @@ class _RemoteTarget(Target):
     def _post(self, content: bytes) -> Any:
         try:
             return self.client.request("POST", self.path, content=content)
-        except (Unreachable, TimedOut) as exc:
-            raise TargetDown(str(exc)) from None
+        except (Unreachable, TimedOut, CredentialsRefused) as exc:
+            raise TargetDown(str(exc)) from None  # never asked: says nothing of the model
         except BadResponse as exc:
             raise ReplayError(str(exc)) from None
 

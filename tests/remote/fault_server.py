@@ -29,6 +29,7 @@ class FaultServer:
 
     def __init__(self) -> None:
         self.mode = "ok"
+        self.token: str | None = None  # set: every call needs "Bearer <token>", else HTTP 401
         self.model_ready = True
         self.delay_s = 5.0
         self.huge_bytes = 3 * 2**20
@@ -96,6 +97,8 @@ class FaultServer:
             self.bodies.append(body)
             self.authorizations.append(h.headers.get("authorization"))
         path = h.path
+        if self.token is not None and h.headers.get("authorization") != f"Bearer {self.token}":
+            return self._send(h, 401, b'{"error": "invalid bearer token"}')
         data_call = method == "POST" or path == "/metrics" or self.mode == "hang"
         if data_call and self.mode in ("slow", "hang"):
             self.release.wait(self.delay_s)

@@ -286,3 +286,28 @@ def test_watching_a_server_that_never_answers_says_so(fault_server, demo_dir, tm
     err = capsys.readouterr().err
     assert f"no request to {_v2(fault_server, '?timeout_s=1')} completed" in err
     assert "no answer within" in err
+
+
+def test_a_refused_token_is_refused_at_attach_with_the_server_s_words(fault_server, demo_dir,
+                                                                      monkeypatch):
+    """HTTP 401 read "server ... is not live: HTTP 401", the endpoint was marked down, retried
+    for ever and opened an "Endpoint down" incident: no retry helps without the right token."""
+    fault_server.token = "right-token"
+    options = ProbeOptions(payload=demo_dir / "reference.csv")
+    with pytest.raises(ProbeError) as no_token:
+        open_probe(_v2(fault_server), Bus(), options)
+    assert str(no_token.value).endswith(
+        f"server at {fault_server.url} refused our credentials: HTTP 401: invalid bearer "
+        "token; give its token with ?token_env=NAME (the token in that environment variable)")
+    monkeypatch.setenv("SERVER_TOKEN", "wrong-token")
+    with pytest.raises(ProbeError, match=r"HTTP 401: invalid bearer token; check the token "
+                                         r"in \$SERVER_TOKEN$"):
+        open_probe(_v2(fault_server, "?token_env=SERVER_TOKEN"), Bus(), options)
+    monkeypatch.setenv("SERVER_TOKEN", "right-token")
+    probe = open_probe(_v2(fault_server, "?token_env=SERVER_TOKEN"), Bus(), options)
+    try:
+        assert probe.state is EndpointState.UP
+        probe.measure_one()
+        assert probe.requests == 1 and probe.last_error is None
+    finally:
+        probe.close()
