@@ -172,6 +172,11 @@ class Probe(ABC):
         self.options = options
         self.state = EndpointState.STARTING
         self.last_error: str | None = None
+        # The outage last said in the log, and since when: a server whose health check
+        # answers while every inference fails flips up and down each retry, and must be
+        # said once, not once a retry.
+        self._told_down: str | None = None
+        self._down_since = 0.0
         self.requests = 0
         self.errors = 0
         self._stop = threading.Event()
@@ -248,11 +253,21 @@ class Probe(ABC):
 
     def mark_down(self, reason: str) -> None:
         """The endpoint stopped answering: say so once in the log, every time in the data."""
-        if self.state is not EndpointState.DOWN:
+        if self.state is not EndpointState.DOWN and reason != self._told_down:
+            if self._told_down is None:
+                self._down_since = time.monotonic()
             log.warning("%s is down: %s", self.endpoint, reason)
+            self._told_down = reason
         self.state = EndpointState.DOWN
         self.last_error = reason
         self.bus.put(Sample(self.endpoint, time.time_ns(), Metric.UP, 0.0))
+
+    def mark_answered(self) -> None:
+        """The endpoint answered a request: an outage said in the log has ended."""
+        if self._told_down is not None:
+            log.warning("%s is back up after %.0f s", self.endpoint,
+                        time.monotonic() - self._down_since)
+            self._told_down = None
 
     def wait_if_paused(self) -> None:
         """Block while paused; call between requests."""

@@ -160,15 +160,12 @@ class RemoteModelProbe(Probe):
             log.debug("%s: unreadable status or metadata", self.endpoint, exc_info=True)
             raise BadResponse(f"status or metadata from {self.base_url} cannot be read: "
                               f"{self.client.redact(first_line(exc))}") from None
-        was_down = self.state is EndpointState.DOWN
         self.state = EndpointState.UP
         self.last_error = None
-        # The backoff is not reset here but when an inference is answered: a server whose
-        # health check answers while each inference drops the connection (a crashing model
-        # worker behind a live front end) would otherwise be asked again at once, hundreds
-        # of times a second, whatever the rate.
-        if was_down:
-            log.info("%s is back up", self.endpoint)
+        # The backoff is not reset here but when an inference is answered (nor is "back up"
+        # said before then): a server whose health check answers while each inference drops
+        # the connection (a crashing model worker behind a live front end) would otherwise
+        # be asked again at once, hundreds of times a second, whatever the rate.
         self.bus.put(Sample(self.endpoint, time.time_ns(), UP_METRIC, 1.0))
 
     def _reconnect(self, stop: threading.Event) -> bool:
@@ -293,6 +290,7 @@ class RemoteModelProbe(Probe):
                     stop.wait(self._backoff.next())
                     continue
                 self._backoff.reset()  # it answered: the next outage starts short again
+                self.mark_answered()
                 failed = capture is not None and capture.failed
             window_requests += 1
             window_failed += failed

@@ -197,6 +197,7 @@ class PrometheusProbe(Probe):
                 continue
             try:
                 self.bus.put_many(self.scrape_once())
+                self.mark_answered()
             except (Unreachable, TimedOut) as exc:
                 self.mark_down(str(exc))
             except RemoteError as exc:

@@ -157,7 +157,7 @@ def test_an_answer_cut_mid_stream_marks_the_server_down_until_it_answers(opened,
 
 
 def test_a_server_whose_every_inference_drops_is_asked_at_a_growing_pause(opened, fault_server,
-                                                                          demo_dir):
+                                                                          demo_dir, caplog):
     """A crashing model worker behind a live front end: health answers, each inference drops
     the connection. The probe was down and up again at once, asking about 450 times a second
     at rate 5 and writing as many error captures; it now pauses as it does for a server that
@@ -178,6 +178,11 @@ def test_a_server_whose_every_inference_drops_is_asked_at_a_growing_pause(opened
     gaps_s = [(b.ts_ns - a.ts_ns) / 1e9 for a, b in itertools.pairwise(dropped)]
     assert all(later >= earlier for earlier, later in itertools.pairwise(gaps_s))  # growing
     assert gaps_s[0] >= 0.25  # no inference asked again before the first pause ended
+    # Said once when it went down and once when it answered again, not once per retry (the
+    # health check's answer in between flips the state up and down each time).
+    said = [r.getMessage() for r in caplog.records if r.name == "probes.base"]
+    assert len([m for m in said if " is down: " in m]) == 1, said
+    assert len([m for m in said if " is back up after " in m]) == 1, said
 
 
 def test_a_server_not_there_yet_is_down_then_up_by_itself(opened, demo_dir):
