@@ -178,6 +178,7 @@ class Probe(ABC):
         self._told_down: str | None = None
         self._down_since = 0.0
         self.requests = 0
+        self.unanswered = 0  # requests that got no answer at all (timed out, unreachable)
         self.errors = 0
         self._stop = threading.Event()
         self._resume = threading.Event()
@@ -261,6 +262,10 @@ class Probe(ABC):
         self.state = EndpointState.DOWN
         self.last_error = reason
         self.bus.put(Sample(self.endpoint, time.time_ns(), Metric.UP, 0.0))
+
+    @property
+    def answered(self) -> int:
+        return self.requests - self.unanswered
 
     def mark_answered(self) -> None:
         """The endpoint answered a request: an outage said in the log has ended."""

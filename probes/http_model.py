@@ -209,6 +209,7 @@ class RemoteModelProbe(Probe):
             self.last_error = error
         if latency_ms is None:  # no answer at all: the time until we gave up
             latency_ms = (time.perf_counter_ns() - t0) / 1e6
+            self.unanswered += 1
         self.requests += 1
 
         outputs = decoded.outputs

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from app.commands import _args
 from app.core.drift_monitor import DriftMonitor
+from app.core.incidents import IncidentMonitor
 from app.core.monitor import Monitor
 from app.core.store import Store
 from app.core.summary import format_table, summarize
@@ -36,6 +37,31 @@ def drift_history(monitor: Monitor) -> Callable[[], None]:
     return finish
 
 
+class LiveJudging:
+    """Drift and the incident rules judged live while recording, as the window judges them:
+    a headless run leaves the same drift history and incidents (an outage, an error burst)
+    that the window would have. Pass as ``record``'s ``with_monitor``."""
+
+    def __init__(self, db: Path) -> None:
+        self.incidents = IncidentMonitor(db)
+
+    def __call__(self, monitor: Monitor) -> Callable[[], None]:
+        finish_drift = drift_history(monitor)
+        # The probes' own verdicts: a paused or detached endpoint is not down.
+        self.incidents.states = lambda: {e: str(p.state) for e, p in list(monitor.probes.items())}
+        monitor.subscribe(self.incidents)
+        self.incidents.start()
+
+        def finish() -> None:
+            finish_drift()
+            self.incidents.close()
+        return finish
+
+    @property
+    def opened(self) -> int:
+        return self.incidents.opened
+
+
 def add_run_options(p: argparse.ArgumentParser, *, default_seconds: float) -> None:
     p.add_argument("--db", required=True, type=Path, help="workspace SQLite file")
     p.add_argument("--seconds", type=_args.seconds, default=default_seconds,
@@ -47,7 +73,7 @@ def record(uris: Sequence[str], db: Path, seconds: float, options: ProbeOptions 
            as_json: bool, extra: Callable[[dict], None] | None = None, *,
            with_monitor: Callable[[Monitor], Callable[[], None]] | None = None) -> int:
     """``with_monitor`` sets up extra listeners on the monitor before probes attach and
-    returns what to call once recording has stopped (the demo's incident rules use it).
+    returns what to call once recording has stopped (``LiveJudging``).
     Exit status 1 when an endpoint never answered for a reason (refused, timed out) or the
     workspace refused what was recorded (both also said on stderr), so a script can tell."""
     start_ns = time.time_ns()
@@ -60,8 +86,9 @@ def record(uris: Sequence[str], db: Path, seconds: float, options: ProbeOptions 
     try:
         attached = [monitor.attach(uri, options).endpoint for uri in uris]
         stop.wait(seconds)
-        # Read before close: request-sending probes that never got one answer, and why.
-        silent = {e: p.last_error for e, p in monitor.probes.items() if p.requests == 0}
+        # Read before close: request-sending probes that never got one answer (every
+        # request timed out or found no server), and why.
+        silent = {e: p.last_error for e, p in monitor.probes.items() if p.answered == 0}
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -93,7 +120,7 @@ def record(uris: Sequence[str], db: Path, seconds: float, options: ProbeOptions 
     for uri, last_error in silent.items():
         why = last_error or ("it accepted the connection but sent no answer; the probe waits "
                              "?timeout_s= (10 s by default) per call")
-        print(f"probescope: warning: no request to {uri} completed: {why}", file=sys.stderr)
+        print(f"probescope: warning: no request to {uri} was answered: {why}", file=sys.stderr)
     # A probe that failed (refused, timed out, unreadable answers) fails the run; one merely
     # not asked yet (stopped in its first moments) is only said.
     return 1 if any(silent.values()) or stats.last_error else 0

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
 from app.commands import COMMANDS
-from app.commands._recording import add_run_options, drift_history, record
+from app.commands._recording import LiveJudging, add_run_options, record
 from app.core.demo import MODEL_VERSIONS, demo_endpoints, give_references, model_path
 from app.core.domain import EndpointUri
-from app.core.incidents import IncidentMonitor
-from app.core.monitor import Monitor
 from app.core.store import Store
 from app.core.versions import registered, seed
 
@@ -33,26 +30,15 @@ def run(args: argparse.Namespace) -> int:
         give_references(store, [str(EndpointUri.parse(u)) for u in demo_endpoints()])
     finally:
         store.close()
-    incidents = IncidentMonitor(args.db)
-
-    def with_incidents(monitor: Monitor) -> Callable[[], None]:
-        # Judged live, as in the window: the error-rate burst opens once drift sets in, and
-        # the drift history (and the drift rule) fill as they do there.
-        finish_drift = drift_history(monitor)
-        incidents.states = lambda: {e: str(p.state) for e, p in list(monitor.probes.items())}
-        monitor.subscribe(incidents)
-        incidents.start()
-
-        def finish() -> None:
-            finish_drift()
-            incidents.close()
-        return finish
+    # Judged live, as in the window: the error-rate burst opens once drift sets in, and the
+    # drift history (and the drift rule) fill as they do there.
+    judging = LiveJudging(args.db)
 
     def failures(result: dict) -> None:
         result["failures_captured"] = sum(e["failures_captured"] for e in result["endpoints"])
-        result["incidents_opened"] = incidents.opened
+        result["incidents_opened"] = judging.opened
         result["versions_registered"] = versions_registered
         result["versions_in_workspace"] = versions_in_workspace
 
     return record(demo_endpoints(), args.db, args.seconds, None, args.json, failures,
-                  with_monitor=with_incidents)
+                  with_monitor=judging)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from app.commands import COMMANDS, _args
-from app.commands._recording import add_run_options, drift_history, record
+from app.commands._recording import LiveJudging, add_run_options, record
 from probes import ProbeOptions
 
 
@@ -28,5 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     options = ProbeOptions(rate_hz=args.rate, payload=args.payload,
                            capture_rate=args.capture_rate, slo_ms=args.slo_ms)
-    return record(args.uris, args.db, args.seconds, options, args.json,
-                  with_monitor=drift_history)
+    judging = LiveJudging(args.db)
+
+    def incidents(result: dict) -> None:
+        result["incidents_opened"] = judging.opened
+
+    return record(args.uris, args.db, args.seconds, options, args.json, incidents,
+                  with_monitor=judging)

@@ -6,6 +6,7 @@ the silence never reached down_after_s and no incident opened)."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -62,3 +63,24 @@ def test_an_outage_in_the_history_is_one_down_incident_from_its_first_refusal(
     store.close()
     clear_note = next(n for n in notes if n.startswith("Cleared"))
     assert clear_note.startswith("Cleared: the endpoint answers again (newest sample ")
+
+
+def test_watch_opens_the_down_incident_while_it_records(tmp_path, demo_dir, capsys):
+    """`watch` judged no incident rules: a headless run against a server that died left
+    nothing to report until someone ran `incidents evaluate` (the demo and window judge
+    live)."""
+    db = tmp_path / "watch.db"
+    server = FaultServer().start()
+    uri = f"v2+http://127.0.0.1:{server.port}/models/m"
+    threading.Timer(1.5, server.stop).start()
+    try:
+        assert main(["watch", uri, "--db", str(db), "--seconds", "16", "--json",
+                     "--payload", str(demo_dir / "reference.csv")]) == 0
+    finally:
+        server.stop()
+    result = json.loads(capsys.readouterr().out)
+    assert result["incidents_opened"] >= 1
+    store = Store(db, readonly=True)
+    rules = [i["rule"] for i in store.incidents()]
+    store.close()
+    assert "down" in rules

@@ -289,7 +289,7 @@ def test_watching_a_server_that_never_answers_says_so(fault_server, demo_dir, tm
     finally:
         fault_server.release.set()
     err = capsys.readouterr().err
-    assert f"no request to {_v2(fault_server, '?timeout_s=1')} completed" in err
+    assert f"no request to {_v2(fault_server, '?timeout_s=1')} was answered" in err
     assert "no answer within" in err
 
 
@@ -316,3 +316,20 @@ def test_a_refused_token_is_refused_at_attach_with_the_server_s_words(fault_serv
         assert probe.requests == 1 and probe.last_error is None
     finally:
         probe.close()
+
+
+def test_a_watch_whose_every_request_timed_out_fails(fault_server, demo_dir, tmp_path, capsys):
+    """Timed-out requests were counted as done: a script gating on the exit status passed
+    a run in which the server never answered once, so long as one request had timed out."""
+    from app.cli import main
+
+    fault_server.mode, fault_server.delay_s = "slow", 30.0
+    uri = _v2(fault_server, "?timeout_s=0.3&rate=20")
+    try:
+        assert main(["watch", uri, "--db", str(tmp_path / "w.db"), "--seconds", "2",
+                     "--payload", str(demo_dir / "reference.csv"), "--json"]) == 1
+    finally:
+        fault_server.release.set()
+    out, err = capsys.readouterr()
+    assert json.loads(out)["endpoints"][0]["requests"] >= 3  # they were sent, and timed out
+    assert f"no request to {uri} was answered" in err and "no answer within 0.3 s" in err
