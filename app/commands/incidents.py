@@ -101,11 +101,18 @@ def _list(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+def _history_span(store: Store, uri: str) -> tuple[int, int] | None:
+    span = (store.time_range(uri, "latency_ms") or store.time_range(uri, "rss_mb")
+            or store.capture_span(uri))  # a log imported without latencies
+    if span is None:
+        return None
+    # A probe that lost its server writes only ``up`` 0 samples: the outage after the last
+    # latency is history to judge too (it ended the range, so a dead server opened nothing).
+    return span[0], max(span[1], store.last_sample_ns(uri) or span[1])
+
+
 def _evaluate(store: Store, args: argparse.Namespace) -> int:
-    spans = [store.time_range(e["uri"], "latency_ms") or store.time_range(e["uri"], "rss_mb")
-             or store.capture_span(e["uri"])  # a log imported without latencies
-             for e in store.endpoints()]
-    spans = [s for s in spans if s]
+    spans = [s for s in (_history_span(store, e["uri"]) for e in store.endpoints()) if s]
     if not spans:
         print("no samples to judge")
         return 0

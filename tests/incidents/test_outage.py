@@ -12,10 +12,12 @@ import time
 import pytest
 
 from app.cli import main
+from app.core.domain import Metric, Sample
 from app.core.monitor import Monitor
 from app.core.store import Store
 from probes import EndpointState, ProbeOptions
 from tests.helpers import wait_until
+from tests.incidents.conftest import NS, T0, write_requests
 from tests.remote.fault_server import FaultServer
 
 pytestmark = pytest.mark.timeout(90)
@@ -84,3 +86,22 @@ def test_watch_opens_the_down_incident_while_it_records(tmp_path, demo_dir, caps
     rules = [i["rule"] for i in store.incidents()]
     store.close()
     assert "down" in rules
+
+
+def test_a_history_ending_while_the_server_is_down_is_judged_to_its_end(tmp_path, capsys):
+    """The judged range ended at the last latency sample, so an outage that lasted to the
+    end of the recording (only the probe's ``up`` 0 samples after it) opened nothing."""
+    db, endpoint = tmp_path / "dead.db", "v2+http://127.0.0.1:9/models/m"
+    store = Store(db)
+    write_requests(store, endpoint, 0, 10)
+    store.write_batch([Sample(endpoint, T0, Metric.UP, 1.0)] + [
+        Sample(endpoint, T0 + int(t * NS), Metric.UP, 0.0)  # each failed reconnect
+        for t in (10.0, 10.5, 11.5, 13.5, 17.5, 22.5, 27.5, 32.5)], [])
+    store.close()
+    assert main(["incidents", "--db", str(db), "evaluate", "--step", "1"]) == 0
+    assert "1 incident(s) opened" in capsys.readouterr().out
+    store = Store(db, readonly=True)
+    (incident,) = store.incidents()
+    store.close()
+    assert incident["rule"] == "down" and incident["opened_ns"] == T0 + 10 * NS
+    assert incident["cleared_ns"] is None
