@@ -496,6 +496,25 @@ class Store:
         arr = np.array(rows, dtype=np.float64)
         return np.array([r[0] for r in rows], dtype=np.int64), arr[:, 1]
 
+    def sampled_values(self, endpoint: str, metric: str, start_ns: int, end_ns: int,
+                       at_most: int = 50_000) -> np.ndarray:
+        """One series' values in a time range, unordered; past ``at_most`` of them, a
+        pseudo-random share of about ``at_most`` (for quantiles of a long incident: a day at
+        1,000 requests/s is 86 million rows, and a 50,000-row sample puts p99 within a
+        fraction of a percent). Rows are picked by a multiplicative hash of their rowid, so
+        the pick does not fall in step with the order the series were written in."""
+        eid, mid = self._lookup_endpoint(endpoint), self._lookup_metric(metric)
+        if eid is None or mid is None:
+            return np.empty(0)
+        where = "endpoint_id = ? AND metric_id = ? AND ts_ns >= ? AND ts_ns <= ?"
+        args: list = [eid, mid, start_ns, end_ns]
+        total = self.db.execute(f"SELECT count(*) FROM samples WHERE {where}", args).fetchone()[0]
+        if total > at_most:
+            where += " AND (rowid * 2654435761) % 1000003 < ?"
+            args.append(int(1000003 * at_most / total) + 1)
+        rows = self.db.execute(f"SELECT value FROM samples WHERE {where}", args).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.float64, count=len(rows))
+
     def history(self, endpoint: str, metric: str, start_ns: int, end_ns: int,
                 buckets: int = 1000) -> History:
         """Min/max/mean per time bucket, computed in SQL so a week returns in milliseconds."""

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import platform
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,12 +23,16 @@ import numpy as np
 from app.core.domain import Capture, EndpointUri, Metric, UriError
 from app.core.incident_rules import NS
 from app.core.incidents import incident_window
-from app.core.store import History, Store, bucket_width
+from app.core.store import History, Store, StoredCapture, bucket_width
 
 log = logging.getLogger(__name__)
 
 BUCKETS = 400  # at most this many points per figure: about one per 0.4 mm of plot width
 MAX_FAILURE_ROWS = 40
+MAX_BEFORE_ROWS = 10  # of those, at most this many from before the rule tripped
+MAX_ERROR_GROUPS = 8  # distinct errors in the top-errors summary; the rest are counted
+MAX_GROUPED = 200_000  # failures read (without tensors) to group them; past it, a sample
+OUTCOME_CHARS = 48  # an error text longer than this is cut in the table (the summary has it)
 
 HISTORY_SQL = ("Store.history(endpoint, metric, start_ns, end_ns, buckets) runs "
                "SELECT (ts_ns - :start) / :width AS bucket, min(value), max(value), avg(value),"
@@ -74,6 +79,41 @@ class Slo:
             and self.judged_ms != self.endpoint_ms
 
 
+@dataclass(frozen=True, slots=True)
+class ErrorGroup:
+    """Failures with the same status and error text: one line of the top-errors summary."""
+
+    label: str  # "E1", "E2", ...: how the failures table refers to it
+    status: str
+    text: str  # the error text, or what the status means when the capture has none
+    count: int
+    first_ns: int
+    last_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Impact:
+    """What the incident cost, from its opening to its end: cleared, resolved by hand, or
+    (still open) the last sample. ``before_*``: the same latency quantiles in the plotted
+    window's padding before it opened, so "during" has something to be read against."""
+
+    start_ns: int
+    end_ns: int
+    until: str  # how the span ends, for a reader: "cleared", "resolved", "last sample"
+    requests: int
+    failures: int
+    p95_ms: float | None
+    p99_ms: float | None
+    before_start_ns: int
+    before_p95_ms: float | None
+    before_p99_ms: float | None
+    down_s: float | None = None  # time the probe found the endpoint down (up 0); None: no up
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.failures / self.requests if self.requests else None
+
+
 @dataclass(slots=True)
 class ReportData:
     incident: dict
@@ -85,7 +125,7 @@ class ReportData:
     figures: list[Figure]
     status_counts: dict[str, int]
     failures: list[list[str]]  # rows of the failures table
-    failures_total: int
+    failures_total: int  # failed captures in the plotted window (start_ns to end_ns)
     notes: list[dict]
     replays: list[list[str]]
     contract: list[list[str]]
@@ -95,6 +135,10 @@ class ReportData:
     resolved_ns: int | None = None  # when a person resolved it; None if not (or the rule did)
     served_by: str = "not recorded in the workspace"
     remote: bool = False  # served by a server (or a logged service), not by a ProbeScope probe
+    impact: Impact | None = None
+    errors: list[ErrorGroup] = field(default_factory=list)  # most frequent first
+    errors_left_out: int = 0  # failures in groups past MAX_ERROR_GROUPS
+    listed_before: int = 0  # rows of ``failures`` from before the rule tripped
 
 
 def _positive(value: object) -> float | None:
@@ -342,24 +386,152 @@ def spans_days(start_ns: int, end_ns: int) -> bool:
     return first != last
 
 
-def failure_rows(store: Store, uri: str, start: int, end: int, *,
-                 dated: bool = False) -> list[list[str]]:
-    """``dated``: times carry their UTC date (a window over more than one day), else a row
+# What a failure without an error text means, for the top-errors summary.
+STATUS_MEANING = {
+    "mismatch": "prediction disagrees with the label",
+    "low_confidence": "confidence below the minimum",
+    "non_finite": "NaN or inf in the output",
+    "slow": "latency above the SLO",
+    "timeout": "no answer in time",
+    "error": "the runtime or the server raised",
+}
+
+
+# Numbers that vary from one request to the next (a Content-Length, a request id, a port)
+# would make each failure its own error; an HTTP status code is what tells errors apart.
+_VARYING = re.compile(r"(?<!HTTP )(?<!\d)(\d+)")
+
+
+def _group_key(c: Capture) -> tuple[str, str]:
+    text = c.error or STATUS_MEANING.get(str(c.status), str(c.status))
+    return str(c.status), _VARYING.sub("#", text)
+
+
+def error_groups(store: Store, uri: str, start: int, end: int
+                 ) -> tuple[list[ErrorGroup], int]:
+    """Failed captures in ``[start, end]`` grouped by status and error text, most frequent
+    first (a dead server's one message, 800 times, is one line with its count); and how many
+    failures fall in the groups past MAX_ERROR_GROUPS. Texts that differ only in a number
+    are one error, shown with "#" where the number varied."""
+    groups: dict[tuple[str, str], list] = {}  # key -> [count, first, last, parts of the text]
+    for sc in store.captures_between(uri, start, end, failed=True, limit=MAX_GROUPED,
+                                     with_tensors=False):
+        c = sc.capture
+        key = _group_key(c)
+        parts = _VARYING.split(c.error or key[1])  # odd places: the numbers
+        g = groups.setdefault(key, [0, c.ts_ns, 0, parts])
+        g[0] += 1
+        g[2] = c.ts_ns
+        g[3] = [p if p == q else "#" for p, q in zip(g[3], parts, strict=True)]
+    ranked = sorted(groups.items(), key=lambda kv: (-kv[1][0], kv[1][1]))
+    kept = [ErrorGroup(f"E{i}", status, "".join(parts), n, first, last)
+            for i, ((status, _), (n, first, last, parts)) in enumerate(
+                ranked[:MAX_ERROR_GROUPS], start=1)]
+    return kept, sum(g[0] for _, g in ranked[MAX_ERROR_GROUPS:])
+
+
+def clip(text: str, limit: int = 1200) -> str:
+    """An error text for the summary: in full unless a server dumped pages into it."""
+    return text if len(text) <= limit else text[:limit - 1] + f"… ({len(text):,} characters)"
+
+
+def _short(text: str, limit: int = OUTCOME_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
+def _lead_up(store: Store, uri: str, start: int, opened: int) -> list[StoredCapture]:
+    """The failures in the padding before the incident opened that show how it began: the
+    last MAX_BEFORE_ROWS before the rule tripped (a hung server's first timeouts), and the
+    first of each status there (the one refused connection of an outage), oldest first."""
+    seen = store.captures_between(uri, start, opened - 1, failed=True, limit=MAX_GROUPED,
+                                  with_tensors=False)
+    firsts: dict[str, int] = {}
+    for sc in seen:
+        firsts.setdefault(str(sc.capture.status), sc.id)
+    ids = {sc.id for sc in seen[-MAX_BEFORE_ROWS:]} | set(firsts.values())
+    chosen = [store.capture(sc.id) for sc in seen if sc.id in ids]  # now with their tensors
+    return [sc for sc in chosen if sc is not None]
+
+
+def failure_rows(store: Store, uri: str, start: int, opened: int, end: int, *,
+                 dated: bool = False, groups: Sequence[ErrorGroup] = ()
+                 ) -> tuple[list[list[str]], int]:
+    """The failures table: the failures that led up to the rule tripping (see ``_lead_up``;
+    they are marked so), then the first ones from ``opened`` on; and how many rows are from
+    before. An error text that one of
+    ``groups`` holds is named by its label and cut short: the summary has it in full once.
+
+    ``dated``: times carry their UTC date (a window over more than one day), else a row
     from the day before reads as a time before the incident opened."""
     fmt = "%Y-%m-%d %H:%M:%S.%f" if dated else "%H:%M:%S.%f"
+    before = _lead_up(store, uri, start, opened)
+    after = store.captures_between(uri, opened, end, failed=True,
+                                   limit=MAX_FAILURE_ROWS - len(before))
+    labels = {(g.status, _VARYING.sub("#", g.text)): g.label for g in groups}
     rows = []
-    for sc in store.captures_between(uri, start, end, failed=True, limit=MAX_FAILURE_ROWS):
+    for sc in [*before, *after]:
         c = sc.capture
         when = datetime.fromtimestamp(c.ts_ns / 1e9, UTC).strftime(fmt)[:-3]
-        outcome = c.error or (f"predicted {c.prediction}" if c.prediction is not None
-                              else "no prediction")
+        if c.ts_ns < opened:
+            when += " (before opening)"
+        label = labels.get(_group_key(c))
+        if c.error:
+            outcome = f"{label}: {_short(c.error)}" if label else _short(c.error, 400)
+        else:
+            outcome = f"predicted {c.prediction}" if c.prediction is not None \
+                else "no prediction"
         if c.label is not None:
             outcome += f", label {c.label}"
         if c.confidence is not None:
             outcome += f", conf {c.confidence:.2f}"
         rows.append([str(sc.id), when, str(c.status), f"{c.latency_ms:.2f}", outcome,
                      summarize_inputs(c)])
-    return rows
+    return rows, len(before)
+
+
+def _quantiles(store: Store, uri: str, start: int, end: int
+               ) -> tuple[float | None, float | None]:
+    lat = store.sampled_values(uri, Metric.LATENCY_MS, start, end)
+    if not len(lat):
+        return None, None
+    p95, p99 = (float(v) for v in np.percentile(lat, [95, 99]))
+    return p95, p99
+
+
+def _down_seconds(store: Store, uri: str, start: int, end: int, since: int) -> float | None:
+    """How long in ``[start, end]`` the probe's ``up`` series said the endpoint was down: from
+    each ``up`` 0 sample to the next ``up`` sample (or ``end``). None without an ``up``
+    series (a local model has none), so "0 s down" is never claimed for want of one. Read
+    from ``since``: a down probe writes ``up`` 0 every few seconds, so an outage that began
+    earlier still shows in the padding."""
+    ts, up = store.values(uri, Metric.UP, since, end)
+    if not len(ts):
+        return None
+    nxt = np.append(ts[1:], end)
+    lo, hi = np.maximum(ts, start), np.minimum(nxt, end)
+    down = (up == 0) & (hi > lo)
+    return float((hi[down] - lo[down]).sum()) / NS
+
+
+def impact(store: Store, incident: dict, window_start: int, last_ns: int | None,
+           resolved_ns: int | None) -> Impact:
+    uri = incident["endpoint"]
+    opened = int(incident["opened_ns"])
+    if incident["cleared_ns"]:
+        end, until = int(incident["cleared_ns"]), "cleared"
+    elif resolved_ns:
+        end, until = int(resolved_ns), "resolved"
+    else:
+        end, until = max(opened, int(last_ns or opened)), "last sample"
+    requests = store.count_between(uri, Metric.LATENCY_MS, opened, end)
+    if requests == 0 and uri.startswith("log:"):
+        requests = store.count_captures_between(uri, opened, end)  # as the error-rate rule
+    failures = store.count_between(uri, Metric.FAILURE, opened, end)
+    p95, p99 = _quantiles(store, uri, opened, end)
+    b95, b99 = _quantiles(store, uri, window_start, opened - 1)
+    return Impact(opened, end, until, requests, failures, p95, p99, window_start, b95, b99,
+                  _down_seconds(store, uri, opened, end, window_start))
 
 
 def replay_rows(store: Store, uri: str, start: int, end: int) -> list[list[str]]:
@@ -458,20 +630,23 @@ def gather(store: Store, incident: dict, version: str) -> ReportData:
                        if hasattr(store, "versions") else ())
     eid_failed = store.capture_status_counts(uri, start, end)
     failures_total = sum(n for s, n in eid_failed.items() if s != "ok")
-    # The table lists failures from the moment the rule first tripped: the evidence.
-    listed_from = int(incident["opened_ns"])
     slo = slo_of(incident, endpoint)
     notes = store.incident_notes(incident["id"])
     served_by, remote = serving_info(uri)
+    resolved_ns = resolve_time(incident, notes)
+    groups, left_out = error_groups(store, uri, start, end)
+    rows, before = failure_rows(store, uri, start, int(incident["opened_ns"]), end,
+                                dated=spans_days(start, end), groups=groups)
     return ReportData(
         incident=incident, endpoint=endpoint, start_ns=start, end_ns=end, model=model,
         hardware=hardware_info(), figures=figures(store, endpoint, start, end, slo),
         status_counts=eid_failed,
-        failures=failure_rows(store, uri, listed_from, end, dated=spans_days(start, end)),
-        failures_total=failures_total, notes=notes,
+        failures=rows, failures_total=failures_total, notes=notes,
         replays=replay_rows(store, uri, start, end), contract=contract_rows(model.get("path")),
         related=[r for r in store.incidents(endpoint=uri, limit=200)
                  if r["id"] != incident["id"] and r["opened_ns"] <= end
                  and (r["cleared_ns"] or end) >= start],
-        probescope_version=version, slo=slo, resolved_ns=resolve_time(incident, notes),
-        served_by=served_by, remote=remote)
+        probescope_version=version, slo=slo, resolved_ns=resolved_ns,
+        served_by=served_by, remote=remote,
+        impact=impact(store, incident, start, last, resolved_ns),
+        errors=groups, errors_left_out=left_out, listed_before=before)

@@ -50,11 +50,30 @@ def font(size_pt: float, *, bold: bool = False, mono: bool = False) -> QFont:
     return f
 
 
+_DRAWABLE: dict[tuple[str, str], bool] = {}
+
+
+def drawable(ch: str, f: QFont) -> bool:
+    """Whether ``ch`` gets a real glyph in ``f`` or any font Qt falls back to on this machine
+    (not the empty box of glyph 0, which also drops it from the PDF's text)."""
+    key = (ch, f.family())
+    if key not in _DRAWABLE:
+        tl = QTextLayout(ch, f)
+        tl.beginLayout()
+        tl.createLine().setLineWidth(1e6)
+        tl.endLayout()
+        _DRAWABLE[key] = all(0 not in run.glyphIndexes() for run in tl.glyphRuns())
+    return _DRAWABLE[key]
+
+
 @dataclass(frozen=True, slots=True)
 class Column:
     title: str
     weight: float  # share of the table's width
     mono: bool = False
+    # Never wrapped: as wide as its widest cell (a latency of 2003.12 broken into "2003." and
+    # "12" reads as two numbers); the other columns share what is left by weight.
+    fit: bool = False
 
 
 class PageFlow:
@@ -73,13 +92,17 @@ class PageFlow:
         # The heading(s) just placed that must not end a page: (index of their first op on
         # the last page, y where they start). Cleared by anything placed after them.
         self._kept: tuple[int, float] | None = None
+        self.undrawable: set[str] = set()  # characters laid out that no font here can draw
 
     # -- measuring --------------------------------------------------------------------------
 
     def wrapped(self, text: str, f: QFont, width: float) -> tuple[QTextLayout, float]:
         """Text broken into lines at word boundaries (mid-word only for a word wider than the
         line, such as a URI); measured and later drawn by the same layout."""
-        tl = QTextLayout(str(text).replace("\n", "\u2028"), f, self.writer)
+        text = str(text)
+        self.undrawable.update(ch for ch in set(text)
+                               if ord(ch) > 0x7F and not ch.isspace() and not drawable(ch, f))
+        tl = QTextLayout(text.replace("\n", "\u2028"), f, self.writer)
         option = QTextOption()
         option.setWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
         tl.setTextOption(option)
@@ -251,11 +274,10 @@ class PageFlow:
     def table(self, columns: Sequence[Column], rows: Sequence[Sequence[str]], *,
               size_pt: float = 7.5) -> None:
         """A table; its header row is drawn again at the top of every page it spans."""
-        total = sum(c.weight for c in columns)
-        widths = [self.width * c.weight / total for c in columns]
         pad = 2.5 * PT
         hf = font(size_pt, bold=True)
         cell_fonts = [font(size_pt, mono=c.mono) for c in columns]
+        widths = self._widths(columns, rows, cell_fonts, hf, pad)
         header_h = max(self.text_height(c.title, hf, w - 2 * pad)
                        for c, w in zip(columns, widths, strict=True)) + 2 * pad
 
@@ -299,6 +321,26 @@ class PageFlow:
             self.add(op)
             self.y += h
         self.space(6)
+
+    def _widths(self, columns: Sequence[Column], rows: Sequence[Sequence[str]],
+                cell_fonts: Sequence[QFont], hf: QFont, pad: float) -> list[float]:
+        """Each column's share of the width by weight; a ``fit`` column at least as wide as
+        its widest cell (and its header's longest word), taken from the others."""
+        total = sum(c.weight for c in columns)
+        widths = [self.width * c.weight / total for c in columns]
+        fixed: dict[int, float] = {}
+        for i, (c, f) in enumerate(zip(columns, cell_fonts, strict=True)):
+            if not c.fit:
+                continue
+            cells, head = QFontMetricsF(f, self.writer), QFontMetricsF(hf, self.writer)
+            need = max([0.0] + [cells.horizontalAdvance(str(r[i])) for r in rows]
+                       + [head.horizontalAdvance(w) for w in c.title.split()]) + 2 * pad + PT
+            fixed[i] = min(max(widths[i], need), self.width / 4)
+        if fixed and len(fixed) < len(columns):
+            rest = self.width - sum(fixed.values())
+            free = sum(c.weight for i, c in enumerate(columns) if i not in fixed)
+            widths = [fixed.get(i, rest * c.weight / free) for i, c in enumerate(columns)]
+        return widths
 
     def block(self, height: float, draw: Callable[[QPainter, QRectF], None]) -> None:
         """A fixed-height block (a figure) drawn by ``draw`` into its rectangle."""

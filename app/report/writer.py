@@ -6,7 +6,9 @@ A QGuiApplication must exist (fonts); ``ensure_gui_app`` makes an offscreen one 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,7 +19,7 @@ from PySide6.QtGui import QGuiApplication, QPainter
 
 from app.core.domain import utc_text
 from app.core.incident_rules import RULE_TITLES
-from app.core.incidents import find_incident
+from app.core.incidents import find_incident, status_text
 from app.core.output_files import refusal
 from app.core.store import Store
 from app.report import data as report_data
@@ -156,6 +158,82 @@ def _amount(inc: dict, key: str = "value") -> str:
     return f"{value:.4g} {unit}".strip()
 
 
+def _ms(value: float) -> str:
+    return f"{value:,.0f} ms" if value >= 100 else f"{value:.3g} ms"
+
+
+def _quantile(inc: dict, slo_ms: float | None) -> tuple[str, float, float] | None:
+    """Which quantile a latency incident's peak is, its SLO factor and the SLO it multiplied:
+    the rule keeps them only in its settings (details.config) and its detail text, so they are
+    matched back to the stored threshold. None when they do not match (an older workspace)."""
+    details = inc.get("details") or {}
+    config = details.get("config") or {}
+    detail = str(details.get("detail") or "")
+    said = re.search(r"SLO ([0-9.]+) ms", detail)
+    slo = float(said.group(1)) if said else slo_ms
+    threshold = float(inc["threshold"])
+    if not slo or not isinstance(config, dict):
+        return None
+    candidates = []
+    for q in ("p95", "p99"):
+        try:
+            factor = float(config[f"{q}_slo_factor"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if math.isclose(slo * factor, threshold, rel_tol=1e-6):
+            candidates.append((q, factor))
+    if len(candidates) > 1:  # equal factors: the quantile whose reading is the peak
+        read = dict(re.findall(r"(p9[59]) ([0-9.]+) ms", detail))
+        candidates = [c for c in candidates
+                      if c[0] in read and math.isclose(float(read[c[0]]), float(inc["value"]),
+                                                       abs_tol=0.01)] or candidates[-1:]
+    if not candidates:
+        return None
+    q, factor = candidates[0]
+    return q, factor, slo
+
+
+def _tripped(inc: dict, slo: report_data.Slo) -> str:
+    title = RULE_TITLES.get(inc["rule"], inc["rule"])
+    found = _quantile(inc, slo.judged_ms) if inc["rule"] == "latency" else None
+    if found is None:
+        return f"{title}: peak {_amount(inc)} against a threshold of {_amount(inc, 'threshold')}"
+    q, factor, slo_ms = found
+    whose = "the rule's" if slo.overridden else "the"
+    return (f"{title}: peak {q} {_amount(inc)} against its threshold of "
+            f"{_amount(inc, 'threshold')} ({factor:g} × {whose} {slo_ms:g} ms SLO)")
+
+
+def _impact_rows(impact: report_data.Impact | None) -> list[tuple[str, str]]:
+    """Page 1's totals over the incident itself, opening to end, each saying its window: the
+    peak reading above covers only the rule's window, the failures section the plotted one."""
+    if impact is None:
+        return []
+    until = {"cleared": "to its clearing", "resolved": "to the resolve",
+             "last sample": "to the last sample"}[impact.until]
+    span = f"from opening {until} ({_duration(impact.end_ns - impact.start_ns)})"
+    if impact.requests:
+        text = (f"{impact.failures:,} of {impact.requests:,} requests failed "
+                f"({impact.error_rate:.1%}) {span}")
+    else:
+        text = f"no requests were recorded {span}"
+    if impact.down_s:
+        total = max(1e-9, (impact.end_ns - impact.start_ns) / 1e9)
+        text += (f"; the probe found the endpoint down for {_duration(int(impact.down_s * 1e9))}"
+                 f" ({min(1.0, impact.down_s / total):.0%} of it)")
+    rows = [("Impact", text)]
+    if impact.p95_ms is not None:
+        lat = f"p95 {_ms(impact.p95_ms)}, p99 {_ms(impact.p99_ms or 0)} during the incident"
+        before = _duration(impact.start_ns - impact.before_start_ns)
+        if impact.before_p95_ms is not None:
+            lat += (f"; p95 {_ms(impact.before_p95_ms)}, p99 {_ms(impact.before_p99_ms or 0)}"
+                    f" in the {before} before it opened")
+        else:
+            lat += f"; no requests in the {before} before it opened"
+        rows.append(("Latency", lat))
+    return rows
+
+
 def _slo_text(slo: report_data.Slo, rule: str) -> str:
     """The SLO the incident was judged against; the endpoint's own beside it when the
     incident's rules overrode it, so neither is read for the other."""
@@ -224,11 +302,44 @@ def _paint(data: report_data.ReportData, page_size: str,
     return bytes(buffer.data())
 
 
+def _status(inc: dict) -> str:
+    text = status_text(inc)
+    return "cleared (by the rule)" if text == "cleared" else text
+
+
+def _top_errors(flow: PageFlow, data: report_data.ReportData) -> None:
+    """Each distinct failure once, with its count and when it was first and last seen: what a
+    write-up names first ("HTTP 500 from the server, 200 times"), and what the failures table
+    refers to instead of repeating a long message per row."""
+    if not data.errors:
+        return
+    flow.heading("Top errors", 90)
+    grouped = sum(g.count for g in data.errors) + data.errors_left_out
+    rest = (f"; {data.errors_left_out:,} more in other errors" if data.errors_left_out else "")
+    flow.text(f"The {grouped:,} failed request{'' if grouped == 1 else 's'} captured in the "
+              "plotted window "
+              f"({_utc(data.start_ns)} to {_utc(data.end_ns)}), grouped by status and error "
+              f"text, most frequent first{rest}.", font(9))
+    dated = report_data.spans_days(data.start_ns, data.end_ns)
+    fmt = "%Y-%m-%d %H:%M:%S" if dated else "%H:%M:%S"
+
+    def clock(ns: int) -> str:
+        return datetime.fromtimestamp(ns / 1e9, UTC).strftime(fmt)
+
+    flow.table([Column("", 0.35, fit=True), Column("Status", 1.0, fit=True),
+                Column("Count", 0.6, fit=True), Column("First seen", 0.9),
+                Column("Last seen", 0.9), Column("Error", 6.0)],
+               [[g.label, g.status, f"{g.count:,}", clock(g.first_ns), clock(g.last_ns),
+                 report_data.clip(g.text)] for g in data.errors])
+
+
 def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[], bool]) -> None:
     inc = data.incident
     flow.text("ProbeScope incident report", font(9), after_pt=2)
     flow.text(_title(data), font(20, bold=True), after_pt=4)
-    flow.text(inc["details"].get("detail") or inc["summary"], font(10.5), after_pt=10)
+    # The stored detail is the reading at the incident's peak, over the rule's own window.
+    peak = inc["details"].get("detail") or inc["summary"]
+    flow.text(f"Peak reading: {peak}", font(10.5), after_pt=10)
     # Resolved by hand before the rule cleared: the resolve is its end, said as such (it is
     # not "still active", and there is no cleared time to show). Its time is the status
     # change's (report_data.resolve_time), never a later note that happens to start "Resolved".
@@ -249,18 +360,19 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
         so_far = " so far (to the last sample)"
     flow.key_values([
         ("Endpoint", inc["endpoint"]),
-        ("Status", f"{inc['status']} · severity {inc['severity']}{still}"),
+        ("Status", f"{_status(inc)} · severity {inc['severity']}{still}"),
         ("Opened", f"{_utc(inc['opened_ns'])} (rule first tripped)"),
         ("Confirmed", f"{_utc(inc['trigger_ns'])} (tripped on consecutive evaluations)"),
         ("Cleared", cleared),
         ("Duration", _duration(window) + so_far),
-        ("What tripped", f"{RULE_TITLES.get(inc['rule'], inc['rule'])}: peak {_amount(inc)} "
-                         f"against a threshold of {_amount(inc, 'threshold')}"),
+        *_impact_rows(data.impact),
+        ("What tripped", _tripped(inc, data.slo)),
         ("Plotted window", f"{_utc(data.start_ns)} to {_utc(data.end_ns)}"),
         *([("Related", "; ".join(
-            f"#{r['id']} {RULE_TITLES.get(r['rule'], r['rule'])} ({r['status']}, opened "
+            f"#{r['id']} {RULE_TITLES.get(r['rule'], r['rule'])} ({_status(r)}, opened "
             f"{_utc(r['opened_ns'])})" for r in data.related))] if data.related else []),
     ])
+    _top_errors(flow, data)
     flow.heading("Model and endpoint")
     flow.key_values([
         ("Model version", data.model.get("version", "unknown")),
@@ -290,14 +402,21 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
         flow.text("No failed requests were captured in the incident window.", font(9))
     else:
         counts = ", ".join(f"{s}: {n:,}" for s, n in data.status_counts.items() if s != "ok")
-        shown = len(data.failures)
-        flow.text(f"{data.failures_total:,} failed requests captured in the plotted window "
-                  f"({counts}). The first {shown} since the rule first tripped are listed with "
-                  "their inputs summarised; each replays bit for bit from its capture id.",
-                  font(9))
-        flow.table([Column("ID", 0.65), Column("Time (UTC)", 1.05),
-                    Column("Status", 1.3), Column("ms", 0.5), Column("Outcome", 1.75),
-                    Column("Inputs", 3.9, mono=True)], data.failures)
+        shown, before = len(data.failures), data.listed_before
+        listed = (f"{before} failures from before the rule tripped (the last ones before it "
+                  "and the first of each status; marked \u201cbefore opening\u201d: they show "
+                  f"how it began) and the first {shown - before} from its opening on"
+                  if before else
+                  f"The first {shown} since the rule first tripped")
+        flow.text(f"{data.failures_total:,} failed requests captured in the plotted window, "
+                  f"{_utc(data.start_ns)} to {_utc(data.end_ns)}, which includes the time "
+                  f"before the incident opened ({counts}). {listed} are listed with their "
+                  "inputs summarised; an error listed under Top errors is named by its label "
+                  "there. Each replays bit for bit from its capture id.", font(9))
+        flow.table([Column("ID", 0.65, fit=True), Column("Time (UTC)", 1.3),
+                    Column("Status", 1.2), Column("ms", 0.5, fit=True),
+                    Column("Outcome", 1.75), Column("Inputs", 3.9, mono=True)],
+                   data.failures)
     if data.replays:
         flow.heading("Replay results", 120)
         flow.text("Failures captured in this window, replayed against model versions: per "
@@ -344,6 +463,15 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
                                      inc["details"].get("config", {}).items()) or "-"),
         ("ENDPOINT", inc["endpoint"]),
     ])
+    if flow.undrawable:
+        # Said, not silently dropped: a box in a model's name changes what the report names.
+        shown = sorted(flow.undrawable)
+        codes = ", ".join(f"U+{ord(c):04X}" for c in shown[:12])
+        flow.key_values([("Missing glyphs", (
+            f"some characters ({codes}{', …' if len(shown) > 12 else ''}; {len(shown)} in "
+            "all) cannot be shown in this report's font on the machine that wrote it: they "
+            "print as empty boxes and are missing from the PDF's text. Read them from the "
+            "workspace."))])
     pairs = [(f"Figure {i}", fig.query) for i, fig in enumerate(data.figures, start=1)]
     pairs.append(("Store.history", report_data.HISTORY_SQL.split(" runs ", 1)[1]))
     flow.key_values(pairs, mono_values=font(7, mono=True))

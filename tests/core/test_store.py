@@ -323,3 +323,23 @@ def test_a_workspace_on_a_read_only_disk_can_still_be_read(tmp_path, capsys):
             reader.close()
         assert main(["incidents", "--db", str(db)]) == 0
         assert "cannot open" not in capsys.readouterr().err
+
+
+def test_sampled_values_of_a_long_series_keep_its_quantiles(workspace):
+    """An incident's p95/p99 in the report come from at most ``at_most`` rows: a spread-out
+    pick, not the first rows, and not in step with series written interleaved."""
+    rng = np.random.default_rng(7)
+    latency = rng.lognormal(0.0, 0.6, 60_000)
+    samples = []
+    for i, v in enumerate(latency):  # interleaved with a second series, as probes write
+        samples += [Sample("e", 1_000 + i, "latency_ms", float(v)),
+                    Sample("e", 1_000 + i, "failure", 1.0)]
+    store = Store(workspace)
+    store.write_batch(samples, [])
+    picked = store.sampled_values("e", "latency_ms", 0, 10**12, at_most=20_000)
+    whole = store.sampled_values("e", "latency_ms", 0, 10**12, at_most=100_000)
+    store.close()
+    assert len(whole) == 60_000
+    assert 18_000 <= len(picked) <= 22_000
+    for q in (50, 95, 99):
+        assert np.percentile(picked, q) == pytest.approx(np.percentile(latency, q), rel=0.05)
