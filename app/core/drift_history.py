@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -132,7 +132,9 @@ def evaluation_text(evaluation: dict | None, table: list[FeatureRow]) -> str:
     shares differ by that column)."""
     if evaluation is None:
         return ""
-    at = datetime.fromtimestamp(evaluation["ts_ns"] / 1e9, UTC).strftime("%H:%M:%S UTC")
+    # Local time, named, as the window's plots and incident list show it (the PDF report
+    # and the CLI say UTC).
+    at = datetime.fromtimestamp(evaluation["ts_ns"] / 1e9).astimezone().strftime("%H:%M:%S %Z")
     tested = [r for r in table if r.method is not None]
     drifted = sum(r.drifted for r in tested)
     text = (f"{drifted} of {len(tested)} drifted in the last {evaluation['rows_current']} "

@@ -88,6 +88,8 @@ class IncidentTableModel(QAbstractTableModel):
     def headerData(self, section: int, orientation: Qt.Orientation,
                    role: int = Qt.ItemDataRole.DisplayRole) -> object:
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            if COLUMNS[section] == "Window":  # local time, unlike the report and the CLI
+                return f"Window ({datetime.now().astimezone().tzname()})"
             return COLUMNS[section]
         return None
 

@@ -4,6 +4,7 @@ the workspace; drift history and distributions read back for the drift panel."""
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pandas as pd
@@ -132,3 +133,18 @@ def test_a_features_distribution_from_the_workspace(tmp_path, demo_dir):
     assert centres @ alcohol.current > centres @ alcohol.reference + 0.5
     assert alcohol.current.sum() == pytest.approx(1.0)
     store.close()
+
+
+def test_the_live_table_s_time_is_local_and_named(monkeypatch):
+    """Beside local-time plots and incidents, the drift table said "UTC": one dock in
+    another zone than the rest of the window."""
+    from app.core.drift_history import evaluation_text
+
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        text = evaluation_text({"ts_ns": 1_700_000_000 * 10**9, "rows_current": 500}, [])
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert text == "0 of 0 drifted in the last 500 captured rows up to 03:43:20 IST"

@@ -4,6 +4,9 @@ emits the selected one's window, acknowledges, resolves and keeps notes."""
 from __future__ import annotations
 
 import re
+import time
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 from PySide6.QtCore import Qt
@@ -176,3 +179,21 @@ def test_the_tooltip_gives_the_times_in_utc_as_the_report_does(qtbot, filled):
     tip = panel.model.data(panel.model.index(1, 0), Qt.ItemDataRole.ToolTipRole)
     opened = datetime.fromtimestamp(T0 / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     assert tip.splitlines()[-1] == f"opened {opened}"  # still open: no clearing time
+
+
+def test_the_window_column_names_its_time_zone(qtbot, filled, monkeypatch):
+    """The list shows local clock times, the PDF report UTC: the column says which, so a
+    reader in Kolkata does not take 04:10 for the report's 22:40."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        panel = IncidentsPanel(filled[0])
+        qtbot.addWidget(panel)
+        header = panel.model.headerData(4, Qt.Orientation.Horizontal)
+        opened = panel.model.data(panel.model.index(1, 4)).split(" – ")[0]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert header == "Window (IST)"
+    assert opened == datetime.fromtimestamp(T0 / NS, ZoneInfo("Asia/Kolkata")).strftime(
+        "%d %b %H:%M")
