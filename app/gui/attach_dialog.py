@@ -139,6 +139,13 @@ class AttachDialog(QDialog):
     def show_error(self, message: str) -> None:
         self.error.setText(message)
         self.error.show()
+        # A dialog does not grow by itself for a wrapped label's new lines: an onnxruntime
+        # error of four lines had its last one cut in half.
+        layout = self.layout()
+        layout.activate()
+        needed = layout.totalHeightForWidth(self.width())
+        if needed > self.height():
+            self.resize(self.width(), needed)
 
     def connecting(self) -> bool:
         return self._attempt is not None

@@ -98,6 +98,21 @@ def test_a_bad_uri_shows_its_error_in_the_dialog(window, qtbot, uri, expected):
     dialog.reject()
 
 
+def test_a_long_error_is_shown_whole(window, qtbot, tmp_path):
+    corrupt = tmp_path / "a-model-with-a-rather-long-name-v2024.11-hotfix.onnx"
+    corrupt.write_bytes(model_path("wine-v2").read_bytes()[:2000])  # a truncated copy
+    dialog = window.show_attach_dialog()
+    qtbot.waitExposed(dialog)
+    dialog.uri.setText(f"onnx:{corrupt}?provider=cpu")
+    _press_attach(dialog)
+    qtbot.waitUntil(lambda: not dialog.connecting(), timeout=10_000)
+    label = dialog.error
+    assert label.isVisible() and "cannot load" in label.text()
+    qtbot.waitUntil(lambda: label.height() >= label.heightForWidth(label.width()))
+    assert label.geometry().bottom() <= dialog.rect().bottom()
+    dialog.reject()
+
+
 def test_the_dialog_attaches_a_good_uri_and_closes(window, qtbot):
     dialog = window.show_attach_dialog()
     assert dialog.kind.currentData() == "onnx"  # the usual first probe, with Browse…
