@@ -9,7 +9,7 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTreeWidget, QTreeWidgetItem
 
-from widgets.endpoint_panel import short_names
+from widgets.endpoint_panel import is_scraped, short_names
 from widgets.theme import Theme
 
 COLUMNS = ("Endpoint", "Kind", "Version", "Provider", "Requests")
@@ -71,8 +71,14 @@ class EndpointListWidget(QTreeWidget):
             self._states[endpoint] = state
             item.setIcon(0, self._icon(state))
         item.setToolTip(0, f"{endpoint}\n{state}" + (f": {detail}" if detail else ""))
-        for col, text in ((1, kind), (2, version), (3, provider),
-                          (4, "" if requests is None else f"{requests:,}")):
+        count = "" if requests is None else f"{requests:,}"
+        if count and is_scraped(endpoint, kind):
+            # A metrics page's probe sends no request of its own, only GETs of the page: its
+            # count is of scrapes; the server's request rate is in its panel's header.
+            count += " scrapes"
+            item.setToolTip(4, "pages scraped; the server's own request rate is in its "
+                               "panel's header and Throughput plot")
+        for col, text in ((1, kind), (2, version), (3, provider), (4, count)):
             if item.text(col) != text:
                 item.setText(col, text)
 

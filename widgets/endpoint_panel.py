@@ -12,7 +12,16 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QSizePolicy, QVBoxLay
 
 from widgets.incident_marks import IncidentSpan
 from widgets.plots import LatencyPlotWidget, SeriesPlotWidget
-from widgets.series import FAILURE, LATENCY, EndpointSeries
+from widgets.series import (
+    FAILURE,
+    FAILURES_PER_S,
+    LATENCY,
+    REQUESTS_PER_S,
+    SCRAPE_MS,
+    UP,
+    EndpointSeries,
+    gapped,
+)
 from widgets.theme import Theme
 
 SKIPPED = {"probescope.dropped"}
@@ -75,6 +84,26 @@ def _is_memory(metric: str) -> bool:
     return metric.endswith("_mb") and "total" not in metric and not _is_host(metric)
 
 
+# A scraped server's own rates, drawn on the throughput plot, by legend text. Others
+# (inferences/s, tokens/s) go with the page's other series: a third name overflows the
+# legend of a plot a fifth of the row wide.
+SERVER_RATES = {REQUESTS_PER_S: "requests", FAILURES_PER_S: "failed"}
+# Fed to the request curves (latency_ms, failure) or shown otherwise (up: the state dot).
+NOT_ROUTED = {LATENCY, FAILURE, UP, SCRAPE_MS}
+
+
+def _is_server_latency(metric: str) -> bool:
+    """A duration a server reports of itself (latency_p95_ms, queue_mean_ms, ttft_p50_ms...);
+    scrape_ms is our own GET of its page, not its requests' latency."""
+    return metric.endswith("_ms") and metric not in NOT_ROUTED
+
+
+def is_scraped(endpoint: str, kind: str = "") -> bool:
+    """A metrics page (``prom+http:``): it reports the server's figures and sends no request
+    of its own to time."""
+    return endpoint.partition(":")[0].startswith("prom+") or kind.startswith("prom+")
+
+
 def _is_host(metric: str) -> bool:
     return metric.startswith("ram_used")
 
@@ -84,7 +113,14 @@ def _is_load(metric: str) -> bool:
 
 
 def _label(metric: str) -> str:
-    return metric.removesuffix("_mb").removesuffix("_percent").replace("_", " ")
+    if metric in SERVER_RATES:
+        return SERVER_RATES[metric]
+    if metric.endswith("_per_s"):
+        return metric.removesuffix("_per_s").replace("_", " ") + "/s"
+    name = metric.removeprefix("latency_")
+    for suffix in ("_mb", "_percent", "_ms"):
+        name = name.removesuffix(suffix)
+    return name.replace("_", " ")
 
 
 DRIFT_SHARE = "drift_share"  # not a store metric: fed from the drift monitor's evaluations
@@ -102,6 +138,8 @@ class EndpointPanel(QFrame):
         self.kind = kind
         self.theme = theme
         self.series = EndpointSeries(raw_capacity) if raw_capacity else EndpointSeries()
+        self.scraped = is_scraped(endpoint, kind)
+        self._routed: dict[str, SeriesPlotWidget] = {}  # store series -> the plot drawing it
         self.mode = "live"
         self._drawn_version = -1
         self._drawn_start = 0.0
@@ -135,8 +173,14 @@ class EndpointPanel(QFrame):
             self.latency_plot.point_clicked.connect(
                 lambda t, failed: self.point_clicked.emit(self.endpoint, t, failed))
             self.rate_plot = SeriesPlotWidget("Throughput & errors", "/s", theme)
-            self.rate_plot.add_curve("throughput", "requests", theme.series[0])
-            self.rate_plot.add_curve("errors", "failed", theme.failure)
+            if self.scraped:
+                # No request of ours to time or count: the server's own figures take these
+                # plots (made as its series arrive), and the request curves leave the legend.
+                for key in ("points", "failures", "p50", "p95", "p99"):
+                    self.latency_plot.show_curve(key, False)
+            else:
+                self.rate_plot.add_curve("throughput", "requests", theme.series[0])
+                self.rate_plot.add_curve("errors", "failed", theme.failure)
             row.addWidget(self.latency_plot, 3)
             row.addWidget(self.rate_plot, 2)
             self.load_plot = None
@@ -149,13 +193,16 @@ class EndpointPanel(QFrame):
         self.memory_plot = SeriesPlotWidget("Memory", "MB", theme, zero_floor=False)
         row.addWidget(self.memory_plot, 2)
         self.drift_plot: SeriesPlotWidget | None = None  # made when the first drift arrives
+        # A scraped page's series that fit no other plot (queue depth, tokens/s, ?series=
+        # picks in their own units), made when the first one arrives.
+        self.other_plot: SeriesPlotWidget | None = None
         self.incidents: list[IncidentSpan] = []
         self.setMinimumHeight(230)
         self.set_state("starting")
 
     def plots(self) -> list[SeriesPlotWidget]:
         return [p for p in (self.latency_plot, self.rate_plot, self.load_plot, self.host_plot,
-                            self.memory_plot, self.drift_plot) if p is not None]
+                            self.memory_plot, self.other_plot, self.drift_plot) if p is not None]
 
     def add_drift_share(self, t_s: float, share: float) -> SeriesPlotWidget | None:
         """One drift evaluation: the share of features drifted, in %. Returns the drift plot
@@ -167,6 +214,7 @@ class EndpointPanel(QFrame):
                 self.theme.series)])
             made.set_incidents(self.incidents, labelled=False)
             self._row.addWidget(made, 2)
+            self._routed[DRIFT_SHARE] = made
         self.series.extend(DRIFT_SHARE, np.array([t_s]), np.array([100.0 * share]))
         return made
 
@@ -182,13 +230,65 @@ class EndpointPanel(QFrame):
         if failures is not None:
             self.series.extend_failures(*failures)
 
+    def _plot_for(self, metric: str) -> SeriesPlotWidget | None:
+        """Which plot draws a store series (made on first use), or None: not drawn."""
+        if metric in NOT_ROUTED:
+            return None
+        if _is_memory(metric):
+            return self.memory_plot
+        if _is_host(metric):
+            return self.host_plot
+        if _is_load(metric):
+            # A server's GPU utilisation or KV-cache use; system: has its load plot already.
+            if self.load_plot is None and self.scraped:
+                return self._extra_plot("load_plot", "Utilisation", "%")
+            return self.load_plot
+        if metric in SERVER_RATES:
+            return self.rate_plot
+        if _is_server_latency(metric):
+            return self.latency_plot
+        if self.scraped:
+            return self.other_plot or self._extra_plot("other_plot", "Other series",
+                                                        "as exposed")
+        return None
+
+    def _extra_plot(self, attr: str, title: str, unit: str) -> SeriesPlotWidget:
+        """A plot this endpoint's kind has no place for until a series of it arrives; the
+        owner links its time axis (``plots()`` lists it)."""
+        made = SeriesPlotWidget(title, unit, self.theme)
+        setattr(self, attr, made)
+        made.set_incidents(self.incidents, labelled=False)
+        self._row.addWidget(made, 2)
+        return made
+
     def _ensure_curve(self, metric: str) -> None:
-        plot = (self.memory_plot if _is_memory(metric)
-                else self.host_plot if _is_host(metric)
-                else self.load_plot if _is_load(metric) else None)
-        if plot is not None and metric not in plot.curves:
-            color = self.theme.series[len(plot.curves) % len(self.theme.series)]
-            plot.add_curve(metric, _label(metric), color)
+        if metric in self._routed:
+            return
+        plot = self._plot_for(metric)
+        if plot is None:
+            return
+        self._routed[metric] = plot
+        if metric not in plot.curves:
+            plot.add_curve(metric, _label(metric), self._color(metric),
+                           width=1.6 if plot is self.latency_plot else 1.0)
+
+    def _color(self, metric: str) -> str:
+        """A series' colour: the latency percentiles' own, red for failures, else the next
+        of the theme's colours on its plot (skipping the percentiles' on the latency plot)."""
+        theme = self.theme
+        fixed = {"latency_p50_ms": theme.p50, "latency_p95_ms": theme.p95,
+                 "latency_p99_ms": theme.p99, FAILURES_PER_S: theme.failure,
+                 REQUESTS_PER_S: theme.series[0]}
+        if metric in fixed:
+            return fixed[metric]
+        plot = self._routed.get(metric)
+        palette = [c for c in theme.series if plot is not self.latency_plot
+                   or c not in (theme.p50, theme.p95, theme.p99)] or list(theme.series)
+        others = [m for m, p in self._routed.items() if p is plot and m not in fixed]
+        index = others.index(metric) if metric in others else len(others)
+        if plot is self.rate_plot:
+            index += 1  # the first colour is the requests'
+        return palette[index % len(palette)]
 
     def set_incidents(self, spans: list[IncidentSpan]) -> None:
         """This endpoint's incidents, shaded on every one of its plots."""
@@ -222,7 +322,7 @@ class EndpointPanel(QFrame):
         # A little margin before the window so lines enter from the left edge.
         lo = start_s - 2.0
         s = self.series
-        if self.latency_plot is not None:
+        if self.latency_plot is not None and not self.scraped:
             self._feed(self.latency_plot, "points", s.ring(LATENCY),
                        lambda: s.window(LATENCY, lo, coarse=coarse))
             self._feed(self.latency_plot, "failures", s.failures, lambda: s.failures.since(lo))
@@ -231,12 +331,11 @@ class EndpointPanel(QFrame):
             self._feed(self.rate_plot, "throughput", s.throughput,
                        lambda: s.throughput.since(lo))
             self._feed(self.rate_plot, "errors", s.errors, lambda: s.errors.since(lo))
-        for plot in (self.memory_plot, self.load_plot, self.host_plot, self.drift_plot):
-            if plot is None:
-                continue
-            for metric in plot.curves:
-                self._feed(plot, metric, s.ring(metric),
-                           lambda m=metric: s.window(m, lo, coarse=coarse))
+        for metric, plot in self._routed.items():
+            # Broken where the series fell silent (a scrape page down), as the live
+            # percentiles are where no request answered.
+            self._feed(plot, metric, s.ring(metric),
+                       lambda m=metric: gapped(*s.window(m, lo, coarse=coarse)))
         self._drawn_version = s.version
         self._drawn_start = lo
         self._update_stats()
@@ -257,6 +356,8 @@ class EndpointPanel(QFrame):
             # No answers come while it is down: the last second's rate and p95 would read
             # as if it were still serving.
             parts.append("down: no answers")
+        elif self.scraped:
+            parts += self._server_stats()
         else:
             last_rate = s.throughput.last()
             if last_rate is not None and np.isfinite(last_rate[1]):
@@ -275,13 +376,38 @@ class EndpointPanel(QFrame):
             parts.append(f"CPU {cpu.last()[1]:.0f} %")
         self.stats.setText("   ".join(parts))
 
+    def _server_stats(self) -> list[str]:
+        """A scraped page's header: the server's own request rate, p95 (or mean, where it
+        exposes no quantiles) and share failed, and its GPU's utilisation."""
+        s = self.series
+        parts = []
+        rate = s.last(REQUESTS_PER_S)
+        if rate is not None:
+            parts.append(f"{rate:.0f} req/s" if rate >= 10 else f"{rate:.2g} req/s")
+        for metric, name in (("latency_p95_ms", "p95"), ("latency_mean_ms", "mean")):
+            value = s.last(metric)
+            if value is not None:
+                parts.append(f"{name} {value:.2f} ms")
+                break
+        # Over the last 10 s, as for probed endpoints: one scrape's rates jump about.
+        failed, requests = s.recent_mean(FAILURES_PER_S), s.recent_mean(REQUESTS_PER_S)
+        if failed is not None and requests:
+            parts.append(f"failed {failed / requests:.0%}")
+        gpu = s.last("gpu_util_percent")
+        if gpu is not None:
+            parts.append(f"GPU {gpu:.0f} %")
+        if not parts and s.has(SCRAPE_MS) and not self._routed:
+            parts.append("scraped: no model-server series on this page (name some with "
+                         "?series=)")
+        return parts
+
     def set_mode(self, mode: str) -> None:
         """'live' draws the rings; 'history' waits for ``set_history``."""
         self.mode = mode
         self._fed.clear()
         self._drawn_version = -1
         self._drawn_start = 0.0
-        if self.latency_plot is not None:
+        if self.latency_plot is not None and not self.scraped:
             live = mode == "live"
             names = (("points", "request", "max"), ("p50", "p50", "mean"))
             for key, live_name, history_name in names:
@@ -303,9 +429,14 @@ class EndpointPanel(QFrame):
             fail = history.get(FAILURE)
             if lat is not None and len(lat):
                 t = mid(lat)
-                self.latency_plot.set_curve("points", t, np.asarray(lat.vmax, dtype=float))
-                self.latency_plot.set_curve("p50", t, np.asarray(lat.mean, dtype=float))
                 bucket = getattr(lat, "width_ns", 0) / NS or 1.0
+                vmax = np.asarray(lat.vmax, dtype=float)
+                self.latency_plot.set_curve("points", t, vmax)
+                # Buckets with no request (an outage) break the mean line, as the live view
+                # does; a bucket's slowest answer kept the probe busy, which is no outage.
+                self.latency_plot.set_curve("p50", *gapped(
+                    t, np.asarray(lat.mean, dtype=float), width_s=bucket, counts=lat.count,
+                    busy_s=vmax / 1e3))
                 t0, end = float(t[0]), float(t[-1]) + bucket
                 width, bins = rate_bins(t0, float(t[-1]), bucket)
                 self.rate_plot.set_curve("throughput",
@@ -321,18 +452,20 @@ class EndpointPanel(QFrame):
             if metric in SKIPPED or h is None or not len(h):
                 continue
             self._ensure_curve(metric)
-            for plot in (self.memory_plot, self.load_plot, self.host_plot, self.drift_plot):
-                if plot is not None and metric in plot.curves:
-                    plot.set_curve(metric, mid(h), np.asarray(h.mean, dtype=float))
+            plot = self._routed.get(metric)
+            if plot is not None:
+                plot.set_curve(metric, *gapped(mid(h), np.asarray(h.mean, dtype=float),
+                                               width_s=getattr(h, "width_ns", 0) / NS,
+                                               counts=h.count))
 
     def apply_theme(self, theme: Theme) -> None:
         self.theme = theme
         for plot in self.plots():
             plot.apply_theme(theme)
-            if plot in (self.memory_plot, self.load_plot, self.host_plot):
-                for i, key in enumerate(plot.curves):
-                    plot.set_curve_color(key, theme.series[i % len(theme.series)])
-        if self.rate_plot is not None:
+        for metric, plot in self._routed.items():
+            if metric != DRIFT_SHARE:
+                plot.set_curve_color(metric, self._color(metric))
+        if self.rate_plot is not None and not self.scraped:
             self.rate_plot.set_curve_color("throughput", theme.series[0])
             self.rate_plot.set_curve_color("errors", theme.failure)
         self.set_state(self._state)

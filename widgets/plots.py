@@ -45,6 +45,7 @@ class SeriesPlotWidget(pg.PlotWidget):
         self._labels: dict[str, str] = {}  # legend text per curve, kept while it is hidden
         self._data_version = 0
         self._last_view: tuple[int, int] | None = None
+        self._follow_y = False  # y refits to what is in sight as x or the data change
         item = self.getPlotItem()
         item.setMenuEnabled(False)
         item.hideButtons()
@@ -62,6 +63,7 @@ class SeriesPlotWidget(pg.PlotWidget):
         vb = item.getViewBox()
         vb.setMouseEnabled(x=True, y=False)
         vb.enableAutoRange(axis="y")
+        vb.sigXRangeChanged.connect(self._on_view_x_range_changed)
         self.legend = item.addLegend(offset=(4, 2), labelTextSize="8pt", colCount=5,
                                      verSpacing=-6, horSpacing=8)
         # Text is the costliest thing a plot paints; legend and title change rarely, so they
@@ -161,24 +163,34 @@ class SeriesPlotWidget(pg.PlotWidget):
             self._last_view = key
         else:
             self._last_view = None
+        self._follow_y = False  # the live clock fits y on every frame itself
+        y_range = self.y_range(x0, x1)
+        if y_range is None:
+            vb.setRange(xRange=(x0, x1), padding=0)
+        else:
+            vb.setRange(xRange=(x0, x1), yRange=y_range, padding=0)
+        # Apply the new transform now rather than while painting: items that react to it
+        # would otherwise schedule a second paint of the same frame.
+        vb.prepareForPaint()
+
+    def y_range(self, x0: float, x1: float) -> tuple[float, float] | None:
+        """The y range that shows every visible value between x0 and x1 below the legend
+        (None when nothing is visible there)."""
         extent = self.y_extent(x0, x1)
         if extent is None:
-            vb.setRange(xRange=(x0, x1), padding=0)
-            vb.prepareForPaint()
-            return
+            return None
         lo, hi = extent
         lo, hi = min(lo, self.y_floor()), max(hi, self.y_ceiling())
         span = (hi - lo) or max(abs(hi) * 0.1, 1.0)
         bottom = lo - span * 0.05
         # Headroom at the top keeps the values clear of the legend: at least the legend's
-        # own height (it sits in the plot's top-left corner, over a steady line otherwise).
+        # own height (it sits in the plot's top-left corner, over the highest values
+        # otherwise: a slow phase's plateau, a spike's peak).
+        vb = self.getPlotItem().getViewBox()
         legend = self.legend.boundingRect().height() + 8 if self.legend.isVisible() else 0.0
         share = min(0.5, legend / max(1.0, vb.height()))
         top = max(hi + span * 0.3, (hi - share * bottom) / (1.0 - share))
-        vb.setRange(xRange=(x0, x1), yRange=(bottom, top), padding=0)
-        # Apply the new transform now rather than while painting: items that react to it
-        # would otherwise schedule a second paint of the same frame.
-        vb.prepareForPaint()
+        return bottom, top
 
     def y_floor(self) -> float:
         # Durations, rates and shares read best from 0; memory reads best zoomed on its
@@ -189,8 +201,24 @@ class SeriesPlotWidget(pg.PlotWidget):
         return -np.inf
 
     def fit_y(self) -> None:
-        """Hand y back to pyqtgraph's auto-range (paused or history views)."""
-        self.getPlotItem().getViewBox().enableAutoRange(axis="y")
+        """Fit y to what is in sight, below the legend, and keep it fitted as the view pans
+        or its data change (paused or history views). pyqtgraph's own auto-range fits the
+        highest value to the top edge, where the legend then hides it."""
+        self._follow_y = True
+        self._refit_y()
+
+    def _refit_y(self) -> None:
+        vb = self.getPlotItem().getViewBox()
+        x0, x1 = vb.viewRange()[0]
+        y_range = self.y_range(x0, x1)
+        if y_range is None:
+            vb.enableAutoRange(axis="y")
+        else:
+            vb.setYRange(*y_range, padding=0)
+
+    def _on_view_x_range_changed(self, _vb, _x_range) -> None:
+        if self._follow_y:
+            self._refit_y()
 
     def show_time_axis(self, shown: bool) -> None:
         self.getPlotItem().showAxis("bottom", shown)
@@ -213,6 +241,8 @@ class SeriesPlotWidget(pg.PlotWidget):
         self._data_version += 1
         self._data[key] = (t, v)
         self.curves[key].setData(t, v)
+        if self._follow_y:
+            self._refit_y()
 
     def point_count(self, key: str | None = None) -> int:
         """Points currently handed to one curve (or all curves)."""

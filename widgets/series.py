@@ -18,6 +18,51 @@ RAW_CAPACITY = 360_000  # one hour at 100 requests/s
 SLOW_CAPACITY = 36_000  # ten hours of 1 Hz series
 PERCENTILE_WINDOW_S = 5.0  # the rolling window each p50/p95/p99 point summarises
 MAX_CATCH_UP_S = 3600  # seconds summarised at most in one go
+GAP_MIN_S = 1.0  # a shorter silence is jitter, not an outage worth a break in the line
+GAP_FACTOR = 3.0  # a silence this many usual spacings long is an outage
+
+# What a scraped endpoint (a Prometheus page) reports in place of our own requests: the
+# server's rates and latencies, under the stable names docs/remote-probes.md lists.
+REQUESTS_PER_S = "requests_per_s"
+FAILURES_PER_S = "failures_per_s"
+SCRAPE_MS = "scrape_ms"
+UP = "up"
+
+
+def gapped(t: np.ndarray, v: np.ndarray, *, width_s: float = 0.0,
+           counts: np.ndarray | None = None, busy_s: np.ndarray | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """``(t, v)`` with a NaN put between two points that have an outage between them, so a
+    line breaks there (LineItem draws NaN as a gap) instead of running straight across.
+
+    ``t`` are sample times, or the starts of the buckets of width ``width_s`` that held
+    ``counts`` samples each. An outage is a silence longer than ``GAP_FACTOR`` usual
+    spacings, and at least ``GAP_MIN_S``: the usual spacing comes from the data, so a page
+    scraped every 2 s and a model probed at 50 req/s are both judged on their own pace.
+    ``busy_s``: how long each point's last request may have taken (latency), which is no
+    silence: requests start one after the other, so a 2 s answer leaves 2 s between them.
+    """
+    t = np.asarray(t, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    if len(t) < 2:
+        return t, v
+    dt = np.diff(t)
+    positive = dt[dt > 0]
+    if not len(positive):
+        return t, v
+    usual = float(np.median(positive))
+    if counts is not None and float(np.sum(counts)) > 0:
+        # Dense samples in coarse buckets: every bucket is full, so the buckets' spacing
+        # says nothing; the mean time between samples does.
+        usual = min(usual, (float(t[-1] - t[0]) + width_s) / float(np.sum(counts)))
+    idle = dt - width_s
+    if busy_s is not None:
+        idle = idle - np.nan_to_num(np.asarray(busy_s, dtype=np.float64)[:-1], nan=0.0)
+    breaks = np.flatnonzero(idle > max(GAP_MIN_S, GAP_FACTOR * usual))
+    if not len(breaks):
+        return t, v
+    return (np.insert(t, breaks + 1, (t[breaks] + t[breaks + 1]) / 2),
+            np.insert(v, breaks + 1, np.nan))
 
 
 class CoarseRing:
@@ -106,6 +151,22 @@ class EndpointSeries:
         ct, cv = summary.ring.since(start_s)
         rt, rv = ring.since(max(start_s, summary.open_second()))
         return np.concatenate((ct, rt)), np.concatenate((cv, rv))
+
+    def last(self, metric: str) -> float | None:
+        """The newest value of a series, if it has a finite one."""
+        ring = self.metrics.get(metric)
+        last = ring.last() if ring is not None else None
+        return last[1] if last is not None and math.isfinite(last[1]) else None
+
+    def recent_mean(self, metric: str, last_s: float = 10.0) -> float | None:
+        """Mean of a series over its newest ``last_s`` seconds (None when it has none)."""
+        ring = self.metrics.get(metric)
+        if ring is None or ring.n == 0:
+            return None
+        t, _ = ring.view()
+        _, v = ring.since(t[-1] - last_s)
+        v = v[np.isfinite(v)]
+        return float(v.mean()) if len(v) else None
 
     def has(self, metric: str) -> bool:
         ring = self.metrics.get(metric)

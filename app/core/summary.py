@@ -1,4 +1,9 @@
-"""Per-endpoint summaries read back from the store: what ``watch`` and ``demo`` print."""
+"""Per-endpoint summaries read back from the store: what ``watch`` and ``demo`` print.
+
+A probe that sends requests is summarised from the requests it timed. A metrics page
+(``prom+http:``) sends none: it is summarised from what the server reported of its own
+requests, under the stable names docs/remote-probes.md lists.
+"""
 
 from __future__ import annotations
 
@@ -9,34 +14,85 @@ import numpy as np
 from app.core.domain import Metric
 from app.core.store import Store
 
+SCRAPE_MS = "scrape_ms"  # one per scrape of a metrics page (probes.prometheus)
+REQUESTS_PER_S = "requests_per_s"  # a scraped server's own rates and latencies
+FAILURES_PER_S = "failures_per_s"
+SERVER_LATENCY = {"p50": "latency_p50_ms", "p95": "latency_p95_ms", "p99": "latency_p99_ms",
+                  "mean": "latency_mean_ms"}
+PROBE, SERVER = "probe", "server"
+
 
 @dataclass(frozen=True, slots=True)
 class EndpointSummary:
+    """``source`` says whose figures these are. ``probe``: the requests ProbeScope sent and
+    timed. ``server``: a metrics page's own counts while watched (requests and errors from
+    its counters' rates), its latest p50/p95/p99 (over the probe's ``window_s``) and mean
+    latency; ``scrapes`` counts the pages read."""
+
     uri: str
     requests: int
     errors: int
     latency_ms: dict[str, float | None]
     peak_rss_mb: float | None
     failures_captured: int
+    source: str = PROBE
+    requests_per_s: float | None = None
+    scrapes: int | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
 def summarize(store: Store, uri: str, start_ns: int | None = None) -> EndpointSummary:
-    _, latency = store.values(uri, Metric.LATENCY_MS, start_ns)
-    _, failures = store.values(uri, Metric.FAILURE, start_ns)
+    latency_ts, latency = store.values(uri, Metric.LATENCY_MS, start_ns)
+    scrape_ts, _ = store.values(uri, SCRAPE_MS, start_ns)
     _, rss = store.values(uri, Metric.RSS_MB, start_ns)
+    peak_rss = round(float(rss.max()), 1) if len(rss) else None
+    captured = store.count_captures(uri, failed=True, since_ns=start_ns)
+    if uri.partition(":")[0].startswith("prom+") or (len(scrape_ts) and not len(latency)):
+        return _server_summary(store, uri, start_ns, scrape_ts, peak_rss, captured)
+    _, failures = store.values(uri, Metric.FAILURE, start_ns)
     if len(latency):
         p50, p95, p99 = (round(float(v), 4) for v in np.percentile(latency, [50, 95, 99]))
-        quantiles: dict[str, float | None] = {"p50": p50, "p95": p95, "p99": p99}
+        quantiles: dict[str, float | None] = {"p50": p50, "p95": p95, "p99": p99,
+                                              "mean": round(float(latency.mean()), 4)}
     else:
-        quantiles = {"p50": None, "p95": None, "p99": None}
+        quantiles = {"p50": None, "p95": None, "p99": None, "mean": None}
+    span_s = (int(latency_ts[-1]) - int(latency_ts[0])) / 1e9 if len(latency) > 1 else 0.0
     return EndpointSummary(
         uri=uri, requests=len(latency), errors=len(failures), latency_ms=quantiles,
-        peak_rss_mb=round(float(rss.max()), 1) if len(rss) else None,
-        failures_captured=store.count_captures(uri, failed=True, since_ns=start_ns),
+        peak_rss_mb=peak_rss, failures_captured=captured,
+        requests_per_s=round((len(latency) - 1) / span_s, 3) if span_s > 0 else None,
     )
+
+
+def _server_summary(store: Store, uri: str, start_ns: int | None, scrape_ts: np.ndarray,
+                    peak_rss: float | None, captured: int) -> EndpointSummary:
+    requests, covered_s = _counted(store, uri, REQUESTS_PER_S, start_ns, scrape_ts)
+    errors, _ = _counted(store, uri, FAILURES_PER_S, start_ns, scrape_ts)
+    latency: dict[str, float | None] = {}
+    for key, metric in SERVER_LATENCY.items():
+        _, values = store.values(uri, metric, start_ns)
+        latency[key] = round(float(values[-1]), 4) if len(values) else None
+    return EndpointSummary(
+        uri=uri, requests=round(requests), errors=round(errors), latency_ms=latency,
+        peak_rss_mb=peak_rss, failures_captured=captured, source=SERVER,
+        requests_per_s=round(requests / covered_s, 3) if covered_s > 0 else None,
+        scrapes=len(scrape_ts))
+
+
+def _counted(store: Store, uri: str, metric: str, start_ns: int | None,
+             scrape_ts: np.ndarray) -> tuple[float, float]:
+    """How many events a scraped rate stands for, and over how many seconds. Each rate is
+    the counter's rise since the scrape before it (the last one answered) over the time
+    between the two, so rate x that time gives the rise back: the server's own count."""
+    ts, rate = store.values(uri, metric, start_ns)
+    if not len(ts) or not len(scrape_ts):
+        return 0.0, 0.0
+    before = np.searchsorted(scrape_ts, ts, side="left") - 1
+    known = before >= 0  # the first scrape of the run has no rate; any other has one before
+    dt = (ts[known] - scrape_ts[before[known]]) / 1e9
+    return float(np.sum(rate[known] * dt)), float(np.sum(dt))
 
 
 ENDPOINT_WIDTH = 60
@@ -74,17 +130,27 @@ def format_table(summaries: list[EndpointSummary]) -> str:
     names, shared = table_names([s.uri for s in summaries])
     width = max([len("endpoint"), *map(len, names)])
     # "failed": every failed request (errors, wrong answers, slow ones), as the plots say.
-    header = f"{'endpoint':<{width}} {'requests':>8} {'failed':>7} {'p50 ms':>8} {'p95 ms':>8} " \
-             f"{'p99 ms':>8} {'peak RSS MB':>11}"
+    header = f"{'endpoint':<{width}} {'requests':>8} {'failed':>7} {'req/s':>8} " \
+             f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'peak RSS MB':>11}"
     lines = [header, "-" * len(header)]
 
     def fmt(v: float | None) -> str:
         return "-" if v is None else f"{v:.3f}"
 
+    def rate(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f}"
+
     for name, s in zip(names, summaries, strict=True):
-        lines.append(f"{name:<{width}} {s.requests:>8} {s.errors:>7} {fmt(s.latency_ms['p50']):>8} "
-                     f"{fmt(s.latency_ms['p95']):>8} {fmt(s.latency_ms['p99']):>8} "
+        lat = s.latency_ms
+        lines.append(f"{name:<{width}} {s.requests:>8} {s.errors:>7} {rate(s.requests_per_s):>8} "
+                     f"{fmt(lat['p50']):>8} {fmt(lat['p95']):>8} {fmt(lat['p99']):>8} "
+                     f"{fmt(lat.get('mean')):>8} "
                      f"{'-' if s.peak_rss_mb is None else f'{s.peak_rss_mb:.1f}':>11}")
     if shared:
         lines.append(f"… = {shared} (the same on each)")
+    for name, s in zip(names, summaries, strict=True):
+        if s.source == SERVER:
+            # Not requests of ours: say whose figures the row holds, and from how much.
+            lines.append(f"{name}: the server's own figures, from {s.scrapes} scrapes "
+                         "(its requests and failures while watched, its latest latencies)")
     return "\n".join(lines)

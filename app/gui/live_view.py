@@ -98,9 +98,15 @@ class LiveView(QScrollArea):
         panel = self.panels.get(endpoint)
         if panel is None:
             return
-        made = panel.add_drift_share(t_s, share)
-        if made is not None:
-            self.x_link.add(made)
+        panel.add_drift_share(t_s, share)
+        self._link_new_plots(panel)
+
+    def _link_new_plots(self, panel: EndpointPanel) -> None:
+        """Put plots a panel made since (drift, a server's GPU load...) on the shared axis."""
+        new = [p for p in panel.plots() if p not in self.x_link.plots]
+        for plot in new:
+            self.x_link.add(plot)
+        if new:
             self._place_time_axes()
 
     def set_incidents(self, by_endpoint: dict[str, list[IncidentSpan]]) -> None:
@@ -125,6 +131,7 @@ class LiveView(QScrollArea):
         for endpoint, metrics in committed.series.items():
             panel = self.panels.get(endpoint) or self.panel(endpoint, endpoint.partition(":")[0])
             panel.ingest(metrics, committed.failures.get(endpoint))
+            self._link_new_plots(panel)
         for endpoint, failures in committed.failures.items():
             if endpoint not in committed.series and endpoint in self.panels:
                 self.panels[endpoint].ingest({}, failures)
@@ -180,6 +187,7 @@ class LiveView(QScrollArea):
         if panel is None or self.window_key in LIVE_WINDOWS:
             return
         panel.set_history(result)
+        self._link_new_plots(panel)
         for plot in panel.plots():
             plot.fit_y()
         start_ns, end_ns = self._history_span
