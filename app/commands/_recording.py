@@ -96,9 +96,10 @@ def record(uris: Sequence[str], db: Path, seconds: float, options: ProbeOptions 
         if finish:
             finish()
     stats = monitor.stats()
+    end_ns = time.time_ns()
     store = Store(db, readonly=True)
     try:
-        summaries = [summarize(store, uri, start_ns) for uri in attached]
+        summaries = [summarize(store, uri, start_ns, end_ns) for uri in attached]
     finally:
         store.close()
     result = {"endpoints": [s.to_json() for s in summaries], "dropped": stats.dropped}

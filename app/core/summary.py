@@ -7,11 +7,11 @@ requests, under the stable names docs/remote-probes.md lists.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from app.core.domain import Metric
+from app.core.domain import NEWEST_NS, Metric
 from app.core.store import Store
 
 SCRAPE_MS = "scrape_ms"  # one per scrape of a metrics page (probes.prometheus)
@@ -38,12 +38,31 @@ class EndpointSummary:
     source: str = PROBE
     requests_per_s: float | None = None
     scrapes: int | None = None
+    down_s: float | None = None  # time the probe could not reach it; None: no up series
+    failed_by_kind: dict[str, int] = field(default_factory=dict)  # capture status -> count
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
-def summarize(store: Store, uri: str, start_ns: int | None = None) -> EndpointSummary:
+def down_seconds(store: Store, uri: str, start: int, end: int, *,
+                 since: int | None = None) -> float | None:
+    """How long in ``[start, end]`` the probe's ``up`` series said the endpoint was down: from
+    each ``up`` 0 sample to the next ``up`` sample (or ``end``). None without an ``up``
+    series (a local model has none), so "0 s down" is never claimed for want of one. Read
+    from ``since`` (default ``start``): a down probe writes ``up`` 0 every few seconds, so
+    an outage that began before ``start`` is still seen."""
+    ts, up = store.values(uri, Metric.UP, start if since is None else since, end)
+    if not len(ts):
+        return None
+    nxt = np.append(ts[1:], end)
+    lo, hi = np.maximum(ts, start), np.minimum(nxt, end)
+    down = (up == 0) & (hi > lo)
+    return float((hi[down] - lo[down]).sum()) / 1e9
+
+
+def summarize(store: Store, uri: str, start_ns: int | None = None,
+              end_ns: int | None = None) -> EndpointSummary:
     latency_ts, latency = store.values(uri, Metric.LATENCY_MS, start_ns)
     scrape_ts, _ = store.values(uri, SCRAPE_MS, start_ns)
     _, rss = store.values(uri, Metric.RSS_MB, start_ns)
@@ -59,10 +78,16 @@ def summarize(store: Store, uri: str, start_ns: int | None = None) -> EndpointSu
     else:
         quantiles = {"p50": None, "p95": None, "p99": None, "mean": None}
     span_s = (int(latency_ts[-1]) - int(latency_ts[0])) / 1e9 if len(latency) > 1 else 0.0
+    start, end = start_ns or 0, end_ns or store.last_sample_ns(uri) or 0
+    down = down_seconds(store, uri, start, end) if end > start else None
+    # Failures are always captured (the capture rate thins only successes): counts by kind.
+    kinds = {k: n for k, n in store.capture_status_counts(uri, start, end or NEWEST_NS).items()
+             if k != "ok"}
     return EndpointSummary(
         uri=uri, requests=len(latency), errors=len(failures), latency_ms=quantiles,
         peak_rss_mb=peak_rss, failures_captured=captured,
         requests_per_s=round((len(latency) - 1) / span_s, 3) if span_s > 0 else None,
+        down_s=None if down is None else round(down, 1), failed_by_kind=kinds,
     )
 
 
@@ -149,6 +174,15 @@ def format_table(summaries: list[EndpointSummary]) -> str:
     if shared:
         lines.append(f"… = {shared} (the same on each)")
     for name, s in zip(names, summaries, strict=True):
+        # What the columns cannot say: how long it was out of reach, and what the failures
+        # were (wrong answers and refused connections are both "failed").
+        said = []
+        if s.down_s:
+            said.append(f"unreachable for {s.down_s:g} s")
+        if s.failed_by_kind:
+            said.append("failed: " + ", ".join(f"{k} {n}" for k, n in s.failed_by_kind.items()))
+        if said:
+            lines.append(f"  {name}: {'; '.join(said)}")
         if s.source == SERVER:
             # Not requests of ours: say whose figures the row holds, and from how much.
             lines.append(f"{name}: the server's own figures, from {s.scrapes} scrapes "

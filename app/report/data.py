@@ -24,6 +24,7 @@ from app.core.domain import Capture, EndpointUri, Metric, UriError
 from app.core.incident_rules import NS
 from app.core.incidents import incident_window
 from app.core.store import History, Store, StoredCapture, bucket_width
+from app.core.summary import down_seconds
 
 log = logging.getLogger(__name__)
 
@@ -499,21 +500,6 @@ def _quantiles(store: Store, uri: str, start: int, end: int
     return p95, p99
 
 
-def _down_seconds(store: Store, uri: str, start: int, end: int, since: int) -> float | None:
-    """How long in ``[start, end]`` the probe's ``up`` series said the endpoint was down: from
-    each ``up`` 0 sample to the next ``up`` sample (or ``end``). None without an ``up``
-    series (a local model has none), so "0 s down" is never claimed for want of one. Read
-    from ``since``: a down probe writes ``up`` 0 every few seconds, so an outage that began
-    earlier still shows in the padding."""
-    ts, up = store.values(uri, Metric.UP, since, end)
-    if not len(ts):
-        return None
-    nxt = np.append(ts[1:], end)
-    lo, hi = np.maximum(ts, start), np.minimum(nxt, end)
-    down = (up == 0) & (hi > lo)
-    return float((hi[down] - lo[down]).sum()) / NS
-
-
 def impact(store: Store, incident: dict, window_start: int, last_ns: int | None,
            resolved_ns: int | None) -> Impact:
     uri = incident["endpoint"]
@@ -531,7 +517,7 @@ def impact(store: Store, incident: dict, window_start: int, last_ns: int | None,
     p95, p99 = _quantiles(store, uri, opened, end)
     b95, b99 = _quantiles(store, uri, window_start, opened - 1)
     return Impact(opened, end, until, requests, failures, p95, p99, window_start, b95, b99,
-                  _down_seconds(store, uri, opened, end, window_start))
+                  down_seconds(store, uri, opened, end, since=window_start))
 
 
 def replay_rows(store: Store, uri: str, start: int, end: int) -> list[list[str]]:

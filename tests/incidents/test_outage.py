@@ -82,6 +82,10 @@ def test_watch_opens_the_down_incident_while_it_records(tmp_path, demo_dir, caps
         server.stop()
     result = json.loads(capsys.readouterr().out)
     assert result["incidents_opened"] >= 1
+    # The summary says the outage: 16 s watched, the server gone after 1.5 s.
+    (summary,) = result["endpoints"]
+    assert 12 <= summary["down_s"] <= 15.5
+    assert summary["failed_by_kind"].get("error", 0) >= 1
     store = Store(db, readonly=True)
     rules = [i["rule"] for i in store.incidents()]
     store.close()
