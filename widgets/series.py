@@ -152,6 +152,11 @@ class EndpointSeries:
         rt, rv = ring.since(max(start_s, summary.open_second()))
         return np.concatenate((ct, rt)), np.concatenate((cv, rv))
 
+    def newest_s(self) -> float | None:
+        """The time of the newest sample of any series (None before the first)."""
+        times = [last[0] for ring in self.metrics.values() if (last := ring.last()) is not None]
+        return max(times) if times else None
+
     def last(self, metric: str) -> float | None:
         """The newest value of a series, if it has a finite one."""
         ring = self.metrics.get(metric)

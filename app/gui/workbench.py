@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,17 +53,22 @@ WORK_DOCKS = ("Replay", "Versions")
 INCIDENT_CLOCK_MS = 2000  # how often an open incident's band is stretched to now
 
 
-def incident_spans(rows: Sequence[dict], now_s: float) -> dict[str, list[IncidentSpan]]:
+def incident_spans(rows: Sequence[dict], now_s: float,
+                   quiet_until_s: Mapping[str, float] | None = None
+                   ) -> dict[str, list[IncidentSpan]]:
     """Incident rows (``Store.incidents``) as time spans per endpoint URI: from opening to
     clearing; one not cleared runs to ``now_s`` (to when it was resolved, if a person
-    resolved it first)."""
+    resolved it first). ``quiet_until_s``: endpoints no probe is watching now, with their
+    newest sample; their open incidents run to it, as in the PDF report, since nothing
+    judges them past it (a workspace reopened hours later shaded them to now)."""
+    quiet = quiet_until_s or {}
     out: dict[str, list[IncidentSpan]] = {}
     for row in rows:
         cleared, resolved = row.get("cleared_ns"), row.get("status") == Status.RESOLVED
         open_ = cleared is None and not resolved
         end_s = (cleared / NS if cleared is not None
                  else (row.get("resolved_ns") or row.get("updated_ns") or row["opened_ns"]) / NS
-                 if resolved else now_s)
+                 if resolved else max(row["opened_ns"] / NS, quiet.get(row["endpoint"], now_s)))
         out.setdefault(row["endpoint"], []).append(IncidentSpan(
             int(row["id"]), row["opened_ns"] / NS, end_s, str(row["rule"]), open_))
     return out
@@ -259,7 +264,11 @@ class Workbench(QObject):
         """Incidents as bands on their endpoints' plots; open ones reach to now (the clock
         re-runs this so they keep growing)."""
         rows = self._incident_rows
-        self.window.live.set_incidents(incident_spans(rows, time.time()))
+        monitor = self.window.monitor
+        watched = {e for e, p in monitor.probes.items() if p.alive} if monitor else set()
+        quiet = {e: newest for e, panel in self.window.live.panels.items()
+                 if e not in watched and (newest := panel.series.newest_s()) is not None}
+        self.window.live.set_incidents(incident_spans(rows, time.time(), quiet))
         if any(s.open for spans in self.window.live.incidents.values() for s in spans):
             self._incident_clock.start()
         else:

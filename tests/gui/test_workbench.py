@@ -309,3 +309,18 @@ def test_an_incident_resolved_by_hand_is_shaded_up_to_its_resolve():
            "resolved_ns": 160 * NS}
     (span,) = incident_spans([row], now_s=1000.0)["onnx:a.onnx"]
     assert (span.start_s, span.end_s) == (100.0, 160.0) and not span.open
+
+
+def test_an_open_incident_of_an_endpoint_no_probe_watches_ends_at_its_newest_sample():
+    """A workspace reopened later shaded its open incident up to now, as if the endpoint
+    were still failing; nothing has judged it past its last sample (the PDF stops there)."""
+    from app.gui.workbench import incident_spans
+
+    NS = 1_000_000_000
+    rows = [{"id": k, "endpoint": e, "rule": "error_rate", "status": "open",
+             "opened_ns": 100 * NS, "cleared_ns": None, "updated_ns": 105 * NS}
+            for k, e in ((1, "onnx:watched.onnx"), (2, "onnx:stopped.onnx"))]
+    spans = incident_spans(rows, now_s=1000.0, quiet_until_s={"onnx:stopped.onnx": 135.0})
+    assert (spans["onnx:watched.onnx"][0].end_s, spans["onnx:stopped.onnx"][0].end_s) == \
+        (1000.0, 135.0)
+    assert spans["onnx:stopped.onnx"][0].open
