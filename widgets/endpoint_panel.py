@@ -190,8 +190,12 @@ class EndpointPanel(QFrame):
             self.host_plot = SeriesPlotWidget("Machine RAM", "MB", theme, zero_floor=False)
             row.addWidget(self.load_plot, 3)
             row.addWidget(self.host_plot, 2)
-        self.memory_plot = SeriesPlotWidget("Memory", "MB", theme, zero_floor=False)
-        row.addWidget(self.memory_plot, 2)
+        # A server across the network reports no memory to a request probe: its plot waits
+        # for a memory series (a metrics page's) instead of taking a third of the row empty.
+        self.memory_plot: SeriesPlotWidget | None = None
+        if not endpoint.partition(":")[0].endswith(("+http", "+https")):
+            self.memory_plot = SeriesPlotWidget("Memory", "MB", theme, zero_floor=False)
+            row.addWidget(self.memory_plot, 2)
         self.drift_plot: SeriesPlotWidget | None = None  # made when the first drift arrives
         # A scraped page's series that fit no other plot (queue depth, tokens/s, ?series=
         # picks in their own units), made when the first one arrives.
@@ -235,7 +239,8 @@ class EndpointPanel(QFrame):
         if metric in NOT_ROUTED:
             return None
         if _is_memory(metric):
-            return self.memory_plot
+            return self.memory_plot or self._extra_plot("memory_plot", "Memory", "MB",
+                                                         zero_floor=False)
         if _is_host(metric):
             return self.host_plot
         if _is_load(metric):
@@ -252,10 +257,11 @@ class EndpointPanel(QFrame):
                                                         "as exposed")
         return None
 
-    def _extra_plot(self, attr: str, title: str, unit: str) -> SeriesPlotWidget:
+    def _extra_plot(self, attr: str, title: str, unit: str, *,
+                    zero_floor: bool = True) -> SeriesPlotWidget:
         """A plot this endpoint's kind has no place for until a series of it arrives; the
         owner links its time axis (``plots()`` lists it)."""
-        made = SeriesPlotWidget(title, unit, self.theme)
+        made = SeriesPlotWidget(title, unit, self.theme, zero_floor=zero_floor)
         setattr(self, attr, made)
         made.set_incidents(self.incidents, labelled=False)
         self._row.addWidget(made, 2)

@@ -277,3 +277,18 @@ def test_a_steady_line_at_the_top_stays_clear_of_the_legend(qtbot):
     line_y = vb.mapViewToScene(pg.Point(30.0, 50.0)).y()
     legend_bottom = plot.legend.sceneBoundingRect().bottom()
     assert line_y > legend_bottom  # below it on screen: the line is not hidden behind it
+
+
+def test_a_model_server_s_panel_has_no_empty_memory_plot(qtbot):
+    """A request probe learns nothing of a remote server's memory: its Memory plot sat empty
+    on a 0-1 axis, a third of the row. A local model keeps one from the start."""
+    from widgets.endpoint_panel import EndpointPanel
+    from widgets.theme import theme_named
+
+    remote = EndpointPanel("v2+http://h:1/models/m", "v2+http", theme_named("dark"))
+    local = EndpointPanel("onnx:m.onnx", "onnx", theme_named("dark"))
+    qtbot.addWidget(remote)
+    qtbot.addWidget(local)
+    assert remote.memory_plot is None
+    assert [p.title for p in remote.plots()] == ["Latency", "Throughput & errors"]
+    assert local.memory_plot is not None and local.memory_plot in local.plots()
