@@ -44,6 +44,8 @@ class EndpointListWidget(QTreeWidget):
         self.setIconSize(QSize(12, 12))
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
+        # Cut in the middle: endpoints on one host differ in their port and model, at the end.
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         header = self.header()
         header.setStretchLastSection(False)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)

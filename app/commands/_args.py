@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import threading
 
 # The longest wait threading accepts (about 292 years on 64-bit Linux); past it, OverflowError.
@@ -34,6 +35,28 @@ def seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"'{text}' is not a duration: give seconds above 0 and at most {MAX_SECONDS:.0f}")
     return value
+
+
+_UNITS_S = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration_s(text: str) -> float:
+    """'90s', '10m', '2h', '1d' (a bare number is seconds); ValueError naming the mistake."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", text)
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"'{text}' is not a duration; use e.g. 90s, 10m, 2h")
+    value = float(match.group(1)) * _UNITS_S[match.group(2) or "s"]
+    if value > MAX_SECONDS:  # past this, nanosecond stamps overflow SQLite's integers
+        raise ValueError(f"'{text}' is longer than ten years; use e.g. 30d")
+    return value
+
+
+def duration(text: str) -> float:
+    """``duration_s`` as an argument type: a mistake is a one-line usage error."""
+    try:
+        return duration_s(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def positive(text: str) -> float:

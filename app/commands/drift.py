@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,8 +38,6 @@ from app.core.references import (
     sent_names,
     set_reference,
 )
-
-_UNITS_S = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -101,13 +98,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def parse_duration_s(text: str) -> float:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", text)
-    if not match or float(match.group(1)) <= 0:
-        raise DriftError(f"'{text}' is not a duration; use e.g. 90s, 10m, 2h")
-    seconds = float(match.group(1)) * _UNITS_S[match.group(2) or "s"]
-    if seconds > _args.MAX_SECONDS:  # past this, nanosecond stamps overflow SQLite's integers
-        raise DriftError(f"'{text}' is longer than ten years; use e.g. 30d")
-    return seconds
+    try:
+        return _args.duration_s(text)
+    except ValueError as exc:
+        raise DriftError(str(exc)) from None
 
 
 def _parse_time_ns(text: str) -> int | None:

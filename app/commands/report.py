@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from app.commands import COMMANDS
+from app.commands import COMMANDS, _args
 from app.core.incident_rules import IncidentError
-from app.report import PAGE_SIZES, ReportError, write_report
+from app.report import CONTEXT_S, PAGE_SIZES, ReportError, write_report
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="PDF file to write")
     p.add_argument("--page-size", default="A4", choices=PAGE_SIZES, type=_page_size,
                    help="paper size (default A4)")
+    p.add_argument("--context", type=_args.duration, default=CONTEXT_S, metavar="DURATION",
+                   help="plot at least this much before the incident opened, e.g. 10m "
+                        f"(default {CONTEXT_S:g}s; a long incident gets a fifth of its length)")
 
 
 def _page_size(text: str) -> str:
@@ -32,7 +35,8 @@ def _page_size(text: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        out = write_report(args.db, args.incident, args.out, page_size=args.page_size)
+        out = write_report(args.db, args.incident, args.out, page_size=args.page_size,
+                           context_s=args.context)
     except (ReportError, IncidentError) as exc:
         print(f"probescope: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,7 @@
 """Incident -> PDF with Qt painting (QPdfWriter + QPainter, works offscreen)."""
 
 from app.report.writer import (
+    CONTEXT_S,
     PAGE_SIZES,
     ReportCancelled,
     ReportError,
@@ -8,4 +9,5 @@ from app.report.writer import (
     write_report,
 )
 
-__all__ = ["PAGE_SIZES", "ReportCancelled", "ReportError", "ensure_gui_app", "write_report"]
+__all__ = ["CONTEXT_S", "PAGE_SIZES", "ReportCancelled", "ReportError", "ensure_gui_app",
+           "write_report"]

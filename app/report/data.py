@@ -607,11 +607,13 @@ def _plain(value: object) -> str:
     return str(value)
 
 
-def gather(store: Store, incident: dict, version: str) -> ReportData:
+def gather(store: Store, incident: dict, version: str, *, context_s: float = 30.0
+           ) -> ReportData:
+    """``context_s``: at least this much is plotted before the incident opened."""
     uri = incident["endpoint"]
     endpoint = next((e for e in store.endpoints() if e["uri"] == uri), {"uri": uri})
     last = store.last_sample_ns(uri)
-    start, end = incident_window(incident, last_ns=last)
+    start, end = incident_window(incident, last_ns=last, pad_s=context_s)
     model = model_info(endpoint, [v["location"] for v in store.versions()]
                        if hasattr(store, "versions") else ())
     eid_failed = store.capture_status_counts(uri, start, end)

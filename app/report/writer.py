@@ -29,6 +29,7 @@ from app.report.plots import draw_heatmap, draw_series
 log = logging.getLogger(__name__)
 
 PAGE_SIZES = ("A4", "Letter")
+CONTEXT_S = 30.0  # plotted before an incident opened, at least (--context)
 FIGURE_HEIGHT_PT = 175
 
 
@@ -92,7 +93,7 @@ def check_writable(out: Path) -> None:
 
 
 def write_report(db_path: str | Path, incident: str | int, out: str | Path, *,
-                 page_size: str = "A4",
+                 page_size: str = "A4", context_s: float = CONTEXT_S,
                  progress: Callable[[float], None] = lambda _: None,
                  cancelled: Callable[[], bool] = lambda: False) -> Path:
     """Write the PDF of ``incident`` (an id or 'latest') from the workspace at ``db_path``.
@@ -114,7 +115,7 @@ def write_report(db_path: str | Path, incident: str | int, out: str | Path, *,
     try:
         row = find_incident(store, incident)
         progress(0.05)
-        data = report_data.gather(store, row, _probescope_version())
+        data = report_data.gather(store, row, _probescope_version(), context_s=context_s)
     finally:
         store.close()
     if cancelled():

@@ -303,3 +303,28 @@ def test_a_report_the_disk_cannot_hold_is_an_error_and_the_earlier_one_stays(
     assert "wrote" not in done.stdout and "Traceback" not in done.stderr
     assert out.read_bytes() == good
     assert not [p.name for p in tmp_path.iterdir() if p.suffix == ".pdf" and p != out]
+
+
+# -- the plotted window's context before the incident -----------------------------------------
+
+def test_the_report_plots_the_context_asked_for_before_the_incident(qapp, workspace, tmp_path,
+                                                                    capsys):
+    """Drift built up minutes before the rule tripped could not be put in the report: the
+    window before opening was always 30 s (or a fifth of the incident)."""
+    store = Store(workspace)
+    write_requests(store, "onnx:a.onnx", 0, 600)
+    write_requests(store, "onnx:a.onnx", 600, 700, failure_share=0.5)
+    store.close()
+    assert main(["incidents", "--db", str(workspace), "evaluate"]) == 0
+    out = tmp_path / "r.pdf"
+    assert main(["report", "--db", str(workspace), "--out", str(out), "--context", "5m"]) == 0
+    text = " ".join(" ".join(p.extract_text().split()) for p in PdfReader(out).pages)
+    store = Store(workspace, readonly=True)
+    (incident,) = store.incidents()
+    store.close()
+    start = datetime.fromtimestamp((incident["opened_ns"] - 300 * NS) / NS, UTC)
+    assert f"Plotted window {start:%Y-%m-%d %H:%M:%S} UTC" in text
+    with pytest.raises(SystemExit) as refused:
+        main(["report", "--db", str(workspace), "--out", str(out), "--context", "soon"])
+    assert refused.value.code == 2
+    assert "'soon' is not a duration; use e.g. 90s, 10m, 2h" in capsys.readouterr().err
