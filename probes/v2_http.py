@@ -223,8 +223,13 @@ class V2Probe(RemoteModelProbe):
     def info(self) -> dict[str, str]:
         facts = super().info()
         facts["model"] = self.model
-        facts["inputs"] = (", ".join(i["name"] for i in self.inputs_declared)
-                           or f"{self.input_name} (from payload)")
+        declared = ", ".join(i["name"] for i in self.inputs_declared)
+        if declared:
+            facts["inputs"] = declared
+        elif self.payload is not None:
+            facts["inputs"] = f"{self.input_name} (from payload)"
+        else:  # the server has not been reached yet: nothing is known of them
+            facts["inputs"] = "not known yet (read from the server's metadata once it answers)"
         return facts
 
 

@@ -333,3 +333,15 @@ def test_a_watch_whose_every_request_timed_out_fails(fault_server, demo_dir, tmp
     out, err = capsys.readouterr()
     assert json.loads(out)["endpoints"][0]["requests"] >= 3  # they were sent, and timed out
     assert f"no request to {uri} was answered" in err and "no answer within 0.3 s" in err
+
+
+def test_an_endpoint_never_reached_does_not_claim_its_inputs_came_from_a_payload():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    probe = open_probe(f"v2+http://127.0.0.1:{port}/models/m", Bus())  # nobody listens
+    try:
+        assert probe.state is EndpointState.DOWN
+        assert probe.info()["inputs"].startswith("not known yet")
+    finally:
+        probe.close()
