@@ -5,87 +5,33 @@ file run on its own worker pool.
 
 Runs alone for preview: ``ReplayPanel(db_path, versions=[...]).show()``. It opens its own
 short-lived Store connections on the worker thread, so it shares nothing with the window.
+The filter fields live in ``replay_filters``, the other widgets are built in ``replay_layout``,
+and the jobs' work is done by the plain functions of ``replay_work``.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QItemSelectionModel, Qt, Signal
 from PySide6.QtGui import QCloseEvent, QKeySequence, QResizeEvent, QShortcut
-from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QComboBox,
-    QCompleter,
-    QFileDialog,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QSplitter,
-    QTableView,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import QFileDialog, QVBoxLayout, QWidget
 
-from app.core.domain import CaptureStatus, UriError
-from app.core.references import input_names_of
-from app.core.replay import (
-    Case,
-    Criteria,
-    ReplayResult,
-    Selection,
-    replay,
-    select_cases,
-    with_endpoint_thresholds,
-)
+from app.core.replay import Case, Criteria, ReplayResult, Selection
 from app.core.replay_export import write_cases_csv
-from app.core.replay_store import load_replay, save_replay
-from app.core.replay_targets import ReplayError, Target, open_target
-from app.core.store import Store, StoreError
-from app.core.versions import VersionError, inspect_onnx, registered, verify_unchanged
+from app.core.store import Store
+from app.core.versions import inspect_onnx, registered
 from app.gui.jobs import Job, JobRunner
-from app.gui.replay_models import FailureTableModel, ResultTableModel, feature_names
-from app.gui.replay_summary import (
-    export_failed_html,
-    exported_html,
-    refusal_html,
-    result_html,
-)
-from app.gui.replay_unopened import Unopened
-from app.gui.replay_versions import VersionListWidget
-from probes.base import ProbeError
-from probes.onnx_local import available_providers
-from widgets.case_view import CaseViewWidget
-from widgets.flow_layout import FlowLayout
+from app.gui.replay_filters import FailureFilters
+from app.gui.replay_layout import build_widgets, fill_saved_box, fit_columns, widen_grid
+from app.gui.replay_models import feature_names
+from app.gui.replay_summary import export_failed_html, exported_html, refusal_html, result_html
+from app.gui.replay_work import ReplayOutcome, reopen_replay, replay_and_save, select_failures
 
 log = logging.getLogger(__name__)
-
-ALL = ""
-
-
-_PICKED = -1  # the time filter's entry for a range picked on a plot or an incident
-_COLUMN_CHARS = 24  # a results column is at most this many average characters wide
-_SAVED_WIDE = "#99 9999 cases"  # the saved-replay box is at least this wide
-# Widening the grid to its columns after a replay leaves the failure list and the case view
-# at least this wide (the case view's image or features beside its bars and answers).
-_LIST_MIN_PX = 180
-_CASE_MIN_PX = 500
-
-
-def _one_line_rows(view: QTableView) -> None:
-    """Rows one line of text tall (the style's default is ~30 px): in a 430 px dock the
-    tables show a third more rows, and three versions' answers fit under the bars."""
-    row_px = view.fontMetrics().height() + 6
-    header = view.verticalHeader()
-    header.setMinimumSectionSize(row_px)
-    header.setDefaultSectionSize(row_px)
 
 
 class ReplayPanel(QWidget):
@@ -121,133 +67,34 @@ class ReplayPanel(QWidget):
     # -- layout ---------------------------------------------------------------------------
 
     def _build(self) -> None:
-        self.endpoint_box = QComboBox()
-        # Endpoint URIs are long: the box shrinks to fit a docked panel, its list shows them
-        # whole, and the chosen one is in its tooltip.
-        self.endpoint_box.setSizeAdjustPolicy(
-            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.endpoint_box.setMinimumContentsLength(24)
-        self.endpoint_box.currentIndexChanged.connect(
-            lambda _: self.endpoint_box.setToolTip(self.endpoint_box.currentData() or ""))
-        self.kind_box = QComboBox()
-        self.kind_box.addItem("all failures", ALL)
-        for s in CaptureStatus:
-            if s is not CaptureStatus.OK:
-                self.kind_box.addItem(s.value.replace("_", " "), s.value)
-        self.label_edit = QLineEdit(placeholderText="label")
-        self.label_edit.setMinimumWidth(self.label_edit.fontMetrics().horizontalAdvance(
-            "label") + 24)
-        self.label_edit.setMaximumWidth(90)
-        self.version_edit = QLineEdit(placeholderText="made by version")
-        self.version_edit.setMinimumWidth(self.version_edit.fontMetrics().horizontalAdvance(
-            "made by version") + 24)
-        self.version_edit.setMaximumWidth(160)
-        self.version_edit.setToolTip("only captures made by this model version (as the "
-                                     "model reported it); suggestions from the endpoints")
-        self.window_box = QComboBox()
-        for text, seconds in (("any time", 0), ("last 5 min", 300), ("last hour", 3600),
-                              ("last day", 86400)):
-            self.window_box.addItem(text, seconds)
-        self.window_box.setMinimumContentsLength(len("picked range"))
-        self._range: tuple[int | None, int | None] = (None, None)
-        self.limit_spin = QSpinBox(minimum=1, maximum=100_000, value=1000, prefix="max ")
-        self.controls_spin = QSpinBox(minimum=0, maximum=100_000, value=200,
-                                      suffix=" controls")
-        self.load_button = QPushButton("Load failures")
+        self._filters = filters = FailureFilters()
+        # The fields and widgets are the panel's own attributes: the window and tests use them.
+        self.endpoint_box, self.kind_box = filters.endpoint_box, filters.kind_box
+        self.label_edit, self.version_edit = filters.label_edit, filters.version_edit
+        self.window_box, self.limit_spin = filters.window_box, filters.limit_spin
+        self.controls_spin, self.load_button = filters.controls_spin, filters.load_button
+        w = build_widgets(self._initial_provider)
+        self.failure_model, self.failure_view = w.failure_model, w.failure_view
+        self.failure_count, self.version_list = w.failure_count, w.version_list
+        self.add_button, self.provider_box = w.add_button, w.provider_box
+        self.run_button, self.cancel_button = w.run_button, w.cancel_button
+        self.progress, self.saved_box = w.progress, w.saved_box
+        self.open_button, self.export_button = w.open_button, w.export_button
+        self.result_model, self.result_view = w.result_model, w.result_view
+        self.summary, self.case_view = w.summary, w.case_view
+        self._split = w.split
+        self._split_sized = False
+
         self.load_button.clicked.connect(self.load_failures)
-        # Rows that wrap: in a window of 1280 px the docked panel is narrower than one row.
-        filters = FlowLayout()
-        for w in (self.endpoint_box, self.kind_box, self.label_edit, self.version_edit,
-                  self.window_box, self.limit_spin, self.controls_spin, self.load_button):
-            filters.addWidget(w, 1 if w is self.endpoint_box else 0)
-
-        self.failure_model = FailureTableModel()
-        self.failure_view = QTableView()
-        self.failure_view.setModel(self.failure_model)
-        self.failure_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.failure_view.verticalHeader().setVisible(False)
-        _one_line_rows(self.failure_view)
-        self.failure_count = QLabel("no failures loaded")
-        self.failure_count.setWordWrap(True)  # else its length sets the column's minimum
-        self.failure_count.setToolTip("select rows to replay only those")
-
-        self.version_list = VersionListWidget()
-        self.add_button = QPushButton("Add ONNX…")
         self.add_button.clicked.connect(self._on_add_button_clicked)
-        self.provider_box = QComboBox()
-        self.provider_box.setToolTip("onnxruntime provider for the ONNX versions; one that "
-                                     "cannot start is reported, never replaced by CPU")
-        for name in available_providers():
-            self.provider_box.addItem(name, name)
-        at = self.provider_box.findData(self._initial_provider)
-        self.provider_box.setCurrentIndex(max(0, at))
-        self.run_button = QPushButton("Replay")
         self.run_button.clicked.connect(self.run_replay)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.saved_box = QComboBox()
-        self.saved_box.setMinimumContentsLength(len(_SAVED_WIDE))  # widened to its entries
-        self.saved_box.setSizeAdjustPolicy(
-            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.open_button = QPushButton("Open")
         self.open_button.clicked.connect(
             lambda: self.saved_box.currentData() is not None
             and self.open_replay(int(self.saved_box.currentData())))
-        self.open_button.setEnabled(False)
-        self.export_button = QPushButton("Export CSV…")
-        self.export_button.setToolTip("every case of the replay shown, one row each, with each "
-                                      "version's class, confidence, latency and verdict")
-        self.export_button.setEnabled(False)
         self.export_button.clicked.connect(self._on_export_clicked)
-        saved = QWidget()  # kept on one line when the row wraps
-        saved_row = QHBoxLayout(saved)
-        saved_row.setContentsMargins(0, 0, 0, 0)
-        for w in (QLabel("saved:"), self.saved_box, self.open_button, self.export_button):
-            saved_row.addWidget(w)
-        runbar = FlowLayout()
-        for w in (self.add_button, self.provider_box, self.run_button, self.cancel_button,
-                  self.progress, saved):
-            runbar.addWidget(w, 1 if w is self.progress else 0)
-
-        self.result_model = ResultTableModel()
-        self.result_view = QTableView()
-        self.result_view.setModel(self.result_model)
-        self.result_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.result_view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.result_view.verticalHeader().setVisible(False)
-        _one_line_rows(self.result_view)
-        # Fitting columns measures cells row by row: 1,000 rows (Qt's default) took 143 ms
-        # of the GUI thread on a 10,000-case replay, 200 rows take 28 ms.
-        self.result_view.horizontalHeader().setResizeContentsPrecision(200)
-        # A long version name in a capped column (``_on_replay_done``) keeps its start and
-        # its end, where names of one model's versions differ ("…_retrained_v17").
-        self.result_view.horizontalHeader().setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.result_view.selectionModel().currentRowChanged.connect(
             lambda current, _previous: self.show_case(current.row()))
-        self.summary = QLabel("")
-        self.summary.setWordWrap(True)
-        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.case_view = CaseViewWidget()
-
-        left = QWidget()
-        lv = QVBoxLayout(left)
-        lv.setContentsMargins(0, 0, 0, 0)
-        lv.addWidget(self.failure_view, 1)
-        lv.addWidget(self.failure_count)
-        lv.addWidget(QLabel("Versions (bisect order):"))
-        lv.addWidget(self.version_list)
-        # Side by side: the panel is docked under the plots, wide and short. The filters and
-        # the per-version summary span the width above, so no column is as wide as they are.
-        split = QSplitter(Qt.Orientation.Horizontal)
-        for column, stretch in ((left, 3), (self.result_view, 5), (self.case_view, 4)):
-            split.addWidget(column)
-            split.setStretchFactor(split.count() - 1, stretch)
-        split.setChildrenCollapsible(False)
-        self._split = split
-        self._split_sized = False
         # Keys, while the panel has focus: Enter in a filter field lists the failures,
         # Ctrl+Enter replays them, Esc cancels what is running.
         for edit in (self.label_edit, self.version_edit):
@@ -264,10 +111,10 @@ class ReplayPanel(QWidget):
         # a window-wide Delete collides with the Versions panel's, so neither ever fires.
         delete.setContext(Qt.ShortcutContext.WidgetShortcut)
         layout = QVBoxLayout(self)
-        layout.addLayout(runbar)
-        layout.addLayout(filters)
+        layout.addLayout(w.run_row)
+        layout.addLayout(filters.row)
         layout.addWidget(self.summary)
-        layout.addWidget(split, 1)
+        layout.addWidget(self._split, 1)
 
     # -- versions and endpoints -----------------------------------------------------------
 
@@ -292,31 +139,10 @@ class ReplayPanel(QWidget):
         return self.version_list.checked()
 
     def refresh_endpoints(self) -> None:
-        current = self.endpoint_box.currentData()
-        endpoints = self._with_store(lambda s: s.endpoints())
-        uris = [e["uri"] for e in endpoints]
-        made_by = sorted({str(e["model_version"]) for e in endpoints if e["model_version"]})
-        completer = QCompleter(made_by, self.version_edit)
-        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
-        self.version_edit.setCompleter(completer)
-        self.endpoint_box.clear()
-        self.endpoint_box.addItem("all endpoints", ALL)
-        for uri in uris:
-            self.endpoint_box.addItem(uri if len(uri) < 60 else uri[:59] + "…", uri)
-        if current:
-            self.endpoint_box.setCurrentIndex(max(0, self.endpoint_box.findData(current)))
+        """The endpoints to filter by and the saved replays, from the store."""
+        self._filters.set_endpoints(self._with_store(lambda s: s.endpoints()))
         saved = self._with_store(lambda s: s.replays())
-        self.saved_box.clear()
-        for r in saved:
-            self.saved_box.addItem(f"#{r['id']} {r['cases']} cases"
-                                   f"{' (cancelled)' if r['cancelled'] else ''}", r["id"])
-            self.saved_box.setItemData(self.saved_box.count() - 1,
-                                       self.saved_box.itemText(self.saved_box.count() - 1),
-                                       Qt.ItemDataRole.ToolTipRole)
-        # As wide as its longest entry, so "#1 5038 cases (cancelled)" is not cut to "(cance".
-        self.saved_box.setMinimumContentsLength(max(
-            [len(_SAVED_WIDE)] + [len(self.saved_box.itemText(i))
-                                  for i in range(self.saved_box.count())]))
+        fill_saved_box(self.saved_box, saved)
         self.open_button.setEnabled(bool(saved) and not self.busy())
 
     def remove_added_version(self) -> None:
@@ -359,29 +185,13 @@ class ReplayPanel(QWidget):
                        endpoint: str | None = None) -> None:
         """Limit the failure list to a time range (e.g. a span picked on a plot or an
         incident's window), optionally of one endpoint; None clears the limit."""
-        self._range = (start_ns, end_ns)
-        picked = start_ns is not None or end_ns is not None
-        at = self.window_box.findData(_PICKED)
-        if at >= 0:
-            self.window_box.removeItem(at)
-        if picked:  # its own entry: "any time" stays there to go back to
-            self.window_box.addItem("picked range", _PICKED)
+        self._filters.set_time_range(start_ns, end_ns)
         if endpoint is not None:
             self.refresh_endpoints()
-            self.endpoint_box.setCurrentIndex(max(0, self.endpoint_box.findData(endpoint)))
-        self.window_box.setCurrentIndex(self.window_box.findData(_PICKED) if picked else 0)
+            self._filters.choose_endpoint(endpoint)
 
     def selection(self) -> Selection:
-        kind = self.kind_box.currentData()
-        window_s = self.window_box.currentData()
-        start_ns, end_ns = self._range if window_s == _PICKED else (None, None)
-        if window_s and window_s != _PICKED:
-            start_ns, end_ns = time.time_ns() - int(window_s * 1e9), None
-        return Selection(endpoint=self.endpoint_box.currentData() or None,
-                         kinds=(kind,) if kind else (), label=self.label_edit.text().strip()
-                         or None, model_version=self.version_edit.text().strip() or None,
-                         start_ns=start_ns, end_ns=end_ns, limit=self.limit_spin.value(),
-                         controls=self.controls_spin.value())
+        return self._filters.selection()
 
     def busy(self) -> bool:
         return self._job is not None
@@ -445,11 +255,7 @@ class ReplayPanel(QWidget):
         selection, path = self.selection(), self.db_path
 
         def work(progress, cancelled) -> list[Case]:
-            store = Store(path)
-            try:
-                return select_cases(store, selection)
-            finally:
-                store.close()
+            return select_failures(path, selection)
 
         self._start(work, lambda cases: self._on_failures_loaded(cases, selection.limit,
                                                                  selection))
@@ -492,101 +298,44 @@ class ReplayPanel(QWidget):
         # What chose these cases: the filters they were listed with (the fields may have
         # changed since), not the fields as they are now.
         batch, selection = self.batch_size, self._listed_by or self.selection()
-        not_saved: list[str] = []  # written by the worker before it reports the result
-        model_versions: set[str | None] = set()  # the registry's, read there too
-        names: dict[str, tuple[str, ...]] = {}  # each endpoint's input names, read there too
 
-        def work(progress, cancelled) -> ReplayResult:
-            targets = []
-            store = Store(path)
-            try:
-                known = {v.name: v for v in registered(store)}
-                model_versions.update(v.version for v in known.values())
-                # SLOW captures are held to the SLO their endpoint was probed with, and
-                # every case to the minimum confidence its endpoint was probed with.
-                judged_by = with_endpoint_thresholds(criteria, store)
-                names.update(input_names_of(store, {c.capture.endpoint for c in cases}))
-            finally:
-                store.close()
-            try:
-                for location, name in versions:
-                    try:
-                        if name in known and known[name].location == location:
-                            verify_unchanged(known[name])
-                        target: Target = open_target(location, provider=provider, name=name)
-                    except (ReplayError, VersionError, UriError, ProbeError) as exc:
-                        # One version that cannot open is that version's "no answer (why)",
-                        # not the end of the replay for all the others.
-                        target = Unopened(name, location, str(exc))
-                    targets.append(target)
-                result = replay(cases, targets, criteria=judged_by, batch_size=batch,
-                                selection=selection, progress=progress, cancelled=cancelled)
-            finally:
-                for t in targets:
-                    t.close()
-            try:
-                store = Store(path)
-                try:
-                    save_replay(store, result)
-                finally:
-                    store.close()
-            except StoreError as exc:  # the replay is done: show it all the same
-                not_saved.append(str(exc))
-            return result
+        def work(progress, cancelled) -> ReplayOutcome:
+            return replay_and_save(path, cases, versions, provider=provider, criteria=criteria,
+                                   batch_size=batch, selection=selection, progress=progress,
+                                   cancelled=cancelled)
 
         asked = [name for _, name in versions]
-        return self._start(work, lambda result: self._on_replay_done(
-            result, not_saved[0] if not_saved else None, registered_versions=model_versions,
-            input_names=names, asked=asked), replaying=True)
+        return self._start(work, lambda done: self._on_replay_done(
+            done.result, done.not_saved, registered_versions=done.registered_versions,
+            input_names=done.input_names, asked=asked), replaying=True)
 
     def open_replay(self, replay_id: int) -> Job | None:
         path = self.db_path
 
-        model_versions: set[str | None] = set()  # the registry's, read on the worker
-        names: dict[str, tuple[str, ...]] = {}  # each endpoint's input names, read there too
+        def work(progress, cancelled) -> ReplayOutcome:
+            return reopen_replay(path, replay_id)
 
-        def work(progress, cancelled) -> ReplayResult:
-            store = Store(path)
-            try:
-                model_versions.update(v.version for v in registered(store))
-                result = load_replay(store, replay_id)
-                names.update(input_names_of(store, {c.capture.endpoint for c in result.cases}))
-                return result
-            finally:
-                store.close()
+        return self._start(work, self._on_reopened)
 
-        return self._start(work, lambda result: self._on_reopened(
-            result, registered_versions=model_versions, input_names=names))
-
-    def _on_reopened(self, result: ReplayResult, **shown: Any) -> None:
+    def _on_reopened(self, done: ReplayOutcome) -> None:
         """A saved replay on screen, and its cases as the list: Replay then reruns these
         (the last Load's list and filters would disagree with the grid)."""
-        self._on_replay_done(result, reopened=True, **shown)
+        result = done.result
+        self._on_replay_done(result, reopened=True,
+                             registered_versions=done.registered_versions,
+                             input_names=done.input_names)
         failures = [c for c in result.cases if not c.control]
         self._controls = [c for c in result.cases if c.control]
         self._loaded = True
         self._listed_by = result.selection
         self.failure_model.set_cases(failures)
         if result.selection is not None:
-            self._show_filters(result.selection)
+            self._filters.show(result.selection)
         # Short: the column is narrow, and every wrapped line is a row of the list less.
         self.failure_count.setText(f"replay #{result.replay_id}'s {len(failures)} failures, "
                                    f"{len(self._controls)} controls")
         self.failure_count.setToolTip("Replay reruns these; Load failures lists afresh; "
                                       "select rows to replay only those")
-
-    def _show_filters(self, selection: Selection) -> None:
-        """The filter fields as ``selection`` set them (a saved replay's)."""
-        self.endpoint_box.setCurrentIndex(max(0, self.endpoint_box.findData(
-            selection.endpoint or ALL)))
-        kind = selection.kinds[0] if len(selection.kinds) == 1 else ALL
-        self.kind_box.setCurrentIndex(max(0, self.kind_box.findData(kind)))
-        self.label_edit.setText(selection.label or "")
-        self.version_edit.setText(selection.model_version or "")
-        self.limit_spin.setValue(selection.limit)
-        self.controls_spin.setValue(selection.controls)
-        # Its times as they were: "last hour" then is not "last hour" now.
-        self.set_time_range(selection.start_ns, selection.end_ns)
 
     def cancel(self) -> None:
         """Ask the replay to stop: between batches, or within 50 ms while a server's call
@@ -641,15 +390,8 @@ class ReplayPanel(QWidget):
         self._input_names = input_names or {}
         self.export_button.setEnabled(True)
         self.result_model.set_result(result)
-        self.result_view.resizeColumnsToContents()
-        # A long version name would make its column as wide as its header, the grid's width,
-        # leaving its cells colour only: capped, and elided (the header's tooltip has it).
-        cap = self.result_view.fontMetrics().averageCharWidth() * _COLUMN_CHARS
-        header = self.result_view.horizontalHeader()
-        for c in range(self.result_model.columnCount()):
-            if header.sectionSize(c) > cap:
-                header.resizeSection(c, cap)
-        self._fit_grid()
+        fit_columns(self.result_view)
+        widen_grid(self.result_view, self._split)
         self.summary.setText(result_html(result, not_saved,
                                          registered_versions=registered_versions, asked=asked))
         if not result.cancelled:  # a cancelled one leaves the bar where it stopped
@@ -659,22 +401,6 @@ class ReplayPanel(QWidget):
         self.refresh_endpoints()
         self.case_view.clear()
         self.replay_finished.emit(result)
-
-    def _fit_grid(self) -> None:
-        """Widen the grid to its columns, so every version and "first failing" are in
-        sight, taking from the failure list, then the case view, down to a working width
-        each. Where that is not enough the grid scrolls sideways in itself."""
-        view, sizes = self.result_view, self._split.sizes()
-        need = (view.horizontalHeader().length() + 2 * view.frameWidth()
-                + view.verticalScrollBar().sizeHint().width())
-        short = need - sizes[1]
-        for k, floor in ((0, _LIST_MIN_PX), (2, _CASE_MIN_PX)):
-            give = max(0, min(short, sizes[k] - floor))
-            sizes[k] -= give
-            sizes[1] += give
-            short -= give
-        if sizes != self._split.sizes():
-            self._split.setSizes(sizes)
 
     def show_case(self, row: int) -> None:
         """Show case ``row`` of the results side by side across versions."""
