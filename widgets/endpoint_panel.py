@@ -368,9 +368,11 @@ class EndpointPanel(QFrame):
             last_rate = s.throughput.last()
             if last_rate is not None and np.isfinite(last_rate[1]):
                 parts.append(f"{last_rate[1]:.0f} req/s")
-            p95 = s.p95.last()
-            if p95 is not None and np.isfinite(p95[1]):
-                parts.append(f"p95 {p95[1]:.2f} ms")
+            # All three at a glance, as nvitop or perf_analyzer print them: p95 alone hid
+            # a tail (p99) or a shift of the typical request (p50).
+            last = [ring.last() for ring in (s.p50, s.p95, s.p99)]
+            if all(v is not None and np.isfinite(v[1]) for v in last):
+                parts.append("p50/p95/p99 " + "/".join(f"{v[1]:.2f}" for v in last) + " ms")
             rate = s.error_rate()
             if rate is not None:
                 parts.append(f"failed {rate:.0%}")
