@@ -408,15 +408,20 @@ def _group_key(c: Capture) -> tuple[str, str]:
     return str(c.status), _VARYING.sub("#", text)
 
 
-def error_groups(store: Store, uri: str, start: int, end: int
-                 ) -> tuple[list[ErrorGroup], int]:
-    """Failed captures in ``[start, end]`` grouped by status and error text, most frequent
-    first (a dead server's one message, 800 times, is one line with its count); and how many
-    failures fall in the groups past MAX_ERROR_GROUPS. Texts that differ only in a number
-    are one error, shown with "#" where the number varied."""
+def failed_in_window(store: Store, uri: str, start: int, end: int) -> list[StoredCapture]:
+    """The window's failed captures without their tensors, oldest first: read once, then
+    grouped (``error_groups``) and searched for the lead-up (``failure_rows``)."""
+    return store.captures_between(uri, start, end, failed=True, limit=MAX_GROUPED,
+                                  with_tensors=False)
+
+
+def error_groups(failed: Sequence[StoredCapture]) -> tuple[list[ErrorGroup], int]:
+    """``failed`` grouped by status and error text, most frequent first (a dead server's
+    one message, 800 times, is one line with its count); and how many failures fall in the
+    groups past MAX_ERROR_GROUPS. Texts that differ only in a number are one error, shown
+    with "#" where the number varied."""
     groups: dict[tuple[str, str], list] = {}  # key -> [count, first, last, parts of the text]
-    for sc in store.captures_between(uri, start, end, failed=True, limit=MAX_GROUPED,
-                                     with_tensors=False):
+    for sc in failed:
         c = sc.capture
         key = _group_key(c)
         parts = _VARYING.split(c.error or key[1])  # odd places: the numbers
@@ -441,12 +446,12 @@ def _short(text: str, limit: int = OUTCOME_CHARS) -> str:
     return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
-def _lead_up(store: Store, uri: str, start: int, opened: int) -> list[StoredCapture]:
+def _lead_up(store: Store, failed: Sequence[StoredCapture], opened: int
+             ) -> list[StoredCapture]:
     """The failures in the padding before the incident opened that show how it began: the
     last MAX_BEFORE_ROWS before the rule tripped (a hung server's first timeouts), and the
     first of each status there (the one refused connection of an outage), oldest first."""
-    seen = store.captures_between(uri, start, opened - 1, failed=True, limit=MAX_GROUPED,
-                                  with_tensors=False)
+    seen = [sc for sc in failed if sc.capture.ts_ns < opened]
     firsts: dict[str, int] = {}
     for sc in seen:
         firsts.setdefault(str(sc.capture.status), sc.id)
@@ -455,18 +460,18 @@ def _lead_up(store: Store, uri: str, start: int, opened: int) -> list[StoredCapt
     return [sc for sc in chosen if sc is not None]
 
 
-def failure_rows(store: Store, uri: str, start: int, opened: int, end: int, *,
-                 dated: bool = False, groups: Sequence[ErrorGroup] = ()
+def failure_rows(store: Store, uri: str, failed: Sequence[StoredCapture], opened: int,
+                 end: int, *, dated: bool = False, groups: Sequence[ErrorGroup] = ()
                  ) -> tuple[list[list[str]], int]:
-    """The failures table: the failures that led up to the rule tripping (see ``_lead_up``;
-    they are marked so), then the first ones from ``opened`` on; and how many rows are from
-    before. An error text that one of
-    ``groups`` holds is named by its label and cut short: the summary has it in full once.
+    """The failures table: of the window's ``failed`` (``failed_in_window``), those that led
+    up to the rule tripping (see ``_lead_up``; they are marked so), then the first ones from
+    ``opened`` on, with their tensors; and how many rows are from before. An error text that
+    one of ``groups`` holds is named by its label and cut short: the summary has it in full.
 
     ``dated``: times carry their UTC date (a window over more than one day), else a row
     from the day before reads as a time before the incident opened."""
     fmt = "%Y-%m-%d %H:%M:%S.%f" if dated else "%H:%M:%S.%f"
-    before = _lead_up(store, uri, start, opened)
+    before = _lead_up(store, failed, opened)
     after = store.captures_between(uri, opened, end, failed=True,
                                    limit=MAX_FAILURE_ROWS - len(before))
     labels = {(g.status, _VARYING.sub("#", g.text)): g.label for g in groups}
@@ -622,8 +627,9 @@ def gather(store: Store, incident: dict, version: str, *, context_s: float = 30.
     notes = store.incident_notes(incident["id"])
     served_by, remote = serving_info(uri)
     resolved_ns = resolve_time(incident, notes)
-    groups, left_out = error_groups(store, uri, start, end)
-    rows, before = failure_rows(store, uri, start, int(incident["opened_ns"]), end,
+    failed = failed_in_window(store, uri, start, end)
+    groups, left_out = error_groups(failed)
+    rows, before = failure_rows(store, uri, failed, int(incident["opened_ns"]), end,
                                 dated=spans_days(start, end), groups=groups)
     return ReportData(
         incident=incident, endpoint=endpoint, start_ns=start, end_ns=end, model=model,
