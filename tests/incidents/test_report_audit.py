@@ -5,6 +5,7 @@ tripped a latency rule, and characters the font cannot draw."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from pypdf import PdfReader
@@ -41,6 +42,17 @@ def _burst(store: Store, ep: str, *, cleared: bool = True) -> int:
     return incident_id
 
 
+def _burst_report(workspace: Path, pdf: Path, ep: str, captures: Sequence[Capture] = (), *,
+                  cleared: bool = True) -> list[str]:
+    """The pages of the report of a ``_burst`` incident, with ``captures`` recorded too."""
+    store = Store(workspace)
+    incident_id = _burst(store, ep, cleared=cleared)
+    if captures:
+        store.write_batch([], list(captures))
+    store.close()
+    return _pages(write_report(workspace, incident_id, pdf))
+
+
 def _failed(ep: str, seconds: float, status: CaptureStatus, error: str | None = None,
             latency_ms: float = 1.0) -> Capture:
     return Capture(endpoint=ep, ts_ns=T0 + int(seconds * NS), latency_ms=latency_ms,
@@ -68,11 +80,7 @@ def test_page_one_states_the_incident_s_total_impact_and_latency_against_before(
 
 
 def test_an_open_incident_s_impact_runs_to_the_last_sample(qapp, workspace, tmp_path):
-    ep = "onnx:open.onnx"
-    store = Store(workspace)
-    incident_id = _burst(store, ep, cleared=False)
-    store.close()
-    first = _pages(write_report(workspace, incident_id, tmp_path / "open.pdf"))[0]
+    first = _burst_report(workspace, tmp_path / "open.pdf", "onnx:open.onnx", cleared=False)[0]
     # 300 burst requests and the 600 after it, up to the last sample at 149.9 s; no up series
     # (a local model), so nothing is said about time down.
     assert "Impact 150 of 900 requests failed (16.7%) from opening to the last sample" in first
@@ -83,13 +91,9 @@ def test_an_open_incident_s_impact_runs_to_the_last_sample(qapp, workspace, tmp_
 
 def test_failures_before_the_rule_tripped_are_listed_and_marked(qapp, workspace, tmp_path):
     ep = "v2+http://127.0.0.1:9/models/m"
-    store = Store(workspace)
-    incident_id = _burst(store, ep)
-    store.write_batch([], [
+    text = " ".join(_burst_report(workspace, tmp_path / "d4.pdf", ep, [
         _failed(ep, 45, CaptureStatus.ERROR, "cannot connect to 127.0.0.1:9: refused"),
-        *[_failed(ep, 60 + i, CaptureStatus.MISMATCH) for i in range(45)]])
-    store.close()
-    text = " ".join(_pages(write_report(workspace, incident_id, tmp_path / "d4.pdf")))
+        *[_failed(ep, 60 + i, CaptureStatus.MISMATCH) for i in range(45)]]))
     failures = text[text.index("Failures in the window"):]
     assert "22:14:05.000 (before opening)" in failures  # T0 + 45 s: how the outage began
     assert "cannot connect to 127.0.0.1:9" in failures
@@ -128,10 +132,7 @@ def test_identical_errors_are_grouped_on_page_one_and_not_repeated_in_the_table(
 # -- D6: the status people read ---------------------------------------------------------------
 
 def test_an_incident_the_rule_cleared_reads_cleared_not_resolved(qapp, workspace, tmp_path):
-    store = Store(workspace)
-    incident_id = _burst(store, "onnx:cleared.onnx")
-    store.close()
-    first = _pages(write_report(workspace, incident_id, tmp_path / "d6.pdf"))[0]
+    first = _burst_report(workspace, tmp_path / "d6.pdf", "onnx:cleared.onnx")[0]
     assert "Status cleared (by the rule) · severity critical" in first
     assert "resolved" not in first
 
@@ -140,14 +141,9 @@ def test_an_incident_the_rule_cleared_reads_cleared_not_resolved(qapp, workspace
 
 def test_a_timeout_s_latency_is_not_broken_over_two_lines(qapp, workspace, tmp_path):
     ep = "v2+http://127.0.0.1:9/models/m"
-    store = Store(workspace)
-    incident_id = _burst(store, ep)
-    store.write_batch([], [_failed(ep, 61, CaptureStatus.TIMEOUT, "no answer within 2 s",
-                                   latency_ms=2003.12),
-                           _failed(ep, 62, CaptureStatus.TIMEOUT, "no answer within 2 s",
-                                   latency_ms=12345.67)])
-    store.close()
-    text = " ".join(_pages(write_report(workspace, incident_id, tmp_path / "d7.pdf")))
+    text = " ".join(_burst_report(workspace, tmp_path / "d7.pdf", ep, [
+        _failed(ep, 61, CaptureStatus.TIMEOUT, "no answer within 2 s", latency_ms=2003.12),
+        _failed(ep, 62, CaptureStatus.TIMEOUT, "no answer within 2 s", latency_ms=12345.67)]))
     assert "2003.12" in text and "12345.67" in text  # not "2003." over "12"
 
 
