@@ -29,6 +29,9 @@ SCRAPE_MS = "scrape_ms"
 UP = "up"
 
 
+_SPACINGS = 1000  # spacings sampled for a series' usual one
+
+
 def gapped(t: np.ndarray, v: np.ndarray, *, width_s: float = 0.0,
            counts: np.ndarray | None = None, busy_s: np.ndarray | None = None
            ) -> tuple[np.ndarray, np.ndarray]:
@@ -47,9 +50,15 @@ def gapped(t: np.ndarray, v: np.ndarray, *, width_s: float = 0.0,
     if len(t) < 2:
         return t, v
     dt = np.diff(t)
-    positive = dt[dt > 0]
+    # The usual spacing from at most about 1,000 evenly spread spacings: a median of all of
+    # them cost a millisecond per curve per frame at 60,000 points (live store series
+    # redraw whenever they grow), and spread-out ones give the same typical spacing.
+    sample = dt[::max(1, len(dt) // _SPACINGS)]
+    positive = sample[sample > 0]
     if not len(positive):
-        return t, v
+        positive = dt[dt > 0]
+        if not len(positive):
+            return t, v
     usual = float(np.median(positive))
     if counts is not None and float(np.sum(counts)) > 0:
         # Dense samples in coarse buckets: every bucket is full, so the buckets' spacing
