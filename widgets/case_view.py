@@ -30,6 +30,8 @@ VERSION_COLORS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc94
 MAX_CLASS_TICKS = 20  # more classes than this: the axis picks its own ticks
 LEGEND_NAME_CHARS = 24  # a longer version name is cut in the legend (whole in its tooltip)
 MAX_LISTED_CLASSES = 6  # classes named in a legend note before "…"
+# How far past 0 and 1 an image's values may stray and still be drawn on the fixed 0..1 scale.
+_NOISE_MARGIN = 0.1
 # The input's pane beside the bars: a table's names and values; an image, which in a short
 # dock is small anyway, leaves the bars more.
 TABLE_PANE_PX = 240
@@ -95,9 +97,9 @@ def _value(v: float) -> str:
 
 def image_scale(a: np.ndarray) -> tuple[float, float, str]:
     """The values drawn black and white, and the caption that says so. Values within [0, 1]
-    are drawn on that fixed scale, so a faint input (all under 0.3) looks faint; others are
-    stretched to their own range, and the caption gives it: either way a faint input can be
-    told from a normal one."""
+    (give or take a little noise past either end) are drawn on that fixed scale, so a faint
+    input (all under 0.3) looks faint; others are stretched to their own range, and the
+    caption gives it: either way a faint input can be told from a normal one."""
     finite = a[np.isfinite(a)]
     if not finite.size:
         return 0.0, 1.0, "no finite values"
@@ -105,6 +107,12 @@ def image_scale(a: np.ndarray) -> tuple[float, float, str]:
     values = f"values {_value(vmin)}\u2013{_value(vmax)}"
     if vmin >= 0.0 and vmax <= 1.0:
         return 0.0, 1.0, f"{values}, shown on 0\u20131 (black\u2013white)"
+    # A 0..1 image with a little noise past its ends (augmentation, a camera's offset) is
+    # still a 0..1 image: stretched to its own range, a faint one would look normal.
+    if vmin >= -_NOISE_MARGIN and vmax <= 1.0 + _NOISE_MARGIN:
+        outside = int(np.count_nonzero((finite < 0.0) | (finite > 1.0)))
+        return 0.0, 1.0, (f"{values}, shown on 0\u20131 (black\u2013white; "
+                          f"{outside} outside it drawn at its ends)")
     return vmin, vmax, f"{values}, stretched to black\u2013white"
 
 

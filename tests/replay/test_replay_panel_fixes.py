@@ -484,6 +484,22 @@ def test_a_faint_image_is_drawn_faint_and_its_range_is_said(qtbot):
     assert view.image_range.isVisible()
 
 
+def test_a_faint_image_with_noise_past_zero_is_still_drawn_faint(qtbot):
+    view = CaseViewWidget()
+    qtbot.addWidget(view)
+    view.resize(700, 400)
+    view.show()
+    answer = VersionAnswer("m", np.array([0.2, 0.8]), "1", 0.8, 0.1, "fixed")
+    picture = np.zeros((1, 1, 28, 28), np.float32)
+    picture[..., 8:20, 8:20] = 0.28
+    picture[..., 0, :3] = [-0.03, -0.01, -0.02]  # sensor noise just below black
+    view.show_case("noisy faint", picture, [], [answer])
+    # Stretched to its own range, the 0.28 square would be drawn white.
+    assert _brightest(view) <= round(0.28 * 255) + 1
+    assert view.image_range.text() == ("values -0.03\u20130.28, shown on 0\u20131 "
+                                       "(black\u2013white; 3 outside it drawn at its ends)")
+
+
 # -- D6: the case view's latency to three significant figures ---------------------------------
 
 def test_the_case_views_latency_reads_as_the_summary_does(qtbot):
