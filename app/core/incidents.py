@@ -131,7 +131,10 @@ class IncidentEngine:
         if "down" not in off and not endpoint.startswith("log:"):
             state = (states or {}).get(endpoint)
             if last_seen_ns is not None:
-                seen, since = last_seen_ns.get(endpoint), None
+                seen = last_seen_ns.get(endpoint)
+                # The probe's ``up`` 0 samples say since when: the incident opens then, as
+                # it does when the same history is judged again, not at this evaluation.
+                since = self.store.down_since_ns(endpoint, t_ns) if state == "down" else None
             else:
                 # History: the probe's ``up`` 0 samples say down, and are no sign of life.
                 seen = self.store.last_sample_ns(endpoint, t_ns, alive=True)

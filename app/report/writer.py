@@ -196,6 +196,11 @@ def _quantile(inc: dict, slo_ms: float | None) -> tuple[str, float, float] | Non
 
 def _tripped(inc: dict, slo: report_data.Slo) -> str:
     title = RULE_TITLES.get(inc["rule"], inc["rule"])
+    detail = inc["details"].get("detail")
+    if inc["rule"] == "down" and detail:
+        # Its peak is the silence seen when it tripped: "peak 3.6 s against a threshold of
+        # 15 s" read as if it had not tripped, where the probe itself had said "down".
+        return f"{title}: {detail}"
     found = _quantile(inc, slo.judged_ms) if inc["rule"] == "latency" else None
     if found is None:
         return f"{title}: peak {_amount(inc)} against a threshold of {_amount(inc, 'threshold')}"

@@ -74,7 +74,13 @@ def test_watch_opens_the_down_incident_while_it_records(tmp_path, demo_dir, caps
     db = tmp_path / "watch.db"
     server = FaultServer().start()
     uri = f"v2+http://127.0.0.1:{server.port}/models/m"
-    threading.Timer(1.5, server.stop).start()
+    stopped_ns: list[int] = []
+
+    def stop() -> None:
+        stopped_ns.append(time.time_ns())
+        server.stop()
+
+    threading.Timer(1.5, stop).start()
     try:
         assert main(["watch", uri, "--db", str(db), "--seconds", "16", "--json",
                      "--payload", str(demo_dir / "reference.csv")]) == 0
@@ -87,9 +93,12 @@ def test_watch_opens_the_down_incident_while_it_records(tmp_path, demo_dir, caps
     assert 12 <= summary["down_s"] <= 15.5
     assert summary["failed_by_kind"].get("error", 0) >= 1
     store = Store(db, readonly=True)
-    rules = [i["rule"] for i in store.incidents()]
+    down = [i for i in store.incidents() if i["rule"] == "down"]
     store.close()
-    assert "down" in rules
+    assert len(down) == 1
+    # Opened when the probe first found the server gone, as `incidents evaluate` opens it
+    # from the same history; not at the evaluation that read the probe's "down" (seconds on).
+    assert stopped_ns[0] <= down[0]["opened_ns"] <= stopped_ns[0] + 1.5 * 10**9
 
 
 def test_a_history_ending_while_the_server_is_down_is_judged_to_its_end(tmp_path, capsys):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pypdf import PdfReader
 
-from app.core.domain import Capture, CaptureStatus, Metric, Sample
+from app.core.domain import Capture, CaptureStatus, Metric, Sample, utc_text
 from app.core.incident_rules import RuleConfig
 from app.core.incidents import evaluate_range
 from app.core.store import Store
@@ -164,6 +164,25 @@ def test_a_latency_incident_names_its_quantile_and_how_its_threshold_relates_to_
     first = _pages(write_report(workspace, incident["id"], tmp_path / "d8.pdf"))[0]
     assert ("What tripped Latency above SLO: peak p99 2003 ms against its threshold of 100 ms "
             "(2 × the 50 ms SLO)") in first
+
+
+def test_a_down_incident_says_what_the_probe_said_not_a_peak_under_its_threshold(
+        qapp, workspace, tmp_path):
+    """It read "peak 3.575 s against a threshold of 15 s": the silence when the probe said
+    down, below the silence threshold, as if nothing had tripped."""
+    ep = "v2+http://127.0.0.1:9/models/m"
+    store = Store(workspace)
+    write_requests(store, ep, 0, 10)
+    store.write_batch([Sample(ep, T0, Metric.UP, 1.0)] + [
+        Sample(ep, T0 + int(t * NS), Metric.UP, 0.0) for t in (10.0, 10.5, 11.5, 13.5, 17.5)],
+        [])
+    evaluate_range(store, T0, T0 + 18 * NS)
+    [incident] = [i for i in store.incidents() if i["rule"] == "down"]
+    store.close()
+    first = _pages(write_report(workspace, incident["id"], tmp_path / "down.pdf"))[0]
+    assert ("What tripped Endpoint down: the probe reports the endpoint down since "
+            f"{utc_text(T0 + 10 * NS)} (every request failed)") in first
+    assert "against a threshold" not in first
 
 
 # -- D11: characters the font cannot draw are said, not silently dropped ----------------------
