@@ -56,6 +56,7 @@ class SeriesFigure(Figure):
     y_label: str
     hlines: dict[str, float] = field(default_factory=dict)  # legend -> value (e.g. the SLO)
     zero_based: bool = True  # the y axis starts at 0 (rates, latency); not for memory
+    down: tuple[tuple[int, int], ...] = ()  # (from, to) ns where the probe said "down"
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +295,27 @@ def _request_span(store: Store, uri: str) -> tuple[int, int] | None:
     return (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else None
 
 
+def down_spans(store: Store, uri: str, start: int, end: int) -> tuple[tuple[int, int], ...]:
+    """Where in ``start..end`` the endpoint's probe said it was down: from its first ``up`` 0
+    sample (or ``start``, when it was already down) to its next ``up`` 1, or to its last
+    ``up`` 0 when the recording ends down. A remote probe writes ``up`` 0 at each failed
+    attempt to reach its server; a local model writes no ``up``, and has no spans."""
+    ts, up = store.values(uri, Metric.UP, start, end)
+    opened: int | None = start if store.down_since_ns(uri, start) is not None else None
+    spans: list[tuple[int, int]] = []
+    last_down = opened
+    for t, v in zip(ts.tolist(), up.tolist(), strict=True):
+        if v == 0:
+            opened = t if opened is None else opened
+            last_down = t
+        elif opened is not None:
+            spans.append((opened, t))
+            opened = None
+    if opened is not None and last_down is not None and last_down > opened:
+        spans.append((opened, last_down))
+    return tuple(spans)
+
+
 def figures(store: Store, endpoint: dict, start: int, end: int,
             slo: Slo | None = None) -> list[Figure]:
     """``slo``: the one the incident was judged against; by default the endpoint's own."""
@@ -312,19 +334,21 @@ def figures(store: Store, endpoint: dict, start: int, end: int,
         hl = {} if slo.judged_ms is None else {
             ("rule's SLO" if slo.overridden else "SLO"): slo.judged_ms}
         span = _request_span(store, uri)
+        down = down_spans(store, uri, start, end)
         out.append(SeriesFigure(
             "Latency per request (mean, with min-max band)",
             _query(Metric.LATENCY_MS, start, end, n), grid,
             {"mean latency": _on_grid(lat, lat.mean, width, n, start)},
             (_on_grid(lat, lat.vmin, width, n, start), _on_grid(lat, lat.vmax, width, n, start)),
-            "ms", hl))
+            "ms", hl, down=down))
         out.append(SeriesFigure(
             "Throughput and failures",
             _query(Metric.LATENCY_MS, start, end, n) + " and "
             + _query(Metric.FAILURE, start, end, n) + "; count per bucket / bucket seconds",
             grid,
             {"requests/s": _per_s(lat, width, n, start, span),
-             "failures/s": _per_s(fails, width, n, start, span)}, None, "per second"))
+             "failures/s": _per_s(fails, width, n, start, span)}, None, "per second",
+            down=down))
     rss = store.history(uri, Metric.RSS_MB, start, end, n)
     if len(rss):
         out.append(SeriesFigure(

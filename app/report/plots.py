@@ -19,6 +19,8 @@ PALETTE = [QColor("#1f5fa8"), QColor("#c0392b"), QColor("#2e8b57"), QColor("#8e4
 SLO_COLOR = QColor("#d35400")
 INCIDENT_FILL = QColor(192, 57, 43, 28)
 INCIDENT_LINE = QColor("#c0392b")
+# Where the probe said "down": hatched, so it reads through the incident's tint over it.
+DOWN_BRUSH = QBrush(QColor(60, 60, 60, 110), Qt.BrushStyle.BDiagPattern)
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
@@ -81,7 +83,8 @@ class Frame:
 
     def __init__(self, p: QPainter, rect: QRectF, title: str, start_ns: int, end_ns: int,
                  y_lo: float, y_hi: float, y_label: str,
-                 incident: tuple[int, int | None] | None) -> None:
+                 incident: tuple[int, int | None] | None,
+                 down: tuple[tuple[int, int], ...] = ()) -> None:
         self.p = p
         self.start, self.end = start_ns, max(end_ns, start_ns + 1)
         ticks = nice_ticks(y_lo, y_hi)
@@ -99,6 +102,10 @@ class Frame:
             x1 = self.x(incident[1]) if incident[1] is not None else self.plot.right()
             p.fillRect(QRectF(x0, self.plot.top(), max(0.5 * PT, x1 - x0), self.plot.height()),
                        INCIDENT_FILL)
+        for a, b in down:
+            x0, x1 = max(self.x(a), self.plot.left()), min(self.x(b), self.plot.right())
+            p.fillRect(QRectF(x0, self.plot.top(), max(0.5 * PT, x1 - x0), self.plot.height()),
+                       DOWN_BRUSH)
         for t in ticks:
             y = self.y(t)
             p.setPen(QPen(RULE, 0.4 * PT))
@@ -175,7 +182,8 @@ def draw_series(p: QPainter, rect: QRectF, fig: SeriesFigure, start_ns: int, end
     else:
         pad = max((hi - lo) * 0.1, abs(hi) * 0.01, 1e-9)
         lo, hi = lo - pad, hi + pad
-    frame = Frame(p, rect, fig.title, start_ns, end_ns, lo, hi, fig.y_label, incident)
+    frame = Frame(p, rect, fig.title, start_ns, end_ns, lo, hi, fig.y_label, incident,
+                  fig.down)
     # Decided on the axis as drawn, after every widening: "off scale" only when it is.
     off_scale = peak if peak > frame.y_hi else None
     p.setClipRect(frame.plot)
@@ -224,6 +232,8 @@ def draw_series(p: QPainter, rect: QRectF, fig: SeriesFigure, start_ns: int, end
                           "text"))
     if incident is not None:
         legend.append(("incident", INCIDENT_FILL, None))
+    if fig.down:
+        legend.append(("down (the probe got no answer)", DOWN_BRUSH, "hatch"))
     _legend(p, frame.plot, legend)
 
 
@@ -236,6 +246,8 @@ def _legend(p: QPainter, plot: QRectF, items: list) -> None:
         x -= w
         if dashed == "text":
             pass  # a note, no swatch
+        elif dashed == "hatch":
+            p.fillRect(QRectF(x, y + 1 * PT, 10 * PT, 8 * PT), color)
         elif dashed is None:
             p.fillRect(QRectF(x, y + 2 * PT, 10 * PT, 6 * PT), QColor(192, 57, 43, 70))
         else:

@@ -15,6 +15,7 @@ from app.core.incident_rules import RuleConfig
 from app.core.incidents import evaluate_range
 from app.core.store import Store
 from app.report import write_report
+from app.report.data import down_spans
 from tests.incidents.conftest import NS, T0, write_requests, write_series
 
 
@@ -183,6 +184,25 @@ def test_a_down_incident_says_what_the_probe_said_not_a_peak_under_its_threshold
     assert ("What tripped Endpoint down: the probe reports the endpoint down since "
             f"{utc_text(T0 + 10 * NS)} (every request failed)") in first
     assert "against a threshold" not in first
+    # The figures hatch the outage, from the first failed attempt to the last one recorded.
+    assert "down (the probe got no answer)" in first
+
+
+def test_down_spans_run_from_the_first_up_0_to_the_next_up_1(workspace):
+    ep, local = "v2+http://127.0.0.1:9/models/m", "onnx:/m.onnx"
+    store = Store(workspace)
+    store.write_batch([Sample(ep, T0 + int(t * NS), Metric.UP, v) for t, v in (
+        (0, 1.0), (5, 0.0), (6, 0.0), (8, 0.0), (9, 1.0), (12, 1.0), (20, 0.0), (21, 0.0),
+        (23, 0.0))], [])
+    write_requests(store, local, 0, 30)
+    assert down_spans(store, ep, T0, T0 + 30 * NS) == (
+        (T0 + 5 * NS, T0 + 9 * NS), (T0 + 20 * NS, T0 + 23 * NS))
+    # Already down when the plotted window starts: from its start.
+    assert down_spans(store, ep, T0 + 7 * NS, T0 + 30 * NS) == (
+        (T0 + 7 * NS, T0 + 9 * NS), (T0 + 20 * NS, T0 + 23 * NS))
+    assert down_spans(store, ep, T0 + 10 * NS, T0 + 19 * NS) == ()
+    assert down_spans(store, local, T0, T0 + 30 * NS) == ()  # a local model writes no up
+    store.close()
 
 
 # -- D11: characters the font cannot draw are said, not silently dropped ----------------------
