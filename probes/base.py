@@ -86,9 +86,10 @@ def opt_float_param(uri: EndpointUri, key: str, default: float | None, *,
                        at_most=at_most)
 
 
-def int_param(uri: EndpointUri, key: str, default: int | None, *, minimum: int = 1
-              ) -> int | None:
-    """A whole number of at least ``minimum`` from the URI's query, or ``default``."""
+def int_param(uri: EndpointUri, key: str, default: int | None, *, minimum: int = 1,
+              maximum: int | None = None, why_maximum: str = "") -> int | None:
+    """A whole number of at least ``minimum`` (and at most ``maximum``, ``why_maximum``
+    saying why) from the URI's query, or ``default``."""
     raw = uri.param(key)
     if raw is None or raw == "":
         return default
@@ -98,6 +99,8 @@ def int_param(uri: EndpointUri, key: str, default: int | None, *, minimum: int =
         raise ProbeError(f"'{key}={raw}' in {uri} is not a whole number") from None
     if value < minimum:
         raise ProbeError(f"'{key}={raw}' in {uri} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ProbeError(f"'{key}={raw}' in {uri} must be at most {maximum}{why_maximum}")
     return value
 
 

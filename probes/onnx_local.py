@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import random
 import threading
 import time
@@ -232,7 +233,12 @@ class OnnxProbe(Probe):
         super().__init__(uri, bus, options)
         self.path = Path(uri.target)
         self.provider = uri.param("provider", "cpu") or "cpu"
-        self.session = load_session(self.path, self.provider, int_param(uri, "threads", None))
+        # Each intra-op thread is an OS thread spun up at once: threads=100000 took 16 GB and
+        # the whole machine before the first request. More than the cores buys nothing.
+        cores = os.cpu_count() or 1
+        threads = int_param(uri, "threads", None, maximum=cores,
+                            why_maximum=f" (this machine's {cores} cores)")
+        self.session = load_session(self.path, self.provider, threads)
         payload_path = uri.param("payload") or options.payload
         payload = load_payload(payload_path) if payload_path else None
         self.input_names = payload.columns if payload is not None else ()  # for drift's names

@@ -209,6 +209,8 @@ def test_secrets_and_nonsense_in_uris_are_refused(demo_model):
     ("min_confidence=2", "must be at most 1"),
     ("threads=abc", "'threads=abc' .* is not a whole number"),
     ("threads=0", "'threads=0' .* must be at least 1"),
+    # Each one an OS thread started with the session: 100000 took the machine down.
+    ("threads=100000", r"'threads=100000' .* must be at most \d+ \(this machine's \d+ cores\)"),
 ])
 def test_nonsense_numbers_in_a_uri_are_one_line_errors_naming_the_parameter(demo_model, query,
                                                                             words):
