@@ -50,7 +50,7 @@ def load_payload(path: str | Path) -> Payload:
             array = np.load(path, allow_pickle=False)
             if array.ndim == 0 or len(array) == 0:
                 raise ProbeError(f"payload {path} holds no rows")
-            return Payload(array, ())
+            return Payload(_numeric_rows(array, path), ())
         if suffix == ".npz":
             return _npz_payload(path)
         # Imported here: every probe module loads this one, and an edge agent serving a
@@ -73,6 +73,21 @@ def load_payload(path: str | Path) -> Payload:
     return payload_from_frame(frame, source=str(path))
 
 
+def _numeric_rows(array: np.ndarray, path: Path, name: str | None = None) -> np.ndarray:
+    """``array`` when it holds plain numbers (bool, int, float); else one clear refusal.
+    Strings failed inside the probe as an internal error, and complex numbers and dates
+    were cast to other numbers and sent as if they were the user's data."""
+    if array.dtype.kind in "biuf":
+        return array
+    kinds = {"U": "text", "S": "bytes", "c": "complex numbers", "M": "dates", "m": "durations",
+             "V": "structured records", "O": "objects"}
+    what = kinds.get(array.dtype.kind, f"values of type {array.dtype}")
+    where = f"'{name}' in " if name else ""
+    raise ProbeError(f"payload {where}{path} holds {what} ({array.dtype}); a model's input "
+                     "rows are numbers: convert them before saving, or use a .csv whose "
+                     "columns are numbers")
+
+
 def _npz_payload(path: Path) -> Payload:
     """Rows of any shape (images) with their labels and ids, which a .npy cannot carry: one
     array of rows, and optionally arrays named ``label`` and ``id`` (or ``request_id``) with
@@ -89,6 +104,7 @@ def _npz_payload(path: Path) -> Payload:
         features = archive[rows_keys[0]]
         if features.ndim == 0 or len(features) == 0:
             raise ProbeError(f"payload {path} holds no rows")
+        features = _numeric_rows(features, path, rows_keys[0])
 
         def per_row(key: str | None) -> np.ndarray | None:
             if key is None:

@@ -165,6 +165,21 @@ def test_npy_payloads_load_without_pickle(demo_model, tmp_path):
         open_probe(f"onnx:{demo_model}?payload={evil}", Bus())
 
 
+@pytest.mark.parametrize(("rows", "words"), [
+    (np.full((4, 13), "abc"), "holds text"),  # was "internal error", exit 1
+    (np.ones((4, 13), np.complex128) * 1j, "holds complex numbers"),  # imaginary part dropped
+    (np.full((4, 13), np.datetime64("2026-01-01")), "holds dates"),  # sent as day numbers
+])
+def test_npy_and_npz_payloads_of_other_than_numbers_are_refused_in_one_line(
+        demo_model, tmp_path, rows, words):
+    for path, save in ((tmp_path / "rows.npy", lambda p: np.save(p, rows)),
+                       (tmp_path / "rows.npz", lambda p: np.savez(p, x=rows))):
+        save(path)
+        with pytest.raises(ProbeError, match=words) as caught:
+            open_probe(f"onnx:{demo_model}?payload={path}", Bus())
+        assert "\n" not in str(caught.value)
+
+
 def test_npz_payloads_carry_labels_and_ids_beside_rows_of_any_shape(demo_dir, tmp_path):
     """Images do not fit a CSV: an .npz holds the rows as one array, with their labels (so
     wrong answers are failures) and ids (so ``probescope label`` can join them later)."""
