@@ -11,8 +11,19 @@ from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
 
-# Query keys that would put a secret into a URI, the store or a log. Refused at parse time.
-_SECRET_KEYS = frozenset({"token", "password", "secret", "api_key", "apikey", "key", "auth"})
+# Query keys that would put a secret into a URI, the store or a log. Refused at parse time,
+# compared with '-' read as '_' ("x-api-key"). Besides these names, any key that ends in
+# "_token" or holds "password", "secret" or "api_key" (our own token_env and token_file name
+# where a token is, never the token itself).
+_SECRET_KEYS = frozenset({
+    "token", "password", "passwd", "pwd", "secret", "api_key", "apikey", "x_api_key", "key",
+    "auth", "authorization", "bearer", "jwt", "sig", "credentials", "session", "sessionid"})
+_SECRET_PARTS = ("password", "secret", "api_key", "apikey")
+
+
+def _is_secret_key(key: str) -> bool:
+    k = key.lower().replace("-", "_")
+    return k in _SECRET_KEYS or k.endswith("_token") or any(p in k for p in _SECRET_PARTS)
 
 
 class UriError(ValueError):
@@ -102,7 +113,7 @@ class EndpointUri:
             )
         target, _, query = rest.partition("?")
         params = tuple(parse_qsl(query, keep_blank_values=True))
-        secret = sorted({k for k, _ in params if k.lower() in _SECRET_KEYS})
+        secret = sorted({k for k, _ in params if _is_secret_key(k)})
         if secret:
             raise UriError(
                 f"secrets do not belong in a URI (found {', '.join(secret)}); "

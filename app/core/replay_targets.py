@@ -20,6 +20,7 @@ from app.core.classes import class_names
 from app.core.domain import EndpointUri, UriError
 from probes.base import ProbeError
 from probes.http_common import (
+    HTTP_PARAMS,
     BadResponse,
     CredentialsRefused,
     HttpClient,
@@ -191,6 +192,12 @@ class _RemoteTarget(Target):
             settings = HttpSettings.from_uri(parsed)
         except (UriError, ProbeError) as exc:
             raise ReplayError(str(exc)) from None
+        # A key it does not read would be stored and shown with the version, and never sent:
+        # a credential put there by mistake (?access_token=) would leak and not even work.
+        if unknown := sorted({k for k, _ in parsed.params} - HTTP_PARAMS):
+            raise ReplayError(f"'{unknown[0]}' is not a parameter of a {parsed.scheme}: "
+                              f"version; it takes {', '.join(sorted(HTTP_PARAMS))} (a token "
+                              "goes in the environment variable ?token_env= names)")
         self.location = str(parsed)
         self.path, model, version = self.parse_path(uri, [p for p in path.split("/") if p])
         self.name = name or (model + (f"@{version}" if version else ""))

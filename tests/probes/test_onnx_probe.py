@@ -208,6 +208,11 @@ def test_npz_payloads_carry_labels_and_ids_beside_rows_of_any_shape(demo_dir, tm
 def test_secrets_and_nonsense_in_uris_are_refused(demo_model):
     with pytest.raises(ProbeError, match="secrets do not belong in a URI"):
         open_probe(f"onnx:{demo_model}?token=abc", Bus())
+    # Not only the seven exact names it knew: the usual spellings of keys and tokens too.
+    for key in ("access_token", "X-Api-Key", "api-key", "client_secret", "db_password", "jwt",
+                "sig"):
+        with pytest.raises(ProbeError, match=f"secrets do not belong in a URI \\(found {key}\\)"):
+            open_probe(f"v2+http://127.0.0.1:1/models/m?{key}=SECRETVALUE", Bus())
     with pytest.raises(ProbeError, match="unknown endpoint kind 'ftp'"):
         open_probe("ftp:host", Bus())
     with pytest.raises(ProbeError, match="not an endpoint URI"):

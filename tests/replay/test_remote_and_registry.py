@@ -340,3 +340,14 @@ def test_a_server_registered_without_a_version_is_told_how_to_give_one(workspace
     assert main(["versions", "add", "--db", str(workspace), "--version", "3",
                  "tfserving+http://127.0.0.1:9/v1/models/bar"]) == 0
     assert "without a version" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("query", ["accesstoken=SECRETVALUE", "bearer_value=SECRETVALUE"])
+def test_a_remote_version_with_a_key_it_does_not_read_is_refused_without_echoing_it(query):
+    """It was stored and shown with the version (and never sent): a credential put in the
+    query by mistake leaked into the workspace and the lists, and did not even work."""
+    for scheme, path in (("v2+http", "/models/m"), ("tfserving+http", "/m")):
+        with pytest.raises(ReplayError, match=r"is not a parameter of a \S+ version; it takes "
+                           r"connect_timeout_s") as caught:
+            open_target(f"{scheme}://127.0.0.1:1{path}?timeout_s=2&{query}")
+        assert "SECRETVALUE" not in str(caught.value)
