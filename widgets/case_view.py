@@ -5,12 +5,13 @@ Fed plain data by its owner. Thread: GUI only.
 
 from __future__ import annotations
 
+import functools
 import html
 from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QColor, QImage, QPixmap, QResizeEvent
 from PySide6.QtWidgets import (
     QHeaderView,
@@ -33,12 +34,53 @@ MAX_LISTED_CLASSES = 6  # classes named in a legend note before "…"
 # How far past 0 and 1 an image's values may stray and still be drawn on the fixed 0..1 scale.
 _NOISE_MARGIN = 0.1
 # The input's pane beside the bars: a table's names and values; an image, which in a short
-# dock is small anyway, leaves the bars more.
+# dock is small anyway, leaves the bars more. In a narrow view it takes at most this share
+# of the width (and no less than its floor), so the bars keep room beside it.
 TABLE_PANE_PX = 240
 IMAGE_PANE_PX = 190
-ANSWER_ROWS = 5  # versions' answers shown without scrolling (each one line)
-VERDICT_COLORS = {"fixed": "#2e7d32", "still_failing": "#c62828", "newly_broken": "#ef6c00",
-                  "ok": "#546e7a", "no_answer": "#9e9e9e"}
+INPUT_PANE_SHARE = 0.4
+INPUT_PANE_MIN_PX = 110
+# The bars' plot, axes included, is never squeezed under this: at ~60 px (five versions'
+# answers under it in a short dock) the bars were a few pixels tall and unreadable. The
+# answers give up rows (and scroll) first.
+BARS_MIN_PX = 125
+_NO_CASE = "Select a case to compare versions"
+ANSWER_MIN_ROWS = 3  # answers shown however short the view (more scroll)
+# A longer error or reason in the answers' class column is elided, whole in its tooltip:
+# resized to its contents, it pushed conf., ms and verdict out of sight.
+CLASS_CELL_CHARS = 9
+# Okabe-Ito's colour-blind-safe hues (blue, vermillion, orange) and two greys that differ in
+# lightness: red against green read as one olive under deuteranopia. Every cell also says its
+# verdict in a glyph or word (VERDICT_MARKS), and its text is black or white, whichever reads
+# better on it (``text_color_for``: at least 4.5:1, WCAG AA).
+VERDICT_COLORS = {"fixed": "#0072b2", "still_failing": "#d55e00", "newly_broken": "#e69f00",
+                  "ok": "#616161", "no_answer": "#c8c8c8"}
+VERDICT_MARKS = {"fixed": "\u2713", "still_failing": "\u2717", "newly_broken": "\u25b2 new",
+                 "ok": "ok", "no_answer": "no answer"}
+
+
+def relative_luminance(color: str) -> float:
+    """WCAG 2's relative luminance of an sRGB colour such as ``"#d55e00"``."""
+    c = QColor(color)
+
+    def linear(v: float) -> float:
+        return v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
+
+    return (0.2126 * linear(c.redF()) + 0.7152 * linear(c.greenF())
+            + 0.0722 * linear(c.blueF()))
+
+
+def contrast_ratio(a: str, b: str) -> float:
+    """WCAG 2's contrast ratio of two colours, 1 to 21."""
+    la, lb = sorted((relative_luminance(a), relative_luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+@functools.lru_cache(maxsize=32)  # asked per cell drawn, of a handful of colours
+def text_color_for(background: str) -> str:
+    """Black or white, whichever contrasts more with ``background`` (white on the palette's
+    orange was 3.1:1, under the 4.5:1 normal text needs)."""
+    return max(("#000000", "#ffffff"), key=lambda ink: contrast_ratio(ink, background))
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,11 +214,84 @@ class _PictureLabel(QLabel):
             Qt.TransformationMode.FastTransformation))
 
 
+class _OneLineLabel(QLabel):
+    """A line of text elided to its width, whole in its tooltip and in ``whole``: wrapped,
+    a case's title took two lines of a short dock from the bars in a narrow case view."""
+
+    def __init__(self, text: str = "") -> None:
+        super().__init__()
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.whole = ""
+        self.set_whole(text)
+
+    def set_whole(self, text: str) -> None:
+        self.whole = text
+        self.setToolTip(text)
+        self._fit()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        self.setText(self.fontMetrics().elidedText(self.whole, Qt.TextElideMode.ElideRight,
+                                                   max(0, self.width())))
+
+
+class _ChartOverAnswers(QWidget):
+    """``top`` (the input and the bars) over ``table`` (the answers), placed by hand: the
+    table as tall as its rows while ``top`` keeps its minimum, then the table gives up rows
+    (down to ``ANSWER_MIN_ROWS``) and scrolls. The table used to keep a fixed height of up
+    to five rows whatever the view had, and the bars got what was left: ~60 px with five
+    versions in a short dock."""
+
+    _GAP_PX = 3
+
+    def __init__(self, top: QWidget, table: QTableWidget) -> None:
+        super().__init__()
+        self.top, self.table = top, table
+        top.setParent(self)
+        table.setParent(self)
+
+    def table_px(self, rows: int) -> int:
+        return (self.table.horizontalHeader().sizeHint().height()
+                + rows * self.table.verticalHeader().defaultSectionSize()
+                + 2 * self.table.frameWidth() + 2)
+
+    def _top_min_px(self) -> int:
+        return max(self.top.minimumSizeHint().height(), self.top.minimumHeight())
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(max(self.top.minimumSizeHint().width(),
+                         self.table.minimumSizeHint().width()),
+                     self._top_min_px() + self._GAP_PX + self.table_px(ANSWER_MIN_ROWS))
+
+    def sizeHint(self) -> QSize:
+        rows = max(ANSWER_MIN_ROWS, self.table.rowCount())
+        return QSize(self.top.sizeHint().width(),
+                     self.top.sizeHint().height() + self._GAP_PX + self.table_px(rows))
+
+    def refit(self) -> None:
+        self.updateGeometry()
+        self._place()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._place()
+
+    def _place(self) -> None:
+        w, h = self.width(), self.height()
+        want = self.table_px(max(ANSWER_MIN_ROWS, self.table.rowCount()))
+        room = h - self._GAP_PX - self._top_min_px()
+        table_h = max(self.table_px(ANSWER_MIN_ROWS), min(want, room))
+        self.top.setGeometry(0, 0, w, max(0, h - self._GAP_PX - table_h))
+        self.table.setGeometry(0, h - table_h, w, table_h)
+
+
 class CaseViewWidget(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.title = QLabel("Select a case to compare versions")
-        self.title.setWordWrap(True)
+        self.title = _OneLineLabel(_NO_CASE)
         self.inputs = QTableWidget(0, 2)
         self.inputs.setHorizontalHeaderLabels(["feature", "value"])
         self.inputs.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
@@ -197,7 +312,7 @@ class CaseViewWidget(QWidget):
         self.input_stack.addWidget(self.image_page)
         self.input_stack.setMaximumWidth(TABLE_PANE_PX)
         self.bars = pg.PlotWidget()
-        self.bars.setMinimumHeight(90)
+        self.bars.setMinimumHeight(BARS_MIN_PX)
         # The legend is a line above the plot, not pyqtgraph's legend inside it: that one sat
         # over the first class's bars (the tallest, for a confident answer), and its swatches
         # read as bar tops. Entries wrap between versions when the pane is narrow.
@@ -235,37 +350,55 @@ class CaseViewWidget(QWidget):
         for table in (self.answers, self.inputs):
             table.verticalHeader().setDefaultSectionSize(row_px)
             table.verticalHeader().setMinimumSectionSize(row_px)
-        self._fit_answers()
+            # Tab leaves the table (to the next control) instead of walking its cells: a
+            # keyboard user could not get past the panel's tables.
+            table.setTabKeyNavigation(False)
         chart = QWidget()
         chart_layout = QVBoxLayout(chart)
         chart_layout.setContentsMargins(0, 0, 0, 0)
         chart_layout.setSpacing(2)
         chart_layout.addWidget(self.legend)
         chart_layout.addWidget(self.bars, 1)
-        split = QSplitter(Qt.Orientation.Horizontal)
+        self._split = split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.input_stack)
         split.addWidget(chart)
         split.setStretchFactor(1, 2)
         split.setChildrenCollapsible(False)
+        self._pane_dragged = False  # the input pane's width is the user's (``_fit_input_pane``)
+        split.splitterMoved.connect(self._on_split_moved)
         # The answers across the whole width, under the input and the bars: in a short dock
-        # they stay in sight (their height is their rows'), and a version's name has room.
+        # they stay in sight, and a version's name has room.
+        self._body = _ChartOverAnswers(split, self.answers)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(3)
         layout.addWidget(self.title)
-        layout.addWidget(split, 1)
-        layout.addWidget(self.answers)
+        layout.addWidget(self._body, 1)
         self._bar_items: list[pg.BarGraphItem] = []
         self._notes: list[pg.TextItem] = []  # said on the plot when it has no bar at all
         self._scaled: list[str] = []  # versions whose raw scores are drawn stretched to 0..1
 
-    def _fit_answers(self) -> None:
-        """The answers table as tall as its rows, three to ``ANSWER_ROWS`` (then it
-        scrolls): the bars and the input take the rest."""
-        rows = min(max(3, self.answers.rowCount()), ANSWER_ROWS)
-        self.answers.setFixedHeight(self.answers.horizontalHeader().sizeHint().height()
-                                    + rows * self.answers.verticalHeader().defaultSectionSize()
-                                    + 2 * self.answers.frameWidth() + 2)
+    def _fit_input_pane(self) -> None:
+        """The input's pane at most its own width (a table's or an image's), and in a narrow
+        view at most ``INPUT_PANE_SHARE`` of it: the grid beside may take width from this
+        view, and the bars keep room."""
+        cap = min(IMAGE_PANE_PX if self.showing_image() else TABLE_PANE_PX,
+                  max(INPUT_PANE_MIN_PX, int(self.width() * INPUT_PANE_SHARE)))
+        self.input_stack.setMaximumWidth(cap)
+        # A splitter keeps a capped pane's old share as a blank strip (122 px in a 336 px
+        # view): the bars get it back; and the pane grows back with the view, until
+        # someone drags the handle, after which their width stands (under the cap).
+        sizes = self._split.sizes()
+        total = sum(sizes)  # 0 until the splitter is laid out: nothing to share yet
+        if total > cap and (sizes[0] > cap or (sizes[0] < cap and not self._pane_dragged)):
+            self._split.setSizes([cap, total - cap])
+
+    def _on_split_moved(self, _pos: int, _index: int) -> None:
+        self._pane_dragged = True
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._fit_input_pane()
 
     def showing_image(self) -> bool:
         return self.input_stack.currentWidget() is self.image_page
@@ -279,9 +412,10 @@ class CaseViewWidget(QWidget):
         return len(self._bar_items)
 
     def clear(self) -> None:
-        self.title.setText("Select a case to compare versions")
+        self.title.set_whole(_NO_CASE)
         self.inputs.setRowCount(0)
         self.answers.setRowCount(0)
+        self._body.refit()
         self.image.set_image(None)
         self.image_range.clear()
         self._clear_bars()
@@ -298,7 +432,7 @@ class CaseViewWidget(QWidget):
     def show_case(self, title: str, array: np.ndarray | None, feature_names: list[str],
                   answers: list[VersionAnswer]) -> None:
         """``array`` None: the capture kept no input (the table says so)."""
-        self.title.setText(title)
+        self.title.set_whole(title)
         picture = image_of(array) if array is not None else None
         if array is None:
             self.inputs.setRowCount(1)
@@ -311,7 +445,6 @@ class CaseViewWidget(QWidget):
             self.image_range.setText(caption)
             self.image_range.setToolTip(caption)
             self.input_stack.setCurrentWidget(self.image_page)
-            self.input_stack.setMaximumWidth(IMAGE_PANE_PX)
         else:
             values = np.asarray(array).reshape(-1)
             self.inputs.setRowCount(len(values))
@@ -320,21 +453,27 @@ class CaseViewWidget(QWidget):
                 self.inputs.setItem(r, 0, QTableWidgetItem(name))
                 self.inputs.setItem(r, 1, QTableWidgetItem(f"{v:.6g}"))
             self.input_stack.setCurrentWidget(self.inputs)
-        if not self.showing_image():
-            self.input_stack.setMaximumWidth(TABLE_PANE_PX)
+        self._fit_input_pane()
         self._show_bars(answers)
         self.answers.setRowCount(len(answers))
-        self._fit_answers()
+        self._body.refit()
+        metrics = self.answers.fontMetrics()
+        class_px = metrics.averageCharWidth() * CLASS_CELL_CHARS
         for r, a in enumerate(answers):
-            cells = [a.version, a.error or (a.prediction or "-"),
+            # An error (a version that could not answer says why) is elided to the column's
+            # cap; the cell's tooltip has it whole.
+            answered = metrics.elidedText(a.error, Qt.TextElideMode.ElideRight, class_px) \
+                if a.error else (a.prediction or "-")
+            cells = [a.version, answered,
                      "-" if a.confidence is None else f"{a.confidence:.3f}",
                      "-" if a.latency_ms is None else figure_text(a.latency_ms),
                      a.verdict.replace("_", " ")]
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if c == 4:
-                    item.setBackground(QColor(VERDICT_COLORS.get(a.verdict, "#546e7a")))
-                    item.setForeground(QColor("white"))
+                    background = VERDICT_COLORS.get(a.verdict, VERDICT_COLORS["ok"])
+                    item.setBackground(QColor(background))
+                    item.setForeground(QColor(text_color_for(background)))
                 if a.error:
                     item.setToolTip(a.error)
                 elif c == 4 and a.why:

@@ -1,7 +1,8 @@
-"""The replay panel: a filterable failure list, a version picker, run with progress and cancel,
-a results grid coloured by verdict, a side-by-side view of one case, and saved replays to
-reopen. Thread: GUI; selecting cases, replaying, reopening, exporting and reading an added
-file run on its own worker pool.
+"""The replay panel: a filterable, sortable failure list, a version picker, run with progress
+and cancel, a results grid marked and coloured by verdict (sortable, and filtered by a
+version's verdict), a side-by-side view of one case, and saved replays to reopen. Thread:
+GUI; selecting cases, replaying, reopening, exporting and reading an added file run on its
+own worker pool.
 
 Runs alone for preview: ``ReplayPanel(db_path, versions=[...]).show()``. It opens its own
 short-lived Store connections on the worker thread, so it shares nothing with the window.
@@ -11,13 +12,15 @@ and the jobs' work is done by the plain functions of ``replay_work``.
 
 from __future__ import annotations
 
+import html
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QItemSelectionModel, Qt, Signal
-from PySide6.QtGui import QCloseEvent, QKeySequence, QResizeEvent, QShortcut
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, Signal
+from PySide6.QtGui import QCloseEvent, QKeySequence, QPalette, QResizeEvent, QShortcut
 from PySide6.QtWidgets import QFileDialog, QVBoxLayout, QWidget
 
 from app.core.replay import Case, Criteria, ReplayResult, Selection
@@ -26,7 +29,15 @@ from app.core.store import Store
 from app.core.versions import inspect_onnx, registered
 from app.gui.jobs import Job, JobRunner
 from app.gui.replay_filters import FailureFilters
-from app.gui.replay_layout import build_widgets, fill_saved_box, fit_columns, widen_grid
+from app.gui.replay_layout import (
+    build_widgets,
+    fill_filter_box,
+    fill_saved_box,
+    fit_columns,
+    fit_failure_columns,
+    sort_again,
+    widen_grid,
+)
 from app.gui.replay_models import feature_names
 from app.gui.replay_summary import export_failed_html, exported_html, refusal_html, result_html
 from app.gui.replay_work import ReplayOutcome, reopen_replay, replay_and_save, select_failures
@@ -41,6 +52,9 @@ class ReplayPanel(QWidget):
     exported = Signal(object)  # the Path an Export CSV… wrote
     case_selected = Signal(object)  # capture id (int) of the case shown, or None
     busy_changed = Signal(bool)
+    version_started = Signal(int, int)  # a replay asks its k-th of n versions (k from 1)
+    # From the worker, queued to the GUI thread: version k is being asked.
+    _version_began = Signal(int)
 
     def __init__(self, db_path: str | Path, parent: QWidget | None = None, *,
                  versions: Sequence[str | Path] = (), provider: str = "cpu",
@@ -60,6 +74,9 @@ class ReplayPanel(QWidget):
         self._cancellable = False  # whether the job running stops when asked
         self.result: ReplayResult | None = None
         self._input_names: dict[str, tuple[str, ...]] = {}  # per endpoint, for the case view
+        self._shown_case: int | None = None  # the case in the case view (its result index)
+        self._refiltering = False  # the grid's filter is changing: its current row is ours
+        self._versions_running = 0  # versions the running replay asks; 0: none runs
         self._build()
         self.refresh_versions(extra=[str(v) for v in versions])
         self.refresh_endpoints()
@@ -81,6 +98,8 @@ class ReplayPanel(QWidget):
         self.progress, self.saved_box = w.progress, w.saved_box
         self.open_button, self.export_button = w.open_button, w.export_button
         self.result_model, self.result_view = w.result_model, w.result_view
+        self.result_proxy, self.show_box, self.shown_count = (w.result_proxy, w.show_box,
+                                                              w.shown_count)
         self.summary, self.case_view = w.summary, w.case_view
         self._split = w.split
         self._split_sized = False
@@ -94,16 +113,22 @@ class ReplayPanel(QWidget):
             and self.open_replay(int(self.saved_box.currentData())))
         self.export_button.clicked.connect(self._on_export_clicked)
         self.result_view.selectionModel().currentRowChanged.connect(
-            lambda current, _previous: self.show_case(current.row()))
+            self._on_result_view_current_changed)
+        self.show_box.currentIndexChanged.connect(self._on_show_box_changed)
+        self._version_began.connect(self._on_version_began)
         # Keys, while the panel has focus: Enter in a filter field lists the failures,
-        # Ctrl+Enter replays them, Esc cancels what is running.
+        # Ctrl+Enter replays them (the keypad's Enter too: Qt names it apart from Return),
+        # Esc cancels what is running.
         for edit in (self.label_edit, self.version_edit):
             edit.returnPressed.connect(self.load_failures)
-        for keys, slot, button in (("Ctrl+Return", self.run_replay, self.run_button),
-                                   ("Escape", self.cancel, self.cancel_button)):
-            shortcut = QShortcut(QKeySequence(keys), self, slot)
-            shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-            button.setToolTip(QKeySequence(keys).toString(QKeySequence.SequenceFormat.NativeText))
+        for keys, slot, button in ((("Ctrl+Return", "Ctrl+Enter"), self.run_replay,
+                                    self.run_button),
+                                   (("Escape",), self.cancel, self.cancel_button)):
+            for key in keys:
+                shortcut = QShortcut(QKeySequence(key), self, slot)
+                shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            button.setToolTip(QKeySequence(keys[0]).toString(
+                QKeySequence.SequenceFormat.NativeText))
         self.load_button.setToolTip("Enter in the label or version field")
         delete = QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), self.version_list,
                            self.remove_added_version)
@@ -115,6 +140,16 @@ class ReplayPanel(QWidget):
         layout.addLayout(filters.row)
         layout.addWidget(self.summary)
         layout.addWidget(self._split, 1)
+        # Tab in reading order, top to bottom, left to right (the run bar was built after the
+        # filters, so Tab from the filters went into the tables and never came back to it).
+        chain = [self.add_button, self.provider_box, self.run_button, self.cancel_button,
+                 self.saved_box, self.open_button, self.export_button, self.endpoint_box,
+                 self.kind_box, self.label_edit, self.version_edit, self.window_box,
+                 self.limit_spin, self.controls_spin, self.load_button, self.failure_view,
+                 self.version_list, self.show_box, self.result_view, self.case_view.inputs,
+                 self.case_view.answers]
+        for a, b in itertools.pairwise(chain):
+            QWidget.setTabOrder(a, b)
 
     # -- versions and endpoints -----------------------------------------------------------
 
@@ -142,7 +177,10 @@ class ReplayPanel(QWidget):
         """The endpoints to filter by and the saved replays, from the store."""
         self._filters.set_endpoints(self._with_store(lambda s: s.endpoints()))
         saved = self._with_store(lambda s: s.replays())
-        fill_saved_box(self.saved_box, saved)
+        # The replay on screen stays chosen (it was reset to the newest, so Open after
+        # reopening #1 read "#9" beside #1's grid).
+        fill_saved_box(self.saved_box, saved,
+                       select=self.result.replay_id if self.result is not None else None)
         self.open_button.setEnabled(bool(saved) and not self.busy())
 
     def remove_added_version(self) -> None:
@@ -222,6 +260,7 @@ class ReplayPanel(QWidget):
     def _idle(self) -> None:
         self._job = None
         self._cancellable = False
+        self._mark_stale(False)
         for w in (self.run_button, self.load_button):
             w.setEnabled(True)
         self.open_button.setEnabled(self.saved_box.count() > 0)
@@ -235,6 +274,40 @@ class ReplayPanel(QWidget):
 
     def _on_job_progressed(self, fraction: float) -> None:
         self.progress.setValue(int(fraction * 1000))
+
+    def _on_version_began(self, k: int) -> None:
+        if not self._versions_running:  # a late word from a replay already over
+            return
+        n = self._versions_running
+        self.progress.setFormat(f"version {min(k, n)} of {n} \u00b7 %p%")
+        self.version_started.emit(k, n)
+
+    def _mark_stale(self, stale: bool, versions: int = 0) -> None:
+        """While a replay runs, the one still on screen is the previous one: its grid and
+        case greyed (and not selectable), the summary says so, and the bar says which
+        version runs. It stood unmarked beside the new replay's progress."""
+        if not stale:
+            if self._versions_running:
+                self._versions_running = 0
+                self.progress.setFormat("%p%")
+                self.result_view.setEnabled(True)
+                self.case_view.setEnabled(True)
+            return
+        self._versions_running = versions
+        self.progress.setFormat(f"opening {versions} version{'s' if versions > 1 else ''}"
+                                " \u00b7 %p%")
+        if self.result is None:
+            return
+        self.result_view.setEnabled(False)
+        self.case_view.setEnabled(False)
+        muted = self.palette().color(QPalette.ColorGroup.Disabled,
+                                     QPalette.ColorRole.WindowText).name()
+        name = f"#{self.result.replay_id}" if self.result.replay_id is not None else \
+            "(not saved)"
+        self.summary.setText(
+            f"<b>Replaying\u2026</b> Below, greyed until it finishes: the previous replay, "
+            f"{html.escape(name)}.<br><span style=\"color:{muted}\">"
+            f"{self.summary.text()}</span>")
 
     def _on_job_failed(self, message: str,
                        on_failed: Callable[[str], None] | None = None) -> None:
@@ -266,7 +339,7 @@ class ReplayPanel(QWidget):
         self._controls = [c for c in cases if c.control]
         self._loaded = True
         self._listed_by = selection
-        self.failure_model.set_cases(failures)
+        self._list_failures(failures)
         self.failure_count.setToolTip("select rows to replay only those")
         if not failures:
             self.failure_count.setText("no failures match these filters")
@@ -282,9 +355,12 @@ class ReplayPanel(QWidget):
         on every checked version; the result is saved and shown."""
         if self.busy():  # Ctrl+Enter while something runs: the running job stays in charge
             return None
-        rows = sorted({i.row() for i in self.failure_view.selectionModel().selectedRows()})
+        # The rows' cases in the order they were listed (newest first), however the list is
+        # sorted: the replay's own order stays the workspace's.
+        picked = sorted({self.failure_model.case_at(i.row())
+                         for i in self.failure_view.selectionModel().selectedRows()})
         failures = self.failure_model.cases
-        cases = [failures[r] for r in rows] if rows else list(failures)
+        cases = [failures[k] for k in picked] if picked else list(failures)
         if not cases:
             self._refuse("no failures match these filters" if self._loaded else
                          "no failures loaded; press Load failures first")
@@ -298,16 +374,20 @@ class ReplayPanel(QWidget):
         # What chose these cases: the filters they were listed with (the fields may have
         # changed since), not the fields as they are now.
         batch, selection = self.batch_size, self._listed_by or self.selection()
+        began = self._version_began.emit  # on the worker: queued to this panel
 
         def work(progress, cancelled) -> ReplayOutcome:
             return replay_and_save(path, cases, versions, provider=provider, criteria=criteria,
                                    batch_size=batch, selection=selection, progress=progress,
-                                   cancelled=cancelled)
+                                   cancelled=cancelled, version_started=began)
 
         asked = [name for _, name in versions]
-        return self._start(work, lambda done: self._on_replay_done(
+        job = self._start(work, lambda done: self._on_replay_done(
             done.result, done.not_saved, registered_versions=done.registered_versions,
             input_names=done.input_names, asked=asked), replaying=True)
+        if job is not None:
+            self._mark_stale(True, len(versions))
+        return job
 
     def open_replay(self, replay_id: int) -> Job | None:
         path = self.db_path
@@ -318,17 +398,15 @@ class ReplayPanel(QWidget):
         return self._start(work, self._on_reopened)
 
     def _on_reopened(self, done: ReplayOutcome) -> None:
-        """A saved replay on screen, and its cases as the list: Replay then reruns these
-        (the last Load's list and filters would disagree with the grid)."""
+        """A saved replay on screen, its cases as the list and its versions ticked in its
+        order: Replay then reruns it (the last Load's list and filters, or the versions
+        ticked last, would disagree with the grid)."""
         result = done.result
-        self._on_replay_done(result, reopened=True,
-                             registered_versions=done.registered_versions,
-                             input_names=done.input_names)
         failures = [c for c in result.cases if not c.control]
         self._controls = [c for c in result.cases if c.control]
         self._loaded = True
         self._listed_by = result.selection
-        self.failure_model.set_cases(failures)
+        self._list_failures(failures)
         if result.selection is not None:
             self._filters.show(result.selection)
         # Short: the column is narrow, and every wrapped line is a row of the list less.
@@ -336,6 +414,16 @@ class ReplayPanel(QWidget):
                                    f"{len(self._controls)} controls")
         self.failure_count.setToolTip("Replay reruns these; Load failures lists afresh; "
                                       "select rows to replay only those")
+        self.version_list.restore([(r.location, r.version) for r in result.runs])
+        self._on_replay_done(result, reopened=True,
+                             registered_versions=done.registered_versions,
+                             input_names=done.input_names)
+
+    def _list_failures(self, failures: list[Case]) -> None:
+        """``failures`` as the list, sorted as the list was, columns fitted to them."""
+        self.failure_model.set_cases(failures)
+        sort_again(self.failure_view)
+        fit_failure_columns(self.failure_view)
 
     def cancel(self) -> None:
         """Ask the replay to stop: between batches, or within 50 ms while a server's call
@@ -386,12 +474,22 @@ class ReplayPanel(QWidget):
         (to say when a SLOW failure's recording version is not there to tick);
         ``input_names``: the names of each endpoint's input values, to label a case's;
         ``asked``: the versions ticked, to name those a Cancel left unrun."""
+        shown = self.result_proxy.shown
+        keep = (shown[0], self.result.runs[shown[1]].version) \
+            if shown is not None and self.result is not None else None
         self.result = result
         self._input_names = input_names or {}
         self.export_button.setEnabled(True)
+        self._shown_case = None
         self.result_model.set_result(result)
-        fit_columns(self.result_view)
-        widen_grid(self.result_view, self._split)
+        # The filter and the sort as they were, where the new replay has that column or
+        # that version's verdict: comparing two replays keeps its view.
+        fill_filter_box(self.show_box, self.result_model, keep)
+        self._apply_filter()
+        sort_again(self.result_view)
+        self.result_view.scrollToTop()
+        fit_columns(self.result_view, self.result_model)
+        widen_grid(self.result_view, self._split, self.failure_view)
         self.summary.setText(result_html(result, not_saved,
                                          registered_versions=registered_versions, asked=asked))
         if not result.cancelled:  # a cancelled one leaves the bar where it stopped
@@ -402,10 +500,57 @@ class ReplayPanel(QWidget):
         self.case_view.clear()
         self.replay_finished.emit(result)
 
+    def _on_result_view_current_changed(self, current: QModelIndex,
+                                        _previous: QModelIndex) -> None:
+        """The case view follows the grid's current row, through the filter and the sort."""
+        if self._refiltering:
+            return  # the filter moved it; ``_on_show_box_changed`` settles what is shown
+        case = self.result_proxy.case_at(current.row()) if current.isValid() else None
+        if case is None:
+            self._clear_case()
+        else:
+            self.show_case(case)
+
+    def _on_show_box_changed(self, _index: int) -> None:
+        self._apply_filter()
+
+    def _apply_filter(self) -> None:
+        """Show the cases the filter box chooses; the case shown stays selected where the
+        filter keeps it, else the case view is cleared (Qt would make a neighbouring row
+        current, unselected, and the view would show a case nobody picked)."""
+        shown = self.show_box.currentData()
+        keep = self._shown_case
+        self._refiltering = True
+        try:
+            self.result_proxy.show(*(shown if shown is not None else (None, None)))
+            row = self.result_proxy.row_of(keep) if keep is not None else None
+            selection = self.result_view.selectionModel()
+            if row is None:
+                selection.clear()
+            else:
+                selection.setCurrentIndex(
+                    self.result_proxy.index(row, 0),
+                    QItemSelectionModel.SelectionFlag.ClearAndSelect
+                    | QItemSelectionModel.SelectionFlag.Rows)
+        finally:
+            self._refiltering = False
+        if keep is not None and row is None:
+            self._clear_case()
+        total, showing = self.result_model.rowCount(), self.result_proxy.rowCount()
+        self.shown_count.setText(f"{showing} of {total}" if shown is not None else "")
+
+    def _clear_case(self) -> None:
+        if self._shown_case is not None:
+            self._shown_case = None
+            self.case_view.clear()
+            self.case_selected.emit(None)
+
     def show_case(self, row: int) -> None:
-        """Show case ``row`` of the results side by side across versions."""
+        """Show case ``row`` of the results (its index in the replay's cases, whatever
+        the grid's sort and filter) side by side across versions."""
         if self.result is None or not 0 <= row < len(self.result.cases):
             return
+        self._shown_case = row
         case = self.result.cases[row]
         blobs = case.capture.inputs
         array = blobs[0].to_array() if blobs else None
@@ -421,7 +566,17 @@ class ReplayPanel(QWidget):
         self.case_selected.emit(case.capture_id)
 
     def select_result_row(self, row: int) -> None:
-        index = self.result_model.index(row, 0)
+        """Select case ``row`` (its index in the replay's cases) in the grid, wherever the
+        sort put it; a filter that hides it is cleared first."""
+        if not 0 <= row < self.result_model.rowCount():
+            return
+        at = self.result_proxy.row_of(row)
+        if at is None:
+            self.show_box.setCurrentIndex(0)  # every case
+            at = self.result_proxy.row_of(row)
+        if at is None:
+            return
+        index = self.result_proxy.index(at, 0)
         self.result_view.selectionModel().setCurrentIndex(
             index, QItemSelectionModel.SelectionFlag.ClearAndSelect
             | QItemSelectionModel.SelectionFlag.Rows)

@@ -52,14 +52,51 @@ class VersionListWidget(QListWidget):
             # Two files, one stem: a replay's columns must differ.
             name = free_name(name, _same(location), taken)
             taken[name] = _same(location)
-            item = QListWidgetItem(name)
-            item.setData(_REGISTERED, from_registry)
-            item.setData(Qt.ItemDataRole.UserRole, location)
-            item.setToolTip(location)
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Checked)
+            self.addItem(self._new_item(name, location, registered=from_registry))
+        self._fit()
+
+    def restore(self, versions: Sequence[tuple[str, str]]) -> None:
+        """Tick exactly ``versions`` ((location, name): a saved replay's, in its bisect
+        order) and put them first in that order, so Replay reruns that replay: one not in
+        the list (a file the CLI replayed on) is added, under its saved name; the others
+        stay, unticked, after them."""
+        taken = {self.item(i).text(): _same(self.item(i).data(Qt.ItemDataRole.UserRole))
+                 for i in range(self.count())}
+        wanted: list[int] = []  # rows, in the saved order
+        for location, name in versions:
+            row = self._find(location)
+            if row is None:
+                name = free_name(name, _same(location), taken)
+                taken[name] = _same(location)
+                self.addItem(self._new_item(name, location, registered=False))
+                row = self.count() - 1
+            if row not in wanted:
+                wanted.append(row)
+        order = wanted + [r for r in range(self.count()) if r not in wanted]
+        items = [self.item(r) for r in order]
+        for r in reversed(range(self.count())):
+            self.takeItem(r)
+        for k, item in enumerate(items):
+            item.setCheckState(Qt.CheckState.Checked if k < len(wanted)
+                               else Qt.CheckState.Unchecked)
             self.addItem(item)
         self._fit()
+
+    def _find(self, location: str) -> int | None:
+        """The row of the version at ``location`` (however it is spelt), or None."""
+        key = _same(location)
+        return next((i for i in range(self.count())
+                     if _same(self.item(i).data(Qt.ItemDataRole.UserRole)) == key), None)
+
+    @staticmethod
+    def _new_item(name: str, location: str, *, registered: bool) -> QListWidgetItem:
+        item = QListWidgetItem(name)
+        item.setData(_REGISTERED, registered)
+        item.setData(Qt.ItemDataRole.UserRole, location)
+        item.setToolTip(location)
+        item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+        item.setCheckState(Qt.CheckState.Checked)
+        return item
 
     def checked(self) -> list[tuple[str, str]]:
         """(location, name) of the versions ticked, in list order."""

@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from app.core.domain import UriError
 from app.core.references import input_names_of
 from app.core.replay import (
@@ -53,10 +55,12 @@ def select_failures(db_path: Path, selection: Selection) -> list[Case]:
 def replay_and_save(db_path: Path, cases: Sequence[Case], versions: Sequence[tuple[str, str]],
                     *, provider: str, criteria: Criteria, batch_size: int | None,
                     selection: Selection, progress: Callable[[float], None],
-                    cancelled: Callable[[], bool]) -> ReplayOutcome:
+                    cancelled: Callable[[], bool],
+                    version_started: Callable[[int], None] = lambda _: None) -> ReplayOutcome:
     """Replay ``cases`` on ``versions`` ((location, name), in bisect order) and save the
     result. A version that cannot open answers "not asked" with why; a store that cannot
-    save leaves the result shown all the same, with ``not_saved`` saying why."""
+    save leaves the result shown all the same, with ``not_saved`` saying why.
+    ``version_started(k)``: the k-th version (from 1) is being asked, once each, in order."""
     store = Store(db_path)
     try:
         known = {v.name: v for v in registered(store)}
@@ -71,6 +75,7 @@ def replay_and_save(db_path: Path, cases: Sequence[Case], versions: Sequence[tup
     try:
         for location, name in versions:
             targets.append(_open_version(location, name, known, provider))
+        _announce_first_use(targets, version_started)
         result = replay(cases, targets, criteria=judged_by, batch_size=batch_size,
                         selection=selection, progress=progress, cancelled=cancelled)
     finally:
@@ -86,6 +91,28 @@ def replay_and_save(db_path: Path, cases: Sequence[Case], versions: Sequence[tup
     except StoreError as exc:  # the replay is done: show it all the same
         not_saved = str(exc)
     return ReplayOutcome(result, not_saved, model_versions, names)
+
+
+def _announce_first_use(targets: Sequence[Target], started: Callable[[int], None]) -> None:
+    """Call ``started(k)`` when the k-th target is first asked to adapt its feeds (what a
+    version does first for every group of cases), k only rising: the replay reports a
+    fraction of its work, which does not say which version is running ("version 2 of 6"),
+    and the requests timed after the batches ask every version again."""
+    reached = 0
+
+    for k, target in enumerate(targets, start=1):
+        adapt = target.adapt
+
+        def announced(feeds: dict[str, np.ndarray], k: int = k,
+                      adapt: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] = adapt
+                      ) -> dict[str, np.ndarray]:
+            nonlocal reached
+            if k > reached:
+                reached = k
+                started(k)
+            return adapt(feeds)
+
+        target.adapt = announced  # on this replay's own targets, closed after it
 
 
 def _open_version(location: str, name: str, known: dict[str, ModelVersion],
