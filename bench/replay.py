@@ -23,7 +23,9 @@ raw-from-store baseline. A second one, the floor, does only what no replay can s
 raw: each batch's answer copied into its column (the versions' columns side by side in one
 block, as the engine keeps them), then the block judged in one go (``judge_columns``); no
 errors, latencies, progress or verdicts. Its ratio bounds what any
-engine built on these numpy passes can reach on these models.
+engine built on these numpy passes can reach on these models. The replays compared run the
+batches only (``requests=0``); a last line says what the per-request latency sample a real
+replay takes afterwards (``REQUEST_SAMPLE`` cases, one call each per version) adds.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 
 from app.core.domain import Capture, CaptureStatus, TensorBlob
-from app.core.replay import Selection, replay, select_case_set, select_cases
+from app.core.replay import REQUEST_SAMPLE, Selection, replay, select_case_set, select_cases
 from app.core.replay_run import judge_columns
 from app.core.replay_targets import LocalOnnxTarget
 from app.core.store import Store
@@ -118,8 +120,11 @@ def run_floor(data: np.ndarray, targets: list[LocalOnnxTarget]) -> None:
     judge_columns({"out": block.reshape(len(targets) * n, -1)}, len(targets) * n)
 
 
-def replayed(cases, targets: list[LocalOnnxTarget], summarise: bool = True):
-    result = replay(cases, targets, batch_size=BATCH, selection=SELECTION)
+def replayed(cases, targets: list[LocalOnnxTarget], summarise: bool = True,
+             requests: int = 0):
+    # The throughput compared is the batches': the per-request latency sample a replay takes
+    # afterwards (REQUEST_SAMPLE cases, one call each) is a fixed cost, timed on its own line.
+    result = replay(cases, targets, batch_size=BATCH, selection=SELECTION, requests=requests)
     if summarise:
         result.summaries()
     return result
@@ -152,14 +157,17 @@ def measure(label: str, store: Store, targets: list[LocalOnnxTarget]) -> dict:
              "raw_pre": lambda: run_raw(data, targets),
              "replay_pre": lambda: replayed(prepared, targets, summarise=False),
              "floor_pre": lambda: run_floor(data, targets),
-             "replay_objects": lambda: replayed(select_cases(store, SELECTION), targets)}
+             "replay_objects": lambda: replayed(select_cases(store, SELECTION), targets),
+             "replay_pre_sampled": lambda: replayed(prepared, targets, summarise=False,
+                                                    requests=REQUEST_SAMPLE)}
     for fn in sides.values():  # warm every path
         fn()
     # Each comparison alternates its own two sides only (ABAB..., BABA...), so what one
     # comparison leaves behind (freed memory, evicted caches) does not land on the other.
     times: dict[str, list[float]] = {k: [] for k in sides}
     for a, b, blocks in (("raw_store", "replay_store", BLOCKS), ("raw_pre", "replay_pre", BLOCKS),
-                         ("raw_pre", "floor_pre", BLOCKS), ("raw_store", "replay_objects", 5)):
+                         ("raw_pre", "floor_pre", BLOCKS), ("raw_store", "replay_objects", 5),
+                         ("replay_pre", "replay_pre_sampled", 5)):
         for k in range(blocks):
             for name in ((a, b) if k % 2 == 0 else (b, a)):
                 times[name].append(timed(sides[name]))
@@ -180,8 +188,11 @@ def measure(label: str, store: Store, targets: list[LocalOnnxTarget]) -> dict:
            "floor": med["raw_pre"] / med["floor_pre"],
            "raw_us_per_row": med["raw_pre"] / work * 1e6,
            "read_us_per_case": (med["raw_store"] - med["raw_pre"]) / CASES * 1e6}
+    out["sample_ms"] = (med["replay_pre_sampled"] - med["replay_pre"]) * 1e3
     print(f"  ratio from the store {out['store']:.3f}, prepared {out['prepared']:.3f} "
           f"(target >= 0.9); floor {out['floor']:.3f}; Capture objects {out['objects']:.3f}")
+    print(f"  the per-request latency sample ({REQUEST_SAMPLE} cases x {len(targets)} versions, "
+          f"one call each) adds {out['sample_ms']:.1f} ms to a replay (info)")
     return out
 
 
@@ -204,10 +215,11 @@ def main() -> int:
             store.close()
     print("\nsummary (replay throughput / raw throughput, same inputs, same run)")
     print(f"  {'models':<20} {'raw us/row':>10} {'read us/case':>12} {'from store':>10} "
-          f"{'prepared':>9} {'floor':>6} {'objects':>8}")
+          f"{'prepared':>9} {'floor':>6} {'objects':>8} {'sample ms':>9}")
     for label, r in rows:
         print(f"  {label:<20} {r['raw_us_per_row']:>10.3f} {r['read_us_per_case']:>12.3f} "
-              f"{r['store']:>10.3f} {r['prepared']:>9.3f} {r['floor']:>6.3f} {r['objects']:>8.3f}")
+              f"{r['store']:>10.3f} {r['prepared']:>9.3f} {r['floor']:>6.3f} {r['objects']:>8.3f} "
+              f"{r['sample_ms']:>9.1f}")
     return 0
 
 

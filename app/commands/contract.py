@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from app.commands import COMMANDS, _args
@@ -12,8 +13,10 @@ from app.core.contract import (
     LATENCY_RUNS,
     MIN_RUNS,
     PASS,
+    UNREACHABLE,
     ContractError,
     ContractReport,
+    PreparedCheck,
     measure,
     prepare_check,
 )
@@ -25,7 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     check = actions.add_parser(
         "check", help="measure each clause of MODEL's contract on each target",
         description="The contract is <model stem>.contract.toml (or model.contract.toml) "
-                    "beside each model. Exit status 0 when every target passed, 1 otherwise.")
+                    "beside each model. Exit status 0 when every target passed, 1 when one "
+                    "did not, 2 when a model could not be checked at all (the others are "
+                    "still measured, and it is reported as failed with the reason).")
     check.add_argument("models", nargs="+", metavar="MODEL", help="ONNX model files")
     check.add_argument("--targets", default="cpu",
                        help="comma-separated: onnxruntime providers (cpu, cuda, ...) or "
@@ -49,34 +54,89 @@ def _text(report: ContractReport) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    if not targets:
-        print("probescope: --targets names no target", file=sys.stderr)
-        return 2
+@dataclass(frozen=True, slots=True)
+class NotChecked:
+    """A model that could not be checked at all (unreadable, no contract, a validation file
+    it cannot take): reported in its place among the others, which are still measured."""
+
+    path: str
+    reason: str
+
+    def to_json(self, targets: list[str]) -> dict:
+        # Every target is given, never a pass: a script that reads the targets, not
+        # "passed", must not take an empty list for "nothing failed".
+        return {"model": str(Path(self.path).resolve()), "name": Path(self.path).stem,
+                "version": None, "contract": None, "passed": False, "status": "failed",
+                "reason": self.reason,
+                "targets": [{"target": t, "status": UNREACHABLE, "clauses": [],
+                             "reason": f"not measured: {self.reason}"} for t in targets]}
+
+    def text(self) -> str:
+        return f"{self.path}: FAILED — {self.reason}"
+
+
+def _refusal(args: argparse.Namespace) -> str | None:
+    """Why these arguments cannot be run, in one line; None when they can."""
+    targets = [t.strip() for t in args.targets.split(",")]
+    if not any(targets):
+        return "--targets names no target"
+    if not all(targets):
+        return (f"--targets '{args.targets}' has an empty entry; name each target once, "
+                "separated by commas (e.g. cpu,cuda)")
     from probes.onnx_local import PROVIDERS
 
     unknown = [t for t in targets
                if t not in PROVIDERS and not t.startswith(("agent+http://", "agent+https://"))]
     if unknown:
-        print(f"probescope: unknown target '{unknown[0]}'; use {', '.join(PROVIDERS)} or "
-              "agent+http://HOST:PORT", file=sys.stderr)
-        return 2
+        return (f"unknown target '{unknown[0]}'; use {', '.join(PROVIDERS)} or "
+                "agent+http://HOST:PORT")
+    twice = next((t for k, t in enumerate(targets) if t in targets[:k]), None)
+    if twice is not None:  # measured twice, it would only print its report twice
+        return f"target '{twice}' is given twice; give it once"
+    seen: dict[Path, str] = {}
+    for m in args.models:
+        key = Path(m).resolve()
+        if key in seen:
+            return f"'{m}' and '{seen[key]}' are one model file; give it once"
+        seen[key] = m
     if args.contract and len(args.models) > 1:
-        print("probescope: --contract applies to one MODEL; give one", file=sys.stderr)
+        return "--contract applies to one MODEL; give one"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    refused = _refusal(args)
+    if refused:
+        print(f"probescope: {refused}", file=sys.stderr)
         return 2
-    try:
-        # Every model, contract and validation file is read and vetted before any is
-        # measured: a bad third model is one line at once, not after minutes of measuring.
-        prepared = [prepare_check(m, contract_path=args.contract) for m in args.models]
-        reports = [measure(p, targets, runs=args.runs) for p in prepared]
-    except ContractError as exc:
-        print(f"probescope: {exc}", file=sys.stderr)
-        return 2
+    targets = [t.strip() for t in args.targets.split(",")]
+    # Every model, contract and validation file is read and vetted before any is measured:
+    # a bad third model is said at once, not after minutes of measuring the first two; the
+    # good ones are still measured, and the bad one keeps its place in the report.
+    checks: list[PreparedCheck | NotChecked] = []
+    for m in args.models:
+        try:
+            checks.append(prepare_check(m, contract_path=args.contract))
+        except ContractError as exc:
+            checks.append(NotChecked(m, str(exc)))
+            print(f"probescope: {exc}", file=sys.stderr)
+    reports: list[ContractReport | NotChecked] = []
+    for check in checks:
+        if isinstance(check, NotChecked):
+            reports.append(check)
+            continue
+        try:
+            reports.append(measure(check, targets, runs=args.runs))
+        except ContractError as exc:
+            reports.append(NotChecked(check.model.location, str(exc)))
+            print(f"probescope: {exc}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"models": [r.to_json() for r in reports]}))
+        print(json.dumps({"models": [r.to_json(targets) if isinstance(r, NotChecked)
+                                     else r.to_json() for r in reports]}))
     else:
-        print("\n".join(_text(r) for r in reports))
+        print("\n".join(r.text() if isinstance(r, NotChecked) else _text(r) for r in reports))
+    if any(isinstance(r, NotChecked) for r in reports):
+        return 2
     return 0 if all(t.status == PASS for r in reports for t in r.targets) else 1
 
 

@@ -17,29 +17,47 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import NoReturn
 
+import numpy as np
+
 from app.commands import COMMANDS, _args
 from app.commands._progress import progress_line
-from app.core.domain import CaptureStatus, EndpointUri, figure_text
+from app.core.domain import CaptureStatus, EndpointUri, figure_text, not_a_file
 from app.core.replay import (
     DEFAULT_MIN_CONFIDENCE,
     MAX_BATCH_ROWS,
     Criteria,
     ReplayResult,
     Selection,
+    bisect_text,
+    count_failures,
     judged_with,
+    limit_text,
+    nothing_selected,
     replay,
+    resolve_model_version,
     select_case_set,
+    selection_json,
+    selection_text,
     with_endpoint_thresholds,
 )
-from app.core.replay_export import export_path, write_cases_csv
-from app.core.replay_store import load_replay, save_replay
+from app.core.replay_export import MAX_INPUT_VALUES, export_path, write_cases_csv
+from app.core.replay_store import (
+    STOPPED_NOTE,
+    load_replay,
+    save_replay,
+    saved_counts,
+    saved_selection,
+    saved_title,
+)
 from app.core.replay_targets import LocalOnnxTarget, ReplayError, Target, open_target
 from app.core.store import Store, StoreError
+from app.core.summary import fit
 from app.core.versions import (
     ModelVersion,
     VersionError,
     find,
     free_name,
+    inspect_onnx,
     registered,
     verify_unchanged,
 )
@@ -58,11 +76,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                        if s is not CaptureStatus.OK],
                    help="only failures of this kind (repeatable)")
     p.add_argument("--label", help="only captures with this ground-truth label")
-    p.add_argument("--model-version", help="only captures made by this model version")
+    p.add_argument("--model-version", help="only captures made by this model version: the "
+                   "version string they recorded (e.g. 1.0.0), or a registered version's name "
+                   "or the start of its sha256")
     p.add_argument("--since", type=_instant, help="only captures at or after this time "
                    "(ISO 8601, e.g. 2026-11-23T11:40, or Unix seconds)")
     p.add_argument("--until", type=_instant, help="only captures at or before this time")
-    p.add_argument("--limit", type=_args.count, default=1000, help="most failures to replay")
+    p.add_argument("--limit", type=_args.count, default=DEFAULT_LIMIT,
+                   help="most failures to replay: above it, the newest are kept and the "
+                        f"output says how many matched (default {DEFAULT_LIMIT})")
     p.add_argument("--controls", type=_args.size, default=200,
                    help="passing captures replayed as a control set (default 200)")
     p.add_argument("--provider", default="cpu", help="onnxruntime provider for ONNX files")
@@ -79,14 +101,44 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="latency above which a SLOW capture still fails, timed one request at "
                         "a time (default: the SLO its endpoint was probed with)")
     p.add_argument("--no-save", action="store_true", help="do not save the replay")
+    p.add_argument("--title", metavar="TEXT", type=_title,
+                   help="a name for the saved replay, shown by --list and --show")
     saved = p.add_mutually_exclusive_group()
-    saved.add_argument("--list", action="store_true", help="list the saved replays and stop")
+    saved.add_argument("--list", action="store_true", help="list the saved replays (endpoint, "
+                       "filters, cases, versions) and stop")
     saved.add_argument("--show", metavar="ID|latest",
                        help="print a saved replay's summary again (runs nothing)")
+    saved.add_argument("--delete", metavar="ID", type=_replay_id,
+                       help="delete a saved replay and its results (the captures stay)")
     p.add_argument("--export", type=Path, metavar="FILE.csv",
-                   help="also write every case (role, kind, label, first failing version; per "
+                   help="also write every case (endpoint, time in UTC, request id, role, kind, "
+                        "label, recorded prediction and confidence, first failing version; per "
                         "version class, confidence, latency, verdict, why, error) as CSV")
+    p.add_argument("--export-inputs", action="store_true",
+                   help="with --export: also each case's input values, a column per feature "
+                        "(named by its endpoint's payload columns where known); inputs of more "
+                        f"than {MAX_INPUT_VALUES} values (images) are left out, and said so")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+DEFAULT_LIMIT = Selection().limit
+
+
+def _title(text: str) -> str:
+    title = " ".join(text.split())  # one line in --list, whatever was pasted
+    if not title:
+        raise argparse.ArgumentTypeError("a title needs some text")
+    return title
+
+
+def _replay_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a replay id; see --list") from None
+    if not 0 < value < 2**63:  # SQLite's integers
+        raise argparse.ArgumentTypeError(f"no saved replay {text}; see --list")
+    return value
 
 
 def _instant(text: str) -> int:
@@ -161,8 +213,14 @@ def _locations(store: Store, wanted: list[str] | None,
                 raise ReplayError(f"'{w}' is a folder, not a model file; "
                                   + (f"give the .onnx file in it, e.g. {models[0]}" if models
                                      else "it holds no .onnx file"))
+            if w.lower().endswith(".onnx") or "/" in w or os.sep in w:
+                # A path, not a name: said as contract check and versions add say it.
+                raise ReplayError(not_a_file(Path(w).resolve(), "model file")
+                                  or f"cannot read {w}")
+            known = [r.name for r in registered(store)]
             raise ReplayError(f"'{w}' is neither a model file, an endpoint nor a registered "
-                              "version")
+                              "version (registered: "
+                              + (", ".join(known) if known else "none") + ")")
         verify_unchanged(v)
         out.append((v.location, v.name))
     seen: dict[str, str] = {}
@@ -172,6 +230,40 @@ def _locations(store: Store, wanted: list[str] | None,
             raise ReplayError(f"'{given}' and '{seen[key]}' are one version; give it once")
         seen[key] = given
     return out
+
+
+def _twins(located: list[tuple[str, str | None]], store: Store,
+           provider: str) -> list[tuple[list[int], str]]:
+    """Model files given under different names that hold the same bytes (and run on the
+    same provider): each group's places in ``located``, and its sha256. Files are hashed only
+    where another file given has the same size, so a replay of distinct models reads none."""
+    by_size: dict[tuple[int, str], list[tuple[int, Path]]] = {}
+    for k, (location, _) in enumerate(located):
+        if "://" in location:
+            continue
+        path = Path(EndpointUri.parse(location).target if location.startswith("onnx:")
+                    else location)
+        try:
+            size = path.stat().st_size
+        except OSError:
+            continue
+        by_size.setdefault((size, _identity(location, provider).rpartition("?")[2]),
+                           []).append((k, path))
+    groups: list[tuple[list[int], str]] = []
+    for same_size in by_size.values():
+        if len(same_size) < 2:
+            continue
+        by_sha: dict[str, list[int]] = {}
+        for k, path in same_size:
+            known = find(store, str(path.resolve()))
+            try:
+                sha = known.sha256 if known and known.sha256 else inspect_onnx(path).sha256
+            except VersionError:
+                continue  # opening it says what is wrong with it
+            if sha:
+                by_sha.setdefault(sha, []).append(k)
+        groups += [(ks, sha) for sha, ks in by_sha.items() if len(ks) > 1]
+    return groups
 
 
 def _registered_once(found: list[ModelVersion]) -> tuple[list[ModelVersion], list[str]]:
@@ -232,19 +324,28 @@ def _name_apart(targets: list[Target], store: Store) -> None:
         used.add(name)
 
 
-def _text(result: ReplayResult, shown: bool = False, title: str | None = None) -> str:
-    """``shown``: a saved replay read back (--show), not one run now; ``title``: its saved
-    title."""
-    # Latency is each case's share of its batch's time: per row, not per request.
+def _text(result: ReplayResult, shown: bool = False, stop_note: str | None = None) -> str:
+    """``shown``: a saved replay read back (--show), not one run now; ``stop_note``: the note
+    an older run saved in its title's place when Ctrl+C cut it short."""
+    # p50/p95 are of the requests each version answered one case at a time (a replay
+    # saved before those were timed has its batches' shares: "ms/row"); "batched" is a
+    # case's share of its batch's time, the version's pace through a backlog.
     summaries = result.summaries()
+    per = "ms" if any(s.requests_timed for s in summaries) else "ms/row"
     width = max([20, *(len(s.version) for s in summaries)])  # long names keep the columns
     lines = [f"{'version':<{width}} {'cases':>6} {'fixed':>6} {'still failing':>14} "
-             f"{'newly broken':>13} {'errors':>7} {'p50 ms/row':>11} {'p95 ms/row':>11}"]
+             f"{'newly broken':>13} {'broken again':>13} {'errors':>7} {'p50 ' + per:>11} "
+             f"{'p95 ' + per:>11} {'batched ms/row':>15}"]
     for s in summaries:
-        p50 = "-" if s.latency_p50_ms is None else figure_text(s.latency_p50_ms)
-        p95 = "-" if s.latency_p95_ms is None else figure_text(s.latency_p95_ms)
+        p50, p95, batched = ("-" if v is None else figure_text(v) for v in (
+            s.latency_p50_ms, s.latency_p95_ms, s.batched_ms_per_row))
         lines.append(f"{s.version:<{width}} {s.cases:>6} {s.fixed:>6} {s.still_failing:>14} "
-                     f"{s.newly_broken:>13} {s.errors:>7} {p50:>11} {p95:>11}")
+                     f"{s.newly_broken:>13} {s.broken_again:>13} {s.errors:>7} {p50:>11} "
+                     f"{p95:>11} {batched:>15}")
+    timed = max((s.requests_timed for s in summaries), default=0)
+    if timed:
+        lines.append(f"latency: p50/p95 of {timed} requests per version, one case each, the "
+                     "versions taking turns; batched: a case's share of its batch's time")
     for s in summaries:
         if s.error_reason:
             lines.append(f"{s.version}: {s.errors} cases erred, most often: {s.error_reason}")
@@ -259,52 +360,98 @@ def _text(result: ReplayResult, shown: bool = False, title: str | None = None) -
         if s.newly_broken_by_label:
             lines.append(f"{s.version} newly broken by label: " + ", ".join(
                 f"{label}: {n}" for label, n in s.newly_broken_by_label.items()))
-    first = result.first_failing()
-    failures = [f for f, c in zip(first, result.cases, strict=True) if not c.control]
-    counts = {r.version: 0 for r in result.runs}  # in run order, "none" last
-    for f in failures:
-        counts[f or "none"] = counts.get(f or "none", 0) + 1
-    lines.append(f"{len(failures)} failures, {len(result.cases) - len(failures)} controls; "
-                 "first failing version: "
-                 + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
+        if s.broken_again:
+            lines.append(f"{s.version} broken again: {s.broken_again} failures an earlier "
+                         "version fixed fail here (fixed by " + ", ".join(
+                             f"{v} {n}" for v, n in s.broken_again_after.items()) + ")")
+    left_out = limit_text(result)
+    if left_out:
+        lines.append(left_out)
+    lines.append(bisect_text(result))
+    lines.append(f"selected: {selection_text(result.selection)}")
     lines.append(judged_with(result.criteria))
+    title = f' "{result.title}"' if result.title else ""
     if result.replay_id is not None and not shown:
-        lines.append(f"saved as replay {result.replay_id}")
+        lines.append(f"saved as replay {result.replay_id}{title}")
     elif result.replay_id is not None:
-        # A cancelled replay holds the versions it finished: said, or it reads as whole.
-        stopped = ("" if not result.cancelled else
-                   f" (cancelled: {title})" if title and title.startswith(_STOPPED) else
-                   f" (cancelled after {len(result.runs)} "
-                   f"version{'' if len(result.runs) == 1 else 's'})")
-        lines.append(f"replay {result.replay_id}{stopped}")
+        lines.append(f"replay {result.replay_id}{title}{_cancelled_text(result, stop_note)}")
+    return "\n".join(lines)
+
+
+def _cancelled_text(result: ReplayResult, stop_note: str | None) -> str:
+    """A cancelled replay holds the versions it finished: said, or it reads as whole."""
+    if not result.cancelled:
+        return ""
+    if stop_note:
+        return f" (cancelled: {stop_note})"
+    done = len(result.runs)
+    if result.versions_asked:
+        return f" (cancelled after {done} of {result.versions_asked} versions)"
+    return f" (cancelled after {done} version{'' if done == 1 else 's'})"
+
+
+def _listed(row: dict, cases: tuple[int, int] | None) -> dict:
+    """One saved replay as --list shows it: when, its title, endpoint and filters, how many
+    failures (of how many matched) and controls, versions, and what it was judged with."""
+    counts = saved_counts(row)
+    selection = saved_selection(row)
+    failures = counts.get("failures", cases[0] if cases else None)
+    controls = counts.get("controls", cases[1] if cases else None)
+    return {"id": row["id"], "created": _local(row["created_ns"]), "title": saved_title(row),
+            "versions": [v["name"] for v in json.loads(row["versions"])],
+            "cancelled": bool(row["cancelled"]),
+            "criteria": json.loads(row["criteria"] or "{}"),
+            "endpoint": selection.endpoint if selection else None,
+            "selection": selection_json(selection), "selected": selection_text(selection),
+            "cases": row["cases"], "failures": failures, "controls": controls,
+            "failures_matched": counts.get("failures_matched")}
+
+
+def _list_text(listed: list[dict]) -> str:
+    def failures(r: dict) -> str:
+        matched = r["failures_matched"]
+        return (f"{r['failures']} of {matched}" if matched and matched > (r["failures"] or 0)
+                else "?" if r["failures"] is None else str(r["failures"]))
+
+    selected = [fit(r["selected"], 48) for r in listed]
+    width = max(len("selected"), *map(len, selected))
+    wide = max(len("failures"), *(len(failures(r)) for r in listed))
+    lines = [f"{'id':>4}  {'created':<19}  {'failures':>{wide}}  {'controls':>8}  "
+             f"{'selected':<{width}}  versions"]
+    for r, chosen in zip(listed, selected, strict=True):
+        # A replay held to the person's minimum, not the endpoints': said, or it reads like
+        # the others while its counts differ.
+        given = r["criteria"].get("min_confidence") \
+            if r["criteria"].get("min_confidence_for_all") else None
+        controls = "?" if r["controls"] is None else r["controls"]
+        lines.append(f"{r['id']:>4}  {r['created']:<19}  {failures(r):>{wide}}  "
+                     f"{controls:>8}  {chosen:<{width}}  {', '.join(r['versions'])}"
+                     + (f'  "{r["title"]}"' if r["title"] else "")
+                     + ("  (cancelled)" if r["cancelled"] else "")
+                     + (f"  (every case held to confidence {given:g})"
+                        if given is not None else ""))
     return "\n".join(lines)
 
 
 def _saved(args: argparse.Namespace) -> int:
-    """``--list`` and ``--show``: what earlier replays found, read from the workspace."""
+    """``--list``, ``--show`` and ``--delete``: what earlier replays found, read from the
+    workspace; or one of them gone."""
+    if args.delete is not None:
+        return _delete(args)
     store = Store(args.db, readonly=True)
     try:
         rows = store.replays()
         if args.list:
-            listed = [{"id": r["id"], "created": _local(r["created_ns"]),
-                       "versions": [v["name"] for v in json.loads(r["versions"])],
-                       "cancelled": bool(r["cancelled"]),
-                       "criteria": json.loads(r["criteria"] or "{}")} for r in rows]
+            # Replays saved before their counts were kept: counted from their case rows.
+            older = [r["id"] for r in rows if "failures" not in saved_counts(r)]
+            cases = store.replay_case_counts(older)
+            listed = [_listed(r, cases.get(r["id"])) for r in rows]
             if args.json:
                 print(json.dumps({"replays": listed}))
             elif not listed:
                 print("no saved replays; run one with `probescope replay --db PATH`")
             else:
-                print(f"{'id':>4}  {'created':<19}  versions")
-                for r in listed:
-                    # A replay held to the person's minimum, not the endpoints': said, or it
-                    # reads like the others while its counts differ.
-                    given = r["criteria"].get("min_confidence") \
-                        if r["criteria"].get("min_confidence_for_all") else None
-                    print(f"{r['id']:>4}  {r['created']:<19}  {', '.join(r['versions'])}"
-                          + ("  (cancelled)" if r["cancelled"] else "")
-                          + (f"  (every case held to confidence {given:g})"
-                             if given is not None else ""))
+                print(_list_text(listed))
             return 0
         if args.show == "latest":
             if not rows:
@@ -321,12 +468,37 @@ def _saved(args: argparse.Namespace) -> int:
         result = load_replay(store, wanted)
         title = next((r["title"] for r in rows if r["id"] == wanted), None)
         if args.export:
-            write_cases_csv(result, args.export)
+            write_cases_csv(result, args.export, inputs=args.export_inputs,
+                            workspace=args.db)
     finally:
         store.close()
-    print(json.dumps(result.to_json()) if args.json else _text(result, shown=True, title=title))
+    stop_note = title if title and STOPPED_NOTE.fullmatch(title) else None
+    print(json.dumps(result.to_json()) if args.json
+          else _text(result, shown=True, stop_note=stop_note))
     if args.export:
         print(f"wrote {args.export}", file=sys.stderr)
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    """``--delete ID``: the replay, its cases and its results, in one transaction."""
+    store = Store(args.db)
+    try:
+        row = next((r for r in store.replays() if r["id"] == args.delete), None)
+        # Read before it goes: the line below says which replay that was.
+        listed = None if row is None else _listed(
+            row, store.replay_case_counts([args.delete]).get(args.delete))
+        if listed is None or not store.delete_replay(args.delete):
+            raise ReplayError(f"no saved replay {args.delete} in {args.db}; see --list")
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"deleted": listed}))
+    else:
+        print(f"deleted replay {args.delete}"
+              + (f' "{listed["title"]}"' if listed["title"] else "")
+              + f" ({listed['created']}; {listed['selected']}; "
+              f"{', '.join(listed['versions'])})")
     return 0
 
 
@@ -348,24 +520,32 @@ def run(args: argparse.Namespace) -> int:
         print(f"probescope: no workspace at {args.db}", file=sys.stderr)
         return 2
     try:
-        if args.list and args.export:
+        if (args.list or args.delete is not None) and args.export:
             raise ReplayError("--export writes a replay's cases: give it with a run or with "
-                              "--show, not with --list")
+                              f"--show, not with {'--list' if args.list else '--delete'}")
+        if args.export_inputs and not args.export:
+            raise ReplayError("--export-inputs adds the inputs to --export's file; give "
+                              "--export FILE.csv too")
+        if args.title and args.no_save:
+            raise ReplayError("--title names the saved replay, and --no-save saves none")
         if args.export:  # refused before the work, not after it
             export_path(args.export)
-        if args.list or args.show is not None:
+        if args.list or args.show is not None or args.delete is not None:
             # A saved replay is shown as it was judged; these shape a new run only.
             ignored = [flag for flag, value in (
                 ("--versions", args.versions), ("--endpoint", args.endpoint),
                 ("--kind", args.kind), ("--label", args.label),
                 ("--model-version", args.model_version), ("--since", args.since),
                 ("--until", args.until), ("--min-confidence", args.min_confidence),
-                ("--slo-ms", args.slo_ms), ("--batch-size", args.batch_size)) if value]
+                ("--slo-ms", args.slo_ms), ("--batch-size", args.batch_size),
+                ("--title", args.title)) if value]
             if ignored:
+                does = ("--list reads saved ones as they were judged" if args.list
+                        else "--show reads saved ones as they were judged"
+                        if args.show is not None else "--delete removes a saved one")
                 raise ReplayError(f"{', '.join(ignored)} "
                                   f"{'shape' if len(ignored) > 1 else 'shapes'} a new replay; "
-                                  f"{'--list' if args.list else '--show'} reads saved ones "
-                                  "as they were judged")
+                                  f"{does}")
             return _saved(args)
         if args.since is not None and args.until is not None and args.since > args.until:
             raise ReplayError(f"--since ({_local(args.since)}) is after --until "
@@ -379,8 +559,13 @@ def run(args: argparse.Namespace) -> int:
     not_saved = not_exported = None
     try:
         endpoint = store.resolve_endpoint(args.endpoint) if args.endpoint else None
+        model_version = args.model_version
+        if model_version is not None:
+            model_version, mapped = resolve_model_version(store, model_version, endpoint)
+            if mapped:
+                print(f"probescope: {mapped}", file=sys.stderr)
         selection = Selection(endpoint=endpoint, kinds=tuple(args.kind or ()), label=args.label,
-                              model_version=args.model_version, start_ns=args.since,
+                              model_version=model_version, start_ns=args.since,
                               end_ns=args.until, limit=args.limit, controls=args.controls)
         cases = select_case_set(store, selection)
         # SLOW captures are held to --slo-ms, else to the SLO their endpoint was probed with;
@@ -388,12 +573,27 @@ def run(args: argparse.Namespace) -> int:
         criteria = with_endpoint_thresholds(Criteria(
             DEFAULT_MIN_CONFIDENCE if args.min_confidence is None else args.min_confidence,
             args.slo_ms, min_confidence_for_all=args.min_confidence is not None), store)
-        if not (~cases.control).any():
-            raise ReplayError(f"no failures to replay in {args.db}"
-                              + (f" for {endpoint}" if endpoint else ""))
-        for location, name in _locations(store, args.versions, args.provider):
+        failures = int(np.count_nonzero(~cases.control))
+        if not failures:
+            why = nothing_selected(store, selection)
+            raise ReplayError(f"no failures to replay in {args.db}" + (
+                f": {why}" if why else f" for {endpoint}" if endpoint else ""))
+        # At the limit, more may match: counted (one COUNT, no blob read), so the output can
+        # say how much of the population the newest `limit` stand for.
+        matched = count_failures(store, selection) if failures >= selection.limit else failures
+        located = _locations(store, args.versions, args.provider)
+        for location, name in located:
             targets.append(open_target(location, provider=args.provider, name=name))
         _name_apart(targets, store)
+        if args.versions:
+            # Named twice by the person, both are replayed (a copy against its original is
+            # a fair check of timing noise); said, as the registry's twins are.
+            for ks, sha in _twins(located, store, args.provider):
+                first, *again = (targets[k].name for k in ks)
+                print(f"probescope: {', '.join(again)} {'is' if len(again) == 1 else 'are'} "
+                      f"{first} again (the same model, sha256 {sha[:12]}…); replaying each as "
+                      f"asked, though they answer alike and bisect credits {first}",
+                      file=sys.stderr)
         try:
             result = _replay_interruptibly(
                 lambda cancelled: replay(cases, targets, selection=selection,
@@ -406,17 +606,20 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if sys.stderr.isatty():
                 print(file=sys.stderr)  # end the progress line
+        result.failures_matched = max(matched, failures)  # captures may land meanwhile
+        result.versions_asked = len(targets)
+        result.title = args.title
         if not args.no_save and result.runs:
             try:
                 # A cancelled one too (the versions it finished), with how far it got, so
-                # --show can say so as this run does.
-                save_replay(store, result, title=_stopped_after(result, len(targets))
-                            if result.cancelled else None)
+                # --show can say so as this run does (in the title's place when it has none).
+                save_replay(store, result, title=args.title or (
+                    _stopped_after(result, len(targets)) if result.cancelled else None))
             except StoreError as exc:  # the replay is done: print it all the same
                 not_saved = str(exc)
         if args.export:
             try:
-                write_cases_csv(result, args.export)
+                write_cases_csv(result, args.export, inputs=args.export_inputs)
             except ReplayError as exc:  # e.g. the disk filled: the replay is still printed
                 not_exported = str(exc)
     except (ReplayError, StoreError, VersionError) as exc:

@@ -10,11 +10,13 @@ from pathlib import Path
 from app.commands import COMMANDS
 from app.core.store import Store
 from app.core.versions import (
+    CHANGED,
     KIND_REMOTE,
+    MISSING,
     ModelVersion,
     VersionError,
     register_all,
-    registered,
+    registered_with_state,
     unregister,
 )
 
@@ -42,18 +44,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _table(versions: list[ModelVersion]) -> str:
+_MARKS = {CHANGED: "changed since registered", MISSING: "file missing"}
+
+
+def _table(versions: list[ModelVersion], states: dict[str, str | None] | None = None) -> str:
+    """``states``: per name, ``file_state`` (a file changed or gone since registered gets a
+    mark after its sha256, the one it no longer has)."""
     head = f"{'#':>3}  {'name':<18} {'version':<10} {'params':>9} {'opset':>5} {'size':>9}  " \
            f"{'sha256':<12}  {'producer':<20} signature / location"
     lines = [head]
     for v in versions:
+        state = (states or {}).get(v.name)
         lines.append(
             f"{v.id or '':>3}  {v.name:<18} {v.version or '-':<10} "
             f"{v.parameters if v.parameters is not None else '-':>9} "
             f"{v.opset if v.opset is not None else '-':>5} "
             f"{v.size_bytes if v.size_bytes is not None else '-':>9}  "
             f"{(v.sha256 or '-')[:12]:<12}  {v.producer or '-':<20} "
-            f"{v.signature() or v.location}")
+            f"{v.signature() or v.location}"
+            + (f"  [{_MARKS[state]}: {v.location}]" if state else ""))
+    changed = [v.name for v in versions if (states or {}).get(v.name)]
+    if changed:
+        lines.append(f"{', '.join(changed)}: the file is not what was registered; replay "
+                     "refuses it until it is registered again (`probescope versions add`, "
+                     "under a new --name to keep both)")
     return "\n".join(lines)
 
 
@@ -65,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"probescope: no workspace at {args.db}", file=sys.stderr)
         return 2
     store = Store(args.db)
+    states: dict[str, str | None] | None = None  # ``file_state`` per name, for list
     try:
         if args.versions_action == "add":
             shown = register_all(store, args.location, args.name, args.model_version,
@@ -74,16 +89,23 @@ def run(args: argparse.Namespace) -> int:
             print(f"removed {', '.join(args.names)}")
             return 0
         else:
-            shown = registered(store)
+            listed = registered_with_state(store)
+            shown = [v for v, _ in listed]
+            states = {v.name: state for v, state in listed}
     except VersionError as exc:
         print(f"probescope: {exc}", file=sys.stderr)
         return 2
     finally:
         store.close()
     if args.json:
-        print(json.dumps({"versions": [v.to_json() for v in shown]}))
+        print(json.dumps({"versions": [
+            # Whether the file is still the bytes registered ("unchanged", "changed",
+            # "missing"); null for a server's model.
+            {**v.to_json(), "file": None if v.kind == KIND_REMOTE
+             else states.get(v.name) or "unchanged"} if states is not None
+            else v.to_json() for v in shown]}))
     else:
-        print(_table(shown) if shown else "no versions registered; add one with "
+        print(_table(shown, states) if shown else "no versions registered; add one with "
               "`probescope versions add --db PATH MODEL.onnx`")
         if args.versions_action == "add":
             # A server's model names no version of itself here (its URI may not either), and

@@ -42,12 +42,14 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 
 from app.core.classes import NEVER_PREDICTED, label_index
-from app.core.domain import CaptureStatus
+from app.core.domain import CaptureStatus, EndpointUri, UriError
 from app.core.replay_run import (
     NO_CLASS,
     Case,
@@ -57,15 +59,21 @@ from app.core.replay_run import (
     judge_runs,
     prepare,
     prepare_columns,
+    request_sample,
     run_version,
     time_alone_together,
+    time_requests,
 )
 from app.core.replay_targets import Cancelled, ReplayError, Target
 from app.core.store import Store
+from app.core.versions import KIND_ONNX, registered
 
 __all__ = ["NO_CLASS", "Case", "CaseSet", "Criteria", "ReplayResult", "Selection", "VersionRun",
-           "auto_batch", "confidence_limits", "confidence_text", "judge", "judged_with",
-           "prepare", "replay", "select_case_set", "select_cases", "with_endpoint_thresholds"]
+           "VersionSummary", "auto_batch", "bisect_text", "confidence_limits",
+           "confidence_text", "count_failures", "endpoint_name", "judge", "judged_with",
+           "limit_text", "nothing_selected", "prepare", "replay", "resolve_model_version",
+           "select_case_set", "select_cases", "selection_json", "selection_text",
+           "with_endpoint_thresholds"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +81,10 @@ MAX_BATCH_ROWS = 1024
 BATCH_BYTES = 8 << 20  # input bytes per call when the batch size is automatic
 DEFAULT_MIN_CONFIDENCE = 0.6  # the demo probes' threshold
 SLOW_MARGIN = 0.1  # how far under its scaled SLO a SLOW case must come to be fixed
+# Cases each version answers one request at a time after its batches: enough for a p95 that
+# two runs agree on, few enough to cost little beside the batches (200 x 3 versions of the
+# demo's models: about 15 ms).
+REQUEST_SAMPLE = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +111,10 @@ class Criteria:
     endpoint_min_confidence: dict[str, float] = field(default_factory=dict)
     # The person's min_confidence holds every case instead (``--min-confidence``).
     min_confidence_for_all: bool = False
+    # How many cases (``request_sample``'s first ones) each version answered as one request
+    # of its own, after the batches: the per-request latency percentiles come from them.
+    # Kept with the criteria so a reopened replay reads its latencies as they were taken.
+    requests_timed: int = 0
 
 
 def with_endpoint_thresholds(criteria: Criteria, store: Store) -> Criteria:
@@ -221,6 +237,164 @@ def select_case_set(store: Store, selection: Selection) -> CaseSet:
                            {None: sources[0]} if sources else {})
 
 
+def count_failures(store: Store, selection: Selection) -> int:
+    """How many failures ``selection`` matches with no limit: one COUNT over the same filters
+    (``select_case_set`` keeps the newest ``selection.limit`` of them)."""
+    return store.count_selected_captures(**_filters(selection),
+                                         statuses=selection.kinds or None, failed=True)
+
+
+def resolve_model_version(store: Store, given: str,
+                          endpoint: str | None = None) -> tuple[str, str | None]:
+    """The model version string to select captures by, and a note when ``given`` was not one
+    but a registered version's name (or its sha256's first hex digits, as ``versions list``
+    shows it). Captures record the version their model reports (its metadata ``version``,
+    else its file's stem), while people know versions by their registered names."""
+    if store.count_selected_captures(endpoint=endpoint, model_version=given):
+        return given, None  # a version string the captures carry wins over any name
+    text = given.strip().lower()
+    by_sha = len(text) >= 8 and all(ch in "0123456789abcdef" for ch in text)
+    known = registered(store)
+    matches = [v for v in known if v.name == given] or [
+        v for v in known if by_sha and v.sha256 and v.sha256.startswith(text)]
+    # One file registered under two names is one model: its first name stands for it.
+    if len({v.sha256 or v.name for v in matches}) != 1:
+        return given, None
+    v = matches[0]
+    candidates = [c for c in (v.version, Path(v.location).stem if v.kind == KIND_ONNX
+                              else None) if c and c != given]
+    for c in candidates:
+        if store.count_selected_captures(endpoint=endpoint, model_version=c):
+            return c, (f"--model-version {given} is registered version {v.name}: replaying "
+                       f"captures made by model version {c}")
+    return given, None
+
+
+def _ts_text(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _counted(values: dict[str | None, int], most: int = 12) -> str:
+    shown = [f"{'(none)' if v is None else v} ({n})" for v, n in list(values.items())[:most]]
+    return ", ".join(shown) + (f", … {len(values) - most} more" if len(values) > most else "")
+
+
+def nothing_selected(store: Store, selection: Selection) -> str | None:
+    """Why ``selection`` matches no failure, naming the filter that matches none and the
+    values the workspace holds for it (kinds, labels, model versions; the time span), or
+    saying that the filters match only together; None when there is no failure at all (of
+    its endpoint). Called once nothing matched."""
+    scope: dict = {"endpoint": selection.endpoint, "failed": True}
+    where = f" of {endpoint_name(selection.endpoint)}" if selection.endpoint else ""
+    if not store.count_selected_captures(**scope):
+        return None
+    why = []
+    checks = (("--kind", ", ".join(selection.kinds), "status", "kinds",
+               {"statuses": selection.kinds}),
+              ("--label", selection.label, "label", "labels", {"label": selection.label}),
+              ("--model-version", selection.model_version, "model_version", "model versions",
+               {"model_version": selection.model_version}))
+    for flag, value, column, plural, term in checks:
+        if value and not store.count_selected_captures(**scope, **term):
+            why.append(f"{flag} {value} matches no failure{where}; {plural} there: "
+                       + _counted(store.capture_value_counts(column, **scope)))
+    timed = selection.start_ns is not None or selection.end_ns is not None
+    if timed and not store.count_selected_captures(**scope, start_ns=selection.start_ns,
+                                                   end_ns=selection.end_ns):
+        first = store.select_captures(**scope, limit=1, newest_first=False)
+        last = store.select_captures(**scope, limit=1)
+        span = " to ".join(_ts_text(c.capture.ts_ns) for c in (first[0], last[0]))
+        why.append(f"no failure{where} lies in the time asked for; they span {span}")
+    if why:
+        return "; ".join(why)
+    given = [flag for flag, value in (("--kind", selection.kinds), ("--label", selection.label),
+                                      ("--model-version", selection.model_version),
+                                      ("--since/--until", selection.start_ns is not None
+                                       or selection.end_ns is not None)) if value]
+    return (f"no failure{where} matches {', '.join(given)} together, though each alone "
+            "matches some")
+
+
+def endpoint_name(uri: str) -> str:
+    """A short name for an endpoint in a list: a local model's file name, a server's URI
+    without its parameters (a probe's URI carries its payload path, rate, thresholds...)."""
+    try:
+        parsed = EndpointUri.parse(uri)
+    except UriError:
+        return uri
+    target = parsed.target.partition("?")[0]
+    if parsed.scheme == "onnx":
+        return Path(target).stem
+    return f"{parsed.scheme}:{target}"
+
+
+def selection_text(selection: Selection | None) -> str:
+    """The filters a replay chose its failures by, in a few words for a list of replays:
+    "wine-v1, mismatch, label 2, since 2026-11-23 11:40:00"."""
+    if selection is None:
+        return "hand-picked cases"
+    parts = [endpoint_name(selection.endpoint) if selection.endpoint else "every endpoint",
+             "+".join(selection.kinds) if selection.kinds else "every kind"]
+    if selection.label is not None:
+        parts.append(f"label {selection.label}")
+    if selection.model_version is not None:
+        parts.append(f"model version {selection.model_version}")
+    if selection.start_ns is not None:
+        parts.append(f"since {_ts_text(selection.start_ns)}")
+    if selection.end_ns is not None:
+        parts.append(f"until {_ts_text(selection.end_ns)}")
+    return ", ".join(parts)
+
+
+def limit_text(result: ReplayResult, more: str = "raise --limit") -> str | None:
+    """When the selection matched more failures than its limit kept (the newest), how many of
+    how many were replayed; ``more`` says how to get the rest. None when none was left out."""
+    failures = int(np.count_nonzero(~result.control_mask))
+    matched = result.failures_matched
+    if matched is None or matched <= failures:
+        return None
+    return f"replayed {failures} of {matched} matching failures (newest first; {more})"
+
+
+def bisect_text(result: ReplayResult) -> str:
+    """How many failures and controls were replayed, and bisect: per version, the failures
+    that first fail there; none: judged and failing nowhere; and, apart, failures no version
+    answered, which are no fix anywhere."""
+    control = result.control_mask
+    failures = int(np.count_nonzero(~control))
+    first, on_none = result.first_failing_counts()
+    silent = int(np.count_nonzero(result.unanswered_everywhere() & ~control))
+    firsts = [f"{k} {v}" for k, v in first.items()] + ([f"none {on_none}"] if on_none else [])
+    bisect = "; ".join(part for part in (", ".join(firsts), silent and
+                                         f"no version answered {silent}") if part)
+    return (f"{failures} failures, {len(control) - failures} controls; first failing version: "
+            f"{bisect or 'none 0'}")
+
+
+def selection_json(selection: Selection | None) -> dict | None:
+    """``selection`` for a JSON reader: its fields, with its time range also in UTC ISO 8601."""
+    if selection is None:
+        return None
+    doc = asdict(selection)
+    doc["kinds"] = list(selection.kinds)
+    for key, ns in (("since", selection.start_ns), ("until", selection.end_ns)):
+        doc[key] = (None if ns is None else
+                    datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat().replace("+00:00", "Z"))
+    return doc
+
+
+def selection_from_json(doc: object) -> Selection | None:
+    """A Selection from its saved JSON; keys it does not know (counts saved beside it) are
+    left out."""
+    if not isinstance(doc, dict):
+        return None
+    known = {f.name for f in fields(Selection)}
+    kept = {k: v for k, v in doc.items() if k in known}
+    if not kept:
+        return None
+    return Selection(**{**kept, "kinds": tuple(kept.get("kinds") or ())})
+
+
 @dataclass(frozen=True, slots=True)
 class VersionSummary:
     version: str
@@ -240,14 +414,32 @@ class VersionSummary:
     # Labelled cases whose label names no class of this version (a name its model does not
     # carry in its ``classes`` metadata): they can never match its predictions.
     unmatched_labels: int = 0
+    # Failures an earlier version (in run order) fixed that fail again on this one: a
+    # regression after a fix, which neither bisect (it names the first failing version) nor
+    # newly broken (controls only) shows.
+    broken_again: int = 0
+    # The same, by the latest earlier version that had fixed them.
+    broken_again_after: dict[str, int] = field(default_factory=dict)
+    first_failing: int = 0  # failures that fail first on this version (bisect)
+    # The percentiles above are of this many requests, each case sent alone; 0: there were
+    # none (an older replay, or a cancel before them), and they are of batches' shares.
+    requests_timed: int = 0
+    # A case's share of its batch's time (the median): how fast the version gets through a
+    # backlog, which one request's time does not say.
+    batched_ms_per_row: float | None = None
 
     def to_json(self) -> dict:
         return {"version": self.version, "cases": self.cases, "fixed": self.fixed,
                 "still_failing": self.still_failing, "newly_broken": self.newly_broken,
+                "broken_again": self.broken_again,
+                "broken_again_after": self.broken_again_after,
                 "failures": self.failures, "controls": self.controls, "errors": self.errors,
                 "unanswered": self.unanswered, "unanswered_reason": self.unanswered_reason,
                 "error_reason": self.error_reason, "unmatched_labels": self.unmatched_labels,
-                "latency_ms": {"p50": self.latency_p50_ms, "p95": self.latency_p95_ms},
+                "latency_ms": {"p50": self.latency_p50_ms, "p95": self.latency_p95_ms,
+                               "per": "request" if self.requests_timed else "row of a batch",
+                               "requests_timed": self.requests_timed,
+                               "batched_ms_per_row": self.batched_ms_per_row},
                 "newly_broken_by_label": self.newly_broken_by_label}
 
 
@@ -271,6 +463,11 @@ class ReplayResult:
     # Per SLOW row: this machine's time for one call / the recorded latency, both on the
     # version that recorded it (``recorded_scale``); NaN where that version was not replayed.
     slow_scale: np.ndarray | None = field(default=None, repr=False)
+    # How many failures the selection matched before its limit kept the newest ones (None:
+    # not counted, as in a replay saved before this was kept).
+    failures_matched: int | None = None
+    title: str | None = None  # a person's name for it (``replay --title``)
+    versions_asked: int | None = None  # how many versions the run was to replay (a cancel)
 
     def __post_init__(self) -> None:
         if not self.failing and self.runs:
@@ -421,7 +618,8 @@ class ReplayResult:
         return STILL_FAILING if failing else FIXED
 
     def first_failing(self) -> list[str | None]:
-        """Bisect: per case, the first version (in run order) where it fails; None if none."""
+        """Bisect: per case, the first version (in run order) where it fails; None if none
+        (``unanswered_everywhere`` tells a case no version answered from one none fails)."""
         if not self.runs:
             return [None] * len(self.cases)
         grid = np.vstack(self.failing)  # runs x cases
@@ -429,6 +627,21 @@ class ReplayResult:
         first = grid.argmax(axis=0)
         names = [r.version for r in self.runs]
         return [names[int(f)] if a else None for f, a in zip(first, any_fail, strict=True)]
+
+    def unanswered_everywhere(self) -> np.ndarray:
+        """Per case, whether no version answered it: it fails nowhere for want of a verdict,
+        which must not read as fixed everywhere."""
+        n = len(self.control_mask)
+        if not self.runs:
+            return np.zeros(n, dtype=bool)
+        everywhere = np.ones(n, dtype=bool)
+        for r in self.runs:
+            answered = np.ones(n, dtype=bool)
+            if r.unanswered:
+                answered[np.fromiter(r.unanswered, dtype=np.int64,
+                                     count=len(r.unanswered))] = False
+            everywhere &= ~answered
+        return everywhere
 
     @functools.cached_property
     def timed_alone(self) -> np.ndarray:
@@ -447,16 +660,31 @@ class ReplayResult:
     def summaries(self) -> list[VersionSummary]:
         control = self.control_mask
         controls = int(np.count_nonzero(control))
-        # Latency percentiles compare versions' batched speed: one-call timings would swamp
-        # them, unless they are all there is.
-        alone = self.timed_alone
-        batched = None
-        if 0 < alone.size < len(control):
-            batched = np.ones(len(control), dtype=bool)
-            batched[alone] = False
+        # The percentiles are of the cases timed one request each (``requests_timed``); the
+        # batched figure is of the rest, whose time is their batch's share. SLOW cases timed
+        # alone against their SLO (the median of several calls) are in neither.
+        requests = self.request_rows
+        batched = np.ones(len(control), dtype=bool)
+        batched[self.timed_alone] = False
+        batched[requests] = False
+        if not requests.size and not batched.any():
+            batched[:] = True  # only SLOW cases: their times are all there is
         out = []
-        for run, failing in zip(self.runs, self.failing, strict=True):
-            lat = run.latency_ms if batched is None else run.latency_ms[batched]
+        failure = ~control
+        # Per failure, the latest version so far (in run order) that fixed it; -1: none yet.
+        fixed_by = np.full(len(control), -1, dtype=np.int64)
+        first_counts = self.first_failing_counts()[0] if self.runs else {}
+        for j, (run, failing) in enumerate(zip(self.runs, self.failing, strict=True)):
+            again = failing & failure & (fixed_by >= 0)
+            again_after = Counter(fixed_by[again].tolist())
+            fixed_here = failure & ~failing
+            if run.unanswered:  # no verdict is no fix
+                fixed_here[np.fromiter(run.unanswered, dtype=np.int64,
+                                       count=len(run.unanswered))] = False
+            fixed_by[fixed_here] = j
+            shared = run.latency_ms[batched]
+            shared = shared[np.isfinite(shared)]
+            lat = run.latency_ms[requests] if requests.size else shared
             lat = lat[np.isfinite(lat)]
             # One partition for both percentiles: same figures as two calls, half the cost.
             p50, p95 = (map(float, np.percentile(lat, [50, 95])) if lat.size
@@ -481,15 +709,29 @@ class ReplayResult:
                                    else None),
                 error_reason=_most_common(
                     e for i, e in run.errors.items() if i not in run.unanswered),
-                unmatched_labels=self.unmatched_labels(run.class_names)))
+                unmatched_labels=self.unmatched_labels(run.class_names),
+                broken_again=int(np.count_nonzero(again)),
+                broken_again_after={self.runs[k].version: again_after[k]
+                                    for k in sorted(again_after)},
+                first_failing=first_counts.get(run.version, 0),
+                requests_timed=int(np.count_nonzero(np.isfinite(run.latency_ms[requests]))),
+                batched_ms_per_row=float(np.median(shared)) if shared.size else None))
         return out
+
+    @functools.cached_property
+    def request_rows(self) -> np.ndarray:
+        """The cases each version answered as one request of its own after the batches (the
+        same ones for a reopened replay: ``request_sample`` is seeded by the case count)."""
+        return request_sample(len(self.cases), self.criteria.requests_timed, self.timed_alone)
 
     def first_failing_counts(self) -> tuple[dict[str, int], int]:
         """Bisect in numbers, over the failures: how many first fail on each version (in run
-        order, versions with none left out), and how many fail on no version."""
+        order, versions with none left out), and how many were judged and fail on no version
+        (those no version answered are left out: ``unanswered_everywhere``)."""
         control = self.control_mask.tolist()
-        counts = Counter(v for v, c in zip(self.first_failing(), control, strict=True)
-                         if not c)
+        silent = self.unanswered_everywhere().tolist()
+        counts = Counter(v for v, c, s in zip(self.first_failing(), control, silent,
+                                              strict=True) if not c and not s)
         return ({r.version: counts[r.version] for r in self.runs if counts[r.version]},
                 counts[None])
 
@@ -503,9 +745,19 @@ class ReplayResult:
     def to_json(self) -> dict:
         first, on_none = self.first_failing_counts()
         unjudged, made_by = self.unjudged_slow()
-        return {"replay_id": self.replay_id, "cancelled": self.cancelled,
+        control = self.control_mask
+        failures = int(np.count_nonzero(~control))
+        return {"replay_id": self.replay_id, "cancelled": self.cancelled, "title": self.title,
+                "selection": selection_json(self.selection),
+                # How many failures were replayed, of how many matched: above --limit only
+                # the newest were kept.
+                "failures": failures, "controls": len(control) - failures,
+                "failures_matched": self.failures_matched,
+                "limit": self.selection.limit if self.selection is not None else None,
                 "versions": [s.to_json() for s in self.summaries()],
                 "first_failing": first, "failing_on_no_version": on_none,
+                "unanswered_everywhere": int(np.count_nonzero(
+                    self.unanswered_everywhere() & ~control)),
                 # SLOW failures with no SLO, or whose recording version was not replayed:
                 # their verdicts come from the outputs alone (see ``unjudged_slow``).
                 "slow_judged_on_outputs_only": unjudged,
@@ -574,15 +826,19 @@ def replay(cases: Sequence[Case] | CaseSet, targets: Sequence[Target], *,
            criteria: Criteria = Criteria(), batch_size: int | None = None,
            selection: Selection | None = None,
            progress: Callable[[float], None] = lambda _: None,
-           cancelled: Callable[[], bool] = lambda: False) -> ReplayResult:
-    """Run every case on every target, in batches. ``cases`` may come prepared (``prepare``)
-    when the same set is replayed more than once. On cancel, the versions finished so far are
+           cancelled: Callable[[], bool] = lambda: False,
+           requests: int = REQUEST_SAMPLE) -> ReplayResult:
+    """Run every case on every target, in batches, then time ``requests`` of them as one
+    request each on every target (the per-request latency percentiles; 0: none, the
+    latencies are the batches' shares). ``cases`` may come prepared (``prepare``) when the
+    same set is replayed more than once. On cancel, the versions finished so far are
     returned with ``cancelled=True``."""
     if batch_size is not None and batch_size < 1:
         raise ReplayError("batch size must be at least 1")
     prepared = cases if isinstance(cases, CaseSet) else prepare(cases)
     batch_size = batch_size or auto_batch(prepared)
-    total = max(1, len(prepared) * len(targets))
+    requests = min(max(0, requests), len(prepared))
+    total = max(1, (len(prepared) + requests) * len(targets))
     done = 0
 
     def tick(k: int) -> bool:
@@ -613,9 +869,15 @@ def replay(cases: Sequence[Case] | CaseSet, targets: Sequence[Target], *,
                 stopped = True
                 break
             runs.append(run)
+        pairs = list(zip(targets, runs, strict=False))
         if runs and timed_alone.size and not time_alone_together(
-                list(zip(targets, runs, strict=False)), prepared, timed_alone, lambda: tick(0)):
+                pairs, prepared, timed_alone, lambda: tick(0)):
             stopped = True  # every version kept; the SLOW cases not timed have no verdict
+        if runs and requests and not stopped:
+            sample = request_sample(len(prepared), requests, timed_alone)
+            timed = time_requests(pairs, prepared, sample, lambda: tick(len(pairs)))
+            stopped = timed < len(sample)  # the rest keep their batches' shares
+            criteria = replace(criteria, requests_timed=timed)
     finally:
         for target in targets:
             target.cancelled = None

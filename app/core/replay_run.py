@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from app.core.replay_cases import Case, CaseSet, prepare, prepare_columns
+from app.core.replay_cases import Case, CaseSet, Group, prepare, prepare_columns
 from app.core.replay_targets import Cancelled, ReplayError, Target, TargetDown, error_text
 
 log = logging.getLogger(__name__)
@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 NO_CLASS = -1
 
 __all__ = ["NO_CLASS", "Case", "CaseSet", "Columns", "SharedBlock", "VersionRun",
-           "judge_columns", "judge_runs", "prepare", "prepare_columns", "run_version",
-           "time_alone_together"]
+           "judge_columns", "judge_runs", "prepare", "prepare_columns", "request_sample",
+           "run_version", "time_alone_together", "time_requests"]
 
 
 @dataclass
@@ -46,6 +46,9 @@ class VersionRun:
     irregular: dict[int, list[tuple[str, np.ndarray]]] = field(default_factory=dict)
     model_version: str | None = None  # as the model says it (ONNX metadata, a server's path)
     class_names: list[str] = field(default_factory=list)  # its ``classes`` metadata, if any
+    # Why its server stopped answering, when it did: it is not asked again, not even to time
+    # a case alone (a case it could not take is in ``unanswered`` too, and it may be asked).
+    down: str | None = None
 
     def output(self, i: int) -> list[tuple[str, np.ndarray]]:
         """Case ``i``'s outputs (name, array with a batch dim of 1); empty after an error."""
@@ -358,6 +361,80 @@ def _median_call_s(run: Callable[[dict[str, np.ndarray]], object],
     return float(np.median(times))
 
 
+def _row_places(prepared: CaseSet, cases: np.ndarray) -> list[tuple[int, Group, int]]:
+    """Each of ``cases`` (not run alone) as (case, its group, its row in the group), in the
+    order given."""
+    singles = set(prepared.singles)  # already run alone, and timed so
+    found: dict[int, tuple[Group, int]] = {}
+    for group in prepared.groups:
+        if group.rows is None:
+            inside = cases[(cases >= 0) & (cases < len(group))]
+            found.update((i, (group, i)) for i in inside.tolist())
+            continue
+        at = np.searchsorted(group.rows, cases)
+        inside = (at < len(group.rows)) & (group.rows[np.minimum(at, len(group) - 1)] == cases)
+        found.update((i, (group, p)) for i, p in zip(cases[inside].tolist(),
+                                                    at[inside].tolist(), strict=True))
+    return [(i, *found[i]) for i in cases.tolist() if i in found and i not in singles]
+
+
+def _time_rows_alone(pairs: list[tuple[Target, VersionRun]], prepared: CaseSet,
+                     cases: np.ndarray, go_on: Callable[[], bool], calls: int,
+                     untimed_nan: bool = False) -> tuple[list[int], bool]:
+    """Time each of ``cases`` alone on every version that answered, the versions taking turns
+    call by call (each case starting with the next version, so none is always first after a
+    pause); a case's time on a version is the median of ``calls`` calls, written into its
+    ``latency_ms``. ``untimed_nan``: a case reached but not timed on a version (an error, a
+    server down) gets NaN there, not the batch's share it had. Returns the cases reached, in
+    order, and whether it ran to the end (False: ``go_on`` said stop between cases, or a
+    cancel came during a server's call)."""
+    perf = time.perf_counter
+    asked = [(t, r) for t, r in pairs if r.down is None]
+    silent = [r for _, r in pairs if r.down is not None] if untimed_nan else []
+    done: list[int] = []
+    for turn, (i, group, p) in enumerate(_row_places(prepared, cases)):
+        if not go_on():
+            return done, False
+        rows = {k: v[p:p + 1] for k, v in group.feeds.items()}
+        feeds: list[dict[str, np.ndarray] | None] = []
+        for target, run in asked:
+            try:
+                feeds.append(None if i in run.errors or run.down is not None
+                             else target.adapt(rows))
+            except Exception:  # it answered in its batch: keep that answer and time
+                feeds.append(None)
+        times: list[list[float]] = [[] for _ in asked]
+        order = [(turn + k) % len(asked) for k in range(len(asked))] if asked else []
+        try:
+            for _ in range(calls):
+                for k in order:
+                    if feeds[k] is None:
+                        continue
+                    target = asked[k][0]
+                    try:
+                        t0 = perf()
+                        target.run_adapted(feeds[k])
+                        times[k].append((perf() - t0) * 1e3)
+                    except TargetDown as exc:  # gone since its batches: not asked again
+                        asked[k][1].down = error_text(exc)
+                        feeds[k] = None
+                    except Exception as exc:
+                        log.debug("timing case %d alone on %s failed: %s", i, target.name,
+                                  exc)
+                        feeds[k] = None
+        except Cancelled:  # during a server's call: this case is not timed either
+            return done, False
+        for k, (_, run) in enumerate(asked):
+            if len(times[k]) == calls:
+                run.latency_ms[i] = float(np.median(times[k]))
+            elif untimed_nan:
+                run.latency_ms[i] = np.nan
+        for run in silent:
+            run.latency_ms[i] = np.nan
+        done.append(i)
+    return done, True
+
+
 def time_alone_together(pairs: list[tuple[Target, VersionRun]], prepared: CaseSet,
                         cases: np.ndarray, go_on: Callable[[], bool]) -> bool:
     """Give each of ``cases`` a latency of its own on every version: the median of
@@ -368,58 +445,42 @@ def time_alone_together(pairs: list[tuple[Target, VersionRun]], prepared: CaseSe
     their SLO. A version whose server stopped answering is not asked again. False when
     ``go_on`` says stop (cancelled) between cases; the cases not reached then have no time on
     any version, so they are judged on their outputs alone, as the result's notes count."""
-    singles = set(prepared.singles)  # already run alone, and timed so
-    perf = time.perf_counter
-    asked = [(t, r) for t, r in pairs if not r.unanswered]
-    done: set[int] = set()
-    stopped = False
-    for group in prepared.groups:
-        if group.rows is None:
-            wanted, at = cases, cases
-        else:
-            at = np.searchsorted(group.rows, cases)
-            inside = (at < len(group.rows)) & (group.rows[np.minimum(at, len(group) - 1)]
-                                               == cases)
-            wanted, at = cases[inside], at[inside]
-        for i, p in zip(wanted.tolist(), at.tolist(), strict=True):
-            if i in singles:
-                continue
-            if stopped or not go_on():
-                stopped = True
-                break
-            rows = {k: v[p:p + 1] for k, v in group.feeds.items()}
-            feeds: list[dict[str, np.ndarray] | None] = []
-            for target, run in asked:
-                try:
-                    feeds.append(None if i in run.errors else target.adapt(rows))
-                except Exception:  # it answered in its batch: keep that answer and time
-                    feeds.append(None)
-            times: list[list[float]] = [[] for _ in asked]
-            try:
-                for _ in range(TIMED_CALLS):
-                    for k, (target, _run) in enumerate(asked):
-                        if feeds[k] is None:
-                            continue
-                        try:
-                            t0 = perf()
-                            target.run_adapted(feeds[k])
-                            times[k].append((perf() - t0) * 1e3)
-                        except Exception as exc:
-                            log.debug("timing case %d alone on %s failed: %s", i, target.name,
-                                      exc)
-                            feeds[k] = None
-            except Cancelled:  # during a server's call: this case is not timed either
-                stopped = True
-                break
-            for k, (_, run) in enumerate(asked):
-                if len(times[k]) == TIMED_CALLS:
-                    run.latency_ms[i] = float(np.median(times[k]))
-            done.add(i)
-    if stopped:
-        untimed = [i for i in cases.tolist() if i not in done and i not in singles]
+    done, finished = _time_rows_alone(pairs, prepared, cases, go_on, TIMED_CALLS)
+    if not finished:
+        timed, singles = set(done), set(prepared.singles)
+        untimed = [i for i in cases.tolist() if i not in timed and i not in singles]
         for _, run in pairs:
             run.latency_ms[untimed] = np.nan
-    return not stopped
+    return finished
+
+
+def request_sample(n: int, size: int, exclude: np.ndarray) -> np.ndarray:
+    """The cases a replay times one request at a time, in the order it times them: a random
+    spread of up to ``size`` of the ``n`` cases, none of ``exclude``. Seeded by ``n``, so a
+    reopened replay finds the same cases; any prefix is a spread too, so a sample cut short
+    by a cancel is still one."""
+    order = np.random.default_rng(n).permutation(n)
+    if exclude.size:
+        order = order[~np.isin(order, exclude)]
+    return order[:size]
+
+
+def time_requests(pairs: list[tuple[Target, VersionRun]], prepared: CaseSet,
+                  cases: np.ndarray, go_on: Callable[[], bool]) -> int:
+    """Time each of ``cases`` as one request of its own on every version (one call each, the
+    versions taking turns), written into its ``latency_ms``: a batch's time shared among its
+    rows is every row's alike and says how fast a version gets through a backlog, not how
+    long one request takes; these calls give the per-request percentiles. Returns how many
+    of ``cases`` (a prefix) were timed: fewer when ``go_on`` says stop."""
+    done, _ = _time_rows_alone(pairs, prepared, cases, go_on, 1, untimed_nan=True)
+    singles = set(prepared.singles)  # run alone already: their latency is one request's
+    timed = set(done)
+    count = 0
+    for i in cases.tolist():
+        if i not in timed and i not in singles:
+            break
+        count += 1
+    return count
 
 
 def run_version(target: Target, prepared: CaseSet, batch_size: int,
@@ -560,7 +621,7 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
     run = VersionRun(target.name, target.location, unjudged.astype(np.int64), unjudged,
                      latency, unjudged.astype(bool), errors, unanswered, columns.outputs,
                      columns.irregular, getattr(target, "model_version", None),
-                     list(getattr(target, "class_names", [])))
+                     list(getattr(target, "class_names", [])), down)
     if judge:
         judge_runs([run], n)
     return run

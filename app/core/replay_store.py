@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import asdict
 from itertools import repeat
@@ -22,6 +23,7 @@ from app.core.replay import (
     ReplayResult,
     Selection,
     VersionRun,
+    selection_from_json,
 )
 from app.core.replay_run import Columns
 from app.core.replay_targets import ReplayError
@@ -93,13 +95,58 @@ def _slow_limits(text: str | None, slow_cases: int) -> tuple[np.ndarray | None, 
     return arrays
 
 
+# A replay the CLI's Ctrl+C cut short was saved with this title before replays kept how many
+# versions they were asked for (and had titles of their own): it is a note, not a title.
+STOPPED_NOTE = re.compile(r"stopped by Ctrl\+C after (\d+) of (\d+) versions")
+
+
+def _selection_doc(result: ReplayResult) -> str:
+    """The replays.selection column: the filters (``Selection``'s fields) and, beside them,
+    what the run made of them: failures and controls replayed, failures matched before the
+    limit, versions asked for. ``replay --list`` reads these without loading any case."""
+    doc = asdict(result.selection) if result.selection else {}
+    control = result.control_mask
+    failures = int(np.count_nonzero(~control))
+    doc["replayed"] = {"failures": failures, "controls": len(control) - failures,
+                       "failures_matched": result.failures_matched,
+                       "versions_asked": result.versions_asked}
+    return json.dumps(doc)
+
+
+def saved_counts(row: dict) -> dict:
+    """What ``_selection_doc`` kept beside a saved replay's filters (failures, controls,
+    failures_matched, versions_asked); empty for a replay saved before they were kept."""
+    try:
+        doc = json.loads(row.get("selection") or "null")
+    except ValueError:
+        return {}
+    kept = doc.get("replayed") if isinstance(doc, dict) else None
+    return kept if isinstance(kept, dict) else {}
+
+
+def saved_selection(row: dict) -> Selection | None:
+    """A saved replay's filters (None when it kept none)."""
+    try:
+        return selection_from_json(json.loads(row.get("selection") or "null"))
+    except (ValueError, TypeError):
+        return None
+
+
+def saved_title(row: dict) -> str | None:
+    """A saved replay's title as a person gave it; None for none, or for the note an older
+    CLI saved in its place when Ctrl+C cut the run short."""
+    title = row.get("title")
+    return None if not title or STOPPED_NOTE.fullmatch(title) else title
+
+
 def save_replay(store: Store, result: ReplayResult, title: str | None = None) -> int:
-    """Write the replay in one transaction; sets and returns ``result.replay_id``."""
+    """Write the replay in one transaction; sets and returns ``result.replay_id``.
+    ``title``: what its title column holds (default ``result.title``)."""
     firsts = result.first_failing()
     meta = {
         "created_ns": time.time_ns(),
-        "title": title,
-        "selection": json.dumps(asdict(result.selection) if result.selection else None),
+        "title": result.title if title is None else title,
+        "selection": _selection_doc(result),
         "versions": json.dumps([{"name": r.version, "location": r.location,
                                  "classes": r.class_names} for r in result.runs]),
         "criteria": json.dumps(asdict(result.criteria)),
@@ -140,9 +187,12 @@ def load_replay(store: Store, replay_id: int) -> ReplayResult:
         cases.append(Case(stored.id, stored.capture, bool(control)))
     n = len(cases)
     versions = json.loads(meta["versions"])
-    selection_doc = json.loads(meta["selection"] or "null")
-    selection = (Selection(**{**selection_doc, "kinds": tuple(selection_doc["kinds"])})
-                 if selection_doc else None)
+    selection = saved_selection(meta)
+    counts = saved_counts(meta)
+    versions_asked = counts.get("versions_asked")
+    stopped = STOPPED_NOTE.fullmatch(meta.get("title") or "")
+    if stopped and versions_asked is None:  # saved by an older CLI, the count in its title
+        versions_asked = int(stopped.group(2))
     criteria = Criteria(**json.loads(meta["criteria"]))
     by_version: dict[int, list[tuple]] = {}
     for row in result_rows:
@@ -180,4 +230,5 @@ def load_replay(store: Store, replay_id: int) -> ReplayResult:
     slo, scale = _slow_limits(meta.get("slow_limits"), slow_cases)
     return ReplayResult(cases, runs, criteria, selection, bool(meta["cancelled"]),
                         replay_id=int(meta["id"]), failing=failing, slo_limits=slo,
-                        slow_scale=scale)
+                        slow_scale=scale, failures_matched=counts.get("failures_matched"),
+                        title=saved_title(meta), versions_asked=versions_asked)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import sqlite_utils
@@ -1036,6 +1037,73 @@ class Store:
             "outputs FROM replay_results WHERE replay_id = ? ORDER BY version_idx, case_idx",
             [replay_id]).fetchall()
         return metas[0], cases, results
+
+    def count_selected_captures(self, *, endpoint: str | None = None,
+                                statuses: Sequence[str] | None = None,
+                                failed: bool | None = None, start_ns: int | None = None,
+                                end_ns: int | None = None, label: str | None = None,
+                                model_version: str | None = None) -> int:
+        """How many captures ``select_captures`` would return with no limit: one COUNT over
+        the same filters, reading no blob (a replay says how many its --limit left out)."""
+        where, args = self._capture_filter(endpoint, statuses, failed, start_ns, end_ns, label,
+                                           model_version)
+        return int(self.db.execute("SELECT count(*) FROM captures c WHERE "
+                                   + " AND ".join(where), args).fetchone()[0])
+
+    # The columns whose values a refused selection lists; a fixed map, so no caller's text
+    # ever becomes SQL.
+    _VALUE_COLUMNS: ClassVar[dict[str, str]] = {
+        "status": "c.status", "label": "c.label", "model_version": "c.model_version"}
+
+    def capture_value_counts(self, column: str, *, endpoint: str | None = None,
+                             statuses: Sequence[str] | None = None,
+                             failed: bool | None = None, start_ns: int | None = None,
+                             end_ns: int | None = None, label: str | None = None,
+                             model_version: str | None = None) -> dict[str | None, int]:
+        """The values ``column`` (status, label or model_version) takes among the captures
+        these filters select, with how many have each, most common first."""
+        col = self._VALUE_COLUMNS[column]
+        where, args = self._capture_filter(endpoint, statuses, failed, start_ns, end_ns, label,
+                                           model_version)
+        rows = self.db.execute(f"SELECT {col}, count(*) FROM captures c WHERE "
+                               + " AND ".join(where)
+                               + f" GROUP BY {col} ORDER BY count(*) DESC, {col}", args)
+        return {r[0]: int(r[1]) for r in rows.fetchall()}
+
+    def replay_case_counts(self, replay_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """(failures, controls) of each of these saved replays, from their case rows."""
+        if not replay_ids:
+            return {}
+        rows = self.db.execute(
+            "SELECT replay_id, count(*) - coalesce(sum(control), 0), coalesce(sum(control), 0) "
+            "FROM replay_cases WHERE replay_id IN (SELECT value FROM json_each(?)) "
+            "GROUP BY replay_id", [json.dumps([int(i) for i in replay_ids])])
+        return {int(r[0]): (int(r[1]), int(r[2])) for r in rows.fetchall()}
+
+    def delete_replay(self, replay_id: int) -> bool:
+        """Remove a saved replay with its cases and results, all in one transaction (the
+        captures stay); False when there is no such replay."""
+        try:
+            with self.db.conn:
+                self.db.execute("DELETE FROM replay_results WHERE replay_id = ?", [replay_id])
+                self.db.execute("DELETE FROM replay_cases WHERE replay_id = ?", [replay_id])
+                gone = self.db.execute("DELETE FROM replays WHERE id = ?", [replay_id]).rowcount
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot delete replay {replay_id} from {self.path}: {exc}") \
+                from exc
+        return gone > 0
+
+    def capture_records(self, ids: Sequence[int]
+                        ) -> dict[int, tuple[str, int, str | None, str | None, float | None]]:
+        """Endpoint URI, time (ns), request id, recorded prediction and confidence of each of
+        these captures (those still in the workspace), without their tensors."""
+        if not ids:
+            return {}
+        rows = self.db.execute(
+            "SELECT c.id, e.uri, c.ts_ns, c.request_id, c.prediction, c.confidence "
+            "FROM captures c JOIN endpoints e ON e.id = c.endpoint_id "
+            "WHERE c.id IN (SELECT value FROM json_each(?))", [json.dumps([int(i) for i in ids])])
+        return {int(r[0]): (r[1], int(r[2]), r[3], r[4], r[5]) for r in rows.fetchall()}
 
     # -- incidents and reports (issue 7) --------------------------------------------------
 

@@ -232,6 +232,56 @@ def verify_unchanged(version: ModelVersion) -> None:
                            f"versions add` (under a new --name to keep both)")
 
 
+CHANGED, MISSING = "changed", "missing"
+# File times come from the kernel's coarse clock, a few ms behind time.time_ns(): a file
+# written just after it was registered can carry a time just before. Within this margin of
+# the registration the bytes are hashed, never trusted.
+_CLOCK_SLACK_NS = 2_000_000_000
+
+
+def file_state(version: ModelVersion, registered_ns: int | None) -> str | None:
+    """Whether a registered ONNX file is still the bytes registered: None when it is (or the
+    version is a server's), CHANGED or MISSING. Cheap for big files: sizes, then the files'
+    times against ``registered_ns`` (its registration); the bytes are hashed only when those
+    leave it open. The change time counts too, since a copy that keeps an older modification
+    time (``cp -p``, ``rsync -t``) is a change all the same."""
+    if version.kind != KIND_ONNX or not version.sha256:
+        return None
+    path = Path(version.location)
+    if not path.is_file():
+        return MISSING
+    files = [path]
+    try:
+        stats = [path.stat()]
+        if stats[0].st_size != version.size_bytes:
+            # Weights beside it count in the registered size: read which (the model file
+            # alone, then small) before calling it changed.
+            model = onnx.load(str(path), load_external_data=False)
+            files += _external_files(model, path.parent)
+            stats += [f.stat() for f in files[1:]]
+    except Exception:  # unreadable as a model, or a weights file gone: not what was registered
+        return CHANGED
+    if sum(st.st_size for st in stats) != version.size_bytes:
+        return CHANGED
+    touched_ns = max(max(st.st_mtime_ns, st.st_ctime_ns) for st in stats)
+    if registered_ns is not None and touched_ns < registered_ns - _CLOCK_SLACK_NS:
+        return None  # untouched since it was registered: nothing to read
+    try:
+        now = sha256_of(*files)
+    except OSError:
+        return MISSING
+    return None if now == version.sha256 else CHANGED
+
+
+def registered_with_state(store: Store) -> list[tuple[ModelVersion, str | None]]:
+    """The registered versions in registry order, each with ``file_state``."""
+    out = []
+    for row in store.versions():
+        v = ModelVersion.from_row(row)
+        out.append((v, file_state(v, row.get("registered_ns"))))
+    return out
+
+
 def remote_version(uri: str, name: str | None = None, version: str | None = None
                    ) -> ModelVersion:
     try:

@@ -219,7 +219,7 @@ def test_a_cancelled_replay_saved_without_a_title_is_shown_as_cancelled(capsys, 
         stop = threading.Event()
         result = replay(cases, [LocalOnnxTarget(v) for v in versions],
                         progress=lambda share: share > 0.5 and stop.set(),  # in the 2nd
-                        cancelled=stop.is_set)
+                        cancelled=stop.is_set, requests=0)
         assert result.cancelled and len(result.runs) == 1
         replay_id = save_replay(store, result)
     finally:

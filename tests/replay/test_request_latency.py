@@ -1,0 +1,115 @@
+"""A replay's latency per version is of single requests: after the batches, a spread sample of
+cases is sent one at a time to every version, the versions taking turns. A batch's time
+shared among its rows was every case's alike (p50 = p95), a few nanoseconds for the demo's
+models, and said nothing of how long one request takes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.core.replay import REQUEST_SAMPLE, Selection, replay, select_case_set
+from app.core.replay_run import request_sample
+from app.core.replay_store import load_replay, save_replay
+from app.core.replay_targets import LocalOnnxTarget
+from app.core.store import Store
+
+SLOW_REQUEST_S = 0.003
+
+
+class SlowAlone(LocalOnnxTarget):
+    """wine-v2 that takes 3 ms more for a request of one row, and no more per batch: the
+    time a server's per-request overhead (parsing, a network hop) adds."""
+
+    def run_adapted(self, feeds):
+        if len(next(iter(feeds.values()))) == 1:
+            time.sleep(SLOW_REQUEST_S)
+        return super().run_adapted(feeds)
+
+
+@pytest.fixture
+def prepared(demo_db: Path):
+    store = Store(demo_db)
+    try:
+        return select_case_set(store, Selection(limit=600, controls=200))
+    finally:
+        store.close()
+
+
+def test_each_version_s_percentiles_are_of_single_requests(prepared, versions):
+    assert len(prepared) > REQUEST_SAMPLE
+    result = replay(prepared, [LocalOnnxTarget(versions[0]), SlowAlone(versions[1])],
+                    batch_size=256)
+    fast, slow = result.summaries()
+    assert fast.requests_timed == slow.requests_timed == REQUEST_SAMPLE
+    # A request of its own costs 3 ms more on the slow one, and its percentiles say so;
+    # shared among 256 rows, that would have been 0.01 ms a row.
+    assert slow.latency_p50_ms >= SLOW_REQUEST_S * 1e3
+    assert fast.latency_p50_ms < slow.latency_p50_ms
+    # The batched pace is the rest's share of their batches: far below one request's time.
+    assert fast.batched_ms_per_row < fast.latency_p50_ms
+    rows = result.request_rows
+    assert len(set(rows.tolist())) == REQUEST_SAMPLE
+    assert (result.runs[1].latency_ms[rows] >= SLOW_REQUEST_S * 1e3).all()
+    doc = result.to_json()["versions"][1]["latency_ms"]
+    assert doc["per"] == "request" and doc["requests_timed"] == REQUEST_SAMPLE
+
+
+def test_a_reopened_replay_reads_the_same_requests(prepared, versions, demo_db):
+    result = replay(prepared, [LocalOnnxTarget(v) for v in versions[:2]], batch_size=256)
+    store = Store(demo_db)
+    try:
+        again = load_replay(store, save_replay(store, result))
+    finally:
+        store.close()
+    assert np.array_equal(again.request_rows, result.request_rows)
+    assert again.summaries() == result.summaries()
+
+
+def test_a_cancel_while_requests_are_timed_keeps_the_ones_timed(prepared, versions, demo_db):
+    calls = 0
+
+    def stop_after_50_requests() -> bool:
+        return calls >= 50
+
+    class Counting(LocalOnnxTarget):
+        def run_adapted(self, feeds):
+            nonlocal calls
+            if len(next(iter(feeds.values()))) == 1:
+                calls += 1
+            return super().run_adapted(feeds)
+
+    result = replay(prepared, [Counting(versions[0])], batch_size=256,
+                    cancelled=stop_after_50_requests)
+    assert result.cancelled and len(result.runs) == 1  # every version had answered
+    (summary,) = result.summaries()
+    # The first ones of the sample (a spread in itself): 50, less the warm-up's one row.
+    assert 0 < summary.requests_timed < REQUEST_SAMPLE
+    assert result.criteria.requests_timed == summary.requests_timed
+    store = Store(demo_db)
+    try:
+        again = load_replay(store, save_replay(store, result))
+    finally:
+        store.close()
+    assert again.summaries() == [summary]
+
+
+def test_the_sample_is_a_seeded_spread_without_the_cases_timed_alone():
+    first = request_sample(1000, 200, np.array([3, 5, 7]))
+    assert np.array_equal(first, request_sample(1000, 200, np.array([3, 5, 7])))
+    assert len(set(first.tolist())) == 200 and not {3, 5, 7} & set(first.tolist())
+    # A prefix is the same whatever the size asked: a cut-short sample is found again.
+    assert np.array_equal(request_sample(1000, 50, np.array([3, 5, 7])), first[:50])
+    # Spread over the cases (newest first), not the newest 200.
+    assert first.max() > 800 and first.min() < 200
+    assert request_sample(10, 200, np.empty(0, np.int64)).size == 10
+
+
+def test_replay_with_no_requests_keeps_the_batches_shares(prepared, versions):
+    result = replay(prepared, [LocalOnnxTarget(versions[0])], batch_size=256, requests=0)
+    (summary,) = result.summaries()
+    assert summary.requests_timed == 0 and result.request_rows.size == 0
+    assert result.to_json()["versions"][0]["latency_ms"]["per"] == "row of a batch"
