@@ -95,6 +95,7 @@ class VersionAnswer:
     verdict: str
     error: str | None = None
     why: str = ""  # the verdict in words, with the rules a failing case broke
+    latency_means: str = ""  # what its latency is a time of (one request, a batch's share)
 
 
 def image_of(array: np.ndarray) -> np.ndarray | None:
@@ -330,8 +331,9 @@ class CaseViewWidget(QWidget):
         for c, (label, tip) in enumerate((
                 ("version", ""), ("class", "the class this version answered"),
                 ("conf.", "confidence: the answered class's probability"),
-                ("ms", "latency in ms: the case's share of its batch, or one call of its own "
-                       "for a SLOW capture held to an SLO"),
+                ("ms", "latency in ms: one request of its own for the cases a replay sends "
+                       "alone (200 of them), else the case's share of its batch; a SLOW "
+                       "capture held to an SLO: the median of 7 calls alone"),
                 ("verdict", "fixed, still failing, newly broken, ok, or no answer"))):
             header = QTableWidgetItem(label)
             header.setToolTip(tip)
@@ -478,6 +480,8 @@ class CaseViewWidget(QWidget):
                     item.setToolTip(a.error)
                 elif c == 4 and a.why:
                     item.setToolTip(a.why)
+                elif c == 3 and a.latency_means:
+                    item.setToolTip(a.latency_means)
                 self.answers.setItem(r, c, item)
 
     def _show_bars(self, answers: list[VersionAnswer]) -> None:

@@ -186,6 +186,9 @@ class ResultTableModel(_SortedRows):
         self.result: ReplayResult | None = None
         self._first: list[str | None] = []
         self._verdicts: list[np.ndarray] = []  # per run: each case's verdict (VERDICTS index)
+        # The cases whose latency is one request's, or several calls' alone (SLOW cases).
+        self._request_rows: set[int] = set()
+        self._timed_alone: set[int] = set()
 
     def set_result(self, result: ReplayResult | None) -> None:
         self.beginResetModel()
@@ -193,6 +196,8 @@ class ResultTableModel(_SortedRows):
         self._first = result.first_failing() if result else []
         self._verdicts = [_verdict_codes(result, j) for j in range(len(result.runs))] \
             if result else []
+        self._request_rows = set(result.request_rows.tolist()) if result else set()
+        self._timed_alone = set(result.timed_alone.tolist()) if result else set()
         self._reset_order(len(result.cases) if result else 0)
         self.endResetModel()
 
@@ -330,6 +335,12 @@ class ResultTableModel(_SortedRows):
         """Every version's answer to case ``i``, for the side-by-side view."""
         assert self.result is not None
         out = []
+        if i in self._request_rows:
+            means = "one request of its own, sent after the batches"
+        elif i in self._timed_alone:
+            means = "the median of 7 calls of it alone (a SLOW capture, held to its SLO)"
+        else:
+            means = "its share of its batch's time (the pace through a backlog)"
         for j, run in enumerate(self.result.runs):
             outs = run.output(i)
             pred = int(run.prediction[i])
@@ -343,8 +354,9 @@ class ResultTableModel(_SortedRows):
                 confidence=None if np.isnan(conf) else float(self._confidence(run, i)),
                 latency_ms=None if np.isnan(lat) else lat,
                 verdict=self.verdict(i, j), error=run.errors.get(i),
-                why=_verdict_text(self.result, i, j)))
+                why=_verdict_text(self.result, i, j), latency_means=means))
         return out
+
 
 
 def _verdict_codes(result: ReplayResult, run: int) -> np.ndarray:

@@ -113,3 +113,18 @@ def test_replay_with_no_requests_keeps_the_batches_shares(prepared, versions):
     (summary,) = result.summaries()
     assert summary.requests_timed == 0 and result.request_rows.size == 0
     assert result.to_json()["versions"][0]["latency_ms"]["per"] == "row of a batch"
+
+
+def test_the_case_view_says_what_each_latency_is_a_time_of(qapp, prepared, versions):
+    from app.gui.replay_models import ResultTableModel
+
+    result = replay(prepared, [LocalOnnxTarget(versions[0])], batch_size=256)
+    model = ResultTableModel()
+    model.set_result(result)
+    sent = int(result.request_rows[0])
+    batched = next(i for i in range(len(prepared)) if i not in set(result.request_rows.tolist()))
+    (alone,) = model.answers(sent)
+    (shared,) = model.answers(batched)
+    assert alone.latency_means.startswith("one request of its own")
+    assert shared.latency_means.startswith("its share of its batch's time")
+    assert alone.latency_ms == result.runs[0].latency_ms[sent]
