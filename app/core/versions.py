@@ -239,7 +239,8 @@ CHANGED, MISSING = "changed", "missing"
 _CLOCK_SLACK_NS = 2_000_000_000
 
 
-def file_state(version: ModelVersion, registered_ns: int | None) -> str | None:
+def file_state(version: ModelVersion, registered_ns: int | None, *,
+               hash_when_unsure: bool = True) -> str | None:
     """Whether a registered ONNX file is still the bytes registered: None when it is (or the
     version is a server's), CHANGED or MISSING. Cheap for big files: sizes, then the files'
     times against ``registered_ns`` (its registration); the bytes are hashed only when those
@@ -266,6 +267,8 @@ def file_state(version: ModelVersion, registered_ns: int | None) -> str | None:
     touched_ns = max(max(st.st_mtime_ns, st.st_ctime_ns) for st in stats)
     if registered_ns is not None and touched_ns < registered_ns - _CLOCK_SLACK_NS:
         return None  # untouched since it was registered: nothing to read
+    if not hash_when_unsure:
+        return None  # the caller cannot wait for the bytes (a GUI thread): not known here
     try:
         now = sha256_of(*files)
     except OSError:
@@ -273,12 +276,14 @@ def file_state(version: ModelVersion, registered_ns: int | None) -> str | None:
     return None if now == version.sha256 else CHANGED
 
 
-def registered_with_state(store: Store) -> list[tuple[ModelVersion, str | None]]:
+def registered_with_state(store: Store, *, hash_when_unsure: bool = True
+                          ) -> list[tuple[ModelVersion, str | None]]:
     """The registered versions in registry order, each with ``file_state``."""
     out = []
     for row in store.versions():
         v = ModelVersion.from_row(row)
-        out.append((v, file_state(v, row.get("registered_ns"))))
+        out.append((v, file_state(v, row.get("registered_ns"),
+                                  hash_when_unsure=hash_when_unsure)))
     return out
 
 

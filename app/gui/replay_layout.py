@@ -8,6 +8,7 @@ and lays the rows out. Thread: GUI only.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.replay import FIXED, NEWLY_BROKEN, NO_ANSWER, STILL_FAILING
+from app.core.domain import utc_text
+from app.core.replay import FIXED, NEWLY_BROKEN, NO_ANSWER, STILL_FAILING, selection_text
+from app.core.replay_store import saved_selection, saved_title
+from app.core.summary import fit
 from app.gui.replay_models import FailureTableModel, ResultFilterProxy, ResultTableModel
 from app.gui.replay_versions import VersionListWidget
 from probes.onnx_local import available_providers
@@ -40,6 +44,7 @@ from widgets.flow_layout import FlowLayout
 
 _COLUMN_CHARS = 24  # a results column is at most this many average characters wide
 _SAVED_WIDE = "#99 9999 cases"  # the saved-replay box is at least this wide
+_SAVED_NAME_CHARS = 28  # a saved replay's title (or selection) in its box, cut in the middle
 # Widening the grid to its columns after a replay leaves the failure list and the case view
 # at least this wide: the list its #, kind and label columns (``_list_floor``), never under
 # _LIST_MIN_PX; the case view its features beside the bars, and the answers' columns (its
@@ -342,6 +347,14 @@ def fill_filter_box(box: QComboBox, model: ResultTableModel,
     box.blockSignals(False)
 
 
+def _versions_of(row: Mapping[str, Any]) -> list[dict]:
+    try:
+        versions = json.loads(row.get("versions") or "[]")
+    except ValueError:
+        return []
+    return [v for v in versions if isinstance(v, dict)] if isinstance(versions, list) else []
+
+
 def fill_saved_box(box: QComboBox, saved: Sequence[Mapping[str, Any]],
                    select: int | None = None) -> None:
     """The saved replays (the store's rows: ``id``, ``cases``, ``cancelled``), newest first;
@@ -350,11 +363,19 @@ def fill_saved_box(box: QComboBox, saved: Sequence[Mapping[str, Any]],
     before = box.currentData()
     box.clear()
     for r in saved:
-        box.addItem(f"#{r['id']} {r['cases']} cases"
-                    f"{' (cancelled)' if r['cancelled'] else ''}", r["id"])
-        box.setItemData(box.count() - 1, box.itemText(box.count() - 1),
-                        Qt.ItemDataRole.ToolTipRole)
-    # As wide as its longest entry, so "#1 5038 cases (cancelled)" is not cut to "(cance".
+        # Its title, else what it selected: "#3 1001 cases" told replays apart by id alone.
+        title, selection = saved_title(dict(r)), selection_text(saved_selection(dict(r)))
+        cancelled = " (cancelled)" if r["cancelled"] else ""
+        box.addItem(f"#{r['id']} {fit(title or selection, _SAVED_NAME_CHARS)} · "
+                    f"{r['cases']} cases{cancelled}", r["id"])
+        when = utc_text(r["created_ns"]) if r.get("created_ns") else "unknown time"
+        versions = ", ".join(v.get("name", "?") for v in _versions_of(r))
+        tip = "\n".join(x for x in (
+            f"Replay #{r['id']}{' “' + title + '”' if title else ''}{cancelled}",
+            f"selected: {selection}", f"{r['cases']} cases on {versions or 'no version'}",
+            f"saved {when}") if x)
+        box.setItemData(box.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+    # As wide as its longest entry (capped: the title's cut), so "(cancelled)" is not cut.
     box.setMinimumContentsLength(max(
         [len(_SAVED_WIDE)] + [len(box.itemText(i)) for i in range(box.count())]))
     for wanted in (select, before):

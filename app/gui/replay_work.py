@@ -19,6 +19,7 @@ from app.core.replay import (
     Criteria,
     ReplayResult,
     Selection,
+    count_failures,
     replay,
     select_cases,
     with_endpoint_thresholds,
@@ -68,6 +69,11 @@ def replay_and_save(db_path: Path, cases: Sequence[Case], versions: Sequence[tup
         # the minimum confidence its endpoint was probed with.
         judged_by = with_endpoint_thresholds(criteria, store)
         names = input_names_of(store, {c.capture.endpoint for c in cases})
+        # The list keeps the newest ``limit`` failures: at the limit, say how many matched
+        # (one COUNT, no blob read), as the CLI does.
+        failures = sum(1 for c in cases if not c.control)
+        matched = (count_failures(store, selection)
+                   if selection is not None and failures >= selection.limit else None)
     finally:
         store.close()
     model_versions = {v.version for v in known.values()}
@@ -78,6 +84,8 @@ def replay_and_save(db_path: Path, cases: Sequence[Case], versions: Sequence[tup
         _announce_first_use(targets, version_started)
         result = replay(cases, targets, criteria=judged_by, batch_size=batch_size,
                         selection=selection, progress=progress, cancelled=cancelled)
+        if matched is not None:
+            result.failures_matched = max(matched, failures)  # captures may land meanwhile
     finally:
         for t in targets:
             t.close()

@@ -45,13 +45,20 @@ from app.core.contract import (
 )
 from app.core.store import Store
 from app.core.versions import (
+    CHANGED as FILE_CHANGED,
+)
+from app.core.versions import (
     KIND_ONNX,
     ModelVersion,
     free_name,
     register,
     registered,
+    registered_with_state,
     remote_version,
     unregister,
+)
+from app.core.versions import (
+    MISSING as FILE_MISSING,
 )
 from app.gui.jobs import Job, JobRunner
 
@@ -221,9 +228,13 @@ class VersionsPanel(QWidget):
     def refresh(self) -> None:
         store = Store(self.db_path)
         try:
-            self.versions = registered(store)
+            # Sizes and times only, on this thread: a file touched since with the same size
+            # is hashed by the contract check, on its worker, which says so there.
+            with_state = registered_with_state(store, hash_when_unsure=False)
         finally:
             store.close()
+        self.versions = [v for v, _ in with_state]
+        states = [state for _, state in with_state]
         # A report measured another file than the one now under its name (re-registered,
         # replaced): it says nothing about this one.
         now = {v.name: v.sha256 for v in self.versions}
@@ -237,9 +248,16 @@ class VersionsPanel(QWidget):
                      f"{v.parameters:,}", "" if v.opset is None else str(v.opset),
                      v.producer or "", "" if v.size_bytes is None else f"{v.size_bytes:,} B",
                      (v.sha256 or "")[:12], v.signature() or v.location)
+            state = {FILE_CHANGED: "changed since registered: register it again",
+                     FILE_MISSING: "file missing"}.get(states[r] or "")
             for c, text in enumerate(cells):
-                item = QTableWidgetItem(text)
-                item.setToolTip(v.sha256 if c == 7 and v.sha256 else v.location)
+                item = QTableWidgetItem(f"⚠ {text} [{state}]" if state and c == 0 else text)
+                item.setToolTip(f"{v.location}: {state}" if state else
+                                v.sha256 if c == 7 and v.sha256 else v.location)
+                if state and c == 0:
+                    bold = item.font()
+                    bold.setBold(True)
+                    item.setFont(bold)
                 self.table.setItem(r, c, item)
         self.table.resizeColumnsToContents()
         self._fill_contract_table()

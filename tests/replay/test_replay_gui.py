@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
+from app.cli import main
 from app.core.replay import NEWLY_BROKEN
 from app.core.store import Store
 from app.gui.replay_panel import ReplayPanel
@@ -616,3 +617,27 @@ def test_a_cases_inputs_are_named_as_its_endpoint_names_them(qtbot, tmp_path, ve
         assert p.case_view.inputs.item(12, 0).text() == "sensor_12"
     finally:
         p.shutdown()
+
+
+def test_the_saved_box_names_each_replay_and_a_limited_one_says_how_many_matched(
+        qtbot, panel, versions):
+    """"#3 1001 cases" told saved replays apart by id alone, and the window never said that
+    its list kept only the newest ``max`` failures of more."""
+    panel.limit_spin.setValue(5)
+    load(qtbot, panel)
+    with qtbot.waitSignal(panel.replay_finished, timeout=TIMEOUT_MS) as blocker:
+        panel.run_button.click()
+    result = blocker.args[0]
+    assert result.failures_matched is not None and result.failures_matched > 5
+    text = re.sub("<[^>]+>", "", panel.summary.text())
+    assert f"replayed 5 of {result.failures_matched} matching failures" in text
+    assert main(["replay", "--db", str(panel.db_path), "--versions", str(versions[1]),
+                 "--limit", "3", "--title", "v2 on the worst three"]) == 0
+    panel.refresh_endpoints()
+    box = panel.saved_box
+    titled = box.itemText(box.findData(result.replay_id + 1))
+    assert titled.startswith(f"#{result.replay_id + 1} v2 on the worst three · ")
+    untitled = box.itemText(box.findData(result.replay_id))
+    assert untitled.startswith(f"#{result.replay_id} every endpoint, every kind · ")
+    tip = box.itemData(box.findData(result.replay_id), Qt.ItemDataRole.ToolTipRole)
+    assert "wine-v1, wine-v2, wine-v3" in tip and "selected: every endpoint" in tip

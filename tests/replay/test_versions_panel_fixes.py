@@ -235,3 +235,21 @@ def test_the_version_clause_reads_the_registered_version_when_the_file_has_none(
     assert p.cell_status("mlp", "cpu") == "pass"
     assert ("version: 1.0.0 (limit 1.0.0) — the version it was registered with (the file "
             "names none)") in p.contract_table.item(0, 0).toolTip()
+
+
+def test_the_versions_table_marks_a_file_changed_or_gone_since_registration(
+        qtbot, workspace, tmp_path, versions, panels):
+    """The table showed the registered sha and size beside a file since replaced or deleted,
+    with no mark until a contract check was run."""
+    model = tmp_path / "mine.onnx"
+    shutil.copy(versions[0], model)
+    p = panels(workspace, seed_versions=[str(model)])
+    assert _names(p) == ["mine"]
+    shutil.copy(versions[2], model)  # another model under the registered path
+    p.refresh()
+    (name,) = _names(p)
+    assert name == "⚠ mine [changed since registered: register it again]"
+    assert p.table.item(0, 0).font().bold()
+    model.unlink()
+    p.refresh()
+    assert _names(p) == ["⚠ mine [file missing]"]
