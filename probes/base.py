@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import errno
 import logging
 import math
 import sys
@@ -25,6 +26,15 @@ from app.core.domain import EndpointUri, Metric, Sample, UriError
 log = logging.getLogger(__name__)
 
 PROBE_SWITCH_INTERVAL_S = 0.0005  # see Probe.start
+# Errors of the machine, not of the probe, that pass: out of file descriptors (a flood of
+# connections to the agent beside it), of kernel memory or buffers. A probe that meets one
+# waits and runs again, from TRANSIENT_PAUSE_S doubling to TRANSIENT_MAX_PAUSE_S (back to
+# the first after a run of TRANSIENT_RESET_S without one).
+TRANSIENT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS,
+                              errno.EAGAIN})
+TRANSIENT_PAUSE_S = 0.5
+TRANSIENT_MAX_PAUSE_S = 30.0
+TRANSIENT_RESET_S = 60.0
 
 
 class ProbeError(Exception):
@@ -188,6 +198,7 @@ class Probe(ABC):
         self._resume.set()
         self._thread: threading.Thread | None = None
         self._unexpected_seen: set[str] = set()
+        self.transient_errors = 0  # runs ended by a passing error of the machine, and retried
 
     def internal_error(self, exc: Exception, doing: str) -> str:
         """A bug of ours met while ``doing`` (e.g. "reading a page"): its traceback logged
@@ -283,7 +294,7 @@ class Probe(ABC):
 
     def _main(self) -> None:
         try:
-            self.run(self._stop)
+            self._run_through_transient_errors()
         except Exception as exc:  # a probe bug must not take the program down
             log.exception("probe %s stopped on an unexpected error", self.endpoint)
             self.last_error = f"{type(exc).__name__}: {exc}"
@@ -294,3 +305,33 @@ class Probe(ABC):
             finally:
                 if self.state is not EndpointState.DOWN:
                     self.state = EndpointState.STOPPED
+
+    def _run_through_transient_errors(self) -> None:
+        """``run``, run again after an error that passes (``TRANSIENT_ERRNOS``): a probe
+        that stopped for good on one EMFILE left the agent serving its buffer with nothing
+        new in it, and no word of why. Each such error is counted; the first of each kind
+        is logged. Any other error ends the probe (``_main``)."""
+        pause_s = TRANSIENT_PAUSE_S
+        told: set[int] = set()
+        while True:
+            started = time.monotonic()
+            try:
+                self.run(self._stop)
+                return
+            except OSError as exc:
+                if exc.errno not in TRANSIENT_ERRNOS:
+                    raise
+                if self._stop.is_set():
+                    return
+                self.transient_errors += 1
+                self.last_error = f"{first_line(exc)} (retrying)"
+                if time.monotonic() - started >= TRANSIENT_RESET_S:
+                    pause_s = TRANSIENT_PAUSE_S
+                if exc.errno not in told:
+                    told.add(exc.errno)
+                    log.warning("probe %s: %s; it runs again in %g s, and again after each "
+                                "such error (counted, not logged)", self.endpoint,
+                                first_line(exc), pause_s)
+            if self._stop.wait(pause_s):
+                return
+            pause_s = min(TRANSIENT_MAX_PAUSE_S, pause_s * 2)

@@ -14,6 +14,7 @@ from app.commands import COMMANDS, _args
 from app.core import agent_buffer
 from app.core.agent import Agent, AgentConfig, AgentError, parse_listen
 from app.core.agent_auth import TOKEN_ENV, TokenError, read_token
+from app.core.agent_server import ListenLimits
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +43,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--key", type=Path, help="TLS private key (PEM)")
     p.add_argument("--seconds", type=_args.seconds, help="stop after this long (default: run until "
                    "Ctrl+C or SIGTERM)")
+    limits = ListenLimits()
+    p.add_argument("--max-connections", type=_args.count, default=limits.max_connections,
+                   help="client connections served at once; more are answered 503 "
+                        f"(default {limits.max_connections})")
+    p.add_argument("--client-timeout", type=_args.seconds, default=limits.client_timeout_s,
+                   help="seconds a client has to send a request's whole head, from its "
+                        "connect or its first byte; a body gets this plus 1 s per 64 KiB "
+                        f"(default {limits.client_timeout_s:g})")
+    p.add_argument("--idle-timeout", type=_args.seconds, default=limits.idle_timeout_s,
+                   help="seconds a kept-alive connection may wait for its next request "
+                        f"(default {limits.idle_timeout_s:g})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +64,10 @@ def run(args: argparse.Namespace) -> int:
             token=token, buffer_path=args.buffer, host=host, port=port, model=args.model,
             upstream=args.upstream, rate_hz=args.rate, payload=args.payload,
             capture_rate=args.capture_rate, system_rate_hz=args.system_rate,
-            max_items=args.max_items, cert=args.cert, key=args.key))
+            max_items=args.max_items, cert=args.cert, key=args.key,
+            limits=ListenLimits(max_connections=args.max_connections,
+                                client_timeout_s=args.client_timeout,
+                                idle_timeout_s=args.idle_timeout)))
     except (AgentError, TokenError, agent_buffer.BufferError) as exc:
         print(f"probescope: {exc}", file=sys.stderr)
         return 2

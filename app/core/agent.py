@@ -10,11 +10,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.core.agent_buffer import DEFAULT_MAX_ITEMS, AgentBuffer
-from app.core.agent_server import AgentHttpServer, tls_context
+from app.core.agent_server import AgentHttpServer, ListenLimits, tls_context
 from app.core.bus import Bus
 from app.core.contract_agent import AgentModel
 from app.core.recorder import Recorder
@@ -44,6 +44,7 @@ class AgentConfig:
     max_items: int = DEFAULT_MAX_ITEMS
     cert: Path | None = None
     key: Path | None = None
+    limits: ListenLimits = field(default_factory=ListenLimits)  # what a client may hold
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -109,11 +110,19 @@ class Agent:
         try:
             self.server = AgentHttpServer((config.host, config.port), token=config.token,
                                           buffer_path=config.buffer_path, info=info, tls=tls,
-                                          model=model)
+                                          model=model, limits=config.limits,
+                                          status=self._status)
         except OSError as exc:
             raise AgentError(f"cannot listen on {config.host}:{config.port}: "
                              f"{exc.strerror or exc}") from exc
         self._thread: threading.Thread | None = None
+
+    def _status(self) -> dict:
+        """For /v1/info: whether each probe still runs. A probe that stopped on an error
+        records nothing more, and the dashboard would otherwise see only a quiet agent."""
+        return {"probes": [{"endpoint": p.endpoint, "running": p.alive, "state": str(p.state),
+                            "last_error": p.last_error, "transient_errors": p.transient_errors}
+                           for p in self.probes]}
 
     @property
     def address(self) -> tuple[str, int]:

@@ -121,9 +121,13 @@ def _validation_rows(spec: object) -> tuple[np.ndarray | None, list[str | None]]
         raise AgentRefusal(400, "validation must be null or an object")
     try:
         raw = base64.b64decode(spec.get("features", ""), validate=True)
+        _npy_fits(raw)
         features = np.load(io.BytesIO(raw), allow_pickle=False)
     except (ValueError, TypeError, OSError) as exc:
         raise AgentRefusal(400, f"validation features are not a .npy array: {exc}") from None
+    except MemoryError:
+        raise AgentRefusal(413, "validation features are too large for this agent's "
+                                "memory") from None
     if features.ndim != 2 or features.dtype.kind not in "fiu" or not len(features):
         raise AgentRefusal(400, "validation features must be a non-empty 2-D numeric array")
     labels = spec.get("labels")
@@ -132,6 +136,27 @@ def _validation_rows(spec: object) -> tuple[np.ndarray | None, list[str | None]]
         raise AgentRefusal(400, "validation labels must be a list of strings or nulls, one "
                                 "per row")
     return features, labels
+
+
+def _npy_fits(raw: bytes) -> None:
+    """Refuse a .npy whose header declares more data than ``raw`` carries (ValueError),
+    before numpy allocates what it declares: a 100-byte header claiming 1.3e12 values had
+    it try to allocate 4.7 TiB."""
+    from numpy.lib import format as npy
+
+    stream = io.BytesIO(raw)
+    version = npy.read_magic(stream)
+    if version == (1, 0):
+        shape, _, dtype = npy.read_array_header_1_0(stream)
+    elif version == (2, 0):
+        shape, _, dtype = npy.read_array_header_2_0(stream)
+    else:  # 3.0 only differs for structured dtypes' field names: not numeric features
+        raise ValueError(f".npy format version {version[0]}.{version[1]} is not read here")
+    declared = math.prod(shape) * dtype.itemsize  # Python integers: no overflow
+    carried = len(raw) - stream.tell()
+    if declared > carried:
+        raise ValueError(f"its header declares {declared:,} bytes of data (shape {shape}, "
+                         f"{dtype}) but the request carries {carried:,}")
 
 
 def _write_validation(path: str, features: np.ndarray, labels: list[str | None]) -> None:

@@ -7,12 +7,12 @@ rewritten, and a chunked request body is sent with a Content-Length); responses 
 client exactly as the upstream sent them, byte for byte, status line and headers included.
 Recording happens off the hot path, in another process: the proxy only copies bytes, keeps a
 prefix of each answer (``max_record_bytes``, the rest streams through) and the request body
-(whole: a request resent on a fresh connection needs it, a chunked one goes on with a
-Content-Length) and queues each finished exchange; stopping lets the
-calls in flight finish first, so a call a client has seen answered is recorded even if the tap
-is stopped right after. A longer body is forwarded whole and recorded cut, with
-``truncated=True``. HTTP/1.1 only: no
-HTTP/2 and no protocol upgrades (WebSocket), which the three JSON protocols do not use.
+(whole, up to ``ClientLimits.max_body_bytes``: a request resent on a fresh connection needs
+it, a chunked one goes on with a Content-Length) and queues each finished exchange; stopping
+lets the calls in flight finish first, so a call a client has seen answered is recorded even
+if the tap is stopped right after. A longer body is forwarded whole and recorded cut, with
+``truncated=True``. HTTP/1.1 only: no HTTP/2 and no protocol upgrades (WebSocket), which the
+three JSON protocols do not use.
 
 Why not httpx upstream: httpx re-parses and re-encodes every message and costs ~0.3 ms a
 request in this process; the byte-copying proxy in tap_proxy.py, a thread per client
@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 from app.core.store import Store
 from app.core.tap_decode import Exchange, route
-from app.core.tap_proxy import ProxyServer, ProxySettings
+from app.core.tap_proxy import ClientLimits, ProxyServer, ProxySettings
 from app.core.tap_record import encode_exchange
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def _is_loopback(host: str) -> bool:
 class Tap:
     def __init__(self, upstream_url: str, db_path: str | Path, *, host: str = "127.0.0.1",
                  port: int = 9000, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, limits: ClientLimits | None = None) -> None:
         self.upstream = Upstream.parse(upstream_url)
         if not _is_loopback(host):
             # The tap copies production requests and answers into a file, and its clients are
@@ -117,7 +117,7 @@ class Tap:
         self._settings = ProxySettings(
             self.upstream.host, self.upstream.port,
             ssl.create_default_context() if self.upstream.tls else None, timeout_s,
-            max_record_bytes, self._record)
+            max_record_bytes, self._record, limits or ClientLimits())
         self._proxy: ProxyServer | None = None
         self._shipper: threading.Thread | None = None
         self._reader: threading.Thread | None = None

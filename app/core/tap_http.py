@@ -60,6 +60,10 @@ class BadMessage(ValueError):
     """Bytes that are not a well-formed HTTP/1.1 message."""
 
 
+class HeadTooLarge(BadMessage):
+    """A message whose first line and headers are longer than ``MAX_HEADER_BYTES``."""
+
+
 @dataclass(slots=True)
 class Message:
     """One parsed message: first line, headers, where it ends in the buffer, decoded body."""
@@ -78,11 +82,13 @@ class Message:
 
 def parse_head(buf: bytearray) -> Message | None:
     """The first line and headers at the start of ``buf`` (``end`` where they stop, no body),
-    or None while more bytes are needed."""
-    head_end = buf.find(b"\r\n\r\n")
+    or None while more bytes are needed. Raises HeadTooLarge past ``MAX_HEADER_BYTES``
+    (however the head arrived: checked only while its end was missing, a head that came
+    whole in one read went through at any size), BadMessage for a line that is no header."""
+    head_end = buf.find(b"\r\n\r\n", 0, MAX_HEADER_BYTES + 4)
     if head_end < 0:
-        if len(buf) > MAX_HEADER_BYTES:
-            raise BadMessage("headers too large")
+        if len(buf) >= MAX_HEADER_BYTES + 4:
+            raise HeadTooLarge(f"headers larger than {MAX_HEADER_BYTES // 1024} KiB")
         return None
     lines = bytes(buf[:head_end]).split(b"\r\n")
     headers = []
@@ -199,9 +205,15 @@ def answer_framing(head: Message, method: bytes, status: int) -> tuple[str, int]
     return "length", n
 
 
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large",
+            431: b"Request Header Fields Too Large", 502: b"Bad Gateway",
+            504: b"Gateway Timeout"}
+
+
 def error_response(status: int, message: str) -> bytes:
-    """The tap's own answer when the upstream gave none (502) or none in time (504)."""
-    reason = {502: b"Bad Gateway", 504: b"Gateway Timeout"}[status]
+    """The tap's own answer, closing the connection: when the upstream gave none (502) or
+    none in time (504), or to a request it will not forward (400, 408, 413, 431)."""
+    reason = _REASONS[status]
     body = json.dumps({"error": message}).encode()
     return (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
             b"Connection: close\r\n\r\n" % (status, reason, len(body))) + body

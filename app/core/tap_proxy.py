@@ -8,11 +8,17 @@ proved to be HTTP, and are parsed only to find where the answer ends. Each finis
 then goes to ``on_exchange`` (a queue put); ``ProxyServer.close`` lets calls in flight finish
 first, so a call a client has seen answered is recorded even when the tap stops right after.
 The bytes themselves (heads, where a body ends, chunked bodies) are parsed by tap_http.py.
+
+Clients need no credential, so what one may hold of the tap is bounded (``ClientLimits``):
+connections served at once (more wait in the listen queue), the time a request's whole head
+and body may take to arrive and a kept-alive connection may sit idle, and a request body's
+size. An accept() that fails for want of descriptors is retried, never taken for the stop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import socket
 import ssl
@@ -22,10 +28,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from app.core.log_throttle import LogThrottle
 from app.core.tap_decode import Exchange, decode_content
 from app.core.tap_http import (
     BadMessage,
     BodyReader,
+    HeadTooLarge,
     Message,
     answer_framing,
     error_response,
@@ -42,6 +50,30 @@ _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te
                          b"content-length"})
 # What stands in the record for a credential's value (``header_secrets``, app/core/tap_http.py).
 REDACTED = "[redacted]"
+# A request body gets ``client_timeout_s`` plus one second per this many bytes received
+# (Apache's mod_reqtimeout MinRate): a body trickled slower than that is cut.
+BODY_MIN_BYTES_PER_S = 64 * 1024
+# After refusing a request whose body is still coming, how long its bytes are read and
+# dropped before the close: closing on unread bytes resets the connection, and a client
+# still sending would lose the 413 (nginx's lingering close).
+LINGER_S = 1.0
+# accept() failing for want of descriptors or memory: the listener stays readable, so
+# retrying at once would spin until something frees one.
+ACCEPT_PAUSE_S = 0.1
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# A connection that failed between the client's connect and our accept: only that one.
+_CLIENT_GONE_ERRNOS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EPERM})
+
+
+@dataclass(frozen=True, slots=True)
+class ClientLimits:
+    """What a client may hold of the tap (``probescope tap --max-connections ...``). Each
+    connection takes a thread and two descriptors (the client's and its upstream one)."""
+
+    max_connections: int = 256  # served at once; the next wait in the listen queue
+    client_timeout_s: float = 30.0  # a request's whole head, from connect or its first byte
+    idle_timeout_s: float = 60.0  # a kept-alive connection waiting for its next request
+    max_body_bytes: int = 64 * 2**20  # a longer request body is answered 413, not read
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +84,7 @@ class ProxySettings:
     timeout_s: float
     max_record_bytes: int
     on_exchange: Callable[[Exchange], None]
+    limits: ClientLimits = ClientLimits()
 
     @property
     def hostport(self) -> bytes:
@@ -70,6 +103,38 @@ class _ClientGone(Exception):
     """The client closed its connection or the tap is stopping."""
 
 
+class _ClientTooSlow(Exception):
+    """A request's head or body did not arrive within its time."""
+
+    def __init__(self, part: str) -> None:
+        super().__init__(part)
+        self.part = part  # "head" or "body"
+
+
+class ListenerNotes:
+    """The log lines of what clients can repeat at will (a refused request, a slow one, a
+    full table, a failing accept): each said once, then counted (``LogThrottle``)."""
+
+    def __init__(self) -> None:
+        self.refused = LogThrottle(log)
+        self.cut_slow = LogThrottle(log)
+        self.full = LogThrottle(log)
+        self.accept_failed = LogThrottle(log, logging.ERROR)
+        self.bugs: set[str] = set()
+
+    def flush(self) -> None:
+        for throttle in (self.refused, self.cut_slow, self.full, self.accept_failed):
+            throttle.flush()
+
+
+def _set_kernel_timeout(sock: socket.socket, option: int, seconds: float) -> None:
+    """SO_RCVTIMEO/SO_SNDTIMEO: one syscall per recv or send, where a Python-level timeout
+    adds a poll() to each. A timed-out call raises BlockingIOError. (0 would mean never.)"""
+    whole = int(seconds)
+    micros = int((seconds - whole) * 1e6) or (0 if whole else 1)
+    sock.setsockopt(socket.SOL_SOCKET, option, struct.pack("ll", whole, micros))
+
+
 class ClientSession:
     """One client connection, served on its own thread with blocking sockets, and its own
     keep-alive connection upstream. A request with a Content-Length body is streamed: its
@@ -78,9 +143,21 @@ class ClientSession:
     send head and body in separate writes). A chunked request is read whole, then sent with
     a Content-Length."""
 
-    def __init__(self, sock: socket.socket, settings: ProxySettings) -> None:
+    def __init__(self, sock: socket.socket, settings: ProxySettings,
+                 notes: ListenerNotes | None = None) -> None:
         self.client = sock
         self.s = settings
+        self.limits = settings.limits
+        self.notes = notes or ListenerNotes()
+        try:
+            self.peer = str(sock.getpeername()[0])
+        except OSError:  # gone already
+            self.peer = "?"
+        self._accepted_s = time.monotonic()
+        self._heads = 0  # request heads read on this connection
+        self._client_ok = True  # False once a send to the client failed: nothing more goes
+        # A client that does not read its answer is cut after this long without progress.
+        _set_kernel_timeout(sock, socket.SO_SNDTIMEO, self.limits.client_timeout_s)
         self.buf = bytearray()
         self.upstream: socket.socket | None = None
         self.closed = False
@@ -97,6 +174,14 @@ class ClientSession:
                 pass
         except _ClientGone:
             pass
+        except _ClientTooSlow as exc:
+            self.notes.cut_slow("tap closed a connection from %s that did not send its "
+                                "request %s within its time (--client-timeout %g s)",
+                                self.peer, exc.part, self.limits.client_timeout_s)
+            if self._client_ok and not self.forwarded:
+                with contextlib.suppress(OSError):
+                    self.client.sendall(error_response(
+                        408, f"the request {exc.part} did not arrive in time"))
         except OSError as exc:
             log.debug("tap client connection ended: %s", exc)
         finally:
@@ -114,32 +199,83 @@ class ClientSession:
                     sock.close()
         self.upstream = None
 
-    def _recv_client(self) -> bytes:
-        data = self.client.recv(65536)
+    def _recv_client(self, deadline_s: float, part: str) -> bytes:
+        """What the client sent next, waiting until ``deadline_s`` (monotonic) at most: a
+        timeout restarting with each byte let a client trickling one a second hold the
+        connection for as long as it liked. Raises _ClientTooSlow, _ClientGone."""
+        left_s = deadline_s - time.monotonic()
+        if left_s <= 0:
+            raise _ClientTooSlow(part)
+        _set_kernel_timeout(self.client, socket.SO_RCVTIMEO, left_s)
+        try:
+            data = self.client.recv(65536)
+        except (TimeoutError, BlockingIOError):
+            raise _ClientTooSlow(part) from None
         if not data:
             raise _ClientGone
         return data
+
+    def _read_head(self) -> Message:
+        """The next request's head. A new connection's first head is due within
+        ``client_timeout_s`` of the connect; on a kept-alive one, the next request may take
+        ``idle_timeout_s`` to begin and then ``client_timeout_s`` to finish its head. A
+        connection that sent nothing in time ends quietly (_ClientGone), as does one idle
+        past its time; one that sent part of a head raises _ClientTooSlow."""
+        limits = self.limits
+        if not self._heads:
+            deadline_s: float | None = self._accepted_s + limits.client_timeout_s
+        elif self.buf:  # pipelined: the next head has begun
+            deadline_s = time.monotonic() + limits.client_timeout_s
+        else:
+            deadline_s = None
+        head = parse_head(self.buf)
+        while head is None:
+            try:
+                if deadline_s is None:
+                    self.buf += self._recv_client(time.monotonic() + limits.idle_timeout_s,
+                                                  "head")
+                    deadline_s = time.monotonic() + limits.client_timeout_s
+                else:
+                    self.buf += self._recv_client(deadline_s, "head")
+            except _ClientTooSlow:
+                if self.buf:
+                    raise
+                log.debug("tap: a connection from %s sent no request in its time: closed",
+                          self.peer)
+                raise _ClientGone from None
+            head = parse_head(self.buf)
+        self._heads += 1
+        return head
+
+    def _body_deadline(self, started_s: float, received: int) -> float:
+        return started_s + self.limits.client_timeout_s + received / BODY_MIN_BYTES_PER_S
 
     def _one_request(self) -> bool:
         """Serve one request; False when the client connection is to be closed."""
         self.sent_continue = False
         self.forwarded = 0
-        head = parse_head(self.buf)
-        while head is None:
-            try:
-                self.buf += self._recv_client()
-            except _ClientGone:
-                return False
-            head = parse_head(self.buf)
+        try:
+            head = self._read_head()
+        except _ClientGone:
+            return False
+        except HeadTooLarge as exc:
+            return self._refuse(431, f"{exc} (the tap's limit)")
+        except BadMessage as exc:
+            return self._refuse(400, f"malformed request head: {exc}")
         chunked = b"chunked" in (head.header(b"transfer-encoding") or b"").lower()
         length = head.header(b"content-length")
         try:
             size = 0 if chunked or length is None else int(length)
         except ValueError:
-            return self._bad_request()
+            return self._refuse(400, "Content-Length is not a number")
         parts = head.line.split(b" ", 2)
         if size < 0 or len(parts) != 3:
-            return self._bad_request()
+            return self._refuse(400, "malformed request line or Content-Length")
+        limit = self.limits.max_body_bytes
+        if size > limit:  # said before a byte of the body is read or anything sent upstream
+            return self._refuse(413, f"a request body of {size:,} bytes is over the tap's "
+                                     f"limit of {limit:,} (--max-body-bytes)")
+        started_s = time.monotonic()
         if chunked:  # read whole (it goes upstream with a Content-Length), in one pass
             reader = BodyReader("chunked")
             data = bytes(self.buf[head.end:])
@@ -147,13 +283,16 @@ class ClientSession:
             while True:
                 try:
                     used = reader.feed(data)
-                except BadMessage:
-                    return self._bad_request()
+                except BadMessage as exc:
+                    return self._refuse(400, f"malformed chunked body: {exc}")
+                if reader.size > limit:  # held: at most the limit and one read
+                    return self._refuse(413, f"a chunked request body over the tap's limit "
+                                             f"of {limit:,} bytes (--max-body-bytes)")
                 if reader.done:
                     self.buf += data[used:]  # a pipelined next request
                     break
                 self._maybe_continue(head)
-                data = self._recv_client()
+                data = self._recv_client(self._body_deadline(started_s, reader.size), "body")
             body = reader.kept
             size = len(body)
         else:
@@ -184,7 +323,8 @@ class ClientSession:
                 try:
                     while len(body) < size:  # the rest of the body, as it arrives
                         self._maybe_continue(head)
-                        data = self._recv_client()
+                        data = self._recv_client(
+                            self._body_deadline(started_s, len(body)), "body")
                         chunk = data[:size - len(body)]
                         # A pipelining client's next request may come in the same read.
                         self.buf += data[len(chunk):]
@@ -229,7 +369,7 @@ class ClientSession:
         if len(raw) > self.forwarded:
             with contextlib.suppress(OSError):  # recorded even when the client has gone
                 self.client.sendall(raw[self.forwarded:] if self.forwarded else raw)
-        return keep_client and status is not None
+        return keep_client and status is not None and self._client_ok
 
     # -- upstream -------------------------------------------------------------------------
 
@@ -382,8 +522,11 @@ class ClientSession:
         """Bytes of the answer on to the client (gone clients are ignored: the call is still
         recorded)."""
         self.forwarded += len(data)
-        with contextlib.suppress(OSError):
-            self.client.sendall(data)
+        if self._client_ok:
+            try:
+                self.client.sendall(data)
+            except OSError:  # gone, or not reading (SO_SNDTIMEO): the rest would be garbage
+                self._client_ok = False
 
     # -- client ---------------------------------------------------------------------------
 
@@ -393,10 +536,17 @@ class ClientSession:
             self.sent_continue = True
             self.client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
 
-    def _bad_request(self) -> bool:
-        with contextlib.suppress(OSError):
-            self.client.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
-                                b"Connection: close\r\n\r\n")
+    def _refuse(self, status: int, reason: str) -> bool:
+        """Answer a request the tap will not forward (400, 413, 431) with one log line, and
+        end the connection (False): what follows in it cannot be framed, or is not wanted."""
+        self.notes.refused("tap refused a request from %s: HTTP %d, %s", self.peer, status,
+                           reason)
+        with contextlib.suppress(OSError, _ClientGone, _ClientTooSlow):
+            self.client.sendall(error_response(status, reason))
+            self.client.shutdown(socket.SHUT_WR)
+            deadline_s = time.monotonic() + LINGER_S
+            while self._recv_client(deadline_s, "body"):
+                pass  # dropped: the answer is sent, the close must not reset it
         return False
 
     def _record(self, head: Message, redactor: Redactor | None, pad: int, method: bytes,
@@ -434,7 +584,8 @@ class ProxyServer:
     """Accepts client connections on a loopback socket and serves each on its own thread.
     Thread per connection rather than an event loop: measured on two cores, the blocking
     sockets add about half the latency of asyncio protocols (no loop iteration between a
-    wake-up and the work), and a tap has tens of client connections, not thousands."""
+    wake-up and the work), and a tap has tens of client connections, not thousands: at
+    ``max_connections`` the next ones wait in the listen queue until one ends."""
 
     def __init__(self, host: str, port: int, settings: ProxySettings) -> None:
         self.settings = settings
@@ -442,7 +593,9 @@ class ProxyServer:
         self._sessions: set[ClientSession] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._stopping = False
+        self._stopping = threading.Event()
+        self._slots = threading.BoundedSemaphore(settings.limits.max_connections)
+        self.notes = ListenerNotes()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -454,29 +607,74 @@ class ProxyServer:
         self._thread.start()
 
     def _accept(self) -> None:
-        while not self._stopping:
+        """Accept until the listener is closed. Any other failure of accept() is one
+        connection's (ECONNABORTED) or passes (EMFILE, ENFILE): taking it for the stop left
+        a tap that ran on, accepting nobody, and exited 0."""
+        while not self._stopping.is_set():
+            if not self._slots.acquire(blocking=False):
+                self.notes.full("tap is serving its limit of %d client connections "
+                                "(--max-connections): new ones wait to be accepted",
+                                self.settings.limits.max_connections)
+                while not self._slots.acquire(timeout=0.2):
+                    if self._stopping.is_set():
+                        return
             try:
                 sock, _ = self.listener.accept()
-            except OSError:
-                return  # the listener was closed: stopping
+            except OSError as exc:
+                self._slots.release()
+                if self._stopping.is_set() or self.listener.fileno() < 0:
+                    return  # the listener was closed: stopping
+                if exc.errno in _CLIENT_GONE_ERRNOS:
+                    log.debug("tap: a connection failed before it was accepted: %s", exc)
+                    continue
+                self.notes.accept_failed(
+                    "tap cannot accept a connection: %s; accepting again in %g s (each "
+                    "client connection takes two file descriptors: see ulimit -n and "
+                    "--max-connections)", exc.strerror or exc, ACCEPT_PAUSE_S)
+                if self._stopping.wait(ACCEPT_PAUSE_S):
+                    return
+                continue
+            self._start_session(sock)
+
+    def _start_session(self, sock: socket.socket) -> None:
+        session = None
+        try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            session = ClientSession(sock, self.settings)
+            session = ClientSession(sock, self.settings, self.notes)
             with self._lock:
                 self._sessions.add(session)
             threading.Thread(target=self._serve, args=(session,), name="tap client",
                              daemon=True).start()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: no thread to be had
+            if session is not None:
+                with self._lock:
+                    self._sessions.discard(session)
+            with contextlib.suppress(OSError):
+                sock.close()
+            self._slots.release()
+            self.notes.accept_failed("tap cannot serve a new connection: %s", exc)
 
     def _serve(self, session: ClientSession) -> None:
         try:
             session.serve()
+        except Exception as exc:  # a bug of ours: its traceback once per kind, not per call
+            kind = type(exc).__name__
+            if kind not in self.notes.bugs:
+                self.notes.bugs.add(kind)
+                log.error("tap: internal error serving a client from %s", session.peer,
+                          exc_info=exc)
+            else:
+                log.debug("tap: internal error serving a client: %s: %s", kind, exc)
+            session.close()
         finally:
             with self._lock:
                 self._sessions.discard(session)
+            self._slots.release()
 
     def close(self, grace_s: float = 5.0) -> None:
         """Stop accepting; let requests already in flight finish (and be recorded) for up
         to ``grace_s``, then close every connection."""
-        self._stopping = True
+        self._stopping.set()
         with contextlib.suppress(OSError):
             self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
@@ -487,13 +685,13 @@ class ProxyServer:
         for session in sessions:  # idle ones wake from recv and end
             with contextlib.suppress(OSError):
                 session.client.shutdown(socket.SHUT_RD)
-        if self._all_ended_within(grace_s):
-            return
-        with self._lock:
-            cut = list(self._sessions)
-        for session in cut:  # their calls end as failures and are handed over (recorded)
-            session.close()
-        self._all_ended_within(CUT_SESSIONS_END_S)
+        if not self._all_ended_within(grace_s):
+            with self._lock:
+                cut = list(self._sessions)
+            for session in cut:  # their calls end as failures and are handed over (recorded)
+                session.close()
+            self._all_ended_within(CUT_SESSIONS_END_S)
+        self.notes.flush()  # what was held back of the refusals, said before the summary
 
     def _all_ended_within(self, seconds: float) -> bool:
         deadline = time.monotonic() + seconds

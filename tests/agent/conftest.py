@@ -39,13 +39,19 @@ def env_with(**extra: str) -> dict[str, str]:
 
 
 class Proc:
-    """A CLI subprocess whose first stdout line says where it listens."""
+    """A CLI subprocess whose first stdout line says where it listens; ``nofile``: at most
+    that many open file descriptors (soft and hard RLIMIT_NOFILE)."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None,
-                 no_qt: bool = True, unimportable: tuple[str, ...] = ()) -> None:
+                 no_qt: bool = True, unimportable: tuple[str, ...] = (),
+                 nofile: int | None = None) -> None:
         blocked = (*NO_QT, *unimportable) if no_qt else unimportable
         cmd = ([sys.executable, "-c", main_without(blocked), *args] if blocked
                else [sys.executable, "-m", "app.cli", *args])
+        if nofile is not None:  # set in the child itself, before the CLI starts
+            assert blocked, "nofile needs the python -c form"
+            cmd[2] = (f"import resource; resource.setrlimit(resource.RLIMIT_NOFILE, "
+                      f"({nofile}, {nofile})); {cmd[2]}")
         self.popen = subprocess.Popen(cmd, cwd=ROOT, env=env or env_with(),
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.first_line = ""
