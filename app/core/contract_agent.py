@@ -15,16 +15,19 @@ and the labels as JSON strings: nothing from the network is unpickled or evaluat
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import logging
 import math
+import re
 import ssl
 import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
 
 import httpx
 
@@ -169,10 +172,34 @@ def _write_validation(path: str, features: np.ndarray, labels: list[str | None])
     frame.to_csv(path, index=False)
 
 
+_USERINFO = re.compile(r"//[^/?#@]*@")
+
+
+def shown_target(target: str) -> str:
+    """``target`` as it may be printed, stored or put in --json: a user:password before the
+    host, and the values of parameters an agent target does not take (a credential put in
+    the query by mistake), are cut. It is refused all the same; the report must not repeat
+    it."""
+    head, sep, query = target.partition("?")
+    head = _USERINFO.sub("//…@", head)
+    if sep:
+        query = "&".join(f"{k}={v if k in TARGET_PARAMS else '…'}"
+                         for k, v in parse_qsl(query, keep_blank_values=True))
+    return head + sep + query
+
+
 def check_on_agent(model: ModelVersion, contract: Contract, target: str, runs: int, *,
                    version_source: str = "") -> TargetCheck:
     """Measure ``contract`` for ``model`` on the agent at ``target``; never a pass unless the
-    agent measured this very file."""
+    agent measured this very file. The target is shown without credentials."""
+    check = _check_on_agent(model, contract, target, runs, version_source=version_source)
+    shown = shown_target(target)
+    reason = _USERINFO.sub("//…@", check.reason.replace(target, shown))
+    return dataclasses.replace(check, target=shown, reason=reason)
+
+
+def _check_on_agent(model: ModelVersion, contract: Contract, target: str, runs: int, *,
+                    version_source: str = "") -> TargetCheck:
     from app.core.domain import EndpointUri, UriError
     from probes.base import ProbeError
     from probes.http_common import split_http_target

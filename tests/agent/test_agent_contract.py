@@ -162,3 +162,18 @@ def test_an_agent_probing_a_server_measures_nothing_and_says_so(tmp_path, token,
     assert cell.status == UNSUPPORTED and not cell.clauses
     assert "probes v2+http://127.0.0.1:9/models/wine, not a model file" in cell.reason
     assert asked.status_code == 409 and "nothing to measure here" in asked.json()["error"]
+
+
+@pytest.mark.parametrize("given", [
+    "agent+http://bob:pw_SECRETVALUE@127.0.0.1:1",  # refused: credentials in a URI
+    "agent+http://127.0.0.1:1?bearer_value=SECRETVALUE",  # refused: a key it does not take
+])
+def test_contract_check_does_not_repeat_the_credentials_it_refuses(capsys, given):
+    """Its text and --json printed the target whole: a CI log kept the password."""
+    for json_flag in ([], ["--json"]):
+        code = main(["contract", "check", str(DEMO / "wine-v1.onnx"), "--targets", given,
+                     "--runs", "20", *json_flag])
+        out = capsys.readouterr()
+        assert code != 0
+        assert "SECRETVALUE" not in out.out + out.err
+        assert "UNSUPPORTED" in out.out or '"unsupported"' in out.out
