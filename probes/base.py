@@ -147,6 +147,12 @@ def schemes() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def params_of(scheme: str) -> frozenset[str]:
+    """The URI parameters a probe of ``scheme`` takes (none for an unknown scheme)."""
+    cls = _REGISTRY.get(scheme)
+    return frozenset(cls.params) if cls is not None else frozenset()
+
+
 def open_probe(uri: str | EndpointUri, bus: Bus, options: ProbeOptions | None = None) -> Probe:
     """Build the probe for a URI; raises ProbeError with a message meant for the user."""
     try:

@@ -18,7 +18,7 @@ import numpy as np
 
 from app.core.classes import class_names
 from app.core.domain import EndpointUri, UriError
-from probes.base import ProbeError
+from probes.base import ProbeError, params_of
 from probes.http_common import (
     HTTP_PARAMS,
     BadResponse,
@@ -192,11 +192,13 @@ class _RemoteTarget(Target):
             settings = HttpSettings.from_uri(parsed)
         except (UriError, ProbeError) as exc:
             raise ReplayError(str(exc)) from None
-        # A key it does not read would be stored and shown with the version, and never sent:
-        # a credential put there by mistake (?access_token=) would leak and not even work.
-        if unknown := sorted({k for k, _ in parsed.params} - HTTP_PARAMS):
+        # A key no probe of its kind reads would be stored and shown with the version, and
+        # never sent: a credential put there by mistake (?access_token=) would leak and not
+        # even work. The live probe's own keys are taken, so a watched URI can be replayed.
+        known = HTTP_PARAMS | params_of(parsed.scheme)
+        if unknown := sorted({k for k, _ in parsed.params} - known):
             raise ReplayError(f"'{unknown[0]}' is not a parameter of a {parsed.scheme}: "
-                              f"version; it takes {', '.join(sorted(HTTP_PARAMS))} (a token "
+                              f"version; it takes {', '.join(sorted(known))} (a token "
                               "goes in the environment variable ?token_env= names)")
         self.location = str(parsed)
         self.path, model, version = self.parse_path(uri, [p for p in path.split("/") if p])
