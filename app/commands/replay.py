@@ -25,6 +25,7 @@ from app.core.domain import CaptureStatus, EndpointUri, figure_text, not_a_file
 from app.core.replay import (
     DEFAULT_MIN_CONFIDENCE,
     MAX_BATCH_ROWS,
+    REQUEST_SAMPLE,
     Criteria,
     ReplayResult,
     Selection,
@@ -90,8 +91,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--provider", default="cpu", help="onnxruntime provider for ONNX files")
     p.add_argument("--batch-size", type=_args.count,
                    help=f"rows per inference call (default: up to {MAX_BATCH_ROWS}, fewer for "
-                        "large inputs); latency is each batch's wall time shared among its "
-                        "rows, so use 1 for per-request latency")
+                        "large inputs); the batched ms/row is each batch's wall time shared "
+                        "among its rows")
+    p.add_argument("--requests", type=_args.size, default=REQUEST_SAMPLE,
+                   help=f"cases sent again one request each to every version after the "
+                        f"batches, for the latency p50/p95 (default {REQUEST_SAMPLE}; 0: none, "
+                        "the percentiles are then of the batches' shares)")
     p.add_argument("--min-confidence", type=_args.share,
                    help="confidence below which a case fails, for every case (default: the "
                         "minimum its endpoint was probed with; for LOW_CONFIDENCE captures "
@@ -538,6 +543,7 @@ def run(args: argparse.Namespace) -> int:
                 ("--model-version", args.model_version), ("--since", args.since),
                 ("--until", args.until), ("--min-confidence", args.min_confidence),
                 ("--slo-ms", args.slo_ms), ("--batch-size", args.batch_size),
+                ("--requests", args.requests != REQUEST_SAMPLE),
                 ("--title", args.title)) if value]
             if ignored:
                 does = ("--list reads saved ones as they were judged" if args.list
@@ -599,7 +605,7 @@ def run(args: argparse.Namespace) -> int:
                 lambda cancelled: replay(cases, targets, selection=selection,
                                          batch_size=args.batch_size, criteria=criteria,
                                          progress=_progress_printer(len(targets)),
-                                         cancelled=cancelled))
+                                         cancelled=cancelled, requests=args.requests))
         except KeyboardInterrupt:  # a second Ctrl+C as the replay ended
             print("probescope: stopped; nothing saved", file=sys.stderr, flush=True)
             raise

@@ -5,6 +5,7 @@ models, and said nothing of how long one request takes."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -128,3 +129,16 @@ def test_the_case_view_says_what_each_latency_is_a_time_of(qapp, prepared, versi
     assert alone.latency_means.startswith("one request of its own")
     assert shared.latency_means.startswith("its share of its batch's time")
     assert alone.latency_ms == result.runs[0].latency_ms[sent]
+
+
+def test_the_cli_takes_how_many_requests_to_time(capsys, demo_db, versions):
+    from app.cli import main
+
+    base = ["replay", "--db", str(demo_db), "--versions", str(versions[0]), "--no-save",
+            "--limit", "300", "--json"]
+    assert main([*base, "--requests", "0"]) == 0
+    latency = json.loads(capsys.readouterr().out)["versions"][0]["latency_ms"]
+    assert latency["per"] == "row of a batch" and latency["requests_timed"] == 0
+    assert main([*base, "--requests", "50"]) == 0
+    latency = json.loads(capsys.readouterr().out)["versions"][0]["latency_ms"]
+    assert latency["per"] == "request" and latency["requests_timed"] == 50
