@@ -230,7 +230,10 @@ def test_when_the_recording_process_dies_the_exit_counts_match_the_store(tmp_pat
     assert store_count(db) == 5
     assert "forwarded 10 requests (10 inference calls), recorded 5 captures" in out
     assert "5 forwarded calls were not recorded" in err
-    assert "recording process stopped" in err
+    # Said once or twice: by the shipper when a write meets the dead pipe, and by the stop
+    # when it finds the process gone. The first depends on the pipe's last write landing
+    # after the death was noticed (it did not in one loaded CI run); the second always comes.
+    assert "recording process ended with code -9" in err or "recording process stopped" in err
 
 
 # -- D7: compressed bodies are recorded readable, and masked -----------------------------------
