@@ -98,8 +98,9 @@ class _SortedRows(QAbstractTableModel):
         self._order = np.arange(n, dtype=np.int64)
 
     def _sort_keys(self, column: int, descending: bool) -> np.ndarray | None:
-        """The items in their order sorted by ``column``; None: that column does not sort."""
-        raise NotImplementedError
+        """The items in their order sorted by ``column``; None: that column does not sort
+        (no column does here: each table's model says which of its columns sort, and how)."""
+        return None
 
     def sort(self, column: int, order: Qt.SortOrder = _ASCENDING) -> None:
         n = len(self._order)
