@@ -47,7 +47,10 @@ def read_request(conn: socket.socket, pending: bytearray,
     after_head()
     body = bytearray(rest)
     while len(body) < length:
-        body += conn.recv(1 << 20)
+        data = conn.recv(1 << 20)
+        if not data:  # the tap cut the request mid-body (a client it timed out)
+            raise ConnectionError("closed mid-body")
+        body += data
     pending[:] = body[length:]
     return head, bytes(body[:length])
 
