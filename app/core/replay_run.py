@@ -344,7 +344,8 @@ def _judge_one(outs: list[tuple[str, np.ndarray]]) -> tuple[int, float, bool]:
     return int(p[0]), float(c[0]), bool(f[0])
 
 
-TIMED_CALLS = 7  # per version and case; their median is the case's one-call latency
+TIMED_CALLS = 8  # per version and case, even (``_time_rows_alone``); their median is the
+# case's one-call latency
 SMALL_GROUP_BATCHES = 2  # a group of at most this many batches is timed ...
 SMALL_GROUP_REPEATS = 5  # ... as the median of this many calls of each batch
 
@@ -404,16 +405,18 @@ def _time_rows_alone(pairs: list[tuple[Target, VersionRun]], prepared: CaseSet,
                 feeds.append(None)
         times: list[list[float]] = [[] for _ in asked]
         # One request each (``calls`` 1): each case starts with the next version, so none is
-        # always first after the previous case. Several calls of a SLOW case keep run order
-        # in every round: which version goes first in a round shifts its time by up to ~10%
-        # on some hosts (a fresh-clone CI run: a bit-identical copy "fixed" 17% of SLOW cases
-        # when it went first on half of them), and the SLOW verdict compares two versions'
-        # times case by case. A balanced order (ABBA over an even number of calls) would
-        # cancel it; until that is measured, the order the verdicts were tuned on stays.
-        order = ([(turn + k) % len(asked) for k in range(len(asked))] if calls == 1
-                 else list(range(len(asked))))
+        # always first after the previous case. Several calls of a SLOW case go forward in
+        # one round and backward in the next (ABBA): where a version stands in a round
+        # shifts its time by up to ~10% on some hosts, and the SLOW verdict compares two
+        # versions' times case by case. Fixed run order had given the first version an edge;
+        # rotating by case gave it to whichever went first (a fresh-clone CI run: a
+        # bit-identical copy "fixed" 17% of SLOW cases). Over an even number of rounds each
+        # version holds each place equally often.
+        forward = list(range(len(asked)))
+        rounds = ([[(turn + k) % len(asked) for k in forward]] if calls == 1
+                  else [forward if r % 2 == 0 else forward[::-1] for r in range(calls)])
         try:
-            for _ in range(calls):
+            for order in rounds:
                 for k in order:
                     if feeds[k] is None:
                         continue
@@ -431,15 +434,34 @@ def _time_rows_alone(pairs: list[tuple[Target, VersionRun]], prepared: CaseSet,
                         feeds[k] = None
         except Cancelled:  # during a server's call: this case is not timed either
             return done, False
-        for k, (_, run) in enumerate(asked):
-            if len(times[k]) == calls:
-                run.latency_ms[i] = float(np.median(times[k]))
-            elif untimed_nan:
-                run.latency_ms[i] = np.nan
+        for k, value in _one_call_times(times, calls).items():
+            asked[k][1].latency_ms[i] = value
+        if untimed_nan:
+            for k, (_, run) in enumerate(asked):
+                if len(times[k]) != calls:
+                    run.latency_ms[i] = np.nan
         for run in silent:
             run.latency_ms[i] = np.nan
         done.append(i)
     return done, True
+
+
+def _one_call_times(times: list[list[float]], calls: int) -> dict[int, float]:
+    """Per version that answered every call of a case (its index in ``times``), its one-call
+    time. Several versions timed over the same rounds are compared round by round: each
+    call's time over its round's mean, the median of those ratios, times the median round
+    mean. A slow patch of the machine (a neighbour's burst, a thread of this process taking
+    the GIL back after each call releases it) then slows every version of the round alike
+    and cancels; two medians taken apart let it fall on one version's calls more than the
+    other's: a bit-identical copy "fixed" 2.6x as many SLOW cases with a busy thread beside
+    it (bench/slow_verdicts.py, docs/PERFORMANCE.md)."""
+    full = [k for k, t in enumerate(times) if len(t) == calls]
+    if len(full) < 2 or calls < 2:
+        return {k: float(np.median(times[k])) for k in full}
+    grid = np.array([times[k] for k in full])
+    rounds = grid.mean(axis=0)
+    paired = np.median(grid / rounds, axis=1) * float(np.median(rounds))
+    return dict(zip(full, paired.tolist(), strict=True))
 
 
 def time_alone_together(pairs: list[tuple[Target, VersionRun]], prepared: CaseSet,

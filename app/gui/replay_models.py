@@ -32,6 +32,7 @@ from app.core.replay import (
     VersionRun,
     confidence_text,
 )
+from app.core.replay_run import TIMED_CALLS
 from widgets.case_view import VERDICT_COLORS, VERDICT_MARKS, VersionAnswer, text_color_for
 
 _INDEX = QModelIndex()
@@ -339,7 +340,8 @@ class ResultTableModel(_SortedRows):
         if i in self._request_rows:
             means = "one request of its own, sent after the batches"
         elif i in self._timed_alone:
-            means = "the median of 7 calls of it alone (a SLOW capture, held to its SLO)"
+            means = (f"{TIMED_CALLS} calls of it alone, round by round beside the other "
+                     "versions' (a SLOW capture, held to its SLO)")
         else:
             means = "its share of its batch's time (the pace through a backlog)"
         for j, run in enumerate(self.result.runs):
