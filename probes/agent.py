@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 SEQ_METRIC = "probescope.agent_seq"
 MAX_BACKOFF_S = 5.0
 REFUSED_LOG_EVERY_S = 60.0
+# How often /v1/info is read again: it says whether the agent's own probes still measure,
+# and an agent whose model server died keeps answering pulls with nothing new in them.
+INFO_EVERY_S = 10.0
+_TROUBLED = frozenset({"down", "degraded", "stopped"})
 # A page of 5,000 items with small captures is a few MiB; past this it is not our agent.
 DEFAULT_PAGE_MB = 64.0
 
@@ -111,6 +115,8 @@ class AgentProbe(Probe):
         self.refused = 0  # items of pages that could not be read, counted as dropped
         self._next_refused_log = 0.0
         self.agent_info: dict = {}
+        self._next_info_s = 0.0  # when /v1/info is read again (monotonic)
+        self._told_trouble: frozenset[tuple[str, str]] = frozenset()  # logged agent probe states
         self._agent_id: str | None = None  # the buffer's identity, to notice a new one
 
     def info(self) -> dict[str, str]:
@@ -119,6 +125,9 @@ class AgentProbe(Probe):
             out["model_version"] = str(self.agent_info["model_version"])
         if self.agent_info.get("sources"):
             out["sources"] = ", ".join(map(str, self.agent_info["sources"]))
+        states = [f"{endpoint}: {state}" for endpoint, state, _ in self._agent_probes()]
+        if states:
+            out["agent probes"] = "; ".join(states)
         return out
 
     def run(self, stop: threading.Event) -> None:
@@ -222,8 +231,15 @@ class AgentProbe(Probe):
                 self._next_refused_log = time.monotonic() + REFUSED_LOG_EVERY_S
                 log.warning("%s: %s; %d refused so far", self.endpoint, self.last_error,
                             self.refused)
-        if not self.agent_info:
+        if time.monotonic() >= self._next_info_s:
             self._learn_info(client)
+        trouble = self._agent_trouble()
+        self._tell_trouble(trouble)
+        if trouble:
+            # Pulls work, but what the agent measures does not: say so rather than a calm UP
+            # over an empty plot.
+            self.state = EndpointState.DEGRADED
+            self.last_error = "; ".join(filter(None, (trouble, self.last_error)))
         if not items and not refused:
             return False
         out: list[Sample | Capture] = []
@@ -249,13 +265,51 @@ class AgentProbe(Probe):
         return next_seq < last_seq
 
     def _learn_info(self, client: httpx.Client) -> None:
-        """What the agent probes (for ``info()``); best effort, the pull goes on without it."""
+        """What the agent probes and how its probes fare (for ``info()`` and the state);
+        best effort, the pull goes on without it."""
+        self._next_info_s = time.monotonic() + INFO_EVERY_S
         try:
             status, body = self._get(client, "/v1/info")
             if status == 200:
                 self.agent_info = dict(loads(body))
         except (httpx.HTTPError, ProbeError, ValueError, TypeError) as exc:
             log.debug("%s: no agent info: %s", self.endpoint, exc)
+
+    def _agent_probes(self) -> list[tuple[str, str, str]]:
+        """(endpoint, state, last error) of each of the agent's own probes, as its /v1/info
+        last said; text from the network, so cut short and kept to one line."""
+        probes = self.agent_info.get("probes")
+        out = []
+        for p in probes if isinstance(probes, list) else ():
+            if not isinstance(p, dict):
+                continue
+            state = _one_line(p.get("state")) or "unknown"
+            if p.get("running") is False:
+                state = "stopped"
+            out.append((_one_line(p.get("endpoint")) or "?", state,
+                        _one_line(p.get("last_error"))))
+        return out
+
+    def _tell_trouble(self, trouble: str | None) -> None:
+        """One log line when the agent's probes start to fail or change how, one when they
+        all measure again; not one a pull."""
+        now = frozenset((e, s) for e, s, _ in self._agent_probes() if s in _TROUBLED)
+        if now == self._told_trouble:
+            return
+        if trouble:
+            log.warning("%s: %s", self.endpoint, trouble)
+        else:
+            log.warning("%s: the agent's probes measure again", self.endpoint)
+        self._told_trouble = now
+
+    def _agent_trouble(self) -> str | None:
+        """What is wrong with the agent's own probes, for ``last_error``; None if nothing."""
+        bad = [(e, s, err) for e, s, err in self._agent_probes() if s in _TROUBLED]
+        if not bad:
+            return None
+        endpoint, state, error = bad[0]
+        text = f"the agent's probe of {endpoint} is {state}" + (f": {error}" if error else "")
+        return text + (f" (and {len(bad) - 1} more of its probes)" if len(bad) > 1 else "")
 
     def _items(self, page: dict) -> tuple[list[tuple[int, Sample | Capture]], list[str]]:
         """The page's items in sequence order, and why each item refused was refused. An item
@@ -302,6 +356,14 @@ def _seq(value: object) -> int:
 
 def _ts_ns(value: object) -> int:
     return _whole(value, "timestamp")
+
+
+def _one_line(value: object, limit: int = 200) -> str:
+    """Text an agent sent, for a status line: one line, at most ``limit`` characters."""
+    if value is None:
+        return ""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _brief(value: object) -> str:
