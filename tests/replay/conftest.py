@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,25 @@ def record_stream(db: Path, model: Path, rows: int = ROWS, capture: float = 0.2,
         store.close()
     return probe.endpoint
 
+
+
+def slow_cases(tmp_path: Path, recorder: Path, recorded_ms: float):
+    """SLOW failures recorded by ``recorder`` at ``recorded_ms`` each against an SLO of 0.1 ms
+    (0.25: paced and cold, as production records them; 0.1001: a hair over the SLO), and the
+    criteria that hold them to it. Returns (case set, Criteria)."""
+    from app.core.replay import Criteria, Selection, select_case_set
+
+    db = tmp_path / "slow.db"
+    record_stream(db, recorder, rows=200, extra="&slo_ms=0.000001")
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE captures SET latency_ms = ? WHERE status = 'slow'", [recorded_ms])
+        conn.execute("UPDATE endpoints SET slo_ms = 0.1")
+    store = Store(db)
+    try:
+        return (select_case_set(store, Selection(kinds=("slow",), controls=0)),
+                Criteria(endpoint_slo_ms=store.slo_by_endpoint()))
+    finally:
+        store.close()
 
 @pytest.fixture(scope="session")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:

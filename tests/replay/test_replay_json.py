@@ -3,30 +3,18 @@ failures were judged on their outputs alone (so a script reading "fixed" knows).
 
 from __future__ import annotations
 
-import sqlite3
-
 import numpy as np
 
-from app.core.replay import Criteria, Selection, replay, select_case_set
+from app.core.replay import replay
 from app.core.replay_targets import LocalOnnxTarget
 from app.core.store import Store
-from tests.replay.conftest import record_stream
+from tests.replay.conftest import slow_cases as recorded_slow_cases
 
 
 def slow_cases(tmp_path, recorder):
-    """SLOW failures recorded by ``recorder``, as production records them: 0.25 ms each
-    (paced, cold), against an SLO of 0.1 ms that a warm call here meets easily."""
-    db = tmp_path / "slow.db"
-    record_stream(db, recorder, rows=200, extra="&slo_ms=0.000001")
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE captures SET latency_ms = 0.25 WHERE status = 'slow'")
-        conn.execute("UPDATE endpoints SET slo_ms = 0.1")
-    store = Store(db)
-    try:
-        return (select_case_set(store, Selection(kinds=("slow",), controls=0)),
-                Criteria(endpoint_slo_ms=store.slo_by_endpoint()))
-    finally:
-        store.close()
+    """Recorded at 0.25 ms each (paced, cold) against an SLO of 0.1 ms that a warm call here
+    meets easily."""
+    return recorded_slow_cases(tmp_path, recorder, 0.25)
 
 
 def test_slow_failures_judged_on_outputs_only_are_counted_in_the_json(tmp_path, versions):

@@ -4,16 +4,15 @@ verdict. Real onnxruntime sessions on the demo's model; the burst is a real slee
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
-import sqlite3
 import time
 from collections import Counter
 
-from app.core.replay import Criteria, Selection, replay, select_case_set
+from app.core.replay import replay
 from app.core.replay_run import TIMED_CALLS
 from app.core.replay_targets import LocalOnnxTarget
-from app.core.store import Store
-from tests.replay.conftest import record_stream
+from tests.replay.conftest import slow_cases as recorded_slow_cases
 
 BURST_FROM = 7  # the call of a case (over all versions) from which the machine is slow
 
@@ -53,18 +52,9 @@ class Loaded(LocalOnnxTarget):
 
 
 def slow_cases(tmp_path, recorder):
-    """SLOW failures recorded by ``recorder`` a hair over their SLO (0.1001 ms, SLO 0.1)."""
-    db = tmp_path / "slow.db"
-    record_stream(db, recorder, rows=200, extra="&slo_ms=0.000001")
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE captures SET latency_ms = 0.1001 WHERE status = 'slow'")
-        conn.execute("UPDATE endpoints SET slo_ms = 0.1")
-    store = Store(db)
-    try:
-        return (select_case_set(store, Selection(kinds=("slow",), controls=0)),
-                Criteria(endpoint_slo_ms=store.slo_by_endpoint(), min_confidence=0.0))
-    finally:
-        store.close()
+    """Recorded a hair over their SLO (0.1001 ms, SLO 0.1), judged on latency alone."""
+    cases, criteria = recorded_slow_cases(tmp_path, recorder, 0.1001)
+    return cases, dataclasses.replace(criteria, min_confidence=0.0)
 
 
 def test_a_burst_of_load_mid_case_does_not_make_a_copy_fix_slow_cases(tmp_path, versions):
