@@ -35,7 +35,7 @@ from probes.base import EndpointState, Probe, ProbeOptions
 from tests.agent.conftest import Proc
 from tests.agent.test_agent import agent_args
 from tests.conftest import DEMO
-from tests.helpers import wait_until
+from tests.helpers import until_closed, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -70,24 +70,6 @@ def url(server: AgentHttpServer, scheme: str = "http") -> str:
 
 def connect(server: AgentHttpServer) -> socket.socket:
     return socket.create_connection(server.server_address[:2], timeout=5)
-
-
-def until_closed(sock: socket.socket, limit_s: float = 5.0) -> tuple[bytes, float]:
-    """Everything the server sends until it closes the connection, and how long after the
-    call that took; ``limit_s`` and the data so far if it never closes."""
-    t0, got = time.monotonic(), b""
-    sock.settimeout(0.05)
-    while time.monotonic() - t0 < limit_s:
-        try:
-            data = sock.recv(65536)
-        except TimeoutError:
-            continue
-        except ConnectionError:
-            break
-        if not data:
-            break
-        got += data
-    return got, time.monotonic() - t0
 
 
 def test_connections_over_the_cap_are_answered_503_at_once(serve, token):
