@@ -102,3 +102,16 @@ def v2_server() -> Iterator[str]:
     server.shutdown()
     server.server_close()
     thread.join(5)
+
+
+@pytest.fixture
+def panel(qtbot, demo_db: Path, versions: list[Path]):
+    """A replay panel on the demo workspace with the three bundled versions, shown."""
+    from app.gui.replay_panel import ReplayPanel  # Qt only for the tests that ask for it
+
+    p = ReplayPanel(demo_db, versions=[str(v) for v in versions])
+    qtbot.addWidget(p)
+    p.resize(1300, 800)
+    p.show()
+    yield p
+    p.shutdown()

@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PySide6.QtCore import Qt
 
 from app.cli import main
@@ -14,26 +13,9 @@ from app.core.replay import NEWLY_BROKEN
 from app.core.store import Store
 from app.gui.replay_panel import ReplayPanel
 from app.gui.versions_panel import VersionsPanel
+from tests.replay.panel_driver import TIMEOUT_MS, load
 from tests.servers.process import free_port
 from widgets.case_view import VERDICT_COLORS, CaseViewWidget, VersionAnswer, image_of
-
-TIMEOUT_MS = 30_000
-
-
-@pytest.fixture
-def panel(qtbot, demo_db: Path, versions: list[Path]):
-    p = ReplayPanel(demo_db, versions=[str(v) for v in versions])
-    qtbot.addWidget(p)
-    p.resize(1300, 800)
-    p.show()
-    yield p
-    p.shutdown()
-
-
-def load(qtbot, panel: ReplayPanel) -> int:
-    with qtbot.waitSignal(panel.failures_loaded, timeout=TIMEOUT_MS) as blocker:
-        panel.load_button.click()
-    return blocker.args[0]
 
 
 def export(qtbot, panel: ReplayPanel, path: Path) -> Path:

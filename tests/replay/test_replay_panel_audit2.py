@@ -10,7 +10,6 @@ import shutil
 import socket
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,6 +33,7 @@ from app.core.replay_store import save_replay
 from app.core.replay_targets import open_target
 from app.core.store import Store
 from app.gui.replay_panel import ReplayPanel
+from tests.replay.panel_driver import TIMEOUT_MS, load, plain, replay_now
 from widgets.case_view import (
     BARS_MIN_PX,
     VERDICT_COLORS,
@@ -42,21 +42,10 @@ from widgets.case_view import (
     text_color_for,
 )
 
-TIMEOUT_MS = 30_000
 # The Replay dock's viewport in a 1680x1000 window, the tab at its first height (480 px).
 DOCK_VIEWPORT = (1234, 428)
 MARKS = {FIXED: "\u2713 ", STILL_FAILING: "\u2717 ", NEWLY_BROKEN: "\u25b2 new ",
          CONTROL_OK: "ok ", NO_ANSWER: "no answer"}
-
-
-@pytest.fixture
-def panel(qtbot, demo_db: Path, versions: list[Path]) -> Iterator[ReplayPanel]:
-    p = ReplayPanel(demo_db, versions=[str(v) for v in versions])
-    qtbot.addWidget(p)
-    p.resize(1300, 800)
-    p.show()
-    yield p
-    p.shutdown()
 
 
 @pytest.fixture
@@ -71,22 +60,6 @@ def docked(qtbot, panel: ReplayPanel) -> Iterator[QScrollArea]:
     dock.show()
     yield dock
     dock.takeWidget()  # the panel fixture shuts the panel down
-
-
-def plain(panel: ReplayPanel) -> str:
-    return re.sub("<[^>]+>", "", panel.summary.text())
-
-
-def load(qtbot, panel: ReplayPanel) -> int:
-    with qtbot.waitSignal(panel.failures_loaded, timeout=TIMEOUT_MS) as blocker:
-        panel.load_button.click()
-    return blocker.args[0]
-
-
-def replay_now(qtbot, panel: ReplayPanel) -> ReplayResult:
-    with qtbot.waitSignal(panel.replay_finished, timeout=TIMEOUT_MS) as blocker:
-        assert panel.run_replay() is not None, plain(panel)
-    return blocker.args[0]
 
 
 def grid_cases(panel: ReplayPanel) -> list[int]:

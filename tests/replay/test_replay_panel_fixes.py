@@ -23,46 +23,12 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.domain import figure_text
-from app.core.replay import ReplayResult
 from app.core.replay_store import load_replay
 from app.core.store import Store
 from app.core.versions import register
 from app.gui.replay_panel import ReplayPanel
+from tests.replay.panel_driver import TIMEOUT_MS, load, plain, replay_now
 from widgets.case_view import CaseViewWidget, VersionAnswer
-
-TIMEOUT_MS = 30_000
-
-
-@pytest.fixture
-def panel(qtbot, demo_db: Path, versions: list[Path]) -> Iterator[ReplayPanel]:
-    p = ReplayPanel(demo_db, versions=[str(v) for v in versions])
-    qtbot.addWidget(p)
-    p.resize(1300, 800)
-    p.show()
-    yield p
-    p.shutdown()
-
-
-def plain(panel: ReplayPanel) -> str:
-    return re.sub("<[^>]+>", "", panel.summary.text())
-
-
-def load(qtbot, panel: ReplayPanel) -> int:
-    with qtbot.waitSignal(panel.failures_loaded, timeout=TIMEOUT_MS) as blocker:
-        panel.load_button.click()
-    return blocker.args[0]
-
-
-def replay_now(qtbot, panel: ReplayPanel) -> ReplayResult:
-    """Click Replay; the result, or the test fails with the panel's refusal."""
-    finished: list[ReplayResult] = []
-    failed: list[str] = []
-    panel.replay_finished.connect(finished.append)
-    panel.replay_failed.connect(failed.append)
-    panel.run_button.click()
-    qtbot.waitUntil(lambda: bool(finished or failed), timeout=TIMEOUT_MS)
-    assert not failed, failed[0]
-    return finished[0]
 
 
 def file_dialog_answers(monkeypatch, path: Path, *, save: bool = False) -> None:
