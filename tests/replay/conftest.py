@@ -115,3 +115,28 @@ def panel(qtbot, demo_db: Path, versions: list[Path]):
     p.show()
     yield p
     p.shutdown()
+
+
+def replay_interrupted_on_a_slow_server(db: Path, local: Path, *extra: str) -> tuple[int, list]:
+    """``probescope replay`` of ``local`` and a slow remote version, with Ctrl+C (SIGINT to
+    this process) once the remote one is being asked: the local one is done by then. The
+    CLI's exit code, and the request bodies the slow server got."""
+    import os
+    import signal
+
+    from app.cli import main
+    from tests.helpers import wait_until
+    from tests.remote.fault_server import FaultServer
+
+    slow = FaultServer().start()
+    slow.mode, slow.delay_s = "slow", 0.3
+    interrupt = threading.Thread(target=lambda: wait_until(lambda: slow.bodies, timeout_s=60)
+                                 and os.kill(os.getpid(), signal.SIGINT), daemon=True)
+    interrupt.start()
+    try:
+        return main(["replay", "--db", str(db), "--versions", str(local),
+                     f"v2+http://127.0.0.1:{slow.port}/models/m", "--batch-size", "8",
+                     "--limit", "40", "--controls", "0", *extra]), slow.bodies
+    finally:
+        slow.stop()
+        interrupt.join(5)

@@ -168,33 +168,16 @@ def test_saved_replays_are_listed_and_shown_again_as_they_were(capsys, demo_db: 
 
 def test_ctrl_c_stops_a_replay_and_keeps_the_versions_it_finished(capsys, demo_db: Path,
                                                                   versions):
-    import os
-    import signal
-    import threading
+    from tests.replay.conftest import replay_interrupted_on_a_slow_server
 
-    from tests.helpers import wait_until
-    from tests.remote.fault_server import FaultServer
-
-    slow = FaultServer().start()
-    slow.mode, slow.delay_s = "slow", 0.3
-    # Ctrl+C once the slow remote version is being asked: the local one is done by then.
-    interrupt = threading.Thread(target=lambda: wait_until(lambda: slow.bodies, timeout_s=60)
-                                 and os.kill(os.getpid(), signal.SIGINT), daemon=True)
-    interrupt.start()
-    try:
-        code = main(["replay", "--db", str(demo_db), "--versions", str(versions[0]),
-                     f"v2+http://127.0.0.1:{slow.port}/models/m", "--batch-size", "8",
-                     "--limit", "40", "--controls", "0", "--json"])
-    finally:
-        slow.stop()
-        interrupt.join(5)
+    code, asked = replay_interrupted_on_a_slow_server(demo_db, versions[0], "--json")
     captured = capsys.readouterr()
     assert code == 130
     assert "stopped by Ctrl+C after 1 of 2 versions; the finished ones are saved" in captured.err
     doc = json.loads(captured.out)
     assert doc["cancelled"] and [v["version"] for v in doc["versions"]] == ["wine-v1"]
     # Stopped after the batch under way (tried whole, then row by row), not after all 40 rows.
-    assert len(slow.bodies) < 20
+    assert len(asked) < 20
     store = Store(demo_db)
     try:
         saved = store.replays()[0]

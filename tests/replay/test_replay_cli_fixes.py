@@ -28,6 +28,7 @@ from app.cli import main
 from app.core.store import Store
 from tests.conftest import DEMO, ROOT
 from tests.helpers import wait_until
+from tests.replay.conftest import replay_interrupted_on_a_slow_server
 
 CALL_S = 6.0  # how long one call of the slow model takes: far longer than an answer may
 
@@ -178,21 +179,7 @@ def test_ctrl_c_answers_during_a_slow_batch_and_again_stops_at_once_saving_nothi
 
 
 def test_a_cancelled_replay_shown_again_says_it_was_cut_short(capsys, demo_db: Path, versions):
-    from tests.remote.fault_server import FaultServer
-
-    slow = FaultServer().start()
-    slow.mode, slow.delay_s = "slow", 0.3
-    # Ctrl+C once the slow remote version is being asked: the local one is done by then.
-    interrupt = threading.Thread(target=lambda: wait_until(lambda: slow.bodies, timeout_s=60)
-                                 and os.kill(os.getpid(), signal.SIGINT), daemon=True)
-    interrupt.start()
-    try:
-        code = main(["replay", "--db", str(demo_db), "--versions", str(versions[0]),
-                     f"v2+http://127.0.0.1:{slow.port}/models/m", "--batch-size", "8",
-                     "--limit", "40", "--controls", "0"])
-    finally:
-        slow.stop()
-        interrupt.join(5)
+    code, _ = replay_interrupted_on_a_slow_server(demo_db, versions[0])
     live = capsys.readouterr()
     assert code == 130
     assert "stopped by Ctrl+C after 1 of 2 versions; the finished ones are saved" in live.err
