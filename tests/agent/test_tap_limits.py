@@ -179,3 +179,30 @@ def test_the_tap_accepts_again_after_running_out_of_file_descriptors(tmp_path: P
     assert "cannot accept a connection: Too many open files" in err
     assert err.count("cannot accept a connection") <= 2  # once, then counted
     assert "Traceback" not in err
+
+
+def test_a_call_cut_by_the_taps_stop_ends_as_a_failed_call_not_an_internal_error():
+    """The tap's stop closes a session from another thread while the session's own thread
+    may be sending upstream: the send then fails as the call's failure (recorded as cut by
+    the stop), and no fresh upstream connection is opened and left behind."""
+    from app.core.tap_session import ClientSession
+    from app.core.tap_upstream import UpstreamFailed
+
+    upstream = RawUpstream(ok_answer)
+    listener = socket.create_server(("127.0.0.1", 0))
+    peer = socket.create_connection(listener.getsockname())
+    client, _ = listener.accept()
+    session = ClientSession(client, ProxySettings("127.0.0.1", upstream.port, None, 30.0,
+                                                  1 << 20, lambda exchange: None))
+    try:
+        session.upstream.send(head(), last=False)  # the head is upstream; the body follows
+        session.close()  # the tap stops, from its own thread
+        with pytest.raises(UpstreamFailed, match="the tap stopped before the answer came"):
+            session.upstream.send_part(b"[1")
+        with pytest.raises(UpstreamFailed, match="the tap stopped before the answer came"):
+            session.upstream.send(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", last=True)
+        assert session.upstream.sock is None  # nothing opened after the stop
+    finally:
+        for sock in (peer, listener):
+            sock.close()
+        upstream.close()
