@@ -1,27 +1,31 @@
 """``probescope replay --db PATH --versions A.onnx B.onnx ...``: replay captured failures (and a
 control set of passing captures) on model versions; print verdicts per version and save the
-replay in the workspace."""
+replay in the workspace.
+
+Its options and the run are here; the saved replays (``--list``, ``--show``, ``--delete``) are
+in ``_replay_saved``, the versions asked for in ``_replay_versions``, the printed summary in
+``_replay_text`` and the Ctrl+C handling in ``_replay_interrupt``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import signal
 import sys
-import threading
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 
 from app.commands import COMMANDS, _args
 from app.commands._progress import progress_line
-from app.core.domain import CaptureStatus, EndpointUri, figure_text, not_a_file
+from app.commands._replay_interrupt import replay_interruptibly
+from app.commands._replay_saved import run_saved
+from app.commands._replay_text import result_text
+from app.commands._replay_versions import locations, name_apart, twins
+from app.core.domain import CaptureStatus, local_text
 from app.core.replay import (
     DEFAULT_MIN_CONFIDENCE,
     MAX_BATCH_ROWS,
@@ -29,39 +33,18 @@ from app.core.replay import (
     Criteria,
     ReplayResult,
     Selection,
-    bisect_text,
     count_failures,
-    judged_with,
-    limit_text,
     nothing_selected,
     replay,
     resolve_model_version,
     select_case_set,
-    selection_json,
-    selection_text,
     with_endpoint_thresholds,
 )
 from app.core.replay_export import MAX_INPUT_VALUES, export_path, write_cases_csv
-from app.core.replay_store import (
-    STOPPED_NOTE,
-    load_replay,
-    save_replay,
-    saved_counts,
-    saved_selection,
-    saved_title,
-)
-from app.core.replay_targets import LocalOnnxTarget, ReplayError, Target, open_target
+from app.core.replay_store import save_replay
+from app.core.replay_targets import ReplayError, Target, open_target
 from app.core.store import Store, StoreError
-from app.core.summary import fit
-from app.core.versions import (
-    ModelVersion,
-    VersionError,
-    find,
-    free_name,
-    inspect_onnx,
-    registered,
-    verify_unchanged,
-)
+from app.core.versions import VersionError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -183,330 +166,6 @@ def _finer_unit(text: str) -> str:
     return ""
 
 
-def _locations(store: Store, wanted: list[str] | None,
-               provider: str) -> list[tuple[str, str | None]]:
-    """(location, name) per version: files and URIs as given, names looked up. A registered
-    file, given by its path or in an ``onnx:`` URI, is held to its registration like its
-    name, and keeps that name."""
-    if not wanted:
-        found = registered(store)
-        if not found:
-            raise ReplayError("no versions given and none registered; pass --versions A.onnx "
-                              "B.onnx ... or register them with `probescope versions add`")
-        for v in found:
-            verify_unchanged(v)
-        found, again = _registered_once(found)
-        for note in again:
-            print(f"probescope: {note}", file=sys.stderr)
-        return [(v.location, v.name) for v in found]
-    out = []
-    for w in wanted:
-        path = EndpointUri.parse(w).target if w.startswith("onnx:") else w
-        if Path(path).is_file():
-            v = find(store, str(Path(path).resolve()))
-            if v is not None:
-                verify_unchanged(v)
-            out.append((w, v.name if v is not None else None))
-            continue
-        if "://" in w or w.startswith("onnx:"):
-            out.append((w, None))
-            continue
-        v = find(store, w)
-        if v is None:
-            if Path(w).is_dir():
-                models = sorted(Path(w).glob("*.onnx"))
-                raise ReplayError(f"'{w}' is a folder, not a model file; "
-                                  + (f"give the .onnx file in it, e.g. {models[0]}" if models
-                                     else "it holds no .onnx file"))
-            if w.lower().endswith(".onnx") or "/" in w or os.sep in w:
-                # A path, not a name: said as contract check and versions add say it.
-                raise ReplayError(not_a_file(Path(w).resolve(), "model file")
-                                  or f"cannot read {w}")
-            known = [r.name for r in registered(store)]
-            raise ReplayError(f"'{w}' is neither a model file, an endpoint nor a registered "
-                              "version (registered: "
-                              + (", ".join(known) if known else "none") + ")")
-        verify_unchanged(v)
-        out.append((v.location, v.name))
-    seen: dict[str, str] = {}
-    for (location, _), given in zip(out, wanted, strict=True):
-        key = _identity(location, provider)
-        if key in seen:
-            raise ReplayError(f"'{given}' and '{seen[key]}' are one version; give it once")
-        seen[key] = given
-    return out
-
-
-def _twins(located: list[tuple[str, str | None]], store: Store,
-           provider: str) -> list[tuple[list[int], str]]:
-    """Model files given under different names that hold the same bytes (and run on the
-    same provider): each group's places in ``located``, and its sha256. Files are hashed only
-    where another file given has the same size, so a replay of distinct models reads none."""
-    by_size: dict[tuple[int, str], list[tuple[int, Path]]] = {}
-    for k, (location, _) in enumerate(located):
-        if "://" in location:
-            continue
-        path = Path(EndpointUri.parse(location).target if location.startswith("onnx:")
-                    else location)
-        try:
-            size = path.stat().st_size
-        except OSError:
-            continue
-        by_size.setdefault((size, _identity(location, provider).rpartition("?")[2]),
-                           []).append((k, path))
-    groups: list[tuple[list[int], str]] = []
-    for same_size in by_size.values():
-        if len(same_size) < 2:
-            continue
-        by_sha: dict[str, list[int]] = {}
-        for k, path in same_size:
-            known = find(store, str(path.resolve()))
-            try:
-                sha = known.sha256 if known and known.sha256 else inspect_onnx(path).sha256
-            except VersionError:
-                continue  # opening it says what is wrong with it
-            if sha:
-                by_sha.setdefault(sha, []).append(k)
-        groups += [(ks, sha) for sha, ks in by_sha.items() if len(ks) > 1]
-    return groups
-
-
-def _registered_once(found: list[ModelVersion]) -> tuple[list[ModelVersion], list[str]]:
-    """The registered versions with each model once (by its bytes' sha256, a server by its
-    URI), and a note per model registered under more than one name: run twice, it would
-    double the replay's time, and bisect would credit the first name anyway."""
-    kept: dict[str, ModelVersion] = {}
-    again: dict[str, list[str]] = {}
-    for v in found:
-        key = v.sha256 or v.location
-        if key in kept:
-            again.setdefault(key, []).append(v.name)
-        else:
-            kept[key] = v
-    notes = [f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} {kept[key].name} "
-             f"registered again (the same model); replaying it once, as {kept[key].name}"
-             for key, names in again.items()]
-    return list(kept.values()), notes
-
-
-def _where(location: str) -> str:
-    """Where a version lives, as the registry writes it: a file's absolute path (also for an
-    ``onnx:`` URI), a server's URI."""
-    if location.startswith("onnx:"):
-        location = EndpointUri.parse(location).target
-    elif "://" in location:
-        return location
-    return str(Path(location).resolve())
-
-
-def _identity(location: str, provider: str) -> str:
-    """What makes two versions one: the same file on the same provider, or the same URI (one
-    file on two providers is a fair comparison to ask for)."""
-    if location.startswith("onnx:"):
-        provider = EndpointUri.parse(location).param("provider", provider) or provider
-    elif "://" in location:
-        return location
-    return f"{_where(location)}?provider={provider}"
-
-
-def _name_apart(targets: list[Target], store: Store) -> None:
-    """A name per target that no other version in this replay, nor another registered one,
-    holds: rows, bisect, CSV columns and JSON are told apart by name. A name held elsewhere
-    becomes NAME@folder (a server's: NAME@HOST:PORT), as the Versions panel registers it;
-    the same file again (on another provider) becomes NAME@provider."""
-    taken = {v.name: _where(v.location) for v in registered(store)}
-    used: set[str] = set()
-    for t in targets:
-        where = _where(t.location)
-        name = free_name(t.name, where, taken)
-        if name in used:
-            base, n = name, 2
-            name = f"{base}@{t.provider}" if isinstance(t, LocalOnnxTarget) else base
-            while name in used or taken.get(name, where) != where:
-                name, n = f"{base}-{n}", n + 1
-        t.name = name
-        taken[name] = where
-        used.add(name)
-
-
-def _text(result: ReplayResult, shown: bool = False, stop_note: str | None = None) -> str:
-    """``shown``: a saved replay read back (--show), not one run now; ``stop_note``: the note
-    an older run saved in its title's place when Ctrl+C cut it short."""
-    # p50/p95 are of the requests each version answered one case at a time (a replay
-    # saved before those were timed has its batches' shares: "ms/row"); "batched" is a
-    # case's share of its batch's time, the version's pace through a backlog.
-    summaries = result.summaries()
-    per = "ms" if any(s.requests_timed for s in summaries) else "ms/row"
-    width = max([20, *(len(s.version) for s in summaries)])  # long names keep the columns
-    lines = [f"{'version':<{width}} {'cases':>6} {'fixed':>6} {'still failing':>14} "
-             f"{'newly broken':>13} {'broken again':>13} {'errors':>7} {'p50 ' + per:>11} "
-             f"{'p95 ' + per:>11} {'batched ms/row':>15}"]
-    for s in summaries:
-        p50, p95, batched = ("-" if v is None else figure_text(v) for v in (
-            s.latency_p50_ms, s.latency_p95_ms, s.batched_ms_per_row))
-        lines.append(f"{s.version:<{width}} {s.cases:>6} {s.fixed:>6} {s.still_failing:>14} "
-                     f"{s.newly_broken:>13} {s.broken_again:>13} {s.errors:>7} {p50:>11} "
-                     f"{p95:>11} {batched:>15}")
-    timed = max((s.requests_timed for s in summaries), default=0)
-    if timed:
-        lines.append(f"latency: p50/p95 of {timed} requests per version, one case each, the "
-                     "versions taking turns; batched: a case's share of its batch's time")
-    for s in summaries:
-        if s.error_reason:
-            lines.append(f"{s.version}: {s.errors} cases erred, most often: {s.error_reason}")
-        if s.unanswered:
-            lines.append(f"{s.version}: {s.unanswered} of {s.cases} cases got no answer "
-                         f"({s.unanswered_reason}); they are neither fixed nor failing there")
-        if s.unmatched_labels:
-            lines.append(f"{s.version}: {s.unmatched_labels} labels name no class of its "
-                         "model (it carries no matching `classes` metadata), so they never "
-                         "match its predictions")
-    for s in summaries:
-        if s.newly_broken_by_label:
-            lines.append(f"{s.version} newly broken by label: " + ", ".join(
-                f"{label}: {n}" for label, n in s.newly_broken_by_label.items()))
-        if s.broken_again:
-            lines.append(f"{s.version} broken again: {s.broken_again} failures an earlier "
-                         "version fixed fail here (fixed by " + ", ".join(
-                             f"{v} {n}" for v, n in s.broken_again_after.items()) + ")")
-    left_out = limit_text(result)
-    if left_out:
-        lines.append(left_out)
-    lines.append(bisect_text(result))
-    lines.append(f"selected: {selection_text(result.selection)}")
-    lines.append(judged_with(result.criteria))
-    title = f' "{result.title}"' if result.title else ""
-    if result.replay_id is not None and not shown:
-        lines.append(f"saved as replay {result.replay_id}{title}")
-    elif result.replay_id is not None:
-        lines.append(f"replay {result.replay_id}{title}{_cancelled_text(result, stop_note)}")
-    return "\n".join(lines)
-
-
-def _cancelled_text(result: ReplayResult, stop_note: str | None) -> str:
-    """A cancelled replay holds the versions it finished: said, or it reads as whole."""
-    if not result.cancelled:
-        return ""
-    if stop_note:
-        return f" (cancelled: {stop_note})"
-    done = len(result.runs)
-    if result.versions_asked:
-        return f" (cancelled after {done} of {result.versions_asked} versions)"
-    return f" (cancelled after {done} version{'' if done == 1 else 's'})"
-
-
-def _listed(row: dict, cases: tuple[int, int] | None) -> dict:
-    """One saved replay as --list shows it: when, its title, endpoint and filters, how many
-    failures (of how many matched) and controls, versions, and what it was judged with."""
-    counts = saved_counts(row)
-    selection = saved_selection(row)
-    failures = counts.get("failures", cases[0] if cases else None)
-    controls = counts.get("controls", cases[1] if cases else None)
-    return {"id": row["id"], "created": _local(row["created_ns"]), "title": saved_title(row),
-            "versions": [v["name"] for v in json.loads(row["versions"])],
-            "cancelled": bool(row["cancelled"]),
-            "criteria": json.loads(row["criteria"] or "{}"),
-            "endpoint": selection.endpoint if selection else None,
-            "selection": selection_json(selection), "selected": selection_text(selection),
-            "cases": row["cases"], "failures": failures, "controls": controls,
-            "failures_matched": counts.get("failures_matched")}
-
-
-def _list_text(listed: list[dict]) -> str:
-    def failures(r: dict) -> str:
-        matched = r["failures_matched"]
-        return (f"{r['failures']} of {matched}" if matched and matched > (r["failures"] or 0)
-                else "?" if r["failures"] is None else str(r["failures"]))
-
-    selected = [fit(r["selected"], 48) for r in listed]
-    width = max(len("selected"), *map(len, selected))
-    wide = max(len("failures"), *(len(failures(r)) for r in listed))
-    lines = [f"{'id':>4}  {'created':<19}  {'failures':>{wide}}  {'controls':>8}  "
-             f"{'selected':<{width}}  versions"]
-    for r, chosen in zip(listed, selected, strict=True):
-        # A replay held to the person's minimum, not the endpoints': said, or it reads like
-        # the others while its counts differ.
-        given = r["criteria"].get("min_confidence") \
-            if r["criteria"].get("min_confidence_for_all") else None
-        controls = "?" if r["controls"] is None else r["controls"]
-        lines.append(f"{r['id']:>4}  {r['created']:<19}  {failures(r):>{wide}}  "
-                     f"{controls:>8}  {chosen:<{width}}  {', '.join(r['versions'])}"
-                     + (f'  "{r["title"]}"' if r["title"] else "")
-                     + ("  (cancelled)" if r["cancelled"] else "")
-                     + (f"  (every case held to confidence {given:g})"
-                        if given is not None else ""))
-    return "\n".join(lines)
-
-
-def _saved(args: argparse.Namespace) -> int:
-    """``--list``, ``--show`` and ``--delete``: what earlier replays found, read from the
-    workspace; or one of them gone."""
-    if args.delete is not None:
-        return _delete(args)
-    store = Store(args.db, readonly=True)
-    try:
-        rows = store.replays()
-        if args.list:
-            # Replays saved before their counts were kept: counted from their case rows.
-            older = [r["id"] for r in rows if "failures" not in saved_counts(r)]
-            cases = store.replay_case_counts(older)
-            listed = [_listed(r, cases.get(r["id"])) for r in rows]
-            if args.json:
-                print(json.dumps({"replays": listed}))
-            elif not listed:
-                print("no saved replays; run one with `probescope replay --db PATH`")
-            else:
-                print(_list_text(listed))
-            return 0
-        if args.show == "latest":
-            if not rows:
-                raise ReplayError(f"no saved replays in {args.db}")
-            wanted = int(rows[0]["id"])
-        else:
-            try:
-                wanted = int(args.show)
-            except ValueError:
-                raise ReplayError(f"--show takes a replay id or 'latest', not '{args.show}'; "
-                                  "see --list") from None
-            if not 0 < wanted < 2**63:  # SQLite's integers
-                raise ReplayError(f"no saved replay {args.show}; see --list")
-        result = load_replay(store, wanted)
-        title = next((r["title"] for r in rows if r["id"] == wanted), None)
-        if args.export:
-            write_cases_csv(result, args.export, inputs=args.export_inputs,
-                            workspace=args.db)
-    finally:
-        store.close()
-    stop_note = title if title and STOPPED_NOTE.fullmatch(title) else None
-    print(json.dumps(result.to_json()) if args.json
-          else _text(result, shown=True, stop_note=stop_note))
-    if args.export:
-        print(f"wrote {args.export}", file=sys.stderr)
-    return 0
-
-
-def _delete(args: argparse.Namespace) -> int:
-    """``--delete ID``: the replay, its cases and its results, in one transaction."""
-    store = Store(args.db)
-    try:
-        row = next((r for r in store.replays() if r["id"] == args.delete), None)
-        # Read before it goes: the line below says which replay that was.
-        listed = None if row is None else _listed(
-            row, store.replay_case_counts([args.delete]).get(args.delete))
-        if listed is None or not store.delete_replay(args.delete):
-            raise ReplayError(f"no saved replay {args.delete} in {args.db}; see --list")
-    finally:
-        store.close()
-    if args.json:
-        print(json.dumps({"deleted": listed}))
-    else:
-        print(f"deleted replay {args.delete}"
-              + (f' "{listed["title"]}"' if listed["title"] else "")
-              + f" ({listed['created']}; {listed['selected']}; "
-              f"{', '.join(listed['versions'])})")
-    return 0
-
-
 def _progress_printer(versions: int) -> Callable[[float], None]:
     def note(share: float) -> str:
         version = min(versions, int(share * versions) + 1)
@@ -514,10 +173,6 @@ def _progress_printer(versions: int) -> Callable[[float], None]:
                 "ones)")
 
     return progress_line("replaying", note)
-
-
-def _local(ts_ns: int) -> str:
-    return datetime.fromtimestamp(ts_ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -552,10 +207,10 @@ def run(args: argparse.Namespace) -> int:
                 raise ReplayError(f"{', '.join(ignored)} "
                                   f"{'shape' if len(ignored) > 1 else 'shapes'} a new replay; "
                                   f"{does}")
-            return _saved(args)
+            return run_saved(args)
         if args.since is not None and args.until is not None and args.since > args.until:
-            raise ReplayError(f"--since ({_local(args.since)}) is after --until "
-                              f"({_local(args.until)}); no capture lies between them")
+            raise ReplayError(f"--since ({local_text(args.since)}) is after --until "
+                              f"({local_text(args.until)}); no capture lies between them")
     except (ReplayError, StoreError) as exc:
         print(f"probescope: {exc}", file=sys.stderr)
         return 2
@@ -587,21 +242,21 @@ def run(args: argparse.Namespace) -> int:
         # At the limit, more may match: counted (one COUNT, no blob read), so the output can
         # say how much of the population the newest `limit` stand for.
         matched = count_failures(store, selection) if failures >= selection.limit else failures
-        located = _locations(store, args.versions, args.provider)
+        located = locations(store, args.versions, args.provider)
         for location, name in located:
             targets.append(open_target(location, provider=args.provider, name=name))
-        _name_apart(targets, store)
+        name_apart(targets, store)
         if args.versions:
             # Named twice by the person, both are replayed (a copy against its original is
             # a fair check of timing noise); said, as the registry's twins are.
-            for ks, sha in _twins(located, store, args.provider):
+            for ks, sha in twins(located, store, args.provider):
                 first, *again = (targets[k].name for k in ks)
                 print(f"probescope: {', '.join(again)} {'is' if len(again) == 1 else 'are'} "
                       f"{first} again (the same model, sha256 {sha[:12]}…); replaying each as "
                       f"asked, though they answer alike and bisect credits {first}",
                       file=sys.stderr)
         try:
-            result = _replay_interruptibly(
+            result = replay_interruptibly(
                 lambda cancelled: replay(cases, targets, selection=selection,
                                          batch_size=args.batch_size, criteria=criteria,
                                          progress=_progress_printer(len(targets)),
@@ -636,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
             t.close()
         store.close()
     summaries = result.summaries()
-    print(json.dumps(result.to_json()) if args.json else _text(result))
+    print(json.dumps(result.to_json()) if args.json else result_text(result))
     unjudged, made_by = result.unjudged_slow()
     if unjudged:
         print(f"probescope: {unjudged} SLOW failures were judged on their outputs only: their "
@@ -682,63 +337,3 @@ def _stopped_after(result: ReplayResult, versions: int) -> str:
     """Said when a run is cancelled, and saved as its title: the workspace keeps the versions
     it finished, not how many were asked for."""
     return f"{_STOPPED}{len(result.runs)} of {versions} versions"
-
-
-def _replay_interruptibly(work: Callable[[Callable[[], bool]], ReplayResult]) -> ReplayResult:
-    """``work(cancelled)`` on a thread of its own, the main thread waiting on it. Python runs
-    a signal handler on the main thread between bytecodes only: were the replay there, a
-    Ctrl+C would wait for the inference call under way (seconds, for a big model) and two
-    would merge into one. Here the first sets ``cancelled`` (the replay stops after the batch
-    under way, keeping the versions it finished) and says so at once; the second ends the
-    process at once (``_leave_now``), saving nothing, while the thread is still at work."""
-    interrupted = threading.Event()
-
-    def on_sigint(*_: object) -> None:
-        if interrupted.is_set():  # asked twice: stop now, whatever is under way
-            raise KeyboardInterrupt
-        interrupted.set()
-        print(("\n" if sys.stderr.isatty() else "")  # off the progress line
-              + "probescope: stopping after the batch under way; Ctrl+C again stops at "
-              "once, saving nothing", file=sys.stderr, flush=True)
-
-    done: list[ReplayResult] = []
-    failed: list[BaseException] = []
-    # Not Thread.join: a KeyboardInterrupt inside it marks a running thread as ended
-    # (bpo-45274), and the exit below must know that the thread is still at work.
-    ended = threading.Event()
-
-    def body() -> None:
-        try:
-            done.append(work(interrupted.is_set))
-        except BaseException as exc:  # handed to the main thread, which reports it
-            failed.append(exc)
-        finally:
-            ended.set()
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        threading.Thread(target=body, name="replay", daemon=True).start()
-        while not ended.wait(0.2):  # short waits: the handler runs between them anywhere
-            pass
-    except KeyboardInterrupt:
-        if not ended.is_set():
-            _leave_now()
-        raise
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if failed:
-        raise failed[0]
-    return done[0]
-
-
-def _leave_now() -> NoReturn:
-    """Exit 130 at once, the replay thread still inside an inference call. An ordinary exit
-    would run onnxruntime's static destructors under that call, which aborts the process
-    (SIGABRT, "terminate called without an active exception"). Nothing is lost: the
-    workspace is written only once the replay has ended."""
-    with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing to tell
-        print("probescope: stopped; nothing saved", file=sys.stderr)
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-    os._exit(130)

@@ -47,6 +47,11 @@ def utc_text(ts_ns: int) -> str:
     return datetime.fromtimestamp(ts_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def local_text(ts_ns: int) -> str:
+    """A time as the person at this machine reads it: to the second, in local time."""
+    return datetime.fromtimestamp(ts_ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def figure_text(value: float, significant: int = 3) -> str:
     """``value`` to ``significant`` figures without an exponent: a per-row latency of
     71 ns reads 0.0000712 ms, not 0.0001 (four decimals) or 7.12e-05."""
