@@ -81,6 +81,13 @@ class AgentHttpServer(ThreadingHTTPServer):
                  info: dict, tls: ssl.SSLContext | None = None,
                  model: AgentModel | None = None, limits: ListenLimits | None = None,
                  status: Callable[[], dict] | None = None) -> None:
+        # A stranger can repeat each of these at will: said once, then counted. Set before
+        # the bind: a failed one calls server_close, which flushes them.
+        self.refused_token = LogThrottle(log)
+        self.cut_slow = LogThrottle(log)
+        self._refused_busy = LogThrottle(log)
+        self._accept_failed = LogThrottle(log, logging.ERROR)
+        self._errors_told: set[str] = set()
         super().__init__(address, _Handler)
         self.token = token
         self.buffer_path = buffer_path
@@ -89,12 +96,6 @@ class AgentHttpServer(ThreadingHTTPServer):
         self.status = status  # facts that change (the probes' states), merged into /v1/info
         self.limits = limits or ListenLimits()
         self._slots = threading.BoundedSemaphore(self.limits.max_connections)
-        # A stranger can repeat each of these at will: said once, then counted.
-        self.refused_token = LogThrottle(log)
-        self.cut_slow = LogThrottle(log)
-        self._refused_busy = LogThrottle(log)
-        self._accept_failed = LogThrottle(log, logging.ERROR)
-        self._errors_told: set[str] = set()
         self.tls = tls
         if tls is not None:
             # The handshake runs in the handler thread, so a slow client cannot stall accept().

@@ -144,6 +144,22 @@ def test_agent_refuses_to_start_without_a_token(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_a_port_in_use_is_said_in_one_line_not_an_internal_error(tmp_path, token_file):
+    import socket
+
+    taken = socket.create_server(("127.0.0.1", 0))  # another agent, or anything, is there
+    port = taken.getsockname()[1]
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", NO_QT_MAIN, *agent_args(tmp_path, token_file, port)],
+            cwd=ROOT, env=env_with(), capture_output=True, text=True, timeout=60)
+    finally:
+        taken.close()
+    assert result.returncode == 2, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_token_from_env_and_warning_for_a_readable_token_file(tmp_path, token, procs):
     env_agent = Proc(["agent", "--listen", "127.0.0.1:0", "--model", str(MODEL),
                       "--buffer", str(tmp_path / "env.sqlite")],
