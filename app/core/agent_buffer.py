@@ -21,11 +21,15 @@ from pathlib import Path
 
 from app.core import codec
 from app.core.domain import Capture, CaptureStatus, Sample, StoreError, not_sqlite
+from app.core.log_throttle import LogThrottle
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ITEMS = 1_000_000
 MAX_PAGE_BYTES = 8 << 20  # captures per page, so a page of big tensors stays small
+# Once full, the buffer trims at every write: the steady state of a ring, not news each time.
+# Said when it starts, then once in this long with a count (a line a write was ~10 a second).
+TRIM_LOG_EVERY_S = 600.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -100,6 +104,7 @@ class AgentBuffer:
             raise BufferError("the buffer must hold at least one item")
         self.path = Path(path)
         self.max_items = max_items
+        self._trim_told = LogThrottle(log, every_s=TRIM_LOG_EVERY_S)
         if not_sqlite(self.path):
             raise BufferError(f"{self.path} is not an agent buffer (not an SQLite file); give a "
                               "new file name with --buffer")
@@ -161,13 +166,16 @@ class AgentBuffer:
             self.conn.execute(
                 "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + ? AS TEXT) "
                 "WHERE key = 'trimmed'", [n])
-            log.warning("agent buffer full: trimmed %d oldest items", n)
+            self._trim_told("agent buffer full (--max-items %d): the oldest items are trimmed "
+                            "as new ones come; a dashboard that has not pulled them loses "
+                            "them, and says how many", self.max_items)
 
     def set_busy_timeout(self, seconds: float) -> None:
         """How long a write waits for another writer's lock before it fails."""
         self.conn.execute(f"PRAGMA busy_timeout={max(0, int(seconds * 1000))}")
 
     def close(self) -> None:
+        self._trim_told.flush()  # how many trims went unsaid since the last line
         self.conn.close()
 
     # -- reader side ----------------------------------------------------------------------

@@ -78,3 +78,20 @@ def test_an_agent_whose_buffer_is_gone_answers_503_not_a_dropped_connection(tmp_
         server.server_close()
     assert answer.status_code == 503
     assert "cannot read its buffer" in answer.json()["error"]
+
+
+def test_a_full_buffer_says_so_once_not_at_every_write(tmp_path, caplog):
+    """Once full, trimming is the ring's steady state: one line when it starts, then the count
+    of the trims not said (at close, or once in TRIM_LOG_EVERY_S). A line a write came ten
+    times a second from every agent that had run long enough."""
+    buf = AgentBuffer(tmp_path / "b.sqlite", max_items=10)
+    with caplog.at_level("WARNING", logger="app.core.agent_buffer"):
+        for i in range(50):
+            buf.write_batch([Sample("e", i * 5 + k, "m", float(k)) for k in range(5)], [])
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 1 and said[0].startswith("agent buffer full (--max-items 10)")
+        assert buf.bounds()[1] - buf.bounds()[0] + 1 == 10  # still trimmed every time
+        buf.close()
+    said = [r.getMessage() for r in caplog.records]
+    # 48 trims: the first said at once, the last in the closing line, 46 between them.
+    assert len(said) == 2 and "(46 more of this kind since the last such line" in said[1]
