@@ -83,6 +83,10 @@ class AgentProbe(Probe):
 
     def __init__(self, uri: EndpointUri, bus: Bus, options: ProbeOptions) -> None:
         super().__init__(uri, bus, options)
+        # An agent is named by where it is. How this dashboard gets the token or the CA, or
+        # how often it pulls, are settings: as part of the name, a token moved to a file made
+        # a new endpoint that pulled the agent's whole buffer again.
+        self.endpoint = f"{uri.scheme}:{uri.target}"
         example = f"{uri.scheme}://HOST:PORT"
         # The shared check refuses user:password@ (httpx would send it as Basic auth in
         # place of our token, in clear) besides a missing host or a bad port.

@@ -208,28 +208,29 @@ def test_dashboard_kill_9_and_restart_lose_nothing_and_duplicate_nothing(
     agent = Proc(agent_args(tmp_path, token_file))
     procs.append(agent)
     uri = f"agent+{agent.url}?interval=0.02&page=50"
+    endpoint = f"agent+{agent.url}"  # the agent's name: its settings are not part of it
     db = tmp_path / "ws.db"
     watch = ["watch", uri, "--db", str(db), "--seconds", "120"]
     env = env_with(PROBESCOPE_AGENT_TOKEN=token)
     dash = subprocess.Popen([sys.executable, "-c", NO_QT_MAIN, *watch], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        assert wait_until(lambda: db.exists() and committed_cursor(db, uri) > 300, 30)
+        assert wait_until(lambda: db.exists() and committed_cursor(db, endpoint) > 300, 30)
         dash.kill()  # kill -9, mid-stream: pages on its bus and in flight are lost with it
         dash.wait(10)
-        at_kill = committed_cursor(db, uri)
+        at_kill = committed_cursor(db, endpoint)
         dash = subprocess.Popen([sys.executable, "-c", NO_QT_MAIN, *watch], cwd=ROOT,
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        assert wait_until(lambda: committed_cursor(db, uri) > at_kill + 300, 30)
+        assert wait_until(lambda: committed_cursor(db, endpoint) > at_kill + 300, 30)
         agent.stop()  # the agent's buffer is now final: that is what the store must hold
         _, _, last = buffer_items(tmp_path / "agent.sqlite")
-        assert wait_until(lambda: committed_cursor(db, uri) == last, 30)
+        assert wait_until(lambda: committed_cursor(db, endpoint) == last, 30)
         dash.send_signal(signal.SIGINT)
         dash.wait(30)
     finally:
         if dash.poll() is None:
             dash.kill()
-    assert_same(db, uri, tmp_path / "agent.sqlite")
+    assert_same(db, endpoint, tmp_path / "agent.sqlite")
 
 
 def _agent_pulled_by_a_monitor(tmp_path, token_file, procs):
@@ -289,6 +290,38 @@ def test_items_trimmed_before_a_pull_are_counted_as_dropped(tmp_path, token_file
     finally:
         store.close()
     assert dropped.sum() > 0
+
+
+def test_an_agent_is_one_endpoint_however_the_dashboard_is_given_its_token(
+        tmp_path, token_file, token, procs, monkeypatch):
+    """The token from the environment, then from a file: the same agent, the same endpoint
+    and cursor, so the second pull goes on from the first and stores nothing twice."""
+    agent = Proc(agent_args(tmp_path, token_file))
+    procs.append(agent)
+    db = tmp_path / "ws.db"
+    endpoints = []
+    for uri, env in ((f"agent+{agent.url}?interval=0.05", token),
+                     (f"agent+{agent.url}?token_file={token_file}&interval=0.1", None)):
+        if env is None:
+            monkeypatch.delenv("PROBESCOPE_AGENT_TOKEN", raising=False)
+        else:
+            monkeypatch.setenv("PROBESCOPE_AGENT_TOKEN", env)
+        monitor = Monitor(db)
+        try:
+            probe = monitor.attach(uri)
+            assert wait_until(lambda p=probe: p.pulled > 20, 30), probe.last_error
+        finally:
+            monitor.close()
+        endpoints.append(probe.endpoint)
+    assert endpoints == [f"agent+{agent.url}"] * 2  # no token file, no pace in its name
+    got, _ = store_items(db, endpoints[0])
+    assert max(got.values()) == 1  # the second pull went on where the first stopped
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT count(*) FROM endpoints WHERE uri LIKE 'agent+%'"
+                            ).fetchone()[0] == 1
+    finally:
+        conn.close()
 
 
 def test_agent_probes_a_local_server_given_as_an_upstream_uri(tmp_path, token_file, token,
