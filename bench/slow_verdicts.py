@@ -5,7 +5,7 @@ one only where timing noise puts it SLOW_MARGIN ahead of the recording version.
 
 The baseline is the estimator the replay used before 6 Dec: each version's time the median
 of its own calls. The engine's now reads them round by round against the round's mean
-(``replay_run._one_call_times``). Both run on the same workspace, alternating, in this run;
+(``replay_timing._one_call_times``). Both run on the same workspace, alternating, in this run;
 each line gives the copy's false fixes for both orders of the two versions. Fewer is better;
 the ratio is baseline over paired."""
 
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
-from app.core import replay_run
+from app.core import replay_timing
 from app.core.domain import Capture, CaptureStatus, TensorBlob
 from app.core.replay import Criteria, Selection, replay, select_case_set
 from app.core.replay_targets import LocalOnnxTarget
@@ -68,7 +68,7 @@ def main() -> None:
         cases = select_case_set(store, Selection(kinds=("slow",), controls=0))
     finally:
         store.close()
-    paired = replay_run._one_call_times
+    paired = replay_timing._one_call_times
     stop = threading.Event()
 
     def spin() -> None:
@@ -83,10 +83,10 @@ def main() -> None:
         counts: dict[str, list[int]] = {"apart": [], "paired": []}
         for _ in range(ROUNDS):
             for name, estimator in (("apart", medians_apart), ("paired", paired)):
-                replay_run._one_call_times = estimator
+                replay_timing._one_call_times = estimator
                 for order in ([recording, twin], [twin, recording]):
                     counts[name].append(false_fixes(cases, order))
-        replay_run._one_call_times = paired
+        replay_timing._one_call_times = paired
         apart, pair = sum(counts["apart"]), sum(counts["paired"])
         print(f"{load:12s} medians apart {counts['apart']}  round by round {counts['paired']}"
               f"  ratio {apart / max(pair, 1):.1f}x")

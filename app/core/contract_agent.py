@@ -3,7 +3,7 @@ agent's ``POST /v1/contract``. Thread: the caller's (a check's worker; an agent'
 
 The agent measures the model file it was started with (``probescope agent --model PATH``) on
 its own hardware, with the same child-process measurement as a local check
-(``contract._measure_in_subprocess``): accuracy on the validation rows the dashboard sends,
+(``contract_measure._measure_in_subprocess``): accuracy on the validation rows the dashboard sends,
 latency p95 of single-row runs, peak memory. It measures only that file, named by its sha256,
 so a cell never reports a figure of another version; an agent that probes a server, or runs
 another version, is *unsupported* for this one, with the reason.

@@ -8,8 +8,9 @@ and results are kept as columns (numpy arrays per version), so the bookkeeping c
 array operations per batch, not Python work per case.
 
 This module is the engine's front: ``replay`` and the names the rest of the app imports.
-Behind it, ``replay_select`` chooses the cases, ``replay_run`` runs and times the versions,
-``replay_judge`` holds each case to its criteria, and ``replay_result`` is what comes back.
+Behind it, ``replay_select`` chooses the cases, ``replay_run`` runs the versions in batches,
+``replay_timing`` times cases one call at a time, ``replay_judge`` holds each case to its
+criteria, and ``replay_result`` is what comes back.
 
 What "failing" means for a case on a version:
 
