@@ -23,10 +23,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TIMED_CALLS", "request_sample", "time_alone_together", "time_requests"]
+__all__ = ["MAX_TIMED_CALLS", "TIMED_CALLS", "request_sample", "time_alone_together",
+           "time_requests"]
 
-TIMED_CALLS = 8  # per version and case, even (``_time_rows_alone``); their median is the
-# case's one-call latency
+TIMED_CALLS = 8  # rounds per SLOW case at the least: even, so each version holds each place
+MAX_TIMED_CALLS = 32  # ... and at the most, while the times are still too noisy to judge
+# How precise a version's time must be (the standard error of its paired estimate, as a share)
+# for a case's timing to stop; 8 rounds reach it on a quiet machine.
+TIMED_PRECISION = 0.025
 
 
 def _row_places(prepared: CaseSet, cases: np.ndarray) -> list[tuple[int, Group, int]]:
@@ -50,11 +54,13 @@ def _time_rows_alone(pairs: list[tuple[Target, VersionRun]], prepared: CaseSet,
                      cases: np.ndarray, go_on: Callable[[], bool], calls: int,
                      untimed_nan: bool = False) -> tuple[list[int], bool]:
     """Time each of ``cases`` alone on every version that answered, the versions taking turns
-    call by call; a case's time on a version is the median of ``calls`` calls, written into its
-    ``latency_ms``. ``untimed_nan``: a case reached but not timed on a version (an error, a
-    server down) gets NaN there, not the batch's share it had. Returns the cases reached, in
-    order, and whether it ran to the end (False: ``go_on`` said stop between cases, or a
-    cancel came during a server's call)."""
+    call by call; a case's time on a version is the median of ``calls`` calls (compared round
+    by round, ``_one_call_times``), written into its ``latency_ms``. Where ``calls`` is more
+    than one and the times come out too noisy to judge (``_precise_enough``), ``calls`` more
+    rounds are taken, up to MAX_TIMED_CALLS. ``untimed_nan``: a case reached but not timed on
+    a version (an error, a server down) gets NaN there, not the batch's share it had. Returns
+    the cases reached, in order, and whether it ran to the end (False: ``go_on`` said stop
+    between cases, or a cancel came during a server's call)."""
     perf = time.perf_counter
     asked = [(t, r) for t, r in pairs if r.down is None]
     silent = [r for _, r in pairs if r.down is not None] if untimed_nan else []
@@ -80,10 +86,11 @@ def _time_rows_alone(pairs: list[tuple[Target, VersionRun]], prepared: CaseSet,
         # bit-identical copy "fixed" 17% of SLOW cases). Over an even number of rounds each
         # version holds each place equally often.
         forward = list(range(len(asked)))
-        rounds = ([[(turn + k) % len(asked) for k in forward]] if calls == 1
-                  else [forward if r % 2 == 0 else forward[::-1] for r in range(calls)])
+        rounds, taken = calls, 0
         try:
-            for order in rounds:
+            while taken < rounds:
+                order = ([(turn + k) % len(asked) for k in forward] if calls == 1
+                         else forward if taken % 2 == 0 else forward[::-1])
                 for k in order:
                     if feeds[k] is None:
                         continue
@@ -99,18 +106,38 @@ def _time_rows_alone(pairs: list[tuple[Target, VersionRun]], prepared: CaseSet,
                         log.debug("timing case %d alone on %s failed: %s", i, target.name,
                                   exc)
                         feeds[k] = None
+                taken += 1
+                # On a loaded machine one call's time varies by 20% and more, and 8 rounds
+                # left a bit-identical copy "fixing" a fifth of the SLOW cases recorded a
+                # hair over their SLO: where the estimate is not yet precise, take more.
+                if (taken == rounds and calls > 1 and rounds < MAX_TIMED_CALLS
+                        and not _precise_enough(times, taken)):
+                    rounds = min(MAX_TIMED_CALLS, rounds + calls)
         except Cancelled:  # during a server's call: this case is not timed either
             return done, False
-        for k, value in _one_call_times(times, calls).items():
+        for k, value in _one_call_times(times, taken).items():
             asked[k][1].latency_ms[i] = value
         if untimed_nan:
             for k, (_, run) in enumerate(asked):
-                if len(times[k]) != calls:
+                if len(times[k]) != taken:
                     run.latency_ms[i] = np.nan
         for run in silent:
             run.latency_ms[i] = np.nan
         done.append(i)
     return done, True
+
+
+def _precise_enough(times: list[list[float]], rounds: int) -> bool:
+    """Whether every version's paired time (``_one_call_times``) over these ``rounds`` is
+    known to TIMED_PRECISION: the standard error of a median, 1.25 sigma / sqrt(n), with sigma
+    read robustly from the spread of its calls' ratios to their rounds' means (1.48 MAD)."""
+    full = [t for t in times if len(t) == rounds]
+    if len(full) < 2:
+        return True  # nothing to compare a version with
+    grid = np.array(full)
+    ratios = grid / grid.mean(axis=0)
+    spread = np.median(np.abs(ratios - np.median(ratios, axis=1, keepdims=True)), axis=1)
+    return bool((1.2533 * 1.4826 * spread / np.sqrt(rounds)).max() <= TIMED_PRECISION)
 
 
 def _one_call_times(times: list[list[float]], calls: int) -> dict[int, float]:
@@ -133,8 +160,9 @@ def _one_call_times(times: list[list[float]], calls: int) -> dict[int, float]:
 
 def time_alone_together(pairs: list[tuple[Target, VersionRun]], prepared: CaseSet,
                         cases: np.ndarray, go_on: Callable[[], bool]) -> bool:
-    """Give each of ``cases`` a latency of its own on every version: the median of
-    TIMED_CALLS single-row calls, the versions taking turns call by call. A SLOW verdict
+    """Give each of ``cases`` a latency of its own on every version: from TIMED_CALLS
+    single-row calls (up to MAX_TIMED_CALLS where the machine is noisy), the versions taking
+    turns call by call. A SLOW verdict
     compares one version's time with the recording version's, so both are taken at the same
     moment: timed one version after the other, a change in the machine's state between them
     (a cache, the clock, a neighbour's load) decided verdicts on cases recorded just over

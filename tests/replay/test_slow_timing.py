@@ -5,13 +5,14 @@ verdict. Real onnxruntime sessions on the demo's model; the burst is a real slee
 from __future__ import annotations
 
 import dataclasses
+import random
 import shutil
 import time
 from collections import Counter
 
 from app.core.replay import replay
-from app.core.replay_run import TIMED_CALLS
 from app.core.replay_targets import LocalOnnxTarget
+from app.core.replay_timing import MAX_TIMED_CALLS, TIMED_CALLS
 from tests.replay.conftest import slow_cases as recorded_slow_cases
 
 BURST_FROM = 7  # the call of a case (over all versions) from which the machine is slow
@@ -83,3 +84,31 @@ def test_a_version_faster_by_a_margin_still_fixes_slow_cases_through_the_burst(t
     recording, faster = doc["versions"]
     assert recording["fixed"] == 0
     assert faster["fixed"] >= faster["cases"] * 9 // 10, faster
+
+
+class Noisy(LocalOnnxTarget):
+    """A real local version whose one-row calls each take a random extra 0-0.5 ms (a machine
+    far busier than any test host); ``calls`` counts them per input row."""
+
+    def __init__(self, path, seed: int) -> None:
+        super().__init__(path)
+        self.rng = random.Random(seed)
+        self.calls: Counter[bytes] = Counter()
+
+    def run_adapted(self, feeds):
+        if all(a.shape[0] == 1 for a in feeds.values()):
+            self.calls[b"".join(a.tobytes() for a in feeds.values())] += 1
+            time.sleep(self.rng.uniform(0, 0.0005))
+        return super().run_adapted(feeds)
+
+
+def test_times_too_noisy_to_judge_are_taken_again_up_to_a_limit(tmp_path, versions):
+    cases, criteria = slow_cases(tmp_path, versions[0])
+    twin = shutil.copy(versions[0], tmp_path / "twin.onnx")
+    targets = [Noisy(versions[0], 1), Noisy(twin, 2)]
+    replay(cases, targets, criteria=criteria, requests=0)
+    # Each case was timed in more rounds than the first TIMED_CALLS, up to the limit, and
+    # no further (plus the batch's one call of the row, if it ran alone).
+    per_case = [n for t in targets for n in t.calls.values()]
+    assert max(per_case) <= MAX_TIMED_CALLS + 1
+    assert sorted(per_case)[len(per_case) // 2] >= MAX_TIMED_CALLS > TIMED_CALLS
