@@ -30,15 +30,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--buffer", type=Path, default=Path("probescope-agent.sqlite"),
                    help="on-disk buffer file (default ./probescope-agent.sqlite)")
     p.add_argument("--max-items", type=_args.count, default=1_000_000,
-                   help="the buffer keeps at most this many items; older ones are trimmed")
-    p.add_argument("--rate", type=_args.non_negative, default=10.0, help="requests/s to the model")
+                   help="the buffer keeps at most this many items (default 1,000,000: about "
+                        "70-100 MB, more with large captures); older ones are trimmed")
+    p.add_argument("--rate", type=_args.non_negative, default=10.0,
+                   help="requests/s to the model (default 10; 0: as fast as it answers)")
     p.add_argument("--payload", type=Path,
                    help="input rows to send (.csv, .parquet, .jsonl, .npy, .npz)")
     p.add_argument("--capture-rate", type=_args.share, default=0.05,
                    help="share of requests drawn at random as captures, the sample the "
                         "dashboard's drift compares (default 0.05); failures are kept always")
     p.add_argument("--system-rate", type=_args.positive, default=1.0,
-                   help="system samples per second")
+                   help="system samples per second (default 1)")
     p.add_argument("--cert", type=Path, help="TLS certificate (PEM); serve HTTPS")
     p.add_argument("--key", type=Path, help="TLS private key (PEM)")
     p.add_argument("--seconds", type=_args.seconds, help="stop after this long (default: run until "

@@ -23,6 +23,7 @@ import io
 import json
 import logging
 import math
+import re
 import socket
 import sqlite3
 import ssl
@@ -42,6 +43,7 @@ from app.core.contract_agent import CONTRACT_PATH, MAX_REQUEST_BYTES, AgentModel
 from app.core.log_throttle import LogThrottle
 
 log = logging.getLogger(__name__)
+_QUERY = re.compile(r"\?[^ \"]*")  # a request line's query string
 
 MAX_PAGE = 20_000
 MAX_SEQ = 2**63 - 1  # sequence numbers are SQLite integers; a larger one overflowed there
@@ -414,5 +416,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def log_message(self, format: str, *args: object) -> None:
-        # The request line only: headers (and so the token) are never logged.
-        log.debug("%s %s", self.client_address[0], format % args)
+        # The request line only, its query cut: headers (and so the token) are never logged,
+        # and a client that put a token in the URL (?token=...) must not get it logged either.
+        log.debug("%s %s", self.client_address[0], _QUERY.sub("?…", format % args))

@@ -259,3 +259,15 @@ def test_plain_http_to_a_tls_agent_is_closed_quietly(serve, token, tmp_path, cap
     assert answer.status_code == 200 and json.loads(answer.text)["agent"] == "probescope"
     assert "Traceback" not in capfd.readouterr().err
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_token_put_in_the_url_is_not_logged_even_with_debug(serve, token, caplog):
+    server = serve()
+    host, port = server.server_address[:2]
+    with caplog.at_level("DEBUG", logger="app.core.agent_server"):
+        answer = httpx.get(f"http://{host}:{port}/v1/info", params={"token": token}, timeout=5)
+        assert answer.status_code == 401  # a token goes in the Authorization header only
+        assert wait_until(lambda: any("/v1/info" in r.getMessage() for r in caplog.records), 5)
+    lines = [r.getMessage() for r in caplog.records]
+    assert not any(token in line for line in lines), lines
+    assert any('"GET /v1/info?… HTTP/1.1" 401' in line for line in lines), lines
