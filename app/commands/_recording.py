@@ -11,7 +11,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from app.commands import _args
+from app.core.domain import Metric
 from app.core.drift_monitor import DriftMonitor
 from app.core.incidents import IncidentMonitor
 from app.core.monitor import Monitor
@@ -100,9 +103,18 @@ def record(uris: Sequence[str], db: Path, seconds: float, options: ProbeOptions 
     store = Store(db, readonly=True)
     try:
         summaries = [summarize(store, uri, start_ns, end_ns) for uri in attached]
+        # Items lost before they reached this dashboard (an agent trimmed them before they
+        # were pulled, or sent ones that could not be read): the probe records how many.
+        lost_at_source = {uri: int(np.nansum(store.values(uri, Metric.DROPPED, start_ns,
+                                                          end_ns)[1]))
+                          for uri in attached}
     finally:
         store.close()
-    result = {"endpoints": [s.to_json() for s in summaries], "dropped": stats.dropped}
+    lost_at_source = {uri: n for uri, n in lost_at_source.items() if n}
+    result = {"endpoints": [s.to_json() for s in summaries],
+              "dropped": stats.dropped + sum(lost_at_source.values())}
+    if lost_at_source:
+        result["dropped_at_source"] = lost_at_source
     if silent:
         result["no_answer"] = list(silent)
     if stats.last_error:
@@ -114,10 +126,16 @@ def record(uris: Sequence[str], db: Path, seconds: float, options: ProbeOptions 
     else:
         print(format_table(summaries))
         for key, value in result.items():
-            if key not in ("endpoints", "no_answer", "workspace_error"):  # said on stderr
+            if key not in ("endpoints", "no_answer", "workspace_error",  # said on stderr
+                           "dropped_at_source"):
                 print(f"{key.replace('_', ' ')}: {value}")
     if stats.last_error:
         print(f"probescope: warning: {stats.last_error}", file=sys.stderr)
+    for uri, lost in lost_at_source.items():
+        print(f"probescope: warning: {uri}: {lost:,} items were lost on the way here: an "
+              "agent trims its oldest items when its buffer is full (raise its --max-items, "
+              "or pull more often), and items that cannot be read are counted too",
+              file=sys.stderr)
     for uri, last_error in silent.items():
         why = last_error or ("it accepted the connection but sent no answer; the probe waits "
                              "?timeout_s= (10 s by default) per call")

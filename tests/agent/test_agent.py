@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import signal
 import sqlite3
@@ -290,6 +291,31 @@ def test_items_trimmed_before_a_pull_are_counted_as_dropped(tmp_path, token_file
     finally:
         store.close()
     assert dropped.sum() > 0
+
+
+def test_watch_counts_the_items_an_agent_trimmed_before_they_were_pulled(tmp_path, token_file,
+                                                                         token, procs):
+    buffer = tmp_path / "agent.sqlite"
+    agent = Proc(agent_args(tmp_path, token_file, 0, "--max-items", "100"))
+    procs.append(agent)
+    assert wait_until(lambda: buffer.exists() and AgentBuffer(buffer, readonly=True)
+                      .bounds()[0] > 1, 20)  # it has trimmed items nobody pulled
+    db = tmp_path / "ws.db"
+    watched = subprocess.run(
+        [sys.executable, "-c", NO_QT_MAIN, "watch", f"agent+{agent.url}?interval=0.05",
+         "--seconds", "2", "--db", str(db), "--json"],
+        cwd=ROOT, env=env_with(PROBESCOPE_AGENT_TOKEN=token), capture_output=True, text=True,
+        timeout=60)
+    doc = json.loads(watched.stdout)
+    store = Store(db, readonly=True)
+    try:
+        _, dropped = store.values(f"agent+{agent.url}", Metric.DROPPED)
+    finally:
+        store.close()
+    # It said "dropped: 0" while the workspace recorded the loss.
+    assert doc["dropped_at_source"] == {f"agent+{agent.url}": int(dropped.sum())}
+    assert doc["dropped"] >= dropped.sum() > 0
+    assert "items were lost on the way here" in watched.stderr
 
 
 def test_an_agent_is_one_endpoint_however_the_dashboard_is_given_its_token(
