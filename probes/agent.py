@@ -188,6 +188,17 @@ class AgentProbe(Probe):
                                      "?page= or raise ?max_mb=")
             return response.status_code, bytes(body)
 
+    def _tls_hint(self, exc: httpx.TransportError) -> str:
+        """What to change, for the two TLS mistakes whose errors do not say it."""
+        text = str(exc)
+        if "CERTIFICATE_VERIFY_FAILED" in text:
+            return ("; the agent's certificate is not one this machine trusts: give its CA "
+                    "(for a self-signed one, the certificate itself) with ?ca=PATH")
+        if (self.scheme == "agent+http" and isinstance(exc, httpx.RemoteProtocolError)
+                and "disconnected" in text):
+            return "; if the agent serves HTTPS (started with --cert), use agent+https://"
+        return ""
+
     def pull_once(self, client: httpx.Client) -> bool:
         """Fetch one page after the cursor and put it on the bus; True if more is waiting."""
         try:
@@ -198,7 +209,7 @@ class AgentProbe(Probe):
                              f"{self.timeout_s:g} s") from None
         except httpx.TransportError as exc:
             raise ProbeError(f"agent at {self.base_url} is unreachable: "
-                             f"{type(exc).__name__}: {exc}") from None
+                             f"{type(exc).__name__}: {exc}{self._tls_hint(exc)}") from None
         if status == 401:
             raise ProbeError(f"agent at {self.base_url} refused the token; check "
                              f"${TOKEN_ENV} or ?token_file= against the agent's --token-file")

@@ -190,6 +190,16 @@ def test_agent_serves_tls_and_the_probe_verifies_it(tmp_path, token_file, token,
     with pytest.raises(httpx.ConnectError):  # not trusted without the CA
         httpx.get(f"{agent.url}/v1/info", timeout=5)
     port = agent.url.rsplit(":", 1)[1]
+    # The two usual mistakes are each told what to change.
+    for wrong, hint in ((f"agent+https://127.0.0.1:{port}", "with ?ca=PATH"),
+                        (f"agent+http://127.0.0.1:{port}", "use agent+https://")):
+        monitor = Monitor(tmp_path / "wrong.db")
+        try:
+            probe = monitor.attach(f"{wrong}?token_file={token_file}&interval=0.05")
+            assert wait_until(lambda p=probe, h=hint: h in (p.last_error or ""), 20), \
+                probe.last_error
+        finally:
+            monitor.close()
     uri = f"agent+https://127.0.0.1:{port}?ca={cert}&token_file={token_file}&interval=0.05"
     db = tmp_path / "ws.db"
     monitor = Monitor(db)
