@@ -1,18 +1,18 @@
 """One replayed case side by side: its input (a table of named features, or an image when the
 input is image-shaped), each version's output as bars, and each version's answer and latency.
-Fed plain data by its owner. Thread: GUI only.
+Fed plain data by its owner; the verdict palette, the image and the bars' score arithmetic
+live in ``verdict_style``, ``case_image`` and ``case_scores``. Thread: GUI only.
 """
 
 from __future__ import annotations
 
-import functools
 import html
 from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QSize, Qt
-from PySide6.QtGui import QColor, QImage, QPixmap, QResizeEvent
+from PySide6.QtGui import QColor, QResizeEvent
 from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
@@ -26,13 +26,17 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.domain import figure_text
+from widgets.case_image import PictureLabel, image_of, to_qimage
+from widgets.case_scores import is_probabilities, min_max, non_finite_note
+from widgets.verdict_style import VERDICT_COLORS, VERDICT_MARKS, text_color_for
+
+# What the replay panel, its models and the tests import from here, wherever it is defined.
+__all__ = ["BARS_MIN_PX", "VERDICT_COLORS", "VERDICT_MARKS", "CaseViewWidget", "VersionAnswer",
+           "image_of", "text_color_for"]
 
 VERSION_COLORS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1")
 MAX_CLASS_TICKS = 20  # more classes than this: the axis picks its own ticks
 LEGEND_NAME_CHARS = 24  # a longer version name is cut in the legend (whole in its tooltip)
-MAX_LISTED_CLASSES = 6  # classes named in a legend note before "…"
-# How far past 0 and 1 an image's values may stray and still be drawn on the fixed 0..1 scale.
-_NOISE_MARGIN = 0.1
 # The input's pane beside the bars: a table's names and values; an image, which in a short
 # dock is small anyway, leaves the bars more. In a narrow view it takes at most this share
 # of the width (and no less than its floor), so the bars keep room beside it.
@@ -49,38 +53,6 @@ ANSWER_MIN_ROWS = 3  # answers shown however short the view (more scroll)
 # A longer error or reason in the answers' class column is elided, whole in its tooltip:
 # resized to its contents, it pushed conf., ms and verdict out of sight.
 CLASS_CELL_CHARS = 9
-# Okabe-Ito's colour-blind-safe hues (blue, vermillion, orange) and two greys that differ in
-# lightness: red against green read as one olive under deuteranopia. Every cell also says its
-# verdict in a glyph or word (VERDICT_MARKS), and its text is black or white, whichever reads
-# better on it (``text_color_for``: at least 4.5:1, WCAG AA).
-VERDICT_COLORS = {"fixed": "#0072b2", "still_failing": "#d55e00", "newly_broken": "#e69f00",
-                  "ok": "#616161", "no_answer": "#c8c8c8"}
-VERDICT_MARKS = {"fixed": "\u2713", "still_failing": "\u2717", "newly_broken": "\u25b2 new",
-                 "ok": "ok", "no_answer": "no answer"}
-
-
-def relative_luminance(color: str) -> float:
-    """WCAG 2's relative luminance of an sRGB colour such as ``"#d55e00"``."""
-    c = QColor(color)
-
-    def linear(v: float) -> float:
-        return v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
-
-    return (0.2126 * linear(c.redF()) + 0.7152 * linear(c.greenF())
-            + 0.0722 * linear(c.blueF()))
-
-
-def contrast_ratio(a: str, b: str) -> float:
-    """WCAG 2's contrast ratio of two colours, 1 to 21."""
-    la, lb = sorted((relative_luminance(a), relative_luminance(b)), reverse=True)
-    return (la + 0.05) / (lb + 0.05)
-
-
-@functools.lru_cache(maxsize=32)  # asked per cell drawn, of a handful of colours
-def text_color_for(background: str) -> str:
-    """Black or white, whichever contrasts more with ``background`` (white on the palette's
-    orange was 3.1:1, under the 4.5:1 normal text needs)."""
-    return max(("#000000", "#ffffff"), key=lambda ink: contrast_ratio(ink, background))
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,121 +70,10 @@ class VersionAnswer:
     latency_means: str = ""  # what its latency is a time of (one request, a batch's share)
 
 
-def image_of(array: np.ndarray) -> np.ndarray | None:
-    """A 2-D grey or HxWx3 view when the input looks like an image, else None."""
-    a = np.asarray(array)
-    while a.ndim > 2 and a.shape[0] == 1:
-        a = a[0]
-    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[2] not in (1, 3):
-        a = np.moveaxis(a, 0, -1)  # CHW -> HWC
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[..., 0]
-    grey = a.ndim == 2 and min(a.shape) >= 8
-    colour = a.ndim == 3 and a.shape[2] == 3 and min(a.shape[:2]) >= 8
-    return a if grey or colour else None
-
-
-def non_finite_note(scores: np.ndarray) -> str:
-    """What a version's bars leave out: ``""``, ``"NaN: no bars"`` when nothing is finite, or
-    ``"NaN at class 1, 2"`` / ``"inf at class 0"``. A NaN drawn as a bar of height 0 would
-    read as an output of 0."""
-    notes = []
-    for word, bad in (("NaN", np.isnan(scores)), ("inf", np.isinf(scores))):
-        if bad.all():
-            return f"{word}: no bars"
-        if bad.any():
-            where = np.flatnonzero(bad).tolist()
-            listed = ", ".join(map(str, where[:MAX_LISTED_CLASSES]))
-            more = ", …" if len(where) > MAX_LISTED_CLASSES else ""
-            notes.append(f"{word} at class {listed}{more}")
-    return "; ".join(notes)
-
-
 def _unbroken(text: str) -> str:
     """Escaped, with no-break spaces and a word joiner after each hyphen (Qt breaks a line
     after one: wine-|v2): the legend wraps between versions, never inside one."""
     return html.escape(text).replace(" ", "&nbsp;").replace("-", "-\u2060")
-
-
-def _value(v: float) -> str:
-    return f"{v:.2f}" if 0.01 <= abs(v) < 1000 or v == 0 else f"{v:.3g}"
-
-
-def image_scale(a: np.ndarray) -> tuple[float, float, str]:
-    """The values drawn black and white, and the caption that says so. Values within [0, 1]
-    (give or take a little noise past either end) are drawn on that fixed scale, so a faint
-    input (all under 0.3) looks faint; others are stretched to their own range, and the
-    caption gives it: either way a faint input can be told from a normal one."""
-    finite = a[np.isfinite(a)]
-    if not finite.size:
-        return 0.0, 1.0, "no finite values"
-    vmin, vmax = float(finite.min()), float(finite.max())
-    values = f"values {_value(vmin)}\u2013{_value(vmax)}"
-    if vmin >= 0.0 and vmax <= 1.0:
-        return 0.0, 1.0, f"{values}, shown on 0\u20131 (black\u2013white)"
-    # A 0..1 image with a little noise past its ends (augmentation, a camera's offset) is
-    # still a 0..1 image: stretched to its own range, a faint one would look normal.
-    if vmin >= -_NOISE_MARGIN and vmax <= 1.0 + _NOISE_MARGIN:
-        outside = int(np.count_nonzero((finite < 0.0) | (finite > 1.0)))
-        return 0.0, 1.0, (f"{values}, shown on 0\u20131 (black\u2013white; "
-                          f"{outside} outside it drawn at its ends)")
-    return vmin, vmax, f"{values}, stretched to black\u2013white"
-
-
-def _to_qimage(a: np.ndarray) -> tuple[QImage, str]:
-    """The image for ``a`` and the caption of its scale (``image_scale``)."""
-    a = a.astype(np.float64)
-    lo, hi, caption = image_scale(a)
-    scaled = np.zeros(a.shape, np.uint8) if hi <= lo else \
-        np.clip((np.nan_to_num(a, nan=lo) - lo) / (hi - lo) * 255, 0, 255).astype(np.uint8)
-    scaled = np.ascontiguousarray(scaled)
-    h, w = scaled.shape[:2]
-    if scaled.ndim == 2:
-        return QImage(scaled.data, w, h, w, QImage.Format.Format_Grayscale8).copy(), caption
-    return QImage(scaled.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy(), caption
-
-
-def is_probabilities(scores: np.ndarray) -> bool:
-    """Whether every finite score lies in [0, 1] (probabilities, or one per class)."""
-    finite = scores[np.isfinite(scores)]
-    return bool(finite.size) and finite.min() >= 0.0 and finite.max() <= 1.0
-
-
-def min_max(scores: np.ndarray) -> np.ndarray:
-    """``scores`` stretched linearly to 0..1 (NaN and inf kept where they are)."""
-    finite = np.isfinite(scores)
-    lo, hi = scores[finite].min(), scores[finite].max()
-    out = scores.copy()
-    out[finite] = (scores[finite] - lo) / (hi - lo) if hi > lo else 1.0
-    return out
-
-
-class _PictureLabel(QLabel):
-    """An image scaled to the room it has, pixels kept square and sharp (nearest neighbour:
-    a 28x28 input is read pixel by pixel). Its pixmap never sets its size, so a short dock
-    shows the whole image smaller instead of its top strip."""
-
-    def __init__(self) -> None:
-        super().__init__(alignment=Qt.AlignmentFlag.AlignCenter)
-        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
-        self.setMinimumSize(48, 48)
-        self._source: QImage | None = None
-
-    def set_image(self, image: QImage | None) -> None:
-        self._source = image
-        self._fit()
-
-    def resizeEvent(self, event: QResizeEvent) -> None:
-        super().resizeEvent(event)
-        self._fit()
-
-    def _fit(self) -> None:
-        if self._source is None:
-            self.clear()
-            return
-        self.setPixmap(QPixmap.fromImage(self._source).scaled(
-            self.size(), Qt.AspectRatioMode.KeepAspectRatio,
-            Qt.TransformationMode.FastTransformation))
 
 
 class _OneLineLabel(QLabel):
@@ -297,7 +158,7 @@ class CaseViewWidget(QWidget):
         self.inputs.setHorizontalHeaderLabels(["feature", "value"])
         self.inputs.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.inputs.verticalHeader().setVisible(False)
-        self.image = _PictureLabel()
+        self.image = PictureLabel()
         # Under the image: the values it spans and how they map to grey.
         self.image_range = QLabel()
         self.image_range.setWordWrap(True)
@@ -442,7 +303,7 @@ class CaseViewWidget(QWidget):
             self.inputs.setItem(0, 1, QTableWidgetItem("-"))
             self.input_stack.setCurrentWidget(self.inputs)
         elif picture is not None:
-            image, caption = _to_qimage(picture)
+            image, caption = to_qimage(picture)
             self.image.set_image(image)
             self.image_range.setText(caption)
             self.image_range.setToolTip(caption)

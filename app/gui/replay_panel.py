@@ -7,20 +7,21 @@ own worker pool.
 Runs alone for preview: ``ReplayPanel(db_path, versions=[...]).show()``. It opens its own
 short-lived Store connections on the worker thread, so it shares nothing with the window.
 The filter fields live in ``replay_filters``, the other widgets are built in ``replay_layout``,
-and the jobs' work is done by the plain functions of ``replay_work``.
+the jobs' work is done by the plain functions of ``replay_work``; the panel's job plumbing
+(busy state, progress, Cancel) is the mixin of ``replay_jobs``, and the results grid with the
+case view that follows it the mixin of ``replay_grid``.
 """
 
 from __future__ import annotations
 
-import html
 import itertools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, Signal
-from PySide6.QtGui import QCloseEvent, QKeySequence, QPalette, QResizeEvent, QShortcut
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QCloseEvent, QKeySequence, QResizeEvent, QShortcut
 from PySide6.QtWidgets import QFileDialog, QVBoxLayout, QWidget
 
 from app.core.replay import Case, Criteria, ReplayResult, Selection
@@ -29,23 +30,18 @@ from app.core.store import Store
 from app.core.versions import inspect_onnx, registered
 from app.gui.jobs import Job, JobRunner
 from app.gui.replay_filters import FailureFilters
-from app.gui.replay_layout import (
-    build_widgets,
-    fill_filter_box,
-    fill_saved_box,
-    fit_columns,
-    fit_failure_columns,
-    sort_again,
-    widen_grid,
-)
-from app.gui.replay_models import feature_names
-from app.gui.replay_summary import export_failed_html, exported_html, refusal_html, result_html
+from app.gui.replay_grid import ResultGridMixin
+from app.gui.replay_jobs import ReplayJobsMixin
+from app.gui.replay_layout import build_widgets, fill_saved_box, fit_failure_columns, sort_again
+from app.gui.replay_summary import export_failed_html, exported_html
 from app.gui.replay_work import ReplayOutcome, reopen_replay, replay_and_save, select_failures
 
 log = logging.getLogger(__name__)
 
+__all__ = ["ReplayPanel"]
 
-class ReplayPanel(QWidget):
+
+class ReplayPanel(ReplayJobsMixin, ResultGridMixin, QWidget):
     failures_loaded = Signal(int)  # failures listed
     replay_finished = Signal(object)  # ReplayResult (``replay_id`` None if not saved)
     replay_failed = Signal(str)  # one line for the status bar
@@ -231,98 +227,6 @@ class ReplayPanel(QWidget):
     def selection(self) -> Selection:
         return self._filters.selection()
 
-    def busy(self) -> bool:
-        return self._job is not None
-
-    def _start(self, fn: Callable, on_done: Callable[[Any], None], *,
-               replaying: bool = False,
-               on_failed: Callable[[str], None] | None = None) -> Job | None:
-        """Run ``fn`` on the worker. Only a replay (``replaying``) checks for Cancel and
-        reports progress: for the other jobs Cancel stays off, and the bar keeps showing the
-        replay on screen. ``on_failed`` takes the error line (default: "Replay failed")."""
-        if self._job is not None:
-            return None
-        job = Job(fn)
-        job.signals.finished.connect(lambda result: self._finish(on_done, result))
-        job.signals.failed.connect(lambda message: self._on_job_failed(message, on_failed))
-        self._job = job
-        self._cancellable = replaying
-        if replaying:
-            job.signals.progressed.connect(self._on_job_progressed)
-            self.progress.setValue(0)
-        for w in (self.run_button, self.load_button, self.open_button, self.export_button):
-            w.setEnabled(False)
-        self.cancel_button.setEnabled(replaying)
-        self.busy_changed.emit(True)
-        self.runner.start(job)
-        return job
-
-    def _idle(self) -> None:
-        self._job = None
-        self._cancellable = False
-        self._mark_stale(False)
-        for w in (self.run_button, self.load_button):
-            w.setEnabled(True)
-        self.open_button.setEnabled(self.saved_box.count() > 0)
-        self.export_button.setEnabled(self.result is not None)
-        self.cancel_button.setEnabled(False)
-        self.busy_changed.emit(False)
-
-    def _finish(self, on_done: Callable[[Any], None], result: Any) -> None:
-        self._idle()
-        on_done(result)
-
-    def _on_job_progressed(self, fraction: float) -> None:
-        self.progress.setValue(int(fraction * 1000))
-
-    def _on_version_began(self, k: int) -> None:
-        if not self._versions_running:  # a late word from a replay already over
-            return
-        n = self._versions_running
-        self.progress.setFormat(f"version {min(k, n)} of {n} \u00b7 %p%")
-        self.version_started.emit(k, n)
-
-    def _mark_stale(self, stale: bool, versions: int = 0) -> None:
-        """While a replay runs, the one still on screen is the previous one: its grid and
-        case greyed (and not selectable), the summary says so, and the bar says which
-        version runs. It stood unmarked beside the new replay's progress."""
-        if not stale:
-            if self._versions_running:
-                self._versions_running = 0
-                self.progress.setFormat("%p%")
-                self.result_view.setEnabled(True)
-                self.case_view.setEnabled(True)
-            return
-        self._versions_running = versions
-        self.progress.setFormat(f"opening {versions} version{'s' if versions > 1 else ''}"
-                                " \u00b7 %p%")
-        if self.result is None:
-            return
-        self.result_view.setEnabled(False)
-        self.case_view.setEnabled(False)
-        muted = self.palette().color(QPalette.ColorGroup.Disabled,
-                                     QPalette.ColorRole.WindowText).name()
-        name = f"#{self.result.replay_id}" if self.result.replay_id is not None else \
-            "(not saved)"
-        self.summary.setText(
-            f"<b>Replaying\u2026</b> Below, greyed until it finishes: the previous replay, "
-            f"{html.escape(name)}.<br><span style=\"color:{muted}\">"
-            f"{self.summary.text()}</span>")
-
-    def _on_job_failed(self, message: str,
-                       on_failed: Callable[[str], None] | None = None) -> None:
-        self._idle()
-        if on_failed is not None:
-            on_failed(message)
-        else:
-            self._refuse(message, "Replay failed")
-
-    def _refuse(self, message: str, what: str = "Cannot replay") -> None:
-        """Say why, in the summary and the status bar; a replay still shown stays, and says
-        so, since Export writes it."""
-        self.summary.setText(refusal_html(message, what, self.result))
-        self.replay_failed.emit(message)
-
     def load_failures(self) -> None:
         """Select failures and controls with the current filters (on the worker)."""
         selection, path = self.selection(), self.db_path
@@ -425,16 +329,6 @@ class ReplayPanel(QWidget):
         sort_again(self.failure_view)
         fit_failure_columns(self.failure_view)
 
-    def cancel(self) -> None:
-        """Ask the replay to stop: between batches, or within 50 ms while a server's call
-        is under way (a silent server is not waited out). Said at once, and Cancel taken
-        away, rather than leave a button that seems to do nothing."""
-        if self._job is None or not self._cancellable or self._job.is_cancelled():
-            return
-        self._job.cancel()
-        self.cancel_button.setEnabled(False)
-        self.summary.setText("<b>cancelling…</b> (the finished versions are kept)")
-
     def export_cases(self, path: str | Path) -> Job | None:
         """Write the replay shown as CSV (see ``replay_export``) on the worker: 50,000 cases
         took 0.6 s, a frozen window. ``exported`` brings the path; a refusal is shown, and
@@ -464,123 +358,6 @@ class ReplayPanel(QWidget):
                                               "CSV (*.csv)")
         if path:
             self.export_cases(path)
-
-    def _on_replay_done(self, result: ReplayResult, not_saved: str | None = None, *,
-                        reopened: bool = False,
-                        registered_versions: set[str | None] | None = None,
-                        input_names: dict[str, tuple[str, ...]] | None = None,
-                        asked: Sequence[str] = ()) -> None:
-        """``registered_versions``: the model versions the registry held, read by the job
-        (to say when a SLOW failure's recording version is not there to tick);
-        ``input_names``: the names of each endpoint's input values, to label a case's;
-        ``asked``: the versions ticked, to name those a Cancel left unrun."""
-        shown = self.result_proxy.shown
-        keep = (shown[0], self.result.runs[shown[1]].version) \
-            if shown is not None and self.result is not None else None
-        self.result = result
-        self._input_names = input_names or {}
-        self.export_button.setEnabled(True)
-        self._shown_case = None
-        self.result_model.set_result(result)
-        # The filter and the sort as they were, where the new replay has that column or
-        # that version's verdict: comparing two replays keeps its view.
-        fill_filter_box(self.show_box, self.result_model, keep)
-        self._apply_filter()
-        sort_again(self.result_view)
-        self.result_view.scrollToTop()
-        fit_columns(self.result_view, self.result_model)
-        widen_grid(self.result_view, self._split, self.failure_view)
-        self.summary.setText(result_html(result, not_saved,
-                                         registered_versions=registered_versions, asked=asked))
-        if not result.cancelled:  # a cancelled one leaves the bar where it stopped
-            self.progress.setValue(1000)
-        elif reopened:  # where a saved one stopped is not known: no bar, not the last one's
-            self.progress.setValue(0)
-        self.refresh_endpoints()
-        self.case_view.clear()
-        self.replay_finished.emit(result)
-
-    def _on_result_view_current_changed(self, current: QModelIndex,
-                                        _previous: QModelIndex) -> None:
-        """The case view follows the grid's current row, through the filter and the sort."""
-        if self._refiltering:
-            return  # the filter moved it; ``_on_show_box_changed`` settles what is shown
-        case = self.result_proxy.case_at(current.row()) if current.isValid() else None
-        if case is None:
-            self._clear_case()
-        else:
-            self.show_case(case)
-
-    def _on_show_box_changed(self, _index: int) -> None:
-        self._apply_filter()
-
-    def _apply_filter(self) -> None:
-        """Show the cases the filter box chooses; the case shown stays selected where the
-        filter keeps it, else the case view is cleared (Qt would make a neighbouring row
-        current, unselected, and the view would show a case nobody picked)."""
-        shown = self.show_box.currentData()
-        keep = self._shown_case
-        self._refiltering = True
-        try:
-            self.result_proxy.show(*(shown if shown is not None else (None, None)))
-            row = self.result_proxy.row_of(keep) if keep is not None else None
-            selection = self.result_view.selectionModel()
-            if row is None:
-                selection.clear()
-            else:
-                selection.setCurrentIndex(
-                    self.result_proxy.index(row, 0),
-                    QItemSelectionModel.SelectionFlag.ClearAndSelect
-                    | QItemSelectionModel.SelectionFlag.Rows)
-        finally:
-            self._refiltering = False
-        if keep is not None and row is None:
-            self._clear_case()
-        total, showing = self.result_model.rowCount(), self.result_proxy.rowCount()
-        self.shown_count.setText(f"{showing} of {total}" if shown is not None else "")
-
-    def _clear_case(self) -> None:
-        if self._shown_case is not None:
-            self._shown_case = None
-            self.case_view.clear()
-            self.case_selected.emit(None)
-
-    def show_case(self, row: int) -> None:
-        """Show case ``row`` of the results (its index in the replay's cases, whatever
-        the grid's sort and filter) side by side across versions."""
-        if self.result is None or not 0 <= row < len(self.result.cases):
-            return
-        self._shown_case = row
-        case = self.result.cases[row]
-        blobs = case.capture.inputs
-        array = blobs[0].to_array() if blobs else None
-        width = int(array.size) if array is not None else 0
-        kind = "control" if case.control else str(case.capture.status)
-        title = (f"Capture {case.capture_id} · {kind} · label {case.capture.label or '-'} · "
-                 f"recorded {case.capture.prediction or '-'} by "
-                 f"{case.capture.model_version or '?'}")
-        # A capture kept without its input still shows each version's answer or error.
-        names = self._input_names.get(case.capture.endpoint, ())
-        self.case_view.show_case(title, array, feature_names(width, names),
-                                 self.result_model.answers(row))
-        self.case_selected.emit(case.capture_id)
-
-    def select_result_row(self, row: int) -> None:
-        """Select case ``row`` (its index in the replay's cases) in the grid, wherever the
-        sort put it; a filter that hides it is cleared first."""
-        if not 0 <= row < self.result_model.rowCount():
-            return
-        at = self.result_proxy.row_of(row)
-        if at is None:
-            self.show_box.setCurrentIndex(0)  # every case
-            at = self.result_proxy.row_of(row)
-        if at is None:
-            return
-        index = self.result_proxy.index(at, 0)
-        self.result_view.selectionModel().setCurrentIndex(
-            index, QItemSelectionModel.SelectionFlag.ClearAndSelect
-            | QItemSelectionModel.SelectionFlag.Rows)
-        self.result_view.scrollTo(index)
 
     def heightForWidth(self, width: int) -> int:
         """The least height the panel's layout takes at ``width``. The filter rows wrap, so
