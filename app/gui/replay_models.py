@@ -32,8 +32,9 @@ from app.core.replay import (
     VersionRun,
     confidence_text,
 )
-from app.core.replay_run import TIMED_CALLS
-from widgets.case_view import VERDICT_COLORS, VERDICT_MARKS, VersionAnswer, text_color_for
+from app.core.replay_timing import MAX_TIMED_CALLS, TIMED_CALLS
+from widgets.case_view import VersionAnswer
+from widgets.verdict_style import VERDICT_COLORS, VERDICT_MARKS, text_color_for
 
 _INDEX = QModelIndex()
 # What tells failures apart first (kind, label) next to the id, where a 200 px column shows
@@ -340,8 +341,9 @@ class ResultTableModel(_SortedRows):
         if i in self._request_rows:
             means = "one request of its own, sent after the batches"
         elif i in self._timed_alone:
-            means = (f"{TIMED_CALLS} calls of it alone, round by round beside the other "
-                     "versions' (a SLOW capture, held to its SLO)")
+            means = (f"{TIMED_CALLS} to {MAX_TIMED_CALLS} calls of it alone (more where the "
+                     "machine was noisy), round by round beside the other versions' (a SLOW "
+                     "capture, held to its SLO)")
         else:
             means = "its share of its batch's time (the pace through a backlog)"
         for j, run in enumerate(self.result.runs):
