@@ -252,8 +252,11 @@ class AgentProbe(Probe):
         self._tell_trouble(trouble)
         if trouble:
             # Pulls work, but what the agent measures does not: say so rather than a calm UP
-            # over an empty plot.
-            self.state = EndpointState.DEGRADED
+            # over an empty plot. Its model gone (the probe of it down or stopped) is this
+            # endpoint down, as the model's own probe would say on this machine: the window
+            # then stops showing the last rate, and the live down rule opens its incident.
+            self.state = (EndpointState.DOWN if self._agent_model_down()
+                          else EndpointState.DEGRADED)
             self.last_error = "; ".join(filter(None, (trouble, self.last_error)))
         if not items and not refused:
             return False
@@ -316,6 +319,11 @@ class AgentProbe(Probe):
         else:
             log.warning("%s: the agent's probes measure again", self.endpoint)
         self._told_trouble = now
+
+    def _agent_model_down(self) -> bool:
+        """Whether the agent's probe of its model (not of its machine) is down or stopped."""
+        return any(s in ("down", "stopped") and not e.startswith("system:")
+                   for e, s, _ in self._agent_probes())
 
     def _agent_trouble(self) -> str | None:
         """What is wrong with the agent's own probes, for ``last_error``; None if nothing."""
