@@ -50,6 +50,9 @@ REFUSED_LOG_EVERY_S = 60.0
 # How often /v1/info is read again: it says whether the agent's own probes still measure,
 # and an agent whose model server died keeps answering pulls with nothing new in them.
 INFO_EVERY_S = 10.0
+# An agent clock further off than this from this machine's is said: its samples are placed by
+# its clock, so an hour off puts them outside the live view, and incidents at the wrong time.
+CLOCK_TOLERANCE_S = 5.0
 _TROUBLED = frozenset({"down", "degraded", "stopped"})
 # A page of 5,000 items with small captures is a few MiB; past this it is not our agent.
 DEFAULT_PAGE_MB = 64.0
@@ -120,6 +123,8 @@ class AgentProbe(Probe):
         self._next_refused_log = 0.0
         self.agent_info: dict = {}
         self._next_info_s = 0.0  # when /v1/info is read again (monotonic)
+        self.clock_offset_s: float | None = None  # the agent's clock less this machine's
+        self._told_clock = False
         self._told_trouble: frozenset[tuple[str, str]] = frozenset()  # logged agent probe states
         self._agent_id: str | None = None  # the buffer's identity, to notice a new one
 
@@ -132,6 +137,8 @@ class AgentProbe(Probe):
         states = [f"{endpoint}: {state}" for endpoint, state, _ in self._agent_probes()]
         if states:
             out["agent probes"] = "; ".join(states)
+        if self.clock_offset_s is not None:
+            out["agent clock"] = f"{self.clock_offset_s:+.1f} s from this machine's"
         return out
 
     def run(self, stop: threading.Event) -> None:
@@ -287,9 +294,14 @@ class AgentProbe(Probe):
         best effort, the pull goes on without it."""
         self._next_info_s = time.monotonic() + INFO_EVERY_S
         try:
+            sent_ns = time.time_ns()
             status, body = self._get(client, "/v1/info")
+            got_ns = time.time_ns()
             if status == 200:
                 self.agent_info = dict(loads(body))
+                now_ns = self.agent_info.get("now_ns")
+                if isinstance(now_ns, int) and not isinstance(now_ns, bool):
+                    self.clock_offset_s = (now_ns - (sent_ns + got_ns) / 2) / 1e9
         except (httpx.HTTPError, ProbeError, ValueError, TypeError) as exc:
             log.debug("%s: no agent info: %s", self.endpoint, exc)
 
@@ -326,13 +338,33 @@ class AgentProbe(Probe):
                    for e, s, _ in self._agent_probes())
 
     def _agent_trouble(self) -> str | None:
-        """What is wrong with the agent's own probes, for ``last_error``; None if nothing."""
+        """What is wrong with the agent's own probes or its clock, for ``last_error``; None if
+        nothing."""
+        said = []
         bad = [(e, s, err) for e, s, err in self._agent_probes() if s in _TROUBLED]
-        if not bad:
+        if bad:
+            endpoint, state, error = bad[0]
+            text = f"the agent's probe of {endpoint} is {state}" + (f": {error}" if error else "")
+            said.append(text + (f" (and {len(bad) - 1} more of its probes)" if len(bad) > 1
+                                else ""))
+        skew = self._clock_trouble()
+        if skew:
+            said.append(skew)
+        return "; ".join(said) or None
+
+    def _clock_trouble(self) -> str | None:
+        """The agent's clock, if it is off from this machine's by more than the tolerance;
+        logged once."""
+        offset = self.clock_offset_s
+        if offset is None or abs(offset) <= CLOCK_TOLERANCE_S:
             return None
-        endpoint, state, error = bad[0]
-        text = f"the agent's probe of {endpoint} is {state}" + (f": {error}" if error else "")
-        return text + (f" (and {len(bad) - 1} more of its probes)" if len(bad) > 1 else "")
+        way = "behind" if offset < 0 else "ahead of"
+        text = (f"the agent's clock is {abs(offset):,.0f} s {way} this machine's: its samples "
+                "are placed by its clock (set the edge box's clock, e.g. with NTP)")
+        if not self._told_clock:
+            self._told_clock = True
+            log.warning("%s: %s", self.endpoint, text)
+        return text
 
     def _items(self, page: dict) -> tuple[list[tuple[int, Sample | Capture]], list[str]]:
         """The page's items in sequence order, and why each item refused was refused. An item

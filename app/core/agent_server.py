@@ -319,8 +319,11 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path == "/v1/info":
             first, last = self._open_buffer().bounds()
             status = self.server.status() if self.server.status is not None else {}
+            # now_ns: this box's clock, which places every sample it serves; a dashboard
+            # compares it with its own (edge boxes boot without a clock source often enough).
             self._json(200, {**self.server.info, **status, "first_seq": first,
-                             "last_seq": last, "agent_id": self._open_buffer().agent_id})
+                             "last_seq": last, "agent_id": self._open_buffer().agent_id,
+                             "now_ns": time.time_ns()})
         elif url.path == "/v1/items":
             self._items(parse_qs(url.query))
         else:

@@ -31,6 +31,7 @@ class FakeAgent:
         self.trickle = threading.Event()  # set: answer pages one byte every 0.2 s, head first
         self.released = threading.Event()
         self.pulls: list[str] = []
+        self.info: dict = {"agent": "probescope", "sources": ["x"]}
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -41,7 +42,7 @@ class FakeAgent:
 
             def do_GET(self) -> None:
                 if self.path.startswith("/v1/info"):
-                    body = json.dumps({"agent": "probescope", "sources": ["x"]}).encode()
+                    body = json.dumps(owner.info).encode()
                 else:
                     owner.pulls.append(self.path)
                     body = owner.pages.pop(0) if len(owner.pages) > 1 else owner.pages[0]
@@ -169,3 +170,25 @@ def test_an_agent_trickling_its_answer_is_given_up_on_at_timeout_s(agent):
     agent.released.set()
     assert not worker.is_alive(), "a trickling agent held the probe past its timeout_s"
     assert errors == [f"agent at {probe.base_url} did not answer within 1 s"]
+
+
+def test_an_agent_whose_clock_is_off_is_said_once_and_shown(agent, caplog):
+    """An edge box that booted without a clock source: its samples land an hour back, out of
+    the live view, and the dashboard said nothing (0 requests, exit 0)."""
+    agent.info = {"agent": "probescope", "sources": ["x"],
+                  "now_ns": time.time_ns() - 3600 * 10**9}
+    agent.pages = [page(1, [[1, NOW - 3600 * 10**9, "latency_ms", 1.0]])]
+    probe = open_probe(agent.uri, Bus())
+    with httpx.Client(base_url=probe.base_url) as client:
+        for _ in range(3):
+            probe.pull_once(client)
+    assert probe.state is EndpointState.DEGRADED
+    assert probe.last_error.startswith("the agent's clock is 3,600 s behind this machine's")
+    assert probe.info()["agent clock"].startswith("-3600.")
+    said = [r.getMessage() for r in caplog.records if "clock" in r.getMessage()]
+    assert len(said) == 1  # once, not at every pull
+    agent.info["now_ns"] = time.time_ns()  # the clock set right: nothing more to say
+    probe._next_info_s = 0.0  # read /v1/info again now rather than in 10 s
+    with httpx.Client(base_url=probe.base_url) as client:
+        probe.pull_once(client)
+    assert probe.state is EndpointState.UP and probe.last_error is None
