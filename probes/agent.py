@@ -221,7 +221,8 @@ class AgentProbe(Probe):
             raise ProbeError(f"agent at {self.base_url} refused the token; check "
                              f"${TOKEN_ENV} or ?token_file= against the agent's --token-file")
         if status != 200:
-            raise ProbeError(f"agent at {self.base_url} answered HTTP {status}")
+            raise ProbeError(f"agent at {self.base_url} answered HTTP {status}"
+                             + _agent_reason(body))
         # Counted once answered: a run whose every pull was refused has got no answer, and
         # `watch` says so and fails.
         self.requests += 1
@@ -411,6 +412,16 @@ def _seq(value: object) -> int:
 
 def _ts_ns(value: object) -> int:
     return _whole(value, "timestamp")
+
+
+def _agent_reason(body: bytes) -> str:
+    """The reason an agent gave with a refusal (its JSON ``error``) as ": reason"; "" if it
+    gave none."""
+    try:
+        reason = loads(body).get("error")
+    except (ValueError, TypeError, AttributeError):
+        return ""
+    return f": {_one_line(reason)}" if reason else ""
 
 
 def _one_line(value: object, limit: int = 200) -> str:

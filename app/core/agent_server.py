@@ -89,6 +89,8 @@ class AgentHttpServer(ThreadingHTTPServer):
         self.cut_slow = LogThrottle(log)
         self._refused_busy = LogThrottle(log)
         self._accept_failed = LogThrottle(log, logging.ERROR)
+        # A buffer gone or broken fails every pull of every dashboard: said once, then counted.
+        self.buffer_failed = LogThrottle(log, logging.ERROR)
         self._errors_told: set[str] = set()
         super().__init__(address, _Handler)
         self.token = token
@@ -170,7 +172,7 @@ class AgentHttpServer(ThreadingHTTPServer):
     def server_close(self) -> None:
         super().server_close()
         for throttle in (self.refused_token, self.cut_slow, self._refused_busy,
-                         self._accept_failed):
+                         self._accept_failed, self.buffer_failed):
             throttle.flush()
 
 
@@ -312,7 +314,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._answer_get(url)
         except (AgentBufferError, sqlite3.Error) as exc:  # the buffer gone, locked or broken
-            log.error("agent cannot read its buffer: %s", exc)
+            self.server.buffer_failed("agent cannot read its buffer: %s", exc)
             self._json(503, {"error": f"the agent cannot read its buffer: {exc}"})
 
     def _answer_get(self, url: SplitResult) -> None:

@@ -58,10 +58,13 @@ def test_a_file_that_is_not_a_buffer_is_refused_and_left_as_it_was(tmp_path):
     conn.close()
 
 
-def test_an_agent_whose_buffer_is_gone_answers_503_not_a_dropped_connection(tmp_path):
+def test_an_agent_whose_buffer_is_gone_answers_503_not_a_dropped_connection(
+        tmp_path, caplog, monkeypatch):
     import httpx
 
     from app.core.agent_server import AgentHttpServer
+    from app.core.bus import Bus
+    from probes import ProbeError, open_probe
 
     buffer = tmp_path / "b.sqlite"
     AgentBuffer(buffer).close()
@@ -71,13 +74,24 @@ def test_an_agent_whose_buffer_is_gone_answers_503_not_a_dropped_connection(tmp_
         buffer.unlink()
         for wal in tmp_path.glob("b.sqlite-*"):
             wal.unlink()
-        answer = httpx.get(f"http://127.0.0.1:{server.server_address[1]}/v1/info",
-                           headers={"Authorization": "Bearer " + "t" * 32}, timeout=5)
+        with caplog.at_level("ERROR", logger="app.core.agent_server"):
+            for _ in range(3):  # every pull of every dashboard fails alike
+                answer = httpx.get(f"http://127.0.0.1:{server.server_address[1]}/v1/info",
+                                   headers={"Authorization": "Bearer " + "t" * 32}, timeout=5)
+            # A dashboard is told why, not only "HTTP 503".
+            monkeypatch.setenv("PROBESCOPE_AGENT_TOKEN", "t" * 32)
+            probe = open_probe(f"agent+http://127.0.0.1:{server.server_address[1]}", Bus())
+            with probe.client() as client, \
+                    pytest.raises(ProbeError, match="HTTP 503: the agent cannot read its buffer"):
+                probe.pull_once(client)
     finally:
         server.shutdown()
         server.server_close()
     assert answer.status_code == 503
     assert "cannot read its buffer" in answer.json()["error"]
+    said = [r.getMessage() for r in caplog.records if "cannot read its buffer" in r.getMessage()]
+    assert len(said) == 2  # the first failure at once, the other three at the close, counted
+    assert "(2 more of this kind" in said[1]
 
 
 def test_a_full_buffer_says_so_once_not_at_every_write(tmp_path, caplog):
