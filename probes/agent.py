@@ -177,6 +177,8 @@ class AgentProbe(Probe):
     def _down(self, message: str) -> None:
         if self.last_error != message:
             log.warning("%s: %s", self.endpoint, message)
+        if self._told_down is None:  # the outage's start, for "back up after N s"
+            self._told_down, self._down_since = message, time.monotonic()
         self.last_error = message
         self.errors += 1
         self.state = EndpointState.DOWN
@@ -245,6 +247,7 @@ class AgentProbe(Probe):
             return True
         self.state = EndpointState.UP
         self.last_error = None
+        self.mark_answered()  # an outage said in the log has ended: say for how long
         if refused:
             self.refused += len(refused)
             self.last_error = (f"agent at {self.base_url} sent {len(refused)} items that "

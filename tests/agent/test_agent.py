@@ -261,7 +261,7 @@ def _agent_pulled_by_a_monitor(tmp_path, token_file, procs):
 
 
 def test_agent_killed_and_restarted_goes_down_then_up(tmp_path, token_file, token, procs,
-                                                      monkeypatch):
+                                                      monkeypatch, caplog):
     monkeypatch.setenv("PROBESCOPE_AGENT_TOKEN", token)
     agent, port, db, monitor, probe = _agent_pulled_by_a_monitor(tmp_path, token_file, procs)
     try:
@@ -272,6 +272,9 @@ def test_agent_killed_and_restarted_goes_down_then_up(tmp_path, token_file, toke
         again = Proc(agent_args(tmp_path, token_file, port))
         procs.append(again)
         assert wait_until(lambda: probe.state is EndpointState.UP, 20), probe.last_error
+        # The outage's end is said, with its length, as for every other probe.
+        assert any(f"{probe.endpoint} is back up after" in r.getMessage()
+                   for r in caplog.records)
         again.stop()
         _, _, last = buffer_items(tmp_path / "agent.sqlite")
         assert wait_until(lambda: committed_cursor(db, probe.endpoint) == last, 20)
