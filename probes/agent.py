@@ -245,30 +245,30 @@ class AgentProbe(Probe):
                         "its start", self.endpoint, last_seq, self.cursor)
             self.cursor = 0
             return True
-        self.state = EndpointState.UP
-        self.last_error = None
         self.mark_answered()  # an outage said in the log has ended: say for how long
+        error = None
         if refused:
             self.refused += len(refused)
-            self.last_error = (f"agent at {self.base_url} sent {len(refused)} items that "
-                               f"cannot be read, counted as dropped (first: {refused[0]})")
+            error = (f"agent at {self.base_url} sent {len(refused)} items that cannot be read, "
+                     f"counted as dropped (first: {refused[0]})")
             # An agent that keeps sending them would otherwise fill the log, a line a pull.
             if time.monotonic() >= self._next_refused_log:
                 self._next_refused_log = time.monotonic() + REFUSED_LOG_EVERY_S
-                log.warning("%s: %s; %d refused so far", self.endpoint, self.last_error,
-                            self.refused)
+                log.warning("%s: %s; %d refused so far", self.endpoint, error, self.refused)
         if time.monotonic() >= self._next_info_s:
             self._learn_info(client)
         trouble = self._agent_trouble()
         self._tell_trouble(trouble)
-        if trouble:
-            # Pulls work, but what the agent measures does not: say so rather than a calm UP
-            # over an empty plot. Its model gone (the probe of it down or stopped) is this
-            # endpoint down, as the model's own probe would say on this machine: the window
-            # then stops showing the last rate, and the live down rule opens its incident.
-            self.state = (EndpointState.DOWN if self._agent_model_down()
-                          else EndpointState.DEGRADED)
-            self.last_error = "; ".join(filter(None, (trouble, self.last_error)))
+        # Pulls work, but what the agent measures may not: say so rather than a calm UP over
+        # an empty plot. Its model gone (the probe of it down or stopped) is this endpoint
+        # down, as the model's own probe would say on this machine: the window then stops
+        # showing the last rate, and the live down rule opens its incident. State and error
+        # are set once, here: set to UP first and corrected after, the window (and a test)
+        # could read a troubled agent as up between the two.
+        self.state = (EndpointState.UP if not trouble
+                      else EndpointState.DOWN if self._agent_model_down()
+                      else EndpointState.DEGRADED)
+        self.last_error = "; ".join(filter(None, (trouble, error))) or None
         if not items and not refused:
             return False
         out: list[Sample | Capture] = []
