@@ -124,6 +124,9 @@ class AgentProbe(Probe):
         self.agent_info: dict = {}
         self._next_info_s = 0.0  # when /v1/info is read again (monotonic)
         self.clock_offset_s: float | None = None  # the agent's clock less this machine's
+        # (endpoint, state, last error) of the agent's own probes, read from /v1/info once
+        # each time it is fetched, not at every pull or window refresh.
+        self.agent_probes: list[tuple[str, str, str]] = []
         self._told_clock = False
         self._told_trouble: frozenset[tuple[str, str]] = frozenset()  # logged agent probe states
         self._agent_id: str | None = None  # the buffer's identity, to notice a new one
@@ -134,7 +137,7 @@ class AgentProbe(Probe):
             out["model_version"] = str(self.agent_info["model_version"])
         if self.agent_info.get("sources"):
             out["sources"] = ", ".join(map(str, self.agent_info["sources"]))
-        states = [f"{endpoint}: {state}" for endpoint, state, _ in self._agent_probes()]
+        states = [f"{endpoint}: {state}" for endpoint, state, _ in self.agent_probes]
         if states:
             out["agent probes"] = "; ".join(states)
         if self.clock_offset_s is not None:
@@ -303,31 +306,17 @@ class AgentProbe(Probe):
             got_ns = time.time_ns()
             if status == 200:
                 self.agent_info = dict(loads(body))
+                self.agent_probes = _probe_states(self.agent_info.get("probes"))
                 now_ns = self.agent_info.get("now_ns")
                 if isinstance(now_ns, int) and not isinstance(now_ns, bool):
                     self.clock_offset_s = (now_ns - (sent_ns + got_ns) / 2) / 1e9
         except (httpx.HTTPError, ProbeError, ValueError, TypeError) as exc:
             log.debug("%s: no agent info: %s", self.endpoint, exc)
 
-    def _agent_probes(self) -> list[tuple[str, str, str]]:
-        """(endpoint, state, last error) of each of the agent's own probes, as its /v1/info
-        last said; text from the network, so cut short and kept to one line."""
-        probes = self.agent_info.get("probes")
-        out = []
-        for p in probes if isinstance(probes, list) else ():
-            if not isinstance(p, dict):
-                continue
-            state = _one_line(p.get("state")) or "unknown"
-            if p.get("running") is False:
-                state = "stopped"
-            out.append((_one_line(p.get("endpoint")) or "?", state,
-                        _one_line(p.get("last_error"))))
-        return out
-
     def _tell_trouble(self, trouble: str | None) -> None:
         """One log line when the agent's probes start to fail or change how, one when they
         all measure again; not one a pull."""
-        now = frozenset((e, s) for e, s, _ in self._agent_probes() if s in _TROUBLED)
+        now = frozenset((e, s) for e, s, _ in self.agent_probes if s in _TROUBLED)
         if now == self._told_trouble:
             return
         if trouble:
@@ -339,13 +328,13 @@ class AgentProbe(Probe):
     def _agent_model_down(self) -> bool:
         """Whether the agent's probe of its model (not of its machine) is down or stopped."""
         return any(s in ("down", "stopped") and not e.startswith("system:")
-                   for e, s, _ in self._agent_probes())
+                   for e, s, _ in self.agent_probes)
 
     def _agent_trouble(self) -> str | None:
         """What is wrong with the agent's own probes or its clock, for ``last_error``; None if
         nothing."""
         said = []
-        bad = [(e, s, err) for e, s, err in self._agent_probes() if s in _TROUBLED]
+        bad = [(e, s, err) for e, s, err in self.agent_probes if s in _TROUBLED]
         if bad:
             endpoint, state, error = bad[0]
             text = f"the agent's probe of {endpoint} is {state}" + (f": {error}" if error else "")
@@ -415,6 +404,20 @@ def _seq(value: object) -> int:
 
 def _ts_ns(value: object) -> int:
     return _whole(value, "timestamp")
+
+
+def _probe_states(probes: object) -> list[tuple[str, str, str]]:
+    """(endpoint, state, last error) of each of an agent's own probes, from its /v1/info;
+    text from the network, so cut short and kept to one line."""
+    out = []
+    for p in probes if isinstance(probes, list) else ():
+        if not isinstance(p, dict):
+            continue
+        state = _one_line(p.get("state")) or "unknown"
+        if p.get("running") is False:
+            state = "stopped"
+        out.append((_one_line(p.get("endpoint")) or "?", state, _one_line(p.get("last_error"))))
+    return out
 
 
 def _agent_reason(body: bytes) -> str:
