@@ -69,10 +69,7 @@ class EndpointListWidget(QTreeWidget):
                 self._items[e].setText(0, name)
             if self.currentItem() is None:
                 self.setCurrentItem(item)
-        if self._states.get(endpoint) != state:
-            self._states[endpoint] = state
-            item.setIcon(0, self._icon(state))
-        item.setToolTip(0, f"{endpoint}\n{state}" + (f": {detail}" if detail else ""))
+        self.set_state(endpoint, state, detail)
         count = "" if requests is None else f"{requests:,}"
         if count and is_scraped(endpoint, kind):
             # A metrics page's probe sends no request of its own, only GETs of the page: its
@@ -83,6 +80,16 @@ class EndpointListWidget(QTreeWidget):
         for col, text in ((1, kind), (2, version), (3, provider), (4, count)):
             if item.text(col) != text:
                 item.setText(col, text)
+
+    def set_state(self, endpoint: str, state: str, detail: str = "") -> None:
+        """Only the state (and why) of a listed endpoint; its other columns stay."""
+        item = self._items.get(endpoint)
+        if item is None:
+            return
+        if self._states.get(endpoint) != state:
+            self._states[endpoint] = state
+            item.setIcon(0, self._icon(state))
+        item.setToolTip(0, f"{endpoint}\n{state}" + (f": {detail}" if detail else ""))
 
     def state(self, endpoint: str) -> str | None:
         return self._states.get(endpoint)

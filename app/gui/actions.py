@@ -36,6 +36,7 @@ class Actions:
     endpoints_menu: QMenu
     view_menu: QMenu
     export_report: QAction
+    reattach: QAction
 
     def retint(self, theme: Theme) -> None:
         for action, name in ((self.open, "open"), (self.attach, "attach"),
@@ -62,6 +63,8 @@ def build_actions(window: QMainWindow) -> Actions:
                    "Write the selected (or latest) incident as a PDF report")
     a_quit = act("&Quit", QKeySequence.StandardKey.Quit)
     a_attach = act("&Attach probe…", "Ctrl+Shift+A", "Attach a probe to an endpoint URI")
+    a_reattach = act("Attach a&gain…", "Ctrl+Shift+R",
+                     "Attach the selected recorded endpoint again (its URI is shown first)")
     a_detach = act("&Detach", "Ctrl+Shift+D", "Stop probing the selected endpoint")
     a_pause = act("&Pause probe", "Ctrl+Shift+P", "Pause or resume the selected probe")
     a_pause.setCheckable(True)
@@ -83,7 +86,7 @@ def build_actions(window: QMainWindow) -> Actions:
     file_menu.addSeparator()
     file_menu.addAction(a_quit)
     ep_menu = bar.addMenu("&Endpoints")
-    for a in (a_attach, a_detach, a_pause):
+    for a in (a_attach, a_reattach, a_detach, a_pause):
         ep_menu.addAction(a)
     view_menu = bar.addMenu("&View")
     view_menu.addAction(a_freeze)
@@ -109,4 +112,4 @@ def build_actions(window: QMainWindow) -> Actions:
     window.addToolBar(Qt.ToolBarArea.TopToolBarArea, toolbar)
     view_menu.addAction(toolbar.toggleViewAction())
     return Actions(a_open, a_save, a_quit, a_attach, a_detach, a_pause, a_freeze, a_dark,
-                   a_light, recent, box, toolbar, ep_menu, view_menu, a_export)
+                   a_light, recent, box, toolbar, ep_menu, view_menu, a_export, a_reattach)

@@ -8,12 +8,10 @@ that trickles its answer); the dialog says it is connecting, and Cancel abandons
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -26,6 +24,8 @@ from PySide6.QtWidgets import (
     QPushButton,
     QVBoxLayout,
 )
+
+from app.gui.probe_opener import discard, open_in_background
 
 EXAMPLES = {
     "onnx": "onnx:path/to/model.onnx?provider=cpu&rate=20",
@@ -41,26 +41,8 @@ EXAMPLES = {
 }
 
 
-log = logging.getLogger(__name__)
-
-
 def onnx_uri(path: str | Path) -> str:
     return f"onnx:{path}?provider=cpu"
-
-
-class _Opened(QObject):
-    """Carries a worker's result to the GUI thread (queued, by the object's affinity)."""
-
-    done = Signal(object, object)  # the opened probe or None, the error or None
-
-
-def _discard(probe: object) -> None:
-    close = getattr(probe, "close", None)
-    if close is not None:
-        try:
-            close()
-        except Exception:  # an abandoned probe: nothing more to tell anyone
-            log.debug("closing an abandoned probe failed", exc_info=True)
 
 
 class AttachDialog(QDialog):
@@ -115,6 +97,11 @@ class AttachDialog(QDialog):
         # A model on this machine is the common first probe; the kind follows a typed URI.
         self.kind.setCurrentIndex(max(0, self.kind.findData("onnx")))
         self._on_kind_current_index_changed()
+
+    def set_uri(self, text: str) -> None:
+        """Fill in a URI (attaching a recorded endpoint again), its kind following it."""
+        self.uri.setText(text)
+        self._on_uri_text_edited(text)
 
     def _on_uri_text_edited(self, text: str) -> None:
         self.error.hide()
@@ -171,30 +158,13 @@ class AttachDialog(QDialog):
         if self._attempt is not None:
             return
         attempt = self._attempt = {"cancelled": False}
-        # Owned by the window, not the dialog: the answer of an abandoned attempt still
-        # arrives, and closes the probe it opened.
-        carrier = _Opened(self.parent())
-        carrier.done.connect(lambda probe, error: self._on_opened(attempt, carrier, probe,
-                                                                    error))
-        opener, user_errors = self._open, self._user_errors
-
-        def work() -> None:
-            try:
-                carrier.done.emit(opener(text), None)
-            except user_errors as exc:
-                carrier.done.emit(None, str(exc))
-            except Exception as exc:  # a bug of ours: said in one line, logged in full
-                log.exception("opening %s failed", text)
-                carrier.done.emit(None, f"internal error: {type(exc).__name__}: {exc}")
-
         self._set_connecting(text)
-        threading.Thread(target=work, name=f"connecting {text}", daemon=True).start()
+        open_in_background(text, self._open, self._user_errors, self.parent() or self,
+                           lambda probe, error: self._on_opened(attempt, probe, error))
 
-    def _on_opened(self, attempt: dict, carrier: QObject, probe: object,
-                   error: str | None) -> None:
-        carrier.deleteLater()
+    def _on_opened(self, attempt: dict, probe: object, error: str | None) -> None:
         if attempt["cancelled"]:
-            _discard(probe)
+            discard(probe)
             return
         self._attempt = None
         self._set_connecting(None)
@@ -204,7 +174,7 @@ class AttachDialog(QDialog):
         try:
             self._adopt(probe)
         except self._user_errors as exc:
-            _discard(probe)
+            discard(probe)
             self.show_error(str(exc))
             return
         self.accept()

@@ -78,8 +78,10 @@ def fresh_demo_path() -> Path:
     return path
 
 
-def details_html(endpoint: str, state: str | None, probe: Probe | None) -> str:
-    """The endpoint facts shown under the list: URI, state, counters, info, last error."""
+def details_html(endpoint: str, state: str | None, probe: Probe | None,
+                 not_attached: str | None = None) -> str:
+    """The endpoint facts shown under the list: URI, state, counters, info, last error;
+    ``not_attached``: why a remembered endpoint was not attached again."""
     target, _, query = endpoint.partition("?")
     rows: list[tuple[str, object]] = [("URI", target)]
     if query:  # one per line-breakable item, so a long payload path cannot widen the dock
@@ -94,4 +96,7 @@ def details_html(endpoint: str, state: str | None, probe: Probe | None) -> str:
                  if k != "kind"]
         if probe.last_error:
             rows.append(("Last error", probe.last_error))
+    elif not_attached:
+        rows.append(("Not attached again", not_attached))
+        rows.append(("To try again", "Endpoints > Attach again… (Ctrl+Shift+R)"))
     return "".join(f"<b>{html.escape(k)}</b>: {html.escape(str(v))}<br>" for k, v in rows)

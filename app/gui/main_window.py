@@ -36,6 +36,7 @@ from app.gui.capture_dialog import CaptureDialog
 from app.gui.demo import details_html, user_errors
 from app.gui.history import HistoryClient
 from app.gui.live_view import LiveView
+from app.gui.reattach import Reattacher
 from app.gui.settings import Settings
 from app.gui.theme import app_icon, apply_app_theme
 from app.gui.workbench import Workbench
@@ -101,12 +102,14 @@ class MainWindow(QMainWindow):
         self.status = StatusBarWidget(self.theme)
         self.setStatusBar(self.status)
         self.workbench = Workbench(self)  # incidents, replay, versions, drift docks
+        self.reattacher = Reattacher(self, user_errors(), self._on_reattached)
 
         a = self.actions
         a.open.triggered.connect(self._on_open_triggered)
         a.save_as.triggered.connect(self._on_save_as_triggered)
         a.quit.triggered.connect(self.close)
         a.attach.triggered.connect(self.show_attach_dialog)
+        a.reattach.triggered.connect(lambda: self._for_current(self.show_reattach_dialog))
         a.detach.triggered.connect(lambda: self._for_current(self.detach))
         a.pause_probe.triggered.connect(lambda on: self._for_current(
             lambda e: self.pause_probe(e, on)))
@@ -117,7 +120,7 @@ class MainWindow(QMainWindow):
         a.window_box.setCurrentText(self.settings.time_window())
         a.window_box.currentTextChanged.connect(self.set_time_window)
         a.retint(self.theme)
-        self.endpoint_list.addActions([a.detach, a.pause_probe])
+        self.endpoint_list.addActions([a.reattach, a.detach, a.pause_probe])
         self._fill_recent_menu(self.settings.recent())
 
         self.lag_meter = EventLoopLagMeter(self)
@@ -173,7 +176,8 @@ class MainWindow(QMainWindow):
                                             provider=recorded_provider(row["uri"]))
         if not self._title:
             self._fill_recent_menu(self.settings.add_recent(self.db_path))
-        if stored and self.actions.window_box.currentText() in LIVE_WINDOWS:
+        reattaching = self.reattacher.start()
+        if stored and not reattaching and self.actions.window_box.currentText() in LIVE_WINDOWS:
             # Nothing live yet: show the past, for this workspace only; the window the user
             # chose stays their setting for the next one.
             self._remember_window = False
@@ -258,21 +262,46 @@ class MainWindow(QMainWindow):
             raise ProbeError("no workspace is open")
         return monitor.open(uri)
 
-    def adopt(self, probe: Probe) -> Probe:
-        """Attach an opened probe, start it and give it a panel."""
+    def adopt(self, probe: Probe, *, select: bool = True) -> Probe:
+        """Attach an opened probe, start it and give it a panel; remembered, so it is
+        attached again when this workspace next opens."""
         assert self.monitor is not None
         self.monitor.adopt(probe)
+        self.reattacher.remember(probe)
         info = probe.info()
         panel = self.live.panel(probe.endpoint, info.get("kind", probe.scheme))
         panel.set_slo(getattr(probe, "slo_ms", None))
         self._show_probe(probe)
-        self.endpoint_list.select(probe.endpoint)
+        if select or not self.endpoint_list.current_endpoint():
+            self.endpoint_list.select(probe.endpoint)
+        if self.endpoint_list.current_endpoint() == probe.endpoint:
+            self.refresh_current()  # selected while it was stopped: Detach and Pause now
         self.workbench.endpoints_changed()
         return probe
+
+    @property
+    def remembers_endpoints(self) -> bool:
+        """Whether attaching and detaching here are remembered for the next open: not in
+        the demo, which starts its own probes on a fresh file each time."""
+        return self._title != "demo"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _on_reattached(self, attached: int, failures: dict[str, str]) -> None:
+        if not failures:
+            self.statusBar().showMessage(f"attached {attached} endpoint(s) again", 5000)
+            return
+        first, why = next(iter(failures.items()))
+        self.statusBar().showMessage(
+            f"attached {attached} of {attached + len(failures)} endpoint(s) again; "
+            f"{first}: {why} (select it and press Ctrl+Shift+R to try again)", 15000)
 
     def detach(self, endpoint: str) -> None:
         if self.monitor is not None and endpoint in self.monitor.probes:
             self.monitor.detach(endpoint)
+        self.reattacher.forget(endpoint)
         self.endpoint_list.set_endpoint(endpoint, state="stopped")
         if endpoint in self.panels:
             self.panels[endpoint].set_state("stopped")
@@ -303,7 +332,8 @@ class MainWindow(QMainWindow):
 
     def _show_details(self, endpoint: str) -> None:
         probe = self.monitor.probes.get(endpoint) if self.monitor and endpoint else None
-        self.details.setText(details_html(endpoint, self.endpoint_list.state(endpoint), probe)
+        self.details.setText(details_html(endpoint, self.endpoint_list.state(endpoint), probe,
+                                          self.reattacher.failures.get(endpoint))
                              if endpoint else "")
 
     def add_dock(self, title: str, widget: QWidget,
@@ -326,14 +356,33 @@ class MainWindow(QMainWindow):
             self.actions.freeze.setChecked(True)
             self.actions.freeze.blockSignals(False)
 
-    def show_attach_dialog(self) -> AttachDialog:
+    def show_attach_dialog(self, uri: str = "") -> AttachDialog:
         dialog = AttachDialog(schemes(), self.open_probe, self.adopt, user_errors(), self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        if uri:
+            dialog.set_uri(uri)
         dialog.open()
         return dialog
 
+    def show_reattach_dialog(self, endpoint: str) -> AttachDialog | None:
+        """The attach dialog filled in with how a recorded endpoint was attached: the user
+        sees (and may change) where it connects before it does."""
+        if not self._can_reattach(endpoint):
+            return None
+        return self.show_attach_dialog(self.reattacher.uri_for(endpoint))
+
+    def _can_reattach(self, endpoint: str) -> bool:
+        live = self.monitor is not None and endpoint in self.monitor.probes
+        return (bool(endpoint) and not live and endpoint not in self.reattacher.pending
+                and endpoint.partition(":")[0] in schemes())
+
+    def refresh_current(self) -> None:
+        """Actions and details follow a change to the selected endpoint's state."""
+        self._on_list_current_changed(self.endpoint_list.current_endpoint())
+
     def _on_list_current_changed(self, endpoint: str) -> None:
         probe = self.monitor.probes.get(endpoint) if self.monitor and endpoint else None
+        self.actions.reattach.setEnabled(self._can_reattach(endpoint))
         self.actions.detach.setEnabled(probe is not None)
         self.actions.pause_probe.setEnabled(probe is not None)
         self.actions.pause_probe.setChecked(bool(probe and probe.paused))

@@ -1,4 +1,5 @@
-"""Remembered settings (geometry, docks, theme, recent workspaces) and the demo workspace path.
+"""Remembered settings (geometry, docks, theme, recent workspaces, the endpoints attached in
+each workspace) and the demo workspace path.
 
 Thread: GUI. Everything goes through one QSettings scope, "ProbeScope"/"ProbeScope", so tests
 can redirect it with ``QSettings.setPath``.
@@ -6,6 +7,7 @@ can redirect it with ``QSettings.setPath``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, QStandardPaths
@@ -13,6 +15,9 @@ from PySide6.QtCore import QByteArray, QSettings, QStandardPaths
 ORG = "ProbeScope"
 APP = "ProbeScope"
 MAX_RECENT = 8
+# Workspaces whose attached endpoints are remembered: the recent ones and a few more, so a
+# long-lived settings file does not grow with every workspace ever opened.
+MAX_ATTACHED_WORKSPACES = 4 * MAX_RECENT
 
 
 def demo_db_path() -> Path:
@@ -43,6 +48,34 @@ class Settings:
         items = [p for p in self.recent() if p != str(path)]
         self.q.setValue("recent", items)
         return items
+
+    def attached(self, workspace: Path) -> list[tuple[str, str]]:
+        """The endpoints attached in ``workspace`` when it was last open here, as (endpoint,
+        URI it was attached with) pairs in attach order. Kept in the user's settings, not in
+        the workspace: a workspace from someone else attaches nothing by itself."""
+        entries = self._attached_map().get(str(workspace.resolve()), [])
+        return [(str(e), str(u)) for e, u in entries]
+
+    def set_attached(self, workspace: Path, pairs: list[tuple[str, str]]) -> None:
+        table = self._attached_map()
+        key = str(workspace.resolve())
+        table.pop(key, None)
+        if pairs:
+            table[key] = [list(p) for p in pairs]
+        # The newest last (dicts keep insertion order): the oldest go first past the cap.
+        while len(table) > MAX_ATTACHED_WORKSPACES:
+            table.pop(next(iter(table)))
+        self.q.setValue("attached", json.dumps(table))
+
+    def _attached_map(self) -> dict[str, list]:
+        try:
+            table = json.loads(str(self.q.value("attached", "{}")))
+        except ValueError:  # a hand-edited or damaged settings file: start over
+            return {}
+        if not isinstance(table, dict):
+            return {}
+        return {k: v for k, v in table.items() if isinstance(v, list)
+                and all(isinstance(p, list) and len(p) == 2 for p in v)}
 
     def theme(self) -> str:
         return str(self.q.value("theme", "dark"))
