@@ -402,6 +402,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(200, self._open_buffer().page(after, limit).to_json())
 
     def _open_buffer(self) -> AgentBuffer:
+        # A dashboard keeps its connection, and this one its file: once the agent has put a
+        # new buffer in place of a deleted one, serve that. Until then the old file still
+        # answers (it is what the agent writes to while it cannot make a new one).
+        if self._buffer is not None and self._buffer.moved() and self._buffer.path.exists():
+            self._buffer.close()
+            self._buffer = None
         if self._buffer is None:
             self._buffer = AgentBuffer(self.server.buffer_path, readonly=True)
         return self._buffer

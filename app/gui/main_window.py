@@ -42,6 +42,7 @@ from app.gui.theme import app_icon, apply_app_theme
 from app.gui.workbench import Workbench
 from probes import Probe, ProbeError, schemes
 from widgets.endpoint_list import EndpointListWidget
+from widgets.endpoint_panel import short_name
 from widgets.lag_meter import EventLoopLagMeter
 from widgets.status_bar import StatusBarWidget
 from widgets.theme import theme_named
@@ -290,13 +291,16 @@ class MainWindow(QMainWindow):
         return self._closed
 
     def _on_reattached(self, attached: int, failures: dict[str, str]) -> None:
+        tried = attached + len(failures)
+        done = f"attached {attached} of {tried} endpoints again" if failures else \
+            f"attached {tried} endpoint{'s' if tried != 1 else ''} again"
         if not failures:
-            self.statusBar().showMessage(f"attached {attached} endpoint(s) again", 5000)
+            self.statusBar().showMessage(done, 5000)
             return
+        # The list's short name: a whole URI would push the reason out of the status bar.
         first, why = next(iter(failures.items()))
-        self.statusBar().showMessage(
-            f"attached {attached} of {attached + len(failures)} endpoint(s) again; "
-            f"{first}: {why} (select it and press Ctrl+Shift+R to try again)", 15000)
+        self.statusBar().showMessage(f"{done}; {short_name(first)}: {why} (select it for "
+                                     "details; Ctrl+Shift+R tries again)", 15000)
 
     def detach(self, endpoint: str) -> None:
         if self.monitor is not None and endpoint in self.monitor.probes:
