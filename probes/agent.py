@@ -6,6 +6,12 @@ marker in one transaction (a page's items are put contiguously, marker last). On
 probe reads the last marker written (``Store.last_value``), so a dropped connection, a dashboard
 kill -9 or a restart loses nothing and duplicates nothing.
 
+A sequence number means something only in the agent buffer that gave it: after the marker goes
+a ``probescope.agent_buffer`` sample naming that buffer (``buffer_key`` of its id), so a
+dashboard restarted after the agent's buffer was replaced pulls the new one from its start,
+however far it has numbered. Kept as a sample, beside the marker, since samples are what the
+workspace commits with a page (its schema has no place for it otherwise).
+
 The token is a secret, so it never goes in the URI: it comes from ``$PROBESCOPE_AGENT_TOKEN``,
 from another variable named by ``?token_env=NAME``, or from a file named by
 ``?token_file=PATH`` (a path is not a secret; the file should be chmod 600). Other parameters:
@@ -17,6 +23,7 @@ Thread: ``run`` on the probe thread; it only talks to the bus (and reads the sto
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import ssl
 import threading
@@ -45,6 +52,7 @@ from probes.http_deadline import deadline, deadline_transport
 log = logging.getLogger(__name__)
 
 SEQ_METRIC = "probescope.agent_seq"
+BUFFER_METRIC = "probescope.agent_buffer"  # which agent buffer the marker's sequence is of
 MAX_BACKOFF_S = 5.0
 REFUSED_LOG_EVERY_S = 60.0
 # How often /v1/info is read again: it says whether the agent's own probes still measure,
@@ -58,10 +66,24 @@ _TROUBLED = frozenset({"down", "degraded", "stopped"})
 DEFAULT_PAGE_MB = 64.0
 
 
+def buffer_key(agent_id: str) -> float:
+    """An agent buffer's id as a sample value: 52 bits of its SHA-256, held exactly by a
+    float (a value holds 53)."""
+    digest = hashlib.sha256(agent_id.encode("utf-8")).digest()
+    return float(int.from_bytes(digest[:8], "big") >> 12)
+
+
 def committed_cursor(workspace: Path | None, endpoint: str) -> int:
     """The last agent sequence the workspace committed for this endpoint (0 if none)."""
+    return committed_place(workspace, endpoint)[0]
+
+
+def committed_place(workspace: Path | None, endpoint: str) -> tuple[int, float | None]:
+    """The last agent sequence the workspace committed for this endpoint (0 if none), and the
+    ``buffer_key`` of the agent buffer it is a sequence of (None if not recorded: none
+    committed, or committed by a dashboard that did not record it)."""
     if workspace is None:
-        return 0
+        return 0, None
     # Imported here: this module loads with every probe, the edge agent's included, and the
     # store brings sqlite-utils and pandas.
     from app.core.store import Store
@@ -69,14 +91,15 @@ def committed_cursor(workspace: Path | None, endpoint: str) -> int:
     try:
         store = Store(workspace, readonly=True)
     except StoreError:
-        return 0  # no workspace yet: nothing committed
+        return 0, None  # no workspace yet: nothing committed
     try:
         if "samples" not in store.db.table_names():
-            return 0  # created but not yet migrated: nothing committed
+            return 0, None  # created but not yet migrated: nothing committed
         value = store.last_value(endpoint, SEQ_METRIC)
+        key = store.last_value(endpoint, BUFFER_METRIC)
     finally:
         store.close()
-    return 0 if value is None else int(value)
+    return (0 if value is None else int(value)), key
 
 
 @register("agent+http")
@@ -119,6 +142,10 @@ class AgentProbe(Probe):
                         self.endpoint)
         self.cursor = 0
         self.pulled = 0
+        # The model requests the agent recorded (a latency each, failed ones included), as
+        # pulled in this run. ``requests`` counts this dashboard's answered pulls: `watch`
+        # reads it to tell whether the agent answered at all.
+        self.model_requests = 0
         self.refused = 0  # items of pages that could not be read, counted as dropped
         self._next_refused_log = 0.0
         self.agent_info: dict = {}
@@ -129,7 +156,9 @@ class AgentProbe(Probe):
         self.agent_probes: list[tuple[str, str, str]] = []
         self._told_clock = False
         self._told_trouble: frozenset[tuple[str, str]] = frozenset()  # logged agent probe states
-        self._agent_id: str | None = None  # the buffer's identity, to notice a new one
+        # ``buffer_key`` of the agent buffer the cursor is in, to notice a new one: read
+        # from the workspace with the cursor, so a restarted dashboard notices it too.
+        self._buffer_key: float | None = None
 
     def info(self) -> dict[str, str]:
         out = {"kind": self.scheme, "agent": self.base_url}
@@ -142,10 +171,11 @@ class AgentProbe(Probe):
             out["agent probes"] = "; ".join(states)
         if self.clock_offset_s is not None:
             out["agent clock"] = f"{self.clock_offset_s:+.1f} s from this machine's"
+        out["model requests"] = f"{self.model_requests:,}"
         return out
 
     def run(self, stop: threading.Event) -> None:
-        self.cursor = committed_cursor(self.workspace, self.endpoint)
+        self.cursor, self._buffer_key = committed_place(self.workspace, self.endpoint)
         failures = 0
         with self.client() as client:
             while not stop.is_set():
@@ -239,9 +269,9 @@ class AgentProbe(Probe):
         except (ValueError, KeyError, TypeError) as exc:
             raise ProbeError(f"agent at {self.base_url} sent a page that cannot be read: "
                              f"{first_line(exc)}") from None
-        agent_id = str(page.get("agent_id", ""))
-        replaced = self._agent_id is not None and agent_id != self._agent_id
-        self._agent_id = agent_id
+        key = buffer_key(str(page.get("agent_id", "")))
+        replaced = self._buffer_key is not None and key != self._buffer_key
+        self._buffer_key = key
         if last_seq < self.cursor or replaced:
             # The agent's buffer was deleted or replaced: its numbering started again.
             log.warning("%s: the agent's buffer is new (sequence %d, was at %d); pulling from "
@@ -284,16 +314,26 @@ class AgentProbe(Probe):
             out.append(Sample(self.endpoint, time.time_ns(), Metric.DROPPED, float(dropped)))
         seqs = [seq for seq, _ in items]
         out += [item for _, item in items]
-        out.append(Sample(self.endpoint, time.time_ns(), SEQ_METRIC, float(next_seq)))
+        now_ns = time.time_ns()
+        # The buffer's key after the marker: put together, they are committed together,
+        # but should a recorder's batch end between them, a restart then finds a marker with
+        # the key before it, takes the buffer for new and pulls it again from its start
+        # (duplicates), rather than the key without its marker and resuming a new buffer
+        # at an old buffer's place (losses).
+        out += [Sample(self.endpoint, now_ns, SEQ_METRIC, float(next_seq)),
+                Sample(self.endpoint, now_ns, BUFFER_METRIC, key)]
         accepted = self.bus.put_many(out)
-        done = accepted - (1 if dropped else 0)  # page items (and marker) that got on the bus
+        done = accepted - (1 if dropped else 0)  # page items (and marks) that got on the bus
         if done >= len(items) + 1:
             self.cursor = next_seq
         else:
             # A full bus took only a prefix: resume after it; the next page's marker covers it.
             self.cursor = seqs[done - 1] if done > 0 else self.cursor
             self.state = EndpointState.DEGRADED
-        self.pulled += max(0, min(done, len(items)))
+        got = items[:max(0, min(done, len(items)))]
+        self.pulled += len(got)
+        self.model_requests += sum(1 for _, item in got if isinstance(item, Sample)
+                                   and item.metric == Metric.LATENCY_MS)
         return next_seq < last_seq
 
     def _learn_info(self, client: httpx.Client) -> None:

@@ -61,10 +61,8 @@ class BufferError(Exception):
     """The agent's buffer file cannot be opened or written; the message says why."""
 
 
-FileId = tuple[int, int]  # (st_dev, st_ino): which file a path names
-
-
-def _file_id(path: str | Path) -> FileId | None:
+def _file_id(path: str | Path) -> tuple[int, int] | None:
+    """(device, inode): which file a path names now; None if none."""
     try:
         st = os.stat(path)
     except OSError:
@@ -89,12 +87,10 @@ def why_not_writable(path: Path) -> str | None:
     if not os.access(folder, os.W_OK | os.X_OK):
         # SQLite makes its -wal and -shm files beside the buffer, so the folder must be
         # writable even for a buffer file that is.
-        try:
-            read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-        except OSError:
-            read_only = False
-        return (f"the folder {folder} is on a read-only file system" if read_only
-                else f"the folder {folder} is not writable by this user")
+        with contextlib.suppress(OSError):
+            if os.statvfs(folder).f_flag & os.ST_RDONLY:
+                return f"the folder {folder} is on a read-only file system"
+        return f"the folder {folder} is not writable by this user"
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         return "the file is not writable by this user"
     return None
@@ -192,8 +188,8 @@ class AgentBuffer:
                 if tables and "meta" not in tables:  # someone else's database: leave it be
                     raise BufferError(f"{self.path} is an SQLite file but not an agent buffer; "
                                       "give a new file name with --buffer")
-            # Before the switch to WAL too: a new buffer put in place of a deleted one may be
-            # read by the HTTP threads then, and the switch must wait for them.
+            # Set first: a new buffer put in place of a deleted one may be read by the HTTP
+            # threads while it switches to WAL, and the switch must wait for them.
             conn.execute("PRAGMA busy_timeout=5000")
             if not self.readonly:
                 # WAL: the HTTP threads read while the recorder writes. NORMAL sync keeps every
@@ -331,9 +327,9 @@ class AgentBuffer:
         return fresh
 
     def _let_go(self) -> None:
-        """Close the old file, with what is still in its WAL copied in (a file moved away
-        keeps every item), and remove its WAL and shared-memory files if they are still at
-        ``path``: SQLite would read a new file there with them."""
+        """Close the old file, what is in its WAL copied in first (so a file moved away holds
+        its items), and remove its WAL and shared-memory files if they are still at ``path``:
+        SQLite would read a new file there with them."""
         if self.conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")

@@ -21,7 +21,7 @@ from app.core.domain import Metric
 from app.core.monitor import Monitor
 from app.core.store import Store
 from probes import EndpointState
-from probes.agent import SEQ_METRIC, committed_cursor
+from probes.agent import BUFFER_METRIC, SEQ_METRIC, committed_cursor
 from tests.agent.conftest import NO_QT_MAIN, ROOT, Proc, env_with
 from tests.helpers import wait_until
 
@@ -53,8 +53,9 @@ def store_items(db: Path, endpoint: str) -> tuple[Counter, int]:
     try:
         samples = Counter(conn.execute(
             "SELECT s.ts_ns, m.name, s.value FROM samples s JOIN metrics m ON m.id = s.metric_id "
-            "JOIN endpoints e ON e.id = s.endpoint_id WHERE e.uri = ? AND m.name NOT IN (?, ?)",
-            [endpoint, SEQ_METRIC, Metric.DROPPED]).fetchall())
+            "JOIN endpoints e ON e.id = s.endpoint_id WHERE e.uri = ? "
+            "AND m.name NOT IN (?, ?, ?)",
+            [endpoint, SEQ_METRIC, BUFFER_METRIC, Metric.DROPPED]).fetchall())
         captures = conn.execute(
             "SELECT count(*) FROM captures c JOIN endpoints e ON e.id = c.endpoint_id "
             "WHERE e.uri = ?", [endpoint]).fetchone()[0]

@@ -109,3 +109,26 @@ def test_a_full_buffer_says_so_once_not_at_every_write(tmp_path, caplog):
     said = [r.getMessage() for r in caplog.records]
     # 48 trims: the first said at once, the last in the closing line, 46 between them.
     assert len(said) == 2 and "(46 more of this kind since the last such line" in said[1]
+
+
+def test_a_buffer_moved_away_keeps_its_items_and_a_new_one_starts_at_its_path(tmp_path,
+                                                                              caplog):
+    path = tmp_path / "b.sqlite"
+    buf = AgentBuffer(path, check_every_s=0)  # looks at its path at every write
+    buf.write_batch([Sample("e", i, "m", float(i)) for i in range(10)], [])
+    old_id = buf.agent_id
+    path.rename(tmp_path / "old.sqlite")  # its -wal and -shm stay under the old name
+    with caplog.at_level("WARNING", logger="app.core.agent_buffer"):
+        buf.write_batch([Sample("e", 10, "m", 10.0)], [])
+        buf.write_batch([Sample("e", 11, "m", 11.0)], [])
+    buf.close()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"agent buffer {path} was deleted or moved away; started a new one there "
+        "(a dashboard pulls it from its start)"]
+    moved = sqlite3.connect(tmp_path / "old.sqlite")  # what was in its WAL went in with it
+    assert moved.execute("SELECT count(*), max(seq) FROM items").fetchone() == (10, 10)
+    moved.close()
+    fresh = AgentBuffer(path, readonly=True)
+    assert fresh.agent_id != old_id
+    assert fresh.page(0).samples == [(1, 10, "m", 10.0), (2, 11, "m", 11.0)]
+    fresh.close()
