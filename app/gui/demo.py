@@ -88,7 +88,10 @@ def details_html(endpoint: str, state: str | None, probe: Probe | None,
         rows.append(("Parameters", ", ".join(unquote(p) for p in query.split("&"))))
     rows.append(("State", state or "stopped"))
     if probe is not None:
-        rows += [("Requests", f"{probe.requests:,}"), ("Failed", f"{probe.errors:,}")]
+        # An agent's probe sends no request of its own: its count is of pulls (the model's
+        # requests are its info's "model requests").
+        asked = "Pulls" if hasattr(probe, "model_requests") else "Requests"
+        rows += [(asked, f"{probe.requests:,}"), ("Failed", f"{probe.errors:,}")]
         slo = getattr(probe, "slo_ms", None)
         if slo is not None:
             rows.append(("SLO", f"{slo:g} ms"))

@@ -329,7 +329,9 @@ class MainWindow(QMainWindow):
         self.endpoint_list.set_endpoint(
             probe.endpoint, state=state, kind=info.get("kind", probe.scheme),
             version=info.get("model_version", ""), provider=info.get("provider", ""),
-            requests=probe.requests, detail=probe.last_error or "")
+            # An agent's answered pulls are not its model's requests: the list counts those.
+            requests=getattr(probe, "model_requests", probe.requests),
+            detail=probe.last_error or "")
         panel = self.panels.get(probe.endpoint)
         if panel is not None:
             panel.set_state(state, probe.last_error or "")

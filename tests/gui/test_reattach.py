@@ -148,6 +148,11 @@ def test_an_agent_is_attached_again_with_the_token_file_its_endpoint_name_leaves
             qtbot.waitUntil(lambda: again.endpoint_list.state(endpoint) == "up",
                             timeout=20_000)
             assert not again.reattacher.failures
+            # The list counts the model's requests the agent recorded, not this window's pulls.
+            probe = again.monitor.probes[endpoint]
+            qtbot.waitUntil(lambda: probe.model_requests > probe.requests, timeout=20_000)
+            qtbot.waitUntil(lambda: again.endpoint_list.row_texts(endpoint)["Requests"]
+                            == f"{probe.model_requests:,}", timeout=20_000)
         finally:
             again.shutdown()
     finally:
