@@ -5,6 +5,8 @@ Thread: GUI.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -13,6 +15,31 @@ from PySide6.QtWidgets import QApplication
 
 from app.gui.demo import fresh_demo_path, start_demo
 from app.gui.main_window import MainWindow
+
+EXIT_INTERRUPTED = 130  # as a shell reports a command ended by Ctrl+C, and as the CLI does
+# Qt's event loop runs in C++: Python handles a signal only when it next runs Python code. A
+# timer this often lets it, so Ctrl+C in the terminal is answered within a fraction of this.
+SIGNAL_POLL_MS = 200
+
+
+def _close_on_ctrl_c(app: QApplication, window: MainWindow) -> dict[str, object]:
+    """Ctrl+C in the terminal closes the window as Ctrl+Q does (probes stop, the recorder
+    flushes); a second one, should closing hang, ends the process at once. Without this
+    Python raised KeyboardInterrupt inside whichever Qt slot was running: a traceback, and
+    the window went on."""
+    interrupted: dict[str, object] = {"yes": False}
+
+    def on_sigint(_signum: int, _frame: object) -> None:
+        if interrupted["yes"]:
+            os._exit(EXIT_INTERRUPTED)  # asked twice: the user wants it gone, now
+        interrupted["yes"] = True
+        QTimer.singleShot(0, window.close)
+
+    interrupted["previous"] = signal.signal(signal.SIGINT, on_sigint)
+    poll = QTimer(app, interval=SIGNAL_POLL_MS)
+    poll.timeout.connect(lambda: None)
+    poll.start()
+    return interrupted
 
 
 def run_window(db_path: Path | None, *, screenshot: Path | None = None,
@@ -32,6 +59,10 @@ def run_window(db_path: Path | None, *, screenshot: Path | None = None,
             app.quit()
 
         QTimer.singleShot(int(screenshot_after_s * 1000), grab)
-    code = app.exec()
-    window.shutdown()
-    return code
+    interrupted = _close_on_ctrl_c(app, window)
+    try:
+        code = app.exec()
+        window.shutdown()
+    finally:
+        signal.signal(signal.SIGINT, interrupted["previous"])
+    return EXIT_INTERRUPTED if interrupted["yes"] else code

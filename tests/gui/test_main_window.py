@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -467,3 +468,40 @@ def test_a_newly_attached_endpoint_is_scrolled_into_view(window, qtbot):
     panel = window.panels[last]
     qtbot.waitUntil(lambda: not panel.visibleRegion().isEmpty(), timeout=5_000)
     assert window.live.verticalScrollBar().value() > 0  # it was below the fold
+
+
+def test_ctrl_c_in_the_terminal_closes_the_window_as_quit_does(isolated_user_dirs):
+    # Its own process, as `probescope` is run from a terminal; SIGINT is what Ctrl+C sends.
+    env = {**os.environ, "XDG_DATA_HOME": str(isolated_user_dirs / "data"),
+           "XDG_CONFIG_HOME": str(isolated_user_dirs / "config"), "QT_QPA_PLATFORM": "offscreen"}
+    demo_db = isolated_user_dirs / "data" / "probescope" / "demo.db"
+    log = isolated_user_dirs / "stderr.txt"  # a file: Qt's warnings would fill a pipe
+    with log.open("w") as err_file:
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli"], env=env, cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=err_file)
+    try:
+        deadline = time.monotonic() + 60
+        committed = 0
+        while committed == 0 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            if demo_db.exists():  # the demo's probes run once the event loop does
+                store = Store(demo_db, readonly=True)
+                try:
+                    committed = store.count_samples(metric="latency_ms")
+                finally:
+                    store.close()
+        assert committed > 0, "the window's demo recorded nothing"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    err = log.read_text()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    store = Store(demo_db, readonly=True)
+    try:  # closed as Quit closes it: the recorder's last flush is in the workspace
+        assert store.count_samples(metric="latency_ms") >= committed
+    finally:
+        store.close()
