@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from app.core.domain import local_text
+from app.core.recorded import RecordedFacts
 from app.gui.settings import demo_db_path
 from probes import Probe, ProbeError
 
@@ -78,10 +80,29 @@ def fresh_demo_path() -> Path:
     return path
 
 
+def recorded_rows(facts: RecordedFacts, endpoint_row: dict) -> list[tuple[str, str]]:
+    """The details of an endpoint no probe watches, as the workspace recorded them
+    (``endpoint_row``: its row of ``Store.endpoints``)."""
+    rows = [(f"Recorded {facts.counted}", f"{facts.count:,}")]
+    if facts.counted == "requests":
+        share = f" ({facts.failed / facts.count:.1%})" if facts.count else ""
+        rows.append(("Failed", f"{facts.failed:,}{share}"))
+    if endpoint_row.get("slo_ms"):
+        rows.append(("SLO", f"{endpoint_row['slo_ms']:g} ms"))
+    if endpoint_row.get("model_version"):
+        rows.append(("Model version", str(endpoint_row["model_version"])))
+    if facts.first_ns is not None and facts.last_ns is not None:
+        rows.append(("Recorded from", f"{local_text(facts.first_ns)} to "
+                                      f"{local_text(facts.last_ns)}"))
+    return rows
+
+
 def details_html(endpoint: str, state: str | None, probe: Probe | None,
-                 not_attached: str | None = None) -> str:
+                 not_attached: str | None = None,
+                 recorded: list[tuple[str, str]] | None = None) -> str:
     """The endpoint facts shown under the list: URI, state, counters, info, last error;
-    ``not_attached``: why a remembered endpoint was not attached again."""
+    ``not_attached``: why a remembered endpoint was not attached again; ``recorded``: what
+    the workspace holds of an endpoint no probe watches (``recorded_rows``)."""
     target, _, query = endpoint.partition("?")
     rows: list[tuple[str, object]] = [("URI", target)]
     if query:  # one per line-breakable item, so a long payload path cannot widen the dock
@@ -99,7 +120,9 @@ def details_html(endpoint: str, state: str | None, probe: Probe | None,
                  if k != "kind"]
         if probe.last_error:
             rows.append(("Last error", probe.last_error))
-    elif not_attached:
-        rows.append(("Not attached again", not_attached))
-        rows.append(("To try again", "Endpoints > Attach again… (Ctrl+Shift+R)"))
+    else:
+        rows += recorded or []
+        if not_attached:
+            rows.append(("Not attached again", not_attached))
+            rows.append(("To try again", "Endpoints > Attach again… (Ctrl+Shift+R)"))
     return "".join(f"<b>{html.escape(k)}</b>: {html.escape(str(v))}<br>" for k, v in rows)

@@ -1,4 +1,5 @@
-"""Reads downsampled history and single captures off the GUI thread, with its own Store.
+"""Reads downsampled history, single captures and recorded endpoints' counters off the GUI
+thread, with its own Store.
 
 Thread: ``HistoryWorker`` lives on its own QThread (one Store = one connection = one thread);
 ``HistoryClient`` is the GUI-side handle that starts it, sends requests as queued signals and
@@ -14,6 +15,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from app.core.domain import Metric
+from app.core.recorded import recorded_facts
 from app.core.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ SKIPPED = {Metric.DROPPED}
 class HistoryWorker(QObject):
     history_ready = Signal(int, str, object)  # request id, endpoint, {metric: History}
     capture_ready = Signal(int, object)  # request id, StoredCapture | None
+    facts_ready = Signal(str, object)  # endpoint, RecordedFacts
     failed = Signal(str)
 
     def __init__(self) -> None:
@@ -81,6 +84,19 @@ class HistoryWorker(QObject):
             self.failed.emit(f"internal error reading the workspace: {type(exc).__name__}: "
                              f"{exc}")
 
+    @Slot(str)
+    def load_facts(self, endpoint: str) -> None:
+        try:
+            store = self._open()
+            if store is not None:
+                self.facts_ready.emit(endpoint, recorded_facts(store, endpoint))
+        except (StoreError, sqlite3.Error) as exc:
+            self.failed.emit(str(exc))
+        except Exception as exc:  # a slot must not die with a traceback on the terminal
+            log.exception("reading the workspace failed")
+            self.failed.emit(f"internal error reading the workspace: {type(exc).__name__}: "
+                             f"{exc}")
+
     @Slot()
     def close(self) -> None:
         if self._store is not None:
@@ -93,8 +109,10 @@ class HistoryClient(QObject):
 
     history_ready = Signal(int, str, object)
     capture_ready = Signal(int, object)
+    facts_ready = Signal(str, object)
     failed = Signal(str)
     _path_requested = Signal(str)
+    _facts_requested = Signal(str)
     _history_requested = Signal(int, str, "qint64", "qint64")
     _capture_requested = Signal(int, str, "qint64", bool)
     _close_requested = Signal()
@@ -109,6 +127,8 @@ class HistoryClient(QObject):
         self._path_requested.connect(self._worker.set_path)
         self._history_requested.connect(self._worker.load_history)
         self._capture_requested.connect(self._worker.load_capture)
+        self._facts_requested.connect(self._worker.load_facts)
+        self._worker.facts_ready.connect(self.facts_ready)
         self._close_requested.connect(self._worker.close)
         self._worker.history_ready.connect(self.history_ready)
         self._worker.capture_ready.connect(self.capture_ready)
@@ -131,6 +151,10 @@ class HistoryClient(QObject):
         rid = self._id()
         self._capture_requested.emit(rid, endpoint, ts_ns, failed)
         return rid
+
+    def request_facts(self, endpoint: str) -> None:
+        """A recorded endpoint's counters (``facts_ready``), read after what is queued."""
+        self._facts_requested.emit(endpoint)
 
     def stop(self) -> None:
         """Close the worker's Store on its own thread, then end the thread."""

@@ -28,12 +28,13 @@ from PySide6.QtWidgets import (
 
 from app.core.domain import EndpointUri, UriError
 from app.core.monitor import Monitor
+from app.core.recorded import RecordedFacts
 from app.core.store import Store
 from app.gui.actions import LIVE_WINDOWS, TIME_WINDOWS, build_actions
 from app.gui.attach_dialog import AttachDialog, onnx_uri
 from app.gui.bridge import Bridge
 from app.gui.capture_dialog import CaptureDialog
-from app.gui.demo import details_html, user_errors
+from app.gui.demo import details_html, recorded_rows, user_errors
 from app.gui.history import HistoryClient
 from app.gui.live_view import LiveView
 from app.gui.reattach import Reattacher
@@ -75,6 +76,10 @@ class MainWindow(QMainWindow):
         self.history = HistoryClient(self)
         self.history.capture_ready.connect(self._on_history_capture_ready)
         self.history.failed.connect(lambda msg: self.statusBar().showMessage(msg, 8000))
+        self.history.facts_ready.connect(self._on_history_facts_ready)
+        # Endpoints the workspace recorded, as its rows, and their counters once read.
+        self._recorded: dict[str, dict] = {}
+        self._recorded_facts: dict[str, RecordedFacts] = {}
 
         self.actions = build_actions(self)
         self.endpoint_list = EndpointListWidget(self.theme)
@@ -168,6 +173,8 @@ class MainWindow(QMainWindow):
             stored = store.endpoints()
         finally:
             store.close()
+        self._recorded = {row["uri"]: row for row in stored}
+        self._recorded_facts = {}
         for row in stored:  # what earlier sessions recorded: history, no live probe
             panel = self.live.panel(row["uri"], row["kind"] or "")
             panel.set_slo(row.get("slo_ms"))
@@ -175,6 +182,7 @@ class MainWindow(QMainWindow):
             self.endpoint_list.set_endpoint(row["uri"], state="stopped", kind=row["kind"] or "",
                                             version=row.get("model_version") or "",
                                             provider=recorded_provider(row["uri"]))
+            self.history.request_facts(row["uri"])  # its counters, read off this thread
         if not self._title:
             self._fill_recent_menu(self.settings.add_recent(self.db_path))
         reattaching = self.reattacher.start()
@@ -338,9 +346,27 @@ class MainWindow(QMainWindow):
 
     def _show_details(self, endpoint: str) -> None:
         probe = self.monitor.probes.get(endpoint) if self.monitor and endpoint else None
+        facts = self._recorded_facts.get(endpoint)
+        recorded = recorded_rows(facts, self._recorded[endpoint]) if facts else None
         self.details.setText(details_html(endpoint, self.endpoint_list.state(endpoint), probe,
-                                          self.reattacher.failures.get(endpoint))
+                                          self.reattacher.failures.get(endpoint), recorded)
                              if endpoint else "")
+
+    def _on_history_facts_ready(self, endpoint: str, facts: RecordedFacts) -> None:
+        row = self._recorded.get(endpoint)
+        if row is None:
+            return  # of a workspace since closed
+        self._recorded_facts[endpoint] = facts
+        if self.monitor is None or endpoint not in self.monitor.probes:
+            # A live probe counts its own (from its start); until then, what was recorded.
+            self.endpoint_list.set_endpoint(
+                endpoint, state=self.endpoint_list.state(endpoint) or "stopped",
+                kind=row["kind"] or "", version=row.get("model_version") or "",
+                provider=recorded_provider(endpoint), requests=facts.count,
+                detail=(f"not attached again: {why}"
+                        if (why := self.reattacher.failures.get(endpoint)) else ""))
+        if self.endpoint_list.current_endpoint() == endpoint:
+            self._show_details(endpoint)
 
     def add_dock(self, title: str, widget: QWidget,
                  area: Qt.DockWidgetArea = Qt.DockWidgetArea.BottomDockWidgetArea

@@ -319,9 +319,16 @@ def test_opening_a_recorded_workspace_lists_its_endpoints_with_history(qtbot, tm
     from app.gui.main_window import MainWindow
 
     monitor = Monitor(workspace)
-    endpoint = monitor.attach(f"onnx:{model_path('wine-v2')}?provider=cpu&rate=200").endpoint
+    probe = monitor.attach(f"onnx:{model_path('wine-v2')}?provider=cpu&rate=200&slo_ms=5")
+    endpoint = probe.endpoint
     qtbot.waitUntil(lambda: monitor.stats().committed_samples > 100, timeout=10_000)
     monitor.close()
+    store = Store(workspace)
+    try:
+        recorded = store.count_samples(endpoint, "latency_ms")
+    finally:
+        store.close()
+    assert recorded == probe.requests > 0
 
     other = tmp_path / "other.db"
     w = MainWindow(other)
@@ -338,6 +345,13 @@ def test_opening_a_recorded_workspace_lists_its_endpoints_with_history(qtbot, tm
         assert Settings().time_window() == "1 min"  # for this workspace, not from now on
         panel = w.panels[endpoint]
         qtbot.waitUntil(lambda: panel.latency_plot.point_count("p50") > 0, timeout=10_000)
+        # Its counters as recorded, in the list and the details (read off the GUI thread).
+        qtbot.waitUntil(lambda: w.endpoint_list.row_texts(endpoint)["Requests"]
+                        == f"{recorded:,}", timeout=10_000)
+        w.endpoint_list.select(endpoint)
+        details = w.details.text()
+        assert f"Recorded requests</b>: {recorded:,}" in details
+        assert "SLO</b>: 5 ms" in details and "Model version</b>: 2.0.0" in details
         recent = [a.text() for a in w.actions.recent_menu.actions()]
         assert recent[:2] == [str(workspace.resolve()), str(other.resolve())]
     finally:
