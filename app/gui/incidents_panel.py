@@ -73,6 +73,22 @@ class IncidentTableModel(QAbstractTableModel):
     def __init__(self) -> None:
         super().__init__()
         self.rows: list[dict] = []
+        # Endpoints a probe watches now: an open incident of one reaches to "now"; of any
+        # other (a recording reopened), to its last sample, which the list cannot tell.
+        self.watched: set[str] = set()
+
+    def set_watched(self, watched: set[str]) -> None:
+        if watched != self.watched:
+            self.watched = set(watched)
+            if self.rows:
+                self.dataChanged.emit(self.index(0, 4), self.index(len(self.rows) - 1, 4))
+
+    def _end_text(self, row: dict) -> str:
+        if row["cleared_ns"] is None and row["status"] == Status.RESOLVED:
+            return "resolved"
+        if row["cleared_ns"] is None and row["endpoint"] not in self.watched:
+            return "open"  # not "now": nothing measures it now
+        return _clock(row["cleared_ns"])
 
     def set_rows(self, rows: list[dict]) -> None:
         self.beginResetModel()
@@ -101,14 +117,14 @@ class IncidentTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return (str(row["id"]), RULE_TITLES.get(row["rule"], row["rule"]),
                     short_name(row["endpoint"]), f"{status_text(row)} · {row['severity']}",
-                    f"{_clock(row['opened_ns'])} – " + (
-                        "resolved" if row["cleared_ns"] is None
-                        and row["status"] == Status.RESOLVED else _clock(row["cleared_ns"])))[col]
+                    f"{_clock(row['opened_ns'])} – {self._end_text(row)}")[col]
         if role == Qt.ItemDataRole.ToolTipRole:
             # The list shows local time, the PDF report and the CLI UTC: say both here so
             # one can be matched with the other.
             span = f"opened {utc_text(row['opened_ns'])}" + (
-                f", cleared {utc_text(row['cleared_ns'])}" if row["cleared_ns"] else "")
+                f", cleared {utc_text(row['cleared_ns'])}" if row["cleared_ns"] else
+                ", still open; no probe watches its endpoint now" if row["endpoint"]
+                not in self.watched and row["status"] != Status.RESOLVED else "")
             return f"{row['endpoint']}\n{row['summary']}\n{span}"
         if role == Qt.ItemDataRole.ForegroundRole and col == 3:
             # An open incident in its severity's colour; once handled, in its status's.

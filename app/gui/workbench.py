@@ -266,6 +266,8 @@ class Workbench(QObject):
         rows = self._incident_rows
         monitor = self.window.monitor
         watched = {e for e, p in monitor.probes.items() if p.alive} if monitor else set()
+        if self.incidents is not None:
+            self.incidents.model.set_watched(watched)
         quiet = {e: newest for e, panel in self.window.live.panels.items()
                  if e not in watched and (newest := panel.series.newest_s()) is not None}
         self.window.live.set_incidents(incident_spans(rows, time.time(), quiet))

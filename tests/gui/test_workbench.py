@@ -324,3 +324,20 @@ def test_an_open_incident_of_an_endpoint_no_probe_watches_ends_at_its_newest_sam
     assert (spans["onnx:watched.onnx"][0].end_s, spans["onnx:stopped.onnx"][0].end_s) == \
         (1000.0, 135.0)
     assert spans["onnx:stopped.onnx"][0].open
+
+
+def test_an_open_incident_reads_to_now_only_while_a_probe_watches_its_endpoint(window, qtbot,
+                                                                              incident):
+    """A recording reopened later listed its open incident as "07:42:20 – now" though
+    nothing had measured the endpoint since it ended."""
+    _, endpoint = incident
+    model = window.workbench.incidents.model
+
+    def window_text() -> str:
+        return model.data(model.index(0, 4))
+
+    qtbot.waitUntil(lambda: window_text().endswith("– now"), timeout=10_000)
+    window.detach(endpoint)
+    qtbot.waitUntil(lambda: window_text().endswith("– open"), timeout=10_000)
+    assert "no probe watches its endpoint now" in model.data(
+        model.index(0, 4), Qt.ItemDataRole.ToolTipRole)
