@@ -53,7 +53,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                         version=f"probescope {probescope_version()}")
     parser.add_argument("--debug", action="store_true", help="log verbosely; show tracebacks")
     parser.add_argument("--db", type=Path, dest="gui_db",
-                        help="open this workspace in the window (no COMMAND)")
+                        help="the workspace: with no COMMAND, open it in the window; before a "
+                             "COMMAND, that command's --db")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = _command_named(argv) if argv is not None else None
     for command, help_line in COMMANDS.items():
@@ -64,15 +65,78 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _command_at(argv: Sequence[str]) -> int | None:
+    """Where the first argument that is not a global option is, if any."""
+    at = 0
+    while at < len(argv):
+        if argv[at] == "--db":
+            at += 2  # the global --db takes a value
+            continue
+        if not argv[at].startswith("-"):
+            return at
+        at += 1
+    return None
+
+
 def _command_named(argv: Sequence[str]) -> str | None:
     """The first argument that is not a global option, if any."""
-    items = iter(argv)
+    at = _command_at(argv)
+    return None if at is None else argv[at]
+
+
+class _DbError(Exception):
+    """A --db before the command that cannot be that command's."""
+
+
+def _takes_db(parser: argparse.ArgumentParser) -> bool:
+    """Whether this parser, or one of its actions' (``versions list``), takes --db."""
+    if "--db" in parser._option_string_actions:
+        return True
+    return any(_takes_db(choice) for action in parser._actions
+               if isinstance(action, argparse._SubParsersAction)
+               for choice in action.choices.values())
+
+
+def _db_after_command(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """``argv`` with a --db given before the command moved after it, as the command's own
+    (``probescope --db WS incidents``: the user gave the workspace, just early). The
+    top-level --db alone still opens the window."""
+    at = _command_at(argv)
+    if at is None:
+        return argv
+    before, after = argv[:at], argv[at:]
+    given: str | None = None
+    kept: list[str] = []
+    items = iter(before)
     for item in items:
         if item == "--db":
-            next(items, None)  # the global --db takes a value
-        elif not item.startswith("-"):
-            return item
-    return None
+            given = next(items)  # _command_at found the command after its value
+        elif item.startswith("--db="):
+            given = item.removeprefix("--db=")
+        else:
+            kept.append(item)
+    if given is None:
+        return argv
+    command = after[0]
+    choices = next((a.choices for a in parser._actions
+                    if isinstance(a, argparse._SubParsersAction)), {})
+    if command not in choices:
+        return argv  # argparse says which commands there are
+    if not _takes_db(choices[command]):
+        raise _DbError(f"{command} takes no --db; drop it (with no command, --db opens "
+                       "that workspace in the window)")
+    end = after.index("--") if "--" in after else len(after)
+    own = [after[k + 1] if item == "--db" else item.removeprefix("--db=")
+           for k, item in enumerate(after[:end])
+           if (item == "--db" and k + 1 < end) or item.startswith("--db=")]
+    different = [o for o in own if Path(o).resolve() != Path(given).resolve()]
+    if different:
+        raise _DbError(f"--db is given twice, as {given} before {command} and as "
+                       f"{different[0]} after it; give it once")
+    if own:
+        return kept + after
+    # The =form keeps a path that starts with '-' its value.
+    return kept + after[:end] + [f"--db={given}"] + after[end:]
 
 
 def no_display_reason(env: Mapping[str, str], platform: str = sys.platform) -> str | None:
@@ -172,7 +236,13 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         # Building the parser imports the named command's module (pandas, onnxruntime: a
         # second or two); Ctrl+C then is a change of mind, not a traceback.
-        args = build_parser(argv).parse_args(argv)
+        parser = build_parser(argv)
+        try:
+            argv = _db_after_command(argv, parser)
+        except _DbError as exc:
+            print(f"probescope: {exc}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        args = parser.parse_args(argv)
     except KeyboardInterrupt:
         return 130
     except ImportError as exc:

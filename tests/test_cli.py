@@ -347,3 +347,52 @@ def test_no_display_is_one_line_not_a_qt_abort(tmp_path):
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "no display to open the window on" in done.stderr
     assert not (tmp_path / "w.db").exists()
+
+
+def test_a_db_before_the_command_is_that_commands_db(tmp_path, capsys):
+    db = tmp_path / "w.db"
+    store = Store(db)
+    store.endpoint_id("onnx:models/wine-v1.onnx", "onnx")
+    store.close()
+    for argv, out in [(["incidents"], "no incidents\n"),
+                      (["incidents", "list", "--json"], ""),
+                      (["replay", "--list"], "no saved replays"),
+                      (["versions", "list"], "no versions registered"),
+                      (["incidents", "rules", "wine-v1", "error_rate=0.3"],
+                       "error_rate = 0.3 (set)"),
+                      (["incidents", "--db", str(db), "rules", "wine-v1"],  # given twice, alike
+                       "error_rate = 0.3 (set)")]:
+        for given in (["--db", str(db)], [f"--db={db}"]):
+            assert main([*given, *argv]) == 0, capsys.readouterr().err
+            assert out in capsys.readouterr().out
+    # Its errors are the command's own, about the workspace given, not a missing --db.
+    assert main(["--db", str(db), "drift", "--endpoint", "resnet"]) == 2
+    assert f"no endpoint matching 'resnet' in {db}" in capsys.readouterr().err
+    missing = tmp_path / "typo.db"
+    assert main(["--db", str(missing), "report", "--out", str(tmp_path / "r.pdf")]) == 2
+    assert capsys.readouterr().err == f"probescope: no workspace at {missing}\n"
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["contract", "check", "m.onnx"],
+     "contract takes no --db; drop it (with no command, --db opens that workspace in the "
+     "window)"),
+    (["incidents", "--db", "{other}"],
+     "--db is given twice, as {db} before incidents and as {other} after it; give it once"),
+    (["versions", "list", "--db={other}"],
+     "--db is given twice, as {db} before versions and as {other} after it; give it once"),
+])
+def test_a_db_before_a_command_that_cannot_take_it_is_one_line(tmp_path, capsys, argv, message):
+    db, other = tmp_path / "w.db", tmp_path / "other.db"
+    Store(db).close()
+    argv = [a.format(other=other) for a in argv]
+    assert main(["--db", str(db), *argv]) == 2
+    assert capsys.readouterr().err == f"probescope: {message.format(db=db, other=other)}\n"
+
+
+def test_a_db_with_no_command_still_opens_the_window(tmp_path, capsys, monkeypatch):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["--db", str(tmp_path / "w.db")]) == 2  # the window's path: no display here
+    assert "no display to open the window on" in capsys.readouterr().err

@@ -112,14 +112,18 @@ def run(args: argparse.Namespace) -> int:
     targets = [t.strip() for t in args.targets.split(",")]
     # Every model, contract and validation file is read and vetted before any is measured:
     # a bad third model is said at once, not after minutes of measuring the first two; the
-    # good ones are still measured, and the bad one keeps its place in the report.
+    # good ones are still measured, and the bad one keeps its place in the report. Its
+    # reason is said once, there (its FAILED line, or its "reason" in --json).
     checks: list[PreparedCheck | NotChecked] = []
     for m in args.models:
         try:
             checks.append(prepare_check(m, contract_path=args.contract))
         except ContractError as exc:
             checks.append(NotChecked(m, str(exc)))
-            print(f"probescope: {exc}", file=sys.stderr)
+    refused = [c.path for c in checks if isinstance(c, NotChecked)]
+    if refused and len(refused) < len(checks):  # only when there is measuring to wait for
+        print(f"probescope: cannot check {', '.join(refused)} (the reason is in the report); "
+              "measuring the other models first", file=sys.stderr)
     reports: list[ContractReport | NotChecked] = []
     for check in checks:
         if isinstance(check, NotChecked):
@@ -129,7 +133,6 @@ def run(args: argparse.Namespace) -> int:
             reports.append(measure(check, targets, runs=args.runs))
         except ContractError as exc:
             reports.append(NotChecked(check.model.location, str(exc)))
-            print(f"probescope: {exc}", file=sys.stderr)
     if args.json:
         print(json.dumps({"models": [r.to_json(targets) if isinstance(r, NotChecked)
                                      else r.to_json() for r in reports]}))

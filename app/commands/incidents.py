@@ -5,7 +5,7 @@ notes, and set an endpoint's incident rules.
     probescope incidents --db WS.db evaluate [--step 5]
     probescope incidents --db WS.db ack|resolve ID [--note TEXT]
     probescope incidents --db WS.db note ID TEXT
-    probescope incidents --db WS.db rules ENDPOINT [KEY=VALUE ...]
+    probescope incidents --db WS.db rules ENDPOINT [KEY=VALUE ...] [--json]
 """
 
 from __future__ import annotations
@@ -46,11 +46,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     n.add_argument("id", help="incident id or 'latest'")
     n.add_argument("text", help="the note")
     r = actions.add_parser("rules", help="show or set an endpoint's incident rules")
-    r.add_argument("endpoint", help="endpoint URI")
+    r.add_argument("endpoint",
+                   help="endpoint URI, or a part of it that names one endpoint (e.g. wine-v1)")
     # default=[]: without it argparse counts a "*" positional as required, and names it
     # among the missing arguments when only the endpoint is.
     r.add_argument("settings", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="overrides, e.g. error_rate=0.2 window_s=60 disabled=memory,down")
+                   help="overrides, e.g. error_rate=0.2 window_s=60 disabled=memory,down "
+                        "(error_rate and drift_share are shares, below 1)")
+    r.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                   help="print one JSON object: endpoint, rules (slo_ms null: the endpoint's "
+                        "own SLO applies), set (the keys overridden) and endpoint_slo_ms")
     # `incidents ack --db W latest` as well as `incidents --db W ack latest`, as the other
     # commands take it after theirs; not given there, it must not reset the one before.
     for action in (ls, ev, *(actions.choices[n] for n in ("ack", "resolve")), n, r):
@@ -153,19 +158,38 @@ def _note(store: Store, args: argparse.Namespace) -> int:
 
 
 def _rules(store: Store, args: argparse.Namespace) -> int:
-    overrides = dict(store.incident_rules(args.endpoint) or {})
+    # The lookup replay, drift and label use: the URI or a part only one URI has; a name
+    # that matches none (or several) is an error, when reading as when writing.
+    endpoint = store.resolve_endpoint(args.endpoint)
+    given: dict[str, object] = {}
     for item in args.settings:
         key, sep, value = item.partition("=")
         if not sep:
             raise IncidentError(f"'{item}' is not KEY=VALUE")
-        overrides[key] = [v for v in value.split(",") if v] if key == "disabled" else value
-    config = RuleConfig().merged(overrides)  # refuses unknown keys before anything is stored
-    if args.settings:
-        if args.endpoint not in {e["uri"] for e in store.endpoints()}:
-            raise IncidentError(f"no endpoint {args.endpoint} in {store.path}")
-        store.set_incident_rules(args.endpoint, overrides)
+        given[key] = [v for v in value.split(",") if v] if key == "disabled" else value
+    overrides = {**(store.incident_rules(endpoint) or {}), **given}
+    try:
+        config = RuleConfig().merged(overrides)  # refuses bad settings before any is stored
+    except IncidentError as exc:
+        RuleConfig().merged(given)  # one given here is bad: say so as it is
+        # One stored by an older version (error_rate=2) that it no longer takes; the engine
+        # judges this endpoint by the defaults until it is set again.
+        raise IncidentError(f"{endpoint} has a stored setting that is refused ({exc}); the "
+                            "defaults apply to it until that setting is given again") from None
+    if given:
+        store.set_incident_rules(endpoint, overrides)
+    slo_ms = next((e.get("slo_ms") for e in store.endpoints() if e["uri"] == endpoint), None)
+    if getattr(args, "json", False):
+        print(json.dumps({"endpoint": endpoint, "rules": config.to_json(),
+                          "set": sorted(overrides), "endpoint_slo_ms": slo_ms}))
+        return 0
+    print(f"incident rules of {endpoint}")
     for key, value in config.to_json().items():
         mark = " (set)" if key in overrides else ""
+        if key == "slo_ms" and value is None:
+            # None here is not "no SLO": the latency rule then uses the endpoint's own.
+            value = (f"(the endpoint's SLO: {slo_ms:g} ms)" if slo_ms is not None else
+                     "(none: the endpoint has no SLO, so the latency rule does not run)")
         print(f"{key} = {value}{mark}")
     return 0
 

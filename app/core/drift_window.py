@@ -100,7 +100,7 @@ def endpoint_window(store: Store, name: str, window_s: float, *,
 def open_workspace(db_path: str | Path) -> Store:
     """An existing workspace, writable (so older files get the drift schema step); a
     mistyped path is an error, not a new empty workspace."""
-    if not Path(db_path).is_file():
+    if not Path(db_path).exists():  # a folder is left to Store, in every command's words
         raise DriftError(f"no workspace at {db_path}")
     return Store(db_path)
 

@@ -34,6 +34,11 @@ class IncidentError(Exception):
     """Incident settings or an incident that cannot be used; the message says what to fix."""
 
 
+# Thresholds that are a share (failures of requests, drifted features), each with its rule: a
+# share past 1 is never reached, so the rule would be off without a word. (close_ratio, a
+# share of a threshold, has its own check.)
+SHARE_RULES = {"error_rate": "error_rate", "drift_share": "drift"}
+
 # Settings for which 0 means nothing sensible: an empty window, a rule that never waits.
 _ABOVE_ZERO = frozenset({"window_s", "slo_ms", "p95_slo_factor", "p99_slo_factor",
                          "memory_window_s", "down_after_s", "open_after", "close_ratio"})
@@ -98,6 +103,11 @@ class RuleConfig:
                 if key == "close_ratio" and number > 1:
                     raise IncidentError(f"incident setting close_ratio={value!r} must be at "
                                         "most 1: an incident clears below its threshold")
+                if key in SHARE_RULES and number >= 1:
+                    # An incident opens above its threshold: a share can never pass 1.
+                    raise IncidentError(f"incident setting {key}={value!r} is a share and must "
+                                        "be below 1 (0.2 is 20%); to switch the rule off, "
+                                        f"give disabled={SHARE_RULES[key]}")
         return replace(self, **values)  # type: ignore[arg-type]
 
     def to_json(self) -> dict:

@@ -391,3 +391,17 @@ def test_an_endpoint_of_metrics_only_gets_no_reference(tmp_path, capsys):
     store = Store(db)
     assert store.drift_reference("system:") is None
     store.close()
+
+
+def test_a_folder_given_as_the_workspace_is_refused_in_every_commands_words(recorded, capsys):
+    folder = recorded[0].parent
+    assert main(["drift", "--db", str(folder), "--endpoint", "wine"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"probescope: {folder} is a folder; give a workspace file such as "
+                   f"{folder / 'workspace.db'}\n")
+    assert main(["replay", "--db", str(folder), "--endpoint", "wine", "--no-save"]) == 2
+    assert capsys.readouterr().err == err
+    assert main(["drift", "--db", str(folder), "--endpoint", "wine", "--set-reference",
+                 "demo"]) == 2
+    assert capsys.readouterr().err == err
+    assert not (folder / "workspace.db").exists()

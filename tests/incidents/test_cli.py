@@ -113,7 +113,9 @@ def test_a_step_too_small_for_the_history_is_refused_not_run_for_hours(workspace
 
 
 def test_nonsense_rule_values_are_refused_before_they_are_kept(workspace, capsys):
-    Store(workspace).close()
+    store = Store(workspace)
+    store.endpoint_id(EP)
+    store.close()
     db = ["incidents", "--db", str(workspace)]
     for setting, words in [("window_s=nan", "must be a finite number above 0"),
                            ("error_rate=-0.1", "must be a finite number of at least 0"),
@@ -288,3 +290,93 @@ def test_an_incident_the_rule_cleared_is_listed_as_cleared_not_resolved(workspac
     assert main(["incidents", "--db", str(workspace)]) == 0
     rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]}
     assert rows == {"1": "cleared", "2": "resolved"}
+
+
+V1 = "onnx:models/wine-v1.onnx?provider=cpu&slo_ms=5"
+V2 = "onnx:models/wine-v2.onnx?provider=cpu"
+
+
+@pytest.fixture
+def two_endpoints(workspace):
+    store = Store(workspace)
+    for uri in (V1, V2):
+        store.endpoint_id(uri, "onnx")
+    store.set_endpoint_info(V1, slo_ms=5.0)
+    store.close()
+    return workspace
+
+
+def test_rules_name_an_endpoint_as_replay_does_for_reading_and_writing(two_endpoints, capsys):
+    db = ["incidents", "--db", str(two_endpoints)]
+    assert main([*db, "rules", "wine-v1", "error_rate=0.3"]) == 0
+    capsys.readouterr()
+    store = Store(two_endpoints, readonly=True)
+    assert store.incident_rules(V1) == {"error_rate": "0.3"}  # kept under its full URI
+    store.close()
+    # Read back by the short name, as it was set: the stored threshold, not the defaults.
+    assert main([*db, "rules", "wine-v1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"incident rules of {V1}\n") and "error_rate = 0.3 (set)\n" in out
+    assert main([*db, "rules", V1]) == 0
+    assert capsys.readouterr().out == out
+    # A name that names no endpoint (or two) is the one line replay --endpoint gives.
+    for name in ("totally-not-an-endpoint", "wine"):
+        for settings in ([], ["error_rate=0.2"]):
+            assert main([*db, "rules", name, *settings]) == 2
+            err = capsys.readouterr().err
+            assert main(["replay", "--db", str(two_endpoints), "--endpoint", name,
+                         "--no-save"]) == 2
+            assert err == capsys.readouterr().err and err.count("\n") == 1
+            assert ("no endpoint matching 'totally-not-an-endpoint'" in err if name != "wine"
+                    else "'wine' matches 2 endpoints" in err)
+
+
+def test_rules_say_which_slo_the_latency_rule_uses(two_endpoints, capsys):
+    db = ["incidents", "--db", str(two_endpoints)]
+    assert main([*db, "rules", "wine-v1"]) == 0
+    assert "slo_ms = (the endpoint's SLO: 5 ms)\n" in capsys.readouterr().out
+    assert main([*db, "rules", "wine-v2"]) == 0
+    assert "slo_ms = (none: the endpoint has no SLO, so the latency rule does not run)\n" \
+        in capsys.readouterr().out
+    assert main([*db, "rules", "wine-v1", "slo_ms=8"]) == 0
+    assert "slo_ms = 8.0 (set)\n" in capsys.readouterr().out
+    # For scripts: the rules as numbers, null where the endpoint's own SLO applies.
+    assert main([*db, "rules", "wine-v2", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["endpoint"] == V2 and doc["rules"]["slo_ms"] is None
+    assert doc["endpoint_slo_ms"] is None and doc["set"] == []
+    assert main([*db, "--json", "rules", "wine-v1"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["rules"]["slo_ms"] == 8.0 and doc["endpoint_slo_ms"] == 5.0
+    assert doc["set"] == ["slo_ms"] and doc["rules"]["error_rate"] == 0.15
+
+
+def test_a_share_past_1_is_refused_as_a_threshold_that_never_trips(two_endpoints, capsys):
+    db = ["incidents", "--db", str(two_endpoints)]
+    for setting, rule in (("error_rate=2", "error_rate"), ("drift_share=1.5", "drift"),
+                          ("error_rate=1", "error_rate"), ("error_rate=-0.1", None)):
+        assert main([*db, "rules", "wine-v1", setting]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert (f"is a share and must be below 1 (0.2 is 20%); to switch the rule off, "
+                f"give disabled={rule}" in err if rule else "of at least 0" in err)
+    store = Store(two_endpoints, readonly=True)
+    assert not store.incident_rules(V1)
+    store.close()
+    assert main([*db, "rules", "wine-v1", "error_rate=0.99", "drift_share=0"]) == 0
+    assert "error_rate = 0.99 (set)" in capsys.readouterr().out
+
+
+def test_a_stored_share_an_older_version_took_is_named_and_can_be_set_again(two_endpoints,
+                                                                             capsys):
+    store = Store(two_endpoints)
+    store.set_incident_rules(V1, {"error_rate": "2", "window_s": "60"})  # as 0.x stored it
+    store.close()
+    db = ["incidents", "--db", str(two_endpoints)]
+    assert main([*db, "rules", "wine-v1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"probescope: {V1} has a stored setting that is refused (incident "
+                          "setting error_rate='2' is a share") and err.count("\n") == 1
+    assert main([*db, "rules", "wine-v1", "error_rate=0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "error_rate = 0.2 (set)" in out and "window_s = 60.0 (set)" in out

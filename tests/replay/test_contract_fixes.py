@@ -126,8 +126,9 @@ def test_a_cell_that_is_not_a_number_is_an_error_naming_its_row_and_column(tmp_p
     with pytest.raises(ContractError, match=r"row 6, column hue: 'abc' is not a number"):
         check_contract(model, ["cpu"], runs=RUNS)
     assert main(["contract", "check", str(model), "--runs", str(RUNS)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "row 6, column hue" in err and "Traceback" not in err
+    captured = capsys.readouterr()  # said once: the model's FAILED line
+    assert captured.out.count("\n") == 1 and "row 6, column hue" in captured.out
+    assert captured.out.startswith(f"{model}: FAILED") and captured.err == ""
     # Without the bad cell the file is measured, the blank row counted as a row with no class.
     row[header.index("hue")] = "0.9"
     lines[6] = ",".join(row)
@@ -144,8 +145,8 @@ def test_a_minimum_accuracy_without_ground_truth_is_bad_input(tmp_path, capsys):
     lines = [",".join(line.split(",")[:-1]) for line in validation.read_text().splitlines()]
     validation.write_text("\n".join(lines) + "\n")
     assert main(["contract", "check", str(model), "--runs", str(RUNS)]) == 2
-    err = capsys.readouterr().err
-    assert "has no 'label' column" in err and "[accuracy] min" in err
+    out = capsys.readouterr().out
+    assert "has no 'label' column" in out and "[accuracy] min" in out
     # Without a minimum the same file is only rows to time on: no ground truth is needed.
     (tmp_path / "wine-v1.contract.toml").write_text(
         '[accuracy]\nvalidation = "validation.csv"\n[latency_p95_ms]\ncpu = 1000.0\n')
@@ -287,8 +288,10 @@ def test_every_model_and_contract_is_vetted_before_any_is_measured(tmp_path, cap
         listener.close()
     captured = capsys.readouterr()
     assert code == 2
-    assert f"no contract beside {bare}" in captured.err
-    assert f"{bare}: FAILED" in captured.out
+    # Said at once, before the measuring, and its reason once, in its place in the report.
+    assert captured.err == (f"probescope: cannot check {bare} (the reason is in the report); "
+                            "measuring the other models first\n")
+    assert f"{bare}: FAILED — no contract beside {bare}" in captured.out
     # wine-v1 was still checked against its contract on the target (here: no token for it).
     assert "wine-v1 (1.0.0) against" in captured.out
     assert f"agent+http://127.0.0.1:{port}: UNREACHABLE" in captured.out
@@ -303,7 +306,7 @@ def test_a_folder_contract_is_refused_for_a_folder_of_several_models(tmp_path, c
                                             r"contract as wine-v3\.contract\.toml"):
         contract_path_for(tmp_path / "wine-v3.onnx")
     assert main(["contract", "check", str(tmp_path / "wine-v3.onnx")]) == 2
-    assert "wine-v3.contract.toml" in capsys.readouterr().err
+    assert "wine-v3.contract.toml" in capsys.readouterr().out
     # Its own file beside it is found first, as before.
     shutil.copy(DEMO / "wine-v3.contract.toml", tmp_path / "wine-v3.contract.toml")
     assert contract_path_for(tmp_path / "wine-v3.onnx") == tmp_path / "wine-v3.contract.toml"

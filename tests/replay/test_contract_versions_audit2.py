@@ -39,13 +39,32 @@ def test_one_bad_model_gets_its_own_failed_entry_and_the_others_are_still_measur
         assert entry["status"] == "failed" and not entry["passed"] and why in entry["reason"]
         (target,) = entry["targets"]  # never an empty list a script could read as passing
         assert target["target"] == "cpu" and target["status"] == "unreachable"
-    # Each said at once on stderr, one line each, before the measuring.
-    assert captured.err.count("\n") == 2 and "no contract beside" in captured.err
+    # Both named at once on stderr, before the measuring; their reasons only in the report.
+    assert captured.err == (f"probescope: cannot check {bare}, {missing} (the reason is in the "
+                            "report); measuring the other models first\n")
     assert main(["contract", "check", str(DEMO / "wine-v1.onnx"), str(bare),
                  "--runs", RUNS]) == 2
-    out = capsys.readouterr().out
-    assert "wine-v1 (1.0.0) against" in out and "cpu: PASS" in out
-    assert f"{bare}: FAILED — no contract beside {bare}" in out
+    captured = capsys.readouterr()
+    assert "wine-v1 (1.0.0) against" in captured.out and "cpu: PASS" in captured.out
+    assert f"{bare}: FAILED — no contract beside {bare}" in captured.out
+    assert "no contract beside" not in captured.err
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_file_that_is_not_a_model_says_its_error_once(capsys, as_json):
+    # The audit's own command: the reason twice, as `probescope: …` and as the FAILED line.
+    csv = DEMO / "production.csv"
+    assert main(["contract", "check", str(csv), *(["--json"] if as_json else [])]) == 2
+    captured = capsys.readouterr()
+    said = captured.out + captured.err
+    reason = f"cannot read {csv.resolve()} as an ONNX model"
+    if as_json:
+        (entry,) = json.loads(captured.out)["models"]
+        assert entry["status"] == "failed" and entry["reason"].startswith(reason)
+        assert captured.err == ""
+    else:
+        assert said == captured.out and said.count(reason) == 1
+        assert said.startswith(f"{csv}: FAILED — {reason}") and said.count("\n") == 1
 
 
 @pytest.mark.parametrize("argv, message", [
