@@ -89,7 +89,7 @@ def main() -> int:
     bench = window.workbench
     drift = bench.docks["Drift"]
     drift.raise_()
-    window.resizeDocks([drift], [560], Qt.Orientation.Vertical)
+    window.resizeDocks([drift], [660], Qt.Orientation.Vertical)  # every heat-map row named
     bench.drift.select_feature("alcohol")
     run_for(2.0)
     drift.grab().save(str(args.out / "drift-panel.png"))

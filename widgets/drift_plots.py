@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Signal
-from PySide6.QtGui import QResizeEvent
+from PySide6.QtGui import QMouseEvent, QResizeEvent
 
 from widgets.plots import TimeAxisItem
 from widgets.theme import DARK, Theme
@@ -27,6 +27,7 @@ GAP_FACTOR = 3.0
 # The visible time range is drawn on one column per screen pixel, at most this many.
 MAX_DRAWN_COLUMNS = 8192
 UNSHOWN_WIDTH_PX = 1000  # the plot's width assumed before it is first laid out
+UNLAID_CHROME_PX = 52  # title and time axis above and below the rows, before a layout
 
 
 def severity_colormap() -> pg.ColorMap:
@@ -47,7 +48,8 @@ def _style_axes(plot: pg.PlotItem, theme: Theme) -> None:
 
 class DriftHeatMapWidget(pg.PlotWidget):
     """Severity per feature (rows, first feature on top) and evaluation (columns, clock time).
-    Hovering a cell tells its feature, time and severity; clicking a row names its feature."""
+    Hovering a cell tells its feature, time and severity, and hovering a row's place on the
+    names' axis its feature and how often it drifted; clicking either names its feature."""
 
     feature_clicked = Signal(str)
 
@@ -114,10 +116,31 @@ class DriftHeatMapWidget(pg.PlotWidget):
         last = int(np.searchsorted(t_s, right, side="left"))
         return covering, range(first, last)
 
+    def row_on_axis(self, scene_pos: QPointF) -> int | None:
+        """The feature row beside a point on the names' axis, or None elsewhere: an unnamed
+        row (a short map names only some) is named there on hover."""
+        if not self.features or not self.plot.getAxis("left").sceneBoundingRect().contains(
+                scene_pos):
+            return None
+        j = math.floor(self.plot.getViewBox().mapSceneToView(scene_pos).y())
+        return j if 0 <= j < len(self.features) else None
+
+    def row_text(self, j: int) -> str:
+        """A row's name and its drift over the shown span, for the names' axis tooltip."""
+        values = self._severity[:, j] if self._severity.ndim == 2 else np.empty(0)
+        tested = values[~np.isnan(values)]
+        if not len(tested):
+            return f"{self.features[j]}: not tested in this span"
+        drifted = int((tested >= 1.0).sum())
+        latest = ("not tested" if math.isnan(values[-1]) else f"{values[-1]:.2f}")
+        return (f"{self.features[j]}: drifted in {drifted} of {len(tested)} evaluations shown; "
+                f"peak severity {tested.max():.2f}, latest {latest}")
+
     def _on_scene_mouse_moved(self, scene_pos: QPointF) -> None:
         cell = self.cell_at(self.plot.getViewBox().mapSceneToView(scene_pos))
         if cell is None:
-            self.setToolTip("")
+            row = self.row_on_axis(scene_pos)
+            self.setToolTip("" if row is None else self.row_text(row))
             return
         i, j = cell
         value = self._severity[i, j]
@@ -128,15 +151,27 @@ class DriftHeatMapWidget(pg.PlotWidget):
 
     def _on_scene_mouse_clicked(self, event) -> None:
         cell = self.cell_at(self.plot.getViewBox().mapSceneToView(event.scenePos()))
-        if cell is not None:
-            self.feature_clicked.emit(self.features[cell[1]])
+        row = cell[1] if cell is not None else self.row_on_axis(event.scenePos())
+        if row is not None:
+            self.feature_clicked.emit(self.features[row])
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        super().mousePressEvent(event)
+        if self.row_on_axis(self.mapToScene(event.position().toPoint())) is not None:
+            event.accept()  # the click names a row: it is not the parent's to handle
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        super().mouseReleaseEvent(event)
+        if self.row_on_axis(self.mapToScene(event.position().toPoint())) is not None:
+            event.accept()
 
     def _label_features(self) -> None:
         """Name every feature row that has room: in a short dock the rows are thinner than a
         line of text, so only rows at least a line apart get a name that is always drawn (a
         major tick), and the rest minor ones, which pyqtgraph draws only where they do not
-        crowd. The named rows are the most drifted in the latest evaluation first: an
-        unnamed red row is the one a user needs named."""
+        crowd. The named rows are the ones that drifted most over the shown span, so the
+        rows red in an incident keep their names, and the names do not move with each new
+        evaluation; every row is named on hover over the axis."""
         if not getattr(self, "features", ()):  # also resized while being built
             return
         view = self.plot.getViewBox()
@@ -151,19 +186,34 @@ class DriftHeatMapWidget(pg.PlotWidget):
                                             [t for j, t in enumerate(ticks) if j not in named]])
 
     def _rows_to_name(self, stride: int) -> list[int]:
-        """Rows at least ``stride`` apart, the latest evaluation's most severe first (then
-        from the top), in row order."""
+        """Rows at least ``stride`` apart, in row order. Chosen most drifted first: in the
+        most evaluations of the shown span, then by peak severity, then from the top. Not by
+        the latest evaluation alone: that named a different half of the rows after every
+        evaluation, and left unnamed the rows that were red a minute ago."""
         n = len(self.features)
         if stride <= 1:
             return list(range(n))
         severity = getattr(self, "_severity", np.empty((0, 0)))
-        latest = (np.nan_to_num(severity[-1], nan=-1.0) if severity.ndim == 2
-                  and severity.shape[0] and severity.shape[1] == n else np.zeros(n))
+        if severity.ndim == 2 and severity.shape[0] and severity.shape[1] == n:
+            filled = np.nan_to_num(severity, nan=-1.0)
+            drifted, peak = (filled >= 1.0).sum(axis=0), filled.max(axis=0)
+        else:
+            drifted, peak = np.zeros(n, dtype=int), np.zeros(n)
         chosen: list[int] = []
-        for j in sorted(range(n), key=lambda j: (-latest[j], j)):
+        for j in sorted(range(n), key=lambda j: (-drifted[j], -peak[j], j)):
             if all(abs(j - k) >= stride for k in chosen):
                 chosen.append(j)
         return sorted(chosen)
+
+    def height_to_name_every_row(self) -> int:
+        """The widget height at which each row is a line of text tall, so every row is
+        named: what the panel gives the map first when there is room."""
+        view = self.plot.getViewBox()
+        laid_out = view is not None and view.height() > 1
+        chrome = self.height() - view.height() if laid_out else UNLAID_CHROME_PX
+        rows = max(1, len(getattr(self, "features", ())))
+        return max(self.minimumHeight(),
+                   math.ceil(chrome + rows * self.fontMetrics().height()))
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)

@@ -62,6 +62,9 @@ REFERENCE_FILE_FILTER = ("Data files (" + " ".join(f"*{s}" for s in REFERENCE_FI
 # evaluations every 5 s is 17,000 columns and takes a second to read; an hour takes 30 ms.
 HISTORY_SPANS_S = (("last 15 min", 900.0), ("last hour", 3600.0), ("last 6 hours", 21600.0),
                    ("last day", 86400.0), ("all", None))
+# Shares of the panel's height for the heat map: at least the first, more up to the second
+# where that names every row; the rest goes to the table and distributions below it.
+HEAT_MAP_SHARES = (0.4, 0.55)
 
 
 def read_share_series(db_path: str | Path, endpoint: str, start_ns: int | None = None,
@@ -90,6 +93,16 @@ class _Relay:
     def release(self) -> None:
         with self._lock:
             self._emit = None
+
+
+class _ResizedSplitter(QSplitter):
+    """A splitter that says when it was resized, so its owner can share out the height."""
+
+    resized = Signal()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self.resized.emit()
 
 
 class DriftPanel(QWidget):
@@ -169,14 +182,20 @@ class DriftPanel(QWidget):
         lower.addWidget(table_side)
         lower.addWidget(right)
         lower.setSizes([420, 580])
-        main = QSplitter(Qt.Orientation.Vertical)
-        main.addWidget(self.heatmap)
-        main.addWidget(lower)
-        main.setSizes([300, 500])
+        # A taller dock grows the heat map first, until each row is a line tall and named
+        # (a plain splitter gave nearly all of it to the table, the map stayed at its
+        # minimum with half its rows unnamed); once the user drags the handle, theirs.
+        self.splitter = _ResizedSplitter(Qt.Orientation.Vertical)
+        self.splitter.addWidget(self.heatmap)
+        self.splitter.addWidget(lower)
+        self.splitter.setSizes([300, 500])
+        self.splitter.resized.connect(self._share_height)
+        self.splitter.splitterMoved.connect(self._on_splitter_moved)
+        self._user_sized = False
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(top)
-        layout.addWidget(main, 1)
+        layout.addWidget(self.splitter, 1)
 
         self._update_arrived.connect(self._on_update_arrived, Qt.ConnectionType.QueuedConnection)
         self._rows: list[str] = []  # table row -> feature
@@ -324,6 +343,7 @@ class DriftPanel(QWidget):
             self.refresh()
             return
         self.heatmap.set_matrix(matrix.ts_ns, matrix.features, matrix.severity)
+        self._share_height()  # another endpoint may have another number of rows
         self._set_table(table)
         self._show_reference(reference, evaluated)
         self.refreshed.emit()
@@ -350,6 +370,9 @@ class DriftPanel(QWidget):
         self._show_distribution(feature)
         self.feature_selected.emit(feature)
 
+    def _on_splitter_moved(self, _pos: int, _index: int) -> None:
+        self._user_sized = True
+
     def _on_reference_file_chosen(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
             self, "Drift reference", "", REFERENCE_FILE_FILTER)
@@ -372,6 +395,22 @@ class DriftPanel(QWidget):
         except (StoreError, DriftError) as exc:
             self.error_occurred.emit(str(exc))
             return None
+
+    def _share_height(self) -> None:
+        """The heat map's height: what names every row, within ``HEAT_MAP_SHARES`` of the
+        splitter, never below its minimum or squeezing what is below under its own."""
+        if self._user_sized:
+            return
+        sizes = self.splitter.sizes()
+        total = sum(sizes)
+        if total <= 0:  # not laid out yet
+            return
+        below = self.splitter.widget(1).minimumSizeHint().height()
+        least, most = (int(total * share) for share in HEAT_MAP_SHARES)
+        heat = min(max(self.heatmap.height_to_name_every_row(), least), most)
+        heat = max(self.heatmap.minimumHeight(), min(heat, total - below))
+        if sizes[0] != heat:
+            self.splitter.setSizes([heat, total - heat])
 
     def _set_reference(self, reference: Reference) -> bool:
         endpoint = self.endpoint()

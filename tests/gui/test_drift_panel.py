@@ -282,6 +282,93 @@ def test_a_short_heat_map_names_the_most_drifted_rows(qtbot):
     assert {"feature_03", "feature_09"} <= set(major)
 
 
+def _major_names(heat) -> list[str]:
+    return [name for _, name in heat.plot.getAxis("left")._tickLevels[0]]
+
+
+def _incident_history(calm_after: int = 0) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """14 rows, 20 evaluations: rows 3 and 11 drifted in evaluations 5-12 (an incident), row
+    7 only in the latest, then ``calm_after`` calm evaluations."""
+    features = [f"feature_{j:02d}" for j in range(14)]
+    severity = np.full((20 + calm_after, 14), 0.2)
+    severity[5:13, [3, 11]] = 3.0
+    severity[19, 7] = 1.5
+    ts_ns = (1.7e18 + 5e9 * np.arange(len(severity))).astype(np.int64)
+    return ts_ns, features, severity
+
+
+def test_a_short_heat_map_keeps_an_incidents_rows_named_as_evaluations_land(qtbot):
+    """The audit's: the names went to the rows most drifted in the latest evaluation, so the
+    rows red in the incident a minute ago lost theirs, and a different half of the rows was
+    named after every evaluation. Now: the rows that drifted most in the shown span."""
+    from widgets.drift_plots import DriftHeatMapWidget
+
+    heat = DriftHeatMapWidget()
+    qtbot.addWidget(heat)
+    heat.setFixedHeight(170)
+    heat.show()
+    qtbot.waitUntil(lambda: heat.height() == 170, timeout=2000)
+    heat.set_matrix(*_incident_history())
+    named = _major_names(heat)
+    assert len(named) < 14  # not every row has room at this height
+    assert {"feature_03", "feature_11", "feature_07"} <= set(named)
+    heat.set_matrix(*_incident_history(calm_after=1))  # a calm evaluation lands
+    assert _major_names(heat) == named
+
+
+def test_hovering_a_row_on_the_names_axis_names_it_and_a_click_selects_it(qtbot):
+    """A short map cannot name every row: the names' axis tells any row on hover (the cells
+    already did, with a time), and a click there picks its feature as a click on a cell does."""
+    from widgets.drift_plots import DriftHeatMapWidget
+
+    heat = DriftHeatMapWidget()
+    qtbot.addWidget(heat)
+    heat.resize(700, 170)
+    heat.show()
+    qtbot.waitExposed(heat)
+    heat.set_matrix(*_incident_history())
+    (unnamed, *_) = [f for f in heat.features if f not in _major_names(heat)]
+    j = heat.features.index(unnamed)
+    axis = heat.plot.getAxis("left").sceneBoundingRect()
+    row_y = heat.plot.getViewBox().mapViewToScene(QPointF(0.0, j + 0.5)).y()
+    pos = heat.mapFromScene(QPointF(axis.center().x(), row_y))
+    qtbot.mouseMove(heat.viewport(), pos)
+    qtbot.waitUntil(lambda: heat.toolTip() == f"{unnamed}: drifted in 0 of 20 evaluations "
+                                              "shown; peak severity 0.20, latest 0.20",
+                    timeout=5000)
+    j = heat.features.index("feature_03")
+    row_y = heat.plot.getViewBox().mapViewToScene(QPointF(0.0, j + 0.5)).y()
+    pos = heat.mapFromScene(QPointF(axis.center().x(), row_y))
+    with qtbot.waitSignal(heat.feature_clicked, timeout=2000) as clicked:
+        qtbot.mouseClick(heat.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+    assert clicked.args == ["feature_03"]
+
+
+def test_a_taller_panel_grows_the_heat_map_until_every_row_is_named(qtbot, drifted):
+    """The extra height of a taller dock went mostly to the table: with room for the map to
+    name its 14 rows above the table side's minimum, it stayed too short to. It grows first
+    now; a height the user drags stays theirs."""
+    p = DriftPanel(drifted[0])
+    qtbot.addWidget(p)
+    p.resize(1200, 500)
+    p.show()
+    qtbot.waitUntil(lambda: not p.refreshing(), timeout=10_000)
+    heat, main = p.heatmap, p.heatmap.parentWidget()
+    lower = main.widget(1)
+    chrome = heat.height() - heat.plot.getViewBox().height()
+    every_row = chrome + len(heat.features) * heat.fontMetrics().height()
+    # Just enough room: the map naming every row, the table side at its minimum, 20 px spare.
+    p.resize(1200, p.height() - main.height() + int(every_row) + main.handleWidth()
+             + lower.minimumSizeHint().height() + 20)
+    qtbot.waitUntil(lambda: len(_major_names(heat)) == FEATURES + 1, timeout=2000)
+    assert lower.height() >= lower.minimumSizeHint().height()
+    main.moveSplitter(heat.minimumHeight(), 1)  # the user drags it short
+    with qtbot.waitSignal(p.refreshed, timeout=10_000):
+        p.refresh()
+    assert heat.height() == heat.minimumHeight()
+    p.shutdown()
+
+
 def test_an_empty_heat_map_says_so_and_shows_no_made_up_time_axis(qtbot):
     import numpy as np
 
