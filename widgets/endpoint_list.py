@@ -15,6 +15,11 @@ from widgets.theme import Theme
 COLUMNS = ("Endpoint", "Kind", "Version", "Provider", "Requests")
 
 
+def is_machine(endpoint: str, kind: str = "") -> bool:
+    """``system:``: it samples this machine and sends no request."""
+    return endpoint.partition(":")[0] == "system" or kind == "system"
+
+
 def dot_icon(color: str, size: int = 12) -> QIcon:
     pix = QPixmap(size, size)
     pix.fill(Qt.GlobalColor.transparent)
@@ -77,6 +82,11 @@ class EndpointListWidget(QTreeWidget):
             count += " scrapes"
             item.setToolTip(4, "pages scraped; the server's own request rate is in its "
                                "panel's header and Throughput plot")
+        elif count and is_machine(endpoint, kind):
+            # system: sends no request either: it counts its samples of this machine.
+            count += " samples"
+            item.setToolTip(4, "samples of this machine taken (CPU %, RAM, the process's "
+                               "RSS); system: sends no requests")
         for col, text in ((1, kind), (2, version), (3, provider), (4, count)):
             if item.text(col) != text:
                 item.setText(col, text)

@@ -2,11 +2,14 @@
 
 A probe that sends requests is summarised from the requests it timed. A metrics page
 (``prom+http:``) sends none: it is summarised from what the server reported of its own
-requests, under the stable names docs/remote-probes.md lists.
+requests, under the stable names docs/remote-probes.md lists. ``system:`` sends none either:
+it is summarised from what it samples of this machine (CPU %, RAM used, the process's RSS,
+GPUs where NVML answers).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -19,7 +22,10 @@ REQUESTS_PER_S = "requests_per_s"  # a scraped server's own rates and latencies
 FAILURES_PER_S = "failures_per_s"
 SERVER_LATENCY = {"p50": "latency_p50_ms", "p95": "latency_p95_ms", "p99": "latency_p99_ms",
                   "mean": "latency_mean_ms"}
-PROBE, SERVER = "probe", "server"
+PROBE, SERVER, MACHINE = "probe", "server", "system"
+# The series probes.system writes once per sample, and the GPU ones (one set per NVML device).
+CPU_PERCENT, RAM_USED_MB, RAM_PERCENT = "cpu_percent", "ram_used_mb", "ram_percent"
+GPU_SERIES = re.compile(r"gpu(\d+)_(util_percent|mem_used_mb)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +33,10 @@ class EndpointSummary:
     """``source`` says whose figures these are. ``probe``: the requests ProbeScope sent and
     timed. ``server``: a metrics page's own counts while watched (requests and errors from
     its counters' rates), its latest p50/p95/p99 (over the probe's ``window_s``) and mean
-    latency; ``scrapes`` counts the pages read."""
+    latency; ``scrapes`` counts the pages read. ``system``: this machine, which sends no
+    request (``requests`` and ``errors`` are 0): ``samples`` taken, and the peak and mean of
+    ``cpu_percent``, ``ram_used_mb`` and ``ram_percent`` (``gpus`` by NVML index, where
+    present); ``peak_rss_mb`` is the watched process's."""
 
     uri: str
     requests: int
@@ -40,6 +49,11 @@ class EndpointSummary:
     scrapes: int | None = None
     down_s: float | None = None  # time the probe could not reach it; None: no up series
     failed_by_kind: dict[str, int] = field(default_factory=dict)  # capture status -> count
+    samples: int | None = None  # system: only, as are the four below
+    cpu_percent: dict[str, float | None] | None = None  # {"peak": .., "mean": ..}
+    ram_used_mb: dict[str, float | None] | None = None
+    ram_percent: dict[str, float | None] | None = None
+    gpus: dict[str, dict[str, dict[str, float | None]]] | None = None  # "0" -> series -> peak/mean
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -68,6 +82,8 @@ def summarize(store: Store, uri: str, start_ns: int | None = None,
     _, rss = store.values(uri, Metric.RSS_MB, start_ns)
     peak_rss = round(float(rss.max()), 1) if len(rss) else None
     captured = store.count_captures(uri, failed=True, since_ns=start_ns)
+    if uri.partition(":")[0] == "system":
+        return _machine_summary(store, uri, start_ns, end_ns, peak_rss)
     if uri.partition(":")[0].startswith("prom+") or (len(scrape_ts) and not len(latency)):
         return _server_summary(store, uri, start_ns, scrape_ts, peak_rss, captured)
     _, failures = store.values(uri, Metric.FAILURE, start_ns)
@@ -106,6 +122,54 @@ def _server_summary(store: Store, uri: str, start_ns: int | None, scrape_ts: np.
         scrapes=len(scrape_ts))
 
 
+def _peak_mean(values: np.ndarray, digits: int = 1) -> dict[str, float | None]:
+    if not len(values):
+        return {"peak": None, "mean": None}
+    return {"peak": round(float(values.max()), digits),
+            "mean": round(float(values.mean()), digits)}
+
+
+def _machine_summary(store: Store, uri: str, start_ns: int | None, end_ns: int | None,
+                     peak_rss: float | None) -> EndpointSummary:
+    """``system:`` sends no request to count or time: what it measured of this machine."""
+    _, cpu = store.values(uri, CPU_PERCENT, start_ns, end_ns)
+    _, ram_mb = store.values(uri, RAM_USED_MB, start_ns, end_ns)
+    _, ram_pc = store.values(uri, RAM_PERCENT, start_ns, end_ns)
+    gpus: dict[str, dict[str, dict[str, float | None]]] = {}
+    for name in store.metric_names(uri):
+        if (match := GPU_SERIES.match(name)) is not None:
+            _, values = store.values(uri, name, start_ns, end_ns)
+            gpus.setdefault(match[1], {})[match[2]] = _peak_mean(values)
+    return EndpointSummary(
+        uri=uri, requests=0, errors=0,
+        latency_ms={"p50": None, "p95": None, "p99": None, "mean": None},
+        peak_rss_mb=peak_rss, failures_captured=0, source=MACHINE,
+        samples=len(cpu), cpu_percent=_peak_mean(cpu), ram_used_mb=_peak_mean(ram_mb, 0),
+        ram_percent=_peak_mean(ram_pc), gpus=dict(sorted(gpus.items(), key=lambda g: int(g[0]))))
+
+
+def _machine_text(s: EndpointSummary) -> str:
+    """The load columns of a ``system:`` row, in place of request figures it has none of."""
+    cpu, ram, share = s.cpu_percent or {}, s.ram_used_mb or {}, s.ram_percent or {}
+    if cpu.get("peak") is None:
+        return "no samples"
+    text = f"CPU {cpu['peak']:.1f} % peak, {cpu['mean']:.1f} % mean"
+    if ram.get("peak") is not None:
+        text += f"; RAM used {ram['peak']:,.0f} MB peak"
+        if share.get("peak") is not None:
+            text += f" ({share['peak']:.1f} %)"
+    return text
+
+
+def _gpu_text(series: dict[str, dict[str, float | None]]) -> str:
+    said = []
+    for key, what, unit in (("util_percent", "busy", "%"), ("mem_used_mb", "memory", "MB")):
+        peak = series.get(key, {}).get("peak")
+        if peak is not None:
+            said.append(f"{what} {peak:,.0f} {unit} peak")
+    return ", ".join(said) or "no readings"
+
+
 def _counted(store: Store, uri: str, metric: str, start_ns: int | None,
              scrape_ts: np.ndarray) -> tuple[float, float]:
     """How many events a scraped rate stands for, and over how many seconds. Each rate is
@@ -121,6 +185,8 @@ def _counted(store: Store, uri: str, metric: str, start_ns: int | None,
 
 
 ENDPOINT_WIDTH = 60
+# requests, failed, req/s, p50, p95, p99 and mean, each with the space before it.
+REQUEST_COLUMNS_WIDTH = 9 + 8 + 9 + 4 * 9
 
 
 def fit(text: str, width: int = ENDPOINT_WIDTH) -> str:
@@ -167,9 +233,15 @@ def format_table(summaries: list[EndpointSummary]) -> str:
 
     for name, s in zip(names, summaries, strict=True):
         lat = s.latency_ms
-        lines.append(f"{name:<{width}} {s.requests:>8} {s.errors:>7} {rate(s.requests_per_s):>8} "
-                     f"{fmt(lat['p50']):>8} {fmt(lat['p95']):>8} {fmt(lat['p99']):>8} "
-                     f"{fmt(lat.get('mean')):>8} "
+        if s.source == MACHINE:
+            # No requests to count or time: its load spans those columns (a row of zeros and
+            # dashes read as a probe that got nothing).
+            figures = f" {_machine_text(s):<{REQUEST_COLUMNS_WIDTH - 1}}"
+        else:
+            figures = (f" {s.requests:>8} {s.errors:>7} {rate(s.requests_per_s):>8} "
+                       f"{fmt(lat['p50']):>8} {fmt(lat['p95']):>8} {fmt(lat['p99']):>8} "
+                       f"{fmt(lat.get('mean')):>8}")
+        lines.append(f"{name:<{width}}{figures} "
                      f"{'-' if s.peak_rss_mb is None else f'{s.peak_rss_mb:.1f}':>11}")
     if shared:
         lines.append(f"… = {shared} (the same on each)")
@@ -183,6 +255,11 @@ def format_table(summaries: list[EndpointSummary]) -> str:
             said.append("failed: " + ", ".join(f"{k} {n}" for k, n in s.failed_by_kind.items()))
         if said:
             lines.append(f"  {name}: {'; '.join(said)}")
+        if s.source == MACHINE:
+            gpus = "".join(f"; GPU {i}: {_gpu_text(series)}"
+                           for i, series in (s.gpus or {}).items())
+            lines.append(f"{name} sampled this machine {s.samples} times (it sends no "
+                         f"requests); its peak RSS is the watched process's{gpus}")
         if s.source == SERVER:
             # Not requests of ours: say whose figures the row holds, and from how much.
             lines.append(f"{name}: the server's own figures, from {s.scrapes} scrapes "

@@ -111,8 +111,11 @@ def details_html(endpoint: str, state: str | None, probe: Probe | None,
     if probe is not None:
         # An agent's probe sends no request of its own: its count is of pulls (the model's
         # requests are its info's "model requests").
-        asked = "Pulls" if hasattr(probe, "model_requests") else "Requests"
-        rows += [(asked, f"{probe.requests:,}"), ("Failed", f"{probe.errors:,}")]
+        if probe.scheme == "system":  # it samples this machine and sends no request
+            rows.append(("Samples", f"{probe.requests:,}"))
+        else:
+            asked = "Pulls" if hasattr(probe, "model_requests") else "Requests"
+            rows += [(asked, f"{probe.requests:,}"), ("Failed", f"{probe.errors:,}")]
         slo = getattr(probe, "slo_ms", None)
         if slo is not None:
             rows.append(("SLO", f"{slo:g} ms"))

@@ -294,3 +294,24 @@ def test_a_model_server_s_panel_has_no_empty_memory_plot(qtbot):
     assert remote.memory_plot is None
     assert [p.title for p in remote.plots()] == ["Latency", "Throughput & errors"]
     assert local.memory_plot is not None and local.memory_plot in local.plots()
+
+
+def test_the_endpoint_list_counts_system_samples_as_samples_not_requests(qtbot):
+    """``system:`` sends no request: its count (one per sample of this machine) read as
+    "Requests 170" beside models' real requests, while watch summarised it with 0 requests."""
+    from widgets.endpoint_list import EndpointListWidget
+    from widgets.theme import theme_named
+
+    listing = EndpointListWidget(theme_named("dark"))
+    qtbot.addWidget(listing)
+    listing.set_endpoint("onnx:m.onnx", state="up", kind="onnx", requests=4286)
+    listing.set_endpoint("system:", state="up", kind="system", provider="psutil", requests=170)
+    listing.set_endpoint("prom+http://h:1/metrics", state="up", kind="prom+http", requests=12)
+    listing.set_endpoint("system:?rate=5", state="stopped", kind="system")  # nothing counted
+    assert listing.row_texts("onnx:m.onnx")["Requests"] == "4,286"
+    assert listing.row_texts("system:")["Requests"] == "170 samples"
+    assert "sends no requests" in listing._items["system:"].toolTip(4)
+    assert listing.row_texts("prom+http://h:1/metrics")["Requests"] == "12 scrapes"
+    assert listing.row_texts("system:?rate=5")["Requests"] == ""
+    listing.set_state("system:", "paused")  # today's set_state leaves the count alone
+    assert listing.row_texts("system:")["Requests"] == "170 samples"
