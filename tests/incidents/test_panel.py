@@ -165,6 +165,7 @@ def test_the_window_column_is_short_enough_for_the_dock(qtbot, workspace):
     store.close()
     panel = IncidentsPanel(workspace)
     qtbot.addWidget(panel)
+    panel.model.set_watched({EP_A})  # a probe watches it: its open incidents run to now
     today, past = (panel.model.data(panel.model.index(r, 4)) for r in range(2))
     assert re.fullmatch(r"\d\d:\d\d:\d\d – now", today)  # no date for today
     assert re.fullmatch(r"\d\d \w{3} \d\d:\d\d – now", past)
@@ -178,7 +179,9 @@ def test_the_tooltip_gives_the_times_in_utc_as_the_report_does(qtbot, filled):
     qtbot.addWidget(panel)
     tip = panel.model.data(panel.model.index(1, 0), Qt.ItemDataRole.ToolTipRole)
     opened = datetime.fromtimestamp(T0 / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    assert tip.splitlines()[-1] == f"opened {opened}"  # still open: no clearing time
+    # Still open, with no clearing time; and no probe of this panel's watches it now.
+    assert tip.splitlines()[-1] == (f"opened {opened}, still open; no probe watches its "
+                                    "endpoint now")
 
 
 def test_the_window_column_names_its_time_zone(qtbot, filled, monkeypatch):
