@@ -22,8 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--page-size", default="A4", choices=PAGE_SIZES, type=_page_size,
                    help="paper size (default A4)")
     p.add_argument("--context", type=_args.duration, default=CONTEXT_S, metavar="DURATION",
-                   help="plot at least this much before the incident opened, e.g. 10m "
-                        f"(default {CONTEXT_S:g}s; a long incident gets a fifth of its length)")
+                   help="plot this much before the incident opened, e.g. 10m (default "
+                        f"{CONTEXT_S:g}s; a long incident gets a fifth of its length; the plot "
+                        "never runs past the recording)")
 
 
 def _page_size(text: str) -> str:

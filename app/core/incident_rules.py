@@ -227,10 +227,10 @@ def down(last_seen_ns: int | None, t_ns: int, cfg: RuleConfig,
     tripped = said_down or gap_s > cfg.down_after_s
     since_ns = down_since_ns if said_down else last_seen_ns
     if said_down:
-        detail = ("the probe reports the endpoint down (every request failed)"
+        detail = ("the probe reports the endpoint down (its attempts to reach it got no answer)"
                   if down_since_ns is None else
                   f"the probe reports the endpoint down since {utc_text(down_since_ns)} "
-                  "(every request failed)")
+                  "(its attempts to reach it got no answer)")
     elif tripped:
         # When the silence began, not only how long it is: the incident opens only once it
         # has lasted down_after_s (and an evaluation has run), and a write-up needs the start.

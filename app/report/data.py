@@ -24,7 +24,7 @@ from app.core.domain import Capture, EndpointUri, Metric, UriError
 from app.core.incident_rules import NS
 from app.core.incidents import incident_window
 from app.core.store import History, Store, StoredCapture, bucket_width
-from app.core.summary import down_seconds
+from app.core.summary import SCRAPE_MS, down_seconds
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,10 @@ class ErrorGroup:
 @dataclass(frozen=True, slots=True)
 class Impact:
     """What the incident cost, from its opening to its end: cleared, resolved by hand, or
-    (still open) the last sample. ``before_*``: the same latency quantiles in the plotted
-    window's padding before it opened, so "during" has something to be read against."""
+    (still open) the last sample. ``before_*``: the same latency quantiles before it opened,
+    so "during" has something to be read against, over the span the requests there cover:
+    from ``before_start_ns`` (the plotted window's start, or its first request when there
+    were none in the first part of it; ``before_since`` says which) to the opening."""
 
     start_ns: int
     end_ns: int
@@ -110,6 +112,13 @@ class Impact:
     before_p95_ms: float | None
     before_p99_ms: float | None
     down_s: float | None = None  # time the probe found the endpoint down (up 0); None: no up
+    # Why "before" is shorter than the window before the opening: "recording" (its first
+    # request is the endpoint's first), "gap" (no requests earlier in the window), or "".
+    before_since: str = ""
+    # The probe's attempts to reach the endpoint (its ``up`` samples) from opening to end, and
+    # how many of them got no answer (``up`` 0); 0 and 0 for a probe that writes no ``up``.
+    attempts: int = 0
+    unanswered: int = 0
 
     @property
     def error_rate(self) -> float | None:
@@ -141,6 +150,9 @@ class ReportData:
     errors: list[ErrorGroup] = field(default_factory=list)  # most frequent first
     errors_left_out: int = 0  # failures in groups past MAX_ERROR_GROUPS
     listed_before: int = 0  # rows of ``failures`` from before the rule tripped
+    # The window was cut short of the context asked for at (start, end): the recording began
+    # after, or ended before, it (``report_window``).
+    clipped: tuple[bool, bool] = (False, False)
 
 
 def _positive(value: object) -> float | None:
@@ -266,19 +278,43 @@ def _query(metric: str, start: int, end: int, buckets: int) -> str:
             f"buckets={buckets})")
 
 
-def _per_s(h: History, width_ns: int, n: int, start: int,
-           span: tuple[int, int] | None) -> np.ndarray:
-    """Counts per bucket as a rate: zero where a bucket had no samples while the endpoint was
-    being probed (``span``: its first and last request ever), NaN (no line) before the probe
-    started and after it stopped, where nothing was measured and 0 would read as an outage."""
-    out = np.zeros(n)
-    if len(h):
-        out[((h.ts_ns - start) // width_ns).astype(np.int64).clip(0, n - 1)] = h.count
-    out /= width_ns / 1e9
-    if span is not None:
-        lo = start + np.arange(n, dtype=np.int64) * width_ns
-        out[(lo + width_ns <= span[0]) | (lo > span[1])] = np.nan
-    return out
+def probe_cover(h: History, width_ns: int, n: int, start: int, end: int,
+                span: tuple[int, int] | None) -> tuple[np.ndarray, float]:
+    """How many ns of each bucket the endpoint was being probed (``h``: its requests on the
+    grid; ``span``: its first and last request ever), and the spacing of its requests in the
+    window. The last request stands for one spacing after it: a probe at 10/s whose last
+    request is 0.9 s into a bucket ran all of that second."""
+    lo = start + np.arange(n, dtype=np.int64) * width_ns
+    if span is None:
+        return np.full(n, float(width_ns)), float(width_ns)
+    total = int(h.count.sum()) if len(h) else 0
+    seen_ns = min(end, span[1]) - max(start, span[0])
+    spacing = min(float(width_ns), seen_ns / (total - 1)) if total > 1 and seen_ns > 0 \
+        else float(width_ns)
+    hi = np.minimum(lo + width_ns, span[1] + spacing)
+    return np.clip(hi - np.maximum(lo, span[0]), 0.0, float(width_ns)), spacing
+
+
+def _per_s(requests: History, failures: History, width_ns: int, n: int, start: int,
+           cover: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarray]:
+    """Requests and failures per second in each bucket, over the time the probe ran in it
+    (``probe_cover``): a bucket it ran through reads count / its width; one it ran only part
+    of (the first and last of a recording, or a window far longer than it), count / that
+    part, so a steady 50/s reads 50/s at the edges too. Zero where the probe ran and nothing
+    came; NaN (no line) where it did not run, or ran for less than one request's spacing and
+    got none, where 0 would read as an outage."""
+    rates = []
+    for h in (requests, failures):
+        out = np.zeros(n)
+        if len(h):
+            out[((h.ts_ns - start) // width_ns).astype(np.int64).clip(0, n - 1)] = h.count
+        # At least one spacing: a bucket whose first request came just before its end would
+        # otherwise read one request over a sliver of time as a spike.
+        rates.append(out / (np.maximum(cover, spacing) / 1e9))
+    blank = (cover <= 0) | ((cover < spacing) & (rates[0] == 0))
+    for out in rates:
+        out[blank] = np.nan
+    return rates[0], rates[1]
 
 
 def _on_grid(h: History, values: np.ndarray, width_ns: int, n: int, start: int) -> np.ndarray:
@@ -293,6 +329,56 @@ def _request_span(store: Store, uri: str) -> tuple[int, int] | None:
     spans = [s for s in (store.time_range(uri, Metric.LATENCY_MS),
                          store.time_range(uri, Metric.FAILURE)) if s]
     return (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else None
+
+
+def recording_span(store: Store, uri: str) -> tuple[int, int] | None:
+    """First and last sample of what a report reads of an endpoint: its requests, memory,
+    probe state (``up``), scrapes and captures; None when it has none. Read from the indexes,
+    not the rows."""
+    spans = [s for s in (store.time_range(uri, m) for m in (
+        Metric.LATENCY_MS, Metric.FAILURE, Metric.RSS_MB, Metric.UP, SCRAPE_MS)) if s]
+    if hasattr(store, "capture_span"):
+        spans += [s for s in [store.capture_span(uri)] if s]
+    return (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else None
+
+
+def report_window(store: Store, incident: dict, *, last_ns: int | None, context_s: float
+                  ) -> tuple[int, int, tuple[bool, bool]]:
+    """The plotted window: the incident with ``context_s`` before it (``incident_window``),
+    cut to the recording with a little padding (a fiftieth of what it keeps, at least 1 s,
+    on whole seconds so buckets of a second stay even). A context of days around 90 s of
+    data drew empty plots with the data in a sliver at one edge. The incident itself always
+    stays in. Returns start, end, and whether each end was cut."""
+    start, end = incident_window(incident, last_ns=last_ns, pad_s=context_s)
+    recorded = recording_span(store, incident["endpoint"])
+    if recorded is None:
+        return start, end, (False, False)
+    opened = int(incident["opened_ns"])
+    closed = int(incident["cleared_ns"] or opened)
+    first, last = recorded
+    pad = max(NS, (min(end, last) - max(start, first)) // 50)
+    lo = min(first - pad, opened)
+    cut_start = lo - lo % NS > start
+    start = max(start, lo - lo % NS)
+    # Whole seconds from the start: then buckets of a second each hold as many requests of a
+    # steady probe (buckets of 1.01 s held 10 or 11 of 10/s, and the line became a comb).
+    hi = start + -(-(max(last + pad, closed + 1) - start) // NS) * NS
+    if cut_start:  # an open incident's end (one past its newest sample) too
+        end = start + -(-(end - start) // NS) * NS
+    return start, min(end, hi), (cut_start, hi < end)
+
+
+def first_sample_in(store: Store, uri: str, metric: str, start: int, end: int) -> int | None:
+    """The first ts_ns of a series in ``[start, end)``: each pass of ``Store.history``
+    narrows to the first bucket holding a sample, a four-hundredth of the one before."""
+    while end > start:
+        h = store.history(uri, metric, start, end, BUCKETS)
+        if not len(h):
+            return None
+        if h.width_ns <= 1:
+            return int(h.ts_ns[0])
+        start, end = int(h.ts_ns[0]), min(end, int(h.ts_ns[0]) + h.width_ns)
+    return None
 
 
 def down_spans(store: Store, uri: str, start: int, end: int) -> tuple[tuple[int, int], ...]:
@@ -341,13 +427,15 @@ def figures(store: Store, endpoint: dict, start: int, end: int,
             {"mean latency": _on_grid(lat, lat.mean, width, n, start)},
             (_on_grid(lat, lat.vmin, width, n, start), _on_grid(lat, lat.vmax, width, n, start)),
             "ms", hl, down=down))
+        cover, spacing = probe_cover(lat, width, n, start, end, span)
+        per_s, failed_per_s = _per_s(lat, fails, width, n, start, cover, spacing)
         out.append(SeriesFigure(
             "Throughput and failures",
             _query(Metric.LATENCY_MS, start, end, n) + " and "
-            + _query(Metric.FAILURE, start, end, n) + "; count per bucket / bucket seconds",
+            + _query(Metric.FAILURE, start, end, n) + "; count per bucket / the seconds of "
+            "it the probe ran (its first request to one spacing past its last)",
             grid,
-            {"requests/s": _per_s(lat, width, n, start, span),
-             "failures/s": _per_s(fails, width, n, start, span)}, None, "per second",
+            {"requests/s": per_s, "failures/s": failed_per_s}, None, "per second",
             down=down))
     rss = store.history(uri, Metric.RSS_MB, start, end, n)
     if len(rss):
@@ -545,8 +633,26 @@ def impact(store: Store, incident: dict, window_start: int, last_ns: int | None,
     failures = store.count_between(uri, Metric.FAILURE, opened, end)
     p95, p99 = _quantiles(store, uri, opened, end)
     b95, b99 = _quantiles(store, uri, window_start, opened - 1)
-    return Impact(opened, end, until, requests, failures, p95, p99, window_start, b95, b99,
-                  down_seconds(store, uri, opened, end, since=window_start))
+    before_start, since = _before_span(store, uri, window_start, opened)
+    # A probe that cannot reach its server sends no request: each try writes ``up`` 0.
+    _, up = store.values(uri, Metric.UP, opened, end)
+    return Impact(opened, end, until, requests, failures, p95, p99, before_start, b95, b99,
+                  down_seconds(store, uri, opened, end, since=window_start), since,
+                  attempts=len(up), unanswered=int((up == 0).sum()))
+
+
+def _before_span(store: Store, uri: str, window_start: int, opened: int) -> tuple[int, str]:
+    """Where the requests before the opening begin, and why when that is later than the
+    window's start (see ``Impact.before_since``). A steady probe's first request comes a
+    fraction of its spacing after any start: within a second, the window's start is kept."""
+    ever = store.time_range(uri, Metric.LATENCY_MS)
+    if ever is not None and ever[0] >= window_start:  # the index answers; no pass over it
+        first: int | None = ever[0] if ever[0] < opened else None
+    else:
+        first = first_sample_in(store, uri, Metric.LATENCY_MS, window_start, opened)
+    if first is None or first - window_start <= NS:
+        return window_start, ""
+    return first, "recording" if ever is not None and ever[0] == first else "gap"
 
 
 def replay_rows(store: Store, uri: str, start: int, end: int) -> list[list[str]]:
@@ -638,11 +744,12 @@ def _plain(value: object) -> str:
 
 def gather(store: Store, incident: dict, version: str, *, context_s: float = 30.0
            ) -> ReportData:
-    """``context_s``: at least this much is plotted before the incident opened."""
+    """``context_s``: this much is plotted before the incident opened, unless the recording
+    began later (``report_window``)."""
     uri = incident["endpoint"]
     endpoint = next((e for e in store.endpoints() if e["uri"] == uri), {"uri": uri})
     last = store.last_sample_ns(uri)
-    start, end = incident_window(incident, last_ns=last, pad_s=context_s)
+    start, end, clipped = report_window(store, incident, last_ns=last, context_s=context_s)
     model = model_info(endpoint, [v["location"] for v in store.versions()]
                        if hasattr(store, "versions") else ())
     eid_failed = store.capture_status_counts(uri, start, end)
@@ -667,4 +774,4 @@ def gather(store: Store, incident: dict, version: str, *, context_s: float = 30.
         probescope_version=version, slo=slo, resolved_ns=resolved_ns,
         served_by=served_by, remote=remote,
         impact=impact(store, incident, start, last, resolved_ns),
-        errors=groups, errors_left_out=left_out, listed_before=before)
+        errors=groups, errors_left_out=left_out, listed_before=before, clipped=clipped)

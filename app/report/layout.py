@@ -325,7 +325,7 @@ class PageFlow:
     def _widths(self, columns: Sequence[Column], rows: Sequence[Sequence[str]],
                 cell_fonts: Sequence[QFont], hf: QFont, pad: float) -> list[float]:
         """Each column's share of the width by weight; a ``fit`` column at least as wide as
-        its widest cell (and its header's longest word), taken from the others."""
+        its widest cell line (and its header's longest word), taken from the others."""
         total = sum(c.weight for c in columns)
         widths = [self.width * c.weight / total for c in columns]
         fixed: dict[int, float] = {}
@@ -333,7 +333,8 @@ class PageFlow:
             if not c.fit:
                 continue
             cells, head = QFontMetricsF(f, self.writer), QFontMetricsF(hf, self.writer)
-            need = max([0.0] + [cells.horizontalAdvance(str(r[i])) for r in rows]
+            need = max([0.0] + [cells.horizontalAdvance(line) for r in rows
+                                for line in str(r[i]).split("\n")]
                        + [head.horizontalAdvance(w) for w in c.title.split()]) + 2 * pad + PT
             fixed[i] = min(max(widths[i], need), self.width / 4)
         if fixed and len(fixed) < len(columns):

@@ -18,7 +18,7 @@ from PySide6.QtCore import QBuffer, QIODevice
 from PySide6.QtGui import QGuiApplication, QPainter
 
 from app.core.domain import utc_text
-from app.core.incident_rules import RULE_TITLES
+from app.core.incident_rules import NS, RULE_TITLES
 from app.core.incidents import find_incident, status_text
 from app.core.output_files import refusal
 from app.core.store import Store
@@ -200,7 +200,7 @@ def _tripped(inc: dict, slo: report_data.Slo) -> str:
     if inc["rule"] == "down" and detail:
         # Its peak is the silence seen when it tripped: "peak 3.6 s against a threshold of
         # 15 s" read as if it had not tripped, where the probe itself had said "down".
-        return f"{title}: {detail}"
+        return f"{title}: {_down_wording(inc, detail)}"
     found = _quantile(inc, slo.judged_ms) if inc["rule"] == "latency" else None
     if found is None:
         return f"{title}: peak {_amount(inc)} against a threshold of {_amount(inc, 'threshold')}"
@@ -221,23 +221,48 @@ def _impact_rows(impact: report_data.Impact | None) -> list[tuple[str, str]]:
     if impact.requests:
         text = (f"{impact.failures:,} of {impact.requests:,} requests failed "
                 f"({impact.error_rate:.1%}) {span}")
+    elif impact.unanswered:
+        # A probe that cannot reach its server sends no request; its tries are what it has.
+        tries = (f"{impact.attempts:,} attempts, none answered"
+                 if impact.unanswered == impact.attempts else
+                 f"{impact.unanswered:,} of {impact.attempts:,} attempts unanswered")
+        text = f"the probe could not reach the endpoint {span}: {tries}, so no requests were sent"
     else:
         text = f"no requests were recorded {span}"
     if impact.down_s:
         total = max(1e-9, (impact.end_ns - impact.start_ns) / 1e9)
-        text += (f"; the probe found the endpoint down for {_duration(int(impact.down_s * 1e9))}"
+        who = "the endpoint was" if not impact.requests and impact.unanswered else \
+            "the probe found the endpoint"
+        text += (f"; {who} down for {_duration(int(impact.down_s * 1e9))}"
                  f" ({min(1.0, impact.down_s / total):.0%} of it)")
     rows = [("Impact", text)]
     if impact.p95_ms is not None:
         lat = f"p95 {_ms(impact.p95_ms)}, p99 {_ms(impact.p99_ms or 0)} during the incident"
-        before = _duration(impact.start_ns - impact.before_start_ns)
+        # Over the span the requests before it cover, not the context asked for: a 5-day
+        # context over a 90 s recording said "in the 120 h before it opened".
+        before = _duration(round((impact.start_ns - impact.before_start_ns) / 1e9) * NS)
+        since = {"recording": " (from the recording's start)",
+                 "gap": " (from its first request in the plotted window)"}.get(
+                     impact.before_since, "")
         if impact.before_p95_ms is not None:
             lat += (f"; p95 {_ms(impact.before_p95_ms)}, p99 {_ms(impact.before_p99_ms or 0)}"
-                    f" in the {before} before it opened")
+                    f" in the {before} before it opened{since}")
         else:
             lat += f"; no requests in the {before} before it opened"
         rows.append(("Latency", lat))
     return rows
+
+
+# The down rule's reading said "(every request failed)" of a probe that could send none: it
+# could not reach the server, and the store keeps its tries as ``up`` 0, not as requests.
+_DOWN_SAID = "(every request failed)"
+_DOWN_MEANT = "(its attempts to reach it got no answer)"
+
+
+def _down_wording(inc: dict, text: str) -> str:
+    """``text`` (the rule's reading, or a note the rule wrote with it) in the wording that
+    Impact and the failures section agree with."""
+    return text.replace(_DOWN_SAID, _DOWN_MEANT) if inc.get("rule") == "down" else text
 
 
 def _slo_text(slo: report_data.Slo, rule: str) -> str:
@@ -308,6 +333,12 @@ def _paint(data: report_data.ReportData, page_size: str,
     return bytes(buffer.data())
 
 
+def _clipped_text(clipped: tuple[bool, bool]) -> str:
+    """The phrase that says the window is shorter than the context asked for."""
+    which = {(True, False): "start", (False, True): "end", (True, True): "start and end"}
+    return f" (clipped to the recording's {which[clipped]})" if any(clipped) else ""
+
+
 def _status(inc: dict) -> str:
     text = status_text(inc)
     return "cleared (by the rule)" if text == "cleared" else text
@@ -327,14 +358,15 @@ def _top_errors(flow: PageFlow, data: report_data.ReportData) -> None:
               f"({_utc(data.start_ns)} to {_utc(data.end_ns)}), grouped by status and error "
               f"text, most frequent first{rest}.", font(9))
     dated = report_data.spans_days(data.start_ns, data.end_ns)
-    fmt = "%Y-%m-%d %H:%M:%S" if dated else "%H:%M:%S"
+    # The date on a line of its own: a narrow cell broke "2026-12-06" into "2026-12-0" / "6".
+    fmt = "%Y-%m-%d\n%H:%M:%S" if dated else "%H:%M:%S"
 
     def clock(ns: int) -> str:
         return datetime.fromtimestamp(ns / 1e9, UTC).strftime(fmt)
 
     flow.table([Column("", 0.35, fit=True), Column("Status", 1.0, fit=True),
-                Column("Count", 0.6, fit=True), Column("First seen", 0.9),
-                Column("Last seen", 0.9), Column("Error", 6.0)],
+                Column("Count", 0.6, fit=True), Column("First seen", 0.9, fit=True),
+                Column("Last seen", 0.9, fit=True), Column("Error", 6.0)],
                [[g.label, g.status, f"{g.count:,}", clock(g.first_ns), clock(g.last_ns),
                  report_data.clip(g.text)] for g in data.errors])
 
@@ -345,7 +377,7 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
     flow.text(_title(data), font(20, bold=True), after_pt=4)
     # The stored detail is the reading at the incident's peak, over the rule's own window.
     peak = inc["details"].get("detail") or inc["summary"]
-    flow.text(f"Peak reading: {peak}", font(10.5), after_pt=10)
+    flow.text(f"Peak reading: {_down_wording(inc, peak)}", font(10.5), after_pt=10)
     # Resolved by hand before the rule cleared: the resolve is its end, said as such (it is
     # not "still active", and there is no cleared time to show). Its time is the status
     # change's (report_data.resolve_time), never a later note that happens to start "Resolved".
@@ -373,7 +405,8 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
         ("Duration", _duration(window) + so_far),
         *_impact_rows(data.impact),
         ("What tripped", _tripped(inc, data.slo)),
-        ("Plotted window", f"{_utc(data.start_ns)} to {_utc(data.end_ns)}"),
+        ("Plotted window", f"{_utc(data.start_ns)} to {_utc(data.end_ns)}"
+                           + _clipped_text(data.clipped)),
         *([("Related", "; ".join(
             f"#{r['id']} {RULE_TITLES.get(r['rule'], r['rule'])} ({_status(r)}, opened "
             f"{_utc(r['opened_ns'])})" for r in data.related))] if data.related else []),
@@ -387,8 +420,13 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
         ("SLO", _slo_text(data.slo, inc["rule"])),
     ])
     flow.heading("Figures")
+    unreached = data.impact is not None and not data.impact.requests \
+        and bool(data.impact.unanswered)
     if not data.figures:
-        flow.text("No samples were recorded for this endpoint in the incident window.", font(9))
+        # An unreachable endpoint has samples (its probe's tries), just none of these.
+        flow.text("No requests, memory or drift were recorded for this endpoint in the "
+                  "plotted window" + (": the probe could not reach it." if unreached else "."),
+                  font(9))
     incident_span = shaded_span(inc, data.resolved_ns)
     for i, fig in enumerate(data.figures, start=1):
         if cancelled():
@@ -405,7 +443,9 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
     # Heading, paragraph, table header and a few rows stay together.
     flow.heading("Failures in the window", 150 if data.failures_total else 60)
     if data.failures_total == 0:
-        flow.text("No failed requests were captured in the incident window.", font(9))
+        flow.text("No failed requests were captured in the incident window"
+                  + (": the probe could not reach the endpoint, so it sent none (see Impact)."
+                     if unreached else "."), font(9))
     else:
         counts = ", ".join(f"{s}: {n:,}" for s, n in data.status_counts.items() if s != "ok")
         shown, before = len(data.failures), data.listed_before
@@ -446,7 +486,9 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
         # Its header stays with the note's first lines, never alone at a page's foot.
         flow.text(f"{_utc(note['ts_ns'])}{who}", font(8, bold=True), after_pt=1,
                   keep_with_next=24 * PT)
-        flow.text(note["text"], font(9), indent=8 * PT, after_pt=5)
+        text = note["text"] if note.get("author") != "probescope" else \
+            _down_wording(inc, note["text"])  # the rule's own words; a person's stay as written
+        flow.text(text, font(9), indent=8 * PT, after_pt=5)
     # Read from this machine as the report is written: the workspace keeps no hardware, so
     # this must not pass for what served (or probed) the model.
     hw = data.hardware

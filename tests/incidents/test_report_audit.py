@@ -182,7 +182,7 @@ def test_a_down_incident_says_what_the_probe_said_not_a_peak_under_its_threshold
     store.close()
     first = _pages(write_report(workspace, incident["id"], tmp_path / "down.pdf"))[0]
     assert ("What tripped Endpoint down: the probe reports the endpoint down since "
-            f"{utc_text(T0 + 10 * NS)} (every request failed)") in first
+            f"{utc_text(T0 + 10 * NS)} (its attempts to reach it got no answer)") in first
     assert "against a threshold" not in first
     # The figures hatch the outage, from the first failed attempt to the last one recorded.
     assert "down (the probe got no answer)" in first

@@ -17,12 +17,12 @@ from pypdf import PdfReader
 from pypdf.generic import ContentStream
 
 from app.cli import main
-from app.core.domain import Capture, CaptureStatus
+from app.core.domain import Capture, CaptureStatus, Metric, Sample
 from app.core.incident_rules import RuleConfig
 from app.core.incidents import evaluate_range
 from app.core.store import Store
 from app.report import ReportError, write_report
-from app.report.data import gather
+from app.report.data import figures, gather
 from tests.incidents.conftest import NS, T0, write_requests
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -211,7 +211,10 @@ def test_throughput_is_not_plotted_as_zero_before_the_probe_started(qapp, worksp
     incident = store.incident(incident_id)
     data = gather(store, incident, "test")
     store.close()
-    assert (data.start_ns, data.end_ns) == (T0 + 40 * NS, T0 + 135 * NS)
+    # The 30 s of context before the opening and the margin after the clearing are cut to
+    # the recording (60 s to 129.9 s) with 2 s of padding, on whole seconds.
+    assert (data.start_ns, data.end_ns) == (T0 + 58 * NS, T0 + 132 * NS)
+    assert data.clipped == (True, True)
     rate = data.figures[1].lines["requests/s"]
     t = (data.figures[1].ts_ns - T0) / NS
     assert np.isnan(rate[t < 59]).all() and np.isnan(rate[t >= 130]).all()  # nothing measured
@@ -224,8 +227,8 @@ def test_throughput_is_not_plotted_as_zero_before_the_probe_started(qapp, worksp
     inside = [p for p in lines if y0 <= p[0, 1] <= y0 + height]
     assert len(inside) == 2  # requests/s and failures/s
     for points in inside:  # each starts where the probe started and ends where it stopped
-        assert points[:, 0].min() == pytest.approx(x0 + width * 20 / 95, abs=width * 0.02)
-        assert points[:, 0].max() == pytest.approx(x0 + width * 90 / 95, abs=width * 0.02)
+        assert points[:, 0].min() == pytest.approx(x0 + width * 2 / 74, abs=width * 0.02)
+        assert points[:, 0].max() == pytest.approx(x0 + width * 72 / 74, abs=width * 0.02)
 
 
 # -- 14: an output path that names a folder --------------------------------------------------
@@ -328,3 +331,113 @@ def test_the_report_plots_the_context_asked_for_before_the_incident(qapp, worksp
         main(["report", "--db", str(workspace), "--out", str(out), "--context", "soon"])
     assert refused.value.code == 2
     assert "'soon' is not a duration; use e.g. 90s, 10m, 2h" in capsys.readouterr().err
+
+
+# -- a context longer than the recording (e2e audit, finding 3) --------------------------------
+
+def _opened_at(store: Store, ep: str, seconds: float) -> int:
+    return store.insert_incident(
+        ep, rule="error_rate", severity="warning", status="open", opened_ns=T0 + int(seconds * NS),
+        trigger_ns=T0 + int(seconds * NS), value=0.5, threshold=0.15, summary="Error-rate burst",
+        details={"detail": "failures over 30 s", "unit": ""})
+
+
+def test_a_context_longer_than_the_recording_is_cut_to_it_and_said(qapp, workspace, tmp_path):
+    """A 5-day context over 90 s of data said "in the 120 h 00 min before it opened" and drew
+    the data into a one-pixel sliver at the right edge of five empty days."""
+    ep = "onnx:short.onnx"
+    store = Store(workspace)
+    write_requests(store, ep, 0, 90, failure_share=0.1)
+    incident_id = _opened_at(store, ep, 50)
+    store.close()
+    out = tmp_path / "ctx.pdf"
+    assert main(["report", "--db", str(workspace), "--incident", str(incident_id), "--out",
+                 str(out), "--context", "5d"]) == 0
+    text = _text(out)
+    # The quantiles before the opening are over the 50 s recorded before it.
+    assert "in the 50 s before it opened (from the recording's start)" in text
+    assert "120 h" not in text
+    # The window starts a little (1.8 s, on a whole second) before the first request and runs
+    # whole seconds to the last one, at 89.9 s.
+    assert (f"Plotted window {_utc(T0 - 2 * NS)} to {_utc(T0 + 90 * NS)} "
+            "(clipped to the recording's start)") in text
+
+    store = Store(workspace, readonly=True)
+    data = gather(store, store.incident(incident_id), "test", context_s=5 * 86400)
+    store.close()
+    assert (data.start_ns, data.clipped) == (T0 - 2 * NS, (True, False))
+    rate = data.figures[1].lines["requests/s"]
+    assert np.isfinite(rate).sum() >= 85 and np.nanmin(rate) == np.nanmax(rate) == 10
+
+
+def test_latency_before_the_opening_is_said_over_the_requests_there(qapp, workspace, tmp_path):
+    """The probe was stopped for most of the 30 s before the opening: "in the 30 s before it
+    opened" claimed a half-minute of requests that were never sent."""
+    ep = "onnx:gap.onnx"
+    store = Store(workspace)
+    write_requests(store, ep, 0, 20)
+    write_requests(store, ep, 52, 90, failure_share=0.1)
+    incident_id = _opened_at(store, ep, 60)
+    store.close()
+    text = _text(write_report(workspace, incident_id, tmp_path / "gap.pdf"))
+    assert "in the 8 s before it opened (from its first request in the plotted window)" in text
+    assert "clipped" not in text  # the window itself starts at the 30 s asked for
+
+
+def test_throughput_counts_a_bucket_over_the_part_the_probe_ran(workspace):
+    """Buckets of 15 s over a probe that ran from 0 to 90 s at a steady 10/s: the first and
+    last bucket, each only partly inside that, read 7.3/s and 2.7/s (4/s for a steady 50/s
+    in a 5-day window, where one bucket held the whole recording)."""
+    ep = "onnx:steady.onnx"
+    store = Store(workspace)
+    write_requests(store, ep, 0, 90)
+    try:
+        [_, throughput] = figures(store, {"uri": ep}, T0 - 3004 * NS, T0 + 2996 * NS)
+    finally:
+        store.close()
+    rate = throughput.lines["requests/s"]
+    t = (throughput.ts_ns - T0) / NS
+    assert list(t[np.isfinite(rate)]) == [-4, 11, 26, 41, 56, 71, 86]  # 0 s to 90 s
+    assert rate[np.isfinite(rate)] == pytest.approx(10)
+    assert throughput.lines["failures/s"][np.isfinite(rate)] == pytest.approx(0)
+
+
+def test_top_errors_dates_are_not_broken_mid_date(qapp, workspace, tmp_path):
+    """A window over midnight dates its times, and "2026-12-06 07:41:30" in a narrow column
+    wrapped as "2026-12-0" / "6" / "07:41:30"."""
+    ep = "onnx:midnight.onnx"
+    midnight_s = 6400  # T0 is 2023-11-14 22:13:20 UTC
+    store = Store(workspace)
+    write_requests(store, ep, midnight_s - 60, midnight_s + 60, failure_share=0.5)
+    store.write_batch([], [Capture(endpoint=ep, ts_ns=T0 + (midnight_s + s) * NS,
+                                   latency_ms=1.0, status=CaptureStatus.MISMATCH)
+                           for s in range(-20, 20)])
+    incident_id = _opened_at(store, ep, midnight_s)
+    store.close()
+    text = _text(write_report(workspace, incident_id, tmp_path / "midnight.pdf"))
+    errors = _between(text, "Top errors", "Model and endpoint")
+    assert "E1 mismatch 40 2023-11-14 23:59:40 2023-11-15 00:00:19" in errors
+
+
+# -- an endpoint no request reached (e2e audit, finding 12) ------------------------------------
+
+def test_an_endpoint_that_refused_every_connection_is_said_to_be_unreached(qapp, workspace,
+                                                                           tmp_path):
+    """It read "every request failed" in the peak reading, then "no requests were recorded":
+    the probe sent none. What it keeps of its tries is an ``up`` 0 sample each."""
+    ep = "v2+http://127.0.0.1:9/models/x"
+    store = Store(workspace)
+    store.write_batch([Sample(ep, T0 + t * NS, Metric.UP, 0.0) for t in range(0, 21, 2)], [])
+    evaluate_range(store, T0, T0 + 20 * NS)
+    [incident] = store.incidents()
+    store.close()
+    assert incident["rule"] == "down"
+    text = _text(write_report(workspace, incident["id"], tmp_path / "down.pdf"))
+    assert ("Impact the probe could not reach the endpoint from opening to the last sample "
+            "(20 s): 11 attempts, none answered, so no requests were sent; the endpoint was "
+            "down for 20 s (100% of it)") in text
+    assert (f"Peak reading: the probe reports the endpoint down since {_utc(T0)} (its "
+            "attempts to reach it got no answer)") in text
+    assert ("No failed requests were captured in the incident window: the probe could not "
+            "reach the endpoint, so it sent none") in text
+    assert "every request failed" not in text and "no requests were recorded" not in text
