@@ -36,7 +36,8 @@ def result_text(result: ReplayResult, shown: bool = False, stop_note: str | None
     timed = max((s.requests_timed for s in summaries), default=0)
     if timed:
         lines.append(f"latency: p50/p95 of {timed} requests per version, one case each, the "
-                     "versions taking turns; batched: a case's share of its batch's time")
+                     f"versions taking turns{_capped_text(result)}; batched: a case's share of "
+                     "its batch's time")
     for s in summaries:
         if s.error_reason:
             lines.append(f"{s.version}: {s.errors} cases erred, most often: {s.error_reason}")
@@ -67,6 +68,19 @@ def result_text(result: ReplayResult, shown: bool = False, stop_note: str | None
     elif result.replay_id is not None:
         lines.append(f"replay {result.replay_id}{title}{_cancelled_text(result, stop_note)}")
     return "\n".join(lines)
+
+
+def _capped_text(result: ReplayResult) -> str:
+    """Where --requests asked for more than there are cases to time one request each: how
+    many could be, and why not every case (the SLOW ones have times of their own)."""
+    asked, possible = result.requests_asked, result.requests_possible
+    if asked is None or asked <= possible:
+        return ""
+    alone = len(result.control_mask) - possible
+    why = ("one per case" if not alone
+           else "every case but the SLOW one, timed alone against its SLO" if alone == 1
+           else f"every case but the {alone} SLOW ones, timed alone against their SLO")
+    return f" ({possible} of the {asked} requests asked: {why})"
 
 
 def _cancelled_text(result: ReplayResult, stop_note: str | None) -> str:

@@ -24,7 +24,13 @@ from app.commands._progress import progress_line
 from app.commands._replay_interrupt import replay_interruptibly
 from app.commands._replay_saved import run_saved
 from app.commands._replay_text import result_text
-from app.commands._replay_versions import locations, name_apart, twins
+from app.commands._replay_versions import (
+    MissingFile,
+    locations,
+    name_apart,
+    open_version,
+    twins,
+)
 from app.core.domain import CaptureStatus, local_text
 from app.core.replay import (
     DEFAULT_MIN_CONFIDENCE,
@@ -42,7 +48,7 @@ from app.core.replay import (
 )
 from app.core.replay_export import MAX_INPUT_VALUES, export_path, write_cases_csv
 from app.core.replay_store import save_replay
-from app.core.replay_targets import ReplayError, Target, open_target
+from app.core.replay_targets import ReplayError, Target
 from app.core.store import Store, StoreError
 from app.core.versions import VersionError
 
@@ -76,10 +82,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"rows per inference call (default: up to {MAX_BATCH_ROWS}, fewer for "
                         "large inputs); the batched ms/row is each batch's wall time shared "
                         "among its rows")
-    p.add_argument("--requests", type=_args.size, default=REQUEST_SAMPLE,
+    # None: not given, so a small replay's cap on the default is not worth a note.
+    p.add_argument("--requests", type=_args.size,
                    help=f"cases sent again one request each to every version after the "
                         f"batches, for the latency p50/p95 (default {REQUEST_SAMPLE}; 0: none, "
-                        "the percentiles are then of the batches' shares)")
+                        "the percentiles are then of the batches' shares); at most every case "
+                        "but the SLOW ones held to an SLO, which are timed alone anyway, and "
+                        "the output says when fewer than asked could be; the batched ms/row "
+                        "stays, as every case also ran in a batch")
     p.add_argument("--min-confidence", type=_args.share,
                    help="confidence below which a case fails, for every case (default: the "
                         "minimum its endpoint was probed with; for LOW_CONFIDENCE captures "
@@ -198,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
                 ("--model-version", args.model_version), ("--since", args.since),
                 ("--until", args.until), ("--min-confidence", args.min_confidence),
                 ("--slo-ms", args.slo_ms), ("--batch-size", args.batch_size),
-                ("--requests", args.requests != REQUEST_SAMPLE),
+                ("--requests", args.requests is not None),
                 ("--title", args.title)) if value]
             if ignored:
                 does = ("--list reads saved ones as they were judged" if args.list
@@ -244,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
         matched = count_failures(store, selection) if failures >= selection.limit else failures
         located = locations(store, args.versions, args.provider)
         for location, name in located:
-            targets.append(open_target(location, provider=args.provider, name=name))
+            targets.append(open_version(location, name, args.provider))
         name_apart(targets, store)
         if args.versions:
             # Named twice by the person, both are replayed (a copy against its original is
@@ -260,7 +270,9 @@ def run(args: argparse.Namespace) -> int:
                 lambda cancelled: replay(cases, targets, selection=selection,
                                          batch_size=args.batch_size, criteria=criteria,
                                          progress=_progress_printer(len(targets)),
-                                         cancelled=cancelled, requests=args.requests))
+                                         cancelled=cancelled,
+                                         requests=REQUEST_SAMPLE if args.requests is None
+                                         else args.requests))
         except KeyboardInterrupt:  # a second Ctrl+C as the replay ended
             print("probescope: stopped; nothing saved", file=sys.stderr, flush=True)
             raise
@@ -269,6 +281,7 @@ def run(args: argparse.Namespace) -> int:
                 print(file=sys.stderr)  # end the progress line
         result.failures_matched = max(matched, failures)  # captures may land meanwhile
         result.versions_asked = len(targets)
+        result.requests_asked = args.requests
         result.title = args.title
         if not args.no_save and result.runs:
             try:
@@ -316,11 +329,14 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     silent = [(s, r) for s, r in zip(summaries, result.runs, strict=True) if s.unanswered]
+    gone = {t.name: t.hint() for t in targets if isinstance(t, MissingFile)}
     for s, r in silent:
         if "://" not in r.location:
-            # A local model that cannot take these inputs: asking again will not change it.
+            # A local model that cannot take these inputs, or a registered file that is gone:
+            # asking again will not change it.
             print(f"probescope: {s.version} could not be asked about {s.unanswered} of "
-                  f"{s.cases} cases: {s.unanswered_reason}", file=sys.stderr)
+                  f"{s.cases} cases: {s.unanswered_reason}"
+                  + (f"; {gone[s.version]}" if s.version in gone else ""), file=sys.stderr)
     servers = [s.version for s, r in silent if "://" in r.location]
     if servers:
         print(f"probescope: {', '.join(servers)} could not be asked about every case; "

@@ -103,6 +103,9 @@ class ReplayResult:
     failures_matched: int | None = None
     title: str | None = None  # a person's name for it (``replay --title``)
     versions_asked: int | None = None  # how many versions the run was to replay (a cancel)
+    # How many cases the run was asked to time one request each (``replay --requests``); it
+    # times at most ``requests_possible``. None: not known (a saved replay read back).
+    requests_asked: int | None = None
 
     def __post_init__(self) -> None:
         if not self.failing and self.runs:
@@ -296,13 +299,17 @@ class ReplayResult:
         control = self.control_mask
         controls = int(np.count_nonzero(control))
         # The percentiles are of the cases timed one request each (``requests_timed``); the
-        # batched figure is of the rest, whose time is their batch's share. SLOW cases timed
-        # alone against their SLO (the median of several calls) are in neither.
+        # batched figure is of the rest, whose latency is still their batch's share (a case
+        # timed alone has its batch share replaced by that time). SLOW cases timed alone
+        # against their SLO (the median of several calls) are in neither. Where every case
+        # was timed alone (--requests at or above the cases), the batch shares kept before
+        # that (``VersionRun.batched_ms_per_row``) give the batched figure.
         requests = self.request_rows
         batched = np.ones(len(control), dtype=bool)
         batched[self.timed_alone] = False
         batched[requests] = False
-        if not requests.size and not batched.any():
+        some_batched = bool(batched.any())
+        if not requests.size and not some_batched:
             batched[:] = True  # only SLOW cases: their times are all there is
         out = []
         failure = ~control
@@ -350,8 +357,14 @@ class ReplayResult:
                                     for k in sorted(again_after)},
                 first_failing=first_counts.get(run.version, 0),
                 requests_timed=int(np.count_nonzero(np.isfinite(run.latency_ms[requests]))),
-                batched_ms_per_row=float(np.median(shared)) if shared.size else None))
+                batched_ms_per_row=_batched_figure(run, shared, some_batched)))
         return out
+
+    @property
+    def requests_possible(self) -> int:
+        """How many cases can be timed one request each: every case but the SLOW ones timed
+        alone against their SLO (``timed_alone``), which get several calls of their own."""
+        return len(self.control_mask) - len(self.timed_alone)
 
     @functools.cached_property
     def request_rows(self) -> np.ndarray:
@@ -390,6 +403,11 @@ class ReplayResult:
                 "failures_matched": self.failures_matched,
                 "limit": self.selection.limit if self.selection is not None else None,
                 "versions": [s.to_json() for s in self.summaries()],
+                # --requests as given, and the most it could time (every case but the SLOW
+                # ones timed alone against their SLO); each version's latency_ms says how
+                # many it timed.
+                "requests_asked": self.requests_asked,
+                "requests_possible": self.requests_possible,
                 "first_failing": first, "failing_on_no_version": on_none,
                 "unanswered_everywhere": int(np.count_nonzero(
                     self.unanswered_everywhere() & ~control)),
@@ -428,3 +446,14 @@ def bisect_text(result: ReplayResult) -> str:
 def _most_common(texts: Iterable[str]) -> str | None:
     counts = Counter(texts)
     return counts.most_common(1)[0][0] if counts else None
+
+
+def _batched_figure(run: VersionRun, shared: np.ndarray, some_batched: bool) -> float | None:
+    """A version's batched ms/row: the median of the shares still in its latency column
+    (what a saved replay holds), else the one kept from its batches before every case's
+    share was replaced by one call's time; only SLOW cases in an older replay: their times."""
+    if some_batched and shared.size:
+        return float(np.median(shared))
+    if run.batched_ms_per_row is not None:
+        return run.batched_ms_per_row
+    return float(np.median(shared)) if shared.size else None

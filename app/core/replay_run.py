@@ -53,6 +53,11 @@ class VersionRun:
     # Why its server stopped answering, when it did: it is not asked again, not even to time
     # a case alone (a case it could not take is in ``unanswered`` too, and it may be asked).
     down: str | None = None
+    # The median of its rows' shares of their batches' times, taken before any row's
+    # latency is replaced by one call's (``time_requests``, ``time_alone_together``): every
+    # case ran in a batch, so the pace through a backlog is known even when every case was
+    # also timed alone. None: no batch answered (or a replay saved before it was kept).
+    batched_ms_per_row: float | None = None
 
     def output(self, i: int) -> list[tuple[str, np.ndarray]]:
         """Case ``i``'s outputs (name, array with a batch dim of 1); empty after an error."""
@@ -167,6 +172,7 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
     # Latencies are kept as they come and laid out once at the end: the usual replay (one
     # group, every batch answered) makes the whole column in one repeat.
     batch_ms: list[tuple[slice | np.ndarray, float]] = []
+    shares: list[tuple[float, int]] = []  # per answered batch: ms per row, rows
     single_ms: dict[int, float] = {}
     whole: np.ndarray | None = None
     errors: dict[int, str] = {}
@@ -257,6 +263,7 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
                     dt = _median_call_s(run, feed, dt, repeats)
                 place(rows, e - s, outs)
                 timed.append((rows, dt * 1e3 / (e - s)))
+                shares.append((dt * 1e3 / (e - s), e - s))
             except TargetDown as exc:
                 down = error_text(exc)  # a server that is down is not asked again
                 not_asked(cases(s, e), down)
@@ -292,10 +299,24 @@ def run_version(target: Target, prepared: CaseSet, batch_size: int,
     run = VersionRun(target.name, target.location, unjudged.astype(np.int64), unjudged,
                      latency, unjudged.astype(bool), errors, unanswered, columns.outputs,
                      columns.irregular, getattr(target, "model_version", None),
-                     list(getattr(target, "class_names", [])), down)
+                     list(getattr(target, "class_names", [])), down,
+                     _median_share(shares))
     if judge:
         judge_runs([run], n)
     return run
+
+
+def _median_share(shares: list[tuple[float, int]]) -> float | None:
+    """The median row's share (``np.median`` of each batch's share repeated once per row,
+    without making that column: one entry per batch, not one per case)."""
+    if not shares:
+        return None
+    shares.sort()
+    total = sum(k for _, k in shares)
+    ends = np.cumsum([k for _, k in shares])
+    lo, hi = (int(np.searchsorted(ends, p, side="right")) for p in ((total - 1) // 2,
+                                                                     total // 2))
+    return (shares[lo][0] + shares[hi][0]) / 2
 
 
 def judge_runs(runs: list[VersionRun], n: int, block: SharedBlock | None = None,

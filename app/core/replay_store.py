@@ -109,7 +109,8 @@ def _selection_doc(result: ReplayResult) -> str:
     failures = int(np.count_nonzero(~control))
     doc["replayed"] = {"failures": failures, "controls": len(control) - failures,
                        "failures_matched": result.failures_matched,
-                       "versions_asked": result.versions_asked}
+                       "versions_asked": result.versions_asked,
+                       "requests_asked": result.requests_asked}
     return json.dumps(doc)
 
 
@@ -148,7 +149,9 @@ def save_replay(store: Store, result: ReplayResult, title: str | None = None) ->
         "title": result.title if title is None else title,
         "selection": _selection_doc(result),
         "versions": json.dumps([{"name": r.version, "location": r.location,
-                                 "classes": r.class_names} for r in result.runs]),
+                                 "classes": r.class_names,
+                                 "batched_ms_per_row": r.batched_ms_per_row}
+                                for r in result.runs]),
         "criteria": json.dumps(asdict(result.criteria)),
         "cancelled": result.cancelled,
         "slow_limits": _slow_limits_json(result),
@@ -224,11 +227,13 @@ def load_replay(store: Store, replay_id: int) -> ReplayResult:
                 finite[i] = all(np.isfinite(a).all() for _, a in outs if a.dtype.kind == "f")
         runs.append(VersionRun(v["name"], v["location"], prediction, confidence, latency,
                                finite, errors, unanswered, col.outputs, col.irregular,
-                               class_names=v.get("classes", [])))
+                               class_names=v.get("classes", []),
+                               batched_ms_per_row=v.get("batched_ms_per_row")))
         failing.append(fail)
     slow_cases = sum(1 for c in cases if c.capture.status == CaptureStatus.SLOW)
     slo, scale = _slow_limits(meta.get("slow_limits"), slow_cases)
     return ReplayResult(cases, runs, criteria, selection, bool(meta["cancelled"]),
                         replay_id=int(meta["id"]), failing=failing, slo_limits=slo,
                         slow_scale=scale, failures_matched=counts.get("failures_matched"),
-                        title=saved_title(meta), versions_asked=versions_asked)
+                        title=saved_title(meta), versions_asked=versions_asked,
+                        requests_asked=counts.get("requests_asked"))

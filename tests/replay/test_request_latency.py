@@ -142,3 +142,63 @@ def test_the_cli_takes_how_many_requests_to_time(capsys, demo_db, versions):
     assert main([*base, "--requests", "50"]) == 0
     latency = json.loads(capsys.readouterr().out)["versions"][0]["latency_ms"]
     assert latency["per"] == "request" and latency["requests_timed"] == 50
+
+
+def test_timing_every_case_alone_keeps_the_batched_figure(capsys, demo_db, versions):
+    """--requests at or above the cases replaces every case's batch share by one call's time;
+    every case also ran in a batch, so the batched figure stays, from the batches' times."""
+    from app.cli import main
+
+    base = ["replay", "--db", str(demo_db), "--versions", *map(str, versions[:2]), "--no-save",
+            "--limit", "300", "--controls", "50", "--requests", "1000"]
+    assert main([*base, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    cases = doc["failures"] + doc["controls"]
+    for version in doc["versions"]:
+        latency = version["latency_ms"]
+        assert latency["requests_timed"] == cases
+        # A share of a batch of up to 350 rows: far below one request's time.
+        assert latency["batched_ms_per_row"] is not None
+        assert 0 < latency["batched_ms_per_row"] < latency["p50"]
+    assert doc["requests_asked"] == 1000 and doc["requests_possible"] == cases
+    saved = [a for a in base if a != "--no-save"]
+    assert main(saved) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith("wine-v")][:2]
+    assert all(row[-1] != "-" for row in rows)
+    assert (f"p50/p95 of {cases} requests per version, one case each, the versions taking "
+            f"turns ({cases} of the 1000 requests asked: one per case)") in out
+    # Saved, it reads back the same: the batched figure and the requests asked are kept.
+    assert main(["replay", "--db", str(demo_db), "--show", "latest"]) == 0
+    shown = capsys.readouterr().out
+    assert [line for line in shown.splitlines() if line.startswith(("wine-v", "latency:"))] \
+        == [line for line in out.splitlines() if line.startswith(("wine-v", "latency:"))]
+
+
+def test_the_batched_figure_is_the_median_share_of_the_batches(prepared, versions):
+    # With no request timed alone, the latency column is the batches' shares as they came.
+    result = replay(prepared, [LocalOnnxTarget(versions[0])], batch_size=100, requests=0)
+    run = result.runs[0]
+    assert run.batched_ms_per_row == pytest.approx(float(np.median(run.latency_ms)))
+    assert result.summaries()[0].batched_ms_per_row == pytest.approx(run.batched_ms_per_row)
+    assert result.to_json()["requests_asked"] is None  # the library was given no --requests
+
+
+def test_a_capped_request_count_names_the_slow_cases_timed_alone(capsys, tmp_path, versions):
+    from app.cli import main
+    from tests.replay.conftest import record_stream
+
+    db = tmp_path / "slow.db"
+    record_stream(db, versions[0], rows=400, extra="&slo_ms=0.000001")  # every capture SLOW
+    base = ["replay", "--db", str(db), "--versions", str(versions[0]), "--no-save",
+            "--controls", "0", "--requests", "5000"]
+    assert main([*base, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    possible, slow = doc["requests_possible"], doc["failures"] - doc["requests_possible"]
+    assert possible > 0 and slow > 1  # mismatches and NaN rows beside the SLOW ones
+    (version,) = doc["versions"]
+    assert version["latency_ms"]["requests_timed"] == possible
+    assert version["latency_ms"]["batched_ms_per_row"] is not None
+    assert main(base) == 0
+    assert (f"({possible} of the 5000 requests asked: every case but the {slow} SLOW ones, "
+            "timed alone against their SLO)") in capsys.readouterr().out
