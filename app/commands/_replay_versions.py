@@ -7,13 +7,23 @@ not about cases or verdicts.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from app.core.domain import EndpointUri, not_a_file
-from app.core.replay_targets import LocalOnnxTarget, ReplayError, Target
+from app.core.replay_targets import (
+    LocalOnnxTarget,
+    ReplayError,
+    Target,
+    TargetDown,
+    open_target,
+)
 from app.core.store import Store
 from app.core.versions import (
+    KIND_ONNX,
     ModelVersion,
     VersionError,
     find,
@@ -35,7 +45,8 @@ def locations(store: Store, wanted: list[str] | None,
             raise ReplayError("no versions given and none registered; pass --versions A.onnx "
                               "B.onnx ... or register them with `probescope versions add`")
         for v in found:
-            verify_unchanged(v)
+            if _missing(v) is None:  # a missing one is replayed unanswered (``open_version``)
+                verify_unchanged(v)
         found, again = _registered_once(found)
         for note in again:
             print(f"probescope: {note}", file=sys.stderr)
@@ -67,6 +78,10 @@ def locations(store: Store, wanted: list[str] | None,
             raise ReplayError(f"'{w}' is neither a model file, an endpoint nor a registered "
                               "version (registered: "
                               + (", ".join(known) if known else "none") + ")")
+        if (gone := _missing(v)) is not None:
+            # Named on purpose: replaying the others without it would answer another
+            # question than the one asked.
+            raise ReplayError(f"version {v.name}: {gone}; {_restore_hint(v.name)}")
         verify_unchanged(v)
         out.append((v.location, v.name))
     seen: dict[str, str] = {}
@@ -76,6 +91,42 @@ def locations(store: Store, wanted: list[str] | None,
             raise ReplayError(f"'{given}' and '{seen[key]}' are one version; give it once")
         seen[key] = given
     return out
+
+
+class MissingFile(Target):
+    """A registered version whose file is gone: asked nothing, every case gets no answer and
+    so no verdict, as for a server that is down, and the other versions are replayed."""
+
+    def __init__(self, location: str, name: str, why: str) -> None:
+        self.location, self.name, self.why = location, name, why
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+        raise TargetDown(self.why)  # down: not asked again, not even to time a case alone
+
+    def hint(self) -> str:
+        return _restore_hint(self.name)
+
+
+def open_version(location: str, name: str | None, provider: str) -> Target:
+    """The target for one of ``locations``: a registered file that is gone (only the default
+    set lets one through) answers nothing (``MissingFile``)."""
+    if name is not None and "://" not in location and not location.startswith("onnx:"):
+        gone = not_a_file(Path(location), "model file")
+        if gone is not None:
+            return MissingFile(location, name, gone)
+    return open_target(location, provider=provider, name=name)
+
+
+def _missing(v: ModelVersion) -> str | None:
+    """Why a registered ONNX file cannot be read where it was registered (gone, or a folder
+    now), as ``versions list`` marks it missing; None when it is there, or v is a server."""
+    if v.kind != KIND_ONNX:
+        return None
+    return not_a_file(Path(v.location), "model file")
+
+
+def _restore_hint(name: str) -> str:
+    return f"restore the file, or `probescope versions remove {shlex.quote(name)}`"
 
 
 def twins(located: list[tuple[str, str | None]], store: Store,
@@ -119,7 +170,9 @@ def _registered_once(found: list[ModelVersion]) -> tuple[list[ModelVersion], lis
     kept: dict[str, ModelVersion] = {}
     again: dict[str, list[str]] = {}
     for v in found:
-        key = v.sha256 or v.location
+        # A file gone is told apart from its twins still there: it is replayed unanswered,
+        # so that it is said, not folded into another name.
+        key = v.location if _missing(v) is not None else v.sha256 or v.location
         if key in kept:
             again.setdefault(key, []).append(v.name)
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -63,11 +64,18 @@ def _table(versions: list[ModelVersion], states: dict[str, str | None] | None = 
             f"{(v.sha256 or '-')[:12]:<12}  {v.producer or '-':<20} "
             f"{v.signature() or v.location}"
             + (f"  [{_MARKS[state]}: {v.location}]" if state else ""))
-    changed = [v.name for v in versions if (states or {}).get(v.name)]
+    changed = [v.name for v in versions if (states or {}).get(v.name) == CHANGED]
     if changed:
         lines.append(f"{', '.join(changed)}: the file is not what was registered; replay "
                      "refuses it until it is registered again (`probescope versions add`, "
                      "under a new --name to keep both)")
+    # Gone is not changed: registering again needs the file, so the way out is to bring it
+    # back or to drop the name.
+    missing = [v.name for v in versions if (states or {}).get(v.name) == MISSING]
+    if missing:
+        lines.append(f"{', '.join(missing)}: the file is missing; replay asks it nothing, so "
+                     f"it gets no verdict: restore the file, or `probescope versions remove "
+                     f"{shlex.join(missing)}`")
     return "\n".join(lines)
 
 

@@ -109,7 +109,9 @@ def test_versions_list_marks_a_file_changed_since_registered_or_missing(capsys, 
     line = {row.split()[1]: row for row in text.splitlines()[1:4]}
     assert "[changed since registered" in line["mut"] and "[file missing" in line["gone"]
     assert "changed since registered" not in line["wine-v1"]
-    assert "mut, gone: the file is not what was registered" in text
+    assert "mut: the file is not what was registered" in text  # register it again
+    assert ("gone: the file is missing; replay asks it nothing, so it gets no verdict: restore "
+            "the file, or `probescope versions remove gone`") in text
 
 
 def test_a_file_untouched_since_registration_is_not_read_again(tmp_path: Path):

@@ -287,6 +287,51 @@ def test_an_onnx_uri_to_a_registered_file_that_changed_is_refused(capsys, demo_d
     assert saved_replays(demo_db) == []
 
 
+def test_versions_list_hints_per_state_a_changed_file_and_a_missing_one(
+        capsys, demo_db: Path, versions, registered_copy: Path):
+    changed = registered_copy.parent / "c.onnx"
+    shutil.copy(versions[1], changed)
+    assert main(["versions", "add", "--db", str(demo_db), str(changed), "--name", "retrained"]
+                ) == 0
+    shutil.copy(versions[2], changed)  # other bytes under the registered path
+    registered_copy.unlink()
+    capsys.readouterr()
+    assert main(["versions", "list", "--db", str(demo_db)]) == 0
+    out = capsys.readouterr().out
+    # Registering again needs the file: for one gone, the way out is to restore or remove it.
+    assert ("retrained: the file is not what was registered; replay refuses it until it is "
+            "registered again") in out
+    assert ("mine: the file is missing; replay asks it nothing, so it gets no verdict: "
+            "restore the file, or `probescope versions remove mine`") in out
+    assert "mine, retrained" not in out and "retrained, mine" not in out
+
+
+def test_a_registered_file_that_is_gone_gets_no_verdict_and_the_others_are_replayed(
+        capsys, demo_db: Path, versions, registered_copy: Path):
+    db = str(demo_db)
+    assert main(["versions", "add", "--db", db, *map(str, versions)]) == 0
+    registered_copy.unlink()  # mine: wine-v1's bytes, registered first
+    capsys.readouterr()
+    code, doc, err = run_json(capsys, ["replay", "--db", db, "--no-save", "--limit", "40",
+                                       "--controls", "10", "--json"])
+    # As for a server that is down: no verdict for that version, exit status 1.
+    assert code == 1
+    by_name = {v["version"]: v for v in doc["versions"]}
+    assert list(by_name) == ["mine", "wine-v1", "wine-v2", "wine-v3"]
+    gone = by_name["mine"]
+    assert gone["unanswered"] == gone["cases"] == 50
+    assert gone["unanswered_reason"] == f"model file {registered_copy} does not exist"
+    assert gone["fixed"] == gone["still_failing"] == gone["newly_broken"] == 0
+    assert by_name["wine-v1"]["still_failing"] == 40 and by_name["wine-v2"]["fixed"] > 0
+    assert (f"mine could not be asked about 50 of 50 cases: model file {registered_copy} does "
+            "not exist; restore the file, or `probescope versions remove mine`") in err
+    # Named on purpose, it is refused: the replay asked for cannot be run.
+    assert main(["replay", "--db", db, "--no-save", "--versions", "mine", "wine-v2"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"probescope: version mine: model file {registered_copy} does not exist; "
+                   "restore the file, or `probescope versions remove mine`\n")
+
+
 def test_a_local_model_that_cannot_take_the_captures_is_not_blamed_on_a_server(
         capsys, demo_db: Path, versions, tmp_path):
     wide = _wide_model(tmp_path / "wide10.onnx")
