@@ -20,6 +20,14 @@ def is_machine(endpoint: str, kind: str = "") -> bool:
     return endpoint.partition(":")[0] == "system" or kind == "system"
 
 
+def list_name(short: str) -> str:
+    """A panel's short name without its scheme (``onnx: wine-v1.onnx`` -> ``wine-v1.onnx``):
+    the Kind column says it, and in a narrow dock the scheme left room for nothing else
+    (two models read ``onnx:....onnx``)."""
+    _, sep, rest = short.partition(": ")
+    return rest if sep and rest else short
+
+
 def dot_icon(color: str, size: int = 12) -> QIcon:
     pix = QPixmap(size, size)
     pix.fill(Qt.GlobalColor.transparent)
@@ -71,7 +79,7 @@ class EndpointListWidget(QTreeWidget):
             item = self._items[endpoint] = QTreeWidgetItem(self)
             item.setData(0, Qt.ItemDataRole.UserRole, endpoint)
             for e, name in short_names(list(self._items)).items():  # may tell two apart now
-                self._items[e].setText(0, name)
+                self._items[e].setText(0, list_name(name))
             if self.currentItem() is None:
                 self.setCurrentItem(item)
         self.set_state(endpoint, state, detail)
