@@ -8,8 +8,10 @@ stops it cleanly.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
@@ -40,6 +42,19 @@ class HistoryWorker(QObject):
             self._store = Store(self._path)
         return self._store
 
+    @contextlib.contextmanager
+    def _reported(self) -> Iterator[None]:
+        """A failure reading the workspace, said in one line on ``failed``: a slot must not
+        die with a traceback on the terminal."""
+        try:
+            yield
+        except (StoreError, sqlite3.Error) as exc:
+            self.failed.emit(str(exc))
+        except Exception as exc:
+            log.exception("reading the workspace failed")
+            self.failed.emit(f"internal error reading the workspace: {type(exc).__name__}: "
+                             f"{exc}")
+
     @Slot(str)
     def set_path(self, path: str) -> None:
         self.close()
@@ -50,7 +65,7 @@ class HistoryWorker(QObject):
         """start_ns < 0 means all of it: from the endpoint's first sample to its last (or
         ``end_ns``, if sooner). Up to now would squeeze a recording opened a day later into
         one of the buckets, which span the range asked for."""
-        try:
+        with self._reported():
             store = self._open()
             if store is None:
                 return
@@ -62,40 +77,22 @@ class HistoryWorker(QObject):
             result = {m: store.history(endpoint, m, start_ns, end_ns + 1, HISTORY_BUCKETS)
                       for m in metrics}
             self.history_ready.emit(request_id, endpoint, result)
-        except (StoreError, sqlite3.Error) as exc:
-            self.failed.emit(str(exc))
-        except Exception as exc:  # a slot must not die with a traceback on the terminal
-            log.exception("reading the workspace failed")
-            self.failed.emit(f"internal error reading the workspace: {type(exc).__name__}: "
-                             f"{exc}")
 
     @Slot(int, str, "qint64", bool)
     def load_capture(self, request_id: int, endpoint: str, ts_ns: int, failed: bool) -> None:
-        try:
+        with self._reported():
             store = self._open()
             found = None
             if store is not None:
                 found = store.capture_near(endpoint, ts_ns, failed=True if failed else None)
             self.capture_ready.emit(request_id, found)
-        except (StoreError, sqlite3.Error) as exc:
-            self.failed.emit(str(exc))
-        except Exception as exc:  # a slot must not die with a traceback on the terminal
-            log.exception("reading the workspace failed")
-            self.failed.emit(f"internal error reading the workspace: {type(exc).__name__}: "
-                             f"{exc}")
 
     @Slot(str)
     def load_facts(self, endpoint: str) -> None:
-        try:
+        with self._reported():
             store = self._open()
             if store is not None:
                 self.facts_ready.emit(endpoint, recorded_facts(store, endpoint))
-        except (StoreError, sqlite3.Error) as exc:
-            self.failed.emit(str(exc))
-        except Exception as exc:  # a slot must not die with a traceback on the terminal
-            log.exception("reading the workspace failed")
-            self.failed.emit(f"internal error reading the workspace: {type(exc).__name__}: "
-                             f"{exc}")
 
     @Slot()
     def close(self) -> None:
