@@ -18,7 +18,9 @@ class Ring:
         self._v = np.zeros(2 * capacity)
         self._head = 0  # index (mod capacity) where the next point goes
         self.n = 0  # points held, at most capacity
-        self.total = 0  # points ever added
+        # Points ever added, dropped ones included: it moves on every change, so a plot can
+        # tell from it alone whether to redraw.
+        self.total = 0
 
     def __len__(self) -> int:
         return self.n
@@ -69,6 +71,12 @@ class Ring:
             return None
         i = (self._head - 1) % self.capacity
         return float(self._t[i]), float(self._v[i])
+
+    def drop_newest(self, k: int) -> None:
+        """Forget the newest ``k`` points (to write them again); older ones stay as they were."""
+        k = max(0, min(k, self.n))
+        self._head = (self._head - k) % self.capacity
+        self.n -= k
 
     def clear(self) -> None:
         self._head = 0

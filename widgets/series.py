@@ -2,6 +2,15 @@
 
 Thread: GUI only. Fed in batches; derived series are computed once per completed second,
 not on every repaint, so drawing stays cheap however fast samples arrive.
+
+A second is closed (summarised, and from then on drawn as it will stay) once every request
+that started in it has come in. A probe sends one request at a time, so a request's latency
+sample proves it for the seconds before it; while a server is down no request comes to say
+so, and the probe's ``up`` samples do instead (``probes/base.py`` ``mark_down`` sends an
+``up`` 0 on every failed attempt to reach it, ``probes/http_model.py`` ``_connect`` an
+``up`` 1 when it is back, before the next request). An outage is then closed second by
+second as it happens, by the clock (``settle``): zero requests a second, and no percentile,
+which would otherwise summarise the requests from before it.
 """
 
 from __future__ import annotations
@@ -20,6 +29,16 @@ PERCENTILE_WINDOW_S = 5.0  # the rolling window each p50/p95/p99 point summarise
 MAX_CATCH_UP_S = 3600  # seconds summarised at most in one go
 GAP_MIN_S = 1.0  # a shorter silence is jitter, not an outage worth a break in the line
 GAP_FACTOR = 3.0  # a silence this many usual spacings long is an outage
+# How far behind the clock a down endpoint's seconds close: more than an ``up`` sample takes
+# from the probe through the recorder to the window, so the next request, should the server
+# be back, is not in a second already closed.
+CLOCK_MARGIN_S = 1.0
+# How long after its newest ``up`` 0 a down endpoint's seconds go on closing by the clock:
+# the probe tries again at least this often while it is down (its backoff tops out at 5 s,
+# plus a health check), so a probe that stopped trying (detached, paused) is not drawn as an
+# outage that goes on.
+DOWN_RETRY_S = 15.0
+MAX_REOPEN_S = 60  # a sample this much later than its second's close is no longer recounted
 
 # What a scraped endpoint (a Prometheus page) reports in place of our own requests: the
 # server's rates and latencies, under the stable names docs/remote-probes.md lists.
@@ -123,6 +142,16 @@ class EndpointSeries:
         self.p99 = Ring(SLOW_CAPACITY)
         self._next_second: float | None = None  # first second not yet summarised
         self.version = 0  # bumped on every change; plots redraw only when it moved
+        # What the ``up`` samples told so far (see the module's docstring).
+        self._up_read = 0  # up samples read (the ring's total)
+        self._last_up: tuple[float, float] | None = None  # the newest read: (time, value)
+        self._closable_s = -math.inf  # every request started before this has come in
+        # While the probe is down and trying again: its newest ``up`` 0 and the clock when
+        # ``settle`` first saw it (None until then), which the clock closes seconds from.
+        self._down: tuple[float, float | None] | None = None
+        # Outages as [first second with no request, when the probe was back (inf: not yet)):
+        # no percentile inside, none after that reaches back over it.
+        self._gaps: list[list[float]] = []
 
     def ring(self, metric: str) -> Ring:
         ring = self.metrics.get(metric)
@@ -143,7 +172,18 @@ class EndpointSeries:
         if metric == LATENCY:
             if self._next_second is None:
                 self._next_second = float(math.floor(t[0]))
-            self._summarise(float(t[-1]))
+            closed = self._next_second
+            self._reopen(float(t[0]))
+            self._read_up()
+            if self._down is not None and t[-1] > self._down[0]:
+                self._back_up(t)
+            self._summarise(max(float(t[-1]), self._closable_s, closed))
+        elif metric == FAILURE and self._next_second is not None:
+            # A batch hands its requests' latencies over before their failures (the bus's
+            # order), and may close their seconds before these come: count them again.
+            closed = self._next_second
+            if self._reopen(float(t[0])):
+                self._summarise(closed)
 
     def extend_failures(self, t: np.ndarray, latency_ms: np.ndarray) -> None:
         if len(t):
@@ -186,10 +226,94 @@ class EndpointSeries:
         ring = self.metrics.get(metric)
         return ring is not None and ring.n > 0
 
+    def settle(self, now_s: float) -> None:
+        """Close what the ``up`` samples and the clock say is over; call once a frame.
+
+        While the probe is down and trying again, no request is under way, so the seconds
+        of the outage close as the clock passes them (``CLOCK_MARGIN_S`` behind it, counted
+        from when its newest ``up`` 0 reached the window, not from that sample's own stamp,
+        which may come from another machine's clock). Work: the ``up`` samples new since the
+        last call and the seconds closed now, nothing per point held.
+        """
+        if self._next_second is None:
+            return  # no request yet: nothing to summarise
+        self._read_up()
+        bound = self._closable_s
+        if self._down is not None:
+            stamp, seen = self._down
+            if seen is None:
+                self._down = (stamp, now_s)
+                seen = now_s
+            bound = max(bound, stamp + min(now_s - seen - CLOCK_MARGIN_S, DOWN_RETRY_S))
+        if bound > self._next_second:
+            self._summarise(bound)
+
+    def _back_up(self, t: np.ndarray) -> None:
+        """Requests again with no ``up`` 1 before them (a probe that sends none): the
+        outage ended at the first; the clock must not close seconds one may still be in."""
+        assert self._down is not None
+        first = float(t[int(np.searchsorted(t, self._down[0], side="right"))])
+        if self._gaps and self._gaps[-1][1] == math.inf:
+            self._gaps[-1][1] = first
+        self._down = None
+
+    def _read_up(self) -> None:
+        """Learn from the ``up`` samples new since the last call (a few a second at most)."""
+        up = self.metrics.get(UP)
+        if up is None or up.total == self._up_read:
+            return
+        fresh = min(up.total - self._up_read, up.n)
+        self._up_read = up.total
+        up_t, up_v = up.view()
+        lat = self.metrics.get(LATENCY)
+        lat_t = lat.view()[0] if lat is not None else np.empty(0)
+        for stamp, value in zip(up_t[-fresh:].tolist(), up_v[-fresh:].tolist(), strict=True):
+            previous, self._last_up = self._last_up, (stamp, value)
+            if value > 0:
+                # Connected (again): nothing was under way, and the outage ends here.
+                self._closable_s = max(self._closable_s, stamp)
+                if self._gaps and self._gaps[-1][1] == math.inf:
+                    self._gaps[-1][1] = stamp
+                self._down = None
+                continue
+            if previous is None or previous[1] > 0:
+                # The first ``up`` 0 may come from the request that found the server gone
+                # (``measure_one``), whose own samples follow it: it proves nothing yet.
+                continue
+            i, j = np.searchsorted(lat_t, (previous[0], stamp), side="right")
+            if j > i:
+                continue  # requests between the two: not one outage
+            # A second failed attempt with no request between: the probe is trying again
+            # and sends nothing meanwhile; every request before this one has come in.
+            self._closable_s = max(self._closable_s, stamp)
+            self._down = (stamp, None)
+            if not (self._gaps and self._gaps[-1][1] == math.inf):
+                # From the second after the last request's (the one that failed, if any).
+                start = math.floor(lat_t[i - 1]) + 1.0 if i else math.floor(previous[0])
+                self._gaps.append([float(start), math.inf])
+        keep_from = (self._next_second or 0.0) - PERCENTILE_WINDOW_S - MAX_REOPEN_S
+        self._gaps = [g for g in self._gaps if g[1] > keep_from]
+
+    def _reopen(self, first_s: float) -> bool:
+        """Take back the summaries of the seconds from ``first_s``'s on, when a sample of one
+        came after it was closed; True if any was (the caller closes them again)."""
+        assert self._next_second is not None
+        second = max(math.floor(first_s), self._next_second - MAX_REOPEN_S)
+        if second >= self._next_second:
+            return False
+        ends, _ = self.throughput.view()
+        k = len(ends) - int(np.searchsorted(ends, second + 1.0, side="left"))
+        for ring in (self.throughput, self.errors, self.p50, self.p95, self.p99):
+            ring.drop_newest(k)
+        self._next_second = float(second)
+        return True
+
     def _summarise(self, newest_s: float) -> None:
-        """Close every whole second before the newest sample's second."""
+        """Close every whole second before the one ``newest_s`` falls in."""
         upto = math.floor(newest_s)
         assert self._next_second is not None
+        if upto <= self._next_second:
+            return
         if upto - self._next_second > MAX_CATCH_UP_S:
             # After a very long gap, summarise only the last hour; the gap itself stays
             # visible as a break in the lines rather than thousands of made-up zeros.
@@ -199,14 +323,17 @@ class EndpointSeries:
         lat_t, lat_v = self.ring(LATENCY).since(self._next_second - PERCENTILE_WINDOW_S)
         fail_t, _ = self.ring(FAILURE).since(self._next_second)
         seconds = np.arange(self._next_second, upto, 1.0)
-        if len(seconds) == 0:
-            return
         ends = seconds + 1.0
         counts = np.diff(np.searchsorted(lat_t, np.append(seconds[:1], ends)))
         fails = np.diff(np.searchsorted(fail_t, np.append(seconds[:1], ends)))
         self.throughput.extend(ends, counts.astype(float))
         self.errors.extend(ends, fails.astype(float))
-        lo = np.searchsorted(lat_t, ends - PERCENTILE_WINDOW_S)
+        starts = ends - PERCENTILE_WINDOW_S
+        for gap_from, back_at in self._gaps:
+            # Not into an outage, nor after it back over it: a second there summarises
+            # only what came after it (none while it lasts).
+            starts = np.where(ends > gap_from, np.maximum(starts, back_at), starts)
+        lo = np.searchsorted(lat_t, starts)
         hi = np.searchsorted(lat_t, ends)
         pct = np.full((len(ends), 3), np.nan)
         for k in range(len(ends)):
@@ -216,6 +343,7 @@ class EndpointSeries:
         self.p95.extend(ends, pct[:, 1])
         self.p99.extend(ends, pct[:, 2])
         self._next_second = float(upto)
+        self.version += 1
 
     def error_rate(self, last_s: float = 10.0) -> float | None:
         """Share of failed requests over the newest ``last_s`` summarised seconds."""

@@ -145,6 +145,9 @@ class LiveView(QScrollArea):
         coarse = span >= COARSE_WINDOW_S
         drew = False
         for panel in self.panels.values():
+            # An outage's seconds close by the clock, whether the panel is in sight or not:
+            # no request arrives to close them (widgets/series.py).
+            panel.series.settle(now)
             if not panel.visibleRegion().isEmpty():
                 drew = panel.redraw(start, coarse=coarse) or drew
         self.x_link.set_views(start, now, snap=self.snap_to_pixels)
