@@ -158,6 +158,8 @@ class EndpointPanel(QFrame):
         self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.stats = QLabel("")
         self.stats.setObjectName("panelStats")
+        # Selectable, to paste the figures into a ticket or a chat.
+        self.stats.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         header.addWidget(self.dot)
         header.addWidget(self.title, 1)
         header.addWidget(self.stats)
@@ -415,12 +417,15 @@ class EndpointPanel(QFrame):
         self._fed.clear()
         self._drawn_version = -1
         self._drawn_start = 0.0
+        for plot in self.plots():
+            plot.reset_interaction()
         if self.latency_plot is not None and not self.scraped:
             live = mode == "live"
             names = (("points", "request", "max"), ("p50", "p50", "mean"))
             for key, live_name, history_name in names:
                 self.latency_plot.rename(key, live_name if live else history_name)
-            for key in ("p95", "p99", "failures"):  # history draws none of these
+            # History draws none of these; one the user hid from the legend stays hidden.
+            for key in ("p95", "p99", "failures"):
                 if key in self.latency_plot.curves:
                     self.latency_plot.show_curve(key, live)
 

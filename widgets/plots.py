@@ -1,4 +1,5 @@
-"""Live time-series plots (pyqtgraph): named curves, a hover read-out, clickable latency points.
+"""Live time-series plots (pyqtgraph): named curves, a hover read-out, clickable latency points,
+and a menu of our own (export CSV or PNG, reset zoom).
 
 Thread: GUI only. Plots never pull data: their owner hands them numpy views on its repaint
 timer, and a curve whose data did not change is not touched.
@@ -6,20 +7,61 @@ timer, and a curve whose data did not change is not touched.
 
 from __future__ import annotations
 
+import csv
+import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Qt, Signal
-from PySide6.QtWidgets import QGraphicsItem
+from PySide6.QtCore import QEvent, QPointF, Qt, Signal
+from PySide6.QtWidgets import QFileDialog, QGraphicsItem, QMenu, QMessageBox
 
 from widgets.incident_marks import IncidentMarks, IncidentSpan
 from widgets.points_item import LineItem, PointsItem
 from widgets.theme import Theme
 
+log = logging.getLogger(__name__)
+
 HOVER_RADIUS_PX = 10.0
+HOVER_MAX_POINTS = 4_000  # looked at around the cursor per curve: a mouse move stays cheap
+LEGEND_OFFSET_PX = (4, 2)
+LEGEND_SPACING_PX = (8, 9)  # between a legend's cells, around them
+LEGEND_COMPACT_PX = (3, 3)  # the same where the plot is too narrow for two rows of entries
+_export_dir = Path.home()  # where the last export went; the next one offers the same folder
+
+
+def write_series_csv(path: str | Path, series: Sequence[tuple[str, np.ndarray, np.ndarray]],
+                     unit: str) -> int:
+    """Write each series as two columns, its time (local ISO 8601 with the UTC offset) and its
+    value, side by side; returns the number of data rows.
+
+    Series have their own time stamps (each request, each second), so they are not joined on
+    one time column; gaps (NaN breaks in a line) are not data and are left out."""
+    header: list[str] = []
+    columns: list[tuple[list[str], list[str]]] = []
+    for label, t, v in series:
+        keep = np.isfinite(v)
+        header += [f"{label} time", f"{label} ({unit})"]
+        columns.append(([_iso_time(x) for x in t[keep]], [repr(float(x)) for x in v[keep]]))
+    rows = max((len(times) for times, _ in columns), default=0)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for i in range(rows):
+            row: list[str] = []
+            for times, values in columns:
+                row += [times[i], values[i]] if i < len(times) else ["", ""]
+            writer.writerow(row)
+    return rows
+
+
+def _iso_time(t_s: float) -> str:
+    return datetime.fromtimestamp(t_s, tz=UTC).astimezone().isoformat(
+        timespec="milliseconds")
 
 
 class TimeAxisItem(pg.DateAxisItem):
@@ -29,12 +71,32 @@ class TimeAxisItem(pg.DateAxisItem):
         super().__init__(orientation="bottom", **kwargs)
 
 
+class ValueAxisItem(pg.AxisItem):
+    """The y axis. The wheel over it zooms y where its plot allows (frozen and history views);
+    the view box itself keeps y off the mouse, so the wheel inside the plot zooms time only."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(orientation="left", **kwargs)
+        self.zoom_y: Callable[[float, QPointF], bool] | None = None
+
+    def wheelEvent(self, event) -> None:
+        if self.zoom_y is not None and self.zoom_y(event.delta(), event.scenePos()):
+            event.accept()
+        else:
+            super().wheelEvent(event)
+
+
 class SeriesPlotWidget(pg.PlotWidget):
-    """A titled plot of named curves over epoch seconds, with a hover read-out."""
+    """A titled plot of named curves over epoch seconds, with a hover read-out and a menu.
+
+    Three y modes: live (the owner's frames fit y on every frame), following (paused or
+    history: y refits to what is in sight as x pans) and the user's own y zoom (wheel over
+    the y axis in a frozen view), kept until Reset zoom or the next live frame."""
 
     def __init__(self, title: str, unit: str, theme: Theme, parent=None, *,
                  zero_floor: bool = True) -> None:
-        super().__init__(parent=parent, axisItems={"bottom": TimeAxisItem()})
+        super().__init__(parent=parent, axisItems={"bottom": TimeAxisItem(),
+                                                   "left": ValueAxisItem()})
         self.zero_floor = zero_floor
         self.title = title
         self.unit = unit
@@ -46,7 +108,14 @@ class SeriesPlotWidget(pg.PlotWidget):
         self._data_version = 0
         self._last_view: tuple[int, int] | None = None
         self._follow_y = False  # y refits to what is in sight as x or the data change
+        self._y_zoomed = False  # the user set y with the wheel; fits leave it alone
+        self._user_hidden: set[str] = set()  # curves hidden from the legend, kept across views
+        self._linker: XLinker | None = None
+        self._menu: QMenu | None = None
+        self.export_stem = "-".join(title.lower().replace("&", " ").split()) or "plot"
         item = self.getPlotItem()
+        # pyqtgraph's own menu would let x be set per plot, but x is linked and driven by the
+        # window's clock: ours (context_menu) offers what stays true for the linked plots.
         item.setMenuEnabled(False)
         item.hideButtons()
         # No grid: pyqtgraph draws grid lines as part of the axes, which then repaint the whole
@@ -64,8 +133,11 @@ class SeriesPlotWidget(pg.PlotWidget):
         vb.setMouseEnabled(x=True, y=False)
         vb.enableAutoRange(axis="y")
         vb.sigXRangeChanged.connect(self._on_view_x_range_changed)
-        self.legend = item.addLegend(offset=(4, 2), labelTextSize="8pt", colCount=5,
+        vb.sigResized.connect(self._on_view_resized)
+        item.getAxis("left").zoom_y = self._zoom_y
+        self.legend = item.addLegend(offset=LEGEND_OFFSET_PX, labelTextSize="8pt", colCount=5,
                                      verSpacing=-6, horSpacing=8)
+        self.legend.sigSampleClicked.connect(self._on_legend_sample_clicked)
         # Text is the costliest thing a plot paints; legend and title change rarely, so they
         # are drawn once into pixmaps and blitted on every frame.
         self.legend.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
@@ -78,6 +150,7 @@ class SeriesPlotWidget(pg.PlotWidget):
             it.hide()
             item.addItem(it, ignoreBounds=True)
         self.scene().sigMouseMoved.connect(self._on_scene_mouse_moved)
+        self.scene().sigMouseClicked.connect(self._on_scene_mouse_clicked)
         self.incident_marks = IncidentMarks(item, theme)
         self.apply_theme(theme)
 
@@ -109,18 +182,70 @@ class SeriesPlotWidget(pg.PlotWidget):
         sample, text = self.legend.items[-1]
         for part in (sample, text, text.item):  # the label draws through its text item
             part.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        self._fit_legend(relayout=True)
 
     def show_curve(self, key: str, shown: bool) -> None:
         """Show or hide a curve and its legend entry: a legend must not list what is not
-        drawn (history views draw no percentiles and no failure dots)."""
+        drawn (history views draw no percentiles and no failure dots). A curve the user hid
+        from the legend stays hidden, listed with its crossed-out eye."""
         curve = self.curves[key]
-        curve.setVisible(shown)
+        curve.setVisible(shown and key not in self._user_hidden)
         listed = self.legend.getLabel(curve) is not None
         if shown and not listed:
             self._add_to_legend(curve, self._labels.get(key, key))
         elif not shown and listed:
             self._labels[key] = self.legend.getLabel(curve).text
             self.legend.removeItem(curve)
+            self._fit_legend(relayout=True)
+
+    def _on_legend_sample_clicked(self, curve: QGraphicsItem) -> None:
+        # The legend has already toggled the curve: remember the user's choice for later views.
+        key = next((k for k, c in self.curves.items() if c is curve), None)
+        if key is None:
+            return
+        if curve.isVisible():
+            self._user_hidden.discard(key)
+        else:
+            self._user_hidden.add(key)
+            self.hide_hover()
+        if self._follow_y:
+            self._refit_y()
+
+    def _fit_legend(self, *, relayout: bool = False) -> None:
+        """As many legend columns as the plot's width holds: a narrow plot wraps its legend
+        onto more rows instead of clipping its last entries. Runs on resizes and on legend
+        changes, never per frame."""
+        legend, items = self.legend, self.legend.items
+        room = self.getPlotItem().getViewBox().width() - LEGEND_OFFSET_PX[0] - 2
+        if not items or room <= 0:
+            return
+        widths = [sample.width() + label.item.boundingRect().width() for sample, label in items]
+
+        def columns_for(gap: float, margin: float) -> int:
+            for n in range(len(widths), 1, -1):
+                need = 2 * margin + gap * (2 * n - 1) + sum(max(widths[c::n]) for c in range(n))
+                if need <= room:
+                    return n
+            return 1
+
+        spacing = LEGEND_SPACING_PX
+        columns = columns_for(*spacing)
+        if math.ceil(len(widths) / columns) > 2:  # tighter before a third row covers the data
+            spacing = LEGEND_COMPACT_PX
+            columns = columns_for(*spacing)
+        layout = legend.layout
+        if layout.horizontalSpacing() != spacing[0]:
+            layout.setHorizontalSpacing(spacing[0])
+            layout.setContentsMargins(*[spacing[1]] * 4)
+            relayout = True
+        if relayout or columns != legend.columnCount:
+            # setColumnCount lays every entry out again, in order: no holes where an entry
+            # was removed (a history view's percentiles).
+            legend.columnCount = 0
+            legend.setColumnCount(columns)
+
+    def _on_view_resized(self, _vb) -> None:
+        self._fit_legend()
 
     def legend_sample(self, key: str) -> QGraphicsItem | None:
         """The legend's sample of a curve (its dot or line swatch)."""
@@ -152,6 +277,8 @@ class SeriesPlotWidget(pg.PlotWidget):
         With ``snap`` the window moves in whole pixels, and a plot whose data did not change
         since a view that lands on the same pixel is left alone: that frame would look the same.
         """
+        if self._follow_y or self._y_zoomed:
+            self._leave_frozen()
         vb = self.getPlotItem().getViewBox()
         if snap:
             px = (x1 - x0) / max(1.0, vb.width())
@@ -163,7 +290,6 @@ class SeriesPlotWidget(pg.PlotWidget):
             self._last_view = key
         else:
             self._last_view = None
-        self._follow_y = False  # the live clock fits y on every frame itself
         y_range = self.y_range(x0, x1)
         if y_range is None:
             vb.setRange(xRange=(x0, x1), padding=0)
@@ -203,9 +329,57 @@ class SeriesPlotWidget(pg.PlotWidget):
     def fit_y(self) -> None:
         """Fit y to what is in sight, below the legend, and keep it fitted as the view pans
         or its data change (paused or history views). pyqtgraph's own auto-range fits the
-        highest value to the top edge, where the legend then hides it."""
+        highest value to the top edge, where the legend then hides it. A y range the user
+        zoomed to stays (history refits every refresh) until Reset zoom."""
+        if self._y_zoomed:
+            return
         self._follow_y = True
         self._refit_y()
+
+    @property
+    def frozen(self) -> bool:
+        """Not driven by the live clock (paused or history): the mouse may zoom and reset."""
+        return self._follow_y or self._y_zoomed
+
+    def _leave_frozen(self) -> None:
+        # Back to live frames: the clock fits y on every frame itself, and what the mouse
+        # left on the frozen view (a read-out, a zoom) no longer describes it.
+        self._follow_y = self._y_zoomed = False
+        self._last_view = None
+        self.hide_hover()
+
+    def reset_interaction(self) -> None:
+        """A new view (another time window): drop the hover read-out and the user's y zoom."""
+        self.hide_hover()
+        self._y_zoomed = False
+
+    def _zoom_y(self, delta: float, scene_pos: QPointF) -> bool:
+        """The wheel over the y axis: zoom y about the cursor, frozen views only (live views
+        keep y fitted to the data). True when it zoomed."""
+        if not self.frozen:
+            return False
+        vb = self.getPlotItem().getViewBox()
+        (y0, y1), centre = vb.viewRange()[1], vb.mapSceneToView(scene_pos).y()
+        scale = 1.02 ** (delta * vb.state["wheelScaleFactor"])  # as pyqtgraph's own wheel
+        self._follow_y, self._y_zoomed = False, True
+        vb.setYRange(centre + (y0 - centre) * scale, centre + (y1 - centre) * scale, padding=0)
+        return True
+
+    def reset_zoom(self) -> None:
+        """Back to the frozen view's own time range with y fitted, for every linked plot
+        (a live view has no zoom to reset)."""
+        if not self.frozen:
+            return
+        self.hide_hover()
+        if self._linker is not None:
+            self._linker.reset_zoom()
+            return
+        self._y_zoomed = False
+        spans = [(t[0], t[-1]) for key, (t, _) in self._data.items()
+                 if len(t) and self.curves[key].isVisible()]
+        if spans:
+            self.setXRange(min(a for a, _ in spans), max(b for _, b in spans), padding=0.01)
+        self.fit_y()
 
     def _refit_y(self) -> None:
         vb = self.getPlotItem().getViewBox()
@@ -278,27 +452,43 @@ class SeriesPlotWidget(pg.PlotWidget):
 
     def nearest(self, scene_pos: QPointF, keys: list[str] | None = None
                 ) -> tuple[str, float, float] | None:
-        """The drawn point closest to a scene position, within a few pixels in x."""
+        """The curve under a scene position, within a few pixels, and its sample there.
+
+        Distances are in screen pixels, in x and y: to each dot, and for a line also to its
+        segments, so pointing anywhere on a line (between its samples too) picks that line,
+        and the sample reported is the segment's end nearer the cursor. On a tie the curve
+        drawn on top wins."""
         vb = self.getPlotItem().getViewBox()
         if not vb.sceneBoundingRect().contains(scene_pos):
             return None
         pos = vb.mapSceneToView(scene_pos)
-        px = vb.viewPixelSize()
+        px, py = vb.viewPixelSize()
+        reach = HOVER_RADIUS_PX * px
         best: tuple[float, str, float, float] | None = None
         for key in keys or list(self._data):
             if key not in self._data or not self.curves[key].isVisible():
                 continue
             t, v = self._data[key]
-            if len(t) == 0:
+            line = not self._styles[key]["points"]
+            lo, hi = (int(i) for i in np.searchsorted(t, (pos.x() - reach, pos.x() + reach)))
+            if line:  # the segments that cross into the cursor's reach from either side
+                lo, hi = max(0, lo - 1), min(len(t), hi + 1)
+            if hi - lo > HOVER_MAX_POINTS:
+                mid = int(np.searchsorted(t, pos.x()))
+                lo, hi = max(lo, mid - HOVER_MAX_POINTS // 2), min(hi, mid + HOVER_MAX_POINTS // 2)
+            if hi <= lo:
                 continue
-            i = int(np.searchsorted(t, pos.x()))
-            lo, hi = max(0, i - 50), min(len(t), i + 50)
-            dx = (t[lo:hi] - pos.x()) / px[0]
-            dy = (v[lo:hi] - pos.y()) / px[1] if self._styles[key]["points"] else 0.0 * dx
+            dx = (t[lo:hi] - pos.x()) / px
+            dy = (v[lo:hi] - pos.y()) / py
             d2 = np.nan_to_num(dx * dx + dy * dy, nan=np.inf)
             j = int(np.argmin(d2))
-            if best is None or d2[j] < best[0]:
-                best = (float(d2[j]), key, float(t[lo + j]), float(v[lo + j]))
+            score = float(d2[j])
+            if line and hi - lo >= 2:
+                seg, k = _nearest_segment(dx, dy)
+                if seg < score:
+                    score, j = seg, k
+            if best is None or score <= best[0]:
+                best = (score, key, float(t[lo + j]), float(v[lo + j]))
         if best is None or best[0] > HOVER_RADIUS_PX ** 2:
             return None
         return best[1], best[2], best[3]
@@ -306,17 +496,143 @@ class SeriesPlotWidget(pg.PlotWidget):
     def _on_scene_mouse_moved(self, scene_pos: QPointF) -> None:
         hit = self.nearest(scene_pos)
         if hit is None:
-            self._hover_text.hide()
-            self._hover_line.hide()
+            self.hide_hover()
             return
         key, t, v = hit
-        label = self.curves[key].name() or key
+        label = self._labels.get(key) or self.curves[key].name() or key
         stamp = time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t % 1 * 1000):03d}"
         self._hover_text.setText(f"{label}: {v:.4g} {self.unit}\n{stamp}")
         self._hover_text.setPos(t, v)
+        self._hover_text.setAnchor(self._hover_anchor(t, v))
         self._hover_line.setPos(t)
         self._hover_text.show()
         self._hover_line.show()
+
+    def _hover_anchor(self, t: float, v: float) -> tuple[float, float]:
+        """Above and right of the point, flipped left or below where the box would leave
+        the plot (a point near the right edge is where live data is)."""
+        vb = self.getPlotItem().getViewBox()
+        inside = vb.sceneBoundingRect()
+        at = vb.mapViewToScene(QPointF(t, v))
+        size = self._hover_text.textItem.boundingRect()
+        flip_x = at.x() + size.width() > inside.right() and at.x() - size.width() >= inside.left()
+        flip_y = at.y() - size.height() < inside.top()
+        return (1.0 if flip_x else 0.0, 0.0 if flip_y else 1.0)
+
+    def hide_hover(self) -> None:
+        self._hover_text.hide()
+        self._hover_line.hide()
+
+    def leaveEvent(self, event) -> None:
+        self.hide_hover()
+        super().leaveEvent(event)
+
+    def viewportEvent(self, event: QEvent) -> bool:
+        # The mouse leaves the viewport (the plot's whole face), not the view around it.
+        if event.type() == QEvent.Type.Leave:
+            self.hide_hover()
+        return super().viewportEvent(event)
+
+    # -- menu, export, zoom reset ---------------------------------------------------------
+
+    def _on_scene_mouse_clicked(self, event) -> None:
+        inside = self.getPlotItem().sceneBoundingRect().contains(event.scenePos())
+        if not inside or event.isAccepted():
+            return
+        if event.button() == Qt.MouseButton.RightButton:
+            event.accept()
+            self.context_menu().popup(event.screenPos().toPoint())
+
+    def mouseDoubleClickEvent(self, event) -> None:
+        # Here rather than in the scene's click events: under Qt 6 a double-click arrives as
+        # press, double-click, release, and pyqtgraph's scene then reports a single click.
+        super().mouseDoubleClickEvent(event)
+        at = self.mapToScene(event.position().toPoint())
+        if (event.button() == Qt.MouseButton.LeftButton and self.frozen
+                and self.getPlotItem().getViewBox().sceneBoundingRect().contains(at)
+                and not self.legend.sceneBoundingRect().contains(at)):
+            event.accept()
+            self.reset_zoom()
+
+    def context_menu(self) -> QMenu:
+        """The plot's menu, its Reset zoom enabled only where there is a zoom to reset."""
+        if self._menu is None:
+            self._menu = QMenu(self)
+            self._menu.addAction("Export data as CSV…", self._on_menu_export_csv)
+            self._menu.addAction("Save image as PNG…", self._on_menu_save_png)
+            self._menu.addSeparator()
+            # Double-click does the same; a live view has no zoom of its own to reset.
+            self._reset_action = self._menu.addAction("Reset zoom", self.reset_zoom)
+        self._reset_action.setEnabled(self.frozen)
+        return self._menu
+
+    def visible_series(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """(legend label, times, values) of each drawn curve, within the x range in sight."""
+        x0, x1 = self.getPlotItem().getViewBox().viewRange()[0]
+        out = []
+        for key, (t, v) in self._data.items():
+            if not self.curves[key].isVisible() or self.legend.getLabel(self.curves[key]) is None:
+                continue
+            i, j = np.searchsorted(t, (x0, x1), side="left")
+            if j > i:
+                out.append((self._labels.get(key, key), t[i:j], v[i:j]))
+        return out
+
+    def write_csv(self, path: str | Path) -> int:
+        """The curves drawn in the visible time range, as CSV (see ``write_series_csv``)."""
+        return write_series_csv(path, self.visible_series(), self.unit)
+
+    def save_png(self, path: str | Path) -> None:
+        """The plot as drawn, without the hover read-out, as a PNG."""
+        self.hide_hover()
+        if not self.grab().save(str(path), "PNG"):
+            raise OSError(f"could not write {path}")
+
+    def _ask_path(self, caption: str, suffix: str, kinds: str) -> Path | None:
+        global _export_dir
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        default = _export_dir / f"{self.export_stem}-{stamp}.{suffix}"
+        path, _ = QFileDialog.getSaveFileName(self, caption, str(default), kinds)
+        if not path:
+            return None
+        _export_dir = Path(path).parent
+        return Path(path)
+
+    def _on_menu_export_csv(self) -> None:
+        path = self._ask_path("Export data as CSV", "csv", "CSV files (*.csv)")
+        if path is None:
+            return
+        try:
+            rows = self.write_csv(path)
+        except OSError as exc:
+            QMessageBox.warning(self, "Export failed", f"Could not write {path}: "
+                                f"{exc.strerror or exc}")
+            return
+        log.info("exported %d rows of %s to %s", rows, self.title, path)
+
+    def _on_menu_save_png(self) -> None:
+        path = self._ask_path("Save image as PNG", "png", "PNG images (*.png)")
+        if path is None:
+            return
+        try:
+            self.save_png(path)
+        except OSError as exc:
+            QMessageBox.warning(self, "Export failed", str(exc))
+
+
+def _nearest_segment(dx: np.ndarray, dy: np.ndarray) -> tuple[float, int]:
+    """Squared distance from the origin (the cursor) to the nearest segment of a polyline
+    given in pixel offsets, and the index of that segment's end nearer to the cursor.
+    A segment with a NaN end is a gap, not a segment."""
+    ax, ay, bx, by = dx[:-1], dy[:-1], dx[1:], dy[1:]
+    sx, sy = bx - ax, by - ay
+    length2 = sx * sx + sy * sy
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u = np.clip(np.where(length2 > 0, -(ax * sx + ay * sy) / length2, 0.0), 0.0, 1.0)
+    cx, cy = ax + u * sx, ay + u * sy
+    d2 = np.nan_to_num(cx * cx + cy * cy, nan=np.inf)
+    k = int(np.argmin(d2))
+    return float(d2[k]), k + (1 if u[k] > 0.5 else 0)
 
 
 class LatencyPlotWidget(SeriesPlotWidget):
@@ -342,7 +658,6 @@ class LatencyPlotWidget(SeriesPlotWidget):
         # Counted in the y auto-range on purpose: the SLO is always in sight.
         self.getPlotItem().addItem(self.slo_line)
         self._apply_slo_theme()
-        self.scene().sigMouseClicked.connect(self._on_scene_mouse_clicked)
 
     def y_ceiling(self) -> float:
         return self.slo_line.value() if self.slo_line.isVisible() else -np.inf
@@ -368,7 +683,8 @@ class LatencyPlotWidget(SeriesPlotWidget):
         self.slo_line.label.setColor(self.theme.slo)
 
     def _on_scene_mouse_clicked(self, event) -> None:
-        if event.button() != Qt.MouseButton.LeftButton:
+        super()._on_scene_mouse_clicked(event)
+        if event.isAccepted() or event.button() != Qt.MouseButton.LeftButton or event.double():
             return
         hit = self.nearest(event.scenePos(), ["failures", "points"])
         if hit is not None:
@@ -381,11 +697,14 @@ class XLinker:
     which shifts plots whose columns differ in width)."""
 
     def __init__(self) -> None:
-        self.plots: list[pg.PlotWidget] = []
+        self.plots: list[SeriesPlotWidget] = []
         self._busy = False
+        # The frozen view's own x range (padding included), where Reset zoom returns.
+        self.home: tuple[float, float, float] | None = None
 
-    def add(self, plot: pg.PlotWidget) -> None:
+    def add(self, plot: SeriesPlotWidget) -> None:
         self.plots.append(plot)
+        plot._linker = self
         plot.getViewBox().sigXRangeChanged.connect(self._on_view_x_range_changed)
         if len(self.plots) > 1:
             x0, x1 = self.plots[0].getViewBox().viewRange()[0]
@@ -395,6 +714,7 @@ class XLinker:
         self.plots.clear()
 
     def set_range(self, x0: float, x1: float, padding: float = 0.0) -> None:
+        self.home = (x0, x1, padding)
         self._busy = True
         try:
             for plot in self.plots:
@@ -412,6 +732,20 @@ class XLinker:
             self._busy = False
 
     def fit_y(self) -> None:
+        """The view froze (paused): y follows what is in sight, and Reset zoom comes back
+        to this x range."""
+        if self.plots:
+            x0, x1 = self.plots[0].getViewBox().viewRange()[0]
+            self.home = (x0, x1, 0.0)
+        for plot in self.plots:
+            plot.hide_hover()
+            plot.fit_y()
+
+    def reset_zoom(self) -> None:
+        for plot in self.plots:
+            plot._y_zoomed = False
+        if self.home is not None:
+            self.set_range(*self.home)
         for plot in self.plots:
             plot.fit_y()
 
