@@ -22,6 +22,7 @@ from typing import ClassVar
 
 from app.core.bus import Bus
 from app.core.domain import EndpointUri, Metric, Sample, UriError
+from probes.health import FailureWindow
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class ProbeError(Exception):
 class EndpointState(enum.StrEnum):
     STARTING = "starting"
     UP = "up"
-    DEGRADED = "degraded"  # answering, but some requests fail
+    DEGRADED = "degraded"  # answering, but a share of requests fail (probes/health.py)
     DOWN = "down"
     PAUSED = "paused"
     STOPPED = "stopped"
@@ -293,6 +294,16 @@ class Probe(ABC):
             log.warning("%s is back up after %.0f s", self.endpoint,
                         time.monotonic() - self._down_since)
             self._told_down = None
+
+    def set_request_state(self, window: FailureWindow, now: float) -> None:
+        """Up or degraded as ``window`` judges the recent requests at ``now`` (the one rule
+        of probes/health.py); while degraded, ``last_error`` says why."""
+        degraded = window.judge(now)
+        if degraded:
+            self.last_error = window.reason
+        elif window.judged:
+            self.last_error = None  # answering well again
+        self.state = EndpointState.DEGRADED if degraded else EndpointState.UP
 
     def wait_if_paused(self) -> None:
         """Block while paused; call between requests."""

@@ -2,8 +2,12 @@
 failure judgement, captures, and the down/up cycle when a server goes away and comes back.
 
 A subclass says how to check health, how to learn the model's inputs, how to encode one request
-and how to decode one answer. Thread: ``run`` on the probe's own thread; the constructor makes
-one quick attempt to reach the server so user-fixable problems surface at attach time.
+and how to decode one answer. The state is down while the server cannot be reached (or says it
+is not ready), else up or degraded by the share of recent requests that failed, as for every
+probe that sends requests (probes/health.py).
+
+Thread: ``run`` on the probe's own thread; the constructor makes one quick attempt to reach the
+server so user-fixable problems surface at attach time.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from probes.base import (
     first_line,
     traffic_params,
 )
+from probes.health import FailureWindow
 from probes.http_common import (
     HTTP_PARAMS,
     Backoff,
@@ -46,7 +51,7 @@ from probes.payload import Payload, load_payload
 log = logging.getLogger(__name__)
 
 UP_METRIC = Metric.UP
-STATE_INTERVAL_S = 0.5
+STATE_INTERVAL_S = 0.5  # how often the state is judged (its window is probes/health.py's)
 _NUMERIC_KINDS = frozenset("biuf")
 
 
@@ -106,6 +111,7 @@ class RemoteModelProbe(Probe):
         # would otherwise be sampled on the same few rows every loop.
         self._capture_draw = random.Random().random
         self._backoff = Backoff()
+        self.health = FailureWindow()
         try:
             with self.client.quick():
                 self._connect(retries=0)
@@ -265,7 +271,6 @@ class RemoteModelProbe(Probe):
         period_s = 1.0 / self.rate_hz if self.rate_hz > 0 else 0.0
         next_due = time.perf_counter()
         next_state = 0.0
-        window_failed = window_requests = 0
         while not stop.is_set():
             if self.paused:
                 self.wait_if_paused()
@@ -275,7 +280,7 @@ class RemoteModelProbe(Probe):
                 if not self._reconnect(stop):
                     continue
                 next_due = time.perf_counter()
-                window_failed = window_requests = 0
+                self.health.reset()  # the outage is said by down, not counted in the share
             sent_before = self.requests
             try:
                 capture = self.measure_one()
@@ -283,7 +288,7 @@ class RemoteModelProbe(Probe):
                 # Decoders turn malformed answers into BadResponse; anything else is a bug of
                 # ours, and one odd answer must not end the probing for the rest of the run.
                 self._unexpected(exc, counted=self.requests > sent_before)
-                failed = True
+                status, error = CaptureStatus.ERROR, self.last_error
             else:
                 if self.state is EndpointState.DOWN:
                     # The request found the server gone: pause (growing, as while it is
@@ -292,15 +297,13 @@ class RemoteModelProbe(Probe):
                     continue
                 self._backoff.reset()  # it answered: the next outage starts short again
                 self.mark_answered()
-                failed = capture is not None and capture.failed
-            window_requests += 1
-            window_failed += failed
+                # Failures always come back as a capture; None is a success not sampled.
+                status, error = ((capture.status, capture.error) if capture is not None
+                                 else (CaptureStatus.OK, None))
             now = time.perf_counter()
+            self.health.add(status, now, error)
             if now >= next_state:
-                self.state = EndpointState.DEGRADED if window_failed else EndpointState.UP
-                if not window_failed:
-                    self.last_error = None  # answering well again
-                window_failed = window_requests = 0
+                self.set_request_state(self.health, now)
                 next_state = now + STATE_INTERVAL_S
             if period_s:
                 next_due += period_s
@@ -316,8 +319,8 @@ class RemoteModelProbe(Probe):
         causing it does not flood the log."""
         self.requests += 0 if counted else 1
         self.errors += 1
+        # Counted as an error in the share that decides the state (run), as a server's is.
         self.last_error = self.client.redact(self.internal_error(exc, "handling an answer"))
-        self.state = EndpointState.DEGRADED
         self.bus.put(Sample(self.endpoint, time.time_ns(), Metric.FAILURE, 1.0))
 
     def info(self) -> dict[str, str]:

@@ -3,6 +3,9 @@
 URI parameters: ``provider`` (cpu, cuda, tensorrt, openvino, coreml, dml, rocm), ``payload``
 (a file of input rows), ``rate`` (requests/s), ``capture`` (share of successes kept),
 ``slo_ms``, ``min_confidence``, ``threads`` (intra-op threads), ``version``.
+
+Its state: down when every request of the last half second raised, else up or degraded by the
+share of recent requests that failed, as for every probe that sends requests (probes/health.py).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from probes.base import (
     register,
     traffic_params,
 )
+from probes.health import FailureWindow
 from probes.payload import Payload, load_payload
 
 log = logging.getLogger(__name__)
@@ -258,7 +262,8 @@ class OnnxProbe(Probe):
         self._session_run = self.session.run
         self._unsettled: list[tuple[int, int, int, list | None, str | None]] = []
         self._settle_due = 0.0
-        self._window_errors = self._window_requests = 0
+        self._window_errors = self._window_requests = 0  # since the last state update
+        self.health = FailureWindow()
 
     def info(self) -> dict[str, str]:
         return {"kind": "onnx", "model_version": self.model_version, "provider": self.provider,
@@ -302,6 +307,8 @@ class OnnxProbe(Probe):
         captures: list[Capture] = []
         endpoint = self.endpoint
         verdicts = self._judge_batch(unsettled)
+        failed_by: dict[CaptureStatus, int] = {}
+        last_error: str | None = None
         for (index, ts_ns, latency_ns, outputs, error), (status, prediction, confidence) in zip(
                 unsettled, verdicts, strict=True):
             request = self.requests_ready[index]
@@ -312,6 +319,8 @@ class OnnxProbe(Probe):
             if failed:
                 self.errors += 1
                 self._window_errors += status is CaptureStatus.ERROR
+                failed_by[status] = failed_by.get(status, 0) + 1
+                last_error = error or last_error
                 items.append(Sample(endpoint, ts_ns, FAILURE_METRIC, 1.0))
             self._window_requests += 1
             # Every request, failed or not, takes its turn in the random sample; a failure
@@ -331,6 +340,8 @@ class OnnxProbe(Probe):
             )
             items.append(capture)
             captures.append(capture)
+        if unsettled:
+            self.health.add_counts(len(unsettled), failed_by, time.monotonic(), last_error)
         if items:
             self.bus.put_many(items)
         return captures
@@ -414,9 +425,11 @@ class OnnxProbe(Probe):
 
     def _update_state(self) -> None:
         if self._window_requests:
-            self.state = (EndpointState.DOWN if self._window_errors == self._window_requests
-                          else EndpointState.DEGRADED if self._window_errors
-                          else EndpointState.UP)
+            if self._window_errors == self._window_requests:
+                self.state = EndpointState.DOWN
+                self.health.reset()  # an outage is said by down, not counted in the share
+            else:
+                self.set_request_state(self.health, time.monotonic())
         self._window_errors = self._window_requests = 0
 
     def close(self) -> None:
