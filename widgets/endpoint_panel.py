@@ -374,7 +374,8 @@ class EndpointPanel(QFrame):
             # a tail (p99) or a shift of the typical request (p50).
             last = [ring.last() for ring in (s.p50, s.p95, s.p99)]
             if all(v is not None and np.isfinite(v[1]) for v in last):
-                parts.append("p50/p95/p99 " + "/".join(f"{v[1]:.2f}" for v in last) + " ms")
+                parts.append("p50/p95/p99 " + "/".join(f"{v[1]:.2f}" for v in last)
+                             + f" ms of {s.percentile_requests:,}")
             rate = s.error_rate()
             if rate is not None:
                 parts.append(f"failed {rate:.0%}")

@@ -141,6 +141,9 @@ class EndpointSeries:
         self.p95 = Ring(SLOW_CAPACITY)
         self.p99 = Ring(SLOW_CAPACITY)
         self._next_second: float | None = None  # first second not yet summarised
+        # How many requests the newest p50/p95/p99 summarise: at 5 requests a second a p99
+        # of 25 is the slowest one, and the header says so.
+        self.percentile_requests = 0
         self.version = 0  # bumped on every change; plots redraw only when it moved
         # What the ``up`` samples told so far (see the module's docstring).
         self._up_read = 0  # up samples read (the ring's total)
@@ -342,6 +345,7 @@ class EndpointSeries:
         self.p50.extend(ends, pct[:, 0])
         self.p95.extend(ends, pct[:, 1])
         self.p99.extend(ends, pct[:, 2])
+        self.percentile_requests = int(hi[-1] - lo[-1])
         self._next_second = float(upto)
         self.version += 1
 

@@ -199,6 +199,9 @@ def test_a_down_endpoints_header_does_not_show_its_last_throughput(qtbot):
     assert "req/s" in panel.stats.text()
     # Rolling quantiles of a steady 3 ms series: every one reads 3 ms.
     assert "p50/p95/p99 3.00/3.00/3.00 ms" in panel.stats.text()
+    # ...of how many requests: the four whole seconds closed so far at 20 a second (a p99 of
+    # a few requests is their slowest one, and the header says how few).
+    assert "ms of 80" in panel.stats.text()
     panel.set_state("down", "connection refused")  # no more answers from here on
     assert panel.stats.text().startswith("down: no answers")
     assert "req/s" not in panel.stats.text() and "p95" not in panel.stats.text()
