@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtWidgets import QFileDialog, QMenu, QMessageBox
 
+from app.core.csv_cells import inert
+
 log = logging.getLogger(__name__)
 
 _export_dir = Path.home()  # where the last export went; the next one offers the same folder
@@ -34,7 +36,8 @@ def write_series_csv(path: str | Path, series: Sequence[tuple[str, np.ndarray, n
     columns: list[tuple[list[str], list[str]]] = []
     for label, t, v in series:
         keep = np.isfinite(v)
-        header += [f"{label} time", f"{label} ({unit})"]
+        # A series' name can come from a server's metrics page or an agent: never a formula.
+        header += [inert(f"{label} time"), inert(f"{label} ({unit})")]
         columns.append(([_iso_time(x) for x in t[keep]], [repr(float(x)) for x in v[keep]]))
     rows = max((len(times) for times, _ in columns), default=0)
     with open(path, "w", newline="", encoding="utf-8") as f:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.core.csv_cells import inert
 from app.core.domain import TensorBlob
 from app.core.output_files import refusal
 from app.core.replay import NO_CLASS, ReplayResult
@@ -172,28 +173,6 @@ def export_path(out: str | Path) -> Path:
     return target
 
 
-# A spreadsheet reads a cell starting with one of these as a formula. Labels, request ids and
-# errors come from production logs and servers, not from the user: "=HYPERLINK(...)" in one
-# would send the sheet's cells elsewhere when the export is opened.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _inert(value: object) -> object:
-    """Text that a spreadsheet would run as a formula, kept as text (a leading quote, as
-    OWASP advises); numbers, negative ones included, stay numbers."""
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS) and not _number(value):
-        return "'" + value
-    return value
-
-
-def _number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def write_cases_csv(result: ReplayResult, out: str | Path, *, inputs: bool = False,
                     workspace: Path | None = None) -> Path:
     """Write ``case_table`` to ``out``, whole or not at all (a temporary file renamed); see
@@ -213,7 +192,7 @@ def write_cases_csv(result: ReplayResult, out: str | Path, *, inputs: bool = Fal
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(header)
-            writer.writerows([_inert(v) for v in row] for row in rows)
+            writer.writerows([inert(v) for v in row] for row in rows)
         os.replace(tmp, out)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)

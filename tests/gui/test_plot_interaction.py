@@ -286,3 +286,20 @@ def test_the_panel_header_figures_can_be_selected_to_copy(qtbot):
     panel = EndpointPanel("onnx:m.onnx", "onnx", theme_named("dark"))
     qtbot.addWidget(panel)
     assert panel.stats.textInteractionFlags() & Qt.TextInteractionFlag.TextSelectableByMouse
+
+
+def test_a_series_named_like_a_formula_is_exported_as_text(tmp_path):
+    # A scraped page or an agent names its own series: opened in a spreadsheet, a header
+    # "=HYPERLINK(...)" would run.
+    from widgets.plot_menu import write_series_csv
+
+    t = 1_000.0 + np.arange(3, dtype=float)
+    path = tmp_path / "other.csv"
+    write_series_csv(path, [('=HYPERLINK("http://x.invalid")', t, np.ones(3)),
+                            ("queue_depth", t, -np.ones(3))], "as exposed")
+    with open(path, newline="", encoding="utf-8") as f:
+        header, first, *_ = list(csv.reader(f))
+    assert header[:2] == ["'=HYPERLINK(\"http://x.invalid\") time",
+                          "'=HYPERLINK(\"http://x.invalid\") (as exposed)"]
+    assert header[2:] == ["queue_depth time", "queue_depth (as exposed)"]
+    assert first[3] == "-1.0"  # a negative number stays a number
