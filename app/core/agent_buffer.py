@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import sqlite3
+import stat
 import tempfile
 import time
 import uuid
@@ -68,6 +69,26 @@ def _file_id(path: str | Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino)
+
+
+def not_ours(path: Path) -> str | None:
+    """What keeps a file put at the buffer's path under a running agent from being taken as
+    its buffer (None: nothing): the agent writes production captures there and its dashboards
+    read what is in it, so it must be a plain file of this user that others cannot write, not
+    something another user of a shared folder slipped in when the old one went."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return "nothing"
+    if stat.S_ISLNK(st.st_mode):
+        return "a symbolic link"
+    if not stat.S_ISREG(st.st_mode):
+        return "something that is not a file"
+    if st.st_uid != os.geteuid():
+        return f"a file of another user (uid {st.st_uid})"
+    if st.st_mode & 0o022:
+        return "a file others can write"
+    return None
 
 
 def why_not_writable(path: Path) -> str | None:
@@ -178,6 +199,10 @@ class AgentBuffer:
         existed = self.path.exists()
         conn = None
         try:
+            if not existed and not self.readonly:
+                # Made by us, for this user alone: it holds production inputs and outputs
+                # (SQLite gives its -wal and -shm files the same mode).
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             if self.readonly:
                 conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
                                        check_same_thread=False)
@@ -199,7 +224,7 @@ class AgentBuffer:
                 _create_schema(conn)
             self.conn = conn
             self.agent_id = self._meta("agent_id")
-        except (sqlite3.Error, BufferError) as exc:
+        except (sqlite3.Error, BufferError, OSError) as exc:
             if conn is not None:
                 conn.close()
             self.conn = None
@@ -269,6 +294,12 @@ class AgentBuffer:
         still serves the dashboards, and try again at the next look."""
         gone = not os.path.lexists(self.path)
         what = "was deleted or moved away" if gone else "was replaced by another file"
+        if not gone and (problem := not_ours(self.path)) is not None:
+            self._stuck(f"agent buffer {self.path} was replaced by {problem}; the agent does "
+                        "not write production captures into it and goes on in the deleted "
+                        "file, whose items are lost when it stops: move that file away and "
+                        "the agent starts a new buffer there")
+            return
         try:
             fresh = self._make_fresh() if gone else None
         except BufferError as exc:

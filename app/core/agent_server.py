@@ -37,7 +37,7 @@ from pathlib import Path
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from app.core.agent_auth import bearer_matches
-from app.core.agent_buffer import AgentBuffer
+from app.core.agent_buffer import AgentBuffer, not_ours
 from app.core.agent_buffer import BufferError as AgentBufferError
 from app.core.contract_agent import CONTRACT_PATH, MAX_REQUEST_BYTES, AgentModel, AgentRefusal
 from app.core.log_throttle import LogThrottle
@@ -405,7 +405,9 @@ class _Handler(BaseHTTPRequestHandler):
         # A dashboard keeps its connection, and this one its file: once the agent has put a
         # new buffer in place of a deleted one, serve that. Until then the old file still
         # answers (it is what the agent writes to while it cannot make a new one).
-        if self._buffer is not None and self._buffer.moved() and self._buffer.path.exists():
+        # A file someone else put there is not served: the agent does not write into it.
+        if (self._buffer is not None and self._buffer.moved() and self._buffer.path.exists()
+                and not_ours(self._buffer.path) is None):
             self._buffer.close()
             self._buffer = None
         if self._buffer is None:

@@ -132,3 +132,49 @@ def test_a_buffer_moved_away_keeps_its_items_and_a_new_one_starts_at_its_path(tm
     assert fresh.agent_id != old_id
     assert fresh.page(0).samples == [(1, 10, "m", 10.0), (2, 11, "m", 11.0)]
     fresh.close()
+
+
+def test_a_new_buffer_is_readable_by_its_user_alone(tmp_path):
+    # It holds production inputs and outputs; the default umask made it 0644.
+    buf = AgentBuffer(tmp_path / "b.sqlite")
+    buf.write_batch([Sample("e", 1, "m", 1.0)], [])
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    buf.close()
+    assert modes["b.sqlite"] == 0o600
+    assert all(mode & 0o077 == 0 for mode in modes.values()), modes  # -wal and -shm too
+
+
+@pytest.mark.parametrize("replacement", ["symlink", "other_user", "group_writable"])
+def test_a_file_someone_else_put_at_its_path_is_not_written_or_served(tmp_path, caplog,
+                                                                      replacement):
+    """In a shared folder another user could put a file at the buffer's path once the old
+    one was moved away (log rotation): the agent wrote production captures into it."""
+    import os
+
+    path = tmp_path / "b.sqlite"
+    buf = AgentBuffer(path, check_every_s=0)
+    buf.write_batch([Sample("e", 1, "m", 1.0)], [])
+    path.rename(tmp_path / "old.sqlite")
+    planted = tmp_path / "planted.sqlite"
+    AgentBuffer(planted).close()  # a well-formed buffer: only whose it is differs
+    if replacement == "symlink":
+        path.symlink_to(planted)
+    else:
+        planted.rename(path)
+        if replacement == "other_user":
+            if os.geteuid() != 0:
+                pytest.skip("giving a file to another user needs root")
+            os.chown(path, 65534, 65534)
+        else:
+            path.chmod(0o666)
+    target = planted if replacement == "symlink" else path
+    before = target.read_bytes()
+    with caplog.at_level("ERROR", logger="app.core.agent_buffer"):
+        buf.write_batch([Sample("e", 2, "m", 2.0)], [])
+        buf.write_batch([Sample("e", 3, "m", 3.0)], [])
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "does not write production captures into it" in said[0]
+    assert [s[1] for s in buf.page(0).samples] == [1, 2, 3]  # it went on in its own file
+    buf.close()
+    assert target.read_bytes() == before  # not a byte of the captures went into it
+    assert not (tmp_path / "planted.sqlite-wal").exists()
