@@ -55,6 +55,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--db", type=Path, dest="gui_db",
                         help="the workspace: with no COMMAND, open it in the window; before a "
                              "COMMAND, that command's --db")
+    parser.add_argument("--attach", action="append", default=[], metavar="URI",
+                        dest="gui_attach",
+                        help="with no COMMAND: attach this endpoint in the window once it opens "
+                             "(repeat for more; the attach dialog's URIs)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = _command_named(argv) if argv is not None else None
     for command, help_line in COMMANDS.items():
@@ -69,8 +73,8 @@ def _command_at(argv: Sequence[str]) -> int | None:
     """Where the first argument that is not a global option is, if any."""
     at = 0
     while at < len(argv):
-        if argv[at] == "--db":
-            at += 2  # the global --db takes a value
+        if argv[at] in ("--db", "--attach"):
+            at += 2  # the global --db and --attach take a value
             continue
         if not argv[at].startswith("-"):
             return at
@@ -151,14 +155,32 @@ def no_display_reason(env: Mapping[str, str], platform: str = sys.platform) -> s
             "`probescope demo --db demo.db` (see `probescope --help`)")
 
 
+def _attach_problem(uris: Sequence[str]) -> str | None:
+    """What is wrong with a URI to attach at start that shows without connecting (its form,
+    its kind): said on the terminal before the window opens. A server that does not answer
+    is said in the window, as the attach dialog says it."""
+    from app.core.domain import EndpointUri, UriError
+    from probes import schemes
+
+    for uri in uris:
+        try:
+            scheme = EndpointUri.parse(uri).scheme
+        except UriError as exc:
+            return f"--attach {uri}: {exc}"
+        if scheme not in schemes():
+            return (f"--attach {uri}: unknown endpoint kind '{scheme}'; known: "
+                    f"{', '.join(schemes())}")
+    return None
+
+
 def _run_window(args: argparse.Namespace) -> int:
-    reason = no_display_reason(os.environ)
+    reason = _attach_problem(args.gui_attach) or no_display_reason(os.environ)
     if reason:
         print(f"probescope: {reason}", file=sys.stderr)
         return EXIT_USER_ERROR
     from app.gui.launch import run_window
 
-    return run_window(args.gui_db)
+    return run_window(args.gui_db, attach=args.gui_attach)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -253,6 +275,10 @@ def _main(argv: Sequence[str] | None) -> int:
         raise
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.command is not None and args.gui_attach:
+        print(f"probescope: --attach opens the window; it takes no COMMAND ({args.command}): "
+              "give the URI to the command instead", file=sys.stderr)
+        return EXIT_USER_ERROR
     try:
         if args.command is None:
             return _run_window(args)

@@ -396,3 +396,19 @@ def test_a_db_with_no_command_still_opens_the_window(tmp_path, capsys, monkeypat
         monkeypatch.delenv(name, raising=False)
     assert main(["--db", str(tmp_path / "w.db")]) == 2  # the window's path: no display here
     assert "no display to open the window on" in capsys.readouterr().err
+
+
+def test_a_uri_to_attach_at_start_is_checked_before_the_window_opens(tmp_path, capsys,
+                                                                    monkeypatch):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    db = ["--db", str(tmp_path / "w.db")]
+    assert main([*db, "--attach", "onx:model.onnx"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--attach onx:model.onnx: unknown endpoint kind 'onx'" in err
+    # A well-formed one goes on to the window (none here: said as without --attach).
+    assert main([*db, "--attach", "system:"]) == 2
+    assert "no display to open the window on" in capsys.readouterr().err
+    assert main(["--attach", "system:", "incidents", *db]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--attach opens the window" in err

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from PySide6.QtCore import QTimer
@@ -42,9 +43,10 @@ def _close_on_ctrl_c(app: QApplication, window: MainWindow) -> dict[str, object]
     return interrupted
 
 
-def run_window(db_path: Path | None, *, screenshot: Path | None = None,
-               screenshot_after_s: float = 15.0) -> int:
-    """Open the window on a workspace, or on the demo when ``db_path`` is None."""
+def run_window(db_path: Path | None, *, attach: Sequence[str] = (),
+               screenshot: Path | None = None, screenshot_after_s: float = 15.0) -> int:
+    """Open the window on a workspace, or on the demo when ``db_path`` is None; ``attach``:
+    endpoint URIs to attach once it is open (``probescope --attach URI``)."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setOrganizationName("ProbeScope")
     app.setApplicationName("ProbeScope")
@@ -52,6 +54,8 @@ def run_window(db_path: Path | None, *, screenshot: Path | None = None,
     window.show()
     if db_path is None:
         QTimer.singleShot(0, lambda: start_demo(window))
+    if attach:
+        QTimer.singleShot(0, lambda: window.reattacher.attach_new(list(attach)))
     if screenshot is not None:  # for docs: grab the real window after it has run a while
         def grab() -> None:
             window.grab().save(str(screenshot))

@@ -94,6 +94,35 @@ class Reattacher:
             log.info("attaching %d endpoint(s) of %s again", len(pairs), workspace.name)
         return [e for e, _ in pairs]
 
+    def attach_new(self, uris: list[str]) -> None:
+        """Endpoints named on the command line (``probescope --attach URI``), attached as the
+        dialog attaches, off the GUI thread; one that cannot be is said in the status bar and
+        the log. One already being attached again with the same URI is left to that."""
+        window = self._window
+        again = {uri for _, uri in window.settings.attached(window.db_path)}
+        for uri in uris:
+            if self.remembering and uri in again:
+                continue
+            open_in_background(uri, window.open_probe, self._user_errors, window,
+                               lambda probe, error, uri=uri, workspace=window.db_path:
+                               self._on_new(workspace, uri, probe, error))
+
+    def _on_new(self, workspace: Path, uri: str, probe: object | None,
+                error: str | None) -> None:
+        window = self._window
+        if window.closed or workspace != window.db_path:
+            discard(probe)
+            return
+        if error is None:
+            try:
+                window.adopt(probe, select=False)
+                return
+            except self._user_errors as exc:
+                discard(probe)
+                error = str(exc)
+        log.warning("%s was not attached: %s", uri, error)
+        window.statusBar().showMessage(f"could not attach {uri}: {error}", 15000)
+
     def _on_opened(self, workspace: Path, endpoint: str, probe: object | None,
                    error: str | None) -> None:
         window = self._window

@@ -157,3 +157,54 @@ def test_an_agent_is_attached_again_with_the_token_file_its_endpoint_name_leaves
             again.shutdown()
     finally:
         agent.kill()
+
+
+def test_endpoints_named_on_the_command_line_are_attached_and_a_bad_one_is_said(
+        qtbot, workspace: Path, tmp_path: Path):
+    w = _open(qtbot, workspace)
+    try:
+        missing = f"onnx:{tmp_path / 'missing.onnx'}?provider=cpu"
+        w.reattacher.attach_new(["system:?rate=20", missing])
+        qtbot.waitUntil(lambda: "system:?rate=20" in w.monitor.probes, timeout=20_000)
+        qtbot.waitUntil(lambda: "could not attach" in w.statusBar().currentMessage(),
+                        timeout=20_000)
+        assert "missing.onnx does not exist" in w.statusBar().currentMessage()
+        assert list(w.monitor.probes) == ["system:?rate=20"]
+    finally:
+        w.shutdown()
+    # Attached as the user asked: watched again when the workspace next opens.
+    assert Settings().attached(workspace) == [("system:?rate=20", "system:?rate=20")]
+
+
+def test_probescope_attach_opens_the_window_recording_that_endpoint(tmp_path: Path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[2]
+    workspace = tmp_path / "ws.db"
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"),
+           "XDG_CONFIG_HOME": str(tmp_path / "config"), "QT_QPA_PLATFORM": "offscreen"}
+    with (tmp_path / "stderr.txt").open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "--db", str(workspace),
+                                 "--attach", "system:?rate=20"], env=env, cwd=root,
+                                stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline, recorded = time.monotonic() + 60, 0
+        while not recorded and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            if workspace.exists():
+                store = Store(workspace, readonly=True)
+                try:
+                    recorded = store.count_samples("system:?rate=20", "cpu_percent")
+                finally:
+                    store.close()
+        assert recorded, (tmp_path / "stderr.txt").read_text()
+        proc.send_signal(signal.SIGINT)  # closes as Quit does
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
