@@ -52,7 +52,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version",
                         version=f"probescope {probescope_version()}")
     parser.add_argument("--debug", action="store_true", help="log verbosely; show tracebacks")
-    parser.add_argument("--db", type=Path, dest="gui_db",
+    parser.add_argument("--db", type=Path, dest="gui_db", metavar="PATH",
                         help="the workspace: with no COMMAND, open it in the window; before a "
                              "COMMAND, that command's --db")
     parser.add_argument("--attach", action="append", default=[], metavar="URI",
