@@ -25,6 +25,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
+from app.core.agent_auth import TOKEN_ENV
+from app.core.domain import EndpointUri, UriError
 from app.gui.probe_opener import discard, open_in_background
 
 EXAMPLES = {
@@ -39,6 +41,24 @@ EXAMPLES = {
     "prom+https": "prom+https://prometheus.example.org/metrics",
     "agent+https": "agent+https://edge-box.example.org:7070",
 }
+
+
+def token_sent(uri: str) -> str | None:
+    """Which token an endpoint URI sends, and to where, in words; None when it sends none."""
+    try:
+        parsed = EndpointUri.parse(uri)
+    except UriError:
+        return None
+    host = parsed.target.removeprefix("//").split("/", 1)[0]
+    if parsed.scheme.startswith("agent+"):
+        source = (f"the token in the file {parsed.param('token_file')}"
+                  if parsed.param("token_file") else
+                  f"the token in ${parsed.param('token_env') or TOKEN_ENV}")
+    elif parsed.param("token_env"):
+        source = f"the token in ${parsed.param('token_env')}"
+    else:
+        return None
+    return f"{source} to {host}"
 
 
 def onnx_uri(path: str | Path) -> str:
@@ -99,9 +119,14 @@ class AttachDialog(QDialog):
         self._on_kind_current_index_changed()
 
     def set_uri(self, text: str) -> None:
-        """Fill in a URI (attaching a recorded endpoint again), its kind following it."""
+        """Fill in a URI (attaching a recorded endpoint again), its kind following it, and
+        say which token it would send where: a URI from someone else's workspace names its
+        host, and the token is this user's."""
         self.uri.setText(text)
         self._on_uri_text_edited(text)
+        sent = token_sent(text)
+        if sent:
+            self.hint.setText(self.hint.text() + f"<br>Attaching sends {sent}.")
 
     def _on_uri_text_edited(self, text: str) -> None:
         self.error.hide()

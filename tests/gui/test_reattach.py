@@ -208,3 +208,24 @@ def test_probescope_attach_opens_the_window_recording_that_endpoint(tmp_path: Pa
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_attaching_again_an_endpoint_from_someone_elses_workspace_says_which_token_goes_where(
+        qtbot, workspace: Path):
+    # Not remembered here: its name is all there is, and it names the host the token goes to.
+    store = Store(workspace)
+    try:
+        store.endpoint_id("agent+http://10.0.0.7:7070", "agent+http")
+    finally:
+        store.close()
+    w = _open(qtbot, workspace)
+    try:
+        w.endpoint_list.select("agent+http://10.0.0.7:7070")
+        assert w.actions.reattach.isEnabled() and not w.monitor.probes
+        dialog = w.show_reattach_dialog("agent+http://10.0.0.7:7070")
+        assert dialog.uri.text() == "agent+http://10.0.0.7:7070"
+        assert ("Attaching sends the token in $PROBESCOPE_AGENT_TOKEN to 10.0.0.7:7070"
+                in dialog.hint.text())
+        dialog.reject()
+    finally:
+        w.shutdown()
