@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.core.domain import CaptureStatus
 from app.core.store_base import StoreBase, _span
 
 
@@ -135,6 +136,16 @@ class SeriesReads(StoreBase):
         return None if row is None else float(row[0])
 
     # -- live dashboard reads (issue 3) ---------------------------------------------------
+
+    def failure_points(self, endpoint: str, since_ns: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ts_ns, latency_ms) of an endpoint's failed captures since ``since_ns``, oldest
+        first: the red dots of its live latency plot."""
+        eid = self._lookup_endpoint(endpoint)
+        rows = [] if eid is None else self.db.execute(
+            "SELECT ts_ns, latency_ms FROM captures WHERE endpoint_id = ? AND ts_ns >= ? "
+            "AND status != ? ORDER BY ts_ns", [eid, since_ns, str(CaptureStatus.OK)]).fetchall()
+        return (np.array([r[0] for r in rows], dtype=np.int64),
+                np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=np.float64))
 
     def time_range(self, endpoint: str, metric: str) -> tuple[int, int] | None:
         """(first, last) ts_ns of one series, answered from the index; None when empty."""

@@ -30,6 +30,8 @@ class HistoryWorker(QObject):
     history_ready = Signal(int, str, object)  # request id, endpoint, {metric: History}
     capture_ready = Signal(int, object)  # request id, StoredCapture | None
     facts_ready = Signal(str, object)  # endpoint, RecordedFacts
+    # request id, endpoint, {metric: (t_s, values)}, failed requests' (t_s, latency_ms)
+    recent_ready = Signal(int, str, object, object)
     failed = Signal(str)
 
     def __init__(self) -> None:
@@ -94,6 +96,24 @@ class HistoryWorker(QObject):
             if store is not None:
                 self.facts_ready.emit(endpoint, recorded_facts(store, endpoint))
 
+    @Slot(int, str, "qint64")
+    def load_recent(self, request_id: int, endpoint: str, since_ns: int) -> None:
+        """An endpoint's raw series and failed requests since ``since_ns``, in seconds, as
+        the live plots take them from the recorder."""
+        with self._reported():
+            store = self._open()
+            if store is None:
+                return
+            series = {}
+            for metric in store.metric_names(endpoint):
+                if metric in SKIPPED:
+                    continue
+                ts, values = store.values(endpoint, metric, since_ns)
+                if len(ts):
+                    series[metric] = (ts / 1e9, values)
+            ts, latency = store.failure_points(endpoint, since_ns)
+            self.recent_ready.emit(request_id, endpoint, series, (ts / 1e9, latency))
+
     @Slot()
     def close(self) -> None:
         if self._store is not None:
@@ -107,9 +127,11 @@ class HistoryClient(QObject):
     history_ready = Signal(int, str, object)
     capture_ready = Signal(int, object)
     facts_ready = Signal(str, object)
+    recent_ready = Signal(int, str, object, object)
     failed = Signal(str)
     _path_requested = Signal(str)
     _facts_requested = Signal(str)
+    _recent_requested = Signal(int, str, "qint64")
     _history_requested = Signal(int, str, "qint64", "qint64")
     _capture_requested = Signal(int, str, "qint64", bool)
     _close_requested = Signal()
@@ -126,6 +148,8 @@ class HistoryClient(QObject):
         self._capture_requested.connect(self._worker.load_capture)
         self._facts_requested.connect(self._worker.load_facts)
         self._worker.facts_ready.connect(self.facts_ready)
+        self._recent_requested.connect(self._worker.load_recent)
+        self._worker.recent_ready.connect(self.recent_ready)
         self._close_requested.connect(self._worker.close)
         self._worker.history_ready.connect(self.history_ready)
         self._worker.capture_ready.connect(self.capture_ready)
@@ -152,6 +176,12 @@ class HistoryClient(QObject):
     def request_facts(self, endpoint: str) -> None:
         """A recorded endpoint's counters (``facts_ready``), read after what is queued."""
         self._facts_requested.emit(endpoint)
+
+    def request_recent(self, endpoint: str, since_ns: int) -> int:
+        """An endpoint's raw recent series (``recent_ready``), read after what is queued."""
+        rid = self._id()
+        self._recent_requested.emit(rid, endpoint, since_ns)
+        return rid
 
     def stop(self) -> None:
         """Close the worker's Store on its own thread, then end the thread."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
@@ -61,6 +62,18 @@ class LiveView(QScrollArea):
         history.history_ready.connect(self._on_history_ready)
 
     # -- panels ---------------------------------------------------------------------------
+
+    def prefill(self, endpoint: str, series: dict[str, tuple[np.ndarray, np.ndarray]],
+                failures: tuple[np.ndarray, np.ndarray]) -> bool:
+        """What the workspace recorded of an endpoint in the last minutes, into its live
+        plots, so a reopened workspace's live windows go on from its recent past. Only before
+        any live data of it: the plots take samples in time order. True if taken."""
+        panel = self.panels.get(endpoint)
+        if panel is None or panel.series.newest_s() is not None or not series:
+            return False
+        panel.ingest(series, failures if len(failures[0]) else None)
+        self._link_new_plots(panel)
+        return True
 
     def panel(self, endpoint: str, kind: str) -> EndpointPanel:
         """The endpoint's panel, created on first use."""

@@ -77,6 +77,8 @@ class MainWindow(QMainWindow):
         self.history.capture_ready.connect(self._on_history_capture_ready)
         self.history.failed.connect(lambda msg: self.statusBar().showMessage(msg, 8000))
         self.history.facts_ready.connect(self._on_history_facts_ready)
+        self.history.recent_ready.connect(self._on_history_recent_ready)
+        self._recent_requests: set[int] = set()  # this workspace's, still to come
         # Endpoints the workspace recorded, as its rows, and their counters once read.
         self._recorded: dict[str, dict] = {}
         self._recorded_facts: dict[str, RecordedFacts] = {}
@@ -183,6 +185,11 @@ class MainWindow(QMainWindow):
                                             version=row.get("model_version") or "",
                                             provider=recorded_provider(row["uri"]))
             self.history.request_facts(row["uri"])  # its counters, read off this thread
+        # The live windows go on from the recent past (the longest of them back), as the
+        # window showed it before it closed; probes attached again add to it.
+        since_ns = time.time_ns() - int(max(TIME_WINDOWS[k] for k in LIVE_WINDOWS) * 1e9)
+        self._recent_requests = {self.history.request_recent(row["uri"], since_ns)
+                                 for row in stored}
         if not self._title:
             self._fill_recent_menu(self.settings.add_recent(self.db_path))
         reattaching = self.reattacher.start()
@@ -351,6 +358,12 @@ class MainWindow(QMainWindow):
         self.details.setText(details_html(endpoint, self.endpoint_list.state(endpoint), probe,
                                           self.reattacher.failures.get(endpoint), recorded)
                              if endpoint else "")
+
+    def _on_history_recent_ready(self, rid: int, endpoint: str, series: dict,
+                                 failures: tuple) -> None:
+        if rid in self._recent_requests:  # not one of a workspace since closed
+            self._recent_requests.discard(rid)
+            self.live.prefill(endpoint, series, failures)
 
     def _on_history_facts_ready(self, endpoint: str, facts: RecordedFacts) -> None:
         row = self._recorded.get(endpoint)

@@ -229,3 +229,35 @@ def test_attaching_again_an_endpoint_from_someone_elses_workspace_says_which_tok
         dialog.reject()
     finally:
         w.shutdown()
+
+
+def test_a_reopened_workspaces_live_windows_go_on_from_its_recent_past(qtbot, workspace: Path):
+    """The live plots started empty on reopening: the last minutes, in the workspace, were
+    only in the long (history) windows."""
+    first = _open(qtbot, workspace)
+    try:
+        probe = first.attach(f"onnx:{model_path('wine-v1')}?provider=cpu&rate=100"
+                             f"&payload={model_path('wine-v1').parent / 'production.csv'}")
+        endpoint = probe.endpoint
+        qtbot.waitUntil(lambda: probe.errors >= 3, timeout=20_000)
+        first.detach(endpoint)  # not attached again: what the plots show is the past alone
+    finally:
+        first.shutdown()
+    store = Store(workspace)
+    try:
+        recorded = store.count_samples(endpoint, "latency_ms")
+        failed = store.count_captures(endpoint, failed=True)
+    finally:
+        store.close()
+
+    again = _open(qtbot, workspace)
+    try:
+        panel = again.panels[endpoint]
+        qtbot.waitUntil(lambda: panel.series.newest_s() is not None, timeout=20_000)
+        assert panel.series.ring("latency_ms").n == recorded
+        assert panel.series.failures.n == failed > 0  # the red dots too
+        again.set_time_window("1 min")
+        qtbot.waitUntil(lambda: panel.latency_plot.point_count("points") > 0, timeout=10_000)
+        qtbot.waitUntil(lambda: panel.latency_plot.point_count("failures") > 0, timeout=10_000)
+    finally:
+        again.shutdown()
