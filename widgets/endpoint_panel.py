@@ -360,6 +360,10 @@ class EndpointPanel(QFrame):
     def _update_stats(self) -> None:
         s = self.series
         parts = []
+        if getattr(self, "_state", None) == "stopped" and s.newest_s() is not None:
+            # What a reopened workspace recorded, or what came before a detach: the figures
+            # are its last, not a server answering now.
+            parts.append("stopped; last recorded:")
         if getattr(self, "_state", None) == "down":
             # No answers come while it is down: the last second's rate and p95 would read
             # as if it were still serving.

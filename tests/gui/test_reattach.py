@@ -259,5 +259,9 @@ def test_a_reopened_workspaces_live_windows_go_on_from_its_recent_past(qtbot, wo
         again.set_time_window("1 min")
         qtbot.waitUntil(lambda: panel.latency_plot.point_count("points") > 0, timeout=10_000)
         qtbot.waitUntil(lambda: panel.latency_plot.point_count("failures") > 0, timeout=10_000)
+        # Its figures are its last, not a server answering now.
+        qtbot.waitUntil(lambda: panel.stats.text().startswith("stopped; last recorded:"),
+                        timeout=10_000)
+        assert "req/s" in panel.stats.text()
     finally:
         again.shutdown()
