@@ -36,7 +36,11 @@ def test_replay_json_shows_v2_fixing_and_v3_breaking(capsys, demo_db: Path, vers
     assert v3["newly_broken"] > v2["newly_broken"]
     by_label = v3["newly_broken_by_label"]
     assert sum(by_label.values()) == v3["newly_broken"]
-    assert by_label.get("2", 0) > v3["newly_broken"] * 0.8  # the class-2 regression
+    # The class-2 regression dominates. Which passing requests are controls is a random
+    # sample (capture=0.2), so the other classes' few breaks vary: 16 of 20 was a failure
+    # of the earlier "more than 80%" one run in CI.
+    others = max((n for label, n in by_label.items() if label != "2"), default=0)
+    assert by_label.get("2", 0) > 0 and by_label.get("2", 0) >= 2 * others
     store = Store(demo_db)
     try:
         assert store.replays()[0]["id"] == doc["replay_id"]  # saved, reopenable

@@ -77,7 +77,10 @@ def test_v2_fixes_many_failures_and_v3_breaks_class_2(cases, versions):
     assert v3.newly_broken > 5
     broken = [c for i, c in enumerate(cases) if result.verdict(i, 2) == NEWLY_BROKEN]
     labels = [c.capture.label for c in broken]
-    assert labels.count("2") > len(labels) * 0.8  # the regression is on cultivar 2
+    # The regression is on cultivar 2; the controls are a random sample, so the few breaks
+    # of other classes vary (16 of 20 failed "more than 80%" in the CLI's twin of this test).
+    others = max((labels.count(k) for k in set(labels) - {"2"}), default=0)
+    assert labels.count("2") > 0 and labels.count("2") >= 2 * others
     for i, c in enumerate(cases):  # verdict names follow the case's role
         assert result.verdict(i, 1) in ((NEWLY_BROKEN, "ok") if c.control
                                         else (FIXED, STILL_FAILING))
