@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ from PySide6.QtWidgets import QDialogButtonBox
 
 from app.core.demo import demo_endpoints, model_path
 from app.core.domain import Sample
-from app.core.store import Store
+from app.core.store import Store, StoreError
 from app.gui.demo import start_demo
 from app.gui.settings import Settings
 
@@ -502,9 +503,14 @@ def test_ctrl_c_in_the_terminal_closes_the_window_as_quit_does(isolated_user_dir
         while committed == 0 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.5)
             if demo_db.exists():  # the demo's probes run once the event loop does
-                store = Store(demo_db, readonly=True)
+                try:  # made, its tables perhaps not yet: the window is still starting
+                    store = Store(demo_db, readonly=True)
+                except StoreError:
+                    continue
                 try:
                     committed = store.count_samples(metric="latency_ms")
+                except sqlite3.OperationalError:
+                    pass
                 finally:
                     store.close()
         assert committed > 0, "the window's demo recorded nothing"

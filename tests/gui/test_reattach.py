@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
 from PySide6.QtWidgets import QDialogButtonBox
 
 from app.core.demo import model_path
-from app.core.store import Store
+from app.core.store import Store, StoreError
 from app.gui.attach_dialog import AttachDialog
 from app.gui.main_window import MainWindow
 from app.gui.settings import Settings
@@ -196,9 +197,14 @@ def test_probescope_attach_opens_the_window_recording_that_endpoint(tmp_path: Pa
         while not recorded and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.5)
             if workspace.exists():
-                store = Store(workspace, readonly=True)
+                try:  # made, its tables perhaps not yet: the window is still starting
+                    store = Store(workspace, readonly=True)
+                except StoreError:
+                    continue
                 try:
                     recorded = store.count_samples("system:?rate=20", "cpu_percent")
+                except sqlite3.OperationalError:
+                    pass
                 finally:
                     store.close()
         assert recorded, (tmp_path / "stderr.txt").read_text()
