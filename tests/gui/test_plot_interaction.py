@@ -124,12 +124,18 @@ def test_the_read_out_stays_inside_the_plot_and_goes_when_the_mouse_leaves(qtbot
     assert not plot._hover_text.isVisible() and not plot._hover_line.isVisible()
 
 
-def test_the_read_out_goes_on_pause_resume_and_time_window_switches(qtbot):
+def _shown_panel(qtbot, width: int) -> EndpointPanel:
+    """A real endpoint panel on screen, ``width`` px wide."""
     panel = EndpointPanel("onnx:m.onnx", "onnx", theme_named("dark"))
     qtbot.addWidget(panel)
-    panel.resize(1000, 300)
+    panel.resize(width, 300)
     panel.show()
     qtbot.waitExposed(panel)
+    return panel
+
+
+def test_the_read_out_goes_on_pause_resume_and_time_window_switches(qtbot):
+    panel = _shown_panel(qtbot, 1000)
     plot = panel.latency_plot
     t = T0 + np.arange(60.0)
     plot.set_curve("p50", t, np.full(t.size, 1.0))
@@ -244,11 +250,7 @@ def test_the_wheel_over_the_y_axis_zooms_y_only_in_a_frozen_view_and_a_double_cl
 
 
 def test_a_curve_hidden_from_the_legend_stays_hidden_across_time_windows(qtbot):
-    panel = EndpointPanel("onnx:m.onnx", "onnx", theme_named("dark"))
-    qtbot.addWidget(panel)
-    panel.resize(1200, 300)
-    panel.show()
-    qtbot.waitExposed(panel)
+    panel = _shown_panel(qtbot, 1200)
     plot = panel.latency_plot
     _click_legend(qtbot, plot, "p99")
     assert not plot.curves["p99"].isVisible()
