@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout
 
 from widgets.incident_marks import IncidentSpan
-from widgets.plots import LatencyPlotWidget, SeriesPlotWidget
+from widgets.plots import PLOT_MIN_HEIGHT_PX, LatencyPlotWidget, SeriesPlotWidget
 from widgets.series import (
     FAILURE,
     FAILURES_PER_S,
@@ -27,6 +27,13 @@ from widgets.theme import Theme
 SKIPPED = {"probescope.dropped"}
 NS = 1e9
 RATE_BIN_S = 1.0  # history's rates are counted over at least this long
+# View > Shorter/Taller panels steps through these; the shortest fit about five endpoints
+# at 1280x800 with the drift dock closed; the default one's plots have room for legends.
+PANEL_HEIGHTS_PX = (120, 160, 230, 320, 440)
+DEFAULT_PANEL_HEIGHT_PX = 230
+COMPACT_BELOW_PX = 200  # shorter panels drop their legends and shrink their plot titles
+PANEL_CHROME_PX = 40  # the header, margins and spacing above and below a panel's plots
+NO_MAXIMUM_PX = 16_777_215  # Qt's QWIDGETSIZE_MAX, which PySide6 does not export
 
 
 def rate_bins(t0: float, last: float, bucket_s: float) -> tuple[float, int]:
@@ -147,8 +154,7 @@ class EndpointPanel(QFrame):
         self.setObjectName("endpointPanel")
         self.setFrameShape(QFrame.Shape.StyledPanel)
         outer = QVBoxLayout(self)
-        outer.setContentsMargins(8, 6, 8, 6)
-        outer.setSpacing(4)
+        self.height_px = DEFAULT_PANEL_HEIGHT_PX
         header = QHBoxLayout()
         self.dot = QLabel("●")
         self.title = QLabel(short_name(endpoint))
@@ -203,8 +209,30 @@ class EndpointPanel(QFrame):
         # picks in their own units), made when the first one arrives.
         self.other_plot: SeriesPlotWidget | None = None
         self.incidents: list[IncidentSpan] = []
-        self.setMinimumHeight(230)
+        self.set_height(DEFAULT_PANEL_HEIGHT_PX)
         self.set_state("starting")
+
+    def set_height(self, px: int) -> None:
+        """The panel's height (View > Taller/Shorter panels). The default is a least height
+        the panel may grow from; any other is the height, so that panels stack evenly.
+        Short panels are compact: tighter margins, small plot titles, no legends."""
+        self.height_px = px
+        compact = px < COMPACT_BELOW_PX
+        margin_x, margin_y = (6, 2) if compact else (8, 6)
+        outer = self.layout()
+        outer.setContentsMargins(margin_x, margin_y, margin_x, margin_y)
+        outer.setSpacing(2 if compact else 4)
+        if px == DEFAULT_PANEL_HEIGHT_PX:
+            self.setMinimumHeight(px)
+            self.setMaximumHeight(NO_MAXIMUM_PX)
+        else:
+            self.setFixedHeight(px)
+        for plot in self.plots():
+            self._fit_plot(plot)
+
+    def _fit_plot(self, plot: SeriesPlotWidget) -> None:
+        compact = self.height_px < COMPACT_BELOW_PX
+        plot.set_compact(compact, min(PLOT_MIN_HEIGHT_PX, self.height_px - PANEL_CHROME_PX))
 
     def plots(self) -> list[SeriesPlotWidget]:
         return [p for p in (self.latency_plot, self.rate_plot, self.load_plot, self.host_plot,
@@ -219,6 +247,7 @@ class EndpointPanel(QFrame):
             made.add_curve(DRIFT_SHARE, "share drifted", self.theme.series[1 % len(
                 self.theme.series)])
             made.set_incidents(self.incidents, labelled=False)
+            self._fit_plot(made)
             self._row.addWidget(made, 2)
             self._routed[DRIFT_SHARE] = made
         self.series.extend(DRIFT_SHARE, np.array([t_s]), np.array([100.0 * share]))
@@ -266,6 +295,7 @@ class EndpointPanel(QFrame):
         made = SeriesPlotWidget(title, unit, self.theme, zero_floor=zero_floor)
         setattr(self, attr, made)
         made.set_incidents(self.incidents, labelled=False)
+        self._fit_plot(made)
         self._row.addWidget(made, 2)
         return made
 

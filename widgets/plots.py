@@ -24,6 +24,7 @@ from widgets.theme import Theme
 HOVER_RADIUS_PX = 10.0
 HOVER_MAX_POINTS = 4_000  # looked at around the cursor per curve: a mouse move stays cheap
 LEGEND_OFFSET_PX = (4, 2)
+PLOT_MIN_HEIGHT_PX = 140
 LEGEND_SPACING_PX = (8, 9)  # between a legend's cells, around them
 LEGEND_COMPACT_PX = (3, 3)  # the same where the plot is too narrow for two rows of entries
 
@@ -92,7 +93,8 @@ class SeriesPlotWidget(PlotMenu, pg.PlotWidget):
             # re-lays out rich text on every frame, even on the hidden right and top axes.
             item.getAxis(name).enableAutoSIPrefix(False)
         item.setClipToView(True)
-        self.setMinimumHeight(140)
+        self.compact = False
+        self.setMinimumHeight(PLOT_MIN_HEIGHT_PX)
         vb = item.getViewBox()
         vb.setMouseEnabled(x=True, y=False)
         vb.enableAutoRange(axis="y")
@@ -361,6 +363,19 @@ class SeriesPlotWidget(PlotMenu, pg.PlotWidget):
     def show_time_axis(self, shown: bool) -> None:
         self.getPlotItem().showAxis("bottom", shown)
 
+    def set_compact(self, compact: bool, min_height: int) -> None:
+        """Short panels (many endpoints in sight): a smaller title and no legend, whose rows
+        would cover most of a short plot; the hover read-out still names each curve, and a
+        curve hidden from the legend before stays hidden."""
+        self.compact = compact
+        self.setMinimumHeight(min_height)
+        self.legend.setVisible(not compact)
+        # Only the major ticks' values: a short axis otherwise prints its labels over each other.
+        self.getPlotItem().getAxis("left").setStyle(maxTextLevel=0 if compact else 2)
+        self.apply_theme(self.theme)
+        if self._follow_y and not self._y_zoomed:  # headroom for a legend that went or came
+            self._refit_y()
+
     def set_curve_color(self, key: str, color: str) -> None:
         self._styles[key]["color"] = color
         self._style(self.curves[key], self._styles[key])
@@ -397,7 +412,7 @@ class SeriesPlotWidget(PlotMenu, pg.PlotWidget):
             axis.setTextPen(pg.mkPen(theme.muted))
         item.setTitle(f"<span style='color:{theme.text}'>{self.title}</span>"
                       f"<span style='color:{theme.muted}'>&nbsp;&nbsp;{self.unit}</span>",
-                      size="9pt")
+                      size="7pt" if self.compact else "9pt")
         self._hover_text.setColor(theme.text)
         self._hover_text.fill = pg.mkBrush(theme.window + "e0")
         self._hover_line.setPen(pg.mkPen(theme.muted, style=Qt.PenStyle.DotLine))
@@ -420,15 +435,15 @@ class SeriesPlotWidget(PlotMenu, pg.PlotWidget):
 
         Distances are in screen pixels, in x and y: to each dot, and for a line also to its
         segments, so pointing anywhere on a line (between its samples too) picks that line,
-        and the sample reported is the segment's end nearer the cursor. On a tie the curve
-        drawn on top wins."""
+        and the sample reported is the segment's end nearer the cursor; a dot is hit anywhere
+        on it. On a tie (the cursor on two dots) the curve drawn on top wins."""
         vb = self.getPlotItem().getViewBox()
         if not vb.sceneBoundingRect().contains(scene_pos):
             return None
         pos = vb.mapSceneToView(scene_pos)
         px, py = vb.viewPixelSize()
         reach = HOVER_RADIUS_PX * px
-        best: tuple[float, str, float, float] | None = None
+        best: tuple[float, float, str, float, float] | None = None  # score, z, key, t, v
         for key in keys or list(self._data):
             if key not in self._data or not self.curves[key].isVisible():
                 continue
@@ -451,11 +466,18 @@ class SeriesPlotWidget(PlotMenu, pg.PlotWidget):
                 seg, k = _nearest_segment(dx, dy)
                 if seg < score:
                     score, j = seg, k
-            if best is None or score <= best[0]:
-                best = (score, key, float(t[lo + j]), float(v[lo + j]))
+            # On what is drawn (a dot's disc, a line's width, a pixel's rounding besides)
+            # counts as on it, and then the curve drawn on top wins: a big red dot over
+            # request dots, a percentile line over the dots it crosses.
+            style = self._styles[key]
+            if math.sqrt(score) <= (style["width"] if line else style["size"]) / 2 + 1.0:
+                score = 0.0
+            z = self.curves[key].zValue()
+            if best is None or (score, -z) < (best[0], -best[1]):
+                best = (score, z, key, float(t[lo + j]), float(v[lo + j]))
         if best is None or best[0] > HOVER_RADIUS_PX ** 2:
             return None
-        return best[1], best[2], best[3]
+        return best[2], best[3], best[4]
 
     def _on_scene_mouse_moved(self, scene_pos: QPointF) -> None:
         hit = self.nearest(scene_pos)

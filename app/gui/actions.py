@@ -37,6 +37,9 @@ class Actions:
     view_menu: QMenu
     export_report: QAction
     reattach: QAction
+    taller: QAction
+    shorter: QAction
+    default_height: QAction
 
     def retint(self, theme: Theme) -> None:
         for action, name in ((self.open, "open"), (self.attach, "attach"),
@@ -70,6 +73,13 @@ def build_actions(window: QMainWindow) -> Actions:
     a_pause.setCheckable(True)
     a_freeze = act("Pause &live plots", "Space", "Freeze the live plots (Space)")
     a_freeze.setCheckable(True)
+    a_taller = act("&Taller panels", QKeySequence.StandardKey.ZoomIn,
+                   "Make the endpoint panels taller (Ctrl++)")
+    # Ctrl++ needs Shift on most keyboards; browsers take Ctrl+= as well.
+    a_taller.setShortcuts([QKeySequence(QKeySequence.StandardKey.ZoomIn), QKeySequence("Ctrl+=")])
+    a_shorter = act("&Shorter panels", QKeySequence.StandardKey.ZoomOut,
+                    "Make the endpoint panels shorter, to see more endpoints at once (Ctrl+-)")
+    a_default_height = act("&Default panel height", "Ctrl+0")
     a_dark = act("&Dark theme")
     a_light = act("&Light theme")
     group = QActionGroup(window)
@@ -90,6 +100,9 @@ def build_actions(window: QMainWindow) -> Actions:
         ep_menu.addAction(a)
     view_menu = bar.addMenu("&View")
     view_menu.addAction(a_freeze)
+    view_menu.addSeparator()
+    for a in (a_taller, a_shorter, a_default_height):
+        view_menu.addAction(a)
     view_menu.addSeparator()
     view_menu.addAction(a_dark)
     view_menu.addAction(a_light)
@@ -112,4 +125,5 @@ def build_actions(window: QMainWindow) -> Actions:
     window.addToolBar(Qt.ToolBarArea.TopToolBarArea, toolbar)
     view_menu.addAction(toolbar.toggleViewAction())
     return Actions(a_open, a_save, a_quit, a_attach, a_detach, a_pause, a_freeze, a_dark,
-                   a_light, recent, box, toolbar, ep_menu, view_menu, a_export, a_reattach)
+                   a_light, recent, box, toolbar, ep_menu, view_menu, a_export, a_reattach,
+                   a_taller, a_shorter, a_default_height)

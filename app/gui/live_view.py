@@ -16,7 +16,12 @@ from PySide6.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 from app.gui.actions import LIVE_WINDOWS, TIME_WINDOWS
 from app.gui.bridge import CommittedSeries
 from app.gui.history import HistoryClient
-from widgets.endpoint_panel import EndpointPanel, short_names
+from widgets.endpoint_panel import (
+    DEFAULT_PANEL_HEIGHT_PX,
+    PANEL_HEIGHTS_PX,
+    EndpointPanel,
+    short_names,
+)
 from widgets.incident_marks import IncidentSpan
 from widgets.plots import XLinker
 from widgets.theme import Theme
@@ -39,6 +44,7 @@ class LiveView(QScrollArea):
         self.incidents: dict[str, list[IncidentSpan]] = {}  # endpoint -> spans to shade
         self.x_link = XLinker()  # every plot shares one time axis
         self.window_key = "1 min"
+        self.panel_height_px = DEFAULT_PANEL_HEIGHT_PX
         self.paused = False
         self.frames = 0  # repaint ticks that handed new data to a plot
         self.samples_seen = 0
@@ -81,6 +87,8 @@ class LiveView(QScrollArea):
         if panel is None:
             panel = self.panels[endpoint] = EndpointPanel(endpoint, kind, self.theme)
             panel.point_clicked.connect(self.point_clicked)
+            if self.panel_height_px != DEFAULT_PANEL_HEIGHT_PX:
+                panel.set_height(self.panel_height_px)
             panel.set_mode("live" if self.window_key in LIVE_WINDOWS else "history")
             panel.set_incidents(self.incidents.get(endpoint, []))
             self._layout.insertWidget(self._layout.count() - 1, panel)
@@ -90,6 +98,25 @@ class LiveView(QScrollArea):
             for e, name in short_names(list(self.panels)).items():  # may tell two apart now
                 self.panels[e].title.setText(name)
         return panel
+
+    def set_panel_height(self, px: int) -> int:
+        """Every panel's height, now and for panels made later: the one of
+        ``PANEL_HEIGHTS_PX`` nearest ``px`` (a hand-edited setting cannot make them 5 px
+        tall). Returns the height taken."""
+        px = min(PANEL_HEIGHTS_PX, key=lambda h: abs(h - px))
+        self.panel_height_px = px
+        for panel in self.panels.values():
+            panel.set_height(px)
+        return px
+
+    def step_panel_height(self, steps: int) -> int:
+        """Taller (+1) or shorter (-1) by one of ``PANEL_HEIGHTS_PX``; 0: the default.
+        Returns the height now."""
+        if steps == 0:
+            return self.set_panel_height(DEFAULT_PANEL_HEIGHT_PX)
+        heights = PANEL_HEIGHTS_PX
+        here = heights.index(self.panel_height_px)
+        return self.set_panel_height(heights[max(0, min(len(heights) - 1, here + steps))])
 
     def clear(self) -> None:
         for panel in self.panels.values():

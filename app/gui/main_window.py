@@ -43,7 +43,7 @@ from app.gui.theme import app_icon, apply_app_theme
 from app.gui.workbench import Workbench
 from probes import Probe, ProbeError, schemes
 from widgets.endpoint_list import EndpointListWidget
-from widgets.endpoint_panel import short_name
+from widgets.endpoint_panel import DEFAULT_PANEL_HEIGHT_PX, short_name
 from widgets.lag_meter import EventLoopLagMeter
 from widgets.status_bar import StatusBarWidget
 from widgets.theme import theme_named
@@ -106,6 +106,7 @@ class MainWindow(QMainWindow):
         self.live.point_clicked.connect(self._on_live_point_clicked)
         self.bridge.batch_committed.connect(self.live.ingest)
         self.panels = self.live.panels  # the same dict: endpoint -> EndpointPanel
+        self.live.set_panel_height(self.settings.panel_height(DEFAULT_PANEL_HEIGHT_PX))
         self.setCentralWidget(self.live)
         self.status = StatusBarWidget(self.theme)
         self.setStatusBar(self.status)
@@ -122,6 +123,9 @@ class MainWindow(QMainWindow):
         a.pause_probe.triggered.connect(lambda on: self._for_current(
             lambda e: self.pause_probe(e, on)))
         a.freeze.toggled.connect(self.set_live_paused)
+        a.taller.triggered.connect(lambda: self.step_panel_height(1))
+        a.shorter.triggered.connect(lambda: self.step_panel_height(-1))
+        a.default_height.triggered.connect(lambda: self.step_panel_height(0))
         a.dark.triggered.connect(lambda: self.set_theme("dark"))
         a.light.triggered.connect(lambda: self.set_theme("light"))
         (a.dark if self.theme.name == "dark" else a.light).setChecked(True)
@@ -466,6 +470,12 @@ class MainWindow(QMainWindow):
         if self._remember_window:
             self.settings.set_time_window(key)
         self.live.set_time_window(key)
+
+    def step_panel_height(self, steps: int) -> None:
+        """Taller (+1), shorter (-1) or default (0) endpoint panels; kept for next time."""
+        px = self.live.step_panel_height(steps)
+        self.settings.set_panel_height(px)
+        self.statusBar().showMessage(f"panels {px} px tall", 3000)
 
     @property
     def live_paused(self) -> bool:

@@ -89,6 +89,15 @@ class Settings:
     def set_time_window(self, key: str) -> None:
         self.q.setValue("time_window", key)
 
+    def panel_height(self, default: int) -> int:
+        try:
+            return int(self.q.value("panel_height_px", default))
+        except (TypeError, ValueError):  # a hand-edited settings file
+            return default
+
+    def set_panel_height(self, px: int) -> None:
+        self.q.setValue("panel_height_px", px)
+
     def geometry(self) -> QByteArray | None:
         value = self.q.value("geometry")
         return value if isinstance(value, QByteArray) else None

@@ -1,0 +1,82 @@
+"""View > Taller/Shorter panels: many endpoints in sight at once on a small screen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+
+from app.core.demo import model_path
+from app.gui.main_window import MainWindow
+from app.gui.settings import Settings
+from widgets.endpoint_panel import DEFAULT_PANEL_HEIGHT_PX, PANEL_HEIGHTS_PX
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _attach_models(window: MainWindow, rates: range) -> list[str]:
+    return [window.attach(f"onnx:{model_path('wine-v1')}?provider=cpu&rate={rate}").endpoint
+            for rate in rates]
+
+
+def _wholly_in_sight(window: MainWindow) -> int:
+    return sum(panel.visibleRegion().boundingRect().height() == panel.height()
+               for panel in window.panels.values())
+
+
+def test_shorter_panels_put_more_endpoints_in_sight_at_1280x800(window, qtbot):
+    window.resize(1280, 800)
+    endpoints = _attach_models(window, range(5, 13))
+    qtbot.waitUntil(lambda: _wholly_in_sight(window) > 0, timeout=5_000)
+    before = _wholly_in_sight(window)
+    for _ in range(2):  # Ctrl+- twice, as a user steps down to the shortest
+        qtbot.keyClick(window, Qt.Key.Key_Minus, Qt.KeyboardModifier.ControlModifier)
+    shortest = PANEL_HEIGHTS_PX[0]
+    qtbot.waitUntil(lambda: all(window.panels[e].height() == shortest for e in endpoints),
+                    timeout=5_000)
+    qtbot.waitUntil(lambda: _wholly_in_sight(window) >= 2 * before, timeout=5_000)
+    panel = window.panels[endpoints[0]]
+    # Compact: a legend would cover most of a plot this short; the hover still names curves.
+    assert not panel.latency_plot.legend.isVisible()
+    assert panel.latency_plot.minimumHeight() < 140
+    assert "120 px" in window.statusBar().currentMessage()
+
+
+def test_the_height_is_kept_for_new_panels_and_the_next_window(window, qtbot,
+                                                              workspace: Path):
+    first = _attach_models(window, range(5, 6))[0]
+    window.step_panel_height(1)
+    taller = PANEL_HEIGHTS_PX[PANEL_HEIGHTS_PX.index(DEFAULT_PANEL_HEIGHT_PX) + 1]
+    assert window.panels[first].height() == taller
+    later = _attach_models(window, range(6, 7))[0]
+    qtbot.waitUntil(lambda: window.panels[later].height() == taller, timeout=5_000)
+    assert window.panels[later].latency_plot.legend.isVisible()  # not compact
+    for _ in range(len(PANEL_HEIGHTS_PX) + 2):  # stops at the tallest
+        window.step_panel_height(1)
+    assert window.live.panel_height_px == PANEL_HEIGHTS_PX[-1]
+    window.close()
+    assert Settings().panel_height(0) == PANEL_HEIGHTS_PX[-1]
+    again = MainWindow(workspace)
+    qtbot.addWidget(again)
+    try:
+        assert again.live.panel_height_px == PANEL_HEIGHTS_PX[-1]
+        again.step_panel_height(0)  # Ctrl+0: the default, a least height again
+        assert again.live.panel_height_px == DEFAULT_PANEL_HEIGHT_PX
+        assert Settings().panel_height(0) == DEFAULT_PANEL_HEIGHT_PX
+    finally:
+        again.shutdown()
+
+
+@pytest.mark.parametrize(("stored", "taken"), [(5, PANEL_HEIGHTS_PX[0]),
+                                               ("tall", DEFAULT_PANEL_HEIGHT_PX),
+                                               (10_000, PANEL_HEIGHTS_PX[-1])])
+def test_a_hand_edited_height_is_taken_as_the_nearest_step(qtbot, workspace: Path,
+                                                           stored, taken):
+    Settings().q.setValue("panel_height_px", stored)
+    window = MainWindow(workspace)
+    qtbot.addWidget(window)
+    try:
+        assert window.live.panel_height_px == taken
+    finally:
+        window.shutdown()
