@@ -345,7 +345,7 @@ class EndpointPanel(QFrame):
         self.dot.setStyleSheet(f"color: {color}; font-size: 14pt;")
         self.dot.setToolTip(state + (f": {detail}" if detail else ""))
         if changed:
-            self._update_stats()
+            self.update_stats()
 
     # -- drawing --------------------------------------------------------------------------
 
@@ -376,7 +376,7 @@ class EndpointPanel(QFrame):
                        lambda m=metric: gapped(*s.window(m, lo, coarse=coarse)))
         self._drawn_version = s.version
         self._drawn_start = lo
-        self._update_stats()
+        self.update_stats()
         return True
 
     def _feed(self, plot: SeriesPlotWidget, key: str, ring, data) -> None:
@@ -387,7 +387,9 @@ class EndpointPanel(QFrame):
         self._fed[mark] = ring.total
         plot.set_curve(key, *data())
 
-    def _update_stats(self) -> None:
+    def update_stats(self) -> None:
+        """Write the header's figures from the series (on state changes and new seconds;
+        the owner calls it when a setting they depend on changed)."""
         s = self.series
         parts = []
         if getattr(self, "_state", None) == "stopped" and s.newest_s() is not None:
@@ -409,7 +411,7 @@ class EndpointPanel(QFrame):
             last = [ring.last() for ring in (s.p50, s.p95, s.p99)]
             if all(v is not None and np.isfinite(v[1]) for v in last):
                 parts.append("p50/p95/p99 " + "/".join(f"{v[1]:.2f}" for v in last)
-                             + f" ms of {s.percentile_requests:,}")
+                             + f" ms of {s.percentile_requests:,} in {s.percentile_window_s:g} s")
             rate = s.error_rate()
             if rate is not None:
                 parts.append(f"failed {rate:.0%}")

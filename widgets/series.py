@@ -25,7 +25,11 @@ LATENCY = "latency_ms"
 FAILURE = "failure"
 RAW_CAPACITY = 360_000  # one hour at 100 requests/s
 SLOW_CAPACITY = 36_000  # ten hours of 1 Hz series
-PERCENTILE_WINDOW_S = 5.0  # the rolling window each p50/p95/p99 point summarises
+PERCENTILE_WINDOW_S = 5.0  # the rolling window each p50/p95/p99 point summarises, at first
+# What View > Percentile window offers: at 5 requests a second a 5 s p99 is the slowest of
+# 25 requests and jumps about; a longer window is steadier and slower to show a change.
+PERCENTILE_WINDOWS_S = (5.0, 15.0, 30.0, 60.0)
+RESUMMARISE_S = 600  # a new window is applied this far back: the longest live view
 MAX_CATCH_UP_S = 3600  # seconds summarised at most in one go
 GAP_MIN_S = 1.0  # a shorter silence is jitter, not an outage worth a break in the line
 GAP_FACTOR = 3.0  # a silence this many usual spacings long is an outage
@@ -141,6 +145,7 @@ class EndpointSeries:
         self.p95 = Ring(SLOW_CAPACITY)
         self.p99 = Ring(SLOW_CAPACITY)
         self._next_second: float | None = None  # first second not yet summarised
+        self.percentile_window_s = PERCENTILE_WINDOW_S
         # How many requests the newest p50/p95/p99 summarise: at 5 requests a second a p99
         # of 25 is the slowest one, and the header says so.
         self.percentile_requests = 0
@@ -294,7 +299,9 @@ class EndpointSeries:
                 # From the second after the last request's (the one that failed, if any).
                 start = math.floor(lat_t[i - 1]) + 1.0 if i else math.floor(previous[0])
                 self._gaps.append([float(start), math.inf])
-        keep_from = (self._next_second or 0.0) - PERCENTILE_WINDOW_S - MAX_REOPEN_S
+        # Kept as long as a summary may be worked out again (a late sample, a new window).
+        keep_from = ((self._next_second or 0.0) - max(PERCENTILE_WINDOWS_S)
+                     - max(MAX_REOPEN_S, RESUMMARISE_S))
         self._gaps = [g for g in self._gaps if g[1] > keep_from]
 
     def _reopen(self, first_s: float) -> bool:
@@ -323,7 +330,7 @@ class EndpointSeries:
             for ring in (self.throughput, self.errors, self.p50, self.p95, self.p99):
                 ring.append(self._next_second, math.nan)
             self._next_second = float(upto - MAX_CATCH_UP_S)
-        lat_t, lat_v = self.ring(LATENCY).since(self._next_second - PERCENTILE_WINDOW_S)
+        lat_t = self.ring(LATENCY).since(self._next_second)[0]
         fail_t, _ = self.ring(FAILURE).since(self._next_second)
         seconds = np.arange(self._next_second, upto, 1.0)
         ends = seconds + 1.0
@@ -331,7 +338,15 @@ class EndpointSeries:
         fails = np.diff(np.searchsorted(fail_t, np.append(seconds[:1], ends)))
         self.throughput.extend(ends, counts.astype(float))
         self.errors.extend(ends, fails.astype(float))
-        starts = ends - PERCENTILE_WINDOW_S
+        self._extend_percentiles(ends)
+        self._next_second = float(upto)
+        self.version += 1
+
+    def _extend_percentiles(self, ends: np.ndarray) -> None:
+        """p50/p95/p99 of the requests in the window before each of ``ends``."""
+        window = self.percentile_window_s
+        lat_t, lat_v = self.ring(LATENCY).since(float(ends[0]) - window)
+        starts = ends - window
         for gap_from, back_at in self._gaps:
             # Not into an outage, nor after it back over it: a second there summarises
             # only what came after it (none while it lasts).
@@ -346,7 +361,27 @@ class EndpointSeries:
         self.p95.extend(ends, pct[:, 1])
         self.p99.extend(ends, pct[:, 2])
         self.percentile_requests = int(hi[-1] - lo[-1])
-        self._next_second = float(upto)
+
+    def set_percentile_window(self, window_s: float) -> None:
+        """Summarise p50/p95/p99 over ``window_s`` from now on, and again over the last
+        ``RESUMMARISE_S`` seconds, which the live views show (as far back as the raw
+        latencies still reach: older points keep the window they were made with)."""
+        if window_s == self.percentile_window_s:
+            return
+        self.percentile_window_s = window_s
+        ends, _ = self.p50.view()
+        if not len(ends):
+            return
+        held = self.ring(LATENCY)
+        oldest = held.view()[0][:1]
+        reach = float(oldest[0]) if held.total > held.n and len(oldest) else -math.inf
+        first = max(float(ends[-1]) - RESUMMARISE_S, reach + window_s)
+        again = ends[np.searchsorted(ends, first):].copy()
+        if not len(again):
+            return
+        for ring in (self.p50, self.p95, self.p99):
+            ring.drop_newest(len(again))
+        self._extend_percentiles(again)
         self.version += 1
 
     def error_rate(self, last_s: float = 10.0) -> float | None:

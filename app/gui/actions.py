@@ -13,6 +13,7 @@ from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QComboBox, QMainWindow, QMenu, QToolBar
 
 from app.gui.theme import icon
+from widgets.series import PERCENTILE_WINDOWS_S
 from widgets.theme import Theme
 
 TIME_WINDOWS = {"1 min": 60.0, "10 min": 600.0, "1 h": 3600.0, "all": None}
@@ -40,6 +41,7 @@ class Actions:
     taller: QAction
     shorter: QAction
     default_height: QAction
+    percentile_windows: dict[float, QAction]  # View > Percentile window, by seconds
 
     def retint(self, theme: Theme) -> None:
         for action, name in ((self.open, "open"), (self.attach, "attach"),
@@ -103,6 +105,15 @@ def build_actions(window: QMainWindow) -> Actions:
     view_menu.addSeparator()
     for a in (a_taller, a_shorter, a_default_height):
         view_menu.addAction(a)
+    windows_menu = view_menu.addMenu("Percentile &window")
+    windows_menu.setToolTip("How many seconds of requests each live p50/p95/p99 point sums up")
+    windows_group = QActionGroup(window)
+    percentile_windows: dict[float, QAction] = {}
+    for seconds in PERCENTILE_WINDOWS_S:
+        a = percentile_windows[seconds] = act(f"{seconds:g} s")
+        a.setCheckable(True)
+        windows_group.addAction(a)
+        windows_menu.addAction(a)
     view_menu.addSeparator()
     view_menu.addAction(a_dark)
     view_menu.addAction(a_light)
@@ -126,4 +137,4 @@ def build_actions(window: QMainWindow) -> Actions:
     view_menu.addAction(toolbar.toggleViewAction())
     return Actions(a_open, a_save, a_quit, a_attach, a_detach, a_pause, a_freeze, a_dark,
                    a_light, recent, box, toolbar, ep_menu, view_menu, a_export, a_reattach,
-                   a_taller, a_shorter, a_default_height)
+                   a_taller, a_shorter, a_default_height, percentile_windows)

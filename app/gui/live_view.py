@@ -24,6 +24,7 @@ from widgets.endpoint_panel import (
 )
 from widgets.incident_marks import IncidentSpan
 from widgets.plots import XLinker
+from widgets.series import PERCENTILE_WINDOW_S, PERCENTILE_WINDOWS_S
 from widgets.theme import Theme
 
 FRAME_INTERVAL_MS = 33  # ~30 Hz
@@ -45,6 +46,7 @@ class LiveView(QScrollArea):
         self.x_link = XLinker()  # every plot shares one time axis
         self.window_key = "1 min"
         self.panel_height_px = DEFAULT_PANEL_HEIGHT_PX
+        self.percentile_window_s = PERCENTILE_WINDOW_S
         self.paused = False
         self.frames = 0  # repaint ticks that handed new data to a plot
         self.samples_seen = 0
@@ -89,6 +91,7 @@ class LiveView(QScrollArea):
             panel.point_clicked.connect(self.point_clicked)
             if self.panel_height_px != DEFAULT_PANEL_HEIGHT_PX:
                 panel.set_height(self.panel_height_px)
+            panel.series.set_percentile_window(self.percentile_window_s)
             panel.set_mode("live" if self.window_key in LIVE_WINDOWS else "history")
             panel.set_incidents(self.incidents.get(endpoint, []))
             self._layout.insertWidget(self._layout.count() - 1, panel)
@@ -117,6 +120,16 @@ class LiveView(QScrollArea):
         heights = PANEL_HEIGHTS_PX
         here = heights.index(self.panel_height_px)
         return self.set_panel_height(heights[max(0, min(len(heights) - 1, here + steps))])
+
+    def set_percentile_window(self, window_s: float) -> float:
+        """Every endpoint's live p50/p95/p99 over ``window_s`` seconds (the nearest of
+        ``PERCENTILE_WINDOWS_S``), now and for panels made later; returns it."""
+        window_s = min(PERCENTILE_WINDOWS_S, key=lambda w: abs(w - window_s))
+        self.percentile_window_s = window_s
+        for panel in self.panels.values():
+            panel.series.set_percentile_window(window_s)
+            panel.update_stats()
+        return window_s
 
     def clear(self) -> None:
         for panel in self.panels.values():

@@ -45,6 +45,7 @@ from probes import Probe, ProbeError, schemes
 from widgets.endpoint_list import EndpointListWidget
 from widgets.endpoint_panel import DEFAULT_PANEL_HEIGHT_PX, short_name
 from widgets.lag_meter import EventLoopLagMeter
+from widgets.series import PERCENTILE_WINDOW_S
 from widgets.status_bar import StatusBarWidget
 from widgets.theme import theme_named
 
@@ -107,6 +108,7 @@ class MainWindow(QMainWindow):
         self.bridge.batch_committed.connect(self.live.ingest)
         self.panels = self.live.panels  # the same dict: endpoint -> EndpointPanel
         self.live.set_panel_height(self.settings.panel_height(DEFAULT_PANEL_HEIGHT_PX))
+        self.set_percentile_window(self.settings.percentile_window(PERCENTILE_WINDOW_S))
         self.setCentralWidget(self.live)
         self.status = StatusBarWidget(self.theme)
         self.setStatusBar(self.status)
@@ -126,6 +128,8 @@ class MainWindow(QMainWindow):
         a.taller.triggered.connect(lambda: self.step_panel_height(1))
         a.shorter.triggered.connect(lambda: self.step_panel_height(-1))
         a.default_height.triggered.connect(lambda: self.step_panel_height(0))
+        for seconds, action in a.percentile_windows.items():
+            action.triggered.connect(lambda _=False, w=seconds: self.set_percentile_window(w))
         a.dark.triggered.connect(lambda: self.set_theme("dark"))
         a.light.triggered.connect(lambda: self.set_theme("light"))
         (a.dark if self.theme.name == "dark" else a.light).setChecked(True)
@@ -476,6 +480,12 @@ class MainWindow(QMainWindow):
         px = self.live.step_panel_height(steps)
         self.settings.set_panel_height(px)
         self.statusBar().showMessage(f"panels {px} px tall", 3000)
+
+    def set_percentile_window(self, seconds: float) -> None:
+        """The live p50/p95/p99 over ``seconds`` (View > Percentile window); kept."""
+        seconds = self.live.set_percentile_window(seconds)
+        self.settings.set_percentile_window(seconds)
+        self.actions.percentile_windows[seconds].setChecked(True)
 
     @property
     def live_paused(self) -> bool:

@@ -98,6 +98,15 @@ class Settings:
     def set_panel_height(self, px: int) -> None:
         self.q.setValue("panel_height_px", px)
 
+    def percentile_window(self, default: float) -> float:
+        try:
+            return float(self.q.value("percentile_window_s", default))
+        except (TypeError, ValueError):  # a hand-edited settings file
+            return default
+
+    def set_percentile_window(self, seconds: float) -> None:
+        self.q.setValue("percentile_window_s", seconds)
+
     def geometry(self) -> QByteArray | None:
         value = self.q.value("geometry")
         return value if isinstance(value, QByteArray) else None

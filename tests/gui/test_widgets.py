@@ -45,6 +45,52 @@ def test_series_summarises_each_whole_second():
     assert s.error_rate() == 0.05
 
 
+def _slow_requests_at_60s(s: EndpointSeries) -> None:
+    """Two minutes at 5 requests/s of 1 ms, but three of 100 ms in second 60 (1% of 30 s
+    of requests, so a 30 s p99 still shows them), then one request to close the last second."""
+    t = 1000.0 + np.arange(0, 120.0, 0.2)
+    lat = np.where((t > 1059.9) & (t < 1060.5), 100.0, 1.0)
+    for second in range(120):  # as they arrive, a batch a second
+        s.extend("latency_ms", t[5 * second:5 * second + 5], lat[5 * second:5 * second + 5])
+    s.extend("latency_ms", np.array([1120.0]), np.array([1.0]))
+
+
+def test_a_longer_percentile_window_is_applied_to_the_seconds_already_summarised():
+    """At 5 requests/s a 5 s p99 is about the slowest of 25 requests: a slow moment is a
+    5 s plateau. A 30 s window is steadier; switched on, it is applied back over what the live
+    views show, not only from then on."""
+    s = EndpointSeries(raw_capacity=10_000)
+    _slow_requests_at_60s(s)
+    ends, p99 = s.p99.view()
+    assert np.count_nonzero(p99 > 50) == 5  # the seconds whose 5 s reach the slow one
+    assert s.percentile_requests == 25
+    s.set_percentile_window(30.0)
+    again, p99 = s.p99.view()
+    assert list(again) == list(ends)  # the same seconds, aligned with the throughput's
+    assert len(again) == len(s.throughput.view()[0])
+    assert np.count_nonzero(p99 > 50) == 30
+    assert s.percentile_requests == 150
+    # Seconds closed from now on take the new window too.
+    s.extend("latency_ms", 1120.0 + np.arange(0.2, 5.0, 0.2), np.full(24, 1.0))
+    assert s.percentile_requests == 150
+    s.set_percentile_window(5.0)
+    assert np.count_nonzero(s.p99.view()[1] > 50) == 5
+
+
+def test_a_new_percentile_window_reaches_back_only_as_far_as_the_raw_latencies_held():
+    s = EndpointSeries(raw_capacity=300)  # the last 60 s of requests at 5/s
+    _slow_requests_at_60s(s)
+    before = s.p99.view()[1].copy()
+    s.set_percentile_window(30.0)
+    after = s.p99.view()[1]
+    oldest = s.ring("latency_ms").view()[0][0]
+    ends = s.p99.view()[0]
+    kept = ends < oldest + 30.0  # their 30 s would reach before the oldest held
+    assert kept.any() and (~kept).any()
+    assert np.array_equal(after[kept], before[kept], equal_nan=True)  # as they were made
+    assert np.all(after[~kept] == 1.0)  # the slow requests are gone from the ring
+
+
 def test_regroup_splits_by_endpoint_and_metric_and_keeps_failures():
     batch = Batch(
         samples=(Sample("a:", 2_000_000_000, "latency_ms", 2.0),

@@ -1,4 +1,5 @@
-"""View > Taller/Shorter panels: many endpoints in sight at once on a small screen."""
+"""The View menu's options for the live panels: Taller/Shorter panels (many endpoints in
+sight at once on a small screen) and the percentile window."""
 
 from __future__ import annotations
 
@@ -80,3 +81,27 @@ def test_a_hand_edited_height_is_taken_as_the_nearest_step(qtbot, workspace: Pat
         assert window.live.panel_height_px == taken
     finally:
         window.shutdown()
+
+
+def test_the_percentile_window_is_chosen_from_the_view_menu_and_kept(window, qtbot,
+                                                                    workspace: Path):
+    endpoint = _attach_models(window, range(40, 41))[0]
+    panel = window.panels[endpoint]
+    qtbot.waitUntil(lambda: " in 5 s" in panel.stats.text(), timeout=10_000)
+    menu = next(a.menu() for a in window.actions.view_menu.actions()
+                if a.menu() is not None and "Percentile" in a.text())
+    choice = next(a for a in menu.actions() if a.text() == "30 s")
+    choice.trigger()
+    assert panel.series.percentile_window_s == 30.0
+    assert " in 30 s" in panel.stats.text()  # at once, not at the next second
+    later = _attach_models(window, range(41, 42))[0]
+    assert window.panels[later].series.percentile_window_s == 30.0
+    window.close()
+    assert Settings().percentile_window(0) == 30.0
+    again = MainWindow(workspace)
+    qtbot.addWidget(again)
+    try:
+        assert again.live.percentile_window_s == 30.0
+        assert again.actions.percentile_windows[30.0].isChecked()
+    finally:
+        again.shutdown()
