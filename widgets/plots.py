@@ -397,6 +397,24 @@ class SeriesPlotWidget(PlotMenu, pg.PlotWidget):
         if self._follow_y:
             self._refit_y()
 
+    def curve_data(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """What a curve draws now (its last ``set_curve``), or None before any."""
+        return self._data.get(key)
+
+    def remove_curve(self, key: str) -> None:
+        """Take a curve off the plot and its legend (an overlay's endpoint unticked)."""
+        curve = self.curves.pop(key, None)
+        if curve is None:
+            return
+        if self.legend.getLabel(curve) is not None:
+            self.legend.removeItem(curve)
+            self._fit_legend(relayout=True)
+        self.getPlotItem().removeItem(curve)
+        for table in (self._data, self._styles, self._labels):
+            table.pop(key, None)
+        self._user_hidden.discard(key)
+        self._data_version += 1
+
     def point_count(self, key: str | None = None) -> int:
         """Points currently handed to one curve (or all curves)."""
         keys = [key] if key else list(self._data)
@@ -632,6 +650,12 @@ class XLinker:
 
     def clear(self) -> None:
         self.plots.clear()
+
+    def remove(self, plot: SeriesPlotWidget) -> None:
+        if plot in self.plots:
+            self.plots.remove(plot)
+            plot.getViewBox().sigXRangeChanged.disconnect(self._on_view_x_range_changed)
+            plot._linker = None
 
     def set_range(self, x0: float, x1: float, padding: float = 0.0) -> None:
         self.home = (x0, x1, padding)

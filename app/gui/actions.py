@@ -42,6 +42,7 @@ class Actions:
     shorter: QAction
     default_height: QAction
     percentile_windows: dict[float, QAction]  # View > Percentile window, by seconds
+    overlay: QAction
 
     def retint(self, theme: Theme) -> None:
         for action, name in ((self.open, "open"), (self.attach, "attach"),
@@ -82,6 +83,9 @@ def build_actions(window: QMainWindow) -> Actions:
     a_shorter = act("&Shorter panels", QKeySequence.StandardKey.ZoomOut,
                     "Make the endpoint panels shorter, to see more endpoints at once (Ctrl+-)")
     a_default_height = act("&Default panel height", "Ctrl+0")
+    a_overlay = act("&Overlay plot", "Ctrl+Shift+O",
+                    "One plot with a figure of several endpoints, to compare them")
+    a_overlay.setCheckable(True)
     a_dark = act("&Dark theme")
     a_light = act("&Light theme")
     group = QActionGroup(window)
@@ -103,7 +107,7 @@ def build_actions(window: QMainWindow) -> Actions:
     view_menu = bar.addMenu("&View")
     view_menu.addAction(a_freeze)
     view_menu.addSeparator()
-    for a in (a_taller, a_shorter, a_default_height):
+    for a in (a_overlay, a_taller, a_shorter, a_default_height):
         view_menu.addAction(a)
     windows_menu = view_menu.addMenu("Percentile &window")
     windows_menu.setToolTip("How many seconds of requests each live p50/p95/p99 point sums up")
@@ -137,4 +141,4 @@ def build_actions(window: QMainWindow) -> Actions:
     view_menu.addAction(toolbar.toggleViewAction())
     return Actions(a_open, a_save, a_quit, a_attach, a_detach, a_pause, a_freeze, a_dark,
                    a_light, recent, box, toolbar, ep_menu, view_menu, a_export, a_reattach,
-                   a_taller, a_shorter, a_default_height, percentile_windows)
+                   a_taller, a_shorter, a_default_height, percentile_windows, a_overlay)

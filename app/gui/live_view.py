@@ -23,6 +23,7 @@ from widgets.endpoint_panel import (
     short_names,
 )
 from widgets.incident_marks import IncidentSpan
+from widgets.overlay_panel import OverlayPanel
 from widgets.plots import XLinker
 from widgets.series import PERCENTILE_WINDOW_S, PERCENTILE_WINDOWS_S
 from widgets.theme import Theme
@@ -36,6 +37,7 @@ SCROLL_AGAIN_MS = 50  # long enough for the scroll area to have laid out a new p
 
 class LiveView(QScrollArea):
     point_clicked = Signal(str, float, bool)  # endpoint, epoch seconds, failed?
+    overlay_closed = Signal()  # its own close button or Esc
 
     def __init__(self, theme: Theme, history: HistoryClient, parent=None) -> None:
         super().__init__(parent)
@@ -46,6 +48,7 @@ class LiveView(QScrollArea):
         self.x_link = XLinker()  # every plot shares one time axis
         self.window_key = "1 min"
         self.panel_height_px = DEFAULT_PANEL_HEIGHT_PX
+        self.overlay: OverlayPanel | None = None  # View > Overlay plot, made when first shown
         self.percentile_window_s = PERCENTILE_WINDOW_S
         self.paused = False
         self.frames = 0  # repaint ticks that handed new data to a plot
@@ -100,7 +103,41 @@ class LiveView(QScrollArea):
             self._place_time_axes()
             for e, name in short_names(list(self.panels)).items():  # may tell two apart now
                 self.panels[e].title.setText(name)
+            self._offer_to_overlay()
         return panel
+
+    # -- the overlay ----------------------------------------------------------------------
+
+    def show_overlay(self, shown: bool) -> OverlayPanel | None:
+        """Show (made on first use) or hide the overlay plot above the panels."""
+        overlay = self.overlay
+        if not shown:
+            if overlay is not None and overlay.isVisible():
+                overlay.hide()
+                self.x_link.remove(overlay.plot)
+            return overlay
+        if overlay is None:
+            overlay = self.overlay = OverlayPanel(self.theme)
+            overlay.closed.connect(self.overlay_closed)
+            self._layout.insertWidget(0, overlay)
+        if overlay.plot not in self.x_link.plots:
+            self.x_link.add(overlay.plot)
+        overlay.set_history(self.window_key not in LIVE_WINDOWS)
+        self._offer_to_overlay()
+        overlay.show()
+        self._redraw_overlay()
+        self.ensureWidgetVisible(overlay)
+        return overlay
+
+    def _offer_to_overlay(self) -> None:
+        if self.overlay is not None:
+            self.overlay.set_endpoints(short_names(list(self.panels)))
+
+    def _redraw_overlay(self) -> bool:
+        overlay = self.overlay
+        if overlay is None or not overlay.isVisible():
+            return False
+        return overlay.redraw(self.panels)
 
     def set_panel_height(self, px: int) -> int:
         """Every panel's height, now and for panels made later: the one of
@@ -136,6 +173,10 @@ class LiveView(QScrollArea):
             panel.deleteLater()
         self.panels.clear()
         self.x_link.clear()
+        if self.overlay is not None:
+            self._offer_to_overlay()
+            if self.overlay.isVisible():
+                self.x_link.add(self.overlay.plot)
 
     def _place_time_axes(self) -> None:
         # Time labels are costly to redraw on every frame; with many panels stacked on one
@@ -197,12 +238,16 @@ class LiveView(QScrollArea):
         start = now - span
         coarse = span >= COARSE_WINDOW_S
         drew = False
-        for panel in self.panels.values():
+        overlaid = set(self.overlay.chosen()) if self.overlay is not None \
+            and self.overlay.isVisible() else set()
+        for endpoint, panel in self.panels.items():
             # An outage's seconds close by the clock, whether the panel is in sight or not:
             # no request arrives to close them (widgets/series.py).
             panel.series.settle(now)
-            if not panel.visibleRegion().isEmpty():
+            # Out of sight, a panel is drawn only for the overlay, which draws what it does.
+            if endpoint in overlaid or not panel.visibleRegion().isEmpty():
                 drew = panel.redraw(start, coarse=coarse) or drew
+        drew = self._redraw_overlay() or drew
         self.x_link.set_views(start, now, snap=self.snap_to_pixels)
         self.frames += drew
 
@@ -211,6 +256,8 @@ class LiveView(QScrollArea):
         live = key in LIVE_WINDOWS
         for panel in self.panels.values():
             panel.set_mode("live" if live else "history")
+        if self.overlay is not None:
+            self.overlay.set_history(not live)
         if live:
             self._history_timer.stop()
         else:
@@ -246,6 +293,8 @@ class LiveView(QScrollArea):
         self._link_new_plots(panel)
         for plot in panel.plots():
             plot.fit_y()
+        if self._redraw_overlay():
+            self.overlay.plot.fit_y()
         start_ns, end_ns = self._history_span
         if start_ns < 0:  # all of it: from the first sample of any endpoint to the last
             drawn = [h for h in result.values() if len(h)]
@@ -265,6 +314,8 @@ class LiveView(QScrollArea):
         self.theme = theme
         for panel in self.panels.values():
             panel.apply_theme(theme)
+        if self.overlay is not None:
+            self.overlay.apply_theme(theme)
 
     def stop(self) -> None:
         self.frame_timer.stop()

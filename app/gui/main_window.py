@@ -128,6 +128,8 @@ class MainWindow(QMainWindow):
         a.taller.triggered.connect(lambda: self.step_panel_height(1))
         a.shorter.triggered.connect(lambda: self.step_panel_height(-1))
         a.default_height.triggered.connect(lambda: self.step_panel_height(0))
+        a.overlay.toggled.connect(self.show_overlay)
+        self.live.overlay_closed.connect(lambda: self.show_overlay(False))
         for seconds, action in a.percentile_windows.items():
             action.triggered.connect(lambda _=False, w=seconds: self.set_percentile_window(w))
         a.dark.triggered.connect(lambda: self.set_theme("dark"))
@@ -480,6 +482,12 @@ class MainWindow(QMainWindow):
         px = self.live.step_panel_height(steps)
         self.settings.set_panel_height(px)
         self.statusBar().showMessage(f"panels {px} px tall", 3000)
+
+    def show_overlay(self, shown: bool) -> None:
+        """View > Overlay plot: one plot of a figure of several endpoints, above the panels."""
+        self.live.show_overlay(shown)
+        if self.actions.overlay.isChecked() != shown:
+            self.actions.overlay.setChecked(shown)
 
     def set_percentile_window(self, seconds: float) -> None:
         """The live p50/p95/p99 over ``seconds`` (View > Percentile window); kept."""

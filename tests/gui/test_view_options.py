@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
@@ -105,3 +106,52 @@ def test_the_percentile_window_is_chosen_from_the_view_menu_and_kept(window, qtb
         assert again.actions.percentile_windows[30.0].isChecked()
     finally:
         again.shutdown()
+
+
+def _overlay_data(window: MainWindow, endpoint: str) -> tuple | None:
+    return window.live.overlay.plot.curve_data(endpoint)
+
+
+def test_the_overlay_draws_one_figure_of_each_ticked_endpoint_as_their_panels_do(window,
+                                                                               qtbot):
+    window.resize(1280, 700)
+    first, second, third = (
+        window.attach(f"onnx:{model_path(m)}?provider=cpu&rate=20").endpoint
+        for m in ("wine-v1", "wine-v2", "wine-v3"))
+    qtbot.keyClick(window, Qt.Key.Key_O,
+                   Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    overlay = window.live.overlay
+    assert overlay is not None and overlay.isVisible() and window.actions.overlay.isChecked()
+    assert overlay.chosen() == [first, second]  # the first two, until the user picks
+    menu = {a.text(): a for a in overlay.endpoints_menu.actions()}
+    assert set(menu) == {"onnx: wine-v1.onnx", "onnx: wine-v2.onnx", "onnx: wine-v3.onnx"}
+    menu["onnx: wine-v3.onnx"].trigger()  # ticked
+    menu["onnx: wine-v1.onnx"].trigger()  # unticked
+    assert overlay.chosen() == [second, third]
+    assert _overlay_data(window, first) is None and first not in overlay.plot.curves
+    # The third panel is below the fold at this size: drawn anyway, for the overlay.
+    qtbot.wait(200)  # past the scroll that brings a newly attached panel into view
+    window.live.verticalScrollBar().setValue(0)
+    qtbot.waitUntil(lambda: window.panels[third].visibleRegion().isEmpty(), timeout=5_000)
+    seen = len((_overlay_data(window, third) or ((),))[0])
+    qtbot.waitUntil(lambda: len((_overlay_data(window, third) or ((),))[0]) >= seen + 3
+                    and len((_overlay_data(window, second) or ((),))[0]) >= 3, timeout=15_000)
+    assert window.panels[third].visibleRegion().isEmpty()
+    for endpoint in (second, third):
+        drawn = window.panels[endpoint].latency_plot.curve_data("p95")
+        assert np.array_equal(_overlay_data(window, endpoint)[1], drawn[1], equal_nan=True)
+    overlay.figure_box.setCurrentText("failed/s")
+    qtbot.waitUntil(lambda: np.array_equal(
+        _overlay_data(window, third)[1],
+        window.panels[third].rate_plot.curve_data("errors")[1]), timeout=5_000)
+    assert overlay.plot.title == "Failed requests"
+    window.set_time_window("all")  # history: a mean a bucket, no percentiles
+    overlay.figure_box.setCurrentText("p99 latency")
+    assert overlay.plot.title == "mean latency" and "live only" in overlay.note.text()
+    qtbot.waitUntil(lambda: len((_overlay_data(window, third) or ((),))[0]) > 0
+                    and np.array_equal(_overlay_data(window, third)[1], window.panels[
+                        third].latency_plot.curve_data("p50")[1], equal_nan=True),
+                    timeout=10_000)
+    qtbot.keyClick(overlay, Qt.Key.Key_Escape)  # or its ✕
+    assert not overlay.isVisible() and not window.actions.overlay.isChecked()
+    assert overlay.plot not in window.live.x_link.plots  # costs nothing while hidden
