@@ -2,9 +2,10 @@
 notes, and set an endpoint's incident rules.
 
     probescope incidents --db WS.db [list] [--status open] [--json]
+    probescope incidents --db WS.db show ID [--json]
     probescope incidents --db WS.db evaluate [--step 5]
-    probescope incidents --db WS.db ack|resolve ID [--note TEXT]
-    probescope incidents --db WS.db note ID TEXT
+    probescope incidents --db WS.db ack|resolve ID [--note TEXT] [--json]
+    probescope incidents --db WS.db note ID TEXT [--json]
     probescope incidents --db WS.db rules ENDPOINT [KEY=VALUE ...] [--json]
 """
 
@@ -19,7 +20,13 @@ from pathlib import Path
 
 from app.commands import COMMANDS, _args
 from app.core.incident_rules import RULE_TITLES, IncidentError, RuleConfig
-from app.core.incidents import Status, evaluate_range, find_incident, status_text
+from app.core.incidents import (
+    Status,
+    change_status,
+    evaluate_range,
+    find_incident,
+    status_text,
+)
 from app.core.store import Store
 
 
@@ -36,15 +43,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="only incidents with this status")
         q.add_argument("--json", action="store_true", default=unset or False,
                        help="one JSON object per line")
+    sh = actions.add_parser("show", help="one incident: its fields and its notes")
+    sh.add_argument("id", help="incident id or 'latest'")
     ev = actions.add_parser("evaluate", help="run the incident rules over the stored history")
     ev.add_argument("--step", type=_args.seconds, default=5.0, help="seconds between evaluations")
-    for name, text in (("ack", "acknowledge an incident"), ("resolve", "resolve an incident")):
+    for name, text in (("ack", "acknowledge an incident"),
+                       ("resolve", "resolve an incident, also one the rule cleared")):
         a = actions.add_parser(name, help=text)
         a.add_argument("id", help="incident id or 'latest'")
-        a.add_argument("--note", help="a note to add with the change")
+        a.add_argument("--note", help="a note to add with the change (always saved)")
     n = actions.add_parser("note", help="add a note to an incident")
     n.add_argument("id", help="incident id or 'latest'")
     n.add_argument("text", help="the note")
+    changes = [actions.choices[name] for name in ("ack", "resolve", "note")]
+    for q in (sh, *changes):
+        q.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                       help="print the incident (after the change) as one JSON object, "
+                            "with its notes")
     r = actions.add_parser("rules", help="show or set an endpoint's incident rules")
     r.add_argument("endpoint",
                    help="endpoint URI, or a part of it that names one endpoint (e.g. wine-v1)")
@@ -58,7 +73,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "own SLO applies), set (the keys overridden) and endpoint_slo_ms")
     # `incidents ack --db W latest` as well as `incidents --db W ack latest`, as the other
     # commands take it after theirs; not given there, it must not reset the one before.
-    for action in (ls, ev, *(actions.choices[n] for n in ("ack", "resolve")), n, r):
+    for action in (ls, sh, ev, *changes, r):
         action.add_argument("--db", type=Path, default=argparse.SUPPRESS,
                             help="workspace SQLite file")
 
@@ -77,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.db.exists():  # every action reads a workspace first; none should start one
         print(f"probescope: no workspace at {args.db}", file=sys.stderr)
         return 2
-    store = Store(args.db, readonly=action == "list")
+    store = Store(args.db, readonly=action in ("list", "show"))
     try:
-        return {"list": _list, "evaluate": _evaluate, "ack": _set_status,
+        return {"list": _list, "show": _show, "evaluate": _evaluate, "ack": _set_status,
                 "resolve": _set_status, "note": _note, "rules": _rules}[action](store, args)
     except IncidentError as exc:
         print(f"probescope: {exc}", file=sys.stderr)
@@ -91,8 +106,12 @@ def run(args: argparse.Namespace) -> int:
 def _list(store: Store, args: argparse.Namespace) -> int:
     rows = store.incidents(status=getattr(args, "status", None))
     if getattr(args, "json", False):
+        # A count, not the notes: one query for the whole list, and a line per incident
+        # stays short however much was written (`show ID --json` gives the notes).
+        counts = store.incident_note_counts()
         for row in rows:
-            print(json.dumps(row))
+            print(json.dumps({**row, "state": status_text(row),
+                              "note_count": counts.get(row["id"], 0)}))
         return 0
     if not rows:
         print("no incidents")
@@ -134,26 +153,65 @@ def _evaluate(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-def _set_status(store: Store, args: argparse.Namespace) -> int:
+def _show(store: Store, args: argparse.Namespace) -> int:
     row = find_incident(store, args.id)
+    notes = store.incident_notes(row["id"])
+    if getattr(args, "json", False):
+        print(json.dumps(_incident_json(row, notes)))
+        return 0
+    unit = row["details"].get("unit") or ""
+    cleared = (f"{_utc(row['cleared_ns'])} UTC (by the rule)" if row["cleared_ns"]
+               else "not cleared")
+    resolved = (f"{_utc(row['resolved_ns'])} UTC (by a person)" if row["resolved_ns"]
+                else "by a person (the workspace does not say when)"
+                if status_text(row) == Status.RESOLVED else "-")
+    print(f"incident #{row['id']}: {RULE_TITLES.get(row['rule'], row['rule'])}")
+    for key, value in (("status", f"{status_text(row)} · {row['severity']}"),
+                       ("endpoint", row["endpoint"]),
+                       ("opened", f"{_utc(row['opened_ns'])} UTC"),
+                       ("confirmed", f"{_utc(row['trigger_ns'])} UTC"),
+                       ("cleared", cleared), ("resolved", resolved),
+                       ("peak", f"{row['value']:.4g}{unit and ' ' + unit} against a "
+                                f"threshold of {row['threshold']:.4g}{unit and ' ' + unit}"),
+                       ("summary", row["summary"])):
+        print(f"{key:<10} {value}")
+    print(f"notes ({len(notes)}, times in UTC)")
+    for n in notes:
+        # A note of several lines stays one block under its header, indented.
+        text = str(n["text"]).replace("\n", "\n" + " " * 4)
+        print(f"  {_utc(n['ts_ns'])}  {n['author'] or '(no author)'}: {text}")
+    return 0
+
+
+def _incident_json(row: dict, notes: list[dict]) -> dict:
+    """An incident for scripts: its stored fields, ``state`` as the list shows it (cleared
+    or resolved) and its notes, oldest first, each with its time in ns and in UTC."""
+    return {**row, "state": status_text(row),
+            "notes": [{**n, "utc": f"{_utc(n['ts_ns'])} UTC"} for n in notes]}
+
+
+def _print_after(store: Store, args: argparse.Namespace, incident: dict, message: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(_incident_json(incident, store.incident_notes(incident["id"]))))
+    else:
+        print(message)
+
+
+def _set_status(store: Store, args: argparse.Namespace) -> int:
     status = Status.ACKNOWLEDGED if args.action == "ack" else Status.RESOLVED
-    if row["status"] == Status.RESOLVED:
-        if status == Status.RESOLVED:
-            print(f"incident #{row['id']} is already resolved")
-            return 0
-        # Acknowledging would reopen it by hand; the rules reopen it if the trouble returns.
-        raise IncidentError(f"incident #{row['id']} is resolved, so there is nothing to "
-                            "acknowledge; add a note instead")
-    note = f"{status.capitalize()}" + (f": {args.note}" if args.note else ".")
-    store.update_incident(row["id"], status=status, note=note, note_author=_author())
-    print(f"incident #{row['id']} {status}")
+    done = change_status(store, args.id, status, note=args.note, author=_author())
+    _print_after(store, args, done.incident, done.message)
     return 0
 
 
 def _note(store: Store, args: argparse.Namespace) -> int:
     row = find_incident(store, args.id)
-    store.add_incident_note(row["id"], args.text, author=_author())
-    print(f"note added to incident #{row['id']}")
+    text = args.text.strip()
+    if not text:  # as the window refuses one: a header with nothing under it in the report
+        raise IncidentError("a note needs some text; nothing was added")
+    store.add_incident_note(row["id"], text, author=_author())
+    _print_after(store, args, store.incident(row["id"]) or row,
+                 f"note added to incident #{row['id']}")
     return 0
 
 

@@ -21,20 +21,26 @@ from pathlib import Path
 
 from app.core import incident_rules as rules
 from app.core.background import BackgroundEvaluator
-from app.core.domain import Batch, Metric
+from app.core.domain import Batch, Metric, utc_text
 from app.core.incident_rules import NS, RULE_TITLES, IncidentError, Reading, RuleConfig
 from app.core.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["IncidentEngine", "IncidentError", "IncidentEvent", "IncidentMonitor", "RuleConfig",
-           "Status", "evaluate_range", "find_incident", "incident_window"]
+           "Status", "StatusChange", "change_status", "evaluate_range", "find_incident",
+           "incident_window", "status_text"]
 
 
 class Status:
+    """The stored statuses. "cleared" is not one of them: the rule ending an incident stores
+    ``resolved`` with its ``cleared_ns`` and no ``resolved_ns``; a person resolving it (before
+    or after the rule cleared it) sets ``resolved_ns``. ``status_text`` tells them apart."""
+
     OPEN = "open"
     ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"
+    CLEARED = "cleared"  # as status_text says it; never stored
     ALL = ("open", "acknowledged", "resolved")
 
 
@@ -66,7 +72,7 @@ class _Track:
     clear_since_ns: int | None = None
     incident_id: int | None = None
     severity: str = "warning"
-    peak: float = 0.0
+    peak: tuple[float, float] = (0.0, 0.0)  # _peak_key of the stored value and threshold
 
 
 @dataclass(slots=True)
@@ -80,6 +86,14 @@ class _Context:
 
 def _title(rule: str) -> str:
     return RULE_TITLES.get(rule, rule)
+
+
+def _peak_key(value: float | None, threshold: float | None) -> tuple[float, float]:
+    """How far past its own threshold a reading is. The latency rule's value is p95 or p99,
+    each against its threshold (1x or 2x the SLO), so values alone do not compare: a p99 of
+    8 ms against 6 ms is not a worse peak than a p95 of 4 ms against 3 ms."""
+    value, threshold = float(value or 0.0), float(threshold or 0.0)
+    return (value / threshold if threshold > 0 else math.inf, value)
 
 
 class IncidentEngine:
@@ -159,7 +173,7 @@ class IncidentEngine:
         if latest and (latest["cleared_ns"] is None or latest["cleared_ns"] >= t_ns):
             track.incident_id = latest["id"]
             track.severity = latest["severity"]
-            track.peak = latest["value"] or 0.0
+            track.peak = _peak_key(latest["value"], latest["threshold"])
 
     def _step(self, endpoint: str, r: Reading, t_ns: int, cfg: RuleConfig
               ) -> IncidentEvent | None:
@@ -190,12 +204,16 @@ class IncidentEngine:
         cleared = track.clear_since_ns
         track.clear_since_ns = None
         recorded = self.store.incident(incident_id)
-        if recorded is not None and recorded["cleared_ns"] == cleared:
-            return None  # history judged again: this clearing is already recorded
+        if recorded is None or recorded["cleared_ns"] is not None:
+            # Already cleared: history judged again, or judged first after the live monitor
+            # recorded it, whose evaluations fell at other instants (so its clearing time
+            # differs by a step); a second "Cleared" note would only repeat the first.
+            return None
         note = f"Cleared: {r.detail}."
+        # Cleared by the rule; a person who resolved it first keeps their resolve.
         self.store.update_incident(incident_id, cleared_ns=cleared, updated_ns=t_ns,
                                    status=Status.RESOLVED, note=note, note_ts_ns=t_ns,
-                                   resolved_ns=None)  # cleared by the rule, not by a person
+                                   resolved_ns=recorded["resolved_ns"])
         return IncidentEvent("cleared", incident_id, endpoint, r.rule, t_ns, note, cleared)
 
     def _open(self, endpoint: str, r: Reading, t_ns: int, cfg: RuleConfig,
@@ -207,26 +225,27 @@ class IncidentEngine:
         if recent is not None and (recent["cleared_ns"] is None or recent["cleared_ns"] >= t_ns):
             # Already recorded (history judged twice): continue it, say nothing new.
             track.incident_id, track.severity = recent["id"], recent["severity"]
-            track.peak = recent["value"] or 0.0
+            track.peak = _peak_key(recent["value"], recent["threshold"])
             return None
         if (recent is not None and recent["cleared_ns"] is not None
                 and recent["cleared_ns"] >= opened_ns - int(cfg.reopen_within_s * NS)):
             # Flapping: the same trouble again soon after it cleared is the same incident.
             track.incident_id, track.severity = recent["id"], r.severity
-            track.peak = max(r.value, recent["value"] or 0.0)
+            track.peak = _peak_key(recent["value"], recent["threshold"])
             if SEVERITY_RANK[recent["severity"]] > SEVERITY_RANK[r.severity]:
                 track.severity = recent["severity"]
+            peak = self._peak_changes(endpoint, r, track)
             note = f"Reopened: {r.detail}."
             self.store.update_incident(
                 recent["id"], cleared_ns=None, status=Status.OPEN, updated_ns=t_ns,
-                severity=track.severity, value=track.peak, note=note, note_ts_ns=t_ns)
+                severity=track.severity, note=note, note_ts_ns=t_ns, **peak)
             return IncidentEvent("reopened", recent["id"], endpoint, r.rule, t_ns, note)
         note = f"Opened: {r.detail}."
         track.incident_id = self.store.insert_incident(
             endpoint, rule=r.rule, severity=r.severity, status=Status.OPEN, opened_ns=opened_ns,
             trigger_ns=t_ns, value=r.value, threshold=r.threshold, summary=summary,
             details=details, note=note)
-        track.severity, track.peak = r.severity, r.value
+        track.severity, track.peak = r.severity, _peak_key(r.value, r.threshold)
         log.info("incident %d opened on %s: %s", track.incident_id, endpoint, summary)
         return IncidentEvent("opened", track.incident_id, endpoint, r.rule, t_ns, note,
                              opened_ns)
@@ -235,12 +254,9 @@ class IncidentEngine:
                   ) -> IncidentEvent | None:
         assert track.incident_id is not None
         worse = SEVERITY_RANK[r.severity] > SEVERITY_RANK[track.severity]
-        if r.value > track.peak:
-            track.peak = r.value
-            self.store.update_incident(track.incident_id, value=r.value, updated_ns=t_ns,
-                                       summary=f"{_title(r.rule)}: {r.detail}",
-                                       details={"detail": r.detail, "unit": r.unit,
-                                                "config": self.config(endpoint).to_json()})
+        peak = self._peak_changes(endpoint, r, track)
+        if peak:
+            self.store.update_incident(track.incident_id, updated_ns=t_ns, **peak)
         if not worse:
             return None
         track.severity = r.severity
@@ -248,6 +264,18 @@ class IncidentEngine:
         self.store.update_incident(track.incident_id, severity=r.severity, updated_ns=t_ns,
                                    note=note, note_ts_ns=t_ns)
         return IncidentEvent("escalated", track.incident_id, endpoint, r.rule, t_ns, note)
+
+    def _peak_changes(self, endpoint: str, r: Reading, track: _Track) -> dict[str, object]:
+        """The columns a reading past the incident's peak replaces (none when it is not):
+        its value with its own threshold, so the pair always belongs to one quantile."""
+        key = _peak_key(r.value, r.threshold)
+        if key <= track.peak:
+            return {}
+        track.peak = key
+        return {"value": r.value, "threshold": r.threshold,
+                "summary": f"{_title(r.rule)}: {r.detail}",
+                "details": {"detail": r.detail, "unit": r.unit,
+                            "config": self.config(endpoint).to_json()}}
 
 
 # Each evaluation reads every endpoint's windows; past this many a run takes hours, not seconds.
@@ -347,7 +375,7 @@ def status_text(incident: Mapping) -> str:
     not "resolved", which says a person closed it (the stored status is the same)."""
     if (incident.get("status") == Status.RESOLVED and incident.get("cleared_ns")
             and not incident.get("resolved_ns")):
-        return "cleared"
+        return Status.CLEARED
     return str(incident.get("status"))
 
 
@@ -370,6 +398,53 @@ def find_incident(store: Store, which: str | int) -> dict:
         raise IncidentError(f"no incident {incident_id} in {store.path}; "
                             "`probescope incidents --db PATH` lists them")
     return row
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """What a person's acknowledge or resolve did: the incident as stored after it, one line
+    that says so, and whether that was just what was asked (not "already resolved" or "the
+    rule had cleared it"), which a window that showed an older state has to say."""
+
+    incident: dict
+    message: str
+    as_asked: bool = True
+
+
+def change_status(store: Store, which: str | int, status: str, *, note: str | None = None,
+                  author: str = "") -> StatusChange:
+    """Acknowledge or resolve (``status``) the incident ``which`` names, judged by its status
+    as stored now, not as a list showed it earlier (the rule may have cleared it since).
+
+    A given note is always saved, or IncidentError says it was not: resolving one a person
+    already resolved keeps its status and adds the note; acknowledging a cleared or resolved
+    one is refused (there is nothing left to acknowledge), the note with it."""
+    row = find_incident(store, which)
+    note = (note or "").strip()
+    iid, now = row["id"], status_text(row)
+    if status == Status.ACKNOWLEDGED and now in (Status.CLEARED, Status.RESOLVED):
+        what = (f"cleared (the rule saw it end at {utc_text(row['cleared_ns'])})"
+                if now == Status.CLEARED else "resolved")
+        instead = "resolve it or add a note" if now == Status.CLEARED else "add a note"
+        unsaved = "; the note was not saved" if note else ""
+        raise IncidentError(f"incident #{iid} is {what}, so there is nothing to acknowledge; "
+                            f"{instead} instead{unsaved}")
+    if now == status:  # already acknowledged, or already resolved by a person
+        when = row["resolved_ns"] if status == Status.RESOLVED else None
+        message = f"incident #{iid} is already {status}" + (
+            f" at {utc_text(when)}" if when else "")
+        if note:
+            store.add_incident_note(iid, note, author=author)
+            message += "; note added"
+        return StatusChange(store.incident(iid) or row, message, as_asked=False)
+    # From open, acknowledged or cleared. Resolving a cleared one keeps when the rule saw it
+    # end (cleared_ns) and records that a person closed it (resolved_ns).
+    store.update_incident(iid, status=status, note_author=author,
+                          note=status.capitalize() + (f": {note}" if note else "."))
+    message = f"incident #{iid} {status}"
+    if now == Status.CLEARED:
+        message += f" (the rule had cleared it at {utc_text(row['cleared_ns'])})"
+    return StatusChange(store.incident(iid) or row, message, as_asked=now != Status.CLEARED)
 
 
 def incident_window(incident: Mapping, *, last_ns: int | None = None,

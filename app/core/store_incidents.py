@@ -125,6 +125,11 @@ class IncidentTables(StoreBase):
             "SELECT id, ts_ns, author, text FROM incident_notes WHERE incident_id = ? "
             "ORDER BY ts_ns, id", [incident_id]))
 
+    def incident_note_counts(self) -> dict[int, int]:
+        """How many notes each incident has (one query, for listing them all)."""
+        return {int(i): int(n) for i, n in self.db.execute(
+            "SELECT incident_id, count(*) FROM incident_notes GROUP BY incident_id")}
+
     def set_incident_rules(self, endpoint: str, rules: dict) -> None:
         """Per-endpoint overrides of the incident rules' defaults (a JSON object)."""
         with self.db.conn:

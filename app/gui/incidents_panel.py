@@ -40,7 +40,14 @@ from PySide6.QtWidgets import (
 
 from app.core.domain import utc_text
 from app.core.incident_rules import RULE_TITLES
-from app.core.incidents import IncidentMonitor, Status, incident_window, status_text
+from app.core.incidents import (
+    IncidentError,
+    IncidentMonitor,
+    Status,
+    change_status,
+    incident_window,
+    status_text,
+)
 from app.core.store import Store, StoreError
 from widgets.endpoint_panel import short_name
 
@@ -65,6 +72,12 @@ def _clock(ts_ns: int | None) -> str:
     if when.date() == datetime.now().date():
         return when.strftime("%H:%M:%S")
     return when.strftime("%d %b %H:%M")
+
+
+def _zoned_clock(ts_ns: int) -> str:
+    """``_clock`` with its zone ("05:39:42 EST"): the notes sit under a summary whose own
+    text, like the notes the rules write, gives times in UTC."""
+    return f"{_clock(ts_ns)} {datetime.fromtimestamp(ts_ns / 1e9).astimezone().tzname()}"
 
 
 class IncidentTableModel(QAbstractTableModel):
@@ -253,14 +266,19 @@ class IncidentsPanel(QWidget):
         return False
 
     def set_status(self, status: str) -> None:
+        """Acknowledge or resolve the selected incident, judged by its status as stored now:
+        the row may be older than the rule's clearing or another person's resolve. What was
+        done differently from the button's word, or refused, is one status-bar line."""
         row = self.selected_incident()
         if row is None or self.db_path is None:
             return
         note = self.note_edit.text().strip()
-        if self._write(lambda s: s.update_incident(
-                row["id"], status=status, note_author=_author(),
-                note=f"{status.capitalize()}" + (f": {note}" if note else "."))):
+        done: list = []
+        if self._write(lambda s: done.append(change_status(
+                s, row["id"], status, note=note, author=_author()))):
             self.note_edit.clear()  # kept when it could not be saved: nothing to retype
+            if done and not done[0].as_asked:
+                self.error_occurred.emit(done[0].message)  # "already resolved at …"
 
     def add_note(self, text: str) -> bool:
         """Whether the note was saved."""
@@ -306,13 +324,20 @@ class IncidentsPanel(QWidget):
         except StoreError as exc:
             self.error_occurred.emit(str(exc))
             return False
+        except IncidentError as exc:  # refused as it now stands: show how it stands
+            self.error_occurred.emit(str(exc))
+            self.refresh()
+            return False
         self.refresh()
         return True
 
     def _update_buttons(self) -> None:
         row = self.selected_incident()
-        self.ack_button.setEnabled(row is not None and row["status"] == Status.OPEN)
-        self.resolve_button.setEnabled(row is not None and row["status"] != Status.RESOLVED)
+        state = status_text(row) if row is not None else None
+        self.ack_button.setEnabled(state == Status.OPEN)
+        # One the rule cleared can still be closed out by a person (resolved_ns).
+        self.resolve_button.setEnabled(state in (Status.OPEN, Status.ACKNOWLEDGED,
+                                                 Status.CLEARED))
         self.export_button.setEnabled(row is not None)
         self.note_edit.setEnabled(row is not None)
 
@@ -334,7 +359,7 @@ class IncidentsPanel(QWidget):
             self.error_occurred.emit(str(exc))
             return
         self.notes.setPlainText("\n".join(
-            f"{_clock(n['ts_ns'])}  {n['author'] or ''}: {n['text']}" for n in notes))
+            f"{_zoned_clock(n['ts_ns'])}  {n['author'] or ''}: {n['text']}" for n in notes))
 
 
 def _author() -> str:
