@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import re
@@ -23,7 +24,7 @@ import numpy as np
 from app.core.domain import Capture, EndpointUri, Metric, UriError
 from app.core.incident_rules import NS
 from app.core.incidents import incident_window
-from app.core.store import History, Store, StoredCapture, bucket_width
+from app.core.store import History, Store, StoredCapture
 from app.core.summary import SCRAPE_MS, down_seconds
 
 log = logging.getLogger(__name__)
@@ -119,10 +120,29 @@ class Impact:
     # how many of them got no answer (``up`` 0); 0 and 0 for a probe that writes no ``up``.
     attempts: int = 0
     unanswered: int = 0
+    # Resolved by hand after the recording ended: the span ends at the last observation
+    # (``until`` "recording ended"), and this is the resolve, said beside it, never counted.
+    resolved_ns: int | None = None
+    # A latency incident: requests slower than the SLO it was judged with (``slo_ms``).
+    over_slo: int | None = None
+    slo_ms: float | None = None
+    # An outage: the request rate before it, for an estimate of what was not sent while down.
+    before_rate_per_s: float | None = None
+    # A down incident's requests are counted from the failed one that began the outage, when
+    # that came just before the opening (``_outage_start``); else from the opening.
+    requests_from_ns: int | None = None
 
     @property
     def error_rate(self) -> float | None:
         return self.failures / self.requests if self.requests else None
+
+    @property
+    def not_sent_estimate(self) -> int | None:
+        """Requests a probe did not send while it found the endpoint down, at the rate it
+        sent before the incident: an estimate, and said as one."""
+        if not self.down_s or not self.before_rate_per_s:
+            return None
+        return round(self.before_rate_per_s * self.down_s)
 
 
 @dataclass(slots=True)
@@ -153,6 +173,9 @@ class ReportData:
     # The window was cut short of the context asked for at (start, end): the recording began
     # after, or ended before, it (``report_window``).
     clipped: tuple[bool, bool] = (False, False)
+    workspace: str = ""  # the workspace's file name (set by the writer, which knows it)
+    acknowledged: dict | None = None  # the note written with the acknowledge, if any
+    resolve_note: dict | None = None  # the note written with the resolve, if any
 
 
 def _positive(value: object) -> float | None:
@@ -224,6 +247,20 @@ def model_info(endpoint: dict, registered_paths: Sequence[str] = ()) -> dict[str
         info["path"] = str(path)
         info["sha256"] = sha256_of(path) or "file not readable here"
     return info
+
+
+def capture_versions(store: Store, uri: str, start: int, end: int) -> str | None:
+    """The model version(s) the endpoint's captures in ``[start, end]`` carry, with counts
+    when there are several, for an endpoint that records none itself (an imported log keeps
+    its version on each request, not on the endpoint). None when they carry none."""
+    counts = {v: n for v, n in store.capture_value_counts(
+        "model_version", endpoint=uri, start_ns=start, end_ns=end).items() if v}
+    if not counts:
+        return None
+    if len(counts) == 1:
+        return f"{next(iter(counts))} (from the endpoint's captures in the incident)"
+    listed = ", ".join(f"{v} ({n:,} captures)" for v, n in counts.items())
+    return f"{listed} (from the endpoint's captures in the incident)"
 
 
 def serving_info(uri_text: str) -> tuple[str, bool]:
@@ -402,14 +439,33 @@ def down_spans(store: Store, uri: str, start: int, end: int) -> tuple[tuple[int,
     return tuple(spans)
 
 
+# Bucket widths a report's figures use, in seconds: each a whole multiple of the spacing of
+# the usual steady sources (10/s, 1/s, one every 5 s or 15 s), so every bucket holds as many
+# of their samples and a steady rate draws flat; a width of 54 s over a sample every 5 s held
+# 10 or 11 of them, and the line became a comb.
+NICE_WIDTHS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
+                 43200, 86400)
+
+
+def bucket_grid(start: int, end: int) -> tuple[int, int, int]:
+    """The figures' buckets over ``[start, end)``: how many, their width (a NICE_WIDTHS_S
+    entry, at least a second: finer ones turn a steady rate into comb teeth, and at most
+    BUCKETS of them), and the end they reach (``end`` rounded up to a whole bucket, so
+    ``Store.history`` bins with exactly that width)."""
+    need_s = (end - start) / BUCKETS / NS
+    width_s = next((w for w in NICE_WIDTHS_S if w >= need_s),
+                   86400 * math.ceil(need_s / 86400))
+    width = width_s * NS
+    n = max(1, -(-(end - start) // width))
+    return n, width, start + n * width
+
+
 def figures(store: Store, endpoint: dict, start: int, end: int,
             slo: Slo | None = None) -> list[Figure]:
     """``slo``: the one the incident was judged against; by default the endpoint's own."""
     uri = endpoint["uri"]
     slo = slo or Slo(_positive(endpoint.get("slo_ms")), _positive(endpoint.get("slo_ms")))
-    # Buckets of at least a second: finer ones turn a steady request rate into comb teeth.
-    n = int(max(1, min(BUCKETS, (end - start) // NS)))
-    width = bucket_width(start, end, n)  # as Store.history bins them
+    n, width, end = bucket_grid(start, end)
     grid = start + np.arange(n, dtype=np.int64) * width
     out: list[Figure] = []
     lat = store.history(uri, Metric.LATENCY_MS, start, end, n)
@@ -437,6 +493,15 @@ def figures(store: Store, endpoint: dict, start: int, end: int,
             grid,
             {"requests/s": per_s, "failures/s": failed_per_s}, None, "per second",
             down=down))
+    elif store.time_range(uri, Metric.UP) is not None:
+        up = store.history(uri, Metric.UP, start, end, n)
+        if len(up):
+            # No requests to plot (the probe never got through): its tries are the data.
+            out.append(SeriesFigure(
+                "Probe state (1 = the endpoint answered, 0 = no answer)",
+                _query(Metric.UP, start, end, n), grid,
+                {"answered": _on_grid(up, up.vmin, width, n, start)}, None, "up",
+                zero_based=False, down=down_spans(store, uri, start, end)))
     rss = store.history(uri, Metric.RSS_MB, start, end, n)
     if len(rss):
         out.append(SeriesFigure(
@@ -617,28 +682,80 @@ def _quantiles(store: Store, uri: str, start: int, end: int
     return p95, p99
 
 
-def impact(store: Store, incident: dict, window_start: int, last_ns: int | None,
-           resolved_ns: int | None) -> Impact:
-    uri = incident["endpoint"]
+def observed_end(store: Store, uri: str) -> int | None:
+    """The endpoint's last observation: its newest sample of any series (a down probe's
+    ``up`` 0 tries included) or capture (an imported log may keep only those)."""
+    ends = [t for t in (store.last_sample_ns(uri), (store.capture_span(uri) or (None, None))[1])
+            if t is not None]
+    return max(ends) if ends else None
+
+
+def incident_end(incident: dict, resolved_ns: int | None, seen_ns: int | None
+                 ) -> tuple[int, str]:
+    """Where the incident's span ends, and how (``Impact.until``): at its clearing; at the
+    resolve, or at the endpoint's last observation (``seen_ns``) when the recording had
+    ended before it: nothing was measured between the two, so none of that time is counted
+    as the incident's (a workspace resolved the morning after read as a night-long outage);
+    else, still open, at the last observation."""
     opened = int(incident["opened_ns"])
     if incident["cleared_ns"]:
-        end, until = int(incident["cleared_ns"]), "cleared"
-    elif resolved_ns:
-        end, until = int(resolved_ns), "resolved"
-    else:
-        end, until = max(opened, int(last_ns or opened)), "last sample"
-    requests = store.count_between(uri, Metric.LATENCY_MS, opened, end)
+        return int(incident["cleared_ns"]), "cleared"
+    if resolved_ns:
+        if seen_ns is not None and seen_ns < resolved_ns:
+            return max(opened, seen_ns), "recording ended"
+        return int(resolved_ns), "resolved"
+    return max(opened, int(seen_ns or opened)), "last sample"
+
+
+def _outage_start(store: Store, uri: str, opened: int) -> int:
+    """Where a down incident's requests are counted from: its opening, or the failed request
+    just before it that began the outage. The probe stamps a request when it starts and its
+    ``up`` 0 when the try ends, so the refused connection that opened an outage sat a few ms
+    before the opening and was counted "before" it. A failure within a second before the
+    opening, with no request that succeeded after it, is the outage's."""
+    lo = opened - NS
+    fail_ts, _ = store.values(uri, Metric.FAILURE, lo, opened - 1)
+    if not len(fail_ts):
+        return opened
+    lat_ts, _ = store.values(uri, Metric.LATENCY_MS, lo, opened - 1)
+    answered = np.setdiff1d(lat_ts, fail_ts)
+    first = int(fail_ts[fail_ts > (answered.max() if len(answered) else lo - 1)].min(
+        initial=opened))
+    return min(first, opened)
+
+
+def impact(store: Store, incident: dict, window_start: int, last_ns: int | None,
+           resolved_ns: int | None, slo: Slo | None = None) -> Impact:
+    """``last_ns``: the endpoint's last observation (``observed_end``)."""
+    uri = incident["endpoint"]
+    opened = int(incident["opened_ns"])
+    end, until = incident_end(incident, resolved_ns, last_ns)
+    down_rule = incident.get("rule") == "down"
+    counted_from = _outage_start(store, uri, opened) if down_rule else opened
+    requests = store.count_between(uri, Metric.LATENCY_MS, counted_from, end)
     if requests == 0 and uri.startswith("log:"):
         requests = store.count_captures_between(uri, opened, end)  # as the error-rate rule
-    failures = store.count_between(uri, Metric.FAILURE, opened, end)
+    failures = store.count_between(uri, Metric.FAILURE, counted_from, end)
     p95, p99 = _quantiles(store, uri, opened, end)
     b95, b99 = _quantiles(store, uri, window_start, opened - 1)
     before_start, since = _before_span(store, uri, window_start, opened)
     # A probe that cannot reach its server sends no request: each try writes ``up`` 0.
     _, up = store.values(uri, Metric.UP, opened, end)
+    over = judged = None
+    if incident.get("rule") == "latency" and slo is not None and slo.judged_ms is not None:
+        judged = slo.judged_ms
+        _, lat = store.values(uri, Metric.LATENCY_MS, opened, end)
+        over = int((lat > judged).sum())
+    rate = None
+    if down_rule and counted_from > before_start:
+        before = store.count_between(uri, Metric.LATENCY_MS, before_start, counted_from - 1)
+        rate = before / ((counted_from - before_start) / NS) if before else None
     return Impact(opened, end, until, requests, failures, p95, p99, before_start, b95, b99,
                   down_seconds(store, uri, opened, end, since=window_start), since,
-                  attempts=len(up), unanswered=int((up == 0).sum()))
+                  attempts=len(up), unanswered=int((up == 0).sum()),
+                  resolved_ns=resolved_ns if until == "recording ended" else None,
+                  over_slo=over, slo_ms=judged, before_rate_per_s=rate,
+                  requests_from_ns=counted_from)
 
 
 def _before_span(store: Store, uri: str, window_start: int, opened: int) -> tuple[int, str]:
@@ -762,16 +879,44 @@ def gather(store: Store, incident: dict, version: str, *, context_s: float = 30.
     groups, left_out = error_groups(failed)
     rows, before = failure_rows(store, uri, failed, int(incident["opened_ns"]), end,
                                 dated=spans_days(start, end), groups=groups)
+    cost = impact(store, incident, start, observed_end(store, uri), resolved_ns, slo)
+    if model["version"] == "unknown":
+        model["version"] = capture_versions(store, uri, cost.start_ns, cost.end_ns) \
+            or capture_versions(store, uri, start, end) or "unknown"
     return ReportData(
         incident=incident, endpoint=endpoint, start_ns=start, end_ns=end, model=model,
         hardware=hardware_info(), figures=figures(store, endpoint, start, end, slo),
         status_counts=eid_failed,
         failures=rows, failures_total=failures_total, notes=notes,
         replays=replay_rows(store, uri, start, end), contract=contract_rows(model.get("path")),
-        related=[r for r in store.incidents(endpoint=uri, limit=200)
-                 if r["id"] != incident["id"] and r["opened_ns"] <= end
-                 and (r["cleared_ns"] or end) >= start],
+        related=related_incidents(store, incident, (start, end), (cost.start_ns, cost.end_ns)),
         probescope_version=version, slo=slo, resolved_ns=resolved_ns,
-        served_by=served_by, remote=remote,
-        impact=impact(store, incident, start, last, resolved_ns),
-        errors=groups, errors_left_out=left_out, listed_before=before, clipped=clipped)
+        served_by=served_by, remote=remote, impact=cost,
+        errors=groups, errors_left_out=left_out, listed_before=before, clipped=clipped,
+        acknowledged=_status_note(notes, "Acknowledged"),
+        resolve_note=next((n for n in notes if n["ts_ns"] == resolved_ns
+                           and n.get("author") != "probescope"), None) if resolved_ns else None)
+
+
+def related_incidents(store: Store, incident: dict, window: tuple[int, int],
+                      span: tuple[int, int]) -> list[dict]:
+    """Other incidents of the endpoint that overlap the plotted ``window``, and incidents of
+    other endpoints that overlap the incident's own ``span`` (what else was affected at the
+    time): the endpoint's own first, each oldest first. An open one is still running."""
+    out = []
+    for r in store.incidents(limit=500):
+        if r["id"] == incident["id"]:
+            continue
+        lo, hi = window if r["endpoint"] == incident["endpoint"] else span
+        until = r["cleared_ns"] or r.get("resolved_ns") or hi
+        if r["opened_ns"] <= hi and until >= lo:
+            out.append(r)
+    return sorted(out, key=lambda r: (r["endpoint"] != incident["endpoint"], r["opened_ns"]))
+
+
+def _status_note(notes: Sequence[dict], word: str) -> dict | None:
+    """The first note a person's status change wrote ("Acknowledged." or "Acknowledged:
+    why"): its time and author are when and by whom."""
+    return next((n for n in notes if n.get("author") != "probescope"
+                 and (n["text"] == f"{word}." or str(n["text"]).startswith(f"{word}: "))),
+                None)

@@ -98,10 +98,14 @@ class Frame:
         small = font(7)
         p.setFont(small)
         if incident is not None:
-            x0 = self.x(incident[0])
-            x1 = self.x(incident[1]) if incident[1] is not None else self.plot.right()
-            p.fillRect(QRectF(x0, self.plot.top(), max(0.5 * PT, x1 - x0), self.plot.height()),
-                       INCIDENT_FILL)
+            # Inside the frame, as the down spans are: a resolve after the plotted window's
+            # end once shaded the page margin out to the paper's edge.
+            x0 = max(self.x(incident[0]), self.plot.left())
+            x1 = self.plot.right() if incident[1] is None else \
+                min(self.x(incident[1]), self.plot.right())
+            if x1 >= x0 and x0 < self.plot.right():
+                p.fillRect(QRectF(x0, self.plot.top(), max(0.5 * PT, x1 - x0),
+                                  self.plot.height()), INCIDENT_FILL)
         for a, b in down:
             x0, x1 = max(self.x(a), self.plot.left()), min(self.x(b), self.plot.right())
             p.fillRect(QRectF(x0, self.plot.top(), max(0.5 * PT, x1 - x0), self.plot.height()),

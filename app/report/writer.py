@@ -59,10 +59,15 @@ def _probescope_version() -> str:
         return "0+unknown"
 
 
-def shaded_span(incident: dict, resolved_ns: int | None) -> tuple[int, int | None]:
+def shaded_span(incident: dict, resolved_ns: int | None, seen_ns: int | None = None
+                ) -> tuple[int, int | None]:
     """What the figures shade as the incident: from its opening to its clearing, or to when
-    a person resolved it; an active one runs to the plot's edge (None)."""
-    return int(incident["opened_ns"]), incident["cleared_ns"] or resolved_ns
+    a person resolved it, or to the endpoint's last observation (``seen_ns``) when that came
+    first (nothing after it was observed); an active one runs to the plot's edge (None)."""
+    end = incident["cleared_ns"] or resolved_ns
+    if not incident["cleared_ns"] and end is not None and seen_ns is not None:
+        end = max(int(incident["opened_ns"]), min(end, seen_ns))
+    return int(incident["opened_ns"]), end
 
 
 def _utc(ts_ns: int | None) -> str:
@@ -116,6 +121,7 @@ def write_report(db_path: str | Path, incident: str | int, out: str | Path, *,
         row = find_incident(store, incident)
         progress(0.05)
         data = report_data.gather(store, row, _probescope_version(), context_s=context_s)
+        data.workspace = Path(db_path).name
     finally:
         store.close()
     if cancelled():
@@ -210,17 +216,52 @@ def _tripped(inc: dict, slo: report_data.Slo) -> str:
             f"{_amount(inc, 'threshold')} ({factor:g} × {whose} {slo_ms:g} ms SLO)")
 
 
-def _impact_rows(impact: report_data.Impact | None) -> list[tuple[str, str]]:
+_UNTIL = {"cleared": "to its clearing", "resolved": "to the resolve",
+          "last sample": "to the last sample", "recording ended": "to the end of the recording"}
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{min(1.0, part / whole):.0%}" if whole > 0 else "-"
+
+
+def _impact_rows(impact: report_data.Impact | None, inc: dict | None = None
+                 ) -> list[tuple[str, str]]:
     """Page 1's totals over the incident itself, opening to end, each saying its window: the
-    peak reading above covers only the rule's window, the failures section the plotted one."""
+    peak reading above covers only the rule's window, the failures section the plotted one.
+    An outage leads with its downtime and a latency incident with its requests over the SLO:
+    "0 of 16 requests failed" or a 34.9 % of wrong labels read as what the incident cost."""
     if impact is None:
         return []
-    until = {"cleared": "to its clearing", "resolved": "to the resolve",
-             "last sample": "to the last sample"}[impact.until]
-    span = f"from opening {until} ({_duration(impact.end_ns - impact.start_ns)})"
-    if impact.requests:
-        text = (f"{impact.failures:,} of {impact.requests:,} requests failed "
-                f"({impact.error_rate:.1%}) {span}")
+    inc = inc or {}
+    span_ns = impact.end_ns - impact.start_ns
+    span = f"from opening {_UNTIL[impact.until]} ({_duration(span_ns)})"
+    total_s = max(1e-9, span_ns / 1e9)
+    failed = (f"{impact.failures:,} of {impact.requests:,} requests failed "
+              f"({impact.error_rate:.1%})") if impact.requests else ""
+    if impact.requests and inc.get("rule") == "down" and impact.down_s:
+        text = (f"the probe found the endpoint down for "
+                f"{_duration(int(impact.down_s * 1e9))} of the {_duration(span_ns)} "
+                f"{span.split(' (')[0]} ({_share(impact.down_s, total_s)}); {failed}")
+        early = impact.start_ns - (impact.requests_from_ns or impact.start_ns)
+        if early > 0:
+            text += (f", counted from the failed request that began the outage "
+                     f"{early / 1e6:,.0f} ms before the opening")
+        lost = impact.not_sent_estimate
+        if lost:
+            text += (f"; about {lost:,} requests were not sent while it was down (an "
+                     f"estimate: {impact.before_rate_per_s:.3g}/s before the outage × "
+                     f"the time down)")
+        return [("Impact", text), *_latency_rows(impact)]
+    if impact.requests and impact.over_slo is not None and impact.slo_ms is not None:
+        config = (inc.get("details") or {}).get("config") or {}
+        whose = "the incident rules'" if isinstance(config, dict) and config.get("slo_ms") \
+            else "the endpoint's"
+        text = (f"{impact.over_slo:,} of {impact.requests:,} requests "
+                f"({impact.over_slo / impact.requests:.1%}) took longer than {whose} "
+                f"{impact.slo_ms:g} ms SLO, the one this incident was judged with, {span}; "
+                f"{impact.failures:,} ({impact.error_rate:.1%}) failed (see Top errors)")
+    elif impact.requests:
+        text = f"{failed} {span}"
     elif impact.unanswered:
         # A probe that cannot reach its server sends no request; its tries are what it has.
         tries = (f"{impact.attempts:,} attempts, none answered"
@@ -230,27 +271,29 @@ def _impact_rows(impact: report_data.Impact | None) -> list[tuple[str, str]]:
     else:
         text = f"no requests were recorded {span}"
     if impact.down_s:
-        total = max(1e-9, (impact.end_ns - impact.start_ns) / 1e9)
         who = "the endpoint was" if not impact.requests and impact.unanswered else \
             "the probe found the endpoint"
         text += (f"; {who} down for {_duration(int(impact.down_s * 1e9))}"
-                 f" ({min(1.0, impact.down_s / total):.0%} of it)")
-    rows = [("Impact", text)]
-    if impact.p95_ms is not None:
-        lat = f"p95 {_ms(impact.p95_ms)}, p99 {_ms(impact.p99_ms or 0)} during the incident"
-        # Over the span the requests before it cover, not the context asked for: a 5-day
-        # context over a 90 s recording said "in the 120 h before it opened".
-        before = _duration(round((impact.start_ns - impact.before_start_ns) / 1e9) * NS)
-        since = {"recording": " (from the recording's start)",
-                 "gap": " (from its first request in the plotted window)"}.get(
-                     impact.before_since, "")
-        if impact.before_p95_ms is not None:
-            lat += (f"; p95 {_ms(impact.before_p95_ms)}, p99 {_ms(impact.before_p99_ms or 0)}"
-                    f" in the {before} before it opened{since}")
-        else:
-            lat += f"; no requests in the {before} before it opened"
-        rows.append(("Latency", lat))
-    return rows
+                 f" ({_share(impact.down_s, total_s)} of it)")
+    return [("Impact", text), *_latency_rows(impact)]
+
+
+def _latency_rows(impact: report_data.Impact) -> list[tuple[str, str]]:
+    if impact.p95_ms is None:
+        return []
+    lat = f"p95 {_ms(impact.p95_ms)}, p99 {_ms(impact.p99_ms or 0)} during the incident"
+    # Over the span the requests before it cover, not the context asked for: a 5-day
+    # context over a 90 s recording said "in the 120 h before it opened".
+    before = _duration(round((impact.start_ns - impact.before_start_ns) / 1e9) * NS)
+    since = {"recording": " (from the recording's start)",
+             "gap": " (from its first request in the plotted window)"}.get(
+                 impact.before_since, "")
+    if impact.before_p95_ms is not None:
+        lat += (f"; p95 {_ms(impact.before_p95_ms)}, p99 {_ms(impact.before_p99_ms or 0)}"
+                f" in the {before} before it opened{since}")
+    else:
+        lat += f"; no requests in the {before} before it opened"
+    return [("Latency", lat)]
 
 
 # The down rule's reading said "(every request failed)" of a probe that could send none: it
@@ -371,6 +414,19 @@ def _top_errors(flow: PageFlow, data: report_data.ReportData) -> None:
                  report_data.clip(g.text)] for g in data.errors])
 
 
+def _by(note: dict | None) -> str:
+    """" by <author>" of a status change's note, when it names one."""
+    return f" by {note['author']}" if note and note.get("author") else ""
+
+
+def _related(r: dict, inc: dict) -> str:
+    """One related incident; one of another endpoint is marked with it: "what else was
+    affected" is the point of listing it."""
+    where = "" if r["endpoint"] == inc["endpoint"] else f" on {r['endpoint']}"
+    return (f"#{r['id']} {RULE_TITLES.get(r['rule'], r['rule'])}{where} ({_status(r)}, "
+            f"opened {_utc(r['opened_ns'])})")
+
+
 def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[], bool]) -> None:
     inc = data.incident
     flow.text("ProbeScope incident report", font(9), after_pt=2)
@@ -383,12 +439,26 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
     # change's (report_data.resolve_time), never a later note that happens to start "Resolved".
     resolved_ns = data.resolved_ns
     by_hand = inc["cleared_ns"] is None and inc["status"] == "resolved"
+    opened = int(inc["opened_ns"])
     ended = inc["cleared_ns"] or resolved_ns
-    window = (ended or data.end_ns) - inc["opened_ns"]
+    window = (ended or data.end_ns) - opened
+    unobserved = data.impact is not None and data.impact.until == "recording ended"
     if inc["cleared_ns"]:
         cleared, still, so_far = _utc(inc["cleared_ns"]), "", ""
+    elif resolved_ns and unobserved and data.impact is not None:
+        # Nothing was measured between the recording's end and the resolve: the incident's
+        # span stops at its last observation, and page 1 says where the rest went.
+        seen = data.impact.end_ns
+        window = seen - opened
+        cleared = (f"not by the rule: the recording ended at {_utc(seen)}, "
+                   f"{_duration(window)} after it opened, with the incident still open; "
+                   f"resolved by hand at {_utc(resolved_ns)}{_by(data.resolve_note)}")
+        still = " · resolved by hand after the recording ended"
+        so_far = (f" (to the end of the recording; the {_duration(resolved_ns - seen)} from "
+                  "then to the resolve was not observed)")
     elif resolved_ns:
-        cleared = f"not by the rule; resolved by hand at {_utc(resolved_ns)}"
+        cleared = (f"not by the rule; resolved by hand at {_utc(resolved_ns)} "
+                   f"({_duration(resolved_ns - opened)} after opening){_by(data.resolve_note)}")
         still, so_far = " · resolved by hand", " (to the resolve)"
     elif by_hand:
         cleared = "not by the rule; resolved by hand (the workspace does not say when)"
@@ -396,20 +466,22 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
     else:
         cleared, still = "not cleared", " · still active at the last sample"
         so_far = " so far (to the last sample)"
+    ack = data.acknowledged
     flow.key_values([
         ("Endpoint", inc["endpoint"]),
         ("Status", f"{_status(inc)} · severity {inc['severity']}{still}"),
         ("Opened", f"{_utc(inc['opened_ns'])} (rule first tripped)"),
         ("Confirmed", f"{_utc(inc['trigger_ns'])} (tripped on consecutive evaluations)"),
+        *([("Acknowledged", f"{_utc(ack['ts_ns'])} ({_duration(ack['ts_ns'] - opened)} after "
+                            f"opening){_by(ack)}")] if ack else []),
         ("Cleared", cleared),
         ("Duration", _duration(window) + so_far),
-        *_impact_rows(data.impact),
+        *_impact_rows(data.impact, inc),
         ("What tripped", _tripped(inc, data.slo)),
         ("Plotted window", f"{_utc(data.start_ns)} to {_utc(data.end_ns)}"
                            + _clipped_text(data.clipped)),
-        *([("Related", "; ".join(
-            f"#{r['id']} {RULE_TITLES.get(r['rule'], r['rule'])} ({_status(r)}, opened "
-            f"{_utc(r['opened_ns'])})" for r in data.related))] if data.related else []),
+        *([("Related", "; ".join(_related(r, inc) for r in data.related))]
+          if data.related else []),
     ])
     _top_errors(flow, data)
     flow.heading("Model and endpoint")
@@ -427,7 +499,8 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
         flow.text("No requests, memory or drift were recorded for this endpoint in the "
                   "plotted window" + (": the probe could not reach it." if unreached else "."),
                   font(9))
-    incident_span = shaded_span(inc, data.resolved_ns)
+    incident_span = shaded_span(inc, data.resolved_ns,
+                                data.impact.end_ns if unobserved and data.impact else None)
     for i, fig in enumerate(data.figures, start=1):
         if cancelled():
             raise ReportCancelled("report export cancelled")
@@ -446,6 +519,11 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
         flow.text("No failed requests were captured in the incident window"
                   + (": the probe could not reach the endpoint, so it sent none (see Impact)."
                      if unreached else "."), font(9))
+        if unreached and not data.errors:
+            # Said, so nobody looks for it: what the probe printed is not in the workspace.
+            flow.text("The workspace keeps no error text for these attempts, only that each "
+                      "got no answer (the probe's up 0 samples, Figure 1); the probe's own "
+                      "console or log said why.", font(9))
     else:
         counts = ", ".join(f"{s}: {n:,}" for s, n in data.status_counts.items() if s != "ok")
         shown, before = len(data.failures), data.listed_before
@@ -509,7 +587,11 @@ def _compose(flow: PageFlow, data: report_data.ReportData, cancelled: Callable[[
         ("ProbeScope", data.probescope_version),
         ("Incident rules", ", ".join(f"{k}={v}" for k, v in
                                      inc["details"].get("config", {}).items()) or "-"),
-        ("ENDPOINT", inc["endpoint"]),
+        # The file name alone: the folder (often the user's home) would travel with a report
+        # that is shared; whoever sends the report knows where the file is.
+        ("Workspace", f"{data.workspace or 'not known'} (the failures' capture ids and the "
+                      "queries below are read from it)"),
+        ("Endpoint", f"{inc['endpoint']} (ENDPOINT in the queries below)"),
     ])
     if flow.undrawable:
         # Said, not silently dropped: a box in a model's name changes what the report names.

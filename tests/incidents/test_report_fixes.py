@@ -94,9 +94,11 @@ def test_a_later_note_beginning_with_resolved_does_not_move_the_resolve(qapp, de
     store.close()
     text = _text(write_report(db, incident_id, tmp_path / "r.pdf"))
     assert f"resolved by hand at {_utc(resolve['ts_ns'])}" in text
-    s = int((resolve["ts_ns"] - incident["opened_ns"]) / 1e9)
-    took = f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
-    assert f"Duration {took} (to the resolve)" in text
+    # The demo recording had ended before the resolve: the incident's span stops there, and
+    # the time from then to the resolve is said, not counted.
+    assert incident["opened_ns"] < resolve["ts_ns"]
+    assert "(to the end of the recording; the " in text
+    assert "from then to the resolve was not observed)" in text
     assert "Resolved upstream in wine-v2.1" in text  # the notes themselves are all kept
 
 
