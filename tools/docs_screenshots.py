@@ -5,6 +5,7 @@
 Runs the demo for a while so failures and incidents accumulate, then writes:
 
 - ``dashboard.png``, ``dashboard-light.png``: the live view, dark and light;
+- ``overlay-compact.png``: the overlay plot over compact (shortest) panels;
 - ``drift-panel.png``: the Drift dock, made taller, with one feature's distributions;
 - ``replay.png``: the Replay dock after loading the captured failures, replaying them on the
   three bundled versions and selecting a case that wine-v3 newly breaks;
@@ -86,6 +87,16 @@ def main() -> int:
     window.set_theme("dark")
     run_for(2.0)
 
+    # Many endpoints at a glance: compact panels, and two versions' p95 in one plot.
+    window.show_overlay(True)
+    window.live.overlay.set_chosen(list(window.panels)[:3])
+    window.step_panel_height(-2)
+    run_for(3.0)
+    window.grab().save(str(args.out / "overlay-compact.png"))
+    window.show_overlay(False)
+    window.step_panel_height(0)
+    run_for(1.0)
+
     bench = window.workbench
     drift = bench.docks["Drift"]
     drift.raise_()
@@ -113,8 +124,8 @@ def main() -> int:
 
     window.close()
     window.shutdown()
-    print(f"wrote dashboard, dashboard-light, drift-panel, replay and versions PNGs to "
-          f"{args.out}")
+    print(f"wrote dashboard, dashboard-light, overlay-compact, drift-panel, replay and "
+          f"versions PNGs to {args.out}")
     return 0
 
 
