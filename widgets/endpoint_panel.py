@@ -341,11 +341,14 @@ class EndpointPanel(QFrame):
     def set_state(self, state: str, detail: str = "") -> None:
         changed = state != getattr(self, "_state", None)
         self._state = state
-        color = self.theme.states.get(state, self.theme.muted)
-        self.dot.setStyleSheet(f"color: {color}; font-size: 14pt;")
-        self.dot.setToolTip(state + (f": {detail}" if detail else ""))
-        if changed:
+        if changed:  # a style sheet re-polishes the widget: once a second per panel added up
+            self._paint_dot()
             self.update_stats()
+        self.dot.setToolTip(state + (f": {detail}" if detail else ""))
+
+    def _paint_dot(self) -> None:
+        color = self.theme.states.get(self._state, self.theme.muted)
+        self.dot.setStyleSheet(f"color: {color}; font-size: 14pt;")
 
     # -- drawing --------------------------------------------------------------------------
 
@@ -518,4 +521,4 @@ class EndpointPanel(QFrame):
         if self.rate_plot is not None and not self.scraped:
             self.rate_plot.set_curve_color("throughput", theme.series[0])
             self.rate_plot.set_curve_color("errors", theme.failure)
-        self.set_state(self._state)
+        self._paint_dot()

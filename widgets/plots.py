@@ -397,6 +397,11 @@ class SeriesPlotWidget(PlotMenu, pg.PlotWidget):
         if self._follow_y:
             self._refit_y()
 
+    def in_sight(self) -> bool:
+        """Whether any of the plot is on screen (its viewport's region: the view's own is
+        always empty, the viewport covering it)."""
+        return self.isVisible() and not self.viewport().visibleRegion().isEmpty()
+
     def curve_data(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
         """What a curve draws now (its last ``set_curve``), or None before any."""
         return self._data.get(key)
@@ -639,12 +644,17 @@ class XLinker:
         self._busy = False
         # The frozen view's own x range (padding included), where Reset zoom returns.
         self.home: tuple[float, float, float] | None = None
+        # The newest live frame's x range: plots out of sight skip live frames (``set_views``)
+        # and take it when the view freezes or a plot joins.
+        self._live: tuple[float, float] | None = None
 
     def add(self, plot: SeriesPlotWidget) -> None:
         self.plots.append(plot)
         plot._linker = self
         plot.getViewBox().sigXRangeChanged.connect(self._on_view_x_range_changed)
-        if len(self.plots) > 1:
+        if self._live is not None:
+            plot.setXRange(*self._live, padding=0)
+        elif len(self.plots) > 1:
             x0, x1 = self.plots[0].getViewBox().viewRange()[0]
             plot.setXRange(x0, x1, padding=0)
 
@@ -659,6 +669,7 @@ class XLinker:
 
     def set_range(self, x0: float, x1: float, padding: float = 0.0) -> None:
         self.home = (x0, x1, padding)
+        self._live = None
         self._busy = True
         try:
             for plot in self.plots:
@@ -667,17 +678,23 @@ class XLinker:
             self._busy = False
 
     def set_views(self, x0: float, x1: float, *, snap: bool = False) -> None:
-        """Live frame: each plot gets x and a fitted y in one change."""
+        """Live frame: each plot in sight gets x and a fitted y in one change. One out of
+        sight (most of them, with many endpoints) is left until it comes into sight, a frame
+        later: moving all 28 plots of ten endpoints was nine tenths of a frame's work."""
+        self._live = (x0, x1)
         self._busy = True
         try:
             for plot in self.plots:
-                plot.set_view(x0, x1, snap=snap)
+                if plot.in_sight():
+                    plot.set_view(x0, x1, snap=snap)
         finally:
             self._busy = False
 
     def fit_y(self) -> None:
         """The view froze (paused): y follows what is in sight, and Reset zoom comes back
-        to this x range."""
+        to this x range (the last live frame's, which every plot takes now)."""
+        if self._live is not None:
+            self.set_range(*self._live)
         if self.plots:
             x0, x1 = self.plots[0].getViewBox().viewRange()[0]
             self.home = (x0, x1, 0.0)

@@ -57,6 +57,8 @@ class LiveView(QScrollArea):
         # this off to measure the cost of redrawing everything on every frame.
         self.snap_to_pixels = True
         self._history_span = (-1, 0)
+        self._history_range: tuple[float, float] | None = None  # to apply, once per round
+        self._history_applied: tuple[float, float] | None = None
         self._history_seen: tuple[int, int] | None = None
         host = QWidget()
         self._layout = QVBoxLayout(host)
@@ -253,6 +255,7 @@ class LiveView(QScrollArea):
 
     def set_time_window(self, key: str) -> None:
         self.window_key = key
+        self._history_applied = None  # a history view starts on its whole range
         live = key in LIVE_WINDOWS
         for panel in self.panels.values():
             panel.set_mode("live" if live else "history")
@@ -272,6 +275,7 @@ class LiveView(QScrollArea):
     def show_range(self, start_s: float, end_s: float) -> None:
         """Freeze the plots on a past stretch of time (an incident's window, say)."""
         self.set_paused(True)
+        self._history_applied = None
         self.x_link.set_range(start_s, end_s)
 
     def request_history(self) -> None:
@@ -307,8 +311,20 @@ class LiveView(QScrollArea):
             else:
                 seen = self._history_seen or (end_ns - 60 * 10**9, end_ns)
             start_ns, end_ns = seen
-        self.x_link.set_range(start_ns / 1e9, end_ns / 1e9, padding=0.01)
+        # Once for a round's answers (ten endpoints answer together), and only if it moved:
+        # each setting refits every linked plot, so ten of them cost endpoints x plots.
+        if self._history_range is None:
+            QTimer.singleShot(0, self._apply_history_range)
+        self._history_range = (start_ns / 1e9, end_ns / 1e9)
         self.frames += 1
+
+    def _apply_history_range(self) -> None:
+        wanted, self._history_range = self._history_range, None
+        if wanted is None or self.window_key in LIVE_WINDOWS:
+            return
+        if wanted != self._history_applied:
+            self._history_applied = wanted
+            self.x_link.set_range(*wanted, padding=0.01)
 
     def apply_theme(self, theme: Theme) -> None:
         self.theme = theme

@@ -212,6 +212,8 @@ class MainWindow(QMainWindow):
             finally:
                 self._remember_window = True
         self.live.request_history()
+        # What the window and this workspace hold stays: out of later full collections.
+        self.workbench.collector.freeze_what_is_held()
 
     def _close_monitor(self) -> None:
         self.workbench.close()  # its monitors listen to the recorder: they stop first
