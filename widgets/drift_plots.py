@@ -305,6 +305,7 @@ class DistributionPlotWidget(pg.PlotWidget):
         self.legend = self.plot.addLegend(offset=(-10, 10), labelTextColor=theme.text)
         self.items: dict[str, pg.GraphicsObject] = {}
         self.feature: str | None = None
+        self._kind: str | None = None  # "numerical" or "categorical" while items are drawn
         self.setMinimumHeight(160)
 
     def clear_distribution(self, message: str = "") -> None:
@@ -313,6 +314,7 @@ class DistributionPlotWidget(pg.PlotWidget):
         for item in self.items.values():
             self.plot.removeItem(item)
         self.items = {}
+        self._kind = None
         self.legend.clear()
         self.feature = None
         self.plot.getAxis("bottom").setTicks(None)
@@ -323,11 +325,29 @@ class DistributionPlotWidget(pg.PlotWidget):
         for name in ("left", "bottom"):
             self.plot.showAxis(name, show)
 
+    def _update_in_place(self, kind: str, feature: str, title: str) -> bool:
+        """Whether the items drawn are of ``kind``, so new shares go onto them: the panel
+        redraws its distribution on every refresh, and removing and re-adding the items and
+        the legend's swatches each time cost the GUI thread more than the shares did."""
+        if self._kind != kind:
+            return False
+        self.feature = feature
+        if self.plot.titleLabel.text != title:
+            self.plot.setTitle(title, color=self.theme.muted, size="9pt")
+        return True
+
     def set_numerical(self, feature: str, edges: np.ndarray, reference: np.ndarray,
                       current: np.ndarray, title: str | None = None) -> None:
-        self.clear_distribution(title or f"{feature}: share of rows per bin")
+        title = title or f"{feature}: share of rows per bin"
+        if self._update_in_place("numerical", feature, title):
+            self.items["reference"].setData(edges, reference)
+            self.items["current"].setData(edges, current)
+            self.plot.enableAutoRange()
+            return
+        self.clear_distribution(title)
         self._show_axes(True)
         self.feature = feature
+        self._kind = "numerical"
         for name, shares, colour, alpha in (("reference", reference, self.theme.series[0], 70),
                                             ("current", current, self.theme.series[3], 70)):
             brush = pg.mkColor(colour)
@@ -343,10 +363,19 @@ class DistributionPlotWidget(pg.PlotWidget):
 
     def set_categorical(self, feature: str, categories: Sequence[str], reference: np.ndarray,
                         current: np.ndarray, title: str | None = None) -> None:
-        self.clear_distribution(title or f"{feature}: share of rows per category")
+        title = title or f"{feature}: share of rows per category"
+        x = np.arange(len(categories), dtype=np.float64)
+        if self._update_in_place("categorical", feature, title):
+            self.items["reference"].setOpts(x=x - 0.2, height=reference)
+            self.items["current"].setOpts(x=x + 0.2, height=current)
+            self.plot.getAxis("bottom").setTicks(
+                [[(i, str(c)) for i, c in enumerate(categories)]])
+            self.plot.enableAutoRange()
+            return
+        self.clear_distribution(title)
         self._show_axes(True)
         self.feature = feature
-        x = np.arange(len(categories), dtype=np.float64)
+        self._kind = "categorical"
         for name, shares, colour, offset in (("reference", reference, self.theme.series[0], -0.2),
                                              ("current", current, self.theme.series[3], 0.2)):
             item = pg.BarGraphItem(x=x + offset, height=shares, width=0.38,

@@ -10,6 +10,7 @@ p = 1 gives 0.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,7 +26,7 @@ from app.core.drift import (
     tensor_rows,
 )
 from app.core.drift_stats import METHODS, Kind
-from app.core.references import get_reference, input_columns, load_reference
+from app.core.references import Reference, get_reference, input_columns, load_reference
 from app.core.store import Store
 
 MAX_SEVERITY = 10.0  # p = 0 or huge distances: clipped so a heat map keeps its scale
@@ -154,14 +155,17 @@ class FeatureComparison:
 
 
 def feature_comparison(store: Store, endpoint: str, feature: str, *, rows: int = 500,
-                       bins: int = 30) -> FeatureComparison:
+                       bins: int = 30,
+                       load: Callable[[Store, Reference], pd.DataFrame] = load_reference
+                       ) -> FeatureComparison:
     """Latest-window shares of one feature (or ``prediction``) against its reference on
     shared bins. Predictions that the reference lacks are compared, as the live monitor does
-    (its ``window_rows`` is ``rows`` here), with the endpoint's first ``rows`` predictions."""
+    (its ``window_rows`` is ``rows`` here), with the endpoint's first ``rows`` predictions.
+    ``load`` reads the reference's rows: a caller asking every few seconds may keep them."""
     reference = get_reference(store, endpoint)
     if reference is None:
         return FeatureComparison(None, f"{feature}: no reference to compare with; choose one")
-    frame = load_reference(store, reference)
+    frame = load(store, reference)
     names = reference.columns or input_columns(frame)
     baseline = None
     if feature == PREDICTION_COLUMN and feature not in frame.columns:

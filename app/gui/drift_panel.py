@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
@@ -29,8 +32,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.demo import demo_path
 from app.core.drift import DriftError
 from app.core.drift_history import (
+    FeatureComparison,
     drift_matrix,
     evaluation_text,
     feature_comparison,
@@ -40,10 +45,13 @@ from app.core.drift_history import (
 from app.core.drift_monitor import DriftMonitor, DriftUpdate
 from app.core.drift_stats import Kind
 from app.core.references import (
+    DEMO_REFERENCE,
     Reference,
+    ReferenceKind,
     demo_reference,
     file_reference,
     get_reference,
+    load_reference,
     set_reference,
 )
 from app.core.store import Store, StoreError
@@ -65,6 +73,7 @@ HISTORY_SPANS_S = (("last 15 min", 900.0), ("last hour", 3600.0), ("last 6 hours
 # Shares of the panel's height for the heat map: at least the first, more up to the second
 # where that names every row; the rest goes to the table and distributions below it.
 HEAT_MAP_SHARES = (0.4, 0.55)
+REFERENCE_FRAMES_KEPT = 2  # parsed reference files kept (the shown endpoint's, and one more)
 
 
 def read_share_series(db_path: str | Path, endpoint: str, start_ns: int | None = None,
@@ -75,6 +84,63 @@ def read_share_series(db_path: str | Path, endpoint: str, start_ns: int | None =
         return share_series(store, endpoint, start_ns, end_ns)
     finally:
         store.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Shown:
+    """A distribution read on the worker: of which endpoint's feature, and what to show, or
+    the one line that says why it could not be read."""
+
+    endpoint: str
+    feature: str
+    comparison: FeatureComparison | None
+    error: str | None = None
+
+
+class _ReferenceFrames:
+    """Reference frames kept between distribution reads: every refresh (each 5 s) parsed the
+    same reference file again. A file is read anew once its size or modification time
+    changes; a captures reference (its rows can grow) is always read from the store.
+    Thread: the panel's query worker; the lock only makes a second worker safe."""
+
+    def __init__(self, kept: int = REFERENCE_FRAMES_KEPT) -> None:
+        self._kept = kept
+        self._frames: OrderedDict[tuple, pd.DataFrame] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, store: Store, reference: Reference) -> pd.DataFrame:
+        path = (reference.path if reference.kind is ReferenceKind.FILE
+                else demo_path(DEMO_REFERENCE) if reference.kind is ReferenceKind.DEMO
+                else None)
+        try:
+            version = path.stat() if path is not None else None
+        except OSError:
+            version = None  # gone: load_reference says so in its own words
+        if version is None:
+            return load_reference(store, reference)
+        key = (reference, str(path), version.st_mtime_ns, version.st_size)
+        with self._lock:
+            frame = self._frames.get(key)
+            if frame is not None:
+                self._frames.move_to_end(key)
+                return frame
+        frame = load_reference(store, reference)
+        with self._lock:
+            self._frames[key] = frame
+            while len(self._frames) > self._kept:
+                self._frames.popitem(last=False)
+        return frame
+
+
+def _compare(store: Store, endpoint: str, feature: str,
+             frames: Callable[[Store, Reference], pd.DataFrame] = load_reference) -> _Shown:
+    """``feature_comparison`` for the worker: a workspace or reference that cannot be read
+    becomes a line to show, not a failed refresh (the table is still worth showing)."""
+    try:
+        return _Shown(endpoint, feature, feature_comparison(store, endpoint, feature,
+                                                            load=frames))
+    except (StoreError, DriftError) as exc:
+        return _Shown(endpoint, feature, None, str(exc))
 
 
 class _Relay:
@@ -110,6 +176,7 @@ class DriftPanel(QWidget):
     error_occurred = Signal(str)  # a line for the status bar
     report_finished = Signal(object)  # EndpointDrift of a finished full report
     refreshed = Signal()  # after each refresh, for whoever waits on it
+    distribution_shown = Signal(str)  # the feature whose distributions are now drawn
     drift_evaluated = Signal(str, float, float)  # endpoint, epoch seconds, share drifted
     _update_arrived = Signal(object)  # emitted on the drift thread; queued to this one
 
@@ -121,6 +188,11 @@ class DriftPanel(QWidget):
         self.queries = JobRunner(self)  # history reads; the report has its own worker
         self._query: Job | None = None
         self._refresh_again = False
+        # Distributions are read on the same worker, one at a time: the feature being read
+        # and the one asked for since (a user stepping through rows skips to the last).
+        self._distribution_job: Job | None = None
+        self._distribution_wanted: tuple[str, str] | None = None
+        self._reference_frames = _ReferenceFrames()
 
         self.endpoint_box = QComboBox()
         self.endpoint_box.setMinimumContentsLength(30)
@@ -251,6 +323,7 @@ class DriftPanel(QWidget):
             self._refresh_again = True  # the answer in flight is stale: ask again after it
             return
         db, span_s = self.db_path, self.span_box.currentData()
+        previous, frames = self.selected_feature(), self._reference_frames
 
         def work(_progress: Callable[[float], None], _cancelled: Callable[[], bool]) -> tuple:
             store = Store(db, readonly=True)  # a Store belongs to the thread that opened it
@@ -258,9 +331,14 @@ class DriftPanel(QWidget):
                 last = store.capture_span(endpoint) if span_s is not None else None
                 start_ns = last[1] - int(span_s * 1e9) if last else None
                 evaluation, table = latest_evaluation(store, endpoint)
+                # The distribution _set_table will show, read here and not on the GUI thread
+                # (the reference and 500 decoded captures: tens of ms every refresh).
+                features = [r.feature for r in table]
+                feature = previous if previous in features else next(iter(features), None)
+                shown = _compare(store, endpoint, feature, frames) if feature else None
                 return endpoint, (drift_matrix(store, endpoint, start_ns), table,
                                   get_reference(store, endpoint),
-                                  evaluation_text(evaluation, table))
+                                  evaluation_text(evaluation, table), shown)
             finally:
                 store.close()
 
@@ -337,14 +415,14 @@ class DriftPanel(QWidget):
 
     def _on_query_finished(self, answer: tuple) -> None:
         self._query = None
-        endpoint, (matrix, table, reference, evaluated) = answer
+        endpoint, (matrix, table, reference, evaluated, shown) = answer
         if self._refresh_again or endpoint != self.endpoint():
             self._refresh_again = False
             self.refresh()
             return
         self.heatmap.set_matrix(matrix.ts_ns, matrix.features, matrix.severity)
         self._share_height()  # another endpoint may have another number of rows
-        self._set_table(table)
+        self._set_table(table, shown)
         self._show_reference(reference, evaluated)
         self.refreshed.emit()
 
@@ -367,8 +445,21 @@ class DriftPanel(QWidget):
         feature = self.selected_feature()
         if feature is None:
             return
-        self._show_distribution(feature)
+        self._request_distribution(feature)
         self.feature_selected.emit(feature)
+
+    def _on_distribution_finished(self, shown: _Shown) -> None:
+        self._distribution_job = None
+        wanted, self._distribution_wanted = self._distribution_wanted, None
+        if (shown.endpoint, shown.feature) == (self.endpoint(), self.selected_feature()):
+            self._show_distribution(shown)
+        if wanted is not None and wanted != (shown.endpoint, shown.feature):
+            self._request_distribution(wanted[1])
+
+    def _on_distribution_failed(self, message: str) -> None:
+        self._distribution_job = None
+        self._distribution_wanted = None
+        self.error_occurred.emit(message)
 
     def _on_splitter_moved(self, _pos: int, _index: int) -> None:
         self._user_sized = True
@@ -440,39 +531,67 @@ class DriftPanel(QWidget):
             self.evaluated_label.setText(evaluated)
             self.evaluated_label.setVisible(bool(evaluated))
 
-    def _set_table(self, table: list) -> None:
+    def _set_table(self, table: list, shown: _Shown | None = None) -> None:
+        """Show ``table`` and select the user's feature, else the most drifted one. Its
+        distribution is ``shown`` when the refresh read it, else it is asked for."""
         previous = self.selected_feature()
         self._rows = [r.feature for r in table]
         self.table.blockSignals(True)
         fill_feature_table(self.table, [(r.feature, r.method, r.score, r.threshold,
                                          r.drifted) for r in table])
         self.table.blockSignals(False)
-        # Keep the user's feature; otherwise show the most drifted one.
         feature = previous if previous in self._rows else next(iter(self._rows), None)
-        if feature is not None:
+        if feature is None:
+            self.distribution.clear_distribution("No drift evaluated yet")
+            return
+        if self.selected_feature() != feature:
             self.table.blockSignals(True)
             self.table.selectRow(self._rows.index(feature))
             self.table.blockSignals(False)
-            self._show_distribution(feature)
-        else:
-            self.distribution.clear_distribution("No drift evaluated yet")
+        if shown is not None and (shown.endpoint, shown.feature) == (self.endpoint(), feature):
+            self._show_distribution(shown)
+        else:  # the user picked another feature while the refresh was being read
+            self._request_distribution(feature)
 
-    def _show_distribution(self, feature: str) -> None:
+    def _request_distribution(self, feature: str) -> None:
+        """Read ``feature``'s distribution on the worker; the one drawn stays until it is
+        in (a read on this thread froze the window for tens of ms per click)."""
         endpoint = self.endpoint()
-        if endpoint is None:
+        if endpoint is None or self.db_path is None:
             return
-        shown = self._read(lambda s: feature_comparison(s, endpoint, feature))
-        dist = shown.distribution if shown is not None else None
-        if shown is None:  # the workspace could not be read; the error line says why
+        if self._distribution_job is not None:
+            self._distribution_wanted = (endpoint, feature)  # asked for when this one lands
+            return
+        db, frames = self.db_path, self._reference_frames
+
+        def work(_progress: Callable[[float], None], _cancelled: Callable[[], bool]
+                 ) -> _Shown:
+            store = Store(db, readonly=True)
+            try:
+                return _compare(store, endpoint, feature, frames)
+            finally:
+                store.close()
+
+        self._distribution_job = Job(work)
+        self._distribution_job.signals.finished.connect(self._on_distribution_finished)
+        self._distribution_job.signals.failed.connect(self._on_distribution_failed)
+        self.queries.start(self._distribution_job)
+
+    def _show_distribution(self, shown: _Shown) -> None:
+        feature, comparison = shown.feature, shown.comparison
+        dist = comparison.distribution if comparison is not None else None
+        if comparison is None:  # the workspace could not be read: the error line says why
+            self.error_occurred.emit(shown.error or f"cannot read {self.db_path}")
             self.distribution.clear_distribution(f"{feature}: could not read the workspace")
         elif dist is None:
-            self.distribution.clear_distribution(shown.title)
+            self.distribution.clear_distribution(comparison.title)
         elif dist.kind is Kind.NUMERICAL and dist.edges is not None:
             self.distribution.set_numerical(feature, dist.edges, dist.reference, dist.current,
-                                            shown.title)
+                                            comparison.title)
         else:
             self.distribution.set_categorical(feature, dist.categories or (), dist.reference,
-                                              dist.current, shown.title)
+                                              dist.current, comparison.title)
+        self.distribution_shown.emit(feature)
 
 
 __all__ = ["DriftPanel", "DriftShareWidget", "read_share_series"]

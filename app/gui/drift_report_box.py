@@ -58,16 +58,33 @@ def make_feature_table() -> QTableWidget:
 
 
 def fill_feature_table(table: QTableWidget, rows: Sequence[Row]) -> None:
-    table.setRowCount(len(rows))
-    for i, (feature, method, score, threshold, drifted) in enumerate(rows):
-        cells = (feature, method or "not tested", _number(score), _number(threshold),
-                 "yes" if drifted else "no")
-        for j, text in enumerate(cells):
-            item = QTableWidgetItem(text)
-            item.setFlags(Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEnabled)
-            if drifted:
-                item.setForeground(DRIFTED_COLOR)
-            table.setItem(i, j, item)
+    """Show ``rows``, reusing the items already there and changing only what differs (a
+    refresh of the same endpoint changes a few scores), then size the columns once: under
+    ResizeToContents each new item made the header measure its column again, 30 ms per fill
+    on the GUI thread, every refresh."""
+    header = table.horizontalHeader()
+    modes = [header.sectionResizeMode(j) for j in range(table.columnCount())]
+    header.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+    try:
+        table.setRowCount(len(rows))
+        for i, (feature, method, score, threshold, drifted) in enumerate(rows):
+            cells = (feature, method or "not tested", _number(score), _number(threshold),
+                     "yes" if drifted else "no")
+            colour = DRIFTED_COLOR if drifted else None
+            for j, text in enumerate(cells):
+                item = table.item(i, j)
+                if item is None:
+                    item = QTableWidgetItem(text)
+                    item.setFlags(Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEnabled)
+                    table.setItem(i, j, item)
+                elif item.text() != text:
+                    item.setText(text)
+                if item.data(Qt.ItemDataRole.ForegroundRole) != colour:
+                    item.setData(Qt.ItemDataRole.ForegroundRole, colour)
+    finally:
+        # Back to the modes it had: one delayed pass measures each column's contents.
+        for j, mode in enumerate(modes):
+            header.setSectionResizeMode(j, mode)
 
 
 class DriftReportBox(QWidget):

@@ -145,8 +145,10 @@ def test_the_prediction_row_draws_the_latest_predictions_against_the_monitors_ba
         panel, qtbot, drifted):
     """The demo reference has no predictions: the monitor tests them against the endpoint's
     first 500 captured ones, so the plot shows those against the latest 500."""
-    assert panel.select_feature("alcohol")  # shown at once (no signal if already selected)
-    assert panel.select_feature("prediction")
+    # The most drifted feature (a number) is drawn with the table; the prediction replaces it.
+    assert panel.distribution.feature == panel.selected_feature() == panel.table.item(0, 0).text()
+    with qtbot.waitSignal(panel.distribution_shown, timeout=10_000):
+        assert panel.select_feature("prediction")
     assert panel.distribution.feature == "prediction"
     assert set(panel.distribution.items) == {"reference", "current"}
     title = panel.distribution.plot.titleLabel.text
@@ -172,9 +174,11 @@ def test_a_feature_without_a_distribution_says_why_and_drops_the_previous_axes(
         renamed, index=False)
     with qtbot.waitSignal(panel.refreshed, timeout=10_000):
         assert panel.set_reference_file(renamed)
-    assert panel.select_feature("alcohol")
+    with qtbot.waitSignal(panel.distribution_shown, timeout=10_000):
+        assert panel.select_feature("flavanoids")
     assert panel.distribution.plot.getAxis("bottom").isVisible()
-    assert panel.select_feature("ash")
+    with qtbot.waitSignal(panel.distribution_shown, timeout=10_000):
+        assert panel.select_feature("ash")
     assert panel.distribution.items == {}
     assert "ash: not in the reference" in panel.distribution.plot.titleLabel.text
     assert not panel.distribution.plot.getAxis("bottom").isVisible()
