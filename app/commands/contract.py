@@ -51,6 +51,11 @@ def _text(report: ContractReport) -> str:
             limit = "" if c.limit is None else f" (limit {c.limit})"
             detail = f"  [{c.detail}]" if c.detail else ""
             lines.append(f"    {c.status:<8} {c.name:<15} {c.measured}{limit}{detail}")
+    for key in report.not_checked:
+        # A limit the contract sets that no target given here was held to: said, never dropped.
+        why = ("no target given at this address" if key.startswith("agent+")
+               else "no agent in --targets" if key == "agent" else "not in --targets")
+        lines.append(f"  not checked: {key} ({why})")
     return "\n".join(lines)
 
 
@@ -108,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     refused = _refusal(args)
     if refused:
         print(f"probescope: {refused}", file=sys.stderr)
+        if args.json:  # a CI parser reading stdout gets an answer, not nothing
+            print(json.dumps({"error": refused, "models": []}))
         return 2
     targets = [t.strip() for t in args.targets.split(",")]
     # Every model, contract and validation file is read and vetted before any is measured:

@@ -28,6 +28,7 @@ from app.core.contract_file import (
     NoContract,
     contract_path_for,
     load_contract,
+    target_key,
 )
 
 # ``_measure_in_subprocess`` is imported from here by ``contract_agent`` (and tests);
@@ -46,7 +47,7 @@ __all__ = ["FAIL", "LATENCY_RUNS", "MIN_RUNS", "NO_LIMIT", "PASS", "UNREACHABLE"
            "ContractReport", "ModelChanged", "ModelUnreadable", "NoContract", "PreparedCheck",
            "TargetCheck", "check_contract", "check_registered", "check_target",
            "contract_path_for", "load_contract", "measure", "measured_check", "prepare_check",
-           "static_clauses"]
+           "static_clauses", "target_key", "unchecked_limits"]
 
 PASS, FAIL, UNREACHABLE, UNSUPPORTED, NO_LIMIT = (
     "pass", "fail", "unreachable", "unsupported", "no_limit")
@@ -85,6 +86,8 @@ class ContractReport:
     model: ModelVersion
     contract: Contract
     targets: tuple[TargetCheck, ...]
+    # The contract's latency keys that applied on none of the targets (``unchecked_limits``).
+    not_checked: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -94,7 +97,9 @@ class ContractReport:
     def to_json(self) -> dict:
         return {"model": self.model.location, "name": self.model.name,
                 "version": self.model.version, "contract": str(self.contract.path),
-                "passed": self.passed, "targets": [t.to_json() for t in self.targets]}
+                "status": "passed" if self.passed else "failed", "passed": self.passed,
+                "targets": [t.to_json() for t in self.targets],
+                "not_checked": list(self.not_checked)}
 
 
 def _limit_clause(name: str, measured: float, limit: float | None, *, at_most: bool,
@@ -143,9 +148,27 @@ def static_clauses(model: ModelVersion, contract: Contract,
     return out
 
 
+def _limit_key(contract: Contract, target: str) -> str | None:
+    """The ``[latency_p95_ms]`` key whose limit applies on ``target``: the agent's own address,
+    else ``agent`` for any agent; a provider's name. None when none applies."""
+    limits = contract.max_latency_p95_ms
+    if not target.startswith("agent+"):
+        return target if target in limits else None
+    key = target_key(target)
+    own = next((k for k in limits if k.startswith("agent+") and target_key(k) == key), None)
+    return own or ("agent" if "agent" in limits else None)
+
+
 def _latency_limit(contract: Contract, target: str) -> float | None:
-    kind = "agent" if target.startswith("agent+") else target
-    return contract.max_latency_p95_ms.get(target, contract.max_latency_p95_ms.get(kind))
+    key = _limit_key(contract, target)
+    return None if key is None else contract.max_latency_p95_ms[key]
+
+
+def unchecked_limits(contract: Contract, targets: list[str]) -> tuple[str, ...]:
+    """The contract's latency keys that apply on none of ``targets``, in the contract's order:
+    a limit the check did not judge, which the report must say rather than drop."""
+    used = {_limit_key(contract, t) for t in targets}
+    return tuple(k for k in contract.max_latency_p95_ms if k not in used)
 
 
 def check_target(model: ModelVersion, contract: Contract, target: str,
@@ -180,33 +203,43 @@ def measured_check(model: ModelVersion, contract: Contract, target: str, runs: i
                    measured: dict, where: str = "", *, version_source: str = "") -> TargetCheck:
     """The verdict of every clause from what a target measured (``_measure_in_child``'s
     figures, here or on an agent); ``where`` says where, in the latency clause's detail."""
-    clauses = static_clauses(model, contract, version_source)
+    clauses: list[Clause] = []  # the measured clauses first, in one order whatever the contract
     if measured.get("accuracy") is not None:
         no_class = measured.get("no_class", 0)
-        clauses.insert(0, _limit_clause(
+        # A blank label is a row with no ground truth: left out of the share, and said, since
+        # leaving rows out moves the figure.
+        unlabelled = measured.get("unlabelled_rows", 0)
+        rows = measured["validation_rows"]
+        clauses.append(_limit_clause(
             "accuracy", measured["accuracy"], contract.min_accuracy, at_most=False,
-            digits=4, detail=f"{measured['validation_rows']} validation rows"
+            digits=4, detail=(f"{rows} of {rows + unlabelled} validation rows; {unlabelled} "
+                              "without a label skipped" if unlabelled
+                              else f"{rows} validation rows")
             + (f"; {no_class} gave no class (a non-finite output) and count as wrong"
                if no_class else "")))
     elif contract.min_accuracy is not None:
-        clauses.insert(0, Clause("accuracy", FAIL, None, contract.min_accuracy,
+        clauses.append(Clause("accuracy", FAIL, None, contract.min_accuracy,
                                  "the validation file has no labels"))
-    clauses.insert(1, _limit_clause(
+    clauses.append(_limit_clause(
         "latency_p95_ms", measured["latency_p95_ms"], _latency_limit(contract, target),
         at_most=True, digits=4,
         detail=f"p50 {measured['latency_p50_ms']:.4f} ms, {runs} single-row runs"
         + (f" {where}" if where else "")))
-    clauses.insert(2, _limit_clause(
+    clauses.append(_limit_clause(
         "peak_memory_mb", measured["peak_memory_mb"], contract.max_peak_memory_mb,
         at_most=True, digits=1, detail=f"process peak {measured['process_peak_mb']:.0f} MB"))
+    clauses += static_clauses(model, contract, version_source)
     if any(c.status == FAIL for c in clauses):
         return TargetCheck(target, FAIL, tuple(clauses))
-    if all(c.status == NO_LIMIT for c in clauses):
-        # Nothing was asked of this target (the contract's limits are for others): not a pass.
-        others = ", ".join(sorted(contract.max_latency_p95_ms)) or "none"
+    if _latency_limit(contract, target) is None:
+        # The latency limit is the one clause written per target: without it the target is
+        # judged only on what holds everywhere (the file's parameters, framework, version), and
+        # a gate would certify hardware it never held to anything.
+        others = ", ".join(contract.max_latency_p95_ms) or "none"
         return TargetCheck(target, UNSUPPORTED, tuple(clauses), reason=(
-            f"the contract sets no limit that applies on {target} (latency limits are for: "
-            f"{others})"))
+            f"not judged: the contract sets no latency limit for {target} (its latency limits "
+            f"are for: {others}); a target passes only on a limit of its own under "
+            "[latency_p95_ms]"))
     return TargetCheck(target, PASS, tuple(clauses))
 
 
@@ -251,7 +284,8 @@ def measure(prepared: PreparedCheck, targets: list[str], *,
     """Measure a prepared check on each target, in order."""
     return ContractReport(prepared.model, prepared.contract, tuple(
         check_target(prepared.model, prepared.contract, t, runs,
-                     version_source=prepared.version_source) for t in targets))
+                     version_source=prepared.version_source) for t in targets),
+        unchecked_limits(prepared.contract, targets))
 
 
 def check_contract(model_path: str | Path, targets: list[str], *,

@@ -18,9 +18,10 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 __all__ = ["Contract", "ContractError", "ModelChanged", "ModelUnreadable", "NoContract",
-           "contract_path_for", "load_contract"]
+           "contract_path_for", "load_contract", "target_key"]
 
 
 class ContractError(Exception):
@@ -90,6 +91,26 @@ _KNOWN_KEYS = {
 }
 
 
+def target_key(target: str) -> str:
+    """The address a latency limit is matched on. A provider is its name; an agent is
+    ``agent+http(s)://host:port[/path]``: host lower-cased, the default port written out, no
+    trailing slash, no user:password and no query, since ``?token_file=`` and ``?ca=`` say how
+    to reach a box, not which box it is. Names are not resolved: ``localhost`` and
+    ``127.0.0.1`` are two keys."""
+    if not target.startswith(("agent+http://", "agent+https://")):
+        return target
+    parts = urlsplit(target)
+    try:
+        port = parts.port
+    except ValueError:  # not a port: kept as written, and the agent check says why
+        return target
+    scheme = parts.scheme.lower()
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    port = port or (443 if scheme == "agent+https" else 80)
+    return f"{scheme}://{host}:{port}{parts.path.rstrip('/')}"
+
+
 def _refuse_unknown(path: Path, doc: dict, latency: dict) -> None:
     """A misspelt key would otherwise be a limit silently never checked."""
     from probes.onnx_local import PROVIDERS
@@ -110,6 +131,15 @@ def _refuse_unknown(path: Path, doc: dict, latency: dict) -> None:
     for key in latency:
         if key not in targets and not key.startswith(("agent+http://", "agent+https://")):
             complain(key, "[latency_p95_ms] ", targets)
+    seen: dict[str, str] = {}
+    for key in latency:
+        # Two spellings of one agent (a trailing slash, a ?token_file=) would leave which limit
+        # applies to the order of the file.
+        address = target_key(key)
+        if address in seen:
+            raise ContractError(f'{path}: [latency_p95_ms] "{seen[address]}" and "{key}" are '
+                                f"one agent ({address}); give its limit once")
+        seen[address] = key
 
 
 def load_contract(path: str | Path) -> Contract:
@@ -149,11 +179,15 @@ def load_contract(path: str | Path) -> Contract:
               *(_number(lat, k, "[latency_p95_ms] ", path) for k in lat)]
     if any(v is not None and v < 0 for v in limits):
         raise ContractError(f"{path}: limits cannot be negative")
-    if min_accuracy is None and all(v is None for v in limits) and not (
-            {"framework", "version"} & set(head)):
-        raise ContractError(f"{path} sets no limit, so every model would pass it; set at least "
-                            "one of [contract] max_parameters, max_peak_memory_mb, framework, "
-                            "version, [accuracy] min, [latency_p95_ms] cpu")
+    if min_accuracy is None and all(v is None for v in limits):
+        # framework and version are labels, not figures: framework = "onnx" holds for every
+        # ONNX file, so a contract of labels alone would pass a model nothing was measured of.
+        labels = [k for k in ("framework", "version") if k in head]
+        raise ContractError(f"{path} sets no limit on a measured figure"
+                            + (f" (only {' and '.join(labels)})" if labels else "")
+                            + ", so it would pass a model on nothing measured; set at least one "
+                            "of [contract] max_parameters, max_peak_memory_mb, [accuracy] min, "
+                            "[latency_p95_ms] cpu")
     return Contract(
         path=path,
         framework=head.get("framework"),

@@ -1,9 +1,10 @@
 """The model-version registry: what an ONNX file or a remote endpoint is, kept in the workspace.
 Thread: any (one Store per thread, as always).
 
-An ONNX version is described from the file itself: sha256, parameter count (the sum of the
-initializers' element counts, sparse ones at their dense size), opset, producer, input/output
-signature, size. A remote version is an endpoint URI plus the version its owner gives it.
+An ONNX version is described from the file itself: sha256, parameter count
+(``count_parameters``: the weights' element counts, in initializers and ``Constant`` nodes),
+opset, producer, input/output signature, size. A remote version is an endpoint URI plus the
+version its owner gives it.
 Registry order is registration order; bisect walks versions in that order.
 """
 
@@ -168,6 +169,49 @@ def _sparse_initializers(graph: onnx.GraphProto) -> list[onnx.SparseTensorProto]
     return [init for g in _graphs(graph) for init in g.sparse_initializer]
 
 
+# Element types that hold weights: floats, and the small integers of quantized weights. int64
+# is what ONNX writes shapes, axes and indices in (Reshape's shape must be int64), and bool a
+# condition: neither is a weight a training framework would count.
+_WEIGHT_TYPES = frozenset(
+    getattr(onnx.TensorProto, n) for n in (
+        "FLOAT", "DOUBLE", "FLOAT16", "BFLOAT16", "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2",
+        "FLOAT8E5M2FNUZ", "INT8", "UINT8", "INT16", "UINT16", "INT32", "UINT32", "INT4", "UINT4")
+    if hasattr(onnx.TensorProto, n))
+
+
+def _weights(dims: list[int] | tuple[int, ...], data_type: int) -> int:
+    return math.prod(dims) if data_type in _WEIGHT_TYPES else 0
+
+
+def count_parameters(graph: onnx.GraphProto) -> int:
+    """The model's weights, in the graph and its subgraphs (If branches, Loop and Scan bodies):
+    the element count of every initializer and of every ``Constant`` node's tensor (``value``;
+    ``sparse_value``, ``value_float``, ``value_floats``), since exporters and constant folding
+    put weights in either. A sparse tensor counts at its dense size (the product of its dims),
+    not its stored values: pruning must not slip a model under ``max_parameters``. Only float
+    and small-integer (quantized) tensors count; int64 (shapes, axes, indices), bool and string
+    tensors do not, and neither does ``ConstantOfShape``'s fill value. Unused tensors count:
+    the file carries them."""
+    total = 0
+    for g in _graphs(graph):
+        total += sum(_weights(i.dims, i.data_type) for i in g.initializer)
+        total += sum(_weights(i.dims, i.values.data_type) for i in g.sparse_initializer)
+        for node in g.node:
+            if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+                continue
+            for attr in node.attribute:
+                if attr.name == "value":
+                    total += _weights(attr.t.dims, attr.t.data_type)
+                elif attr.name == "sparse_value":
+                    total += _weights(attr.sparse_tensor.dims,
+                                      attr.sparse_tensor.values.data_type)
+                elif attr.name == "value_float":
+                    total += 1
+                elif attr.name == "value_floats":
+                    total += len(attr.floats)
+    return total
+
+
 def inspect_onnx(path: str | Path, name: str | None = None,
                  version: str | None = None) -> ModelVersion:
     """Describe an ONNX file; VersionError when it is missing or not ONNX.
@@ -198,11 +242,7 @@ def inspect_onnx(path: str | Path, name: str | None = None,
                            "it; copy the weights file next to the model")
     initializer_names = {i.name for i in graph.initializer} | {
         i.values.name for i in graph.sparse_initializer}
-    # A sparse initializer counts at its dense size (the product of its dims), not its
-    # stored values: the parameter limit is about the model's size as a network, and a
-    # count that shrank with the zeros it prunes would let any model under any limit.
-    parameters = (sum(math.prod(i.dims) for i in _initializers(graph))
-                  + sum(math.prod(i.dims) for i in _sparse_initializers(graph)))
+    parameters = count_parameters(graph)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     props = {p.key: p.value for p in model.metadata_props}
     producer = " ".join(x for x in (model.producer_name, model.producer_version) if x) or None
@@ -330,7 +370,15 @@ def describe(location: str, name: str | None = None, version: str | None = None
         raise VersionError(f"'{location}' is a folder, not a model file"
                            + (f"; e.g. {inside[0]}" if inside else ""))
     if location.endswith(".onnx") or Path(location).is_file():
-        return inspect_onnx(location, name, version)
+        described = inspect_onnx(location, name)
+        if version and described.version and version != described.version:
+            # Refused, not warned: the contract check and the Versions tab judge the version
+            # the file names, so the registry would show one version above a verdict on another.
+            raise VersionError(
+                f"{described.location} names its own version {described.version} (its "
+                f"metadata), which --version {version} contradicts; drop --version, or write "
+                f"{version} into the file's metadata 'version' and add it again")
+        return dataclasses.replace(described, version=version or described.version)
     return remote_version(location, name, version)
 
 

@@ -216,7 +216,10 @@ def test_a_file_changed_since_registration_is_refused_never_passed(qtbot, worksp
 
 def test_the_version_clause_reads_the_registered_version_when_the_file_has_none(
         qtbot, workspace, tmp_path, versions, panels):
-    model = _own_folder(tmp_path, "mlp", versions[0], '[contract]\nversion = "1.0.0"\n')
+    # A latency limit beside it: a contract of a version clause alone measures nothing and
+    # is refused.
+    model = _own_folder(tmp_path, "mlp", versions[0],
+                        '[contract]\nversion = "1.0.0"\n[latency_p95_ms]\ncpu = 1000.0\n')
     m = onnx.load(model)
     kept = [(e.key, e.value) for e in m.metadata_props if e.key != "version"]
     del m.metadata_props[:]
