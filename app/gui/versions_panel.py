@@ -492,6 +492,12 @@ class VersionsPanel(QWidget):
             names = ", ".join(f"{name} ({PROBLEM_TEXT[kind]})" for name, kind in broken.items())
             text += (f"; {len(broken)} could not be checked: {names} (the cell's tooltip "
                      "says why)")
+        # A limit no column held the version to is not one it met: said, as the CLI does.
+        unchecked = sorted({key for r in reports.values() if isinstance(r, ContractReport)
+                            for key in r.not_checked})
+        if unchecked:
+            text += (f"; latency limits not checked: {', '.join(unchecked)} (no such "
+                     "target among the columns)")
         return text
 
     def _on_check_failed(self, message: str) -> None:

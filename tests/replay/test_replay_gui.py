@@ -229,6 +229,8 @@ def test_versions_table_and_contract_cells_on_cpu(qtbot, workspace, versions):
         text = p.contract_table.item(2, 0).text()
         assert text.startswith("FAIL") and "✗ acc 0.923" in text and "p95" in text
         assert p.contract_table.item(0, 1).text() == "UNREACHABLE"
+        # The contracts' agent limit had no column: said, not passed over.
+        assert "latency limits not checked: agent" in p.status.text()
         store = Store(workspace)
         try:
             assert len(store.versions()) == 3
