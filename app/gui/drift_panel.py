@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
@@ -32,29 +29,28 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.demo import demo_path
 from app.core.drift import DriftError
 from app.core.drift_history import (
-    FeatureComparison,
     drift_matrix,
     evaluation_text,
-    feature_comparison,
     latest_evaluation,
-    share_series,
 )
 from app.core.drift_monitor import DriftMonitor, DriftUpdate
 from app.core.drift_stats import Kind
 from app.core.references import (
-    DEMO_REFERENCE,
     Reference,
-    ReferenceKind,
     demo_reference,
     file_reference,
     get_reference,
-    load_reference,
     set_reference,
 )
 from app.core.store import Store, StoreError
+from app.gui.drift_reads import (
+    ReferenceFrames,
+    ShownDistribution,
+    read_distribution,
+    read_share_series,
+)
 from app.gui.drift_report_box import DriftReportBox, fill_feature_table, make_feature_table
 from app.gui.jobs import Job, JobRunner
 from widgets.drift_plots import DistributionPlotWidget, DriftHeatMapWidget, DriftShareWidget
@@ -73,74 +69,6 @@ HISTORY_SPANS_S = (("last 15 min", 900.0), ("last hour", 3600.0), ("last 6 hours
 # Shares of the panel's height for the heat map: at least the first, more up to the second
 # where that names every row; the rest goes to the table and distributions below it.
 HEAT_MAP_SHARES = (0.4, 0.55)
-REFERENCE_FRAMES_KEPT = 2  # parsed reference files kept (the shown endpoint's, and one more)
-
-
-def read_share_series(db_path: str | Path, endpoint: str, start_ns: int | None = None,
-                      end_ns: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(ts_ns, share drifted) of an endpoint's live evaluations; empty when there are none."""
-    store = Store(db_path, readonly=True)
-    try:
-        return share_series(store, endpoint, start_ns, end_ns)
-    finally:
-        store.close()
-
-
-@dataclass(frozen=True, slots=True)
-class _Shown:
-    """A distribution read on the worker: of which endpoint's feature, and what to show, or
-    the one line that says why it could not be read."""
-
-    endpoint: str
-    feature: str
-    comparison: FeatureComparison | None
-    error: str | None = None
-
-
-class _ReferenceFrames:
-    """Reference frames kept between distribution reads: every refresh (each 5 s) parsed the
-    same reference file again. A file is read anew once its size or modification time
-    changes; a captures reference (its rows can grow) is always read from the store.
-    Thread: the panel's query worker; the lock only makes a second worker safe."""
-
-    def __init__(self, kept: int = REFERENCE_FRAMES_KEPT) -> None:
-        self._kept = kept
-        self._frames: OrderedDict[tuple, pd.DataFrame] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __call__(self, store: Store, reference: Reference) -> pd.DataFrame:
-        path = (reference.path if reference.kind is ReferenceKind.FILE
-                else demo_path(DEMO_REFERENCE) if reference.kind is ReferenceKind.DEMO
-                else None)
-        try:
-            version = path.stat() if path is not None else None
-        except OSError:
-            version = None  # gone: load_reference says so in its own words
-        if version is None:
-            return load_reference(store, reference)
-        key = (reference, str(path), version.st_mtime_ns, version.st_size)
-        with self._lock:
-            frame = self._frames.get(key)
-            if frame is not None:
-                self._frames.move_to_end(key)
-                return frame
-        frame = load_reference(store, reference)
-        with self._lock:
-            self._frames[key] = frame
-            while len(self._frames) > self._kept:
-                self._frames.popitem(last=False)
-        return frame
-
-
-def _compare(store: Store, endpoint: str, feature: str,
-             frames: Callable[[Store, Reference], pd.DataFrame] = load_reference) -> _Shown:
-    """``feature_comparison`` for the worker: a workspace or reference that cannot be read
-    becomes a line to show, not a failed refresh (the table is still worth showing)."""
-    try:
-        return _Shown(endpoint, feature, feature_comparison(store, endpoint, feature,
-                                                            load=frames))
-    except (StoreError, DriftError) as exc:
-        return _Shown(endpoint, feature, None, str(exc))
 
 
 class _Relay:
@@ -192,7 +120,7 @@ class DriftPanel(QWidget):
         # and the one asked for since (a user stepping through rows skips to the last).
         self._distribution_job: Job | None = None
         self._distribution_wanted: tuple[str, str] | None = None
-        self._reference_frames = _ReferenceFrames()
+        self._reference_frames = ReferenceFrames()
 
         self.endpoint_box = QComboBox()
         self.endpoint_box.setMinimumContentsLength(30)
@@ -335,7 +263,8 @@ class DriftPanel(QWidget):
                 # (the reference and 500 decoded captures: tens of ms every refresh).
                 features = [r.feature for r in table]
                 feature = previous if previous in features else next(iter(features), None)
-                shown = _compare(store, endpoint, feature, frames) if feature else None
+                shown = (read_distribution(store, endpoint, feature, frames) if feature
+                         else None)
                 return endpoint, (drift_matrix(store, endpoint, start_ns), table,
                                   get_reference(store, endpoint),
                                   evaluation_text(evaluation, table), shown)
@@ -448,7 +377,7 @@ class DriftPanel(QWidget):
         self._request_distribution(feature)
         self.feature_selected.emit(feature)
 
-    def _on_distribution_finished(self, shown: _Shown) -> None:
+    def _on_distribution_finished(self, shown: ShownDistribution) -> None:
         self._distribution_job = None
         wanted, self._distribution_wanted = self._distribution_wanted, None
         if (shown.endpoint, shown.feature) == (self.endpoint(), self.selected_feature()):
@@ -531,7 +460,7 @@ class DriftPanel(QWidget):
             self.evaluated_label.setText(evaluated)
             self.evaluated_label.setVisible(bool(evaluated))
 
-    def _set_table(self, table: list, shown: _Shown | None = None) -> None:
+    def _set_table(self, table: list, shown: ShownDistribution | None = None) -> None:
         """Show ``table`` and select the user's feature, else the most drifted one. Its
         distribution is ``shown`` when the refresh read it, else it is asked for."""
         previous = self.selected_feature()
@@ -565,10 +494,10 @@ class DriftPanel(QWidget):
         db, frames = self.db_path, self._reference_frames
 
         def work(_progress: Callable[[float], None], _cancelled: Callable[[], bool]
-                 ) -> _Shown:
+                 ) -> ShownDistribution:
             store = Store(db, readonly=True)
             try:
-                return _compare(store, endpoint, feature, frames)
+                return read_distribution(store, endpoint, feature, frames)
             finally:
                 store.close()
 
@@ -577,7 +506,7 @@ class DriftPanel(QWidget):
         self._distribution_job.signals.failed.connect(self._on_distribution_failed)
         self.queries.start(self._distribution_job)
 
-    def _show_distribution(self, shown: _Shown) -> None:
+    def _show_distribution(self, shown: ShownDistribution) -> None:
         feature, comparison = shown.feature, shown.comparison
         dist = comparison.distribution if comparison is not None else None
         if comparison is None:  # the workspace could not be read: the error line says why

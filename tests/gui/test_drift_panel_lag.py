@@ -17,7 +17,7 @@ from app.core import references
 from app.core.drift_history import feature_comparison, latest_table
 from app.core.drift_monitor import DriftMonitor
 from app.core.store import Store
-from app.gui import drift_panel as drift_panel_module
+from app.gui import drift_reads as drift_reads_module
 from app.gui.drift_panel import DriftPanel
 from app.gui.drift_report_box import DRIFTED_COLOR
 from tests.gui.drift_workspace import ENDPOINT, build_drift_workspace, demo_captures, record
@@ -50,7 +50,7 @@ def comparisons(monkeypatch) -> list[tuple[str, threading.Thread]]:
         seen.append((feature, threading.current_thread()))
         return feature_comparison(store, endpoint, feature, **kwargs)
 
-    monkeypatch.setattr(drift_panel_module, "feature_comparison", recorded)
+    monkeypatch.setattr(drift_reads_module, "feature_comparison", recorded)
     return seen
 
 
