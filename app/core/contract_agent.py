@@ -108,6 +108,8 @@ class AgentModel:
                     validation = str(Path(tmp) / "validation.csv")
                     _write_validation(validation, features, labels)
                 try:
+                    # The CPU provider, as the agent's own probe runs it (``probescope agent``
+                    # takes no provider); the answer names it, and the check's detail says so.
                     return _measure_in_subprocess(str(self.path), "cpu", validation, runs)
                 except ContractError as exc:
                     raise AgentRefusal(422, f"cannot run {self.name} here: {exc}") from None
@@ -263,8 +265,14 @@ def _check_on_agent(model: ModelVersion, contract: Contract, target: str, runs: 
     if not _plausible(measured):
         return TargetCheck(target, UNREACHABLE, reason=f"the agent at {base_url} answered a "
                                                        "measurement that is not one")
+    # Said, not chosen: an agent measures on onnxruntime's CPU provider (its probe and its
+    # contract child alike), whatever accelerator the edge box has. An agent that names
+    # another provider in its answer is named as it says; one too old to say measured on CPU.
+    provider = measured.get("provider") if isinstance(measured.get("provider"), str) else "cpu"
+    on = "CPU" if provider == "cpu" else f"{provider} provider"
     return measured_check(model, contract, target, runs, measured,
-                          where=f"on the agent at {base_url}", version_source=version_source)
+                          where=f"on the agent at {base_url} (on the agent's {on})",
+                          version_source=version_source)
 
 
 def _refused(answer: httpx.Response, base_url: str) -> str | None:

@@ -16,7 +16,9 @@ what it did (and its process peak reads as before).
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -29,11 +31,41 @@ from app.core.contract_file import ContractError
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["ACCURACY_BATCH", "CHILD_TIMEOUT_S", "WARMUP_RUNS", "predicted_classes"]
+__all__ = ["ACCURACY_BATCH", "CHILD_TIMEOUT_S", "INTERVAL_LEVEL", "WARMUP_RUNS",
+           "predicted_classes", "quantile_interval"]
 
 WARMUP_RUNS = 20
 CHILD_TIMEOUT_S = 120.0
 ACCURACY_BATCH = 256
+INTERVAL_LEVEL = 0.95  # the confidence asked of the p95's interval
+
+
+def quantile_interval(times: list[float], q: float = 0.95,
+                      level: float = INTERVAL_LEVEL) -> tuple[float, float, float]:
+    """A distribution-free confidence interval for the ``q`` quantile of ``times``, from their
+    order statistics: ``(low, high, coverage)``, where ``coverage`` is the interval's own
+    confidence (at least ``level`` when the runs allow it; fewer runs give less).
+
+    Why order statistics and not a bootstrap: the count of runs below the true quantile is
+    Binomial(n, q) whatever the latency's distribution, so the interval is exact, needs no
+    resampling (the same runs always give the same interval, which a gate must), and does
+    not shrink at a tail quantile the way a bootstrap of a p95 does, since resampling can
+    never draw a value beyond the slowest run."""
+    ordered = sorted(times)
+    n = len(ordered)
+    if n == 0:
+        raise ValueError("no runs")
+    # P(B <= k) for B ~ Binomial(n, q), summed in logs so that 100,000 runs do not overflow.
+    log_q, log_r = math.log(q), math.log1p(-q)
+    pmf = [math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+                    + k * log_q + (n - k) * log_r) for k in range(n + 1)]
+    cdf = list(itertools.accumulate(pmf))
+    tail = (1 - level) / 2
+    # 1-based order statistics x_(lo) <= Q_q <= x_(hi) hold when lo <= B < hi.
+    lo = max([k for k in range(1, n + 1) if cdf[k - 1] <= tail], default=1)
+    hi = min([k for k in range(1, n + 1) if 1 - cdf[k - 1] <= tail], default=n)
+    coverage = cdf[hi - 1] - (cdf[lo - 2] if lo >= 2 else 0.0)
+    return float(ordered[lo - 1]), float(ordered[hi - 1]), min(1.0, coverage)
 
 
 def _reset_peak_rss() -> bool:
@@ -100,6 +132,12 @@ def _measure_in_child(path: str, provider: str, validation: str | None, runs: in
         times.append((time.perf_counter_ns() - t0) / 1e6)
     out["latency_p95_ms"] = float(np.percentile(times, 95))
     out["latency_p50_ms"] = float(np.percentile(times, 50))
+    # How far the p95 may move with other runs of this same measurement: a limit inside it
+    # is a verdict another check could reverse.
+    low, high, coverage = quantile_interval(times)
+    out["latency_p95_interval_ms"] = [low, high]
+    out["latency_p95_interval_level"] = coverage
+    out["provider"] = provider
     peak_mb = (_peak_rss_mb() if reset else None) or (
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # KiB on Linux
     out["peak_memory_mb"] = max(0.0, peak_mb - baseline_mb)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QCloseEvent, QColor, QKeySequence, QShortcut
@@ -43,6 +45,7 @@ from app.core.contract import (
     TargetCheck,
     check_registered,
 )
+from app.core.contract_agent import shown_target
 from app.core.store import Store
 from app.core.versions import (
     CHANGED as FILE_CHANGED,
@@ -81,6 +84,24 @@ CELL_COLORS = {PASS: "#2e7d32", FAIL: "#c62828", "unreachable": "#607d8b",
 _SHORT = {"accuracy": "acc", "latency_p95_ms": "p95", "peak_memory_mb": "mem",
           "parameters": "params"}
 _UNITS = {"latency_p95_ms": " ms", "peak_memory_mb": " MB"}
+# A cell's data in this role is True when it shows an earlier check's result.
+EARLIER_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+def column_title(target: str) -> str:
+    """A target's column header: an agent by its host:port (``agent 10.0.0.7:7070``), never
+    its query (a token file's path took the header's width, and elided the address)."""
+    if not target.startswith("agent+"):
+        return target
+    try:
+        parts = urlsplit(target.removeprefix("agent+"))
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return target.partition("?")[0]
+    if not host:
+        return target.partition("?")[0]
+    host = f"[{host}]" if ":" in host else host
+    return f"agent {host}:{port or (443 if target.startswith('agent+https') else 80)}"
 
 
 class ContractProblem(str):
@@ -147,6 +168,9 @@ def why_no_report(error: ContractError) -> ContractProblem:
 class VersionsPanel(QWidget):
     versions_changed = Signal()
     contracts_checked = Signal(object)  # {version name: ContractReport | str (why none)}
+    version_checked = Signal(str)  # one version's report is in the table (its name)
+    # (check number, version name, ContractReport | str): emitted on the worker, queued here.
+    _report_arrived = Signal(int, str, object)
     error_occurred = Signal(str)  # one line for the status bar
 
     def __init__(self, db_path: str | Path, parent: QWidget | None = None, *,
@@ -160,6 +184,15 @@ class VersionsPanel(QWidget):
         self._job: Job | None = None
         self.reports: dict[str, ContractReport | str] = {}
         self._checked_sha: dict[str, str | None] = {}  # the file each report measured
+        # Which check each cell's result came from ((name, target), target None for a
+        # version's problem), and when each check started: a cell from a check before the
+        # latest is shown dimmed, with that time, so a cancelled check's table never passes
+        # off an older verdict as this one's.
+        self._check_number = 0
+        self._check_times: dict[int, datetime] = {}
+        self._cell_check: dict[tuple[str, str | None], int] = {}
+        self._checked_sha_asked: dict[str, str | None] = {}  # the running check's files
+        self._report_arrived.connect(self._on_report_arrived)
         self.versions: list[ModelVersion] = []
 
         self.table = QTableWidget(0, len(VERSION_COLUMNS))
@@ -240,8 +273,7 @@ class VersionsPanel(QWidget):
         now = {v.name: v.sha256 for v in self.versions}
         for name in list(self.reports):
             if name not in now or now[name] != self._checked_sha.get(name):
-                self.reports.pop(name)
-                self._checked_sha.pop(name, None)
+                self._forget(name)
         self.table.setRowCount(len(self.versions))
         for r, v in enumerate(self.versions):
             cells = (v.name, v.version or "", v.kind, "" if v.parameters is None else
@@ -262,15 +294,25 @@ class VersionsPanel(QWidget):
         self.table.resizeColumnsToContents()
         self._fill_contract_table()
 
+    def _forget(self, name: str) -> None:
+        self.reports.pop(name, None)
+        self._checked_sha.pop(name, None)
+        for key in [k for k in self._cell_check if k[0] == name]:
+            self._cell_check.pop(key)
+
     def _fill_contract_table(self) -> None:
-        targets = self.targets()
+        # Columns by the target as a report shows it (an agent's without credentials).
+        targets = list(dict.fromkeys(shown_target(t) for t in self.targets()))
         for report in self.reports.values():  # results stay in sight when the field changes
             if not isinstance(report, str):
                 targets += [t.target for t in report.targets if t.target not in targets]
         self.contract_table.clear()
         self.contract_table.setRowCount(len(self.versions))
         self.contract_table.setColumnCount(len(targets))
-        self.contract_table.setHorizontalHeaderLabels(targets)
+        for c, target in enumerate(targets):
+            header = QTableWidgetItem(column_title(target))
+            header.setToolTip(target)
+            self.contract_table.setHorizontalHeaderItem(c, header)
         self.contract_table.setVerticalHeaderLabels([v.name for v in self.versions])
         for r, v in enumerate(self.versions):
             report = self.reports.get(v.name)
@@ -299,7 +341,38 @@ class VersionsPanel(QWidget):
                         item.setBackground(QColor(CELL_COLORS.get(check.status, "#607d8b")))
                         item.setForeground(QColor("white"))
                         item.setData(Qt.ItemDataRole.UserRole, check.status)
+                if report is not None and v.kind == KIND_ONNX and item.text() != "not checked":
+                    self._mark_if_earlier(item, v.name,
+                                          None if isinstance(report, str) else target)
                 self.contract_table.setItem(r, c, item)
+
+    def _mark_if_earlier(self, item: QTableWidgetItem, name: str, target: str | None) -> None:
+        """Dim a cell whose result came from a check before the latest (one cancelled before
+        this version, or the latest measured other targets), and say when it was measured.
+        Kept rather than cleared: an older verdict took minutes to measure and is still worth
+        reading, as long as it cannot pass for this check's."""
+        number = self._cell_check.get((name, target))
+        if number is None or number >= self._check_number:
+            return
+        at = self._check_times.get(number)
+        when = at.strftime("%H:%M") if at else "an earlier time"
+        color = item.background().color()
+        color.setAlpha(70)
+        item.setBackground(color)
+        item.setForeground(QColor("#757575"))
+        font = item.font()
+        font.setItalic(True)
+        item.setFont(font)
+        item.setToolTip(f"from the check at {when}, not this one\n{item.toolTip()}".rstrip())
+        item.setData(EARLIER_ROLE, True)
+
+    def from_earlier_check(self, version: str, target: str) -> bool:
+        """Whether the cell of ``version`` on ``target`` shows a result of a check before the
+        latest (dimmed)."""
+        report = self.reports.get(version)
+        key = (version, None if isinstance(report, str) else target)
+        number = self._cell_check.get(key)
+        return number is not None and number < self._check_number
 
     def cell_status(self, version: str, target: str) -> str | None:
         """The verdict shown for one version on one target (None when not checked)."""
@@ -379,7 +452,7 @@ class VersionsPanel(QWidget):
             self.status.setText("select the versions to remove first")
             return
         for name in names:
-            self.reports.pop(name, None)
+            self._forget(name)
 
         def remove(store: Store) -> str:
             unregister(store, names)
@@ -411,6 +484,11 @@ class VersionsPanel(QWidget):
             self._on_registry_failed("no ONNX version registered to check; Add ONNX… first")
             return None
         checked_sha = {v.name: v.sha256 for v in versions}
+        self._check_number += 1
+        number = self._check_number
+        self._check_times[number] = datetime.now()
+        self._checked_sha_asked = checked_sha
+        arrived = self._report_arrived
 
         def work(progress, cancelled) -> dict[str, ContractReport | str]:
             out: dict[str, ContractReport | str] = {}
@@ -423,6 +501,8 @@ class VersionsPanel(QWidget):
                     out[v.name] = check_registered(v, targets, runs=runs)
                 except ContractError as exc:
                     out[v.name] = why_no_report(exc)
+                # Shown as it comes: an agent's check can take minutes per version.
+                arrived.emit(number, v.name, out[v.name])
                 progress((k + 1) / max(1, len(versions)))
             return out
 
@@ -436,8 +516,41 @@ class VersionsPanel(QWidget):
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
         self.status.setText(f"checking {len(versions)} versions on {', '.join(targets)}…")
+        self._fill_contract_table()  # this check's columns now; older results dimmed
         self.runner.start(job)
         return job
+
+    def _on_report_arrived(self, number: int, name: str,
+                           report: ContractReport | str) -> None:
+        if number != self._check_number:
+            return  # a check before the latest (cannot happen while one runs at a time)
+        if self._take_report(name, report, self._checked_sha_asked.get(name), number):
+            self._fill_contract_table()
+            self.version_checked.emit(name)
+
+    def _take_report(self, name: str, report: ContractReport | str, sha: str | None,
+                     number: int) -> bool:
+        """Put one version's report in ``reports``; False when the version was removed or
+        replaced while it was being measured (the report says nothing about it now)."""
+        current = {v.name: v.sha256 for v in self.versions}
+        if name not in current or current[name] != sha:
+            return False
+        old = self.reports.get(name)
+        measured = () if isinstance(report, str) else tuple(t.target for t in report.targets)
+        if (isinstance(report, ContractReport) and isinstance(old, ContractReport)
+                and self._checked_sha.get(name) == sha):
+            # Checked again on some targets: the others' results stand, as of their check.
+            report = dataclasses.replace(report, targets=tuple(
+                [t for t in old.targets if t.target not in measured] + list(report.targets)))
+            self._cell_check.pop((name, None), None)
+        else:
+            for key in [k for k in self._cell_check if k[0] == name]:
+                self._cell_check.pop(key)
+        self.reports[name] = report
+        self._checked_sha[name] = sha
+        for target in measured or (None,):
+            self._cell_check[(name, target)] = number
+        return True
 
     def cancel_check(self) -> None:
         if self._job is not None:
@@ -454,25 +567,17 @@ class VersionsPanel(QWidget):
         self._job = None
         self.check_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
-        current = {v.name: v.sha256 for v in self.versions}
-        for name, report in reports.items():
-            sha = (checked_sha or current).get(name)
-            if name not in current or current[name] != sha:
-                continue  # removed or replaced while it was being measured
-            old = self.reports.get(name)
-            if (isinstance(report, ContractReport) and isinstance(old, ContractReport)
-                    and self._checked_sha.get(name) == sha):
-                # Checked again on some targets: the others' results stand.
-                again = {t.target for t in report.targets}
-                report = dataclasses.replace(report, targets=tuple(
-                    [t for t in old.targets if t.target not in again] + list(report.targets)))
-            self.reports[name] = report
-            self._checked_sha[name] = sha
+        # Each report was put in the table as it arrived (``_on_report_arrived``, queued
+        # before this); nothing is merged twice.
         self._fill_contract_table()
         if not cancelled:  # a cancelled check leaves the bar where it stopped
             self.progress.setValue(1000)
-        self.status.setText(self._check_summary(reports)
-                            + ("; cancelled before the rest" if cancelled else ""))
+        earlier = sorted({name for (name, _), n in self._cell_check.items()
+                          if n < self._check_number and name in self.reports})
+        self.status.setText(
+            self._check_summary(reports) + ("; cancelled before the rest" if cancelled else "")
+            + (f"; dimmed cells are from an earlier check ({', '.join(earlier)})"
+               if earlier else ""))
         self.contracts_checked.emit(reports)
 
     @staticmethod
