@@ -52,6 +52,7 @@ class OverlayPanel(QFrame):
         self.theme = theme
         self.setObjectName("endpointPanel")  # styled as the endpoint panels are
         self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # takes focus when shown: Esc closes
         self._names: dict[str, str] = {}  # endpoint -> its short name, in panel order
         self._chosen: list[str] = []
         self._drawn: dict[str, tuple[int, int]] = {}  # curve -> ids of the arrays it drew

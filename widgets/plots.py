@@ -559,7 +559,8 @@ class SeriesPlotWidget(PlotMenu, pg.PlotWidget):
         at = self.mapToScene(event.position().toPoint())
         if (event.button() == Qt.MouseButton.LeftButton and self.frozen
                 and self.getPlotItem().getViewBox().sceneBoundingRect().contains(at)
-                and not self.legend.sceneBoundingRect().contains(at)):
+                and not (self.legend.isVisible()
+                         and self.legend.sceneBoundingRect().contains(at))):
             event.accept()
             self.reset_zoom()
 

@@ -67,16 +67,21 @@ class Bridge(QObject):
     """Emits ``batch_committed(CommittedSeries)`` on the GUI thread for each recorder commit."""
 
     batch_committed = Signal(object)
+    # From the recorder thread, queued to this one with the workspace it came from.
+    _arrived = Signal(object, int)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._monitor: Monitor | None = None
         self._open = False
+        self._generation = 0  # one per connected monitor
+        self._arrived.connect(self._on_arrived)
 
     def connect_monitor(self, monitor: Monitor) -> None:
         self.disconnect_monitor()
         self._monitor = monitor
         self._open = True
+        self._generation += 1
         monitor.subscribe(self._on_recorder_batch)
 
     def disconnect_monitor(self) -> None:
@@ -90,4 +95,10 @@ class Bridge(QObject):
     def _on_recorder_batch(self, batch: Batch) -> None:
         # Recorder thread. The flag keeps a late batch from reaching a window being torn down.
         if self._open:
-            self.batch_committed.emit(regroup(batch))
+            self._arrived.emit(regroup(batch), self._generation)
+
+    def _on_arrived(self, committed: CommittedSeries, generation: int) -> None:
+        # A batch the previous workspace committed just before it closed, still queued when
+        # another opened: its endpoints would come back as panels of the new one.
+        if generation == self._generation and self._open:
+            self.batch_committed.emit(committed)

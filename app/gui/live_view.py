@@ -129,11 +129,16 @@ class LiveView(QScrollArea):
         overlay.show()
         self._redraw_overlay()
         self.ensureWidgetVisible(overlay)
+        overlay.setFocus()  # Esc closes it from here, as its tooltip says
         return overlay
 
     def _offer_to_overlay(self) -> None:
+        """The endpoints the overlay can draw, in panel order: those with request figures
+        (``system:`` has none of them)."""
         if self.overlay is not None:
-            self.overlay.set_endpoints(short_names(list(self.panels)))
+            names = short_names(list(self.panels))
+            self.overlay.set_endpoints({e: names[e] for e, panel in self.panels.items()
+                                        if panel.latency_plot is not None})
 
     def _redraw_overlay(self) -> bool:
         overlay = self.overlay
@@ -270,7 +275,20 @@ class LiveView(QScrollArea):
     def set_paused(self, paused: bool) -> None:
         self.paused = paused
         if paused:
+            if self.window_key in LIVE_WINDOWS:
+                self._draw_every_panel()
             self.x_link.fit_y()  # panning a frozen view refits y to what is in sight
+
+    def _draw_every_panel(self) -> None:
+        """The live frame for every panel, in sight or not: a frozen view is one moment, and
+        a panel scrolled to while frozen must not show where it was last drawn."""
+        now = time.time()
+        span = TIME_WINDOWS[self.window_key] or 60.0
+        coarse = span >= COARSE_WINDOW_S
+        for panel in self.panels.values():
+            panel.series.settle(now)
+            panel.redraw(now - span, coarse=coarse)
+        self._redraw_overlay()
 
     def show_range(self, start_s: float, end_s: float) -> None:
         """Freeze the plots on a past stretch of time (an incident's window, say)."""

@@ -265,6 +265,28 @@ def test_a_curve_hidden_from_the_legend_stays_hidden_across_time_windows(qtbot):
     assert plot.curves["p99"].isVisible()
 
 
+def test_a_double_click_resets_the_zoom_of_a_compact_plot_where_its_legend_would_be(qtbot):
+    """A compact panel hides its legend, whose area was still taken as the legend's: a
+    double-click anywhere in the upper part of a 120 px panel's plot did nothing."""
+    panel = _shown_panel(qtbot, 1000)
+    panel.set_height(120)
+    plot = panel.latency_plot
+    t = T0 + np.arange(60.0)
+    plot.set_curve("p50", t, np.full(t.size, 1.0))
+    linker = XLinker()
+    linker.add(plot)
+    linker.set_views(t[0], t[-1] + 1.0)
+    qtbot.wait(20)
+    linker.fit_y()  # Space: frozen
+    vb = plot.getViewBox()
+    home = vb.viewRange()[0]
+    _wheel(plot, plot.mapFromScene(vb.sceneBoundingRect().center()))
+    assert vb.viewRange()[0] != pytest.approx(home, abs=0.5)  # zoomed in time
+    corner = vb.sceneBoundingRect().topLeft() + QPointF(12, 6)
+    _click(plot, plot.mapFromScene(corner), Qt.MouseButton.LeftButton, double=True)
+    assert vb.viewRange()[0] == pytest.approx(home, abs=1e-3)
+
+
 def test_a_click_on_a_red_dot_opens_the_failure_beside_a_request_dot_nearer_its_centre(
         qtbot):
     """A failed request's dot is drawn bigger and on top of the request dots: a click anywhere

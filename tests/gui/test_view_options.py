@@ -201,3 +201,59 @@ def test_what_the_window_holds_is_left_out_of_full_collections_until_it_closes(q
     finally:
         window.shutdown()
     assert gc.get_freeze_count() == 0
+
+
+def test_pausing_draws_every_panel_at_that_moment_in_sight_or_not(window, qtbot):
+    """Panels out of sight are not drawn on live frames; frozen, a panel scrolled to showed
+    where it was last drawn, seconds before the others."""
+    window.resize(1280, 700)
+    endpoints = _attach_models(window, range(20, 26))
+    qtbot.wait(200)  # past the scroll to the newest panel
+    window.live.verticalScrollBar().setValue(0)
+    top, last = (window.panels[e].latency_plot for e in (endpoints[0], endpoints[-1]))
+
+    def newest(plot) -> float:
+        data = plot.curve_data("points")
+        return float(data[0][-1]) if data is not None and len(data[0]) else 0.0
+
+    qtbot.waitUntil(lambda: not last.in_sight() and newest(top) - newest(last) > 1.0,
+                    timeout=10_000)
+    window.set_live_paused(True)
+    assert newest(top) - newest(last) < 0.5  # drawn at the moment of the pause too
+
+
+def test_a_batch_of_the_previous_workspace_makes_no_panel_in_the_next(window, qtbot,
+                                                                     tmp_path: Path):
+    """The previous workspace's last commit, still queued when another opened, came back as
+    panels of endpoints the new workspace does not have."""
+    import threading
+
+    from app.core.domain import Batch, Sample
+
+    ghost = "onnx:ghost.onnx"
+    late = Batch(samples=(Sample(ghost, 1_000_000_000, "latency_ms", 2.0),), captures=())
+    sender = threading.Thread(target=window.bridge._on_recorder_batch, args=(late,))
+    sender.start()  # as the old recorder's thread: queued to the GUI thread
+    sender.join()
+    window.open_workspace(tmp_path / "next.db")
+    qtbot.wait(100)  # the queued batch is delivered now
+    assert ghost not in window.panels
+    # The new workspace's own batches still arrive.
+    probe = window.attach(f"onnx:{model_path('wine-v1')}?provider=cpu&rate=20")
+    qtbot.waitUntil(lambda: window.panels[probe.endpoint].latency_plot.point_count("points")
+                    > 0, timeout=10_000)
+
+
+def test_the_overlay_offers_only_endpoints_with_request_figures_and_esc_closes_it(window,
+                                                                                qtbot):
+    from PySide6.QtWidgets import QApplication
+
+    window.attach("system:?rate=5")
+    model = window.attach(f"onnx:{model_path('wine-v1')}?provider=cpu&rate=5").endpoint
+    qtbot.keyClick(window, Qt.Key.Key_O,
+                   Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    overlay = window.live.overlay
+    assert [a.toolTip() for a in overlay.endpoints_menu.actions()] == [model]
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is overlay, timeout=2_000)
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Escape)  # straight after opening
+    assert not overlay.isVisible() and not window.actions.overlay.isChecked()
