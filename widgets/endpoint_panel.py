@@ -216,6 +216,7 @@ class EndpointPanel(QFrame):
         """The panel's height (View > Taller/Shorter panels). The default is a least height
         the panel may grow from; any other is the height, so that panels stack evenly.
         Short panels are compact: tighter margins, small plot titles, no legends."""
+        was_compact = self.height_px < COMPACT_BELOW_PX
         self.height_px = px
         compact = px < COMPACT_BELOW_PX
         margin_x, margin_y = (6, 2) if compact else (8, 6)
@@ -229,6 +230,8 @@ class EndpointPanel(QFrame):
             self.setFixedHeight(px)
         for plot in self.plots():
             self._fit_plot(plot)
+        if compact != was_compact:
+            self.set_incidents(self.incidents)
 
     def _fit_plot(self, plot: SeriesPlotWidget) -> None:
         compact = self.height_px < COMPACT_BELOW_PX
@@ -331,8 +334,11 @@ class EndpointPanel(QFrame):
     def set_incidents(self, spans: list[IncidentSpan]) -> None:
         """This endpoint's incidents, shaded on every one of its plots."""
         self.incidents = list(spans)
+        # One label a row is enough; a compact plot is too short for labels at all (they
+        # landed on each other), and the shading and the incident list still say it.
+        labelled = self.height_px >= COMPACT_BELOW_PX
         for i, plot in enumerate(self.plots()):
-            plot.set_incidents(self.incidents, labelled=i == 0)  # one label a row is enough
+            plot.set_incidents(self.incidents, labelled=labelled and i == 0)
 
     def set_slo(self, slo_ms: float | None) -> None:
         if self.latency_plot is not None:

@@ -265,6 +265,26 @@ def test_a_curve_hidden_from_the_legend_stays_hidden_across_time_windows(qtbot):
     assert plot.curves["p99"].isVisible()
 
 
+def test_compact_panels_shade_incidents_without_labels(qtbot):
+    """Labels of incidents close in time landed on each other in a 120 px plot."""
+    from widgets.incident_marks import IncidentSpan
+
+    panel = _shown_panel(qtbot, 1000)
+    panel.set_incidents([IncidentSpan(3, T0, T0 + 20, "error_rate", False),
+                         IncidentSpan(4, T0 + 5, T0 + 30, "drift", True)])
+    marks = panel.latency_plot.incident_marks
+
+    def labels_shown() -> list[bool]:
+        return [label.isVisible() for _, label in marks._regions]
+
+    assert labels_shown() == [True, True]
+    panel.set_height(120)
+    assert labels_shown() == [False, False]
+    assert all(region.isVisible() for region, _ in marks._regions)  # still shaded
+    panel.set_height(230)
+    assert labels_shown() == [True, True]
+
+
 def test_a_double_click_resets_the_zoom_of_a_compact_plot_where_its_legend_would_be(qtbot):
     """A compact panel hides its legend, whose area was still taken as the legend's: a
     double-click anywhere in the upper part of a 120 px panel's plot did nothing."""
