@@ -172,8 +172,12 @@ def test_the_registry_keeps_registration_order_and_updates_in_place(workspace, t
         for i in (2, 1, 3):
             register(store, str(DEMO / f"wine-v{i}.onnx"))
         assert [v.name for v in registered(store)] == ["wine-v2", "wine-v1", "wine-v3"]
-        again = register(store, str(DEMO / "wine-v2.onnx"), version="2.0.1")
-        assert again.id == registered(store)[0].id and registered(store)[0].version == "2.0.1"
+        again = register(store, str(DEMO / "wine-v2.onnx"))
+        assert again.id == registered(store)[0].id and len(registered(store)) == 3
+        # A version that contradicts the one the file names is refused, the row unchanged.
+        with pytest.raises(VersionError, match="contradicts"):
+            register(store, str(DEMO / "wine-v2.onnx"), version="2.0.1")
+        assert registered(store)[0].version == "2.0.0"
         remote = register(store, "v2+http://127.0.0.1:8000/models/wine/versions/4")
         assert (remote.kind, remote.name, remote.version) == ("remote", "wine@4", "4")
         assert find(store, "wine-v3").location.endswith("wine-v3.onnx")
