@@ -71,7 +71,9 @@ class LiveView(QScrollArea):
         self.frame_timer.setTimerType(Qt.TimerType.PreciseTimer)
         self.frame_timer.timeout.connect(self._on_frame_timer_timeout)
         self._history_timer = QTimer(self, interval=HISTORY_REFRESH_MS)
-        self._history_timer.timeout.connect(self.request_history)
+        self._history_timer.timeout.connect(self._refresh_history)
+        self._history_asked: set[str] = set()  # endpoints asked for since the last refresh
+        self.verticalScrollBar().valueChanged.connect(self._on_scrolled)
         history.history_ready.connect(self._on_history_ready)
 
     # -- panels ---------------------------------------------------------------------------
@@ -180,6 +182,7 @@ class LiveView(QScrollArea):
             panel.deleteLater()
         self.panels.clear()
         self.x_link.clear()
+        self._history_seen = None
         if self.overlay is not None:
             self._offer_to_overlay()
             if self.overlay.isVisible():
@@ -261,6 +264,9 @@ class LiveView(QScrollArea):
     def set_time_window(self, key: str) -> None:
         self.window_key = key
         self._history_applied = None  # a history view starts on its whole range
+        # "all": the span every endpoint's answers cover, together; it only grows while the
+        # window stays, so the refreshes of the panels in sight keep the others' part of it.
+        self._history_seen = None
         live = key in LIVE_WINDOWS
         for panel in self.panels.values():
             panel.set_mode("live" if live else "history")
@@ -296,16 +302,41 @@ class LiveView(QScrollArea):
         self._history_applied = None
         self.x_link.set_range(start_s, end_s)
 
-    def request_history(self) -> None:
+    def request_history(self, *, every_panel: bool = True) -> None:
+        """Ask for each panel's downsampled history over the time window. The periodic
+        refresh (``every_panel`` False) asks only for the panels in sight or in the overlay:
+        redrawing all ten endpoints' history every 2 s, most of them out of sight, stalled
+        the window; one scrolled into view is asked for then (``_on_scrolled``)."""
         if self.window_key in LIVE_WINDOWS or self.paused:
             return
         end_ns = time.time_ns()
         span = TIME_WINDOWS[self.window_key]
         start_ns = -1 if span is None else end_ns - int(span * 1e9)
         self._history_span = (start_ns, end_ns)
-        self._history_seen = None  # "all": the span the endpoints' answers cover, together
-        for endpoint in self.panels:
-            self.history.request_history(endpoint, start_ns, end_ns)
+        self._history_asked = set()
+        for endpoint, panel in self.panels.items():
+            if every_panel or self._wants_drawing(endpoint, panel):
+                self._history_asked.add(endpoint)
+                self.history.request_history(endpoint, start_ns, end_ns)
+
+    def _refresh_history(self) -> None:
+        self.request_history(every_panel=False)
+
+    def _wants_drawing(self, endpoint: str, panel: EndpointPanel) -> bool:
+        return not panel.visibleRegion().isEmpty() or (
+            self.overlay is not None and self.overlay.isVisible()
+            and endpoint in self.overlay.chosen())
+
+    def _on_scrolled(self, _value: int) -> None:
+        """Panels scrolled into a history view since its last refresh: asked for now, over
+        the refresh's span (its x range is the one already shown)."""
+        if self.window_key in LIVE_WINDOWS or self.paused:
+            return
+        start_ns, end_ns = self._history_span
+        for endpoint, panel in self.panels.items():
+            if endpoint not in self._history_asked and self._wants_drawing(endpoint, panel):
+                self._history_asked.add(endpoint)
+                self.history.request_history(endpoint, start_ns, end_ns)
 
     def _on_history_ready(self, _rid: int, endpoint: str, result: dict) -> None:
         panel = self.panels.get(endpoint)

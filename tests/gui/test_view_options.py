@@ -3,6 +3,7 @@ sight at once on a small screen) and the percentile window."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ import pytest
 from PySide6.QtCore import Qt
 
 from app.core.demo import model_path
+from app.core.domain import Sample
+from app.core.store import Store
 from app.gui.main_window import MainWindow
 from app.gui.settings import Settings
 from widgets.endpoint_panel import DEFAULT_PANEL_HEIGHT_PX, PANEL_HEIGHTS_PX
@@ -257,3 +260,44 @@ def test_the_overlay_offers_only_endpoints_with_request_figures_and_esc_closes_i
     qtbot.waitUntil(lambda: QApplication.focusWidget() is overlay, timeout=2_000)
     qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Escape)  # straight after opening
     assert not overlay.isVisible() and not window.actions.overlay.isChecked()
+
+
+def test_a_history_view_refreshes_the_panels_in_sight_and_one_scrolled_to(qtbot, tmp_path):
+    """Every endpoint's history was read and redrawn every 2 s, in sight or not (with ten
+    endpoints in "all", stalls of 100 ms and more); a panel out of sight is drawn when it
+    comes into sight, and "all" still spans every endpoint's recording."""
+    recorded = tmp_path / "recorded.db"
+    store = Store(recorded)
+    start = time.time_ns() - 120 * 10**9
+    endpoints = [f"onnx:m{i}.onnx" for i in range(6)]
+    try:
+        for i, endpoint in enumerate(endpoints):  # the last one recorded earliest
+            ts = start - (i * 10**9) + np.arange(600, dtype=np.int64) * 100_000_000
+            store.write_batch([Sample(endpoint, int(t), "latency_ms", 1.0) for t in ts], [])
+    finally:
+        store.close()
+    window = MainWindow(recorded)
+    qtbot.addWidget(window)
+    window.resize(1280, 700)
+    window.show()
+    try:
+        window.set_time_window("all")
+        last = window.panels[endpoints[-1]]
+        qtbot.waitUntil(lambda: last.latency_plot.point_count("p50") > 0, timeout=10_000)
+        window.live.verticalScrollBar().setValue(0)
+        qtbot.waitUntil(lambda: last.visibleRegion().isEmpty(), timeout=2_000)
+        (x0, _), _ = window.panels[endpoints[0]].latency_plot.getViewBox().viewRange()
+        assert x0 <= (start - 5 * 10**9) / 1e9 + 1  # "all" reaches the earliest recording
+        top = window.panels[endpoints[0]].latency_plot
+        qtbot.wait(1_000)  # the opening's rounds of answers for every panel are in
+        drawn = {e: window.panels[e].latency_plot.curve_data("p50") for e in endpoints}
+        # A refresh (every 2 s) redraws the panels in sight, and leaves the others alone.
+        qtbot.waitUntil(lambda: top.curve_data("p50") is not drawn[endpoints[0]],
+                        timeout=5_000)
+        qtbot.wait(800)  # the rest of that round's answers, had the others been asked for
+        assert last.latency_plot.curve_data("p50") is drawn[endpoints[-1]]
+        window.live.ensureWidgetVisible(last)  # scrolled to: drawn at once
+        qtbot.waitUntil(lambda: last.latency_plot.curve_data("p50") is not drawn[endpoints[-1]],
+                        timeout=1_500)
+    finally:
+        window.shutdown()
