@@ -243,6 +243,13 @@ class LiveView(QScrollArea):
     def _on_frame_timer_timeout(self) -> None:
         if self.paused or self.window_key not in LIVE_WINDOWS or not self.panels:
             return
+        now, start, drew = self._draw_live()
+        self.x_link.set_views(start, now, snap=self.snap_to_pixels)
+        self.frames += drew
+
+    def _draw_live(self, *, every_panel: bool = False) -> tuple[float, float, bool]:
+        """The live window's frame for the panels in sight and the overlay's (or for
+        ``every_panel``), then the overlay: ``(now, window start, whether any changed)``."""
         now = time.time()
         span = TIME_WINDOWS[self.window_key] or 60.0
         start = now - span
@@ -255,11 +262,10 @@ class LiveView(QScrollArea):
             # no request arrives to close them (widgets/series.py).
             panel.series.settle(now)
             # Out of sight, a panel is drawn only for the overlay, which draws what it does.
-            if endpoint in overlaid or not panel.visibleRegion().isEmpty():
+            if every_panel or endpoint in overlaid or not panel.visibleRegion().isEmpty():
                 drew = panel.redraw(start, coarse=coarse) or drew
         drew = self._redraw_overlay() or drew
-        self.x_link.set_views(start, now, snap=self.snap_to_pixels)
-        self.frames += drew
+        return now, start, drew
 
     def set_time_window(self, key: str) -> None:
         self.window_key = key
@@ -282,19 +288,10 @@ class LiveView(QScrollArea):
         self.paused = paused
         if paused:
             if self.window_key in LIVE_WINDOWS:
-                self._draw_every_panel()
+                # A frozen view is one moment: a panel scrolled to while frozen must not show
+                # where it was last drawn.
+                self._draw_live(every_panel=True)
             self.x_link.fit_y()  # panning a frozen view refits y to what is in sight
-
-    def _draw_every_panel(self) -> None:
-        """The live frame for every panel, in sight or not: a frozen view is one moment, and
-        a panel scrolled to while frozen must not show where it was last drawn."""
-        now = time.time()
-        span = TIME_WINDOWS[self.window_key] or 60.0
-        coarse = span >= COARSE_WINDOW_S
-        for panel in self.panels.values():
-            panel.series.settle(now)
-            panel.redraw(now - span, coarse=coarse)
-        self._redraw_overlay()
 
     def show_range(self, start_s: float, end_s: float) -> None:
         """Freeze the plots on a past stretch of time (an incident's window, say)."""

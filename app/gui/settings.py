@@ -8,6 +8,7 @@ can redirect it with ``QSettings.setPath``.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, QStandardPaths
@@ -89,20 +90,21 @@ class Settings:
     def set_time_window(self, key: str) -> None:
         self.q.setValue("time_window", key)
 
-    def panel_height(self, default: int) -> int:
+    def _number(self, key: str, default: float) -> float:
         try:
-            return int(self.q.value("panel_height_px", default))
+            value = float(self.q.value(key, default))
         except (TypeError, ValueError):  # a hand-edited settings file
             return default
+        return value if math.isfinite(value) else default
+
+    def panel_height(self, default: int) -> int:
+        return int(self._number("panel_height_px", default))
 
     def set_panel_height(self, px: int) -> None:
         self.q.setValue("panel_height_px", px)
 
     def percentile_window(self, default: float) -> float:
-        try:
-            return float(self.q.value("percentile_window_s", default))
-        except (TypeError, ValueError):  # a hand-edited settings file
-            return default
+        return self._number("percentile_window_s", default)
 
     def set_percentile_window(self, seconds: float) -> None:
         self.q.setValue("percentile_window_s", seconds)
